@@ -1,0 +1,15 @@
+DROP INDEX idx_tombstones_change_seq;
+DROP TABLE tombstones;
+DROP INDEX idx_content_chunks_change_seq;
+DROP INDEX idx_content_chunks_gc;
+DROP TABLE content_chunks;
+DROP INDEX idx_version_history_change_seq;
+DROP TABLE version_history;
+DROP INDEX idx_file_metadata_change_seq;
+DROP INDEX idx_file_metadata_key_value;
+DROP TABLE file_metadata;
+DROP INDEX idx_file_paths_content_hash;
+DROP INDEX idx_file_paths_change_seq;
+DROP INDEX uq_file_paths_live_path;
+DROP TABLE file_paths;
+DROP TABLE nexus_state;
