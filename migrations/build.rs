@@ -22,28 +22,35 @@ fn main() {
                 } else if let Some(s) = file.strip_suffix(".down.sql") {
                     (s, false)
                 } else {
-                    panic!("{dialect}/{file}: migration files are named NNNN_name.up.sql / NNNN_name.down.sql");
+                    panic!(
+                        "{dialect}/{file}: migration files are named NNNN_name.up.sql / NNNN_name.down.sql"
+                    );
                 };
-                let (num, name) = stem.split_once('_').unwrap_or_else(|| {
-                    panic!("{dialect}/{file}: expected NNNN_name")
+                let (num, name) = stem
+                    .split_once('_')
+                    .unwrap_or_else(|| panic!("{dialect}/{file}: expected NNNN_name"));
+                let version: u32 = num.parse().unwrap_or_else(|_| {
+                    panic!("{dialect}/{file}: `{num}` is not a version number")
                 });
-                let version: u32 = num
-                    .parse()
-                    .unwrap_or_else(|_| panic!("{dialect}/{file}: `{num}` is not a version number"));
                 assert!(version > 0, "{dialect}/{file}: versions start at 1");
                 let slot = found
                     .entry(version)
                     .or_insert_with(|| (name.to_string(), None, None));
                 assert_eq!(slot.0, name, "{dialect}: version {version} has two names");
                 let abs = path.canonicalize().unwrap().display().to_string();
-                if up { slot.1 = Some(abs) } else { slot.2 = Some(abs) }
+                if up {
+                    slot.1 = Some(abs)
+                } else {
+                    slot.2 = Some(abs)
+                }
             }
         }
         writeln!(out, "/// Migrations of the {dialect} dialect, ascending.").unwrap();
         writeln!(out, "pub static {konst}: &[Migration] = &[").unwrap();
         for (version, (name, up, down)) in found {
             let up = up.unwrap_or_else(|| panic!("{dialect}: version {version} has no .up.sql"));
-            let down = down.unwrap_or_else(|| panic!("{dialect}: version {version} has no .down.sql"));
+            let down =
+                down.unwrap_or_else(|| panic!("{dialect}: version {version} has no .down.sql"));
             writeln!(
                 out,
                 "    Migration {{ version: {version}, name: {name:?}, up: include_str!({up:?}), down: include_str!({down:?}) }},"

@@ -1,1 +1,74 @@
-//! placeholder
+//! The Nexus file-metadata store, on the turso engine.
+//!
+//! A store records which paths exist and, for each, its backend, physical
+//! location, size, content hash (etag), MIME type, timestamps and version,
+//! plus free-form JSON key/value metadata, a version history, and
+//! reference-counted content chunks. Files it writes are SQLite files.
+//!
+//! ```
+//! # pollster::block_on(async {
+//! use nexus_core::{ListOptions, NewFile, Store};
+//!
+//! let store = Store::memory().await?;
+//! store.put(NewFile::new("/docs/a.txt", "local", "/srv/a", 5).etag("h1")).await?;
+//! store.put(NewFile::new("/docs/a.txt", "local", "/srv/a", 7).etag("h2")).await?;
+//! store.set_metadata("/docs/a.txt", "author", &serde_json::json!("Ada")).await?;
+//!
+//! let a = store.get("/docs/a.txt").await?.unwrap();
+//! assert_eq!((a.size, a.version), (7, 2));
+//! let page = store.list_page(&ListOptions::prefix("/docs/").limit(10)).await?;
+//! assert_eq!(page.items.len(), 1);
+//! # Ok::<_, nexus_core::Error>(()) }).unwrap();
+//! ```
+//!
+//! Every operation is scoped to the handle's tenant ([`Store::with_tenant`]);
+//! inputs are validated before anything is read or written, and failures are
+//! typed ([`Error`], [`Error::kind`]). The store has no async runtime of its
+//! own: the engine runs each call in place, so it works under any executor,
+//! in a browser included. The engine's I/O can be replaced
+//! ([`StoreBuilder::io`], the [`io`] module).
+
+#![warn(missing_docs)]
+
+mod chunks;
+mod cursor;
+mod engine;
+mod error;
+mod files;
+mod meta;
+mod model;
+mod stats;
+mod store;
+mod validate;
+mod versions;
+
+pub use error::{Error, ErrorKind, Result};
+pub use files::MAX_PAGE_SIZE;
+pub use meta::{MAX_METADATA_VALUE_BYTES, canonical_json};
+pub use model::{
+    Chunk, FileRecord, ListOptions, NewFile, Page, Precondition, Stats, Timestamp, VersionDiff,
+    VersionInfo, VersionSource,
+};
+pub use nexus_migrations::{MigrateError, MigrationStatus};
+pub use store::{DEFAULT_BUSY_TIMEOUT, DEFAULT_TENANT, Store, StoreBuilder};
+pub use validate::{MAX_NAME_BYTES, MAX_PATH_BYTES, validate_path};
+
+/// The engine's I/O interface, for callers that bring their own (the browser
+/// build persists through it). These are the engine's own types.
+pub mod io {
+    pub use turso_core::{
+        Clock, Completion, File, IO, MemoryIO, MonotonicInstant, OpenFlags, WallClockInstant,
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync + Clone + 'static>() {}
+
+    #[test]
+    fn store_is_send_sync_clone() {
+        assert_send_sync::<Store>();
+    }
+}

@@ -107,7 +107,11 @@ mod tests {
 
     #[test]
     fn versions_ascend_from_one_without_gaps() {
-        let versions: Vec<u32> = Dialect::Sqlite.migrations().iter().map(|m| m.version).collect();
+        let versions: Vec<u32> = Dialect::Sqlite
+            .migrations()
+            .iter()
+            .map(|m| m.version)
+            .collect();
         let expected: Vec<u32> = (1..=versions.len() as u32).collect();
         assert_eq!(versions, expected);
     }
@@ -115,8 +119,14 @@ mod tests {
     #[test]
     fn checksum_changes_when_either_script_changes() {
         let m = Dialect::Sqlite.migrations()[0];
-        let edited_up = Migration { up: "SELECT 1;", ..m };
-        let edited_down = Migration { down: "SELECT 1;", ..m };
+        let edited_up = Migration {
+            up: "SELECT 1;",
+            ..m
+        };
+        let edited_down = Migration {
+            down: "SELECT 1;",
+            ..m
+        };
         assert_ne!(m.checksum(), edited_up.checksum());
         assert_ne!(m.checksum(), edited_down.checksum());
         assert_eq!(m.checksum(), m.checksum());

@@ -98,7 +98,9 @@ pub enum MigrateError {
         head: u32,
     },
     /// A migration is pending below one that is already applied.
-    #[error("migration {pending} is not applied but the later migration {applied} is; the database was migrated out of order")]
+    #[error(
+        "migration {pending} is not applied but the later migration {applied} is; the database was migrated out of order"
+    )]
     OutOfOrder {
         /// The pending version.
         pending: u32,
@@ -199,7 +201,10 @@ impl Migrator {
 
     /// A migrator over another list (ascending by version); for tests of the runner itself.
     pub fn with_migrations(dialect: Dialect, migrations: &'static [Migration]) -> Self {
-        Self { dialect, migrations }
+        Self {
+            dialect,
+            migrations,
+        }
     }
 
     /// The dialect.
@@ -222,7 +227,10 @@ impl Migrator {
     }
 
     /// The state of every migration, known or recorded, by version.
-    pub async fn status<D: Driver>(&self, driver: &mut D) -> Result<Vec<MigrationStatus>, MigrateError> {
+    pub async fn status<D: Driver>(
+        &self,
+        driver: &mut D,
+    ) -> Result<Vec<MigrationStatus>, MigrateError> {
         let applied = self.read_applied(driver).await?;
         let mut out = Vec::new();
         for m in self.migrations {
@@ -256,7 +264,11 @@ impl Migrator {
     /// Applies pending migrations up to `target` (head when `None`), each in
     /// its own transaction, holding [`Driver::lock`]. Returns the versions
     /// applied, ascending; a target below the current version applies nothing.
-    pub async fn up<D: Driver>(&self, driver: &mut D, target: Option<u32>) -> Result<Vec<u32>, MigrateError> {
+    pub async fn up<D: Driver>(
+        &self,
+        driver: &mut D,
+        target: Option<u32>,
+    ) -> Result<Vec<u32>, MigrateError> {
         let target = target.unwrap_or(self.head());
         self.check_target(target)?;
         lock(driver).await?;
@@ -276,12 +288,19 @@ impl Migrator {
 
     fn check_target(&self, target: u32) -> Result<(), MigrateError> {
         if target > self.head() {
-            return Err(MigrateError::UnknownTarget { target, head: self.head() });
+            return Err(MigrateError::UnknownTarget {
+                target,
+                head: self.head(),
+            });
         }
         Ok(())
     }
 
-    async fn up_locked<D: Driver>(&self, driver: &mut D, target: u32) -> Result<Vec<u32>, MigrateError> {
+    async fn up_locked<D: Driver>(
+        &self,
+        driver: &mut D,
+        target: u32,
+    ) -> Result<Vec<u32>, MigrateError> {
         let applied = self.read_applied(driver).await?;
         self.verify(&applied)?;
         let mut applied_versions: Vec<u32> = applied.iter().map(|a| a.version).collect();
@@ -292,7 +311,10 @@ impl Migrator {
                 continue;
             }
             if m.version < max_applied {
-                return Err(MigrateError::OutOfOrder { pending: m.version, applied: max_applied });
+                return Err(MigrateError::OutOfOrder {
+                    pending: m.version,
+                    applied: max_applied,
+                });
             }
             if m.version > target {
                 break;
@@ -326,7 +348,11 @@ impl Migrator {
         Ok(done)
     }
 
-    async fn down_locked<D: Driver>(&self, driver: &mut D, to: u32) -> Result<Vec<u32>, MigrateError> {
+    async fn down_locked<D: Driver>(
+        &self,
+        driver: &mut D,
+        to: u32,
+    ) -> Result<Vec<u32>, MigrateError> {
         let applied = self.read_applied(driver).await?;
         self.verify(&applied)?;
         let mut applied_versions: Vec<u32> = applied.iter().map(|a| a.version).collect();
@@ -359,7 +385,10 @@ impl Migrator {
         Ok(done)
     }
 
-    async fn read_applied<D: Driver>(&self, driver: &mut D) -> Result<Vec<AppliedMigration>, MigrateError> {
+    async fn read_applied<D: Driver>(
+        &self,
+        driver: &mut D,
+    ) -> Result<Vec<AppliedMigration>, MigrateError> {
         driver
             .execute_batch(self.dialect.bookkeeping_ddl())
             .await
@@ -396,16 +425,28 @@ impl Migrator {
     }
 }
 
-fn driver_err<E: std::error::Error + Send + Sync + 'static>(action: &'static str, e: E) -> MigrateError {
-    MigrateError::Driver { action, source: Box::new(e) }
+fn driver_err<E: std::error::Error + Send + Sync + 'static>(
+    action: &'static str,
+    e: E,
+) -> MigrateError {
+    MigrateError::Driver {
+        action,
+        source: Box::new(e),
+    }
 }
 
 async fn lock<D: Driver>(driver: &mut D) -> Result<(), MigrateError> {
-    driver.lock().await.map_err(|e| driver_err("taking the migration lock", e))
+    driver
+        .lock()
+        .await
+        .map_err(|e| driver_err("taking the migration lock", e))
 }
 
 /// Releases the lock whatever the outcome; the body's error wins over an unlock error.
-async fn unlock<D: Driver>(driver: &mut D, result: Result<Vec<u32>, MigrateError>) -> Result<Vec<u32>, MigrateError> {
+async fn unlock<D: Driver>(
+    driver: &mut D,
+    result: Result<Vec<u32>, MigrateError>,
+) -> Result<Vec<u32>, MigrateError> {
     let unlocked = driver.unlock().await;
     let done = result?;
     unlocked.map_err(|e| driver_err("releasing the migration lock", e))?;

@@ -1,0 +1,399 @@
+//! The thin layer over `turso_core`: one connection, its cached prepared
+//! statements, the step loop, transactions and the migrations driver.
+//! Nothing of `turso_core` leaves this module except through [`crate::io`].
+
+use std::collections::HashMap;
+use std::num::NonZero;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nexus_migrations::{AppliedMigration, Driver};
+use turso_core::{
+    Connection, Database, IO, LimboError, Numeric, Row, SqliteDialect, Statement, StepResult, Value,
+};
+
+use crate::error::{Error, Result};
+use crate::model::Timestamp;
+
+/// A change sequence number: every write transaction takes the next one.
+pub(crate) type Seq = i64;
+
+pub(crate) struct Engine {
+    conn: Arc<Connection>,
+    io: Arc<dyn IO>,
+    /// Prepared statements by the address of their `'static` SQL text.
+    stmts: HashMap<usize, Statement>,
+    last_ts: i64,
+    pub(crate) location: String,
+    busy_timeout: Duration,
+}
+
+/// Parameters are built with these; the engine's `Value` stays in this module.
+pub(crate) fn text(s: &str) -> Value {
+    Value::from_text(s.to_owned())
+}
+pub(crate) fn opt_text(s: Option<&str>) -> Value {
+    s.map_or(Value::Null, text)
+}
+pub(crate) fn int(i: i64) -> Value {
+    Value::from_i64(i)
+}
+pub(crate) fn opt_int(i: Option<i64>) -> Value {
+    i.map_or(Value::Null, Value::from_i64)
+}
+pub(crate) type Param = Value;
+
+/// Typed access to a result row.
+pub(crate) struct RowRef<'a>(&'a Row);
+
+impl RowRef<'_> {
+    pub(crate) fn text(&self, i: usize) -> Result<String> {
+        self.opt_text(i)?
+            .ok_or_else(|| corrupt(i, "NULL where text is required"))
+    }
+    pub(crate) fn opt_text(&self, i: usize) -> Result<Option<String>> {
+        match self.0.get_value(i) {
+            Value::Null => Ok(None),
+            Value::Text(t) => Ok(Some(t.as_str().to_owned())),
+            other => Err(corrupt(i, &format!("expected text, found {other:?}"))),
+        }
+    }
+    pub(crate) fn int(&self, i: usize) -> Result<i64> {
+        self.opt_int(i)?
+            .ok_or_else(|| corrupt(i, "NULL where an integer is required"))
+    }
+    pub(crate) fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+        match self.0.get_value(i) {
+            Value::Null => Ok(None),
+            Value::Numeric(Numeric::Integer(v)) => Ok(Some(*v)),
+            other => Err(corrupt(i, &format!("expected an integer, found {other:?}"))),
+        }
+    }
+}
+
+fn corrupt(column: usize, detail: &str) -> Error {
+    Error::Corrupt {
+        table: "query result",
+        detail: format!("column {column}: {detail}"),
+    }
+}
+
+fn engine_err(context: &'static str, e: LimboError) -> Error {
+    Error::engine(context, e)
+}
+
+fn is_lock_error(e: &LimboError) -> bool {
+    matches!(
+        e,
+        LimboError::LockingError(_) | LimboError::Busy | LimboError::BusySnapshot
+    ) || e.to_string().contains("locked by another process")
+}
+
+impl Engine {
+    /// Opens (or joins, within this process) the database at `path` on `io`,
+    /// waiting up to `busy_timeout` while another process holds it.
+    pub(crate) fn open_database(
+        io: &Arc<dyn IO>,
+        path: &str,
+        busy_timeout: Duration,
+    ) -> Result<Arc<Database>> {
+        let started = web_time::Instant::now();
+        let mut delay = Duration::from_millis(2);
+        loop {
+            match Database::open_file(io.clone(), path, Arc::new(SqliteDialect)) {
+                Ok(db) => return Ok(db),
+                Err(e) if is_lock_error(&e) => {
+                    let waited = started.elapsed();
+                    if waited >= busy_timeout || cfg!(target_family = "wasm") {
+                        return Err(Error::Busy {
+                            location: path.to_string(),
+                            waited,
+                        });
+                    }
+                    sleep(delay.min(busy_timeout - waited));
+                    delay = (delay * 2).min(Duration::from_millis(100));
+                }
+                Err(e) => return Err(engine_err("opening the database", e)),
+            }
+        }
+    }
+
+    pub(crate) fn connect(
+        db: &Arc<Database>,
+        io: Arc<dyn IO>,
+        location: String,
+        busy_timeout: Duration,
+    ) -> Result<Self> {
+        let conn = db.connect().map_err(|e| engine_err("connecting", e))?;
+        conn.set_foreign_keys_enabled(true);
+        conn.set_busy_timeout(busy_timeout);
+        Ok(Engine {
+            conn,
+            io,
+            stmts: HashMap::new(),
+            last_ts: i64::MIN,
+            location,
+            busy_timeout,
+        })
+    }
+
+    /// The current time, strictly after every time this engine handed out
+    /// before, so that every write changes `modified_at`.
+    pub(crate) fn now(&mut self) -> Timestamp {
+        let t = Timestamp::now()
+            .as_micros()
+            .max(self.last_ts.saturating_add(1));
+        self.last_ts = t;
+        Timestamp::from_micros(t)
+    }
+
+    /// Runs a script of statements without parameters (pragmas, migrations).
+    pub(crate) fn execute_script(&mut self, sql: &str) -> Result<()> {
+        self.conn
+            .execute(sql)
+            .map_err(|e| self.map_err("running a script", e))
+    }
+
+    fn map_err(&self, context: &'static str, e: LimboError) -> Error {
+        if matches!(e, LimboError::Busy | LimboError::BusySnapshot) {
+            Error::Busy {
+                location: self.location.clone(),
+                waited: self.busy_timeout,
+            }
+        } else {
+            engine_err(context, e)
+        }
+    }
+
+    /// Runs `sql` with `params`, calling `on_row` for each row until it
+    /// returns `false`. The statement is prepared once and cached.
+    fn run(
+        &mut self,
+        sql: &'static str,
+        params: &[Param],
+        mut on_row: impl FnMut(RowRef<'_>) -> Result<bool>,
+    ) -> Result<u64> {
+        let key = sql.as_ptr() as usize;
+        if !self.stmts.contains_key(&key) {
+            let stmt = self
+                .conn
+                .prepare(sql)
+                .map_err(|e| engine_err("preparing a statement", e))?;
+            self.stmts.insert(key, stmt);
+        }
+        let stmt = self.stmts.get_mut(&key).expect("inserted above");
+        let io = &self.io;
+        let result = (|| {
+            stmt.reset()?;
+            for (i, p) in params.iter().enumerate() {
+                stmt.bind_at(NonZero::new(i + 1).expect("i + 1 > 0"), p.clone())?;
+            }
+            loop {
+                match stmt.step()? {
+                    StepResult::Row => {
+                        let row = stmt.row().expect("a row after StepResult::Row");
+                        match on_row(RowRef(row)) {
+                            Ok(true) => {}
+                            Ok(false) => return Ok(Ok(stmt.n_change())),
+                            Err(e) => return Ok(Err(e)),
+                        }
+                    }
+                    StepResult::Done => return Ok(Ok(stmt.n_change())),
+                    StepResult::IO | StepResult::Yield => io.step()?,
+                    StepResult::Sleep { duration } => {
+                        sleep(duration);
+                        io.step()?;
+                    }
+                    StepResult::Busy => return Err(LimboError::Busy),
+                    StepResult::Interrupt => return Err(LimboError::Interrupt),
+                }
+            }
+        })();
+        // Release whatever the statement holds (read snapshot, bindings).
+        let _ = stmt.reset();
+        match result {
+            Ok(inner) => Ok(u64::try_from(inner?).unwrap_or(0)),
+            Err(e) => Err(self.map_err("running a statement", e)),
+        }
+    }
+
+    /// Executes a statement; returns the number of rows changed.
+    pub(crate) fn execute(&mut self, sql: &'static str, params: &[Param]) -> Result<u64> {
+        self.run(sql, params, |_| Ok(true))
+    }
+
+    /// All rows, mapped.
+    pub(crate) fn query<T>(
+        &mut self,
+        sql: &'static str,
+        params: &[Param],
+        mut map: impl FnMut(RowRef<'_>) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        self.run(sql, params, |row| {
+            out.push(map(row)?);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// The first row, mapped.
+    pub(crate) fn query_one<T>(
+        &mut self,
+        sql: &'static str,
+        params: &[Param],
+        map: impl FnOnce(RowRef<'_>) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let mut map = Some(map);
+        let mut out = None;
+        self.run(sql, params, |row| {
+            out = Some((map.take().expect("called once"))(row)?);
+            Ok(false)
+        })?;
+        Ok(out)
+    }
+
+    /// Runs `f` in a write transaction stamped with the next change sequence
+    /// number; commits if it returns `Ok`, rolls back otherwise.
+    pub(crate) fn write<T>(&mut self, f: impl FnOnce(&mut Self, Seq) -> Result<T>) -> Result<T> {
+        self.execute("BEGIN IMMEDIATE", &[])?;
+        let result = (|| {
+            let seq = self
+                .query_one(
+                    "UPDATE nexus_state SET change_seq = change_seq + 1 WHERE id = 1 RETURNING change_seq",
+                    &[],
+                    |r| r.int(0),
+                )?
+                .ok_or(Error::Corrupt {
+                    table: "nexus_state",
+                    detail: "the state row is missing".into(),
+                })?;
+            let value = f(self, seq)?;
+            self.execute("COMMIT", &[])?;
+            Ok(value)
+        })();
+        if result.is_err() && !self.conn.get_auto_commit() {
+            let _ = self.execute("ROLLBACK", &[]);
+        }
+        result
+    }
+
+    /// Runs `f` in a read transaction, so that its queries see one snapshot.
+    pub(crate) fn read<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.execute("BEGIN", &[])?;
+        let result = f(self);
+        let end = self.execute("COMMIT", &[]);
+        if end.is_err() && !self.conn.get_auto_commit() {
+            let _ = self.execute("ROLLBACK", &[]);
+        }
+        let value = result?;
+        end?;
+        Ok(value)
+    }
+
+    /// Forgets prepared statements (after the schema changed under them).
+    pub(crate) fn clear_statements(&mut self) {
+        self.stmts.clear();
+    }
+}
+
+#[cfg(not(target_family = "wasm"))]
+fn sleep(d: Duration) {
+    std::thread::sleep(d);
+}
+
+#[cfg(target_family = "wasm")]
+fn sleep(_: Duration) {
+    // No blocking sleep in a browser: the caller's loop steps the IO instead.
+}
+
+/// The migrations crate drives the schema through these primitives.
+impl Driver for Engine {
+    type Error = Error;
+
+    async fn execute_batch(&mut self, sql: &str) -> Result<()> {
+        self.execute_script(sql)
+    }
+
+    async fn applied(&mut self) -> Result<Vec<AppliedMigration>> {
+        self.query(
+            "SELECT version, name, checksum, applied_at FROM _nexus_migrations ORDER BY version",
+            &[],
+            |r| {
+                Ok(AppliedMigration {
+                    version: u32::try_from(r.int(0)?).map_err(|_| Error::Corrupt {
+                        table: "_nexus_migrations",
+                        detail: "version out of range".into(),
+                    })?,
+                    name: r.text(1)?,
+                    checksum: r.text(2)?,
+                    applied_at: r.int(3)?,
+                })
+            },
+        )
+    }
+
+    async fn record(&mut self, m: &AppliedMigration) -> Result<()> {
+        self.execute(
+            "INSERT INTO _nexus_migrations (version, name, checksum, applied_at) VALUES (?1, ?2, ?3, ?4)",
+            &[int(i64::from(m.version)), text(&m.name), text(&m.checksum), int(m.applied_at)],
+        )
+        .map(drop)
+    }
+
+    async fn unrecord(&mut self, version: u32) -> Result<()> {
+        self.execute(
+            "DELETE FROM _nexus_migrations WHERE version = ?1",
+            &[int(i64::from(version))],
+        )
+        .map(drop)
+    }
+
+    async fn begin(&mut self) -> Result<()> {
+        self.clear_statements();
+        self.execute_script("BEGIN IMMEDIATE")
+    }
+
+    async fn commit(&mut self) -> Result<()> {
+        self.execute_script("COMMIT")?;
+        self.clear_statements();
+        Ok(())
+    }
+
+    async fn rollback(&mut self) -> Result<()> {
+        self.clear_statements();
+        self.execute_script("ROLLBACK")
+    }
+
+    fn now_micros(&self) -> i64 {
+        Timestamp::now().as_micros()
+    }
+}
+
+impl Engine {
+    /// Runs one raw statement and renders every value as text.
+    pub(crate) fn debug_query(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+        let mut stmt = match self
+            .conn
+            .query(sql)
+            .map_err(|e| engine_err("preparing a query", e))?
+        {
+            Some(stmt) => stmt,
+            None => return Ok(Vec::new()),
+        };
+        let mut rows = Vec::new();
+        stmt.run_with_row_callback(|row| {
+            rows.push(
+                row.get_values()
+                    .map(|v| match v {
+                        Value::Null => None,
+                        other => Some(other.to_string()),
+                    })
+                    .collect(),
+            );
+            Ok(())
+        })
+        .map_err(|e| engine_err("running a query", e))?;
+        Ok(rows)
+    }
+}

@@ -1,0 +1,193 @@
+//! The one error type of `nexus-core`.
+
+use std::time::Duration;
+
+/// A `Result` whose error defaults to [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything a store operation can fail with. Every variant names the value
+/// that was wrong; [`Error::kind`] classifies without matching strings.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A path failed validation; nothing was read or written.
+    #[error("invalid path {path:?}: {reason}")]
+    InvalidPath {
+        /// The path as given.
+        path: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Another argument failed validation; nothing was read or written.
+    #[error("invalid {name} {value:?}: {reason}")]
+    InvalidArgument {
+        /// Which argument (`size`, `backend`, `tenant`, `key`, ...).
+        name: &'static str,
+        /// The value as given (shortened if very long).
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No live file at this path (in this tenant).
+    #[error("no such file: {path}")]
+    NotFound {
+        /// The path.
+        path: String,
+    },
+    /// The destination of a create or rename already exists.
+    #[error("already exists: {path}")]
+    AlreadyExists {
+        /// The path.
+        path: String,
+    },
+    /// A conditional write saw a different state than the caller expected.
+    #[error("conflict on {path}: expected {expected}, found {actual}")]
+    Conflict {
+        /// The path.
+        path: String,
+        /// What the caller expected (`version 3`, `etag "abc"`, `absent`).
+        expected: String,
+        /// What is stored.
+        actual: String,
+    },
+    /// The file exists but has no such version.
+    #[error("version {version} not found for {path}")]
+    VersionNotFound {
+        /// The path.
+        path: String,
+        /// The version asked for.
+        version: u32,
+    },
+    /// No content chunk with this hash (in this tenant).
+    #[error("no such content chunk: {content_hash}")]
+    ChunkNotFound {
+        /// The content hash.
+        content_hash: String,
+    },
+    /// A pagination cursor was malformed or belongs to other filters.
+    #[error("invalid cursor: {reason}")]
+    InvalidCursor {
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// The database stayed locked by another process for the whole busy timeout.
+    /// Retrying later may succeed.
+    #[error("database {location} is busy (locked by another process); gave up after {waited:?}")]
+    Busy {
+        /// The database file.
+        location: String,
+        /// How long the store waited.
+        waited: Duration,
+    },
+    /// Migrating the schema failed.
+    #[error(transparent)]
+    Migration(#[from] nexus_migrations::MigrateError),
+    /// A stored value could not be decoded: the file was changed outside the store.
+    #[error("corrupt data in {table}: {detail}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// What was found.
+        detail: String,
+    },
+    /// The file system refused (creating the database's folder, say).
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What the store was doing.
+        action: &'static str,
+        /// The path involved.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database engine failed.
+    #[error("database engine error while {context}: {source}")]
+    Engine {
+        /// What the store was doing.
+        context: &'static str,
+        /// The engine's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// A coarse classification of [`Error`], for callers deciding what to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The input was invalid: fix the call.
+    InvalidInput,
+    /// Something asked for does not exist.
+    NotFound,
+    /// A destination already exists.
+    AlreadyExists,
+    /// A conditional write lost a race: re-read and retry.
+    Conflict,
+    /// The database is locked by another process: retry later.
+    Busy,
+    /// The schema could not be migrated.
+    Migration,
+    /// Stored data is damaged.
+    Corrupt,
+    /// The engine or the file system failed.
+    Internal,
+}
+
+impl Error {
+    /// The classification of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidPath { .. }
+            | Error::InvalidArgument { .. }
+            | Error::InvalidCursor { .. } => ErrorKind::InvalidInput,
+            Error::NotFound { .. }
+            | Error::VersionNotFound { .. }
+            | Error::ChunkNotFound { .. } => ErrorKind::NotFound,
+            Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            Error::Conflict { .. } => ErrorKind::Conflict,
+            Error::Busy { .. } => ErrorKind::Busy,
+            Error::Migration(_) => ErrorKind::Migration,
+            Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::Io { .. } | Error::Engine { .. } => ErrorKind::Internal,
+        }
+    }
+
+    /// Whether the same call may succeed if retried later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.kind(), ErrorKind::Busy)
+    }
+
+    pub(crate) fn invalid(name: &'static str, value: &str, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            name,
+            value: shorten(value),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn engine(
+        context: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Engine {
+            context,
+            source: Box::new(source),
+        }
+    }
+}
+
+/// Long values are cut in messages so that one bad input cannot flood a log.
+pub(crate) fn shorten(value: &str) -> String {
+    const MAX: usize = 200;
+    if value.len() <= MAX {
+        return value.to_string();
+    }
+    let mut end = MAX;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &value[..end], value.len())
+}

@@ -1,0 +1,51 @@
+//! Counts describing a store.
+
+use crate::engine::text;
+use crate::error::Result;
+use crate::model::Stats;
+use crate::store::Store;
+
+impl Store {
+    /// Counts for this handle's tenant.
+    pub async fn stats(&self) -> Result<Stats> {
+        let mut e = self.engine().await;
+        let t = &*self.tenant;
+        e.read(|e| {
+            let mut count = |sql: &'static str| -> Result<i64> {
+                Ok(e.query_one(sql, &[text(t)], |r| r.int(0))?.unwrap_or(0))
+            };
+            let files = count("SELECT COUNT(*) FROM file_paths WHERE tenant_id = ?1 AND deleted_at IS NULL")?;
+            let total_bytes = count(
+                "SELECT COALESCE(SUM(size_bytes), 0) FROM file_paths WHERE tenant_id = ?1 AND deleted_at IS NULL",
+            )?;
+            let deleted_files = count("SELECT COUNT(*) FROM file_paths WHERE tenant_id = ?1 AND deleted_at IS NOT NULL")?;
+            let metadata_entries = count(
+                "SELECT COUNT(*) FROM file_metadata m JOIN file_paths p ON p.path_id = m.path_id \
+                 WHERE p.tenant_id = ?1 AND p.deleted_at IS NULL",
+            )?;
+            let versions = count(
+                "SELECT COUNT(*) FROM version_history v JOIN file_paths p ON p.path_id = v.path_id \
+                 WHERE p.tenant_id = ?1 AND p.deleted_at IS NULL",
+            )?;
+            let chunks = count("SELECT COUNT(*) FROM content_chunks WHERE tenant_id = ?1")?;
+            let change_seq = e
+                .query_one("SELECT change_seq FROM nexus_state WHERE id = 1", &[], |r| r.int(0))?
+                .unwrap_or(0);
+            let schema_version = e
+                .query_one("SELECT COALESCE(MAX(version), 0) FROM _nexus_migrations", &[], |r| r.int(0))?
+                .unwrap_or(0);
+            let n = |v: i64| u64::try_from(v).unwrap_or(0);
+            Ok(Stats {
+                tenant: t.to_string(),
+                files: n(files),
+                total_bytes: n(total_bytes),
+                deleted_files: n(deleted_files),
+                metadata_entries: n(metadata_entries),
+                versions: n(versions),
+                chunks: n(chunks),
+                change_seq,
+                schema_version: u32::try_from(schema_version).unwrap_or(0),
+            })
+        })
+    }
+}

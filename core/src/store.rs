@@ -1,0 +1,343 @@
+//! Opening a store: the builder, the shared per-file state, migrations on open.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_lock::{Mutex as AsyncMutex, MutexGuard};
+use nexus_migrations::{Dialect, MigrationStatus, Migrator};
+use turso_core::{Database, IO};
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::validate::validate_name;
+
+/// The tenant used when none is chosen.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// How long an open waits for another process that holds the database.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A handle on a metadata store, scoped to one tenant.
+///
+/// Cheap to clone; clones share one connection, and so do all handles opened
+/// on the same file in one process. Every method is `async` and may be called
+/// from many tasks at once: calls are serialized on the connection (the
+/// embedded engine runs them in place, without blocking on I/O readiness).
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) tenant: Arc<str>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("location", &self.shared.location)
+            .field("tenant", &self.tenant)
+            .finish()
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) engine: AsyncMutex<Engine>,
+    pub(crate) location: String,
+    // Keeps the database open for as long as a handle lives.
+    _db: Arc<Database>,
+}
+
+/// Open file-backed stores of this process, by canonical path, so that a
+/// second `open` of the same file joins the first (one writer per process).
+static OPEN: Mutex<Option<HashMap<PathBuf, Weak<Shared>>>> = Mutex::new(None);
+
+/// Where a store lives.
+#[derive(Debug, Clone)]
+enum Location {
+    Memory,
+    File(PathBuf),
+}
+
+/// Configures and opens a [`Store`].
+///
+/// ```
+/// # pollster::block_on(async {
+/// use nexus_core::{NewFile, Store};
+///
+/// let store = Store::builder().memory().tenant("acme").open().await?;
+/// store.put(NewFile::new("/a.txt", "local", "/data/a.txt", 3)).await?;
+/// assert!(store.exists("/a.txt").await?);
+/// # Ok::<_, nexus_core::Error>(()) }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct StoreBuilder {
+    location: Location,
+    tenant: String,
+    busy_timeout: Duration,
+    io: Option<Arc<dyn IO>>,
+    migrate: bool,
+}
+
+impl std::fmt::Debug for StoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreBuilder")
+            .field("location", &self.location)
+            .field("tenant", &self.tenant)
+            .field("busy_timeout", &self.busy_timeout)
+            .field("custom_io", &self.io.is_some())
+            .field("migrate", &self.migrate)
+            .finish()
+    }
+}
+
+impl Default for StoreBuilder {
+    fn default() -> Self {
+        StoreBuilder {
+            location: Location::Memory,
+            tenant: DEFAULT_TENANT.to_string(),
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            io: None,
+            migrate: true,
+        }
+    }
+}
+
+impl StoreBuilder {
+    /// A store in the SQLite-format file at `path` (created with its folder if missing).
+    pub fn path(mut self, path: impl AsRef<Path>) -> Self {
+        self.location = Location::File(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// A private in-memory store (the default).
+    pub fn memory(mut self) -> Self {
+        self.location = Location::Memory;
+        self
+    }
+
+    /// The tenant of the returned handle (default [`DEFAULT_TENANT`]).
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.tenant = tenant.into();
+        self
+    }
+
+    /// How long to wait for another process holding the file (default 30 s).
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// The engine's I/O: files, clock and randomness. The default is the
+    /// platform's file I/O for paths and memory for in-memory stores; the
+    /// browser build passes its own.
+    pub fn io(mut self, io: Arc<dyn IO>) -> Self {
+        self.io = Some(io);
+        self
+    }
+
+    /// Whether to apply pending migrations on open (default `true`). When
+    /// `false`, a store whose schema is not at head is refused.
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
+    /// Opens the store and brings its schema to head.
+    pub async fn open(self) -> Result<Store> {
+        validate_name("tenant", &self.tenant)?;
+        let shared = match &self.location {
+            Location::Memory => Arc::new(self.open_shared(":memory:".to_string()).await?),
+            Location::File(path) => self.open_file(path).await?,
+        };
+        Ok(Store {
+            shared,
+            tenant: Arc::from(self.tenant.as_str()),
+        })
+    }
+
+    async fn open_file(&self, path: &Path) -> Result<Arc<Shared>> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| Error::Io {
+                action: "creating the folder of",
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+        let key = canonical(path);
+        if let Some(shared) = registry_get(&key) {
+            return Ok(shared);
+        }
+        let location = path.to_str().ok_or_else(|| {
+            Error::invalid(
+                "database path",
+                &path.display().to_string(),
+                "must be UTF-8",
+            )
+        })?;
+        let shared = Arc::new(self.open_shared(location.to_string()).await?);
+        // Two tasks may race to open the same file: the engine shares the
+        // database between them; keep the first handle registered.
+        Ok(registry_put(key, shared))
+    }
+
+    async fn open_shared(&self, location: String) -> Result<Shared> {
+        let io = match &self.io {
+            Some(io) => io.clone(),
+            None => default_io(&location)?,
+        };
+        let db = Engine::open_database(&io, &location, self.busy_timeout)?;
+        let mut engine = Engine::connect(&db, io, location.clone(), self.busy_timeout)?;
+        let migrator = Migrator::new(Dialect::Sqlite);
+        if self.migrate {
+            migrator.up(&mut engine, None).await?;
+        } else {
+            let current = migrator.current(&mut engine).await?;
+            if current != migrator.head() {
+                return Err(Error::invalid(
+                    "database",
+                    &location,
+                    format!(
+                        "schema is at version {current}, head is {}; open with migrations on",
+                        migrator.head()
+                    ),
+                ));
+            }
+        }
+        Ok(Shared {
+            engine: AsyncMutex::new(engine),
+            location,
+            _db: db,
+        })
+    }
+}
+
+fn default_io(location: &str) -> Result<Arc<dyn IO>> {
+    if location == ":memory:" {
+        return Ok(Arc::new(turso_core::MemoryIO::new()));
+    }
+    #[cfg(not(target_family = "wasm"))]
+    {
+        let io =
+            turso_core::PlatformIO::new().map_err(|e| Error::engine("starting file I/O", e))?;
+        Ok(Arc::new(io))
+    }
+    #[cfg(target_family = "wasm")]
+    {
+        Err(Error::invalid(
+            "database path",
+            location,
+            "there is no file system here; pass an IO with StoreBuilder::io",
+        ))
+    }
+}
+
+fn canonical(path: &Path) -> PathBuf {
+    // The file may not exist yet; canonicalize its folder instead.
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            parent
+                .canonicalize()
+                .map(|p| p.join(name))
+                .unwrap_or_else(|_| path.to_path_buf())
+        }
+        _ => path.to_path_buf(),
+    }
+}
+
+fn registry_get(key: &Path) -> Option<Arc<Shared>> {
+    let guard = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+    guard.as_ref()?.get(key)?.upgrade()
+}
+
+fn registry_put(key: PathBuf, shared: Arc<Shared>) -> Arc<Shared> {
+    let mut guard = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+    let map = guard.get_or_insert_with(HashMap::new);
+    map.retain(|_, weak| weak.strong_count() > 0);
+    if let Some(existing) = map.get(&key).and_then(Weak::upgrade) {
+        return existing;
+    }
+    map.insert(key, Arc::downgrade(&shared));
+    shared
+}
+
+impl Store {
+    /// Configures a store; see [`StoreBuilder`].
+    pub fn builder() -> StoreBuilder {
+        StoreBuilder::default()
+    }
+
+    /// Opens (creating if needed) the store in the file at `path`, default tenant.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Store> {
+        Store::builder().path(path).open().await
+    }
+
+    /// A new private in-memory store, default tenant.
+    pub async fn memory() -> Result<Store> {
+        Store::builder().memory().open().await
+    }
+
+    /// A handle on the same store scoped to `tenant`.
+    pub fn with_tenant(&self, tenant: &str) -> Result<Store> {
+        validate_name("tenant", tenant)?;
+        Ok(Store {
+            shared: self.shared.clone(),
+            tenant: Arc::from(tenant),
+        })
+    }
+
+    /// The tenant of this handle.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// Where the store lives (`:memory:` or the file path).
+    pub fn location(&self) -> &str {
+        &self.shared.location
+    }
+
+    pub(crate) async fn engine(&self) -> MutexGuard<'_, Engine> {
+        self.shared.engine.lock().await
+    }
+
+    /// The state of every schema migration.
+    pub async fn migration_status(&self) -> Result<Vec<MigrationStatus>> {
+        let mut engine = self.engine().await;
+        Ok(Migrator::new(Dialect::Sqlite).status(&mut *engine).await?)
+    }
+
+    /// Applies migrations up to `target` (head when `None`); returns those applied.
+    pub async fn migrate_up(&self, target: Option<u32>) -> Result<Vec<u32>> {
+        let mut engine = self.engine().await;
+        let done = Migrator::new(Dialect::Sqlite)
+            .up(&mut *engine, target)
+            .await?;
+        engine.clear_statements();
+        Ok(done)
+    }
+
+    /// Reverts migrations down to `to` (0 is base, which removes every table
+    /// and all data); returns those reverted. The store is unusable for
+    /// records until migrated up again.
+    pub async fn migrate_down(&self, to: u32) -> Result<Vec<u32>> {
+        let mut engine = self.engine().await;
+        let done = Migrator::new(Dialect::Sqlite)
+            .down(&mut *engine, to)
+            .await?;
+        engine.clear_statements();
+        Ok(done)
+    }
+
+    /// Runs raw SQL against the store's connection. For tests and tools that
+    /// inspect the file (schema dumps, integrity checks); returns every row
+    /// with each value rendered as text (`NULL` as `None`).
+    #[doc(hidden)]
+    pub async fn debug_query(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+        let engine = self.engine().await;
+        engine.debug_query(sql)
+    }
+}
