@@ -332,6 +332,16 @@ impl Store {
         Ok(done)
     }
 
+    /// Applies `migrator`'s migrations (a list other than the embedded one)
+    /// on this store's connection; for tests of the runner.
+    #[doc(hidden)]
+    pub async fn debug_migrate_with(&self, migrator: Migrator) -> Result<Vec<u32>> {
+        let mut engine = self.engine().await;
+        let done = migrator.up(&mut *engine, None).await;
+        engine.clear_statements();
+        Ok(done?)
+    }
+
     /// Runs raw SQL against the store's connection. For tests and tools that
     /// inspect the file (schema dumps, integrity checks); returns every row
     /// with each value rendered as text (`NULL` as `None`).

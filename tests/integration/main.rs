@@ -1,1 +1,15 @@
+//! The integration suite: one binary.
 
+mod common;
+mod file_store;
+mod migrations;
+
+/// The conformance suite on an in-memory store.
+mod conformance_memory {
+    nexus_tests::conformance_tests!(crate::common::Fixture::memory());
+}
+
+/// The conformance suite on a store in a file.
+mod conformance_file {
+    nexus_tests::conformance_tests!(crate::common::Fixture::file());
+}

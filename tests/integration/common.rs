@@ -1,0 +1,46 @@
+//! Fixtures shared by the integration tests.
+
+use std::ops::Deref;
+use std::path::PathBuf;
+
+use nexus_core::Store;
+
+/// A fresh store, and whatever must live as long as it.
+pub struct Fixture {
+    pub store: Store,
+    pub dir: Option<tempfile::TempDir>,
+}
+
+impl Fixture {
+    pub async fn memory() -> Fixture {
+        Fixture {
+            store: Store::memory().await.unwrap(),
+            dir: None,
+        }
+    }
+
+    pub async fn file() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("nexus.db")).await.unwrap();
+        Fixture {
+            store,
+            dir: Some(dir),
+        }
+    }
+
+    #[allow(dead_code)]
+    pub fn db_path(&self) -> PathBuf {
+        self.dir
+            .as_ref()
+            .expect("a file fixture")
+            .path()
+            .join("nexus.db")
+    }
+}
+
+impl Deref for Fixture {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        &self.store
+    }
+}
