@@ -186,6 +186,10 @@ pub async fn list_non_recursive_gives_direct_children(s: Store) {
     assert_eq!(page_paths(&s, &root).await.0, ["/dz", "/top"]);
     let raw = ListOptions::prefix("/d").recursive(false);
     assert_eq!(page_paths(&s, &raw).await.0, ["/dz"]);
+    assert_eq!(s.list_directories("/d/").await.unwrap(), ["/d/b", "/d/f"]);
+    assert_eq!(s.list_directories("/").await.unwrap(), ["/d"]);
+    assert_eq!(s.list_directories("/d/b/").await.unwrap(), ["/d/b/d"]);
+    assert!(s.list_directories("/d/a").await.unwrap().is_empty());
 }
 
 /// Python pagination tests on `/files/file000..099`.

@@ -358,6 +358,31 @@ fn scan(
     }
 }
 
+/// The implicit directories directly below `prefix` (full paths, no
+/// trailing `/`), in path order: one seek per directory found.
+fn scan_directories(e: &mut Engine, tenant: &str, prefix: &str) -> Result<Vec<String>> {
+    let mut dirs = Vec::new();
+    let mut from = From::Including(prefix.to_string());
+    loop {
+        let rows = scan(e, tenant, prefix, true, from, 64)?;
+        let Some(last) = rows.last().map(|r| r.path.clone()) else {
+            return Ok(dirs);
+        };
+        from = From::After(last);
+        for record in &rows {
+            if let Some(slash) = record.path[prefix.len()..].find('/') {
+                let dir = record.path[..prefix.len() + slash].to_string();
+                from = From::Including(format!("{dir}0"));
+                dirs.push(dir);
+                break;
+            }
+        }
+        if rows.len() < 64 && matches!(from, From::After(_)) {
+            return Ok(dirs);
+        }
+    }
+}
+
 fn is_directory_in(e: &mut Engine, tenant: &str, path: &str) -> Result<bool> {
     let dir = if path == "/" {
         "/".to_string()
@@ -523,6 +548,14 @@ impl Store {
             None
         };
         Ok(Page { items, next_cursor })
+    }
+
+    /// The implicit directories directly below `prefix` (`/dir/` gives
+    /// `/dir/a` for `/dir/a/x`), sorted, as full paths without a trailing `/`.
+    pub async fn list_directories(&self, prefix: &str) -> Result<Vec<String>> {
+        validate_prefix(prefix)?;
+        let mut e = self.engine().await;
+        e.read(|e| scan_directories(e, &self.tenant, prefix))
     }
 
     /// Whether `path` is an implicit directory: some live file lies below it.

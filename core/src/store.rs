@@ -135,8 +135,10 @@ impl StoreBuilder {
         self
     }
 
-    /// Whether to apply pending migrations on open (default `true`). When
-    /// `false`, a store whose schema is not at head is refused.
+    /// Whether to apply pending migrations on open (default `true`). With
+    /// `false` the schema is left as it is, for tools that inspect or migrate
+    /// it themselves ([`Store::migration_status`], [`Store::migrate_up`]);
+    /// record operations then fail if the schema is not at head.
     pub fn migrate(mut self, migrate: bool) -> Self {
         self.migrate = migrate;
         self
@@ -187,21 +189,8 @@ impl StoreBuilder {
         };
         let db = Engine::open_database(&io, &location, self.busy_timeout)?;
         let mut engine = Engine::connect(&db, io, location.clone(), self.busy_timeout)?;
-        let migrator = Migrator::new(Dialect::Sqlite);
         if self.migrate {
-            migrator.up(&mut engine, None).await?;
-        } else {
-            let current = migrator.current(&mut engine).await?;
-            if current != migrator.head() {
-                return Err(Error::invalid(
-                    "database",
-                    &location,
-                    format!(
-                        "schema is at version {current}, head is {}; open with migrations on",
-                        migrator.head()
-                    ),
-                ));
-            }
+            Migrator::new(Dialect::Sqlite).up(&mut engine, None).await?;
         }
         Ok(Shared {
             engine: AsyncMutex::new(engine),

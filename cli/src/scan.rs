@@ -1,0 +1,248 @@
+//! `nexus scan`: mirror a folder into the store, touching only what changed.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use nexus_core::{FileRecord, NewFile, Store, Timestamp};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::{Failure, fail};
+
+/// Files are written in transactions of this many.
+const BATCH: usize = 1000;
+
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    pub prefix: String,
+    pub files: u64,
+    pub added: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub removed: u64,
+    pub skipped: u64,
+    pub bytes_hashed: u64,
+    pub seconds: f64,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "scanned {} files into {}: {} added, {} updated, {} unchanged, {} removed, {} skipped; hashed {} bytes in {:.2}s",
+            self.files,
+            self.prefix,
+            self.added,
+            self.updated,
+            self.unchanged,
+            self.removed,
+            self.skipped,
+            self.bytes_hashed,
+            self.seconds
+        )
+    }
+}
+
+struct Found {
+    virtual_path: String,
+    real: PathBuf,
+    size: u64,
+    modified: Timestamp,
+    created: Timestamp,
+}
+
+fn default_prefix(dir: &Path) -> Result<String, Failure> {
+    let abs = dir
+        .canonicalize()
+        .map_err(|e| fail(format!("cannot scan {}: {e}", dir.display())))?;
+    Ok(match abs.file_name().and_then(|n| n.to_str()) {
+        Some(name) => format!("/{name}"),
+        None => "/".to_string(),
+    })
+}
+
+fn hash_file(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+pub async fn scan(
+    store: &Store,
+    dir: &Path,
+    prefix: Option<&str>,
+    progress: bool,
+) -> Result<Summary, Failure> {
+    let started = Instant::now();
+    if !dir.is_dir() {
+        return Err(fail(format!(
+            "cannot scan {}: not a directory",
+            dir.display()
+        )));
+    }
+    let prefix = match prefix {
+        Some(p) => p.to_string(),
+        None => default_prefix(dir)?,
+    };
+    let base = prefix.trim_end_matches('/').to_string();
+    if !base.is_empty() {
+        nexus_core::validate_path(&base)?;
+    }
+    let mut summary = Summary {
+        prefix: if base.is_empty() {
+            "/".into()
+        } else {
+            base.clone()
+        },
+        ..Summary::default()
+    };
+
+    // Phase 1: walk the folder (cheap: names and stat only).
+    let mut found = Vec::new();
+    for entry in walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("nexus: skipping {e}");
+                summary.skipped += 1;
+                continue;
+            }
+        };
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let rel = entry.path().strip_prefix(dir).expect("below the root");
+        let Some(rel) = rel.to_str() else {
+            eprintln!(
+                "nexus: skipping {}: the name is not UTF-8",
+                entry.path().to_string_lossy()
+            );
+            summary.skipped += 1;
+            continue;
+        };
+        let virtual_path = format!("{base}/{}", rel.replace(std::path::MAIN_SEPARATOR, "/"));
+        if let Err(e) = nexus_core::validate_path(&virtual_path) {
+            eprintln!("nexus: skipping {}: {e}", entry.path().display());
+            summary.skipped += 1;
+            continue;
+        }
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("nexus: skipping {}: {e}", entry.path().display());
+                summary.skipped += 1;
+                continue;
+            }
+        };
+        let modified = meta
+            .modified()
+            .map(Timestamp::from_system_time)
+            .unwrap_or_else(|_| Timestamp::now());
+        let created = meta
+            .created()
+            .map(Timestamp::from_system_time)
+            .unwrap_or(modified);
+        found.push(Found {
+            virtual_path,
+            real: entry.path().to_path_buf(),
+            size: meta.len(),
+            modified,
+            created,
+        });
+    }
+    summary.files = found.len() as u64;
+
+    // What the store has under the prefix now.
+    let existing: HashMap<String, FileRecord> = store
+        .list(&format!("{base}/"))
+        .await?
+        .into_iter()
+        .map(|r| (r.path.clone(), r))
+        .collect();
+
+    // Phase 2: hash and write what changed, in batches.
+    let bar = if progress {
+        ProgressBar::new(found.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} files ({per_sec}) {msg}",
+        )
+        .expect("valid template"),
+    );
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut seen = std::collections::HashSet::with_capacity(found.len());
+    for f in &found {
+        seen.insert(f.virtual_path.as_str());
+        let physical = f.real.canonicalize().unwrap_or_else(|_| f.real.clone());
+        let physical = physical.to_string_lossy().into_owned();
+        if let Some(old) = existing.get(&f.virtual_path) {
+            if old.size == f.size && old.modified_at == f.modified && old.physical_path == physical
+            {
+                summary.unchanged += 1;
+                bar.inc(1);
+                continue;
+            }
+        }
+        let etag = match hash_file(&f.real) {
+            Ok(h) => h,
+            Err(e) => {
+                bar.suspend(|| eprintln!("nexus: skipping {}: {e}", f.real.display()));
+                summary.skipped += 1;
+                bar.inc(1);
+                continue;
+            }
+        };
+        summary.bytes_hashed += f.size;
+        if existing.contains_key(&f.virtual_path) {
+            summary.updated += 1;
+        } else {
+            summary.added += 1;
+        }
+        let mut file = NewFile::new(&f.virtual_path, "local", physical, f.size)
+            .etag(etag)
+            .modified_at(f.modified)
+            .created_at(f.created);
+        file.mime_type = mime_guess::from_path(&f.real)
+            .first_raw()
+            .map(str::to_string);
+        batch.push(file);
+        if batch.len() == BATCH {
+            store.put_batch(&batch).await?;
+            batch.clear();
+        }
+        bar.inc(1);
+    }
+    if !batch.is_empty() {
+        store.put_batch(&batch).await?;
+    }
+    // Records of files that are gone.
+    let gone: Vec<&str> = existing
+        .keys()
+        .map(String::as_str)
+        .filter(|p| !seen.contains(p))
+        .collect();
+    for chunk in gone.chunks(BATCH) {
+        summary.removed += store.delete_batch(chunk).await? as u64;
+    }
+    bar.finish_and_clear();
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
