@@ -193,13 +193,14 @@ pub async fn scan(
         seen.insert(f.virtual_path.as_str());
         let physical = f.real.canonicalize().unwrap_or_else(|_| f.real.clone());
         let physical = physical.to_string_lossy().into_owned();
-        if let Some(old) = existing.get(&f.virtual_path) {
-            if old.size == f.size && old.modified_at == f.modified && old.physical_path == physical
-            {
-                summary.unchanged += 1;
-                bar.inc(1);
-                continue;
-            }
+        if let Some(old) = existing.get(&f.virtual_path)
+            && old.size == f.size
+            && old.modified_at == f.modified
+            && old.physical_path == physical
+        {
+            summary.unchanged += 1;
+            bar.inc(1);
+            continue;
         }
         let etag = match hash_file(&f.real) {
             Ok(h) => h,

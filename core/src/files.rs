@@ -300,10 +300,10 @@ fn scan(
         let upper = prefix_upper_bound(prefix).expect("a validated prefix starts with '/'");
         (prefix.to_string(), upper)
     };
-    if let From::Including(s) = &from {
-        if s.as_str() < lower_default.as_str() {
-            from = From::Including(lower_default);
-        }
+    if let From::Including(s) = &from
+        && s.as_str() < lower_default.as_str()
+    {
+        from = From::Including(lower_default);
     }
     let mut items = Vec::new();
     loop {

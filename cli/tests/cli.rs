@@ -1,0 +1,469 @@
+//! The `nexus` binary end to end: real processes on real files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("nexus.db")
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_nexus"));
+        c.current_dir(self.dir.path())
+            .env_remove("NEXUS_DB")
+            .env_remove("NEXUS_TENANT");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// Runs, expects success, returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "nexus {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+
+    /// Runs, expects failure, returns the (single) stderr line.
+    fn err(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "nexus {args:?} should fail");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "one line on stderr: {stderr:?}");
+        stderr
+    }
+}
+
+const RECORD_FIELDS: [&str; 10] = [
+    "path",
+    "backend",
+    "physical_path",
+    "size",
+    "etag",
+    "mime_type",
+    "created_at",
+    "modified_at",
+    "version",
+    "tenant",
+];
+
+#[test]
+fn init_creates_default_database_in_current_folder() {
+    let env = Env::new();
+    let out = env.ok(&["init"]);
+    assert!(out.contains("schema version 1"), "{out}");
+    assert!(env.db().exists());
+    let other = env.dir.path().join("elsewhere.db");
+    env.cmd()
+        .arg("init")
+        .env("NEXUS_DB", &other)
+        .output()
+        .unwrap();
+    assert!(other.exists(), "NEXUS_DB is honoured");
+}
+
+#[test]
+fn put_get_round_trip_with_json_fields() {
+    let env = Env::new();
+    let put = env.json(&[
+        "put",
+        "/docs/a.txt",
+        "--backend",
+        "s3",
+        "--physical",
+        "bucket/a",
+        "--size",
+        "42",
+        "--etag",
+        "e1",
+        "--mime",
+        "text/plain",
+    ]);
+    let got = env.json(&["get", "/docs/a.txt"]);
+    assert_eq!(put, got);
+    for f in RECORD_FIELDS {
+        assert!(got.get(f).is_some(), "field {f} missing in {got}");
+    }
+    assert_eq!(got["size"], 42);
+    assert_eq!(got["etag"], "e1");
+    assert_eq!(got["version"], 1);
+    assert_eq!(got["tenant"], "default");
+    assert!(got["created_at"].as_str().unwrap().ends_with('Z'));
+    let human = env.ok(&["get", "/docs/a.txt"]);
+    assert!(human.contains("bucket/a") && human.contains("text/plain"));
+}
+
+#[test]
+fn missing_paths_exit_non_zero_with_one_line() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    for args in [
+        &["get", "/nope"][..],
+        &["rm", "/nope"],
+        &["mv", "/nope", "/other"],
+        &["versions", "/nope"],
+        &["rollback", "/nope", "1"],
+        &["meta", "get", "/nope", "k"],
+        &["meta", "set", "/nope", "k", "1"],
+    ] {
+        let line = env.err(args);
+        assert!(
+            line.starts_with("nexus: ") && line.contains("/nope"),
+            "{args:?}: {line}"
+        );
+    }
+    let bad = env.err(&[
+        "put",
+        "relative",
+        "--backend",
+        "l",
+        "--physical",
+        "p",
+        "--size",
+        "1",
+    ]);
+    assert!(bad.contains("invalid path \"relative\""), "{bad}");
+    let neg = env.err(&[
+        "put",
+        "/x",
+        "--backend",
+        "l",
+        "--physical",
+        "p",
+        "--size",
+        "-1",
+    ]);
+    assert!(neg.contains("invalid size -1"), "{neg}");
+    let json = env.err(&["find", "k=not json"]);
+    assert!(json.contains("not valid JSON"), "{json}");
+}
+
+#[test]
+fn ls_pages_with_cursor_and_shows_directories() {
+    let env = Env::new();
+    for p in ["/d/a", "/d/b", "/d/c", "/d/sub/x", "/e"] {
+        env.ok(&["put", p, "--backend", "l", "--physical", "p", "--size", "1"]);
+    }
+    let first = env.json(&["ls", "/d", "-r", "--limit", "2"]);
+    let names = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&first), ["/d/a", "/d/b"]);
+    let cursor = first["next_cursor"].as_str().unwrap().to_string();
+    let second = env.json(&["ls", "/d", "-r", "--limit", "2", "--cursor", &cursor]);
+    assert_eq!(names(&second), ["/d/c", "/d/sub/x"]);
+    assert!(second["next_cursor"].is_null());
+    let wrong = env.err(&["ls", "/e", "-r", "--cursor", &cursor]);
+    assert!(wrong.contains("invalid cursor"), "{wrong}");
+
+    let direct = env.json(&["ls", "/d"]);
+    assert_eq!(names(&direct), ["/d/a", "/d/b", "/d/c"]);
+    assert_eq!(direct["directories"], serde_json::json!(["/d/sub"]));
+    let human = env.ok(&["ls"]);
+    assert!(human.contains("/d/") && human.contains("/e"), "{human}");
+}
+
+#[test]
+fn meta_find_versions_rollback_mv_rm() {
+    let env = Env::new();
+    env.ok(&[
+        "put",
+        "/f",
+        "--backend",
+        "l",
+        "--physical",
+        "p1",
+        "--size",
+        "1",
+        "--etag",
+        "h1",
+    ]);
+    env.ok(&[
+        "put",
+        "/f",
+        "--backend",
+        "l",
+        "--physical",
+        "p2",
+        "--size",
+        "2",
+        "--etag",
+        "h2",
+    ]);
+    env.ok(&["meta", "set", "/f", "status", r#""ready""#]);
+    env.ok(&["meta", "set", "/f", "tags", r#"["a", "b"]"#]);
+    assert_eq!(
+        env.json(&["meta", "get", "/f", "tags"])["value"],
+        serde_json::json!(["a", "b"])
+    );
+    assert_eq!(
+        env.ok(&["meta", "get", "/f", "status"]).trim(),
+        r#""ready""#
+    );
+    let found = env.json(&["find", r#"status="ready""#]);
+    assert_eq!(found["items"][0]["path"], "/f");
+    assert_eq!(
+        env.json(&["find", r#"status="other""#])["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    env.ok(&["meta", "rm", "/f", "status"]);
+    assert!(
+        env.err(&["meta", "get", "/f", "status"])
+            .contains("no metadata key")
+    );
+
+    let versions = env.json(&["versions", "/f"]);
+    let numbers: Vec<u64> = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, [2, 1]);
+    let rolled = env.json(&["rollback", "/f", "1"]);
+    assert_eq!(
+        (rolled["version"].as_u64(), rolled["etag"].as_str()),
+        (Some(3), Some("h1"))
+    );
+
+    env.ok(&["mv", "/f", "/g"]);
+    assert_eq!(
+        env.json(&["meta", "get", "/g", "tags"])["value"],
+        serde_json::json!(["a", "b"])
+    );
+    env.ok(&["rm", "/g"]);
+    env.err(&["get", "/g"]);
+    let stats = env.json(&["stats"]);
+    assert_eq!(stats["files"], 0);
+    assert_eq!(stats["deleted_files"], 1);
+}
+
+#[test]
+fn tenants_do_not_see_each_other() {
+    let env = Env::new();
+    env.ok(&[
+        "--tenant",
+        "acme",
+        "put",
+        "/x",
+        "--backend",
+        "l",
+        "--physical",
+        "p",
+        "--size",
+        "1",
+    ]);
+    env.err(&["get", "/x"]);
+    env.err(&["--tenant", "other", "get", "/x"]);
+    assert_eq!(
+        env.json(&["--tenant", "acme", "get", "/x"])["tenant"],
+        "acme"
+    );
+}
+
+fn write(path: &Path, content: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+}
+
+#[test]
+fn scan_records_a_folder_and_rescan_touches_only_changes() {
+    let env = Env::new();
+    let root = env.dir.path().join("photos");
+    write(&root.join("a.txt"), "hello");
+    write(&root.join("sub/b.json"), "{}");
+    write(&root.join("c.png"), "png");
+    let first = env.json(&["scan", "photos"]);
+    assert_eq!(
+        (first["added"].as_u64(), first["files"].as_u64()),
+        (Some(3), Some(3))
+    );
+    let a = env.json(&["get", "/photos/a.txt"]);
+    assert_eq!(a["mime_type"], "text/plain");
+    assert_eq!(a["size"], 5);
+    // sha256("hello")
+    assert_eq!(
+        a["etag"],
+        "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+    );
+    assert_eq!(
+        env.json(&["get", "/photos/c.png"])["mime_type"],
+        "image/png"
+    );
+
+    let again = env.json(&["scan", "photos"]);
+    assert_eq!(
+        (
+            again["unchanged"].as_u64(),
+            again["added"].as_u64(),
+            again["updated"].as_u64()
+        ),
+        (Some(3), Some(0), Some(0))
+    );
+    assert_eq!(again["bytes_hashed"], 0, "nothing unchanged is re-read");
+    let seq_before = env.json(&["stats"])["change_seq"].as_u64().unwrap();
+    env.json(&["scan", "photos"]);
+    assert_eq!(
+        env.json(&["stats"])["change_seq"].as_u64().unwrap(),
+        seq_before,
+        "an unchanged re-scan writes nothing"
+    );
+
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write(&root.join("a.txt"), "hello, world");
+    std::fs::remove_file(root.join("c.png")).unwrap();
+    write(&root.join("new.md"), "# new");
+    let third = env.json(&["scan", "photos"]);
+    assert_eq!(
+        (
+            third["added"].as_u64(),
+            third["updated"].as_u64(),
+            third["removed"].as_u64(),
+            third["unchanged"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1), Some(1))
+    );
+    assert_eq!(env.json(&["get", "/photos/a.txt"])["version"], 2);
+    env.err(&["get", "/photos/c.png"]);
+
+    let at_root = env.json(&["scan", "photos", "--prefix", "/"]);
+    assert_eq!(at_root["prefix"], "/");
+    assert!(env.json(&["get", "/sub/b.json"])["size"] == 2);
+}
+
+#[cfg(unix)]
+#[test]
+fn scan_reports_and_skips_non_utf8_names() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    let root = env.dir.path().join("odd");
+    write(&root.join("fine.txt"), "ok");
+    let bad = root.join(std::ffi::OsStr::from_bytes(b"bad-\xff.txt"));
+    std::fs::write(&bad, "x").unwrap();
+    let out = env.run(&["scan", "odd", "--json"]);
+    assert!(out.status.success());
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (summary["added"].as_u64(), summary["skipped"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not UTF-8") && stderr.contains("bad-"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn migrate_status_down_up() {
+    let env = Env::new();
+    env.ok(&[
+        "put",
+        "/x",
+        "--backend",
+        "l",
+        "--physical",
+        "p",
+        "--size",
+        "1",
+    ]);
+    let status = env.json(&["migrate", "status"]);
+    assert_eq!(status["migrations"][0]["state"], "applied");
+    assert_eq!(
+        env.json(&["migrate", "down", "--to", "0"])["reverted"],
+        serde_json::json!([1])
+    );
+    assert_eq!(
+        env.json(&["migrate", "status"])["migrations"][0]["state"],
+        "pending"
+    );
+    assert_eq!(
+        env.json(&["migrate", "up"])["applied"],
+        serde_json::json!([1])
+    );
+    assert_eq!(
+        env.json(&["migrate", "up"])["applied"],
+        serde_json::json!([])
+    );
+    assert!(
+        env.err(&["migrate", "up", "--to", "77"])
+            .contains("no migration version 77")
+    );
+}
+
+/// Two processes on one file both succeed: the second waits for the first.
+#[test]
+fn two_processes_on_one_file_both_succeed() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let spawn = |tag: &'static str| {
+        let mut cmd = Command::new("sh");
+        let script = format!(
+            "for i in $(seq 1 25); do {} put /{tag}/$i --backend l --physical p --size 1 >/dev/null || exit 1; done",
+            env!("CARGO_BIN_EXE_nexus")
+        );
+        cmd.args(["-c", &script]);
+        cmd.current_dir(env.dir.path());
+        cmd
+    };
+    let mut a = spawn("a").spawn().unwrap();
+    let mut b = spawn("b").spawn().unwrap();
+    assert!(a.wait().unwrap().success());
+    assert!(b.wait().unwrap().success());
+    assert_eq!(env.json(&["stats"])["files"], 50);
+}
+
+/// A process holding the file past the busy timeout gives a clear, bounded failure.
+#[test]
+fn busy_database_fails_after_the_timeout_with_clear_error() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let store = pollster::block_on(nexus_core::Store::open(env.db())).unwrap();
+    let started = std::time::Instant::now();
+    let line = env.err(&["--busy-timeout", "0.5", "get", "/x"]);
+    let waited = started.elapsed();
+    assert!(line.contains("busy"), "{line}");
+    assert!(
+        waited >= std::time::Duration::from_millis(500),
+        "it waited: {waited:?}"
+    );
+    drop(store);
+    let after = env.err(&["get", "/x"]);
+    assert!(
+        after.contains("no such file"),
+        "once released, the file opens: {after}"
+    );
+}

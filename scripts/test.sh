@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs every check and test of the workspace, installing what is missing first.
+# This is the command the README gives and CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain"
+if ! command -v cargo >/dev/null; then
+    echo "cargo not found: install Rust with rustup (https://rustup.rs) first" >&2
+    exit 1
+fi
+# rust-toolchain.toml pins the version; make sure its wasm32 target is there.
+rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unknown$' \
+    || rustup target add wasm32-unknown-unknown
+# gcc builds the bundled C SQLite that the cross-checks and benchmark use.
+if ! command -v cc >/dev/null; then
+    if command -v apt-get >/dev/null; then
+        apt-get update -qq && apt-get install -y -qq build-essential
+    else
+        echo "a C compiler (cc) is needed to build the bundled SQLite used by tests" >&2
+        exit 1
+    fi
+fi
+cargo --version
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "wasm32 build of nexus-core"
+cargo build -p nexus-core --target wasm32-unknown-unknown --locked
+
+step "tests"
+cargo test --workspace --locked
+
+step "all checks passed"
