@@ -189,8 +189,13 @@ impl StoreBuilder {
         };
         let db = Engine::open_database(&io, &location, self.busy_timeout)?;
         let mut engine = Engine::connect(&db, io, location.clone(), self.busy_timeout)?;
-        if self.migrate {
-            Migrator::new(Dialect::Sqlite).up(&mut engine, None).await?;
+        if self.migrate
+            && !Migrator::new(Dialect::Sqlite)
+                .up(&mut engine, None)
+                .await?
+                .is_empty()
+        {
+            engine.reconnect()?;
         }
         Ok(Shared {
             engine: AsyncMutex::new(engine),
@@ -305,7 +310,7 @@ impl Store {
         let done = Migrator::new(Dialect::Sqlite)
             .up(&mut *engine, target)
             .await?;
-        engine.clear_statements();
+        engine.reconnect()?;
         Ok(done)
     }
 
@@ -317,7 +322,7 @@ impl Store {
         let done = Migrator::new(Dialect::Sqlite)
             .down(&mut *engine, to)
             .await?;
-        engine.clear_statements();
+        engine.reconnect()?;
         Ok(done)
     }
 
@@ -327,7 +332,7 @@ impl Store {
     pub async fn debug_migrate_with(&self, migrator: Migrator) -> Result<Vec<u32>> {
         let mut engine = self.engine().await;
         let done = migrator.up(&mut *engine, None).await;
-        engine.clear_statements();
+        engine.reconnect()?;
         Ok(done?)
     }
 
