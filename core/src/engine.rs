@@ -177,6 +177,19 @@ impl Engine {
         Timestamp::from_micros(t)
     }
 
+    /// A new identity: a UUID v7 (time-ordered, so that new rows land next to
+    /// each other in the primary-key B-trees), from the engine's clock, with
+    /// 74 random bits.
+    pub(crate) fn new_id(&mut self) -> String {
+        let micros = self.now().as_micros().max(0) as u64;
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            micros / 1_000_000,
+            (micros % 1_000_000) as u32 * 1000,
+        );
+        uuid::Uuid::new_v7(ts).to_string()
+    }
+
     /// Runs a script of statements without parameters (pragmas, migrations).
     pub(crate) fn execute_script(&mut self, sql: &str) -> Result<()> {
         self.conn

@@ -115,7 +115,7 @@ pub(crate) fn insert_version(
     reason: Option<&str>,
     parent: Option<&str>,
 ) -> Result<()> {
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = e.new_id();
     e.execute(
         "INSERT INTO version_history (version_id, path_id, version_number, backend_id, physical_path, \
          content_hash, size_bytes, mime_type, parent_version_id, source_type, change_reason, created_by, \
@@ -193,7 +193,7 @@ fn put_in_txn(
                 modified_at: modified,
                 version: 1,
                 tenant: tenant.to_string(),
-                path_id: uuid::Uuid::new_v4().to_string(),
+                path_id: e.new_id(),
             };
             e.execute(
                 "INSERT INTO file_paths (path_id, tenant_id, virtual_path, backend_id, physical_path, size_bytes, \

@@ -8,7 +8,6 @@ DROP TABLE version_history;
 DROP INDEX idx_file_metadata_change_seq;
 DROP INDEX idx_file_metadata_key_value;
 DROP TABLE file_metadata;
-DROP INDEX idx_file_paths_content_hash;
 DROP INDEX idx_file_paths_change_seq;
 DROP INDEX uq_file_paths_live_path;
 DROP TABLE file_paths;

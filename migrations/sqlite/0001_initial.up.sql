@@ -34,7 +34,6 @@ CREATE TABLE file_paths (
 CREATE UNIQUE INDEX uq_file_paths_live_path
     ON file_paths (tenant_id, virtual_path) WHERE deleted_at IS NULL;
 CREATE INDEX idx_file_paths_change_seq ON file_paths (change_seq);
-CREATE INDEX idx_file_paths_content_hash ON file_paths (tenant_id, content_hash);
 
 CREATE TABLE file_metadata (
     path_id    TEXT NOT NULL REFERENCES file_paths (path_id) ON DELETE CASCADE,
