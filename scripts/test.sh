@@ -25,6 +25,23 @@ if ! command -v cc >/dev/null; then
 fi
 cargo --version
 
+step "PostgreSQL (the sync and distributed tests run against a real server)"
+have_pg() {
+    [ -n "${NEXUS_TEST_DATABASE_URL:-}" ] && return 0
+    [ -n "${NEXUS_PG_BIN:-}" ] && [ -x "$NEXUS_PG_BIN/initdb" ] && return 0
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && return 0
+    command -v initdb >/dev/null && command -v pg_ctl >/dev/null
+}
+if ! have_pg; then
+    if command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15
+    else
+        echo "PostgreSQL server binaries are needed: install postgresql-15, or set NEXUS_TEST_DATABASE_URL" >&2
+        exit 1
+    fi
+fi
+ls -d /usr/lib/postgresql/*/bin 2>/dev/null || true
+
 step "format"
 cargo fmt --all -- --check
 

@@ -345,6 +345,18 @@ impl Engine {
         Ok(value)
     }
 
+    /// Starts a read transaction that later calls see as one snapshot, until [`Engine::end_read`].
+    pub(crate) fn begin_read(&mut self) -> Result<()> {
+        self.execute("BEGIN", &[]).map(drop)
+    }
+
+    /// Ends [`Engine::begin_read`]; infallible for callers (a failed commit rolls back).
+    pub(crate) fn end_read(&mut self) {
+        if self.execute("COMMIT", &[]).is_err() && !self.reader.get_auto_commit() {
+            let _ = self.execute("ROLLBACK", &[]);
+        }
+    }
+
     /// Forgets prepared statements (after the schema changed under them).
     pub(crate) fn clear_statements(&mut self) {
         self.stmts.clear();

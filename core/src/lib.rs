@@ -30,6 +30,7 @@
 
 #![warn(missing_docs)]
 
+mod changes;
 mod chunks;
 mod cursor;
 mod engine;
@@ -42,6 +43,9 @@ mod store;
 mod validate;
 mod versions;
 
+pub use changes::{
+    CHANGE_TABLES, Changes, ChunkRow, FileRow, MetadataRow, Snapshot, TombstoneRow, VersionRow,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use files::MAX_PAGE_SIZE;
 pub use meta::{MAX_METADATA_VALUE_BYTES, canonical_json};

@@ -11,9 +11,10 @@
 
 CREATE TABLE nexus_state (
     id         INTEGER PRIMARY KEY CHECK (id = 1),
-    change_seq INTEGER NOT NULL
+    change_seq INTEGER NOT NULL,
+    store_id   TEXT NOT NULL  -- random, names this store as a sync source
 );
-INSERT INTO nexus_state (id, change_seq) VALUES (1, 0);
+INSERT INTO nexus_state (id, change_seq, store_id) VALUES (1, 0, lower(hex(randomblob(16))));
 
 CREATE TABLE file_paths (
     path_id         TEXT PRIMARY KEY NOT NULL,  -- uuid v4, hyphenated lower-case

@@ -117,6 +117,18 @@ mod tests {
     }
 
     #[test]
+    fn both_dialects_have_the_same_versions_and_names() {
+        let names = |d: Dialect| {
+            d.migrations()
+                .iter()
+                .map(|m| (m.version, m.name))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(Dialect::Sqlite), names(Dialect::Postgres));
+        assert!(!Dialect::Postgres.migrations().is_empty());
+    }
+
+    #[test]
     fn checksum_changes_when_either_script_changes() {
         let m = Dialect::Sqlite.migrations()[0];
         let edited_up = Migration {
@@ -135,7 +147,11 @@ mod tests {
 
     #[test]
     fn every_script_is_non_empty() {
-        for m in Dialect::Sqlite.migrations() {
+        for m in Dialect::Sqlite
+            .migrations()
+            .iter()
+            .chain(Dialect::Postgres.migrations())
+        {
             assert!(!m.up.trim().is_empty(), "{} up is empty", m.version);
             assert!(!m.down.trim().is_empty(), "{} down is empty", m.version);
         }

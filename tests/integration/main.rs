@@ -3,6 +3,8 @@
 mod common;
 mod file_store;
 mod migrations;
+mod pg_migrations;
+mod pg_sync;
 
 /// The conformance suite on an in-memory store.
 mod conformance_memory {

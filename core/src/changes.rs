@@ -1,0 +1,393 @@
+//! Reading the store's changes for replication: every row as stored, all
+//! tenants, selected by change sequence, from one consistent snapshot.
+//!
+//! Every write transaction stamps the rows it writes with the next change
+//! sequence number, and sequence order is commit order, so "everything with
+//! `change_seq` in `(after, through]`" of one snapshot is a complete, exact
+//! description of what changed between two points. Rows carry their latest
+//! state; removals of rows that are gone for good are [`TombstoneRow`]s.
+
+use async_lock::MutexGuard;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Engine, RowRef, int};
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// A `file_paths` row as stored. Times are microseconds since the Unix epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct FileRow {
+    pub path_id: String,
+    pub tenant_id: String,
+    pub virtual_path: String,
+    pub backend_id: String,
+    pub physical_path: String,
+    pub size_bytes: i64,
+    pub content_hash: Option<String>,
+    pub file_type: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub deleted_at: Option<i64>,
+    pub current_version: i64,
+    pub change_seq: i64,
+}
+
+/// A `file_metadata` row as stored; `value` is canonical JSON text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct MetadataRow {
+    pub path_id: String,
+    pub key: String,
+    pub value: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub change_seq: i64,
+}
+
+/// A `version_history` row as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct VersionRow {
+    pub version_id: String,
+    pub path_id: String,
+    pub version_number: i64,
+    pub backend_id: String,
+    pub physical_path: String,
+    pub content_hash: Option<String>,
+    pub size_bytes: i64,
+    pub mime_type: Option<String>,
+    pub parent_version_id: Option<String>,
+    pub source_type: String,
+    pub change_reason: Option<String>,
+    pub created_by: Option<String>,
+    pub created_at: i64,
+    pub change_seq: i64,
+}
+
+/// A `content_chunks` row as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct ChunkRow {
+    pub tenant_id: String,
+    pub content_hash: String,
+    pub size_bytes: i64,
+    pub storage_path: String,
+    pub ref_count: i64,
+    pub created_at: i64,
+    pub last_accessed_at: Option<i64>,
+    pub protected_until: Option<i64>,
+    pub change_seq: i64,
+}
+
+/// A row removed for good: `file_metadata` (key1 = path id, key2 = key) or
+/// `content_chunks` (key1 = tenant, key2 = content hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct TombstoneRow {
+    pub table_name: String,
+    pub key1: String,
+    pub key2: String,
+    pub deleted_at: i64,
+    pub change_seq: i64,
+}
+
+/// The rows that changed in `(after, through]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changes {
+    /// Exclusive lower bound of the change sequence range.
+    pub after: i64,
+    /// Inclusive upper bound.
+    pub through: i64,
+    /// Changed `file_paths` rows.
+    pub files: Vec<FileRow>,
+    /// Changed `file_metadata` rows.
+    pub metadata: Vec<MetadataRow>,
+    /// Changed `version_history` rows.
+    pub versions: Vec<VersionRow>,
+    /// Changed `content_chunks` rows.
+    pub chunks: Vec<ChunkRow>,
+    /// Removals.
+    pub tombstones: Vec<TombstoneRow>,
+}
+
+impl Changes {
+    /// How many rows, all tables together.
+    pub fn len(&self) -> usize {
+        self.files.len()
+            + self.metadata.len()
+            + self.versions.len()
+            + self.chunks.len()
+            + self.tombstones.len()
+    }
+
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The tables that carry a change sequence, in dependency order.
+pub const CHANGE_TABLES: [&str; 5] = [
+    "file_paths",
+    "version_history",
+    "file_metadata",
+    "content_chunks",
+    "tombstones",
+];
+
+/// A consistent, read-only view of the whole store (all tenants), for
+/// replication. It holds the store's connection: other calls on this store
+/// wait until it is dropped.
+pub struct Snapshot<'a> {
+    engine: MutexGuard<'a, Engine>,
+    source_id: String,
+    change_seq: i64,
+}
+
+impl std::fmt::Debug for Snapshot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("source_id", &self.source_id)
+            .field("change_seq", &self.change_seq)
+            .finish()
+    }
+}
+
+impl Drop for Snapshot<'_> {
+    fn drop(&mut self) {
+        self.engine.end_read();
+    }
+}
+
+fn file_row(r: &RowRef<'_>) -> Result<FileRow> {
+    Ok(FileRow {
+        path_id: r.text(0)?,
+        tenant_id: r.text(1)?,
+        virtual_path: r.text(2)?,
+        backend_id: r.text(3)?,
+        physical_path: r.text(4)?,
+        size_bytes: r.int(5)?,
+        content_hash: r.opt_text(6)?,
+        file_type: r.opt_text(7)?,
+        created_at: r.int(8)?,
+        updated_at: r.int(9)?,
+        deleted_at: r.opt_int(10)?,
+        current_version: r.int(11)?,
+        change_seq: r.int(12)?,
+    })
+}
+
+fn metadata_row(r: &RowRef<'_>) -> Result<MetadataRow> {
+    Ok(MetadataRow {
+        path_id: r.text(0)?,
+        key: r.text(1)?,
+        value: r.text(2)?,
+        created_at: r.int(3)?,
+        updated_at: r.int(4)?,
+        change_seq: r.int(5)?,
+    })
+}
+
+fn version_row(r: &RowRef<'_>) -> Result<VersionRow> {
+    Ok(VersionRow {
+        version_id: r.text(0)?,
+        path_id: r.text(1)?,
+        version_number: r.int(2)?,
+        backend_id: r.text(3)?,
+        physical_path: r.text(4)?,
+        content_hash: r.opt_text(5)?,
+        size_bytes: r.int(6)?,
+        mime_type: r.opt_text(7)?,
+        parent_version_id: r.opt_text(8)?,
+        source_type: r.text(9)?,
+        change_reason: r.opt_text(10)?,
+        created_by: r.opt_text(11)?,
+        created_at: r.int(12)?,
+        change_seq: r.int(13)?,
+    })
+}
+
+fn chunk_row(r: &RowRef<'_>) -> Result<ChunkRow> {
+    Ok(ChunkRow {
+        tenant_id: r.text(0)?,
+        content_hash: r.text(1)?,
+        size_bytes: r.int(2)?,
+        storage_path: r.text(3)?,
+        ref_count: r.int(4)?,
+        created_at: r.int(5)?,
+        last_accessed_at: r.opt_int(6)?,
+        protected_until: r.opt_int(7)?,
+        change_seq: r.int(8)?,
+    })
+}
+
+fn tombstone_row(r: &RowRef<'_>) -> Result<TombstoneRow> {
+    Ok(TombstoneRow {
+        table_name: r.text(0)?,
+        key1: r.text(1)?,
+        key2: r.text(2)?,
+        deleted_at: r.int(3)?,
+        change_seq: r.int(4)?,
+    })
+}
+
+impl Snapshot<'_> {
+    /// The store's identity as a replication source.
+    pub fn source_id(&self) -> &str {
+        &self.source_id
+    }
+
+    /// The newest change sequence number in this snapshot.
+    pub fn change_seq(&self) -> i64 {
+        self.change_seq
+    }
+
+    /// The end of a window starting after `after` that holds about
+    /// `max_rows` rows per table (more only when one transaction wrote more):
+    /// read windows `(a, window_end(a)]` until `change_seq()` is reached.
+    pub fn window_end(&mut self, after: i64, max_rows: usize) -> Result<i64> {
+        let offset = int(i64::try_from(max_rows.max(1)).unwrap_or(i64::MAX) - 1);
+        let params = [int(after), int(self.change_seq), offset];
+        let mut end = self.change_seq;
+        macro_rules! candidate {
+            ($table:literal) => {
+                if let Some(s) = self.engine.query_one(
+                    concat!(
+                        "SELECT change_seq FROM ",
+                        $table,
+                        " WHERE change_seq > ?1 AND change_seq <= ?2 ORDER BY change_seq LIMIT 1 OFFSET ?3"
+                    ),
+                    &params,
+                    |r| r.int(0),
+                )? {
+                    end = end.min(s);
+                }
+            };
+        }
+        candidate!("file_paths");
+        candidate!("version_history");
+        candidate!("file_metadata");
+        candidate!("content_chunks");
+        candidate!("tombstones");
+        Ok(end)
+    }
+
+    /// Every row with `change_seq` in `(after, through]`, each table sorted by
+    /// change sequence.
+    pub fn changes(&mut self, after: i64, through: i64) -> Result<Changes> {
+        if through > self.change_seq || after > through {
+            return Err(Error::invalid(
+                "change range",
+                &format!("({after}, {through}]"),
+                format!("must lie within (0, {}]", self.change_seq),
+            ));
+        }
+        let p = [int(after), int(through)];
+        let e = &mut self.engine;
+        Ok(Changes {
+            after,
+            through,
+            files: e.query(
+                "SELECT path_id, tenant_id, virtual_path, backend_id, physical_path, size_bytes, content_hash, \
+                 file_type, created_at, updated_at, deleted_at, current_version, change_seq FROM file_paths \
+                 WHERE change_seq > ?1 AND change_seq <= ?2 ORDER BY change_seq",
+                &p,
+                |r| file_row(&r),
+            )?,
+            versions: e.query(
+                "SELECT version_id, path_id, version_number, backend_id, physical_path, content_hash, size_bytes, \
+                 mime_type, parent_version_id, source_type, change_reason, created_by, created_at, change_seq \
+                 FROM version_history WHERE change_seq > ?1 AND change_seq <= ?2 ORDER BY change_seq",
+                &p,
+                |r| version_row(&r),
+            )?,
+            metadata: e.query(
+                "SELECT path_id, key, value, created_at, updated_at, change_seq FROM file_metadata \
+                 WHERE change_seq > ?1 AND change_seq <= ?2 ORDER BY change_seq",
+                &p,
+                |r| metadata_row(&r),
+            )?,
+            chunks: e.query(
+                "SELECT tenant_id, content_hash, size_bytes, storage_path, ref_count, created_at, last_accessed_at, \
+                 protected_until, change_seq FROM content_chunks WHERE change_seq > ?1 AND change_seq <= ?2 \
+                 ORDER BY change_seq",
+                &p,
+                |r| chunk_row(&r),
+            )?,
+            tombstones: e.query(
+                "SELECT table_name, key1, key2, deleted_at, change_seq FROM tombstones \
+                 WHERE change_seq > ?1 AND change_seq <= ?2 ORDER BY change_seq",
+                &p,
+                |r| tombstone_row(&r),
+            )?,
+        })
+    }
+
+    /// How many rows of each table of [`CHANGE_TABLES`] (in that order) have
+    /// `change_seq` in `(after, through]`.
+    pub fn count_changes(&mut self, after: i64, through: i64) -> Result<[u64; 5]> {
+        let p = [int(after), int(through)];
+        let sqls = [
+            "SELECT COUNT(*) FROM file_paths WHERE change_seq > ?1 AND change_seq <= ?2",
+            "SELECT COUNT(*) FROM version_history WHERE change_seq > ?1 AND change_seq <= ?2",
+            "SELECT COUNT(*) FROM file_metadata WHERE change_seq > ?1 AND change_seq <= ?2",
+            "SELECT COUNT(*) FROM content_chunks WHERE change_seq > ?1 AND change_seq <= ?2",
+            "SELECT COUNT(*) FROM tombstones WHERE change_seq > ?1 AND change_seq <= ?2",
+        ];
+        let mut out = [0u64; 5];
+        for (slot, sql) in out.iter_mut().zip(sqls) {
+            *slot = self.engine.query_one(sql, &p, |r| r.int(0))?.unwrap_or(0) as u64;
+        }
+        Ok(out)
+    }
+
+    /// Row counts per table of [`CHANGE_TABLES`], in that order.
+    pub fn row_counts(&mut self) -> Result<[u64; 5]> {
+        let mut out = [0u64; 5];
+        let sqls = [
+            "SELECT COUNT(*) FROM file_paths",
+            "SELECT COUNT(*) FROM version_history",
+            "SELECT COUNT(*) FROM file_metadata",
+            "SELECT COUNT(*) FROM content_chunks",
+            "SELECT COUNT(*) FROM tombstones",
+        ];
+        for (slot, sql) in out.iter_mut().zip(sqls) {
+            *slot = self.engine.query_one(sql, &[], |r| r.int(0))?.unwrap_or(0) as u64;
+        }
+        Ok(out)
+    }
+}
+
+impl Store {
+    /// A consistent snapshot of the whole store for replication. While it
+    /// lives, other calls on this store (in this process) wait.
+    pub async fn snapshot(&self) -> Result<Snapshot<'_>> {
+        let mut engine = self.engine().await;
+        engine.begin_read()?;
+        let state = engine.query_one(
+            "SELECT change_seq, store_id FROM nexus_state WHERE id = 1",
+            &[],
+            |r| Ok((r.int(0)?, r.text(1)?)),
+        );
+        let (change_seq, source_id) = match state {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                engine.end_read();
+                return Err(Error::Corrupt {
+                    table: "nexus_state",
+                    detail: "the state row is missing".into(),
+                });
+            }
+            Err(e) => {
+                engine.end_read();
+                return Err(e);
+            }
+        };
+        Ok(Snapshot {
+            engine,
+            source_id,
+            change_seq,
+        })
+    }
+}

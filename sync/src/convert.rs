@@ -1,0 +1,244 @@
+//! Source rows converted to PostgreSQL values. A value that does not
+//! convert is a message naming the table, the row and the value.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nexus_core::{ChunkRow, FileRow, MetadataRow, TombstoneRow, VersionRow};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// PostgreSQL's earliest timestamp (4713-11-24 BC), microseconds since the Unix epoch.
+const PG_MIN_MICROS: i64 = -210_866_803_200_000_000;
+
+pub(crate) fn ts(micros: i64, what: &str) -> Result<SystemTime, String> {
+    if micros < PG_MIN_MICROS {
+        return Err(format!(
+            "{what} = {micros} µs since 1970 is before PostgreSQL's earliest timestamp (4713 BC)"
+        ));
+    }
+    Ok(if micros >= 0 {
+        UNIX_EPOCH + Duration::from_micros(micros as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_micros(micros.unsigned_abs())
+    })
+}
+
+fn opt_ts(micros: Option<i64>, what: &str) -> Result<Option<SystemTime>, String> {
+    micros.map(|m| ts(m, what)).transpose()
+}
+
+pub(crate) fn uuid(s: &str, what: &str) -> Result<Uuid, String> {
+    Uuid::parse_str(s).map_err(|_| format!("{what} {s:?} is not a UUID"))
+}
+
+fn int4(v: i64, what: &str) -> Result<i32, String> {
+    i32::try_from(v).map_err(|_| format!("{what} = {v} does not fit a PostgreSQL integer"))
+}
+
+fn json(s: &str, what: &str) -> Result<Value, String> {
+    serde_json::from_str(s).map_err(|e| format!("{what} is not valid JSON ({e}): {}", shorten(s)))
+}
+
+fn shorten(s: &str) -> String {
+    if s.len() <= 80 {
+        return s.to_string();
+    }
+    let mut end = 80;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+pub(crate) struct PgFile {
+    pub path_id: Uuid,
+    pub row: FileRow,
+    pub created_at: SystemTime,
+    pub updated_at: SystemTime,
+    pub deleted_at: Option<SystemTime>,
+    pub current_version: i32,
+}
+
+pub(crate) fn file(row: FileRow) -> Result<PgFile, String> {
+    let at = |field: &str| {
+        format!(
+            "file {:?} (tenant {:?}) {field}",
+            row.virtual_path, row.tenant_id
+        )
+    };
+    Ok(PgFile {
+        path_id: uuid(&row.path_id, &at("path_id"))?,
+        created_at: ts(row.created_at, &at("created_at"))?,
+        updated_at: ts(row.updated_at, &at("updated_at"))?,
+        deleted_at: opt_ts(row.deleted_at, &at("deleted_at"))?,
+        current_version: int4(row.current_version, &at("current_version"))?,
+        row,
+    })
+}
+
+pub(crate) struct PgVersion {
+    pub version_id: Uuid,
+    pub path_id: Uuid,
+    pub parent_version_id: Option<Uuid>,
+    pub version_number: i32,
+    pub created_at: SystemTime,
+    pub row: VersionRow,
+}
+
+pub(crate) fn version(row: VersionRow) -> Result<PgVersion, String> {
+    let at = |field: &str| {
+        format!(
+            "version {} of path id {:?} {field}",
+            row.version_number, row.path_id
+        )
+    };
+    Ok(PgVersion {
+        version_id: uuid(&row.version_id, &at("version_id"))?,
+        path_id: uuid(&row.path_id, &at("path_id"))?,
+        parent_version_id: row
+            .parent_version_id
+            .as_deref()
+            .map(|p| uuid(p, &at("parent_version_id")))
+            .transpose()?,
+        version_number: int4(row.version_number, &at("version_number"))?,
+        created_at: ts(row.created_at, &at("created_at"))?,
+        row,
+    })
+}
+
+pub(crate) struct PgMetadata {
+    pub path_id: Uuid,
+    pub value: Value,
+    pub created_at: SystemTime,
+    pub updated_at: SystemTime,
+    pub row: MetadataRow,
+}
+
+pub(crate) fn metadata(row: MetadataRow) -> Result<PgMetadata, String> {
+    let at = |field: &str| {
+        format!(
+            "metadata {:?} of path id {:?} {field}",
+            row.key, row.path_id
+        )
+    };
+    Ok(PgMetadata {
+        path_id: uuid(&row.path_id, &at("path_id"))?,
+        value: json(&row.value, &at("value"))?,
+        created_at: ts(row.created_at, &at("created_at"))?,
+        updated_at: ts(row.updated_at, &at("updated_at"))?,
+        row,
+    })
+}
+
+pub(crate) struct PgChunk {
+    pub created_at: SystemTime,
+    pub last_accessed_at: Option<SystemTime>,
+    pub protected_until: Option<SystemTime>,
+    pub row: ChunkRow,
+}
+
+pub(crate) fn chunk(row: ChunkRow) -> Result<PgChunk, String> {
+    let at = |field: &str| {
+        format!(
+            "chunk {:?} (tenant {:?}) {field}",
+            row.content_hash, row.tenant_id
+        )
+    };
+    Ok(PgChunk {
+        created_at: ts(row.created_at, &at("created_at"))?,
+        last_accessed_at: opt_ts(row.last_accessed_at, &at("last_accessed_at"))?,
+        protected_until: opt_ts(row.protected_until, &at("protected_until"))?,
+        row,
+    })
+}
+
+pub(crate) struct PgTombstone {
+    pub deleted_at: SystemTime,
+    /// For `file_metadata` tombstones, key1 as a path id.
+    pub path_id: Option<Uuid>,
+    pub row: TombstoneRow,
+}
+
+pub(crate) fn tombstone(row: TombstoneRow) -> Result<PgTombstone, String> {
+    let at = |field: &str| {
+        format!(
+            "tombstone {}/{:?}/{:?} {field}",
+            row.table_name, row.key1, row.key2
+        )
+    };
+    let path_id = match row.table_name.as_str() {
+        "file_metadata" => Some(uuid(&row.key1, &at("key1"))?),
+        "content_chunks" => None,
+        other => return Err(at(&format!("names an unknown table {other:?}"))),
+    };
+    Ok(PgTombstone {
+        deleted_at: ts(row.deleted_at, &at("deleted_at"))?,
+        path_id,
+        row,
+    })
+}
+
+/// One window of source changes, converted.
+#[derive(Default)]
+pub(crate) struct Batch {
+    pub files: Vec<PgFile>,
+    pub versions: Vec<PgVersion>,
+    pub metadata: Vec<PgMetadata>,
+    pub chunks: Vec<PgChunk>,
+    pub tombstones: Vec<PgTombstone>,
+}
+
+/// Converts a window; every value that does not convert is pushed to
+/// `problems` (and its row left out).
+pub(crate) fn batch(changes: nexus_core::Changes, problems: &mut Vec<String>) -> Batch {
+    fn each<R, P>(
+        rows: Vec<R>,
+        f: fn(R) -> Result<P, String>,
+        out: &mut Vec<P>,
+        problems: &mut Vec<String>,
+    ) {
+        for r in rows {
+            match f(r) {
+                Ok(p) => out.push(p),
+                Err(e) => problems.push(e),
+            }
+        }
+    }
+    let mut b = Batch::default();
+    each(changes.files, file, &mut b.files, problems);
+    each(changes.versions, version, &mut b.versions, problems);
+    each(changes.metadata, metadata, &mut b.metadata, problems);
+    each(changes.chunks, chunk, &mut b.chunks, problems);
+    each(changes.tombstones, tombstone, &mut b.tombstones, problems);
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_and_ids_convert_or_say_why() {
+        assert_eq!(ts(0, "t").unwrap(), UNIX_EPOCH);
+        assert_eq!(
+            ts(-1_000_000, "t").unwrap(),
+            UNIX_EPOCH - Duration::from_secs(1)
+        );
+        assert!(
+            ts(PG_MIN_MICROS - 1, "created_at")
+                .unwrap_err()
+                .contains("4713 BC")
+        );
+        assert!(
+            uuid("not-a-uuid", "path_id")
+                .unwrap_err()
+                .contains("\"not-a-uuid\" is not a UUID")
+        );
+        assert!(
+            json("{oops", "value")
+                .unwrap_err()
+                .contains("not valid JSON")
+        );
+        assert!(int4(1 << 40, "v").is_err());
+    }
+}

@@ -1,0 +1,861 @@
+//! The replicator: one source snapshot, one PostgreSQL transaction per run.
+//!
+//! A run reads the target's watermark for this source (the change sequence
+//! number up to which it has applied the store), takes a snapshot of the
+//! store at change `H`, streams every row with `change_seq` in
+//! `(watermark, H]` in bounded windows, and commits the rows together with
+//! the new watermark `H`. The target therefore moves from one consistent
+//! state of the store to the next: a run that fails at any point (a cut
+//! connection, a killed process) commits nothing, and the next run starts
+//! from the last committed watermark. Upserts by primary key make re-applied
+//! rows harmless.
+//!
+//! Into an empty target the rows go by binary `COPY` with the secondary
+//! indexes and foreign keys dropped first and rebuilt after the load. Later
+//! runs upsert with `unnest` arrays. Foreign keys are deferred to commit
+//! (rows carry their latest state, so a version can arrive before its file),
+//! and files that are live move in two steps (first marked with a sentinel
+//! `deleted_at = -infinity`, then made live at the end), so that paths can
+//! change hands within a run without tripping the unique index on live paths.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::pin_mut;
+use nexus_core::{CHANGE_TABLES, Store};
+use serde::Serialize;
+use tokio_postgres::Transaction;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use uuid::Uuid;
+
+use crate::convert::{self, Batch};
+use crate::error::{Error, Result};
+use crate::target::{TargetUrl, migrate_target};
+
+/// Called with (rows done, rows in total) as a run progresses.
+pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// How a run replicates.
+#[derive(Clone)]
+pub struct SyncOptions {
+    /// Rows read from the store per window, per table (default 10,000): the
+    /// memory bound of a run.
+    pub window_rows: usize,
+    /// Attempts before a retryable error is given up on (default 5).
+    pub max_attempts: u32,
+    /// First backoff between attempts, doubled each time (default 200 ms).
+    pub backoff: Duration,
+    /// Progress callback.
+    pub progress: Option<ProgressFn>,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            window_rows: 10_000,
+            max_attempts: 5,
+            backoff: Duration::from_millis(200),
+            progress: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for SyncOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncOptions")
+            .field("window_rows", &self.window_rows)
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff", &self.backoff)
+            .finish()
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// Nothing to send: the target was at the store's change sequence.
+    UpToDate,
+    /// Bulk load into an empty target.
+    Full,
+    /// Only what changed since the watermark.
+    Incremental,
+}
+
+/// Per table: rows sent, bytes of values, seconds spent.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableStats {
+    /// The table.
+    pub table: &'static str,
+    /// Rows sent.
+    pub rows: u64,
+    /// Bytes of the values sent (text lengths and fixed-size fields).
+    pub bytes: u64,
+    /// Seconds spent sending them.
+    pub seconds: f64,
+}
+
+/// The summary of a sync run.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncReport {
+    /// The store's identity as a source.
+    pub source_id: String,
+    /// What the run did.
+    pub mode: SyncMode,
+    /// The watermark before the run.
+    pub from_seq: i64,
+    /// The watermark after it (the store's change sequence at the snapshot).
+    pub to_seq: i64,
+    /// Per table, in load order.
+    pub tables: Vec<TableStats>,
+    /// Seconds the whole run took (the last attempt).
+    pub seconds: f64,
+    /// Attempts made (more than one after retryable failures).
+    pub attempts: u32,
+}
+
+impl SyncReport {
+    /// Rows sent, all tables together.
+    pub fn rows(&self) -> u64 {
+        self.tables.iter().map(|t| t.rows).sum()
+    }
+}
+
+/// Replicates one store into one PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct Replicator {
+    store: Store,
+    target: TargetUrl,
+    options: SyncOptions,
+}
+
+impl Replicator {
+    /// A replicator of `store` (all tenants) into the database at `target`.
+    pub fn new(store: Store, target: TargetUrl) -> Self {
+        Replicator {
+            store,
+            target,
+            options: SyncOptions::default(),
+        }
+    }
+
+    /// Replaces the options.
+    pub fn with_options(mut self, options: SyncOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The target.
+    pub fn target(&self) -> &TargetUrl {
+        &self.target
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Brings the target up to the store's current state, retrying
+    /// retryable failures with exponential backoff.
+    pub async fn sync(&self) -> Result<SyncReport> {
+        let mut attempt = 0;
+        let mut delay = self.options.backoff;
+        loop {
+            attempt += 1;
+            match self.sync_once().await {
+                Ok(mut report) => {
+                    report.attempts = attempt;
+                    return Ok(report);
+                }
+                Err(e) if e.is_retryable() && attempt < self.options.max_attempts => {
+                    tokio::time::sleep(delay).await;
+                    delay = delay.saturating_mul(2).min(Duration::from_secs(10));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One attempt of [`Replicator::sync`].
+    pub async fn sync_once(&self) -> Result<SyncReport> {
+        let started = Instant::now();
+        let mut client = self.target.connect().await?;
+        migrate_target(&mut client).await?;
+        let mut snap = self.store.snapshot().await?;
+        let source_id = snap.source_id().to_string();
+        let head = snap.change_seq();
+
+        let tx = client
+            .transaction()
+            .await
+            .map_err(Error::pg("starting the sync transaction"))?;
+        // Two runs for the same source take turns.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&source_id],
+        )
+        .await
+        .map_err(Error::pg("locking the source"))?;
+        let watermark: i64 = tx
+            .query_opt(
+                "SELECT watermark FROM nexus_sync_state WHERE source_id = $1",
+                &[&source_id],
+            )
+            .await
+            .map_err(Error::pg("reading the watermark"))?
+            .map_or(0, |r| r.get(0));
+        if watermark > head {
+            return Err(Error::TargetAhead {
+                target: watermark,
+                source_seq: head,
+            });
+        }
+        let mut report = SyncReport {
+            source_id: source_id.clone(),
+            mode: SyncMode::UpToDate,
+            from_seq: watermark,
+            to_seq: head,
+            tables: CHANGE_TABLES
+                .iter()
+                .map(|t| TableStats {
+                    table: t,
+                    rows: 0,
+                    bytes: 0,
+                    seconds: 0.0,
+                })
+                .collect(),
+            seconds: 0.0,
+            attempts: 1,
+        };
+        if watermark == head {
+            tx.commit().await.map_err(Error::pg("committing"))?;
+            report.seconds = started.elapsed().as_secs_f64();
+            return Ok(report);
+        }
+        let empty: bool = tx
+            .query_one(
+                "SELECT NOT EXISTS (SELECT 1 FROM file_paths) AND NOT EXISTS (SELECT 1 FROM version_history) \
+                 AND NOT EXISTS (SELECT 1 FROM file_metadata) AND NOT EXISTS (SELECT 1 FROM content_chunks) \
+                 AND NOT EXISTS (SELECT 1 FROM tombstones)",
+                &[],
+            )
+            .await
+            .map_err(Error::pg("checking whether the target is empty"))?
+            .get(0);
+        report.mode = if watermark == 0 && empty {
+            SyncMode::Full
+        } else {
+            SyncMode::Incremental
+        };
+
+        let total: u64 = snap.count_changes(watermark, head)?.iter().sum();
+        let mut done = 0u64;
+        let dropped = if report.mode == SyncMode::Full {
+            drop_secondary(&tx).await?
+        } else {
+            Vec::new()
+        };
+        let mut live_ids: Vec<Uuid> = Vec::new();
+        let mut after = watermark;
+        while after < head {
+            let through = snap.window_end(after, self.options.window_rows)?;
+            let changes = snap.changes(after, through)?;
+            let mut problems = Vec::new();
+            let batch = convert::batch(changes, &mut problems);
+            if let Some(first) = problems.into_iter().next() {
+                return Err(Error::Conversion {
+                    table: "source",
+                    problem: format!(
+                        "{first} (run `nexus sync --dry-run` to list every such value)"
+                    ),
+                });
+            }
+            let rows = batch_len(&batch);
+            if report.mode == SyncMode::Full {
+                copy_batch(&tx, &batch, &mut report.tables).await?;
+            } else {
+                upsert_batch(&tx, &batch, &mut report.tables, &mut live_ids).await?;
+            }
+            done += rows;
+            if let Some(p) = &self.options.progress {
+                p(done, total);
+            }
+            after = through;
+        }
+        drop(snap);
+        if !live_ids.is_empty() {
+            tx.execute(
+                "UPDATE file_paths SET deleted_at = NULL WHERE path_id = ANY($1)",
+                &[&live_ids],
+            )
+            .await
+            .map_err(Error::pg("making moved files live"))?;
+        }
+        recreate(&tx, &dropped).await?;
+        tx.execute(
+            "INSERT INTO nexus_sync_state (source_id, watermark, synced_at) VALUES ($1, $2, now()) \
+             ON CONFLICT (source_id) DO UPDATE SET watermark = EXCLUDED.watermark, synced_at = EXCLUDED.synced_at",
+            &[&source_id, &head],
+        )
+        .await
+        .map_err(Error::pg("writing the watermark"))?;
+        tx.execute(
+            "UPDATE nexus_state SET change_seq = GREATEST(change_seq, $1) WHERE id = 1",
+            &[&head],
+        )
+        .await
+        .map_err(Error::pg("advancing the change sequence"))?;
+        tx.commit()
+            .await
+            .map_err(Error::pg("committing the sync"))?;
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+}
+
+fn batch_len(b: &Batch) -> u64 {
+    (b.files.len() + b.versions.len() + b.metadata.len() + b.chunks.len() + b.tombstones.len())
+        as u64
+}
+
+fn text_len(s: &str) -> u64 {
+    s.len() as u64
+}
+
+fn opt_len(s: &Option<String>) -> u64 {
+    s.as_deref().map_or(0, text_len)
+}
+
+/// Secondary indexes and foreign keys of the replicated tables, as
+/// `(drop statement, create statement)`, read from the catalog so that the
+/// migrations stay the only description of the schema.
+async fn drop_secondary(tx: &Transaction<'_>) -> Result<Vec<String>> {
+    let rows = tx
+        .query(
+            "SELECT format('ALTER TABLE %I DROP CONSTRAINT %I', c.conrelid::regclass::text, c.conname), \
+                    format('ALTER TABLE %I ADD CONSTRAINT %I %s', c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid)) \
+             FROM pg_constraint c WHERE c.contype = 'f' \
+               AND c.conrelid::regclass::text = ANY($1) \
+             UNION ALL \
+             SELECT format('DROP INDEX %I', i.indexname), i.indexdef \
+             FROM pg_indexes i WHERE i.schemaname = current_schema() AND i.tablename = ANY($1) \
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = format('%I', i.indexname)::regclass)",
+            &[&CHANGE_TABLES.to_vec()],
+        )
+        .await
+        .map_err(Error::pg("reading index definitions"))?;
+    let mut recreate = Vec::new();
+    for r in rows {
+        let drop_sql: String = r.get(0);
+        tx.batch_execute(&drop_sql)
+            .await
+            .map_err(Error::pg("dropping an index before the bulk load"))?;
+        recreate.push(r.get(1));
+    }
+    Ok(recreate)
+}
+
+async fn recreate(tx: &Transaction<'_>, statements: &[String]) -> Result<()> {
+    // Indexes first (constraints may need them), then foreign keys.
+    let (fks, indexes): (Vec<&String>, Vec<&String>) = statements
+        .iter()
+        .partition(|s| s.starts_with("ALTER TABLE"));
+    for sql in indexes.into_iter().chain(fks) {
+        tx.batch_execute(sql)
+            .await
+            .map_err(Error::pg("rebuilding an index after the bulk load"))?;
+    }
+    Ok(())
+}
+
+async fn copy_rows(
+    tx: &Transaction<'_>,
+    sql: &str,
+    types: &[Type],
+    rows: impl Iterator<Item = Vec<&(dyn ToSql + Sync)>>,
+) -> Result<()> {
+    let sink = tx.copy_in(sql).await.map_err(Error::pg("starting COPY"))?;
+    let writer = BinaryCopyInWriter::new(sink, types);
+    pin_mut!(writer);
+    for row in rows {
+        writer
+            .as_mut()
+            .write(&row)
+            .await
+            .map_err(Error::pg("sending COPY rows"))?;
+    }
+    writer.finish().await.map_err(Error::pg("finishing COPY"))?;
+    Ok(())
+}
+
+fn account(stats: &mut [TableStats], i: usize, rows: usize, bytes: u64, started: Instant) {
+    stats[i].rows += rows as u64;
+    stats[i].bytes += bytes;
+    stats[i].seconds += started.elapsed().as_secs_f64();
+}
+
+fn file_bytes(f: &convert::PgFile) -> u64 {
+    let r = &f.row;
+    16 + text_len(&r.tenant_id)
+        + text_len(&r.virtual_path)
+        + text_len(&r.backend_id)
+        + text_len(&r.physical_path)
+        + opt_len(&r.content_hash)
+        + opt_len(&r.file_type)
+        + 8 * 5
+        + 4
+}
+
+async fn copy_batch(tx: &Transaction<'_>, b: &Batch, stats: &mut [TableStats]) -> Result<()> {
+    let t = Instant::now();
+    copy_rows(
+        tx,
+        "COPY file_paths (path_id, tenant_id, virtual_path, backend_id, physical_path, size_bytes, content_hash, \
+         file_type, created_at, updated_at, deleted_at, current_version, change_seq) FROM STDIN (FORMAT binary)",
+        &[
+            Type::UUID,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TIMESTAMPTZ,
+            Type::TIMESTAMPTZ,
+            Type::TIMESTAMPTZ,
+            Type::INT4,
+            Type::INT8,
+        ],
+        b.files.iter().map(|f| {
+            let v: Vec<&(dyn ToSql + Sync)> = vec![
+                &f.path_id,
+                &f.row.tenant_id,
+                &f.row.virtual_path,
+                &f.row.backend_id,
+                &f.row.physical_path,
+                &f.row.size_bytes,
+                &f.row.content_hash,
+                &f.row.file_type,
+                &f.created_at,
+                &f.updated_at,
+                &f.deleted_at,
+                &f.current_version,
+                &f.row.change_seq,
+            ];
+            v
+        }),
+    )
+    .await?;
+    account(
+        stats,
+        0,
+        b.files.len(),
+        b.files.iter().map(file_bytes).sum(),
+        t,
+    );
+
+    let t = Instant::now();
+    copy_rows(
+        tx,
+        "COPY version_history (version_id, path_id, version_number, backend_id, physical_path, content_hash, \
+         size_bytes, mime_type, parent_version_id, source_type, change_reason, created_by, created_at, change_seq) \
+         FROM STDIN (FORMAT binary)",
+        &[
+            Type::UUID,
+            Type::UUID,
+            Type::INT4,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::TEXT,
+            Type::UUID,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TIMESTAMPTZ,
+            Type::INT8,
+        ],
+        b.versions.iter().map(|v| {
+            let r: Vec<&(dyn ToSql + Sync)> = vec![
+                &v.version_id,
+                &v.path_id,
+                &v.version_number,
+                &v.row.backend_id,
+                &v.row.physical_path,
+                &v.row.content_hash,
+                &v.row.size_bytes,
+                &v.row.mime_type,
+                &v.parent_version_id,
+                &v.row.source_type,
+                &v.row.change_reason,
+                &v.row.created_by,
+                &v.created_at,
+                &v.row.change_seq,
+            ];
+            r
+        }),
+    )
+    .await?;
+    account(
+        stats,
+        1,
+        b.versions.len(),
+        b.versions
+            .iter()
+            .map(|v| {
+                32 + 4
+                    + text_len(&v.row.backend_id)
+                    + text_len(&v.row.physical_path)
+                    + opt_len(&v.row.content_hash)
+                    + 8
+                    + opt_len(&v.row.mime_type)
+                    + 16
+                    + text_len(&v.row.source_type)
+                    + opt_len(&v.row.change_reason)
+                    + opt_len(&v.row.created_by)
+                    + 16
+            })
+            .sum(),
+        t,
+    );
+
+    let t = Instant::now();
+    copy_rows(
+        tx,
+        "COPY file_metadata (path_id, key, value, created_at, updated_at, change_seq) FROM STDIN (FORMAT binary)",
+        &[Type::UUID, Type::TEXT, Type::JSONB, Type::TIMESTAMPTZ, Type::TIMESTAMPTZ, Type::INT8],
+        b.metadata.iter().map(|m| {
+            let r: Vec<&(dyn ToSql + Sync)> =
+                vec![&m.path_id, &m.row.key, &m.value, &m.created_at, &m.updated_at, &m.row.change_seq];
+            r
+        }),
+    )
+    .await?;
+    account(
+        stats,
+        2,
+        b.metadata.len(),
+        b.metadata
+            .iter()
+            .map(|m| 16 + text_len(&m.row.key) + text_len(&m.row.value) + 24)
+            .sum(),
+        t,
+    );
+
+    let t = Instant::now();
+    copy_rows(
+        tx,
+        "COPY content_chunks (tenant_id, content_hash, size_bytes, storage_path, ref_count, created_at, \
+         last_accessed_at, protected_until, change_seq) FROM STDIN (FORMAT binary)",
+        &[
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::TEXT,
+            Type::INT8,
+            Type::TIMESTAMPTZ,
+            Type::TIMESTAMPTZ,
+            Type::TIMESTAMPTZ,
+            Type::INT8,
+        ],
+        b.chunks.iter().map(|c| {
+            let r: Vec<&(dyn ToSql + Sync)> = vec![
+                &c.row.tenant_id,
+                &c.row.content_hash,
+                &c.row.size_bytes,
+                &c.row.storage_path,
+                &c.row.ref_count,
+                &c.created_at,
+                &c.last_accessed_at,
+                &c.protected_until,
+                &c.row.change_seq,
+            ];
+            r
+        }),
+    )
+    .await?;
+    account(
+        stats,
+        3,
+        b.chunks.len(),
+        b.chunks
+            .iter()
+            .map(|c| {
+                text_len(&c.row.tenant_id)
+                    + text_len(&c.row.content_hash)
+                    + text_len(&c.row.storage_path)
+                    + 48
+            })
+            .sum(),
+        t,
+    );
+
+    let t = Instant::now();
+    copy_rows(
+        tx,
+        "COPY tombstones (table_name, key1, key2, deleted_at, change_seq) FROM STDIN (FORMAT binary)",
+        &[Type::TEXT, Type::TEXT, Type::TEXT, Type::TIMESTAMPTZ, Type::INT8],
+        b.tombstones.iter().map(|x| {
+            let r: Vec<&(dyn ToSql + Sync)> =
+                vec![&x.row.table_name, &x.row.key1, &x.row.key2, &x.deleted_at, &x.row.change_seq];
+            r
+        }),
+    )
+    .await?;
+    account(
+        stats,
+        4,
+        b.tombstones.len(),
+        b.tombstones
+            .iter()
+            .map(|x| {
+                text_len(&x.row.table_name) + text_len(&x.row.key1) + text_len(&x.row.key2) + 16
+            })
+            .sum(),
+        t,
+    );
+    Ok(())
+}
+
+async fn upsert_batch(
+    tx: &Transaction<'_>,
+    b: &Batch,
+    stats: &mut [TableStats],
+    live_ids: &mut Vec<Uuid>,
+) -> Result<()> {
+    if !b.files.is_empty() {
+        let t = Instant::now();
+        let col = |f: fn(&convert::PgFile) -> String| b.files.iter().map(f).collect::<Vec<_>>();
+        let ids: Vec<Uuid> = b.files.iter().map(|f| f.path_id).collect();
+        let tenants = col(|f| f.row.tenant_id.clone());
+        let paths = col(|f| f.row.virtual_path.clone());
+        let backends = col(|f| f.row.backend_id.clone());
+        let physical = col(|f| f.row.physical_path.clone());
+        let sizes: Vec<i64> = b.files.iter().map(|f| f.row.size_bytes).collect();
+        let hashes: Vec<Option<String>> =
+            b.files.iter().map(|f| f.row.content_hash.clone()).collect();
+        let types: Vec<Option<String>> = b.files.iter().map(|f| f.row.file_type.clone()).collect();
+        let created: Vec<_> = b.files.iter().map(|f| f.created_at).collect();
+        let updated: Vec<_> = b.files.iter().map(|f| f.updated_at).collect();
+        let deleted: Vec<_> = b.files.iter().map(|f| f.deleted_at).collect();
+        let versions: Vec<i32> = b.files.iter().map(|f| f.current_version).collect();
+        let seqs: Vec<i64> = b.files.iter().map(|f| f.row.change_seq).collect();
+        tx.execute(
+            "INSERT INTO file_paths (path_id, tenant_id, virtual_path, backend_id, physical_path, size_bytes, \
+             content_hash, file_type, created_at, updated_at, deleted_at, current_version, change_seq) \
+             SELECT p, t, v, b, ph, s, h, ft, c, u, COALESCE(d, '-infinity'::timestamptz), cv, cs \
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::text[], \
+                         $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::int4[], $13::int8[]) \
+                  AS u(p, t, v, b, ph, s, h, ft, c, u, d, cv, cs) \
+             ON CONFLICT (path_id) DO UPDATE SET tenant_id = EXCLUDED.tenant_id, virtual_path = EXCLUDED.virtual_path, \
+               backend_id = EXCLUDED.backend_id, physical_path = EXCLUDED.physical_path, size_bytes = EXCLUDED.size_bytes, \
+               content_hash = EXCLUDED.content_hash, file_type = EXCLUDED.file_type, created_at = EXCLUDED.created_at, \
+               updated_at = EXCLUDED.updated_at, deleted_at = EXCLUDED.deleted_at, \
+               current_version = EXCLUDED.current_version, change_seq = EXCLUDED.change_seq",
+            &[
+                &ids, &tenants, &paths, &backends, &physical, &sizes, &hashes, &types, &created, &updated, &deleted,
+                &versions, &seqs,
+            ],
+        )
+        .await
+        .map_err(Error::pg("upserting file_paths"))?;
+        live_ids.extend(
+            b.files
+                .iter()
+                .filter(|f| f.deleted_at.is_none())
+                .map(|f| f.path_id),
+        );
+        account(
+            stats,
+            0,
+            b.files.len(),
+            b.files.iter().map(file_bytes).sum(),
+            t,
+        );
+    }
+
+    if !b.versions.is_empty() {
+        let t = Instant::now();
+        let v = &b.versions;
+        let ids: Vec<Uuid> = v.iter().map(|x| x.version_id).collect();
+        let paths: Vec<Uuid> = v.iter().map(|x| x.path_id).collect();
+        let numbers: Vec<i32> = v.iter().map(|x| x.version_number).collect();
+        let backends: Vec<String> = v.iter().map(|x| x.row.backend_id.clone()).collect();
+        let physical: Vec<String> = v.iter().map(|x| x.row.physical_path.clone()).collect();
+        let hashes: Vec<Option<String>> = v.iter().map(|x| x.row.content_hash.clone()).collect();
+        let sizes: Vec<i64> = v.iter().map(|x| x.row.size_bytes).collect();
+        let mimes: Vec<Option<String>> = v.iter().map(|x| x.row.mime_type.clone()).collect();
+        let parents: Vec<Option<Uuid>> = v.iter().map(|x| x.parent_version_id).collect();
+        let sources: Vec<String> = v.iter().map(|x| x.row.source_type.clone()).collect();
+        let reasons: Vec<Option<String>> = v.iter().map(|x| x.row.change_reason.clone()).collect();
+        let by: Vec<Option<String>> = v.iter().map(|x| x.row.created_by.clone()).collect();
+        let created: Vec<_> = v.iter().map(|x| x.created_at).collect();
+        let seqs: Vec<i64> = v.iter().map(|x| x.row.change_seq).collect();
+        tx.execute(
+            "INSERT INTO version_history (version_id, path_id, version_number, backend_id, physical_path, \
+             content_hash, size_bytes, mime_type, parent_version_id, source_type, change_reason, created_by, \
+             created_at, change_seq) \
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int4[], $4::text[], $5::text[], $6::text[], \
+                                  $7::int8[], $8::text[], $9::uuid[], $10::text[], $11::text[], $12::text[], \
+                                  $13::timestamptz[], $14::int8[]) \
+             ON CONFLICT (version_id) DO UPDATE SET path_id = EXCLUDED.path_id, \
+               version_number = EXCLUDED.version_number, backend_id = EXCLUDED.backend_id, \
+               physical_path = EXCLUDED.physical_path, content_hash = EXCLUDED.content_hash, \
+               size_bytes = EXCLUDED.size_bytes, mime_type = EXCLUDED.mime_type, \
+               parent_version_id = EXCLUDED.parent_version_id, source_type = EXCLUDED.source_type, \
+               change_reason = EXCLUDED.change_reason, created_by = EXCLUDED.created_by, \
+               created_at = EXCLUDED.created_at, change_seq = EXCLUDED.change_seq",
+            &[
+                &ids, &paths, &numbers, &backends, &physical, &hashes, &sizes, &mimes, &parents, &sources, &reasons,
+                &by, &created, &seqs,
+            ],
+        )
+        .await
+        .map_err(Error::pg("upserting version_history"))?;
+        account(
+            stats,
+            1,
+            v.len(),
+            v.iter().map(|x| 60 + text_len(&x.row.physical_path)).sum(),
+            t,
+        );
+    }
+
+    if !b.metadata.is_empty() {
+        let t = Instant::now();
+        let m = &b.metadata;
+        let paths: Vec<Uuid> = m.iter().map(|x| x.path_id).collect();
+        let keys: Vec<String> = m.iter().map(|x| x.row.key.clone()).collect();
+        let values: Vec<serde_json::Value> = m.iter().map(|x| x.value.clone()).collect();
+        let created: Vec<_> = m.iter().map(|x| x.created_at).collect();
+        let updated: Vec<_> = m.iter().map(|x| x.updated_at).collect();
+        let seqs: Vec<i64> = m.iter().map(|x| x.row.change_seq).collect();
+        tx.execute(
+            "INSERT INTO file_metadata (path_id, key, value, created_at, updated_at, change_seq) \
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::timestamptz[], $6::int8[]) \
+             ON CONFLICT (path_id, key) DO UPDATE SET value = EXCLUDED.value, created_at = EXCLUDED.created_at, \
+               updated_at = EXCLUDED.updated_at, change_seq = EXCLUDED.change_seq",
+            &[&paths, &keys, &values, &created, &updated, &seqs],
+        )
+        .await
+        .map_err(Error::pg("upserting file_metadata"))?;
+        let key1: Vec<String> = m.iter().map(|x| x.row.path_id.clone()).collect();
+        clear_tombstones(tx, "file_metadata", &key1, &keys).await?;
+        account(
+            stats,
+            2,
+            m.len(),
+            m.iter()
+                .map(|x| 16 + text_len(&x.row.key) + text_len(&x.row.value))
+                .sum(),
+            t,
+        );
+    }
+
+    if !b.chunks.is_empty() {
+        let t = Instant::now();
+        let c = &b.chunks;
+        let tenants: Vec<String> = c.iter().map(|x| x.row.tenant_id.clone()).collect();
+        let hashes: Vec<String> = c.iter().map(|x| x.row.content_hash.clone()).collect();
+        let sizes: Vec<i64> = c.iter().map(|x| x.row.size_bytes).collect();
+        let paths: Vec<String> = c.iter().map(|x| x.row.storage_path.clone()).collect();
+        let refs: Vec<i64> = c.iter().map(|x| x.row.ref_count).collect();
+        let created: Vec<_> = c.iter().map(|x| x.created_at).collect();
+        let accessed: Vec<_> = c.iter().map(|x| x.last_accessed_at).collect();
+        let protected: Vec<_> = c.iter().map(|x| x.protected_until).collect();
+        let seqs: Vec<i64> = c.iter().map(|x| x.row.change_seq).collect();
+        tx.execute(
+            "INSERT INTO content_chunks (tenant_id, content_hash, size_bytes, storage_path, ref_count, created_at, \
+             last_accessed_at, protected_until, change_seq) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::int8[], $6::timestamptz[], \
+                                  $7::timestamptz[], $8::timestamptz[], $9::int8[]) \
+             ON CONFLICT (tenant_id, content_hash) DO UPDATE SET size_bytes = EXCLUDED.size_bytes, \
+               storage_path = EXCLUDED.storage_path, ref_count = EXCLUDED.ref_count, created_at = EXCLUDED.created_at, \
+               last_accessed_at = EXCLUDED.last_accessed_at, protected_until = EXCLUDED.protected_until, \
+               change_seq = EXCLUDED.change_seq",
+            &[&tenants, &hashes, &sizes, &paths, &refs, &created, &accessed, &protected, &seqs],
+        )
+        .await
+        .map_err(Error::pg("upserting content_chunks"))?;
+        clear_tombstones(tx, "content_chunks", &tenants, &hashes).await?;
+        account(
+            stats,
+            3,
+            c.len(),
+            c.iter().map(|x| 48 + text_len(&x.row.storage_path)).sum(),
+            t,
+        );
+    }
+
+    if !b.tombstones.is_empty() {
+        let t = Instant::now();
+        let x = &b.tombstones;
+        let (meta, chunks): (Vec<_>, Vec<_>) = x.iter().partition(|t| t.path_id.is_some());
+        if !meta.is_empty() {
+            let ids: Vec<Uuid> = meta.iter().filter_map(|t| t.path_id).collect();
+            let keys: Vec<String> = meta.iter().map(|t| t.row.key2.clone()).collect();
+            tx.execute(
+                "DELETE FROM file_metadata m USING unnest($1::uuid[], $2::text[]) AS u(p, k) \
+                 WHERE m.path_id = u.p AND m.key = u.k",
+                &[&ids, &keys],
+            )
+            .await
+            .map_err(Error::pg("deleting removed metadata"))?;
+        }
+        if !chunks.is_empty() {
+            let tenants: Vec<String> = chunks.iter().map(|t| t.row.key1.clone()).collect();
+            let hashes: Vec<String> = chunks.iter().map(|t| t.row.key2.clone()).collect();
+            tx.execute(
+                "DELETE FROM content_chunks c USING unnest($1::text[], $2::text[]) AS u(t, h) \
+                 WHERE c.tenant_id = u.t AND c.content_hash = u.h",
+                &[&tenants, &hashes],
+            )
+            .await
+            .map_err(Error::pg("deleting collected chunks"))?;
+        }
+        let tables: Vec<String> = x.iter().map(|t| t.row.table_name.clone()).collect();
+        let k1: Vec<String> = x.iter().map(|t| t.row.key1.clone()).collect();
+        let k2: Vec<String> = x.iter().map(|t| t.row.key2.clone()).collect();
+        let at: Vec<_> = x.iter().map(|t| t.deleted_at).collect();
+        let seqs: Vec<i64> = x.iter().map(|t| t.row.change_seq).collect();
+        tx.execute(
+            "INSERT INTO tombstones (table_name, key1, key2, deleted_at, change_seq) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int8[]) \
+             ON CONFLICT (table_name, key1, key2) DO UPDATE SET deleted_at = EXCLUDED.deleted_at, \
+               change_seq = EXCLUDED.change_seq",
+            &[&tables, &k1, &k2, &at, &seqs],
+        )
+        .await
+        .map_err(Error::pg("recording tombstones"))?;
+        account(
+            stats,
+            4,
+            x.len(),
+            x.iter()
+                .map(|t| text_len(&t.row.key1) + text_len(&t.row.key2) + 30)
+                .sum(),
+            t,
+        );
+    }
+    Ok(())
+}
+
+/// A key that is live again has no tombstone (as in the source).
+async fn clear_tombstones(
+    tx: &Transaction<'_>,
+    table: &str,
+    key1: &[String],
+    key2: &[String],
+) -> Result<()> {
+    tx.execute(
+        "DELETE FROM tombstones t USING unnest($2::text[], $3::text[]) AS u(k1, k2) \
+         WHERE t.table_name = $1 AND t.key1 = u.k1 AND t.key2 = u.k2",
+        &[&table, &key1, &key2],
+    )
+    .await
+    .map_err(Error::pg("clearing tombstones"))?;
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! The PostgreSQL dialect of the migrations, on a real server.
+
+use nexus_migrations::{Dialect, Migrator};
+use nexus_sync::PgDriver;
+use nexus_tests::pg;
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+async fn schema(client: &tokio_postgres::Client) -> Vec<String> {
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable || ' ' || \
+         coalesce(collation_name, '') || ' ' || coalesce(column_default, '') FROM information_schema.columns \
+         WHERE table_schema = current_schema() ORDER BY 1",
+        "SELECT indexname || ' ' || indexdef FROM pg_indexes WHERE schemaname = current_schema() ORDER BY 1",
+        "SELECT conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint \
+         WHERE connamespace = current_schema()::regnamespace ORDER BY 1",
+    ] {
+        for r in client.query(sql, &[]).await.unwrap() {
+            out.push(r.get(0));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_down_to_base_up_again_gives_identical_schema() {
+    let db = pg::database("pg_mig_roundtrip").await;
+    let mut client = connect(&db.url).await;
+    let m = Migrator::new(Dialect::Postgres);
+    let applied = m.up(&mut PgDriver::new(&mut client), None).await.unwrap();
+    assert_eq!(applied, (1..=m.head()).collect::<Vec<_>>());
+    let at_head = schema(&client).await;
+    for needle in [
+        "file_paths.path_id uuid NO",
+        "file_paths.virtual_path text NO C",
+        "file_metadata.value jsonb NO",
+        "file_paths.created_at timestamp with time zone NO",
+        "file_paths.size_bytes bigint NO",
+        "idx_file_metadata_value_gin CREATE INDEX idx_file_metadata_value_gin ON public.file_metadata USING gin (value)",
+        "uq_file_paths_live_path CREATE UNIQUE INDEX uq_file_paths_live_path ON public.file_paths USING btree (tenant_id, virtual_path) WHERE (deleted_at IS NULL)",
+    ] {
+        assert!(
+            at_head.iter().any(|l| l.starts_with(needle)),
+            "missing {needle:?} in {at_head:#?}"
+        );
+    }
+    let reverted = m.down(&mut PgDriver::new(&mut client), 0).await.unwrap();
+    assert_eq!(reverted, (1..=m.head()).rev().collect::<Vec<_>>());
+    let at_base = schema(&client).await;
+    assert!(
+        at_base.iter().all(|l| l.starts_with("_nexus_migrations")),
+        "only bookkeeping left: {at_base:#?}"
+    );
+    m.up(&mut PgDriver::new(&mut client), None).await.unwrap();
+    assert_eq!(schema(&client).await, at_head);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrators_apply_each_version_once() {
+    let db = pg::database("pg_mig_concurrent").await;
+    let runs = (0..4).map(|_| {
+        let url = db.url.clone();
+        tokio::spawn(async move {
+            let mut client = connect(&url).await;
+            Migrator::new(Dialect::Postgres)
+                .up(&mut PgDriver::new(&mut client), None)
+                .await
+                .unwrap()
+        })
+    });
+    let mut applied: Vec<u32> = Vec::new();
+    for r in runs {
+        applied.extend(r.await.unwrap());
+    }
+    applied.sort();
+    let head = Migrator::new(Dialect::Postgres).head();
+    assert_eq!(
+        applied,
+        (1..=head).collect::<Vec<_>>(),
+        "the advisory lock let each version apply once"
+    );
+    let client = connect(&db.url).await;
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM _nexus_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n as u32, head);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_checksum_is_refused_on_postgres() {
+    let db = pg::database("pg_mig_tamper").await;
+    let mut client = connect(&db.url).await;
+    let m = Migrator::new(Dialect::Postgres);
+    m.up(&mut PgDriver::new(&mut client), None).await.unwrap();
+    client
+        .execute(
+            "UPDATE _nexus_migrations SET checksum = 'x' WHERE version = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let err = m
+        .up(&mut PgDriver::new(&mut client), None)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("was edited after it was applied"),
+        "{err}"
+    );
+}

@@ -1,0 +1,350 @@
+//! A real PostgreSQL for tests.
+//!
+//! With `NEXUS_TEST_DATABASE_URL` set (a superuser URL), tests use that
+//! server. Otherwise the first test to ask starts a throwaway cluster with the
+//! installed PostgreSQL (`initdb` + `pg_ctl`) in a temporary folder, on a free
+//! loopback port with trust authentication; a watchdog stops it and deletes
+//! the folder when the test process exits. Every test gets its own database,
+//! dropped when the test ends. Nothing is skipped: without PostgreSQL the
+//! tests fail and say what to install.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+/// A database of its own for one test; dropped (with `FORCE`) on drop.
+#[derive(Debug)]
+pub struct TestDb {
+    /// Its URL (superuser).
+    pub url: String,
+    name: String,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = server_url("postgres");
+        let name = self.name.clone();
+        // A thread with its own runtime: drop may run inside another runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// Creates a fresh database named after `test`.
+pub async fn database(test: &str) -> TestDb {
+    let suffix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        % 1_000_000_000_000;
+    let clean: String = test
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(30)
+        .collect();
+    let name = format!("nexus_{clean}_{suffix}");
+    let (client, conn) = tokio_postgres::connect(&server_url("postgres"), tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the test PostgreSQL: {e}"));
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
+    TestDb {
+        url: server_url(&name),
+        name,
+    }
+}
+
+/// The URL of database `db` on the test server.
+pub fn server_url(db: &str) -> String {
+    let base = SERVER.get_or_init(start_or_use_env);
+    match base {
+        Server::External(url) => replace_db(url, db),
+        Server::Local { port, .. } => format!("postgresql://postgres@127.0.0.1:{port}/{db}"),
+    }
+}
+
+enum Server {
+    External(String),
+    Local {
+        port: u16,
+        #[allow(dead_code)]
+        dir: PathBuf,
+    },
+}
+
+static SERVER: OnceLock<Server> = OnceLock::new();
+
+fn replace_db(url: &str, db: &str) -> String {
+    let (head, query) = match url.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = head.find("://").map_or(0, |i| i + 3);
+    let base = match head[scheme_end..].find('/') {
+        Some(i) => &head[..scheme_end + i],
+        None => head,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+fn start_or_use_env() -> Server {
+    if let Ok(url) = std::env::var("NEXUS_TEST_DATABASE_URL")
+        && !url.is_empty()
+    {
+        return Server::External(url);
+    }
+    let bin = find_bin_dir().unwrap_or_else(|| {
+        panic!(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found: install them \
+             (Debian: apt-get install -y postgresql-15), set NEXUS_PG_BIN to their folder, \
+             or set NEXUS_TEST_DATABASE_URL to a superuser URL of a running server"
+        )
+    });
+    let dir = std::env::temp_dir().join(format!("nexus-pg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let run_as = if is_root() {
+        Some(service_user())
+    } else {
+        None
+    };
+    if let Some(user) = &run_as {
+        chown(&dir, user);
+    }
+    let data = dir.join("data");
+    run(
+        &bin.join("initdb"),
+        &[
+            "-D",
+            data.to_str().unwrap(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ],
+        run_as.as_deref(),
+    );
+    for attempt in 0..5 {
+        let port = free_port();
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+             -c full_page_writes=off -c max_connections=300 -c shared_buffers=128MB",
+            dir.display()
+        );
+        let log = dir.join("server.log");
+        let ok = run_status(
+            &bin.join("pg_ctl"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-o",
+                &opts,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            run_as.as_deref(),
+        );
+        if ok {
+            spawn_watchdog(&bin, &data, &dir, run_as.as_deref());
+            return Server::Local { port, dir };
+        }
+        eprintln!(
+            "PostgreSQL did not start on port {port} (attempt {attempt}); log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    panic!(
+        "could not start a throwaway PostgreSQL in {}",
+        dir.display()
+    );
+}
+
+fn find_bin_dir() -> Option<PathBuf> {
+    if let Ok(dir) = std::env::var("NEXUS_PG_BIN") {
+        return Some(PathBuf::from(dir));
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if dir.join("initdb").exists() {
+            return Some(dir);
+        }
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    versions.sort();
+    if let Some(last) = versions.pop() {
+        return Some(last);
+    }
+    ["/usr/local/bin", "/usr/bin"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("initdb").exists() && p.join("pg_ctl").exists())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// PostgreSQL refuses to run as root: use `postgres` if it exists, else `nobody`.
+fn service_user() -> String {
+    let exists = |u: &str| {
+        Command::new("id")
+            .arg(u)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if exists("postgres") {
+        "postgres".into()
+    } else {
+        "nobody".into()
+    }
+}
+
+fn chown(dir: &Path, user: &str) {
+    let ok = Command::new("chown")
+        .arg("-R")
+        .arg(user)
+        .arg(dir)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "chown {user} {}", dir.display());
+}
+
+fn command(program: &Path, args: &[&str], run_as: Option<&str>) -> Command {
+    match run_as {
+        Some(user) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", user, "--"]).arg(program).args(args);
+            c
+        }
+        None => {
+            let mut c = Command::new(program);
+            c.args(args);
+            c
+        }
+    }
+}
+
+fn run(program: &Path, args: &[&str], run_as: Option<&str>) {
+    let out = command(program, args, run_as)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+    assert!(
+        out.status.success(),
+        "{} failed: {}{}",
+        program.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn run_status(program: &Path, args: &[&str], run_as: Option<&str>) -> bool {
+    command(program, args, run_as)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Stops the cluster and deletes its folder once this process is gone.
+fn spawn_watchdog(bin: &Path, data: &Path, dir: &Path, run_as: Option<&str>) {
+    let stop = match run_as {
+        Some(u) => format!(
+            "runuser -u {u} -- {} -D {} -m immediate stop",
+            bin.join("pg_ctl").display(),
+            data.display()
+        ),
+        None => format!(
+            "{} -D {} -m immediate stop",
+            bin.join("pg_ctl").display(),
+            data.display()
+        ),
+    };
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf '{dir}'",
+        pid = std::process::id(),
+        dir = dir.display()
+    );
+    // Deliberately never waited for: it outlives this process.
+    #[allow(clippy::zombie_processes)]
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning the PostgreSQL watchdog");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_db;
+
+    #[test]
+    fn database_is_replaced_in_urls() {
+        assert_eq!(
+            replace_db("postgresql://u:p@h:5/db", "x"),
+            "postgresql://u:p@h:5/x"
+        );
+        assert_eq!(
+            replace_db("postgresql://u@h/db?sslmode=disable", "x"),
+            "postgresql://u@h/x?sslmode=disable"
+        );
+        assert_eq!(replace_db("postgresql://h", "x"), "postgresql://h/x");
+    }
+}
