@@ -2,6 +2,7 @@
 
 mod output;
 mod scan;
+mod sync_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -99,6 +100,25 @@ enum Command {
     },
     /// Counts for the tenant.
     Stats,
+    /// Replicate the whole store (all tenants) into PostgreSQL: a bulk load
+    /// the first time, then only what changed; safe to interrupt and re-run.
+    Sync {
+        /// The target database (default: $NEXUS_DATABASE_URL).
+        #[arg(long, env = "NEXUS_DATABASE_URL", hide_env_values = true)]
+        to: String,
+        /// Report what would be sent and every value that would not convert; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Rows read per window per table (memory bound).
+        #[arg(long, default_value_t = 10_000)]
+        window: usize,
+    },
+    /// Compare the store with a PostgreSQL copy, table by table.
+    Verify {
+        /// The target database (default: $NEXUS_DATABASE_URL).
+        #[arg(long, env = "NEXUS_DATABASE_URL", hide_env_values = true)]
+        to: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -334,6 +354,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 output::stats_text(&stats)
             });
         }
+        Command::Sync {
+            to,
+            dry_run,
+            window,
+        } => {
+            sync_cmd::sync(&store, to, *dry_run, *window, &out)?;
+        }
+        Command::Verify { to } => sync_cmd::verify(&store, to, &out)?,
         Command::Migrate { .. } => unreachable!("handled above"),
     }
     Ok(())

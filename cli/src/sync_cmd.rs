@@ -1,0 +1,203 @@
+//! `nexus sync` and `nexus verify`: the store into PostgreSQL.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use nexus_core::Store;
+use nexus_sync::{Replicator, SyncMode, SyncOptions, TargetUrl};
+use serde_json::json;
+
+use crate::output::Out;
+use crate::{Failure, fail};
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| fail(format!("cannot start the async runtime: {e}")))
+}
+
+fn sync_failure(e: nexus_sync::Error) -> Failure {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = s.source();
+    }
+    if e.is_retryable() {
+        message.push_str(" (retryable: run the same command again)");
+    }
+    fail(message)
+}
+
+fn human_bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+pub fn sync(
+    store: &Store,
+    to: &str,
+    dry_run: bool,
+    window: usize,
+    out: &Out,
+) -> Result<(), Failure> {
+    let target = TargetUrl::parse(to).map_err(sync_failure)?;
+    let rt = runtime()?;
+    if dry_run {
+        let report = rt
+            .block_on(Replicator::new(store.clone(), target.clone()).dry_run())
+            .map_err(sync_failure)?;
+        out.value(
+            &serde_json::to_value(&report).expect("serializable"),
+            || {
+                let mut lines = vec![format!(
+                    "dry run into {target}: {:?}, changes {} -> {}{}",
+                    report.mode,
+                    report.from_seq,
+                    report.to_seq,
+                    if report.target_has_schema {
+                        ""
+                    } else {
+                        " (the target has no Nexus schema yet)"
+                    }
+                )];
+                for (table, rows) in &report.tables {
+                    lines.push(format!("  {table:<16} {rows:>12} rows"));
+                }
+                for p in &report.problems {
+                    lines.push(format!("  would not convert: {p}"));
+                }
+                lines.join("\n")
+            },
+        );
+        if report.problem_count > 0 {
+            return Err(fail(format!(
+                "{} value(s) would not convert to PostgreSQL; a sync would stop at the first",
+                report.problem_count
+            )));
+        }
+        return Ok(());
+    }
+    let bar = if out.json || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} rows ({per_sec}, eta {eta})",
+        )
+        .expect("valid template"),
+    );
+    let progress_bar = bar.clone();
+    let options = SyncOptions {
+        window_rows: window.max(1),
+        progress: Some(Arc::new(move |done, total| {
+            progress_bar.set_length(total);
+            progress_bar.set_position(done);
+        })),
+        ..SyncOptions::default()
+    };
+    let replicator = Replicator::new(store.clone(), target.clone()).with_options(options);
+    let report = rt.block_on(replicator.sync()).map_err(sync_failure)?;
+    bar.finish_and_clear();
+    out.value(
+        &serde_json::to_value(&report).expect("serializable"),
+        || {
+            let mode = match report.mode {
+                SyncMode::UpToDate => "already up to date",
+                SyncMode::Full => "full load",
+                SyncMode::Incremental => "incremental",
+            };
+            let mut lines = vec![
+                format!(
+                    "synced into {target}: {mode}, changes {} -> {}, {:.2}s{}",
+                    report.from_seq,
+                    report.to_seq,
+                    report.seconds,
+                    if report.attempts > 1 {
+                        format!(" ({} attempts)", report.attempts)
+                    } else {
+                        String::new()
+                    }
+                ),
+                format!(
+                    "  {:<16} {:>10} {:>12} {:>9} {:>10}",
+                    "table", "rows", "bytes", "seconds", "rows/s"
+                ),
+            ];
+            for t in &report.tables {
+                lines.push(format!(
+                    "  {:<16} {:>10} {:>12} {:>9.2} {:>10.0}",
+                    t.table,
+                    t.rows,
+                    human_bytes(t.bytes),
+                    t.seconds,
+                    if t.seconds > 0.0 {
+                        t.rows as f64 / t.seconds
+                    } else {
+                        0.0
+                    }
+                ));
+            }
+            lines.push(format!(
+                "  {:<16} {:>10} {:>12} {:>9.2} {:>10.0}",
+                "total",
+                report.rows(),
+                human_bytes(report.tables.iter().map(|t| t.bytes).sum()),
+                report.seconds,
+                if report.seconds > 0.0 {
+                    report.rows() as f64 / report.seconds
+                } else {
+                    0.0
+                }
+            ));
+            lines.join("\n")
+        },
+    );
+    Ok(())
+}
+
+pub fn verify(store: &Store, to: &str, out: &Out) -> Result<(), Failure> {
+    let target = TargetUrl::parse(to).map_err(sync_failure)?;
+    let rt = runtime()?;
+    let report = rt
+        .block_on(Replicator::new(store.clone(), target.clone()).verify())
+        .map_err(sync_failure)?;
+    out.value(
+        &json!({"equal": report.equal(), "source_seq": report.source_seq, "tables": report.tables, "differences": report.differences()}),
+        || {
+            let mut lines = vec![format!("  {:<16} {:>10} {:>10}  {:<34} {}", "table", "store", "postgres", "checksum (store)", "")];
+            for t in &report.tables {
+                lines.push(format!(
+                    "  {:<16} {:>10} {:>10}  {:<34} {}",
+                    t.table,
+                    t.source_rows,
+                    t.target_rows,
+                    t.source_checksum,
+                    if t.equal() { "equal" } else { "DIFFERENT" }
+                ));
+            }
+            lines.join("\n")
+        },
+    );
+    if report.equal() {
+        Ok(())
+    } else {
+        Err(fail(format!(
+            "the copy in {target} differs: {}",
+            report.differences().join("; ")
+        )))
+    }
+}

@@ -1,0 +1,239 @@
+//! `nexus sync` / `nexus verify` as processes, against a real PostgreSQL.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use nexus_core::{NewFile, Store};
+use serde_json::Value;
+
+fn nexus(db: &PathBuf, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_nexus"));
+    c.arg("--db")
+        .arg(db)
+        .args(args)
+        .env_remove("NEXUS_DATABASE_URL");
+    c
+}
+
+fn ok_json(out: Output) -> Value {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn pg(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+#[test]
+fn sync_and_verify_from_the_command_line() {
+    let rt = rt();
+    let target = rt.block_on(nexus_tests::pg::database("cli_sync"));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("nexus.db");
+    for i in 0..20 {
+        assert!(
+            nexus(
+                &db,
+                &[
+                    "put",
+                    &format!("/f/{i}"),
+                    "--backend",
+                    "l",
+                    "--physical",
+                    "p",
+                    "--size",
+                    "1"
+                ]
+            )
+            .output()
+            .unwrap()
+            .status
+            .success()
+        );
+    }
+    assert!(
+        nexus(&db, &["meta", "set", "/f/1", "k", "[1,2]"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+
+    let dry = ok_json(
+        nexus(&db, &["sync", "--dry-run", "--json", "--to", &target.url])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(dry["mode"], "full");
+    assert_eq!(dry["tables"][0], serde_json::json!(["file_paths", 20]));
+
+    let first = ok_json(
+        nexus(&db, &["sync", "--json", "--to", &target.url])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(first["mode"], "full");
+    assert_eq!(first["tables"][0]["rows"], 20);
+    let verify = ok_json(
+        nexus(&db, &["verify", "--json", "--to", &target.url])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(verify["equal"], true);
+
+    assert!(
+        nexus(&db, &["rm", "/f/3"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    // NEXUS_DATABASE_URL stands in for --to.
+    let second = ok_json(
+        nexus(&db, &["sync", "--json"])
+            .env("NEXUS_DATABASE_URL", &target.url)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(second["mode"], "incremental");
+    assert_eq!(second["tables"][0]["rows"], 1);
+    let text = nexus(&db, &["sync", "--to", &target.url]).output().unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("already up to date"));
+
+    // A difference makes verify fail, naming the table.
+    rt.block_on(async {
+        pg(&target.url)
+            .await
+            .execute("DELETE FROM file_metadata", &[])
+            .await
+            .unwrap()
+    });
+    let bad = nexus(&db, &["verify", "--to", &target.url])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("file_metadata: 1 rows in the store, 0 in PostgreSQL"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn passwords_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("nexus.db");
+    let out = nexus(
+        &db,
+        &["sync", "--to", "postgresql://u:topsecret99@127.0.0.1:1/x"],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains("topsecret99"), "{all}");
+    assert!(all.contains("retryable"), "{all}");
+    let out = nexus(
+        &db,
+        &["sync", "--to", "postgresql://u:topsecret99@h:notaport/x"],
+    )
+    .output()
+    .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !all.contains("topsecret99") && all.contains("invalid PostgreSQL URL"),
+        "{all}"
+    );
+}
+
+/// SIGKILL the sync process while its transaction is open, then re-run:
+/// the target converges to the store.
+#[test]
+fn killed_sync_process_then_rerun_converges() {
+    let rt = rt();
+    let target = rt.block_on(nexus_tests::pg::database("cli_kill"));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("nexus.db");
+    rt.block_on(async {
+        let s = Store::open(&db).await.unwrap();
+        let files: Vec<NewFile> = (0..30_000)
+            .map(|i| {
+                NewFile::new(format!("/k/{i:06}"), "local", format!("/p/{i}"), i)
+                    .etag(format!("{i:x}"))
+            })
+            .collect();
+        for c in files.chunks(2000) {
+            s.put_batch(c).await.unwrap();
+        }
+    });
+    let url = format!("{}?application_name=nexus_kill_me", target.url);
+    let admin = rt.block_on(pg(&target.url));
+    let mut child = nexus(&db, &["sync", "--window", "500", "--to", &url])
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut in_transaction = false;
+    while started.elapsed() < Duration::from_secs(60) {
+        let n: i64 = rt
+            .block_on(admin.query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'nexus_kill_me' AND backend_xid IS NOT NULL",
+                &[],
+            ))
+            .unwrap()
+            .get(0);
+        if n > 0 {
+            in_transaction = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(in_transaction, "saw the sync's write transaction");
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "killed, not finished");
+    // The killed run committed nothing (its backend rolls back).
+    let committed = rt
+        .block_on(admin.query_opt("SELECT to_regclass('nexus_sync_state') IS NOT NULL AND EXISTS (SELECT 1 FROM nexus_sync_state)", &[]))
+        .unwrap()
+        .map(|r| r.get::<_, Option<bool>>(0).unwrap_or(false))
+        .unwrap_or(false);
+    assert!(!committed, "no watermark from the killed run");
+
+    let rerun = ok_json(
+        nexus(&db, &["sync", "--json", "--to", &target.url])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(rerun["tables"][0]["rows"], 30_000);
+    let verify = ok_json(
+        nexus(&db, &["verify", "--json", "--to", &target.url])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(verify["equal"], true, "{verify}");
+}
