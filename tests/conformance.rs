@@ -439,6 +439,44 @@ pub async fn metadata_round_trip(s: Store) {
     assert_eq!(tombs[0][0].as_deref(), Some("0"));
 }
 
+/// Many metadata entries in one transaction; one bad entry writes none.
+pub async fn metadata_batch_is_all_or_nothing(s: Store) {
+    put_all(&s, &["/a", "/b"]).await;
+    let entries = vec![
+        ("/a".to_string(), "k".to_string(), json!(1)),
+        ("/b".to_string(), "k".to_string(), json!({"x": [true]})),
+        ("/a".to_string(), "k".to_string(), json!(2)),
+    ];
+    s.set_metadata_batch(&entries).await.unwrap();
+    assert_eq!(
+        s.get_metadata("/a", "k").await.unwrap(),
+        Some(json!(2)),
+        "later entries win"
+    );
+    assert_eq!(
+        s.get_metadata("/b", "k").await.unwrap(),
+        Some(json!({"x": [true]}))
+    );
+    let with_missing = vec![
+        ("/a".to_string(), "new".to_string(), json!(1)),
+        ("/missing".to_string(), "new".to_string(), json!(1)),
+    ];
+    assert!(matches!(
+        s.set_metadata_batch(&with_missing).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(
+        s.get_metadata("/a", "new").await.unwrap(),
+        None,
+        "nothing of the failed batch was written"
+    );
+    let invalid = vec![("/a".to_string(), String::new(), json!(1))];
+    assert_eq!(
+        kind(s.set_metadata_batch(&invalid).await),
+        ErrorKind::InvalidInput
+    );
+}
+
 /// Metadata of a missing file: `NotFound` for set, get and delete.
 pub async fn metadata_on_missing_file(s: Store) {
     let err = s

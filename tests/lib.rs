@@ -29,6 +29,7 @@ macro_rules! for_each_conformance_case {
             reput_after_delete_is_new_identity,
             metadata_round_trip,
             metadata_on_missing_file,
+            metadata_batch_is_all_or_nothing,
             metadata_find_by_key_and_value,
             versions_new_file_and_updates,
             versions_list_get_rollback_diff,

@@ -86,6 +86,23 @@ pub(crate) fn write_tombstone(
     Ok(())
 }
 
+fn upsert_metadata(
+    e: &mut Engine,
+    seq: Seq,
+    path_id: &str,
+    key: &str,
+    encoded: &str,
+) -> Result<()> {
+    let now = e.now();
+    e.execute(
+        "INSERT INTO file_metadata (path_id, key, value, created_at, updated_at, change_seq) \
+         VALUES (?1, ?2, ?3, ?4, ?4, ?5) ON CONFLICT (path_id, key) DO UPDATE SET \
+         value = excluded.value, updated_at = excluded.updated_at, change_seq = excluded.change_seq",
+        &[text(path_id), text(key), text(encoded), int(now.as_micros()), int(seq)],
+    )?;
+    untombstone(e, "file_metadata", path_id, key)
+}
+
 pub(crate) fn untombstone(e: &mut Engine, table: &str, key1: &str, key2: &str) -> Result<()> {
     e.execute(
         "DELETE FROM tombstones WHERE table_name = ?1 AND key1 = ?2 AND key2 = ?3",
@@ -103,14 +120,30 @@ impl Store {
         let mut e = self.engine().await;
         e.write(|e, seq| {
             let file = require_live(e, &self.tenant, path)?;
-            let now = e.now();
-            e.execute(
-                "INSERT INTO file_metadata (path_id, key, value, created_at, updated_at, change_seq) \
-                 VALUES (?1, ?2, ?3, ?4, ?4, ?5) ON CONFLICT (path_id, key) DO UPDATE SET \
-                 value = excluded.value, updated_at = excluded.updated_at, change_seq = excluded.change_seq",
-                &[text(&file.path_id), text(key), text(&encoded), int(now.as_micros()), int(seq)],
-            )?;
-            untombstone(e, "file_metadata", &file.path_id, key)
+            upsert_metadata(e, seq, &file.path_id, key, &encoded)
+        })
+    }
+
+    /// Sets many `(path, key, value)` entries in one transaction: all or
+    /// none. Every entry is validated first; a missing file fails the batch
+    /// with [`Error::NotFound`].
+    pub async fn set_metadata_batch(&self, entries: &[(String, String, Value)]) -> Result<()> {
+        let mut encoded = Vec::with_capacity(entries.len());
+        for (path, key, value) in entries {
+            validate_path(path)?;
+            validate_name("metadata key", key)?;
+            encoded.push(encode_value(key, value)?);
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut e = self.engine().await;
+        e.write(|e, seq| {
+            for ((path, key, _), value) in entries.iter().zip(&encoded) {
+                let file = require_live(e, &self.tenant, path)?;
+                upsert_metadata(e, seq, &file.path_id, key, value)?;
+            }
+            Ok(())
         })
     }
 

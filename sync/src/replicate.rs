@@ -182,9 +182,9 @@ impl Replicator {
         let started = Instant::now();
         let mut client = self.target.connect().await?;
         migrate_target(&mut client).await?;
-        let mut snap = self.store.snapshot().await?;
-        let source_id = snap.source_id().to_string();
-        let head = snap.change_seq();
+        let (header, start, mut windows) =
+            spawn_reader(self.store.clone(), self.options.window_rows);
+        let (source_id, head) = header.await.map_err(|_| reader_gone())??;
 
         let tx = client
             .transaction()
@@ -249,7 +249,13 @@ impl Replicator {
             SyncMode::Incremental
         };
 
-        let total: u64 = snap.count_changes(watermark, head)?.iter().sum();
+        // The reader starts at the watermark and stays one window ahead.
+        start.send(watermark).map_err(|_| reader_gone())?;
+        let total = match windows.recv().await {
+            Some(Ok(Read::Total(t))) => t,
+            Some(Err(e)) => return Err(e),
+            _ => return Err(reader_gone()),
+        };
         let mut done = 0u64;
         let dropped = if report.mode == SyncMode::Full {
             drop_secondary(&tx).await?
@@ -257,20 +263,13 @@ impl Replicator {
             Vec::new()
         };
         let mut live_ids: Vec<Uuid> = Vec::new();
-        let mut after = watermark;
-        while after < head {
-            let through = snap.window_end(after, self.options.window_rows)?;
-            let changes = snap.changes(after, through)?;
-            let mut problems = Vec::new();
-            let batch = convert::batch(changes, &mut problems);
-            if let Some(first) = problems.into_iter().next() {
-                return Err(Error::Conversion {
-                    table: "source",
-                    problem: format!(
-                        "{first} (run `nexus sync --dry-run` to list every such value)"
-                    ),
-                });
-            }
+        loop {
+            let batch = match windows.recv().await {
+                Some(Ok(Read::Window(batch))) => batch,
+                Some(Ok(Read::Done)) => break,
+                Some(Err(e)) => return Err(e),
+                Some(Ok(Read::Total(_))) | None => return Err(reader_gone()),
+            };
             let rows = batch_len(&batch);
             if report.mode == SyncMode::Full {
                 copy_batch(&tx, &batch, &mut report.tables).await?;
@@ -281,9 +280,7 @@ impl Replicator {
             if let Some(p) = &self.options.progress {
                 p(done, total);
             }
-            after = through;
         }
-        drop(snap);
         if !live_ids.is_empty() {
             tx.execute(
                 "UPDATE file_paths SET deleted_at = NULL WHERE path_id = ANY($1)",
@@ -312,6 +309,104 @@ impl Replicator {
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
+}
+
+/// What the reader sends: the row total, then windows, then `Done`.
+enum Read {
+    Total(u64),
+    Window(Batch),
+    Done,
+}
+
+fn reader_gone() -> Error {
+    Error::Store(nexus_core::Error::Engine {
+        context: "reading the store",
+        source: "the snapshot reader stopped before the end".into(),
+    })
+}
+
+type Header = tokio::sync::oneshot::Receiver<Result<(String, i64)>>;
+
+/// Reads the store on a blocking thread: takes a snapshot and sends its
+/// `(source id, change sequence)`, waits for the watermark to start from,
+/// then reads and converts one window at a time, at most one window ahead of
+/// the writer, so that reading and PostgreSQL's work overlap.
+fn spawn_reader(
+    store: Store,
+    window_rows: usize,
+) -> (
+    Header,
+    tokio::sync::oneshot::Sender<i64>,
+    tokio::sync::mpsc::Receiver<Result<Read>>,
+) {
+    let (header_tx, header_rx) = tokio::sync::oneshot::channel();
+    let (start_tx, start_rx) = tokio::sync::oneshot::channel::<i64>();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        handle.block_on(async move {
+            let mut snap = match store.snapshot().await {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = header_tx.send(Err(e.into()));
+                    return;
+                }
+            };
+            let head = snap.change_seq();
+            if header_tx
+                .send(Ok((snap.source_id().to_string(), head)))
+                .is_err()
+            {
+                return;
+            }
+            // Dropped without a start: the run had nothing to do.
+            let Ok(mut after) = start_rx.await else {
+                return;
+            };
+            let send = |m: Result<Read>| tx.send(m);
+            match snap.count_changes(after, head) {
+                Ok(c) => {
+                    if send(Ok(Read::Total(c.iter().sum()))).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = send(Err(e.into())).await;
+                    return;
+                }
+            }
+            while after < head {
+                let read = snap
+                    .window_end(after, window_rows)
+                    .and_then(|through| Ok((through, snap.changes(after, through)?)));
+                let (through, changes) = match read {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                let mut problems = Vec::new();
+                let batch = convert::batch(changes, &mut problems);
+                if let Some(first) = problems.into_iter().next() {
+                    let _ = send(Err(Error::Conversion {
+                        table: "source",
+                        problem: format!(
+                            "{first} (run `nexus sync --dry-run` to list every such value)"
+                        ),
+                    }))
+                    .await;
+                    return;
+                }
+                if send(Ok(Read::Window(batch))).await.is_err() {
+                    return; // the writer gave up
+                }
+                after = through;
+            }
+            let _ = send(Ok(Read::Done)).await;
+        })
+    });
+    (header_rx, start_tx, rx)
 }
 
 fn batch_len(b: &Batch) -> u64 {
