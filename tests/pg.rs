@@ -155,13 +155,21 @@ fn start_or_use_env() -> Server {
         ],
         run_as.as_deref(),
     );
+    let ssl = make_certificate(&dir, run_as.as_deref());
     for attempt in 0..5 {
         let port = free_port();
-        let opts = format!(
+        let mut opts = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
              -c full_page_writes=off -c max_connections=300 -c shared_buffers=128MB",
             dir.display()
         );
+        if let Some((cert, key)) = &ssl {
+            opts.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert.display(),
+                key.display()
+            ));
+        }
         let log = dir.join("server.log");
         let ok = run_status(
             &bin.join("pg_ctl"),
@@ -192,6 +200,51 @@ fn start_or_use_env() -> Server {
         "could not start a throwaway PostgreSQL in {}",
         dir.display()
     );
+}
+
+/// A self-signed certificate for the server, so that TLS is exercised
+/// (`None` when `openssl` is not installed: the server then runs without TLS).
+fn make_certificate(dir: &Path, run_as: Option<&str>) -> Option<(PathBuf, PathBuf)> {
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        return None;
+    }
+    let _ = Command::new("chmod").arg("600").arg(&key).status();
+    if let Some(user) = run_as {
+        chown(dir, user);
+    }
+    Some((cert, key))
+}
+
+/// Whether the test server accepts TLS.
+pub async fn server_has_tls() -> bool {
+    let (client, conn) = tokio_postgres::connect(&server_url("postgres"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let on: String = client.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    on == "on"
 }
 
 fn find_bin_dir() -> Option<PathBuf> {

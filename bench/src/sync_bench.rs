@@ -328,6 +328,7 @@ fn main() {
         generated.elapsed().as_secs_f64()
     );
 
+    // Plain connections for all three: the figures compare loading, not TLS.
     let (ours_db, loader_db, copy_db) = rt.block_on(async {
         (
             nexus_tests::pg::database("bench_ours").await,
@@ -337,7 +338,8 @@ fn main() {
     });
 
     // 1. Ours, full.
-    let full = run_child(&db, &ours_db.url, window);
+    let plain = |url: &str| format!("{url}?sslmode=disable");
+    let full = run_child(&db, &plain(&ours_db.url), window);
     let ours_s = full["seconds"].as_f64().unwrap();
     assert_eq!(full["rows"].as_u64().unwrap() as usize, total_rows);
 
@@ -353,7 +355,7 @@ fn main() {
             "batch rows = 10000",
         ])
         .arg(format!("sqlite://{}", db.display()))
-        .arg(&loader_db.url)
+        .arg(plain(&loader_db.url))
         .output()
         .expect("pgloader (Debian package pgloader) must be installed");
     let loader_s = started.elapsed().as_secs_f64();
@@ -382,7 +384,9 @@ fn main() {
         let head = snap.change_seq();
         snap.changes(0, head).unwrap()
     });
-    let copy_s = rt.block_on(raw_copy(&copy_db.url, &changes)).as_secs_f64();
+    let copy_s = rt
+        .block_on(raw_copy(&plain(&copy_db.url), &changes))
+        .as_secs_f64();
     drop(changes);
 
     // 4. Incremental after changing 1% of the files.
@@ -405,7 +409,7 @@ fn main() {
             s.put_batch(&batch).await.unwrap();
         }
     });
-    let inc = run_child(&db, &ours_db.url, window);
+    let inc = run_child(&db, &plain(&ours_db.url), window);
     let inc_s = inc["seconds"].as_f64().unwrap();
 
     let rate = |s: f64| total_rows as f64 / s;

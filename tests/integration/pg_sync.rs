@@ -467,3 +467,46 @@ async fn passwords_stay_out_of_errors() {
     assert!(!shown.contains("hunter2-secret"), "{shown}");
     assert!(err.is_retryable(), "a refused connection is retryable");
 }
+
+/// `sslmode=require` connects over TLS (rustls) when the server offers it,
+/// and fails clearly when it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_sslmode_require() {
+    let db = pg::database("sync_tls").await;
+    let target = TargetUrl::parse(&format!("{}?sslmode=require", db.url)).unwrap();
+    if pg::server_has_tls().await {
+        let client = target.connect().await.unwrap();
+        let ssl: bool = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(ssl, "the session is encrypted");
+        let f = Fixture::memory().await;
+        f.put(NewFile::new("/tls", "l", "p", 1)).await.unwrap();
+        let r = Replicator::new(f.store.clone(), target);
+        r.sync().await.unwrap();
+        assert_equal(&r).await;
+        // The default (prefer) also encrypts when the server offers TLS.
+        let plain_url = TargetUrl::parse(&db.url).unwrap();
+        let c = plain_url.connect().await.unwrap();
+        let ssl: bool = c
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(ssl);
+    } else {
+        let err = target.connect().await.unwrap_err();
+        assert!(
+            err.to_string().to_lowercase().contains("tls") || err.to_string().contains("SSL"),
+            "{err}"
+        );
+    }
+}
