@@ -201,7 +201,8 @@ fn killed_sync_process_then_rerun_converges() {
     while started.elapsed() < Duration::from_secs(60) {
         let n: i64 = rt
             .block_on(admin.query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'nexus_kill_me' AND backend_xid IS NOT NULL",
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'nexus_kill_me' \
+                 AND backend_xid IS NOT NULL AND query LIKE 'COPY %'",
                 &[],
             ))
             .unwrap()
@@ -212,17 +213,21 @@ fn killed_sync_process_then_rerun_converges() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(in_transaction, "saw the sync's write transaction");
+    assert!(in_transaction, "saw the sync's COPY inside its transaction");
     child.kill().unwrap();
     let status = child.wait().unwrap();
     assert!(!status.success(), "killed, not finished");
     // The killed run committed nothing (its backend rolls back).
-    let committed = rt
-        .block_on(admin.query_opt("SELECT to_regclass('nexus_sync_state') IS NOT NULL AND EXISTS (SELECT 1 FROM nexus_sync_state)", &[]))
+    let watermarks: i64 = rt
+        .block_on(admin.query_one("SELECT count(*) FROM nexus_sync_state", &[]))
         .unwrap()
-        .map(|r| r.get::<_, Option<bool>>(0).unwrap_or(false))
-        .unwrap_or(false);
-    assert!(!committed, "no watermark from the killed run");
+        .get(0);
+    assert_eq!(watermarks, 0, "no watermark from the killed run");
+    let rows: i64 = rt
+        .block_on(admin.query_one("SELECT count(*) FROM file_paths", &[]))
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "no rows from the killed run");
 
     let rerun = ok_json(
         nexus(&db, &["sync", "--json", "--to", &target.url])
