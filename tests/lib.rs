@@ -5,6 +5,7 @@
 //! them once per backend with [`conformance_tests!`].
 
 pub mod conformance;
+pub mod crash;
 pub mod pg;
 
 /// Every case of the conformance suite: invokes `$m!(args; case, case, ...)`.

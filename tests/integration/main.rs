@@ -1,10 +1,12 @@
 //! The integration suite: one binary.
 
 mod common;
+mod crash;
 mod file_store;
 mod migrations;
 mod pg_migrations;
 mod pg_sync;
+mod properties;
 
 /// The conformance suite on an in-memory store.
 mod conformance_memory {
