@@ -16,12 +16,12 @@ pub enum Error {
         reason: String,
     },
     /// PostgreSQL refused or the connection failed.
-    #[error("PostgreSQL error while {action}: {source}")]
+    #[error("PostgreSQL error while {action}: {}", describe(source))]
     Postgres {
         /// What the replicator was doing.
         action: &'static str,
-        /// The driver's error (carries the SQLSTATE, if any).
-        #[source]
+        /// The driver's error (carries the SQLSTATE, if any); already
+        /// described in this error's message.
         source: tokio_postgres::Error,
     },
     /// The source store failed.
@@ -66,6 +66,30 @@ impl Error {
     pub(crate) fn pg(action: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
         move |source| Error::Postgres { action, source }
     }
+}
+
+/// The server's message and SQLSTATE (tokio-postgres displays only "db
+/// error"), or the connection failure with its cause.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        );
+        if let Some(detail) = db.detail() {
+            s.push_str(&format!("; {detail}"));
+        }
+        return s;
+    }
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        s.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    s
 }
 
 /// Classifies a PostgreSQL error by its SQLSTATE; errors without one

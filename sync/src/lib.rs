@@ -37,7 +37,7 @@ mod target;
 mod verify;
 
 pub use dryrun::{DryRunReport, MAX_LISTED_PROBLEMS};
-pub use error::{Error, Result, is_retryable_pg};
+pub use error::{Error, Result, describe, is_retryable_pg};
 pub use replicate::{ProgressFn, Replicator, SyncMode, SyncOptions, SyncReport, TableStats};
-pub use target::{PgDriver, TargetUrl, migrate_target, redact};
+pub use target::{PgDriver, PgError, TargetUrl, migrate_target, redact};
 pub use verify::{TableCheck, VerifyReport};

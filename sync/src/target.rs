@@ -253,11 +253,29 @@ impl fmt::Debug for PgDriver<'_> {
     }
 }
 
+/// A PostgreSQL error that displays the server's message and SQLSTATE.
+#[derive(Debug)]
+pub struct PgError(pub tokio_postgres::Error);
+
+impl fmt::Display for PgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::error::describe(&self.0))
+    }
+}
+
+impl std::error::Error for PgError {}
+
+impl From<tokio_postgres::Error> for PgError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        PgError(e)
+    }
+}
+
 impl Driver for PgDriver<'_> {
-    type Error = tokio_postgres::Error;
+    type Error = PgError;
 
     async fn execute_batch(&mut self, sql: &str) -> Result<(), Self::Error> {
-        self.client.batch_execute(sql).await
+        Ok(self.client.batch_execute(sql).await?)
     }
 
     async fn applied(&mut self) -> Result<Vec<AppliedMigration>, Self::Error> {
@@ -284,6 +302,7 @@ impl Driver for PgDriver<'_> {
             )
             .await
             .map(drop)
+            .map_err(PgError)
     }
 
     async fn unrecord(&mut self, version: u32) -> Result<(), Self::Error> {
@@ -294,18 +313,19 @@ impl Driver for PgDriver<'_> {
             )
             .await
             .map(drop)
+            .map_err(PgError)
     }
 
     async fn begin(&mut self) -> Result<(), Self::Error> {
-        self.client.batch_execute("BEGIN").await
+        Ok(self.client.batch_execute("BEGIN").await?)
     }
 
     async fn commit(&mut self) -> Result<(), Self::Error> {
-        self.client.batch_execute("COMMIT").await
+        Ok(self.client.batch_execute("COMMIT").await?)
     }
 
     async fn rollback(&mut self) -> Result<(), Self::Error> {
-        self.client.batch_execute("ROLLBACK").await
+        Ok(self.client.batch_execute("ROLLBACK").await?)
     }
 
     async fn lock(&mut self) -> Result<(), Self::Error> {
@@ -313,6 +333,7 @@ impl Driver for PgDriver<'_> {
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await
             .map(drop)
+            .map_err(PgError)
     }
 
     async fn unlock(&mut self) -> Result<(), Self::Error> {
@@ -320,6 +341,7 @@ impl Driver for PgDriver<'_> {
             .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
             .await
             .map(drop)
+            .map_err(PgError)
     }
 
     fn now_micros(&self) -> i64 {

@@ -510,3 +510,181 @@ async fn tls_with_sslmode_require() {
         );
     }
 }
+
+/// A hook that terminates the sync's backend after the `at`-th window.
+fn cut_after(at: u64, admin: String, app: &'static str) -> nexus_sync::ProgressFn {
+    let windows = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    Arc::new(move |_d: u64, _t: u64| {
+        if windows.fetch_add(1, Ordering::SeqCst) + 1 == at {
+            let admin = admin.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async {
+                    connect(&admin)
+                        .await
+                        .query(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                            &[&app],
+                        )
+                        .await
+                        .unwrap();
+                })
+            })
+            .join()
+            .unwrap();
+        }
+    })
+}
+
+/// The connection cut at many points of a full and of an incremental run:
+/// each cut run commits nothing, and the next run converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_at_many_points_then_converge() {
+    let db = pg::database("sync_cuts").await;
+    let f = Fixture::memory().await;
+    // Many small transactions, so that a run has many windows to cut between.
+    let files: Vec<NewFile> = (0..2000)
+        .map(|i| NewFile::new(format!("/c/{i:05}"), "l", "p", i))
+        .collect();
+    for chunk in files.chunks(50) {
+        f.put_batch(chunk).await.unwrap();
+    }
+    let entries: Vec<(String, String, serde_json::Value)> = (0..2000)
+        .map(|i| (format!("/c/{i:05}"), "k".to_string(), json!(i)))
+        .collect();
+    for chunk in entries.chunks(50) {
+        f.set_metadata_batch(chunk).await.unwrap();
+    }
+    let url = format!("{}?application_name=nexus_cuts", db.url);
+    let client = connect(&db.url).await;
+    for round in 0..2 {
+        if round == 1 {
+            // Then changes for an incremental run.
+            let changed: Vec<NewFile> = (0..2000)
+                .step_by(3)
+                .map(|i| NewFile::new(format!("/c/{i:05}"), "l", "p2", 1).etag("v2"))
+                .collect();
+            for chunk in changed.chunks(40) {
+                f.put_batch(chunk).await.unwrap();
+            }
+            f.delete_batch(
+                &(0..2000)
+                    .step_by(7)
+                    .map(|i| format!("/c/{i:05}"))
+                    .collect::<Vec<_>>(),
+            )
+            .await
+            .unwrap();
+        }
+        let before: Option<i64> = client
+            .query_opt("SELECT watermark FROM nexus_sync_state", &[])
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.get(0));
+        for at in [1, 2, 4, 6] {
+            let r = Replicator::new(f.store.clone(), TargetUrl::parse(&url).unwrap()).with_options(
+                SyncOptions {
+                    window_rows: 100,
+                    max_attempts: 1,
+                    progress: Some(cut_after(at, db.url.clone(), "nexus_cuts")),
+                    ..SyncOptions::default()
+                },
+            );
+            let err = r.sync().await.unwrap_err();
+            assert!(
+                err.is_retryable(),
+                "round {round}, cut after window {at}: {err}"
+            );
+            let now: Option<i64> = client
+                .query_opt("SELECT watermark FROM nexus_sync_state", &[])
+                .await
+                .ok()
+                .flatten()
+                .map(|r| r.get(0));
+            assert_eq!(now, before, "a cut run moves no watermark");
+        }
+        let r = replicator(&f, &db.url);
+        r.sync().await.unwrap();
+        assert_equal(&r).await;
+    }
+}
+
+/// A target that is read-only for a while: a clear, permanent error; once
+/// writable again, the next run converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_target_then_recovers() {
+    let db = pg::database("sync_readonly").await;
+    let f = Fixture::memory().await;
+    f.put(NewFile::new("/a", "l", "p", 1)).await.unwrap();
+    let r = replicator(&f, &db.url);
+    r.sync().await.unwrap();
+    f.put(NewFile::new("/b", "l", "p", 1)).await.unwrap();
+    let admin = connect(&db.url).await;
+    let name: String = admin
+        .query_one("SELECT current_database()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{name}\" SET default_transaction_read_only = on"
+        ))
+        .await
+        .unwrap();
+    let err = r.sync().await.unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("read-only transaction"), "{err}");
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{name}\" SET default_transaction_read_only = off"
+        ))
+        .await
+        .unwrap();
+    let report = r.sync().await.unwrap();
+    assert_eq!(report.mode, SyncMode::Incremental);
+    assert_equal(&r).await;
+}
+
+/// A statement that fails as a full disk would (SQLSTATE 53100): a clear
+/// error naming it, nothing committed; after the cause is gone, convergence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_statement_like_a_full_disk() {
+    let db = pg::database("sync_diskfull").await;
+    let f = Fixture::memory().await;
+    for i in 0..50 {
+        f.put(NewFile::new(format!("/d/{i}"), "l", "p", 1))
+            .await
+            .unwrap();
+        f.set_metadata(&format!("/d/{i}"), "k", &json!(i))
+            .await
+            .unwrap();
+    }
+    let admin = connect(&db.url).await;
+    let mut setup = connect(&db.url).await;
+    nexus_sync::migrate_target(&mut setup).await.unwrap();
+    admin
+        .batch_execute(
+            "CREATE FUNCTION nexus_test_full() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full'; END $$; \
+             CREATE TRIGGER full_disk BEFORE INSERT ON file_metadata FOR EACH ROW EXECUTE FUNCTION nexus_test_full();",
+        )
+        .await
+        .unwrap();
+    let r = replicator(&f, &db.url);
+    let err = r.sync().await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("No space left on device"), "{msg}");
+    let rows: i64 = admin
+        .query_one("SELECT count(*) FROM file_paths", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "nothing of the failed run is visible");
+    admin
+        .batch_execute("DROP TRIGGER full_disk ON file_metadata")
+        .await
+        .unwrap();
+    r.sync().await.unwrap();
+    assert_equal(&r).await;
+}
