@@ -45,6 +45,15 @@ impl Drop for TestDb {
     }
 }
 
+/// A plain connection (no TLS) whose driver runs on the current runtime.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the test PostgreSQL: {e}"));
+    tokio::spawn(conn);
+    client
+}
+
 /// Creates a fresh database named after `test`.
 pub async fn database(test: &str) -> TestDb {
     let suffix = std::time::SystemTime::now()

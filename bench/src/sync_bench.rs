@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::pin_mut;
 use nexus_core::{NewFile, Store};
 use nexus_sync::{Replicator, SyncOptions, TargetUrl};
+use nexus_tests::pg::connect;
 use serde_json::{Value, json};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
@@ -74,14 +75,6 @@ fn run_child(db: &Path, url: &str, window: usize) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
 }
 
 async fn count_rows(url: &str, tables: &[&str]) -> i64 {

@@ -20,16 +20,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 }
 
 fn sync_failure(e: nexus_sync::Error) -> Failure {
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = s.source();
-    }
+    let mut message = crate::one_line(&e);
     if e.is_retryable() {
         message.push_str(" (retryable: run the same command again)");
     }

@@ -486,11 +486,18 @@ fn four_processes_mixed_writes_on_one_file() {
                  for i in $(seq 1 4); do {nexus} mv /p{p}/f$i /p{p}/moved$i >/dev/null; done; \
                  for i in $(seq 5 8); do {nexus} rm /p{p}/f$i >/dev/null; done"
             );
-            Command::new("sh").args(["-c", &script]).current_dir(env.dir.path()).spawn().unwrap()
+            Command::new("sh")
+                .args(["-c", &script])
+                .current_dir(env.dir.path())
+                .spawn()
+                .unwrap()
         })
         .collect();
     for mut c in children {
-        assert!(c.wait().unwrap().success(), "every operation of every process succeeded");
+        assert!(
+            c.wait().unwrap().success(),
+            "every operation of every process succeeded"
+        );
     }
     let stats = env.json(&["stats"]);
     assert_eq!(stats["files"], 4 * 8, "12 puts - 4 deletes per process");

@@ -319,29 +319,7 @@ impl Migrator {
             if m.version > target {
                 break;
             }
-            let record = AppliedMigration {
-                version: m.version,
-                name: m.name.to_string(),
-                checksum: m.checksum(),
-                applied_at: driver.now_micros(),
-            };
-            let result = async {
-                driver.begin().await?;
-                driver.execute_batch(m.up).await?;
-                driver.record(&record).await?;
-                driver.commit().await
-            }
-            .await;
-            if let Err(e) = result {
-                let _ = driver.rollback().await;
-                return Err(MigrateError::Failed {
-                    version: m.version,
-                    name: m.name,
-                    direction: Direction::Up,
-                    applied: applied_versions,
-                    source: Box::new(e),
-                });
-            }
+            step(driver, m, Direction::Up, &applied_versions).await?;
             applied_versions.push(m.version);
             done.push(m.version);
         }
@@ -362,23 +340,7 @@ impl Migrator {
                 break;
             }
             let m = self.find(a.version).expect("verified above");
-            let result = async {
-                driver.begin().await?;
-                driver.execute_batch(m.down).await?;
-                driver.unrecord(m.version).await?;
-                driver.commit().await
-            }
-            .await;
-            if let Err(e) = result {
-                let _ = driver.rollback().await;
-                return Err(MigrateError::Failed {
-                    version: m.version,
-                    name: m.name,
-                    direction: Direction::Down,
-                    applied: applied_versions,
-                    source: Box::new(e),
-                });
-            }
+            step(driver, m, Direction::Down, &applied_versions).await?;
             applied_versions.pop();
             done.push(m.version);
         }
@@ -433,6 +395,48 @@ fn driver_err<E: std::error::Error + Send + Sync + 'static>(
         action,
         source: Box::new(e),
     }
+}
+
+/// Applies one migration in one direction in its own transaction, recording
+/// or unrecording it there too; on failure rolls back and names the versions.
+async fn step<D: Driver>(
+    driver: &mut D,
+    m: &'static Migration,
+    direction: Direction,
+    applied: &[u32],
+) -> Result<(), MigrateError> {
+    let result = async {
+        driver.begin().await?;
+        match direction {
+            Direction::Up => {
+                driver.execute_batch(m.up).await?;
+                let record = AppliedMigration {
+                    version: m.version,
+                    name: m.name.to_string(),
+                    checksum: m.checksum(),
+                    applied_at: driver.now_micros(),
+                };
+                driver.record(&record).await?;
+            }
+            Direction::Down => {
+                driver.execute_batch(m.down).await?;
+                driver.unrecord(m.version).await?;
+            }
+        }
+        driver.commit().await
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = driver.rollback().await;
+        return Err(MigrateError::Failed {
+            version: m.version,
+            name: m.name,
+            direction,
+            applied: applied.to_vec(),
+            source: Box::new(e),
+        });
+    }
+    Ok(())
 }
 
 async fn lock<D: Driver>(driver: &mut D) -> Result<(), MigrateError> {

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::convert;
 use crate::error::{Error, Result};
-use crate::replicate::{Replicator, SyncMode};
+use crate::replicate::{Replicator, SyncMode, target_position};
 
 /// At most this many problems are listed (all are counted).
 pub const MAX_LISTED_PROBLEMS: usize = 1000;
@@ -46,29 +46,10 @@ impl Replicator {
         let source_id = snap.source_id().to_string();
         let head = snap.change_seq();
         let (watermark, empty) = if has_schema {
-            let w: i64 = client
-                .query_opt(
-                    "SELECT watermark FROM nexus_sync_state WHERE source_id = $1",
-                    &[&source_id],
-                )
-                .await
-                .map_err(Error::pg("reading the watermark"))?
-                .map_or(0, |r| r.get(0));
-            let empty: bool = client
-                .query_one("SELECT NOT EXISTS (SELECT 1 FROM file_paths)", &[])
-                .await
-                .map_err(Error::pg("inspecting the target"))?
-                .get(0);
-            (w, empty)
+            target_position(&client, &source_id, head).await?
         } else {
             (0, true)
         };
-        if watermark > head {
-            return Err(Error::TargetAhead {
-                target: watermark,
-                source_seq: head,
-            });
-        }
         let counts = snap.count_changes(watermark, head)?;
         let mut problems = Vec::new();
         let mut after = watermark;

@@ -197,20 +197,7 @@ impl Replicator {
         )
         .await
         .map_err(Error::pg("locking the source"))?;
-        let watermark: i64 = tx
-            .query_opt(
-                "SELECT watermark FROM nexus_sync_state WHERE source_id = $1",
-                &[&source_id],
-            )
-            .await
-            .map_err(Error::pg("reading the watermark"))?
-            .map_or(0, |r| r.get(0));
-        if watermark > head {
-            return Err(Error::TargetAhead {
-                target: watermark,
-                source_seq: head,
-            });
-        }
+        let (watermark, empty) = target_position(&tx, &source_id, head).await?;
         let mut report = SyncReport {
             source_id: source_id.clone(),
             mode: SyncMode::UpToDate,
@@ -233,16 +220,6 @@ impl Replicator {
             report.seconds = started.elapsed().as_secs_f64();
             return Ok(report);
         }
-        let empty: bool = tx
-            .query_one(
-                "SELECT NOT EXISTS (SELECT 1 FROM file_paths) AND NOT EXISTS (SELECT 1 FROM version_history) \
-                 AND NOT EXISTS (SELECT 1 FROM file_metadata) AND NOT EXISTS (SELECT 1 FROM content_chunks) \
-                 AND NOT EXISTS (SELECT 1 FROM tombstones)",
-                &[],
-            )
-            .await
-            .map_err(Error::pg("checking whether the target is empty"))?
-            .get(0);
         report.mode = if watermark == 0 && empty {
             SyncMode::Full
         } else {
@@ -309,6 +286,40 @@ impl Replicator {
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
+}
+
+/// The target's watermark for `source_id` and whether the replicated tables
+/// are empty; refuses a target that is ahead of the store (`head`).
+pub(crate) async fn target_position(
+    client: &impl tokio_postgres::GenericClient,
+    source_id: &str,
+    head: i64,
+) -> Result<(i64, bool)> {
+    let watermark: i64 = client
+        .query_opt(
+            "SELECT watermark FROM nexus_sync_state WHERE source_id = $1",
+            &[&source_id],
+        )
+        .await
+        .map_err(Error::pg("reading the watermark"))?
+        .map_or(0, |r| r.get(0));
+    if watermark > head {
+        return Err(Error::TargetAhead {
+            target: watermark,
+            source_seq: head,
+        });
+    }
+    let empty: bool = client
+        .query_one(
+            "SELECT NOT EXISTS (SELECT 1 FROM file_paths) AND NOT EXISTS (SELECT 1 FROM version_history) \
+             AND NOT EXISTS (SELECT 1 FROM file_metadata) AND NOT EXISTS (SELECT 1 FROM content_chunks) \
+             AND NOT EXISTS (SELECT 1 FROM tombstones)",
+            &[],
+        )
+        .await
+        .map_err(Error::pg("checking whether the target is empty"))?
+        .get(0);
+    Ok((watermark, empty))
 }
 
 /// What the reader sends: the row total, then windows, then `Done`.

@@ -2,15 +2,7 @@
 
 use nexus_migrations::{Dialect, Migrator};
 use nexus_sync::PgDriver;
-use nexus_tests::pg;
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
-}
+use nexus_tests::pg::{self, connect};
 
 async fn schema(client: &tokio_postgres::Client) -> Vec<String> {
     let mut out = Vec::new();

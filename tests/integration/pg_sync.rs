@@ -6,18 +6,10 @@ use std::time::Duration;
 
 use nexus_core::{NewFile, Store};
 use nexus_sync::{Replicator, SyncMode, SyncOptions, TargetUrl};
-use nexus_tests::pg;
+use nexus_tests::pg::{self, connect};
 use serde_json::json;
 
 use crate::common::Fixture;
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
-}
 
 fn replicator(store: &Store, url: &str) -> Replicator {
     Replicator::new(store.clone(), TargetUrl::parse(url).unwrap())

@@ -1,0 +1,555 @@
+//! `nexus`: the command-line tool of the Nexus metadata store. The binary
+//! is `main.rs`; this library holds the argument parser ([`Cli`]) and the
+//! commands, so that tests and fuzzers can reach them.
+
+mod output;
+mod scan;
+mod sync_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use nexus_core::{Error, ListOptions, MigrationStatus, NewFile, Store, Timestamp};
+use serde_json::{Value, json};
+
+use crate::output::Out;
+
+/// Record and query file metadata in a Nexus store (a SQLite-format file).
+#[derive(Debug, Parser)]
+#[command(name = "nexus", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// The database file.
+    #[arg(long, global = true, env = "NEXUS_DB", default_value = "nexus.db")]
+    db: PathBuf,
+    /// The tenant every command works in.
+    #[arg(long, global = true, env = "NEXUS_TENANT", default_value = nexus_core::DEFAULT_TENANT)]
+    tenant: String,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Seconds to wait for another process that holds the database.
+    #[arg(
+        long,
+        global = true,
+        env = "NEXUS_BUSY_TIMEOUT",
+        default_value_t = 30.0
+    )]
+    busy_timeout: f64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+impl Cli {
+    /// Parses `args` (the first is the program name) without printing or
+    /// exiting; a usage error comes back as its message.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Cli, String>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        <Cli as Parser>::try_parse_from(args).map_err(|e| e.to_string())
+    }
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the database (if needed) and bring its schema to the newest version.
+    Init,
+    /// Record a file (create or update).
+    Put(PutArgs),
+    /// Show one file.
+    Get {
+        /// The file's path.
+        path: String,
+    },
+    /// List files under a prefix, sorted by path.
+    Ls(LsArgs),
+    /// Delete a file (soft: history is kept).
+    Rm {
+        /// The file's path.
+        path: String,
+    },
+    /// Rename a file or a directory with everything below it.
+    Mv {
+        /// The current path.
+        old: String,
+        /// The new path.
+        new: String,
+    },
+    /// Key/value metadata of a file; values are JSON.
+    #[command(subcommand)]
+    Meta(MetaCommand),
+    /// Find files by metadata: `KEY` or `KEY=JSON`.
+    Find {
+        /// `KEY`, or `KEY=JSON` to match a value.
+        query: String,
+    },
+    /// A file's versions, newest first.
+    Versions {
+        /// The file's path.
+        path: String,
+    },
+    /// Make an earlier version current again (as a new version).
+    Rollback {
+        /// The file's path.
+        path: String,
+        /// The version to restore.
+        version: u32,
+    },
+    /// Record every file of a folder; re-scanning updates only what changed
+    /// and removes records of files that are gone.
+    Scan {
+        /// The folder to scan.
+        dir: PathBuf,
+        /// Where its files go in the store (default: `/` + the folder's name).
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+    /// Schema migrations.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Counts for the tenant.
+    Stats,
+    /// Replicate the whole store (all tenants) into PostgreSQL: a bulk load
+    /// the first time, then only what changed; safe to interrupt and re-run.
+    Sync {
+        /// The target database (default: $NEXUS_DATABASE_URL).
+        #[arg(long, env = "NEXUS_DATABASE_URL", hide_env_values = true)]
+        to: String,
+        /// Report what would be sent and every value that would not convert; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Rows read per window per table (memory bound).
+        #[arg(long, default_value_t = 10_000)]
+        window: usize,
+    },
+    /// Compare the store with a PostgreSQL copy, table by table.
+    Verify {
+        /// The target database (default: $NEXUS_DATABASE_URL).
+        #[arg(long, env = "NEXUS_DATABASE_URL", hide_env_values = true)]
+        to: String,
+    },
+}
+
+/// Arguments of `put`.
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// The file's virtual path.
+    path: String,
+    /// The storage backend (`local`, `s3`, ...).
+    #[arg(long)]
+    backend: String,
+    /// Where the backend keeps the content.
+    #[arg(long)]
+    physical: String,
+    /// Size in bytes.
+    #[arg(long, allow_negative_numbers = true)]
+    size: i64,
+    /// Content hash; a new one makes a new version.
+    #[arg(long)]
+    etag: Option<String>,
+    /// MIME type.
+    #[arg(long)]
+    mime: Option<String>,
+}
+
+/// Arguments of `ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// A directory, or any path prefix (default `/`).
+    prefix: Option<String>,
+    /// Everything below, not only direct children.
+    #[arg(short, long)]
+    recursive: bool,
+    /// At most this many entries (1 to 10000); prints a cursor when there are more.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Continue a listing from the cursor a previous page printed.
+    #[arg(long)]
+    cursor: Option<String>,
+}
+
+/// The `meta` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum MetaCommand {
+    /// Set KEY of PATH to a JSON value.
+    Set {
+        /// The file's path.
+        path: String,
+        /// The key.
+        key: String,
+        /// The value, as JSON (`"text"`, `42`, `["a"]`, `{"k": 1}`).
+        value: String,
+    },
+    /// Print KEY of PATH.
+    Get {
+        /// The file's path.
+        path: String,
+        /// The key.
+        key: String,
+    },
+    /// Remove KEY from PATH.
+    Rm {
+        /// The file's path.
+        path: String,
+        /// The key.
+        key: String,
+    },
+    /// Print every key of PATH.
+    Ls {
+        /// The file's path.
+        path: String,
+    },
+}
+
+/// The `migrate` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum MigrateAction {
+    /// Show every migration and whether it is applied.
+    Status,
+    /// Apply pending migrations (up to --to, default all).
+    Up {
+        /// Stop at this version.
+        #[arg(long)]
+        to: Option<u32>,
+    },
+    /// Revert migrations down to --to (0 removes every table and all data).
+    Down {
+        /// Revert down to this version (default: the one before the current).
+        #[arg(long)]
+        to: Option<u32>,
+    },
+}
+
+/// An error for the user: one line on stderr and an exit code.
+#[derive(Debug)]
+pub struct Failure {
+    message: String,
+    code: u8,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        fail(one_line(&e))
+    }
+}
+
+/// An error and its causes on one line, without repeating what a message
+/// already says.
+pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = s.source();
+    }
+    message
+}
+
+fn fail(message: impl Into<String>) -> Failure {
+    Failure {
+        message: message.into(),
+        code: 1,
+    }
+}
+
+/// Parses the process's arguments, runs the command, and reports a failure
+/// as one line on stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match pollster::block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("nexus: {}", f.message.replace('\n', " "));
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+async fn open(cli: &Cli, migrate: bool) -> Result<Store, Failure> {
+    if !(cli.busy_timeout.is_finite() && cli.busy_timeout >= 0.0) {
+        return Err(fail(format!(
+            "--busy-timeout must be a number of seconds, got {}",
+            cli.busy_timeout
+        )));
+    }
+    Ok(Store::builder()
+        .path(&cli.db)
+        .tenant(cli.tenant.clone())
+        .busy_timeout(Duration::from_secs_f64(cli.busy_timeout))
+        .migrate(migrate)
+        .open()
+        .await?)
+}
+
+fn not_found(path: &str) -> Failure {
+    Failure::from(Error::NotFound {
+        path: path.to_string(),
+    })
+}
+
+/// Runs a parsed command.
+pub async fn run(cli: Cli) -> Result<(), Failure> {
+    let out = Out::new(cli.json);
+    if let Command::Migrate { action } = &cli.command {
+        let store = open(&cli, false).await?;
+        return migrate(&store, action, &out).await;
+    }
+    let store = open(&cli, true).await?;
+    match &cli.command {
+        Command::Init => {
+            let stats = store.stats().await?;
+            out.value(
+                &json!({"database": cli.db.display().to_string(), "schema_version": stats.schema_version}),
+                || format!("initialized {} (schema version {})", cli.db.display(), stats.schema_version),
+            );
+        }
+        Command::Put(a) => {
+            let size = u64::try_from(a.size)
+                .map_err(|_| fail(format!("invalid size {}: must be at least 0", a.size)))?;
+            let mut file = NewFile::new(&a.path, &a.backend, &a.physical, size);
+            file.etag = a.etag.clone();
+            file.mime_type = a.mime.clone();
+            let record = store.put(file).await?;
+            out.record(&record);
+        }
+        Command::Get { path } => {
+            let record = store.get(path).await?.ok_or_else(|| not_found(path))?;
+            out.record(&record);
+        }
+        Command::Ls(a) => ls(&store, a, &out).await?,
+        Command::Rm { path } => {
+            let record = store.delete(path).await?.ok_or_else(|| not_found(path))?;
+            out.value(&json!({"deleted": record}), || {
+                format!("deleted {}", record.path)
+            });
+        }
+        Command::Mv { old, new } => {
+            let moved = store.rename(old, new).await?;
+            out.value(&json!({"from": old, "to": new, "moved": moved}), || {
+                format!(
+                    "moved {old} -> {new} ({moved} file{})",
+                    if moved == 1 { "" } else { "s" }
+                )
+            });
+        }
+        Command::Meta(m) => meta(&store, m, &out).await?,
+        Command::Find { query } => {
+            let (key, value) = match query.split_once('=') {
+                Some((k, v)) => (k, Some(parse_json(k, v)?)),
+                None => (query.as_str(), None),
+            };
+            let found = store.find_by_metadata(key, value.as_ref()).await?;
+            let items: Vec<Value> = found
+                .iter()
+                .map(|(p, v)| json!({"path": p, "value": v}))
+                .collect();
+            out.value(&json!({"items": items}), || {
+                found
+                    .iter()
+                    .map(|(p, v)| format!("{p}\t{v}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        Command::Versions { path } => {
+            let versions = store.list_versions(path).await?;
+            out.versions(&versions);
+        }
+        Command::Rollback { path, version } => {
+            let record = store.rollback(path, *version).await?;
+            out.record(&record);
+        }
+        Command::Scan { dir, prefix } => {
+            let summary = scan::scan(&store, dir, prefix.as_deref(), !cli.json).await?;
+            out.value(
+                &serde_json::to_value(&summary).expect("serializable"),
+                || summary.to_string(),
+            );
+        }
+        Command::Stats => {
+            let stats = store.stats().await?;
+            out.value(&serde_json::to_value(&stats).expect("serializable"), || {
+                output::stats_text(&stats)
+            });
+        }
+        Command::Sync {
+            to,
+            dry_run,
+            window,
+        } => {
+            sync_cmd::sync(&store, to, *dry_run, *window, &out)?;
+        }
+        Command::Verify { to } => sync_cmd::verify(&store, to, &out)?,
+        Command::Migrate { .. } => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+fn parse_json(key: &str, text: &str) -> Result<Value, Failure> {
+    serde_json::from_str(text).map_err(|e| {
+        fail(format!(
+            "the value for {key:?} is not valid JSON ({e}): {text}; quote strings, as in '\"text\"'"
+        ))
+    })
+}
+
+async fn ls(store: &Store, a: &LsArgs, out: &Out) -> Result<(), Failure> {
+    let mut prefix = a.prefix.clone().unwrap_or_else(|| "/".to_string());
+    // `ls /dir` lists the directory; any other prefix is taken as it is.
+    if !prefix.ends_with('/')
+        && nexus_core::validate_path(&prefix).is_ok()
+        && store.is_directory(&prefix).await?
+    {
+        prefix.push('/');
+    }
+    let opts = ListOptions::prefix(prefix)
+        .recursive(a.recursive)
+        .limit(a.limit.unwrap_or(nexus_core::MAX_PAGE_SIZE))
+        .cursor(a.cursor.clone());
+    // Subdirectories come first, on the first page of a non-recursive listing.
+    let dirs = if a.recursive || a.cursor.is_some() {
+        Vec::new()
+    } else {
+        store.list_directories(&opts.prefix).await?
+    };
+    if a.limit.is_some() || a.cursor.is_some() || out.json {
+        let page = store.list_page(&opts).await?;
+        out.page(&page, &dirs);
+    } else {
+        out.dirs(&dirs);
+        // Without a limit, print everything, a page at a time.
+        let mut opts = opts;
+        loop {
+            let page = store.list_page(&opts).await?;
+            out.page_items(&page.items);
+            match page.next_cursor {
+                Some(c) => opts.cursor = Some(c),
+                None => break,
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn meta(store: &Store, m: &MetaCommand, out: &Out) -> Result<(), Failure> {
+    match m {
+        MetaCommand::Set { path, key, value } => {
+            let value = parse_json(key, value)?;
+            store.set_metadata(path, key, &value).await?;
+            out.value(&json!({"path": path, "key": key, "value": value}), || {
+                format!("{path}: {key} = {value}")
+            });
+        }
+        MetaCommand::Get { path, key } => {
+            let value = store
+                .get_metadata(path, key)
+                .await?
+                .ok_or_else(|| fail(format!("{path} has no metadata key {key:?}")))?;
+            out.value(&json!({"path": path, "key": key, "value": value}), || {
+                value.to_string()
+            });
+        }
+        MetaCommand::Rm { path, key } => {
+            if !store.delete_metadata(path, key).await? {
+                return Err(fail(format!("{path} has no metadata key {key:?}")));
+            }
+            out.value(&json!({"path": path, "key": key, "deleted": true}), || {
+                format!("{path}: removed {key}")
+            });
+        }
+        MetaCommand::Ls { path } => {
+            let all = store.list_metadata(path).await?;
+            out.value(&json!({"path": path, "metadata": all}), || {
+                all.iter()
+                    .map(|(k, v)| format!("{k}\t{v}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn migrate(store: &Store, action: &MigrateAction, out: &Out) -> Result<(), Failure> {
+    match action {
+        MigrateAction::Status => {
+            let status = store.migration_status().await?;
+            let rows: Vec<Value> = status.iter().map(status_json).collect();
+            out.value(&json!({"migrations": rows}), || {
+                status
+                    .iter()
+                    .map(|s| {
+                        let v = status_json(s);
+                        format!(
+                            "{:>4}  {:<24} {:<8} {}",
+                            v["version"],
+                            v["name"].as_str().unwrap_or(""),
+                            v["state"].as_str().unwrap_or(""),
+                            v["applied_at"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        MigrateAction::Up { to } => {
+            let done = store.migrate_up(*to).await?;
+            out.value(&json!({"applied": done}), || match done.as_slice() {
+                [] => "nothing to apply".to_string(),
+                d => format!("applied {d:?}"),
+            });
+        }
+        MigrateAction::Down { to } => {
+            let current = store
+                .migration_status()
+                .await?
+                .iter()
+                .filter_map(|s| match s {
+                    MigrationStatus::Applied { migration, .. }
+                    | MigrationStatus::Modified { migration, .. } => Some(migration.version),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0);
+            let target = to.unwrap_or(current.saturating_sub(1));
+            let done = store.migrate_down(target).await?;
+            out.value(&json!({"reverted": done}), || match done.as_slice() {
+                [] => "nothing to revert".to_string(),
+                d => format!("reverted {d:?}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn status_json(s: &MigrationStatus) -> Value {
+    match s {
+        MigrationStatus::Applied {
+            migration,
+            applied_at,
+        } => json!({
+            "version": migration.version, "name": migration.name, "state": "applied",
+            "applied_at": Timestamp::from_micros(*applied_at).to_string(),
+        }),
+        MigrationStatus::Modified { migration, .. } => json!({
+            "version": migration.version, "name": migration.name, "state": "modified",
+        }),
+        MigrationStatus::Pending { migration } => json!({
+            "version": migration.version, "name": migration.name, "state": "pending",
+        }),
+        MigrationStatus::Unknown { applied } => json!({
+            "version": applied.version, "name": applied.name, "state": "unknown",
+            "applied_at": Timestamp::from_micros(applied.applied_at).to_string(),
+        }),
+    }
+}
