@@ -8,20 +8,20 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use nexus_core::{Error, ErrorKind, ListOptions, NewFile, Precondition, Store, VersionSource};
+use nexus_core::{DynStore, Error, ErrorKind, ListOptions, NewFile, Precondition, VersionSource};
 use serde_json::json;
 
 fn file(path: &str) -> NewFile {
     NewFile::new(path, "local", format!("/data{path}"), 1024)
 }
 
-async fn put_all(s: &Store, paths: &[&str]) {
+async fn put_all(s: &DynStore, paths: &[&str]) {
     for p in paths {
         s.put(file(p)).await.unwrap();
     }
 }
 
-async fn listed(s: &Store, prefix: &str) -> Vec<String> {
+async fn listed(s: &DynStore, prefix: &str) -> Vec<String> {
     s.list(prefix)
         .await
         .unwrap()
@@ -30,7 +30,7 @@ async fn listed(s: &Store, prefix: &str) -> Vec<String> {
         .collect()
 }
 
-async fn page_paths(s: &Store, opts: &ListOptions) -> (Vec<String>, Option<String>) {
+async fn page_paths(s: &DynStore, opts: &ListOptions) -> (Vec<String>, Option<String>) {
     let page = s.list_page(opts).await.unwrap();
     (
         page.items.into_iter().map(|r| r.path).collect(),
@@ -38,12 +38,16 @@ async fn page_paths(s: &Store, opts: &ListOptions) -> (Vec<String>, Option<Strin
     )
 }
 
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
 fn kind<T: std::fmt::Debug>(r: Result<T, Error>) -> ErrorKind {
     r.expect_err("expected an error").kind()
 }
 
 /// Python: test_put_and_get.
-pub async fn put_and_get_round_trip(s: Store) {
+pub async fn put_and_get_round_trip(s: DynStore) {
     let written = s
         .put(
             NewFile::new("/test/file.txt", "local", "/data/file.txt", 1024)
@@ -67,12 +71,12 @@ pub async fn put_and_get_round_trip(s: Store) {
 }
 
 /// Python: test_get_nonexistent.
-pub async fn get_missing_is_none(s: Store) {
+pub async fn get_missing_is_none(s: DynStore) {
     assert_eq!(s.get("/nope.txt").await.unwrap(), None);
 }
 
 /// Python: test_update_existing; created_at and identity are kept.
-pub async fn update_overwrites_and_keeps_identity(s: Store) {
+pub async fn update_overwrites_and_keeps_identity(s: DynStore) {
     let first = s.put(file("/f.txt").etag("h1")).await.unwrap();
     let second = s
         .put(NewFile::new("/f.txt", "s3", "bucket/f", 2048).etag("h2"))
@@ -91,14 +95,14 @@ pub async fn update_overwrites_and_keeps_identity(s: Store) {
 }
 
 /// Python: test_exists.
-pub async fn exists_before_and_after(s: Store) {
+pub async fn exists_before_and_after(s: DynStore) {
     assert!(!s.exists("/e.txt").await.unwrap());
     s.put(file("/e.txt")).await.unwrap();
     assert!(s.exists("/e.txt").await.unwrap());
 }
 
 /// Python: test_delete; deleting a missing path is a no-op that says so.
-pub async fn delete_is_soft_and_says_when_missing(s: Store) {
+pub async fn delete_is_soft_and_says_when_missing(s: DynStore) {
     let r = s.put(file("/d.txt")).await.unwrap();
     let deleted = s.delete("/d.txt").await.unwrap().expect("it existed");
     assert_eq!(deleted.path_id, r.path_id);
@@ -122,7 +126,7 @@ pub async fn delete_is_soft_and_says_when_missing(s: Store) {
 }
 
 /// Python: test_list_empty, test_list_all, test_list_with_prefix, test_list_sorted.
-pub async fn list_empty_all_prefix_sorted(s: Store) {
+pub async fn list_empty_all_prefix_sorted(s: DynStore) {
     assert!(s.list("").await.unwrap().is_empty());
     put_all(
         &s,
@@ -154,7 +158,7 @@ pub async fn list_empty_all_prefix_sorted(s: Store) {
 }
 
 /// The prefix is a raw string: `/dir1` also matches `/dir10/...`; case matters.
-pub async fn list_prefix_is_raw_and_case_sensitive(s: Store) {
+pub async fn list_prefix_is_raw_and_case_sensitive(s: DynStore) {
     put_all(&s, &["/dir1/a", "/dir10/b", "/Dir1/c", "/DIR1/d"]).await;
     assert_eq!(listed(&s, "/dir1").await, ["/dir1/a", "/dir10/b"]);
     assert_eq!(listed(&s, "/dir1/").await, ["/dir1/a"]);
@@ -163,7 +167,7 @@ pub async fn list_prefix_is_raw_and_case_sensitive(s: Store) {
 }
 
 /// `%` and `_` are ordinary characters in a prefix (no LIKE semantics).
-pub async fn list_prefix_percent_and_underscore_are_literal(s: Store) {
+pub async fn list_prefix_percent_and_underscore_are_literal(s: DynStore) {
     put_all(&s, &["/100%/a", "/100x/b", "/a_b", "/axb", "/%", "/_"]).await;
     assert_eq!(listed(&s, "/100%").await, ["/100%/a"]);
     assert_eq!(listed(&s, "/a_").await, ["/a_b"]);
@@ -172,7 +176,7 @@ pub async fn list_prefix_percent_and_underscore_are_literal(s: Store) {
 }
 
 /// `recursive: false` lists only paths with no `/` after the prefix.
-pub async fn list_non_recursive_gives_direct_children(s: Store) {
+pub async fn list_non_recursive_gives_direct_children(s: DynStore) {
     put_all(
         &s,
         &[
@@ -193,7 +197,7 @@ pub async fn list_non_recursive_gives_direct_children(s: Store) {
 }
 
 /// Python pagination tests on `/files/file000..099`.
-pub async fn pagination_walks_every_file_once(s: Store) {
+pub async fn pagination_walks_every_file_once(s: DynStore) {
     let files: Vec<NewFile> = (0..100)
         .map(|i| file(&format!("/files/file{i:03}")))
         .collect();
@@ -258,7 +262,7 @@ pub async fn pagination_walks_every_file_once(s: Store) {
 }
 
 /// A garbage cursor, or one from other filters, is an `InvalidCursor`.
-pub async fn pagination_rejects_bad_and_foreign_cursors(s: Store) {
+pub async fn pagination_rejects_bad_and_foreign_cursors(s: DynStore) {
     put_all(&s, &["/p/a", "/p/b", "/p/c"]).await;
     let (_, cursor) = page_paths(&s, &ListOptions::prefix("/p/").limit(1)).await;
     let cursor = cursor.expect("more pages");
@@ -299,7 +303,7 @@ pub async fn pagination_rejects_bad_and_foreign_cursors(s: Store) {
 }
 
 /// Non-recursive listings page correctly across skipped subtrees.
-pub async fn pagination_non_recursive_across_pages(s: Store) {
+pub async fn pagination_non_recursive_across_pages(s: DynStore) {
     let mut files = Vec::new();
     for i in 0..5 {
         files.push(file(&format!("/r/f{i}")));
@@ -329,7 +333,7 @@ pub async fn pagination_non_recursive_across_pages(s: Store) {
 }
 
 /// Python: test_unique_constraint_virtual_path.
-pub async fn duplicate_put_keeps_one_row(s: Store) {
+pub async fn duplicate_put_keeps_one_row(s: DynStore) {
     s.put(file("/dup.txt")).await.unwrap();
     s.put(NewFile::new("/dup.txt", "s3", "b/dup", 1))
         .await
@@ -345,7 +349,7 @@ pub async fn duplicate_put_keeps_one_row(s: Store) {
 }
 
 /// Python: test_soft_delete_does_not_appear_in_list.
-pub async fn soft_deleted_not_listed(s: Store) {
+pub async fn soft_deleted_not_listed(s: DynStore) {
     s.put(file("/gone.txt")).await.unwrap();
     assert_eq!(s.list("").await.unwrap().len(), 1);
     s.delete("/gone.txt").await.unwrap();
@@ -361,7 +365,7 @@ pub async fn soft_deleted_not_listed(s: Store) {
 }
 
 /// Re-putting a deleted path creates a new identity without the old metadata or versions.
-pub async fn reput_after_delete_is_new_identity(s: Store) {
+pub async fn reput_after_delete_is_new_identity(s: DynStore) {
     let old = s.put(file("/again.txt").etag("a")).await.unwrap();
     s.put(file("/again.txt").etag("b")).await.unwrap();
     s.set_metadata("/again.txt", "k", &json!(1)).await.unwrap();
@@ -375,7 +379,7 @@ pub async fn reput_after_delete_is_new_identity(s: Store) {
 }
 
 /// Python: test_get_file_metadata, test_update_file_metadata.
-pub async fn metadata_round_trip(s: Store) {
+pub async fn metadata_round_trip(s: DynStore) {
     s.put(file("/m.txt")).await.unwrap();
     s.set_metadata("/m.txt", "author", &json!("John Doe"))
         .await
@@ -440,7 +444,7 @@ pub async fn metadata_round_trip(s: Store) {
 }
 
 /// Many metadata entries in one transaction; one bad entry writes none.
-pub async fn metadata_batch_is_all_or_nothing(s: Store) {
+pub async fn metadata_batch_is_all_or_nothing(s: DynStore) {
     put_all(&s, &["/a", "/b"]).await;
     let entries = vec![
         ("/a".to_string(), "k".to_string(), json!(1)),
@@ -478,7 +482,7 @@ pub async fn metadata_batch_is_all_or_nothing(s: Store) {
 }
 
 /// Metadata of a missing file: `NotFound` for set, get and delete.
-pub async fn metadata_on_missing_file(s: Store) {
+pub async fn metadata_on_missing_file(s: DynStore) {
     let err = s
         .set_metadata("/missing.txt", "k", &json!(1))
         .await
@@ -503,7 +507,7 @@ pub async fn metadata_on_missing_file(s: Store) {
 }
 
 /// Find paths by key, and by key = value (canonical JSON equality).
-pub async fn metadata_find_by_key_and_value(s: Store) {
+pub async fn metadata_find_by_key_and_value(s: DynStore) {
     put_all(&s, &["/a", "/b", "/c", "/d"]).await;
     s.set_metadata("/a", "status", &json!("ready"))
         .await
@@ -545,7 +549,7 @@ pub async fn metadata_find_by_key_and_value(s: Store) {
 }
 
 /// New files start at version 1; only a new etag makes a new version.
-pub async fn versions_new_file_and_updates(s: Store) {
+pub async fn versions_new_file_and_updates(s: DynStore) {
     let r = s.put(file("/v.txt").etag("h1")).await.unwrap();
     assert_eq!(r.version, 1);
     assert_eq!(
@@ -567,7 +571,7 @@ pub async fn versions_new_file_and_updates(s: Store) {
 }
 
 /// Python: list_versions [4,3,2,1], get_version, rollback, version_diff.
-pub async fn versions_list_get_rollback_diff(s: Store) {
+pub async fn versions_list_get_rollback_diff(s: DynStore) {
     for (i, h) in ["hash1", "hash2", "hash3", "hash4"].iter().enumerate() {
         s.put(
             NewFile::new(
@@ -627,7 +631,7 @@ pub async fn versions_list_get_rollback_diff(s: Store) {
 }
 
 /// Versions of missing files and missing versions are typed errors.
-pub async fn versions_errors(s: Store) {
+pub async fn versions_errors(s: DynStore) {
     assert_eq!(kind(s.list_versions("/missing").await), ErrorKind::NotFound);
     assert_eq!(
         kind(s.get_version("/missing", 1).await),
@@ -656,7 +660,7 @@ pub async fn versions_errors(s: Store) {
 }
 
 /// Optimistic concurrency: a put that holds only if the caller's view is current.
-pub async fn conditional_put(s: Store) {
+pub async fn conditional_put(s: DynStore) {
     let created = s
         .put_if(file("/c.txt").etag("e1"), Precondition::Absent)
         .await
@@ -712,7 +716,7 @@ pub async fn conditional_put(s: Store) {
 }
 
 /// Python batch tests: get_batch, delete_batch, put_batch, empty inputs.
-pub async fn batches(s: Store) {
+pub async fn batches(s: DynStore) {
     let files: Vec<NewFile> = (0..5).map(|i| file(&format!("/b/{i}"))).collect();
     let written = s.put_batch(&files).await.unwrap();
     assert_eq!(written.len(), 5);
@@ -722,16 +726,16 @@ pub async fn batches(s: Store) {
     assert_eq!(got.len(), 6);
     assert!(got["/b/missing"].is_none());
     assert_eq!(got["/b/3"].as_ref().unwrap().path, "/b/3");
-    assert!(s.get_batch::<&str>(&[]).await.unwrap().is_empty());
+    assert!(s.get_batch(&[]).await.unwrap().is_empty());
 
     assert_eq!(
-        s.delete_batch(&["/b/0", "/b/1", "/b/2", "/b/nothing"])
+        s.delete_batch(&strings(&["/b/0", "/b/1", "/b/2", "/b/nothing"]))
             .await
             .unwrap(),
         3
     );
     assert_eq!(listed(&s, "/b/").await, ["/b/3", "/b/4"]);
-    assert_eq!(s.delete_batch::<&str>(&[]).await.unwrap(), 0);
+    assert_eq!(s.delete_batch(&[]).await.unwrap(), 0);
     assert!(s.put_batch(&[]).await.unwrap().is_empty());
 
     // Mixed create and update in one batch.
@@ -742,7 +746,7 @@ pub async fn batches(s: Store) {
 }
 
 /// One invalid entry rejects the whole batch before anything is written.
-pub async fn put_batch_is_all_or_nothing(s: Store) {
+pub async fn put_batch_is_all_or_nothing(s: DynStore) {
     let bad = vec![file("/ok/1"), file("/ok/2"), file("relative/3")];
     let err = s.put_batch(&bad).await.unwrap_err();
     assert!(
@@ -753,7 +757,7 @@ pub async fn put_batch_is_all_or_nothing(s: Store) {
 }
 
 /// Python: test_rename_path; identity, metadata and versions follow.
-pub async fn rename_file_keeps_identity_metadata_versions(s: Store) {
+pub async fn rename_file_keeps_identity_metadata_versions(s: DynStore) {
     let before = s.put(file("/old.txt").etag("h1")).await.unwrap();
     s.put(file("/old.txt").etag("h2")).await.unwrap();
     s.set_metadata("/old.txt", "k", &json!("v")).await.unwrap();
@@ -772,7 +776,7 @@ pub async fn rename_file_keeps_identity_metadata_versions(s: Store) {
 }
 
 /// Renaming a directory moves everything below it; siblings stay.
-pub async fn rename_directory_moves_children(s: Store) {
+pub async fn rename_directory_moves_children(s: DynStore) {
     put_all(
         &s,
         &[
@@ -800,7 +804,7 @@ pub async fn rename_directory_moves_children(s: Store) {
 }
 
 /// Python: "Source path not found", "Destination path already exists".
-pub async fn rename_errors(s: Store) {
+pub async fn rename_errors(s: DynStore) {
     put_all(&s, &["/a", "/b", "/dir/x", "/other/y"]).await;
     assert!(
         matches!(s.rename("/missing", "/z").await, Err(Error::NotFound { path }) if path == "/missing")
@@ -828,7 +832,7 @@ pub async fn rename_errors(s: Store) {
 }
 
 /// Python: test_is_implicit_directory.
-pub async fn implicit_directories(s: Store) {
+pub async fn implicit_directories(s: DynStore) {
     assert!(!s.is_directory("/").await.unwrap());
     put_all(&s, &["/dir/sub/file.txt"]).await;
     assert!(s.is_directory("/").await.unwrap());
@@ -843,7 +847,7 @@ pub async fn implicit_directories(s: Store) {
 
 /// Chunks: add and release references; unreferenced chunks past their
 /// protection are GC candidates; removal leaves a tombstone.
-pub async fn chunks_reference_counting_and_gc(s: Store) {
+pub async fn chunks_reference_counting_and_gc(s: DynStore) {
     assert_eq!(
         s.add_chunk_ref("h1", 10, "/cas/h1")
             .await
@@ -909,7 +913,7 @@ pub async fn chunks_reference_counting_and_gc(s: Store) {
 }
 
 /// No call crosses tenants.
-pub async fn tenants_are_isolated(s: Store) {
+pub async fn tenants_are_isolated(s: DynStore) {
     let a = s.with_tenant("acme").unwrap();
     let b = s.with_tenant("globex").unwrap();
     let ra = a.put(file("/shared.txt").etag("a1")).await.unwrap();
@@ -932,8 +936,8 @@ pub async fn tenants_are_isolated(s: Store) {
     );
     assert!(!b.is_directory("/dir").await.unwrap());
     assert_eq!(b.delete("/shared.txt").await.unwrap(), None);
-    assert_eq!(b.delete_batch(&["/shared.txt"]).await.unwrap(), 0);
-    assert!(b.get_batch(&["/shared.txt"]).await.unwrap()["/shared.txt"].is_none());
+    assert_eq!(b.delete_batch(&strings(&["/shared.txt"])).await.unwrap(), 0);
+    assert!(b.get_batch(&strings(&["/shared.txt"])).await.unwrap()["/shared.txt"].is_none());
     assert_eq!(
         kind(b.get_metadata("/shared.txt", "owner").await),
         ErrorKind::NotFound
@@ -996,7 +1000,7 @@ pub async fn tenants_are_isolated(s: Store) {
 }
 
 /// Invalid input is a typed error naming the value, and nothing is written.
-pub async fn validation_rejects_before_writing(s: Store) {
+pub async fn validation_rejects_before_writing(s: DynStore) {
     let bad_paths = [
         "", "no-slash", "/", "/a//b", "/a/", "/a/./b", "/a/../b", "/nul\0",
     ];
@@ -1057,7 +1061,7 @@ impl WithPath for NewFile {
 }
 
 /// Python test_timestamp_behavior: created once, modified on every write, not on read.
-pub async fn timestamps_created_kept_modified_advances(s: Store) {
+pub async fn timestamps_created_kept_modified_advances(s: DynStore) {
     let a = s.put(file("/t")).await.unwrap();
     let mut last = a.modified_at;
     for _ in 0..5 {
@@ -1090,7 +1094,7 @@ pub async fn timestamps_created_kept_modified_advances(s: Store) {
 }
 
 /// Strings that look like SQL, and unicode, are stored and found literally.
-pub async fn sql_lookalikes_and_unicode_stored_literally(s: Store) {
+pub async fn sql_lookalikes_and_unicode_stored_literally(s: DynStore) {
     let evil = "/x'; DROP TABLE file_paths; --";
     let uni = "/ünïcödé/日本語/emoji-😀/ملف.txt";
     put_all(&s, &[evil, uni, "/a\"b", "/semi;colon"]).await;
@@ -1114,8 +1118,8 @@ pub async fn sql_lookalikes_and_unicode_stored_literally(s: Store) {
 }
 
 /// Every committed write advances the change sequence; reads do not.
-pub async fn every_write_advances_change_seq(s: Store) {
-    let seq = |s: Store| async move { s.stats().await.unwrap().change_seq };
+pub async fn every_write_advances_change_seq(s: DynStore) {
+    let seq = |s: DynStore| async move { s.stats().await.unwrap().change_seq };
     let mut last = seq(s.clone()).await;
     let steps: Vec<&str> = vec!["put", "meta", "rename", "delete"];
     for step in steps {
@@ -1145,7 +1149,7 @@ pub async fn every_write_advances_change_seq(s: Store) {
 
 /// Many threads writing and reading one store: every call succeeds, counts
 /// add up, and concurrent first puts of one path leave one live row.
-pub async fn many_tasks_at_once(s: Store) {
+pub async fn many_tasks_at_once(s: DynStore) {
     const THREADS: usize = 8;
     const PER: usize = 50;
     std::thread::scope(|scope| {

@@ -54,7 +54,7 @@ macro_rules! for_each_conformance_case {
 }
 
 /// Generates one `#[test]` per conformance case; `$make` is an async
-/// expression evaluating to a fixture that derefs to a fresh `Store`.
+/// expression evaluating to a fixture whose `dyn_store()` is a fresh store.
 #[macro_export]
 macro_rules! conformance_tests {
     ($make:expr) => {
@@ -71,7 +71,7 @@ macro_rules! __conformance_case_tests {
             fn $case() {
                 pollster::block_on(async {
                     let fixture = $make.await;
-                    $crate::conformance::$case((*fixture).clone()).await;
+                    $crate::conformance::$case(fixture.dyn_store()).await;
                 });
             }
         )*

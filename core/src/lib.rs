@@ -30,6 +30,7 @@
 
 #![warn(missing_docs)]
 
+mod api;
 mod changes;
 mod chunks;
 mod cursor;
@@ -43,6 +44,7 @@ mod store;
 mod validate;
 mod versions;
 
+pub use api::{DynStore, MaybeSendSync, MetadataStore};
 pub use changes::{
     CHANGE_TABLES, Changes, ChunkRow, FileRow, MetadataRow, Snapshot, TombstoneRow, VersionRow,
 };

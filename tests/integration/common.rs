@@ -28,6 +28,11 @@ impl Fixture {
         }
     }
 
+    /// The store behind the backend-neutral interface.
+    pub fn dyn_store(&self) -> nexus_core::DynStore {
+        std::sync::Arc::new(self.store.clone())
+    }
+
     #[allow(dead_code)]
     pub fn db_path(&self) -> PathBuf {
         self.dir
