@@ -11,7 +11,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
-pub(crate) fn filter_hash(tenant: &str, prefix: &str, recursive: bool) -> String {
+/// The hash of a listing's filters that a cursor carries.
+pub fn filter_hash(tenant: &str, prefix: &str, recursive: bool) -> String {
     let mut h = Sha256::new();
     for part in [tenant, prefix] {
         h.update((part.len() as u64).to_le_bytes());
@@ -21,12 +22,13 @@ pub(crate) fn filter_hash(tenant: &str, prefix: &str, recursive: bool) -> String
     hex::encode(&h.finalize()[..8])
 }
 
-pub(crate) fn encode(filters: &str, last_path: &str) -> String {
+/// A cursor after `last_path` for the listing with `filters`.
+pub fn encode(filters: &str, last_path: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("v1:{filters}:{last_path}"))
 }
 
-/// Returns the last path of the previous page.
-pub(crate) fn decode(cursor: &str, filters: &str, prefix: &str) -> Result<String> {
+/// Returns the last path of the previous page, or [`Error::InvalidCursor`].
+pub fn decode(cursor: &str, filters: &str, prefix: &str) -> Result<String> {
     let bad = |reason: &str| Error::InvalidCursor {
         reason: reason.to_string(),
     };

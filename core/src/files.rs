@@ -59,7 +59,8 @@ pub(crate) fn require_live(e: &mut Engine, tenant: &str, path: &str) -> Result<F
     })
 }
 
-fn validate_new_file(f: &NewFile) -> Result<()> {
+/// Checks everything of a [`NewFile`] before any write.
+pub fn validate_new_file(f: &NewFile) -> Result<()> {
     validate_path(&f.path)?;
     validate_name("backend", &f.backend)?;
     validate_text("physical_path", &f.physical_path, MAX_PATH_BYTES)?;

@@ -59,6 +59,15 @@ pub use nexus_migrations::{MigrateError, MigrationStatus};
 pub use store::{DEFAULT_BUSY_TIMEOUT, DEFAULT_TENANT, Store, StoreBuilder};
 pub use validate::{MAX_NAME_BYTES, MAX_PATH_BYTES, validate_path};
 
+/// The checks and encodings every backend must apply the same way (used by
+/// `nexus-pg`): input validation, prefix ranges, cursors, canonical JSON.
+pub mod backend {
+    pub use crate::cursor::{decode as decode_cursor, encode as encode_cursor, filter_hash};
+    pub use crate::files::validate_new_file;
+    pub use crate::meta::encode_value;
+    pub use crate::validate::{prefix_upper_bound, validate_name, validate_prefix, validate_text};
+}
+
 /// The engine's I/O interface, for callers that bring their own (the browser
 /// build persists through it). These are the engine's own types.
 pub mod io {

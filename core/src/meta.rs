@@ -51,7 +51,8 @@ fn write_canonical(value: &Value, out: &mut String) {
     }
 }
 
-fn encode_value(key: &str, value: &Value) -> Result<String> {
+/// Canonical JSON text of a metadata value, or an error if it is too large.
+pub fn encode_value(key: &str, value: &Value) -> Result<String> {
     let encoded = canonical_json(value);
     if encoded.len() > MAX_METADATA_VALUE_BYTES {
         return Err(Error::invalid(

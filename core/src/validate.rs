@@ -43,7 +43,7 @@ pub fn validate_path(path: &str) -> Result<()> {
 }
 
 /// Checks a prefix for listing: any string that could start a path.
-pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
+pub fn validate_prefix(prefix: &str) -> Result<()> {
     if prefix.contains('\0') {
         return Err(Error::invalid("prefix", prefix, "must not contain NUL"));
     }
@@ -66,7 +66,7 @@ pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
 
 /// Checks a short name (tenant, metadata key, backend): non-empty, at most
 /// [`MAX_NAME_BYTES`] bytes, no NUL.
-pub(crate) fn validate_name(name: &'static str, value: &str) -> Result<()> {
+pub fn validate_name(name: &'static str, value: &str) -> Result<()> {
     if value.is_empty() {
         return Err(Error::invalid(name, value, "must not be empty"));
     }
@@ -80,7 +80,7 @@ pub(crate) fn validate_name(name: &'static str, value: &str) -> Result<()> {
 }
 
 /// Checks a free text field that must be present (physical path): non-empty, no NUL.
-pub(crate) fn validate_text(name: &'static str, value: &str, max: usize) -> Result<()> {
+pub fn validate_text(name: &'static str, value: &str, max: usize) -> Result<()> {
     if value.is_empty() {
         return Err(Error::invalid(name, value, "must not be empty"));
     }
@@ -101,7 +101,7 @@ pub(crate) fn validate_text(name: &'static str, value: &str, max: usize) -> Resu
 /// (in byte order), or `None` when no such bound exists (empty prefix, or one
 /// made only of U+10FFFF). UTF-8 byte order equals code point order, so
 /// incrementing the last code point that can be incremented gives the bound.
-pub(crate) fn prefix_upper_bound(prefix: &str) -> Option<String> {
+pub fn prefix_upper_bound(prefix: &str) -> Option<String> {
     let mut chars: Vec<char> = prefix.chars().collect();
     while let Some(last) = chars.pop() {
         let next = match last as u32 {

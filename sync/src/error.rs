@@ -63,7 +63,8 @@ impl Error {
         }
     }
 
-    pub(crate) fn pg(action: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
+    /// Wraps a driver error with what was being done.
+    pub fn pg(action: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
         move |source| Error::Postgres { action, source }
     }
 }

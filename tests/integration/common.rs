@@ -49,3 +49,29 @@ impl Deref for Fixture {
         &self.store
     }
 }
+
+/// A fresh database on the test PostgreSQL, with a `nexus-pg` store on it.
+pub struct PgFixture {
+    pub store: nexus_pg::PgStore,
+    // Dropped after the store: drops the database.
+    _db: nexus_tests::pg::TestDb,
+}
+
+impl PgFixture {
+    pub async fn new() -> PgFixture {
+        let db = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(nexus_tests::pg::database("conformance"));
+        let store = nexus_pg::PgStore::connect(&db.url, nexus_pg::PgOptions::default())
+            .await
+            .unwrap();
+        PgFixture { store, _db: db }
+    }
+
+    /// The store behind the backend-neutral interface.
+    pub fn dyn_store(&self) -> nexus_core::DynStore {
+        std::sync::Arc::new(self.store.clone())
+    }
+}

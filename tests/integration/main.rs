@@ -17,3 +17,8 @@ mod conformance_memory {
 mod conformance_file {
     nexus_tests::conformance_tests!(crate::common::Fixture::file());
 }
+
+/// The same conformance suite on PostgreSQL (`nexus-pg`).
+mod conformance_postgres {
+    nexus_tests::conformance_tests!(crate::common::PgFixture::new());
+}

@@ -1,0 +1,1169 @@
+//! The operations, one async function each, mirroring the embedded store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime};
+
+use nexus_core::backend::{
+    decode_cursor, encode_cursor, encode_value, filter_hash, prefix_upper_bound, validate_name,
+    validate_new_file, validate_prefix, validate_text,
+};
+use nexus_core::{
+    Chunk, Error, FileRecord, ListOptions, MAX_PAGE_SIZE, MAX_PATH_BYTES, NewFile, Page,
+    Precondition, Result, Stats, Timestamp, VersionDiff, VersionInfo, VersionSource, validate_path,
+};
+use serde_json::Value;
+use tokio_postgres::GenericClient;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::{Inner, pg_err};
+
+fn ts(t: Timestamp) -> SystemTime {
+    let m = t.as_micros();
+    if m >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_micros(m as u64)
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_micros(m.unsigned_abs())
+    }
+}
+
+fn from_sys(t: SystemTime) -> Timestamp {
+    Timestamp::from_system_time(t)
+}
+
+const FILE_COLS: &str = "path_id, virtual_path, backend_id, physical_path, size_bytes, content_hash, file_type, created_at, updated_at, current_version";
+
+fn file_row(r: &Row, tenant: &str) -> FileRecord {
+    FileRecord {
+        path_id: r.get::<_, Uuid>(0).to_string(),
+        path: r.get(1),
+        backend: r.get(2),
+        physical_path: r.get(3),
+        size: r.get::<_, i64>(4) as u64,
+        etag: r.get(5),
+        mime_type: r.get(6),
+        created_at: from_sys(r.get(7)),
+        modified_at: from_sys(r.get(8)),
+        version: r.get::<_, i32>(9) as u32,
+        tenant: tenant.to_string(),
+    }
+}
+
+fn id(s: &str) -> Result<Uuid> {
+    Uuid::parse_str(s).map_err(|_| Error::Corrupt {
+        table: "file_paths",
+        detail: format!("path id {s:?} is not a UUID"),
+    })
+}
+
+async fn load_live(
+    c: &impl GenericClient,
+    tenant: &str,
+    path: &str,
+    lock: bool,
+) -> Result<Option<FileRecord>> {
+    let sql = format!(
+        "SELECT {FILE_COLS} FROM file_paths WHERE tenant_id = $1 AND virtual_path = $2 AND deleted_at IS NULL{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    Ok(c.query_opt(&sql, &[&tenant, &path])
+        .await
+        .map_err(pg_err("reading a file"))?
+        .map(|r| file_row(&r, tenant)))
+}
+
+async fn require_live(
+    c: &impl GenericClient,
+    tenant: &str,
+    path: &str,
+    lock: bool,
+) -> Result<FileRecord> {
+    load_live(c, tenant, path, lock)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            path: path.to_string(),
+        })
+}
+
+async fn next_seq(tx: &tokio_postgres::Transaction<'_>) -> Result<i64> {
+    Ok(tx
+        .query_one(
+            "UPDATE nexus_state SET change_seq = change_seq + 1 WHERE id = 1 RETURNING change_seq",
+            &[],
+        )
+        .await
+        .map_err(pg_err("taking the next change sequence number"))?
+        .get(0))
+}
+
+fn check_precondition(path: &str, pre: &Precondition, existing: Option<&FileRecord>) -> Result<()> {
+    let actual = match existing {
+        None => "absent".to_string(),
+        Some(r) => match pre {
+            Precondition::Etag(_) => match &r.etag {
+                Some(e) => format!("etag {e:?}"),
+                None => "no etag".to_string(),
+            },
+            _ => format!("version {}", r.version),
+        },
+    };
+    let holds = match (pre, existing) {
+        (Precondition::Absent, None) => true,
+        (Precondition::Version(v), Some(r)) => r.version == *v,
+        (Precondition::Etag(e), Some(r)) => &r.etag == e,
+        _ => false,
+    };
+    if holds {
+        Ok(())
+    } else {
+        Err(Error::Conflict {
+            path: path.to_string(),
+            expected: pre.to_string(),
+            actual,
+        })
+    }
+}
+
+async fn insert_version(
+    tx: &tokio_postgres::Transaction<'_>,
+    seq: i64,
+    r: &FileRecord,
+    source: VersionSource,
+    reason: Option<&str>,
+    parent: Option<Uuid>,
+) -> Result<()> {
+    let source = match source {
+        VersionSource::Original => "original",
+        VersionSource::Update => "update",
+        VersionSource::Rollback => "rollback",
+    };
+    tx.execute(
+        "INSERT INTO version_history (version_id, path_id, version_number, backend_id, physical_path, content_hash, \
+         size_bytes, mime_type, parent_version_id, source_type, change_reason, created_by, created_at, change_seq) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, $12, $13)",
+        &[
+            &Uuid::now_v7(),
+            &id(&r.path_id)?,
+            &(r.version as i32),
+            &r.backend,
+            &r.physical_path,
+            &r.etag,
+            &(r.size as i64),
+            &r.mime_type,
+            &parent,
+            &source,
+            &reason,
+            &ts(r.modified_at),
+            &seq,
+        ],
+    )
+    .await
+    .map_err(pg_err("recording a version"))?;
+    Ok(())
+}
+
+async fn version_id(c: &impl GenericClient, path_id: &str, version: u32) -> Result<Option<Uuid>> {
+    Ok(c.query_opt(
+        "SELECT version_id FROM version_history WHERE path_id = $1 AND version_number = $2",
+        &[&id(path_id)?, &(version as i32)],
+    )
+    .await
+    .map_err(pg_err("reading a version id"))?
+    .map(|r| r.get(0)))
+}
+
+async fn update_file(tx: &tokio_postgres::Transaction<'_>, seq: i64, r: &FileRecord) -> Result<()> {
+    tx.execute(
+        "UPDATE file_paths SET backend_id = $1, physical_path = $2, size_bytes = $3, content_hash = $4, \
+         file_type = $5, updated_at = $6, current_version = $7, change_seq = $8 WHERE path_id = $9",
+        &[
+            &r.backend,
+            &r.physical_path,
+            &(r.size as i64),
+            &r.etag,
+            &r.mime_type,
+            &ts(r.modified_at),
+            &(r.version as i32),
+            &seq,
+            &id(&r.path_id)?,
+        ],
+    )
+    .await
+    .map_err(pg_err("updating a file"))?;
+    Ok(())
+}
+
+async fn put_in_txn(
+    tx: &tokio_postgres::Transaction<'_>,
+    inner: &Inner,
+    tenant: &str,
+    seq: i64,
+    file: &NewFile,
+    pre: Option<&Precondition>,
+) -> Result<FileRecord> {
+    let existing = load_live(tx, tenant, &file.path, true).await?;
+    if let Some(pre) = pre {
+        check_precondition(&file.path, pre, existing.as_ref())?;
+    }
+    let now = inner.now();
+    let modified = file.modified_at.unwrap_or(now);
+    match existing {
+        None => {
+            let record = FileRecord {
+                path: file.path.clone(),
+                backend: file.backend.clone(),
+                physical_path: file.physical_path.clone(),
+                size: file.size,
+                etag: file.etag.clone(),
+                mime_type: file.mime_type.clone(),
+                created_at: file.created_at.unwrap_or(modified),
+                modified_at: modified,
+                version: 1,
+                tenant: tenant.to_string(),
+                path_id: Uuid::now_v7().to_string(),
+            };
+            tx.execute(
+                "INSERT INTO file_paths (path_id, tenant_id, virtual_path, backend_id, physical_path, size_bytes, \
+                 content_hash, file_type, created_at, updated_at, deleted_at, current_version, change_seq) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, 1, $11)",
+                &[
+                    &id(&record.path_id)?,
+                    &tenant,
+                    &record.path,
+                    &record.backend,
+                    &record.physical_path,
+                    &(record.size as i64),
+                    &record.etag,
+                    &record.mime_type,
+                    &ts(record.created_at),
+                    &ts(record.modified_at),
+                    &seq,
+                ],
+            )
+            .await
+            .map_err(pg_err("creating a file"))?;
+            insert_version(tx, seq, &record, VersionSource::Original, None, None).await?;
+            Ok(record)
+        }
+        Some(old) => {
+            let new_content = old.etag != file.etag;
+            let record = FileRecord {
+                backend: file.backend.clone(),
+                physical_path: file.physical_path.clone(),
+                size: file.size,
+                etag: file.etag.clone(),
+                mime_type: file.mime_type.clone(),
+                modified_at: modified,
+                version: if new_content {
+                    old.version + 1
+                } else {
+                    old.version
+                },
+                ..old.clone()
+            };
+            update_file(tx, seq, &record).await?;
+            if new_content {
+                let parent = version_id(tx, &record.path_id, old.version).await?;
+                insert_version(tx, seq, &record, VersionSource::Update, None, parent).await?;
+            } else {
+                tx.execute(
+                    "UPDATE version_history SET backend_id = $1, physical_path = $2, size_bytes = $3, mime_type = $4, \
+                     change_seq = $5 WHERE path_id = $6 AND version_number = $7",
+                    &[
+                        &record.backend,
+                        &record.physical_path,
+                        &(record.size as i64),
+                        &record.mime_type,
+                        &seq,
+                        &id(&record.path_id)?,
+                        &(record.version as i32),
+                    ],
+                )
+                .await
+                .map_err(pg_err("updating a version"))?;
+            }
+            Ok(record)
+        }
+    }
+}
+
+macro_rules! begin {
+    ($inner:expr, $client:ident, $tx:ident, $seq:ident) => {
+        let mut $client = $inner.client().await?;
+        let $tx = $client
+            .transaction()
+            .await
+            .map_err(pg_err("starting a transaction"))?;
+        let $seq = next_seq(&$tx).await?;
+    };
+}
+
+async fn commit(tx: tokio_postgres::Transaction<'_>) -> Result<()> {
+    tx.commit().await.map_err(pg_err("committing"))
+}
+
+pub(crate) async fn put(
+    inner: &Inner,
+    tenant: &str,
+    file: NewFile,
+    pre: Option<Precondition>,
+) -> Result<FileRecord> {
+    validate_new_file(&file)?;
+    begin!(inner, client, tx, seq);
+    let r = put_in_txn(&tx, inner, tenant, seq, &file, pre.as_ref()).await?;
+    commit(tx).await?;
+    Ok(r)
+}
+
+pub(crate) async fn put_batch(
+    inner: &Inner,
+    tenant: &str,
+    files: Vec<NewFile>,
+) -> Result<Vec<FileRecord>> {
+    for f in &files {
+        validate_new_file(f)?;
+    }
+    if files.is_empty() {
+        return Ok(Vec::new());
+    }
+    begin!(inner, client, tx, seq);
+    let mut out = Vec::with_capacity(files.len());
+    for f in &files {
+        out.push(put_in_txn(&tx, inner, tenant, seq, f, None).await?);
+    }
+    commit(tx).await?;
+    Ok(out)
+}
+
+pub(crate) async fn get(inner: &Inner, tenant: &str, path: String) -> Result<Option<FileRecord>> {
+    validate_path(&path)?;
+    let c = inner.client().await?;
+    load_live(&*c, tenant, &path, false).await
+}
+
+pub(crate) async fn get_batch(
+    inner: &Inner,
+    tenant: &str,
+    paths: Vec<String>,
+) -> Result<HashMap<String, Option<FileRecord>>> {
+    for p in &paths {
+        validate_path(p)?;
+    }
+    let mut out = HashMap::new();
+    if paths.is_empty() {
+        return Ok(out);
+    }
+    let mut c = inner.client().await?;
+    let tx = c
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg_err("starting a read"))?;
+    for p in paths {
+        let r = load_live(&tx, tenant, &p, false).await?;
+        out.insert(p, r);
+    }
+    commit(tx).await?;
+    Ok(out)
+}
+
+async fn delete_in_txn(
+    tx: &tokio_postgres::Transaction<'_>,
+    inner: &Inner,
+    tenant: &str,
+    seq: i64,
+    path: &str,
+) -> Result<Option<FileRecord>> {
+    let Some(record) = load_live(tx, tenant, path, true).await? else {
+        return Ok(None);
+    };
+    tx.execute(
+        "UPDATE file_paths SET deleted_at = $1, change_seq = $2 WHERE path_id = $3",
+        &[&ts(inner.now()), &seq, &id(&record.path_id)?],
+    )
+    .await
+    .map_err(pg_err("deleting a file"))?;
+    Ok(Some(record))
+}
+
+pub(crate) async fn delete(
+    inner: &Inner,
+    tenant: &str,
+    path: String,
+) -> Result<Option<FileRecord>> {
+    validate_path(&path)?;
+    begin!(inner, client, tx, seq);
+    let r = delete_in_txn(&tx, inner, tenant, seq, &path).await?;
+    commit(tx).await?;
+    Ok(r)
+}
+
+pub(crate) async fn delete_batch(inner: &Inner, tenant: &str, paths: Vec<String>) -> Result<usize> {
+    for p in &paths {
+        validate_path(p)?;
+    }
+    if paths.is_empty() {
+        return Ok(0);
+    }
+    begin!(inner, client, tx, seq);
+    let mut n = 0;
+    for p in &paths {
+        n += usize::from(delete_in_txn(&tx, inner, tenant, seq, p).await?.is_some());
+    }
+    commit(tx).await?;
+    Ok(n)
+}
+
+enum From {
+    Including(String),
+    After(String),
+}
+
+async fn scan(
+    c: &impl GenericClient,
+    tenant: &str,
+    prefix: &str,
+    recursive: bool,
+    mut from: From,
+    limit: usize,
+) -> Result<Vec<FileRecord>> {
+    let (lower_default, upper) = if prefix.is_empty() {
+        ("/".to_string(), "0".to_string())
+    } else {
+        (
+            prefix.to_string(),
+            prefix_upper_bound(prefix).expect("a validated prefix starts with '/'"),
+        )
+    };
+    if let From::Including(s) = &from
+        && s.as_str() < lower_default.as_str()
+    {
+        from = From::Including(lower_default);
+    }
+    let mut items = Vec::new();
+    loop {
+        let batch = (limit - items.len()).min(MAX_PAGE_SIZE + 1);
+        let (op, bound) = match &from {
+            From::Including(s) => (">=", s.clone()),
+            From::After(s) => (">", s.clone()),
+        };
+        let sql = format!(
+            "SELECT {FILE_COLS} FROM file_paths WHERE tenant_id = $1 AND virtual_path {op} $2 AND virtual_path < $3 \
+             AND deleted_at IS NULL ORDER BY virtual_path LIMIT $4"
+        );
+        let rows = c
+            .query(&sql, &[&tenant, &bound, &upper, &(batch as i64)])
+            .await
+            .map_err(pg_err("listing"))?;
+        let fetched = rows.len();
+        let mut next = None;
+        for row in rows {
+            let record = file_row(&row, tenant);
+            let rest = &record.path[prefix.len()..];
+            match rest.find('/') {
+                Some(slash) if !recursive => {
+                    next = Some(From::Including(format!(
+                        "{}0",
+                        &record.path[..prefix.len() + slash]
+                    )));
+                    break;
+                }
+                _ => {
+                    next = Some(From::After(record.path.clone()));
+                    items.push(record);
+                }
+            }
+        }
+        let skipped = matches!(next, Some(From::Including(_)));
+        if items.len() >= limit || (!skipped && fetched < batch) {
+            return Ok(items);
+        }
+        match next {
+            Some(n) => from = n,
+            None => return Ok(items),
+        }
+    }
+}
+
+pub(crate) async fn list(inner: &Inner, tenant: &str, prefix: String) -> Result<Vec<FileRecord>> {
+    validate_prefix(&prefix)?;
+    let c = inner.client().await?;
+    scan(
+        &*c,
+        tenant,
+        &prefix,
+        true,
+        From::Including(prefix.clone()),
+        usize::MAX,
+    )
+    .await
+}
+
+pub(crate) async fn list_page(inner: &Inner, tenant: &str, opts: ListOptions) -> Result<Page> {
+    validate_prefix(&opts.prefix)?;
+    let limit = opts.limit.clamp(1, MAX_PAGE_SIZE);
+    let filters = filter_hash(tenant, &opts.prefix, opts.recursive);
+    let from = match &opts.cursor {
+        Some(c) => From::After(decode_cursor(c, &filters, &opts.prefix)?),
+        None => From::Including(opts.prefix.clone()),
+    };
+    let c = inner.client().await?;
+    let mut items = scan(&*c, tenant, &opts.prefix, opts.recursive, from, limit + 1).await?;
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|last| encode_cursor(&filters, &last.path))
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+pub(crate) async fn list_directories(
+    inner: &Inner,
+    tenant: &str,
+    prefix: String,
+) -> Result<Vec<String>> {
+    validate_prefix(&prefix)?;
+    let c = inner.client().await?;
+    let mut dirs = Vec::new();
+    let mut from = From::Including(prefix.clone());
+    loop {
+        let rows = scan(&*c, tenant, &prefix, true, from, 64).await?;
+        let Some(last) = rows.last().map(|r| r.path.clone()) else {
+            return Ok(dirs);
+        };
+        from = From::After(last);
+        for record in &rows {
+            if let Some(slash) = record.path[prefix.len()..].find('/') {
+                let dir = record.path[..prefix.len() + slash].to_string();
+                from = From::Including(format!("{dir}0"));
+                dirs.push(dir);
+                break;
+            }
+        }
+        if rows.len() < 64 && matches!(from, From::After(_)) {
+            return Ok(dirs);
+        }
+    }
+}
+
+async fn is_directory_in(c: &impl GenericClient, tenant: &str, path: &str) -> Result<bool> {
+    let dir = if path == "/" {
+        "/".to_string()
+    } else {
+        format!("{path}/")
+    };
+    let upper = prefix_upper_bound(&dir).expect("non-empty");
+    Ok(c.query_opt(
+        "SELECT 1 FROM file_paths WHERE tenant_id = $1 AND virtual_path >= $2 AND virtual_path < $3 \
+         AND deleted_at IS NULL LIMIT 1",
+        &[&tenant, &dir, &upper],
+    )
+    .await
+    .map_err(pg_err("checking a directory"))?
+    .is_some())
+}
+
+pub(crate) async fn is_directory(inner: &Inner, tenant: &str, path: String) -> Result<bool> {
+    if path != "/" {
+        validate_path(&path)?;
+    }
+    let c = inner.client().await?;
+    is_directory_in(&*c, tenant, &path).await
+}
+
+pub(crate) async fn rename(inner: &Inner, tenant: &str, old: String, new: String) -> Result<usize> {
+    validate_path(&old)?;
+    validate_path(&new)?;
+    if new.len() > old.len() && new.starts_with(&old) && new.as_bytes()[old.len()] == b'/' {
+        return Err(Error::InvalidPath {
+            path: new,
+            reason: "cannot move a path below itself",
+        });
+    }
+    begin!(inner, client, tx, seq);
+    let file = load_live(&tx, tenant, &old, true).await?;
+    let old_dir = format!("{old}/");
+    let children = scan(
+        &tx,
+        tenant,
+        &old_dir,
+        true,
+        From::Including(old_dir.clone()),
+        usize::MAX,
+    )
+    .await?;
+    if file.is_none() && children.is_empty() {
+        return Err(Error::NotFound { path: old });
+    }
+    if old == new {
+        return Ok(0);
+    }
+    if load_live(&tx, tenant, &new, false).await?.is_some()
+        || is_directory_in(&tx, tenant, &new).await?
+    {
+        return Err(Error::AlreadyExists { path: new });
+    }
+    let now = ts(inner.now());
+    let mut moved = 0;
+    let targets = file
+        .into_iter()
+        .map(|f| (f, new.clone()))
+        .chain(children.into_iter().map(|c| {
+            let target = format!("{new}/{}", &c.path[old_dir.len()..]);
+            (c, target)
+        }));
+    for (record, target) in targets {
+        if target.len() > MAX_PATH_BYTES {
+            return Err(Error::InvalidPath {
+                path: target,
+                reason: "the renamed path would be longer than 4096 bytes",
+            });
+        }
+        tx.execute(
+            "UPDATE file_paths SET virtual_path = $1, updated_at = $2, change_seq = $3 WHERE path_id = $4",
+            &[&target, &now, &seq, &id(&record.path_id)?],
+        )
+        .await
+        .map_err(pg_err("renaming"))?;
+        moved += 1;
+    }
+    commit(tx).await?;
+    Ok(moved)
+}
+
+pub(crate) async fn set_metadata(
+    inner: &Inner,
+    tenant: &str,
+    entries: Vec<(String, String, Value)>,
+) -> Result<()> {
+    for (path, key, value) in &entries {
+        validate_path(path)?;
+        validate_name("metadata key", key)?;
+        encode_value(key, value)?;
+    }
+    if entries.is_empty() {
+        return Ok(());
+    }
+    begin!(inner, client, tx, seq);
+    for (path, key, value) in &entries {
+        let file = require_live(&tx, tenant, path, true).await?;
+        let now = ts(inner.now());
+        tx.execute(
+            "INSERT INTO file_metadata (path_id, key, value, created_at, updated_at, change_seq) \
+             VALUES ($1, $2, $3, $4, $4, $5) ON CONFLICT (path_id, key) DO UPDATE SET value = EXCLUDED.value, \
+             updated_at = EXCLUDED.updated_at, change_seq = EXCLUDED.change_seq",
+            &[&id(&file.path_id)?, key, value, &now, &seq],
+        )
+        .await
+        .map_err(pg_err("setting metadata"))?;
+        tx.execute(
+            "DELETE FROM tombstones WHERE table_name = 'file_metadata' AND key1 = $1 AND key2 = $2",
+            &[&file.path_id, key],
+        )
+        .await
+        .map_err(pg_err("clearing a tombstone"))?;
+    }
+    commit(tx).await
+}
+
+pub(crate) async fn get_metadata(
+    inner: &Inner,
+    tenant: &str,
+    path: String,
+    key: String,
+) -> Result<Option<Value>> {
+    validate_path(&path)?;
+    validate_name("metadata key", &key)?;
+    let c = inner.client().await?;
+    let file = require_live(&*c, tenant, &path, false).await?;
+    Ok(c.query_opt(
+        "SELECT value FROM file_metadata WHERE path_id = $1 AND key = $2",
+        &[&id(&file.path_id)?, &key],
+    )
+    .await
+    .map_err(pg_err("reading metadata"))?
+    .map(|r| r.get(0)))
+}
+
+pub(crate) async fn list_metadata(
+    inner: &Inner,
+    tenant: &str,
+    path: String,
+) -> Result<BTreeMap<String, Value>> {
+    validate_path(&path)?;
+    let c = inner.client().await?;
+    let file = require_live(&*c, tenant, &path, false).await?;
+    Ok(c.query(
+        "SELECT key, value FROM file_metadata WHERE path_id = $1 ORDER BY key",
+        &[&id(&file.path_id)?],
+    )
+    .await
+    .map_err(pg_err("reading metadata"))?
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect())
+}
+
+pub(crate) async fn delete_metadata(
+    inner: &Inner,
+    tenant: &str,
+    path: String,
+    key: String,
+) -> Result<bool> {
+    validate_path(&path)?;
+    validate_name("metadata key", &key)?;
+    begin!(inner, client, tx, seq);
+    let file = require_live(&tx, tenant, &path, true).await?;
+    let removed = tx
+        .execute(
+            "DELETE FROM file_metadata WHERE path_id = $1 AND key = $2",
+            &[&id(&file.path_id)?, &key],
+        )
+        .await
+        .map_err(pg_err("deleting metadata"))?
+        > 0;
+    if removed {
+        tombstone(&tx, inner, seq, "file_metadata", &file.path_id, &key).await?;
+    }
+    commit(tx).await?;
+    Ok(removed)
+}
+
+async fn tombstone(
+    tx: &tokio_postgres::Transaction<'_>,
+    inner: &Inner,
+    seq: i64,
+    table: &str,
+    key1: &str,
+    key2: &str,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO tombstones (table_name, key1, key2, deleted_at, change_seq) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (table_name, key1, key2) DO UPDATE SET deleted_at = EXCLUDED.deleted_at, change_seq = EXCLUDED.change_seq",
+        &[&table, &key1, &key2, &ts(inner.now()), &seq],
+    )
+    .await
+    .map_err(pg_err("recording a tombstone"))?;
+    Ok(())
+}
+
+pub(crate) async fn find_by_metadata(
+    inner: &Inner,
+    tenant: &str,
+    key: String,
+    value: Option<Value>,
+) -> Result<Vec<(String, Value)>> {
+    validate_name("metadata key", &key)?;
+    if let Some(v) = &value {
+        encode_value(&key, v)?;
+    }
+    let c = inner.client().await?;
+    let rows = match &value {
+        None => c
+            .query(
+                "SELECT p.virtual_path, m.value FROM file_metadata m JOIN file_paths p ON p.path_id = m.path_id \
+                 WHERE m.key = $1 AND p.tenant_id = $2 AND p.deleted_at IS NULL ORDER BY p.virtual_path",
+                &[&key, &tenant],
+            )
+            .await,
+        Some(v) => c
+            .query(
+                "SELECT p.virtual_path, m.value FROM file_metadata m JOIN file_paths p ON p.path_id = m.path_id \
+                 WHERE m.key = $1 AND m.value = $3 AND p.tenant_id = $2 AND p.deleted_at IS NULL \
+                 ORDER BY p.virtual_path",
+                &[&key, &tenant, v],
+            )
+            .await,
+    }
+    .map_err(pg_err("finding by metadata"))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+const VERSION_SELECT: &str = "SELECT v.version_number, v.content_hash, v.size_bytes, v.mime_type, v.backend_id, \
+     v.physical_path, v.source_type, v.change_reason, p.version_number, v.created_at FROM version_history v \
+     LEFT JOIN version_history p ON p.version_id = v.parent_version_id";
+
+fn version_row(r: &Row) -> Result<VersionInfo> {
+    let source: String = r.get(6);
+    Ok(VersionInfo {
+        version: r.get::<_, i32>(0) as u32,
+        etag: r.get(1),
+        size: r.get::<_, i64>(2) as u64,
+        mime_type: r.get(3),
+        backend: r.get(4),
+        physical_path: r.get(5),
+        source: match source.as_str() {
+            "original" => VersionSource::Original,
+            "update" => VersionSource::Update,
+            "rollback" => VersionSource::Rollback,
+            other => {
+                return Err(Error::Corrupt {
+                    table: "version_history",
+                    detail: format!("unknown source_type {other:?}"),
+                });
+            }
+        },
+        change_reason: r.get(7),
+        parent_version: r.get::<_, Option<i32>>(8).map(|v| v as u32),
+        created_at: from_sys(r.get(9)),
+    })
+}
+
+async fn load_version(
+    c: &impl GenericClient,
+    path_id: &str,
+    version: u32,
+) -> Result<Option<VersionInfo>> {
+    c.query_opt(
+        &format!("{VERSION_SELECT} WHERE v.path_id = $1 AND v.version_number = $2"),
+        &[&id(path_id)?, &(version as i32)],
+    )
+    .await
+    .map_err(pg_err("reading a version"))?
+    .map(|r| version_row(&r))
+    .transpose()
+}
+
+async fn require_version(
+    c: &impl GenericClient,
+    file: &FileRecord,
+    version: u32,
+) -> Result<VersionInfo> {
+    load_version(c, &file.path_id, version)
+        .await?
+        .ok_or_else(|| Error::VersionNotFound {
+            path: file.path.clone(),
+            version,
+        })
+}
+
+pub(crate) async fn list_versions(
+    inner: &Inner,
+    tenant: &str,
+    path: String,
+) -> Result<Vec<VersionInfo>> {
+    validate_path(&path)?;
+    let c = inner.client().await?;
+    let file = require_live(&*c, tenant, &path, false).await?;
+    c.query(
+        &format!("{VERSION_SELECT} WHERE v.path_id = $1 ORDER BY v.version_number DESC"),
+        &[&id(&file.path_id)?],
+    )
+    .await
+    .map_err(pg_err("listing versions"))?
+    .iter()
+    .map(version_row)
+    .collect()
+}
+
+pub(crate) async fn get_version(
+    inner: &Inner,
+    tenant: &str,
+    path: String,
+    version: u32,
+) -> Result<Option<VersionInfo>> {
+    validate_path(&path)?;
+    let c = inner.client().await?;
+    let file = require_live(&*c, tenant, &path, false).await?;
+    load_version(&*c, &file.path_id, version).await
+}
+
+pub(crate) async fn rollback(
+    inner: &Inner,
+    tenant: &str,
+    path: String,
+    version: u32,
+) -> Result<FileRecord> {
+    validate_path(&path)?;
+    begin!(inner, client, tx, seq);
+    let current = require_live(&tx, tenant, &path, true).await?;
+    let target = require_version(&tx, &current, version).await?;
+    let parent = version_id(&tx, &current.path_id, current.version).await?;
+    let record = FileRecord {
+        backend: target.backend,
+        physical_path: target.physical_path,
+        size: target.size,
+        etag: target.etag,
+        mime_type: target.mime_type,
+        modified_at: inner.now(),
+        version: current.version + 1,
+        ..current
+    };
+    update_file(&tx, seq, &record).await?;
+    let reason = format!("Rollback to version {version}");
+    insert_version(
+        &tx,
+        seq,
+        &record,
+        VersionSource::Rollback,
+        Some(&reason),
+        parent,
+    )
+    .await?;
+    commit(tx).await?;
+    Ok(record)
+}
+
+pub(crate) async fn diff_versions(
+    inner: &Inner,
+    tenant: &str,
+    path: String,
+    v1: u32,
+    v2: u32,
+) -> Result<VersionDiff> {
+    validate_path(&path)?;
+    let c = inner.client().await?;
+    let file = require_live(&*c, tenant, &path, false).await?;
+    let a = require_version(&*c, &file, v1).await?;
+    let b = require_version(&*c, &file, v2).await?;
+    Ok(VersionDiff {
+        path: file.path,
+        content_changed: a.etag != b.etag,
+        size_delta: b.size as i64 - a.size as i64,
+        v1: a,
+        v2: b,
+    })
+}
+
+const CHUNK_SELECT: &str = "SELECT content_hash, size_bytes, storage_path, ref_count, created_at, last_accessed_at, \
+     protected_until FROM content_chunks";
+
+fn chunk_row(r: &Row) -> Chunk {
+    Chunk {
+        content_hash: r.get(0),
+        size: r.get::<_, i64>(1) as u64,
+        storage_path: r.get(2),
+        ref_count: r.get::<_, i64>(3) as u64,
+        created_at: from_sys(r.get(4)),
+        last_accessed_at: r.get::<_, Option<SystemTime>>(5).map(from_sys),
+        protected_until: r.get::<_, Option<SystemTime>>(6).map(from_sys),
+    }
+}
+
+async fn load_chunk(c: &impl GenericClient, tenant: &str, hash: &str) -> Result<Option<Chunk>> {
+    Ok(c.query_opt(
+        &format!("{CHUNK_SELECT} WHERE tenant_id = $1 AND content_hash = $2"),
+        &[&tenant, &hash],
+    )
+    .await
+    .map_err(pg_err("reading a chunk"))?
+    .map(|r| chunk_row(&r)))
+}
+
+async fn require_chunk(c: &impl GenericClient, tenant: &str, hash: &str) -> Result<Chunk> {
+    load_chunk(c, tenant, hash)
+        .await?
+        .ok_or_else(|| Error::ChunkNotFound {
+            content_hash: hash.to_string(),
+        })
+}
+
+pub(crate) async fn add_chunk_ref(
+    inner: &Inner,
+    tenant: &str,
+    hash: String,
+    size: u64,
+    storage: String,
+) -> Result<Chunk> {
+    validate_name("content_hash", &hash)?;
+    validate_text("storage_path", &storage, MAX_PATH_BYTES)?;
+    let size = i64::try_from(size).map_err(|_| Error::InvalidArgument {
+        name: "size",
+        value: size.to_string(),
+        reason: "must be at most 2^63 - 1".into(),
+    })?;
+    begin!(inner, client, tx, seq);
+    let now = ts(inner.now());
+    tx.execute(
+        "INSERT INTO content_chunks (tenant_id, content_hash, size_bytes, storage_path, ref_count, created_at, \
+         last_accessed_at, protected_until, change_seq) VALUES ($1, $2, $3, $4, 1, $5, $5, NULL, $6) \
+         ON CONFLICT (tenant_id, content_hash) DO UPDATE SET ref_count = content_chunks.ref_count + 1, \
+         last_accessed_at = EXCLUDED.last_accessed_at, protected_until = NULL, change_seq = EXCLUDED.change_seq",
+        &[&tenant, &hash, &size, &storage, &now, &seq],
+    )
+    .await
+    .map_err(pg_err("adding a chunk reference"))?;
+    tx.execute(
+        "DELETE FROM tombstones WHERE table_name = 'content_chunks' AND key1 = $1 AND key2 = $2",
+        &[&tenant, &hash],
+    )
+    .await
+    .map_err(pg_err("clearing a tombstone"))?;
+    let chunk = require_chunk(&tx, tenant, &hash).await?;
+    commit(tx).await?;
+    Ok(chunk)
+}
+
+pub(crate) async fn release_chunk_ref(
+    inner: &Inner,
+    tenant: &str,
+    hash: String,
+    grace: Duration,
+) -> Result<Chunk> {
+    validate_name("content_hash", &hash)?;
+    begin!(inner, client, tx, seq);
+    let chunk = tx
+        .query_opt(
+            &format!("{CHUNK_SELECT} WHERE tenant_id = $1 AND content_hash = $2 FOR UPDATE"),
+            &[&tenant, &hash],
+        )
+        .await
+        .map_err(pg_err("reading a chunk"))?
+        .map(|r| chunk_row(&r))
+        .ok_or_else(|| Error::ChunkNotFound {
+            content_hash: hash.clone(),
+        })?;
+    if chunk.ref_count == 0 {
+        return Err(Error::InvalidArgument {
+            name: "content_hash",
+            value: hash,
+            reason: "the chunk has no references left to release".into(),
+        });
+    }
+    let now = inner.now();
+    let protected = (chunk.ref_count == 1).then(|| {
+        ts(Timestamp::from_micros(now.as_micros().saturating_add(
+            i64::try_from(grace.as_micros()).unwrap_or(i64::MAX),
+        )))
+    });
+    tx.execute(
+        "UPDATE content_chunks SET ref_count = ref_count - 1, last_accessed_at = $1, \
+         protected_until = COALESCE($2, protected_until), change_seq = $3 WHERE tenant_id = $4 AND content_hash = $5",
+        &[&ts(now), &protected, &seq, &tenant, &hash],
+    )
+    .await
+    .map_err(pg_err("releasing a chunk reference"))?;
+    let chunk = require_chunk(&tx, tenant, &hash).await?;
+    commit(tx).await?;
+    Ok(chunk)
+}
+
+pub(crate) async fn get_chunk(inner: &Inner, tenant: &str, hash: String) -> Result<Option<Chunk>> {
+    validate_name("content_hash", &hash)?;
+    let c = inner.client().await?;
+    load_chunk(&*c, tenant, &hash).await
+}
+
+pub(crate) async fn gc_candidates(inner: &Inner, tenant: &str, limit: usize) -> Result<Vec<Chunk>> {
+    let c = inner.client().await?;
+    let now = ts(inner.now());
+    Ok(c.query(
+        &format!(
+            "{CHUNK_SELECT} WHERE tenant_id = $1 AND ref_count = 0 AND (protected_until IS NULL OR protected_until <= $2) \
+             ORDER BY content_hash LIMIT $3"
+        ),
+        &[&tenant, &now, &(i64::try_from(limit).unwrap_or(i64::MAX))],
+    )
+    .await
+    .map_err(pg_err("listing GC candidates"))?
+    .iter()
+    .map(chunk_row)
+    .collect())
+}
+
+pub(crate) async fn remove_chunk(inner: &Inner, tenant: &str, hash: String) -> Result<bool> {
+    validate_name("content_hash", &hash)?;
+    begin!(inner, client, tx, seq);
+    let now = ts(inner.now());
+    let removed = tx
+        .execute(
+            "DELETE FROM content_chunks WHERE tenant_id = $1 AND content_hash = $2 AND ref_count = 0 \
+             AND (protected_until IS NULL OR protected_until <= $3)",
+            &[&tenant, &hash, &now],
+        )
+        .await
+        .map_err(pg_err("removing a chunk"))?
+        > 0;
+    if removed {
+        tombstone(&tx, inner, seq, "content_chunks", tenant, &hash).await?;
+    }
+    commit(tx).await?;
+    Ok(removed)
+}
+
+pub(crate) async fn stats(inner: &Inner, tenant: &str) -> Result<Stats> {
+    let c = inner.client().await?;
+    let count = |sql: &'static str| {
+        let c = &c;
+        async move {
+            Ok::<i64, Error>(
+                c.query_one(sql, &[&tenant])
+                    .await
+                    .map_err(pg_err("counting"))?
+                    .get(0),
+            )
+        }
+    };
+    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+    let files =
+        count("SELECT COUNT(*) FROM file_paths WHERE tenant_id = $1 AND deleted_at IS NULL")
+            .await?;
+    let total = count(
+        "SELECT COALESCE(SUM(size_bytes), 0)::int8 FROM file_paths WHERE tenant_id = $1 AND deleted_at IS NULL",
+    )
+    .await?;
+    let deleted =
+        count("SELECT COUNT(*) FROM file_paths WHERE tenant_id = $1 AND deleted_at IS NOT NULL")
+            .await?;
+    let metadata = count(
+        "SELECT COUNT(*) FROM file_metadata m JOIN file_paths p ON p.path_id = m.path_id \
+         WHERE p.tenant_id = $1 AND p.deleted_at IS NULL",
+    )
+    .await?;
+    let versions = count(
+        "SELECT COUNT(*) FROM version_history v JOIN file_paths p ON p.path_id = v.path_id \
+         WHERE p.tenant_id = $1 AND p.deleted_at IS NULL",
+    )
+    .await?;
+    let chunks = count("SELECT COUNT(*) FROM content_chunks WHERE tenant_id = $1").await?;
+    let change_seq: i64 = c
+        .query_one("SELECT change_seq FROM nexus_state WHERE id = 1", &[])
+        .await
+        .map_err(pg_err("reading the change sequence"))?
+        .get(0);
+    let schema: i32 = c
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM _nexus_migrations",
+            &[],
+        )
+        .await
+        .map_err(pg_err("reading the schema version"))?
+        .get(0);
+    Ok(Stats {
+        tenant: tenant.to_string(),
+        files: n(files),
+        total_bytes: n(total),
+        deleted_files: n(deleted),
+        metadata_entries: n(metadata),
+        versions: n(versions),
+        chunks: n(chunks),
+        change_seq,
+        schema_version: schema as u32,
+    })
+}
+
+pub(crate) async fn debug_query(
+    inner: &Inner,
+    _tenant: &str,
+    sql: String,
+) -> Result<Vec<Vec<Option<String>>>> {
+    let c = inner.client().await?;
+    let messages = c
+        .simple_query(&sql)
+        .await
+        .map_err(pg_err("running a query"))?;
+    Ok(messages
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_string))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect())
+}
