@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use nexus_core::{Error, ListOptions, MigrationStatus, NewFile, Store, Timestamp};
+use nexus_core::{DynStore, Error, ListOptions, MigrationStatus, NewFile, Store, Timestamp};
 use serde_json::{Value, json};
 
 use crate::output::Out;
@@ -20,9 +20,11 @@ use crate::output::Out;
 #[derive(Debug, Parser)]
 #[command(name = "nexus", version, about, max_term_width = 100)]
 pub struct Cli {
-    /// The database file.
-    #[arg(long, global = true, env = "NEXUS_DB", default_value = "nexus.db")]
-    db: PathBuf,
+    /// The store: a file path (`sqlite:` prefix optional) or a
+    /// `postgresql://` URL. Default: $NEXUS_DB, else $NEXUS_DATABASE_URL,
+    /// else ./nexus.db.
+    #[arg(long, global = true)]
+    db: Option<String>,
     /// The tenant every command works in.
     #[arg(long, global = true, env = "NEXUS_TENANT", default_value = nexus_core::DEFAULT_TENANT)]
     tenant: String,
@@ -275,20 +277,68 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn open(cli: &Cli, migrate: bool) -> Result<Store, Failure> {
+/// The store the command works on.
+enum Opened {
+    Embedded(Store),
+    Postgres(nexus_pg::PgStore),
+}
+
+impl Opened {
+    fn dyn_store(&self) -> DynStore {
+        match self {
+            Opened::Embedded(s) => std::sync::Arc::new(s.clone()),
+            Opened::Postgres(s) => std::sync::Arc::new(s.clone()),
+        }
+    }
+}
+
+impl Cli {
+    /// Where the store is: `--db`, else $NEXUS_DB, else $NEXUS_DATABASE_URL, else ./nexus.db.
+    fn location(&self) -> String {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        self.db
+            .clone()
+            .or_else(|| env("NEXUS_DB"))
+            .or_else(|| env("NEXUS_DATABASE_URL"))
+            .unwrap_or_else(|| "nexus.db".to_string())
+    }
+
+    /// The location as shown to the user (a URL without its password).
+    fn shown_location(&self) -> String {
+        nexus_sync::redact(&self.location())
+    }
+}
+
+async fn open(cli: &Cli, migrate: bool) -> Result<Opened, Failure> {
     if !(cli.busy_timeout.is_finite() && cli.busy_timeout >= 0.0) {
         return Err(fail(format!(
             "--busy-timeout must be a number of seconds, got {}",
             cli.busy_timeout
         )));
     }
-    Ok(Store::builder()
-        .path(&cli.db)
-        .tenant(cli.tenant.clone())
-        .busy_timeout(Duration::from_secs_f64(cli.busy_timeout))
-        .migrate(migrate)
-        .open()
-        .await?)
+    let location = cli.location();
+    if nexus_pg::is_postgres_url(&location) {
+        let options = nexus_pg::PgOptions {
+            tenant: cli.tenant.clone(),
+            wait_timeout: Duration::from_secs_f64(cli.busy_timeout.max(1.0)),
+            migrate,
+            ..nexus_pg::PgOptions::default()
+        };
+        return Ok(Opened::Postgres(
+            nexus_pg::PgStore::connect(&location, options).await?,
+        ));
+    }
+    let path = location.strip_prefix("sqlite:").unwrap_or(&location);
+    let path = path.strip_prefix("//").unwrap_or(path);
+    Ok(Opened::Embedded(
+        Store::builder()
+            .path(path)
+            .tenant(cli.tenant.clone())
+            .busy_timeout(Duration::from_secs_f64(cli.busy_timeout))
+            .migrate(migrate)
+            .open()
+            .await?,
+    ))
 }
 
 fn not_found(path: &str) -> Failure {
@@ -301,16 +351,23 @@ fn not_found(path: &str) -> Failure {
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let out = Out::new(cli.json);
     if let Command::Migrate { action } = &cli.command {
-        let store = open(&cli, false).await?;
-        return migrate(&store, action, &out).await;
+        let opened = open(&cli, false).await?;
+        return migrate(&opened, action, &out).await;
     }
-    let store = open(&cli, true).await?;
+    let opened = open(&cli, true).await?;
+    let store = opened.dyn_store();
     match &cli.command {
         Command::Init => {
             let stats = store.stats().await?;
+            let shown = cli.shown_location();
             out.value(
-                &json!({"database": cli.db.display().to_string(), "schema_version": stats.schema_version}),
-                || format!("initialized {} (schema version {})", cli.db.display(), stats.schema_version),
+                &json!({"database": shown, "schema_version": stats.schema_version}),
+                || {
+                    format!(
+                        "initialized {shown} (schema version {})",
+                        stats.schema_version
+                    )
+                },
             );
         }
         Command::Put(a) => {
@@ -387,9 +444,9 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             dry_run,
             window,
         } => {
-            sync_cmd::sync(&store, to, *dry_run, *window, &out)?;
+            sync_cmd::sync(embedded(&opened)?, to, *dry_run, *window, &out)?;
         }
-        Command::Verify { to } => sync_cmd::verify(&store, to, &out)?,
+        Command::Verify { to } => sync_cmd::verify(embedded(&opened)?, to, &out)?,
         Command::Migrate { .. } => unreachable!("handled above"),
     }
     Ok(())
@@ -403,7 +460,17 @@ fn parse_json(key: &str, text: &str) -> Result<Value, Failure> {
     })
 }
 
-async fn ls(store: &Store, a: &LsArgs, out: &Out) -> Result<(), Failure> {
+/// Sync reads an embedded store.
+fn embedded(opened: &Opened) -> Result<&Store, Failure> {
+    match opened {
+        Opened::Embedded(s) => Ok(s),
+        Opened::Postgres(_) => Err(fail(
+            "sync and verify copy an embedded store into PostgreSQL: pass the store file with --db",
+        )),
+    }
+}
+
+async fn ls(store: &DynStore, a: &LsArgs, out: &Out) -> Result<(), Failure> {
     let mut prefix = a.prefix.clone().unwrap_or_else(|| "/".to_string());
     // `ls /dir` lists the directory; any other prefix is taken as it is.
     if !prefix.ends_with('/')
@@ -441,7 +508,7 @@ async fn ls(store: &Store, a: &LsArgs, out: &Out) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn meta(store: &Store, m: &MetaCommand, out: &Out) -> Result<(), Failure> {
+async fn meta(store: &DynStore, m: &MetaCommand, out: &Out) -> Result<(), Failure> {
     match m {
         MetaCommand::Set { path, key, value } => {
             let value = parse_json(key, value)?;
@@ -480,10 +547,16 @@ async fn meta(store: &Store, m: &MetaCommand, out: &Out) -> Result<(), Failure> 
     Ok(())
 }
 
-async fn migrate(store: &Store, action: &MigrateAction, out: &Out) -> Result<(), Failure> {
+async fn migrate(opened: &Opened, action: &MigrateAction, out: &Out) -> Result<(), Failure> {
+    let status = async || -> Result<Vec<MigrationStatus>, Failure> {
+        Ok(match opened {
+            Opened::Embedded(s) => s.migration_status().await?,
+            Opened::Postgres(s) => s.migration_status().await?,
+        })
+    };
     match action {
         MigrateAction::Status => {
-            let status = store.migration_status().await?;
+            let status = status().await?;
             let rows: Vec<Value> = status.iter().map(status_json).collect();
             out.value(&json!({"migrations": rows}), || {
                 status
@@ -503,15 +576,17 @@ async fn migrate(store: &Store, action: &MigrateAction, out: &Out) -> Result<(),
             });
         }
         MigrateAction::Up { to } => {
-            let done = store.migrate_up(*to).await?;
+            let done = match opened {
+                Opened::Embedded(s) => s.migrate_up(*to).await?,
+                Opened::Postgres(s) => s.migrate_up(*to).await?,
+            };
             out.value(&json!({"applied": done}), || match done.as_slice() {
                 [] => "nothing to apply".to_string(),
                 d => format!("applied {d:?}"),
             });
         }
         MigrateAction::Down { to } => {
-            let current = store
-                .migration_status()
+            let current = status()
                 .await?
                 .iter()
                 .filter_map(|s| match s {
@@ -522,7 +597,10 @@ async fn migrate(store: &Store, action: &MigrateAction, out: &Out) -> Result<(),
                 .max()
                 .unwrap_or(0);
             let target = to.unwrap_or(current.saturating_sub(1));
-            let done = store.migrate_down(target).await?;
+            let done = match opened {
+                Opened::Embedded(s) => s.migrate_down(target).await?,
+                Opened::Postgres(s) => s.migrate_down(target).await?,
+            };
             out.value(&json!({"reverted": done}), || match done.as_slice() {
                 [] => "nothing to revert".to_string(),
                 d => format!("reverted {d:?}"),

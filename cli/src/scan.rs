@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use nexus_core::{FileRecord, NewFile, Store, Timestamp};
+use nexus_core::{DynStore, FileRecord, NewFile, Timestamp};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -80,7 +80,7 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
 }
 
 pub async fn scan(
-    store: &Store,
+    store: &DynStore,
     dir: &Path,
     prefix: Option<&str>,
     progress: bool,
@@ -235,10 +235,10 @@ pub async fn scan(
         store.put_batch(&batch).await?;
     }
     // Records of files that are gone.
-    let gone: Vec<&str> = existing
+    let gone: Vec<String> = existing
         .keys()
-        .map(String::as_str)
-        .filter(|p| !seen.contains(p))
+        .filter(|p| !seen.contains(p.as_str()))
+        .cloned()
         .collect();
     for chunk in gone.chunks(BATCH) {
         summary.removed += store.delete_batch(chunk).await? as u64;

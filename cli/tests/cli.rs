@@ -24,7 +24,8 @@ impl Env {
         let mut c = Command::new(env!("CARGO_BIN_EXE_nexus"));
         c.current_dir(self.dir.path())
             .env_remove("NEXUS_DB")
-            .env_remove("NEXUS_TENANT");
+            .env_remove("NEXUS_TENANT")
+            .env_remove("NEXUS_DATABASE_URL");
         c
     }
 

@@ -26,6 +26,12 @@
 
 mod ops;
 
+/// Whether `location` names a PostgreSQL database (`postgres://` or `postgresql://`).
+pub fn is_postgres_url(location: &str) -> bool {
+    let l = location.trim_start().to_ascii_lowercase();
+    l.starts_with("postgres://") || l.starts_with("postgresql://")
+}
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -36,7 +42,8 @@ use nexus_core::{
     Chunk, DynStore, Error, FileRecord, ListOptions, MetadataStore, NewFile, Page, Precondition,
     Result, Stats, Timestamp, VersionDiff, VersionInfo,
 };
-use nexus_sync::TargetUrl;
+use nexus_migrations::{Dialect, Migrator};
+use nexus_sync::{PgDriver, TargetUrl};
 use serde_json::Value;
 
 /// Pool and timeout settings. The defaults suit an application server.
@@ -50,6 +57,8 @@ pub struct PgOptions {
     pub statement_timeout: Duration,
     /// The tenant of the returned handle (default `default`).
     pub tenant: String,
+    /// Whether to migrate the schema to head on connect (default `true`).
+    pub migrate: bool,
 }
 
 impl Default for PgOptions {
@@ -59,6 +68,7 @@ impl Default for PgOptions {
             wait_timeout: Duration::from_secs(30),
             statement_timeout: Duration::from_secs(60),
             tenant: nexus_core::DEFAULT_TENANT.to_string(),
+            migrate: true,
         }
     }
 }
@@ -202,6 +212,13 @@ impl PgStore {
             target,
         });
         let migrate = inner.clone();
+        let store = PgStore {
+            inner,
+            tenant: Arc::from(options.tenant.as_str()),
+        };
+        if !options.migrate {
+            return Ok(store);
+        }
         handle
             .spawn(async move {
                 let mut client = migrate.client().await?;
@@ -215,10 +232,40 @@ impl PgStore {
             })
             .await
             .map_err(join_err)??;
-        Ok(PgStore {
-            inner,
-            tenant: Arc::from(options.tenant.as_str()),
+        Ok(store)
+    }
+
+    /// The state of every schema migration.
+    pub async fn migration_status(&self) -> Result<Vec<nexus_core::MigrationStatus>> {
+        self.run(|inner, _| async move {
+            let mut client = inner.client().await?;
+            Ok(Migrator::new(Dialect::Postgres)
+                .status(&mut PgDriver::new(&mut client))
+                .await?)
         })
+        .await
+    }
+
+    /// Applies migrations up to `target` (head when `None`), under the advisory lock.
+    pub async fn migrate_up(&self, target: Option<u32>) -> Result<Vec<u32>> {
+        self.run(move |inner, _| async move {
+            let mut client = inner.client().await?;
+            Ok(Migrator::new(Dialect::Postgres)
+                .up(&mut PgDriver::new(&mut client), target)
+                .await?)
+        })
+        .await
+    }
+
+    /// Reverts migrations down to `to` (0 removes every table and all data).
+    pub async fn migrate_down(&self, to: u32) -> Result<Vec<u32>> {
+        self.run(move |inner, _| async move {
+            let mut client = inner.client().await?;
+            Ok(Migrator::new(Dialect::Postgres)
+                .down(&mut PgDriver::new(&mut client), to)
+                .await?)
+        })
+        .await
     }
 
     /// Runs `f` on the store's runtime and awaits it from any executor.

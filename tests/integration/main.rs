@@ -5,6 +5,7 @@ mod crash;
 mod file_store;
 mod migrations;
 mod pg_migrations;
+mod pg_store;
 mod pg_sync;
 mod properties;
 
