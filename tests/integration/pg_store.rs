@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use nexus_core::{ErrorKind, MetadataStore, NewFile, Precondition};
+use nexus_core::{ErrorKind, NewFile, Precondition};
 
 use crate::common::PgFixture;
 
