@@ -19,7 +19,12 @@ fn arg(name: &str, default: usize) -> usize {
 }
 
 /// Runs `per_client` operations on each of `clients` threads; returns ops/s.
-fn run(store: &DynStore, clients: usize, per_client: usize, op: fn(&DynStore, usize, usize)) -> f64 {
+fn run(
+    store: &DynStore,
+    clients: usize,
+    per_client: usize,
+    op: fn(&DynStore, usize, usize),
+) -> f64 {
     let started = Instant::now();
     std::thread::scope(|scope| {
         for c in 0..clients {
@@ -35,31 +40,50 @@ fn run(store: &DynStore, clients: usize, per_client: usize, op: fn(&DynStore, us
 }
 
 fn put(s: &DynStore, c: usize, i: usize) {
-    pollster::block_on(s.put(NewFile::new(format!("/bench/c{c}/f{i:06}"), "s3", "bucket/x", i as u64).etag(format!("{i}"))))
-        .unwrap();
+    pollster::block_on(
+        s.put(
+            NewFile::new(format!("/bench/c{c}/f{i:06}"), "s3", "bucket/x", i as u64)
+                .etag(format!("{i}")),
+        ),
+    )
+    .unwrap();
 }
 
 fn get(s: &DynStore, c: usize, i: usize) {
-    pollster::block_on(s.get(&format!("/bench/c{c}/f{i:06}"))).unwrap().unwrap();
+    pollster::block_on(s.get(&format!("/bench/c{c}/f{i:06}")))
+        .unwrap()
+        .unwrap();
 }
 
 fn list(s: &DynStore, c: usize, _: usize) {
-    let page = pollster::block_on(s.list_page(&ListOptions::prefix(format!("/bench/c{c}/")).limit(100))).unwrap();
+    let page =
+        pollster::block_on(s.list_page(&ListOptions::prefix(format!("/bench/c{c}/")).limit(100)))
+            .unwrap();
     assert_eq!(page.items.len(), 100);
 }
 
 fn main() {
     let ops = arg("--ops", 2000);
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let db = rt.block_on(nexus_tests::pg::database("backend_bench"));
-    let embedded: DynStore = std::sync::Arc::new(pollster::block_on(Store::open(dir.path().join("b.db"))).unwrap());
+    let embedded: DynStore =
+        std::sync::Arc::new(pollster::block_on(Store::open(dir.path().join("b.db"))).unwrap());
     let postgres: DynStore = std::sync::Arc::new(
-        pollster::block_on(nexus_pg::PgStore::connect(&format!("{}?sslmode=disable", db.url), Default::default()))
-            .unwrap(),
+        pollster::block_on(nexus_pg::PgStore::connect(
+            &format!("{}?sslmode=disable", db.url),
+            Default::default(),
+        ))
+        .unwrap(),
     );
     println!("ops/s, {ops} operations per configuration (each put is its own durable transaction)");
-    println!("{:<10} {:>8} {:>12} {:>12} {:>12}", "backend", "clients", "put", "get", "list 100");
+    println!(
+        "{:<10} {:>8} {:>12} {:>12} {:>12}",
+        "backend", "clients", "put", "get", "list 100"
+    );
     for (name, store) in [("embedded", &embedded), ("postgres", &postgres)] {
         for clients in [1, 8] {
             let per = ops / clients;

@@ -22,23 +22,23 @@ use crate::output::Out;
 pub struct Cli {
     /// The store: a file path (`sqlite:` prefix optional) or a
     /// `postgresql://` URL. Default: $NEXUS_DB, else $NEXUS_DATABASE_URL,
-    /// else ./nexus.db.
+    /// else the config file's `url`, else ./nexus.db.
     #[arg(long, global = true)]
     db: Option<String>,
-    /// The tenant every command works in.
-    #[arg(long, global = true, env = "NEXUS_TENANT", default_value = nexus_core::DEFAULT_TENANT)]
-    tenant: String,
+    /// The tenant every command works in (default: $NEXUS_TENANT, the config file, `default`).
+    #[arg(long, global = true, env = "NEXUS_TENANT")]
+    tenant: Option<String>,
+    /// Settings file (default: ./nexus.toml when it exists). Flags and
+    /// environment variables override it.
+    #[arg(long, global = true, env = "NEXUS_CONFIG")]
+    config: Option<PathBuf>,
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
     json: bool,
-    /// Seconds to wait for another process that holds the database.
-    #[arg(
-        long,
-        global = true,
-        env = "NEXUS_BUSY_TIMEOUT",
-        default_value_t = 30.0
-    )]
-    busy_timeout: f64,
+    /// Seconds to wait for another process that holds the database, or for
+    /// a pooled PostgreSQL connection (default: the config file, else 30).
+    #[arg(long, global = true, env = "NEXUS_BUSY_TIMEOUT")]
+    busy_timeout: Option<f64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -292,37 +292,122 @@ impl Opened {
     }
 }
 
+/// `nexus.toml`: the settings a deployment keeps in a file.
+///
+/// ```toml
+/// [database]
+/// url = "postgresql://nexus@db.internal/nexus"   # or a file path
+/// tenant = "default"
+/// pool_size = 16
+/// wait_timeout_secs = 30        # waiting for a pooled connection, or for a busy file
+/// statement_timeout_secs = 60
+/// read_replica_url = "postgresql://nexus@replica.internal/nexus"
+/// read_your_writes_secs = 5     # after a write, reads stay on the primary this long
+/// max_replica_lag_secs = 5      # the staleness bound for replica reads
+/// ```
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    database: DatabaseConfig,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DatabaseConfig {
+    url: Option<String>,
+    tenant: Option<String>,
+    pool_size: Option<usize>,
+    wait_timeout_secs: Option<f64>,
+    statement_timeout_secs: Option<f64>,
+    read_replica_url: Option<String>,
+    read_your_writes_secs: Option<f64>,
+    max_replica_lag_secs: Option<f64>,
+}
+
+fn secs(name: &str, v: f64) -> Result<Duration, Failure> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(fail(format!("{name} must be a number of seconds, got {v}")))
+    }
+}
+
 impl Cli {
-    /// Where the store is: `--db`, else $NEXUS_DB, else $NEXUS_DATABASE_URL, else ./nexus.db.
-    fn location(&self) -> String {
+    fn config_file(&self) -> Result<DatabaseConfig, Failure> {
+        let (path, required) = match &self.config {
+            Some(p) => (p.clone(), true),
+            None => (PathBuf::from("nexus.toml"), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(DatabaseConfig::default());
+            }
+            Err(e) => {
+                return Err(fail(format!(
+                    "cannot read the config file {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        let parsed: ConfigFile = toml::from_str(&text).map_err(|e| {
+            fail(format!(
+                "invalid config file {}: {}",
+                path.display(),
+                e.to_string().replace('\n', " ")
+            ))
+        })?;
+        Ok(parsed.database)
+    }
+
+    /// Where the store is: `--db`, else $NEXUS_DB, else $NEXUS_DATABASE_URL,
+    /// else the config file's `url`, else ./nexus.db.
+    fn location(&self, config: &DatabaseConfig) -> String {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         self.db
             .clone()
             .or_else(|| env("NEXUS_DB"))
             .or_else(|| env("NEXUS_DATABASE_URL"))
+            .or_else(|| config.url.clone())
             .unwrap_or_else(|| "nexus.db".to_string())
-    }
-
-    /// The location as shown to the user (a URL without its password).
-    fn shown_location(&self) -> String {
-        nexus_sync::redact(&self.location())
     }
 }
 
 async fn open(cli: &Cli, migrate: bool) -> Result<Opened, Failure> {
-    if !(cli.busy_timeout.is_finite() && cli.busy_timeout >= 0.0) {
-        return Err(fail(format!(
-            "--busy-timeout must be a number of seconds, got {}",
-            cli.busy_timeout
-        )));
-    }
-    let location = cli.location();
+    let config = cli.config_file()?;
+    let busy = secs(
+        "--busy-timeout",
+        cli.busy_timeout
+            .or(config.wait_timeout_secs)
+            .unwrap_or(30.0),
+    )?;
+    let tenant = cli
+        .tenant
+        .clone()
+        .or_else(|| config.tenant.clone())
+        .unwrap_or_else(|| nexus_core::DEFAULT_TENANT.to_string());
+    let location = cli.location(&config);
     if nexus_pg::is_postgres_url(&location) {
+        let defaults = nexus_pg::PgOptions::default();
         let options = nexus_pg::PgOptions {
-            tenant: cli.tenant.clone(),
-            wait_timeout: Duration::from_secs_f64(cli.busy_timeout.max(1.0)),
+            tenant,
+            pool_size: config.pool_size.unwrap_or(defaults.pool_size),
+            wait_timeout: busy.max(Duration::from_secs(1)),
+            statement_timeout: match config.statement_timeout_secs {
+                Some(v) => secs("statement_timeout_secs", v)?,
+                None => defaults.statement_timeout,
+            },
+            read_replica_url: config.read_replica_url.clone(),
+            read_your_writes: match config.read_your_writes_secs {
+                Some(v) => secs("read_your_writes_secs", v)?,
+                None => defaults.read_your_writes,
+            },
+            max_replica_lag: match config.max_replica_lag_secs {
+                Some(v) => secs("max_replica_lag_secs", v)?,
+                None => defaults.max_replica_lag,
+            },
             migrate,
-            ..nexus_pg::PgOptions::default()
         };
         return Ok(Opened::Postgres(
             nexus_pg::PgStore::connect(&location, options).await?,
@@ -333,8 +418,8 @@ async fn open(cli: &Cli, migrate: bool) -> Result<Opened, Failure> {
     Ok(Opened::Embedded(
         Store::builder()
             .path(path)
-            .tenant(cli.tenant.clone())
-            .busy_timeout(Duration::from_secs_f64(cli.busy_timeout))
+            .tenant(tenant)
+            .busy_timeout(busy)
             .migrate(migrate)
             .open()
             .await?,
@@ -359,7 +444,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Init => {
             let stats = store.stats().await?;
-            let shown = cli.shown_location();
+            let shown = nexus_sync::redact(&cli.location(&cli.config_file()?));
             out.value(
                 &json!({"database": shown, "schema_version": stats.schema_version}),
                 || {

@@ -518,3 +518,64 @@ fn rusqlite_check(db: &Path) -> String {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap()
 }
+
+/// `nexus.toml` supplies the database and tenant; flags and environment win;
+/// a bad file is refused with a message naming it.
+#[test]
+fn config_file_is_read_and_overridden() {
+    let env = Env::new();
+    std::fs::write(
+        env.dir.path().join("nexus.toml"),
+        "[database]\nurl = \"from-config.db\"\ntenant = \"acme\"\nwait_timeout_secs = 5\n",
+    )
+    .unwrap();
+    let put = env.json(&[
+        "put",
+        "/x",
+        "--backend",
+        "l",
+        "--physical",
+        "p",
+        "--size",
+        "1",
+    ]);
+    assert_eq!(put["tenant"], "acme");
+    assert!(
+        env.dir.path().join("from-config.db").exists(),
+        "the config's url was used"
+    );
+    assert!(!env.db().exists());
+    // Flags and environment override the file.
+    let line = env.err(&["--db", "flag.db", "get", "/x"]);
+    assert!(line.contains("no such file"), "{line}");
+    assert_eq!(
+        env.json(&["--tenant", "acme", "get", "/x"])["tenant"],
+        "acme"
+    );
+    let other_tenant = env
+        .cmd()
+        .args(["get", "/x"])
+        .env("NEXUS_TENANT", "globex")
+        .output()
+        .unwrap();
+    assert!(
+        !other_tenant.status.success(),
+        "NEXUS_TENANT wins over the file"
+    );
+
+    std::fs::write(
+        env.dir.path().join("bad.toml"),
+        "[database]\nurll = \"x\"\n",
+    )
+    .unwrap();
+    let bad = env.err(&["--config", "bad.toml", "stats"]);
+    assert!(
+        bad.contains("invalid config file bad.toml") && bad.contains("urll"),
+        "{bad}"
+    );
+    let missing = env.err(&["--config", "missing.toml", "stats"]);
+    assert!(
+        missing.contains("cannot read the config file missing.toml"),
+        "{missing}"
+    );
+}

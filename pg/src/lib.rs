@@ -59,6 +59,16 @@ pub struct PgOptions {
     pub tenant: String,
     /// Whether to migrate the schema to head on connect (default `true`).
     pub migrate: bool,
+    /// A read replica of the same database. Reads may go there; writes, and
+    /// reads within `read_your_writes` of this store's last write, always go
+    /// to the primary.
+    pub read_replica_url: Option<String>,
+    /// After a write, reads stay on the primary this long (default 5 s).
+    pub read_your_writes: Duration,
+    /// The staleness bound: the replica is used only while its replay lag
+    /// (`now() - pg_last_xact_replay_timestamp()`, checked at most once a
+    /// second) is at most this (default 5 s).
+    pub max_replica_lag: Duration,
 }
 
 impl Default for PgOptions {
@@ -69,6 +79,9 @@ impl Default for PgOptions {
             statement_timeout: Duration::from_secs(60),
             tenant: nexus_core::DEFAULT_TENANT.to_string(),
             migrate: true,
+            read_replica_url: None,
+            read_your_writes: Duration::from_secs(5),
+            max_replica_lag: Duration::from_secs(5),
         }
     }
 }
@@ -112,6 +125,7 @@ type Pool = deadpool::managed::Pool<Manager>;
 
 pub(crate) struct Inner {
     pool: Pool,
+    replica: Option<Replica>,
     last_ts: AtomicI64,
     runtime: Option<tokio::runtime::Runtime>,
     target: TargetUrl,
@@ -126,7 +140,60 @@ impl Drop for Inner {
     }
 }
 
+struct Replica {
+    pool: Pool,
+    read_your_writes_micros: i64,
+    max_lag: Duration,
+    /// When this store last wrote (microseconds since the epoch).
+    last_write: AtomicI64,
+    /// When the lag was last checked, and whether it was within the bound.
+    checked_at: AtomicI64,
+    fresh: std::sync::atomic::AtomicBool,
+}
+
 impl Inner {
+    /// Notes a write: reads stay on the primary for a while.
+    pub(crate) fn note_write(&self) {
+        if let Some(r) = &self.replica {
+            r.last_write
+                .store(Timestamp::now().as_micros(), Ordering::SeqCst);
+        }
+    }
+
+    /// A connection for a read: the replica when allowed, else the primary.
+    pub(crate) async fn read_client(&self) -> Result<deadpool::managed::Object<Manager>> {
+        let Some(r) = &self.replica else {
+            return self.client().await;
+        };
+        let now = Timestamp::now().as_micros();
+        if now - r.last_write.load(Ordering::SeqCst) < r.read_your_writes_micros {
+            return self.client().await;
+        }
+        if now - r.checked_at.load(Ordering::SeqCst) >= 1_000_000 {
+            let fresh = match r.pool.get().await {
+                Ok(c) => c
+                    .query_one(
+                        "SELECT CASE WHEN pg_is_in_recovery() \
+                         THEN COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 1e9) \
+                         ELSE 0 END::float8",
+                        &[],
+                    )
+                    .await
+                    .map(|row| row.get::<_, f64>(0) <= r.max_lag.as_secs_f64())
+                    .unwrap_or(false),
+                Err(_) => false,
+            };
+            r.fresh.store(fresh, Ordering::SeqCst);
+            r.checked_at.store(now, Ordering::SeqCst);
+        }
+        if r.fresh.load(Ordering::SeqCst)
+            && let Ok(c) = r.pool.get().await
+        {
+            return Ok(c);
+        }
+        self.client().await
+    }
+
     /// A time strictly after every time this store handed out before.
     pub(crate) fn now(&self) -> Timestamp {
         let now = Timestamp::now().as_micros();
@@ -205,8 +272,38 @@ impl PgStore {
                 source: e.to_string().into(),
             })?;
         let handle = runtime.handle().clone();
+        let replica = match &options.read_replica_url {
+            None => None,
+            Some(url) => {
+                let target =
+                    TargetUrl::parse(url).map_err(|e| Error::invalid_url(e.to_string()))?;
+                let pool = Pool::builder(Manager {
+                    target,
+                    statement_timeout: options.statement_timeout,
+                })
+                .max_size(options.pool_size.max(1))
+                .wait_timeout(Some(options.wait_timeout))
+                .create_timeout(Some(options.wait_timeout))
+                .runtime(deadpool::Runtime::Tokio1)
+                .build()
+                .map_err(|e| Error::Engine {
+                    context: "building the replica connection pool",
+                    source: e.to_string().into(),
+                })?;
+                Some(Replica {
+                    pool,
+                    read_your_writes_micros: i64::try_from(options.read_your_writes.as_micros())
+                        .unwrap_or(i64::MAX),
+                    max_lag: options.max_replica_lag,
+                    last_write: AtomicI64::new(0),
+                    checked_at: AtomicI64::new(i64::MIN / 2),
+                    fresh: std::sync::atomic::AtomicBool::new(false),
+                })
+            }
+        };
         let inner = Arc::new(Inner {
             pool,
+            replica,
             last_ts: AtomicI64::new(i64::MIN),
             runtime: Some(runtime),
             target,

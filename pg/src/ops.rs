@@ -289,6 +289,7 @@ async fn put_in_txn(
 
 macro_rules! begin {
     ($inner:expr, $client:ident, $tx:ident, $seq:ident) => {
+        $inner.note_write();
         let mut $client = $inner.client().await?;
         let $tx = $client
             .transaction()
@@ -337,7 +338,7 @@ pub(crate) async fn put_batch(
 
 pub(crate) async fn get(inner: &Inner, tenant: &str, path: String) -> Result<Option<FileRecord>> {
     validate_path(&path)?;
-    let c = inner.client().await?;
+    let c = inner.read_client().await?;
     load_live(&*c, tenant, &path, false).await
 }
 
@@ -353,7 +354,7 @@ pub(crate) async fn get_batch(
     if paths.is_empty() {
         return Ok(out);
     }
-    let mut c = inner.client().await?;
+    let mut c = inner.read_client().await?;
     let tx = c
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -489,7 +490,7 @@ async fn scan(
 
 pub(crate) async fn list(inner: &Inner, tenant: &str, prefix: String) -> Result<Vec<FileRecord>> {
     validate_prefix(&prefix)?;
-    let c = inner.client().await?;
+    let c = inner.read_client().await?;
     scan(
         &*c,
         tenant,
@@ -509,7 +510,7 @@ pub(crate) async fn list_page(inner: &Inner, tenant: &str, opts: ListOptions) ->
         Some(c) => From::After(decode_cursor(c, &filters, &opts.prefix)?),
         None => From::Including(opts.prefix.clone()),
     };
-    let c = inner.client().await?;
+    let c = inner.read_client().await?;
     let mut items = scan(&*c, tenant, &opts.prefix, opts.recursive, from, limit + 1).await?;
     let next_cursor = if items.len() > limit {
         items.truncate(limit);
@@ -526,7 +527,7 @@ pub(crate) async fn list_directories(
     prefix: String,
 ) -> Result<Vec<String>> {
     validate_prefix(&prefix)?;
-    let c = inner.client().await?;
+    let c = inner.read_client().await?;
     let mut dirs = Vec::new();
     let mut from = From::Including(prefix.clone());
     loop {
@@ -570,7 +571,7 @@ pub(crate) async fn is_directory(inner: &Inner, tenant: &str, path: String) -> R
     if path != "/" {
         validate_path(&path)?;
     }
-    let c = inner.client().await?;
+    let c = inner.read_client().await?;
     is_directory_in(&*c, tenant, &path).await
 }
 
@@ -677,7 +678,7 @@ pub(crate) async fn get_metadata(
 ) -> Result<Option<Value>> {
     validate_path(&path)?;
     validate_name("metadata key", &key)?;
-    let c = inner.client().await?;
+    let c = inner.read_client().await?;
     let file = require_live(&*c, tenant, &path, false).await?;
     Ok(c.query_opt(
         "SELECT value FROM file_metadata WHERE path_id = $1 AND key = $2",
@@ -694,7 +695,7 @@ pub(crate) async fn list_metadata(
     path: String,
 ) -> Result<BTreeMap<String, Value>> {
     validate_path(&path)?;
-    let c = inner.client().await?;
+    let c = inner.read_client().await?;
     let file = require_live(&*c, tenant, &path, false).await?;
     Ok(c.query(
         "SELECT key, value FROM file_metadata WHERE path_id = $1 ORDER BY key",
@@ -760,7 +761,7 @@ pub(crate) async fn find_by_metadata(
     if let Some(v) = &value {
         encode_value(&key, v)?;
     }
-    let c = inner.client().await?;
+    let c = inner.read_client().await?;
     let rows = match &value {
         None => c
             .query(
@@ -846,7 +847,7 @@ pub(crate) async fn list_versions(
     path: String,
 ) -> Result<Vec<VersionInfo>> {
     validate_path(&path)?;
-    let c = inner.client().await?;
+    let c = inner.read_client().await?;
     let file = require_live(&*c, tenant, &path, false).await?;
     c.query(
         &format!("{VERSION_SELECT} WHERE v.path_id = $1 ORDER BY v.version_number DESC"),
@@ -866,7 +867,7 @@ pub(crate) async fn get_version(
     version: u32,
 ) -> Result<Option<VersionInfo>> {
     validate_path(&path)?;
-    let c = inner.client().await?;
+    let c = inner.read_client().await?;
     let file = require_live(&*c, tenant, &path, false).await?;
     load_version(&*c, &file.path_id, version).await
 }
@@ -915,7 +916,7 @@ pub(crate) async fn diff_versions(
     v2: u32,
 ) -> Result<VersionDiff> {
     validate_path(&path)?;
-    let c = inner.client().await?;
+    let c = inner.read_client().await?;
     let file = require_live(&*c, tenant, &path, false).await?;
     let a = require_version(&*c, &file, v1).await?;
     let b = require_version(&*c, &file, v2).await?;
@@ -1043,12 +1044,12 @@ pub(crate) async fn release_chunk_ref(
 
 pub(crate) async fn get_chunk(inner: &Inner, tenant: &str, hash: String) -> Result<Option<Chunk>> {
     validate_name("content_hash", &hash)?;
-    let c = inner.client().await?;
+    let c = inner.read_client().await?;
     load_chunk(&*c, tenant, &hash).await
 }
 
 pub(crate) async fn gc_candidates(inner: &Inner, tenant: &str, limit: usize) -> Result<Vec<Chunk>> {
-    let c = inner.client().await?;
+    let c = inner.read_client().await?;
     let now = ts(inner.now());
     Ok(c.query(
         &format!(
@@ -1085,7 +1086,7 @@ pub(crate) async fn remove_chunk(inner: &Inner, tenant: &str, hash: String) -> R
 }
 
 pub(crate) async fn stats(inner: &Inner, tenant: &str) -> Result<Stats> {
-    let c = inner.client().await?;
+    let c = inner.read_client().await?;
     let count = |sql: &'static str| {
         let c = &c;
         async move {
