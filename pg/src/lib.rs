@@ -26,6 +26,26 @@
 
 mod ops;
 
+/// Opens the store at `location`, choosing the backend from it: a
+/// `postgresql://` or `postgres://` URL opens [`PgStore`] with `options`; a
+/// file path, optionally prefixed `sqlite:` (or `sqlite://`), opens the
+/// embedded store (with `options.tenant` and `options.migrate`).
+pub async fn open(location: &str, options: PgOptions) -> Result<DynStore> {
+    if is_postgres_url(location) {
+        return Ok(Arc::new(PgStore::connect(location, options).await?));
+    }
+    let path = location.strip_prefix("sqlite:").unwrap_or(location);
+    let path = path.strip_prefix("//").unwrap_or(path);
+    let store = nexus_core::Store::builder()
+        .path(path)
+        .tenant(options.tenant)
+        .busy_timeout(options.wait_timeout)
+        .migrate(options.migrate)
+        .open()
+        .await?;
+    Ok(Arc::new(store))
+}
+
 /// Whether `location` names a PostgreSQL database (`postgres://` or `postgresql://`).
 pub fn is_postgres_url(location: &str) -> bool {
     let l = location.trim_start().to_ascii_lowercase();

@@ -101,3 +101,37 @@ fn reads_route_to_the_replica_outside_the_read_your_writes_window() {
         );
     });
 }
+
+/// Opening by location picks the backend: a path or `sqlite:` is embedded,
+/// a `postgresql://` URL is PostgreSQL; the same calls work on both.
+#[test]
+fn open_by_location_picks_the_backend() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = rt.block_on(nexus_tests::pg::database("open_by_url"));
+    let dir = tempfile::tempdir().unwrap();
+    pollster::block_on(async {
+        let file = dir.path().join("x.db");
+        for location in [
+            file.display().to_string(),
+            format!("sqlite:{}", dir.path().join("y.db").display()),
+            db.url.clone(),
+        ] {
+            let s = nexus_pg::open(&location, nexus_pg::PgOptions::default())
+                .await
+                .unwrap();
+            s.put(NewFile::new("/same", "l", "p", 1)).await.unwrap();
+            assert!(s.exists("/same").await.unwrap(), "{location}");
+            let is_pg = format!("{s:?}").starts_with("PgStore");
+            assert_eq!(
+                is_pg,
+                location.starts_with("postgresql://"),
+                "{location}: {s:?}"
+            );
+        }
+        assert!(file.exists());
+        assert!(dir.path().join("y.db").exists());
+    });
+}
