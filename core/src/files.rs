@@ -80,7 +80,12 @@ pub fn validate_new_file(f: &NewFile) -> Result<()> {
     Ok(())
 }
 
-fn check_precondition(path: &str, pre: &Precondition, existing: Option<&FileRecord>) -> Result<()> {
+/// Whether `existing` satisfies `pre`; otherwise [`Error::Conflict`] naming both.
+pub fn check_precondition(
+    path: &str,
+    pre: &Precondition,
+    existing: Option<&FileRecord>,
+) -> Result<()> {
     let actual = match existing {
         None => "absent".to_string(),
         Some(r) => match pre {

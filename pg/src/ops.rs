@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
 
 use nexus_core::backend::{
-    decode_cursor, encode_cursor, encode_value, filter_hash, prefix_upper_bound, validate_name,
-    validate_new_file, validate_prefix, validate_text,
+    check_precondition, decode_cursor, encode_cursor, encode_value, filter_hash,
+    prefix_upper_bound, validate_name, validate_new_file, validate_prefix, validate_text,
 };
 use nexus_core::{
     Chunk, Error, FileRecord, ListOptions, MAX_PAGE_SIZE, MAX_PATH_BYTES, NewFile, Page,
@@ -94,34 +94,6 @@ async fn next_seq(tx: &tokio_postgres::Transaction<'_>) -> Result<i64> {
         .await
         .map_err(pg_err("taking the next change sequence number"))?
         .get(0))
-}
-
-fn check_precondition(path: &str, pre: &Precondition, existing: Option<&FileRecord>) -> Result<()> {
-    let actual = match existing {
-        None => "absent".to_string(),
-        Some(r) => match pre {
-            Precondition::Etag(_) => match &r.etag {
-                Some(e) => format!("etag {e:?}"),
-                None => "no etag".to_string(),
-            },
-            _ => format!("version {}", r.version),
-        },
-    };
-    let holds = match (pre, existing) {
-        (Precondition::Absent, None) => true,
-        (Precondition::Version(v), Some(r)) => r.version == *v,
-        (Precondition::Etag(e), Some(r)) => &r.etag == e,
-        _ => false,
-    };
-    if holds {
-        Ok(())
-    } else {
-        Err(Error::Conflict {
-            path: path.to_string(),
-            expected: pre.to_string(),
-            actual,
-        })
-    }
 }
 
 async fn insert_version(
