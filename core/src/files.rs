@@ -5,6 +5,10 @@ use std::collections::HashMap;
 use crate::cursor;
 use crate::engine::{Engine, RowRef, Seq, int, opt_text, text};
 use crate::error::{Error, Result};
+use crate::listing::{
+    DIRECTORY_BATCH, ScanFrom as From, directories_step, scan_batch, scan_bounds, scan_start,
+    scan_step,
+};
 use crate::model::{
     FileRecord, ListOptions, NewFile, Page, Precondition, Timestamp, VersionSource,
 };
@@ -283,38 +287,21 @@ fn delete_in_txn(e: &mut Engine, tenant: &str, seq: Seq, path: &str) -> Result<O
     Ok(Some(record))
 }
 
-/// Where a range scan starts.
-enum From {
-    Including(String),
-    After(String),
-}
-
-/// Live records in `[from, upper)` in path order, at most `limit`; with
-/// `recursive == false`, only those with no `/` after `prefix`: whole
-/// subtrees are skipped with one seek each instead of being read.
+/// Live records in the range of `prefix` from `from`, in path order, at most
+/// `limit` (see [`crate::listing`] for which rows belong).
 fn scan(
     e: &mut Engine,
     tenant: &str,
     prefix: &str,
     recursive: bool,
-    mut from: From,
+    from: From,
     limit: usize,
 ) -> Result<Vec<FileRecord>> {
-    let (lower_default, upper) = if prefix.is_empty() {
-        ("/".to_string(), "0".to_string()) // every path starts with '/'
-    } else {
-        let upper = prefix_upper_bound(prefix).expect("a validated prefix starts with '/'");
-        (prefix.to_string(), upper)
-    };
-    if let From::Including(s) = &from
-        && s.as_str() < lower_default.as_str()
-    {
-        from = From::Including(lower_default);
-    }
+    let (_, upper) = scan_bounds(prefix);
+    let mut from = scan_start(prefix, from);
     let mut items = Vec::new();
     loop {
-        let want = limit - items.len();
-        let batch = want.min(MAX_PAGE_SIZE + 1);
+        let batch = scan_batch(limit, items.len());
         let params = |bound: &str| [text(tenant), text(bound), text(&upper), int(batch as i64)];
         let rows = match &from {
             From::Including(s) => e.query(
@@ -334,31 +321,8 @@ fn scan(
                 |r| file_row(&r, tenant),
             )?,
         };
-        let fetched = rows.len();
-        let mut next = None;
-        for record in rows {
-            let rest = &record.path[prefix.len()..];
-            match rest.find('/') {
-                Some(slash) if !recursive => {
-                    // Skip the subtree `prefix + segment + '/'`: '0' follows '/'.
-                    next = Some(From::Including(format!(
-                        "{}0",
-                        &record.path[..prefix.len() + slash]
-                    )));
-                    break;
-                }
-                _ => {
-                    next = Some(From::After(record.path.clone()));
-                    items.push(record);
-                }
-            }
-        }
-        let skipped = matches!(next, Some(From::Including(_)));
-        if items.len() >= limit || (!skipped && fetched < batch) {
-            return Ok(items);
-        }
-        match next {
-            Some(n) => from = n,
+        match scan_step(prefix, recursive, rows, batch, limit, &mut items) {
+            Some(next) => from = next,
             None => return Ok(items),
         }
     }
@@ -370,21 +334,10 @@ fn scan_directories(e: &mut Engine, tenant: &str, prefix: &str) -> Result<Vec<St
     let mut dirs = Vec::new();
     let mut from = From::Including(prefix.to_string());
     loop {
-        let rows = scan(e, tenant, prefix, true, from, 64)?;
-        let Some(last) = rows.last().map(|r| r.path.clone()) else {
-            return Ok(dirs);
-        };
-        from = From::After(last);
-        for record in &rows {
-            if let Some(slash) = record.path[prefix.len()..].find('/') {
-                let dir = record.path[..prefix.len() + slash].to_string();
-                from = From::Including(format!("{dir}0"));
-                dirs.push(dir);
-                break;
-            }
-        }
-        if rows.len() < 64 && matches!(from, From::After(_)) {
-            return Ok(dirs);
+        let rows = scan(e, tenant, prefix, true, from, DIRECTORY_BATCH)?;
+        match directories_step(prefix, &rows, &mut dirs) {
+            Some(next) => from = next,
+            None => return Ok(dirs),
         }
     }
 }

@@ -37,6 +37,7 @@ mod cursor;
 mod engine;
 mod error;
 mod files;
+pub mod listing;
 mod meta;
 mod model;
 mod stats;

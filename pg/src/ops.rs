@@ -7,6 +7,10 @@ use nexus_core::backend::{
     check_precondition, decode_cursor, encode_cursor, encode_value, filter_hash,
     prefix_upper_bound, validate_name, validate_new_file, validate_prefix, validate_text,
 };
+use nexus_core::listing::{
+    DIRECTORY_BATCH, ScanFrom as From, directories_step, scan_batch, scan_bounds, scan_start,
+    scan_step,
+};
 use nexus_core::{
     Chunk, Error, FileRecord, ListOptions, MAX_PAGE_SIZE, MAX_PATH_BYTES, NewFile, Page,
     Precondition, Result, Stats, Timestamp, VersionDiff, VersionInfo, VersionSource, validate_path,
@@ -389,35 +393,20 @@ pub(crate) async fn delete_batch(inner: &Inner, tenant: &str, paths: Vec<String>
     Ok(n)
 }
 
-enum From {
-    Including(String),
-    After(String),
-}
-
+/// Live records in the range of `prefix` from `from`, in path order, at most `limit`.
 async fn scan(
     c: &impl GenericClient,
     tenant: &str,
     prefix: &str,
     recursive: bool,
-    mut from: From,
+    from: From,
     limit: usize,
 ) -> Result<Vec<FileRecord>> {
-    let (lower_default, upper) = if prefix.is_empty() {
-        ("/".to_string(), "0".to_string())
-    } else {
-        (
-            prefix.to_string(),
-            prefix_upper_bound(prefix).expect("a validated prefix starts with '/'"),
-        )
-    };
-    if let From::Including(s) = &from
-        && s.as_str() < lower_default.as_str()
-    {
-        from = From::Including(lower_default);
-    }
+    let (_, upper) = scan_bounds(prefix);
+    let mut from = scan_start(prefix, from);
     let mut items = Vec::new();
     loop {
-        let batch = (limit - items.len()).min(MAX_PAGE_SIZE + 1);
+        let batch = scan_batch(limit, items.len());
         let (op, bound) = match &from {
             From::Including(s) => (">=", s.clone()),
             From::After(s) => (">", s.clone()),
@@ -429,32 +418,12 @@ async fn scan(
         let rows = c
             .query(&sql, &[&tenant, &bound, &upper, &(batch as i64)])
             .await
-            .map_err(pg_err("listing"))?;
-        let fetched = rows.len();
-        let mut next = None;
-        for row in rows {
-            let record = file_row(&row, tenant);
-            let rest = &record.path[prefix.len()..];
-            match rest.find('/') {
-                Some(slash) if !recursive => {
-                    next = Some(From::Including(format!(
-                        "{}0",
-                        &record.path[..prefix.len() + slash]
-                    )));
-                    break;
-                }
-                _ => {
-                    next = Some(From::After(record.path.clone()));
-                    items.push(record);
-                }
-            }
-        }
-        let skipped = matches!(next, Some(From::Including(_)));
-        if items.len() >= limit || (!skipped && fetched < batch) {
-            return Ok(items);
-        }
-        match next {
-            Some(n) => from = n,
+            .map_err(pg_err("listing"))?
+            .iter()
+            .map(|r| file_row(r, tenant))
+            .collect();
+        match scan_step(prefix, recursive, rows, batch, limit, &mut items) {
+            Some(next) => from = next,
             None => return Ok(items),
         }
     }
@@ -503,21 +472,10 @@ pub(crate) async fn list_directories(
     let mut dirs = Vec::new();
     let mut from = From::Including(prefix.clone());
     loop {
-        let rows = scan(&*c, tenant, &prefix, true, from, 64).await?;
-        let Some(last) = rows.last().map(|r| r.path.clone()) else {
-            return Ok(dirs);
-        };
-        from = From::After(last);
-        for record in &rows {
-            if let Some(slash) = record.path[prefix.len()..].find('/') {
-                let dir = record.path[..prefix.len() + slash].to_string();
-                from = From::Including(format!("{dir}0"));
-                dirs.push(dir);
-                break;
-            }
-        }
-        if rows.len() < 64 && matches!(from, From::After(_)) {
-            return Ok(dirs);
+        let rows = scan(&*c, tenant, &prefix, true, from, DIRECTORY_BATCH).await?;
+        match directories_step(&prefix, &rows, &mut dirs) {
+            Some(next) => from = next,
+            None => return Ok(dirs),
         }
     }
 }
