@@ -84,6 +84,47 @@ pub fn validate_new_file(f: &NewFile) -> Result<()> {
     Ok(())
 }
 
+/// The record a put of `file` creates when its path has no live record:
+/// version 1, created and modified now unless the caller gave times.
+pub fn new_record(file: &NewFile, tenant: &str, path_id: String, now: Timestamp) -> FileRecord {
+    let modified = file.modified_at.unwrap_or(now);
+    FileRecord {
+        path: file.path.clone(),
+        backend: file.backend.clone(),
+        physical_path: file.physical_path.clone(),
+        size: file.size,
+        etag: file.etag.clone(),
+        mime_type: file.mime_type.clone(),
+        created_at: file.created_at.unwrap_or(modified),
+        modified_at: modified,
+        version: 1,
+        tenant: tenant.to_string(),
+        path_id,
+    }
+}
+
+/// The record a put of `file` leaves over the live record `old`, and whether
+/// it is new content: an etag different from the stored one (to or from none
+/// included) makes the next version; identity and `created_at` are kept.
+pub fn updated_record(old: FileRecord, file: &NewFile, now: Timestamp) -> (FileRecord, bool) {
+    let new_content = old.etag != file.etag;
+    let record = FileRecord {
+        backend: file.backend.clone(),
+        physical_path: file.physical_path.clone(),
+        size: file.size,
+        etag: file.etag.clone(),
+        mime_type: file.mime_type.clone(),
+        modified_at: file.modified_at.unwrap_or(now),
+        version: if new_content {
+            old.version + 1
+        } else {
+            old.version
+        },
+        ..old
+    };
+    (record, new_content)
+}
+
 /// Whether `existing` satisfies `pre`; otherwise [`Error::Conflict`] naming both.
 pub fn check_precondition(
     path: &str,
@@ -189,22 +230,10 @@ fn put_in_txn(
         check_precondition(&file.path, pre, existing.as_ref())?;
     }
     let now = e.now();
-    let modified = file.modified_at.unwrap_or(now);
     match existing {
         None => {
-            let record = FileRecord {
-                path: file.path.clone(),
-                backend: file.backend.clone(),
-                physical_path: file.physical_path.clone(),
-                size: file.size,
-                etag: file.etag.clone(),
-                mime_type: file.mime_type.clone(),
-                created_at: file.created_at.unwrap_or(modified),
-                modified_at: modified,
-                version: 1,
-                tenant: tenant.to_string(),
-                path_id: e.new_id(),
-            };
+            let path_id = e.new_id();
+            let record = new_record(file, tenant, path_id, now);
             e.execute(
                 "INSERT INTO file_paths (path_id, tenant_id, virtual_path, backend_id, physical_path, size_bytes, \
                  content_hash, file_type, created_at, updated_at, deleted_at, current_version, change_seq) \
@@ -227,24 +256,11 @@ fn put_in_txn(
             Ok(record)
         }
         Some(old) => {
-            let new_content = old.etag != file.etag;
-            let record = FileRecord {
-                backend: file.backend.clone(),
-                physical_path: file.physical_path.clone(),
-                size: file.size,
-                etag: file.etag.clone(),
-                mime_type: file.mime_type.clone(),
-                modified_at: modified,
-                version: if new_content {
-                    old.version + 1
-                } else {
-                    old.version
-                },
-                ..old
-            };
+            let old_version = old.version;
+            let (record, new_content) = updated_record(old, file, now);
             update_file(e, seq, &record)?;
             if new_content {
-                let parent = version_id(e, &record.path_id, old.version)?;
+                let parent = version_id(e, &record.path_id, old_version)?;
                 insert_version(
                     e,
                     seq,

@@ -64,7 +64,7 @@ pub use validate::{MAX_NAME_BYTES, MAX_PATH_BYTES, validate_path};
 /// `nexus-pg`): input validation, prefix ranges, cursors, canonical JSON.
 pub mod backend {
     pub use crate::cursor::{decode as decode_cursor, encode as encode_cursor, filter_hash};
-    pub use crate::files::{check_precondition, validate_new_file};
+    pub use crate::files::{check_precondition, new_record, updated_record, validate_new_file};
     pub use crate::meta::encode_value;
     pub use crate::validate::{prefix_upper_bound, validate_name, validate_prefix, validate_text};
 }

@@ -4,8 +4,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
 
 use nexus_core::backend::{
-    check_precondition, decode_cursor, encode_cursor, encode_value, filter_hash,
-    prefix_upper_bound, validate_name, validate_new_file, validate_prefix, validate_text,
+    check_precondition, decode_cursor, encode_cursor, encode_value, filter_hash, new_record,
+    prefix_upper_bound, updated_record, validate_name, validate_new_file, validate_prefix,
+    validate_text,
 };
 use nexus_core::listing::{
     DIRECTORY_BATCH, ScanFrom as From, directories_step, scan_batch, scan_bounds, scan_start,
@@ -182,22 +183,9 @@ async fn put_in_txn(
         check_precondition(&file.path, pre, existing.as_ref())?;
     }
     let now = inner.now();
-    let modified = file.modified_at.unwrap_or(now);
     match existing {
         None => {
-            let record = FileRecord {
-                path: file.path.clone(),
-                backend: file.backend.clone(),
-                physical_path: file.physical_path.clone(),
-                size: file.size,
-                etag: file.etag.clone(),
-                mime_type: file.mime_type.clone(),
-                created_at: file.created_at.unwrap_or(modified),
-                modified_at: modified,
-                version: 1,
-                tenant: tenant.to_string(),
-                path_id: Uuid::now_v7().to_string(),
-            };
+            let record = new_record(file, tenant, Uuid::now_v7().to_string(), now);
             tx.execute(
                 "INSERT INTO file_paths (path_id, tenant_id, virtual_path, backend_id, physical_path, size_bytes, \
                  content_hash, file_type, created_at, updated_at, deleted_at, current_version, change_seq) \
@@ -222,24 +210,11 @@ async fn put_in_txn(
             Ok(record)
         }
         Some(old) => {
-            let new_content = old.etag != file.etag;
-            let record = FileRecord {
-                backend: file.backend.clone(),
-                physical_path: file.physical_path.clone(),
-                size: file.size,
-                etag: file.etag.clone(),
-                mime_type: file.mime_type.clone(),
-                modified_at: modified,
-                version: if new_content {
-                    old.version + 1
-                } else {
-                    old.version
-                },
-                ..old.clone()
-            };
+            let old_version = old.version;
+            let (record, new_content) = updated_record(old, file, now);
             update_file(tx, seq, &record).await?;
             if new_content {
-                let parent = version_id(tx, &record.path_id, old.version).await?;
+                let parent = version_id(tx, &record.path_id, old_version).await?;
                 insert_version(tx, seq, &record, VersionSource::Update, None, parent).await?;
             } else {
                 tx.execute(
