@@ -126,22 +126,8 @@ async fn raw_copy(url: &str, changes: &nexus_core::Changes) -> Duration {
         .collect();
     let started = Instant::now();
     let tx = client.transaction().await.unwrap();
-    let defs = tx
-        .query(
-            "SELECT format('ALTER TABLE %I DROP CONSTRAINT %I', c.conrelid::regclass::text, c.conname), \
-                    format('ALTER TABLE %I ADD CONSTRAINT %I %s', c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid)) \
-             FROM pg_constraint c WHERE c.contype = 'f' AND c.conrelid::regclass::text = ANY($1) \
-             UNION ALL \
-             SELECT format('DROP INDEX %I', i.indexname), i.indexdef FROM pg_indexes i \
-             WHERE i.schemaname = current_schema() AND i.tablename = ANY($1) \
-               AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = format('%I', i.indexname)::regclass)",
-            &[&vec!["file_paths", "version_history", "file_metadata"]],
-        )
-        .await
-        .unwrap();
-    for d in &defs {
-        tx.batch_execute(&d.get::<_, String>(0)).await.unwrap();
-    }
+    // The same index and foreign-key drop and rebuild as the sync's bulk load.
+    let rebuild = nexus_sync::drop_secondary(&tx).await.unwrap();
     {
         let sink = tx
             .copy_in("COPY file_paths (path_id, tenant_id, virtual_path, backend_id, physical_path, size_bytes, content_hash, file_type, created_at, updated_at, deleted_at, current_version, change_seq) FROM STDIN (FORMAT binary)")
@@ -267,13 +253,7 @@ async fn raw_copy(url: &str, changes: &nexus_core::Changes) -> Duration {
         }
         w.finish().await.unwrap();
     }
-    let (fks, idx): (Vec<String>, Vec<String>) = defs
-        .iter()
-        .map(|d| d.get::<_, String>(1))
-        .partition(|s| s.starts_with("ALTER TABLE"));
-    for sql in idx.iter().chain(&fks) {
-        tx.batch_execute(sql).await.unwrap();
-    }
+    nexus_sync::rebuild_secondary(&tx, &rebuild).await.unwrap();
     tx.commit().await.unwrap();
     started.elapsed()
 }

@@ -38,6 +38,9 @@ mod verify;
 
 pub use dryrun::{DryRunReport, MAX_LISTED_PROBLEMS};
 pub use error::{Error, Result, describe, is_retryable_pg};
-pub use replicate::{ProgressFn, Replicator, SyncMode, SyncOptions, SyncReport, TableStats};
+pub use replicate::{
+    ProgressFn, Replicator, SyncMode, SyncOptions, SyncReport, TableStats, drop_secondary,
+    rebuild_secondary,
+};
 pub use target::{PgDriver, PgError, TargetUrl, migrate_target, redact};
 pub use verify::{TableCheck, VerifyReport};

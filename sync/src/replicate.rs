@@ -266,7 +266,7 @@ impl Replicator {
             .await
             .map_err(Error::pg("making moved files live"))?;
         }
-        recreate(&tx, &dropped).await?;
+        rebuild_secondary(&tx, &dropped).await?;
         tx.execute(
             "INSERT INTO nexus_sync_state (source_id, watermark, synced_at) VALUES ($1, $2, now()) \
              ON CONFLICT (source_id) DO UPDATE SET watermark = EXCLUDED.watermark, synced_at = EXCLUDED.synced_at",
@@ -433,10 +433,11 @@ fn opt_len(s: &Option<String>) -> u64 {
     s.as_deref().map_or(0, text_len)
 }
 
-/// Secondary indexes and foreign keys of the replicated tables, as
-/// `(drop statement, create statement)`, read from the catalog so that the
+/// Drops the secondary indexes and foreign keys of the replicated tables
+/// before a bulk load, and returns the statements that rebuild them (for
+/// [`rebuild_secondary`]). The definitions are read from the catalog, so the
 /// migrations stay the only description of the schema.
-async fn drop_secondary(tx: &Transaction<'_>) -> Result<Vec<String>> {
+pub async fn drop_secondary(tx: &Transaction<'_>) -> Result<Vec<String>> {
     let rows = tx
         .query(
             "SELECT format('ALTER TABLE %I DROP CONSTRAINT %I', c.conrelid::regclass::text, c.conname), \
@@ -462,7 +463,8 @@ async fn drop_secondary(tx: &Transaction<'_>) -> Result<Vec<String>> {
     Ok(recreate)
 }
 
-async fn recreate(tx: &Transaction<'_>, statements: &[String]) -> Result<()> {
+/// Rebuilds what [`drop_secondary`] dropped: indexes first, then foreign keys.
+pub async fn rebuild_secondary(tx: &Transaction<'_>, statements: &[String]) -> Result<()> {
     // Indexes first (constraints may need them), then foreign keys.
     let (fks, indexes): (Vec<&String>, Vec<&String>) = statements
         .iter()
