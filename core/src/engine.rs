@@ -39,6 +39,17 @@ pub(crate) struct Engine {
     busy_timeout: Duration,
 }
 
+/// How a write transaction starts. `BEGIN IMMEDIATE` takes the write lock at
+/// once. In a browser it is a plain `BEGIN`: in turso 0.8.3 `BEGIN IMMEDIATE`
+/// also opens the connection's temp database on an I/O whose clock is
+/// `std::time`, which panics on wasm32-unknown-unknown. There the database is
+/// exclusive to one Worker and the first statement of every write transaction
+/// is a write (the change-sequence bump), so the lock is taken at once anyway.
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+const BEGIN_WRITE: &str = "BEGIN";
+
 /// Parameters are built with these; the engine's `Value` stays in this module.
 pub(crate) fn text(s: &str) -> Value {
     Value::from_text(s.to_owned())
@@ -310,7 +321,7 @@ impl Engine {
     }
 
     fn write_on_writer<T>(&mut self, f: impl FnOnce(&mut Self, Seq) -> Result<T>) -> Result<T> {
-        self.execute("BEGIN IMMEDIATE", &[])?;
+        self.execute(BEGIN_WRITE, &[])?;
         let result = (|| {
             let seq = self
                 .query_one(
@@ -418,7 +429,7 @@ impl Driver for Engine {
 
     async fn begin(&mut self) -> Result<()> {
         self.clear_statements();
-        self.execute_script("BEGIN IMMEDIATE")?;
+        self.execute_script(BEGIN_WRITE)?;
         self.writing = true;
         Ok(())
     }

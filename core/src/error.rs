@@ -74,7 +74,9 @@ pub enum Error {
     },
     /// The database stayed locked by another process for the whole busy timeout.
     /// Retrying later may succeed.
-    #[error("database {location} is busy (locked by another process); gave up after {waited:?}")]
+    #[error(
+        "database {location} is busy (held by another process, or in a browser by another tab or worker); gave up after {waited:?}"
+    )]
     Busy {
         /// The database file.
         location: String,
@@ -102,6 +104,15 @@ pub enum Error {
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// The platform lacks something the store needs (in a browser: the
+    /// Origin Private File System outside a Worker or in a private window).
+    #[error("{feature} is not available here: {reason}")]
+    Unsupported {
+        /// What is missing.
+        feature: &'static str,
+        /// Why, and what to do instead.
+        reason: String,
     },
     /// The database engine failed.
     #[error("database engine error while {context}: {source}")]
@@ -132,6 +143,8 @@ pub enum ErrorKind {
     Migration,
     /// Stored data is damaged.
     Corrupt,
+    /// The platform lacks a feature the store needs.
+    Unsupported,
     /// The engine or the file system failed.
     Internal,
 }
@@ -151,7 +164,30 @@ impl Error {
             Error::Busy { .. } => ErrorKind::Busy,
             Error::Migration(_) => ErrorKind::Migration,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::Io { .. } | Error::Engine { .. } => ErrorKind::Internal,
+        }
+    }
+
+    /// A stable name for the variant (`"InvalidPath"`, `"NotFound"`,
+    /// `"Conflict"`, ...), for callers across a language boundary: the
+    /// browser package puts it in the `kind` of the JavaScript error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidPath { .. } => "InvalidPath",
+            Error::InvalidArgument { .. } => "InvalidArgument",
+            Error::InvalidCursor { .. } => "InvalidCursor",
+            Error::NotFound { .. } => "NotFound",
+            Error::VersionNotFound { .. } => "VersionNotFound",
+            Error::ChunkNotFound { .. } => "ChunkNotFound",
+            Error::AlreadyExists { .. } => "AlreadyExists",
+            Error::Conflict { .. } => "Conflict",
+            Error::Busy { .. } => "Busy",
+            Error::Migration(_) => "Migration",
+            Error::Corrupt { .. } => "Corrupt",
+            Error::Unsupported { .. } => "Unsupported",
+            Error::Io { .. } => "Io",
+            Error::Engine { .. } => "Internal",
         }
     }
 

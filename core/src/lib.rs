@@ -44,6 +44,8 @@ mod stats;
 mod store;
 mod validate;
 mod versions;
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+pub mod web;
 
 pub use api::{DynStore, MaybeSendSync, MetadataStore};
 pub use changes::{

@@ -56,6 +56,9 @@ static OPEN: Mutex<Option<HashMap<PathBuf, Weak<Shared>>>> = Mutex::new(None);
 enum Location {
     Memory,
     File(PathBuf),
+    /// A database in the browser's Origin Private File System.
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    Opfs(String),
 }
 
 /// Configures and opens a [`Store`].
@@ -115,6 +118,14 @@ impl StoreBuilder {
         self
     }
 
+    /// A store persisted in the browser's Origin Private File System under
+    /// `name` (in a dedicated Worker only; see [`crate::web::OpfsIO`]).
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    pub fn opfs(mut self, name: impl Into<String>) -> Self {
+        self.location = Location::Opfs(name.into());
+        self
+    }
+
     /// The tenant of the returned handle (default [`DEFAULT_TENANT`]).
     pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
         self.tenant = tenant.into();
@@ -150,6 +161,8 @@ impl StoreBuilder {
         let shared = match &self.location {
             Location::Memory => Arc::new(self.open_shared(":memory:".to_string()).await?),
             Location::File(path) => self.open_file(path).await?,
+            #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+            Location::Opfs(name) => self.open_opfs(name).await?,
         };
         Ok(Store {
             shared,
@@ -182,6 +195,21 @@ impl StoreBuilder {
         Ok(registry_put(key, shared))
     }
 
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    async fn open_opfs(&self, name: &str) -> Result<Arc<Shared>> {
+        crate::web::validate_db_name(name)?;
+        let key = PathBuf::from(format!("opfs:{name}"));
+        if let Some(shared) = registry_get(&key) {
+            return Ok(shared);
+        }
+        let io: Arc<dyn IO> = Arc::new(crate::web::OpfsIO::open(name).await?);
+        let mut builder = self.clone();
+        builder.io = Some(io);
+        let mut shared = builder.open_shared(name.to_string()).await?;
+        shared.location = format!("opfs:{name}");
+        Ok(registry_put(key, Arc::new(shared)))
+    }
+
     async fn open_shared(&self, location: String) -> Result<Shared> {
         let io = match &self.io {
             Some(io) => io.clone(),
@@ -207,6 +235,9 @@ impl StoreBuilder {
 
 fn default_io(location: &str) -> Result<Arc<dyn IO>> {
     if location == ":memory:" {
+        #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+        return Ok(Arc::new(crate::web::WebMemoryIO::new()));
+        #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
         return Ok(Arc::new(turso_core::MemoryIO::new()));
     }
     #[cfg(not(target_family = "wasm"))]

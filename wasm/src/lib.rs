@@ -1,0 +1,655 @@
+//! JavaScript bindings of the Nexus metadata store (`nexus-core`), for the
+//! npm package `nexus-metastore`.
+//!
+//! Conversions only: every method turns its JavaScript arguments into the
+//! core's types, calls the core, and turns the result into plain JavaScript
+//! objects (camelCase fields, timestamps as RFC 3339 strings); errors become
+//! a JavaScript `Error` whose `kind` is [`nexus_core::Error::code`]. The
+//! store, its validation and its browser I/O (memory, OPFS) live in the core.
+
+#![cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::time::Duration;
+
+use js_sys::{Promise, Reflect};
+use nexus_core::{ListOptions, NewFile, Precondition, Store, Timestamp};
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+mod convert;
+
+use convert::{
+    JsChunk, JsFileRecord, JsListOptions, JsNewFile, JsPage, JsPrecondition, JsStats,
+    JsVersionDiff, JsVersionInfo,
+};
+
+#[wasm_bindgen(typescript_custom_section)]
+const TYPES: &str = r#"
+/** A file to record. Times are RFC 3339 strings; omitted times are "now". */
+export interface NewFile {
+  path: string;
+  backend: string;
+  physicalPath: string;
+  size: number;
+  etag?: string | null;
+  mimeType?: string | null;
+  createdAt?: string | null;
+  modifiedAt?: string | null;
+}
+
+/** A live file as stored. */
+export interface FileRecord {
+  path: string;
+  backend: string;
+  physicalPath: string;
+  size: number;
+  etag: string | null;
+  mimeType: string | null;
+  createdAt: string;
+  modifiedAt: string;
+  version: number;
+  tenant: string;
+  /** Stable identity: kept by updates and renames. */
+  pathId: string;
+}
+
+/** What a conditional put expects to find. */
+export type Precondition = { absent: true } | { version: number } | { etag: string | null };
+
+export interface ListOptions {
+  prefix: string;
+  /** Everything below the prefix (default), or only direct children. */
+  recursive?: boolean;
+  /** Page size, 1..=10000 (default 1000). */
+  limit?: number;
+  /** The `nextCursor` of the previous page. */
+  cursor?: string | null;
+}
+
+export interface Page {
+  items: FileRecord[];
+  nextCursor: string | null;
+}
+
+export interface VersionInfo {
+  version: number;
+  etag: string | null;
+  size: number;
+  mimeType: string | null;
+  backend: string;
+  physicalPath: string;
+  source: "original" | "update" | "rollback";
+  changeReason: string | null;
+  parentVersion: number | null;
+  createdAt: string;
+}
+
+export interface VersionDiff {
+  path: string;
+  v1: VersionInfo;
+  v2: VersionInfo;
+  contentChanged: boolean;
+  sizeDelta: number;
+}
+
+export interface Chunk {
+  contentHash: string;
+  size: number;
+  storagePath: string;
+  refCount: number;
+  createdAt: string;
+  lastAccessedAt: string | null;
+  protectedUntil: string | null;
+}
+
+export interface Stats {
+  tenant: string;
+  files: number;
+  totalBytes: number;
+  deletedFiles: number;
+  metadataEntries: number;
+  versions: number;
+  chunks: number;
+  changeSeq: number;
+  schemaVersion: number;
+}
+
+/** Any JSON value. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** The kinds of `NexusError`. */
+export type ErrorKind =
+  | "InvalidPath" | "InvalidArgument" | "InvalidCursor" | "NotFound" | "VersionNotFound"
+  | "ChunkNotFound" | "AlreadyExists" | "Conflict" | "Busy" | "Migration" | "Corrupt"
+  | "Unsupported" | "Io" | "Internal";
+
+/** Every failure of the store: an `Error` with a `kind`. */
+export interface NexusError extends Error {
+  name: "NexusError";
+  kind: ErrorKind;
+}
+
+/** How `open` chooses where the data lives. */
+export interface OpenOptions {
+  /** A database persisted in the Origin Private File System under this name;
+   *  omitted: a private in-memory database. */
+  name?: string;
+  /** The tenant of the handle (default "default"). */
+  tenant?: string;
+}
+"#;
+
+/// Turns a core error into a JavaScript `Error` with `name` `NexusError`
+/// and `kind` the error's code; the message carries the whole cause chain.
+fn js_error(e: &nexus_core::Error) -> JsValue {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = s.source();
+    }
+    error_value(e.code(), &message)
+}
+
+fn error_value(kind: &str, message: &str) -> JsValue {
+    let err = js_sys::Error::new(message);
+    err.set_name("NexusError");
+    let _ = Reflect::set(&err, &"kind".into(), &kind.into());
+    err.into()
+}
+
+/// An argument that did not convert: an `InvalidArgument` naming it.
+fn bad_argument(name: &str, e: impl std::fmt::Display) -> JsValue {
+    error_value("InvalidArgument", &format!("invalid {name}: {e}"))
+}
+
+fn from_js<T: for<'de> Deserialize<'de>>(name: &str, value: JsValue) -> Result<T, JsValue> {
+    serde_wasm_bindgen::from_value(value).map_err(|e| {
+        let text = e.to_string();
+        bad_argument(name, text.strip_prefix("Error: ").unwrap_or(&text))
+    })
+}
+
+fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, JsValue> {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| error_value("Internal", &format!("converting a result: {e}")))
+}
+
+/// Runs a core call as a JavaScript promise of its converted result.
+fn promise<T, F>(call: F) -> Promise
+where
+    T: Serialize,
+    F: Future<Output = Result<T, nexus_core::Error>> + 'static,
+{
+    future_to_promise(async move {
+        let value = call.await.map_err(|e| js_error(&e))?;
+        to_js(&value)
+    })
+}
+
+fn path_list(name: &str, value: JsValue) -> Result<Vec<String>, JsValue> {
+    from_js(name, value)
+}
+
+/// A handle on a metadata store, scoped to one tenant. Every method returns
+/// a promise; calls may overlap freely (the store serializes them).
+#[wasm_bindgen(js_name = NexusStore)]
+#[derive(Debug, Clone)]
+pub struct NexusStore {
+    store: Store,
+    persistence: &'static str,
+}
+
+#[wasm_bindgen(js_class = NexusStore)]
+impl NexusStore {
+    /// Opens a store: persisted in the Origin Private File System under
+    /// `options.name` (in a dedicated Worker), or in memory when no name is
+    /// given. Rejects with kind `Busy` while another tab or worker has the
+    /// named database open, and `Unsupported` where OPFS is missing.
+    #[wasm_bindgen(unchecked_return_type = "Promise<NexusStore>")]
+    pub fn open(
+        #[wasm_bindgen(unchecked_param_type = "OpenOptions | undefined")] options: JsValue,
+    ) -> Promise {
+        #[derive(Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        struct Options {
+            name: Option<String>,
+            tenant: Option<String>,
+        }
+        let options: Result<Options, JsValue> = if options.is_undefined() || options.is_null() {
+            Ok(Options::default())
+        } else {
+            from_js("open options", options)
+        };
+        future_to_promise(async move {
+            let options = options?;
+            let mut builder = Store::builder();
+            if let Some(tenant) = options.tenant {
+                builder = builder.tenant(tenant);
+            }
+            let (builder, persistence) = match options.name {
+                Some(name) => (builder.opfs(name), "opfs"),
+                None => (builder.memory(), "memory"),
+            };
+            let store = builder.open().await.map_err(|e| js_error(&e))?;
+            Ok(NexusStore { store, persistence }.into())
+        })
+    }
+
+    /// Where the data lives: `"opfs"` (persisted) or `"memory"` (gone with the page).
+    #[wasm_bindgen(getter, unchecked_return_type = "\"opfs\" | \"memory\"")]
+    pub fn persistence(&self) -> String {
+        self.persistence.to_string()
+    }
+
+    /// `opfs:<name>` or `:memory:`.
+    #[wasm_bindgen(getter)]
+    pub fn location(&self) -> String {
+        self.store.location().to_string()
+    }
+
+    /// The tenant of this handle.
+    #[wasm_bindgen(getter)]
+    pub fn tenant(&self) -> String {
+        self.store.tenant().to_string()
+    }
+
+    /// A handle on the same store scoped to `tenant`.
+    #[wasm_bindgen(js_name = withTenant)]
+    pub fn with_tenant(&self, tenant: &str) -> Result<NexusStore, JsValue> {
+        Ok(NexusStore {
+            store: self.store.with_tenant(tenant).map_err(|e| js_error(&e))?,
+            persistence: self.persistence,
+        })
+    }
+
+    /// Records a file (creating or updating it). With `expected`, only if the
+    /// stored state matches (else rejects with kind `Conflict`).
+    #[wasm_bindgen(unchecked_return_type = "Promise<FileRecord>")]
+    pub fn put(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "NewFile")] file: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Precondition | undefined")] expected: JsValue,
+    ) -> Promise {
+        let store = self.store.clone();
+        let args = (|| {
+            let file = NewFile::try_from(from_js::<JsNewFile>("file", file)?)?;
+            let expected = if expected.is_undefined() || expected.is_null() {
+                None
+            } else {
+                Some(Precondition::try_from(from_js::<JsPrecondition>(
+                    "precondition",
+                    expected,
+                )?)?)
+            };
+            Ok::<_, JsValue>((file, expected))
+        })();
+        future_with(args, move |(file, expected)| async move {
+            let record = match expected {
+                Some(expected) => store.put_if(file, expected).await?,
+                None => store.put(file).await?,
+            };
+            Ok(JsFileRecord::from(record))
+        })
+    }
+
+    /// Records many files in one transaction: all or none.
+    #[wasm_bindgen(js_name = putBatch, unchecked_return_type = "Promise<FileRecord[]>")]
+    pub fn put_batch(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "NewFile[]")] files: JsValue,
+    ) -> Promise {
+        let store = self.store.clone();
+        let files = from_js::<Vec<JsNewFile>>("files", files).and_then(|files| {
+            files
+                .into_iter()
+                .map(NewFile::try_from)
+                .collect::<Result<Vec<_>, _>>()
+        });
+        future_with(files, move |files| async move {
+            let records = store.put_batch(&files).await?;
+            Ok(records
+                .into_iter()
+                .map(JsFileRecord::from)
+                .collect::<Vec<_>>())
+        })
+    }
+
+    /// The live file at `path`, or `null`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<FileRecord | null>")]
+    pub fn get(&self, path: String) -> Promise {
+        let store = self.store.clone();
+        promise(async move { Ok(store.get(&path).await?.map(JsFileRecord::from)) })
+    }
+
+    /// Whether a live file exists at `path`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<boolean>")]
+    pub fn exists(&self, path: String) -> Promise {
+        let store = self.store.clone();
+        promise(async move { store.exists(&path).await })
+    }
+
+    /// The live files at `paths`, by path (`null` where none).
+    #[wasm_bindgen(
+        js_name = getBatch,
+        unchecked_return_type = "Promise<Record<string, FileRecord | null>>"
+    )]
+    pub fn get_batch(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string[]")] paths: JsValue,
+    ) -> Promise {
+        let store = self.store.clone();
+        future_with(path_list("paths", paths), move |paths| async move {
+            let found = store.get_batch(&paths).await?;
+            Ok(found
+                .into_iter()
+                .map(|(k, v)| (k, v.map(JsFileRecord::from)))
+                .collect::<HashMap<_, _>>())
+        })
+    }
+
+    /// Deletes the file at `path`; resolves to the deleted record, or `null`
+    /// when there was none.
+    #[wasm_bindgen(unchecked_return_type = "Promise<FileRecord | null>")]
+    pub fn delete(&self, path: String) -> Promise {
+        let store = self.store.clone();
+        promise(async move { Ok(store.delete(&path).await?.map(JsFileRecord::from)) })
+    }
+
+    /// Deletes the files at `paths` in one transaction; resolves to how many existed.
+    #[wasm_bindgen(js_name = deleteBatch, unchecked_return_type = "Promise<number>")]
+    pub fn delete_batch(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string[]")] paths: JsValue,
+    ) -> Promise {
+        let store = self.store.clone();
+        future_with(path_list("paths", paths), move |paths| async move {
+            store.delete_batch(&paths).await
+        })
+    }
+
+    /// Every live file whose path starts with `prefix` (byte for byte), sorted by path.
+    #[wasm_bindgen(unchecked_return_type = "Promise<FileRecord[]>")]
+    pub fn list(&self, prefix: String) -> Promise {
+        let store = self.store.clone();
+        promise(async move {
+            Ok(store
+                .list(&prefix)
+                .await?
+                .into_iter()
+                .map(JsFileRecord::from)
+                .collect::<Vec<_>>())
+        })
+    }
+
+    /// One page of a listing; pass `nextCursor` back for the next page.
+    #[wasm_bindgen(js_name = listPage, unchecked_return_type = "Promise<Page>")]
+    pub fn list_page(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "ListOptions")] options: JsValue,
+    ) -> Promise {
+        let store = self.store.clone();
+        let options = from_js::<JsListOptions>("list options", options).map(ListOptions::from);
+        future_with(options, move |options| async move {
+            Ok(JsPage::from(store.list_page(&options).await?))
+        })
+    }
+
+    /// The immediate subdirectories of `prefix` (ending in `/`).
+    #[wasm_bindgen(js_name = listDirectories, unchecked_return_type = "Promise<string[]>")]
+    pub fn list_directories(&self, prefix: String) -> Promise {
+        let store = self.store.clone();
+        promise(async move { store.list_directories(&prefix).await })
+    }
+
+    /// Whether some live file lies below `path`.
+    #[wasm_bindgen(js_name = isDirectory, unchecked_return_type = "Promise<boolean>")]
+    pub fn is_directory(&self, path: String) -> Promise {
+        let store = self.store.clone();
+        promise(async move { store.is_directory(&path).await })
+    }
+
+    /// Renames a file, or a directory with everything below it; resolves to
+    /// how many files moved.
+    #[wasm_bindgen(unchecked_return_type = "Promise<number>")]
+    pub fn rename(&self, old: String, new: String) -> Promise {
+        let store = self.store.clone();
+        promise(async move { store.rename(&old, &new).await })
+    }
+
+    /// Sets metadata `key` of the file at `path` to a JSON value.
+    #[wasm_bindgen(js_name = setMetadata, unchecked_return_type = "Promise<void>")]
+    pub fn set_metadata(
+        &self,
+        path: String,
+        key: String,
+        #[wasm_bindgen(unchecked_param_type = "Json")] value: JsValue,
+    ) -> Promise {
+        let store = self.store.clone();
+        future_with(json_value(value), move |value| async move {
+            store.set_metadata(&path, &key, &value).await
+        })
+    }
+
+    /// Sets many `[path, key, value]` entries in one transaction.
+    #[wasm_bindgen(js_name = setMetadataBatch, unchecked_return_type = "Promise<void>")]
+    pub fn set_metadata_batch(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "[string, string, Json][]")] entries: JsValue,
+    ) -> Promise {
+        let store = self.store.clone();
+        let entries = from_js::<Vec<(String, String, serde_json::Value)>>("entries", entries);
+        future_with(entries, move |entries| async move {
+            store.set_metadata_batch(&entries).await
+        })
+    }
+
+    /// Metadata `key` of the file at `path`, or `undefined` when unset.
+    #[wasm_bindgen(js_name = getMetadata, unchecked_return_type = "Promise<Json | undefined>")]
+    pub fn get_metadata(&self, path: String, key: String) -> Promise {
+        let store = self.store.clone();
+        future_to_promise(async move {
+            match store.get_metadata(&path, &key).await {
+                Ok(Some(value)) => to_js(&value),
+                Ok(None) => Ok(JsValue::UNDEFINED),
+                Err(e) => Err(js_error(&e)),
+            }
+        })
+    }
+
+    /// Every metadata entry of the file at `path`.
+    #[wasm_bindgen(js_name = listMetadata, unchecked_return_type = "Promise<Record<string, Json>>")]
+    pub fn list_metadata(&self, path: String) -> Promise {
+        let store = self.store.clone();
+        promise(async move {
+            let all: BTreeMap<String, serde_json::Value> = store.list_metadata(&path).await?;
+            Ok(all)
+        })
+    }
+
+    /// Removes metadata `key`; resolves to whether it was set.
+    #[wasm_bindgen(js_name = deleteMetadata, unchecked_return_type = "Promise<boolean>")]
+    pub fn delete_metadata(&self, path: String, key: String) -> Promise {
+        let store = self.store.clone();
+        promise(async move { store.delete_metadata(&path, &key).await })
+    }
+
+    /// `[path, value]` of every live file with metadata `key` (equal to
+    /// `value` when given).
+    #[wasm_bindgen(js_name = findByMetadata, unchecked_return_type = "Promise<[string, Json][]>")]
+    pub fn find_by_metadata(
+        &self,
+        key: String,
+        #[wasm_bindgen(unchecked_param_type = "Json | undefined")] value: JsValue,
+    ) -> Promise {
+        let store = self.store.clone();
+        let value = if value.is_undefined() {
+            Ok(None)
+        } else {
+            json_value(value).map(Some)
+        };
+        future_with(value, move |value| async move {
+            store.find_by_metadata(&key, value.as_ref()).await
+        })
+    }
+
+    /// The version history of the file at `path`, oldest first.
+    #[wasm_bindgen(js_name = listVersions, unchecked_return_type = "Promise<VersionInfo[]>")]
+    pub fn list_versions(&self, path: String) -> Promise {
+        let store = self.store.clone();
+        promise(async move {
+            Ok(store
+                .list_versions(&path)
+                .await?
+                .into_iter()
+                .map(JsVersionInfo::from)
+                .collect::<Vec<_>>())
+        })
+    }
+
+    /// One version of the file at `path`, or `null`.
+    #[wasm_bindgen(js_name = getVersion, unchecked_return_type = "Promise<VersionInfo | null>")]
+    pub fn get_version(&self, path: String, version: u32) -> Promise {
+        let store = self.store.clone();
+        promise(async move {
+            Ok(store
+                .get_version(&path, version)
+                .await?
+                .map(JsVersionInfo::from))
+        })
+    }
+
+    /// Makes an earlier version current again (as a new version).
+    #[wasm_bindgen(unchecked_return_type = "Promise<FileRecord>")]
+    pub fn rollback(&self, path: String, version: u32) -> Promise {
+        let store = self.store.clone();
+        promise(async move { Ok(JsFileRecord::from(store.rollback(&path, version).await?)) })
+    }
+
+    /// What changed between two versions of the file at `path`.
+    #[wasm_bindgen(js_name = diffVersions, unchecked_return_type = "Promise<VersionDiff>")]
+    pub fn diff_versions(&self, path: String, v1: u32, v2: u32) -> Promise {
+        let store = self.store.clone();
+        promise(async move {
+            Ok(JsVersionDiff::from(
+                store.diff_versions(&path, v1, v2).await?,
+            ))
+        })
+    }
+
+    /// Adds a reference to the content chunk `contentHash` (creating it).
+    #[wasm_bindgen(js_name = addChunkRef, unchecked_return_type = "Promise<Chunk>")]
+    pub fn add_chunk_ref(&self, content_hash: String, size: f64, storage_path: String) -> Promise {
+        let store = self.store.clone();
+        let size = to_u64("size", size);
+        future_with(size, move |size| async move {
+            Ok(JsChunk::from(
+                store
+                    .add_chunk_ref(&content_hash, size, &storage_path)
+                    .await?,
+            ))
+        })
+    }
+
+    /// Drops a reference; at zero the chunk is kept `graceMs` before it is
+    /// a garbage-collection candidate.
+    #[wasm_bindgen(js_name = releaseChunkRef, unchecked_return_type = "Promise<Chunk>")]
+    pub fn release_chunk_ref(&self, content_hash: String, grace_ms: f64) -> Promise {
+        let store = self.store.clone();
+        let grace = to_u64("graceMs", grace_ms).map(Duration::from_millis);
+        future_with(grace, move |grace| async move {
+            Ok(JsChunk::from(
+                store.release_chunk_ref(&content_hash, grace).await?,
+            ))
+        })
+    }
+
+    /// The chunk `contentHash`, or `null`.
+    #[wasm_bindgen(js_name = getChunk, unchecked_return_type = "Promise<Chunk | null>")]
+    pub fn get_chunk(&self, content_hash: String) -> Promise {
+        let store = self.store.clone();
+        promise(async move { Ok(store.get_chunk(&content_hash).await?.map(JsChunk::from)) })
+    }
+
+    /// Up to `limit` unreferenced chunks past their grace period.
+    #[wasm_bindgen(js_name = gcCandidates, unchecked_return_type = "Promise<Chunk[]>")]
+    pub fn gc_candidates(&self, limit: u32) -> Promise {
+        let store = self.store.clone();
+        promise(async move {
+            Ok(store
+                .gc_candidates(limit as usize)
+                .await?
+                .into_iter()
+                .map(JsChunk::from)
+                .collect::<Vec<_>>())
+        })
+    }
+
+    /// Removes an unreferenced chunk; resolves to whether it was removed.
+    #[wasm_bindgen(js_name = removeChunk, unchecked_return_type = "Promise<boolean>")]
+    pub fn remove_chunk(&self, content_hash: String) -> Promise {
+        let store = self.store.clone();
+        promise(async move { store.remove_chunk(&content_hash).await })
+    }
+
+    /// Counts for this tenant.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Stats>")]
+    pub fn stats(&self) -> Promise {
+        let store = self.store.clone();
+        promise(async move { Ok(JsStats::from(store.stats().await?)) })
+    }
+}
+
+/// Runs `call` on converted arguments, or rejects with the conversion error.
+fn future_with<A, T, F, Fut>(args: Result<A, JsValue>, call: F) -> Promise
+where
+    A: 'static,
+    T: Serialize,
+    F: FnOnce(A) -> Fut + 'static,
+    Fut: Future<Output = Result<T, nexus_core::Error>> + 'static,
+{
+    future_to_promise(async move {
+        let value = call(args?).await.map_err(|e| js_error(&e))?;
+        to_js(&value)
+    })
+}
+
+fn json_value(value: JsValue) -> Result<serde_json::Value, JsValue> {
+    if value.is_undefined() {
+        return Err(bad_argument(
+            "metadata value",
+            "undefined is not JSON (use null)",
+        ));
+    }
+    from_js("metadata value", value)
+}
+
+fn to_u64(name: &str, value: f64) -> Result<u64, JsValue> {
+    if value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value <= 9_007_199_254_740_991.0
+    {
+        Ok(value as u64)
+    } else {
+        Err(bad_argument(
+            name,
+            format!("{value} is not a whole number from 0 to 2^53-1"),
+        ))
+    }
+}
+
+/// Parses an RFC 3339 time given from JavaScript.
+fn timestamp(name: &str, value: Option<String>) -> Result<Option<Timestamp>, JsValue> {
+    value
+        .map(|s| {
+            Timestamp::parse(&s)
+                .ok_or_else(|| bad_argument(name, format!("{s:?} is not an RFC 3339 time")))
+        })
+        .transpose()
+}
