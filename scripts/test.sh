@@ -42,16 +42,39 @@ if ! have_pg; then
 fi
 ls -d /usr/lib/postgresql/*/bin 2>/dev/null || true
 
+step "browser toolchain (headless Chromium, chromedriver, wasm-bindgen-cli)"
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    if command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+    else
+        echo "the browser tests need chromium and chromedriver on PATH" >&2
+        exit 1
+    fi
+fi
+# wasm-bindgen-cli must be exactly the wasm-bindgen of Cargo.lock.
+wbg_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
+if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$wbg_version" ]; then
+    cargo install wasm-bindgen-cli --version "$wbg_version"
+fi
+wasm-bindgen --version
+chromium --version 2>/dev/null || true
+
 step "format"
 cargo fmt --all -- --check
 
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "wasm32 build of nexus-core"
-cargo build -p nexus-core --target wasm32-unknown-unknown --locked
+step "clippy, wasm32 (the core, the bindings, the browser tests)"
+cargo clippy -p nexus-core -p nexus-wasm -p nexus-tests --all-targets \
+    --target wasm32-unknown-unknown --locked -- -D warnings
 
 step "tests"
 cargo test --workspace --locked
+
+step "browser tests: the conformance suite in headless Chromium (memory; OPFS in a Worker)"
+CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+    cargo test -p nexus-tests --target wasm32-unknown-unknown --locked \
+    --test browser_memory --test browser_opfs
 
 step "all checks passed"

@@ -1147,30 +1147,34 @@ pub async fn every_write_advances_change_seq(s: DynStore) {
     );
 }
 
-/// Many threads writing and reading one store: every call succeeds, counts
-/// add up, and concurrent first puts of one path leave one live row.
+/// Many writers and readers on one store at once (threads on native
+/// targets; overlapping futures in a browser, which has one thread): every
+/// call succeeds, counts add up, and concurrent first puts of one path leave
+/// one live row.
 pub async fn many_tasks_at_once(s: DynStore) {
     const THREADS: usize = 8;
     const PER: usize = 50;
+    async fn task(s: DynStore, t: usize) {
+        for i in 0..PER {
+            s.put(file(&format!("/t{t}/f{i}"))).await.unwrap();
+            s.put(file("/contended").etag(format!("{t}-{i}")))
+                .await
+                .unwrap();
+            assert!(s.get(&format!("/t{t}/f{i}")).await.unwrap().is_some());
+            s.list_page(&ListOptions::prefix(format!("/t{t}/")).limit(5))
+                .await
+                .unwrap();
+        }
+    }
+    #[cfg(not(target_family = "wasm"))]
     std::thread::scope(|scope| {
         for t in 0..THREADS {
             let s = s.clone();
-            scope.spawn(move || {
-                pollster::block_on(async {
-                    for i in 0..PER {
-                        s.put(file(&format!("/t{t}/f{i}"))).await.unwrap();
-                        s.put(file("/contended").etag(format!("{t}-{i}")))
-                            .await
-                            .unwrap();
-                        assert!(s.get(&format!("/t{t}/f{i}")).await.unwrap().is_some());
-                        s.list_page(&ListOptions::prefix(format!("/t{t}/")).limit(5))
-                            .await
-                            .unwrap();
-                    }
-                })
-            });
+            scope.spawn(move || pollster::block_on(task(s, t)));
         }
     });
+    #[cfg(target_family = "wasm")]
+    futures_util::future::join_all((0..THREADS).map(|t| task(s.clone(), t))).await;
     assert_eq!(s.stats().await.unwrap().files as usize, THREADS * PER + 1);
     let live = s
         .debug_query("SELECT COUNT(*) FROM file_paths WHERE virtual_path = '/contended' AND deleted_at IS NULL")

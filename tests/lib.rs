@@ -5,7 +5,9 @@
 //! them once per backend with [`conformance_tests!`].
 
 pub mod conformance;
+#[cfg(not(target_family = "wasm"))]
 pub mod crash;
+#[cfg(not(target_family = "wasm"))]
 pub mod pg;
 
 /// Every case of the conformance suite: invokes `$m!(args; case, case, ...)`.
@@ -59,6 +61,30 @@ macro_rules! for_each_conformance_case {
 macro_rules! conformance_tests {
     ($make:expr) => {
         $crate::for_each_conformance_case!(__conformance_case_tests, $make);
+    };
+}
+
+/// Generates one `#[wasm_bindgen_test]` per conformance case, for the
+/// browser; `$make` is an async expression evaluating to a fresh `DynStore`.
+/// The calling crate depends on `wasm-bindgen-test`.
+#[macro_export]
+macro_rules! browser_conformance_tests {
+    ($make:expr) => {
+        $crate::for_each_conformance_case!(__conformance_case_browser_tests, $make);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_case_browser_tests {
+    ($make:expr; $($case:ident),*) => {
+        $(
+            #[wasm_bindgen_test::wasm_bindgen_test]
+            async fn $case() {
+                let store = $make(stringify!($case)).await;
+                $crate::conformance::$case(store).await;
+            }
+        )*
     };
 }
 

@@ -4,9 +4,13 @@
 //!
 //! `crash-writer DB START`
 
-use std::io::Write;
+#[cfg(target_family = "wasm")]
+fn main() {}
 
+#[cfg(not(target_family = "wasm"))]
 fn main() {
+    use std::io::Write;
+
     let mut args = std::env::args().skip(1);
     let db = args.next().expect("crash-writer DB START");
     let start: u64 = args.next().and_then(|s| s.parse().ok()).expect("START");

@@ -1,4 +1,7 @@
 //! The integration suite: one binary.
+//! Native only: it needs processes, files and PostgreSQL (the browser runs
+//! `browser/`).
+#![cfg(not(target_family = "wasm"))]
 
 mod common;
 mod crash;
