@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 mod api;
+mod change_file;
 mod changes;
 mod chunks;
 mod cursor;
@@ -46,6 +47,7 @@ mod validate;
 mod versions;
 
 pub use api::{DynStore, MaybeSendSync, MetadataStore};
+pub use change_file::{CHANGE_FILE_FORMAT, CHANGE_FILE_VERSIONS, ChangeFile, ImportReport};
 pub use changes::{
     CHANGE_TABLES, Changes, ChunkRow, FileRow, MetadataRow, Snapshot, TombstoneRow, VersionRow,
 };
