@@ -1,5 +1,6 @@
 //! The integration suite: one binary.
 
+mod change_files;
 mod common;
 mod crash;
 mod file_store;
