@@ -119,6 +119,7 @@ pub enum Command {
     Stats,
     /// Replicate the whole store (all tenants) into PostgreSQL: a bulk load
     /// the first time, then only what changed; safe to interrupt and re-run.
+    /// With --from-changes, apply a change file instead (no --db needed).
     Sync {
         /// The target database (default: $NEXUS_DATABASE_URL).
         #[arg(long, env = "NEXUS_DATABASE_URL", hide_env_values = true)]
@@ -126,9 +127,29 @@ pub enum Command {
         /// Report what would be sent and every value that would not convert; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Apply this change file (`-` for stdin) to the target, exactly once
+        /// per source and in order, instead of syncing the store.
+        #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
+        from_changes: Option<String>,
         /// Rows read per window per table (memory bound).
         #[arg(long, default_value_t = 10_000)]
         window: usize,
+    },
+    /// Write the store's changes (all tenants) after change --since as a
+    /// change file, for `import-changes` or `sync --from-changes`.
+    ExportChanges {
+        /// Only changes after this change sequence number (0: everything).
+        #[arg(long, default_value_t = 0)]
+        since: i64,
+        /// Write the file here (default: stdout).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Apply a change file of another store (`-` for stdin) to this
+    /// embedded store, exactly once per source and in order, all or nothing.
+    ImportChanges {
+        /// The change file.
+        file: String,
     },
     /// Compare the store with a PostgreSQL copy, table by table.
     Verify {
@@ -439,6 +460,22 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         let opened = open(&cli, false).await?;
         return migrate(&opened, action, &out).await;
     }
+    match &cli.command {
+        Command::Sync {
+            from_changes: Some(file),
+            to,
+            ..
+        } => return sync_cmd::sync_from_changes(file, to, &out),
+        Command::ImportChanges { .. } | Command::ExportChanges { .. }
+            if nexus_pg::is_postgres_url(&cli.location(&cli.config_file()?)) =>
+        {
+            return Err(fail(
+                "import-changes and export-changes work on an embedded store (pass its file with --db); \
+                 to apply a change file to PostgreSQL use `nexus sync --from-changes FILE --to URL`",
+            ));
+        }
+        _ => {}
+    }
     let opened = open(&cli, true).await?;
     let store = opened.dyn_store();
     match &cli.command {
@@ -524,10 +561,17 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 output::stats_text(&stats)
             });
         }
+        Command::ExportChanges { since, output } => {
+            sync_cmd::export_changes(embedded(&opened)?, *since, output.as_deref(), &out).await?;
+        }
+        Command::ImportChanges { file } => {
+            sync_cmd::import_changes(embedded(&opened)?, file, &out).await?;
+        }
         Command::Sync {
             to,
             dry_run,
             window,
+            ..
         } => {
             sync_cmd::sync(embedded(&opened)?, to, *dry_run, *window, &out)?;
         }

@@ -1,10 +1,12 @@
-//! `nexus sync` and `nexus verify`: the store into PostgreSQL.
+//! `nexus sync` and `nexus verify`: the store into PostgreSQL; change
+//! files: `export-changes`, `import-changes`, `sync --from-changes`.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Read, Write};
+use std::path::Path;
 use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use nexus_core::Store;
+use nexus_core::{ChangeFile, Store};
 use nexus_sync::{Replicator, SyncMode, SyncOptions, TargetUrl};
 use serde_json::json;
 
@@ -191,4 +193,152 @@ pub fn verify(store: &Store, to: &str, out: &Out) -> Result<(), Failure> {
             report.differences().join("; ")
         )))
     }
+}
+
+/// The file's name in messages.
+fn shown(file: &str) -> String {
+    if file == "-" {
+        "<stdin>".to_string()
+    } else {
+        file.to_string()
+    }
+}
+
+/// Reads and decodes a change file (`-`: stdin).
+fn read_change_file(file: &str) -> Result<ChangeFile, Failure> {
+    let bytes = if file == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| fail(format!("cannot read the change file from stdin: {e}")))?;
+        buf
+    } else {
+        std::fs::read(file).map_err(|e| fail(format!("cannot read the change file {file}: {e}")))?
+    };
+    ChangeFile::decode(&bytes)
+        .map_err(|e| fail(format!("{}: {}", shown(file), crate::one_line(&e))))
+}
+
+fn file_summary(f: &ChangeFile) -> serde_json::Value {
+    let c = &f.changes;
+    json!({
+        "source_id": f.source_id, "after": c.after, "through": c.through, "rows": c.len(),
+        "files": c.files.len(), "versions": c.versions.len(), "metadata": c.metadata.len(),
+        "chunks": c.chunks.len(), "tombstones": c.tombstones.len(),
+    })
+}
+
+pub async fn export_changes(
+    store: &Store,
+    since: i64,
+    output: Option<&Path>,
+    out: &Out,
+) -> Result<(), Failure> {
+    let file = store.export_changes(since).await?;
+    let bytes = file.encode();
+    match output {
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&bytes)
+                .and_then(|()| stdout.flush())
+                .map_err(|e| fail(format!("cannot write the change file to stdout: {e}")))?;
+        }
+        Some(path) => {
+            std::fs::write(path, &bytes).map_err(|e| {
+                fail(format!(
+                    "cannot write the change file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let mut summary = file_summary(&file);
+            summary["file"] = json!(path.display().to_string());
+            summary["bytes"] = json!(bytes.len());
+            out.value(&summary, || {
+                format!(
+                    "exported {} rows of source {} (changes {} -> {}) to {}",
+                    file.changes.len(),
+                    file.source_id,
+                    file.changes.after,
+                    file.changes.through,
+                    path.display()
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+pub async fn import_changes(store: &Store, file: &str, out: &Out) -> Result<(), Failure> {
+    let changes = read_change_file(file)?;
+    let report = store
+        .import_changes(&changes)
+        .await
+        .map_err(|e| fail(format!("{}: {}", shown(file), crate::one_line(&e))))?;
+    out.value(
+        &serde_json::to_value(&report).expect("serializable"),
+        || {
+            if report.skipped {
+                format!(
+                    "{}: already applied (source {} is at change {} here; the file ends at {}); nothing to do",
+                    shown(file),
+                    report.source_id,
+                    report.previous,
+                    report.through
+                )
+            } else {
+                format!(
+                    "imported {}: source {}, changes {} -> {}, {} rows ({} files, {} versions, {} metadata, {} chunks, {} removals)",
+                    shown(file),
+                    report.source_id,
+                    report.previous,
+                    report.through,
+                    report.rows(),
+                    report.files,
+                    report.versions,
+                    report.metadata,
+                    report.chunks,
+                    report.tombstones
+                )
+            }
+        },
+    );
+    Ok(())
+}
+
+pub fn sync_from_changes(file: &str, to: &str, out: &Out) -> Result<(), Failure> {
+    let changes = read_change_file(file)?;
+    let target = TargetUrl::parse(to).map_err(sync_failure)?;
+    let rt = runtime()?;
+    let report = rt
+        .block_on(nexus_sync::apply_change_file(
+            &target,
+            &changes,
+            &SyncOptions::default(),
+        ))
+        .map_err(|e| {
+            let f = sync_failure(e);
+            fail(format!("{}: {}", shown(file), f.message))
+        })?;
+    out.value(
+        &serde_json::to_value(&report).expect("serializable"),
+        || match report.mode {
+            SyncMode::UpToDate => format!(
+                "{}: already applied (the target has source {} up to change {}); nothing to do",
+                shown(file),
+                report.source_id,
+                report.from_seq
+            ),
+            _ => format!(
+                "applied {} into {target}: source {}, changes {} -> {}, {} rows, {:.2}s",
+                shown(file),
+                report.source_id,
+                report.from_seq,
+                report.to_seq,
+                report.rows(),
+                report.seconds
+            ),
+        },
+    );
+    Ok(())
 }

@@ -16,6 +16,7 @@ use crate::store::Store;
 
 /// A `file_paths` row as stored. Times are microseconds since the Unix epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct FileRow {
     pub path_id: String,
@@ -35,6 +36,7 @@ pub struct FileRow {
 
 /// A `file_metadata` row as stored; `value` is canonical JSON text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct MetadataRow {
     pub path_id: String,
@@ -47,6 +49,7 @@ pub struct MetadataRow {
 
 /// A `version_history` row as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct VersionRow {
     pub version_id: String,
@@ -67,6 +70,7 @@ pub struct VersionRow {
 
 /// A `content_chunks` row as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct ChunkRow {
     pub tenant_id: String,
@@ -83,6 +87,7 @@ pub struct ChunkRow {
 /// A row removed for good: `file_metadata` (key1 = path id, key2 = key) or
 /// `content_chunks` (key1 = tenant, key2 = content hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct TombstoneRow {
     pub table_name: String,

@@ -72,6 +72,29 @@ pub enum Error {
         /// Why it was rejected.
         reason: String,
     },
+    /// A change file is malformed, of another format or version, or
+    /// inconsistent; or it cannot be applied here (it comes from this very
+    /// store). Nothing was written.
+    #[error("invalid change file: {reason}")]
+    InvalidChangeFile {
+        /// What is wrong, naming the field or row.
+        reason: String,
+    },
+    /// A change file starts after a point this store has not reached for
+    /// its source: the files in between are missing. Nothing was written.
+    #[error(
+        "change file of source {source_id} covers changes ({after}, {through}], but this store has applied that source only through change {applied}: apply the files in between first (or export again with --since {applied})"
+    )]
+    ChangeFileGap {
+        /// The source store.
+        source_id: String,
+        /// Where this store is for that source.
+        applied: i64,
+        /// The file's exclusive lower bound.
+        after: i64,
+        /// The file's inclusive upper bound.
+        through: i64,
+    },
     /// The database stayed locked by another process for the whole busy timeout.
     /// Retrying later may succeed.
     #[error(
@@ -155,7 +178,9 @@ impl Error {
         match self {
             Error::InvalidPath { .. }
             | Error::InvalidArgument { .. }
-            | Error::InvalidCursor { .. } => ErrorKind::InvalidInput,
+            | Error::InvalidCursor { .. }
+            | Error::InvalidChangeFile { .. }
+            | Error::ChangeFileGap { .. } => ErrorKind::InvalidInput,
             Error::NotFound { .. }
             | Error::VersionNotFound { .. }
             | Error::ChunkNotFound { .. } => ErrorKind::NotFound,

@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 mod api;
+mod change_file;
 mod changes;
 mod chunks;
 mod cursor;
@@ -48,6 +49,7 @@ mod versions;
 pub mod web;
 
 pub use api::{DynStore, MaybeSendSync, MetadataStore};
+pub use change_file::{CHANGE_FILE_FORMAT, CHANGE_FILE_VERSIONS, ChangeFile, ImportReport};
 pub use changes::{
     CHANGE_TABLES, Changes, ChunkRow, FileRow, MetadataRow, Snapshot, TombstoneRow, VersionRow,
 };

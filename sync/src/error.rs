@@ -50,6 +50,37 @@ pub enum Error {
         /// The store's change sequence.
         source_seq: i64,
     },
+    /// A change file starts after the point the target has applied its
+    /// source through: the files in between are missing.
+    #[error(
+        "change file of source {source_id} covers changes ({after}, {through}], but the target has applied that source only through change {watermark}: apply the files in between first (or export again with --since {watermark})"
+    )]
+    ChangeFileGap {
+        /// The source store.
+        source_id: String,
+        /// The target's watermark for it.
+        watermark: i64,
+        /// The file's exclusive lower bound.
+        after: i64,
+        /// The file's inclusive upper bound.
+        through: i64,
+    },
+    /// A file of the source would become live at a path that a different
+    /// live file of the target holds (one the source does not know: written
+    /// into the target by something else). Nothing was applied.
+    #[error(
+        "conflict on {path} (tenant {tenant}): the source's file {incoming} would be live there, but the target's live file {held_by} holds the path"
+    )]
+    PathTaken {
+        /// The tenant.
+        tenant: String,
+        /// The path.
+        path: String,
+        /// The target's live file there.
+        held_by: String,
+        /// The source's file.
+        incoming: String,
+    },
 }
 
 impl Error {

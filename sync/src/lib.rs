@@ -23,12 +23,18 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A change file of a store ([`nexus_core::ChangeFile`], from
+//! `Store::export_changes`, the browser build's `exportChanges`) goes into
+//! PostgreSQL by [`apply_change_file`], with the same watermark and the same
+//! exactly-once rules as a sync run of that store.
+//!
 //! Errors say whether a retry may help ([`Error::is_retryable`], by
 //! SQLSTATE); [`Replicator::sync`] retries those itself with backoff. A
 //! [`TargetUrl`] never prints its password.
 
 #![warn(missing_docs)]
 
+mod change_file;
 mod convert;
 mod dryrun;
 mod error;
@@ -36,6 +42,7 @@ mod replicate;
 mod target;
 mod verify;
 
+pub use change_file::apply_change_file;
 pub use dryrun::{DryRunReport, MAX_LISTED_PROBLEMS};
 pub use error::{Error, Result, describe, is_retryable_pg};
 pub use replicate::{

@@ -75,11 +75,12 @@ impl std::fmt::Debug for SyncOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncMode {
-    /// Nothing to send: the target was at the store's change sequence.
+    /// Nothing to send: the target already had the source up to the
+    /// store's change sequence (or up to a change file's end).
     UpToDate,
     /// Bulk load into an empty target.
     Full,
-    /// Only what changed since the watermark.
+    /// Only what changed since the watermark (always, for a change file).
     Incremental,
 }
 
@@ -159,22 +160,7 @@ impl Replicator {
     /// Brings the target up to the store's current state, retrying
     /// retryable failures with exponential backoff.
     pub async fn sync(&self) -> Result<SyncReport> {
-        let mut attempt = 0;
-        let mut delay = self.options.backoff;
-        loop {
-            attempt += 1;
-            match self.sync_once().await {
-                Ok(mut report) => {
-                    report.attempts = attempt;
-                    return Ok(report);
-                }
-                Err(e) if e.is_retryable() && attempt < self.options.max_attempts => {
-                    tokio::time::sleep(delay).await;
-                    delay = delay.saturating_mul(2).min(Duration::from_secs(10));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        with_retries(&self.options, || self.sync_once()).await
     }
 
     /// One attempt of [`Replicator::sync`].
@@ -186,35 +172,9 @@ impl Replicator {
             spawn_reader(self.store.clone(), self.options.window_rows);
         let (source_id, head) = header.await.map_err(|_| reader_gone())??;
 
-        let tx = client
-            .transaction()
-            .await
-            .map_err(Error::pg("starting the sync transaction"))?;
-        // Two runs for the same source take turns.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-            &[&source_id],
-        )
-        .await
-        .map_err(Error::pg("locking the source"))?;
+        let tx = begin_source(&mut client, &source_id).await?;
         let (watermark, empty) = target_position(&tx, &source_id, head).await?;
-        let mut report = SyncReport {
-            source_id: source_id.clone(),
-            mode: SyncMode::UpToDate,
-            from_seq: watermark,
-            to_seq: head,
-            tables: CHANGE_TABLES
-                .iter()
-                .map(|t| TableStats {
-                    table: t,
-                    rows: 0,
-                    bytes: 0,
-                    seconds: 0.0,
-                })
-                .collect(),
-            seconds: 0.0,
-            attempts: 1,
-        };
+        let mut report = SyncReport::new(&source_id, watermark, head);
         if watermark == head {
             tx.commit().await.map_err(Error::pg("committing"))?;
             report.seconds = started.elapsed().as_secs_f64();
@@ -258,34 +218,160 @@ impl Replicator {
                 p(done, total);
             }
         }
-        if !live_ids.is_empty() {
-            tx.execute(
-                "UPDATE file_paths SET deleted_at = NULL WHERE path_id = ANY($1)",
-                &[&live_ids],
-            )
-            .await
-            .map_err(Error::pg("making moved files live"))?;
-        }
+        make_live(&tx, &live_ids).await?;
         rebuild_secondary(&tx, &dropped).await?;
-        tx.execute(
-            "INSERT INTO nexus_sync_state (source_id, watermark, synced_at) VALUES ($1, $2, now()) \
-             ON CONFLICT (source_id) DO UPDATE SET watermark = EXCLUDED.watermark, synced_at = EXCLUDED.synced_at",
-            &[&source_id, &head],
-        )
-        .await
-        .map_err(Error::pg("writing the watermark"))?;
-        tx.execute(
-            "UPDATE nexus_state SET change_seq = GREATEST(change_seq, $1) WHERE id = 1",
-            &[&head],
-        )
-        .await
-        .map_err(Error::pg("advancing the change sequence"))?;
+        record_watermark(&tx, &source_id, head, "sync").await?;
         tx.commit()
             .await
             .map_err(Error::pg("committing the sync"))?;
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
+}
+
+impl SyncReport {
+    /// A report of nothing done yet, from `from_seq` to `to_seq`.
+    pub(crate) fn new(source_id: &str, from_seq: i64, to_seq: i64) -> SyncReport {
+        SyncReport {
+            source_id: source_id.to_string(),
+            mode: SyncMode::UpToDate,
+            from_seq,
+            to_seq,
+            tables: CHANGE_TABLES
+                .iter()
+                .map(|t| TableStats {
+                    table: t,
+                    rows: 0,
+                    bytes: 0,
+                    seconds: 0.0,
+                })
+                .collect(),
+            seconds: 0.0,
+            attempts: 1,
+        }
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or `options.max_attempts`
+/// are used up, with exponential backoff between attempts.
+pub(crate) async fn with_retries<F, Fut>(
+    options: &SyncOptions,
+    mut attempt: F,
+) -> Result<SyncReport>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<SyncReport>>,
+{
+    let mut n = 0;
+    let mut delay = options.backoff;
+    loop {
+        n += 1;
+        match attempt().await {
+            Ok(mut report) => {
+                report.attempts = n;
+                return Ok(report);
+            }
+            Err(e) if e.is_retryable() && n < options.max_attempts => {
+                tokio::time::sleep(delay).await;
+                delay = delay.saturating_mul(2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Starts the one transaction of a run and takes the source's lock in it:
+/// two runs for the same source take turns.
+pub(crate) async fn begin_source<'c>(
+    client: &'c mut tokio_postgres::Client,
+    source_id: &str,
+) -> Result<Transaction<'c>> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(Error::pg("starting the sync transaction"))?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &[&source_id],
+    )
+    .await
+    .map_err(Error::pg("locking the source"))?;
+    Ok(tx)
+}
+
+/// The target's watermark for `source_id` (0 if it has none).
+pub(crate) async fn watermark(
+    client: &impl tokio_postgres::GenericClient,
+    source_id: &str,
+) -> Result<i64> {
+    Ok(client
+        .query_opt(
+            "SELECT watermark FROM nexus_sync_state WHERE source_id = $1",
+            &[&source_id],
+        )
+        .await
+        .map_err(Error::pg("reading the watermark"))?
+        .map_or(0, |r| r.get(0)))
+}
+
+/// Makes the files that [`upsert_batch`] left hidden (`deleted_at =
+/// -infinity`) live, once every deletion and move of the run is in place;
+/// refuses, naming the path, when a live file that the source does not
+/// know (written into the target by something else) holds one of their paths.
+pub(crate) async fn make_live(tx: &Transaction<'_>, live_ids: &[Uuid]) -> Result<()> {
+    if live_ids.is_empty() {
+        return Ok(());
+    }
+    if let Some(row) = tx
+        .query_opt(
+            "SELECT f.tenant_id, f.virtual_path, f.path_id::text, n.path_id::text FROM file_paths n \
+             JOIN file_paths f ON f.tenant_id = n.tenant_id AND f.virtual_path = n.virtual_path \
+             WHERE n.path_id = ANY($1) AND f.deleted_at IS NULL AND f.path_id <> n.path_id LIMIT 1",
+            &[&live_ids],
+        )
+        .await
+        .map_err(Error::pg("checking the paths of moved files"))?
+    {
+        return Err(Error::PathTaken {
+            tenant: row.get(0),
+            path: row.get(1),
+            held_by: row.get(2),
+            incoming: row.get(3),
+        });
+    }
+    tx.execute(
+        "UPDATE file_paths SET deleted_at = NULL WHERE path_id = ANY($1)",
+        &[&live_ids],
+    )
+    .await
+    .map_err(Error::pg("making moved files live"))?;
+    Ok(())
+}
+
+/// Records that the target has applied `source_id` through `through`
+/// (`via` a sync run or a change file), and advances the target's own
+/// change sequence past it.
+pub(crate) async fn record_watermark(
+    tx: &Transaction<'_>,
+    source_id: &str,
+    through: i64,
+    via: &str,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO nexus_sync_state (source_id, watermark, synced_at, via) VALUES ($1, $2, now(), $3) \
+         ON CONFLICT (source_id) DO UPDATE SET watermark = EXCLUDED.watermark, synced_at = EXCLUDED.synced_at, \
+         via = EXCLUDED.via",
+        &[&source_id, &through, &via],
+    )
+    .await
+    .map_err(Error::pg("writing the watermark"))?;
+    tx.execute(
+        "UPDATE nexus_state SET change_seq = GREATEST(change_seq, $1) WHERE id = 1",
+        &[&through],
+    )
+    .await
+    .map_err(Error::pg("advancing the change sequence"))?;
+    Ok(())
 }
 
 /// The target's watermark for `source_id` and whether the replicated tables
@@ -295,14 +381,7 @@ pub(crate) async fn target_position(
     source_id: &str,
     head: i64,
 ) -> Result<(i64, bool)> {
-    let watermark: i64 = client
-        .query_opt(
-            "SELECT watermark FROM nexus_sync_state WHERE source_id = $1",
-            &[&source_id],
-        )
-        .await
-        .map_err(Error::pg("reading the watermark"))?
-        .map_or(0, |r| r.get(0));
+    let watermark = watermark(client, source_id).await?;
     if watermark > head {
         return Err(Error::TargetAhead {
             target: watermark,
@@ -420,7 +499,7 @@ fn spawn_reader(
     (header_rx, start_tx, rx)
 }
 
-fn batch_len(b: &Batch) -> u64 {
+pub(crate) fn batch_len(b: &Batch) -> u64 {
     (b.files.len() + b.versions.len() + b.metadata.len() + b.chunks.len() + b.tombstones.len())
         as u64
 }
@@ -728,7 +807,7 @@ async fn copy_batch(tx: &Transaction<'_>, b: &Batch, stats: &mut [TableStats]) -
     Ok(())
 }
 
-async fn upsert_batch(
+pub(crate) async fn upsert_batch(
     tx: &Transaction<'_>,
     b: &Batch,
     stats: &mut [TableStats],

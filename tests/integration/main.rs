@@ -3,6 +3,7 @@
 //! `browser/`).
 #![cfg(not(target_family = "wasm"))]
 
+mod change_files;
 mod common;
 mod crash;
 mod file_store;

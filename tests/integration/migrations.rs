@@ -25,6 +25,7 @@ fn up_down_to_base_up_again_gives_identical_schema() {
             "content_chunks",
             "tombstones",
             "nexus_state",
+            "nexus_sync_state",
         ] {
             assert!(names.contains(&t), "{t} missing from {names:?}");
         }

@@ -35,6 +35,7 @@ async fn up_down_to_base_up_again_gives_identical_schema() {
         "file_metadata.value jsonb NO",
         "file_paths.created_at timestamp with time zone NO",
         "file_paths.size_bytes bigint NO",
+        "nexus_sync_state.via text NO",
         "idx_file_metadata_value_gin CREATE INDEX idx_file_metadata_value_gin ON public.file_metadata USING gin (value)",
         "uq_file_paths_live_path CREATE UNIQUE INDEX uq_file_paths_live_path ON public.file_paths USING btree (tenant_id, virtual_path) WHERE (deleted_at IS NULL)",
     ] {

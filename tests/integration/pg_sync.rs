@@ -27,7 +27,7 @@ async fn assert_equal(r: &Replicator) {
 /// A store with every kind of record and edge: tenants, unicode, `%`/`_`,
 /// versions and a rollback, metadata of every JSON shape, deletes, renames,
 /// chunks referenced, released and collected.
-async fn populate(s: &Store) {
+pub(crate) async fn populate(s: &Store) {
     let acme = s.with_tenant("acme").unwrap();
     let paths = [
         "/a.txt",

@@ -1,0 +1,776 @@
+//! Change files: a store's changes after a point, as bytes, and applying
+//! them to another store.
+//!
+//! A [`ChangeFile`] is what [`Store::export_changes`] reads from one
+//! snapshot: every row with `change_seq` in `(after, through]`, all tenants,
+//! plus the identity of the source store. [`ChangeFile::encode`] writes it as
+//! a versioned JSON document; [`ChangeFile::decode`] reads one back and
+//! refuses anything malformed or inconsistent with a message naming what is
+//! wrong. [`Store::import_changes`] applies a file to another embedded store
+//! exactly once per source, in one write transaction (`nexus-sync` applies
+//! the same files to PostgreSQL).
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::changes::{ChunkRow, FileRow, MetadataRow, TombstoneRow, VersionRow};
+use crate::engine::{Engine, Seq, int, opt_int, opt_text, text};
+use crate::error::{Error, Result};
+use crate::meta::untombstone;
+use crate::store::Store;
+use crate::validate::{validate_name, validate_path};
+use crate::{Changes, MAX_PATH_BYTES};
+
+/// The value of the `format` field of every change file.
+pub const CHANGE_FILE_FORMAT: &str = "nexus-changes";
+
+/// The versions of the format this build reads (and the last one, which it writes).
+pub const CHANGE_FILE_VERSIONS: &[u32] = &[1];
+
+/// A store's changes in `(changes.after, changes.through]`, with the
+/// identity of the store they come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeFile {
+    /// The source store's identity ([`crate::Snapshot::source_id`]).
+    pub source_id: String,
+    /// The rows, each table sorted by change sequence.
+    pub changes: Changes,
+}
+
+/// The document as written: a header, then the rows per table.
+#[derive(Serialize)]
+struct WireOut<'a> {
+    format: &'static str,
+    version: u32,
+    source_id: &'a str,
+    after: i64,
+    through: i64,
+    files: &'a [FileRow],
+    versions: &'a [VersionRow],
+    metadata: &'a [MetadataRow],
+    chunks: &'a [ChunkRow],
+    tombstones: &'a [TombstoneRow],
+}
+
+/// The document as read (after the header was checked).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireIn {
+    #[allow(dead_code)]
+    format: String,
+    #[allow(dead_code)]
+    version: u32,
+    source_id: String,
+    after: i64,
+    through: i64,
+    #[serde(default)]
+    files: Vec<FileRow>,
+    #[serde(default)]
+    versions: Vec<VersionRow>,
+    #[serde(default)]
+    metadata: Vec<MetadataRow>,
+    #[serde(default)]
+    chunks: Vec<ChunkRow>,
+    #[serde(default)]
+    tombstones: Vec<TombstoneRow>,
+}
+
+fn invalid(reason: impl Into<String>) -> Error {
+    Error::InvalidChangeFile {
+        reason: reason.into(),
+    }
+}
+
+fn supported() -> String {
+    CHANGE_FILE_VERSIONS
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl ChangeFile {
+    /// The file as bytes: a UTF-8 JSON document
+    /// `{"format": "nexus-changes", "version": 1, "source_id", "after",
+    /// "through", "files", "versions", "metadata", "chunks", "tombstones"}`.
+    pub fn encode(&self) -> Vec<u8> {
+        let c = &self.changes;
+        let wire = WireOut {
+            format: CHANGE_FILE_FORMAT,
+            version: *CHANGE_FILE_VERSIONS.last().expect("a version"),
+            source_id: &self.source_id,
+            after: c.after,
+            through: c.through,
+            files: &c.files,
+            versions: &c.versions,
+            metadata: &c.metadata,
+            chunks: &c.chunks,
+            tombstones: &c.tombstones,
+        };
+        serde_json::to_vec(&wire).expect("rows serialize")
+    }
+
+    /// Reads a file written by [`ChangeFile::encode`] (of any supported
+    /// version) and checks it ([`ChangeFile::validate`]). Every failure is
+    /// [`Error::InvalidChangeFile`] saying what is wrong: not JSON (with
+    /// line and column), not a change file, an unsupported version, a
+    /// missing or mistyped field, or inconsistent content.
+    pub fn decode(bytes: &[u8]) -> Result<ChangeFile> {
+        let doc: Value =
+            serde_json::from_slice(bytes).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
+        let Value::Object(map) = &doc else {
+            return Err(invalid(format!(
+                "not a change file: expected a JSON object with \"format\": \"{CHANGE_FILE_FORMAT}\", found {}",
+                kind_of(&doc)
+            )));
+        };
+        match map.get("format") {
+            Some(Value::String(f)) if f == CHANGE_FILE_FORMAT => {}
+            Some(Value::String(f)) => {
+                return Err(invalid(format!(
+                    "not a change file: \"format\" is {f:?}, expected \"{CHANGE_FILE_FORMAT}\""
+                )));
+            }
+            Some(other) => {
+                return Err(invalid(format!(
+                    "not a change file: \"format\" is {}, expected \"{CHANGE_FILE_FORMAT}\"",
+                    kind_of(other)
+                )));
+            }
+            None => {
+                return Err(invalid(format!(
+                    "not a change file: no \"format\" field (expected \"format\": \"{CHANGE_FILE_FORMAT}\")"
+                )));
+            }
+        }
+        match map.get("version") {
+            Some(Value::Number(n))
+                if n.as_u64()
+                    .is_some_and(|v| CHANGE_FILE_VERSIONS.iter().any(|&s| u64::from(s) == v)) => {}
+            Some(v) => {
+                return Err(invalid(format!(
+                    "unsupported version {v} (this build reads version {})",
+                    supported()
+                )));
+            }
+            None => {
+                return Err(invalid(format!(
+                    "no \"version\" field (this build reads version {})",
+                    supported()
+                )));
+            }
+        }
+        drop(doc);
+        // Parsed again into the typed form, for errors with line and column.
+        let wire: WireIn = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
+        let file = ChangeFile {
+            source_id: wire.source_id,
+            changes: Changes {
+                after: wire.after,
+                through: wire.through,
+                files: wire.files,
+                metadata: wire.metadata,
+                versions: wire.versions,
+                chunks: wire.chunks,
+                tombstones: wire.tombstones,
+            },
+        };
+        file.validate()?;
+        Ok(file)
+    }
+
+    /// Checks that the content is consistent: `0 <= after <= through`, every
+    /// row's change sequence in `(after, through]`, no negative size or
+    /// count, valid tenants, paths and names, metadata values that are JSON,
+    /// each key at most once per table, at most one live file per path, and
+    /// no key both live and removed.
+    pub fn validate(&self) -> Result<()> {
+        let c = &self.changes;
+        let check = |what: String, r: Result<()>| r.map_err(|e| invalid(format!("{what}: {e}")));
+        check(
+            "source_id".into(),
+            validate_name("source_id", &self.source_id),
+        )?;
+        if c.after < 0 {
+            return Err(invalid(format!("after = {} is negative", c.after)));
+        }
+        if c.after > c.through {
+            return Err(invalid(format!(
+                "after = {} is greater than through = {}",
+                c.after, c.through
+            )));
+        }
+        let in_range = |what: &dyn Fn() -> String, seq: i64| {
+            if seq <= c.after || seq > c.through {
+                Err(invalid(format!(
+                    "{}: change_seq {seq} is outside ({}, {}]",
+                    what(),
+                    c.after,
+                    c.through
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        let non_negative = |what: &dyn Fn() -> String, field: &str, v: i64| {
+            if v < 0 {
+                Err(invalid(format!("{}: {field} = {v} is negative", what())))
+            } else {
+                Ok(())
+            }
+        };
+        let at_least_one = |what: &dyn Fn() -> String, field: &str, v: i64| {
+            if v < 1 {
+                Err(invalid(format!(
+                    "{}: {field} = {v} must be at least 1",
+                    what()
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        let id = |what: &dyn Fn() -> String, field: &'static str, v: &str| {
+            check(what(), validate_name(field, v))
+        };
+
+        let mut path_ids = HashSet::new();
+        let mut live = HashSet::new();
+        for (i, r) in c.files.iter().enumerate() {
+            let what = || {
+                format!(
+                    "files[{i}] ({:?}, tenant {:?})",
+                    r.virtual_path, r.tenant_id
+                )
+            };
+            in_range(&what, r.change_seq)?;
+            id(&what, "path_id", &r.path_id)?;
+            check(what(), validate_name("tenant", &r.tenant_id))?;
+            check(what(), validate_path(&r.virtual_path))?;
+            id(&what, "backend_id", &r.backend_id)?;
+            check(
+                what(),
+                crate::validate::validate_text("physical_path", &r.physical_path, MAX_PATH_BYTES),
+            )?;
+            non_negative(&what, "size_bytes", r.size_bytes)?;
+            at_least_one(&what, "current_version", r.current_version)?;
+            if !path_ids.insert(r.path_id.as_str()) {
+                return Err(invalid(format!(
+                    "{}: path_id {:?} appears twice",
+                    what(),
+                    r.path_id
+                )));
+            }
+            if r.deleted_at.is_none()
+                && !live.insert((r.tenant_id.as_str(), r.virtual_path.as_str()))
+            {
+                return Err(invalid(format!("{}: two live files at this path", what())));
+            }
+        }
+        let mut version_ids = HashSet::new();
+        for (i, r) in c.versions.iter().enumerate() {
+            let what = || {
+                format!(
+                    "versions[{i}] (version {} of path id {:?})",
+                    r.version_number, r.path_id
+                )
+            };
+            in_range(&what, r.change_seq)?;
+            id(&what, "version_id", &r.version_id)?;
+            id(&what, "path_id", &r.path_id)?;
+            at_least_one(&what, "version_number", r.version_number)?;
+            non_negative(&what, "size_bytes", r.size_bytes)?;
+            if !["original", "update", "rollback"].contains(&r.source_type.as_str()) {
+                return Err(invalid(format!(
+                    "{}: source_type {:?} is not original, update or rollback",
+                    what(),
+                    r.source_type
+                )));
+            }
+            if !version_ids.insert(r.version_id.as_str()) {
+                return Err(invalid(format!(
+                    "{}: version_id {:?} appears twice",
+                    what(),
+                    r.version_id
+                )));
+            }
+        }
+        let mut meta_keys = HashSet::new();
+        for (i, r) in c.metadata.iter().enumerate() {
+            let what = || format!("metadata[{i}] (key {:?} of path id {:?})", r.key, r.path_id);
+            in_range(&what, r.change_seq)?;
+            id(&what, "path_id", &r.path_id)?;
+            check(what(), validate_name("metadata key", &r.key))?;
+            if let Err(e) = serde_json::from_str::<Value>(&r.value) {
+                return Err(invalid(format!("{}: value is not JSON ({e})", what())));
+            }
+            if !meta_keys.insert((r.path_id.as_str(), r.key.as_str())) {
+                return Err(invalid(format!("{}: appears twice", what())));
+            }
+        }
+        let mut chunk_keys = HashSet::new();
+        for (i, r) in c.chunks.iter().enumerate() {
+            let what = || {
+                format!(
+                    "chunks[{i}] ({:?}, tenant {:?})",
+                    r.content_hash, r.tenant_id
+                )
+            };
+            in_range(&what, r.change_seq)?;
+            check(what(), validate_name("tenant", &r.tenant_id))?;
+            check(what(), validate_name("content_hash", &r.content_hash))?;
+            check(
+                what(),
+                crate::validate::validate_text("storage_path", &r.storage_path, MAX_PATH_BYTES),
+            )?;
+            non_negative(&what, "size_bytes", r.size_bytes)?;
+            non_negative(&what, "ref_count", r.ref_count)?;
+            if !chunk_keys.insert((r.tenant_id.as_str(), r.content_hash.as_str())) {
+                return Err(invalid(format!("{}: appears twice", what())));
+            }
+        }
+        let mut removed = HashSet::new();
+        for (i, r) in c.tombstones.iter().enumerate() {
+            let what = || {
+                format!(
+                    "tombstones[{i}] ({}/{:?}/{:?})",
+                    r.table_name, r.key1, r.key2
+                )
+            };
+            in_range(&what, r.change_seq)?;
+            let live_too = match r.table_name.as_str() {
+                "file_metadata" => {
+                    id(&what, "path_id", &r.key1)?;
+                    check(what(), validate_name("metadata key", &r.key2))?;
+                    meta_keys.contains(&(r.key1.as_str(), r.key2.as_str()))
+                }
+                "content_chunks" => {
+                    check(what(), validate_name("tenant", &r.key1))?;
+                    check(what(), validate_name("content_hash", &r.key2))?;
+                    chunk_keys.contains(&(r.key1.as_str(), r.key2.as_str()))
+                }
+                other => {
+                    return Err(invalid(format!(
+                        "{}: table_name {other:?} is not file_metadata or content_chunks",
+                        what()
+                    )));
+                }
+            };
+            if live_too {
+                return Err(invalid(format!(
+                    "{}: the key is also in the file as a live row",
+                    what()
+                )));
+            }
+            if !removed.insert((r.table_name.as_str(), r.key1.as_str(), r.key2.as_str())) {
+                return Err(invalid(format!("{}: appears twice", what())));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What [`Store::import_changes`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImportReport {
+    /// The source store of the file.
+    pub source_id: String,
+    /// The file's range: `(after, through]`.
+    pub after: i64,
+    /// The file's inclusive upper bound.
+    pub through: i64,
+    /// How far this store had applied the source before.
+    pub previous: i64,
+    /// Whether the file was already applied (`through <= previous`): nothing written.
+    pub skipped: bool,
+    /// The change sequence number the import was stamped with (`None` when skipped).
+    pub change_seq: Option<i64>,
+    /// `file_paths` rows applied.
+    pub files: u64,
+    /// `version_history` rows applied.
+    pub versions: u64,
+    /// `file_metadata` rows applied.
+    pub metadata: u64,
+    /// `content_chunks` rows applied.
+    pub chunks: u64,
+    /// Removals applied.
+    pub tombstones: u64,
+}
+
+impl ImportReport {
+    /// Rows applied, all tables together.
+    pub fn rows(&self) -> u64 {
+        self.files + self.versions + self.metadata + self.chunks + self.tombstones
+    }
+}
+
+/// Where this store is for `source_id` (0 if never applied).
+fn applied_through(e: &mut Engine, source_id: &str) -> Result<i64> {
+    Ok(e.query_one(
+        "SELECT watermark FROM nexus_sync_state WHERE source_id = ?1",
+        &[text(source_id)],
+        |r| r.int(0),
+    )?
+    .unwrap_or(0))
+}
+
+fn own_id(e: &mut Engine) -> Result<String> {
+    e.query_one("SELECT store_id FROM nexus_state WHERE id = 1", &[], |r| {
+        r.text(0)
+    })?
+    .ok_or(Error::Corrupt {
+        table: "nexus_state",
+        detail: "the state row is missing".into(),
+    })
+}
+
+impl Store {
+    /// Every row (all tenants) with change sequence in `(after, current]`,
+    /// read from one snapshot, as a [`ChangeFile`] of this store.
+    pub async fn export_changes(&self, after: i64) -> Result<ChangeFile> {
+        let mut snap = self.snapshot().await?;
+        let head = snap.change_seq();
+        if after < 0 || after > head {
+            return Err(Error::invalid(
+                "since",
+                &after.to_string(),
+                format!("must lie between 0 and this store's change sequence {head}"),
+            ));
+        }
+        let changes = snap.changes(after, head)?;
+        Ok(ChangeFile {
+            source_id: snap.source_id().to_string(),
+            changes,
+        })
+    }
+
+    /// Applies a change file of another store, in one write transaction:
+    /// all of it or nothing. Rows are upserted by primary key and removals
+    /// applied; every row is stamped with this import's own change sequence
+    /// (so that this store can be synced onward). Each source is applied
+    /// exactly once and in order: a file this store already has
+    /// (`through` at or before the recorded point) is skipped; one that
+    /// starts after the recorded point is refused ([`Error::ChangeFileGap`]);
+    /// so is a file of this store itself. A live file that would take a path
+    /// held by a different live file here is refused with
+    /// [`Error::Conflict`] naming the path.
+    pub async fn import_changes(&self, file: &ChangeFile) -> Result<ImportReport> {
+        file.validate()?;
+        let c = &file.changes;
+        let mut report = ImportReport {
+            source_id: file.source_id.clone(),
+            after: c.after,
+            through: c.through,
+            previous: 0,
+            skipped: false,
+            change_seq: None,
+            files: 0,
+            versions: 0,
+            metadata: 0,
+            chunks: 0,
+            tombstones: 0,
+        };
+        let mut e = self.engine().await;
+        // Checked before the write transaction, so that a refused or skipped
+        // file takes no change sequence number; checked again inside it.
+        let checks = |e: &mut Engine, report: &mut ImportReport| -> Result<bool> {
+            if own_id(e)? == file.source_id {
+                return Err(invalid(format!(
+                    "it holds changes of this store itself (source {}); apply it to another store",
+                    file.source_id
+                )));
+            }
+            report.previous = applied_through(e, &file.source_id)?;
+            if c.through <= report.previous {
+                return Ok(false);
+            }
+            if c.after > report.previous {
+                return Err(Error::ChangeFileGap {
+                    source_id: file.source_id.clone(),
+                    applied: report.previous,
+                    after: c.after,
+                    through: c.through,
+                });
+            }
+            Ok(true)
+        };
+        if !checks(&mut e, &mut report)? {
+            report.skipped = true;
+            return Ok(report);
+        }
+        e.write(|e, seq| {
+            if !checks(e, &mut report)? {
+                report.skipped = true;
+                return Ok(());
+            }
+            apply(e, seq, file, &mut report)?;
+            report.change_seq = Some(seq);
+            Ok(())
+        })?;
+        Ok(report)
+    }
+}
+
+/// A stand-in `deleted_at` for live files until every deletion of the file
+/// is applied, so that paths can change hands within one file.
+const HIDDEN: i64 = i64::MIN;
+
+fn apply(e: &mut Engine, seq: Seq, file: &ChangeFile, report: &mut ImportReport) -> Result<()> {
+    let c = &file.changes;
+    for r in &c.files {
+        e.execute(
+            "INSERT INTO file_paths (path_id, tenant_id, virtual_path, backend_id, physical_path, size_bytes, \
+             content_hash, file_type, created_at, updated_at, deleted_at, current_version, change_seq) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+             ON CONFLICT (path_id) DO UPDATE SET tenant_id = excluded.tenant_id, virtual_path = excluded.virtual_path, \
+             backend_id = excluded.backend_id, physical_path = excluded.physical_path, size_bytes = excluded.size_bytes, \
+             content_hash = excluded.content_hash, file_type = excluded.file_type, created_at = excluded.created_at, \
+             updated_at = excluded.updated_at, deleted_at = excluded.deleted_at, \
+             current_version = excluded.current_version, change_seq = excluded.change_seq",
+            &[
+                text(&r.path_id),
+                text(&r.tenant_id),
+                text(&r.virtual_path),
+                text(&r.backend_id),
+                text(&r.physical_path),
+                int(r.size_bytes),
+                opt_text(r.content_hash.as_deref()),
+                opt_text(r.file_type.as_deref()),
+                int(r.created_at),
+                int(r.updated_at),
+                int(r.deleted_at.unwrap_or(HIDDEN)),
+                int(r.current_version),
+                int(seq),
+            ],
+        )?;
+    }
+    report.files = c.files.len() as u64;
+
+    // Parents before children: a version's parent has a lower number.
+    let mut versions: Vec<&VersionRow> = c.versions.iter().collect();
+    versions.sort_by_key(|v| v.version_number);
+    for r in versions {
+        let taken = e.query_one(
+            "SELECT v.version_id, p.virtual_path, p.tenant_id FROM version_history v \
+             LEFT JOIN file_paths p ON p.path_id = v.path_id \
+             WHERE v.path_id = ?1 AND v.version_number = ?2 AND v.version_id <> ?3",
+            &[text(&r.path_id), int(r.version_number), text(&r.version_id)],
+            |row| Ok((row.text(0)?, row.opt_text(1)?, row.opt_text(2)?)),
+        )?;
+        if let Some((other, path, tenant)) = taken {
+            return Err(Error::Conflict {
+                path: path.unwrap_or_else(|| format!("path id {}", r.path_id)),
+                expected: format!(
+                    "version {} to be {} (from source {})",
+                    r.version_number, r.version_id, file.source_id
+                ),
+                actual: format!(
+                    "this store's own version {other} (tenant {}); the file was changed here too",
+                    tenant.unwrap_or_default()
+                ),
+            });
+        }
+        e.execute(
+            "INSERT INTO version_history (version_id, path_id, version_number, backend_id, physical_path, \
+             content_hash, size_bytes, mime_type, parent_version_id, source_type, change_reason, created_by, \
+             created_at, change_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+             ON CONFLICT (version_id) DO UPDATE SET path_id = excluded.path_id, \
+             version_number = excluded.version_number, backend_id = excluded.backend_id, \
+             physical_path = excluded.physical_path, content_hash = excluded.content_hash, \
+             size_bytes = excluded.size_bytes, mime_type = excluded.mime_type, \
+             parent_version_id = excluded.parent_version_id, source_type = excluded.source_type, \
+             change_reason = excluded.change_reason, created_by = excluded.created_by, \
+             created_at = excluded.created_at, change_seq = excluded.change_seq",
+            &[
+                text(&r.version_id),
+                text(&r.path_id),
+                int(r.version_number),
+                text(&r.backend_id),
+                text(&r.physical_path),
+                opt_text(r.content_hash.as_deref()),
+                int(r.size_bytes),
+                opt_text(r.mime_type.as_deref()),
+                opt_text(r.parent_version_id.as_deref()),
+                text(&r.source_type),
+                opt_text(r.change_reason.as_deref()),
+                opt_text(r.created_by.as_deref()),
+                int(r.created_at),
+                int(seq),
+            ],
+        )?;
+    }
+    report.versions = c.versions.len() as u64;
+
+    for r in &c.metadata {
+        e.execute(
+            "INSERT INTO file_metadata (path_id, key, value, created_at, updated_at, change_seq) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (path_id, key) DO UPDATE SET \
+             value = excluded.value, created_at = excluded.created_at, updated_at = excluded.updated_at, \
+             change_seq = excluded.change_seq",
+            &[
+                text(&r.path_id),
+                text(&r.key),
+                text(&r.value),
+                int(r.created_at),
+                int(r.updated_at),
+                int(seq),
+            ],
+        )?;
+        untombstone(e, "file_metadata", &r.path_id, &r.key)?;
+    }
+    report.metadata = c.metadata.len() as u64;
+
+    for r in &c.chunks {
+        e.execute(
+            "INSERT INTO content_chunks (tenant_id, content_hash, size_bytes, storage_path, ref_count, created_at, \
+             last_accessed_at, protected_until, change_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+             ON CONFLICT (tenant_id, content_hash) DO UPDATE SET size_bytes = excluded.size_bytes, \
+             storage_path = excluded.storage_path, ref_count = excluded.ref_count, created_at = excluded.created_at, \
+             last_accessed_at = excluded.last_accessed_at, protected_until = excluded.protected_until, \
+             change_seq = excluded.change_seq",
+            &[
+                text(&r.tenant_id),
+                text(&r.content_hash),
+                int(r.size_bytes),
+                text(&r.storage_path),
+                int(r.ref_count),
+                int(r.created_at),
+                opt_int(r.last_accessed_at),
+                opt_int(r.protected_until),
+                int(seq),
+            ],
+        )?;
+        untombstone(e, "content_chunks", &r.tenant_id, &r.content_hash)?;
+    }
+    report.chunks = c.chunks.len() as u64;
+
+    for r in &c.tombstones {
+        if r.table_name == "file_metadata" {
+            e.execute(
+                "DELETE FROM file_metadata WHERE path_id = ?1 AND key = ?2",
+                &[text(&r.key1), text(&r.key2)],
+            )?;
+        } else {
+            e.execute(
+                "DELETE FROM content_chunks WHERE tenant_id = ?1 AND content_hash = ?2",
+                &[text(&r.key1), text(&r.key2)],
+            )?;
+        }
+        e.execute(
+            "INSERT INTO tombstones (table_name, key1, key2, deleted_at, change_seq) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (table_name, key1, key2) DO UPDATE SET deleted_at = excluded.deleted_at, \
+             change_seq = excluded.change_seq",
+            &[
+                text(&r.table_name),
+                text(&r.key1),
+                text(&r.key2),
+                int(r.deleted_at),
+                int(seq),
+            ],
+        )?;
+    }
+    report.tombstones = c.tombstones.len() as u64;
+
+    // Every deletion and move of the file is in place: the live files can
+    // take their paths, unless a live file of this store holds one.
+    for r in c.files.iter().filter(|r| r.deleted_at.is_none()) {
+        let holder = e.query_one(
+            "SELECT path_id FROM file_paths WHERE tenant_id = ?1 AND virtual_path = ?2 \
+             AND deleted_at IS NULL AND path_id <> ?3",
+            &[text(&r.tenant_id), text(&r.virtual_path), text(&r.path_id)],
+            |row| row.text(0),
+        )?;
+        if let Some(other) = holder {
+            return Err(Error::Conflict {
+                path: r.virtual_path.clone(),
+                expected: format!(
+                    "no live file in tenant {:?} (the change file of source {} brings path id {})",
+                    r.tenant_id, file.source_id, r.path_id
+                ),
+                actual: format!("this store's live file with path id {other}"),
+            });
+        }
+        e.execute(
+            "UPDATE file_paths SET deleted_at = NULL WHERE path_id = ?1",
+            &[text(&r.path_id)],
+        )?;
+    }
+
+    let now = e.now().as_micros();
+    e.execute(
+        "INSERT INTO nexus_sync_state (source_id, watermark, synced_at, via) VALUES (?1, ?2, ?3, 'change_file') \
+         ON CONFLICT (source_id) DO UPDATE SET watermark = excluded.watermark, synced_at = excluded.synced_at, \
+         via = excluded.via",
+        &[text(&file.source_id), int(c.through), int(now)],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NewFile;
+
+    fn reason(bytes: &[u8]) -> String {
+        match ChangeFile::decode(bytes) {
+            Err(Error::InvalidChangeFile { reason }) => reason,
+            other => panic!("expected InvalidChangeFile, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn decode_names_what_is_wrong() {
+        assert!(reason(b"{\"format\": ").contains("not valid JSON"));
+        assert!(reason(b"{\n\"format\" 1}").contains("line 2 column"));
+        assert!(reason(b"[1]").contains("found an array"));
+        assert!(reason(b"{}").contains("no \"format\" field"));
+        assert!(reason(br#"{"format":"zip"}"#).contains("\"format\" is \"zip\""));
+        assert!(
+            reason(br#"{"format":"nexus-changes","version":2}"#)
+                .contains("unsupported version 2 (this build reads version 1)")
+        );
+        assert!(reason(br#"{"format":"nexus-changes"}"#).contains("no \"version\""));
+        assert!(
+            reason(br#"{"format":"nexus-changes","version":1,"after":0,"through":1}"#)
+                .contains("missing field `source_id`")
+        );
+        assert!(
+            reason(
+                br#"{"format":"nexus-changes","version":1,"source_id":"s","after":3,"through":1}"#
+            )
+            .contains("after = 3 is greater than through = 1")
+        );
+    }
+
+    #[test]
+    fn export_import_round_trip_and_exactly_once() {
+        pollster::block_on(async {
+            let a = Store::memory().await.unwrap();
+            a.put(NewFile::new("/x", "local", "/p", 3)).await.unwrap();
+            let file = a.export_changes(0).await.unwrap();
+            let back = ChangeFile::decode(&file.encode()).unwrap();
+            assert_eq!(back, file);
+            let b = Store::memory().await.unwrap();
+            let r = b.import_changes(&back).await.unwrap();
+            assert!(!r.skipped && r.files == 1 && r.versions == 1, "{r:?}");
+            assert_eq!(b.get("/x").await.unwrap().unwrap().size, 3);
+            assert!(b.import_changes(&back).await.unwrap().skipped);
+            assert!(matches!(
+                a.import_changes(&back).await,
+                Err(Error::InvalidChangeFile { .. })
+            ));
+        });
+    }
+}
