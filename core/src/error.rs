@@ -202,6 +202,8 @@ impl Error {
             Error::InvalidPath { .. } => "InvalidPath",
             Error::InvalidArgument { .. } => "InvalidArgument",
             Error::InvalidCursor { .. } => "InvalidCursor",
+            Error::InvalidChangeFile { .. } => "InvalidChangeFile",
+            Error::ChangeFileGap { .. } => "ChangeFileGap",
             Error::NotFound { .. } => "NotFound",
             Error::VersionNotFound { .. } => "VersionNotFound",
             Error::ChunkNotFound { .. } => "ChunkNotFound",

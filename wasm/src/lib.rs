@@ -122,7 +122,8 @@ export type Json = null | boolean | number | string | Json[] | { [key: string]: 
 
 /** The kinds of `NexusError`. */
 export type ErrorKind =
-  | "InvalidPath" | "InvalidArgument" | "InvalidCursor" | "NotFound" | "VersionNotFound"
+  | "InvalidPath" | "InvalidArgument" | "InvalidCursor" | "InvalidChangeFile" | "ChangeFileGap"
+  | "NotFound" | "VersionNotFound"
   | "ChunkNotFound" | "AlreadyExists" | "Conflict" | "Busy" | "Migration" | "Corrupt"
   | "Unsupported" | "Io" | "Internal";
 
@@ -130,6 +131,20 @@ export type ErrorKind =
 export interface NexusError extends Error {
   name: "NexusError";
   kind: ErrorKind;
+}
+
+/** What `exportChanges` gives: a change file and the range it covers. */
+export interface ExportedChanges {
+  /** The change file (versioned JSON), for `nexus sync --from-changes` or `nexus import-changes`. */
+  bytes: Uint8Array;
+  /** The store's identity as a replication source. */
+  sourceId: string;
+  /** The change-sequence point after which the file starts (the `since` given). */
+  after: number;
+  /** The point the file reaches: the next export's `since`. */
+  through: number;
+  /** How many rows the file carries. */
+  rows: number;
 }
 
 /** How `open` chooses where the data lives. */
@@ -599,6 +614,40 @@ impl NexusStore {
         let store = self.store.clone();
         promise(async move { store.remove_chunk(&content_hash).await })
     }
+
+    /// The whole store's changes (every tenant) after change-sequence point
+    /// `since` (0 or omitted: everything), as a change file: the bytes that
+    /// `nexus sync --from-changes FILE --to URL` applies to PostgreSQL and
+    /// `nexus import-changes FILE` to a native store. Pass `through` as the
+    /// next `since` to export only what changed in between.
+    #[wasm_bindgen(js_name = exportChanges, unchecked_return_type = "Promise<ExportedChanges>")]
+    pub fn export_changes(&self, since: Option<f64>) -> Promise {
+        let store = self.store.clone();
+        let since = since.map_or(Ok(0), |s| to_u64("since", s));
+        future_to_promise(async move {
+            let since = i64::try_from(since?).unwrap_or(i64::MAX);
+            let file = store
+                .export_changes(since)
+                .await
+                .map_err(|e| js_error(&e))?;
+            let out = js_sys::Object::new();
+            let bytes = js_sys::Uint8Array::from(file.encode().as_slice());
+            for (key, value) in [
+                ("bytes", JsValue::from(bytes)),
+                ("sourceId", JsValue::from(file.source_id.as_str())),
+                ("after", JsValue::from(file.changes.after as f64)),
+                ("through", JsValue::from(file.changes.through as f64)),
+                ("rows", JsValue::from(file.changes.len() as f64)),
+            ] {
+                Reflect::set(&out, &key.into(), &value)?;
+            }
+            Ok(out.into())
+        })
+    }
+
+    /// Releases this handle; when the last handle on a database is closed,
+    /// its files are closed (and another tab may open it).
+    pub fn close(self) {}
 
     /// Counts for this tenant.
     #[wasm_bindgen(unchecked_return_type = "Promise<Stats>")]

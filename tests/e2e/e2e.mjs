@@ -1,0 +1,168 @@
+// End to end, in headless Chromium with a persistent profile: the demo page
+// records a picked folder's files into an OPFS store, lists them, survives a
+// reload, takes many overlapping calls, refuses a second tab cleanly, and
+// exports its changes; the native `nexus import-changes` then applies the
+// export to a native store, which must hold the same records.
+//
+// Needs: scripts/build-npm.sh (the package), the `nexus` binary (NEXUS_BIN,
+// default target/debug/nexus), wasm/tools' node_modules.
+// Run: node tests/e2e/e2e.mjs
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import assert from "node:assert/strict";
+
+import { chromium, chromiumPath, repo, serve } from "./serve.mjs";
+
+const nexus = process.env.NEXUS_BIN ?? join(repo, "target/debug/nexus");
+const work = mkdtempSync(join(tmpdir(), "nexus-e2e-"));
+let failed = false;
+
+function step(name) {
+  console.log(`e2e: ${name}`);
+}
+
+// The folder a user picks: nested, unicode, an empty file, a few sizes.
+const folder = join(work, "picked");
+const want = new Map();
+for (const [rel, size] of [
+  ["notes/todo.txt", 12],
+  ["notes/ideas 100%_done.md", 300],
+  ["photos/2026/été.jpg", 4096],
+  ["photos/2026/empty.bin", 0],
+  ["data.json", 77],
+]) {
+  const path = join(folder, rel);
+  mkdirSync(join(path, ".."), { recursive: true });
+  writeFileSync(path, Buffer.alloc(size, 97));
+  want.set("/picked/" + rel, size);
+}
+
+const { server, origin } = await serve({
+  "/pkg/": join(repo, "target/npm/nexus-metastore"),
+  "/demo/": join(repo, "tests/e2e/demo"),
+});
+const context = await chromium.launchPersistentContext(join(work, "profile"), {
+  executablePath: chromiumPath,
+  headless: true,
+  args: ["--no-sandbox"],
+});
+
+async function status(page, pattern) {
+  await page.waitForFunction(
+    (re) => new RegExp(re).test(document.getElementById("status").textContent),
+    pattern.source,
+    { timeout: 30_000 },
+  );
+  return page.locator("#status").textContent();
+}
+
+async function listed(page) {
+  return page.$$eval("#files li", (lis) => lis.map((li) => [li.dataset.path, Number(li.dataset.size)]));
+}
+
+try {
+  const page = await context.newPage();
+  page.on("console", (m) => m.type() === "error" && console.log(`page: ${m.text()}`));
+  page.on("pageerror", (e) => console.log(`page error: ${e.message}`));
+
+  step("the page opens its store in a Worker on OPFS");
+  await page.goto(`${origin}/demo/`);
+  assert.match(await status(page, /^(ready|error)/), /^ready: 0 files/);
+  assert.match(await page.locator("#persistence").textContent(), /stored in opfs \(opfs:demo\)/);
+
+  step("the user picks a folder; its files are recorded and listed");
+  await page.setInputFiles("#folder", folder);
+  assert.match(await status(page, /^(recorded|error)/), /^recorded 5 files; 5 in all/);
+  assert.deepEqual(await listed(page), [...want].sort(([a], [b]) => (a < b ? -1 : 1)));
+
+  step("a reload finds them again");
+  await page.reload();
+  assert.match(await status(page, /^(ready|error)/), /^ready: 5 files/);
+  assert.deepEqual(new Map(await listed(page)), want);
+
+  step("many overlapping calls resolve correctly");
+  const results = await page.evaluate(async () => {
+    const { store } = window.nexusDemo;
+    const calls = [];
+    for (let i = 0; i < 100; i++) {
+      calls.push(store.put({ path: `/burst/${i}`, backend: "browser", physicalPath: `b${i}`, size: i }));
+      calls.push(store.get(`/burst/${i}`));
+      calls.push(store.put({ path: "/burst/shared", backend: "browser", physicalPath: "s", size: i, etag: `e${i}` }));
+    }
+    calls.push(store.get("/no/such/file"));
+    calls.push(store.put({ path: "relative", backend: "b", physicalPath: "p", size: 1 }).catch((e) => e.kind));
+    const out = await Promise.all(calls);
+    const shared = await store.get("/burst/shared");
+    const listedBurst = await store.list("/burst/");
+    return {
+      puts: out.filter((r, i) => i < 300 && i % 3 === 0).map((r) => r.size),
+      gets: out.filter((r, i) => i < 300 && i % 3 === 1).map((r) => r && r.path),
+      missing: out[300],
+      invalid: out[301],
+      sharedVersion: shared.version,
+      count: listedBurst.length,
+    };
+  });
+  assert.deepEqual(results.puts, [...Array(100).keys()]);
+  assert.deepEqual(results.gets, [...Array(100).keys()].map((i) => `/burst/${i}`));
+  assert.equal(results.missing, null);
+  assert.equal(results.invalid, "InvalidPath");
+  assert.equal(results.sharedVersion, 100, "one version per new etag, none lost");
+  assert.equal(results.count, 101);
+
+  step("a second tab on the same database gets a clear error; the first keeps working");
+  const second = await context.newPage();
+  await second.goto(`${origin}/demo/`);
+  const refused = await status(second, /^(ready|error)/);
+  assert.match(refused, /^error: Busy: database opfs:demo is busy/);
+  assert.equal(await page.evaluate(() => window.nexusDemo.store.exists("/picked/data.json")), true);
+  await second.close();
+
+  step("the export applies to a native store with the same records");
+  const exported = await page.evaluate(async () => {
+    const { bytes, through, rows, sourceId } = await window.nexusDemo.store.exportChanges(0);
+    const records = await window.nexusDemo.store.list("/");
+    const metadata = await window.nexusDemo.store.listMetadata("/picked/photos/2026/été.jpg");
+    return { bytes: Array.from(bytes), through, rows, sourceId, records, metadata };
+  });
+  assert.ok(exported.through > 0 && exported.rows > 0);
+  const changes = join(work, "changes.nexus.json");
+  writeFileSync(changes, Buffer.from(exported.bytes));
+  const db = join(work, "native.db");
+  execFileSync(nexus, ["--db", db, "import-changes", changes], { stdio: "inherit" });
+  const native = JSON.parse(execFileSync(nexus, ["--db", db, "--json", "ls", "-r", "/"]).toString());
+  const nativeRecords = native.items;
+  const strip = (r) => ({
+    path: r.path,
+    size: r.size,
+    backend: r.backend,
+    physical: r.physicalPath ?? r.physical_path,
+    mime: r.mimeType ?? r.mime_type ?? null,
+    etag: r.etag ?? null,
+    version: r.version,
+    id: r.pathId ?? r.path_id,
+    modified: r.modifiedAt ?? r.modified_at,
+  });
+  assert.deepEqual(nativeRecords.map(strip), exported.records.map(strip));
+  const meta = JSON.parse(
+    execFileSync(nexus, ["--db", db, "--json", "meta", "ls", "/picked/photos/2026/été.jpg"]).toString(),
+  );
+  assert.deepEqual(meta.metadata, exported.metadata);
+
+  step("importing the same export again changes nothing");
+  execFileSync(nexus, ["--db", db, "import-changes", changes], { stdio: "inherit" });
+  const again = JSON.parse(execFileSync(nexus, ["--db", db, "--json", "ls", "-r", "/"]).toString());
+  assert.deepEqual(again.items.map(strip), exported.records.map(strip));
+  console.log("e2e: passed");
+} catch (e) {
+  failed = true;
+  console.error(e);
+} finally {
+  await context.close();
+  server.close();
+  if (!failed) rmSync(work, { recursive: true, force: true });
+  else console.error(`e2e: kept ${work} for inspection`);
+}
+process.exit(failed ? 1 : 0);

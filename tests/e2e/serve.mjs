@@ -1,0 +1,54 @@
+// A static file server on 127.0.0.1 for the browser tests and the benchmark:
+// `serve({ "/pkg/": dir, "/demo/": dir })` maps URL prefixes to folders.
+// Plain HTTP, no COOP/COEP headers: the package must not need them.
+import { createServer } from "node:http";
+import { readFile } from "node:fs/promises";
+import { extname, join, normalize, resolve } from "node:path";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+
+const TYPES = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".mjs": "text/javascript; charset=utf-8",
+  ".wasm": "application/wasm",
+  ".json": "application/json",
+  ".ts": "text/plain",
+};
+
+export function serve(routes) {
+  const server = createServer(async (req, res) => {
+    const url = new URL(req.url, "http://127.0.0.1");
+    const prefix = Object.keys(routes).find((p) => url.pathname.startsWith(p));
+    if (!prefix) {
+      res.writeHead(404).end();
+      return;
+    }
+    const root = resolve(routes[prefix]);
+    let path = normalize(join(root, decodeURIComponent(url.pathname.slice(prefix.length))));
+    if (!path.startsWith(root)) {
+      res.writeHead(403).end();
+      return;
+    }
+    if (url.pathname.endsWith("/")) path = join(path, "index.html");
+    try {
+      const body = await readFile(path);
+      res.writeHead(200, {
+        "content-type": TYPES[extname(path)] ?? "application/octet-stream",
+        "cache-control": "no-store",
+      });
+      res.end(body);
+    } catch {
+      res.writeHead(404).end();
+    }
+  });
+  return new Promise((ok) =>
+    server.listen(0, "127.0.0.1", () => ok({ server, origin: `http://127.0.0.1:${server.address().port}` })),
+  );
+}
+
+const here = fileURLToPath(new URL(".", import.meta.url));
+export const repo = resolve(here, "../..");
+/** playwright-core, from the tools folder the build installs. */
+export const { chromium } = createRequire(join(repo, "wasm/tools/package.json"))("playwright-core");
+export const chromiumPath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";

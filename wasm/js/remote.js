@@ -1,0 +1,106 @@
+// The page side of the Worker wrapper: a store whose every method is a
+// message to `worker.js`, which runs the real store on OPFS. Same methods,
+// same results, same errors (an Error named NexusError with a `kind`).
+
+/** Every async method of a store, forwarded as is. */
+export const METHODS = [
+  "put", "putBatch", "get", "exists", "getBatch", "delete", "deleteBatch", "list", "listPage",
+  "listDirectories", "isDirectory", "rename", "setMetadata", "setMetadataBatch", "getMetadata",
+  "listMetadata", "deleteMetadata", "findByMetadata", "listVersions", "getVersion", "rollback",
+  "diffVersions", "addChunkRef", "releaseChunkRef", "getChunk", "gcCandidates", "removeChunk",
+  "stats", "exportChanges",
+];
+
+function revive(error) {
+  const e = new Error(error.message);
+  e.name = "NexusError";
+  e.kind = error.kind;
+  return e;
+}
+
+/** One Worker and its pending calls, shared by every handle opened through it. */
+class Channel {
+  constructor(worker) {
+    this.worker = worker;
+    this.pending = new Map();
+    this.next = 1;
+    this.handles = 0;
+    worker.onmessage = (ev) => {
+      const { id, ok, result, error } = ev.data;
+      const call = this.pending.get(id);
+      if (!call) return;
+      this.pending.delete(id);
+      if (ok) call.resolve(result);
+      else call.reject(revive(error));
+    };
+    worker.onerror = (ev) => {
+      ev.preventDefault?.();
+      this.fail(`the store's worker failed: ${ev.message || "it could not start"}`);
+    };
+  }
+
+  fail(message) {
+    for (const call of this.pending.values()) call.reject(revive({ kind: "Internal", message }));
+    this.pending.clear();
+  }
+
+  call(message) {
+    const id = this.next++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ id, ...message });
+    });
+  }
+}
+
+export class RemoteStore {
+  /** Starts a Worker (or uses `worker`) and opens the store in it. */
+  static async open(options, worker) {
+    if (typeof Worker === "undefined") {
+      throw revive({ kind: "Unsupported", message: "Web Workers are not available here" });
+    }
+    const channel = new Channel(
+      worker ?? new Worker(new URL("./worker.js", import.meta.url), { type: "module", name: "nexus-metastore" }),
+    );
+    try {
+      const info = await channel.call({ op: "open", args: [options] });
+      return new RemoteStore(channel, info);
+    } catch (e) {
+      if (channel.handles === 0 && !worker) channel.worker.terminate();
+      throw e;
+    }
+  }
+
+  constructor(channel, info) {
+    this.channel = channel;
+    this.handle = info.handle;
+    this.persistence = info.persistence;
+    this.location = info.location;
+    this.tenant = info.tenant;
+    this.closed = false;
+    channel.handles++;
+  }
+
+  /** A handle on the same store scoped to `tenant`. */
+  async withTenant(tenant) {
+    const info = await this.channel.call({ op: "withTenant", handle: this.handle, args: [tenant] });
+    return new RemoteStore(this.channel, info);
+  }
+
+  /** Releases this handle; the last one closes the database and stops the Worker. */
+  async close() {
+    if (this.closed) return;
+    this.closed = true;
+    await this.channel.call({ op: "close", handle: this.handle });
+    if (--this.channel.handles === 0) this.channel.worker.terminate();
+  }
+}
+
+for (const method of METHODS) {
+  RemoteStore.prototype[method] = function (...args) {
+    if (this.closed) {
+      return Promise.reject(revive({ kind: "InvalidArgument", message: "this store handle is closed" }));
+    }
+    return this.channel.call({ op: "call", handle: this.handle, method, args });
+  };
+}
