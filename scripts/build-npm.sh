@@ -26,9 +26,11 @@ rm -rf "$out"
 mkdir -p "$out/web" "$out/node"
 wasm-bindgen --target web --out-dir "$out/web" "$wasm"
 wasm-bindgen --target nodejs --out-dir "$out/node" "$wasm"
-# The features rustc enables by default for wasm32-unknown-unknown.
+# The features rustc enables by default for wasm32-unknown-unknown, and SIMD
+# (some dependencies carry simd128 functions; every current browser has it).
 features=(--enable-bulk-memory --enable-mutable-globals --enable-sign-ext
-    --enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue)
+    --enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue
+    --enable-simd)
 "$tools/node_modules/.bin/wasm-opt" -Oz "${features[@]}" \
     "$out/web/nexus_wasm_bg.wasm" -o "$out/web/nexus_wasm_bg.wasm"
 cp "$out/web/nexus_wasm_bg.wasm" "$out/node/nexus_wasm_bg.wasm"

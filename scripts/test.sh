@@ -51,6 +51,14 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
         exit 1
     fi
 fi
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    if command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+    else
+        echo "the npm package build and the end-to-end test need node and npm" >&2
+        exit 1
+    fi
+fi
 # wasm-bindgen-cli must be exactly the wasm-bindgen of Cargo.lock.
 wbg_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
 if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$wbg_version" ]; then
@@ -76,5 +84,10 @@ step "browser tests: the conformance suite in headless Chromium (memory; OPFS in
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
     cargo test -p nexus-tests --target wasm32-unknown-unknown --locked \
     --test browser_memory --test browser_opfs
+
+step "the npm package (release build, wasm-opt), then the end-to-end test in Chromium"
+bash scripts/build-npm.sh
+cargo build -p nexus-cli --locked
+NEXUS_BIN=target/debug/nexus node tests/e2e/e2e.mjs
 
 step "all checks passed"

@@ -30,10 +30,10 @@ pub(crate) struct Engine {
     /// Whether a write transaction is open on `conn`.
     writing: bool,
     io: Arc<dyn IO>,
-    /// Prepared statements by the address of their `'static` SQL text, one
-    /// cache per connection.
-    stmts: HashMap<usize, Statement>,
-    reader_stmts: HashMap<usize, Statement>,
+    /// Prepared statements by the address and length of their `'static` SQL
+    /// text, one cache per connection.
+    stmts: HashMap<(usize, usize), Statement>,
+    reader_stmts: HashMap<(usize, usize), Statement>,
     last_ts: i64,
     pub(crate) location: String,
     busy_timeout: Duration,
@@ -227,7 +227,10 @@ impl Engine {
         params: &[Param],
         mut on_row: impl FnMut(RowRef<'_>) -> Result<bool>,
     ) -> Result<u64> {
-        let key = sql.as_ptr() as usize;
+        // Address and length: the compiler may place one literal inside
+        // another ("BEGIN" at the start of "BEGIN IMMEDIATE"), so the
+        // address alone does not identify a text.
+        let key = (sql.as_ptr() as usize, sql.len());
         let (conn, stmts) = if self.writing {
             (&self.conn, &mut self.stmts)
         } else {

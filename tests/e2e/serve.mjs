@@ -19,6 +19,10 @@ const TYPES = {
 export function serve(routes) {
   const server = createServer(async (req, res) => {
     const url = new URL(req.url, "http://127.0.0.1");
+    if (url.pathname === "/favicon.ico") {
+      res.writeHead(204).end();
+      return;
+    }
     const prefix = Object.keys(routes).find((p) => url.pathname.startsWith(p));
     if (!prefix) {
       res.writeHead(404).end();

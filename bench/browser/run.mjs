@@ -1,0 +1,54 @@
+// The browser benchmark: our package vs @sqlite.org/sqlite-wasm (opfs-sahpool)
+// in one headless Chromium run, same workload, both on OPFS in a Worker.
+// Needs scripts/build-npm.sh first. Run: node bench/browser/run.mjs
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { gzipSync } from "node:zlib";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+import { chromium, chromiumPath, repo, serve } from "../../tests/e2e/serve.mjs";
+
+const pkg = join(repo, "target/npm/nexus-metastore");
+const sqliteDist = join(repo, "wasm/tools/node_modules/@sqlite.org/sqlite-wasm/dist");
+const { server, origin } = await serve({
+  "/pkg/": pkg,
+  "/sqlite/": sqliteDist,
+  "/migrations/": join(repo, "migrations"),
+  "/bench/": join(repo, "bench/browser"),
+});
+const profile = mkdtempSync(join(tmpdir(), "nexus-bench-"));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: chromiumPath,
+  headless: true,
+  args: ["--no-sandbox"],
+});
+try {
+  const page = await context.newPage();
+  page.on("console", (m) => console.log(`page: ${m.text()}`));
+  await page.goto(`${origin}/bench/`);
+  const r = await page.evaluate(() => window.results);
+  const rows = [
+    ["batch", "5,000 puts, one transaction"],
+    ["single", "1,000 single-put transactions"],
+    ["get", "5,000 gets"],
+    ["list", "20 prefix lists of 500"],
+  ];
+  console.log(`\n${"workload".padEnd(32)}${"nexus-metastore".padStart(18)}${"sqlite-wasm".padStart(16)}${"ratio".padStart(9)}`);
+  for (const [key, label] of rows) {
+    const ours = r.nexus[key].perSecond, theirs = r.sqlite[key].perSecond;
+    console.log(
+      `${label.padEnd(32)}${`${ours}/s`.padStart(18)}${`${theirs}/s`.padStart(16)}${(ours / theirs).toFixed(2).padStart(8)}x`,
+    );
+  }
+  const size = (f) => [statSync(f).size, gzipSync(readFileSync(f), { level: 9 }).length];
+  const [ourRaw, ourGz] = size(join(pkg, "web/nexus_wasm_bg.wasm"));
+  const [theirRaw, theirGz] = size(join(sqliteDist, "sqlite3.wasm"));
+  const mb = (n) => `${(n / 1e6).toFixed(2)} MB`;
+  console.log(`\nwasm size: nexus-metastore ${mb(ourRaw)} (${mb(ourGz)} gzipped), sqlite-wasm ${mb(theirRaw)} (${mb(theirGz)} gzipped)`);
+  console.log("ratio = our ops/s / sqlite-wasm's (higher is better for us)");
+  console.log(JSON.stringify(r));
+} finally {
+  await context.close();
+  server.close();
+  rmSync(profile, { recursive: true, force: true });
+}
