@@ -89,5 +89,6 @@ step "the npm package (release build, wasm-opt), then the end-to-end test in Chr
 bash scripts/build-npm.sh
 cargo build -p nexus-cli --locked
 NEXUS_BIN=target/debug/nexus node tests/e2e/e2e.mjs
+node tests/e2e/crash.mjs
 
 step "all checks passed"

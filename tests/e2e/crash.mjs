@@ -1,0 +1,105 @@
+// Crash safety in the browser: a page writes to an OPFS store as fast as it
+// can and reports each put once its promise resolved (the transaction
+// committed); the whole Chromium is killed with SIGKILL at a random instant;
+// a new Chromium on the same profile must find every acknowledged write, and
+// the store must keep working. Repeated NEXUS_BROWSER_KILLS times (default 3).
+//
+// Needs scripts/build-npm.sh. Run: node tests/e2e/crash.mjs
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import assert from "node:assert/strict";
+
+import { chromium, chromiumPath, repo, serve } from "./serve.mjs";
+
+const kills = Number(process.env.NEXUS_BROWSER_KILLS ?? 3);
+const profile = mkdtempSync(join(tmpdir(), "nexus-crash-"));
+const { server, origin } = await serve({
+  "/pkg/": join(repo, "target/npm/nexus-metastore"),
+  "/demo/": join(repo, "tests/e2e/demo"),
+});
+
+const launch = () =>
+  chromium.launchPersistentContext(profile, { executablePath: chromiumPath, headless: true, args: ["--no-sandbox"] });
+
+// Every Chromium process using this profile.
+function killBrowser() {
+  const pids = readdirSync("/proc").filter((pid) => {
+    try {
+      return /^\d+$/.test(pid) && readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(`--user-data-dir=${profile}`);
+    } catch {
+      return false;
+    }
+  });
+  for (const pid of pids) {
+    try {
+      process.kill(Number(pid), "SIGKILL");
+    } catch {}
+  }
+  return pids.length;
+}
+
+let failed = false;
+let acked = new Set();
+try {
+  for (let round = 1; round <= kills; round++) {
+    const context = await launch();
+    const page = await context.newPage();
+    // A blank page of the origin: the store runs in the package's Worker.
+    await page.goto(`${origin}/demo/blank.html`);
+    const check = await page.evaluate(async (paths) => {
+      const { open } = await import("/pkg/index.js");
+      const store = await open({ name: "crash", fallback: "error" });
+      const found = await store.getBatch(paths);
+      const missing = paths.filter((p) => !found[p]);
+      const stats = await store.stats();
+      await store.close();
+      return { missing, files: stats.files };
+    }, [...acked]);
+    assert.deepEqual(check.missing, [], `round ${round}: acknowledged writes lost`);
+    assert.ok(check.files >= acked.size);
+    console.log(`crash: round ${round}: all ${acked.size} acknowledged writes present (${check.files} files)`);
+
+    page.on("console", (m) => {
+      const match = /^acked (.*)$/.exec(m.text());
+      if (match) acked.add(match[1]);
+    });
+    // Write without end; each resolved put is reported.
+    page.evaluate(async (round) => {
+      const { open } = await import("/pkg/index.js");
+      const store = await open({ name: "crash", fallback: "error" });
+      for (let i = 0; ; i++) {
+        const path = `/r${round}/f${i}`;
+        await store.put({ path, backend: "b", physicalPath: path, size: i, etag: `e${i}` });
+        console.log(`acked ${path}`);
+      }
+    }, round).catch(() => {});
+    const before = acked.size;
+    await new Promise((ok) => setTimeout(ok, 300 + Math.random() * 1200));
+    const n = killBrowser();
+    console.log(`crash: round ${round}: killed ${n} Chromium processes after ${acked.size - before} acknowledged puts`);
+    await context.close().catch(() => {});
+  }
+  const context = await launch();
+  const page = await context.newPage();
+  await page.goto(`${origin}/demo/blank.html`);
+  const final = await page.evaluate(async (paths) => {
+    const { open } = await import("/pkg/index.js");
+    const store = await open({ name: "crash", fallback: "error" });
+    const found = await store.getBatch(paths);
+    await store.put({ path: "/after/crashes", backend: "b", physicalPath: "p", size: 1 });
+    const after = await store.get("/after/crashes");
+    return { missing: paths.filter((p) => !found[p]), after: after?.path };
+  }, [...acked]);
+  assert.deepEqual(final.missing, []);
+  assert.equal(final.after, "/after/crashes");
+  await context.close();
+  console.log(`crash: passed: ${kills} kills, ${acked.size} acknowledged writes, all present`);
+} catch (e) {
+  failed = true;
+  console.error(e);
+} finally {
+  server.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+process.exit(failed ? 1 : 0);
