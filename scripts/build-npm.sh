@@ -11,7 +11,8 @@ tools=wasm/tools
 out=target/npm/nexus-metastore
 version=$(awk -F'"' '/^\[workspace.package\]/ { p = 1 } p && /^version/ { print $2; exit }' Cargo.toml)
 
-if [ ! -x "$tools/node_modules/.bin/wasm-opt" ]; then
+if [ ! -x "$tools/node_modules/.bin/wasm-opt" ] || [ ! -x "$tools/node_modules/.bin/tsc" ] \
+    || [ ! -d "$tools/node_modules/playwright-core" ]; then
     (cd "$tools" && npm ci --no-audit --no-fund)
 fi
 wasm_bindgen_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)

@@ -90,5 +90,6 @@ bash scripts/build-npm.sh
 cargo build -p nexus-cli --locked
 NEXUS_BIN=target/debug/nexus node tests/e2e/e2e.mjs
 node tests/e2e/crash.mjs
+node tests/e2e/package.mjs
 
 step "all checks passed"

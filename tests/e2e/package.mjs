@@ -1,0 +1,104 @@
+// The packed npm package as a user installs it: `npm install` of the .tgz
+// into an empty project, then
+// - Node resolves `nexus-metastore` to its Node build: an in-memory store
+//   that works, typed errors, and a named (OPFS) store falling back to memory
+//   with a warning, or rejecting with kind Unsupported under fallback "error";
+// - TypeScript (strict) accepts a program using the package's types, and
+//   rejects one that misuses them.
+// Needs scripts/build-npm.sh. Run: node tests/e2e/package.mjs
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import assert from "node:assert/strict";
+
+import { repo } from "./serve.mjs";
+
+const app = mkdtempSync(join(tmpdir(), "nexus-package-"));
+const tgz = readdirSync(join(repo, "target/npm")).find((f) => /^nexus-metastore-.*\.tgz$/.test(f));
+assert.ok(tgz, "target/npm has the packed package (run scripts/build-npm.sh)");
+let failed = false;
+try {
+  writeFileSync(join(app, "package.json"), JSON.stringify({ name: "app", private: true, type: "module" }));
+  execFileSync("npm", ["install", "--no-audit", "--no-fund", join(repo, "target/npm", tgz)], {
+    cwd: app,
+    stdio: "inherit",
+  });
+
+  writeFileSync(
+    join(app, "main.mjs"),
+    `import { open } from "nexus-metastore";
+const out = {};
+const store = await open();
+out.persistence = store.persistence;
+out.put = await store.put({ path: "/a/b.txt", backend: "local", physicalPath: "/srv/b", size: 3, etag: "h1" });
+await store.setMetadata("/a/b.txt", "tags", ["x", { y: 1.5 }]);
+out.meta = await store.getMetadata("/a/b.txt", "tags");
+out.page = await store.listPage({ prefix: "/a/", limit: 10 });
+try { await store.put({ path: "/a/b.txt", backend: "local", physicalPath: "/srv/b", size: 4 }, { version: 9 }); }
+catch (e) { out.conflict = [e.name, e.kind, e.message]; }
+try { await store.rename("/nope", "/x"); } catch (e) { out.notFound = e.kind; }
+const warnings = [];
+console.warn = (m) => warnings.push(m);
+const named = await open({ name: "db" });
+out.fallback = [named.persistence, warnings.length];
+try { await open({ name: "db", fallback: "error" }); } catch (e) { out.strict = e.kind; }
+const exported = await store.exportChanges();
+out.exported = [exported.bytes instanceof Uint8Array, exported.after, exported.through > 0];
+console.log(JSON.stringify(out));
+`,
+  );
+  const out = JSON.parse(execFileSync("node", ["main.mjs"], { cwd: app }).toString());
+  assert.equal(out.persistence, "memory");
+  assert.equal(out.put.version, 1);
+  assert.equal(out.put.physicalPath, "/srv/b");
+  assert.deepEqual(out.meta, ["x", { y: 1.5 }]);
+  assert.deepEqual(out.page.items.map((r) => r.path), ["/a/b.txt"]);
+  assert.equal(out.page.nextCursor, null);
+  assert.deepEqual(out.conflict, ["NexusError", "Conflict", "conflict on /a/b.txt: expected version 9, found version 1"]);
+  assert.equal(out.notFound, "NotFound");
+  assert.deepEqual(out.fallback, ["memory", 1]);
+  assert.equal(out.strict, "Unsupported");
+  assert.deepEqual(out.exported, [true, 0, true]);
+  console.log("package: the Node build works");
+
+  const tsc = join(repo, "wasm/tools/node_modules/.bin/tsc");
+  const flags = ["--noEmit", "--strict", "--module", "nodenext", "--moduleResolution", "nodenext",
+    "--target", "es2022", "--lib", "es2022,dom,esnext.disposable", "--skipLibCheck", "false"];
+  writeFileSync(
+    join(app, "good.ts"),
+    `import { open, type FileRecord, type Store, type NexusError, type Page } from "nexus-metastore";
+const store: Store = await open({ name: "photos", fallback: "error" });
+const rec: FileRecord = await store.put({ path: "/a", backend: "b", physicalPath: "p", size: 1 }, { version: 1 });
+const page: Page = await store.listPage({ prefix: "/", limit: 10, recursive: false });
+const v: number = rec.version + page.items.length;
+const { bytes, through }: { bytes: Uint8Array; through: number } = await store.exportChanges(v);
+try { await store.get("/x"); } catch (e) { const kind: string = (e as NexusError).kind; }
+export { bytes, through };
+`,
+  );
+  execFileSync(tsc, [...flags, "good.ts"], { cwd: app, stdio: "inherit" });
+  writeFileSync(
+    join(app, "bad.ts"),
+    `import { open } from "nexus-metastore";
+const store = await open();
+await store.put({ path: "/a", backend: "b", physical_path: "p", size: 1 });
+export {};
+`,
+  );
+  let rejected = false;
+  try {
+    execFileSync(tsc, [...flags, "bad.ts"], { cwd: app, stdio: "pipe" });
+  } catch (e) {
+    rejected = /physical_path/.test(e.stdout.toString());
+  }
+  assert.ok(rejected, "tsc rejects a snake_case field");
+  console.log("package: the types check (and catch a misuse)");
+} catch (e) {
+  failed = true;
+  console.error(e);
+} finally {
+  if (!failed) rmSync(app, { recursive: true, force: true });
+  else console.error(`package: kept ${app}`);
+}
+process.exit(failed ? 1 : 0);
