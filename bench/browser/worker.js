@@ -3,7 +3,11 @@
 //   single: 1,000 puts, one transaction each
 //   get:    5,000 point reads by path
 //   list:   20 prefix listings of 500 files each
-// `nexus`: the nexus-metastore package. `sqlite`: @sqlite.org/sqlite-wasm
+// Each side runs the workload twice, on two fresh databases: the first
+// ("cold") includes the browser optimizing the WebAssembly of the engine
+// (either side's), the second ("warm") is the steady state.
+// `nexus`: the nexus-metastore package; `nexus-memory`: the same in memory
+// (no file I/O: what the engine and the bindings cost). `sqlite`: @sqlite.org/sqlite-wasm
 // with its opfs-sahpool VFS, the store's own schema (migration 0001), and
 // per put the same rows written: the change-sequence bump, the file row and
 // its first version row (without the store's validation and lookups).
@@ -26,10 +30,10 @@ async function time(n, f) {
   return { ops: n, ms: Math.round(ms * 10) / 10, perSecond: Math.round((n / ms) * 1000) };
 }
 
-async function nexus() {
+async function nexus(memory, name) {
   const { open } = await import("/pkg/index.js");
-  const store = await open({ name: "bench-nexus", fallback: "error" });
-  if ((await store.stats()).files !== 0) throw new Error("bench-nexus is not empty; use a fresh profile");
+  const store = await open(memory ? {} : { name, fallback: "error" });
+  if ((await store.stats()).files !== 0) throw new Error(`${name} is not empty; use a fresh profile`);
   const out = {};
   const batch = Array.from({ length: BATCH }, (_, i) => file(i));
   out.batch = await time(BATCH, () => store.putBatch(batch));
@@ -51,11 +55,14 @@ async function nexus() {
   return out;
 }
 
-async function sqlite() {
-  const { default: init } = await import("/sqlite/index.mjs");
-  const sqlite3 = await init();
-  const pool = await sqlite3.installOpfsSAHPoolVfs({ name: "bench-sahpool" });
-  const db = new pool.OpfsSAHPoolDb("/bench-sqlite.db");
+let pool;
+async function sqlite(_, name) {
+  if (!pool) {
+    const { default: init } = await import("/sqlite/index.mjs");
+    const sqlite3 = await init();
+    pool = await sqlite3.installOpfsSAHPoolVfs({ name: "bench-sahpool", initialCapacity: 16 });
+  }
+  const db = new pool.OpfsSAHPoolDb(`/${name}.db`);
   // Its fastest durable setup: one connection holding the file, WAL (which
   // needs exclusive locking here: the VFS has no shared memory), synchronous
   // commits, foreign keys on as in the store.
@@ -127,11 +134,16 @@ async function sqlite() {
   });
   for (const s of [bump, insertFile, insertVersion, getOne, listRange]) s.finalize();
   db.close();
+  pool.unlink(`/${name}.db`);
   return out;
 }
 
 try {
-  self.postMessage(await (which === "nexus" ? nexus() : sqlite()));
+  const run = { nexus: (n) => nexus(false, n), "nexus-memory": (n) => nexus(true, n), sqlite: (n) => sqlite(null, n) }[which];
+  const round = new URL(self.location.href).searchParams.get("round");
+  const cold = await run(`${which}-${round}-cold`);
+  const warm = await run(`${which}-${round}-warm`);
+  self.postMessage({ ...warm, cold });
 } catch (e) {
   self.postMessage({ error: `${which}: ${e.kind ?? e.name}: ${e.message}` });
 }

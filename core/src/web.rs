@@ -194,6 +194,33 @@ impl File for OpfsFile {
         Ok(c)
     }
 
+    /// One JavaScript call for the whole run of buffers (the engine appends
+    /// a transaction's WAL frames this way): each call into OPFS costs far
+    /// more than copying the frames together.
+    fn pwritev(
+        &self,
+        pos: u64,
+        buffers: Vec<Arc<Buffer>>,
+        c: Completion,
+    ) -> turso_core::Result<Completion> {
+        let total: usize = buffers.iter().map(|b| b.len()).sum();
+        let mut joined = Vec::with_capacity(total);
+        for b in &buffers {
+            joined.extend_from_slice(b.as_slice());
+        }
+        let written = with_handle(self.slot, &self.path, |h| {
+            h.write_with_u8_array_and_options(&joined, &at(pos))
+        })?;
+        if written as usize != total {
+            return Err(LimboError::InternalError(format!(
+                "OPFS file {}: short write ({written} of {total} bytes; is the origin out of quota?)",
+                self.path
+            )));
+        }
+        c.complete(written as i32);
+        Ok(c)
+    }
+
     fn sync(&self, c: Completion, _sync_type: FileSyncType) -> turso_core::Result<Completion> {
         with_handle(self.slot, &self.path, |h| h.flush())?;
         c.complete(0);
