@@ -155,6 +155,23 @@ try {
   execFileSync(nexus, ["--db", db, "import-changes", changes], { stdio: "inherit" });
   const again = JSON.parse(execFileSync(nexus, ["--db", db, "--json", "ls", "-r", "/"]).toString());
   assert.deepEqual(again.items.map(strip), exported.records.map(strip));
+
+  step("deleting the database: refused while open, done once closed");
+  const busy = await page.evaluate(async () => {
+    const { deleteDatabase } = await import("/pkg/index.js");
+    let kind;
+    try {
+      await deleteDatabase("demo");
+    } catch (e) {
+      kind = e.kind;
+    }
+    await window.nexusDemo.store.close();
+    await deleteDatabase("demo");
+    return kind;
+  });
+  assert.equal(busy, "Busy");
+  await page.reload();
+  assert.match(await status(page, /^(ready|error)/), /^ready: 0 files/);
   console.log("e2e: passed");
 } catch (e) {
   failed = true;

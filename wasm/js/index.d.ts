@@ -62,6 +62,9 @@ export interface OpenStoreOptions extends OpenOptions {
  */
 export declare function open(options?: OpenStoreOptions): Promise<Store & { close(): void | Promise<void> }>;
 
+/** Deletes the OPFS database `name` and all its data; rejects with kind `Busy` while any tab has it open. */
+export declare function deleteDatabase(name: string): Promise<void>;
+
 /** Loads the WebAssembly module (done by `open`; call early to overlap the download). */
 export declare function load(module?: WebAssembly.Module | BufferSource | URL | string): Promise<unknown>;
 
@@ -69,6 +72,7 @@ export declare function load(module?: WebAssembly.Module | BufferSource | URL | 
 export declare class RemoteStore implements Store {
   private constructor();
   static open(options: OpenOptions, worker?: Worker): Promise<RemoteStore>;
+  static deleteDatabase(name: string, worker?: Worker): Promise<void>;
   readonly persistence: "opfs" | "memory";
   readonly location: string;
   readonly tenant: string;

@@ -45,4 +45,14 @@ export async function open(options = {}) {
   }
 }
 
+/**
+ * Deletes the OPFS database `name` and all its data. Rejects with kind
+ * `Busy` while any tab has it open.
+ */
+export async function deleteDatabase(name) {
+  if (!inWorker) return RemoteStore.deleteDatabase(name);
+  await load();
+  return NexusStore.deleteDatabase(name);
+}
+
 export { NexusStore, RemoteStore };

@@ -20,4 +20,12 @@ export async function open(options = {}) {
   }
 }
 
+/** Node has no OPFS: there are no named databases to delete. */
+export async function deleteDatabase(name) {
+  throw Object.assign(new Error(`there is no OPFS database ${JSON.stringify(name)} under Node`), {
+    name: "NexusError",
+    kind: "Unsupported",
+  });
+}
+
 export { NexusStore };

@@ -71,6 +71,18 @@ export class RemoteStore {
     }
   }
 
+  /** Deletes an OPFS database from a Worker of its own (see `deleteDatabase`). */
+  static async deleteDatabase(name, worker) {
+    const channel = new Channel(
+      worker ?? new Worker(new URL("./worker.js", import.meta.url), { type: "module", name: "nexus-metastore" }),
+    );
+    try {
+      await channel.call({ op: "deleteDatabase", args: [name] });
+    } finally {
+      if (!worker) channel.worker.terminate();
+    }
+  }
+
   constructor(channel, info) {
     this.channel = channel;
     this.handle = info.handle;

@@ -24,6 +24,9 @@ async function run({ op, handle, method, args = [] }) {
     case "open":
       await load();
       return describe(await NexusStore.open(args[0]));
+    case "deleteDatabase":
+      await load();
+      return (await NexusStore.deleteDatabase(args[0])) ?? null;
     case "withTenant":
       return describe(storeOf(handle).withTenant(args[0]));
     case "close": {

@@ -279,6 +279,20 @@ impl NexusStore {
         })
     }
 
+    /// Deletes the OPFS database `name` with all its data (in a dedicated
+    /// Worker). Rejects with kind `Busy` while it is open anywhere (close
+    /// every handle first); deleting a database that does not exist is not
+    /// an error.
+    #[wasm_bindgen(js_name = deleteDatabase, unchecked_return_type = "Promise<void>")]
+    pub fn delete_database(name: String) -> Promise {
+        future_to_promise(async move {
+            nexus_core::web::OpfsIO::remove(&name)
+                .await
+                .map_err(|e| js_error(&e))?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
     /// Where the data lives: `"opfs"` (persisted) or `"memory"` (gone with the page).
     #[wasm_bindgen(getter, unchecked_return_type = "\"opfs\" | \"memory\"")]
     pub fn persistence(&self) -> String {
