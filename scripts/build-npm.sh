@@ -12,7 +12,7 @@ out=target/npm/nexus-metastore
 version=$(awk -F'"' '/^\[workspace.package\]/ { p = 1 } p && /^version/ { print $2; exit }' Cargo.toml)
 
 if [ ! -x "$tools/node_modules/.bin/wasm-opt" ] || [ ! -x "$tools/node_modules/.bin/tsc" ] \
-    || [ ! -d "$tools/node_modules/playwright-core" ]; then
+    || [ ! -d "$tools/node_modules/playwright-core" ] || [ ! -d "$tools/node_modules/vite" ]; then
     (cd "$tools" && npm ci --no-audit --no-fund)
 fi
 wasm_bindgen_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
@@ -32,13 +32,13 @@ wasm-bindgen --target nodejs --out-dir "$out/node" "$wasm"
 features=(--enable-bulk-memory --enable-mutable-globals --enable-sign-ext
     --enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue
     --enable-simd)
-"$tools/node_modules/.bin/wasm-opt" -Oz "${features[@]}" \
+"$tools/node_modules/.bin/wasm-opt" -Oz --strip-debug --strip-producers "${features[@]}" \
     "$out/web/nexus_wasm_bg.wasm" -o "$out/web/nexus_wasm_bg.wasm"
 cp "$out/web/nexus_wasm_bg.wasm" "$out/node/nexus_wasm_bg.wasm"
 # wasm-bindgen's Node output is CommonJS; the package itself is ESM.
 echo '{ "type": "commonjs" }' > "$out/node/package.json"
 
-cp wasm/js/index.js wasm/js/remote.js wasm/js/worker.js wasm/js/node.mjs wasm/js/index.d.ts \
+cp wasm/js/index.js wasm/js/remote.js wasm/js/methods.js wasm/js/worker.js wasm/js/node.mjs wasm/js/index.d.ts \
     wasm/js/README.md "$out/"
 cat > "$out/package.json" <<JSON
 {
@@ -59,7 +59,7 @@ cat > "$out/package.json" <<JSON
     "./worker.js": "./worker.js",
     "./package.json": "./package.json"
   },
-  "files": ["index.js", "remote.js", "worker.js", "node.mjs", "index.d.ts", "web/", "node/", "README.md"],
+  "files": ["index.js", "remote.js", "methods.js", "worker.js", "node.mjs", "index.d.ts", "web/", "node/", "README.md"],
   "sideEffects": ["./worker.js"],
   "keywords": ["metadata", "filesystem", "opfs", "sqlite", "wasm"]
 }

@@ -91,5 +91,6 @@ cargo build -p nexus-cli --locked
 NEXUS_BIN=target/debug/nexus node tests/e2e/e2e.mjs
 node tests/e2e/crash.mjs
 node tests/e2e/package.mjs
+node tests/e2e/vite.mjs
 
 step "all checks passed"

@@ -2,14 +2,7 @@
 // message to `worker.js`, which runs the real store on OPFS. Same methods,
 // same results, same errors (an Error named NexusError with a `kind`).
 
-/** Every async method of a store, forwarded as is. */
-export const METHODS = [
-  "put", "putBatch", "get", "exists", "getBatch", "delete", "deleteBatch", "list", "listPage",
-  "listDirectories", "isDirectory", "rename", "setMetadata", "setMetadataBatch", "getMetadata",
-  "listMetadata", "deleteMetadata", "findByMetadata", "listVersions", "getVersion", "rollback",
-  "diffVersions", "addChunkRef", "releaseChunkRef", "getChunk", "gcCandidates", "removeChunk",
-  "stats", "exportChanges",
-];
+import { METHODS } from "./methods.js";
 
 function revive(error) {
   const e = new Error(error.message);

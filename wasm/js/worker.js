@@ -1,7 +1,12 @@
 // The Worker side of the wrapper: runs stores on OPFS and answers the page's
 // messages { id, op, handle, method, args } with { id, ok, result | error }.
-import { load, NexusStore } from "./index.js";
-import { METHODS } from "./remote.js";
+// It imports neither index.js nor remote.js: those start this Worker, and a
+// bundler following them from here would nest the Worker inside itself.
+import init, { NexusStore } from "./web/nexus_wasm.js";
+import { METHODS } from "./methods.js";
+
+let loading;
+const load = () => (loading ??= init());
 
 const allowed = new Set(METHODS);
 const stores = new Map();
