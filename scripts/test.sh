@@ -87,7 +87,7 @@ CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 
 step "the npm package (release build, wasm-opt), then the end-to-end test in Chromium"
 bash scripts/build-npm.sh
-cargo build -p nexus-cli --locked
+cargo build -p nexus-cli -p nexus-tests --bins --locked
 NEXUS_BIN=target/debug/nexus node tests/e2e/e2e.mjs
 node tests/e2e/crash.mjs
 node tests/e2e/package.mjs

@@ -2,12 +2,14 @@
 // records a picked folder's files into an OPFS store, lists them, survives a
 // reload, takes many overlapping calls, refuses a second tab cleanly, and
 // exports its changes; the native `nexus import-changes` then applies the
-// export to a native store, which must hold the same records.
+// export to a native store, and `nexus sync --from-changes` to PostgreSQL
+// (then a later, incremental export too), which must hold the same records.
 //
-// Needs: scripts/build-npm.sh (the package), the `nexus` binary (NEXUS_BIN,
-// default target/debug/nexus), wasm/tools' node_modules.
+// Needs: scripts/build-npm.sh (the package), the `nexus` and `test-pg`
+// binaries (NEXUS_BIN, NEXUS_TEST_PG_BIN; default target/debug/), wasm/tools'
+// node_modules, and PostgreSQL as the Rust tests need it.
 // Run: node tests/e2e/e2e.mjs
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -16,6 +18,24 @@ import assert from "node:assert/strict";
 import { chromium, chromiumPath, repo, serve } from "./serve.mjs";
 
 const nexus = process.env.NEXUS_BIN ?? join(repo, "target/debug/nexus");
+const testPg = process.env.NEXUS_TEST_PG_BIN ?? join(repo, "target/debug/test-pg");
+
+// A fresh PostgreSQL database from the Rust test harness (a throwaway
+// cluster, or NEXUS_TEST_DATABASE_URL); it lives until we close its stdin.
+function startPostgres() {
+  const child = spawn(testPg, [], { stdio: ["pipe", "pipe", "inherit"] });
+  const url = new Promise((ok, fail) => {
+    let out = "";
+    child.stdout.on("data", (d) => {
+      out += d;
+      if (out.includes("\n")) ok(out.trim());
+    });
+    child.on("exit", (code) => fail(new Error(`test-pg exited with ${code} before printing a URL`)));
+  });
+  const stop = () => new Promise((ok) => (child.exitCode !== null ? ok() : (child.on("exit", ok), child.stdin.end())));
+  return { url, stop };
+}
+const postgres = startPostgres();
 const work = mkdtempSync(join(tmpdir(), "nexus-e2e-"));
 let failed = false;
 
@@ -156,6 +176,34 @@ try {
   const again = JSON.parse(execFileSync(nexus, ["--db", db, "--json", "ls", "-r", "/"]).toString());
   assert.deepEqual(again.items.map(strip), exported.records.map(strip));
 
+  step("the export reaches PostgreSQL (nexus sync --from-changes), and so does a later one");
+  const pgUrl = await postgres.url;
+  const sync = JSON.parse(
+    execFileSync(nexus, ["--json", "sync", "--from-changes", changes, "--to", pgUrl]).toString(),
+  );
+  console.log(`e2e: applied ${JSON.stringify(sync).slice(0, 160)}`);
+  const strip2 = (r) => ({ ...strip(r), created: r.createdAt ?? r.created_at, tenant: r.tenant });
+  const inPg = () => JSON.parse(execFileSync(nexus, ["--db", pgUrl, "--json", "ls", "-r", "/"]).toString()).items;
+  assert.deepEqual(inPg().map(strip2), exported.records.map(strip2));
+  const later = await page.evaluate(async (since) => {
+    const { store } = window.nexusDemo;
+    await store.delete("/picked/data.json");
+    await store.rename("/picked/notes", "/picked/archive/notes");
+    await store.put({ path: "/picked/new.txt", backend: "browser", physicalPath: "new.txt", size: 9 });
+    const { bytes, after, through } = await store.exportChanges(since);
+    return { bytes: Array.from(bytes), after, through, records: await store.list("/") };
+  }, exported.through);
+  assert.equal(later.after, exported.through);
+  const changes2 = join(work, "changes-2.nexus.json");
+  writeFileSync(changes2, Buffer.from(later.bytes));
+  execFileSync(nexus, ["sync", "--from-changes", changes2, "--to", pgUrl], { stdio: "inherit" });
+  assert.deepEqual(inPg().map(strip2), later.records.map(strip2));
+  assert.deepEqual(
+    JSON.parse(execFileSync(nexus, ["--db", pgUrl, "--json", "meta", "ls", "/picked/photos/2026/été.jpg"]).toString())
+      .metadata,
+    exported.metadata,
+  );
+
   step("deleting the database: refused while open, done once closed");
   const busy = await page.evaluate(async () => {
     const { deleteDatabase } = await import("/pkg/index.js");
@@ -179,6 +227,7 @@ try {
 } finally {
   await context.close();
   server.close();
+  await postgres.stop();
   if (!failed) rmSync(work, { recursive: true, force: true });
   else console.error(`e2e: kept ${work} for inspection`);
 }
