@@ -132,6 +132,24 @@ try {
   assert.equal(results.sharedVersion, 100, "one version per new etag, none lost");
   assert.equal(results.count, 101);
 
+  step("tenants through the Worker proxy are isolated");
+  const tenants = await page.evaluate(async () => {
+    const { store } = window.nexusDemo;
+    const acme = await store.withTenant("acme");
+    await acme.put({ path: "/picked/data.json", backend: "acme", physicalPath: "a", size: 1 });
+    const out = {
+      acme: (await acme.get("/picked/data.json")).backend,
+      mine: (await store.get("/picked/data.json")).backend,
+      tenant: acme.tenant,
+    };
+    await acme.delete("/picked/data.json");
+    await acme.close();
+    out.closed = await acme.get("/x").catch((e) => e.kind);
+    out.stillOpen = await store.exists("/picked/data.json");
+    return out;
+  });
+  assert.deepEqual(tenants, { acme: "acme", mine: "browser", tenant: "acme", closed: "InvalidArgument", stillOpen: true });
+
   step("a second tab on the same database gets a clear error; the first keeps working");
   const second = await context.newPage();
   await second.goto(`${origin}/demo/`);
