@@ -262,21 +262,7 @@ impl From<Error> for Failure {
     }
 }
 
-/// An error and its causes on one line, without repeating what a message
-/// already says.
-pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = s.source();
-    }
-    message
-}
+pub(crate) use nexus_core::one_line;
 
 fn fail(message: impl Into<String>) -> Failure {
     Failure {

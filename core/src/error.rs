@@ -242,6 +242,23 @@ impl Error {
     }
 }
 
+/// An error and its causes on one line, without repeating what a message
+/// already says (for one-line reports: the CLI's stderr, the browser
+/// package's JavaScript errors).
+pub fn one_line(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = s.source();
+    }
+    message
+}
+
 /// Long values are cut in messages so that one bad input cannot flood a log.
 pub(crate) fn shorten(value: &str) -> String {
     const MAX: usize = 200;

@@ -53,7 +53,7 @@ pub use change_file::{CHANGE_FILE_FORMAT, CHANGE_FILE_VERSIONS, ChangeFile, Impo
 pub use changes::{
     CHANGE_TABLES, Changes, ChunkRow, FileRow, MetadataRow, Snapshot, TombstoneRow, VersionRow,
 };
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, one_line};
 pub use files::MAX_PAGE_SIZE;
 pub use meta::{MAX_METADATA_VALUE_BYTES, canonical_json};
 pub use model::{

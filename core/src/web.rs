@@ -73,14 +73,22 @@ impl WebMemoryIO {
     }
 }
 
-impl Clock for WebMemoryIO {
-    fn current_time_monotonic(&self) -> MonotonicInstant {
-        monotonic_now()
-    }
-    fn current_time_wall_clock(&self) -> WallClockInstant {
-        wall_clock_now()
-    }
+/// The clock of both I/Os: JavaScript's.
+macro_rules! js_clock {
+    ($io:ty) => {
+        impl Clock for $io {
+            fn current_time_monotonic(&self) -> MonotonicInstant {
+                monotonic_now()
+            }
+            fn current_time_wall_clock(&self) -> WallClockInstant {
+                wall_clock_now()
+            }
+        }
+    };
 }
+
+js_clock!(WebMemoryIO);
+js_clock!(OpfsIO);
 
 impl IO for WebMemoryIO {
     fn open_file(
@@ -392,15 +400,6 @@ impl Drop for OpfsIO {
                 }
             }
         });
-    }
-}
-
-impl Clock for OpfsIO {
-    fn current_time_monotonic(&self) -> MonotonicInstant {
-        monotonic_now()
-    }
-    fn current_time_wall_clock(&self) -> WallClockInstant {
-        wall_clock_now()
     }
 }
 

@@ -67,14 +67,17 @@ console.log(JSON.stringify(out));
     "--target", "es2022", "--lib", "es2022,dom,esnext.disposable", "--skipLibCheck", "false"];
   writeFileSync(
     join(app, "good.ts"),
-    `import { open, type FileRecord, type Store, type NexusError, type Page } from "nexus-metastore";
+    `import { open, RemoteStore, type FileRecord, type Store, type NexusError, type Page } from "nexus-metastore";
 const store: Store = await open({ name: "photos", fallback: "error" });
 const rec: FileRecord = await store.put({ path: "/a", backend: "b", physicalPath: "p", size: 1 }, { version: 1 });
 const page: Page = await store.listPage({ prefix: "/", limit: 10, recursive: false });
 const v: number = rec.version + page.items.length;
 const { bytes, through }: { bytes: Uint8Array; through: number } = await store.exportChanges(v);
 try { await store.get("/x"); } catch (e) { const kind: string = (e as NexusError).kind; }
-export { bytes, through };
+const remote: Store = await RemoteStore.open({ name: "r" });
+const other: RemoteStore = await (await RemoteStore.open({ name: "r" })).withTenant("t");
+await other.close();
+export { bytes, through, remote };
 `,
   );
   execFileSync(tsc, [...flags, "good.ts"], { cwd: app, stdio: "inherit" });

@@ -68,46 +68,15 @@ export declare function deleteDatabase(name: string): Promise<void>;
 /** Loads the WebAssembly module (done by `open`; call early to overlap the download). */
 export declare function load(module?: WebAssembly.Module | BufferSource | URL | string): Promise<unknown>;
 
-/** A store running in a Worker, reached by messages. */
-export declare class RemoteStore implements Store {
+/** A store running in a Worker, reached by messages: every `Store` method. */
+export interface RemoteStore extends Store {}
+export declare class RemoteStore {
   private constructor();
   static open(options: OpenOptions, worker?: Worker): Promise<RemoteStore>;
   static deleteDatabase(name: string, worker?: Worker): Promise<void>;
-  readonly persistence: "opfs" | "memory";
-  readonly location: string;
-  readonly tenant: string;
   withTenant(tenant: string): Promise<RemoteStore>;
   /** Releases this handle; the last one closes the database and stops the Worker. */
   close(): Promise<void>;
-  put(file: NewFile, expected?: Precondition): Promise<FileRecord>;
-  putBatch(files: NewFile[]): Promise<FileRecord[]>;
-  get(path: string): Promise<FileRecord | null>;
-  exists(path: string): Promise<boolean>;
-  getBatch(paths: string[]): Promise<Record<string, FileRecord | null>>;
-  delete(path: string): Promise<FileRecord | null>;
-  deleteBatch(paths: string[]): Promise<number>;
-  list(prefix: string): Promise<FileRecord[]>;
-  listPage(options: ListOptions): Promise<Page>;
-  listDirectories(prefix: string): Promise<string[]>;
-  isDirectory(path: string): Promise<boolean>;
-  rename(oldPath: string, newPath: string): Promise<number>;
-  setMetadata(path: string, key: string, value: Json): Promise<void>;
-  setMetadataBatch(entries: [string, string, Json][]): Promise<void>;
-  getMetadata(path: string, key: string): Promise<Json | undefined>;
-  listMetadata(path: string): Promise<Record<string, Json>>;
-  deleteMetadata(path: string, key: string): Promise<boolean>;
-  findByMetadata(key: string, value?: Json): Promise<[string, Json][]>;
-  listVersions(path: string): Promise<VersionInfo[]>;
-  getVersion(path: string, version: number): Promise<VersionInfo | null>;
-  rollback(path: string, version: number): Promise<FileRecord>;
-  diffVersions(path: string, v1: number, v2: number): Promise<VersionDiff>;
-  addChunkRef(contentHash: string, size: number, storagePath: string): Promise<Chunk>;
-  releaseChunkRef(contentHash: string, graceMs: number): Promise<Chunk>;
-  getChunk(contentHash: string): Promise<Chunk | null>;
-  gcCandidates(limit: number): Promise<Chunk[]>;
-  removeChunk(contentHash: string): Promise<boolean>;
-  stats(): Promise<Stats>;
-  exportChanges(since?: number): Promise<ExportedChanges>;
 }
 
 export { NexusStore };

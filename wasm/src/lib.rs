@@ -160,17 +160,7 @@ export interface OpenOptions {
 /// Turns a core error into a JavaScript `Error` with `name` `NexusError`
 /// and `kind` the error's code; the message carries the whole cause chain.
 fn js_error(e: &nexus_core::Error) -> JsValue {
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = s.source();
-    }
-    error_value(e.code(), &message)
+    error_value(e.code(), &nexus_core::one_line(e))
 }
 
 fn error_value(kind: &str, message: &str) -> JsValue {
