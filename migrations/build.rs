@@ -7,13 +7,23 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Read at run time, not with env!(): cargo may reuse a compiled build
+    // script from another checkout of the workspace (hashes are relative to
+    // the workspace), whose folder may be gone.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let root = Path::new(&manifest_dir);
     let mut out = String::new();
     for (dialect, konst) in [("sqlite", "SQLITE"), ("postgres", "POSTGRES")] {
         let dir = root.join(dialect);
         println!("cargo:rerun-if-changed={}", dir.display());
         let mut found: BTreeMap<u32, (String, Option<String>, Option<String>)> = BTreeMap::new();
-        if let Ok(entries) = std::fs::read_dir(&dir) {
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
+            panic!(
+                "reading the migrations of {dialect} in {}: {e}",
+                dir.display()
+            )
+        });
+        {
             for entry in entries {
                 let path = entry.expect("read migrations dir").path();
                 let file = path.file_name().unwrap().to_string_lossy().into_owned();
@@ -45,6 +55,11 @@ fn main() {
                 }
             }
         }
+        assert!(
+            !found.is_empty(),
+            "{}: no migrations found (expected NNNN_name.up.sql / .down.sql files)",
+            dir.display()
+        );
         writeln!(out, "/// Migrations of the {dialect} dialect, ascending.").unwrap();
         writeln!(out, "pub static {konst}: &[Migration] = &[").unwrap();
         for (version, (name, up, down)) in found {
