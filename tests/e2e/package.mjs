@@ -43,6 +43,16 @@ console.warn = (m) => warnings.push(m);
 const named = await open({ name: "db" });
 out.fallback = [named.persistence, warnings.length];
 try { await open({ name: "db", fallback: "error" }); } catch (e) { out.strict = e.kind; }
+const bad = async (f) => { try { await f(); return "accepted"; } catch (e) { return [e.kind, e.message]; } };
+out.bad = {
+  noSize: await bad(() => store.put({ path: "/n", backend: "l", physicalPath: "p" })),
+  snake: await bad(() => store.put({ path: "/n", backend: "l", physical_path: "p", size: 1 })),
+  fraction: await bad(() => store.put({ path: "/n", backend: "l", physicalPath: "p", size: 1.5 })),
+  undefinedValue: await bad(() => store.setMetadata("/a/b.txt", "k", undefined)),
+  twoPreconditions: await bad(() => store.put({ path: "/a/b.txt", backend: "l", physicalPath: "p", size: 1 }, { version: 1, etag: "x" })),
+  relative: await bad(() => store.put({ path: "rel", backend: "l", physicalPath: "p", size: 1 })),
+};
+out.filesAfterBad = (await store.stats()).files;
 const exported = await store.exportChanges();
 out.exported = [exported.bytes instanceof Uint8Array, exported.after, exported.through > 0];
 console.log(JSON.stringify(out));
@@ -60,6 +70,19 @@ console.log(JSON.stringify(out));
   assert.deepEqual(out.fallback, ["memory", 1]);
   assert.equal(out.strict, "Unsupported");
   assert.deepEqual(out.exported, [true, 0, true]);
+  const kinds = Object.fromEntries(Object.entries(out.bad).map(([k, v]) => [k, v[0]]));
+  assert.deepEqual(kinds, {
+    noSize: "InvalidArgument",
+    snake: "InvalidArgument",
+    fraction: "InvalidArgument",
+    undefinedValue: "InvalidArgument",
+    twoPreconditions: "InvalidArgument",
+    relative: "InvalidPath",
+  });
+  assert.match(out.bad.noSize[1], /size/);
+  assert.match(out.bad.snake[1], /physical_path/);
+  assert.match(out.bad.fraction[1], /1\.5/);
+  assert.equal(out.filesAfterBad, 1, "nothing written by a bad call");
   console.log("package: the Node build works");
 
   const tsc = join(repo, "wasm/tools/node_modules/.bin/tsc");
