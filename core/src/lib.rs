@@ -71,6 +71,7 @@ pub mod backend {
     pub use crate::files::{check_precondition, new_record, updated_record, validate_new_file};
     pub use crate::meta::encode_value;
     pub use crate::validate::{prefix_upper_bound, validate_name, validate_prefix, validate_text};
+    pub use crate::versions::{rollback_reason, rolled_back_record};
 }
 
 /// The engine's I/O interface, for callers that bring their own (the browser

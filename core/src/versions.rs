@@ -7,6 +7,27 @@ use crate::model::{FileRecord, Timestamp, VersionDiff, VersionInfo, VersionSourc
 use crate::store::Store;
 use crate::validate::validate_path;
 
+/// The record a rollback to `target` leaves over the live record `current`:
+/// the target's content as the next version; identity and `created_at` are
+/// kept. Both backends write this.
+pub fn rolled_back_record(current: FileRecord, target: VersionInfo, now: Timestamp) -> FileRecord {
+    FileRecord {
+        backend: target.backend,
+        physical_path: target.physical_path,
+        size: target.size,
+        etag: target.etag,
+        mime_type: target.mime_type,
+        modified_at: now,
+        version: current.version + 1,
+        ..current
+    }
+}
+
+/// The change reason a rollback to `version` records in the history.
+pub fn rollback_reason(version: u32) -> String {
+    format!("Rollback to version {version}")
+}
+
 macro_rules! select_version {
     ($($rest:literal),*) => {
         concat!(
@@ -86,18 +107,10 @@ impl Store {
             let current = require_live(e, &self.tenant, path)?;
             let target = require_version(e, &current, version)?;
             let parent = version_id(e, &current.path_id, current.version)?;
-            let record = FileRecord {
-                backend: target.backend,
-                physical_path: target.physical_path,
-                size: target.size,
-                etag: target.etag,
-                mime_type: target.mime_type,
-                modified_at: e.now(),
-                version: current.version + 1,
-                ..current
-            };
+            let now = e.now();
+            let record = rolled_back_record(current, target, now);
             update_file(e, seq, &record)?;
-            let reason = format!("Rollback to version {version}");
+            let reason = rollback_reason(version);
             insert_version(
                 e,
                 seq,

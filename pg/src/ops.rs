@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use nexus_core::backend::{
     check_precondition, decode_cursor, encode_cursor, encode_value, filter_hash, new_record,
-    prefix_upper_bound, updated_record, validate_name, validate_new_file, validate_prefix,
-    validate_text,
+    prefix_upper_bound, rollback_reason, rolled_back_record, updated_record, validate_name,
+    validate_new_file, validate_prefix, validate_text,
 };
 use nexus_core::listing::{
     DIRECTORY_BATCH, ScanFrom as From, directories_step, scan_batch, scan_bounds, scan_start,
@@ -788,18 +788,9 @@ pub(crate) async fn rollback(
     let current = require_live(&tx, tenant, &path, true).await?;
     let target = require_version(&tx, &current, version).await?;
     let parent = version_id(&tx, &current.path_id, current.version).await?;
-    let record = FileRecord {
-        backend: target.backend,
-        physical_path: target.physical_path,
-        size: target.size,
-        etag: target.etag,
-        mime_type: target.mime_type,
-        modified_at: inner.now(),
-        version: current.version + 1,
-        ..current
-    };
+    let record = rolled_back_record(current, target, inner.now());
     update_file(&tx, seq, &record).await?;
-    let reason = format!("Rollback to version {version}");
+    let reason = rollback_reason(version);
     insert_version(
         &tx,
         seq,
