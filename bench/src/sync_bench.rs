@@ -18,7 +18,7 @@ use nexus_sync::{Replicator, SyncOptions, TargetUrl};
 use nexus_tests::pg::connect;
 use serde_json::{Value, json};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::ToSql;
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -129,28 +129,8 @@ async fn raw_copy(url: &str, changes: &nexus_core::Changes) -> Duration {
     // The same index and foreign-key drop and rebuild as the sync's bulk load.
     let rebuild = nexus_sync::drop_secondary(&tx).await.unwrap();
     {
-        let sink = tx
-            .copy_in("COPY file_paths (path_id, tenant_id, virtual_path, backend_id, physical_path, size_bytes, content_hash, file_type, created_at, updated_at, deleted_at, current_version, change_seq) FROM STDIN (FORMAT binary)")
-            .await
-            .unwrap();
-        let w = BinaryCopyInWriter::new(
-            sink,
-            &[
-                Type::UUID,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::INT8,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TIMESTAMPTZ,
-                Type::TIMESTAMPTZ,
-                Type::TIMESTAMPTZ,
-                Type::INT4,
-                Type::INT8,
-            ],
-        );
+        let sink = tx.copy_in(nexus_sync::COPY_FILE_PATHS.sql).await.unwrap();
+        let w = BinaryCopyInWriter::new(sink, nexus_sync::COPY_FILE_PATHS.types);
         pin_mut!(w);
         for (id, f) in &files {
             let (c, u, d, v) = (
@@ -180,28 +160,10 @@ async fn raw_copy(url: &str, changes: &nexus_core::Changes) -> Duration {
     }
     {
         let sink = tx
-            .copy_in("COPY version_history (version_id, path_id, version_number, backend_id, physical_path, content_hash, size_bytes, mime_type, parent_version_id, source_type, change_reason, created_by, created_at, change_seq) FROM STDIN (FORMAT binary)")
+            .copy_in(nexus_sync::COPY_VERSION_HISTORY.sql)
             .await
             .unwrap();
-        let w = BinaryCopyInWriter::new(
-            sink,
-            &[
-                Type::UUID,
-                Type::UUID,
-                Type::INT4,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::INT8,
-                Type::TEXT,
-                Type::UUID,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TIMESTAMPTZ,
-                Type::INT8,
-            ],
-        );
+        let w = BinaryCopyInWriter::new(sink, nexus_sync::COPY_VERSION_HISTORY.types);
         pin_mut!(w);
         for (id, path, v) in &versions {
             let (n, c) = (v.version_number as i32, ts(v.created_at));
@@ -231,20 +193,10 @@ async fn raw_copy(url: &str, changes: &nexus_core::Changes) -> Duration {
     }
     {
         let sink = tx
-            .copy_in("COPY file_metadata (path_id, key, value, created_at, updated_at, change_seq) FROM STDIN (FORMAT binary)")
+            .copy_in(nexus_sync::COPY_FILE_METADATA.sql)
             .await
             .unwrap();
-        let w = BinaryCopyInWriter::new(
-            sink,
-            &[
-                Type::UUID,
-                Type::TEXT,
-                Type::JSONB,
-                Type::TIMESTAMPTZ,
-                Type::TIMESTAMPTZ,
-                Type::INT8,
-            ],
-        );
+        let w = BinaryCopyInWriter::new(sink, nexus_sync::COPY_FILE_METADATA.types);
         pin_mut!(w);
         for (id, value, m) in &metadata {
             let (c, u) = (ts(m.created_at), ts(m.updated_at));

@@ -46,8 +46,9 @@ pub use change_file::apply_change_file;
 pub use dryrun::{DryRunReport, MAX_LISTED_PROBLEMS};
 pub use error::{Error, Result, describe, is_retryable_pg};
 pub use replicate::{
-    ProgressFn, Replicator, SyncMode, SyncOptions, SyncReport, TableStats, drop_secondary,
-    rebuild_secondary,
+    COPY_CONTENT_CHUNKS, COPY_FILE_METADATA, COPY_FILE_PATHS, COPY_TOMBSTONES,
+    COPY_VERSION_HISTORY, CopyInto, ProgressFn, Replicator, SyncMode, SyncOptions, SyncReport,
+    TableStats, drop_secondary, rebuild_secondary,
 };
 pub use target::{PgDriver, PgError, TargetUrl, migrate_target, redact};
 pub use verify::{TableCheck, VerifyReport};

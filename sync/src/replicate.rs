@@ -556,14 +556,113 @@ pub async fn rebuild_secondary(tx: &Transaction<'_>, statements: &[String]) -> R
     Ok(())
 }
 
+/// A binary `COPY ... FROM STDIN` into one table: the statement and the
+/// PostgreSQL type of each of its columns, in order. The bulk load uses
+/// these, and so does the raw-COPY baseline of the sync benchmark.
+#[derive(Debug)]
+pub struct CopyInto {
+    /// The `COPY` statement.
+    pub sql: &'static str,
+    /// The column types, in the statement's column order.
+    pub types: &'static [Type],
+}
+
+/// The bulk load of `file_paths`.
+pub const COPY_FILE_PATHS: CopyInto = CopyInto {
+    sql: "COPY file_paths (path_id, tenant_id, virtual_path, backend_id, physical_path, size_bytes, content_hash, \
+         file_type, created_at, updated_at, deleted_at, current_version, change_seq) FROM STDIN (FORMAT binary)",
+    types: &[
+        Type::UUID,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT8,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+        Type::INT4,
+        Type::INT8,
+    ],
+};
+
+/// The bulk load of `version_history`.
+pub const COPY_VERSION_HISTORY: CopyInto = CopyInto {
+    sql: "COPY version_history (version_id, path_id, version_number, backend_id, physical_path, content_hash, \
+         size_bytes, mime_type, parent_version_id, source_type, change_reason, created_by, created_at, change_seq) \
+         FROM STDIN (FORMAT binary)",
+    types: &[
+        Type::UUID,
+        Type::UUID,
+        Type::INT4,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT8,
+        Type::TEXT,
+        Type::UUID,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TIMESTAMPTZ,
+        Type::INT8,
+    ],
+};
+
+/// The bulk load of `file_metadata`.
+pub const COPY_FILE_METADATA: CopyInto = CopyInto {
+    sql: "COPY file_metadata (path_id, key, value, created_at, updated_at, change_seq) FROM STDIN (FORMAT binary)",
+    types: &[
+        Type::UUID,
+        Type::TEXT,
+        Type::JSONB,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+        Type::INT8,
+    ],
+};
+
+/// The bulk load of `content_chunks`.
+pub const COPY_CONTENT_CHUNKS: CopyInto = CopyInto {
+    sql: "COPY content_chunks (tenant_id, content_hash, size_bytes, storage_path, ref_count, created_at, \
+         last_accessed_at, protected_until, change_seq) FROM STDIN (FORMAT binary)",
+    types: &[
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT8,
+        Type::TEXT,
+        Type::INT8,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+        Type::INT8,
+    ],
+};
+
+/// The bulk load of `tombstones`.
+pub const COPY_TOMBSTONES: CopyInto = CopyInto {
+    sql: "COPY tombstones (table_name, key1, key2, deleted_at, change_seq) FROM STDIN (FORMAT binary)",
+    types: &[
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TIMESTAMPTZ,
+        Type::INT8,
+    ],
+};
+
 async fn copy_rows(
     tx: &Transaction<'_>,
-    sql: &str,
-    types: &[Type],
+    into: &CopyInto,
     rows: impl Iterator<Item = Vec<&(dyn ToSql + Sync)>>,
 ) -> Result<()> {
-    let sink = tx.copy_in(sql).await.map_err(Error::pg("starting COPY"))?;
-    let writer = BinaryCopyInWriter::new(sink, types);
+    let sink = tx
+        .copy_in(into.sql)
+        .await
+        .map_err(Error::pg("starting COPY"))?;
+    let writer = BinaryCopyInWriter::new(sink, into.types);
     pin_mut!(writer);
     for row in rows {
         writer
@@ -598,23 +697,7 @@ async fn copy_batch(tx: &Transaction<'_>, b: &Batch, stats: &mut [TableStats]) -
     let t = Instant::now();
     copy_rows(
         tx,
-        "COPY file_paths (path_id, tenant_id, virtual_path, backend_id, physical_path, size_bytes, content_hash, \
-         file_type, created_at, updated_at, deleted_at, current_version, change_seq) FROM STDIN (FORMAT binary)",
-        &[
-            Type::UUID,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::INT8,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TIMESTAMPTZ,
-            Type::TIMESTAMPTZ,
-            Type::TIMESTAMPTZ,
-            Type::INT4,
-            Type::INT8,
-        ],
+        &COPY_FILE_PATHS,
         b.files.iter().map(|f| {
             let v: Vec<&(dyn ToSql + Sync)> = vec![
                 &f.path_id,
@@ -646,25 +729,7 @@ async fn copy_batch(tx: &Transaction<'_>, b: &Batch, stats: &mut [TableStats]) -
     let t = Instant::now();
     copy_rows(
         tx,
-        "COPY version_history (version_id, path_id, version_number, backend_id, physical_path, content_hash, \
-         size_bytes, mime_type, parent_version_id, source_type, change_reason, created_by, created_at, change_seq) \
-         FROM STDIN (FORMAT binary)",
-        &[
-            Type::UUID,
-            Type::UUID,
-            Type::INT4,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::INT8,
-            Type::TEXT,
-            Type::UUID,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TIMESTAMPTZ,
-            Type::INT8,
-        ],
+        &COPY_VERSION_HISTORY,
         b.versions.iter().map(|v| {
             let r: Vec<&(dyn ToSql + Sync)> = vec![
                 &v.version_id,
@@ -712,11 +777,16 @@ async fn copy_batch(tx: &Transaction<'_>, b: &Batch, stats: &mut [TableStats]) -
     let t = Instant::now();
     copy_rows(
         tx,
-        "COPY file_metadata (path_id, key, value, created_at, updated_at, change_seq) FROM STDIN (FORMAT binary)",
-        &[Type::UUID, Type::TEXT, Type::JSONB, Type::TIMESTAMPTZ, Type::TIMESTAMPTZ, Type::INT8],
+        &COPY_FILE_METADATA,
         b.metadata.iter().map(|m| {
-            let r: Vec<&(dyn ToSql + Sync)> =
-                vec![&m.path_id, &m.row.key, &m.value, &m.created_at, &m.updated_at, &m.row.change_seq];
+            let r: Vec<&(dyn ToSql + Sync)> = vec![
+                &m.path_id,
+                &m.row.key,
+                &m.value,
+                &m.created_at,
+                &m.updated_at,
+                &m.row.change_seq,
+            ];
             r
         }),
     )
@@ -735,19 +805,7 @@ async fn copy_batch(tx: &Transaction<'_>, b: &Batch, stats: &mut [TableStats]) -
     let t = Instant::now();
     copy_rows(
         tx,
-        "COPY content_chunks (tenant_id, content_hash, size_bytes, storage_path, ref_count, created_at, \
-         last_accessed_at, protected_until, change_seq) FROM STDIN (FORMAT binary)",
-        &[
-            Type::TEXT,
-            Type::TEXT,
-            Type::INT8,
-            Type::TEXT,
-            Type::INT8,
-            Type::TIMESTAMPTZ,
-            Type::TIMESTAMPTZ,
-            Type::TIMESTAMPTZ,
-            Type::INT8,
-        ],
+        &COPY_CONTENT_CHUNKS,
         b.chunks.iter().map(|c| {
             let r: Vec<&(dyn ToSql + Sync)> = vec![
                 &c.row.tenant_id,
@@ -783,11 +841,15 @@ async fn copy_batch(tx: &Transaction<'_>, b: &Batch, stats: &mut [TableStats]) -
     let t = Instant::now();
     copy_rows(
         tx,
-        "COPY tombstones (table_name, key1, key2, deleted_at, change_seq) FROM STDIN (FORMAT binary)",
-        &[Type::TEXT, Type::TEXT, Type::TEXT, Type::TIMESTAMPTZ, Type::INT8],
+        &COPY_TOMBSTONES,
         b.tombstones.iter().map(|x| {
-            let r: Vec<&(dyn ToSql + Sync)> =
-                vec![&x.row.table_name, &x.row.key1, &x.row.key2, &x.deleted_at, &x.row.change_seq];
+            let r: Vec<&(dyn ToSql + Sync)> = vec![
+                &x.row.table_name,
+                &x.row.key1,
+                &x.row.key2,
+                &x.deleted_at,
+                &x.row.change_seq,
+            ];
             r
         }),
     )
