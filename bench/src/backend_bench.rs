@@ -10,13 +10,7 @@ use std::time::Instant;
 
 use nexus_core::{DynStore, ListOptions, NewFile, Store};
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map_or(default, |v| v.parse().expect("a number"))
-}
+use nexus_bench::arg;
 
 /// Runs `per_client` operations on each of `clients` threads; returns ops/s.
 fn run(

@@ -20,13 +20,7 @@ use serde_json::{Value, json};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::ToSql;
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map_or(default, |v| v.parse().expect("a number"))
-}
+use nexus_bench::arg;
 
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
