@@ -7,23 +7,18 @@
 //   rejects one that misuses them.
 // Needs scripts/build-npm.sh. Run: node tests/e2e/package.mjs
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import assert from "node:assert/strict";
 
-import { repo } from "./serve.mjs";
+import { installPackage, repo } from "./serve.mjs";
 
 const app = mkdtempSync(join(tmpdir(), "nexus-package-"));
-const tgz = readdirSync(join(repo, "target/npm")).find((f) => /^nexus-metastore-.*\.tgz$/.test(f));
-assert.ok(tgz, "target/npm has the packed package (run scripts/build-npm.sh)");
 let failed = false;
 try {
   writeFileSync(join(app, "package.json"), JSON.stringify({ name: "app", private: true, type: "module" }));
-  execFileSync("npm", ["install", "--no-audit", "--no-fund", join(repo, "target/npm", tgz)], {
-    cwd: app,
-    stdio: "inherit",
-  });
+  installPackage(app);
 
   writeFileSync(
     join(app, "main.mjs"),

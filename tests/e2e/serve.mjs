@@ -1,6 +1,8 @@
 // A static file server on 127.0.0.1 for the browser tests and the benchmark:
 // `serve({ "/pkg/": dir, "/demo/": dir })` maps URL prefixes to folders.
 // Plain HTTP, no COOP/COEP headers: the package must not need them.
+import { execFileSync } from "node:child_process";
+import { readdirSync } from "node:fs";
 import { createServer } from "node:http";
 import { readFile } from "node:fs/promises";
 import { extname, join, normalize, resolve } from "node:path";
@@ -56,3 +58,10 @@ export const repo = resolve(here, "../..");
 /** playwright-core, from the tools folder the build installs. */
 export const { chromium } = createRequire(join(repo, "wasm/tools/package.json"))("playwright-core");
 export const chromiumPath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+
+/** `npm install` of the packed package (target/npm/*.tgz) into the project at `dir`. */
+export function installPackage(dir) {
+  const tgz = readdirSync(join(repo, "target/npm")).find((f) => /^nexus-metastore-.*\.tgz$/.test(f));
+  if (!tgz) throw new Error("target/npm has no packed package (run scripts/build-npm.sh)");
+  execFileSync("npm", ["install", "--no-audit", "--no-fund", join(repo, "target/npm", tgz)], { cwd: dir, stdio: "inherit" });
+}

@@ -3,14 +3,13 @@
 // (no COOP/COEP headers) and load it in Chromium: the store opens on OPFS
 // through the bundled Worker and keeps its data across a reload.
 // Needs scripts/build-npm.sh. Run: node tests/e2e/vite.mjs
-import { execFileSync } from "node:child_process";
 import { cpSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import assert from "node:assert/strict";
 
-import { chromium, chromiumPath, repo, serve } from "./serve.mjs";
+import { chromium, chromiumPath, installPackage, repo, serve } from "./serve.mjs";
 
 const work = mkdtempSync(join(tmpdir(), "nexus-vite-"));
 const app = join(work, "app");
@@ -18,8 +17,7 @@ let failed = false;
 try {
   cpSync(join(repo, "tests/e2e/vite-app"), app, { recursive: true });
   writeFileSync(join(app, "package.json"), JSON.stringify({ name: "vite-app", private: true, type: "module" }));
-  const tgz = readdirSync(join(repo, "target/npm")).find((f) => /^nexus-metastore-.*\.tgz$/.test(f));
-  execFileSync("npm", ["install", "--no-audit", "--no-fund", join(repo, "target/npm", tgz)], { cwd: app, stdio: "inherit" });
+  installPackage(app);
 
   const vite = await import(pathToFileURL(join(repo, "wasm/tools/node_modules/vite/dist/node/index.js")).href);
   await vite.build({ root: app, logLevel: "warn", configFile: join(app, "vite.config.js") });
