@@ -131,7 +131,7 @@ fn with_handle<T>(
 }
 
 /// The text of a JavaScript exception (a `DOMException`'s name and message).
-pub(crate) fn js_message(e: &JsValue) -> String {
+pub fn js_message(e: &JsValue) -> String {
     if let Some(err) = e.dyn_ref::<js_sys::Error>() {
         let name = String::from(err.name());
         let message = String::from(err.message());
@@ -164,6 +164,23 @@ fn at(pos: u64) -> FileSystemReadWriteOptions {
     opts
 }
 
+impl OpfsFile {
+    /// Writes all of `bytes` at `pos`; a short write (quota) is an error.
+    fn write_at(&self, pos: u64, bytes: &[u8]) -> turso_core::Result<i32> {
+        let written = with_handle(self.slot, &self.path, |h| {
+            h.write_with_u8_array_and_options(bytes, &at(pos))
+        })?;
+        if written as usize != bytes.len() {
+            return Err(LimboError::InternalError(format!(
+                "OPFS file {}: short write ({written} of {} bytes; is the origin out of quota?)",
+                self.path,
+                bytes.len()
+            )));
+        }
+        Ok(written as i32)
+    }
+}
+
 impl File for OpfsFile {
     fn lock_file(&self, _exclusive: bool) -> turso_core::Result<()> {
         // The sync access handle is an exclusive lock already.
@@ -188,17 +205,7 @@ impl File for OpfsFile {
         buffer: Arc<Buffer>,
         c: Completion,
     ) -> turso_core::Result<Completion> {
-        let written = with_handle(self.slot, &self.path, |h| {
-            h.write_with_u8_array_and_options(buffer.as_slice(), &at(pos))
-        })?;
-        if written as usize != buffer.len() {
-            return Err(LimboError::InternalError(format!(
-                "OPFS file {}: short write ({written} of {} bytes; is the origin out of quota?)",
-                self.path,
-                buffer.len()
-            )));
-        }
-        c.complete(written as i32);
+        c.complete(self.write_at(pos, buffer.as_slice())?);
         Ok(c)
     }
 
@@ -216,16 +223,7 @@ impl File for OpfsFile {
         for b in &buffers {
             joined.extend_from_slice(b.as_slice());
         }
-        let written = with_handle(self.slot, &self.path, |h| {
-            h.write_with_u8_array_and_options(&joined, &at(pos))
-        })?;
-        if written as usize != total {
-            return Err(LimboError::InternalError(format!(
-                "OPFS file {}: short write ({written} of {total} bytes; is the origin out of quota?)",
-                self.path
-            )));
-        }
-        c.complete(written as i32);
+        c.complete(self.write_at(pos, &joined)?);
         Ok(c)
     }
 

@@ -180,7 +180,7 @@ fn bad_argument(name: &str, e: impl std::fmt::Display) -> JsValue {
 /// through JavaScript reflection. (`Date`s become RFC 3339 strings on the way.)
 fn from_js<T: for<'de> Deserialize<'de>>(name: &str, value: JsValue) -> Result<T, JsValue> {
     let text = js_sys::JSON::stringify(&value)
-        .map_err(|e| bad_argument(name, js_text(&e)))?
+        .map_err(|e| bad_argument(name, nexus_core::web::js_message(&e)))?
         .as_string()
         .ok_or_else(|| bad_argument(name, "undefined is not a value here"))?;
     serde_json::from_str(&text).map_err(|e| {
@@ -201,23 +201,13 @@ fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, JsValue> {
     js_sys::JSON::parse(&text)
 }
 
-fn js_text(e: &JsValue) -> String {
-    e.dyn_ref::<js_sys::Error>()
-        .map(|e| String::from(e.message()))
-        .or_else(|| e.as_string())
-        .unwrap_or_else(|| format!("{e:?}"))
-}
-
 /// Runs a core call as a JavaScript promise of its converted result.
 fn promise<T, F>(call: F) -> Promise
 where
     T: Serialize,
     F: Future<Output = Result<T, nexus_core::Error>> + 'static,
 {
-    future_to_promise(async move {
-        let value = call.await.map_err(|e| js_error(&e))?;
-        to_js(&value)
-    })
+    future_with(Ok(()), move |()| call)
 }
 
 fn path_list(name: &str, value: JsValue) -> Result<Vec<String>, JsValue> {
