@@ -9,6 +9,7 @@
 // is "memory", and a console warning), unless `fallback: "error"`.
 import init, { NexusStore } from "./web/nexus_wasm.js";
 import { RemoteStore } from "./remote.js";
+import { openWithFallback } from "./common.js";
 
 let loading;
 /** Loads and instantiates the WebAssembly module (once). */
@@ -22,27 +23,19 @@ const inWorker =
 
 export async function open(options = {}) {
   const { fallback = "memory", worker, ...storeOptions } = options;
-  if (fallback !== "memory" && fallback !== "error") {
-    throw Object.assign(new Error(`invalid fallback ${JSON.stringify(fallback)}: use "memory" or "error"`), {
-      name: "NexusError",
-      kind: "InvalidArgument",
-    });
-  }
-  try {
-    if (storeOptions.name !== undefined && !inWorker) {
-      return await RemoteStore.open(storeOptions, worker);
-    }
-    await load();
-    return await NexusStore.open(storeOptions);
-  } catch (e) {
-    if (e?.kind !== "Unsupported" || fallback === "error") throw e;
-    console.warn(
-      `nexus-metastore: database ${JSON.stringify(storeOptions.name)} is in memory only ` +
-        `and will be lost when the page closes: ${e.message}`,
-    );
-    await load();
-    return await NexusStore.open({ tenant: storeOptions.tenant });
-  }
+  return openWithFallback(
+    storeOptions,
+    fallback,
+    async () => {
+      if (storeOptions.name !== undefined && !inWorker) return RemoteStore.open(storeOptions, worker);
+      await load();
+      return NexusStore.open(storeOptions);
+    },
+    async (tenant) => {
+      await load();
+      return NexusStore.open({ tenant });
+    },
+  );
 }
 
 /**

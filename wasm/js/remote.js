@@ -2,14 +2,14 @@
 // message to `worker.js`, which runs the real store on OPFS. Same methods,
 // same results, same errors (an Error named NexusError with a `kind`).
 
-import { METHODS } from "./methods.js";
+import { METHODS, nexusError } from "./common.js";
 
-function revive(error) {
-  const e = new Error(error.message);
-  e.name = "NexusError";
-  e.kind = error.kind;
-  return e;
-}
+/** The package's Worker (one place, in the form bundlers recognize). */
+const startWorker = () =>
+  new Worker(new URL("./worker.js", import.meta.url), { type: "module", name: "nexus-metastore" });
+
+/** A NexusError again, from the `{ kind, message }` the Worker sent. */
+const revive = (error) => nexusError(error.kind, error.message);
 
 /** One Worker and its pending calls, shared by every handle opened through it. */
 class Channel {
@@ -33,7 +33,7 @@ class Channel {
   }
 
   fail(message) {
-    for (const call of this.pending.values()) call.reject(revive({ kind: "Internal", message }));
+    for (const call of this.pending.values()) call.reject(nexusError("Internal", message));
     this.pending.clear();
   }
 
@@ -50,10 +50,10 @@ export class RemoteStore {
   /** Starts a Worker (or uses `worker`) and opens the store in it. */
   static async open(options, worker) {
     if (typeof Worker === "undefined") {
-      throw revive({ kind: "Unsupported", message: "Web Workers are not available here" });
+      throw nexusError("Unsupported", "Web Workers are not available here");
     }
     const channel = new Channel(
-      worker ?? new Worker(new URL("./worker.js", import.meta.url), { type: "module", name: "nexus-metastore" }),
+      worker ?? startWorker(),
     );
     try {
       const info = await channel.call({ op: "open", args: [options] });
@@ -67,7 +67,7 @@ export class RemoteStore {
   /** Deletes an OPFS database from a Worker of its own (see `deleteDatabase`). */
   static async deleteDatabase(name, worker) {
     const channel = new Channel(
-      worker ?? new Worker(new URL("./worker.js", import.meta.url), { type: "module", name: "nexus-metastore" }),
+      worker ?? startWorker(),
     );
     try {
       await channel.call({ op: "deleteDatabase", args: [name] });
@@ -104,7 +104,7 @@ export class RemoteStore {
 for (const method of METHODS) {
   RemoteStore.prototype[method] = function (...args) {
     if (this.closed) {
-      return Promise.reject(revive({ kind: "InvalidArgument", message: "this store handle is closed" }));
+      return Promise.reject(nexusError("InvalidArgument", "this store handle is closed"));
     }
     return this.channel.call({ op: "call", handle: this.handle, method, args });
   };

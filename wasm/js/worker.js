@@ -3,7 +3,7 @@
 // It imports neither index.js nor remote.js: those start this Worker, and a
 // bundler following them from here would nest the Worker inside itself.
 import init, { NexusStore } from "./web/nexus_wasm.js";
-import { METHODS } from "./methods.js";
+import { METHODS, nexusError } from "./common.js";
 
 let loading;
 const load = () => (loading ??= init());
@@ -20,7 +20,7 @@ function describe(store) {
 
 function storeOf(handle) {
   const store = stores.get(handle);
-  if (!store) throw Object.assign(new Error("this store handle is closed"), { kind: "InvalidArgument" });
+  if (!store) throw nexusError("InvalidArgument", "this store handle is closed");
   return store;
 }
 
@@ -42,11 +42,11 @@ async function run({ op, handle, method, args = [] }) {
     }
     case "call":
       if (!allowed.has(method)) {
-        throw Object.assign(new Error(`no such store method: ${method}`), { kind: "InvalidArgument" });
+        throw nexusError("InvalidArgument", `no such store method: ${method}`);
       }
       return await storeOf(handle)[method](...args);
     default:
-      throw Object.assign(new Error(`unknown operation ${op}`), { kind: "Internal" });
+      throw nexusError("Internal", `unknown operation ${op}`);
   }
 }
 
