@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::pin_mut;
 use nexus_core::{NewFile, Store};
-use nexus_sync::{Replicator, SyncOptions, TargetUrl};
+use nexus_sync::{PgUrl, Replicator, SyncOptions};
 use nexus_tests::pg::connect;
 use serde_json::{Value, json};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -41,7 +41,7 @@ fn child_sync(args: &[String]) {
         .unwrap();
     rt.block_on(async {
         let store = Store::open(db).await.unwrap();
-        let r = Replicator::new(store, TargetUrl::parse(url).unwrap()).with_options(SyncOptions {
+        let r = Replicator::new(store, PgUrl::parse(url).unwrap()).with_options(SyncOptions {
             window_rows: window,
             ..SyncOptions::default()
         });
@@ -90,7 +90,7 @@ fn ts(micros: i64) -> SystemTime {
 /// indexes and foreign keys dropped first and rebuilt after, one transaction.
 async fn raw_copy(url: &str, changes: &nexus_core::Changes) -> Duration {
     let mut client = connect(url).await;
-    nexus_sync::migrate_target(&mut client).await.unwrap();
+    nexus_postgres::migrate(&mut client).await.unwrap();
     let files: Vec<_> = changes
         .files
         .iter()

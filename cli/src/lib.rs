@@ -395,33 +395,35 @@ async fn open(cli: &Cli, migrate: bool) -> Result<Opened, Failure> {
         .or_else(|| config.tenant.clone())
         .unwrap_or_else(|| nexus_core::DEFAULT_TENANT.to_string());
     let location = cli.location(&config);
-    if nexus_pg::is_postgres_url(&location) {
-        let defaults = nexus_pg::PgOptions::default();
-        let options = nexus_pg::PgOptions {
-            tenant,
-            pool_size: config.pool_size.unwrap_or(defaults.pool_size),
-            wait_timeout: busy.max(Duration::from_secs(1)),
-            statement_timeout: match config.statement_timeout_secs {
-                Some(v) => secs("statement_timeout_secs", v)?,
-                None => defaults.statement_timeout,
-            },
-            read_replica_url: config.read_replica_url.clone(),
-            read_your_writes: match config.read_your_writes_secs {
-                Some(v) => secs("read_your_writes_secs", v)?,
-                None => defaults.read_your_writes,
-            },
-            max_replica_lag: match config.max_replica_lag_secs {
-                Some(v) => secs("max_replica_lag_secs", v)?,
-                None => defaults.max_replica_lag,
-            },
-            migrate,
-        };
-        return Ok(Opened::Postgres(
-            nexus_pg::PgStore::connect(&location, options).await?,
-        ));
-    }
-    let path = location.strip_prefix("sqlite:").unwrap_or(&location);
-    let path = path.strip_prefix("//").unwrap_or(path);
+    let path = match nexus_pg::Location::parse(&location) {
+        nexus_pg::Location::Embedded(path) => path,
+        nexus_pg::Location::Postgres(url) => {
+            let defaults = nexus_pg::PgOptions::default();
+            let options = nexus_pg::PgOptions {
+                tenant,
+                pool_size: config.pool_size.unwrap_or(defaults.pool_size),
+                wait_timeout: busy.max(Duration::from_secs(1)),
+                statement_timeout: match config.statement_timeout_secs {
+                    Some(v) => secs("statement_timeout_secs", v)?,
+                    None => defaults.statement_timeout,
+                },
+                read_replica_url: config.read_replica_url.clone(),
+                read_your_writes: match config.read_your_writes_secs {
+                    Some(v) => secs("read_your_writes_secs", v)?,
+                    None => defaults.read_your_writes,
+                },
+                max_replica_lag: match config.max_replica_lag_secs {
+                    Some(v) => secs("max_replica_lag_secs", v)?,
+                    None => defaults.max_replica_lag,
+                },
+                migrate,
+                ..defaults
+            };
+            return Ok(Opened::Postgres(
+                nexus_pg::PgStore::connect(&url, options).await?,
+            ));
+        }
+    };
     Ok(Opened::Embedded(
         Store::builder()
             .path(path)
@@ -453,7 +455,10 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             ..
         } => return sync_cmd::sync_from_changes(file, to, &out),
         Command::ImportChanges { .. } | Command::ExportChanges { .. }
-            if nexus_pg::is_postgres_url(&cli.location(&cli.config_file()?)) =>
+            if matches!(
+                nexus_pg::Location::parse(&cli.location(&cli.config_file()?)),
+                nexus_pg::Location::Postgres(_)
+            ) =>
         {
             return Err(fail(
                 "import-changes and export-changes work on an embedded store (pass its file with --db); \
@@ -467,7 +472,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Init => {
             let stats = store.stats().await?;
-            let shown = nexus_sync::redact(&cli.location(&cli.config_file()?));
+            let shown = nexus_pg::Location::parse(&cli.location(&cli.config_file()?)).redacted();
             out.value(
                 &json!({"database": shown, "schema_version": stats.schema_version}),
                 || {

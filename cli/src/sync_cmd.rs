@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use nexus_core::{ChangeFile, Store};
-use nexus_sync::{Replicator, SyncMode, SyncOptions, TargetUrl};
+use nexus_sync::{PgUrl, Replicator, SyncMode, SyncOptions};
 use serde_json::json;
 
 use crate::output::Out;
@@ -45,7 +45,7 @@ pub fn sync(
     window: usize,
     out: &Out,
 ) -> Result<(), Failure> {
-    let target = TargetUrl::parse(to).map_err(sync_failure)?;
+    let target = PgUrl::parse(to).map_err(|e| sync_failure(e.into()))?;
     let rt = runtime()?;
     if dry_run {
         let report = rt
@@ -163,7 +163,7 @@ pub fn sync(
 }
 
 pub fn verify(store: &Store, to: &str, out: &Out) -> Result<(), Failure> {
-    let target = TargetUrl::parse(to).map_err(sync_failure)?;
+    let target = PgUrl::parse(to).map_err(|e| sync_failure(e.into()))?;
     let rt = runtime()?;
     let report = rt
         .block_on(Replicator::new(store.clone(), target.clone()).verify())
@@ -308,7 +308,7 @@ pub async fn import_changes(store: &Store, file: &str, out: &Out) -> Result<(), 
 
 pub fn sync_from_changes(file: &str, to: &str, out: &Out) -> Result<(), Failure> {
     let changes = read_change_file(file)?;
-    let target = TargetUrl::parse(to).map_err(sync_failure)?;
+    let target = PgUrl::parse(to).map_err(|e| sync_failure(e.into()))?;
     let rt = runtime()?;
     let report = rt
         .block_on(nexus_sync::apply_change_file(

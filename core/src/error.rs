@@ -137,6 +137,26 @@ pub enum Error {
         /// Why, and what to do instead.
         reason: String,
     },
+    /// The database could not serve the call for a reason that has nothing
+    /// to do with the call itself: the connection was lost, the server is
+    /// restarting, the transaction was chosen as a deadlock or serialization
+    /// victim, every pooled connection stayed busy. Nothing was applied,
+    /// unless `outcome_unknown` says that a write was in flight when the
+    /// connection broke (it may or may not have been committed). Retrying
+    /// later may succeed; the store has already retried what was safe to.
+    #[error(
+        "database unavailable while {context}{}: {source}",
+        if *outcome_unknown { " (the connection broke while the write was in flight: it may or may not have been applied)" } else { "" }
+    )]
+    Unavailable {
+        /// What the store was doing.
+        context: &'static str,
+        /// Whether a write may have been applied although it failed.
+        outcome_unknown: bool,
+        /// The database's error (for PostgreSQL, it carries the SQLSTATE).
+        #[source]
+        source: BoxError,
+    },
     /// The database engine failed.
     #[error("database engine error while {context}: {source}")]
     Engine {
@@ -168,6 +188,9 @@ pub enum ErrorKind {
     Corrupt,
     /// The platform lacks a feature the store needs.
     Unsupported,
+    /// The database is unreachable or gave up on the call for a passing
+    /// reason (lost connection, restart, deadlock): retry later.
+    Unavailable,
     /// The engine or the file system failed.
     Internal,
 }
@@ -190,6 +213,7 @@ impl Error {
             Error::Migration(_) => ErrorKind::Migration,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::Unsupported { .. } => ErrorKind::Unsupported,
+            Error::Unavailable { .. } => ErrorKind::Unavailable,
             Error::Io { .. } | Error::Engine { .. } => ErrorKind::Internal,
         }
     }
@@ -213,6 +237,7 @@ impl Error {
             Error::Migration(_) => "Migration",
             Error::Corrupt { .. } => "Corrupt",
             Error::Unsupported { .. } => "Unsupported",
+            Error::Unavailable { .. } => "Unavailable",
             Error::Io { .. } => "Io",
             Error::Engine { .. } => "Internal",
         }
@@ -220,7 +245,7 @@ impl Error {
 
     /// Whether the same call may succeed if retried later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self.kind(), ErrorKind::Busy)
+        matches!(self.kind(), ErrorKind::Busy | ErrorKind::Unavailable)
     }
 
     pub(crate) fn invalid(name: &'static str, value: &str, reason: impl Into<String>) -> Self {

@@ -26,30 +26,57 @@
 
 mod ops;
 
-/// Opens the store at `location`, choosing the backend from it: a
-/// `postgresql://` or `postgres://` URL opens [`PgStore`] with `options`; a
-/// file path, optionally prefixed `sqlite:` (or `sqlite://`), opens the
-/// embedded store (with `options.tenant` and `options.migrate`).
-pub async fn open(location: &str, options: PgOptions) -> Result<DynStore> {
-    if is_postgres_url(location) {
-        return Ok(Arc::new(PgStore::connect(location, options).await?));
-    }
-    let path = location.strip_prefix("sqlite:").unwrap_or(location);
-    let path = path.strip_prefix("//").unwrap_or(path);
-    let store = nexus_core::Store::builder()
-        .path(path)
-        .tenant(options.tenant)
-        .busy_timeout(options.wait_timeout)
-        .migrate(options.migrate)
-        .open()
-        .await?;
-    Ok(Arc::new(store))
+/// Where a store lives, as the user wrote it: a `postgresql://` or
+/// `postgres://` URL, or a file path (optionally `sqlite:` or `sqlite://`
+/// before it). The one place that tells them apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// The embedded store's file.
+    Embedded(String),
+    /// A PostgreSQL database (keep it out of output: it may hold a password;
+    /// [`Location::redacted`] shows it safely).
+    Postgres(String),
 }
 
-/// Whether `location` names a PostgreSQL database (`postgres://` or `postgresql://`).
-pub fn is_postgres_url(location: &str) -> bool {
-    let l = location.trim_start().to_ascii_lowercase();
-    l.starts_with("postgres://") || l.starts_with("postgresql://")
+impl Location {
+    /// Reads `location`.
+    pub fn parse(location: &str) -> Location {
+        let l = location.trim_start().to_ascii_lowercase();
+        if l.starts_with("postgres://") || l.starts_with("postgresql://") {
+            return Location::Postgres(location.to_string());
+        }
+        let path = location.strip_prefix("sqlite:").unwrap_or(location);
+        let path = path.strip_prefix("//").unwrap_or(path);
+        Location::Embedded(path.to_string())
+    }
+
+    /// The location with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        match self {
+            Location::Embedded(path) => path.clone(),
+            Location::Postgres(url) => nexus_postgres::redact(url),
+        }
+    }
+}
+
+/// Opens the store at `location` ([`Location::parse`]): [`PgStore`] with
+/// `options` for a PostgreSQL URL, else the embedded store (with
+/// `options.tenant`, `options.wait_timeout` as its busy timeout, and
+/// `options.migrate`).
+pub async fn open(location: &str, options: PgOptions) -> Result<DynStore> {
+    match Location::parse(location) {
+        Location::Postgres(url) => Ok(Arc::new(PgStore::connect(&url, options).await?)),
+        Location::Embedded(path) => {
+            let store = nexus_core::Store::builder()
+                .path(path)
+                .tenant(options.tenant)
+                .busy_timeout(options.wait_timeout)
+                .migrate(options.migrate)
+                .open()
+                .await?;
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 use std::collections::{BTreeMap, HashMap};
@@ -63,7 +90,7 @@ use nexus_core::{
     Result, Stats, Timestamp, VersionDiff, VersionInfo,
 };
 use nexus_migrations::{Dialect, Migrator};
-use nexus_sync::{PgDriver, TargetUrl};
+use nexus_postgres::{Backoff, PgDriver, PgUrl, Pool, PoolOptions, PooledClient};
 use serde_json::Value;
 
 /// Pool and timeout settings. The defaults suit an application server.
@@ -79,6 +106,15 @@ pub struct PgOptions {
     pub tenant: String,
     /// Whether to migrate the schema to head on connect (default `true`).
     pub migrate: bool,
+    /// `application_name` of the pool's connections, as
+    /// `pg_stat_activity` shows them (default `nexus-metastore`), unless the
+    /// URL names one.
+    pub application_name: String,
+    /// How calls that failed for a passing reason (a lost connection, a
+    /// deadlock, a serialization failure, a busy pool) are tried again:
+    /// reads always, writes only when nothing can have been applied
+    /// (default: 4 attempts, 50 ms doubling).
+    pub retry: Backoff,
     /// A read replica of the same database. Reads may go there; writes, and
     /// reads within `read_your_writes` of this store's last write, always go
     /// to the primary.
@@ -99,6 +135,8 @@ impl Default for PgOptions {
             statement_timeout: Duration::from_secs(60),
             tenant: nexus_core::DEFAULT_TENANT.to_string(),
             migrate: true,
+            application_name: "nexus-metastore".to_string(),
+            retry: Backoff::default(),
             read_replica_url: None,
             read_your_writes: Duration::from_secs(5),
             max_replica_lag: Duration::from_secs(5),
@@ -106,49 +144,13 @@ impl Default for PgOptions {
     }
 }
 
-struct Manager {
-    target: TargetUrl,
-    statement_timeout: Duration,
-}
-
-impl deadpool::managed::Manager for Manager {
-    type Type = tokio_postgres::Client;
-    type Error = nexus_sync::Error;
-
-    async fn create(&self) -> std::result::Result<tokio_postgres::Client, nexus_sync::Error> {
-        let client = self.target.connect().await?;
-        client
-            .batch_execute(&format!(
-                "SET statement_timeout = {}",
-                self.statement_timeout.as_millis()
-            ))
-            .await
-            .map_err(nexus_sync::Error::pg("setting statement_timeout"))?;
-        Ok(client)
-    }
-
-    async fn recycle(
-        &self,
-        client: &mut tokio_postgres::Client,
-        _: &deadpool::managed::Metrics,
-    ) -> deadpool::managed::RecycleResult<nexus_sync::Error> {
-        if client.is_closed() {
-            return Err(deadpool::managed::RecycleError::message(
-                "connection closed",
-            ));
-        }
-        Ok(())
-    }
-}
-
-type Pool = deadpool::managed::Pool<Manager>;
-
 pub(crate) struct Inner {
     pool: Pool,
     replica: Option<Replica>,
     last_ts: AtomicI64,
     runtime: Option<tokio::runtime::Runtime>,
-    target: TargetUrl,
+    target: PgUrl,
+    retry: Backoff,
 }
 
 impl Drop for Inner {
@@ -181,7 +183,7 @@ impl Inner {
     }
 
     /// A connection for a read: the replica when allowed, else the primary.
-    pub(crate) async fn read_client(&self) -> Result<deadpool::managed::Object<Manager>> {
+    pub(crate) async fn read_client(&self) -> Result<PooledClient> {
         let Some(r) = &self.replica else {
             return self.client().await;
         };
@@ -190,7 +192,7 @@ impl Inner {
             return self.client().await;
         }
         if now - r.checked_at.load(Ordering::SeqCst) >= 1_000_000 {
-            let fresh = match r.pool.get().await {
+            let fresh = match nexus_postgres::get(&r.pool).await {
                 Ok(c) => c
                     .query_one(
                         "SELECT CASE WHEN pg_is_in_recovery() \
@@ -207,7 +209,7 @@ impl Inner {
             r.checked_at.store(now, Ordering::SeqCst);
         }
         if r.fresh.load(Ordering::SeqCst)
-            && let Ok(c) = r.pool.get().await
+            && let Ok(c) = nexus_postgres::get(&r.pool).await
         {
             return Ok(c);
         }
@@ -230,11 +232,8 @@ impl Inner {
         }
     }
 
-    pub(crate) async fn client(&self) -> Result<deadpool::managed::Object<Manager>> {
-        self.pool.get().await.map_err(|e| Error::Engine {
-            context: "taking a PostgreSQL connection from the pool",
-            source: e.to_string().into(),
-        })
+    pub(crate) async fn client(&self) -> Result<PooledClient> {
+        Ok(nexus_postgres::get(&self.pool).await?)
     }
 }
 
@@ -255,18 +254,17 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
+/// A driver error as the store's: retryable ones become `Unavailable`, the
+/// SQLSTATE stays in the source.
 pub(crate) fn pg_err(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
-    move |e| Error::Engine {
-        context,
-        source: nexus_sync::describe(&e).into(),
-    }
+    move |e| nexus_postgres::Error::pg(context)(e).into()
 }
 
 impl PgStore {
     /// Connects to `url`, migrates the schema to head, and returns a handle.
     pub async fn connect(url: &str, options: PgOptions) -> Result<PgStore> {
         validate_name("tenant", &options.tenant)?;
-        let target = TargetUrl::parse(url).map_err(|e| Error::invalid_url(e.to_string()))?;
+        let target = PgUrl::parse(url).map_err(|e| Error::invalid_url(e.to_string()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("nexus-pg")
@@ -277,41 +275,20 @@ impl PgStore {
                 path: target.redacted(),
                 source: e,
             })?;
-        let manager = Manager {
-            target: target.clone(),
+        let pool_options = PoolOptions {
+            size: options.pool_size.max(1),
+            wait_timeout: options.wait_timeout,
             statement_timeout: options.statement_timeout,
+            application_name: options.application_name.clone(),
         };
-        let pool = Pool::builder(manager)
-            .max_size(options.pool_size.max(1))
-            .wait_timeout(Some(options.wait_timeout))
-            .create_timeout(Some(options.wait_timeout))
-            .runtime(deadpool::Runtime::Tokio1)
-            .build()
-            .map_err(|e| Error::Engine {
-                context: "building the connection pool",
-                source: e.to_string().into(),
-            })?;
+        let pool = nexus_postgres::pool(&target, pool_options.clone())?;
         let handle = runtime.handle().clone();
         let replica = match &options.read_replica_url {
             None => None,
             Some(url) => {
-                let target =
-                    TargetUrl::parse(url).map_err(|e| Error::invalid_url(e.to_string()))?;
-                let pool = Pool::builder(Manager {
-                    target,
-                    statement_timeout: options.statement_timeout,
-                })
-                .max_size(options.pool_size.max(1))
-                .wait_timeout(Some(options.wait_timeout))
-                .create_timeout(Some(options.wait_timeout))
-                .runtime(deadpool::Runtime::Tokio1)
-                .build()
-                .map_err(|e| Error::Engine {
-                    context: "building the replica connection pool",
-                    source: e.to_string().into(),
-                })?;
+                let target = PgUrl::parse(url).map_err(|e| Error::invalid_url(e.to_string()))?;
                 Some(Replica {
-                    pool,
+                    pool: nexus_postgres::pool(&target, pool_options)?,
                     read_your_writes_micros: i64::try_from(options.read_your_writes.as_micros())
                         .unwrap_or(i64::MAX),
                     max_lag: options.max_replica_lag,
@@ -327,6 +304,7 @@ impl PgStore {
             last_ts: AtomicI64::new(i64::MIN),
             runtime: Some(runtime),
             target,
+            retry: options.retry,
         });
         let migrate = inner.clone();
         let store = PgStore {
@@ -339,12 +317,7 @@ impl PgStore {
         handle
             .spawn(async move {
                 let mut client = migrate.client().await?;
-                nexus_sync::migrate_target(&mut client)
-                    .await
-                    .map_err(|e| Error::Engine {
-                        context: "migrating the PostgreSQL schema",
-                        source: e.to_string().into(),
-                    })?;
+                nexus_postgres::migrate(&mut client).await?;
                 Ok::<_, Error>(())
             })
             .await
@@ -354,7 +327,7 @@ impl PgStore {
 
     /// The state of every schema migration.
     pub async fn migration_status(&self) -> Result<Vec<nexus_core::MigrationStatus>> {
-        self.run(|inner, _| async move {
+        self.run(Access::Write, |inner, _| async move {
             let mut client = inner.client().await?;
             Ok(Migrator::new(Dialect::Postgres)
                 .status(&mut PgDriver::new(&mut client))
@@ -365,7 +338,7 @@ impl PgStore {
 
     /// Applies migrations up to `target` (head when `None`), under the advisory lock.
     pub async fn migrate_up(&self, target: Option<u32>) -> Result<Vec<u32>> {
-        self.run(move |inner, _| async move {
+        self.run(Access::Write, move |inner, _| async move {
             let mut client = inner.client().await?;
             Ok(Migrator::new(Dialect::Postgres)
                 .up(&mut PgDriver::new(&mut client), target)
@@ -376,7 +349,7 @@ impl PgStore {
 
     /// Reverts migrations down to `to` (0 removes every table and all data).
     pub async fn migrate_down(&self, to: u32) -> Result<Vec<u32>> {
-        self.run(move |inner, _| async move {
+        self.run(Access::Write, move |inner, _| async move {
             let mut client = inner.client().await?;
             Ok(Migrator::new(Dialect::Postgres)
                 .down(&mut PgDriver::new(&mut client), to)
@@ -385,14 +358,20 @@ impl PgStore {
         .await
     }
 
-    /// Runs `f` on the store's runtime and awaits it from any executor.
-    async fn run<T, F, Fut>(&self, f: F) -> Result<T>
+    /// Runs `f` on the store's runtime and awaits it from any executor,
+    /// trying again (bounded, with backoff) when it fails for a passing
+    /// reason and trying again is safe: always for reads; for writes only
+    /// when the failure proves nothing was committed (a server error such
+    /// as a deadlock, a serialization failure, a terminated backend, or no
+    /// connection at all), never when the connection broke with a write
+    /// in flight.
+    async fn run<T, F, Fut>(&self, access: Access, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(Arc<Inner>, Arc<str>) -> Fut,
+        F: Fn(Arc<Inner>, Arc<str>) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<T>> + Send + 'static,
     {
-        let fut = f(self.inner.clone(), self.tenant.clone());
+        let (inner, tenant) = (self.inner.clone(), self.tenant.clone());
         let handle = self
             .inner
             .runtime
@@ -400,7 +379,51 @@ impl PgStore {
             .expect("runtime lives as long as the store")
             .handle()
             .clone();
-        handle.spawn(fut).await.map_err(join_err)?
+        handle
+            .spawn(async move {
+                let backoff = inner.retry;
+                let (result, _) = nexus_postgres::retry(
+                    backoff,
+                    |e: &Error| access.may_retry(e),
+                    || f(inner.clone(), tenant.clone()),
+                )
+                .await;
+                result.map_err(|e| access.settle(e))
+            })
+            .await
+            .map_err(join_err)?
+    }
+}
+
+/// Whether a call only reads (and may be repeated freely) or writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+impl Access {
+    fn may_retry(self, e: &Error) -> bool {
+        match e {
+            Error::Unavailable {
+                outcome_unknown, ..
+            } => self == Access::Read || !outcome_unknown,
+            _ => false,
+        }
+    }
+
+    /// A read cannot have applied anything, whatever the connection did.
+    fn settle(self, e: Error) -> Error {
+        match e {
+            Error::Unavailable {
+                context, source, ..
+            } if self == Access::Read => Error::Unavailable {
+                context,
+                outcome_unknown: false,
+                source,
+            },
+            e => e,
+        }
     }
 }
 
@@ -426,8 +449,13 @@ impl InvalidUrl for Error {
 }
 
 macro_rules! delegate {
-    ($self:ident, $op:ident ( $($arg:expr),* )) => {
-        $self.run(move |inner, tenant| async move { ops::$op(&inner, &tenant, $($arg),*).await }).await
+    ($self:ident, $access:ident $op:ident ( $($arg:ident),* )) => {
+        $self
+            .run(Access::$access, move |inner, tenant| {
+                $(let $arg = $arg.clone();)*
+                async move { ops::$op(&inner, &tenant, $($arg),*).await }
+            })
+            .await
     };
 }
 
@@ -444,73 +472,75 @@ impl MetadataStore for PgStore {
         }))
     }
     async fn put(&self, file: NewFile) -> Result<FileRecord> {
-        delegate!(self, put(file, None))
+        let pre: Option<Precondition> = None;
+        delegate!(self, Write put(file, pre))
     }
     async fn put_if(&self, file: NewFile, expected: Precondition) -> Result<FileRecord> {
-        delegate!(self, put(file, Some(expected)))
+        let pre = Some(expected);
+        delegate!(self, Write put(file, pre))
     }
     async fn put_batch(&self, files: &[NewFile]) -> Result<Vec<FileRecord>> {
         let files = files.to_vec();
-        delegate!(self, put_batch(files))
+        delegate!(self, Write put_batch(files))
     }
     async fn get(&self, path: &str) -> Result<Option<FileRecord>> {
         let path = path.to_string();
-        delegate!(self, get(path))
+        delegate!(self, Read get(path))
     }
     async fn exists(&self, path: &str) -> Result<bool> {
         Ok(self.get(path).await?.is_some())
     }
     async fn get_batch(&self, paths: &[String]) -> Result<HashMap<String, Option<FileRecord>>> {
         let paths = paths.to_vec();
-        delegate!(self, get_batch(paths))
+        delegate!(self, Read get_batch(paths))
     }
     async fn delete(&self, path: &str) -> Result<Option<FileRecord>> {
         let path = path.to_string();
-        delegate!(self, delete(path))
+        delegate!(self, Write delete(path))
     }
     async fn delete_batch(&self, paths: &[String]) -> Result<usize> {
         let paths = paths.to_vec();
-        delegate!(self, delete_batch(paths))
+        delegate!(self, Write delete_batch(paths))
     }
     async fn list(&self, prefix: &str) -> Result<Vec<FileRecord>> {
         let prefix = prefix.to_string();
-        delegate!(self, list(prefix))
+        delegate!(self, Read list(prefix))
     }
     async fn list_page(&self, opts: &ListOptions) -> Result<Page> {
         let opts = opts.clone();
-        delegate!(self, list_page(opts))
+        delegate!(self, Read list_page(opts))
     }
     async fn list_directories(&self, prefix: &str) -> Result<Vec<String>> {
         let prefix = prefix.to_string();
-        delegate!(self, list_directories(prefix))
+        delegate!(self, Read list_directories(prefix))
     }
     async fn is_directory(&self, path: &str) -> Result<bool> {
         let path = path.to_string();
-        delegate!(self, is_directory(path))
+        delegate!(self, Read is_directory(path))
     }
     async fn rename(&self, old: &str, new: &str) -> Result<usize> {
         let (old, new) = (old.to_string(), new.to_string());
-        delegate!(self, rename(old, new))
+        delegate!(self, Write rename(old, new))
     }
     async fn set_metadata(&self, path: &str, key: &str, value: &Value) -> Result<()> {
         let entries = vec![(path.to_string(), key.to_string(), value.clone())];
-        delegate!(self, set_metadata(entries))
+        delegate!(self, Write set_metadata(entries))
     }
     async fn set_metadata_batch(&self, entries: &[(String, String, Value)]) -> Result<()> {
         let entries = entries.to_vec();
-        delegate!(self, set_metadata(entries))
+        delegate!(self, Write set_metadata(entries))
     }
     async fn get_metadata(&self, path: &str, key: &str) -> Result<Option<Value>> {
         let (path, key) = (path.to_string(), key.to_string());
-        delegate!(self, get_metadata(path, key))
+        delegate!(self, Read get_metadata(path, key))
     }
     async fn list_metadata(&self, path: &str) -> Result<BTreeMap<String, Value>> {
         let path = path.to_string();
-        delegate!(self, list_metadata(path))
+        delegate!(self, Read list_metadata(path))
     }
     async fn delete_metadata(&self, path: &str, key: &str) -> Result<bool> {
         let (path, key) = (path.to_string(), key.to_string());
-        delegate!(self, delete_metadata(path, key))
+        delegate!(self, Write delete_metadata(path, key))
     }
     async fn find_by_metadata(
         &self,
@@ -518,23 +548,23 @@ impl MetadataStore for PgStore {
         value: Option<&Value>,
     ) -> Result<Vec<(String, Value)>> {
         let (key, value) = (key.to_string(), value.cloned());
-        delegate!(self, find_by_metadata(key, value))
+        delegate!(self, Read find_by_metadata(key, value))
     }
     async fn list_versions(&self, path: &str) -> Result<Vec<VersionInfo>> {
         let path = path.to_string();
-        delegate!(self, list_versions(path))
+        delegate!(self, Read list_versions(path))
     }
     async fn get_version(&self, path: &str, version: u32) -> Result<Option<VersionInfo>> {
         let path = path.to_string();
-        delegate!(self, get_version(path, version))
+        delegate!(self, Read get_version(path, version))
     }
     async fn rollback(&self, path: &str, version: u32) -> Result<FileRecord> {
         let path = path.to_string();
-        delegate!(self, rollback(path, version))
+        delegate!(self, Write rollback(path, version))
     }
     async fn diff_versions(&self, path: &str, v1: u32, v2: u32) -> Result<VersionDiff> {
         let path = path.to_string();
-        delegate!(self, diff_versions(path, v1, v2))
+        delegate!(self, Read diff_versions(path, v1, v2))
     }
     async fn add_chunk_ref(
         &self,
@@ -543,28 +573,28 @@ impl MetadataStore for PgStore {
         storage_path: &str,
     ) -> Result<Chunk> {
         let (hash, storage) = (content_hash.to_string(), storage_path.to_string());
-        delegate!(self, add_chunk_ref(hash, size, storage))
+        delegate!(self, Write add_chunk_ref(hash, size, storage))
     }
     async fn release_chunk_ref(&self, content_hash: &str, grace: Duration) -> Result<Chunk> {
         let hash = content_hash.to_string();
-        delegate!(self, release_chunk_ref(hash, grace))
+        delegate!(self, Write release_chunk_ref(hash, grace))
     }
     async fn get_chunk(&self, content_hash: &str) -> Result<Option<Chunk>> {
         let hash = content_hash.to_string();
-        delegate!(self, get_chunk(hash))
+        delegate!(self, Read get_chunk(hash))
     }
     async fn gc_candidates(&self, limit: usize) -> Result<Vec<Chunk>> {
-        delegate!(self, gc_candidates(limit))
+        delegate!(self, Read gc_candidates(limit))
     }
     async fn remove_chunk(&self, content_hash: &str) -> Result<bool> {
         let hash = content_hash.to_string();
-        delegate!(self, remove_chunk(hash))
+        delegate!(self, Write remove_chunk(hash))
     }
     async fn stats(&self) -> Result<Stats> {
-        delegate!(self, stats())
+        delegate!(self, Read stats())
     }
     async fn debug_query(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
         let sql = sql.to_string();
-        delegate!(self, debug_query(sql))
+        delegate!(self, Write debug_query(sql))
     }
 }

@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use nexus_core::backend::{
     check_precondition, decode_cursor, encode_cursor, encode_value, filter_hash, new_record,
-    prefix_upper_bound, rollback_reason, rolled_back_record, updated_record, validate_name,
-    validate_new_file, validate_prefix, validate_text,
+    prefix_upper_bound, rollback_reason, rolled_back_record, validate_name, validate_new_file,
+    validate_prefix, validate_text,
 };
 use nexus_core::listing::{
     DIRECTORY_BATCH, ScanFrom as From, directories_step, scan_batch, scan_bounds, scan_start,
@@ -21,35 +21,32 @@ use tokio_postgres::GenericClient;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use nexus_postgres::PooledClient;
+use tokio_postgres::error::SqlState;
+
 use crate::{Inner, pg_err};
 
-fn ts(t: Timestamp) -> SystemTime {
-    let m = t.as_micros();
-    if m >= 0 {
-        SystemTime::UNIX_EPOCH + Duration::from_micros(m as u64)
-    } else {
-        SystemTime::UNIX_EPOCH - Duration::from_micros(m.unsigned_abs())
-    }
-}
-
-fn from_sys(t: SystemTime) -> Timestamp {
-    Timestamp::from_system_time(t)
-}
+use nexus_postgres::codec::{from_time as from_sys, time as ts};
 
 const FILE_COLS: &str = "path_id, virtual_path, backend_id, physical_path, size_bytes, content_hash, file_type, created_at, updated_at, current_version";
 
 fn file_row(r: &Row, tenant: &str) -> FileRecord {
+    file_row_at(r, 0, tenant)
+}
+
+/// The record in `FILE_COLS` order from column `at` on.
+fn file_row_at(r: &Row, at: usize, tenant: &str) -> FileRecord {
     FileRecord {
-        path_id: r.get::<_, Uuid>(0).to_string(),
-        path: r.get(1),
-        backend: r.get(2),
-        physical_path: r.get(3),
-        size: r.get::<_, i64>(4) as u64,
-        etag: r.get(5),
-        mime_type: r.get(6),
-        created_at: from_sys(r.get(7)),
-        modified_at: from_sys(r.get(8)),
-        version: r.get::<_, i32>(9) as u32,
+        path_id: r.get::<_, Uuid>(at).to_string(),
+        path: r.get(at + 1),
+        backend: r.get(at + 2),
+        physical_path: r.get(at + 3),
+        size: r.get::<_, i64>(at + 4) as u64,
+        etag: r.get(at + 5),
+        mime_type: r.get(at + 6),
+        created_at: from_sys(r.get(at + 7)),
+        modified_at: from_sys(r.get(at + 8)),
+        version: r.get::<_, i32>(at + 9) as u32,
         tenant: tenant.to_string(),
     }
 }
@@ -90,20 +87,8 @@ async fn require_live(
         })
 }
 
-async fn next_seq(tx: &tokio_postgres::Transaction<'_>) -> Result<i64> {
-    Ok(tx
-        .query_one(
-            "UPDATE nexus_state SET change_seq = change_seq + 1 WHERE id = 1 RETURNING change_seq",
-            &[],
-        )
-        .await
-        .map_err(pg_err("taking the next change sequence number"))?
-        .get(0))
-}
-
 async fn insert_version(
     tx: &tokio_postgres::Transaction<'_>,
-    seq: i64,
     r: &FileRecord,
     source: VersionSource,
     reason: Option<&str>,
@@ -116,8 +101,8 @@ async fn insert_version(
     };
     tx.execute(
         "INSERT INTO version_history (version_id, path_id, version_number, backend_id, physical_path, content_hash, \
-         size_bytes, mime_type, parent_version_id, source_type, change_reason, created_by, created_at, change_seq) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, $12, $13)",
+         size_bytes, mime_type, parent_version_id, source_type, change_reason, created_by, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, $12)",
         &[
             &Uuid::now_v7(),
             &id(&r.path_id)?,
@@ -131,7 +116,6 @@ async fn insert_version(
             &source,
             &reason,
             &ts(r.modified_at),
-            &seq,
         ],
     )
     .await
@@ -149,10 +133,11 @@ async fn version_id(c: &impl GenericClient, path_id: &str, version: u32) -> Resu
     .map(|r| r.get(0)))
 }
 
-async fn update_file(tx: &tokio_postgres::Transaction<'_>, seq: i64, r: &FileRecord) -> Result<()> {
+async fn update_file(tx: &tokio_postgres::Transaction<'_>, r: &FileRecord) -> Result<()> {
     tx.execute(
         "UPDATE file_paths SET backend_id = $1, physical_path = $2, size_bytes = $3, content_hash = $4, \
-         file_type = $5, updated_at = $6, current_version = $7, change_seq = $8 WHERE path_id = $9",
+         file_type = $5, updated_at = $6, current_version = $7, origin_id = NULL, origin_seq = NULL, \
+         change_seq = DEFAULT WHERE path_id = $8",
         &[
             &r.backend,
             &r.physical_path,
@@ -161,7 +146,6 @@ async fn update_file(tx: &tokio_postgres::Transaction<'_>, seq: i64, r: &FileRec
             &r.mime_type,
             &ts(r.modified_at),
             &(r.version as i32),
-            &seq,
             &id(&r.path_id)?,
         ],
     )
@@ -170,88 +154,84 @@ async fn update_file(tx: &tokio_postgres::Transaction<'_>, seq: i64, r: &FileRec
     Ok(())
 }
 
-async fn put_in_txn(
-    tx: &tokio_postgres::Transaction<'_>,
-    inner: &Inner,
-    tenant: &str,
-    seq: i64,
-    file: &NewFile,
-    pre: Option<&Precondition>,
-) -> Result<FileRecord> {
-    let existing = load_live(tx, tenant, &file.path, true).await?;
-    if let Some(pre) = pre {
-        check_precondition(&file.path, pre, existing.as_ref())?;
-    }
-    let now = inner.now();
-    match existing {
-        None => {
-            let record = new_record(file, tenant, Uuid::now_v7().to_string(), now);
-            tx.execute(
-                "INSERT INTO file_paths (path_id, tenant_id, virtual_path, backend_id, physical_path, size_bytes, \
-                 content_hash, file_type, created_at, updated_at, deleted_at, current_version, change_seq) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, 1, $11)",
-                &[
-                    &id(&record.path_id)?,
-                    &tenant,
-                    &record.path,
-                    &record.backend,
-                    &record.physical_path,
-                    &(record.size as i64),
-                    &record.etag,
-                    &record.mime_type,
-                    &ts(record.created_at),
-                    &ts(record.modified_at),
-                    &seq,
-                ],
-            )
-            .await
-            .map_err(pg_err("creating a file"))?;
-            insert_version(tx, seq, &record, VersionSource::Original, None, None).await?;
-            Ok(record)
-        }
-        Some(old) => {
-            let old_version = old.version;
-            let (record, new_content) = updated_record(old, file, now);
-            update_file(tx, seq, &record).await?;
-            if new_content {
-                let parent = version_id(tx, &record.path_id, old_version).await?;
-                insert_version(tx, seq, &record, VersionSource::Update, None, parent).await?;
-            } else {
-                tx.execute(
-                    "UPDATE version_history SET backend_id = $1, physical_path = $2, size_bytes = $3, mime_type = $4, \
-                     change_seq = $5 WHERE path_id = $6 AND version_number = $7",
-                    &[
-                        &record.backend,
-                        &record.physical_path,
-                        &(record.size as i64),
-                        &record.mime_type,
-                        &seq,
-                        &id(&record.path_id)?,
-                        &(record.version as i32),
-                    ],
-                )
-                .await
-                .map_err(pg_err("updating a version"))?;
-            }
-            Ok(record)
-        }
-    }
-}
-
-macro_rules! begin {
-    ($inner:expr, $client:ident, $tx:ident, $seq:ident) => {
-        $inner.note_write();
-        let mut $client = $inner.client().await?;
-        let $tx = $client
-            .transaction()
-            .await
-            .map_err(pg_err("starting a transaction"))?;
-        let $seq = next_seq(&$tx).await?;
-    };
+async fn begin(client: &mut PooledClient) -> Result<tokio_postgres::Transaction<'_>> {
+    client
+        .transaction()
+        .await
+        .map_err(pg_err("starting a transaction"))
 }
 
 async fn commit(tx: tokio_postgres::Transaction<'_>) -> Result<()> {
     tx.commit().await.map_err(pg_err("committing"))
+}
+
+/// `nexus_put` (migrations/postgres/0003): the whole put in one statement.
+const PUT: &str = "SELECT applied, path_id, virtual_path, backend_id, physical_path, size_bytes, content_hash, \
+     file_type, created_at, updated_at, current_version \
+     FROM nexus_put($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+
+/// One put, in one round trip: in autocommit its own transaction, on a
+/// transaction's client part of it. The function applies the put rule
+/// (the same as `nexus_core::backend::{new_record, updated_record}`: a new
+/// version when the etag changes) and checks the precondition; when it
+/// does not hold, the error is `check_precondition`'s, from the record the
+/// function found.
+async fn put_one(
+    c: &impl GenericClient,
+    inner: &Inner,
+    tenant: &str,
+    file: &NewFile,
+    pre: Option<&Precondition>,
+) -> Result<FileRecord> {
+    let fresh = new_record(file, tenant, Uuid::now_v7().to_string(), inner.now());
+    let (expect, expect_version, expect_etag) = match pre {
+        None => (None, None, None),
+        Some(Precondition::Absent) => (Some("absent"), None, None),
+        Some(Precondition::Version(v)) => (Some("version"), Some(*v as i32), None),
+        Some(Precondition::Etag(e)) => (Some("etag"), None, e.as_deref()),
+    };
+    let row = c
+        .query_one(
+            PUT,
+            &[
+                &tenant,
+                &file.path,
+                &id(&fresh.path_id)?,
+                &Uuid::now_v7(),
+                &file.backend,
+                &file.physical_path,
+                &(file.size as i64),
+                &file.etag,
+                &file.mime_type,
+                &ts(fresh.created_at),
+                &ts(fresh.modified_at),
+                &expect,
+                &expect_version,
+                &expect_etag,
+            ],
+        )
+        .await
+        .map_err(pg_err("writing a file"))?;
+    let found = row
+        .get::<_, Option<Uuid>>(1)
+        .map(|_| file_row_at(&row, 1, tenant));
+    match (row.get::<_, bool>(0), found, pre) {
+        (true, Some(record), _) => Ok(record),
+        (false, found, Some(pre)) => {
+            check_precondition(&file.path, pre, found.as_ref())?;
+            Err(Error::Corrupt {
+                table: "file_paths",
+                detail: format!(
+                    "nexus_put refused {} although its precondition holds",
+                    file.path
+                ),
+            })
+        }
+        _ => Err(Error::Corrupt {
+            table: "file_paths",
+            detail: format!("nexus_put answered {} without a record", file.path),
+        }),
+    }
 }
 
 pub(crate) async fn put(
@@ -261,12 +241,13 @@ pub(crate) async fn put(
     pre: Option<Precondition>,
 ) -> Result<FileRecord> {
     validate_new_file(&file)?;
-    begin!(inner, client, tx, seq);
-    let r = put_in_txn(&tx, inner, tenant, seq, &file, pre.as_ref()).await?;
-    commit(tx).await?;
-    Ok(r)
+    inner.note_write();
+    let client = inner.client().await?;
+    put_one(&*client, inner, tenant, &file, pre.as_ref()).await
 }
 
+/// One transaction; the puts are pipelined (sent without waiting for each
+/// answer), so a batch costs about one round trip plus BEGIN and COMMIT.
 pub(crate) async fn put_batch(
     inner: &Inner,
     tenant: &str,
@@ -278,11 +259,13 @@ pub(crate) async fn put_batch(
     if files.is_empty() {
         return Ok(Vec::new());
     }
-    begin!(inner, client, tx, seq);
-    let mut out = Vec::with_capacity(files.len());
-    for f in &files {
-        out.push(put_in_txn(&tx, inner, tenant, seq, f, None).await?);
-    }
+    inner.note_write();
+    let mut client = inner.client().await?;
+    let tx = begin(&mut client).await?;
+    let out = futures_util::future::try_join_all(
+        files.iter().map(|f| put_one(&tx, inner, tenant, f, None)),
+    )
+    .await?;
     commit(tx).await?;
     Ok(out)
 }
@@ -321,35 +304,24 @@ pub(crate) async fn get_batch(
     Ok(out)
 }
 
-async fn delete_in_txn(
-    tx: &tokio_postgres::Transaction<'_>,
-    inner: &Inner,
-    tenant: &str,
-    seq: i64,
-    path: &str,
-) -> Result<Option<FileRecord>> {
-    let Some(record) = load_live(tx, tenant, path, true).await? else {
-        return Ok(None);
-    };
-    tx.execute(
-        "UPDATE file_paths SET deleted_at = $1, change_seq = $2 WHERE path_id = $3",
-        &[&ts(inner.now()), &seq, &id(&record.path_id)?],
-    )
-    .await
-    .map_err(pg_err("deleting a file"))?;
-    Ok(Some(record))
-}
-
 pub(crate) async fn delete(
     inner: &Inner,
     tenant: &str,
     path: String,
 ) -> Result<Option<FileRecord>> {
     validate_path(&path)?;
-    begin!(inner, client, tx, seq);
-    let r = delete_in_txn(&tx, inner, tenant, seq, &path).await?;
-    commit(tx).await?;
-    Ok(r)
+    inner.note_write();
+    let c = inner.client().await?;
+    Ok(c.query_opt(
+        &format!(
+            "UPDATE file_paths SET deleted_at = $3, origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT \
+             WHERE tenant_id = $1 AND virtual_path = $2 AND deleted_at IS NULL RETURNING {FILE_COLS}"
+        ),
+        &[&tenant, &path, &ts(inner.now())],
+    )
+    .await
+    .map_err(pg_err("deleting a file"))?
+    .map(|r| file_row(&r, tenant)))
 }
 
 pub(crate) async fn delete_batch(inner: &Inner, tenant: &str, paths: Vec<String>) -> Result<usize> {
@@ -359,16 +331,19 @@ pub(crate) async fn delete_batch(inner: &Inner, tenant: &str, paths: Vec<String>
     if paths.is_empty() {
         return Ok(0);
     }
-    begin!(inner, client, tx, seq);
-    let mut n = 0;
-    for p in &paths {
-        n += usize::from(delete_in_txn(&tx, inner, tenant, seq, p).await?.is_some());
-    }
-    commit(tx).await?;
-    Ok(n)
+    inner.note_write();
+    let c = inner.client().await?;
+    let n = c
+        .execute(
+            "UPDATE file_paths SET deleted_at = $3, origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT \
+             WHERE tenant_id = $1 AND virtual_path = ANY ($2) AND deleted_at IS NULL",
+            &[&tenant, &paths, &ts(inner.now())],
+        )
+        .await
+        .map_err(pg_err("deleting files"))?;
+    Ok(n as usize)
 }
 
-/// Live records in the range of `prefix` from `from`, in path order, at most `limit`.
 async fn scan(
     c: &impl GenericClient,
     tenant: &str,
@@ -489,55 +464,45 @@ pub(crate) async fn rename(inner: &Inner, tenant: &str, old: String, new: String
             reason: "cannot move a path below itself",
         });
     }
-    begin!(inner, client, tx, seq);
-    let file = load_live(&tx, tenant, &old, true).await?;
-    let old_dir = format!("{old}/");
-    let children = scan(
-        &tx,
-        tenant,
-        &old_dir,
-        true,
-        From::Including(old_dir.clone()),
-        usize::MAX,
-    )
-    .await?;
-    if file.is_none() && children.is_empty() {
-        return Err(Error::NotFound { path: old });
-    }
-    if old == new {
-        return Ok(0);
-    }
-    if load_live(&tx, tenant, &new, false).await?.is_some()
-        || is_directory_in(&tx, tenant, &new).await?
-    {
-        return Err(Error::AlreadyExists { path: new });
-    }
-    let now = ts(inner.now());
-    let mut moved = 0;
-    let targets = file
-        .into_iter()
-        .map(|f| (f, new.clone()))
-        .chain(children.into_iter().map(|c| {
-            let target = format!("{new}/{}", &c.path[old_dir.len()..]);
-            (c, target)
-        }));
-    for (record, target) in targets {
-        if target.len() > MAX_PATH_BYTES {
-            return Err(Error::InvalidPath {
-                path: target,
-                reason: "the renamed path would be longer than 4096 bytes",
-            });
-        }
-        tx.execute(
-            "UPDATE file_paths SET virtual_path = $1, updated_at = $2, change_seq = $3 WHERE path_id = $4",
-            &[&target, &now, &seq, &id(&record.path_id)?],
+    let (old_dir, new_dir) = (format!("{old}/"), format!("{new}/"));
+    let old_upper = prefix_upper_bound(&old_dir).expect("non-empty");
+    let new_upper = prefix_upper_bound(&new_dir).expect("non-empty");
+    inner.note_write();
+    let c = inner.client().await?;
+    let row = c
+        .query_one(
+            "SELECT status, moved, detail FROM nexus_rename($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                &tenant,
+                &old,
+                &old_dir,
+                &old_upper,
+                &new,
+                &new_dir,
+                &new_upper,
+                &ts(inner.now()),
+                &(MAX_PATH_BYTES as i32),
+            ],
         )
         .await
-        .map_err(pg_err("renaming"))?;
-        moved += 1;
+        .map_err(|e| match e.code() {
+            // A put made the destination live after the function looked.
+            Some(&SqlState::UNIQUE_VIOLATION) => Error::AlreadyExists { path: new.clone() },
+            _ => pg_err("renaming")(e),
+        })?;
+    match row.get::<_, &str>(0) {
+        "renamed" => Ok(row.get::<_, i32>(1) as usize),
+        "not_found" => Err(Error::NotFound { path: old }),
+        "exists" => Err(Error::AlreadyExists { path: new }),
+        "too_long" => Err(Error::InvalidPath {
+            path: row.get(2),
+            reason: "the renamed path would be longer than 4096 bytes",
+        }),
+        other => Err(Error::Corrupt {
+            table: "file_paths",
+            detail: format!("nexus_rename answered {other:?}"),
+        }),
     }
-    commit(tx).await?;
-    Ok(moved)
 }
 
 pub(crate) async fn set_metadata(
@@ -553,26 +518,23 @@ pub(crate) async fn set_metadata(
     if entries.is_empty() {
         return Ok(());
     }
-    begin!(inner, client, tx, seq);
-    for (path, key, value) in &entries {
-        let file = require_live(&tx, tenant, path, true).await?;
-        let now = ts(inner.now());
-        tx.execute(
-            "INSERT INTO file_metadata (path_id, key, value, created_at, updated_at, change_seq) \
-             VALUES ($1, $2, $3, $4, $4, $5) ON CONFLICT (path_id, key) DO UPDATE SET value = EXCLUDED.value, \
-             updated_at = EXCLUDED.updated_at, change_seq = EXCLUDED.change_seq",
-            &[&id(&file.path_id)?, key, value, &now, &seq],
+    let paths: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+    let keys: Vec<&str> = entries.iter().map(|e| e.1.as_str()).collect();
+    let values: Vec<&Value> = entries.iter().map(|e| &e.2).collect();
+    inner.note_write();
+    let c = inner.client().await?;
+    let missing: Option<String> = c
+        .query_one(
+            "SELECT nexus_set_metadata($1, $2, $3, $4, $5)",
+            &[&tenant, &paths, &keys, &values, &ts(inner.now())],
         )
         .await
-        .map_err(pg_err("setting metadata"))?;
-        tx.execute(
-            "DELETE FROM tombstones WHERE table_name = 'file_metadata' AND key1 = $1 AND key2 = $2",
-            &[&file.path_id, key],
-        )
-        .await
-        .map_err(pg_err("clearing a tombstone"))?;
+        .map_err(pg_err("setting metadata"))?
+        .get(0);
+    match missing {
+        Some(path) => Err(Error::NotFound { path }),
+        None => Ok(()),
     }
-    commit(tx).await
 }
 
 pub(crate) async fn get_metadata(
@@ -621,39 +583,27 @@ pub(crate) async fn delete_metadata(
 ) -> Result<bool> {
     validate_path(&path)?;
     validate_name("metadata key", &key)?;
-    begin!(inner, client, tx, seq);
-    let file = require_live(&tx, tenant, &path, true).await?;
-    let removed = tx
-        .execute(
-            "DELETE FROM file_metadata WHERE path_id = $1 AND key = $2",
-            &[&id(&file.path_id)?, &key],
+    inner.note_write();
+    let c = inner.client().await?;
+    let row = c
+        .query_one(
+            "WITH f AS (SELECT path_id FROM file_paths WHERE tenant_id = $1 AND virtual_path = $2 \
+               AND deleted_at IS NULL FOR SHARE), \
+             d AS (DELETE FROM file_metadata m USING f WHERE m.path_id = f.path_id AND m.key = $3 \
+               RETURNING m.path_id), \
+             t AS (INSERT INTO tombstones (table_name, key1, key2, deleted_at) \
+               SELECT 'file_metadata', d.path_id::text, $3, $4 FROM d \
+               ON CONFLICT (table_name, key1, key2) DO UPDATE SET deleted_at = EXCLUDED.deleted_at, \
+               origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT) \
+             SELECT EXISTS (SELECT 1 FROM f), EXISTS (SELECT 1 FROM d)",
+            &[&tenant, &path, &key, &ts(inner.now())],
         )
         .await
-        .map_err(pg_err("deleting metadata"))?
-        > 0;
-    if removed {
-        tombstone(&tx, inner, seq, "file_metadata", &file.path_id, &key).await?;
+        .map_err(pg_err("deleting metadata"))?;
+    if !row.get::<_, bool>(0) {
+        return Err(Error::NotFound { path });
     }
-    commit(tx).await?;
-    Ok(removed)
-}
-
-async fn tombstone(
-    tx: &tokio_postgres::Transaction<'_>,
-    inner: &Inner,
-    seq: i64,
-    table: &str,
-    key1: &str,
-    key2: &str,
-) -> Result<()> {
-    tx.execute(
-        "INSERT INTO tombstones (table_name, key1, key2, deleted_at, change_seq) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (table_name, key1, key2) DO UPDATE SET deleted_at = EXCLUDED.deleted_at, change_seq = EXCLUDED.change_seq",
-        &[&table, &key1, &key2, &ts(inner.now()), &seq],
-    )
-    .await
-    .map_err(pg_err("recording a tombstone"))?;
-    Ok(())
+    Ok(row.get(1))
 }
 
 pub(crate) async fn find_by_metadata(
@@ -784,22 +734,16 @@ pub(crate) async fn rollback(
     version: u32,
 ) -> Result<FileRecord> {
     validate_path(&path)?;
-    begin!(inner, client, tx, seq);
+    inner.note_write();
+    let mut client = inner.client().await?;
+    let tx = begin(&mut client).await?;
     let current = require_live(&tx, tenant, &path, true).await?;
     let target = require_version(&tx, &current, version).await?;
     let parent = version_id(&tx, &current.path_id, current.version).await?;
     let record = rolled_back_record(current, target, inner.now());
-    update_file(&tx, seq, &record).await?;
+    update_file(&tx, &record).await?;
     let reason = rollback_reason(version);
-    insert_version(
-        &tx,
-        seq,
-        &record,
-        VersionSource::Rollback,
-        Some(&reason),
-        parent,
-    )
-    .await?;
+    insert_version(&tx, &record, VersionSource::Rollback, Some(&reason), parent).await?;
     commit(tx).await?;
     Ok(record)
 }
@@ -872,26 +816,23 @@ pub(crate) async fn add_chunk_ref(
         value: size.to_string(),
         reason: "must be at most 2^63 - 1".into(),
     })?;
-    begin!(inner, client, tx, seq);
-    let now = ts(inner.now());
-    tx.execute(
-        "INSERT INTO content_chunks (tenant_id, content_hash, size_bytes, storage_path, ref_count, created_at, \
-         last_accessed_at, protected_until, change_seq) VALUES ($1, $2, $3, $4, 1, $5, $5, NULL, $6) \
-         ON CONFLICT (tenant_id, content_hash) DO UPDATE SET ref_count = content_chunks.ref_count + 1, \
-         last_accessed_at = EXCLUDED.last_accessed_at, protected_until = NULL, change_seq = EXCLUDED.change_seq",
-        &[&tenant, &hash, &size, &storage, &now, &seq],
-    )
-    .await
-    .map_err(pg_err("adding a chunk reference"))?;
-    tx.execute(
-        "DELETE FROM tombstones WHERE table_name = 'content_chunks' AND key1 = $1 AND key2 = $2",
-        &[&tenant, &hash],
-    )
-    .await
-    .map_err(pg_err("clearing a tombstone"))?;
-    let chunk = require_chunk(&tx, tenant, &hash).await?;
-    commit(tx).await?;
-    Ok(chunk)
+    inner.note_write();
+    let c = inner.client().await?;
+    let row = c
+        .query_one(
+            "WITH c AS (INSERT INTO content_chunks (tenant_id, content_hash, size_bytes, storage_path, ref_count, \
+               created_at, last_accessed_at, protected_until) VALUES ($1, $2, $3, $4, 1, $5, $5, NULL) \
+               ON CONFLICT (tenant_id, content_hash) DO UPDATE SET ref_count = content_chunks.ref_count + 1, \
+               last_accessed_at = EXCLUDED.last_accessed_at, protected_until = NULL, origin_id = NULL, \
+               origin_seq = NULL, change_seq = DEFAULT \
+               RETURNING content_hash, size_bytes, storage_path, ref_count, created_at, last_accessed_at, protected_until), \
+             t AS (DELETE FROM tombstones WHERE table_name = 'content_chunks' AND key1 = $1 AND key2 = $2) \
+             SELECT * FROM c",
+            &[&tenant, &hash, &size, &storage, &ts(inner.now())],
+        )
+        .await
+        .map_err(pg_err("adding a chunk reference"))?;
+    Ok(chunk_row(&row))
 }
 
 pub(crate) async fn release_chunk_ref(
@@ -901,7 +842,9 @@ pub(crate) async fn release_chunk_ref(
     grace: Duration,
 ) -> Result<Chunk> {
     validate_name("content_hash", &hash)?;
-    begin!(inner, client, tx, seq);
+    inner.note_write();
+    let mut client = inner.client().await?;
+    let tx = begin(&mut client).await?;
     let chunk = tx
         .query_opt(
             &format!("{CHUNK_SELECT} WHERE tenant_id = $1 AND content_hash = $2 FOR UPDATE"),
@@ -928,8 +871,9 @@ pub(crate) async fn release_chunk_ref(
     });
     tx.execute(
         "UPDATE content_chunks SET ref_count = ref_count - 1, last_accessed_at = $1, \
-         protected_until = COALESCE($2, protected_until), change_seq = $3 WHERE tenant_id = $4 AND content_hash = $5",
-        &[&ts(now), &protected, &seq, &tenant, &hash],
+         protected_until = COALESCE($2, protected_until), origin_id = NULL, origin_seq = NULL, \
+         change_seq = DEFAULT WHERE tenant_id = $3 AND content_hash = $4",
+        &[&ts(now), &protected, &tenant, &hash],
     )
     .await
     .map_err(pg_err("releasing a chunk reference"))?;
@@ -963,22 +907,22 @@ pub(crate) async fn gc_candidates(inner: &Inner, tenant: &str, limit: usize) -> 
 
 pub(crate) async fn remove_chunk(inner: &Inner, tenant: &str, hash: String) -> Result<bool> {
     validate_name("content_hash", &hash)?;
-    begin!(inner, client, tx, seq);
+    inner.note_write();
+    let c = inner.client().await?;
     let now = ts(inner.now());
-    let removed = tx
-        .execute(
-            "DELETE FROM content_chunks WHERE tenant_id = $1 AND content_hash = $2 AND ref_count = 0 \
-             AND (protected_until IS NULL OR protected_until <= $3)",
-            &[&tenant, &hash, &now],
-        )
-        .await
-        .map_err(pg_err("removing a chunk"))?
-        > 0;
-    if removed {
-        tombstone(&tx, inner, seq, "content_chunks", tenant, &hash).await?;
-    }
-    commit(tx).await?;
-    Ok(removed)
+    Ok(c.query_one(
+        "WITH d AS (DELETE FROM content_chunks WHERE tenant_id = $1 AND content_hash = $2 AND ref_count = 0 \
+           AND (protected_until IS NULL OR protected_until <= $3) RETURNING 1), \
+         t AS (INSERT INTO tombstones (table_name, key1, key2, deleted_at) \
+           SELECT 'content_chunks', $1, $2, $3 FROM d \
+           ON CONFLICT (table_name, key1, key2) DO UPDATE SET deleted_at = EXCLUDED.deleted_at, \
+           origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT) \
+         SELECT EXISTS (SELECT 1 FROM d)",
+        &[&tenant, &hash, &now],
+    )
+    .await
+    .map_err(pg_err("removing a chunk"))?
+    .get(0))
 }
 
 pub(crate) async fn stats(inner: &Inner, tenant: &str) -> Result<Stats> {
@@ -1016,8 +960,15 @@ pub(crate) async fn stats(inner: &Inner, tenant: &str) -> Result<Stats> {
     )
     .await?;
     let chunks = count("SELECT COUNT(*) FROM content_chunks WHERE tenant_id = $1").await?;
+    // The newest stamp of any row (0 before the first write), as the
+    // embedded store's change sequence is after its last write.
     let change_seq: i64 = c
-        .query_one("SELECT change_seq FROM nexus_state WHERE id = 1", &[])
+        .query_one(
+            "SELECT GREATEST(0, (SELECT MAX(change_seq) FROM file_paths), \
+             (SELECT MAX(change_seq) FROM version_history), (SELECT MAX(change_seq) FROM file_metadata), \
+             (SELECT MAX(change_seq) FROM content_chunks), (SELECT MAX(change_seq) FROM tombstones))",
+            &[],
+        )
         .await
         .map_err(pg_err("reading the change sequence"))?
         .get(0);

@@ -13,7 +13,7 @@ use crate::replicate::{
     SyncMode, SyncOptions, SyncReport, batch_len, begin_source, make_live, record_watermark,
     upsert_batch, watermark, with_retries,
 };
-use crate::target::{TargetUrl, migrate_target};
+use nexus_postgres::{PgUrl, migrate};
 
 /// Applies `file` to the database at `target` (migrating its schema first),
 /// as an incremental sync run of the file's source would: rows upserted by
@@ -24,7 +24,7 @@ use crate::target::{TargetUrl, migrate_target};
 /// ([`Error::ChangeFileGap`]). Change files and sync runs of one source can
 /// be mixed. Retryable failures are retried as [`crate::Replicator::sync`] does.
 pub async fn apply_change_file(
-    target: &TargetUrl,
+    target: &PgUrl,
     file: &ChangeFile,
     options: &SyncOptions,
 ) -> Result<SyncReport> {
@@ -41,15 +41,15 @@ pub async fn apply_change_file(
 }
 
 async fn apply_once(
-    target: &TargetUrl,
+    target: &PgUrl,
     file: &ChangeFile,
     batch: &Batch,
     options: &SyncOptions,
 ) -> Result<SyncReport> {
     let started = Instant::now();
     let c = &file.changes;
-    let mut client = target.connect().await?;
-    migrate_target(&mut client).await?;
+    let mut client = target.connect(crate::APPLICATION_NAME, None).await?;
+    migrate(&mut client).await?;
     let tx = begin_source(&mut client, &file.source_id).await?;
     let at = watermark(&tx, &file.source_id).await?;
     let mut report = SyncReport::new(&file.source_id, at, c.through);
@@ -69,7 +69,14 @@ async fn apply_once(
     }
     report.mode = SyncMode::Incremental;
     let mut live_ids: Vec<Uuid> = Vec::new();
-    upsert_batch(&tx, batch, &mut report.tables, &mut live_ids).await?;
+    upsert_batch(
+        &tx,
+        &file.source_id,
+        batch,
+        &mut report.tables,
+        &mut live_ids,
+    )
+    .await?;
     make_live(&tx, &live_ids).await?;
     record_watermark(&tx, &file.source_id, c.through, "change_file").await?;
     tx.commit()

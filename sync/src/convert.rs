@@ -1,34 +1,16 @@
 //! Source rows converted to PostgreSQL values. A value that does not
 //! convert is a message naming the table, the row and the value.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use nexus_core::{ChunkRow, FileRow, MetadataRow, TombstoneRow, VersionRow};
 use serde_json::Value;
 use uuid::Uuid;
 
-/// PostgreSQL's earliest timestamp (4713-11-24 BC), microseconds since the Unix epoch.
-const PG_MIN_MICROS: i64 = -210_866_803_200_000_000;
-
-pub(crate) fn ts(micros: i64, what: &str) -> Result<SystemTime, String> {
-    if micros < PG_MIN_MICROS {
-        return Err(format!(
-            "{what} = {micros} µs since 1970 is before PostgreSQL's earliest timestamp (4713 BC)"
-        ));
-    }
-    Ok(if micros >= 0 {
-        UNIX_EPOCH + Duration::from_micros(micros as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_micros(micros.unsigned_abs())
-    })
-}
+pub(crate) use nexus_postgres::codec::{timestamp as ts, uuid};
 
 fn opt_ts(micros: Option<i64>, what: &str) -> Result<Option<SystemTime>, String> {
     micros.map(|m| ts(m, what)).transpose()
-}
-
-pub(crate) fn uuid(s: &str, what: &str) -> Result<Uuid, String> {
-    Uuid::parse_str(s).map_err(|_| format!("{what} {s:?} is not a UUID"))
 }
 
 fn int4(v: i64, what: &str) -> Result<i32, String> {
@@ -218,17 +200,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn timestamps_and_ids_convert_or_say_why() {
-        assert_eq!(ts(0, "t").unwrap(), UNIX_EPOCH);
-        assert_eq!(
-            ts(-1_000_000, "t").unwrap(),
-            UNIX_EPOCH - Duration::from_secs(1)
-        );
-        assert!(
-            ts(PG_MIN_MICROS - 1, "created_at")
-                .unwrap_err()
-                .contains("4713 BC")
-        );
+    fn values_convert_or_say_why() {
         assert!(
             uuid("not-a-uuid", "path_id")
                 .unwrap_err()

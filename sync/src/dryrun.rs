@@ -36,7 +36,7 @@ impl Replicator {
     /// Reports what [`Replicator::sync`] would send, and every value that
     /// would not convert, without changing the target.
     pub async fn dry_run(&self) -> Result<DryRunReport> {
-        let client = self.target().connect().await?;
+        let client = self.target().connect(crate::APPLICATION_NAME, None).await?;
         let has_schema: bool = client
             .query_one("SELECT to_regclass('nexus_sync_state') IS NOT NULL", &[])
             .await

@@ -7,29 +7,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The target URL could not be parsed (the message never contains the password).
-    #[error("invalid PostgreSQL URL {url}: {reason}")]
-    InvalidUrl {
-        /// The URL with its password replaced by `***`.
-        url: String,
-        /// Why.
-        reason: String,
-    },
-    /// PostgreSQL refused or the connection failed.
-    #[error("PostgreSQL error while {action}: {}", describe(source))]
-    Postgres {
-        /// What the replicator was doing.
-        action: &'static str,
-        /// The driver's error (carries the SQLSTATE, if any); already
-        /// described in this error's message.
-        source: tokio_postgres::Error,
-    },
+    /// PostgreSQL refused, the connection failed, or the URL is invalid
+    /// (the message never contains the password; the SQLSTATE is kept).
+    #[error(transparent)]
+    Pg(#[from] nexus_postgres::Error),
     /// The source store failed.
     #[error(transparent)]
     Store(#[from] nexus_core::Error),
-    /// Migrating the target's schema failed.
-    #[error(transparent)]
-    Migration(#[from] nexus_migrations::MigrateError),
     /// A source value cannot be stored in PostgreSQL.
     #[error("{table}: {problem}")]
     Conversion {
@@ -88,7 +72,7 @@ impl Error {
     /// serialization failures, deadlocks, server shutdowns, too many clients.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Postgres { source, .. } => is_retryable_pg(source),
+            Error::Pg(e) => e.is_retryable(),
             Error::Store(e) => e.is_retryable(),
             _ => false,
         }
@@ -96,49 +80,6 @@ impl Error {
 
     /// Wraps a driver error with what was being done.
     pub fn pg(action: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
-        move |source| Error::Postgres { action, source }
-    }
-}
-
-/// The server's message and SQLSTATE (tokio-postgres displays only "db
-/// error"), or the connection failure with its cause.
-pub fn describe(e: &tokio_postgres::Error) -> String {
-    if let Some(db) = e.as_db_error() {
-        let mut s = format!(
-            "{}: {} (SQLSTATE {})",
-            db.severity(),
-            db.message(),
-            db.code().code()
-        );
-        if let Some(detail) = db.detail() {
-            s.push_str(&format!("; {detail}"));
-        }
-        return s;
-    }
-    let mut s = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        s.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    s
-}
-
-/// Classifies a PostgreSQL error by its SQLSTATE; errors without one
-/// (I/O, closed connection) are connection failures and retryable.
-pub fn is_retryable_pg(e: &tokio_postgres::Error) -> bool {
-    match e.code() {
-        None => true,
-        Some(code) => {
-            let c = code.code();
-            c.starts_with("08")                 // connection exception
-                || c == "40001"                  // serialization_failure
-                || c == "40P01"                  // deadlock_detected
-                || c == "57P01"                  // admin_shutdown (pg_terminate_backend)
-                || c == "57P02"                  // crash_shutdown
-                || c == "57P03"                  // cannot_connect_now
-                || c == "53300"                  // too_many_connections
-                || c == "55P03" // lock_not_available
-        }
+        move |source| Error::Pg(nexus_postgres::Error::Postgres { action, source })
     }
 }

@@ -12,10 +12,10 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use nexus_sync::{Replicator, TargetUrl};
+//! use nexus_sync::{PgUrl, Replicator};
 //!
 //! let store = nexus_core::Store::open("nexus.db").await?;
-//! let target = TargetUrl::parse("postgresql://nexus:secret@localhost/nexus")?;
+//! let target = PgUrl::parse("postgresql://nexus:secret@localhost/nexus")?;
 //! let replicator = Replicator::new(store, target);
 //! let report = replicator.sync().await?;
 //! println!("{} rows up to change {}", report.rows(), report.to_seq);
@@ -30,7 +30,7 @@
 //!
 //! Errors say whether a retry may help ([`Error::is_retryable`], by
 //! SQLSTATE); [`Replicator::sync`] retries those itself with backoff. A
-//! [`TargetUrl`] never prints its password.
+//! [`PgUrl`] never prints its password.
 
 #![warn(missing_docs)]
 
@@ -39,16 +39,18 @@ mod convert;
 mod dryrun;
 mod error;
 mod replicate;
-mod target;
 mod verify;
 
 pub use change_file::apply_change_file;
 pub use dryrun::{DryRunReport, MAX_LISTED_PROBLEMS};
-pub use error::{Error, Result, describe, is_retryable_pg};
+pub use error::{Error, Result};
+pub use nexus_postgres::PgUrl;
 pub use replicate::{
     COPY_CONTENT_CHUNKS, COPY_FILE_METADATA, COPY_FILE_PATHS, COPY_TOMBSTONES,
     COPY_VERSION_HISTORY, CopyInto, ProgressFn, Replicator, SyncMode, SyncOptions, SyncReport,
     TableStats, drop_secondary, rebuild_secondary,
 };
-pub use target::{PgDriver, PgError, TargetUrl, migrate_target, redact};
+
+/// The `application_name` of the sync's connections, as `pg_stat_activity` shows it.
+pub const APPLICATION_NAME: &str = "nexus-sync";
 pub use verify::{TableCheck, VerifyReport};

@@ -31,7 +31,7 @@ use uuid::Uuid;
 
 use crate::convert::{self, Batch};
 use crate::error::{Error, Result};
-use crate::target::{TargetUrl, migrate_target};
+use nexus_postgres::{PgUrl, migrate};
 
 /// Called with (rows done, rows in total) as a run progresses.
 pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
@@ -127,13 +127,13 @@ impl SyncReport {
 #[derive(Debug, Clone)]
 pub struct Replicator {
     store: Store,
-    target: TargetUrl,
+    target: PgUrl,
     options: SyncOptions,
 }
 
 impl Replicator {
     /// A replicator of `store` (all tenants) into the database at `target`.
-    pub fn new(store: Store, target: TargetUrl) -> Self {
+    pub fn new(store: Store, target: PgUrl) -> Self {
         Replicator {
             store,
             target,
@@ -148,7 +148,7 @@ impl Replicator {
     }
 
     /// The target.
-    pub fn target(&self) -> &TargetUrl {
+    pub fn target(&self) -> &PgUrl {
         &self.target
     }
 
@@ -166,8 +166,8 @@ impl Replicator {
     /// One attempt of [`Replicator::sync`].
     pub async fn sync_once(&self) -> Result<SyncReport> {
         let started = Instant::now();
-        let mut client = self.target.connect().await?;
-        migrate_target(&mut client).await?;
+        let mut client = self.target.connect(crate::APPLICATION_NAME, None).await?;
+        migrate(&mut client).await?;
         let (header, start, mut windows) =
             spawn_reader(self.store.clone(), self.options.window_rows);
         let (source_id, head) = header.await.map_err(|_| reader_gone())??;
@@ -209,9 +209,9 @@ impl Replicator {
             };
             let rows = batch_len(&batch);
             if report.mode == SyncMode::Full {
-                copy_batch(&tx, &batch, &mut report.tables).await?;
+                copy_batch(&tx, &source_id, &batch, &mut report.tables).await?;
             } else {
-                upsert_batch(&tx, &batch, &mut report.tables, &mut live_ids).await?;
+                upsert_batch(&tx, &source_id, &batch, &mut report.tables, &mut live_ids).await?;
             }
             done += rows;
             if let Some(p) = &self.options.progress {
@@ -365,12 +365,6 @@ pub(crate) async fn record_watermark(
     )
     .await
     .map_err(Error::pg("writing the watermark"))?;
-    tx.execute(
-        "UPDATE nexus_state SET change_seq = GREATEST(change_seq, $1) WHERE id = 1",
-        &[&through],
-    )
-    .await
-    .map_err(Error::pg("advancing the change sequence"))?;
     Ok(())
 }
 
@@ -570,7 +564,7 @@ pub struct CopyInto {
 /// The bulk load of `file_paths`.
 pub const COPY_FILE_PATHS: CopyInto = CopyInto {
     sql: "COPY file_paths (path_id, tenant_id, virtual_path, backend_id, physical_path, size_bytes, content_hash, \
-         file_type, created_at, updated_at, deleted_at, current_version, change_seq) FROM STDIN (FORMAT binary)",
+         file_type, created_at, updated_at, deleted_at, current_version, origin_seq, origin_id) FROM STDIN (FORMAT binary)",
     types: &[
         Type::UUID,
         Type::TEXT,
@@ -585,13 +579,14 @@ pub const COPY_FILE_PATHS: CopyInto = CopyInto {
         Type::TIMESTAMPTZ,
         Type::INT4,
         Type::INT8,
+        Type::TEXT,
     ],
 };
 
 /// The bulk load of `version_history`.
 pub const COPY_VERSION_HISTORY: CopyInto = CopyInto {
     sql: "COPY version_history (version_id, path_id, version_number, backend_id, physical_path, content_hash, \
-         size_bytes, mime_type, parent_version_id, source_type, change_reason, created_by, created_at, change_seq) \
+         size_bytes, mime_type, parent_version_id, source_type, change_reason, created_by, created_at, origin_seq, origin_id) \
          FROM STDIN (FORMAT binary)",
     types: &[
         Type::UUID,
@@ -608,12 +603,13 @@ pub const COPY_VERSION_HISTORY: CopyInto = CopyInto {
         Type::TEXT,
         Type::TIMESTAMPTZ,
         Type::INT8,
+        Type::TEXT,
     ],
 };
 
 /// The bulk load of `file_metadata`.
 pub const COPY_FILE_METADATA: CopyInto = CopyInto {
-    sql: "COPY file_metadata (path_id, key, value, created_at, updated_at, change_seq) FROM STDIN (FORMAT binary)",
+    sql: "COPY file_metadata (path_id, key, value, created_at, updated_at, origin_seq, origin_id) FROM STDIN (FORMAT binary)",
     types: &[
         Type::UUID,
         Type::TEXT,
@@ -621,13 +617,14 @@ pub const COPY_FILE_METADATA: CopyInto = CopyInto {
         Type::TIMESTAMPTZ,
         Type::TIMESTAMPTZ,
         Type::INT8,
+        Type::TEXT,
     ],
 };
 
 /// The bulk load of `content_chunks`.
 pub const COPY_CONTENT_CHUNKS: CopyInto = CopyInto {
     sql: "COPY content_chunks (tenant_id, content_hash, size_bytes, storage_path, ref_count, created_at, \
-         last_accessed_at, protected_until, change_seq) FROM STDIN (FORMAT binary)",
+         last_accessed_at, protected_until, origin_seq, origin_id) FROM STDIN (FORMAT binary)",
     types: &[
         Type::TEXT,
         Type::TEXT,
@@ -638,18 +635,20 @@ pub const COPY_CONTENT_CHUNKS: CopyInto = CopyInto {
         Type::TIMESTAMPTZ,
         Type::TIMESTAMPTZ,
         Type::INT8,
+        Type::TEXT,
     ],
 };
 
 /// The bulk load of `tombstones`.
 pub const COPY_TOMBSTONES: CopyInto = CopyInto {
-    sql: "COPY tombstones (table_name, key1, key2, deleted_at, change_seq) FROM STDIN (FORMAT binary)",
+    sql: "COPY tombstones (table_name, key1, key2, deleted_at, origin_seq, origin_id) FROM STDIN (FORMAT binary)",
     types: &[
         Type::TEXT,
         Type::TEXT,
         Type::TEXT,
         Type::TIMESTAMPTZ,
         Type::INT8,
+        Type::TEXT,
     ],
 };
 
@@ -693,7 +692,12 @@ fn file_bytes(f: &convert::PgFile) -> u64 {
         + 4
 }
 
-async fn copy_batch(tx: &Transaction<'_>, b: &Batch, stats: &mut [TableStats]) -> Result<()> {
+async fn copy_batch(
+    tx: &Transaction<'_>,
+    source: &str,
+    b: &Batch,
+    stats: &mut [TableStats],
+) -> Result<()> {
     let t = Instant::now();
     copy_rows(
         tx,
@@ -713,6 +717,7 @@ async fn copy_batch(tx: &Transaction<'_>, b: &Batch, stats: &mut [TableStats]) -
                 &f.deleted_at,
                 &f.current_version,
                 &f.row.change_seq,
+                &source,
             ];
             v
         }),
@@ -746,6 +751,7 @@ async fn copy_batch(tx: &Transaction<'_>, b: &Batch, stats: &mut [TableStats]) -
                 &v.row.created_by,
                 &v.created_at,
                 &v.row.change_seq,
+                &source,
             ];
             r
         }),
@@ -786,6 +792,7 @@ async fn copy_batch(tx: &Transaction<'_>, b: &Batch, stats: &mut [TableStats]) -
                 &m.created_at,
                 &m.updated_at,
                 &m.row.change_seq,
+                &source,
             ];
             r
         }),
@@ -817,6 +824,7 @@ async fn copy_batch(tx: &Transaction<'_>, b: &Batch, stats: &mut [TableStats]) -
                 &c.last_accessed_at,
                 &c.protected_until,
                 &c.row.change_seq,
+                &source,
             ];
             r
         }),
@@ -849,6 +857,7 @@ async fn copy_batch(tx: &Transaction<'_>, b: &Batch, stats: &mut [TableStats]) -
                 &x.row.key2,
                 &x.deleted_at,
                 &x.row.change_seq,
+                &source,
             ];
             r
         }),
@@ -871,6 +880,7 @@ async fn copy_batch(tx: &Transaction<'_>, b: &Batch, stats: &mut [TableStats]) -
 
 pub(crate) async fn upsert_batch(
     tx: &Transaction<'_>,
+    source: &str,
     b: &Batch,
     stats: &mut [TableStats],
     live_ids: &mut Vec<Uuid>,
@@ -894,8 +904,8 @@ pub(crate) async fn upsert_batch(
         let seqs: Vec<i64> = b.files.iter().map(|f| f.row.change_seq).collect();
         tx.execute(
             "INSERT INTO file_paths (path_id, tenant_id, virtual_path, backend_id, physical_path, size_bytes, \
-             content_hash, file_type, created_at, updated_at, deleted_at, current_version, change_seq) \
-             SELECT p, t, v, b, ph, s, h, ft, c, u, COALESCE(d, '-infinity'::timestamptz), cv, cs \
+             content_hash, file_type, created_at, updated_at, deleted_at, current_version, origin_seq, origin_id) \
+             SELECT p, t, v, b, ph, s, h, ft, c, u, COALESCE(d, '-infinity'::timestamptz), cv, cs, $14::text \
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::text[], \
                          $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::int4[], $13::int8[]) \
                   AS u(p, t, v, b, ph, s, h, ft, c, u, d, cv, cs) \
@@ -903,10 +913,10 @@ pub(crate) async fn upsert_batch(
                backend_id = EXCLUDED.backend_id, physical_path = EXCLUDED.physical_path, size_bytes = EXCLUDED.size_bytes, \
                content_hash = EXCLUDED.content_hash, file_type = EXCLUDED.file_type, created_at = EXCLUDED.created_at, \
                updated_at = EXCLUDED.updated_at, deleted_at = EXCLUDED.deleted_at, \
-               current_version = EXCLUDED.current_version, change_seq = EXCLUDED.change_seq",
+               current_version = EXCLUDED.current_version, origin_seq = EXCLUDED.origin_seq, origin_id = EXCLUDED.origin_id, change_seq = DEFAULT",
             &[
                 &ids, &tenants, &paths, &backends, &physical, &sizes, &hashes, &types, &created, &updated, &deleted,
-                &versions, &seqs,
+                &versions, &seqs, &source,
             ],
         )
         .await
@@ -946,8 +956,8 @@ pub(crate) async fn upsert_batch(
         tx.execute(
             "INSERT INTO version_history (version_id, path_id, version_number, backend_id, physical_path, \
              content_hash, size_bytes, mime_type, parent_version_id, source_type, change_reason, created_by, \
-             created_at, change_seq) \
-             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int4[], $4::text[], $5::text[], $6::text[], \
+             created_at, origin_seq, origin_id) \
+             SELECT *, $15::text FROM unnest($1::uuid[], $2::uuid[], $3::int4[], $4::text[], $5::text[], $6::text[], \
                                   $7::int8[], $8::text[], $9::uuid[], $10::text[], $11::text[], $12::text[], \
                                   $13::timestamptz[], $14::int8[]) \
              ON CONFLICT (version_id) DO UPDATE SET path_id = EXCLUDED.path_id, \
@@ -956,10 +966,10 @@ pub(crate) async fn upsert_batch(
                size_bytes = EXCLUDED.size_bytes, mime_type = EXCLUDED.mime_type, \
                parent_version_id = EXCLUDED.parent_version_id, source_type = EXCLUDED.source_type, \
                change_reason = EXCLUDED.change_reason, created_by = EXCLUDED.created_by, \
-               created_at = EXCLUDED.created_at, change_seq = EXCLUDED.change_seq",
+               created_at = EXCLUDED.created_at, origin_seq = EXCLUDED.origin_seq, origin_id = EXCLUDED.origin_id, change_seq = DEFAULT",
             &[
                 &ids, &paths, &numbers, &backends, &physical, &hashes, &sizes, &mimes, &parents, &sources, &reasons,
-                &by, &created, &seqs,
+                &by, &created, &seqs, &source,
             ],
         )
         .await
@@ -983,11 +993,11 @@ pub(crate) async fn upsert_batch(
         let updated: Vec<_> = m.iter().map(|x| x.updated_at).collect();
         let seqs: Vec<i64> = m.iter().map(|x| x.row.change_seq).collect();
         tx.execute(
-            "INSERT INTO file_metadata (path_id, key, value, created_at, updated_at, change_seq) \
-             SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::timestamptz[], $6::int8[]) \
+            "INSERT INTO file_metadata (path_id, key, value, created_at, updated_at, origin_seq, origin_id) \
+             SELECT *, $7::text FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::timestamptz[], $6::int8[]) \
              ON CONFLICT (path_id, key) DO UPDATE SET value = EXCLUDED.value, created_at = EXCLUDED.created_at, \
-               updated_at = EXCLUDED.updated_at, change_seq = EXCLUDED.change_seq",
-            &[&paths, &keys, &values, &created, &updated, &seqs],
+               updated_at = EXCLUDED.updated_at, origin_seq = EXCLUDED.origin_seq, origin_id = EXCLUDED.origin_id, change_seq = DEFAULT",
+            &[&paths, &keys, &values, &created, &updated, &seqs, &source],
         )
         .await
         .map_err(Error::pg("upserting file_metadata"))?;
@@ -1018,14 +1028,14 @@ pub(crate) async fn upsert_batch(
         let seqs: Vec<i64> = c.iter().map(|x| x.row.change_seq).collect();
         tx.execute(
             "INSERT INTO content_chunks (tenant_id, content_hash, size_bytes, storage_path, ref_count, created_at, \
-             last_accessed_at, protected_until, change_seq) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::int8[], $6::timestamptz[], \
+             last_accessed_at, protected_until, origin_seq, origin_id) \
+             SELECT *, $10::text FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::int8[], $6::timestamptz[], \
                                   $7::timestamptz[], $8::timestamptz[], $9::int8[]) \
              ON CONFLICT (tenant_id, content_hash) DO UPDATE SET size_bytes = EXCLUDED.size_bytes, \
                storage_path = EXCLUDED.storage_path, ref_count = EXCLUDED.ref_count, created_at = EXCLUDED.created_at, \
                last_accessed_at = EXCLUDED.last_accessed_at, protected_until = EXCLUDED.protected_until, \
-               change_seq = EXCLUDED.change_seq",
-            &[&tenants, &hashes, &sizes, &paths, &refs, &created, &accessed, &protected, &seqs],
+               origin_seq = EXCLUDED.origin_seq, origin_id = EXCLUDED.origin_id, change_seq = DEFAULT",
+            &[&tenants, &hashes, &sizes, &paths, &refs, &created, &accessed, &protected, &seqs, &source],
         )
         .await
         .map_err(Error::pg("upserting content_chunks"))?;
@@ -1071,11 +1081,11 @@ pub(crate) async fn upsert_batch(
         let at: Vec<_> = x.iter().map(|t| t.deleted_at).collect();
         let seqs: Vec<i64> = x.iter().map(|t| t.row.change_seq).collect();
         tx.execute(
-            "INSERT INTO tombstones (table_name, key1, key2, deleted_at, change_seq) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int8[]) \
+            "INSERT INTO tombstones (table_name, key1, key2, deleted_at, origin_seq, origin_id) \
+             SELECT *, $6::text FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int8[]) \
              ON CONFLICT (table_name, key1, key2) DO UPDATE SET deleted_at = EXCLUDED.deleted_at, \
-               change_seq = EXCLUDED.change_seq",
-            &[&tables, &k1, &k2, &at, &seqs],
+               origin_seq = EXCLUDED.origin_seq, origin_id = EXCLUDED.origin_id, change_seq = DEFAULT",
+            &[&tables, &k1, &k2, &at, &seqs, &source],
         )
         .await
         .map_err(Error::pg("recording tombstones"))?;

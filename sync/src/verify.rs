@@ -180,28 +180,29 @@ fn add_source(acc: &mut [Acc; 5], c: &Changes) {
     }
 }
 
-/// Every column as text, timestamps as integer microseconds, in the same order as `add_source`.
+/// Every column as text, timestamps as integer microseconds, in the same order as `add_source`;
+/// the source's change sequence is kept in `origin_seq` (the target's `change_seq` is its own).
 const TARGET_QUERIES: [&str; 5] = [
     "SELECT path_id::text, tenant_id, virtual_path, backend_id, physical_path, size_bytes::text, content_hash, \
      file_type, (extract(epoch FROM created_at) * 1000000)::int8::text, \
      (extract(epoch FROM updated_at) * 1000000)::int8::text, (extract(epoch FROM deleted_at) * 1000000)::int8::text, \
-     current_version::text, change_seq::text FROM file_paths",
+     current_version::text, origin_seq::text FROM file_paths",
     "SELECT version_id::text, path_id::text, version_number::text, backend_id, physical_path, content_hash, \
      size_bytes::text, mime_type, parent_version_id::text, source_type, change_reason, created_by, \
-     (extract(epoch FROM created_at) * 1000000)::int8::text, change_seq::text FROM version_history",
+     (extract(epoch FROM created_at) * 1000000)::int8::text, origin_seq::text FROM version_history",
     "SELECT path_id::text, key, value::text, (extract(epoch FROM created_at) * 1000000)::int8::text, \
-     (extract(epoch FROM updated_at) * 1000000)::int8::text, change_seq::text FROM file_metadata",
+     (extract(epoch FROM updated_at) * 1000000)::int8::text, origin_seq::text FROM file_metadata",
     "SELECT tenant_id, content_hash, size_bytes::text, storage_path, ref_count::text, \
      (extract(epoch FROM created_at) * 1000000)::int8::text, (extract(epoch FROM last_accessed_at) * 1000000)::int8::text, \
-     (extract(epoch FROM protected_until) * 1000000)::int8::text, change_seq::text FROM content_chunks",
-    "SELECT table_name, key1, key2, (extract(epoch FROM deleted_at) * 1000000)::int8::text, change_seq::text \
+     (extract(epoch FROM protected_until) * 1000000)::int8::text, origin_seq::text FROM content_chunks",
+    "SELECT table_name, key1, key2, (extract(epoch FROM deleted_at) * 1000000)::int8::text, origin_seq::text \
      FROM tombstones",
 ];
 
 impl Replicator {
     /// Compares every replicated table of the store with PostgreSQL.
     pub async fn verify(&self) -> Result<VerifyReport> {
-        let client = self.target().connect().await?;
+        let client = self.target().connect(crate::APPLICATION_NAME, None).await?;
         let mut source: [Acc; 5] = Default::default();
         let source_seq = {
             let mut snap = self.store().snapshot().await?;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use nexus_core::{ChangeFile, Error, ErrorKind, NewFile, Store};
-use nexus_sync::{Replicator, SyncMode, SyncOptions, TargetUrl, apply_change_file};
+use nexus_sync::{PgUrl, Replicator, SyncMode, SyncOptions, apply_change_file};
 use nexus_tests::pg::{self, connect};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -561,8 +561,8 @@ fn own_source_and_colliding_paths_are_refused_and_change_nothing() {
     });
 }
 
-fn target(url: &str) -> TargetUrl {
-    TargetUrl::parse(url).unwrap()
+fn target(url: &str) -> PgUrl {
+    PgUrl::parse(url).unwrap()
 }
 
 async fn assert_pg_equal(store: &Store, url: &str) {

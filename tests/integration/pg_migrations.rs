@@ -1,7 +1,7 @@
 //! The PostgreSQL dialect of the migrations, on a real server.
 
 use nexus_migrations::{Dialect, Migrator};
-use nexus_sync::PgDriver;
+use nexus_postgres::PgDriver;
 use nexus_tests::pg::{self, connect};
 
 async fn schema(client: &tokio_postgres::Client) -> Vec<String> {

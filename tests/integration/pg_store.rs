@@ -70,7 +70,7 @@ fn reads_route_to_the_replica_outside_the_read_your_writes_window() {
         let p = nexus_tests::pg::database("replica_primary").await;
         let r = nexus_tests::pg::database("replica_standin").await;
         let mut c = nexus_tests::pg::connect(&r.url).await;
-        nexus_sync::migrate_target(&mut c).await.unwrap();
+        nexus_postgres::migrate(&mut c).await.unwrap();
         (p, r)
     });
     pollster::block_on(async {

@@ -5,14 +5,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nexus_core::{NewFile, Store};
-use nexus_sync::{Replicator, SyncMode, SyncOptions, TargetUrl};
+use nexus_sync::{PgUrl, Replicator, SyncMode, SyncOptions};
 use nexus_tests::pg::{self, connect};
 use serde_json::json;
 
 use crate::common::Fixture;
 
 fn replicator(store: &Store, url: &str) -> Replicator {
-    Replicator::new(store.clone(), TargetUrl::parse(url).unwrap())
+    Replicator::new(store.clone(), PgUrl::parse(url).unwrap())
 }
 
 async fn assert_equal(r: &Replicator) {
@@ -279,14 +279,13 @@ async fn cut_connection_mid_sync_then_rerun_converges() {
             })
         })
     };
-    let r = Replicator::new(f.store.clone(), TargetUrl::parse(&url).unwrap()).with_options(
-        SyncOptions {
+    let r =
+        Replicator::new(f.store.clone(), PgUrl::parse(&url).unwrap()).with_options(SyncOptions {
             window_rows: 200,
             max_attempts: 1,
             progress: Some(hook),
             ..SyncOptions::default()
-        },
-    );
+        });
     let err = r.sync().await.unwrap_err();
     assert!(killer.await.unwrap() >= 1, "a backend was terminated");
     assert!(err.is_retryable(), "a cut connection is retryable: {err}");
@@ -347,14 +346,13 @@ async fn retries_after_a_terminated_backend() {
             }
         })
     };
-    let r = Replicator::new(f.store.clone(), TargetUrl::parse(&url).unwrap()).with_options(
-        SyncOptions {
+    let r =
+        Replicator::new(f.store.clone(), PgUrl::parse(&url).unwrap()).with_options(SyncOptions {
             window_rows: 100,
             progress: Some(hook),
             backoff: Duration::from_millis(50),
             ..SyncOptions::default()
-        },
-    );
+        });
     let report = r.sync().await.unwrap();
     assert!(
         report.attempts >= 2,
@@ -465,9 +463,9 @@ async fn passwords_stay_out_of_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_sslmode_require() {
     let db = pg::database("sync_tls").await;
-    let target = TargetUrl::parse(&format!("{}?sslmode=require", db.url)).unwrap();
+    let target = PgUrl::parse(&format!("{}?sslmode=require", db.url)).unwrap();
     if pg::server_has_tls().await {
-        let client = target.connect().await.unwrap();
+        let client = target.connect("nexus-tests", None).await.unwrap();
         let ssl: bool = client
             .query_one(
                 "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
@@ -483,8 +481,8 @@ async fn tls_with_sslmode_require() {
         r.sync().await.unwrap();
         assert_equal(&r).await;
         // The default (prefer) also encrypts when the server offers TLS.
-        let plain_url = TargetUrl::parse(&db.url).unwrap();
-        let c = plain_url.connect().await.unwrap();
+        let plain_url = PgUrl::parse(&db.url).unwrap();
+        let c = plain_url.connect("nexus-tests", None).await.unwrap();
         let ssl: bool = c
             .query_one(
                 "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
@@ -495,7 +493,7 @@ async fn tls_with_sslmode_require() {
             .get(0);
         assert!(ssl);
     } else {
-        let err = target.connect().await.unwrap_err();
+        let err = target.connect("nexus-tests", None).await.unwrap_err();
         assert!(
             err.to_string().to_lowercase().contains("tls") || err.to_string().contains("SSL"),
             "{err}"
@@ -575,7 +573,7 @@ async fn cut_at_many_points_then_converge() {
             .flatten()
             .map(|r| r.get(0));
         for at in [1, 2, 4, 6] {
-            let r = Replicator::new(f.store.clone(), TargetUrl::parse(&url).unwrap()).with_options(
+            let r = Replicator::new(f.store.clone(), PgUrl::parse(&url).unwrap()).with_options(
                 SyncOptions {
                     window_rows: 100,
                     max_attempts: 1,
@@ -654,7 +652,7 @@ async fn failing_statement_like_a_full_disk() {
     }
     let admin = connect(&db.url).await;
     let mut setup = connect(&db.url).await;
-    nexus_sync::migrate_target(&mut setup).await.unwrap();
+    nexus_postgres::migrate(&mut setup).await.unwrap();
     admin
         .batch_execute(
             "CREATE FUNCTION nexus_test_full() RETURNS trigger LANGUAGE plpgsql AS \

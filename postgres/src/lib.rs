@@ -1,0 +1,47 @@
+//! PostgreSQL for Nexus: the one layer that both the PostgreSQL store
+//! (`nexus-pg`) and the sync (`nexus-sync`) stand on.
+//!
+//! - [`PgUrl`]: a URL whose `Debug`, `Display` and parse errors never show
+//!   the password; [`PgUrl::connect`] opens a connection named by its
+//!   caller (`application_name`), with TLS through rustls as libpq does it.
+//! - [`pool`] / [`get`]: a deadpool pool of such connections.
+//! - [`migrate`] / [`PgDriver`]: the PostgreSQL dialect of
+//!   `nexus-migrations`, under an advisory lock.
+//! - [`codec`]: times and ids between the store's types and PostgreSQL's.
+//! - [`Error`]: one error type that keeps the server's SQLSTATE and the
+//!   driver's error; [`Error::is_retryable`] and [`Error::outcome_unknown`]
+//!   say whether trying again may help and whether it is safe; it converts
+//!   into the store's error (`Unavailable` when retryable) keeping itself
+//!   as the source ([`sqlstate_of`] finds the SQLSTATE again).
+//! - [`retry`]: bounded retries with exponential backoff.
+//!
+//! ```no_run
+//! # async fn demo() -> nexus_postgres::Result<()> {
+//! use nexus_postgres::{PgUrl, PoolOptions};
+//!
+//! let url = PgUrl::parse("postgresql://nexus:secret@localhost/nexus")?;
+//! println!("connecting to {url}"); // postgresql://nexus:***@localhost/nexus
+//! let pool = nexus_postgres::pool(&url, PoolOptions {
+//!     application_name: "my-app".into(),
+//!     ..Default::default()
+//! })?;
+//! let mut client = nexus_postgres::get(&pool).await?;
+//! nexus_postgres::migrate(&mut client).await?;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod codec;
+mod error;
+mod migrate;
+mod pool;
+mod retry;
+mod tls;
+mod url;
+
+pub use error::{Error, Result, describe, is_retryable_pg, is_retryable_sqlstate, sqlstate_of};
+pub use migrate::{PgDriver, migrate};
+pub use pool::{Manager, Pool, PoolOptions, PooledClient, get, pool};
+pub use retry::{Backoff, retry};
+pub use url::{PgUrl, redact};
