@@ -7,6 +7,11 @@
 //! the folder when the test process exits. Every test gets its own database,
 //! dropped when the test ends. Nothing is skipped: without PostgreSQL the
 //! tests fail and say what to install.
+//!
+//! [`standby`] adds a real streaming standby of the throwaway cluster
+//! (`pg_basebackup -R`), started once per test process, for the read-replica
+//! tests. It is the one thing an external server cannot give: with
+//! `NEXUS_TEST_DATABASE_URL` set those tests say so and are skipped.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,6 +23,13 @@ pub struct TestDb {
     /// Its URL (superuser).
     pub url: String,
     name: String,
+}
+
+impl TestDb {
+    /// Its name (the same on a standby: see [`standby`]).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 impl Drop for TestDb {
@@ -391,6 +403,334 @@ fn spawn_watchdog(bin: &Path, data: &Path, dir: &Path, run_as: Option<&str>) {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawning the PostgreSQL watchdog");
+}
+
+// --- A streaming standby of the throwaway cluster (read-replica tests) ---
+
+/// The standby's port; `None` when the tests use an external server.
+static STANDBY: OnceLock<Option<u16>> = OnceLock::new();
+
+/// One test at a time controls the standby (pausing replay is cluster-wide).
+static STANDBY_TURN: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// How long [`Standby::wait_for`] and [`Standby::catch_up`] wait.
+const STANDBY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The shared streaming standby, for one test at a time: made on first use
+/// with `pg_basebackup -R -X stream` from the throwaway primary and started
+/// as a hot standby on a free loopback port (a watchdog stops it and deletes
+/// its folder when the test process exits). Databases created on the
+/// primary appear on it once replayed ([`Standby::catch_up`]).
+///
+/// `Err(why)` only when the tests use an external server
+/// (`NEXUS_TEST_DATABASE_URL`): this harness makes a standby only of the
+/// cluster it started. Anything else that goes wrong panics.
+pub async fn standby() -> Result<Standby, &'static str> {
+    if let Server::External(_) = SERVER.get_or_init(start_or_use_env) {
+        return Err(
+            "NEXUS_TEST_DATABASE_URL names an external server, and a streaming standby is made \
+             only of the throwaway cluster this harness starts: unset it to run this test",
+        );
+    }
+    let turn = STANDBY_TURN.acquire().await.expect("never closed");
+    let port = STANDBY
+        .get_or_init(start_standby)
+        .expect("the throwaway cluster has a standby");
+    Ok(Standby {
+        port,
+        paused: false,
+        _turn: turn,
+    })
+}
+
+/// A test's turn on the standby; see [`standby`]. Dropping it resumes replay
+/// if the test paused it (also when the test fails).
+#[derive(Debug)]
+pub struct Standby {
+    port: u16,
+    paused: bool,
+    _turn: tokio::sync::SemaphorePermit<'static>,
+}
+
+impl Standby {
+    /// The URL of database `db` on the standby (superuser; read-only).
+    pub fn url(&self, db: &str) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Commits a row on the primary (with synchronous commit, so its WAL is
+    /// sent at once) and waits until the standby has replayed it. Afterwards
+    /// the standby shows everything committed on the primary before the call
+    /// (databases included), and its `pg_last_xact_replay_timestamp()` is
+    /// the time of that commit.
+    pub async fn catch_up(&self) {
+        assert!(
+            !self.paused,
+            "catch_up: replay on the standby is paused; resume it first"
+        );
+        let primary = connect(&server_url("postgres")).await;
+        primary
+            .batch_execute("SET synchronous_commit = on")
+            .await
+            .unwrap();
+        let n: i64 = primary
+            .query_one(
+                "INSERT INTO nexus_test_heartbeat DEFAULT VALUES RETURNING n",
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("writing the heartbeat on the primary: {e}"))
+            .get(0);
+        self.wait_for(
+            "postgres",
+            &format!("SELECT EXISTS (SELECT 1 FROM nexus_test_heartbeat WHERE n = {n})"),
+        )
+        .await;
+    }
+
+    /// Waits until `query` (one row, one boolean) is true in database `db`
+    /// on the standby; a database not there yet counts as false. Panics
+    /// after 30 s, saying what the standby last answered and how far its
+    /// replay is.
+    pub async fn wait_for(&self, db: &str, query: &str) {
+        let deadline = std::time::Instant::now() + STANDBY_WAIT;
+        let mut last = String::from("nothing yet");
+        let mut client: Option<tokio_postgres::Client> = None;
+        loop {
+            if client.is_none() {
+                match tokio_postgres::connect(&self.url(db), tokio_postgres::NoTls).await {
+                    Ok((c, conn)) => {
+                        tokio::spawn(conn);
+                        client = Some(c);
+                    }
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            if let Some(c) = &client {
+                match c.query_one(query, &[]).await {
+                    Ok(row) if row.get::<_, bool>(0) => return,
+                    Ok(_) => last = "false".into(),
+                    Err(e) => {
+                        last = e.to_string();
+                        client = None;
+                    }
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "the standby did not show `{query}` in database {db} within {STANDBY_WAIT:?} \
+                     (last answer: {last}; {})",
+                    self.replay_state().await
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Pauses WAL replay on the standby (`pg_wal_replay_pause()`): it keeps
+    /// receiving WAL but shows nothing new until [`Standby::resume_replay`]
+    /// or the drop of `self`.
+    pub async fn pause_replay(&mut self) {
+        let c = connect(&self.url("postgres")).await;
+        c.batch_execute("SELECT pg_wal_replay_pause()")
+            .await
+            .unwrap_or_else(|e| panic!("pausing replay on the standby: {e}"));
+        self.paused = true;
+    }
+
+    /// Resumes WAL replay on the standby (`pg_wal_replay_resume()`).
+    pub async fn resume_replay(&mut self) {
+        let c = connect(&self.url("postgres")).await;
+        c.batch_execute("SELECT pg_wal_replay_resume()")
+            .await
+            .unwrap_or_else(|e| panic!("resuming replay on the standby: {e}"));
+        self.paused = false;
+    }
+
+    /// For messages: the standby's replay pause state and position, and the
+    /// primary's position.
+    async fn replay_state(&self) -> String {
+        let ask = |url: String, sql: &'static str| async move {
+            match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                Ok((client, conn)) => {
+                    tokio::spawn(conn);
+                    match client.query_one(sql, &[]).await {
+                        Ok(row) => row.get::<_, Option<String>>(0).unwrap_or_default(),
+                        Err(e) => e.to_string(),
+                    }
+                }
+                Err(e) => e.to_string(),
+            }
+        };
+        let standby = ask(
+            self.url("postgres"),
+            "SELECT format('replay %s, replayed up to %s, last replayed commit at %s', \
+             pg_get_wal_replay_pause_state(), pg_last_wal_replay_lsn(), \
+             pg_last_xact_replay_timestamp())",
+        )
+        .await;
+        let primary = ask(
+            server_url("postgres"),
+            "SELECT pg_current_wal_insert_lsn()::text",
+        )
+        .await;
+        format!("standby: {standby}; primary at {primary}")
+    }
+}
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        if !self.paused {
+            return;
+        }
+        let url = self.url("postgres");
+        // A thread with its own runtime: drop may run inside another runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client.batch_execute("SELECT pg_wal_replay_resume()").await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// Makes and starts the standby of the throwaway primary; its port.
+fn start_standby() -> Option<u16> {
+    let Server::Local { port: primary, .. } = SERVER.get_or_init(start_or_use_env) else {
+        return None;
+    };
+    let primary = *primary;
+    let bin = find_bin_dir().expect("the primary was started with these binaries");
+    let run_as = if is_root() {
+        Some(service_user())
+    } else {
+        None
+    };
+    let settings = primary_settings();
+    let dir = std::env::temp_dir().join(format!("nexus-pg-standby-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    if let Some(user) = &run_as {
+        chown(&dir, user);
+    }
+    let data = dir.join("data");
+    spawn_watchdog(&bin, &data, &dir, run_as.as_deref());
+    run(
+        &bin.join("pg_basebackup"),
+        &[
+            "-R",
+            "-D",
+            data.to_str().unwrap(),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &primary.to_string(),
+            "-U",
+            "postgres",
+            "-X",
+            "stream",
+            "--checkpoint=fast",
+            "--no-sync",
+        ],
+        run_as.as_deref(),
+    );
+    // A hot standby needs at least the primary's values of these; TLS as on
+    // the primary.
+    let mut matching = String::new();
+    for name in [
+        "max_connections",
+        "max_prepared_transactions",
+        "max_locks_per_transaction",
+        "max_wal_senders",
+        "max_worker_processes",
+    ] {
+        matching.push_str(&format!(" -c {name}={}", settings[name]));
+    }
+    if settings["ssl"] == "on" {
+        matching.push_str(&format!(
+            " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            settings["ssl_cert_file"], settings["ssl_key_file"]
+        ));
+    }
+    let log = dir.join("server.log");
+    for attempt in 0..5 {
+        let port = free_port();
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c hot_standby=on -c fsync=off{matching}",
+            dir.display()
+        );
+        let ok = run_status(
+            &bin.join("pg_ctl"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-o",
+                &opts,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            run_as.as_deref(),
+        );
+        if ok {
+            return Some(port);
+        }
+        eprintln!(
+            "the standby did not start on port {port} (attempt {attempt}); log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    panic!("could not start the standby in {}", dir.display());
+}
+
+/// The primary's settings that the standby copies; also creates the
+/// heartbeat table of [`Standby::catch_up`] (before the base backup, so
+/// that the standby has it too).
+fn primary_settings() -> std::collections::HashMap<String, String> {
+    let url = server_url("postgres");
+    // A thread with its own runtime: this may run inside another runtime.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let client = connect(&url).await;
+            client
+                .batch_execute(
+                    "CREATE TABLE IF NOT EXISTS nexus_test_heartbeat (n bigserial PRIMARY KEY)",
+                )
+                .await
+                .unwrap_or_else(|e| panic!("creating the heartbeat table: {e}"));
+            client
+                .query(
+                    "SELECT name, setting FROM pg_settings WHERE name IN ('max_connections', \
+                     'max_prepared_transactions', 'max_locks_per_transaction', \
+                     'max_wal_senders', 'max_worker_processes', 'ssl', 'ssl_cert_file', \
+                     'ssl_key_file')",
+                    &[],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("reading the primary's settings: {e}"))
+                .iter()
+                .map(|row| (row.get(0), row.get(1)))
+                .collect()
+        })
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
 #[cfg(test)]

@@ -168,9 +168,11 @@ struct Replica {
     max_lag: Duration,
     /// When this store last wrote (microseconds since the epoch).
     last_write: AtomicI64,
-    /// When the lag was last checked, and whether it was within the bound.
+    /// When the lag was last checked (microseconds since the epoch).
     checked_at: AtomicI64,
-    fresh: std::sync::atomic::AtomicBool,
+    /// Until when the replica is within the bound, from the last check: the
+    /// check's time plus the bound minus the lag it measured.
+    fresh_until: AtomicI64,
 }
 
 impl Inner {
@@ -183,6 +185,14 @@ impl Inner {
     }
 
     /// A connection for a read: the replica when allowed, else the primary.
+    ///
+    /// The replica is allowed outside the read-your-writes window and while
+    /// its staleness is within the bound. A check measures the lag `L`
+    /// (`now() - pg_last_xact_replay_timestamp()` on the replica) and
+    /// allows the replica until `check time + bound - L`: the lag grows at
+    /// most as fast as time passes, so the bound holds to the end of that
+    /// window. Checks run at most every 100 ms, and only when the window
+    /// has run out or is a second old.
     pub(crate) async fn read_client(&self) -> Result<PooledClient> {
         let Some(r) = &self.replica else {
             return self.client().await;
@@ -191,24 +201,32 @@ impl Inner {
         if now - r.last_write.load(Ordering::SeqCst) < r.read_your_writes_micros {
             return self.client().await;
         }
-        if now - r.checked_at.load(Ordering::SeqCst) >= 1_000_000 {
-            let fresh = match nexus_postgres::get(&r.pool).await {
+        let since_check = now - r.checked_at.load(Ordering::SeqCst);
+        let expired = now >= r.fresh_until.load(Ordering::SeqCst);
+        if (expired && since_check >= 100_000) || since_check >= 1_000_000 {
+            r.checked_at.store(now, Ordering::SeqCst);
+            let lag = match nexus_postgres::get(&r.pool).await {
                 Ok(c) => c
                     .query_one(
                         "SELECT CASE WHEN pg_is_in_recovery() \
-                         THEN COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 1e9) \
+                         THEN EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) \
                          ELSE 0 END::float8",
                         &[],
                     )
                     .await
-                    .map(|row| row.get::<_, f64>(0) <= r.max_lag.as_secs_f64())
-                    .unwrap_or(false),
-                Err(_) => false,
+                    .ok()
+                    .and_then(|row| row.get::<_, Option<f64>>(0)),
+                Err(_) => None,
             };
-            r.fresh.store(fresh, Ordering::SeqCst);
-            r.checked_at.store(now, Ordering::SeqCst);
+            let until = match lag {
+                Some(lag) if lag <= r.max_lag.as_secs_f64() => {
+                    now + ((r.max_lag.as_secs_f64() - lag.max(0.0)) * 1e6) as i64
+                }
+                _ => 0,
+            };
+            r.fresh_until.store(until, Ordering::SeqCst);
         }
-        if r.fresh.load(Ordering::SeqCst)
+        if Timestamp::now().as_micros() < r.fresh_until.load(Ordering::SeqCst)
             && let Ok(c) = nexus_postgres::get(&r.pool).await
         {
             return Ok(c);
@@ -294,7 +312,7 @@ impl PgStore {
                     max_lag: options.max_replica_lag,
                     last_write: AtomicI64::new(0),
                     checked_at: AtomicI64::new(i64::MIN / 2),
-                    fresh: std::sync::atomic::AtomicBool::new(false),
+                    fresh_until: AtomicI64::new(0),
                 })
             }
         };
@@ -381,6 +399,11 @@ impl PgStore {
             .clone();
         handle
             .spawn(async move {
+                // The read-your-writes window runs from the end of a write
+                // (its commit), and from its start for reads that overlap it.
+                if access == Access::Write {
+                    inner.note_write();
+                }
                 let backoff = inner.retry;
                 let (result, _) = nexus_postgres::retry(
                     backoff,
@@ -388,6 +411,9 @@ impl PgStore {
                     || f(inner.clone(), tenant.clone()),
                 )
                 .await;
+                if access == Access::Write {
+                    inner.note_write();
+                }
                 result.map_err(|e| access.settle(e))
             })
             .await

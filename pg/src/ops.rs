@@ -241,7 +241,6 @@ pub(crate) async fn put(
     pre: Option<Precondition>,
 ) -> Result<FileRecord> {
     validate_new_file(&file)?;
-    inner.note_write();
     let client = inner.client().await?;
     put_one(&*client, inner, tenant, &file, pre.as_ref()).await
 }
@@ -259,7 +258,6 @@ pub(crate) async fn put_batch(
     if files.is_empty() {
         return Ok(Vec::new());
     }
-    inner.note_write();
     let mut client = inner.client().await?;
     let tx = begin(&mut client).await?;
     let out = futures_util::future::try_join_all(
@@ -310,7 +308,6 @@ pub(crate) async fn delete(
     path: String,
 ) -> Result<Option<FileRecord>> {
     validate_path(&path)?;
-    inner.note_write();
     let c = inner.client().await?;
     Ok(c.query_opt(
         &format!(
@@ -331,7 +328,6 @@ pub(crate) async fn delete_batch(inner: &Inner, tenant: &str, paths: Vec<String>
     if paths.is_empty() {
         return Ok(0);
     }
-    inner.note_write();
     let c = inner.client().await?;
     let n = c
         .execute(
@@ -467,7 +463,6 @@ pub(crate) async fn rename(inner: &Inner, tenant: &str, old: String, new: String
     let (old_dir, new_dir) = (format!("{old}/"), format!("{new}/"));
     let old_upper = prefix_upper_bound(&old_dir).expect("non-empty");
     let new_upper = prefix_upper_bound(&new_dir).expect("non-empty");
-    inner.note_write();
     let c = inner.client().await?;
     let row = c
         .query_one(
@@ -521,7 +516,6 @@ pub(crate) async fn set_metadata(
     let paths: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
     let keys: Vec<&str> = entries.iter().map(|e| e.1.as_str()).collect();
     let values: Vec<&Value> = entries.iter().map(|e| &e.2).collect();
-    inner.note_write();
     let c = inner.client().await?;
     let missing: Option<String> = c
         .query_one(
@@ -583,7 +577,6 @@ pub(crate) async fn delete_metadata(
 ) -> Result<bool> {
     validate_path(&path)?;
     validate_name("metadata key", &key)?;
-    inner.note_write();
     let c = inner.client().await?;
     let row = c
         .query_one(
@@ -734,7 +727,6 @@ pub(crate) async fn rollback(
     version: u32,
 ) -> Result<FileRecord> {
     validate_path(&path)?;
-    inner.note_write();
     let mut client = inner.client().await?;
     let tx = begin(&mut client).await?;
     let current = require_live(&tx, tenant, &path, true).await?;
@@ -816,7 +808,6 @@ pub(crate) async fn add_chunk_ref(
         value: size.to_string(),
         reason: "must be at most 2^63 - 1".into(),
     })?;
-    inner.note_write();
     let c = inner.client().await?;
     let row = c
         .query_one(
@@ -842,7 +833,6 @@ pub(crate) async fn release_chunk_ref(
     grace: Duration,
 ) -> Result<Chunk> {
     validate_name("content_hash", &hash)?;
-    inner.note_write();
     let mut client = inner.client().await?;
     let tx = begin(&mut client).await?;
     let chunk = tx
@@ -907,7 +897,6 @@ pub(crate) async fn gc_candidates(inner: &Inner, tenant: &str, limit: usize) -> 
 
 pub(crate) async fn remove_chunk(inner: &Inner, tenant: &str, hash: String) -> Result<bool> {
     validate_name("content_hash", &hash)?;
-    inner.note_write();
     let c = inner.client().await?;
     let now = ts(inner.now());
     Ok(c.query_one(

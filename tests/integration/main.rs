@@ -9,6 +9,7 @@ mod crash;
 mod file_store;
 mod migrations;
 mod pg_migrations;
+mod pg_replica;
 mod pg_store;
 mod pg_sync;
 mod properties;

@@ -56,52 +56,6 @@ fn conditional_puts_under_contention_never_lose_an_update() {
     });
 }
 
-/// Reads go to the read replica, except within the read-your-writes window
-/// after this store wrote; writes always go to the primary. The "replica"
-/// here is a second database with the schema and none of the data, so that
-/// where a read was served is visible.
-#[test]
-fn reads_route_to_the_replica_outside_the_read_your_writes_window() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (primary, replica) = rt.block_on(async {
-        let p = nexus_tests::pg::database("replica_primary").await;
-        let r = nexus_tests::pg::database("replica_standin").await;
-        let mut c = nexus_tests::pg::connect(&r.url).await;
-        nexus_postgres::migrate(&mut c).await.unwrap();
-        (p, r)
-    });
-    pollster::block_on(async {
-        let options = nexus_pg::PgOptions {
-            read_replica_url: Some(replica.url.clone()),
-            read_your_writes: std::time::Duration::from_millis(300),
-            ..nexus_pg::PgOptions::default()
-        };
-        let store = nexus_pg::PgStore::connect(&primary.url, options)
-            .await
-            .unwrap();
-        let s: nexus_core::DynStore = Arc::new(store);
-        s.put(NewFile::new("/x", "l", "p", 1)).await.unwrap();
-        assert!(
-            s.get("/x").await.unwrap().is_some(),
-            "read-your-writes: served by the primary"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(400));
-        assert!(
-            s.get("/x").await.unwrap().is_none(),
-            "after the window: served by the replica"
-        );
-        assert!(s.list("").await.unwrap().is_empty(), "listing too");
-        s.put(NewFile::new("/y", "l", "p", 1)).await.unwrap();
-        assert!(
-            s.get("/x").await.unwrap().is_some(),
-            "a write sends reads back to the primary"
-        );
-    });
-}
-
 /// Opening by location picks the backend: a path or `sqlite:` is embedded,
 /// a `postgresql://` URL is PostgreSQL; the same calls work on both.
 #[test]
