@@ -135,6 +135,21 @@ fn replace_db(url: &str, db: &str) -> String {
     }
 }
 
+static DURABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Starts the throwaway cluster durable, like a real server (`fsync`,
+/// `synchronous_commit` and `full_page_writes` left on), for benchmarks; the
+/// default is off, for speed. `NEXUS_TEST_PG_DURABLE=1` does the same. Call it
+/// before the first connection. A server from `NEXUS_TEST_DATABASE_URL` is
+/// used as it is.
+pub fn durable() {
+    DURABLE.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        !matches!(SERVER.get(), Some(Server::Local { .. })),
+        "pg::durable() called after the throwaway cluster started"
+    );
+}
+
 fn start_or_use_env() -> Server {
     if let Ok(url) = std::env::var("NEXUS_TEST_DATABASE_URL")
         && !url.is_empty()
@@ -180,10 +195,14 @@ fn start_or_use_env() -> Server {
     for attempt in 0..5 {
         let port = free_port();
         let mut opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=300 -c shared_buffers=128MB",
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=128MB",
             dir.display()
         );
+        if !DURABLE.load(std::sync::atomic::Ordering::SeqCst)
+            && std::env::var("NEXUS_TEST_PG_DURABLE").as_deref() != Ok("1")
+        {
+            opts.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+        }
         if let Some((cert, key)) = &ssl {
             opts.push_str(&format!(
                 " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",

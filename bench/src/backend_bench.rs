@@ -1,91 +1,452 @@
-//! The same workload through the embedded store and the PostgreSQL store
-//! (`nexus-pg`), with 1 and with 8 concurrent clients, so that users can see
-//! when to move. Reports ops/s; asserts nothing about speed.
+//! The same workload through the embedded store, the PostgreSQL store
+//! (`nexus-pg`) and plain single statements on one PostgreSQL table of the
+//! same shape (the limit a store can approach), with 1, 8 and 32 concurrent
+//! clients, so that users can see when to move. Reports ops/s; asserts
+//! nothing about speed.
 //!
-//! `cargo run --release -p nexus-bench --bin nexus-backend-bench -- [--ops N]`
-//! PostgreSQL: a throwaway cluster (fsync off, like a tuned server's
-//! synchronous_commit=off), or `NEXUS_TEST_DATABASE_URL`.
+//! `cargo run --release -p nexus-bench --bin nexus-backend-bench -- [--ops N] [--json]`
+//!
+//! PostgreSQL: a throwaway cluster started durable (fsync, synchronous commit
+//! and full page writes on, like a real server), or the server of
+//! `NEXUS_TEST_DATABASE_URL` as it is.
+//!
+//! Backends:
+//! - `embedded`: `nexus_core::Store` on a file.
+//! - `postgres`: `nexus_pg::PgStore`, a pool of at least as many connections
+//!   as clients.
+//! - `postgres-plain`: one tokio-postgres connection per client, prepared
+//!   statements on `plain_files` (the columns of the store's file row, primary
+//!   key `(tenant_id, path)`): put is one `INSERT ... ON CONFLICT DO UPDATE`
+//!   in autocommit, get a primary-key select, list a range select of 100.
+//!
+//! Every configuration (backend × clients) does `--ops` puts on paths of its
+//! own (so every put creates a row), then `--ops` gets of them, then about
+//! `--ops / 10` lists of the first 100 paths of the configuration's folder (a
+//! prefix list in the store, a range select in the plain table). Each client
+//! is a thread calling through `pollster::block_on`; the PostgreSQL
+//! connections run on a 2-worker tokio runtime (the store's own, or one for
+//! the plain connections). `--json` prints `{"rows": [{"backend", "clients",
+//! "op", "ops_per_s"}, ...]}` on stdout; progress goes to stderr.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use nexus_core::{DynStore, ListOptions, NewFile, Store};
+use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use nexus_bench::arg;
 
-/// Runs `per_client` operations on each of `clients` threads; returns ops/s.
-fn run(
-    store: &DynStore,
-    clients: usize,
-    per_client: usize,
-    op: fn(&DynStore, usize, usize),
-) -> f64 {
+const CLIENTS: [usize; 3] = [1, 8, 32];
+const LIST_LIMIT: usize = 100;
+const TENANT: &str = nexus_core::DEFAULT_TENANT;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Put,
+    Get,
+    List,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Put => "put",
+            Op::Get => "get",
+            Op::List => "list",
+        }
+    }
+}
+
+/// The folder of the configuration with `clients` clients: each writes its
+/// own paths, so that every put creates a row.
+fn folder(clients: usize) -> String {
+    format!("/bench/n{clients}/")
+}
+
+/// The path of file `i` of client `c` in the configuration with `clients`
+/// clients.
+fn path(clients: usize, c: usize, i: usize) -> String {
+    format!("{}c{c:02}/f{i:06}", folder(clients))
+}
+
+/// One client's handle on a backend.
+enum Conn {
+    Store(DynStore),
+    Plain(Box<Plain>),
+}
+
+/// A plain connection with its prepared statements.
+struct Plain {
+    client: Client,
+    put: Statement,
+    get: Statement,
+    list: Statement,
+}
+
+const PLAIN_COLS: &str =
+    "tenant_id, path, backend_id, physical_path, size_bytes, content_hash, updated_at";
+
+const PLAIN_TABLE: &str = "CREATE TABLE plain_files (
+    tenant_id     text COLLATE \"C\" NOT NULL,
+    path          text COLLATE \"C\" NOT NULL,
+    backend_id    text NOT NULL,
+    physical_path text NOT NULL,
+    size_bytes    bigint NOT NULL,
+    content_hash  text,
+    updated_at    timestamptz NOT NULL,
+    PRIMARY KEY (tenant_id, path)
+)";
+
+impl Plain {
+    async fn connect(url: &str, runtime: &tokio::runtime::Handle) -> Plain {
+        let (client, conn) = tokio_postgres::connect(url, NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connecting the plain client: {e}"));
+        runtime.spawn(conn);
+        let put = client
+            .prepare(&format!(
+                "INSERT INTO plain_files ({PLAIN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (tenant_id, path) DO UPDATE SET backend_id = EXCLUDED.backend_id, \
+                 physical_path = EXCLUDED.physical_path, size_bytes = EXCLUDED.size_bytes, \
+                 content_hash = EXCLUDED.content_hash, updated_at = EXCLUDED.updated_at"
+            ))
+            .await
+            .unwrap();
+        let get = client
+            .prepare(&format!(
+                "SELECT {PLAIN_COLS} FROM plain_files WHERE tenant_id = $1 AND path = $2"
+            ))
+            .await
+            .unwrap();
+        let list = client
+            .prepare(&format!(
+                "SELECT {PLAIN_COLS} FROM plain_files WHERE tenant_id = $1 AND path >= $2 \
+                 AND path < $3 ORDER BY path LIMIT {LIST_LIMIT}"
+            ))
+            .await
+            .unwrap();
+        Plain {
+            client,
+            put,
+            get,
+            list,
+        }
+    }
+}
+
+/// Decodes a plain row as the store decodes its own (all columns).
+fn decode(
+    row: &Row,
+) -> (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+    SystemTime,
+) {
+    (
+        row.get(0),
+        row.get(1),
+        row.get(2),
+        row.get(3),
+        row.get(4),
+        row.get(5),
+        row.get(6),
+    )
+}
+
+/// Operation `op` on file `i` of client `c` (of `clients`).
+fn op(conn: &Conn, op: Op, clients: usize, c: usize, i: usize) {
+    match (conn, op) {
+        (Conn::Store(s), Op::Put) => {
+            pollster::block_on(s.put(
+                NewFile::new(path(clients, c, i), "s3", "bucket/x", i as u64).etag(format!("{i}")),
+            ))
+            .unwrap();
+        }
+        (Conn::Store(s), Op::Get) => {
+            pollster::block_on(s.get(&path(clients, c, i)))
+                .unwrap()
+                .expect("the path was put");
+        }
+        (Conn::Store(s), Op::List) => {
+            let page = pollster::block_on(
+                s.list_page(&ListOptions::prefix(folder(clients)).limit(LIST_LIMIT)),
+            )
+            .unwrap();
+            assert_eq!(page.items.len(), LIST_LIMIT);
+        }
+        (Conn::Plain(p), Op::Put) => {
+            let n = pollster::block_on(p.client.execute(
+                &p.put,
+                &[
+                    &TENANT,
+                    &path(clients, c, i),
+                    &"s3",
+                    &"bucket/x",
+                    &(i as i64),
+                    &format!("{i}"),
+                    &SystemTime::now(),
+                ],
+            ))
+            .unwrap();
+            assert_eq!(n, 1);
+        }
+        (Conn::Plain(p), Op::Get) => {
+            let row =
+                pollster::block_on(p.client.query_opt(&p.get, &[&TENANT, &path(clients, c, i)]))
+                    .unwrap()
+                    .expect("the path was put");
+            std::hint::black_box(decode(&row));
+        }
+        (Conn::Plain(p), Op::List) => {
+            let start = folder(clients);
+            // The prefix ends in '/'; '0' is the next byte.
+            let end = format!("{}0", &start[..start.len() - 1]);
+            let rows =
+                pollster::block_on(p.client.query(&p.list, &[&TENANT, &start, &end])).unwrap();
+            assert_eq!(rows.len(), LIST_LIMIT);
+            rows.iter().for_each(|r| {
+                std::hint::black_box(decode(r));
+            });
+        }
+    }
+}
+
+/// Runs `count` operations `op` on each of the first `clients` handles, one
+/// thread each, all at once; returns ops/s.
+fn run(conns: &[Conn], op_kind: Op, clients: usize, per_client: usize, count: usize) -> f64 {
     let started = Instant::now();
     std::thread::scope(|scope| {
-        for c in 0..clients {
-            let store = store.clone();
+        for (c, conn) in conns.iter().take(clients).enumerate() {
             scope.spawn(move || {
-                for i in 0..per_client {
-                    op(&store, c, i);
+                for i in 0..count {
+                    op(conn, op_kind, clients, c, i % per_client);
                 }
             });
         }
     });
-    (clients * per_client) as f64 / started.elapsed().as_secs_f64()
+    (clients * count) as f64 / started.elapsed().as_secs_f64()
 }
 
-fn put(s: &DynStore, c: usize, i: usize) {
-    pollster::block_on(
-        s.put(
-            NewFile::new(format!("/bench/c{c}/f{i:06}"), "s3", "bucket/x", i as u64)
-                .etag(format!("{i}")),
-        ),
-    )
-    .unwrap();
-}
-
-fn get(s: &DynStore, c: usize, i: usize) {
-    pollster::block_on(s.get(&format!("/bench/c{c}/f{i:06}")))
-        .unwrap()
-        .unwrap();
-}
-
-fn list(s: &DynStore, c: usize, _: usize) {
-    let page =
-        pollster::block_on(s.list_page(&ListOptions::prefix(format!("/bench/c{c}/")).limit(100)))
-            .unwrap();
-    assert_eq!(page.items.len(), 100);
+struct Measured {
+    backend: &'static str,
+    clients: usize,
+    op: Op,
+    ops_per_s: f64,
 }
 
 fn main() {
     let ops = arg("--ops", 2000);
-    let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let json = std::env::args().any(|a| a == "--json");
+    let max_clients = *CLIENTS.iter().max().unwrap();
+    assert!(
+        ops >= max_clients.max(LIST_LIMIT),
+        "--ops must be at least {}",
+        max_clients.max(LIST_LIMIT)
+    );
+
+    // Before the first connection: the throwaway cluster commits durably.
+    nexus_tests::pg::durable();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("plain-pg")
         .enable_all()
         .build()
         .unwrap();
     let db = rt.block_on(nexus_tests::pg::database("backend_bench"));
+    let url = format!("{}?sslmode=disable", db.url);
+    let settings = rt.block_on(async {
+        let admin = nexus_tests::pg::connect(&url).await;
+        admin.batch_execute(PLAIN_TABLE).await.unwrap();
+        let mut settings = Vec::new();
+        for name in [
+            "server_version",
+            "fsync",
+            "synchronous_commit",
+            "full_page_writes",
+            "max_connections",
+        ] {
+            let row = admin.query_one(&format!("SHOW {name}"), &[]).await.unwrap();
+            settings.push((name, row.get::<_, String>(0)));
+        }
+        settings
+    });
+    let setting = |name: &str| {
+        settings
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap()
+    };
+    // The store's pool, the plain connections, this one and a few spare.
+    let needed = 2 * max_clients + 5;
+    let max_connections: usize = setting("max_connections").parse().unwrap();
+    assert!(
+        max_connections >= needed,
+        "the server allows {max_connections} connections; the benchmark needs {needed}"
+    );
+    let settings_line = settings
+        .iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    eprintln!("PostgreSQL: {settings_line}");
+    if setting("fsync") != "on" || setting("synchronous_commit") == "off" {
+        eprintln!("warning: the server does not commit durably; puts are not comparable");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
     let embedded: DynStore =
-        std::sync::Arc::new(pollster::block_on(Store::open(dir.path().join("b.db"))).unwrap());
-    let postgres: DynStore = std::sync::Arc::new(
+        Arc::new(pollster::block_on(Store::open(dir.path().join("b.db"))).unwrap());
+    let postgres: DynStore = Arc::new(
         pollster::block_on(nexus_pg::PgStore::connect(
-            &format!("{}?sslmode=disable", db.url),
-            Default::default(),
+            &url,
+            nexus_pg::PgOptions {
+                pool_size: max_clients,
+                ..Default::default()
+            },
         ))
         .unwrap(),
     );
-    println!("ops/s, {ops} operations per configuration (each put is its own durable transaction)");
+    let plain: Vec<Conn> = rt.block_on(async {
+        let mut conns = Vec::new();
+        for _ in 0..max_clients {
+            conns.push(Conn::Plain(Box::new(
+                Plain::connect(&url, rt.handle()).await,
+            )));
+        }
+        conns
+    });
+    let backends: [(&'static str, Vec<Conn>); 3] = [
+        (
+            "embedded",
+            (0..max_clients)
+                .map(|_| Conn::Store(embedded.clone()))
+                .collect(),
+        ),
+        (
+            "postgres",
+            (0..max_clients)
+                .map(|_| Conn::Store(postgres.clone()))
+                .collect(),
+        ),
+        ("postgres-plain", plain),
+    ];
+
+    // Warm-up: the store's pool opens its connections (and prepares) before
+    // the first measured call; misses only, nothing written.
+    for (_, conns) in &backends {
+        std::thread::scope(|scope| {
+            for conn in conns {
+                scope.spawn(move || {
+                    for i in 0..20 {
+                        let missing = format!("/warm-up/{i}");
+                        match conn {
+                            Conn::Store(s) => {
+                                assert!(pollster::block_on(s.get(&missing)).unwrap().is_none());
+                            }
+                            Conn::Plain(p) => {
+                                let row = pollster::block_on(
+                                    p.client.query_opt(&p.get, &[&TENANT, &missing]),
+                                )
+                                .unwrap();
+                                assert!(row.is_none());
+                            }
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    // Clients outermost: the store and its plain baseline run back to back.
+    for clients in CLIENTS {
+        let per_client = ops / clients;
+        for (backend, conns) in &backends {
+            for (op, count) in [
+                (Op::Put, per_client),
+                (Op::Get, per_client),
+                (Op::List, (per_client / 10).max(1)),
+            ] {
+                let ops_per_s = run(conns, op, clients, per_client, count);
+                eprintln!(
+                    "{backend:<15} {clients:>2} clients {:<4} {:>10.0} ops/s  ({:.0} s so far)",
+                    op.name(),
+                    ops_per_s,
+                    started.elapsed().as_secs_f64()
+                );
+                rows.push(Measured {
+                    backend,
+                    clients,
+                    op,
+                    ops_per_s,
+                });
+            }
+        }
+    }
+
+    if json {
+        let rows: Vec<_> = rows
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "backend": m.backend,
+                    "clients": m.clients,
+                    "op": m.op.name(),
+                    "ops_per_s": (m.ops_per_s * 10.0).round() / 10.0,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "rows": rows }));
+        return;
+    }
+
+    let find = |backend: &str, clients: usize, op: Op| {
+        rows.iter()
+            .find(|m| m.backend == backend && m.clients == clients && m.op == op)
+            .map(|m| m.ops_per_s)
+            .unwrap()
+    };
     println!(
-        "{:<10} {:>8} {:>12} {:>12} {:>12}",
+        "ops/s, {ops} puts and gets and {} lists of {LIST_LIMIT} per configuration \
+         (each put its own transaction)",
+        ops / 10
+    );
+    println!("PostgreSQL: {settings_line}");
+    println!(
+        "{:<15} {:>8} {:>10} {:>10} {:>10}",
         "backend", "clients", "put", "get", "list 100"
     );
-    for (name, store) in [("embedded", &embedded), ("postgres", &postgres)] {
-        for clients in [1, 8] {
-            let per = ops / clients;
-            // Each configuration writes its own paths: clients 8 uses c0..c7, 1 uses c0 (written again).
-            let p = run(store, clients, per, put);
-            let g = run(store, clients, per, get);
-            let l = run(store, clients, (per / 10).max(1), list);
-            println!("{name:<10} {clients:>8} {p:>12.0} {g:>12.0} {l:>12.0}");
+    for (backend, _) in &backends {
+        for clients in CLIENTS {
+            println!(
+                "{backend:<15} {clients:>8} {:>10.0} {:>10.0} {:>10.0}",
+                find(backend, clients, Op::Put),
+                find(backend, clients, Op::Get),
+                find(backend, clients, Op::List),
+            );
+        }
+    }
+    println!();
+    println!("postgres / postgres-plain (goals: put >= 0.5x, get >= 0.8x; list has none):");
+    for (op, goal) in [(Op::Put, Some(0.5)), (Op::Get, Some(0.8)), (Op::List, None)] {
+        for clients in CLIENTS {
+            let ratio = find("postgres", clients, op) / find("postgres-plain", clients, op);
+            let verdict = match goal {
+                Some(goal) if ratio >= goal => "  (goal met)",
+                Some(_) => "  (below goal)",
+                None => "",
+            };
+            println!(
+                "{} {clients} client{}: {ratio:.2}x plain{verdict}",
+                op.name(),
+                if clients == 1 { "" } else { "s" },
+            );
         }
     }
 }
