@@ -21,7 +21,7 @@ use tokio_postgres::GenericClient;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use nexus_postgres::PooledClient;
+use nexus_postgres::Cached;
 use tokio_postgres::error::SqlState;
 
 use crate::{Inner, pg_err};
@@ -59,7 +59,7 @@ fn id(s: &str) -> Result<Uuid> {
 }
 
 async fn load_live(
-    c: &impl GenericClient,
+    c: &Cached<'_, impl GenericClient + Sync>,
     tenant: &str,
     path: &str,
     lock: bool,
@@ -75,7 +75,7 @@ async fn load_live(
 }
 
 async fn require_live(
-    c: &impl GenericClient,
+    c: &Cached<'_, impl GenericClient + Sync>,
     tenant: &str,
     path: &str,
     lock: bool,
@@ -88,7 +88,7 @@ async fn require_live(
 }
 
 async fn insert_version(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &Cached<'_, tokio_postgres::Transaction<'_>>,
     r: &FileRecord,
     source: VersionSource,
     reason: Option<&str>,
@@ -123,7 +123,11 @@ async fn insert_version(
     Ok(())
 }
 
-async fn version_id(c: &impl GenericClient, path_id: &str, version: u32) -> Result<Option<Uuid>> {
+async fn version_id(
+    c: &Cached<'_, impl GenericClient + Sync>,
+    path_id: &str,
+    version: u32,
+) -> Result<Option<Uuid>> {
     Ok(c.query_opt(
         "SELECT version_id FROM version_history WHERE path_id = $1 AND version_number = $2",
         &[&id(path_id)?, &(version as i32)],
@@ -133,7 +137,10 @@ async fn version_id(c: &impl GenericClient, path_id: &str, version: u32) -> Resu
     .map(|r| r.get(0)))
 }
 
-async fn update_file(tx: &tokio_postgres::Transaction<'_>, r: &FileRecord) -> Result<()> {
+async fn update_file(
+    tx: &Cached<'_, tokio_postgres::Transaction<'_>>,
+    r: &FileRecord,
+) -> Result<()> {
     tx.execute(
         "UPDATE file_paths SET backend_id = $1, physical_path = $2, size_bytes = $3, content_hash = $4, \
          file_type = $5, updated_at = $6, current_version = $7, origin_id = NULL, origin_seq = NULL, \
@@ -154,7 +161,7 @@ async fn update_file(tx: &tokio_postgres::Transaction<'_>, r: &FileRecord) -> Re
     Ok(())
 }
 
-async fn begin(client: &mut PooledClient) -> Result<tokio_postgres::Transaction<'_>> {
+async fn begin(client: &mut tokio_postgres::Client) -> Result<tokio_postgres::Transaction<'_>> {
     client
         .transaction()
         .await
@@ -177,7 +184,7 @@ const PUT: &str = "SELECT applied, path_id, virtual_path, backend_id, physical_p
 /// does not hold, the error is `check_precondition`'s, from the record the
 /// function found.
 async fn put_one(
-    c: &impl GenericClient,
+    c: &Cached<'_, impl GenericClient + Sync>,
     inner: &Inner,
     tenant: &str,
     file: &NewFile,
@@ -242,7 +249,7 @@ pub(crate) async fn put(
 ) -> Result<FileRecord> {
     validate_new_file(&file)?;
     let client = inner.client().await?;
-    put_one(&*client, inner, tenant, &file, pre.as_ref()).await
+    put_one(&client.cached(), inner, tenant, &file, pre.as_ref()).await
 }
 
 /// One transaction; the puts are pipelined (sent without waiting for each
@@ -258,10 +265,12 @@ pub(crate) async fn put_batch(
     if files.is_empty() {
         return Ok(Vec::new());
     }
-    let mut client = inner.client().await?;
-    let tx = begin(&mut client).await?;
+    let mut pooled = inner.client().await?;
+    let (client, cache) = pooled.parts();
+    let tx = begin(client).await?;
+    let db = Cached::new(&tx, cache);
     let out = futures_util::future::try_join_all(
-        files.iter().map(|f| put_one(&tx, inner, tenant, f, None)),
+        files.iter().map(|f| put_one(&db, inner, tenant, f, None)),
     )
     .await?;
     commit(tx).await?;
@@ -270,8 +279,9 @@ pub(crate) async fn put_batch(
 
 pub(crate) async fn get(inner: &Inner, tenant: &str, path: String) -> Result<Option<FileRecord>> {
     validate_path(&path)?;
-    let c = inner.read_client().await?;
-    load_live(&*c, tenant, &path, false).await
+    let pooled = inner.read_client().await?;
+    let c = pooled.cached();
+    load_live(&c, tenant, &path, false).await
 }
 
 pub(crate) async fn get_batch(
@@ -286,16 +296,18 @@ pub(crate) async fn get_batch(
     if paths.is_empty() {
         return Ok(out);
     }
-    let mut c = inner.read_client().await?;
-    let tx = c
+    let mut pooled = inner.read_client().await?;
+    let (client, cache) = pooled.parts();
+    let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
         .await
         .map_err(pg_err("starting a read"))?;
+    let db = Cached::new(&tx, cache);
     for p in paths {
-        let r = load_live(&tx, tenant, &p, false).await?;
+        let r = load_live(&db, tenant, &p, false).await?;
         out.insert(p, r);
     }
     commit(tx).await?;
@@ -308,7 +320,8 @@ pub(crate) async fn delete(
     path: String,
 ) -> Result<Option<FileRecord>> {
     validate_path(&path)?;
-    let c = inner.client().await?;
+    let pooled = inner.client().await?;
+    let c = pooled.cached();
     Ok(c.query_opt(
         &format!(
             "UPDATE file_paths SET deleted_at = $3, origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT \
@@ -328,7 +341,8 @@ pub(crate) async fn delete_batch(inner: &Inner, tenant: &str, paths: Vec<String>
     if paths.is_empty() {
         return Ok(0);
     }
-    let c = inner.client().await?;
+    let pooled = inner.client().await?;
+    let c = pooled.cached();
     let n = c
         .execute(
             "UPDATE file_paths SET deleted_at = $3, origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT \
@@ -341,7 +355,7 @@ pub(crate) async fn delete_batch(inner: &Inner, tenant: &str, paths: Vec<String>
 }
 
 async fn scan(
-    c: &impl GenericClient,
+    c: &Cached<'_, impl GenericClient + Sync>,
     tenant: &str,
     prefix: &str,
     recursive: bool,
@@ -377,9 +391,10 @@ async fn scan(
 
 pub(crate) async fn list(inner: &Inner, tenant: &str, prefix: String) -> Result<Vec<FileRecord>> {
     validate_prefix(&prefix)?;
-    let c = inner.read_client().await?;
+    let pooled = inner.read_client().await?;
+    let c = pooled.cached();
     scan(
-        &*c,
+        &c,
         tenant,
         &prefix,
         true,
@@ -397,8 +412,9 @@ pub(crate) async fn list_page(inner: &Inner, tenant: &str, opts: ListOptions) ->
         Some(c) => From::After(decode_cursor(c, &filters, &opts.prefix)?),
         None => From::Including(opts.prefix.clone()),
     };
-    let c = inner.read_client().await?;
-    let mut items = scan(&*c, tenant, &opts.prefix, opts.recursive, from, limit + 1).await?;
+    let pooled = inner.read_client().await?;
+    let c = pooled.cached();
+    let mut items = scan(&c, tenant, &opts.prefix, opts.recursive, from, limit + 1).await?;
     let next_cursor = if items.len() > limit {
         items.truncate(limit);
         items.last().map(|last| encode_cursor(&filters, &last.path))
@@ -414,11 +430,12 @@ pub(crate) async fn list_directories(
     prefix: String,
 ) -> Result<Vec<String>> {
     validate_prefix(&prefix)?;
-    let c = inner.read_client().await?;
+    let pooled = inner.read_client().await?;
+    let c = pooled.cached();
     let mut dirs = Vec::new();
     let mut from = From::Including(prefix.clone());
     loop {
-        let rows = scan(&*c, tenant, &prefix, true, from, DIRECTORY_BATCH).await?;
+        let rows = scan(&c, tenant, &prefix, true, from, DIRECTORY_BATCH).await?;
         match directories_step(&prefix, &rows, &mut dirs) {
             Some(next) => from = next,
             None => return Ok(dirs),
@@ -426,7 +443,11 @@ pub(crate) async fn list_directories(
     }
 }
 
-async fn is_directory_in(c: &impl GenericClient, tenant: &str, path: &str) -> Result<bool> {
+async fn is_directory_in(
+    c: &Cached<'_, impl GenericClient + Sync>,
+    tenant: &str,
+    path: &str,
+) -> Result<bool> {
     let dir = if path == "/" {
         "/".to_string()
     } else {
@@ -447,8 +468,9 @@ pub(crate) async fn is_directory(inner: &Inner, tenant: &str, path: String) -> R
     if path != "/" {
         validate_path(&path)?;
     }
-    let c = inner.read_client().await?;
-    is_directory_in(&*c, tenant, &path).await
+    let pooled = inner.read_client().await?;
+    let c = pooled.cached();
+    is_directory_in(&c, tenant, &path).await
 }
 
 pub(crate) async fn rename(inner: &Inner, tenant: &str, old: String, new: String) -> Result<usize> {
@@ -463,7 +485,8 @@ pub(crate) async fn rename(inner: &Inner, tenant: &str, old: String, new: String
     let (old_dir, new_dir) = (format!("{old}/"), format!("{new}/"));
     let old_upper = prefix_upper_bound(&old_dir).expect("non-empty");
     let new_upper = prefix_upper_bound(&new_dir).expect("non-empty");
-    let c = inner.client().await?;
+    let pooled = inner.client().await?;
+    let c = pooled.cached();
     let row = c
         .query_one(
             "SELECT status, moved, detail FROM nexus_rename($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -516,7 +539,8 @@ pub(crate) async fn set_metadata(
     let paths: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
     let keys: Vec<&str> = entries.iter().map(|e| e.1.as_str()).collect();
     let values: Vec<&Value> = entries.iter().map(|e| &e.2).collect();
-    let c = inner.client().await?;
+    let pooled = inner.client().await?;
+    let c = pooled.cached();
     let missing: Option<String> = c
         .query_one(
             "SELECT nexus_set_metadata($1, $2, $3, $4, $5)",
@@ -539,8 +563,9 @@ pub(crate) async fn get_metadata(
 ) -> Result<Option<Value>> {
     validate_path(&path)?;
     validate_name("metadata key", &key)?;
-    let c = inner.read_client().await?;
-    let file = require_live(&*c, tenant, &path, false).await?;
+    let pooled = inner.read_client().await?;
+    let c = pooled.cached();
+    let file = require_live(&c, tenant, &path, false).await?;
     Ok(c.query_opt(
         "SELECT value FROM file_metadata WHERE path_id = $1 AND key = $2",
         &[&id(&file.path_id)?, &key],
@@ -556,8 +581,9 @@ pub(crate) async fn list_metadata(
     path: String,
 ) -> Result<BTreeMap<String, Value>> {
     validate_path(&path)?;
-    let c = inner.read_client().await?;
-    let file = require_live(&*c, tenant, &path, false).await?;
+    let pooled = inner.read_client().await?;
+    let c = pooled.cached();
+    let file = require_live(&c, tenant, &path, false).await?;
     Ok(c.query(
         "SELECT key, value FROM file_metadata WHERE path_id = $1 ORDER BY key",
         &[&id(&file.path_id)?],
@@ -577,7 +603,8 @@ pub(crate) async fn delete_metadata(
 ) -> Result<bool> {
     validate_path(&path)?;
     validate_name("metadata key", &key)?;
-    let c = inner.client().await?;
+    let pooled = inner.client().await?;
+    let c = pooled.cached();
     let row = c
         .query_one(
             "WITH f AS (SELECT path_id FROM file_paths WHERE tenant_id = $1 AND virtual_path = $2 \
@@ -609,7 +636,8 @@ pub(crate) async fn find_by_metadata(
     if let Some(v) = &value {
         encode_value(&key, v)?;
     }
-    let c = inner.read_client().await?;
+    let pooled = inner.read_client().await?;
+    let c = pooled.cached();
     let rows = match &value {
         None => c
             .query(
@@ -662,7 +690,7 @@ fn version_row(r: &Row) -> Result<VersionInfo> {
 }
 
 async fn load_version(
-    c: &impl GenericClient,
+    c: &Cached<'_, impl GenericClient + Sync>,
     path_id: &str,
     version: u32,
 ) -> Result<Option<VersionInfo>> {
@@ -677,7 +705,7 @@ async fn load_version(
 }
 
 async fn require_version(
-    c: &impl GenericClient,
+    c: &Cached<'_, impl GenericClient + Sync>,
     file: &FileRecord,
     version: u32,
 ) -> Result<VersionInfo> {
@@ -695,8 +723,9 @@ pub(crate) async fn list_versions(
     path: String,
 ) -> Result<Vec<VersionInfo>> {
     validate_path(&path)?;
-    let c = inner.read_client().await?;
-    let file = require_live(&*c, tenant, &path, false).await?;
+    let pooled = inner.read_client().await?;
+    let c = pooled.cached();
+    let file = require_live(&c, tenant, &path, false).await?;
     c.query(
         &format!("{VERSION_SELECT} WHERE v.path_id = $1 ORDER BY v.version_number DESC"),
         &[&id(&file.path_id)?],
@@ -715,9 +744,10 @@ pub(crate) async fn get_version(
     version: u32,
 ) -> Result<Option<VersionInfo>> {
     validate_path(&path)?;
-    let c = inner.read_client().await?;
-    let file = require_live(&*c, tenant, &path, false).await?;
-    load_version(&*c, &file.path_id, version).await
+    let pooled = inner.read_client().await?;
+    let c = pooled.cached();
+    let file = require_live(&c, tenant, &path, false).await?;
+    load_version(&c, &file.path_id, version).await
 }
 
 pub(crate) async fn rollback(
@@ -727,15 +757,17 @@ pub(crate) async fn rollback(
     version: u32,
 ) -> Result<FileRecord> {
     validate_path(&path)?;
-    let mut client = inner.client().await?;
-    let tx = begin(&mut client).await?;
-    let current = require_live(&tx, tenant, &path, true).await?;
-    let target = require_version(&tx, &current, version).await?;
-    let parent = version_id(&tx, &current.path_id, current.version).await?;
+    let mut pooled = inner.client().await?;
+    let (client, cache) = pooled.parts();
+    let tx = begin(client).await?;
+    let db = Cached::new(&tx, cache);
+    let current = require_live(&db, tenant, &path, true).await?;
+    let target = require_version(&db, &current, version).await?;
+    let parent = version_id(&db, &current.path_id, current.version).await?;
     let record = rolled_back_record(current, target, inner.now());
-    update_file(&tx, &record).await?;
+    update_file(&db, &record).await?;
     let reason = rollback_reason(version);
-    insert_version(&tx, &record, VersionSource::Rollback, Some(&reason), parent).await?;
+    insert_version(&db, &record, VersionSource::Rollback, Some(&reason), parent).await?;
     commit(tx).await?;
     Ok(record)
 }
@@ -748,10 +780,11 @@ pub(crate) async fn diff_versions(
     v2: u32,
 ) -> Result<VersionDiff> {
     validate_path(&path)?;
-    let c = inner.read_client().await?;
-    let file = require_live(&*c, tenant, &path, false).await?;
-    let a = require_version(&*c, &file, v1).await?;
-    let b = require_version(&*c, &file, v2).await?;
+    let pooled = inner.read_client().await?;
+    let c = pooled.cached();
+    let file = require_live(&c, tenant, &path, false).await?;
+    let a = require_version(&c, &file, v1).await?;
+    let b = require_version(&c, &file, v2).await?;
     Ok(VersionDiff {
         path: file.path,
         content_changed: a.etag != b.etag,
@@ -776,7 +809,11 @@ fn chunk_row(r: &Row) -> Chunk {
     }
 }
 
-async fn load_chunk(c: &impl GenericClient, tenant: &str, hash: &str) -> Result<Option<Chunk>> {
+async fn load_chunk(
+    c: &Cached<'_, impl GenericClient + Sync>,
+    tenant: &str,
+    hash: &str,
+) -> Result<Option<Chunk>> {
     Ok(c.query_opt(
         &format!("{CHUNK_SELECT} WHERE tenant_id = $1 AND content_hash = $2"),
         &[&tenant, &hash],
@@ -786,7 +823,11 @@ async fn load_chunk(c: &impl GenericClient, tenant: &str, hash: &str) -> Result<
     .map(|r| chunk_row(&r)))
 }
 
-async fn require_chunk(c: &impl GenericClient, tenant: &str, hash: &str) -> Result<Chunk> {
+async fn require_chunk(
+    c: &Cached<'_, impl GenericClient + Sync>,
+    tenant: &str,
+    hash: &str,
+) -> Result<Chunk> {
     load_chunk(c, tenant, hash)
         .await?
         .ok_or_else(|| Error::ChunkNotFound {
@@ -808,7 +849,8 @@ pub(crate) async fn add_chunk_ref(
         value: size.to_string(),
         reason: "must be at most 2^63 - 1".into(),
     })?;
-    let c = inner.client().await?;
+    let pooled = inner.client().await?;
+    let c = pooled.cached();
     let row = c
         .query_one(
             "WITH c AS (INSERT INTO content_chunks (tenant_id, content_hash, size_bytes, storage_path, ref_count, \
@@ -833,9 +875,11 @@ pub(crate) async fn release_chunk_ref(
     grace: Duration,
 ) -> Result<Chunk> {
     validate_name("content_hash", &hash)?;
-    let mut client = inner.client().await?;
-    let tx = begin(&mut client).await?;
-    let chunk = tx
+    let mut pooled = inner.client().await?;
+    let (client, cache) = pooled.parts();
+    let tx = begin(client).await?;
+    let db = Cached::new(&tx, cache);
+    let chunk = db
         .query_opt(
             &format!("{CHUNK_SELECT} WHERE tenant_id = $1 AND content_hash = $2 FOR UPDATE"),
             &[&tenant, &hash],
@@ -859,7 +903,7 @@ pub(crate) async fn release_chunk_ref(
             i64::try_from(grace.as_micros()).unwrap_or(i64::MAX),
         )))
     });
-    tx.execute(
+    db.execute(
         "UPDATE content_chunks SET ref_count = ref_count - 1, last_accessed_at = $1, \
          protected_until = COALESCE($2, protected_until), origin_id = NULL, origin_seq = NULL, \
          change_seq = DEFAULT WHERE tenant_id = $3 AND content_hash = $4",
@@ -867,19 +911,21 @@ pub(crate) async fn release_chunk_ref(
     )
     .await
     .map_err(pg_err("releasing a chunk reference"))?;
-    let chunk = require_chunk(&tx, tenant, &hash).await?;
+    let chunk = require_chunk(&db, tenant, &hash).await?;
     commit(tx).await?;
     Ok(chunk)
 }
 
 pub(crate) async fn get_chunk(inner: &Inner, tenant: &str, hash: String) -> Result<Option<Chunk>> {
     validate_name("content_hash", &hash)?;
-    let c = inner.read_client().await?;
-    load_chunk(&*c, tenant, &hash).await
+    let pooled = inner.read_client().await?;
+    let c = pooled.cached();
+    load_chunk(&c, tenant, &hash).await
 }
 
 pub(crate) async fn gc_candidates(inner: &Inner, tenant: &str, limit: usize) -> Result<Vec<Chunk>> {
-    let c = inner.read_client().await?;
+    let pooled = inner.read_client().await?;
+    let c = pooled.cached();
     let now = ts(inner.now());
     Ok(c.query(
         &format!(
@@ -897,7 +943,8 @@ pub(crate) async fn gc_candidates(inner: &Inner, tenant: &str, limit: usize) -> 
 
 pub(crate) async fn remove_chunk(inner: &Inner, tenant: &str, hash: String) -> Result<bool> {
     validate_name("content_hash", &hash)?;
-    let c = inner.client().await?;
+    let pooled = inner.client().await?;
+    let c = pooled.cached();
     let now = ts(inner.now());
     Ok(c.query_one(
         "WITH d AS (DELETE FROM content_chunks WHERE tenant_id = $1 AND content_hash = $2 AND ref_count = 0 \
@@ -915,7 +962,8 @@ pub(crate) async fn remove_chunk(inner: &Inner, tenant: &str, hash: String) -> R
 }
 
 pub(crate) async fn stats(inner: &Inner, tenant: &str) -> Result<Stats> {
-    let c = inner.read_client().await?;
+    let pooled = inner.read_client().await?;
+    let c = pooled.cached();
     let count = |sql: &'static str| {
         let c = &c;
         async move {
@@ -987,8 +1035,10 @@ pub(crate) async fn debug_query(
     _tenant: &str,
     sql: String,
 ) -> Result<Vec<Vec<Option<String>>>> {
-    let c = inner.client().await?;
+    let pooled = inner.client().await?;
+    let c = pooled.cached();
     let messages = c
+        .client()
         .simple_query(&sql)
         .await
         .map_err(pg_err("running a query"))?;

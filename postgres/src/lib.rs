@@ -42,6 +42,8 @@ mod url;
 
 pub use error::{Error, Result, describe, is_retryable_pg, is_retryable_sqlstate, sqlstate_of};
 pub use migrate::{PgDriver, migrate};
-pub use pool::{Manager, Pool, PoolOptions, PooledClient, get, pool};
+pub use pool::{
+    Cached, Manager, PgClient, Pool, PoolOptions, PooledClient, StatementCache, get, pool,
+};
 pub use retry::{Backoff, retry};
 pub use url::{PgUrl, redact};
