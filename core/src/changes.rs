@@ -14,6 +14,18 @@ use crate::engine::{Engine, RowRef, int};
 use crate::error::{Error, Result};
 use crate::store::Store;
 
+/// The store a row came from, and that store's change sequence number for
+/// it: kept by PostgreSQL for rows that a sync run or a change file wrote,
+/// so that a store recognises its own changes when they come back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Origin {
+    /// The source store's id.
+    pub source_id: String,
+    /// Its change sequence number for the row.
+    pub seq: i64,
+}
+
 /// A `file_paths` row as stored. Times are microseconds since the Unix epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +44,10 @@ pub struct FileRow {
     pub deleted_at: Option<i64>,
     pub current_version: i64,
     pub change_seq: i64,
+    /// Where the row came from when another store wrote it (rows read from
+    /// PostgreSQL's change feed); absent for rows written where they were read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
 }
 
 /// A `file_metadata` row as stored; `value` is canonical JSON text.
@@ -45,6 +61,10 @@ pub struct MetadataRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub change_seq: i64,
+    /// Where the row came from when another store wrote it (rows read from
+    /// PostgreSQL's change feed); absent for rows written where they were read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
 }
 
 /// A `version_history` row as stored.
@@ -66,6 +86,10 @@ pub struct VersionRow {
     pub created_by: Option<String>,
     pub created_at: i64,
     pub change_seq: i64,
+    /// Where the row came from when another store wrote it (rows read from
+    /// PostgreSQL's change feed); absent for rows written where they were read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
 }
 
 /// A `content_chunks` row as stored.
@@ -82,6 +106,10 @@ pub struct ChunkRow {
     pub last_accessed_at: Option<i64>,
     pub protected_until: Option<i64>,
     pub change_seq: i64,
+    /// Where the row came from when another store wrote it (rows read from
+    /// PostgreSQL's change feed); absent for rows written where they were read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
 }
 
 /// A row removed for good: `file_metadata` (key1 = path id, key2 = key) or
@@ -95,6 +123,10 @@ pub struct TombstoneRow {
     pub key2: String,
     pub deleted_at: i64,
     pub change_seq: i64,
+    /// Where the row came from when another store wrote it (rows read from
+    /// PostgreSQL's change feed); absent for rows written where they were read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
 }
 
 /// The rows that changed in `(after, through]`.
@@ -180,6 +212,7 @@ fn file_row(r: &RowRef<'_>) -> Result<FileRow> {
         deleted_at: r.opt_int(10)?,
         current_version: r.int(11)?,
         change_seq: r.int(12)?,
+        origin: None,
     })
 }
 
@@ -191,6 +224,7 @@ fn metadata_row(r: &RowRef<'_>) -> Result<MetadataRow> {
         created_at: r.int(3)?,
         updated_at: r.int(4)?,
         change_seq: r.int(5)?,
+        origin: None,
     })
 }
 
@@ -210,6 +244,7 @@ fn version_row(r: &RowRef<'_>) -> Result<VersionRow> {
         created_by: r.opt_text(11)?,
         created_at: r.int(12)?,
         change_seq: r.int(13)?,
+        origin: None,
     })
 }
 
@@ -224,6 +259,7 @@ fn chunk_row(r: &RowRef<'_>) -> Result<ChunkRow> {
         last_accessed_at: r.opt_int(6)?,
         protected_until: r.opt_int(7)?,
         change_seq: r.int(8)?,
+        origin: None,
     })
 }
 
@@ -234,6 +270,7 @@ fn tombstone_row(r: &RowRef<'_>) -> Result<TombstoneRow> {
         key2: r.text(2)?,
         deleted_at: r.int(3)?,
         change_seq: r.int(4)?,
+        origin: None,
     })
 }
 

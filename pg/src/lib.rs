@@ -24,7 +24,10 @@
 
 #![warn(missing_docs)]
 
+mod feed;
 mod ops;
+
+pub use feed::{FeedPage, read_page};
 
 /// Where a store lives, as the user wrote it: a `postgresql://` or
 /// `postgres://` URL, or a file path (optionally `sqlite:` or `sqlite://`
@@ -341,6 +344,20 @@ impl PgStore {
             .await
             .map_err(join_err)??;
         Ok(store)
+    }
+
+    /// The change feed: the page of changes after position `after` (0: from
+    /// the beginning), whole transactions of about `max_rows` rows, of all
+    /// tenants, whoever wrote them. Ask again from `page.changes.through`;
+    /// a reader that does so sees every committed change exactly once, in
+    /// its latest state (see [`read_page`]). Reads the primary.
+    pub async fn changes_after(&self, after: i64, max_rows: usize) -> Result<FeedPage> {
+        self.run(Access::Read, move |inner, _| async move {
+            let mut pooled = inner.client().await?;
+            let (client, cache) = pooled.parts();
+            read_page(client, cache, after, max_rows).await
+        })
+        .await
     }
 
     /// The state of every schema migration.

@@ -74,4 +74,9 @@ impl PgFixture {
     pub fn dyn_store(&self) -> nexus_core::DynStore {
         std::sync::Arc::new(self.store.clone())
     }
+
+    /// The database's URL (superuser).
+    pub fn url(&self) -> &str {
+        &self._db.url
+    }
 }

@@ -1,0 +1,277 @@
+//! The change feed of a PostgreSQL store: every row that changed after a
+//! position, whoever wrote it (the store, a sync run, a change file), in
+//! pages, never missing a transaction that was still running when an
+//! earlier page was read.
+//!
+//! Every row's `change_seq` is the id of the transaction that last wrote it
+//! (`pg_current_xact_id()`, the column's default; every update sets it
+//! again). Ids are handed out when transactions start writing, not when
+//! they commit, so a lower id can commit after a higher one was read. A
+//! page therefore never reaches past `xmin - 1`, where `xmin` is the oldest
+//! transaction id still running in the page's own snapshot
+//! (`pg_snapshot_xmin(pg_current_snapshot())`): every transaction below it
+//! had ended when the snapshot was taken, so the snapshot sees all their
+//! committed rows, and any later write gets an id above the snapshot's
+//! `xmax`, so it lands in a later page. ARCHITECTURE.md has the argument in
+//! full.
+
+use nexus_core::{
+    Changes, ChunkRow, FileRow, MetadataRow, Origin, Result, TombstoneRow, VersionRow,
+    canonical_json,
+};
+use nexus_postgres::Cached;
+use serde_json::Value;
+use tokio_postgres::{GenericClient, Row};
+
+use crate::pg_err;
+
+/// One page of the feed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedPage {
+    /// The rows of every transaction with an id in `(changes.after,
+    /// changes.through]`, each row in its latest state, in `change_seq`
+    /// order per table. `changes.through` is the position to ask from next.
+    pub changes: Changes,
+    /// Whether the page reaches the newest position that was safe to read
+    /// (`false`: more pages are ready now).
+    pub caught_up: bool,
+}
+
+/// `(table, its columns in the order of the core row type)`; times as
+/// microseconds since the epoch, ids as text.
+const MICROS: &str = "(extract(epoch FROM {c}) * 1000000)::int8";
+
+fn micros(column: &str) -> String {
+    MICROS.replace("{c}", column)
+}
+
+fn files_sql() -> String {
+    format!(
+        "SELECT path_id::text, tenant_id, virtual_path, backend_id, physical_path, size_bytes, content_hash, \
+         file_type, {}, {}, {}, current_version::int8, change_seq, origin_id, origin_seq FROM file_paths \
+         WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq, path_id",
+        micros("created_at"),
+        micros("updated_at"),
+        micros("deleted_at")
+    )
+}
+
+fn metadata_sql() -> String {
+    format!(
+        "SELECT path_id::text, key, value, {}, {}, change_seq, origin_id, origin_seq FROM file_metadata \
+         WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq, path_id, key",
+        micros("created_at"),
+        micros("updated_at")
+    )
+}
+
+fn versions_sql() -> String {
+    format!(
+        "SELECT version_id::text, path_id::text, version_number::int8, backend_id, physical_path, content_hash, \
+         size_bytes, mime_type, parent_version_id::text, source_type, change_reason, created_by, {}, change_seq, \
+         origin_id, origin_seq FROM version_history \
+         WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq, version_id",
+        micros("created_at")
+    )
+}
+
+fn chunks_sql() -> String {
+    format!(
+        "SELECT tenant_id, content_hash, size_bytes, storage_path, ref_count, {}, {}, {}, change_seq, \
+         origin_id, origin_seq FROM content_chunks \
+         WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq, tenant_id, content_hash",
+        micros("created_at"),
+        micros("last_accessed_at"),
+        micros("protected_until")
+    )
+}
+
+fn tombstones_sql() -> String {
+    format!(
+        "SELECT table_name, key1, key2, {}, change_seq, origin_id, origin_seq FROM tombstones \
+         WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq, table_name, key1, key2",
+        micros("deleted_at")
+    )
+}
+
+/// The `change_seq` of the first `limit` rows after `after`, all tables
+/// merged in order (an index scan per table, merged; it stops at `limit`).
+const FIRST_STAMPS: &str = "SELECT s FROM ( \
+     (SELECT change_seq AS s FROM file_paths WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
+     UNION ALL (SELECT change_seq FROM file_metadata WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
+     UNION ALL (SELECT change_seq FROM version_history WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
+     UNION ALL (SELECT change_seq FROM content_chunks WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
+     UNION ALL (SELECT change_seq FROM tombstones WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
+     ) AS t ORDER BY s LIMIT $3";
+
+fn origin(r: &Row, at: usize) -> Option<Origin> {
+    let source_id: Option<String> = r.get(at);
+    let seq: Option<i64> = r.get(at + 1);
+    Some(Origin {
+        source_id: source_id?,
+        seq: seq?,
+    })
+}
+
+/// Reads the page after position `after` (0: from the beginning): the
+/// rows of whole transactions, about `max_rows` of them (more when one
+/// transaction alone has more). Runs in one read-only repeatable-read
+/// transaction on `client`, which must not be in a transaction already.
+pub async fn read_page(
+    client: &mut tokio_postgres::Client,
+    cache: &nexus_postgres::StatementCache,
+    after: i64,
+    max_rows: usize,
+) -> Result<FeedPage> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg_err("starting a read of the change feed"))?;
+    let db = Cached::new(&tx, cache);
+    let page = read_in(&db, after, max_rows).await?;
+    tx.commit()
+        .await
+        .map_err(pg_err("ending a read of the change feed"))?;
+    Ok(page)
+}
+
+async fn read_in(
+    db: &Cached<'_, impl GenericClient + Sync>,
+    after: i64,
+    max_rows: usize,
+) -> Result<FeedPage> {
+    // Everything below the oldest running transaction has ended.
+    let safe: i64 = db
+        .query_one(
+            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8 - 1",
+            &[],
+        )
+        .await
+        .map_err(pg_err("reading the feed's safe position"))?
+        .get(0);
+    if safe <= after {
+        return Ok(FeedPage {
+            changes: Changes {
+                after,
+                through: after,
+                ..Changes::default()
+            },
+            caught_up: true,
+        });
+    }
+    let limit = i64::try_from(max_rows.max(1)).unwrap_or(i64::MAX - 1) + 1;
+    let stamps: Vec<i64> = db
+        .query(FIRST_STAMPS, &[&after, &safe, &limit])
+        .await
+        .map_err(pg_err("paging the change feed"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // Whole transactions only: stop before the transaction of the first row
+    // past the limit, unless that is the first transaction of the page.
+    let through = if (stamps.len() as i64) < limit {
+        safe
+    } else {
+        let beyond = stamps[stamps.len() - 1];
+        if beyond > stamps[0] {
+            beyond - 1
+        } else {
+            beyond
+        }
+    };
+    let range: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&after, &through];
+    let q =
+        async |sql: String, what: &'static str| db.query(&sql, &range).await.map_err(pg_err(what));
+    let files = q(files_sql(), "reading changed files").await?;
+    let metadata = q(metadata_sql(), "reading changed metadata").await?;
+    let versions = q(versions_sql(), "reading changed versions").await?;
+    let chunks = q(chunks_sql(), "reading changed chunks").await?;
+    let tombstones = q(tombstones_sql(), "reading removals").await?;
+    Ok(FeedPage {
+        changes: Changes {
+            after,
+            through,
+            files: files
+                .iter()
+                .map(|r| FileRow {
+                    path_id: r.get(0),
+                    tenant_id: r.get(1),
+                    virtual_path: r.get(2),
+                    backend_id: r.get(3),
+                    physical_path: r.get(4),
+                    size_bytes: r.get(5),
+                    content_hash: r.get(6),
+                    file_type: r.get(7),
+                    created_at: r.get(8),
+                    updated_at: r.get(9),
+                    deleted_at: r.get(10),
+                    current_version: r.get(11),
+                    change_seq: r.get(12),
+                    origin: origin(r, 13),
+                })
+                .collect(),
+            metadata: metadata
+                .iter()
+                .map(|r| MetadataRow {
+                    path_id: r.get(0),
+                    key: r.get(1),
+                    value: canonical_json(&r.get::<_, Value>(2)),
+                    created_at: r.get(3),
+                    updated_at: r.get(4),
+                    change_seq: r.get(5),
+                    origin: origin(r, 6),
+                })
+                .collect(),
+            versions: versions
+                .iter()
+                .map(|r| VersionRow {
+                    version_id: r.get(0),
+                    path_id: r.get(1),
+                    version_number: r.get(2),
+                    backend_id: r.get(3),
+                    physical_path: r.get(4),
+                    content_hash: r.get(5),
+                    size_bytes: r.get(6),
+                    mime_type: r.get(7),
+                    parent_version_id: r.get(8),
+                    source_type: r.get(9),
+                    change_reason: r.get(10),
+                    created_by: r.get(11),
+                    created_at: r.get(12),
+                    change_seq: r.get(13),
+                    origin: origin(r, 14),
+                })
+                .collect(),
+            chunks: chunks
+                .iter()
+                .map(|r| ChunkRow {
+                    tenant_id: r.get(0),
+                    content_hash: r.get(1),
+                    size_bytes: r.get(2),
+                    storage_path: r.get(3),
+                    ref_count: r.get(4),
+                    created_at: r.get(5),
+                    last_accessed_at: r.get(6),
+                    protected_until: r.get(7),
+                    change_seq: r.get(8),
+                    origin: origin(r, 9),
+                })
+                .collect(),
+            tombstones: tombstones
+                .iter()
+                .map(|r| TombstoneRow {
+                    table_name: r.get(0),
+                    key1: r.get(1),
+                    key2: r.get(2),
+                    deleted_at: r.get(3),
+                    change_seq: r.get(4),
+                    origin: origin(r, 5),
+                })
+                .collect(),
+        },
+        caught_up: through == safe,
+    })
+}
