@@ -414,8 +414,9 @@ impl PgStore {
             .expect("runtime lives as long as the store")
             .handle()
             .clone();
-        handle
-            .spawn(async move {
+        InRuntime {
+            handle,
+            fut: Box::pin(async move {
                 // The read-your-writes window runs from the end of a write
                 // (its commit), and from its start for reads that overlap it.
                 if access == Access::Write {
@@ -432,9 +433,31 @@ impl PgStore {
                     inner.note_write();
                 }
                 result.map_err(|e| access.settle(e))
-            })
-            .await
-            .map_err(join_err)?
+            }),
+        }
+        .await
+    }
+}
+
+/// A future polled on the caller's thread inside the store's runtime
+/// context: its timers and new connections belong to the store's runtime
+/// (whose threads drive the connections), whatever executor awaits it, and
+/// no task hop is added to a call's latency.
+struct InRuntime<F: std::future::Future> {
+    handle: tokio::runtime::Handle,
+    fut: std::pin::Pin<Box<F>>,
+}
+
+impl<F: std::future::Future> std::future::Future for InRuntime<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.get_mut();
+        let _context = this.handle.enter();
+        this.fut.as_mut().poll(cx)
     }
 }
 
