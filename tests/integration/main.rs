@@ -8,6 +8,7 @@ mod common;
 mod crash;
 mod file_store;
 mod migrations;
+mod pg_faults;
 mod pg_feed;
 mod pg_migrations;
 mod pg_replica;
