@@ -4,7 +4,7 @@
 //! clients, so that users can see when to move. Reports ops/s; asserts
 //! nothing about speed.
 //!
-//! `cargo run --release -p nexus-bench --bin nexus-backend-bench -- [--ops N] [--json]`
+//! `cargo run --release -p nexus-bench --bin nexus-backend-bench -- [--ops N] [--rounds R] [--json]`
 //!
 //! PostgreSQL: a throwaway cluster started durable (fsync, synchronous commit
 //! and full page writes on, like a real server), or the server of
@@ -25,7 +25,8 @@
 //! prefix list in the store, a range select in the plain table). Each client
 //! is a thread calling through `pollster::block_on`; the PostgreSQL
 //! connections run on a 2-worker tokio runtime (the store's own, or one for
-//! the plain connections). `--json` prints `{"rows": [{"backend", "clients",
+//! the plain connections). All of that `--rounds` times (default 3, each
+//! round on paths of its own); every figure is the median of the rounds. `--json` prints `{"rows": [{"backend", "clients",
 //! "op", "ops_per_s"}, ...]}` on stdout; progress goes to stderr.
 
 use std::sync::Arc;
@@ -57,16 +58,15 @@ impl Op {
     }
 }
 
-/// The folder of the configuration with `clients` clients: each writes its
-/// own paths, so that every put creates a row.
-fn folder(clients: usize) -> String {
-    format!("/bench/n{clients}/")
+/// The folder of one measured configuration (a round and a client count):
+/// each writes its own paths, so that every put creates a row.
+fn folder(config: usize) -> String {
+    format!("/bench/k{config}/")
 }
 
-/// The path of file `i` of client `c` in the configuration with `clients`
-/// clients.
-fn path(clients: usize, c: usize, i: usize) -> String {
-    format!("{}c{c:02}/f{i:06}", folder(clients))
+/// The path of file `i` of client `c` in configuration `config`.
+fn path(config: usize, c: usize, i: usize) -> String {
+    format!("{}c{c:02}/f{i:06}", folder(config))
 }
 
 /// One client's handle on a backend.
@@ -157,7 +157,7 @@ fn decode(
     )
 }
 
-/// Operation `op` on file `i` of client `c` (of `clients`).
+/// Operation `op` on file `i` of client `c` in configuration `clients`.
 fn op(conn: &Conn, op: Op, clients: usize, c: usize, i: usize) {
     match (conn, op) {
         (Conn::Store(s), Op::Put) => {
@@ -217,13 +217,20 @@ fn op(conn: &Conn, op: Op, clients: usize, c: usize, i: usize) {
 
 /// Runs `count` operations `op` on each of the first `clients` handles, one
 /// thread each, all at once; returns ops/s.
-fn run(conns: &[Conn], op_kind: Op, clients: usize, per_client: usize, count: usize) -> f64 {
+fn run(
+    conns: &[Conn],
+    op_kind: Op,
+    clients: usize,
+    config: usize,
+    per_client: usize,
+    count: usize,
+) -> f64 {
     let started = Instant::now();
     std::thread::scope(|scope| {
         for (c, conn) in conns.iter().take(clients).enumerate() {
             scope.spawn(move || {
                 for i in 0..count {
-                    op(conn, op_kind, clients, c, i % per_client);
+                    op(conn, op_kind, config, c, i % per_client);
                 }
             });
         }
@@ -231,6 +238,7 @@ fn run(conns: &[Conn], op_kind: Op, clients: usize, per_client: usize, count: us
     (clients * count) as f64 / started.elapsed().as_secs_f64()
 }
 
+#[derive(Clone, Copy)]
 struct Measured {
     backend: &'static str,
     clients: usize,
@@ -240,6 +248,7 @@ struct Measured {
 
 fn main() {
     let ops = arg("--ops", 2000);
+    let rounds = arg("--rounds", 3).max(1);
     let json = std::env::args().any(|a| a == "--json");
     let max_clients = *CLIENTS.iter().max().unwrap();
     assert!(
@@ -363,31 +372,55 @@ fn main() {
     }
 
     let started = Instant::now();
-    let mut rows = Vec::new();
-    // Clients outermost: the store and its plain baseline run back to back.
-    for clients in CLIENTS {
-        let per_client = ops / clients;
-        for (backend, conns) in &backends {
-            for (op, count) in [
-                (Op::Put, per_client),
-                (Op::Get, per_client),
-                (Op::List, (per_client / 10).max(1)),
-            ] {
-                let ops_per_s = run(conns, op, clients, per_client, count);
-                eprintln!(
-                    "{backend:<15} {clients:>2} clients {:<4} {:>10.0} ops/s  ({:.0} s so far)",
-                    op.name(),
-                    ops_per_s,
-                    started.elapsed().as_secs_f64()
-                );
-                rows.push(Measured {
-                    backend,
-                    clients,
-                    op,
-                    ops_per_s,
-                });
+    let mut samples: Vec<Measured> = Vec::new();
+    // Rounds outermost, then clients: the store and its plain baseline run
+    // back to back, and each configuration is measured once per round; the
+    // median of the rounds is reported (one slow fsync does not decide).
+    for round in 0..rounds {
+        for clients in CLIENTS {
+            let per_client = ops / clients;
+            let config = round * 1000 + clients;
+            for (backend, conns) in &backends {
+                for (op, count) in [
+                    (Op::Put, per_client),
+                    (Op::Get, per_client),
+                    (Op::List, (per_client / 10).max(1)),
+                ] {
+                    let ops_per_s = run(conns, op, clients, config, per_client, count);
+                    eprintln!(
+                        "round {round} {backend:<15} {clients:>2} clients {:<4} {:>10.0} ops/s  ({:.0} s so far)",
+                        op.name(),
+                        ops_per_s,
+                        started.elapsed().as_secs_f64()
+                    );
+                    samples.push(Measured {
+                        backend,
+                        clients,
+                        op,
+                        ops_per_s,
+                    });
+                }
             }
         }
+    }
+    let mut rows: Vec<Measured> = Vec::new();
+    for m in &samples {
+        if rows
+            .iter()
+            .any(|r| r.backend == m.backend && r.clients == m.clients && r.op == m.op)
+        {
+            continue;
+        }
+        let mut all: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.backend == m.backend && s.clients == m.clients && s.op == m.op)
+            .map(|s| s.ops_per_s)
+            .collect();
+        all.sort_by(f64::total_cmp);
+        rows.push(Measured {
+            ops_per_s: all[all.len() / 2],
+            ..*m
+        });
     }
 
     if json {
@@ -413,8 +446,8 @@ fn main() {
             .unwrap()
     };
     println!(
-        "ops/s, {ops} puts and gets and {} lists of {LIST_LIMIT} per configuration \
-         (each put its own transaction)",
+        "ops/s, median of {rounds} rounds of {ops} puts and gets and {} lists of {LIST_LIMIT} \
+         per configuration (each put its own transaction)",
         ops / 10
     );
     println!("PostgreSQL: {settings_line}");
