@@ -28,7 +28,23 @@ use crate::{Inner, pg_err};
 
 use nexus_postgres::codec::{from_time as from_sys, time as ts};
 
-const FILE_COLS: &str = "path_id, virtual_path, backend_id, physical_path, size_bytes, content_hash, file_type, created_at, updated_at, current_version";
+/// The columns of a file record, in `file_row`'s order.
+macro_rules! file_cols {
+    () => {
+        "path_id, virtual_path, backend_id, physical_path, size_bytes, content_hash, file_type, created_at, updated_at, current_version"
+    };
+}
+const FILE_COLS: &str = file_cols!();
+const LIVE: &str = concat!(
+    "SELECT ",
+    file_cols!(),
+    " FROM file_paths WHERE tenant_id = $1 AND virtual_path = $2 AND deleted_at IS NULL"
+);
+const LIVE_FOR_UPDATE: &str = concat!(
+    "SELECT ",
+    file_cols!(),
+    " FROM file_paths WHERE tenant_id = $1 AND virtual_path = $2 AND deleted_at IS NULL FOR UPDATE"
+);
 
 fn file_row(r: &Row, tenant: &str) -> FileRecord {
     file_row_at(r, 0, tenant)
@@ -64,11 +80,8 @@ async fn load_live(
     path: &str,
     lock: bool,
 ) -> Result<Option<FileRecord>> {
-    let sql = format!(
-        "SELECT {FILE_COLS} FROM file_paths WHERE tenant_id = $1 AND virtual_path = $2 AND deleted_at IS NULL{}",
-        if lock { " FOR UPDATE" } else { "" }
-    );
-    Ok(c.query_opt(&sql, &[&tenant, &path])
+    let sql = if lock { LIVE_FOR_UPDATE } else { LIVE };
+    Ok(c.query_opt(sql, &[&tenant, &path])
         .await
         .map_err(pg_err("reading a file"))?
         .map(|r| file_row(&r, tenant)))

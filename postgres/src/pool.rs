@@ -90,6 +90,10 @@ pub fn pool(url: &PgUrl, options: PoolOptions) -> Result<Pool> {
         options,
     })
     .max_size(size)
+    // The connection used last goes out first: a client that makes one
+    // call after another keeps one warm server process (FIFO would rotate
+    // through every idle connection, each a process gone cold).
+    .queue_mode(deadpool::managed::QueueMode::Lifo)
     .wait_timeout(Some(wait))
     .create_timeout(Some(wait))
     .runtime(deadpool::Runtime::Tokio1)
