@@ -88,7 +88,7 @@ fn ts(micros: i64) -> SystemTime {
 
 /// Raw binary COPY of the given rows into the migrated schema, secondary
 /// indexes and foreign keys dropped first and rebuilt after, one transaction.
-async fn raw_copy(url: &str, changes: &nexus_core::Changes) -> Duration {
+async fn raw_copy(url: &str, source_id: &str, changes: &nexus_core::Changes) -> Duration {
     let mut client = connect(url).await;
     nexus_postgres::migrate(&mut client).await.unwrap();
     let files: Vec<_> = changes
@@ -133,7 +133,7 @@ async fn raw_copy(url: &str, changes: &nexus_core::Changes) -> Duration {
                 f.deleted_at.map(ts),
                 f.current_version as i32,
             );
-            let row: [&(dyn ToSql + Sync); 13] = [
+            let row: [&(dyn ToSql + Sync); 14] = [
                 id,
                 &f.tenant_id,
                 &f.virtual_path,
@@ -147,6 +147,7 @@ async fn raw_copy(url: &str, changes: &nexus_core::Changes) -> Duration {
                 &d,
                 &v,
                 &f.change_seq,
+                &source_id,
             ];
             w.as_mut().write(&row).await.unwrap();
         }
@@ -165,7 +166,7 @@ async fn raw_copy(url: &str, changes: &nexus_core::Changes) -> Duration {
                 .parent_version_id
                 .as_deref()
                 .map(|p| uuid::Uuid::parse_str(p).unwrap());
-            let row: [&(dyn ToSql + Sync); 14] = [
+            let row: [&(dyn ToSql + Sync); 15] = [
                 id,
                 path,
                 &n,
@@ -180,6 +181,7 @@ async fn raw_copy(url: &str, changes: &nexus_core::Changes) -> Duration {
                 &v.created_by,
                 &c,
                 &v.change_seq,
+                &source_id,
             ];
             w.as_mut().write(&row).await.unwrap();
         }
@@ -194,7 +196,8 @@ async fn raw_copy(url: &str, changes: &nexus_core::Changes) -> Duration {
         pin_mut!(w);
         for (id, value, m) in &metadata {
             let (c, u) = (ts(m.created_at), ts(m.updated_at));
-            let row: [&(dyn ToSql + Sync); 6] = [id, &m.key, value, &c, &u, &m.change_seq];
+            let row: [&(dyn ToSql + Sync); 7] =
+                [id, &m.key, value, &c, &u, &m.change_seq, &source_id];
             w.as_mut().write(&row).await.unwrap();
         }
         w.finish().await.unwrap();
@@ -297,14 +300,14 @@ fn main() {
     }
 
     // 3. Raw binary COPY of the same rows (read beforehand, untimed).
-    let changes = rt.block_on(async {
+    let (source_id, changes) = rt.block_on(async {
         let s = Store::open(&db).await.unwrap();
         let mut snap = s.snapshot().await.unwrap();
         let head = snap.change_seq();
-        snap.changes(0, head).unwrap()
+        (snap.source_id().to_string(), snap.changes(0, head).unwrap())
     });
     let copy_s = rt
-        .block_on(raw_copy(&plain(&copy_db.url), &changes))
+        .block_on(raw_copy(&plain(&copy_db.url), &source_id, &changes))
         .as_secs_f64();
     drop(changes);
 
