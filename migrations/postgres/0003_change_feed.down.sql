@@ -1,3 +1,4 @@
+DROP FUNCTION nexus_add_chunk_ref(text, text, bigint, text, timestamptz);
 DROP FUNCTION nexus_rename(text, text, text, text, text, text, text, timestamptz, integer);
 DROP FUNCTION nexus_set_metadata(text, text[], text[], jsonb[], timestamptz);
 DROP FUNCTION nexus_put(text, text, uuid, uuid, text, text, bigint, text, text, timestamptz,

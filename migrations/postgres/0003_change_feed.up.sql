@@ -12,8 +12,8 @@
 --    wrote it (a sync run, a change file): that store's id and its own
 --    change sequence number. NULL for rows written here.
 -- 3. nexus_state.change_seq is retired.
--- 4. nexus_put, nexus_set_metadata, nexus_rename: the store's writes as
---    one statement each (one round trip, one transaction).
+-- 4. nexus_put, nexus_set_metadata, nexus_rename, nexus_add_chunk_ref: the
+--    store's writes as one statement each (one round trip, one transaction).
 
 ALTER TABLE file_paths ADD COLUMN origin_id text, ADD COLUMN origin_seq bigint;
 ALTER TABLE version_history ADD COLUMN origin_id text, ADD COLUMN origin_seq bigint;
@@ -81,7 +81,8 @@ BEGIN
                 r.current_version := r.current_version + 1;
             ELSE
                 UPDATE version_history v SET backend_id = p_backend, physical_path = p_physical,
-                    size_bytes = p_size, mime_type = p_mime, change_seq = DEFAULT
+                    size_bytes = p_size, mime_type = p_mime, origin_id = NULL, origin_seq = NULL,
+                    change_seq = DEFAULT
                  WHERE v.path_id = r.path_id AND v.version_number = r.current_version;
             END IF;
             UPDATE file_paths f SET backend_id = p_backend, physical_path = p_physical,
@@ -129,31 +130,59 @@ CREATE FUNCTION nexus_set_metadata(
 RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
+    locked_paths text[];
+    locked_ids uuid[];
     missing text;
 BEGIN
-    PERFORM 1 FROM file_paths f
-     WHERE f.tenant_id = p_tenant AND f.virtual_path = ANY (p_paths) AND f.deleted_at IS NULL
-     ORDER BY f.path_id FOR SHARE;
+    -- Lock the live files named (they cannot be deleted or renamed until
+    -- commit) and decide everything on exactly those rows.
+    SELECT array_agg(l.virtual_path), array_agg(l.path_id) INTO locked_paths, locked_ids
+      FROM (SELECT f.virtual_path, f.path_id FROM file_paths f
+             WHERE f.tenant_id = p_tenant AND f.virtual_path = ANY (p_paths) AND f.deleted_at IS NULL
+             ORDER BY f.path_id FOR SHARE) AS l;
     SELECT e.p INTO missing FROM unnest(p_paths) WITH ORDINALITY AS e (p, n)
-     WHERE NOT EXISTS (SELECT 1 FROM file_paths f WHERE f.tenant_id = p_tenant
-                          AND f.virtual_path = e.p AND f.deleted_at IS NULL)
+     WHERE locked_paths IS NULL OR NOT (e.p = ANY (locked_paths))
      ORDER BY e.n LIMIT 1;
     IF missing IS NOT NULL THEN
         RETURN missing;
     END IF;
     INSERT INTO file_metadata (path_id, key, value, created_at, updated_at)
-    SELECT DISTINCT ON (f.path_id, e.k) f.path_id, e.k, e.v, p_now, p_now
+    SELECT DISTINCT ON (l.id, e.k) l.id, e.k, e.v, p_now, p_now
       FROM unnest(p_paths, p_keys, p_values) WITH ORDINALITY AS e (p, k, v, n)
-      JOIN file_paths f ON f.tenant_id = p_tenant AND f.virtual_path = e.p AND f.deleted_at IS NULL
-     ORDER BY f.path_id, e.k, e.n DESC
+      JOIN unnest(locked_paths, locked_ids) AS l (p, id) ON l.p = e.p
+     ORDER BY l.id, e.k, e.n DESC
     ON CONFLICT (path_id, key) DO UPDATE SET value = EXCLUDED.value,
         updated_at = EXCLUDED.updated_at, origin_id = NULL, origin_seq = NULL,
         change_seq = DEFAULT;
+    -- A new statement, so it sees a tombstone committed since the insert began.
     DELETE FROM tombstones t
      USING unnest(p_paths, p_keys) AS e (p, k)
-      JOIN file_paths f ON f.tenant_id = p_tenant AND f.virtual_path = e.p AND f.deleted_at IS NULL
-     WHERE t.table_name = 'file_metadata' AND t.key1 = f.path_id::text AND t.key2 = e.k;
+      JOIN unnest(locked_paths, locked_ids) AS l (p, id) ON l.p = e.p
+     WHERE t.table_name = 'file_metadata' AND t.key1 = l.id::text AND t.key2 = e.k;
     RETURN NULL;
+END
+$$;
+
+-- A new reference to a content chunk (created with one reference, or one
+-- more), and its tombstone cleared (in a statement of its own, so that it
+-- sees a removal committed while the upsert waited). Returns the chunk.
+CREATE FUNCTION nexus_add_chunk_ref(
+    p_tenant text, p_hash text, p_size bigint, p_storage text, p_now timestamptz)
+RETURNS SETOF content_chunks
+LANGUAGE plpgsql AS $$
+DECLARE
+    c content_chunks%ROWTYPE;
+BEGIN
+    INSERT INTO content_chunks (tenant_id, content_hash, size_bytes, storage_path, ref_count,
+        created_at, last_accessed_at, protected_until)
+    VALUES (p_tenant, p_hash, p_size, p_storage, 1, p_now, p_now, NULL)
+    ON CONFLICT (tenant_id, content_hash) DO UPDATE SET ref_count = content_chunks.ref_count + 1,
+        last_accessed_at = EXCLUDED.last_accessed_at, protected_until = NULL, origin_id = NULL,
+        origin_seq = NULL, change_seq = DEFAULT
+    RETURNING * INTO c;
+    DELETE FROM tombstones t
+     WHERE t.table_name = 'content_chunks' AND t.key1 = p_tenant AND t.key2 = p_hash;
+    RETURN NEXT c;
 END
 $$;
 
@@ -169,14 +198,21 @@ RETURNS TABLE (status text, moved integer, detail text)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
+    ids uuid[];
     n integer;
     long_path text;
 BEGIN
-    PERFORM 1 FROM file_paths f
-     WHERE f.tenant_id = p_tenant AND f.deleted_at IS NULL
-       AND (f.virtual_path = p_old OR (f.virtual_path >= p_old_dir AND f.virtual_path < p_old_upper))
-     ORDER BY f.virtual_path FOR UPDATE;
-    IF NOT FOUND THEN
+    -- Two renames to one destination take turns (the second then sees the
+    -- first's files there and refuses, as it would one after the other).
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_tenant || '/' || p_new, 0));
+    -- The files to move, locked; every later step works on exactly these.
+    SELECT array_agg(l.path_id) INTO ids
+      FROM (SELECT f.path_id FROM file_paths f
+             WHERE f.tenant_id = p_tenant AND f.deleted_at IS NULL
+               AND (f.virtual_path = p_old
+                    OR (f.virtual_path >= p_old_dir AND f.virtual_path < p_old_upper))
+             ORDER BY f.virtual_path FOR UPDATE) AS l;
+    IF ids IS NULL THEN
         RETURN QUERY SELECT 'not_found'::text, 0, NULL::text;
         RETURN;
     END IF;
@@ -192,8 +228,7 @@ BEGIN
     END IF;
     SELECT p_new || substr(f.virtual_path, char_length(p_old) + 1) INTO long_path
       FROM file_paths f
-     WHERE f.tenant_id = p_tenant AND f.deleted_at IS NULL
-       AND (f.virtual_path = p_old OR (f.virtual_path >= p_old_dir AND f.virtual_path < p_old_upper))
+     WHERE f.path_id = ANY (ids)
        AND octet_length(p_new || substr(f.virtual_path, char_length(p_old) + 1)) > p_max_bytes
      ORDER BY f.virtual_path LIMIT 1;
     IF long_path IS NOT NULL THEN
@@ -202,8 +237,7 @@ BEGIN
     END IF;
     UPDATE file_paths f SET virtual_path = p_new || substr(f.virtual_path, char_length(p_old) + 1),
         updated_at = p_now, origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT
-     WHERE f.tenant_id = p_tenant AND f.deleted_at IS NULL
-       AND (f.virtual_path = p_old OR (f.virtual_path >= p_old_dir AND f.virtual_path < p_old_upper));
+     WHERE f.path_id = ANY (ids);
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN QUERY SELECT 'renamed'::text, n, NULL::text;
 END

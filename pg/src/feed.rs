@@ -135,6 +135,17 @@ pub async fn read_page(
     tx.commit()
         .await
         .map_err(pg_err("ending a read of the change feed"))?;
+    // Make the page's bound durable before handing it out: a transaction id
+    // that never reached the disk can be handed out again after a crash,
+    // and a commit made with synchronous_commit off can be lost. This
+    // commit takes an id above every id of the page and flushes the WAL up
+    // to it, so neither can happen to anything the page covers.
+    client
+        .batch_execute(
+            "BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_current_xact_id(); COMMIT",
+        )
+        .await
+        .map_err(pg_err("making the feed's position durable"))?;
     Ok(page)
 }
 
@@ -144,14 +155,26 @@ async fn read_in(
     max_rows: usize,
 ) -> Result<FeedPage> {
     // Everything below the oldest running transaction has ended.
-    let safe: i64 = db
+    let bounds = db
         .query_one(
-            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8 - 1",
+            "SELECT pg_snapshot_xmin(s)::text::int8 - 1, pg_snapshot_xmax(s)::text::int8 \
+             FROM pg_current_snapshot() AS s",
             &[],
         )
         .await
-        .map_err(pg_err("reading the feed's safe position"))?
-        .get(0);
+        .map_err(pg_err("reading the feed's safe position"))?;
+    let (safe, next): (i64, i64) = (bounds.get(0), bounds.get(1));
+    if after >= next {
+        return Err(nexus_core::Error::InvalidArgument {
+            name: "feed position",
+            value: after.to_string(),
+            reason: format!(
+                "is ahead of this server, whose next transaction id is {next}: the database was \
+                 restored from a copy or failed over to a standby that had not received every \
+                 transaction; read the feed again from 0"
+            ),
+        });
+    }
     if safe <= after {
         return Ok(FeedPage {
             changes: Changes {

@@ -18,9 +18,10 @@
 //!
 //! The store runs its database work on a small tokio runtime of its own, so
 //! its methods can be awaited from any executor, as the embedded store's can.
-//! Writes take the row of `nexus_state` to stamp the next change sequence
-//! number, exactly as the embedded store does, so change order is commit
-//! order on both backends; that also serializes writers on one database.
+//! Each write is one statement (its own transaction) that stamps the rows it
+//! writes with its transaction's id; no row is shared by all writers. The
+//! change feed ([`PgStore::changes_after`]) reads changes in an order that
+//! never skips a transaction still running.
 
 #![warn(missing_docs)]
 
@@ -419,7 +420,7 @@ impl PgStore {
             fut: Box::pin(async move {
                 // The read-your-writes window runs from the end of a write
                 // (its commit), and from its start for reads that overlap it.
-                if access == Access::Write {
+                if access != Access::Read {
                     inner.note_write();
                 }
                 let backoff = inner.retry;
@@ -429,7 +430,7 @@ impl PgStore {
                     || f(inner.clone(), tenant.clone()),
                 )
                 .await;
-                if access == Access::Write {
+                if access != Access::Read {
                     inner.note_write();
                 }
                 result.map_err(|e| access.settle(e))
@@ -461,11 +462,14 @@ impl<F: std::future::Future> std::future::Future for InRuntime<F> {
     }
 }
 
-/// Whether a call only reads (and may be repeated freely) or writes.
+/// Whether a call only reads (and may be repeated freely), writes, or must
+/// run at most once whatever happens (arbitrary SQL, which may commit part
+/// of its work before failing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Access {
     Read,
     Write,
+    Once,
 }
 
 impl Access {
@@ -473,7 +477,11 @@ impl Access {
         match e {
             Error::Unavailable {
                 outcome_unknown, ..
-            } => self == Access::Read || !outcome_unknown,
+            } => match self {
+                Access::Read => true,
+                Access::Write => !outcome_unknown,
+                Access::Once => false,
+            },
             _ => false,
         }
     }
@@ -661,6 +669,6 @@ impl MetadataStore for PgStore {
     }
     async fn debug_query(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
         let sql = sql.to_string();
-        delegate!(self, Write debug_query(sql))
+        delegate!(self, Once debug_query(sql))
     }
 }

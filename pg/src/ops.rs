@@ -866,14 +866,8 @@ pub(crate) async fn add_chunk_ref(
     let c = pooled.cached();
     let row = c
         .query_one(
-            "WITH c AS (INSERT INTO content_chunks (tenant_id, content_hash, size_bytes, storage_path, ref_count, \
-               created_at, last_accessed_at, protected_until) VALUES ($1, $2, $3, $4, 1, $5, $5, NULL) \
-               ON CONFLICT (tenant_id, content_hash) DO UPDATE SET ref_count = content_chunks.ref_count + 1, \
-               last_accessed_at = EXCLUDED.last_accessed_at, protected_until = NULL, origin_id = NULL, \
-               origin_seq = NULL, change_seq = DEFAULT \
-               RETURNING content_hash, size_bytes, storage_path, ref_count, created_at, last_accessed_at, protected_until), \
-             t AS (DELETE FROM tombstones WHERE table_name = 'content_chunks' AND key1 = $1 AND key2 = $2) \
-             SELECT * FROM c",
+            "SELECT content_hash, size_bytes, storage_path, ref_count, created_at, last_accessed_at, \
+             protected_until FROM nexus_add_chunk_ref($1, $2, $3, $4, $5)",
             &[&tenant, &hash, &size, &storage, &ts(inner.now())],
         )
         .await

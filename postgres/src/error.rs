@@ -96,7 +96,7 @@ impl Error {
     /// (anything with a SQLSTATE, including `pg_terminate_backend`'s
     /// 57P01) means the transaction did not commit.
     pub fn outcome_unknown(&self) -> bool {
-        matches!(self, Error::Postgres { source, .. } if source.code().is_none())
+        matches!(self, Error::Postgres { source, .. } if source.code().is_none() && is_connection_failure(source))
     }
 }
 
@@ -124,13 +124,30 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
     s
 }
 
-/// Classifies a driver error by its SQLSTATE; errors without one (I/O, a
-/// closed connection) are connection failures and retryable.
+/// Classifies a driver error by its SQLSTATE; of the errors without one,
+/// connection failures (a closed connection, an I/O error) are retryable,
+/// the driver's own (a value that does not convert, an unexpected row
+/// count) are not.
 pub fn is_retryable_pg(e: &tokio_postgres::Error) -> bool {
     match e.code() {
-        None => true,
+        None => is_connection_failure(e),
         Some(code) => is_retryable_sqlstate(code.code()),
     }
+}
+
+/// Whether the connection closed or failed under the call.
+fn is_connection_failure(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Whether a SQLSTATE says "try again": the transaction was rolled back

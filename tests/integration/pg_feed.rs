@@ -355,6 +355,13 @@ fn synced_rows_keep_their_origin() {
         .unwrap();
     let store: &PgStore = &f.store;
     pollster::block_on(store.put(NewFile::new("/local", "l", "p", 1))).unwrap();
+    let before_local_edit = rt.block_on(read_past_now(store, 0));
+    let synced_version = before_local_edit
+        .versions
+        .iter()
+        .find(|v| v.origin.is_some())
+        .expect("the synced version row has an origin")
+        .clone();
     let changes = rt.block_on(read_past_now(store, 0));
     let by_path: BTreeMap<_, _> = changes
         .files
@@ -368,6 +375,20 @@ fn synced_rows_keep_their_origin() {
     assert!(origin.seq >= 1 && origin.seq <= source_seq, "{origin:?}");
     assert_eq!(by_path["/local"], None, "written here");
     let meta = &changes.metadata[0];
+    // A local put with the same etag updates the version row in place: it
+    // is a local change now, so its origin is cleared.
+    let file = pollster::block_on(store.get("/from-a")).unwrap().unwrap();
+    let mut same = NewFile::new("/from-a", "l", "moved", 1);
+    same.etag = file.etag.clone();
+    pollster::block_on(store.put(same)).unwrap();
+    let later = rt.block_on(read_past_now(store, changes.through));
+    let version = later
+        .versions
+        .iter()
+        .find(|v| v.version_id == synced_version.version_id)
+        .expect("the version row changed");
+    assert_eq!(version.physical_path, "moved");
+    assert_eq!(version.origin, None, "a local change has no origin");
     assert_eq!(meta.value, "\"v\"", "values as canonical JSON text");
     assert_eq!(
         meta.origin.as_ref().map(|o| o.source_id.as_str()),

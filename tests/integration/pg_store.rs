@@ -89,3 +89,114 @@ fn open_by_location_picks_the_backend() {
         assert!(dir.path().join("y.db").exists());
     });
 }
+
+/// Two renames into one destination at once: the second waits for the
+/// first and then refuses, as it would one after the other (the first's
+/// files are there), instead of merging both into the destination.
+#[test]
+fn concurrent_renames_to_one_destination_do_not_merge() {
+    let f = pollster::block_on(PgFixture::new());
+    let s = f.dyn_store();
+    pollster::block_on(async {
+        s.put(NewFile::new("/e1/x", "l", "p", 1)).await.unwrap();
+        s.put(NewFile::new("/e2/y", "l", "p", 1)).await.unwrap();
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let first = rt.block_on(async {
+        let c = nexus_tests::pg::connect(f.url()).await;
+        c.batch_execute("BEGIN").await.unwrap();
+        let row = c
+            .query_one(
+                "SELECT status FROM nexus_rename('default', '/e1', '/e1/', '/e10', '/dst', '/dst/', \
+                 '/dst0', now(), 4096)",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, &str>(0), "renamed");
+        c
+    });
+    std::thread::scope(|scope| {
+        let second = scope.spawn(|| pollster::block_on(s.rename("/e2", "/dst")));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(
+            !second.is_finished(),
+            "the second rename waits for the first"
+        );
+        rt.block_on(first.batch_execute("COMMIT")).unwrap();
+        let err = second.join().unwrap().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    });
+    pollster::block_on(async {
+        let paths: Vec<String> = s
+            .list("/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.path)
+            .collect();
+        assert_eq!(paths, ["/dst/x", "/e2/y"]);
+    });
+}
+
+/// A chunk reference added while a removal of the chunk commits: the chunk
+/// is live again and its tombstone gone (a key has a live row or a
+/// tombstone, never both).
+#[test]
+fn a_chunk_added_back_during_its_removal_has_no_tombstone() {
+    let f = pollster::block_on(PgFixture::new());
+    let s = f.dyn_store();
+    pollster::block_on(async {
+        s.add_chunk_ref("h1", 5, "store/h1").await.unwrap();
+        s.release_chunk_ref("h1", std::time::Duration::ZERO)
+            .await
+            .unwrap();
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The removal, as remove_chunk does it, held open.
+    let remover = rt.block_on(async {
+        let c = nexus_tests::pg::connect(f.url()).await;
+        c.batch_execute(
+            "BEGIN; DELETE FROM content_chunks WHERE tenant_id = 'default' AND content_hash = 'h1'; \
+             INSERT INTO tombstones (table_name, key1, key2, deleted_at) \
+             VALUES ('content_chunks', 'default', 'h1', now())",
+        )
+        .await
+        .unwrap();
+        c
+    });
+    std::thread::scope(|scope| {
+        let adder = scope.spawn(|| pollster::block_on(s.add_chunk_ref("h1", 5, "store/h1")));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(!adder.is_finished(), "the add waits for the removal");
+        rt.block_on(remover.batch_execute("COMMIT")).unwrap();
+        let chunk = adder.join().unwrap().unwrap();
+        assert_eq!(chunk.ref_count, 1);
+    });
+    let tombstones = pollster::block_on(s.debug_query(
+        "SELECT count(*) FROM tombstones WHERE table_name = 'content_chunks' AND key2 = 'h1'",
+    ))
+    .unwrap();
+    assert_eq!(
+        tombstones[0][0].as_deref(),
+        Some("0"),
+        "the tombstone is gone"
+    );
+}
+
+/// A feed position beyond anything this server handed out (the database
+/// was restored, or failed over to a standby that lost transactions) is
+/// refused by name instead of read as "nothing new".
+#[test]
+fn a_feed_position_ahead_of_the_server_is_refused() {
+    let f = pollster::block_on(PgFixture::new());
+    let err = pollster::block_on(f.store.changes_after(i64::MAX / 2, 10)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("feed position"), "{err}");
+}
