@@ -249,11 +249,25 @@ pub enum MigrateAction {
     },
 }
 
-/// An error for the user: one line on stderr and an exit code.
+/// An error for the user: one line on stderr and an exit code; or, when
+/// stdout's reader went away, nothing at all ([`Failure::stdout_closed`]).
 #[derive(Debug)]
 pub struct Failure {
     message: String,
     code: u8,
+    quiet: bool,
+}
+
+impl Failure {
+    /// Stdout was closed by its reader: stop, say nothing, exit 0 (see
+    /// `output::stdout_failure` for why 0).
+    pub(crate) fn stdout_closed() -> Failure {
+        Failure {
+            message: String::new(),
+            code: 0,
+            quiet: true,
+        }
+    }
 }
 
 impl From<Error> for Failure {
@@ -268,6 +282,7 @@ fn fail(message: impl Into<String>) -> Failure {
     Failure {
         message: message.into(),
         code: 1,
+        quiet: false,
     }
 }
 
@@ -278,7 +293,9 @@ pub fn main() -> ExitCode {
     match pollster::block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("nexus: {}", f.message.replace('\n', " "));
+            if !f.quiet {
+                output::warn(f.message.replace('\n', " "));
+            }
             ExitCode::from(f.code)
         }
     }
@@ -481,7 +498,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                         stats.schema_version
                     )
                 },
-            );
+            )?;
         }
         Command::Put(a) => {
             let size = u64::try_from(a.size)
@@ -490,18 +507,18 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             file.etag = a.etag.clone();
             file.mime_type = a.mime.clone();
             let record = store.put(file).await?;
-            out.record(&record);
+            out.record(&record)?;
         }
         Command::Get { path } => {
             let record = store.get(path).await?.ok_or_else(|| not_found(path))?;
-            out.record(&record);
+            out.record(&record)?;
         }
         Command::Ls(a) => ls(&store, a, &out).await?,
         Command::Rm { path } => {
             let record = store.delete(path).await?.ok_or_else(|| not_found(path))?;
             out.value(&json!({"deleted": record}), || {
                 format!("deleted {}", record.path)
-            });
+            })?;
         }
         Command::Mv { old, new } => {
             let moved = store.rename(old, new).await?;
@@ -510,7 +527,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                     "moved {old} -> {new} ({moved} file{})",
                     if moved == 1 { "" } else { "s" }
                 )
-            });
+            })?;
         }
         Command::Meta(m) => meta(&store, m, &out).await?,
         Command::Find { query } => {
@@ -529,28 +546,28 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                     .map(|(p, v)| format!("{p}\t{v}"))
                     .collect::<Vec<_>>()
                     .join("\n")
-            });
+            })?;
         }
         Command::Versions { path } => {
             let versions = store.list_versions(path).await?;
-            out.versions(&versions);
+            out.versions(&versions)?;
         }
         Command::Rollback { path, version } => {
             let record = store.rollback(path, *version).await?;
-            out.record(&record);
+            out.record(&record)?;
         }
         Command::Scan { dir, prefix } => {
             let summary = scan::scan(&store, dir, prefix.as_deref(), !cli.json).await?;
             out.value(
                 &serde_json::to_value(&summary).expect("serializable"),
                 || summary.to_string(),
-            );
+            )?;
         }
         Command::Stats => {
             let stats = store.stats().await?;
             out.value(&serde_json::to_value(&stats).expect("serializable"), || {
                 output::stats_text(&stats)
-            });
+            })?;
         }
         Command::ExportChanges { since, output } => {
             sync_cmd::export_changes(embedded(&opened)?, *since, output.as_deref(), &out).await?;
@@ -611,14 +628,15 @@ async fn ls(store: &DynStore, a: &LsArgs, out: &Out) -> Result<(), Failure> {
     };
     if a.limit.is_some() || a.cursor.is_some() || out.json {
         let page = store.list_page(&opts).await?;
-        out.page(&page, &dirs);
+        out.page(&page, &dirs)?;
     } else {
-        out.dirs(&dirs);
-        // Without a limit, print everything, a page at a time.
+        out.dirs(&dirs)?;
+        // Without a limit, print everything, a page at a time; a closed
+        // stdout stops the listing at the page it happens in.
         let mut opts = opts;
         loop {
             let page = store.list_page(&opts).await?;
-            out.page_items(&page.items);
+            out.page_items(&page.items)?;
             match page.next_cursor {
                 Some(c) => opts.cursor = Some(c),
                 None => break,
@@ -635,7 +653,7 @@ async fn meta(store: &DynStore, m: &MetaCommand, out: &Out) -> Result<(), Failur
             store.set_metadata(path, key, &value).await?;
             out.value(&json!({"path": path, "key": key, "value": value}), || {
                 format!("{path}: {key} = {value}")
-            });
+            })?;
         }
         MetaCommand::Get { path, key } => {
             let value = store
@@ -644,7 +662,7 @@ async fn meta(store: &DynStore, m: &MetaCommand, out: &Out) -> Result<(), Failur
                 .ok_or_else(|| fail(format!("{path} has no metadata key {key:?}")))?;
             out.value(&json!({"path": path, "key": key, "value": value}), || {
                 value.to_string()
-            });
+            })?;
         }
         MetaCommand::Rm { path, key } => {
             if !store.delete_metadata(path, key).await? {
@@ -652,7 +670,7 @@ async fn meta(store: &DynStore, m: &MetaCommand, out: &Out) -> Result<(), Failur
             }
             out.value(&json!({"path": path, "key": key, "deleted": true}), || {
                 format!("{path}: removed {key}")
-            });
+            })?;
         }
         MetaCommand::Ls { path } => {
             let all = store.list_metadata(path).await?;
@@ -661,7 +679,7 @@ async fn meta(store: &DynStore, m: &MetaCommand, out: &Out) -> Result<(), Failur
                     .map(|(k, v)| format!("{k}\t{v}"))
                     .collect::<Vec<_>>()
                     .join("\n")
-            });
+            })?;
         }
     }
     Ok(())
@@ -693,7 +711,7 @@ async fn migrate(opened: &Opened, action: &MigrateAction, out: &Out) -> Result<(
                     })
                     .collect::<Vec<_>>()
                     .join("\n")
-            });
+            })?;
         }
         MigrateAction::Up { to } => {
             let done = match opened {
@@ -703,7 +721,7 @@ async fn migrate(opened: &Opened, action: &MigrateAction, out: &Out) -> Result<(
             out.value(&json!({"applied": done}), || match done.as_slice() {
                 [] => "nothing to apply".to_string(),
                 d => format!("applied {d:?}"),
-            });
+            })?;
         }
         MigrateAction::Down { to } => {
             let current = status()
@@ -724,7 +742,7 @@ async fn migrate(opened: &Opened, action: &MigrateAction, out: &Out) -> Result<(
             out.value(&json!({"reverted": done}), || match done.as_slice() {
                 [] => "nothing to revert".to_string(),
                 d => format!("reverted {d:?}"),
-            });
+            })?;
         }
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! `nexus sync` and `nexus verify`: the store into PostgreSQL; change
 //! files: `export-changes`, `import-changes`, `sync --from-changes`.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -51,7 +51,8 @@ pub fn sync(
         let report = rt
             .block_on(Replicator::new(store.clone(), target.clone()).dry_run())
             .map_err(sync_failure)?;
-        out.value(
+        // The dry run's verdict outlives a closed stdout (`| head`).
+        let printed = out.value(
             &serde_json::to_value(&report).expect("serializable"),
             || {
                 let mut lines = vec![format!(
@@ -80,7 +81,7 @@ pub fn sync(
                 report.problem_count
             )));
         }
-        return Ok(());
+        return printed;
     }
     let bar = if out.json || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()
@@ -158,7 +159,7 @@ pub fn sync(
             ));
             lines.join("\n")
         },
-    );
+    )?;
     Ok(())
 }
 
@@ -168,7 +169,8 @@ pub fn verify(store: &Store, to: &str, out: &Out) -> Result<(), Failure> {
     let report = rt
         .block_on(Replicator::new(store.clone(), target.clone()).verify())
         .map_err(sync_failure)?;
-    out.value(
+    // The verdict (exit 1 when the copies differ) outlives a closed stdout.
+    let printed = out.value(
         &json!({"equal": report.equal(), "source_seq": report.source_seq, "tables": report.tables, "differences": report.differences()}),
         || {
             let mut lines = vec![format!("  {:<16} {:>10} {:>10}  {:<34} {}", "table", "store", "postgres", "checksum (store)", "")];
@@ -186,7 +188,7 @@ pub fn verify(store: &Store, to: &str, out: &Out) -> Result<(), Failure> {
         },
     );
     if report.equal() {
-        Ok(())
+        printed
     } else {
         Err(fail(format!(
             "the copy in {target} differs: {}",
@@ -237,13 +239,7 @@ pub async fn export_changes(
     let file = store.export_changes(since).await?;
     let bytes = file.encode();
     match output {
-        None => {
-            let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(&bytes)
-                .and_then(|()| stdout.flush())
-                .map_err(|e| fail(format!("cannot write the change file to stdout: {e}")))?;
-        }
+        None => out.bytes(&bytes)?,
         Some(path) => {
             std::fs::write(path, &bytes).map_err(|e| {
                 fail(format!(
@@ -263,7 +259,7 @@ pub async fn export_changes(
                     file.changes.through,
                     path.display()
                 )
-            });
+            })?;
         }
     }
     Ok(())
@@ -302,7 +298,7 @@ pub async fn import_changes(store: &Store, file: &str, out: &Out) -> Result<(), 
                 )
             }
         },
-    );
+    )?;
     Ok(())
 }
 
@@ -339,6 +335,6 @@ pub fn sync_from_changes(file: &str, to: &str, out: &Out) -> Result<(), Failure>
                 report.seconds
             ),
         },
-    );
+    )?;
     Ok(())
 }

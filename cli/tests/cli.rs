@@ -579,3 +579,126 @@ fn config_file_is_read_and_overridden() {
         "{missing}"
     );
 }
+
+/// Spawns `nexus args` with stdout and stderr piped, reads `lines` lines of
+/// stdout (0: none, the pipe is closed before the command can write) and
+/// closes the pipe, then waits. Returns the exit status and stderr.
+fn with_stdout_closed(
+    env: &Env,
+    args: &[&str],
+    lines: usize,
+) -> (std::process::ExitStatus, String) {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut child = env
+        .cmd()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    if lines > 0 {
+        let mut reader = std::io::BufReader::new(stdout);
+        for _ in 0..lines {
+            let mut line = String::new();
+            assert!(reader.read_line(&mut line).unwrap() > 0, "{args:?}: output");
+        }
+    } else {
+        drop(stdout);
+    }
+    // The pipe's only read end is closed here (or was, with the reader).
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `nexus ls -r / | head`: the reader closes the pipe after a line, while
+/// the command still has far more than a pipe buffer to write. The command
+/// ends quietly with status 0 (as ripgrep does; see `output.rs`), text and
+/// JSON; so does every other command whose stdout is closed before it
+/// prints. A closed stderr does not panic either.
+#[test]
+fn closed_stdout_ends_every_command_quietly() {
+    let env = Env::new();
+    // 1,500 files with long names: the listing is several pipe buffers long.
+    let long = "n".repeat(100);
+    for i in 0..1500 {
+        write(
+            &env.dir
+                .path()
+                .join(format!("tree/d{}/{long}-{i}.txt", i % 3)),
+            &i.to_string(),
+        );
+    }
+    env.json(&["scan", "tree"]);
+    let first = format!("/tree/d0/{long}-0.txt");
+    env.ok(&["meta", "set", &first, "k", "1"]);
+    let full = env.ok(&["ls", "-r", "/"]);
+    assert_eq!(full.lines().count(), 1500);
+    assert!(
+        full.len() > 3 * 65536,
+        "more than a pipe buffer: {}",
+        full.len()
+    );
+    assert!(env.ok(&["ls", "-r", "/", "--json"]).len() > 3 * 65536);
+
+    for (args, lines) in [
+        (&["ls", "-r", "/"][..], 1),
+        (&["ls", "-r", "/", "--json"], 1),
+        (&["ls", "-r", "/"], 0),
+        (&["ls", "/tree"], 0),
+        (&["ls", "-r", "/", "--limit", "3"], 0),
+        (&["export-changes"], 0),
+        (&["get", &first], 0),
+        (&["get", &first, "--json"], 0),
+        (&["versions", &first], 0),
+        (&["meta", "ls", &first], 0),
+        (&["find", "k"], 0),
+        (&["stats"], 0),
+        (&["migrate", "status"], 0),
+        (&["--help"], 0),
+        (&["ls", "--help"], 0),
+    ] {
+        let (status, stderr) = with_stdout_closed(&env, args, lines);
+        assert_eq!(
+            (status.code(), stderr.as_str()),
+            (Some(0), ""),
+            "nexus {args:?} with stdout closed after {lines} lines"
+        );
+    }
+
+    // A write is done (committed) before its report is printed.
+    let (status, stderr) = with_stdout_closed(
+        &env,
+        &[
+            "put",
+            "/late",
+            "--backend",
+            "l",
+            "--physical",
+            "p",
+            "--size",
+            "3",
+        ],
+        0,
+    );
+    assert_eq!((status.code(), stderr.as_str()), (Some(0), ""));
+    assert_eq!(env.json(&["get", "/late"])["size"], 3);
+
+    // A failure keeps its status when stderr is closed, and does not panic.
+    let mut child = env
+        .cmd()
+        .args(["get", "/nope"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+}
