@@ -2,6 +2,7 @@
 //! is `main.rs`; this library holds the argument parser ([`Cli`]) and the
 //! commands, so that tests and fuzzers can reach them.
 
+mod list;
 mod output;
 mod scan;
 mod sync_cmd;
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use nexus_core::{DynStore, Error, ListOptions, MigrationStatus, NewFile, Store, Timestamp};
+use nexus_core::{DynStore, Error, MigrationStatus, NewFile, Store, Timestamp};
 use serde_json::{Value, json};
 
 use crate::output::Out;
@@ -115,8 +116,9 @@ pub enum Command {
         #[command(subcommand)]
         action: MigrateAction,
     },
-    /// Counts for the tenant.
-    Stats,
+    /// Counts for the tenant; with a PREFIX, the files and bytes below it
+    /// and in each of its subdirectories (as `du -d1`).
+    Stats(StatsArgs),
     /// Replicate the whole store (all tenants) into PostgreSQL: a bulk load
     /// the first time, then only what changed; safe to interrupt and re-run.
     /// With --from-changes, apply a change file instead (no --db needed).
@@ -181,8 +183,9 @@ pub struct PutArgs {
     mime: Option<String>,
 }
 
-/// Arguments of `ls`.
+/// Arguments of `ls`. `-h` is `--human-readable`, as in `ls`; help is `--help`.
 #[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
 pub struct LsArgs {
     /// A directory, or any path prefix (default `/`).
     prefix: Option<String>,
@@ -195,6 +198,26 @@ pub struct LsArgs {
     /// Continue a listing from the cursor a previous page printed.
     #[arg(long)]
     cursor: Option<String>,
+    /// Sizes in KiB, MiB, GiB (one decimal, rounded up, as `ls -h`).
+    #[arg(short = 'h', long)]
+    human_readable: bool,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+}
+
+/// Arguments of `stats`. `-h` is `--human-readable`, as in `du`; help is `--help`.
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub struct StatsArgs {
+    /// Sum the files below this directory or path prefix, and per subdirectory.
+    prefix: Option<String>,
+    /// Sizes in KiB, MiB, GiB (one decimal, rounded up, as `du -h`).
+    #[arg(short = 'h', long)]
+    human_readable: bool,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
 }
 
 /// The `meta` subcommands.
@@ -513,7 +536,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             let record = store.get(path).await?.ok_or_else(|| not_found(path))?;
             out.record(&record)?;
         }
-        Command::Ls(a) => ls(&store, a, &out).await?,
+        Command::Ls(a) => list::ls(&store, a, &out).await?,
         Command::Rm { path } => {
             let record = store.delete(path).await?.ok_or_else(|| not_found(path))?;
             out.value(&json!({"deleted": record}), || {
@@ -563,12 +586,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 || summary.to_string(),
             )?;
         }
-        Command::Stats => {
-            let stats = store.stats().await?;
-            out.value(&serde_json::to_value(&stats).expect("serializable"), || {
-                output::stats_text(&stats)
-            })?;
-        }
+        Command::Stats(a) => list::stats(&store, a, &out).await?,
         Command::ExportChanges { since, output } => {
             sync_cmd::export_changes(embedded(&opened)?, *since, output.as_deref(), &out).await?;
         }
@@ -605,45 +623,6 @@ fn embedded(opened: &Opened) -> Result<&Store, Failure> {
             "sync and verify copy an embedded store into PostgreSQL: pass the store file with --db",
         )),
     }
-}
-
-async fn ls(store: &DynStore, a: &LsArgs, out: &Out) -> Result<(), Failure> {
-    let mut prefix = a.prefix.clone().unwrap_or_else(|| "/".to_string());
-    // `ls /dir` lists the directory; any other prefix is taken as it is.
-    if !prefix.ends_with('/')
-        && nexus_core::validate_path(&prefix).is_ok()
-        && store.is_directory(&prefix).await?
-    {
-        prefix.push('/');
-    }
-    let opts = ListOptions::prefix(prefix)
-        .recursive(a.recursive)
-        .limit(a.limit.unwrap_or(nexus_core::MAX_PAGE_SIZE))
-        .cursor(a.cursor.clone());
-    // Subdirectories come first, on the first page of a non-recursive listing.
-    let dirs = if a.recursive || a.cursor.is_some() {
-        Vec::new()
-    } else {
-        store.list_directories(&opts.prefix).await?
-    };
-    if a.limit.is_some() || a.cursor.is_some() || out.json {
-        let page = store.list_page(&opts).await?;
-        out.page(&page, &dirs)?;
-    } else {
-        out.dirs(&dirs)?;
-        // Without a limit, print everything, a page at a time; a closed
-        // stdout stops the listing at the page it happens in.
-        let mut opts = opts;
-        loop {
-            let page = store.list_page(&opts).await?;
-            out.page_items(&page.items)?;
-            match page.next_cursor {
-                Some(c) => opts.cursor = Some(c),
-                None => break,
-            }
-        }
-    }
-    Ok(())
 }
 
 async fn meta(store: &DynStore, m: &MetaCommand, out: &Out) -> Result<(), Failure> {

@@ -39,6 +39,45 @@ pub(crate) fn warn(message: impl std::fmt::Display) {
     let _ = writeln!(io::stderr().lock(), "nexus: {message}");
 }
 
+/// How `ls` and `stats` print sizes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Format {
+    /// Sizes as `ls -h` prints them ([`human_size`]).
+    pub human: bool,
+}
+
+impl Format {
+    pub fn size(&self, bytes: u64) -> String {
+        if self.human {
+            human_size(bytes)
+        } else {
+            bytes.to_string()
+        }
+    }
+}
+
+/// A size in powers of 1024 with one decimal, rounded up as `ls -h` rounds
+/// (a size is never shown smaller than it is): `512 B`, `1.0 KiB`,
+/// `1.1 KiB` (1025 bytes), `3.5 MiB`, `2.0 GiB`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut unit = 0;
+    while unit + 1 < UNITS.len() && bytes >= 1u64 << (10 * (unit + 2)) {
+        unit += 1;
+    }
+    let scale = 1u128 << (10 * (unit + 1));
+    let mut tenths = (u128::from(bytes) * 10).div_ceil(scale);
+    // 1023.95 KiB rounds up to 1024.0 KiB: say 1.0 MiB.
+    if tenths >= 10_240 && unit + 1 < UNITS.len() {
+        unit += 1;
+        tenths = tenths.div_ceil(1024);
+    }
+    format!("{}.{} {}", tenths / 10, tenths % 10, UNITS[unit])
+}
+
 #[derive(Debug)]
 pub struct Out {
     pub json: bool,
@@ -106,14 +145,14 @@ impl Out {
     }
 
     /// A page of a listing; `dirs` are the subdirectories (non-recursive listings).
-    pub fn page(&self, page: &Page, dirs: &[String]) -> Result<(), Failure> {
+    pub fn page(&self, page: &Page, dirs: &[String], format: Format) -> Result<(), Failure> {
         if self.json {
             return self.json(
                 &json!({"items": page.items, "next_cursor": page.next_cursor, "directories": dirs}),
             );
         }
         self.dirs(dirs)?;
-        self.page_items(&page.items)?;
+        self.page_items(&page.items, format)?;
         if let Some(c) = &page.next_cursor {
             self.write(|w| writeln!(w, "-- more: --cursor {c}"))?;
         }
@@ -129,13 +168,16 @@ impl Out {
         })
     }
 
-    pub fn page_items(&self, items: &[FileRecord]) -> Result<(), Failure> {
+    pub fn page_items(&self, items: &[FileRecord], format: Format) -> Result<(), Failure> {
         self.write(|w| {
             for r in items {
                 writeln!(
                     w,
                     "{:>12}  v{:<4} {}  {}",
-                    r.size, r.version, r.modified_at, r.path
+                    format.size(r.size),
+                    r.version,
+                    r.modified_at,
+                    r.path
                 )?;
             }
             Ok(())
@@ -164,12 +206,12 @@ impl Out {
     }
 }
 
-pub fn stats_text(s: &Stats) -> String {
+pub fn stats_text(s: &Stats, format: Format) -> String {
     format!(
         "tenant           {}\nfiles            {}\ntotal bytes      {}\ndeleted records  {}\nmetadata entries {}\nversions         {}\nchunks           {}\nchange sequence  {}\nschema version   {}",
         s.tenant,
         s.files,
-        s.total_bytes,
+        format.size(s.total_bytes),
         s.deleted_files,
         s.metadata_entries,
         s.versions,
@@ -177,4 +219,29 @@ pub fn stats_text(s: &Stats) -> String {
         s.change_seq,
         s.schema_version
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_size;
+
+    #[test]
+    fn human_sizes_round_up_with_one_decimal() {
+        for (bytes, shown) in [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (1025, "1.1 KiB"),
+            (1536, "1.5 KiB"),
+            (10 * 1024, "10.0 KiB"),
+            (1024 * 1024 - 1, "1.0 MiB"),
+            (1024 * 1024, "1.0 MiB"),
+            (3 * 1024 * 1024 + 512 * 1024, "3.5 MiB"),
+            (1 << 30, "1.0 GiB"),
+            (5 << 40, "5.0 TiB"),
+            (u64::MAX, "16.0 EiB"),
+        ] {
+            assert_eq!(human_size(bytes), shown, "{bytes}");
+        }
+    }
 }

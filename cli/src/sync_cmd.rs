@@ -10,7 +10,7 @@ use nexus_core::{ChangeFile, Store};
 use nexus_sync::{PgUrl, Replicator, SyncMode, SyncOptions};
 use serde_json::json;
 
-use crate::output::Out;
+use crate::output::{Out, human_size};
 use crate::{Failure, fail};
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -27,15 +27,6 @@ fn sync_failure(e: nexus_sync::Error) -> Failure {
         message.push_str(" (retryable: run the same command again)");
     }
     fail(message)
-}
-
-fn human_bytes(b: u64) -> String {
-    match b {
-        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{b} B"),
-    }
 }
 
 pub fn sync(
@@ -136,7 +127,7 @@ pub fn sync(
                     "  {:<16} {:>10} {:>12} {:>9.2} {:>10.0}",
                     t.table,
                     t.rows,
-                    human_bytes(t.bytes),
+                    human_size(t.bytes),
                     t.seconds,
                     if t.seconds > 0.0 {
                         t.rows as f64 / t.seconds
@@ -149,7 +140,7 @@ pub fn sync(
                 "  {:<16} {:>10} {:>12} {:>9.2} {:>10.0}",
                 "total",
                 report.rows(),
-                human_bytes(report.tables.iter().map(|t| t.bytes).sum()),
+                human_size(report.tables.iter().map(|t| t.bytes).sum()),
                 report.seconds,
                 if report.seconds > 0.0 {
                     report.rows() as f64 / report.seconds

@@ -659,6 +659,8 @@ fn closed_stdout_ends_every_command_quietly() {
         (&["meta", "ls", &first], 0),
         (&["find", "k"], 0),
         (&["stats"], 0),
+        (&["stats", "/tree"], 0),
+        (&["stats", "/tree", "--json"], 0),
         (&["migrate", "status"], 0),
         (&["--help"], 0),
         (&["ls", "--help"], 0),
@@ -701,4 +703,144 @@ fn closed_stdout_ends_every_command_quietly() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
+}
+
+fn put_sized(env: &Env, path: &str, size: u64) {
+    env.ok(&[
+        "put",
+        path,
+        "--backend",
+        "l",
+        "--physical",
+        "p",
+        "--size",
+        &size.to_string(),
+    ]);
+}
+
+/// `stats PREFIX`: files and bytes below a prefix, and per immediate
+/// subdirectory (as `du -d1`), in text and JSON; `-h` as `du -h`.
+#[test]
+fn stats_prefix_sums_per_subdirectory() {
+    let env = Env::new();
+    for (path, size) in [
+        ("/d/a", 10),
+        ("/d/sub/x", 100),
+        ("/d/sub/deeper/y", 1000),
+        ("/d/other/z", 1536),
+        ("/d2/w", 7),
+        ("/e", 5 * 1024 * 1024 + 1),
+    ] {
+        put_sized(&env, path, size);
+    }
+    env.ok(&["rm", "/d/a"]);
+    put_sized(&env, "/d/b", 20);
+
+    let d = env.json(&["stats", "/d"]);
+    assert_eq!(
+        d,
+        serde_json::json!({
+            "prefix": "/d/", "files": 4, "bytes": 2656,
+            "directories": [
+                {"path": "/d/other", "files": 1, "bytes": 1536},
+                {"path": "/d/sub", "files": 2, "bytes": 1100},
+            ],
+        }),
+        "deleted files do not count; /d2 is not below /d"
+    );
+    assert_eq!(env.json(&["stats", "/d/"]), d);
+    let root = env.json(&["stats", "/"]);
+    assert_eq!(
+        (root["files"].as_u64(), root["bytes"].as_u64()),
+        (Some(6), Some(2656 + 7 + 5 * 1024 * 1024 + 1))
+    );
+    let dirs: Vec<&str> = root["directories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(dirs, ["/d", "/d2"]);
+    // A prefix that is not a directory is taken as it is: /d matches /d2 too.
+    let raw = env.json(&["stats", "/d/su"]);
+    assert_eq!(
+        (raw["prefix"].as_str(), raw["files"].as_u64()),
+        (Some("/d/su"), Some(2))
+    );
+    let none = env.json(&["stats", "/nothing"]);
+    assert_eq!(
+        (none["files"].as_u64(), none["bytes"].as_u64()),
+        (Some(0), Some(0))
+    );
+
+    let text = env.ok(&["stats", "/d"]);
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            vec!["bytes", "files", "path"],
+            vec!["1536", "1", "/d/other/"],
+            vec!["1100", "2", "/d/sub/"],
+            vec!["2656", "4", "/d/"],
+        ],
+        "{text}"
+    );
+    let human = env.ok(&["stats", "-h", "/"]);
+    let lines: Vec<Vec<&str>> = human
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    // Rounded up, as du -h: 5 MiB + 2,664 bytes is 5.1 MiB.
+    assert_eq!(
+        lines[1..],
+        [
+            vec!["2.6", "KiB", "4", "/d/"],
+            vec!["7", "B", "1", "/d2/"],
+            vec!["5.1", "MiB", "6", "/"],
+        ],
+        "{human}"
+    );
+    let human = env.ok(&["stats", "--human-readable", "/d"]);
+    assert!(
+        human.contains("1.5 KiB") && human.contains("1.1 KiB") && human.contains("2.6 KiB"),
+        "{human}"
+    );
+    // Without a prefix: the tenant's counts, as before; -h for its bytes.
+    let tenant = env.json(&["stats"]);
+    assert_eq!(tenant["files"], 6);
+    assert!(
+        env.ok(&["stats", "-h"])
+            .contains("total bytes      5.1 MiB")
+    );
+    assert!(env.ok(&["stats", "--help"]).contains("--human-readable"));
+}
+
+/// `ls -h` (sizes as `ls -h`), and `--help` still there with `-h` taken.
+#[test]
+fn ls_human_sizes() {
+    let env = Env::new();
+    for (path, size) in [
+        ("/d/a", 512),
+        ("/d/b", 1536),
+        ("/d/sub/c", 3 * 1024 * 1024 + 1),
+        ("/d/sub/deeper/e", 1),
+    ] {
+        put_sized(&env, path, size);
+    }
+    let human = env.ok(&["ls", "-h", "/d"]);
+    let sizes: Vec<String> = human.lines().map(|l| l[..12].trim().to_string()).collect();
+    assert_eq!(sizes, ["-", "512 B", "1.5 KiB"], "{human}");
+    let long = env.ok(&["ls", "--human-readable", "-r", "/d/sub"]);
+    assert!(long.contains("3.1 MiB") && long.contains("1 B"), "{long}");
+    // JSON keeps sizes in bytes.
+    assert_eq!(env.json(&["ls", "-h", "/d"])["items"][1]["size"], 1536);
+
+    let help = env.ok(&["ls", "--help"]);
+    assert!(
+        help.contains("-h, --human-readable") && help.contains("--help"),
+        "{help}"
+    );
 }
