@@ -189,8 +189,8 @@ pub struct PutArgs {
 pub struct LsArgs {
     /// A directory, or any path prefix (default `/`).
     prefix: Option<String>,
-    /// Everything below, not only direct children.
-    #[arg(short, long)]
+    /// Everything below, not only direct children (files only, as `find -type f`).
+    #[arg(short, long, visible_short_alias = 'R')]
     recursive: bool,
     /// At most this many entries (1 to 10000); prints a cursor when there are more.
     #[arg(long)]
@@ -201,6 +201,9 @@ pub struct LsArgs {
     /// Sizes in KiB, MiB, GiB (one decimal, rounded up, as `ls -h`).
     #[arg(short = 'h', long)]
     human_readable: bool,
+    /// Paths only, one per line (directories end with `/`), as `ls -1`.
+    #[arg(short = '1')]
+    one_per_line: bool,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,

@@ -25,6 +25,7 @@ async fn resolve_prefix(store: &DynStore, prefix: Option<&str>) -> Result<String
 pub async fn ls(store: &DynStore, a: &LsArgs, out: &Out) -> Result<(), Failure> {
     let format = Format {
         human: a.human_readable,
+        names_only: a.one_per_line,
     };
     let prefix = resolve_prefix(store, a.prefix.as_deref()).await?;
     let opts = ListOptions::prefix(prefix)
@@ -41,7 +42,7 @@ pub async fn ls(store: &DynStore, a: &LsArgs, out: &Out) -> Result<(), Failure> 
         let page = store.list_page(&opts).await?;
         out.page(&page, &dirs, format)?;
     } else {
-        out.dirs(&dirs)?;
+        out.dirs(&dirs, format)?;
         // Without a limit, print everything, a page at a time; a closed
         // stdout stops the listing at the page it happens in.
         let mut opts = opts;
@@ -142,6 +143,7 @@ pub fn usage_text(u: &Usage, format: Format) -> String {
 pub async fn stats(store: &DynStore, a: &StatsArgs, out: &Out) -> Result<(), Failure> {
     let format = Format {
         human: a.human_readable,
+        names_only: false,
     };
     match &a.prefix {
         None => {

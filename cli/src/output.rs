@@ -39,11 +39,13 @@ pub(crate) fn warn(message: impl std::fmt::Display) {
     let _ = writeln!(io::stderr().lock(), "nexus: {message}");
 }
 
-/// How `ls` and `stats` print sizes.
+/// How `ls` and `stats` print sizes and entries.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Format {
     /// Sizes as `ls -h` prints them ([`human_size`]).
     pub human: bool,
+    /// Paths only, one per line (`ls -1`).
+    pub names_only: bool,
 }
 
 impl Format {
@@ -151,18 +153,27 @@ impl Out {
                 &json!({"items": page.items, "next_cursor": page.next_cursor, "directories": dirs}),
             );
         }
-        self.dirs(dirs)?;
+        self.dirs(dirs, format)?;
         self.page_items(&page.items, format)?;
         if let Some(c) = &page.next_cursor {
-            self.write(|w| writeln!(w, "-- more: --cursor {c}"))?;
+            if format.names_only {
+                // stdout stays a list of paths.
+                warn(format_args!("more: --cursor {c}"));
+            } else {
+                self.write(|w| writeln!(w, "-- more: --cursor {c}"))?;
+            }
         }
         Ok(())
     }
 
-    pub fn dirs(&self, dirs: &[String]) -> Result<(), Failure> {
+    pub fn dirs(&self, dirs: &[String], format: Format) -> Result<(), Failure> {
         self.write(|w| {
             for d in dirs {
-                writeln!(w, "{:>12}  {:<5} {:<27}  {d}/", "-", "dir", "")?;
+                if format.names_only {
+                    writeln!(w, "{d}/")?;
+                } else {
+                    writeln!(w, "{:>12}  {:<5} {:<27}  {d}/", "-", "dir", "")?;
+                }
             }
             Ok(())
         })
@@ -171,14 +182,18 @@ impl Out {
     pub fn page_items(&self, items: &[FileRecord], format: Format) -> Result<(), Failure> {
         self.write(|w| {
             for r in items {
-                writeln!(
-                    w,
-                    "{:>12}  v{:<4} {}  {}",
-                    format.size(r.size),
-                    r.version,
-                    r.modified_at,
-                    r.path
-                )?;
+                if format.names_only {
+                    writeln!(w, "{}", r.path)?;
+                } else {
+                    writeln!(
+                        w,
+                        "{:>12}  v{:<4} {}  {}",
+                        format.size(r.size),
+                        r.version,
+                        r.modified_at,
+                        r.path
+                    )?;
+                }
             }
             Ok(())
         })

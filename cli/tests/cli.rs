@@ -649,6 +649,7 @@ fn closed_stdout_ends_every_command_quietly() {
     for (args, lines) in [
         (&["ls", "-r", "/"][..], 1),
         (&["ls", "-r", "/", "--json"], 1),
+        (&["ls", "-r", "/", "-1"], 10),
         (&["ls", "-r", "/"], 0),
         (&["ls", "/tree"], 0),
         (&["ls", "-r", "/", "--limit", "3"], 0),
@@ -818,9 +819,10 @@ fn stats_prefix_sums_per_subdirectory() {
     assert!(env.ok(&["stats", "--help"]).contains("--human-readable"));
 }
 
-/// `ls -h` (sizes as `ls -h`), and `--help` still there with `-h` taken.
+/// `ls -h` (sizes as `ls -h`), `ls -1` (paths only), `ls -R` (= `-r`), and
+/// `--help` still there with `-h` taken.
 #[test]
-fn ls_human_sizes() {
+fn ls_human_sizes_names_only_and_recursive_alias() {
     let env = Env::new();
     for (path, size) in [
         ("/d/a", 512),
@@ -837,6 +839,22 @@ fn ls_human_sizes() {
     assert!(long.contains("3.1 MiB") && long.contains("1 B"), "{long}");
     // JSON keeps sizes in bytes.
     assert_eq!(env.json(&["ls", "-h", "/d"])["items"][1]["size"], 1536);
+
+    assert_eq!(env.ok(&["ls", "-1", "/d"]), "/d/sub/\n/d/a\n/d/b\n");
+    assert_eq!(
+        env.ok(&["ls", "-1", "-R", "/d"]),
+        "/d/a\n/d/b\n/d/sub/c\n/d/sub/deeper/e\n"
+    );
+    assert_eq!(env.ok(&["ls", "-R", "/d"]), env.ok(&["ls", "-r", "/d"]));
+    // With a limit, the cursor goes to stderr: stdout stays a list of paths.
+    let page = env.run(&["ls", "-1", "-r", "/d", "--limit", "2"]);
+    assert!(page.status.success());
+    assert_eq!(String::from_utf8(page.stdout).unwrap(), "/d/a\n/d/b\n");
+    assert!(
+        String::from_utf8(page.stderr)
+            .unwrap()
+            .contains("more: --cursor ")
+    );
 
     let help = env.ok(&["ls", "--help"]);
     assert!(
