@@ -2,6 +2,7 @@
 //! is `main.rs`; this library holds the argument parser ([`Cli`]) and the
 //! commands, so that tests and fuzzers can reach them.
 
+mod list;
 mod output;
 mod scan;
 mod sync_cmd;
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use nexus_core::{DynStore, Error, ListOptions, MigrationStatus, NewFile, Store, Timestamp};
+use nexus_core::{DynStore, Error, MigrationStatus, NewFile, Store, Timestamp};
 use serde_json::{Value, json};
 
 use crate::output::Out;
@@ -115,8 +116,9 @@ pub enum Command {
         #[command(subcommand)]
         action: MigrateAction,
     },
-    /// Counts for the tenant.
-    Stats,
+    /// Counts for the tenant; with a PREFIX, the files and bytes below it
+    /// and in each of its subdirectories (as `du -d1`).
+    Stats(StatsArgs),
     /// Replicate the whole store (all tenants) into PostgreSQL: a bulk load
     /// the first time, then only what changed; safe to interrupt and re-run.
     /// With --from-changes, apply a change file instead (no --db needed).
@@ -181,13 +183,14 @@ pub struct PutArgs {
     mime: Option<String>,
 }
 
-/// Arguments of `ls`.
+/// Arguments of `ls`. `-h` is `--human-readable`, as in `ls`; help is `--help`.
 #[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
 pub struct LsArgs {
     /// A directory, or any path prefix (default `/`).
     prefix: Option<String>,
-    /// Everything below, not only direct children.
-    #[arg(short, long)]
+    /// Everything below, not only direct children (files only, as `find -type f`).
+    #[arg(short, long, visible_short_alias = 'R')]
     recursive: bool,
     /// At most this many entries (1 to 10000); prints a cursor when there are more.
     #[arg(long)]
@@ -195,6 +198,29 @@ pub struct LsArgs {
     /// Continue a listing from the cursor a previous page printed.
     #[arg(long)]
     cursor: Option<String>,
+    /// Sizes in KiB, MiB, GiB (one decimal, rounded up, as `ls -h`).
+    #[arg(short = 'h', long)]
+    human_readable: bool,
+    /// Paths only, one per line (directories end with `/`), as `ls -1`.
+    #[arg(short = '1')]
+    one_per_line: bool,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+}
+
+/// Arguments of `stats`. `-h` is `--human-readable`, as in `du`; help is `--help`.
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub struct StatsArgs {
+    /// Sum the files below this directory or path prefix, and per subdirectory.
+    prefix: Option<String>,
+    /// Sizes in KiB, MiB, GiB (one decimal, rounded up, as `du -h`).
+    #[arg(short = 'h', long)]
+    human_readable: bool,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
 }
 
 /// The `meta` subcommands.
@@ -249,11 +275,25 @@ pub enum MigrateAction {
     },
 }
 
-/// An error for the user: one line on stderr and an exit code.
+/// An error for the user: one line on stderr and an exit code; or, when
+/// stdout's reader went away, nothing at all ([`Failure::stdout_closed`]).
 #[derive(Debug)]
 pub struct Failure {
     message: String,
     code: u8,
+    quiet: bool,
+}
+
+impl Failure {
+    /// Stdout was closed by its reader: stop, say nothing, exit 0 (see
+    /// `output::stdout_failure` for why 0).
+    pub(crate) fn stdout_closed() -> Failure {
+        Failure {
+            message: String::new(),
+            code: 0,
+            quiet: true,
+        }
+    }
 }
 
 impl From<Error> for Failure {
@@ -268,6 +308,7 @@ fn fail(message: impl Into<String>) -> Failure {
     Failure {
         message: message.into(),
         code: 1,
+        quiet: false,
     }
 }
 
@@ -278,7 +319,9 @@ pub fn main() -> ExitCode {
     match pollster::block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("nexus: {}", f.message.replace('\n', " "));
+            if !f.quiet {
+                output::warn(f.message.replace('\n', " "));
+            }
             ExitCode::from(f.code)
         }
     }
@@ -481,7 +524,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                         stats.schema_version
                     )
                 },
-            );
+            )?;
         }
         Command::Put(a) => {
             let size = u64::try_from(a.size)
@@ -490,18 +533,18 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             file.etag = a.etag.clone();
             file.mime_type = a.mime.clone();
             let record = store.put(file).await?;
-            out.record(&record);
+            out.record(&record)?;
         }
         Command::Get { path } => {
             let record = store.get(path).await?.ok_or_else(|| not_found(path))?;
-            out.record(&record);
+            out.record(&record)?;
         }
-        Command::Ls(a) => ls(&store, a, &out).await?,
+        Command::Ls(a) => list::ls(&store, a, &out).await?,
         Command::Rm { path } => {
             let record = store.delete(path).await?.ok_or_else(|| not_found(path))?;
             out.value(&json!({"deleted": record}), || {
                 format!("deleted {}", record.path)
-            });
+            })?;
         }
         Command::Mv { old, new } => {
             let moved = store.rename(old, new).await?;
@@ -510,7 +553,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                     "moved {old} -> {new} ({moved} file{})",
                     if moved == 1 { "" } else { "s" }
                 )
-            });
+            })?;
         }
         Command::Meta(m) => meta(&store, m, &out).await?,
         Command::Find { query } => {
@@ -529,29 +572,24 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                     .map(|(p, v)| format!("{p}\t{v}"))
                     .collect::<Vec<_>>()
                     .join("\n")
-            });
+            })?;
         }
         Command::Versions { path } => {
             let versions = store.list_versions(path).await?;
-            out.versions(&versions);
+            out.versions(&versions)?;
         }
         Command::Rollback { path, version } => {
             let record = store.rollback(path, *version).await?;
-            out.record(&record);
+            out.record(&record)?;
         }
         Command::Scan { dir, prefix } => {
             let summary = scan::scan(&store, dir, prefix.as_deref(), !cli.json).await?;
             out.value(
                 &serde_json::to_value(&summary).expect("serializable"),
                 || summary.to_string(),
-            );
+            )?;
         }
-        Command::Stats => {
-            let stats = store.stats().await?;
-            out.value(&serde_json::to_value(&stats).expect("serializable"), || {
-                output::stats_text(&stats)
-            });
-        }
+        Command::Stats(a) => list::stats(&store, a, &out).await?,
         Command::ExportChanges { since, output } => {
             sync_cmd::export_changes(embedded(&opened)?, *since, output.as_deref(), &out).await?;
         }
@@ -590,44 +628,6 @@ fn embedded(opened: &Opened) -> Result<&Store, Failure> {
     }
 }
 
-async fn ls(store: &DynStore, a: &LsArgs, out: &Out) -> Result<(), Failure> {
-    let mut prefix = a.prefix.clone().unwrap_or_else(|| "/".to_string());
-    // `ls /dir` lists the directory; any other prefix is taken as it is.
-    if !prefix.ends_with('/')
-        && nexus_core::validate_path(&prefix).is_ok()
-        && store.is_directory(&prefix).await?
-    {
-        prefix.push('/');
-    }
-    let opts = ListOptions::prefix(prefix)
-        .recursive(a.recursive)
-        .limit(a.limit.unwrap_or(nexus_core::MAX_PAGE_SIZE))
-        .cursor(a.cursor.clone());
-    // Subdirectories come first, on the first page of a non-recursive listing.
-    let dirs = if a.recursive || a.cursor.is_some() {
-        Vec::new()
-    } else {
-        store.list_directories(&opts.prefix).await?
-    };
-    if a.limit.is_some() || a.cursor.is_some() || out.json {
-        let page = store.list_page(&opts).await?;
-        out.page(&page, &dirs);
-    } else {
-        out.dirs(&dirs);
-        // Without a limit, print everything, a page at a time.
-        let mut opts = opts;
-        loop {
-            let page = store.list_page(&opts).await?;
-            out.page_items(&page.items);
-            match page.next_cursor {
-                Some(c) => opts.cursor = Some(c),
-                None => break,
-            }
-        }
-    }
-    Ok(())
-}
-
 async fn meta(store: &DynStore, m: &MetaCommand, out: &Out) -> Result<(), Failure> {
     match m {
         MetaCommand::Set { path, key, value } => {
@@ -635,7 +635,7 @@ async fn meta(store: &DynStore, m: &MetaCommand, out: &Out) -> Result<(), Failur
             store.set_metadata(path, key, &value).await?;
             out.value(&json!({"path": path, "key": key, "value": value}), || {
                 format!("{path}: {key} = {value}")
-            });
+            })?;
         }
         MetaCommand::Get { path, key } => {
             let value = store
@@ -644,7 +644,7 @@ async fn meta(store: &DynStore, m: &MetaCommand, out: &Out) -> Result<(), Failur
                 .ok_or_else(|| fail(format!("{path} has no metadata key {key:?}")))?;
             out.value(&json!({"path": path, "key": key, "value": value}), || {
                 value.to_string()
-            });
+            })?;
         }
         MetaCommand::Rm { path, key } => {
             if !store.delete_metadata(path, key).await? {
@@ -652,7 +652,7 @@ async fn meta(store: &DynStore, m: &MetaCommand, out: &Out) -> Result<(), Failur
             }
             out.value(&json!({"path": path, "key": key, "deleted": true}), || {
                 format!("{path}: removed {key}")
-            });
+            })?;
         }
         MetaCommand::Ls { path } => {
             let all = store.list_metadata(path).await?;
@@ -661,7 +661,7 @@ async fn meta(store: &DynStore, m: &MetaCommand, out: &Out) -> Result<(), Failur
                     .map(|(k, v)| format!("{k}\t{v}"))
                     .collect::<Vec<_>>()
                     .join("\n")
-            });
+            })?;
         }
     }
     Ok(())
@@ -693,7 +693,7 @@ async fn migrate(opened: &Opened, action: &MigrateAction, out: &Out) -> Result<(
                     })
                     .collect::<Vec<_>>()
                     .join("\n")
-            });
+            })?;
         }
         MigrateAction::Up { to } => {
             let done = match opened {
@@ -703,7 +703,7 @@ async fn migrate(opened: &Opened, action: &MigrateAction, out: &Out) -> Result<(
             out.value(&json!({"applied": done}), || match done.as_slice() {
                 [] => "nothing to apply".to_string(),
                 d => format!("applied {d:?}"),
-            });
+            })?;
         }
         MigrateAction::Down { to } => {
             let current = status()
@@ -724,7 +724,7 @@ async fn migrate(opened: &Opened, action: &MigrateAction, out: &Out) -> Result<(
             out.value(&json!({"reverted": done}), || match done.as_slice() {
                 [] => "nothing to revert".to_string(),
                 d => format!("reverted {d:?}"),
-            });
+            })?;
         }
     }
     Ok(())

@@ -11,6 +11,7 @@ use nexus_core::{DynStore, FileRecord, NewFile, Timestamp};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::output::warn;
 use crate::{Failure, fail};
 
 /// Files are written in transactions of this many.
@@ -118,7 +119,7 @@ pub async fn scan(
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                eprintln!("nexus: skipping {e}");
+                warn(format_args!("skipping {e}"));
                 summary.skipped += 1;
                 continue;
             }
@@ -128,23 +129,23 @@ pub async fn scan(
         }
         let rel = entry.path().strip_prefix(dir).expect("below the root");
         let Some(rel) = rel.to_str() else {
-            eprintln!(
-                "nexus: skipping {}: the name is not UTF-8",
+            warn(format_args!(
+                "skipping {}: the name is not UTF-8",
                 entry.path().to_string_lossy()
-            );
+            ));
             summary.skipped += 1;
             continue;
         };
         let virtual_path = format!("{base}/{}", rel.replace(std::path::MAIN_SEPARATOR, "/"));
         if let Err(e) = nexus_core::validate_path(&virtual_path) {
-            eprintln!("nexus: skipping {}: {e}", entry.path().display());
+            warn(format_args!("skipping {}: {e}", entry.path().display()));
             summary.skipped += 1;
             continue;
         }
         let meta = match entry.metadata() {
             Ok(m) => m,
             Err(e) => {
-                eprintln!("nexus: skipping {}: {e}", entry.path().display());
+                warn(format_args!("skipping {}: {e}", entry.path().display()));
                 summary.skipped += 1;
                 continue;
             }
@@ -205,7 +206,7 @@ pub async fn scan(
         let etag = match hash_file(&f.real) {
             Ok(h) => h,
             Err(e) => {
-                bar.suspend(|| eprintln!("nexus: skipping {}: {e}", f.real.display()));
+                bar.suspend(|| warn(format_args!("skipping {}: {e}", f.real.display())));
                 summary.skipped += 1;
                 bar.inc(1);
                 continue;

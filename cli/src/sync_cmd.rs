@@ -1,7 +1,7 @@
 //! `nexus sync` and `nexus verify`: the store into PostgreSQL; change
 //! files: `export-changes`, `import-changes`, `sync --from-changes`.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use nexus_core::{ChangeFile, Store};
 use nexus_sync::{PgUrl, Replicator, SyncMode, SyncOptions};
 use serde_json::json;
 
-use crate::output::Out;
+use crate::output::{Out, human_size};
 use crate::{Failure, fail};
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -29,15 +29,6 @@ fn sync_failure(e: nexus_sync::Error) -> Failure {
     fail(message)
 }
 
-fn human_bytes(b: u64) -> String {
-    match b {
-        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{b} B"),
-    }
-}
-
 pub fn sync(
     store: &Store,
     to: &str,
@@ -51,7 +42,8 @@ pub fn sync(
         let report = rt
             .block_on(Replicator::new(store.clone(), target.clone()).dry_run())
             .map_err(sync_failure)?;
-        out.value(
+        // The dry run's verdict outlives a closed stdout (`| head`).
+        let printed = out.value(
             &serde_json::to_value(&report).expect("serializable"),
             || {
                 let mut lines = vec![format!(
@@ -80,7 +72,7 @@ pub fn sync(
                 report.problem_count
             )));
         }
-        return Ok(());
+        return printed;
     }
     let bar = if out.json || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()
@@ -135,7 +127,7 @@ pub fn sync(
                     "  {:<16} {:>10} {:>12} {:>9.2} {:>10.0}",
                     t.table,
                     t.rows,
-                    human_bytes(t.bytes),
+                    human_size(t.bytes),
                     t.seconds,
                     if t.seconds > 0.0 {
                         t.rows as f64 / t.seconds
@@ -148,7 +140,7 @@ pub fn sync(
                 "  {:<16} {:>10} {:>12} {:>9.2} {:>10.0}",
                 "total",
                 report.rows(),
-                human_bytes(report.tables.iter().map(|t| t.bytes).sum()),
+                human_size(report.tables.iter().map(|t| t.bytes).sum()),
                 report.seconds,
                 if report.seconds > 0.0 {
                     report.rows() as f64 / report.seconds
@@ -158,7 +150,7 @@ pub fn sync(
             ));
             lines.join("\n")
         },
-    );
+    )?;
     Ok(())
 }
 
@@ -168,7 +160,8 @@ pub fn verify(store: &Store, to: &str, out: &Out) -> Result<(), Failure> {
     let report = rt
         .block_on(Replicator::new(store.clone(), target.clone()).verify())
         .map_err(sync_failure)?;
-    out.value(
+    // The verdict (exit 1 when the copies differ) outlives a closed stdout.
+    let printed = out.value(
         &json!({"equal": report.equal(), "source_seq": report.source_seq, "tables": report.tables, "differences": report.differences()}),
         || {
             let mut lines = vec![format!("  {:<16} {:>10} {:>10}  {:<34} {}", "table", "store", "postgres", "checksum (store)", "")];
@@ -186,7 +179,7 @@ pub fn verify(store: &Store, to: &str, out: &Out) -> Result<(), Failure> {
         },
     );
     if report.equal() {
-        Ok(())
+        printed
     } else {
         Err(fail(format!(
             "the copy in {target} differs: {}",
@@ -237,13 +230,7 @@ pub async fn export_changes(
     let file = store.export_changes(since).await?;
     let bytes = file.encode();
     match output {
-        None => {
-            let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(&bytes)
-                .and_then(|()| stdout.flush())
-                .map_err(|e| fail(format!("cannot write the change file to stdout: {e}")))?;
-        }
+        None => out.bytes(&bytes)?,
         Some(path) => {
             std::fs::write(path, &bytes).map_err(|e| {
                 fail(format!(
@@ -263,7 +250,7 @@ pub async fn export_changes(
                     file.changes.through,
                     path.display()
                 )
-            });
+            })?;
         }
     }
     Ok(())
@@ -302,7 +289,7 @@ pub async fn import_changes(store: &Store, file: &str, out: &Out) -> Result<(), 
                 )
             }
         },
-    );
+    )?;
     Ok(())
 }
 
@@ -339,6 +326,6 @@ pub fn sync_from_changes(file: &str, to: &str, out: &Out) -> Result<(), Failure>
                 report.seconds
             ),
         },
-    );
+    )?;
     Ok(())
 }

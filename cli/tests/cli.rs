@@ -579,3 +579,286 @@ fn config_file_is_read_and_overridden() {
         "{missing}"
     );
 }
+
+/// Spawns `nexus args` with stdout and stderr piped, reads `lines` lines of
+/// stdout (0: none, the pipe is closed before the command can write) and
+/// closes the pipe, then waits. Returns the exit status and stderr.
+fn with_stdout_closed(
+    env: &Env,
+    args: &[&str],
+    lines: usize,
+) -> (std::process::ExitStatus, String) {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut child = env
+        .cmd()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    if lines > 0 {
+        let mut reader = std::io::BufReader::new(stdout);
+        for _ in 0..lines {
+            let mut line = String::new();
+            assert!(reader.read_line(&mut line).unwrap() > 0, "{args:?}: output");
+        }
+    } else {
+        drop(stdout);
+    }
+    // The pipe's only read end is closed here (or was, with the reader).
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `nexus ls -r / | head`: the reader closes the pipe after a line, while
+/// the command still has far more than a pipe buffer to write. The command
+/// ends quietly with status 0 (as ripgrep does; see `output.rs`), text and
+/// JSON; so does every other command whose stdout is closed before it
+/// prints. A closed stderr does not panic either.
+#[test]
+fn closed_stdout_ends_every_command_quietly() {
+    let env = Env::new();
+    // 1,500 files with long names: the listing is several pipe buffers long.
+    let long = "n".repeat(100);
+    for i in 0..1500 {
+        write(
+            &env.dir
+                .path()
+                .join(format!("tree/d{}/{long}-{i}.txt", i % 3)),
+            &i.to_string(),
+        );
+    }
+    env.json(&["scan", "tree"]);
+    let first = format!("/tree/d0/{long}-0.txt");
+    env.ok(&["meta", "set", &first, "k", "1"]);
+    let full = env.ok(&["ls", "-r", "/"]);
+    assert_eq!(full.lines().count(), 1500);
+    assert!(
+        full.len() > 3 * 65536,
+        "more than a pipe buffer: {}",
+        full.len()
+    );
+    assert!(env.ok(&["ls", "-r", "/", "--json"]).len() > 3 * 65536);
+
+    for (args, lines) in [
+        (&["ls", "-r", "/"][..], 1),
+        (&["ls", "-r", "/", "--json"], 1),
+        (&["ls", "-r", "/", "-1"], 10),
+        (&["ls", "-r", "/"], 0),
+        (&["ls", "/tree"], 0),
+        (&["ls", "-r", "/", "--limit", "3"], 0),
+        (&["export-changes"], 0),
+        (&["get", &first], 0),
+        (&["get", &first, "--json"], 0),
+        (&["versions", &first], 0),
+        (&["meta", "ls", &first], 0),
+        (&["find", "k"], 0),
+        (&["stats"], 0),
+        (&["stats", "/tree"], 0),
+        (&["stats", "/tree", "--json"], 0),
+        (&["migrate", "status"], 0),
+        (&["--help"], 0),
+        (&["ls", "--help"], 0),
+    ] {
+        let (status, stderr) = with_stdout_closed(&env, args, lines);
+        assert_eq!(
+            (status.code(), stderr.as_str()),
+            (Some(0), ""),
+            "nexus {args:?} with stdout closed after {lines} lines"
+        );
+    }
+
+    // A write is done (committed) before its report is printed.
+    let (status, stderr) = with_stdout_closed(
+        &env,
+        &[
+            "put",
+            "/late",
+            "--backend",
+            "l",
+            "--physical",
+            "p",
+            "--size",
+            "3",
+        ],
+        0,
+    );
+    assert_eq!((status.code(), stderr.as_str()), (Some(0), ""));
+    assert_eq!(env.json(&["get", "/late"])["size"], 3);
+
+    // A failure keeps its status when stderr is closed, and does not panic.
+    let mut child = env
+        .cmd()
+        .args(["get", "/nope"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+}
+
+fn put_sized(env: &Env, path: &str, size: u64) {
+    env.ok(&[
+        "put",
+        path,
+        "--backend",
+        "l",
+        "--physical",
+        "p",
+        "--size",
+        &size.to_string(),
+    ]);
+}
+
+/// `stats PREFIX`: files and bytes below a prefix, and per immediate
+/// subdirectory (as `du -d1`), in text and JSON; `-h` as `du -h`.
+#[test]
+fn stats_prefix_sums_per_subdirectory() {
+    let env = Env::new();
+    for (path, size) in [
+        ("/d/a", 10),
+        ("/d/sub/x", 100),
+        ("/d/sub/deeper/y", 1000),
+        ("/d/other/z", 1536),
+        ("/d2/w", 7),
+        ("/e", 5 * 1024 * 1024 + 1),
+    ] {
+        put_sized(&env, path, size);
+    }
+    env.ok(&["rm", "/d/a"]);
+    put_sized(&env, "/d/b", 20);
+
+    let d = env.json(&["stats", "/d"]);
+    assert_eq!(
+        d,
+        serde_json::json!({
+            "prefix": "/d/", "files": 4, "bytes": 2656,
+            "directories": [
+                {"path": "/d/other", "files": 1, "bytes": 1536},
+                {"path": "/d/sub", "files": 2, "bytes": 1100},
+            ],
+        }),
+        "deleted files do not count; /d2 is not below /d"
+    );
+    assert_eq!(env.json(&["stats", "/d/"]), d);
+    let root = env.json(&["stats", "/"]);
+    assert_eq!(
+        (root["files"].as_u64(), root["bytes"].as_u64()),
+        (Some(6), Some(2656 + 7 + 5 * 1024 * 1024 + 1))
+    );
+    let dirs: Vec<&str> = root["directories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(dirs, ["/d", "/d2"]);
+    // A prefix that is not a directory is taken as it is: /d matches /d2 too.
+    let raw = env.json(&["stats", "/d/su"]);
+    assert_eq!(
+        (raw["prefix"].as_str(), raw["files"].as_u64()),
+        (Some("/d/su"), Some(2))
+    );
+    let none = env.json(&["stats", "/nothing"]);
+    assert_eq!(
+        (none["files"].as_u64(), none["bytes"].as_u64()),
+        (Some(0), Some(0))
+    );
+
+    let text = env.ok(&["stats", "/d"]);
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            vec!["bytes", "files", "path"],
+            vec!["1536", "1", "/d/other/"],
+            vec!["1100", "2", "/d/sub/"],
+            vec!["2656", "4", "/d/"],
+        ],
+        "{text}"
+    );
+    let human = env.ok(&["stats", "-h", "/"]);
+    let lines: Vec<Vec<&str>> = human
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    // Rounded up, as du -h: 5 MiB + 2,664 bytes is 5.1 MiB.
+    assert_eq!(
+        lines[1..],
+        [
+            vec!["2.6", "KiB", "4", "/d/"],
+            vec!["7", "B", "1", "/d2/"],
+            vec!["5.1", "MiB", "6", "/"],
+        ],
+        "{human}"
+    );
+    let human = env.ok(&["stats", "--human-readable", "/d"]);
+    assert!(
+        human.contains("1.5 KiB") && human.contains("1.1 KiB") && human.contains("2.6 KiB"),
+        "{human}"
+    );
+    // Without a prefix: the tenant's counts, as before; -h for its bytes.
+    let tenant = env.json(&["stats"]);
+    assert_eq!(tenant["files"], 6);
+    assert!(
+        env.ok(&["stats", "-h"])
+            .contains("total bytes      5.1 MiB")
+    );
+    assert!(env.ok(&["stats", "--help"]).contains("--human-readable"));
+}
+
+/// `ls -h` (sizes as `ls -h`), `ls -1` (paths only), `ls -R` (= `-r`), and
+/// `--help` still there with `-h` taken.
+#[test]
+fn ls_human_sizes_names_only_and_recursive_alias() {
+    let env = Env::new();
+    for (path, size) in [
+        ("/d/a", 512),
+        ("/d/b", 1536),
+        ("/d/sub/c", 3 * 1024 * 1024 + 1),
+        ("/d/sub/deeper/e", 1),
+    ] {
+        put_sized(&env, path, size);
+    }
+    let human = env.ok(&["ls", "-h", "/d"]);
+    let sizes: Vec<String> = human.lines().map(|l| l[..12].trim().to_string()).collect();
+    assert_eq!(sizes, ["-", "512 B", "1.5 KiB"], "{human}");
+    let long = env.ok(&["ls", "--human-readable", "-r", "/d/sub"]);
+    assert!(long.contains("3.1 MiB") && long.contains("1 B"), "{long}");
+    // JSON keeps sizes in bytes.
+    assert_eq!(env.json(&["ls", "-h", "/d"])["items"][1]["size"], 1536);
+
+    assert_eq!(env.ok(&["ls", "-1", "/d"]), "/d/sub/\n/d/a\n/d/b\n");
+    assert_eq!(
+        env.ok(&["ls", "-1", "-R", "/d"]),
+        "/d/a\n/d/b\n/d/sub/c\n/d/sub/deeper/e\n"
+    );
+    assert_eq!(env.ok(&["ls", "-R", "/d"]), env.ok(&["ls", "-r", "/d"]));
+    // With a limit, the cursor goes to stderr: stdout stays a list of paths.
+    let page = env.run(&["ls", "-1", "-r", "/d", "--limit", "2"]);
+    assert!(page.status.success());
+    assert_eq!(String::from_utf8(page.stdout).unwrap(), "/d/a\n/d/b\n");
+    assert!(
+        String::from_utf8(page.stderr)
+            .unwrap()
+            .contains("more: --cursor ")
+    );
+
+    let help = env.ok(&["ls", "--help"]);
+    assert!(
+        help.contains("-h, --human-readable") && help.contains("--help"),
+        "{help}"
+    );
+}

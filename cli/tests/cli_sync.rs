@@ -26,6 +26,17 @@ fn ok_json(out: Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// Runs `c` with its stdout closed before it can print (`| head -0`).
+fn with_stdout_closed(mut c: Command) -> Output {
+    let mut child = c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -90,6 +101,15 @@ fn sync_and_verify_from_the_command_line() {
             .unwrap(),
     );
     assert_eq!(verify["equal"], true);
+    // A closed stdout ends verify quietly...
+    let closed = with_stdout_closed(nexus(&db, &["verify", "--to", &target.url]));
+    assert_eq!(
+        (
+            closed.status.code(),
+            String::from_utf8_lossy(&closed.stderr)
+        ),
+        (Some(0), "".into())
+    );
 
     assert!(
         nexus(&db, &["rm", "/f/3"])
@@ -126,6 +146,13 @@ fn sync_and_verify_from_the_command_line() {
     assert!(
         stderr.contains("file_metadata: 1 rows in the store, 0 in PostgreSQL"),
         "{stderr}"
+    );
+    // ... but not its verdict: copies that differ still fail, and say so.
+    let closed = with_stdout_closed(nexus(&db, &["verify", "--to", &target.url]));
+    assert_eq!(closed.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&closed.stderr).contains("file_metadata: 1 rows in the store"),
+        "{closed:?}"
     );
 }
 
