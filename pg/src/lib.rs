@@ -123,7 +123,9 @@ pub struct PgOptions {
     /// reads within `read_your_writes` of this store's last write, always go
     /// to the primary.
     pub read_replica_url: Option<String>,
-    /// After a write, reads stay on the primary this long (default 5 s).
+    /// After a write, reads stay on the primary this long (default 5 s; at
+    /// least `max_replica_lag`, which is what guarantees that a replica
+    /// within the bound has replayed the write).
     pub read_your_writes: Duration,
     /// The staleness bound: the replica is used only while its replay lag
     /// (`now() - pg_last_xact_replay_timestamp()`, checked at most once a
@@ -310,9 +312,22 @@ impl PgStore {
             Some(url) => {
                 let target = PgUrl::parse(url).map_err(|e| Error::invalid_url(e.to_string()))?;
                 Some(Replica {
-                    pool: nexus_postgres::pool(&target, pool_options)?,
-                    read_your_writes_micros: i64::try_from(options.read_your_writes.as_micros())
-                        .unwrap_or(i64::MAX),
+                    // A replica that does not answer must not hold reads for
+                    // the primary's whole wait timeout: they go to the primary.
+                    pool: nexus_postgres::pool(
+                        &target,
+                        PoolOptions {
+                            wait_timeout: pool_options.wait_timeout.min(Duration::from_secs(1)),
+                            ..pool_options
+                        },
+                    )?,
+                    read_your_writes_micros: i64::try_from(
+                        options
+                            .read_your_writes
+                            .max(options.max_replica_lag)
+                            .as_micros(),
+                    )
+                    .unwrap_or(i64::MAX),
                     max_lag: options.max_replica_lag,
                     last_write: AtomicI64::new(0),
                     checked_at: AtomicI64::new(i64::MIN / 2),
