@@ -211,22 +211,7 @@ fn start_or_use_env() -> Server {
             ));
         }
         let log = dir.join("server.log");
-        let ok = run_status(
-            &bin.join("pg_ctl"),
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-l",
-                log.to_str().unwrap(),
-                "-o",
-                &opts,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-            run_as.as_deref(),
-        );
+        let ok = pg_ctl_start(&bin, &data, &log, &opts, run_as.as_deref());
         if ok {
             spawn_watchdog(&bin, &data, &dir, run_as.as_deref());
             return Server::Local { port, dir };
@@ -375,6 +360,27 @@ fn run(program: &Path, args: &[&str], run_as: Option<&str>) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `pg_ctl start` of the cluster in `data` with server options `opts`,
+/// logging to `log`; whether it started (within 60 s).
+fn pg_ctl_start(bin: &Path, data: &Path, log: &Path, opts: &str, run_as: Option<&str>) -> bool {
+    run_status(
+        &bin.join("pg_ctl"),
+        &[
+            "-D",
+            data.to_str().unwrap(),
+            "-l",
+            log.to_str().unwrap(),
+            "-o",
+            opts,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ],
+        run_as,
+    )
 }
 
 fn run_status(program: &Path, args: &[&str], run_as: Option<&str>) -> bool {
@@ -687,22 +693,7 @@ fn start_standby() -> Option<u16> {
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c hot_standby=on -c fsync=off{matching}",
             dir.display()
         );
-        let ok = run_status(
-            &bin.join("pg_ctl"),
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-l",
-                log.to_str().unwrap(),
-                "-o",
-                &opts,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-            run_as.as_deref(),
-        );
+        let ok = pg_ctl_start(&bin, &data, &log, &opts, run_as.as_deref());
         if ok {
             return Some(port);
         }

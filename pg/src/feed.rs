@@ -123,13 +123,7 @@ pub async fn read_page(
     after: i64,
     max_rows: usize,
 ) -> Result<FeedPage> {
-    let tx = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(pg_err("starting a read of the change feed"))?;
+    let tx = crate::ops::begin_snapshot(client, "starting a read of the change feed").await?;
     let db = Cached::new(&tx, cache);
     let page = read_in(&db, after, max_rows).await?;
     tx.commit()

@@ -181,6 +181,21 @@ async fn begin(client: &mut tokio_postgres::Client) -> Result<tokio_postgres::Tr
         .map_err(pg_err("starting a transaction"))
 }
 
+/// A read-only transaction on one snapshot (repeatable read): several
+/// statements see one committed state.
+pub(crate) async fn begin_snapshot<'c>(
+    client: &'c mut tokio_postgres::Client,
+    context: &'static str,
+) -> Result<tokio_postgres::Transaction<'c>> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg_err(context))
+}
+
 async fn commit(tx: tokio_postgres::Transaction<'_>) -> Result<()> {
     tx.commit().await.map_err(pg_err("committing"))
 }
@@ -311,13 +326,7 @@ pub(crate) async fn get_batch(
     }
     let mut pooled = inner.read_client().await?;
     let (client, cache) = pooled.parts();
-    let tx = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(pg_err("starting a read"))?;
+    let tx = begin_snapshot(client, "starting a read").await?;
     let db = Cached::new(&tx, cache);
     for p in paths {
         let r = load_live(&db, tenant, &p, false).await?;
