@@ -196,6 +196,22 @@ pub(crate) async fn begin_snapshot<'c>(
         .map_err(pg_err(context))
 }
 
+/// A failure inside a transaction before its COMMIT was sent: nothing was
+/// committed, whatever happened to the connection, so the store may try
+/// the whole transaction again.
+fn uncommitted(e: Error) -> Error {
+    match e {
+        Error::Unavailable {
+            context, source, ..
+        } => Error::Unavailable {
+            context,
+            outcome_unknown: false,
+            source,
+        },
+        e => e,
+    }
+}
+
 async fn commit(tx: tokio_postgres::Transaction<'_>) -> Result<()> {
     tx.commit().await.map_err(pg_err("committing"))
 }
@@ -295,12 +311,13 @@ pub(crate) async fn put_batch(
     }
     let mut pooled = inner.client().await?;
     let (client, cache) = pooled.parts();
-    let tx = begin(client).await?;
+    let tx = begin(client).await.map_err(uncommitted)?;
     let db = Cached::new(&tx, cache);
     let out = futures_util::future::try_join_all(
         files.iter().map(|f| put_one(&db, inner, tenant, f, None)),
     )
-    .await?;
+    .await
+    .map_err(uncommitted)?;
     commit(tx).await?;
     Ok(out)
 }
@@ -781,15 +798,20 @@ pub(crate) async fn rollback(
     validate_path(&path)?;
     let mut pooled = inner.client().await?;
     let (client, cache) = pooled.parts();
-    let tx = begin(client).await?;
+    let tx = begin(client).await.map_err(uncommitted)?;
     let db = Cached::new(&tx, cache);
-    let current = require_live(&db, tenant, &path, true).await?;
-    let target = require_version(&db, &current, version).await?;
-    let parent = version_id(&db, &current.path_id, current.version).await?;
-    let record = rolled_back_record(current, target, inner.now());
-    update_file(&db, &record).await?;
-    let reason = rollback_reason(version);
-    insert_version(&db, &record, VersionSource::Rollback, Some(&reason), parent).await?;
+    let record = async {
+        let current = require_live(&db, tenant, &path, true).await?;
+        let target = require_version(&db, &current, version).await?;
+        let parent = version_id(&db, &current.path_id, current.version).await?;
+        let record = rolled_back_record(current, target, inner.now());
+        update_file(&db, &record).await?;
+        let reason = rollback_reason(version);
+        insert_version(&db, &record, VersionSource::Rollback, Some(&reason), parent).await?;
+        Ok(record)
+    }
+    .await
+    .map_err(uncommitted)?;
     commit(tx).await?;
     Ok(record)
 }
@@ -893,41 +915,45 @@ pub(crate) async fn release_chunk_ref(
     validate_name("content_hash", &hash)?;
     let mut pooled = inner.client().await?;
     let (client, cache) = pooled.parts();
-    let tx = begin(client).await?;
+    let tx = begin(client).await.map_err(uncommitted)?;
     let db = Cached::new(&tx, cache);
-    let chunk = db
-        .query_opt(
-            &format!("{CHUNK_SELECT} WHERE tenant_id = $1 AND content_hash = $2 FOR UPDATE"),
-            &[&tenant, &hash],
-        )
-        .await
-        .map_err(pg_err("reading a chunk"))?
-        .map(|r| chunk_row(&r))
-        .ok_or_else(|| Error::ChunkNotFound {
-            content_hash: hash.clone(),
-        })?;
-    if chunk.ref_count == 0 {
-        return Err(Error::InvalidArgument {
-            name: "content_hash",
-            value: hash,
-            reason: "the chunk has no references left to release".into(),
+    let chunk = async {
+        let chunk = db
+            .query_opt(
+                &format!("{CHUNK_SELECT} WHERE tenant_id = $1 AND content_hash = $2 FOR UPDATE"),
+                &[&tenant, &hash],
+            )
+            .await
+            .map_err(pg_err("reading a chunk"))?
+            .map(|r| chunk_row(&r))
+            .ok_or_else(|| Error::ChunkNotFound {
+                content_hash: hash.clone(),
+            })?;
+        if chunk.ref_count == 0 {
+            return Err(Error::InvalidArgument {
+                name: "content_hash",
+                value: hash,
+                reason: "the chunk has no references left to release".into(),
+            });
+        }
+        let now = inner.now();
+        let protected = (chunk.ref_count == 1).then(|| {
+            ts(Timestamp::from_micros(now.as_micros().saturating_add(
+                i64::try_from(grace.as_micros()).unwrap_or(i64::MAX),
+            )))
         });
-    }
-    let now = inner.now();
-    let protected = (chunk.ref_count == 1).then(|| {
-        ts(Timestamp::from_micros(now.as_micros().saturating_add(
-            i64::try_from(grace.as_micros()).unwrap_or(i64::MAX),
-        )))
-    });
-    db.execute(
-        "UPDATE content_chunks SET ref_count = ref_count - 1, last_accessed_at = $1, \
+        db.execute(
+            "UPDATE content_chunks SET ref_count = ref_count - 1, last_accessed_at = $1, \
          protected_until = COALESCE($2, protected_until), origin_id = NULL, origin_seq = NULL, \
          change_seq = DEFAULT WHERE tenant_id = $3 AND content_hash = $4",
-        &[&ts(now), &protected, &tenant, &hash],
-    )
+            &[&ts(now), &protected, &tenant, &hash],
+        )
+        .await
+        .map_err(pg_err("releasing a chunk reference"))?;
+        require_chunk(&db, tenant, &hash).await
+    }
     .await
-    .map_err(pg_err("releasing a chunk reference"))?;
-    let chunk = require_chunk(&db, tenant, &hash).await?;
+    .map_err(uncommitted)?;
     commit(tx).await?;
     Ok(chunk)
 }
