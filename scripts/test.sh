@@ -81,7 +81,10 @@ step "tests"
 cargo test --workspace --locked
 
 step "browser tests: the conformance suite in headless Chromium (memory; OPFS in a Worker)"
-CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+# WASM_BINDGEN_TEST_TIMEOUT bounds a whole suite, not one test (default 20 s);
+# the OPFS suite opens and migrates a database per test and takes close to
+# that on a busy 2-core machine.
+WASM_BINDGEN_TEST_TIMEOUT=300 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
     cargo test -p nexus-tests --target wasm32-unknown-unknown --locked \
     --test browser_memory --test browser_opfs
 
