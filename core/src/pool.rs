@@ -14,8 +14,9 @@
 //! waiter is slower than a thread that is running), which keeps the readers
 //! busy; so that no caller waits for ever behind a stream of others, a
 //! waiter that has lost [`LOSSES`] times in a row marks itself starving,
-//! and while one is, newcomers queue too and only starving waiters take
-//! readers. Counted in losses, not time: there is no clock in a browser.
+//! and while one is, newcomers queue too, only starving waiters take
+//! readers, and each release wakes one of them (they wait on an event of
+//! their own). Counted in losses, not time: there is no clock in a browser.
 //!
 //! Readers never write, so turso runs them side by side under WAL, next to
 //! the writer; each read statement, or each [`crate::engine::Engine::read`]
@@ -46,8 +47,11 @@ pub(crate) struct Pool {
     /// Waiters that lost [`LOSSES`] times; while there are any, only they
     /// take readers.
     starving: AtomicUsize,
-    /// Notified (one more waiter each time) when a reader is handed back.
+    /// Notified (one more waiter each time) when a reader is handed back
+    /// and no waiter is starving.
     released: Event,
+    /// The same for starving waiters, while there are any.
+    released_to_starving: Event,
 }
 
 /// The right to take one reader; handed back when dropped.
@@ -55,10 +59,12 @@ struct Permit<'a>(&'a Pool);
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        self.0.idle.fetch_add(1, Ordering::AcqRel);
-        if self.0.starving.load(Ordering::Acquire) > 0 {
-            // Only starving waiters may take it: wake them all.
-            self.0.released.notify_additional(usize::MAX);
+        // SeqCst here and in `Starving::drop`: each side writes one counter
+        // and then reads the other, and one of them must see the other's
+        // write, or an idle reader could be left with no waiter woken.
+        self.0.idle.fetch_add(1, Ordering::SeqCst);
+        if self.0.starving.load(Ordering::SeqCst) > 0 {
+            self.0.released_to_starving.notify_additional(1);
         } else {
             self.0.released.notify_additional(1);
         }
@@ -74,9 +80,9 @@ struct Starving<'a> {
 
 impl Drop for Starving<'_> {
     fn drop(&mut self) {
-        if self.marked && self.pool.starving.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.marked && self.pool.starving.fetch_sub(1, Ordering::SeqCst) == 1 {
             // The last one: whoever queued behind it may take idle readers.
-            let idle = self.pool.idle.load(Ordering::Acquire);
+            let idle = self.pool.idle.load(Ordering::SeqCst);
             if idle > 0 {
                 self.pool.released.notify_additional(idle);
             }
@@ -152,6 +158,7 @@ impl Pool {
             idle: AtomicUsize::new(readers.len()),
             starving: AtomicUsize::new(0),
             released: Event::new(),
+            released_to_starving: Event::new(),
             readers,
         })
     }
@@ -170,14 +177,14 @@ impl Pool {
     /// Takes a permit if one is idle.
     fn try_take(&self) -> Option<Permit<'_>> {
         self.idle
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .ok()
             .map(|_| Permit(self))
     }
 
     /// A permit, waiting for the first one handed back when none is idle.
     async fn permit(&self) -> Permit<'_> {
-        if self.starving.load(Ordering::Acquire) == 0
+        if self.starving.load(Ordering::SeqCst) == 0
             && let Some(permit) = self.try_take()
         {
             return permit;
@@ -189,8 +196,12 @@ impl Pool {
         let mut losses = 0;
         loop {
             // Listen before looking, so that a release in between wakes us.
-            let released = self.released.listen();
-            if (me.marked || self.starving.load(Ordering::Acquire) == 0)
+            let released = if me.marked {
+                self.released_to_starving.listen()
+            } else {
+                self.released.listen()
+            };
+            if (me.marked || self.starving.load(Ordering::SeqCst) == 0)
                 && let Some(permit) = self.try_take()
             {
                 return permit;
@@ -199,7 +210,7 @@ impl Pool {
             losses += 1;
             if losses >= LOSSES && !me.marked {
                 me.marked = true;
-                self.starving.fetch_add(1, Ordering::AcqRel);
+                self.starving.fetch_add(1, Ordering::SeqCst);
             }
         }
     }
