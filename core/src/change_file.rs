@@ -482,7 +482,6 @@ impl Store {
             chunks: 0,
             tombstones: 0,
         };
-        let mut e = self.engine().await;
         // Checked before the write transaction, so that a refused or skipped
         // file takes no change sequence number; checked again inside it.
         let checks = |e: &mut Engine, report: &mut ImportReport| -> Result<bool> {
@@ -506,11 +505,15 @@ impl Store {
             }
             Ok(true)
         };
-        if !checks(&mut e, &mut report)? {
+        let go = {
+            let mut e = self.reader().await;
+            e.read(|e| checks(e, &mut report))?
+        };
+        if !go {
             report.skipped = true;
             return Ok(report);
         }
-        e.write(|e, seq| {
+        self.writer().await.write(|e, seq| {
             if !checks(e, &mut report)? {
                 report.skipped = true;
                 return Ok(());

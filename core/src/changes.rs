@@ -7,11 +7,11 @@
 //! description of what changed between two points. Rows carry their latest
 //! state; removals of rows that are gone for good are [`TombstoneRow`]s.
 
-use async_lock::MutexGuard;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Engine, RowRef, int};
+use crate::engine::{RowRef, int};
 use crate::error::{Error, Result};
+use crate::pool::ReadGuard;
 use crate::store::Store;
 
 /// The store a row came from, and that store's change sequence number for
@@ -174,10 +174,11 @@ pub const CHANGE_TABLES: [&str; 5] = [
 ];
 
 /// A consistent, read-only view of the whole store (all tenants), for
-/// replication. It holds the store's connection: other calls on this store
-/// wait until it is dropped.
+/// replication: one read transaction on one of the store's reading
+/// connections, held until it is dropped. Writes and other reads go on
+/// meanwhile (on the other connections) and are not seen by it.
 pub struct Snapshot<'a> {
-    engine: MutexGuard<'a, Engine>,
+    engine: ReadGuard<'a>,
     source_id: String,
     change_seq: i64,
 }
@@ -403,9 +404,11 @@ impl Snapshot<'_> {
 
 impl Store {
     /// A consistent snapshot of the whole store for replication. While it
-    /// lives, other calls on this store (in this process) wait.
+    /// lives it holds one of the store's reading connections (the other
+    /// calls share the rest); the file's write-ahead log cannot be
+    /// checkpointed past it, so do not keep it longer than needed.
     pub async fn snapshot(&self) -> Result<Snapshot<'_>> {
-        let mut engine = self.engine().await;
+        let mut engine = self.reader().await;
         engine.begin_read()?;
         let state = engine.query_one(
             "SELECT change_seq, store_id FROM nexus_state WHERE id = 1",

@@ -60,7 +60,7 @@ impl Store {
         validate_text("storage_path", storage_path, MAX_PATH_BYTES)?;
         let size = i64::try_from(size)
             .map_err(|_| Error::invalid("size", &size.to_string(), "must be at most 2^63 - 1"))?;
-        let mut e = self.engine().await;
+        let mut e = self.writer().await;
         e.write(|e, seq| {
             let now = e.now().as_micros();
             e.execute(
@@ -81,7 +81,7 @@ impl Store {
     pub async fn release_chunk_ref(&self, content_hash: &str, grace: Duration) -> Result<Chunk> {
         validate_name("content_hash", content_hash)?;
         let grace = i64::try_from(grace.as_micros()).unwrap_or(i64::MAX);
-        let mut e = self.engine().await;
+        let mut e = self.writer().await;
         e.write(|e, seq| {
             let chunk = require_chunk(e, &self.tenant, content_hash)?;
             if chunk.ref_count == 0 {
@@ -112,13 +112,13 @@ impl Store {
     /// The chunk `content_hash`, if known.
     pub async fn get_chunk(&self, content_hash: &str) -> Result<Option<Chunk>> {
         validate_name("content_hash", content_hash)?;
-        let mut e = self.engine().await;
+        let mut e = self.reader().await;
         load_chunk(&mut e, &self.tenant, content_hash)
     }
 
     /// Chunks with no references whose protection has expired, by hash, at most `limit`.
     pub async fn gc_candidates(&self, limit: usize) -> Result<Vec<Chunk>> {
-        let mut e = self.engine().await;
+        let mut e = self.reader().await;
         let now = e.now().as_micros();
         e.query(
             select_chunk!(
@@ -134,7 +134,7 @@ impl Store {
     /// candidate (no references, protection expired). Returns whether it was removed.
     pub async fn remove_chunk(&self, content_hash: &str) -> Result<bool> {
         validate_name("content_hash", content_hash)?;
-        let mut e = self.engine().await;
+        let mut e = self.writer().await;
         e.write(|e, seq| {
             let now = e.now().as_micros();
             let removed = e.execute(

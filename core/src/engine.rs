@@ -1,10 +1,13 @@
 //! The thin layer over `turso_core`: one connection, its cached prepared
 //! statements, the step loop, transactions and the migrations driver.
 //! Nothing of `turso_core` leaves this module except through [`crate::io`].
+//! A store holds several of these (`crate::pool`): one that writes, and
+//! readers.
 
 use std::collections::HashMap;
 use std::num::NonZero;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use nexus_migrations::{AppliedMigration, Driver};
@@ -18,25 +21,56 @@ use crate::model::Timestamp;
 /// A change sequence number: every write transaction takes the next one.
 pub(crate) type Seq = i64;
 
+/// One connection of the store's database and its prepared statements.
+///
+/// A store has one that writes (write transactions, migrations) and a few
+/// that only read: in turso 0.8.3 a connection that has run write
+/// transactions re-prepares each later autocommit statement (10x slower
+/// point reads); a connection that only reads does not, and several of them
+/// read at once under WAL.
 pub(crate) struct Engine {
     db: Arc<Database>,
-    /// Runs write transactions (and migrations).
     conn: Arc<Connection>,
-    /// Runs everything outside write transactions. In turso 0.8.3 a
-    /// connection that has run write transactions re-prepares each later
-    /// autocommit statement (10x slower point reads); a connection that only
-    /// reads does not.
-    reader: Arc<Connection>,
-    /// Whether a write transaction is open on `conn`.
-    writing: bool,
     io: Arc<dyn IO>,
     /// Prepared statements by the address and length of their `'static` SQL
-    /// text, one cache per connection.
+    /// text.
     stmts: HashMap<(usize, usize), Statement>,
-    reader_stmts: HashMap<(usize, usize), Statement>,
-    last_ts: i64,
+    /// Shared by every connection of the store.
+    clock: Arc<Clock>,
     pub(crate) location: String,
     busy_timeout: Duration,
+}
+
+/// The store's clock: strictly increasing microseconds, shared by all of a
+/// store's connections so that every time handed out is after every earlier
+/// one, whichever connection asks.
+#[derive(Debug)]
+pub(crate) struct Clock {
+    last: AtomicI64,
+}
+
+impl Clock {
+    pub(crate) fn new() -> Self {
+        Clock {
+            last: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// The current time, strictly after every time this clock handed out before.
+    pub(crate) fn now(&self) -> Timestamp {
+        let wall = Timestamp::now().as_micros();
+        let mut last = self.last.load(Ordering::Relaxed);
+        loop {
+            let t = wall.max(last.saturating_add(1));
+            match self
+                .last
+                .compare_exchange_weak(last, t, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return Timestamp::from_micros(t),
+                Err(seen) => last = seen,
+            }
+        }
+    }
 }
 
 /// How a write transaction starts. `BEGIN IMMEDIATE` takes the write lock at
@@ -140,23 +174,21 @@ impl Engine {
         }
     }
 
+    /// A new connection of `db`.
     pub(crate) fn connect(
         db: &Arc<Database>,
         io: Arc<dyn IO>,
+        clock: Arc<Clock>,
         location: String,
         busy_timeout: Duration,
     ) -> Result<Self> {
         let conn = Self::new_connection(db, busy_timeout)?;
-        let reader = Self::new_connection(db, busy_timeout)?;
         Ok(Engine {
             db: db.clone(),
             conn,
-            reader,
-            writing: false,
-            reader_stmts: HashMap::new(),
             io,
             stmts: HashMap::new(),
-            last_ts: i64::MIN,
+            clock,
             location,
             busy_timeout,
         })
@@ -169,29 +201,24 @@ impl Engine {
         Ok(conn)
     }
 
-    /// Replaces both connections with fresh ones (after migrations, so that
+    /// Replaces the connection with a fresh one (after migrations, so that
     /// no statement or schema snapshot from before survives).
     pub(crate) fn reconnect(&mut self) -> Result<()> {
         self.clear_statements();
         self.conn = Self::new_connection(&self.db, self.busy_timeout)?;
-        self.reader = Self::new_connection(&self.db, self.busy_timeout)?;
         Ok(())
     }
 
-    /// The current time, strictly after every time this engine handed out
+    /// The current time, strictly after every time the store handed out
     /// before, so that every write changes `modified_at`.
-    pub(crate) fn now(&mut self) -> Timestamp {
-        let t = Timestamp::now()
-            .as_micros()
-            .max(self.last_ts.saturating_add(1));
-        self.last_ts = t;
-        Timestamp::from_micros(t)
+    pub(crate) fn now(&self) -> Timestamp {
+        self.clock.now()
     }
 
     /// A new identity: a UUID v7 (time-ordered, so that new rows land next to
     /// each other in the primary-key B-trees), from the engine's clock, with
     /// 74 random bits.
-    pub(crate) fn new_id(&mut self) -> String {
+    pub(crate) fn new_id(&self) -> String {
         let micros = self.now().as_micros().max(0) as u64;
         let ts = uuid::Timestamp::from_unix(
             uuid::NoContext,
@@ -231,15 +258,11 @@ impl Engine {
         // another ("BEGIN" at the start of "BEGIN IMMEDIATE"), so the
         // address alone does not identify a text.
         let key = (sql.as_ptr() as usize, sql.len());
-        let (conn, stmts) = if self.writing {
-            (&self.conn, &mut self.stmts)
-        } else {
-            (&self.reader, &mut self.reader_stmts)
-        };
-        let stmt = match stmts.entry(key) {
+        let stmt = match self.stmts.entry(key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                conn.prepare(sql)
+                self.conn
+                    .prepare(sql)
                     .map_err(|e| engine_err("preparing a statement", e))?,
             ),
         };
@@ -315,15 +338,9 @@ impl Engine {
     }
 
     /// Runs `f` in a write transaction stamped with the next change sequence
-    /// number; commits if it returns `Ok`, rolls back otherwise.
+    /// number; commits if it returns `Ok`, rolls back otherwise. Only on the
+    /// store's writing connection.
     pub(crate) fn write<T>(&mut self, f: impl FnOnce(&mut Self, Seq) -> Result<T>) -> Result<T> {
-        self.writing = true;
-        let result = self.write_on_writer(f);
-        self.writing = false;
-        result
-    }
-
-    fn write_on_writer<T>(&mut self, f: impl FnOnce(&mut Self, Seq) -> Result<T>) -> Result<T> {
         self.execute(BEGIN_WRITE, &[])?;
         let result = (|| {
             let seq = self
@@ -346,12 +363,13 @@ impl Engine {
         result
     }
 
-    /// Runs `f` in a read transaction, so that its queries see one snapshot.
+    /// Runs `f` in a read transaction, so that its queries see one snapshot
+    /// (of committed transactions only).
     pub(crate) fn read<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         self.execute("BEGIN", &[])?;
         let result = f(self);
         let end = self.execute("COMMIT", &[]);
-        if end.is_err() && !self.reader.get_auto_commit() {
+        if end.is_err() && !self.conn.get_auto_commit() {
             let _ = self.execute("ROLLBACK", &[]);
         }
         let value = result?;
@@ -366,7 +384,7 @@ impl Engine {
 
     /// Ends [`Engine::begin_read`]; infallible for callers (a failed commit rolls back).
     pub(crate) fn end_read(&mut self) {
-        if self.execute("COMMIT", &[]).is_err() && !self.reader.get_auto_commit() {
+        if self.execute("COMMIT", &[]).is_err() && !self.conn.get_auto_commit() {
             let _ = self.execute("ROLLBACK", &[]);
         }
     }
@@ -374,7 +392,6 @@ impl Engine {
     /// Forgets prepared statements (after the schema changed under them).
     pub(crate) fn clear_statements(&mut self) {
         self.stmts.clear();
-        self.reader_stmts.clear();
     }
 }
 
@@ -433,19 +450,16 @@ impl Driver for Engine {
     async fn begin(&mut self) -> Result<()> {
         self.clear_statements();
         self.execute_script(BEGIN_WRITE)?;
-        self.writing = true;
         Ok(())
     }
 
     async fn commit(&mut self) -> Result<()> {
-        self.writing = false;
         self.execute_script("COMMIT")?;
         self.clear_statements();
         Ok(())
     }
 
     async fn rollback(&mut self) -> Result<()> {
-        self.writing = false;
         self.clear_statements();
         self.execute_script("ROLLBACK")
     }

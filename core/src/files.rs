@@ -384,7 +384,7 @@ impl Store {
     /// without the old metadata.
     pub async fn put(&self, file: NewFile) -> Result<FileRecord> {
         validate_new_file(&file)?;
-        let mut e = self.engine().await;
+        let mut e = self.writer().await;
         e.write(|e, seq| put_in_txn(e, &self.tenant, seq, &file, None))
     }
 
@@ -392,7 +392,7 @@ impl Store {
     /// otherwise [`Error::Conflict`] and nothing is written.
     pub async fn put_if(&self, file: NewFile, expected: Precondition) -> Result<FileRecord> {
         validate_new_file(&file)?;
-        let mut e = self.engine().await;
+        let mut e = self.writer().await;
         e.write(|e, seq| put_in_txn(e, &self.tenant, seq, &file, Some(&expected)))
     }
 
@@ -406,7 +406,7 @@ impl Store {
         if files.is_empty() {
             return Ok(Vec::new());
         }
-        let mut e = self.engine().await;
+        let mut e = self.writer().await;
         e.write(|e, seq| {
             files
                 .iter()
@@ -418,7 +418,7 @@ impl Store {
     /// The live file at `path`, or `None`.
     pub async fn get(&self, path: &str) -> Result<Option<FileRecord>> {
         validate_path(path)?;
-        let mut e = self.engine().await;
+        let mut e = self.reader().await;
         load_live(&mut e, &self.tenant, path)
     }
 
@@ -438,7 +438,7 @@ impl Store {
         if paths.is_empty() {
             return Ok(HashMap::new());
         }
-        let mut e = self.engine().await;
+        let mut e = self.reader().await;
         e.read(|e| {
             paths
                 .iter()
@@ -457,7 +457,7 @@ impl Store {
     /// `None` when there was nothing at `path` (a no-op).
     pub async fn delete(&self, path: &str) -> Result<Option<FileRecord>> {
         validate_path(path)?;
-        let mut e = self.engine().await;
+        let mut e = self.writer().await;
         e.write(|e, seq| delete_in_txn(e, &self.tenant, seq, path))
     }
 
@@ -469,7 +469,7 @@ impl Store {
         if paths.is_empty() {
             return Ok(0);
         }
-        let mut e = self.engine().await;
+        let mut e = self.writer().await;
         e.write(|e, seq| {
             let mut n = 0;
             for p in paths {
@@ -483,7 +483,7 @@ impl Store {
     /// case-sensitive), sorted by path in byte order.
     pub async fn list(&self, prefix: &str) -> Result<Vec<FileRecord>> {
         validate_prefix(prefix)?;
-        let mut e = self.engine().await;
+        let mut e = self.reader().await;
         e.read(|e| {
             scan(
                 e,
@@ -505,15 +505,19 @@ impl Store {
             Some(c) => From::After(cursor::decode(c, &filters, &opts.prefix)?),
             None => From::Including(opts.prefix.clone()),
         };
-        let mut e = self.engine().await;
-        let mut items = scan(
-            &mut e,
-            &self.tenant,
-            &opts.prefix,
-            opts.recursive,
-            from,
-            limit + 1,
-        )?;
+        let mut e = self.reader().await;
+        // A page may take several statements (a non-recursive listing seeks
+        // past each subdirectory): one snapshot for all of them.
+        let mut items = e.read(|e| {
+            scan(
+                e,
+                &self.tenant,
+                &opts.prefix,
+                opts.recursive,
+                from,
+                limit + 1,
+            )
+        })?;
         let next_cursor = if items.len() > limit {
             items.truncate(limit);
             items
@@ -529,7 +533,7 @@ impl Store {
     /// `/dir/a` for `/dir/a/x`), sorted, as full paths without a trailing `/`.
     pub async fn list_directories(&self, prefix: &str) -> Result<Vec<String>> {
         validate_prefix(prefix)?;
-        let mut e = self.engine().await;
+        let mut e = self.reader().await;
         e.read(|e| scan_directories(e, &self.tenant, prefix))
     }
 
@@ -539,7 +543,7 @@ impl Store {
         if path != "/" {
             validate_path(path)?;
         }
-        let mut e = self.engine().await;
+        let mut e = self.reader().await;
         is_directory_in(&mut e, &self.tenant, path)
     }
 
@@ -557,7 +561,7 @@ impl Store {
             });
         }
         let tenant = &*self.tenant;
-        let mut e = self.engine().await;
+        let mut e = self.writer().await;
         e.write(|e, seq| {
             let file = load_live(e, tenant, old)?;
             let old_dir = format!("{old}/");

@@ -41,6 +41,7 @@ mod files;
 pub mod listing;
 mod meta;
 mod model;
+mod pool;
 mod stats;
 mod store;
 mod validate;

@@ -118,7 +118,7 @@ impl Store {
         validate_path(path)?;
         validate_name("metadata key", key)?;
         let encoded = encode_value(key, value)?;
-        let mut e = self.engine().await;
+        let mut e = self.writer().await;
         e.write(|e, seq| {
             let file = require_live(e, &self.tenant, path)?;
             upsert_metadata(e, seq, &file.path_id, key, &encoded)
@@ -138,7 +138,7 @@ impl Store {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut e = self.engine().await;
+        let mut e = self.writer().await;
         e.write(|e, seq| {
             for ((path, key, _), value) in entries.iter().zip(&encoded) {
                 let file = require_live(e, &self.tenant, path)?;
@@ -153,7 +153,7 @@ impl Store {
     pub async fn get_metadata(&self, path: &str, key: &str) -> Result<Option<Value>> {
         validate_path(path)?;
         validate_name("metadata key", key)?;
-        let mut e = self.engine().await;
+        let mut e = self.reader().await;
         e.read(|e| {
             let file = require_live(e, &self.tenant, path)?;
             e.query_one(
@@ -169,7 +169,7 @@ impl Store {
     /// Every key of the file at `path`, sorted.
     pub async fn list_metadata(&self, path: &str) -> Result<BTreeMap<String, Value>> {
         validate_path(path)?;
-        let mut e = self.engine().await;
+        let mut e = self.reader().await;
         e.read(|e| {
             let file = require_live(e, &self.tenant, path)?;
             e.query(
@@ -187,7 +187,7 @@ impl Store {
     pub async fn delete_metadata(&self, path: &str, key: &str) -> Result<bool> {
         validate_path(path)?;
         validate_name("metadata key", key)?;
-        let mut e = self.engine().await;
+        let mut e = self.writer().await;
         e.write(|e, seq| {
             let file = require_live(e, &self.tenant, path)?;
             let removed = e.execute(
@@ -209,7 +209,7 @@ impl Store {
         value: Option<&Value>,
     ) -> Result<Vec<(String, Value)>> {
         validate_name("metadata key", key)?;
-        let mut e = self.engine().await;
+        let mut e = self.reader().await;
         let rows = match value {
             None => e.query(
                 "SELECT p.virtual_path, m.value FROM file_metadata m JOIN file_paths p ON p.path_id = m.path_id \

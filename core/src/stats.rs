@@ -8,7 +8,7 @@ use crate::store::Store;
 impl Store {
     /// Counts for this handle's tenant.
     pub async fn stats(&self) -> Result<Stats> {
-        let mut e = self.engine().await;
+        let mut e = self.reader().await;
         let t = &*self.tenant;
         e.read(|e| {
             let mut count = |sql: &'static str| -> Result<i64> {

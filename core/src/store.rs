@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use async_lock::{Mutex as AsyncMutex, MutexGuard};
+use async_lock::MutexGuard;
 use nexus_migrations::{Dialect, MigrationStatus, Migrator};
 use turso_core::{Database, IO};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::pool::{Pool, ReadGuard};
 use crate::validate::validate_name;
 
 /// The tenant used when none is chosen.
@@ -21,10 +22,13 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A handle on a metadata store, scoped to one tenant.
 ///
-/// Cheap to clone; clones share one connection, and so do all handles opened
-/// on the same file in one process. Every method is `async` and may be called
-/// from many tasks at once: calls are serialized on the connection (the
-/// embedded engine runs them in place, without blocking on I/O readiness).
+/// Cheap to clone; clones share one set of connections, and so do all
+/// handles opened on the same file in one process. Every method is `async`
+/// and may be called from many tasks and threads at once: writes take turns
+/// on the one writing connection, reads run side by side on a few reading
+/// connections ([`StoreBuilder::readers`]), next to the writes; each read
+/// sees a committed state. The embedded engine runs a call in place, without
+/// blocking on I/O readiness.
 #[derive(Clone)]
 pub struct Store {
     pub(crate) shared: Arc<Shared>,
@@ -41,7 +45,7 @@ impl std::fmt::Debug for Store {
 }
 
 pub(crate) struct Shared {
-    pub(crate) engine: AsyncMutex<Engine>,
+    pub(crate) pool: Pool,
     pub(crate) location: String,
     // Keeps the database open for as long as a handle lives.
     _db: Arc<Database>,
@@ -79,6 +83,7 @@ pub struct StoreBuilder {
     busy_timeout: Duration,
     io: Option<Arc<dyn IO>>,
     migrate: bool,
+    readers: Option<usize>,
 }
 
 impl std::fmt::Debug for StoreBuilder {
@@ -89,6 +94,7 @@ impl std::fmt::Debug for StoreBuilder {
             .field("busy_timeout", &self.busy_timeout)
             .field("custom_io", &self.io.is_some())
             .field("migrate", &self.migrate)
+            .field("readers", &self.readers)
             .finish()
     }
 }
@@ -101,6 +107,7 @@ impl Default for StoreBuilder {
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
             io: None,
             migrate: true,
+            readers: None,
         }
     }
 }
@@ -152,6 +159,16 @@ impl StoreBuilder {
     /// record operations then fail if the schema is not at head.
     pub fn migrate(mut self, migrate: bool) -> Self {
         self.migrate = migrate;
+        self
+    }
+
+    /// How many connections read (at least 1). The default is the number of
+    /// cores, at least 2 (1 in a browser, where nothing runs in parallel).
+    /// Reads run side by side on them; a call that finds every reader busy
+    /// waits for the first one released. Only the first open of a file in a
+    /// process decides: later opens join its connections.
+    pub fn readers(mut self, readers: usize) -> Self {
+        self.readers = Some(readers.max(1));
         self
     }
 
@@ -216,21 +233,32 @@ impl StoreBuilder {
             None => default_io(&location)?,
         };
         let db = Engine::open_database(&io, &location, self.busy_timeout)?;
-        let mut engine = Engine::connect(&db, io, location.clone(), self.busy_timeout)?;
-        if self.migrate
-            && !Migrator::new(Dialect::Sqlite)
-                .up(&mut engine, None)
+        let readers = self.readers.unwrap_or_else(default_readers);
+        let pool = Pool::connect(&db, io, &location, self.busy_timeout, readers)?;
+        if self.migrate {
+            let mut all = pool.exclusive().await;
+            if !Migrator::new(Dialect::Sqlite)
+                .up(&mut *all.writer, None)
                 .await?
                 .is_empty()
-        {
-            engine.reconnect()?;
+            {
+                all.reconnect()?;
+            }
         }
         Ok(Shared {
-            engine: AsyncMutex::new(engine),
+            pool,
             location,
             _db: db,
         })
     }
+}
+
+/// The number of cores, at least 2; 1 where there are no threads.
+fn default_readers() -> usize {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    return 1;
+    #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+    return std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
 }
 
 fn default_io(location: &str) -> Result<Arc<dyn IO>> {
@@ -325,54 +353,68 @@ impl Store {
         &self.shared.location
     }
 
-    pub(crate) async fn engine(&self) -> MutexGuard<'_, Engine> {
-        self.shared.engine.lock().await
+    /// The writing connection, for write transactions.
+    pub(crate) async fn writer(&self) -> MutexGuard<'_, Engine> {
+        self.shared.pool.writer().await
+    }
+
+    /// A reading connection. A call that runs more than one statement runs
+    /// them in [`Engine::read`], so that they see one snapshot.
+    pub(crate) async fn reader(&self) -> ReadGuard<'_> {
+        self.shared.pool.reader().await
+    }
+
+    /// How many connections read (see [`StoreBuilder::readers`]).
+    pub fn readers(&self) -> usize {
+        self.shared.pool.readers()
     }
 
     /// The state of every schema migration.
     pub async fn migration_status(&self) -> Result<Vec<MigrationStatus>> {
-        let mut engine = self.engine().await;
+        let mut engine = self.writer().await;
         Ok(Migrator::new(Dialect::Sqlite).status(&mut *engine).await?)
     }
 
-    /// Applies migrations up to `target` (head when `None`); returns those applied.
+    /// Applies migrations up to `target` (head when `None`); returns those
+    /// applied. Other calls on the store wait until it is done; every
+    /// connection reconnects afterwards, so that none keeps the old schema.
     pub async fn migrate_up(&self, target: Option<u32>) -> Result<Vec<u32>> {
-        let mut engine = self.engine().await;
+        let mut all = self.shared.pool.exclusive().await;
         let done = Migrator::new(Dialect::Sqlite)
-            .up(&mut *engine, target)
-            .await?;
-        engine.reconnect()?;
-        Ok(done)
+            .up(&mut *all.writer, target)
+            .await;
+        all.reconnect()?;
+        Ok(done?)
     }
 
     /// Reverts migrations down to `to` (0 is base, which removes every table
     /// and all data); returns those reverted. The store is unusable for
     /// records until migrated up again.
     pub async fn migrate_down(&self, to: u32) -> Result<Vec<u32>> {
-        let mut engine = self.engine().await;
+        let mut all = self.shared.pool.exclusive().await;
         let done = Migrator::new(Dialect::Sqlite)
-            .down(&mut *engine, to)
-            .await?;
-        engine.reconnect()?;
-        Ok(done)
+            .down(&mut *all.writer, to)
+            .await;
+        all.reconnect()?;
+        Ok(done?)
     }
 
     /// Applies `migrator`'s migrations (a list other than the embedded one)
     /// on this store's connection; for tests of the runner.
     #[doc(hidden)]
     pub async fn debug_migrate_with(&self, migrator: Migrator) -> Result<Vec<u32>> {
-        let mut engine = self.engine().await;
-        let done = migrator.up(&mut *engine, None).await;
-        engine.reconnect()?;
+        let mut all = self.shared.pool.exclusive().await;
+        let done = migrator.up(&mut *all.writer, None).await;
+        all.reconnect()?;
         Ok(done?)
     }
 
-    /// Runs raw SQL against the store's connection. For tests and tools that
-    /// inspect the file (schema dumps, integrity checks); returns every row
-    /// with each value rendered as text (`NULL` as `None`).
+    /// Runs raw SQL against the store's writing connection. For tests and
+    /// tools that inspect the file (schema dumps, integrity checks); returns
+    /// every row with each value rendered as text (`NULL` as `None`).
     #[doc(hidden)]
     pub async fn debug_query(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
-        let engine = self.engine().await;
+        let engine = self.writer().await;
         engine.debug_query(sql)
     }
 }

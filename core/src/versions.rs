@@ -77,7 +77,7 @@ impl Store {
     /// The versions of the file at `path`, newest first.
     pub async fn list_versions(&self, path: &str) -> Result<Vec<VersionInfo>> {
         validate_path(path)?;
-        let mut e = self.engine().await;
+        let mut e = self.reader().await;
         e.read(|e| {
             let file = require_live(e, &self.tenant, path)?;
             e.query(
@@ -91,7 +91,7 @@ impl Store {
     /// One version of the file at `path`, or `None` if it has no such version.
     pub async fn get_version(&self, path: &str, version: u32) -> Result<Option<VersionInfo>> {
         validate_path(path)?;
-        let mut e = self.engine().await;
+        let mut e = self.reader().await;
         e.read(|e| {
             let file = require_live(e, &self.tenant, path)?;
             load_version(e, &file.path_id, version)
@@ -102,7 +102,7 @@ impl Store {
     /// (`source` [`VersionSource::Rollback`], reason `Rollback to version V`).
     pub async fn rollback(&self, path: &str, version: u32) -> Result<FileRecord> {
         validate_path(path)?;
-        let mut e = self.engine().await;
+        let mut e = self.writer().await;
         e.write(|e, seq| {
             let current = require_live(e, &self.tenant, path)?;
             let target = require_version(e, &current, version)?;
@@ -126,7 +126,7 @@ impl Store {
     /// Compares two versions of the file at `path`.
     pub async fn diff_versions(&self, path: &str, v1: u32, v2: u32) -> Result<VersionDiff> {
         validate_path(path)?;
-        let mut e = self.engine().await;
+        let mut e = self.reader().await;
         e.read(|e| {
             let file = require_live(e, &self.tenant, path)?;
             let a = require_version(e, &file, v1)?;

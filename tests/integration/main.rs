@@ -5,6 +5,7 @@
 
 mod change_files;
 mod common;
+mod concurrency;
 mod crash;
 mod file_store;
 mod migrations;
