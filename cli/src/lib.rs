@@ -122,10 +122,22 @@ pub enum Command {
     /// Replicate the whole store (all tenants) into PostgreSQL: a bulk load
     /// the first time, then only what changed; safe to interrupt and re-run.
     /// With --from-changes, apply a change file instead (no --db needed).
+    /// Push the store's changes into PostgreSQL (`push` is the same
+    /// command); with --with, push and then pull. Conflicts with other
+    /// sources are resolved (conflict copies) and reported, never fatal.
+    #[command(visible_alias = "push")]
     Sync {
-        /// The target database (default: $NEXUS_DATABASE_URL).
-        #[arg(long, env = "NEXUS_DATABASE_URL", hide_env_values = true)]
-        to: String,
+        /// The database to push into (default: $NEXUS_DATABASE_URL).
+        #[arg(
+            long,
+            env = "NEXUS_DATABASE_URL",
+            hide_env_values = true,
+            required_unless_present = "with"
+        )]
+        to: Option<String>,
+        /// Sync both ways with this database: push, then pull.
+        #[arg(long, value_name = "URL", conflicts_with_all = ["dry_run", "from_changes"])]
+        with: Option<String>,
         /// Report what would be sent and every value that would not convert; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -134,6 +146,16 @@ pub enum Command {
         #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
         from_changes: Option<String>,
         /// Rows read per window per table (memory bound).
+        #[arg(long, default_value_t = 10_000)]
+        window: usize,
+    },
+    /// Bring in every change that PostgreSQL has and this store has not
+    /// (other sources' pushes, writes made on the database), exactly once.
+    Pull {
+        /// The database to pull from (default: $NEXUS_DATABASE_URL).
+        #[arg(long, env = "NEXUS_DATABASE_URL", hide_env_values = true)]
+        from: String,
+        /// Rows per page of the database's change feed (memory bound).
         #[arg(long, default_value_t = 10_000)]
         window: usize,
     },
@@ -496,7 +518,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             from_changes: Some(file),
             to,
             ..
-        } => return sync_cmd::sync_from_changes(file, to, &out),
+        } => return sync_cmd::sync_from_changes(file, &target_of(to, &None)?, &out),
         Command::ImportChanges { .. } | Command::ExportChanges { .. }
             if matches!(
                 nexus_pg::Location::parse(&cli.location(&cli.config_file()?)),
@@ -597,17 +619,38 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             sync_cmd::import_changes(embedded(&opened)?, file, &out).await?;
         }
         Command::Sync {
+            to: _,
+            with: Some(url),
+            window,
+            ..
+        } => sync_cmd::sync_with(embedded(&opened)?, url, *window, &out)?,
+        Command::Sync {
             to,
+            with: None,
             dry_run,
             window,
             ..
         } => {
-            sync_cmd::sync(embedded(&opened)?, to, *dry_run, *window, &out)?;
+            sync_cmd::sync(
+                embedded(&opened)?,
+                &target_of(to, &None)?,
+                *dry_run,
+                *window,
+                &out,
+            )?;
         }
+        Command::Pull { from, window } => sync_cmd::pull(embedded(&opened)?, from, *window, &out)?,
         Command::Verify { to } => sync_cmd::verify(embedded(&opened)?, to, &out)?,
         Command::Migrate { .. } => unreachable!("handled above"),
     }
     Ok(())
+}
+
+/// The database of `sync`: --to (or $NEXUS_DATABASE_URL), else --with.
+fn target_of(to: &Option<String>, with: &Option<String>) -> Result<String, Failure> {
+    to.clone().or_else(|| with.clone()).ok_or_else(|| {
+        fail("give the database with --to URL (push) or --with URL (push, then pull)")
+    })
 }
 
 fn parse_json(key: &str, text: &str) -> Result<Value, Failure> {

@@ -148,10 +148,105 @@ pub fn sync(
                     0.0
                 }
             ));
+            lines.extend(conflict_lines(&report.conflicts));
             lines.join("\n")
         },
     )?;
     Ok(())
+}
+
+/// The summary of a pull.
+fn pull_text(from: &PgUrl, r: &nexus_sync::PullReport) -> String {
+    if r.pages == 0 {
+        return format!(
+            "pulled from {from}: already up to date (position {})",
+            r.from
+        );
+    }
+    format!(
+        "pulled from {from}: position {} -> {}, {} rows ({} files, {} versions, {} metadata, {} chunks, {} removals){}, {:.2}s",
+        r.from,
+        r.to,
+        r.rows(),
+        r.files,
+        r.versions,
+        r.metadata,
+        r.chunks,
+        r.tombstones,
+        if r.own > 0 {
+            format!(
+                "; {} of this store's own rows recognised and skipped",
+                r.own
+            )
+        } else {
+            String::new()
+        },
+        r.seconds
+    )
+}
+
+fn options(window: usize) -> SyncOptions {
+    SyncOptions {
+        window_rows: window.max(1),
+        ..SyncOptions::default()
+    }
+}
+
+/// `nexus pull --from URL`.
+pub fn pull(store: &Store, from: &str, window: usize, out: &Out) -> Result<(), Failure> {
+    let source = PgUrl::parse(from).map_err(|e| sync_failure(e.into()))?;
+    let rt = runtime()?;
+    let report = rt
+        .block_on(nexus_sync::pull(store, &source, &options(window)))
+        .map_err(sync_failure)?;
+    out.value(
+        &serde_json::to_value(&report).expect("serializable"),
+        || pull_text(&source, &report),
+    )?;
+    Ok(())
+}
+
+/// `nexus sync --with URL`: push, then pull.
+pub fn sync_with(store: &Store, url: &str, window: usize, out: &Out) -> Result<(), Failure> {
+    let db = PgUrl::parse(url).map_err(|e| sync_failure(e.into()))?;
+    let rt = runtime()?;
+    let both = rt
+        .block_on(nexus_sync::sync_with(store, &db, &options(window)))
+        .map_err(sync_failure)?;
+    let (pushed, pulled) = (&both.push, &both.pull);
+    out.value(
+        &json!({"push": pushed, "pull": pulled, "conflicts": pushed.conflicts}),
+        || {
+            let mut lines = vec![format!(
+                "pushed into {db}: changes {} -> {}, {} rows, {:.2}s",
+                pushed.from_seq,
+                pushed.to_seq,
+                pushed.rows(),
+                pushed.seconds
+            )];
+            lines.extend(conflict_lines(&pushed.conflicts));
+            lines.push(pull_text(&db, pulled));
+            lines.join("\n")
+        },
+    )?;
+    Ok(())
+}
+
+/// One line per conflict copy a sync made, after a header; nothing when none.
+fn conflict_lines(copies: &[nexus_core::ConflictCopy]) -> Vec<String> {
+    if copies.is_empty() {
+        return Vec::new();
+    }
+    let mut lines = vec![format!(
+        "{} conflict{} resolved (kept beside the path as conflict copies; `nexus find {}` lists them):",
+        copies.len(),
+        if copies.len() == 1 { "" } else { "s" },
+        nexus_core::CONFLICT_KEY
+    )];
+    for c in copies {
+        lines.push(format!("  {} -> {}", c.path, c.copy));
+    }
+    lines
 }
 
 pub fn verify(store: &Store, to: &str, out: &Out) -> Result<(), Failure> {
@@ -316,7 +411,7 @@ pub fn sync_from_changes(file: &str, to: &str, out: &Out) -> Result<(), Failure>
                 report.source_id,
                 report.from_seq
             ),
-            _ => format!(
+            _ => std::iter::once(format!(
                 "applied {} into {target}: source {}, changes {} -> {}, {} rows, {:.2}s",
                 shown(file),
                 report.source_id,
@@ -324,7 +419,10 @@ pub fn sync_from_changes(file: &str, to: &str, out: &Out) -> Result<(), Failure>
                 report.to_seq,
                 report.rows(),
                 report.seconds
-            ),
+            ))
+            .chain(conflict_lines(&report.conflicts))
+            .collect::<Vec<_>>()
+            .join("\n"),
         },
     )?;
     Ok(())

@@ -77,7 +77,7 @@ const RECORD_FIELDS: [&str; 10] = [
 fn init_creates_default_database_in_current_folder() {
     let env = Env::new();
     let out = env.ok(&["init"]);
-    assert!(out.contains("schema version 3"), "{out}");
+    assert!(out.contains("schema version 4"), "{out}");
     assert!(env.db().exists());
     let other = env.dir.path().join("elsewhere.db");
     env.cmd()
@@ -405,7 +405,7 @@ fn migrate_status_down_up() {
     assert_eq!(status["migrations"][0]["state"], "applied");
     assert_eq!(
         env.json(&["migrate", "down", "--to", "0"])["reverted"],
-        serde_json::json!([3, 2, 1])
+        serde_json::json!([4, 3, 2, 1])
     );
     assert_eq!(
         env.json(&["migrate", "status"])["migrations"][0]["state"],
@@ -413,7 +413,7 @@ fn migrate_status_down_up() {
     );
     assert_eq!(
         env.json(&["migrate", "up"])["applied"],
-        serde_json::json!([1, 2, 3])
+        serde_json::json!([1, 2, 3, 4])
     );
     assert_eq!(
         env.json(&["migrate", "up"])["applied"],

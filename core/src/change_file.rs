@@ -518,7 +518,9 @@ impl Store {
                 report.skipped = true;
                 return Ok(());
             }
-            apply(e, seq, file, &mut report)?;
+            let from = format!("the change file of source {}", file.source_id);
+            apply_rows(e, seq, &file.changes, &from, None, &mut report)?;
+            record_source(e, &file.source_id, file.changes.through)?;
             report.change_seq = Some(seq);
             Ok(())
         })?;
@@ -530,8 +532,80 @@ impl Store {
 /// is applied, so that paths can change hands within one file.
 const HIDDEN: i64 = i64::MIN;
 
-fn apply(e: &mut Engine, seq: Seq, file: &ChangeFile, report: &mut ImportReport) -> Result<()> {
-    let c = &file.changes;
+/// What a pull must not overwrite: rows this store changed after
+/// `pushed_through` (its position in the database it pulls from) that did
+/// not come from a pull. Such a row is refused with [`Error::Conflict`]
+/// naming its path (push first): nothing local is lost.
+pub(crate) struct Unpushed {
+    pub(crate) pushed_through: i64,
+}
+
+impl Unpushed {
+    /// Whether the local row stamped `seq` holds a change not pushed yet.
+    fn holds(&self, e: &mut Engine, seq: i64) -> Result<bool> {
+        Ok(seq > self.pushed_through
+            && e.query_one(
+                "SELECT 1 FROM nexus_pulled WHERE change_seq = ?1",
+                &[int(seq)],
+                |_| Ok(()),
+            )?
+            .is_none())
+    }
+
+    fn refuse(path: &str, what: &str) -> Error {
+        Error::Conflict {
+            path: path.to_string(),
+            expected: format!("no {what} here that PostgreSQL has not received"),
+            actual:
+                "a local change not pushed yet: push first (`nexus sync --with` pushes, then pulls)"
+                    .to_string(),
+        }
+    }
+}
+
+/// Applies rows of another store (or of PostgreSQL) in the open write
+/// transaction stamped `seq`: upserts by primary key, removals, and live
+/// files made live once every move is in place. `source` names where they
+/// come from in errors. With `unpushed`, rows this store changed and has
+/// not pushed are refused instead of overwritten.
+pub(crate) fn apply_rows(
+    e: &mut Engine,
+    seq: Seq,
+    c: &Changes,
+    source: &str,
+    unpushed: Option<&Unpushed>,
+    report: &mut ImportReport,
+) -> Result<()> {
+    if let Some(u) = unpushed {
+        for r in &c.files {
+            let here = e.query_one(
+                "SELECT change_seq, virtual_path FROM file_paths WHERE path_id = ?1",
+                &[text(&r.path_id)],
+                |row| Ok((row.int(0)?, row.text(1)?)),
+            )?;
+            if let Some((s, path)) = here
+                && u.holds(e, s)?
+            {
+                return Err(Unpushed::refuse(&path, "change to this file"));
+            }
+        }
+        for r in &c.metadata {
+            let here = e.query_one(
+                "SELECT m.change_seq, p.virtual_path FROM file_metadata m JOIN file_paths p ON p.path_id = m.path_id \
+                 WHERE m.path_id = ?1 AND m.key = ?2",
+                &[text(&r.path_id), text(&r.key)],
+                |row| Ok((row.int(0)?, row.text(1)?)),
+            )?;
+            if let Some((s, path)) = here
+                && u.holds(e, s)?
+            {
+                return Err(Unpushed::refuse(
+                    &path,
+                    &format!("change to metadata key {:?}", r.key),
+                ));
+            }
+        }
+    }
     for r in &c.files {
         e.execute(
             "INSERT INTO file_paths (path_id, tenant_id, virtual_path, backend_id, physical_path, size_bytes, \
@@ -561,10 +635,23 @@ fn apply(e: &mut Engine, seq: Seq, file: &ChangeFile, report: &mut ImportReport)
     }
     report.files = c.files.len() as u64;
 
-    // Parents before children: a version's parent has a lower number.
-    let mut versions: Vec<&VersionRow> = c.versions.iter().collect();
-    versions.sort_by_key(|v| v.version_number);
-    for r in versions {
+    // Versions this store has already go first (a version can move to
+    // another file: a conflict copy), so that they free their numbers
+    // before new versions take them; then parents before children (a
+    // version's parent has a lower number).
+    let mut versions: Vec<(bool, &VersionRow)> = Vec::with_capacity(c.versions.len());
+    for v in &c.versions {
+        let known = e
+            .query_one(
+                "SELECT 1 FROM version_history WHERE version_id = ?1",
+                &[text(&v.version_id)],
+                |_| Ok(()),
+            )?
+            .is_some();
+        versions.push((!known, v));
+    }
+    versions.sort_by_key(|(new, v)| (*new, v.version_number));
+    for (_, r) in versions {
         let taken = e.query_one(
             "SELECT v.version_id, p.virtual_path, p.tenant_id FROM version_history v \
              LEFT JOIN file_paths p ON p.path_id = v.path_id \
@@ -576,8 +663,8 @@ fn apply(e: &mut Engine, seq: Seq, file: &ChangeFile, report: &mut ImportReport)
             return Err(Error::Conflict {
                 path: path.unwrap_or_else(|| format!("path id {}", r.path_id)),
                 expected: format!(
-                    "version {} to be {} (from source {})",
-                    r.version_number, r.version_id, file.source_id
+                    "version {} to be {} (from {source})",
+                    r.version_number, r.version_id
                 ),
                 actual: format!(
                     "this store's own version {other} (tenant {}); the file was changed here too",
@@ -699,8 +786,8 @@ fn apply(e: &mut Engine, seq: Seq, file: &ChangeFile, report: &mut ImportReport)
             return Err(Error::Conflict {
                 path: r.virtual_path.clone(),
                 expected: format!(
-                    "no live file in tenant {:?} (the change file of source {} brings path id {})",
-                    r.tenant_id, file.source_id, r.path_id
+                    "no live file in tenant {:?} ({source} brings path id {})",
+                    r.tenant_id, r.path_id
                 ),
                 actual: format!("this store's live file with path id {other}"),
             });
@@ -711,12 +798,18 @@ fn apply(e: &mut Engine, seq: Seq, file: &ChangeFile, report: &mut ImportReport)
         )?;
     }
 
+    Ok(())
+}
+
+/// Records that this store has applied `source_id` through `through` (by a
+/// change file).
+fn record_source(e: &mut Engine, source_id: &str, through: i64) -> Result<()> {
     let now = e.now().as_micros();
     e.execute(
         "INSERT INTO nexus_sync_state (source_id, watermark, synced_at, via) VALUES (?1, ?2, ?3, 'change_file') \
          ON CONFLICT (source_id) DO UPDATE SET watermark = excluded.watermark, synced_at = excluded.synced_at, \
          via = excluded.via",
-        &[text(&file.source_id), int(c.through), int(now)],
+        &[text(source_id), int(through), int(now)],
     )?;
     Ok(())
 }

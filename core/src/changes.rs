@@ -367,6 +367,43 @@ impl Snapshot<'_> {
         })
     }
 
+    /// How far this store had applied the change feed of the database
+    /// `hub_id` at this snapshot (0: never pulled from it).
+    pub fn pull_position(&mut self, hub_id: &str) -> Result<i64> {
+        Ok(self
+            .engine
+            .query_one(
+                "SELECT position FROM nexus_pull_state WHERE hub_id = ?1",
+                &[crate::engine::text(hub_id)],
+                |r| r.int(0),
+            )?
+            .unwrap_or(0))
+    }
+
+    /// [`Snapshot::changes`] without the rows that pulls from PostgreSQL
+    /// wrote (`Store::apply_pull`): what a push sends. A row changed here
+    /// after a pull carries a later, local stamp and is kept.
+    pub fn local_changes(&mut self, after: i64, through: i64) -> Result<Changes> {
+        let mut c = self.changes(after, through)?;
+        let pulled: std::collections::HashSet<i64> = self
+            .engine
+            .query(
+                "SELECT change_seq FROM nexus_pulled WHERE change_seq > ?1 AND change_seq <= ?2",
+                &[int(after), int(through)],
+                |r| r.int(0),
+            )?
+            .into_iter()
+            .collect();
+        if !pulled.is_empty() {
+            c.files.retain(|r| !pulled.contains(&r.change_seq));
+            c.versions.retain(|r| !pulled.contains(&r.change_seq));
+            c.metadata.retain(|r| !pulled.contains(&r.change_seq));
+            c.chunks.retain(|r| !pulled.contains(&r.change_seq));
+            c.tombstones.retain(|r| !pulled.contains(&r.change_seq));
+        }
+        Ok(c)
+    }
+
     /// How many rows of each table of [`CHANGE_TABLES`] (in that order) have
     /// `change_seq` in `(after, through]`.
     pub fn count_changes(&mut self, after: i64, through: i64) -> Result<[u64; 5]> {

@@ -34,6 +34,7 @@ mod api;
 mod change_file;
 mod changes;
 mod chunks;
+mod conflict;
 mod cursor;
 mod engine;
 mod error;
@@ -42,6 +43,7 @@ pub mod listing;
 mod meta;
 mod model;
 mod pool;
+mod pull;
 mod stats;
 mod store;
 mod validate;
@@ -55,6 +57,9 @@ pub use changes::{
     CHANGE_TABLES, Changes, ChunkRow, FileRow, MetadataRow, Origin, Snapshot, TombstoneRow,
     VersionRow,
 };
+pub use conflict::{
+    CONFLICT_KEY, ConflictCopy, ConflictInfo, ConflictReason, SOURCE_PREFIX_CHARS, conflict_path,
+};
 pub use error::{Error, ErrorKind, Result, one_line};
 pub use files::MAX_PAGE_SIZE;
 pub use meta::{MAX_METADATA_VALUE_BYTES, canonical_json};
@@ -63,6 +68,7 @@ pub use model::{
     VersionInfo, VersionSource,
 };
 pub use nexus_migrations::{MigrateError, MigrationStatus};
+pub use pull::PullApplied;
 pub use store::{DEFAULT_BUSY_TIMEOUT, DEFAULT_TENANT, Store, StoreBuilder};
 pub use validate::{MAX_NAME_BYTES, MAX_PATH_BYTES, validate_path};
 

@@ -77,7 +77,7 @@ async fn apply_once(
         &mut live_ids,
     )
     .await?;
-    make_live(&tx, &live_ids).await?;
+    report.conflicts = make_live(&tx, &file.source_id, &live_ids).await?;
     record_watermark(&tx, &file.source_id, c.through, "change_file").await?;
     tx.commit()
         .await

@@ -49,22 +49,6 @@ pub enum Error {
         /// The file's inclusive upper bound.
         through: i64,
     },
-    /// A file of the source would become live at a path that a different
-    /// live file of the target holds (one the source does not know: written
-    /// into the target by something else). Nothing was applied.
-    #[error(
-        "conflict on {path} (tenant {tenant}): the source's file {incoming} would be live there, but the target's live file {held_by} holds the path"
-    )]
-    PathTaken {
-        /// The tenant.
-        tenant: String,
-        /// The path.
-        path: String,
-        /// The target's live file there.
-        held_by: String,
-        /// The source's file.
-        incoming: String,
-    },
 }
 
 impl Error {

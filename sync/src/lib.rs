@@ -38,13 +38,16 @@ mod change_file;
 mod convert;
 mod dryrun;
 mod error;
+mod pull;
 mod replicate;
+mod resolve;
 mod verify;
 
 pub use change_file::apply_change_file;
 pub use dryrun::{DryRunReport, MAX_LISTED_PROBLEMS};
 pub use error::{Error, Result};
 pub use nexus_postgres::PgUrl;
+pub use pull::{PullReport, SYNC_ROUNDS, SyncWithReport, pull, sync_with};
 pub use replicate::{
     COPY_CONTENT_CHUNKS, COPY_FILE_METADATA, COPY_FILE_PATHS, COPY_TOMBSTONES,
     COPY_VERSION_HISTORY, CopyInto, ProgressFn, Replicator, SyncMode, SyncOptions, SyncReport,

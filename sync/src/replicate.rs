@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::pin_mut;
-use nexus_core::{CHANGE_TABLES, Store};
+use nexus_core::{CHANGE_TABLES, CONFLICT_KEY, ConflictCopy, ConflictInfo, ConflictReason, Store};
 use serde::Serialize;
 use tokio_postgres::Transaction;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -114,6 +114,9 @@ pub struct SyncReport {
     pub seconds: f64,
     /// Attempts made (more than one after retryable failures).
     pub attempts: u32,
+    /// Files of this source that lost their path to another source's file
+    /// and were kept as conflict copies.
+    pub conflicts: Vec<ConflictCopy>,
 }
 
 impl SyncReport {
@@ -168,9 +171,10 @@ impl Replicator {
         let started = Instant::now();
         let mut client = self.target.connect(crate::APPLICATION_NAME, None).await?;
         migrate(&mut client).await?;
+        let hub = hub_id(&client).await?;
         let (header, start, mut windows) =
-            spawn_reader(self.store.clone(), self.options.window_rows);
-        let (source_id, head) = header.await.map_err(|_| reader_gone())??;
+            spawn_reader(self.store.clone(), self.options.window_rows, hub);
+        let (source_id, head, base) = header.await.map_err(|_| reader_gone())??;
 
         let tx = begin_source(&mut client, &source_id).await?;
         let (watermark, empty) = target_position(&tx, &source_id, head).await?;
@@ -211,14 +215,21 @@ impl Replicator {
             if report.mode == SyncMode::Full {
                 copy_batch(&tx, &source_id, &batch, &mut report.tables).await?;
             } else {
+                let mut batch = batch;
+                let copies = crate::resolve::resolve(&tx, &source_id, base, &mut batch).await?;
                 upsert_batch(&tx, &source_id, &batch, &mut report.tables, &mut live_ids).await?;
+                report
+                    .conflicts
+                    .extend(crate::resolve::finish(&tx, copies).await?);
             }
             done += rows;
             if let Some(p) = &self.options.progress {
                 p(done, total);
             }
         }
-        make_live(&tx, &live_ids).await?;
+        report
+            .conflicts
+            .extend(make_live(&tx, &source_id, &live_ids).await?);
         rebuild_secondary(&tx, &dropped).await?;
         record_watermark(&tx, &source_id, head, "sync").await?;
         tx.commit()
@@ -248,19 +259,29 @@ impl SyncReport {
                 .collect(),
             seconds: 0.0,
             attempts: 1,
+            conflicts: Vec::new(),
         }
+    }
+}
+
+/// A report that counts the attempts it took.
+pub(crate) trait Attempts {
+    fn set_attempts(&mut self, n: u32);
+}
+
+impl Attempts for SyncReport {
+    fn set_attempts(&mut self, n: u32) {
+        self.attempts = n;
     }
 }
 
 /// Runs `attempt` until it succeeds, fails for good, or `options.max_attempts`
 /// are used up, with exponential backoff between attempts.
-pub(crate) async fn with_retries<F, Fut>(
-    options: &SyncOptions,
-    mut attempt: F,
-) -> Result<SyncReport>
+pub(crate) async fn with_retries<R, F, Fut>(options: &SyncOptions, mut attempt: F) -> Result<R>
 where
+    R: Attempts,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<SyncReport>>,
+    Fut: std::future::Future<Output = Result<R>>,
 {
     let mut n = 0;
     let mut delay = options.backoff;
@@ -268,7 +289,7 @@ where
         n += 1;
         match attempt().await {
             Ok(mut report) => {
-                report.attempts = n;
+                report.set_attempts(n);
                 return Ok(report);
             }
             Err(e) if e.is_retryable() && n < options.max_attempts => {
@@ -315,28 +336,58 @@ pub(crate) async fn watermark(
 }
 
 /// Makes the files that [`upsert_batch`] left hidden (`deleted_at =
-/// -infinity`) live, once every deletion and move of the run is in place;
-/// refuses, naming the path, when a live file that the source does not
-/// know (written into the target by something else) holds one of their paths.
-pub(crate) async fn make_live(tx: &Transaction<'_>, live_ids: &[Uuid]) -> Result<()> {
+/// -infinity`) live, once every deletion and move of the run is in place.
+/// A file whose path a different live file of the target holds (one the
+/// source did not know: another source's) loses the path, by the conflict
+/// rule: it becomes live as a conflict copy beside it
+/// ([`nexus_core::ConflictInfo::copy_path`]), with the metadata key
+/// [`nexus_core::CONFLICT_KEY`], and its row is marked as the target's own
+/// change (no origin), so that its source receives the new path on its next
+/// pull. Returns the copies made.
+pub(crate) async fn make_live(
+    tx: &Transaction<'_>,
+    source_id: &str,
+    live_ids: &[Uuid],
+) -> Result<Vec<ConflictCopy>> {
+    let mut copies = Vec::new();
     if live_ids.is_empty() {
-        return Ok(());
+        return Ok(copies);
     }
-    if let Some(row) = tx
-        .query_opt(
-            "SELECT f.tenant_id, f.virtual_path, f.path_id::text, n.path_id::text FROM file_paths n \
-             JOIN file_paths f ON f.tenant_id = n.tenant_id AND f.virtual_path = n.virtual_path \
-             WHERE n.path_id = ANY($1) AND f.deleted_at IS NULL AND f.path_id <> n.path_id LIMIT 1",
+    let taken = tx
+        .query(
+            "SELECT n.path_id, n.tenant_id, n.virtual_path, (extract(epoch FROM n.updated_at) * 1000000)::int8 \
+             FROM file_paths n \
+             WHERE n.path_id = ANY($1) AND EXISTS (SELECT 1 FROM file_paths f WHERE f.tenant_id = n.tenant_id \
+               AND f.virtual_path = n.virtual_path AND f.deleted_at IS NULL AND f.path_id <> n.path_id) \
+             ORDER BY n.tenant_id, n.virtual_path",
             &[&live_ids],
         )
         .await
-        .map_err(Error::pg("checking the paths of moved files"))?
-    {
-        return Err(Error::PathTaken {
-            tenant: row.get(0),
-            path: row.get(1),
-            held_by: row.get(2),
-            incoming: row.get(3),
+        .map_err(Error::pg("checking the paths of moved files"))?;
+    for row in taken {
+        let (path_id, tenant, path): (Uuid, String, String) = (row.get(0), row.get(1), row.get(2));
+        let info = ConflictInfo {
+            path,
+            source: source_id.to_string(),
+            at: nexus_core::Timestamp::from_micros(row.get(3)),
+            reason: ConflictReason::Path,
+        };
+        let copy = free_copy_path(tx, &tenant, &info).await?;
+        tx.execute(
+            "UPDATE file_paths SET virtual_path = $2, origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT \
+             WHERE path_id = $1",
+            &[&path_id, &copy],
+        )
+        .await
+        .map_err(Error::pg("moving a file to its conflict copy"))?;
+        mark_conflict(tx, path_id, &info).await?;
+        copies.push(ConflictCopy {
+            tenant,
+            path: info.path,
+            copy,
+            path_id: path_id.to_string(),
+            source: info.source,
+            reason: info.reason,
         });
     }
     tx.execute(
@@ -345,6 +396,49 @@ pub(crate) async fn make_live(tx: &Transaction<'_>, live_ids: &[Uuid]) -> Result
     )
     .await
     .map_err(Error::pg("making moved files live"))?;
+    Ok(copies)
+}
+
+/// The first conflict-copy path of `info` that no live file of `tenant` holds.
+async fn free_copy_path(tx: &Transaction<'_>, tenant: &str, info: &ConflictInfo) -> Result<String> {
+    let mut attempt = 0;
+    loop {
+        let copy = info.copy_path(attempt);
+        let held = tx
+            .query_opt(
+                "SELECT 1 FROM file_paths WHERE tenant_id = $1 AND virtual_path = $2 AND deleted_at IS NULL",
+                &[&tenant, &copy],
+            )
+            .await
+            .map_err(Error::pg("looking for a free conflict-copy path"))?;
+        if held.is_none() {
+            return Ok(copy);
+        }
+        attempt += 1;
+    }
+}
+
+/// Sets [`nexus_core::CONFLICT_KEY`] on the file `path_id`, as the target's
+/// own change.
+pub(crate) async fn mark_conflict(
+    tx: &Transaction<'_>,
+    path_id: Uuid,
+    info: &ConflictInfo,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO file_metadata (path_id, key, value, created_at, updated_at) VALUES ($1, $2, $3, now(), now()) \
+         ON CONFLICT (path_id, key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at, \
+           origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT",
+        &[&path_id, &CONFLICT_KEY, &info.to_json()],
+    )
+    .await
+    .map_err(Error::pg("marking a conflict copy"))?;
+    tx.execute(
+        "DELETE FROM tombstones WHERE table_name = 'file_metadata' AND key1 = $1 AND key2 = $2",
+        &[&path_id.to_string(), &CONFLICT_KEY],
+    )
+    .await
+    .map_err(Error::pg("marking a conflict copy"))?;
     Ok(())
 }
 
@@ -409,7 +503,19 @@ fn reader_gone() -> Error {
     })
 }
 
-type Header = tokio::sync::oneshot::Receiver<Result<(String, i64)>>;
+/// The source's id, its change sequence at the snapshot, and how far it had
+/// pulled from the target then (the last state of the target it has seen).
+type Header = tokio::sync::oneshot::Receiver<Result<(String, i64, i64)>>;
+
+/// The target's identity (its `nexus_state.store_id`): what a store's pull
+/// position is kept under.
+pub(crate) async fn hub_id(client: &impl tokio_postgres::GenericClient) -> Result<String> {
+    Ok(client
+        .query_one("SELECT store_id FROM nexus_state WHERE id = 1", &[])
+        .await
+        .map_err(Error::pg("reading the database's id"))?
+        .get(0))
+}
 
 /// Reads the store on a blocking thread: takes a snapshot and sends its
 /// `(source id, change sequence)`, waits for the watermark to start from,
@@ -418,6 +524,7 @@ type Header = tokio::sync::oneshot::Receiver<Result<(String, i64)>>;
 fn spawn_reader(
     store: Store,
     window_rows: usize,
+    hub_id: String,
 ) -> (
     Header,
     tokio::sync::oneshot::Sender<i64>,
@@ -437,8 +544,15 @@ fn spawn_reader(
                 }
             };
             let head = snap.change_seq();
+            let base = match snap.pull_position(&hub_id) {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = header_tx.send(Err(e.into()));
+                    return;
+                }
+            };
             if header_tx
-                .send(Ok((snap.source_id().to_string(), head)))
+                .send(Ok((snap.source_id().to_string(), head, base)))
                 .is_err()
             {
                 return;
@@ -462,7 +576,7 @@ fn spawn_reader(
             while after < head {
                 let read = snap
                     .window_end(after, window_rows)
-                    .and_then(|through| Ok((through, snap.changes(after, through)?)));
+                    .and_then(|through| Ok((through, snap.local_changes(after, through)?)));
                 let (through, changes) = match read {
                     Ok(r) => r,
                     Err(e) => {

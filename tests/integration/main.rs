@@ -15,6 +15,7 @@ mod pg_migrations;
 mod pg_replica;
 mod pg_store;
 mod pg_sync;
+mod pg_two_way;
 mod properties;
 
 /// The conformance suite on an in-memory store.

@@ -1,0 +1,156 @@
+//! The conflict rule of sync, in one place for every side that applies it.
+//!
+//! When two sources changed the same path (or the same file) since the last
+//! state they both had, the change that reached PostgreSQL first keeps the
+//! path; the other is kept beside it as a conflict copy named as file
+//! synchronizers name theirs, `<stem>.sync-conflict-<YYYYMMDD-HHMMSS>-<source
+//! id prefix>[.<ext>]`, with a metadata key [`CONFLICT_KEY`] saying which path,
+//! which source and when. Nothing is lost: the copy holds the losing side's
+//! content and metadata.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Timestamp;
+
+/// The metadata key that marks a conflict copy (`nexus find nexus.conflict`
+/// lists them); its value is a [`ConflictInfo`].
+pub const CONFLICT_KEY: &str = "nexus.conflict";
+
+/// How many characters of the losing source's id go into a copy's name.
+pub const SOURCE_PREFIX_CHARS: usize = 8;
+
+/// What a conflict copy records about its conflict: the value of
+/// [`CONFLICT_KEY`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictInfo {
+    /// The path both sides wrote; the copy's file lost it.
+    pub path: String,
+    /// The source whose change lost (its store id).
+    pub source: String,
+    /// When the losing change was made (the file's modification time).
+    pub at: Timestamp,
+    /// Why: `path` (two files at one path) or `content` (both changed one file).
+    pub reason: ConflictReason,
+}
+
+/// Why a conflict copy was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictReason {
+    /// Two different files became live at one path.
+    Path,
+    /// Both sides changed the same file.
+    Content,
+}
+
+impl ConflictInfo {
+    /// The metadata value (canonical JSON) of [`CONFLICT_KEY`].
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("a ConflictInfo always serializes")
+    }
+
+    /// The copy's path: the file keeps its folder and its extension, and
+    /// its name gains `.sync-conflict-<YYYYMMDD-HHMMSS>-<source prefix>`
+    /// before the extension. `attempt` > 0 (when that name is taken too)
+    /// adds `-<attempt>`. Deterministic, so that a retried push makes the
+    /// same copy.
+    pub fn copy_path(&self, attempt: u32) -> String {
+        conflict_path(&self.path, self.at, &self.source, attempt)
+    }
+}
+
+/// A conflict copy that a sync made, as its summary reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictCopy {
+    /// The tenant.
+    pub tenant: String,
+    /// The path both sides wrote (kept by the change that arrived first).
+    pub path: String,
+    /// Where the other change was kept.
+    pub copy: String,
+    /// The copy's file id.
+    pub path_id: String,
+    /// The source whose change lost the path.
+    pub source: String,
+    /// Why.
+    pub reason: ConflictReason,
+}
+
+/// The conflict copy's path of `path` (see [`ConflictInfo::copy_path`]).
+pub fn conflict_path(path: &str, at: Timestamp, source: &str, attempt: u32) -> String {
+    let (dir, name) = match path.rfind('/') {
+        Some(i) => path.split_at(i + 1),
+        None => ("", path),
+    };
+    // The extension is what follows the last dot, unless the dot starts
+    // the name (".bashrc" has none).
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => name.split_at(i),
+        _ => (name, ""),
+    };
+    let prefix: String = source.chars().take(SOURCE_PREFIX_CHARS).collect();
+    let suffix = if attempt > 0 {
+        format!("-{attempt}")
+    } else {
+        String::new()
+    };
+    format!(
+        "{dir}{stem}.sync-conflict-{}-{prefix}{suffix}{ext}",
+        compact_time(at)
+    )
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC.
+fn compact_time(at: Timestamp) -> String {
+    const FORMAT: &[time::format_description::FormatItem<'static>] =
+        time::macros::format_description!("[year][month][day]-[hour][minute][second]");
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at.as_micros()) * 1000)
+        .ok()
+        .and_then(|t| t.format(FORMAT).ok())
+        .unwrap_or_else(|| "00000000-000000".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at() -> Timestamp {
+        Timestamp::parse("2026-12-01T07:05:09.5Z").unwrap()
+    }
+
+    #[test]
+    fn copy_names_keep_folder_and_extension() {
+        let src = "0123456789abcdef";
+        assert_eq!(
+            conflict_path("/docs/report.txt", at(), src, 0),
+            "/docs/report.sync-conflict-20261201-070509-01234567.txt"
+        );
+        assert_eq!(
+            conflict_path("/a.tar.gz", at(), src, 0),
+            "/a.tar.sync-conflict-20261201-070509-01234567.gz"
+        );
+        assert_eq!(
+            conflict_path("/home/.bashrc", at(), src, 0),
+            "/home/.bashrc.sync-conflict-20261201-070509-01234567"
+        );
+        assert_eq!(
+            conflict_path("/v1.2/README", at(), src, 2),
+            "/v1.2/README.sync-conflict-20261201-070509-01234567-2"
+        );
+    }
+
+    #[test]
+    fn info_round_trips_as_metadata() {
+        let info = ConflictInfo {
+            path: "/x".into(),
+            source: "abc".into(),
+            at: at(),
+            reason: ConflictReason::Path,
+        };
+        let v = info.to_json();
+        assert_eq!(v["reason"], "path");
+        assert_eq!(v["path"], "/x");
+        let back: ConflictInfo = serde_json::from_value(v).unwrap();
+        assert_eq!(back, info);
+    }
+}

@@ -1,0 +1,2 @@
+DROP TABLE nexus_pulled;
+DROP TABLE nexus_pull_state;

@@ -1,0 +1,144 @@
+//! `pull`: a store brings in what a PostgreSQL database has and it has not,
+//! from the database's change feed (`nexus_pg::read_page`), page by page.
+//!
+//! Each page is applied to the store in one write transaction together with
+//! the new feed position ([`nexus_core::Store::apply_pull`]), so a pull cut
+//! at any point resumes from the last page applied, and nothing is applied
+//! twice. The first pull into an empty store reads the feed from its start
+//! (every row of the database); later ones only what changed since. Rows the
+//! store pushed itself come back with it as their origin and are skipped.
+
+use std::time::Instant;
+
+use nexus_core::Store;
+use nexus_postgres::{PgUrl, StatementCache, migrate};
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::replicate::{SyncOptions, hub_id, watermark, with_retries};
+
+/// What a pull did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PullReport {
+    /// The database's id (its `nexus_state.store_id`).
+    pub hub_id: String,
+    /// The store's feed position before the pull.
+    pub from: i64,
+    /// And after it.
+    pub to: i64,
+    /// Pages applied.
+    pub pages: u64,
+    /// `file_paths` rows applied.
+    pub files: u64,
+    /// `version_history` rows applied.
+    pub versions: u64,
+    /// `file_metadata` rows applied.
+    pub metadata: u64,
+    /// `content_chunks` rows applied.
+    pub chunks: u64,
+    /// Removals applied.
+    pub tombstones: u64,
+    /// Rows of the store's own changes, recognised and skipped.
+    pub own: u64,
+    /// Seconds the pull took (the last attempt).
+    pub seconds: f64,
+    /// Attempts made (more than one after retryable failures).
+    pub attempts: u32,
+}
+
+impl PullReport {
+    /// Rows applied, all tables together.
+    pub fn rows(&self) -> u64 {
+        self.files + self.versions + self.metadata + self.chunks + self.tombstones
+    }
+}
+
+impl crate::replicate::Attempts for PullReport {
+    fn set_attempts(&mut self, n: u32) {
+        self.attempts = n;
+    }
+}
+
+/// Brings into `store` every change of the database at `source` that the
+/// store does not have, retrying retryable failures as a sync run does
+/// (`options.window_rows` bounds a page).
+pub async fn pull(store: &Store, source: &PgUrl, options: &SyncOptions) -> Result<PullReport> {
+    with_retries(options, || pull_once(store, source, options)).await
+}
+
+async fn pull_once(store: &Store, source: &PgUrl, options: &SyncOptions) -> Result<PullReport> {
+    let started = Instant::now();
+    let mut client = source.connect(crate::APPLICATION_NAME, None).await?;
+    migrate(&mut client).await?;
+    let hub = hub_id(&client).await?;
+    let own = store.snapshot().await?.source_id().to_string();
+    let pushed_through = watermark(&client, &own).await?;
+    let cache = StatementCache::default();
+    let mut report = PullReport {
+        from: store.pull_position(&hub).await?,
+        hub_id: hub,
+        ..PullReport::default()
+    };
+    report.to = report.from;
+    loop {
+        let page = nexus_pg::read_page(&mut client, &cache, report.to, options.window_rows).await?;
+        if page.changes.through > page.changes.after {
+            let applied = store
+                .apply_pull(&report.hub_id, pushed_through, &page.changes)
+                .await?;
+            report.pages += 1;
+            report.files += applied.files;
+            report.versions += applied.versions;
+            report.metadata += applied.metadata;
+            report.chunks += applied.chunks;
+            report.tombstones += applied.tombstones;
+            report.own += applied.own;
+            report.to = applied.through;
+            if let Some(p) = &options.progress {
+                p(report.rows(), report.rows());
+            }
+        }
+        if page.caught_up {
+            break;
+        }
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// How many times [`sync_with`] pushes and pulls again when a local write
+/// landed between its push and its pull.
+pub const SYNC_ROUNDS: u32 = 3;
+
+/// What [`sync_with`] did: its last push and its pull.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncWithReport {
+    /// The push.
+    pub push: crate::SyncReport,
+    /// The pull.
+    pub pull: PullReport,
+}
+
+/// Syncs `store` both ways with the database at `url`: pushes its changes
+/// (conflicts resolved by the rule, reported in `push.conflicts`), then
+/// pulls. When a local write lands between the two and the pull refuses to
+/// overwrite it, pushes and pulls again (up to [`SYNC_ROUNDS`] times).
+pub async fn sync_with(
+    store: &Store,
+    url: &PgUrl,
+    options: &SyncOptions,
+) -> Result<SyncWithReport> {
+    let replicator =
+        crate::Replicator::new(store.clone(), url.clone()).with_options(options.clone());
+    let mut round = 0;
+    loop {
+        round += 1;
+        let push = replicator.sync().await?;
+        match pull(store, url, options).await {
+            Ok(pull) => return Ok(SyncWithReport { push, pull }),
+            Err(crate::Error::Store(nexus_core::Error::Conflict { .. })) if round < SYNC_ROUNDS => {
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

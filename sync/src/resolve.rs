@@ -1,0 +1,228 @@
+//! The conflict rule on PostgreSQL's side of a push (see
+//! [`nexus_core::ConflictInfo`]): before a window of a source's rows is
+//! upserted, each file row is compared with the target's row of the same
+//! file.
+//!
+//! The target's row is *unseen* by the source when another writer changed
+//! it after the last state of the target the source pulled (`change_seq >
+//! base`, and its origin is not the source). Then:
+//! - both sides made new versions of the file (a version number is taken
+//!   by a different version at the target): the target keeps the file; the
+//!   source's file goes to a new file, a conflict copy beside it, with the
+//!   source's new versions and its metadata rows (those also apply to the
+//!   file, per key: the later arrival wins);
+//! - the source deleted a file the other side changed: the file stays
+//!   (modify wins over delete);
+//! - otherwise the row with more versions wins; on a tie the target's row
+//!   (the change that arrived first) stays.
+//!
+//! A row the target did not change since the source saw it is replaced
+//! (a fast-forward). Rows the rule changes are marked as the target's own
+//! (no origin), so that the source receives them on its next pull.
+
+use std::collections::{HashMap, HashSet};
+
+use nexus_core::{ConflictCopy, ConflictInfo, ConflictReason, Timestamp};
+use tokio_postgres::Transaction;
+use uuid::Uuid;
+
+use crate::convert::{Batch, PgMetadata};
+use crate::error::{Error, Result};
+use crate::replicate::mark_conflict;
+
+/// A conflict copy decided before the upsert, finished after it.
+pub(crate) struct PendingCopy {
+    tenant: String,
+    path_id: Uuid,
+    copy: String,
+    info: ConflictInfo,
+}
+
+struct Target {
+    change_seq: i64,
+    origin_id: Option<String>,
+    live: bool,
+    current_version: i32,
+}
+
+/// Applies the conflict rule to `b` (a window of `source`'s rows, `base`
+/// the last target position the source pulled), and returns the conflict
+/// copies it decided on.
+pub(crate) async fn resolve(
+    tx: &Transaction<'_>,
+    source: &str,
+    base: i64,
+    b: &mut Batch,
+) -> Result<Vec<PendingCopy>> {
+    if b.files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = b.files.iter().map(|f| f.path_id).collect();
+    let target: HashMap<Uuid, Target> = tx
+        .query(
+            "SELECT path_id, change_seq, origin_id, deleted_at IS NULL, current_version FROM file_paths \
+             WHERE path_id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .map_err(Error::pg("reading the target's rows of pushed files"))?
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                Target {
+                    change_seq: r.get(1),
+                    origin_id: r.get(2),
+                    live: r.get(3),
+                    current_version: r.get(4),
+                },
+            )
+        })
+        .collect();
+    if target.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Files whose pushed versions collide with different versions here, and
+    // the pushed versions the target already has.
+    let vp: Vec<Uuid> = b.versions.iter().map(|v| v.path_id).collect();
+    let vn: Vec<i32> = b.versions.iter().map(|v| v.version_number).collect();
+    let vid: Vec<Uuid> = b.versions.iter().map(|v| v.version_id).collect();
+    let diverged: HashSet<Uuid> = tx
+        .query(
+            "SELECT DISTINCT u.p FROM unnest($1::uuid[], $2::int4[], $3::uuid[]) AS u(p, n, v) \
+             JOIN version_history h ON h.path_id = u.p AND h.version_number = u.n AND h.version_id <> u.v",
+            &[&vp, &vn, &vid],
+        )
+        .await
+        .map_err(Error::pg("comparing pushed versions"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let known: HashSet<Uuid> = if diverged.is_empty() {
+        HashSet::new()
+    } else {
+        tx.query(
+            "SELECT version_id FROM version_history WHERE version_id = ANY($1)",
+            &[&vid],
+        )
+        .await
+        .map_err(Error::pg("comparing pushed versions"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+
+    let mut copies = Vec::new();
+    let mut moved: HashMap<Uuid, Uuid> = HashMap::new();
+    let mut dropped: HashSet<Uuid> = HashSet::new();
+    for f in &mut b.files {
+        let Some(t) = target.get(&f.path_id) else {
+            continue;
+        };
+        if diverged.contains(&f.path_id) {
+            let copy_id = Uuid::new_v4();
+            let info = ConflictInfo {
+                path: f.row.virtual_path.clone(),
+                source: source.to_string(),
+                at: Timestamp::from_micros(f.row.updated_at),
+                reason: ConflictReason::Content,
+            };
+            let copy = info.copy_path(0);
+            moved.insert(f.path_id, copy_id);
+            f.path_id = copy_id;
+            f.row.path_id = copy_id.to_string();
+            f.row.virtual_path = copy.clone();
+            copies.push(PendingCopy {
+                tenant: f.row.tenant_id.clone(),
+                path_id: copy_id,
+                copy,
+                info,
+            });
+            continue;
+        }
+        let unseen = t.change_seq > base && t.origin_id.as_deref() != Some(source);
+        if !unseen {
+            continue;
+        }
+        let pushed_live = f.deleted_at.is_none();
+        let keep_target = if pushed_live != t.live {
+            // Modify wins over delete.
+            t.live
+        } else {
+            f.current_version <= t.current_version
+        };
+        if keep_target {
+            dropped.insert(f.path_id);
+        }
+    }
+    b.files.retain(|f| !dropped.contains(&f.path_id));
+    if moved.is_empty() {
+        return Ok(copies);
+    }
+    // The losing side's new versions go with it; its metadata applies to the
+    // file and goes to the copy as well.
+    for v in &mut b.versions {
+        if let Some(to) = moved.get(&v.path_id)
+            && !known.contains(&v.version_id)
+        {
+            v.path_id = *to;
+            v.row.path_id = to.to_string();
+        }
+    }
+    let extra: Vec<PgMetadata> = b
+        .metadata
+        .iter()
+        .filter_map(|m| {
+            moved.get(&m.path_id).map(|to| PgMetadata {
+                path_id: *to,
+                value: m.value.clone(),
+                created_at: m.created_at,
+                updated_at: m.updated_at,
+                row: nexus_core::MetadataRow {
+                    path_id: to.to_string(),
+                    ..m.row.clone()
+                },
+            })
+        })
+        .collect();
+    b.metadata.extend(extra);
+    // The file the target keeps: sent again to the source on its next pull.
+    let kept: Vec<Uuid> = moved.keys().copied().collect();
+    tx.execute(
+        "UPDATE file_paths SET change_seq = DEFAULT WHERE path_id = ANY($1)",
+        &[&kept],
+    )
+    .await
+    .map_err(Error::pg("keeping a file that lost a conflict"))?;
+    Ok(copies)
+}
+
+/// After the upsert: marks each copy (and its versions and metadata) as the
+/// target's own change and sets its conflict key.
+pub(crate) async fn finish(
+    tx: &Transaction<'_>,
+    copies: Vec<PendingCopy>,
+) -> Result<Vec<ConflictCopy>> {
+    let mut out = Vec::with_capacity(copies.len());
+    for c in copies {
+        for sql in [
+            "UPDATE file_paths SET origin_id = NULL, origin_seq = NULL WHERE path_id = $1",
+            "UPDATE version_history SET origin_id = NULL, origin_seq = NULL WHERE path_id = $1",
+            "UPDATE file_metadata SET origin_id = NULL, origin_seq = NULL WHERE path_id = $1",
+        ] {
+            tx.execute(sql, &[&c.path_id])
+                .await
+                .map_err(Error::pg("marking a conflict copy"))?;
+        }
+        mark_conflict(tx, c.path_id, &c.info).await?;
+        out.push(ConflictCopy {
+            tenant: c.tenant,
+            path: c.info.path,
+            copy: c.copy,
+            path_id: c.path_id.to_string(),
+            source: c.info.source,
+            reason: c.info.reason,
+        });
+    }
+    Ok(out)
+}
