@@ -531,6 +531,7 @@ impl Store {
 /// A stand-in `deleted_at` for live files until every deletion of the file
 /// is applied, so that paths can change hands within one file.
 const HIDDEN: i64 = i64::MIN;
+const _: () = assert!(HIDDEN == -9223372036854775808);
 
 /// What a pull must not overwrite: rows this store changed after
 /// `pushed_through` (its position in the database it pulls from) that did
@@ -774,27 +775,57 @@ pub(crate) fn apply_rows(
     report.tombstones = c.tombstones.len() as u64;
 
     // Every deletion and move of the file is in place: the live files can
-    // take their paths, unless a live file of this store holds one.
-    for r in c.files.iter().filter(|r| r.deleted_at.is_none()) {
-        let holder = e.query_one(
-            "SELECT path_id FROM file_paths WHERE tenant_id = ?1 AND virtual_path = ?2 \
-             AND deleted_at IS NULL AND path_id <> ?3",
-            &[text(&r.tenant_id), text(&r.virtual_path), text(&r.path_id)],
-            |row| row.text(0),
+    // take their paths, unless a live file of this store holds one. In a
+    // pull, files left hidden by an earlier page (below) try again first.
+    let mut waiting: Vec<(String, String, String)> = Vec::new();
+    if unpushed.is_some() {
+        waiting = e.query(
+            // The literal is HIDDEN, so that the partial index of 0004 serves.
+            "SELECT path_id, tenant_id, virtual_path FROM file_paths WHERE deleted_at = -9223372036854775808",
+            &[],
+            |row| Ok((row.text(0)?, row.text(1)?, row.text(2)?)),
         )?;
-        if let Some(other) = holder {
-            return Err(Error::Conflict {
-                path: r.virtual_path.clone(),
-                expected: format!(
-                    "no live file in tenant {:?} ({source} brings path id {})",
-                    r.tenant_id, r.path_id
-                ),
-                actual: format!("this store's live file with path id {other}"),
-            });
+    }
+    let incoming = c.files.iter().filter(|r| r.deleted_at.is_none()).map(|r| {
+        (
+            r.path_id.clone(),
+            r.tenant_id.clone(),
+            r.virtual_path.clone(),
+        )
+    });
+    let mut seen = HashSet::new();
+    for (path_id, tenant, path) in waiting.into_iter().chain(incoming) {
+        if !seen.insert(path_id.clone()) {
+            continue;
+        }
+        let holder = e.query_one(
+            "SELECT path_id, change_seq FROM file_paths WHERE tenant_id = ?1 AND virtual_path = ?2 \
+             AND deleted_at IS NULL AND path_id <> ?3",
+            &[text(&tenant), text(&path), text(&path_id)],
+            |row| Ok((row.text(0)?, row.int(1)?)),
+        )?;
+        if let Some((other, other_seq)) = holder {
+            match unpushed {
+                // A pull: the holder was pushed, so PostgreSQL has moved
+                // or deleted it after this file took the path, and a
+                // later page brings that; this file waits, hidden, until
+                // then.
+                Some(u) if !u.holds(e, other_seq)? => continue,
+                Some(_) => return Err(Unpushed::refuse(&path, "new file at this path")),
+                None => {
+                    return Err(Error::Conflict {
+                        path,
+                        expected: format!(
+                            "no live file in tenant {tenant:?} ({source} brings path id {path_id})"
+                        ),
+                        actual: format!("this store's live file with path id {other}"),
+                    });
+                }
+            }
         }
         e.execute(
             "UPDATE file_paths SET deleted_at = NULL WHERE path_id = ?1",
-            &[text(&r.path_id)],
+            &[text(&path_id)],
         )?;
     }
 

@@ -380,12 +380,10 @@ impl Snapshot<'_> {
             .unwrap_or(0))
     }
 
-    /// [`Snapshot::changes`] without the rows that pulls from PostgreSQL
-    /// wrote (`Store::apply_pull`): what a push sends. A row changed here
-    /// after a pull carries a later, local stamp and is kept.
-    pub fn local_changes(&mut self, after: i64, through: i64) -> Result<Changes> {
-        let mut c = self.changes(after, through)?;
-        let pulled: std::collections::HashSet<i64> = self
+    /// The change sequence numbers in `(after, through]` that were pulls
+    /// (`Store::apply_pull`): the rows they stamped came from PostgreSQL.
+    pub fn pulled(&mut self, after: i64, through: i64) -> Result<std::collections::HashSet<i64>> {
+        Ok(self
             .engine
             .query(
                 "SELECT change_seq FROM nexus_pulled WHERE change_seq > ?1 AND change_seq <= ?2",
@@ -393,7 +391,15 @@ impl Snapshot<'_> {
                 |r| r.int(0),
             )?
             .into_iter()
-            .collect();
+            .collect())
+    }
+
+    /// [`Snapshot::changes`] without the rows that pulls from PostgreSQL
+    /// wrote (`Store::apply_pull`): what a push sends. A row changed here
+    /// after a pull carries a later, local stamp and is kept.
+    pub fn local_changes(&mut self, after: i64, through: i64) -> Result<Changes> {
+        let mut c = self.changes(after, through)?;
+        let pulled = self.pulled(after, through)?;
         if !pulled.is_empty() {
             c.files.retain(|r| !pulled.contains(&r.change_seq));
             c.versions.retain(|r| !pulled.contains(&r.change_seq));

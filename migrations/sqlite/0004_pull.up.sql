@@ -11,3 +11,7 @@ CREATE TABLE nexus_pull_state (
 CREATE TABLE nexus_pulled (
     change_seq INTEGER PRIMARY KEY NOT NULL
 );
+-- A pull leaves a file hidden (deleted_at = the smallest integer) while a
+-- file this store pushed still holds its path and PostgreSQL's move of that
+-- file is still to come; each later page looks for them.
+CREATE INDEX idx_file_paths_hidden ON file_paths (deleted_at) WHERE deleted_at = -9223372036854775808;

@@ -1,6 +1,8 @@
 //! `verify`: row counts and an order-independent checksum per table, over
 //! a canonical encoding of each row, computed on both sides.
 
+use std::collections::HashSet;
+
 use futures_util::{TryStreamExt, pin_mut};
 use nexus_core::{CHANGE_TABLES, Changes, canonical_json};
 use serde::Serialize;
@@ -110,7 +112,20 @@ fn canon(value: &str) -> String {
         .map_or_else(|_| format!("invalid:{value}"), |v| canonical_json(&v))
 }
 
-fn add_source(acc: &mut [Acc; 5], c: &Changes) {
+/// How a row's change sequence takes part in the comparison: a row the
+/// store wrote is compared with its number (PostgreSQL keeps it in
+/// `origin_seq`); a row that came from PostgreSQL by a pull only by content.
+fn seq(change_seq: i64, pulled: &HashSet<i64>) -> String {
+    if pulled.contains(&change_seq) {
+        PULLED.to_string()
+    } else {
+        s(change_seq)
+    }
+}
+
+const PULLED: &str = "pulled";
+
+fn add_source(acc: &mut [Acc; 5], c: &Changes, pulled: &HashSet<i64>) {
     for r in &c.files {
         acc[0].add(&[
             Some(&r.path_id),
@@ -125,7 +140,7 @@ fn add_source(acc: &mut [Acc; 5], c: &Changes) {
             Some(&s(r.updated_at)),
             r.deleted_at.map(s).as_deref(),
             Some(&s(r.current_version)),
-            Some(&s(r.change_seq)),
+            Some(&seq(r.change_seq, pulled)),
         ]);
     }
     for r in &c.versions {
@@ -143,7 +158,7 @@ fn add_source(acc: &mut [Acc; 5], c: &Changes) {
             r.change_reason.as_deref(),
             r.created_by.as_deref(),
             Some(&s(r.created_at)),
-            Some(&s(r.change_seq)),
+            Some(&seq(r.change_seq, pulled)),
         ]);
     }
     for r in &c.metadata {
@@ -153,7 +168,7 @@ fn add_source(acc: &mut [Acc; 5], c: &Changes) {
             Some(&canon(&r.value)),
             Some(&s(r.created_at)),
             Some(&s(r.updated_at)),
-            Some(&s(r.change_seq)),
+            Some(&seq(r.change_seq, pulled)),
         ]);
     }
     for r in &c.chunks {
@@ -166,7 +181,7 @@ fn add_source(acc: &mut [Acc; 5], c: &Changes) {
             Some(&s(r.created_at)),
             r.last_accessed_at.map(s).as_deref(),
             r.protected_until.map(s).as_deref(),
-            Some(&s(r.change_seq)),
+            Some(&seq(r.change_seq, pulled)),
         ]);
     }
     for r in &c.tombstones {
@@ -175,51 +190,60 @@ fn add_source(acc: &mut [Acc; 5], c: &Changes) {
             Some(&r.key1),
             Some(&r.key2),
             Some(&s(r.deleted_at)),
-            Some(&s(r.change_seq)),
+            Some(&seq(r.change_seq, pulled)),
         ]);
     }
 }
 
 /// Every column as text, timestamps as integer microseconds, in the same order as `add_source`;
-/// the source's change sequence is kept in `origin_seq` (the target's `change_seq` is its own).
+/// `{seq}` stands for [`TARGET_SEQ`].
 const TARGET_QUERIES: [&str; 5] = [
     "SELECT path_id::text, tenant_id, virtual_path, backend_id, physical_path, size_bytes::text, content_hash, \
      file_type, (extract(epoch FROM created_at) * 1000000)::int8::text, \
      (extract(epoch FROM updated_at) * 1000000)::int8::text, (extract(epoch FROM deleted_at) * 1000000)::int8::text, \
-     current_version::text, origin_seq::text FROM file_paths",
+     current_version::text, {seq} FROM file_paths",
     "SELECT version_id::text, path_id::text, version_number::text, backend_id, physical_path, content_hash, \
      size_bytes::text, mime_type, parent_version_id::text, source_type, change_reason, created_by, \
-     (extract(epoch FROM created_at) * 1000000)::int8::text, origin_seq::text FROM version_history",
+     (extract(epoch FROM created_at) * 1000000)::int8::text, {seq} FROM version_history",
     "SELECT path_id::text, key, value::text, (extract(epoch FROM created_at) * 1000000)::int8::text, \
-     (extract(epoch FROM updated_at) * 1000000)::int8::text, origin_seq::text FROM file_metadata",
+     (extract(epoch FROM updated_at) * 1000000)::int8::text, {seq} FROM file_metadata",
     "SELECT tenant_id, content_hash, size_bytes::text, storage_path, ref_count::text, \
      (extract(epoch FROM created_at) * 1000000)::int8::text, (extract(epoch FROM last_accessed_at) * 1000000)::int8::text, \
-     (extract(epoch FROM protected_until) * 1000000)::int8::text, origin_seq::text FROM content_chunks",
-    "SELECT table_name, key1, key2, (extract(epoch FROM deleted_at) * 1000000)::int8::text, origin_seq::text \
+     (extract(epoch FROM protected_until) * 1000000)::int8::text, {seq} FROM content_chunks",
+    "SELECT table_name, key1, key2, (extract(epoch FROM deleted_at) * 1000000)::int8::text, {seq} \
      FROM tombstones",
 ];
+
+/// The source's change sequence of a row it pushed (PostgreSQL keeps it in
+/// `origin_seq`; rows synced before schema version 3 have no `origin_id`),
+/// else [`PULLED`]: rows of other sources, and rows PostgreSQL wrote
+/// itself, reach the store only by a pull.
+const TARGET_SEQ: &str = "CASE WHEN origin_id = $1 OR (origin_id IS NULL AND origin_seq IS NOT NULL) \
+     THEN origin_seq::text ELSE 'pulled' END";
 
 impl Replicator {
     /// Compares every replicated table of the store with PostgreSQL.
     pub async fn verify(&self) -> Result<VerifyReport> {
         let client = self.target().connect(crate::APPLICATION_NAME, None).await?;
         let mut source: [Acc; 5] = Default::default();
-        let source_seq = {
+        let (source_seq, source_id) = {
             let mut snap = self.store().snapshot().await?;
             let head = snap.change_seq();
+            let pulled = snap.pulled(0, head)?;
             let mut after = 0;
             while after < head {
                 let through = snap.window_end(after, 10_000)?;
-                add_source(&mut source, &snap.changes(after, through)?);
+                add_source(&mut source, &snap.changes(after, through)?, &pulled);
                 after = through;
             }
-            head
+            (head, snap.source_id().to_string())
         };
         let mut tables = Vec::new();
         for (i, sql) in TARGET_QUERIES.iter().enumerate() {
             let mut acc = Acc::default();
+            let sql = sql.replace("{seq}", TARGET_SEQ);
             let stream = client
-                .query_raw(*sql, std::iter::empty::<&(dyn ToSql + Sync)>())
+                .query_raw(&sql, [&source_id as &(dyn ToSql + Sync)])
                 .await
                 .map_err(Error::pg("reading the target for verify"))?;
             pin_mut!(stream);

@@ -43,6 +43,12 @@ async fn both(s: &Store, u: &str) -> nexus_sync::SyncWithReport {
         .unwrap()
 }
 
+/// `nexus verify` holds: the store and PostgreSQL have the same rows.
+async fn assert_verified(s: &Store, u: &str) {
+    let v = Replicator::new(s.clone(), url(u)).verify().await.unwrap();
+    assert!(v.equal(), "verify: {:?}", v.differences());
+}
+
 fn file(path: &str, etag: &str) -> NewFile {
     NewFile::new(path, "local", format!("/srv{path}"), etag.len() as u64).etag(etag)
 }
@@ -99,6 +105,8 @@ async fn two_sources_one_path_make_a_conflict_copy() {
     both(&b, &db.url).await;
     assert_eq!(state(&a).await, pg);
     assert_eq!(state(&b).await, pg);
+    assert_verified(&a, &db.url).await;
+    assert_verified(&b, &db.url).await;
     // `nexus find nexus.conflict` finds the copy.
     let found = b.find_by_metadata(CONFLICT_KEY, None).await.unwrap();
     assert_eq!(found.len(), 1, "{found:?}");
@@ -232,6 +240,12 @@ enum Op {
     Meta(usize, usize),
     Rename(usize, usize),
     Sync,
+    Push,
+    Pull,
+    /// The same push twice at once (they take turns; the second has nothing to send).
+    PushTwice,
+    /// Push and pull while the database keeps cutting the sync's connections.
+    SyncCut(u64),
 }
 
 const PATHS: [&str; 5] = ["/p/a", "/p/b", "/q/c", "/q/d", "/r"];
@@ -243,11 +257,19 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..PATHS.len(), 0..3usize).prop_map(|(p, v)| Op::Meta(p, v)),
         1 => (0..PATHS.len(), 0..PATHS.len()).prop_map(|(a, b)| Op::Rename(a, b)),
         2 => Just(Op::Sync),
+        1 => Just(Op::Push),
+        1 => Just(Op::Pull),
+        1 => Just(Op::PushTwice),
+        1 => (3..30u64).prop_map(Op::SyncCut),
     ]
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+    // NEXUS_CONVERGE_CASES runs more cases (the default keeps CI short).
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("NEXUS_CONVERGE_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(6),
+        ..ProptestConfig::default()
+    })]
 
     /// Three stores change overlapping paths offline and sync in random
     /// orders; once each has synced both ways twice with no new writes,
@@ -281,6 +303,40 @@ proptest! {
                         }
                     }
                     Op::Sync => { both(s, &db.url).await; }
+                    Op::Push => { push(s, &db.url).await; }
+                    Op::Pull => {
+                        // Refused when this store has an unpushed change to a row it would overwrite.
+                        if let Err(e) = pull(s, &url(&db.url), &SyncOptions::default()).await {
+                            assert!(e.to_string().contains("push first"), "{e}");
+                        }
+                    }
+                    Op::PushTwice => {
+                        let (x, y) = tokio::join!(push(s, &db.url), push(s, &db.url));
+                        assert!(x.rows() == 0 || y.rows() == 0, "applied once: {x:?} {y:?}");
+                    }
+                    Op::SyncCut(every_ms) => {
+                        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                        let killer = {
+                            let (stop, u) = (stop.clone(), db.url.clone());
+                            let every = *every_ms;
+                            tokio::spawn(async move {
+                                let admin = pg::connect(&u).await;
+                                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                                    tokio::time::sleep(std::time::Duration::from_millis(every)).await;
+                                    let _ = admin.query(
+                                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                                         WHERE datname = current_database() AND application_name = 'nexus-sync'",
+                                        &[],
+                                    ).await;
+                                }
+                            })
+                        };
+                        let options = SyncOptions { max_attempts: 2, backoff: std::time::Duration::from_millis(5), ..SyncOptions::default() };
+                        // Either way (done, or given up after the retries), nothing is lost or doubled.
+                        let _ = sync_with(s, &url(&db.url), &options).await;
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                        killer.await.unwrap();
+                    }
                 }
             }
             for _ in 0..2 {
@@ -291,6 +347,7 @@ proptest! {
             let pg = pg_state(&db.url).await;
             for (i, s) in stores.iter().enumerate() {
                 assert_eq!(state(s).await, pg, "store {i} differs from PostgreSQL");
+                assert_verified(s, &db.url).await;
             }
             // No write lost: every etag any store wrote is a version in
             // PostgreSQL (current at its path, in a conflict copy, or in a
