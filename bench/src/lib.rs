@@ -8,3 +8,49 @@ pub fn arg(name: &str, default: usize) -> usize {
         .and_then(|i| args.get(i + 1))
         .map_or(default, |v| v.parse().expect("a number"))
 }
+
+/// Writes `files` files into `store` the way the sync benchmarks do: each
+/// with one version (a 64-hex etag, a MIME type) and one metadata entry,
+/// spread over 1,000 directories, in batches of 5,000.
+pub async fn generate(store: &nexus_core::Store, files: usize) {
+    use nexus_core::NewFile;
+    use serde_json::{Value, json};
+    for start in (0..files).step_by(5000) {
+        let end = (start + 5000).min(files);
+        let batch: Vec<NewFile> = (start..end)
+            .map(|i| {
+                NewFile::new(
+                    format!("/data/d{:04}/file-{i:07}.bin", i % 1000),
+                    "s3",
+                    format!("bucket/objects/{i:07}"),
+                    i as u64 * 37,
+                )
+                .etag(format!("{:064x}", i as u128 * 2654435761))
+                .mime_type("application/octet-stream")
+            })
+            .collect();
+        store.put_batch(&batch).await.unwrap();
+        let meta: Vec<(String, String, Value)> = batch
+            .iter()
+            .enumerate()
+            .map(|(j, f)| {
+                (
+                    f.path.clone(),
+                    "tags".to_string(),
+                    json!({"owner": format!("u{}", (start + j) % 97), "labels": ["bench", (start + j) % 10]}),
+                )
+            })
+            .collect();
+        store.set_metadata_batch(&meta).await.unwrap();
+    }
+}
+
+/// The peak resident memory of this process so far, in KiB (Linux).
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}

@@ -20,16 +20,7 @@ use serde_json::{Value, json};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::ToSql;
 
-use nexus_bench::arg;
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
+use nexus_bench::{arg, peak_rss_kib};
 
 /// Child mode: `--child-sync DB URL WINDOW` runs one sync and prints its report.
 fn child_sync(args: &[String]) {
@@ -226,23 +217,7 @@ fn main() {
     let generated = Instant::now();
     rt.block_on(async {
         let s = Store::open(&db).await.unwrap();
-        for start in (0..files).step_by(5000) {
-            let end = (start + 5000).min(files);
-            let batch: Vec<NewFile> = (start..end)
-                .map(|i| {
-                    NewFile::new(format!("/data/d{:04}/file-{i:07}.bin", i % 1000), "s3", format!("bucket/objects/{i:07}"), i as u64 * 37)
-                        .etag(format!("{:064x}", i as u128 * 2654435761))
-                        .mime_type("application/octet-stream")
-                })
-                .collect();
-            s.put_batch(&batch).await.unwrap();
-            let meta: Vec<(String, String, Value)> = batch
-                .iter()
-                .enumerate()
-                .map(|(j, f)| (f.path.clone(), "tags".to_string(), json!({"owner": format!("u{}", (start + j) % 97), "labels": ["bench", (start + j) % 10]})))
-                .collect();
-            s.set_metadata_batch(&meta).await.unwrap();
-        }
+        nexus_bench::generate(&s, files).await;
     });
     let total_rows = files * 3;
     eprintln!(

@@ -393,6 +393,45 @@ impl Engine {
     pub(crate) fn clear_statements(&mut self) {
         self.stmts.clear();
     }
+
+    /// Opens a write transaction that outlives one call (a bulk load fed
+    /// in chunks) and takes its change sequence number; end it with
+    /// [`Engine::end_long_write`].
+    pub(crate) fn begin_long_write(&mut self) -> Result<Seq> {
+        self.execute(BEGIN_WRITE, &[])?;
+        let seq = self.query_one(
+            "UPDATE nexus_state SET change_seq = change_seq + 1 WHERE id = 1 RETURNING change_seq",
+            &[],
+            |r| r.int(0),
+        );
+        match seq {
+            Ok(Some(seq)) => Ok(seq),
+            other => {
+                let _ = self.execute("ROLLBACK", &[]);
+                Err(other.err().unwrap_or(Error::Corrupt {
+                    table: "nexus_state",
+                    detail: "the state row is missing".into(),
+                }))
+            }
+        }
+    }
+
+    /// Commits (`commit`) or rolls back the transaction of
+    /// [`Engine::begin_long_write`].
+    pub(crate) fn end_long_write(&mut self, commit: bool) -> Result<()> {
+        if commit {
+            let done = self.execute("COMMIT", &[]);
+            if done.is_err() && !self.conn.get_auto_commit() {
+                let _ = self.execute("ROLLBACK", &[]);
+            }
+            done.map(|_| ())
+        } else {
+            if !self.conn.get_auto_commit() {
+                let _ = self.execute("ROLLBACK", &[]);
+            }
+            Ok(())
+        }
+    }
 }
 
 #[cfg(not(target_family = "wasm"))]

@@ -68,7 +68,7 @@ pub use model::{
     VersionInfo, VersionSource,
 };
 pub use nexus_migrations::{MigrateError, MigrationStatus};
-pub use pull::PullApplied;
+pub use pull::{BulkPull, PullApplied};
 pub use store::{DEFAULT_BUSY_TIMEOUT, DEFAULT_TENANT, Store, StoreBuilder};
 pub use validate::{MAX_NAME_BYTES, MAX_PATH_BYTES, validate_path};
 

@@ -45,53 +45,64 @@ fn micros(column: &str) -> String {
     MICROS.replace("{c}", column)
 }
 
-fn files_sql() -> String {
+fn files_sql(range: bool) -> String {
     format!(
         "SELECT path_id::text, tenant_id, virtual_path, backend_id, physical_path, size_bytes, content_hash, \
          file_type, {}, {}, {}, current_version::int8, change_seq, origin_id, origin_seq FROM file_paths \
-         WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq, path_id",
+         {}",
         micros("created_at"),
         micros("updated_at"),
-        micros("deleted_at")
+        micros("deleted_at"),
+        order(range, "path_id")
     )
 }
 
-fn metadata_sql() -> String {
+fn metadata_sql(range: bool) -> String {
     format!(
-        "SELECT path_id::text, key, value, {}, {}, change_seq, origin_id, origin_seq FROM file_metadata \
-         WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq, path_id, key",
+        "SELECT path_id::text, key, value, {}, {}, change_seq, origin_id, origin_seq FROM file_metadata{}",
         micros("created_at"),
-        micros("updated_at")
+        micros("updated_at"),
+        order(range, "path_id, key")
     )
 }
 
-fn versions_sql() -> String {
+fn versions_sql(range: bool) -> String {
     format!(
         "SELECT version_id::text, path_id::text, version_number::int8, backend_id, physical_path, content_hash, \
          size_bytes, mime_type, parent_version_id::text, source_type, change_reason, created_by, {}, change_seq, \
-         origin_id, origin_seq FROM version_history \
-         WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq, version_id",
-        micros("created_at")
+         origin_id, origin_seq FROM version_history{}",
+        micros("created_at"),
+        order(range, "version_id")
     )
 }
 
-fn chunks_sql() -> String {
+fn chunks_sql(range: bool) -> String {
     format!(
         "SELECT tenant_id, content_hash, size_bytes, storage_path, ref_count, {}, {}, {}, change_seq, \
-         origin_id, origin_seq FROM content_chunks \
-         WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq, tenant_id, content_hash",
+         origin_id, origin_seq FROM content_chunks{}",
         micros("created_at"),
         micros("last_accessed_at"),
-        micros("protected_until")
+        micros("protected_until"),
+        order(range, "tenant_id, content_hash")
     )
 }
 
-fn tombstones_sql() -> String {
+fn tombstones_sql(range: bool) -> String {
     format!(
-        "SELECT table_name, key1, key2, {}, change_seq, origin_id, origin_seq FROM tombstones \
-         WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq, table_name, key1, key2",
-        micros("deleted_at")
+        "SELECT table_name, key1, key2, {}, change_seq, origin_id, origin_seq FROM tombstones{}",
+        micros("deleted_at"),
+        order(range, "table_name, key1, key2")
     )
+}
+
+/// The tail of a table's query: the feed's range `(after, through]` in
+/// stamp order, or (a snapshot) every row in key order.
+fn order(range: bool, key: &str) -> String {
+    if range {
+        format!(" WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq, {key}")
+    } else {
+        format!(" ORDER BY {key}")
+    }
 }
 
 /// The `change_seq` of the first `limit` rows after `after`, all tables
@@ -134,12 +145,7 @@ pub async fn read_page(
     // and a commit made with synchronous_commit off can be lost. This
     // commit takes an id above every id of the page and flushes the WAL up
     // to it, so neither can happen to anything the page covers.
-    client
-        .batch_execute(
-            "BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_current_xact_id(); COMMIT",
-        )
-        .await
-        .map_err(pg_err("making the feed's position durable"))?;
+    make_durable(client).await?;
     Ok(page)
 }
 
@@ -202,93 +208,180 @@ async fn read_in(
     let range: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&after, &through];
     let q =
         async |sql: String, what: &'static str| db.query(&sql, &range).await.map_err(pg_err(what));
-    let files = q(files_sql(), "reading changed files").await?;
-    let metadata = q(metadata_sql(), "reading changed metadata").await?;
-    let versions = q(versions_sql(), "reading changed versions").await?;
-    let chunks = q(chunks_sql(), "reading changed chunks").await?;
-    let tombstones = q(tombstones_sql(), "reading removals").await?;
+    let files = q(files_sql(true), "reading changed files").await?;
+    let metadata = q(metadata_sql(true), "reading changed metadata").await?;
+    let versions = q(versions_sql(true), "reading changed versions").await?;
+    let chunks = q(chunks_sql(true), "reading changed chunks").await?;
+    let tombstones = q(tombstones_sql(true), "reading removals").await?;
     Ok(FeedPage {
         changes: Changes {
             after,
             through,
-            files: files
-                .iter()
-                .map(|r| FileRow {
-                    path_id: r.get(0),
-                    tenant_id: r.get(1),
-                    virtual_path: r.get(2),
-                    backend_id: r.get(3),
-                    physical_path: r.get(4),
-                    size_bytes: r.get(5),
-                    content_hash: r.get(6),
-                    file_type: r.get(7),
-                    created_at: r.get(8),
-                    updated_at: r.get(9),
-                    deleted_at: r.get(10),
-                    current_version: r.get(11),
-                    change_seq: r.get(12),
-                    origin: origin(r, 13),
-                })
-                .collect(),
-            metadata: metadata
-                .iter()
-                .map(|r| MetadataRow {
-                    path_id: r.get(0),
-                    key: r.get(1),
-                    value: canonical_json(&r.get::<_, Value>(2)),
-                    created_at: r.get(3),
-                    updated_at: r.get(4),
-                    change_seq: r.get(5),
-                    origin: origin(r, 6),
-                })
-                .collect(),
-            versions: versions
-                .iter()
-                .map(|r| VersionRow {
-                    version_id: r.get(0),
-                    path_id: r.get(1),
-                    version_number: r.get(2),
-                    backend_id: r.get(3),
-                    physical_path: r.get(4),
-                    content_hash: r.get(5),
-                    size_bytes: r.get(6),
-                    mime_type: r.get(7),
-                    parent_version_id: r.get(8),
-                    source_type: r.get(9),
-                    change_reason: r.get(10),
-                    created_by: r.get(11),
-                    created_at: r.get(12),
-                    change_seq: r.get(13),
-                    origin: origin(r, 14),
-                })
-                .collect(),
-            chunks: chunks
-                .iter()
-                .map(|r| ChunkRow {
-                    tenant_id: r.get(0),
-                    content_hash: r.get(1),
-                    size_bytes: r.get(2),
-                    storage_path: r.get(3),
-                    ref_count: r.get(4),
-                    created_at: r.get(5),
-                    last_accessed_at: r.get(6),
-                    protected_until: r.get(7),
-                    change_seq: r.get(8),
-                    origin: origin(r, 9),
-                })
-                .collect(),
-            tombstones: tombstones
-                .iter()
-                .map(|r| TombstoneRow {
-                    table_name: r.get(0),
-                    key1: r.get(1),
-                    key2: r.get(2),
-                    deleted_at: r.get(3),
-                    change_seq: r.get(4),
-                    origin: origin(r, 5),
-                })
-                .collect(),
+            files: files.iter().map(file_row).collect(),
+            metadata: metadata.iter().map(metadata_row).collect(),
+            versions: versions.iter().map(version_row).collect(),
+            chunks: chunks.iter().map(chunk_row).collect(),
+            tombstones: tombstones.iter().map(tombstone_row).collect(),
         },
         caught_up: through == safe,
     })
+}
+
+fn file_row(r: &Row) -> FileRow {
+    FileRow {
+        path_id: r.get(0),
+        tenant_id: r.get(1),
+        virtual_path: r.get(2),
+        backend_id: r.get(3),
+        physical_path: r.get(4),
+        size_bytes: r.get(5),
+        content_hash: r.get(6),
+        file_type: r.get(7),
+        created_at: r.get(8),
+        updated_at: r.get(9),
+        deleted_at: r.get(10),
+        current_version: r.get(11),
+        change_seq: r.get(12),
+        origin: origin(r, 13),
+    }
+}
+
+fn metadata_row(r: &Row) -> MetadataRow {
+    MetadataRow {
+        path_id: r.get(0),
+        key: r.get(1),
+        value: canonical_json(&r.get::<_, Value>(2)),
+        created_at: r.get(3),
+        updated_at: r.get(4),
+        change_seq: r.get(5),
+        origin: origin(r, 6),
+    }
+}
+
+fn version_row(r: &Row) -> VersionRow {
+    VersionRow {
+        version_id: r.get(0),
+        path_id: r.get(1),
+        version_number: r.get(2),
+        backend_id: r.get(3),
+        physical_path: r.get(4),
+        content_hash: r.get(5),
+        size_bytes: r.get(6),
+        mime_type: r.get(7),
+        parent_version_id: r.get(8),
+        source_type: r.get(9),
+        change_reason: r.get(10),
+        created_by: r.get(11),
+        created_at: r.get(12),
+        change_seq: r.get(13),
+        origin: origin(r, 14),
+    }
+}
+
+fn chunk_row(r: &Row) -> ChunkRow {
+    ChunkRow {
+        tenant_id: r.get(0),
+        content_hash: r.get(1),
+        size_bytes: r.get(2),
+        storage_path: r.get(3),
+        ref_count: r.get(4),
+        created_at: r.get(5),
+        last_accessed_at: r.get(6),
+        protected_until: r.get(7),
+        change_seq: r.get(8),
+        origin: origin(r, 9),
+    }
+}
+
+fn tombstone_row(r: &Row) -> TombstoneRow {
+    TombstoneRow {
+        table_name: r.get(0),
+        key1: r.get(1),
+        key2: r.get(2),
+        deleted_at: r.get(3),
+        change_seq: r.get(4),
+        origin: origin(r, 5),
+    }
+}
+
+/// Puts rows of one table into a chunk.
+type Fill = fn(&[Row], &mut Changes);
+
+/// Reads every row of the database from one snapshot, for a first pull
+/// into an empty store: hands `sink` chunks of about `max_rows` rows (one
+/// table per chunk, tables in dependency order, through server-side
+/// portals, so memory holds one chunk), and returns the feed position the
+/// snapshot covers (every transaction up to it is in the snapshot; rows of
+/// later transactions that it happens to hold come again from the feed,
+/// where applying them again changes nothing).
+pub async fn read_snapshot(
+    client: &mut tokio_postgres::Client,
+    max_rows: usize,
+    mut sink: impl FnMut(Changes) -> Result<()>,
+) -> Result<i64> {
+    let tx = crate::ops::begin_snapshot(client, "starting a snapshot read").await?;
+    let safe: i64 = tx
+        .query_one(
+            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8 - 1",
+            &[],
+        )
+        .await
+        .map_err(pg_err("reading the snapshot's position"))?
+        .get(0);
+    let chunk = i32::try_from(max_rows.max(1)).unwrap_or(i32::MAX);
+    let tables: [(String, Fill); 5] = [
+        (files_sql(false), |rows, c| {
+            c.files = rows.iter().map(file_row).collect()
+        }),
+        (versions_sql(false), |rows, c| {
+            c.versions = rows.iter().map(version_row).collect()
+        }),
+        (metadata_sql(false), |rows, c| {
+            c.metadata = rows.iter().map(metadata_row).collect()
+        }),
+        (chunks_sql(false), |rows, c| {
+            c.chunks = rows.iter().map(chunk_row).collect()
+        }),
+        (tombstones_sql(false), |rows, c| {
+            c.tombstones = rows.iter().map(tombstone_row).collect()
+        }),
+    ];
+    for (sql, fill) in tables {
+        let portal = tx
+            .bind(sql.as_str(), &[])
+            .await
+            .map_err(pg_err("reading a snapshot"))?;
+        loop {
+            let rows = tx
+                .query_portal(&portal, chunk)
+                .await
+                .map_err(pg_err("reading a snapshot"))?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut c = Changes {
+                after: 0,
+                through: safe,
+                ..Changes::default()
+            };
+            fill(&rows, &mut c);
+            sink(c)?;
+        }
+    }
+    tx.commit()
+        .await
+        .map_err(pg_err("ending a snapshot read"))?;
+    make_durable(client).await?;
+    Ok(safe)
+}
+
+/// Makes a position read from a snapshot durable before it is handed out
+/// (see [`read_page`]).
+async fn make_durable(client: &mut tokio_postgres::Client) -> Result<()> {
+    client
+        .batch_execute(
+            "BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_current_xact_id(); COMMIT",
+        )
+        .await
+        .map_err(pg_err("making the feed's position durable"))
 }

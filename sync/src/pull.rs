@@ -40,6 +40,9 @@ pub struct PullReport {
     pub tombstones: u64,
     /// Rows of the store's own changes, recognised and skipped.
     pub own: u64,
+    /// Whether the store was empty and got a snapshot of the whole
+    /// database in one transaction (the first pull).
+    pub bulk: bool,
     /// Seconds the pull took (the last attempt).
     pub seconds: f64,
     /// Attempts made (more than one after retryable failures).
@@ -80,6 +83,36 @@ async fn pull_once(store: &Store, source: &PgUrl, options: &SyncOptions) -> Resu
         ..PullReport::default()
     };
     report.to = report.from;
+    // Into an empty store: one snapshot of the whole database, in one
+    // local transaction, then the feed from the position it covers.
+    if let Some(mut bulk) = store.begin_bulk_pull(&report.hub_id).await? {
+        let mut counts = [0u64; 5];
+        let through = nexus_pg::read_snapshot(&mut client, options.window_rows, |c| {
+            counts[0] += c.files.len() as u64;
+            counts[1] += c.versions.len() as u64;
+            counts[2] += c.metadata.len() as u64;
+            counts[3] += c.chunks.len() as u64;
+            counts[4] += c.tombstones.len() as u64;
+            bulk.load(&c)?;
+            if let Some(p) = &options.progress {
+                let n = bulk.rows();
+                p(n, n);
+            }
+            Ok(())
+        })
+        .await?;
+        bulk.finish(through)?;
+        [
+            report.files,
+            report.versions,
+            report.metadata,
+            report.chunks,
+            report.tombstones,
+        ] = counts;
+        report.pages += 1;
+        report.bulk = true;
+        report.to = through;
+    }
     loop {
         let page = nexus_pg::read_page(&mut client, &cache, report.to, options.window_rows).await?;
         if page.changes.through > page.changes.after {

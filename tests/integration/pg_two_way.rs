@@ -366,3 +366,87 @@ proptest! {
         });
     }
 }
+
+/// The first pull into an empty file store is one snapshot in one
+/// transaction, with the secondary indexes built at the end: the file has
+/// every index a fresh store has, passes SQLite's integrity check, and a
+/// pull cut mid-way (its connection terminated again and again) is retried
+/// and leaves the full copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_pull_into_a_file() {
+    let db = pg::database("two_way_bulk").await;
+    let a = Store::memory().await.unwrap();
+    crate::pg_sync::populate(&a).await;
+    for i in 0..3000 {
+        a.put(file(&format!("/many/{i:05}"), &format!("e{i}")))
+            .await
+            .unwrap();
+    }
+    push(&a, &db.url).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.db");
+    let b = Store::open(&path).await.unwrap();
+    // Cut the pull's connections while it reads.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = {
+        let (stop, u) = (stop.clone(), db.url.clone());
+        tokio::spawn(async move {
+            let admin = pg::connect(&u).await;
+            let mut cuts = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && cuts < 2 {
+                let n = admin
+                    .query(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE datname = current_database() AND application_name = 'nexus-sync' \
+                         AND state = 'idle in transaction'",
+                        &[],
+                    )
+                    .await
+                    .map(|r| r.len())
+                    .unwrap_or(0);
+                cuts += n;
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let options = SyncOptions {
+        window_rows: 100,
+        max_attempts: 10,
+        backoff: std::time::Duration::from_millis(10),
+        ..SyncOptions::default()
+    };
+    let r = pull(&b, &url(&db.url), &options).await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    killer.await.unwrap();
+    assert!(r.bulk, "{r:?}");
+    assert!(r.attempts > 1, "the pull was cut and retried: {r:?}");
+    assert_eq!(state(&b).await, pg_state(&db.url).await);
+    assert_verified(&b, &db.url).await;
+    drop(b);
+
+    let fresh = dir.path().join("fresh.db");
+    drop(Store::open(&fresh).await.unwrap());
+    let indexes = |p: &std::path::Path| -> Vec<(String, String)> {
+        let c = rusqlite::Connection::open(p).unwrap();
+        let ok: String = c
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok");
+        let mut st = c
+            .prepare("SELECT name, sql FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL ORDER BY name")
+            .unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    };
+    let have = indexes(&path);
+    assert!(have.len() >= 8, "{have:?}");
+    assert_eq!(have, indexes(&fresh));
+    // Reads and writes work on the rebuilt indexes.
+    let b = Store::open(&path).await.unwrap();
+    assert!(b.get("/many/01234").await.unwrap().is_some());
+    b.put(file("/many/new", "n")).await.unwrap();
+    assert_eq!(b.list("/many/").await.unwrap().len(), 3001);
+}
