@@ -369,7 +369,7 @@ pub async fn import_changes(store: &Store, file: &str, out: &Out) -> Result<(), 
                     report.through
                 )
             } else {
-                format!(
+                std::iter::once(format!(
                     "imported {}: source {}, changes {} -> {}, {} rows ({} files, {} versions, {} metadata, {} chunks, {} removals)",
                     shown(file),
                     report.source_id,
@@ -381,7 +381,10 @@ pub async fn import_changes(store: &Store, file: &str, out: &Out) -> Result<(), 
                     report.metadata,
                     report.chunks,
                     report.tombstones
-                )
+                ))
+                .chain(conflict_lines(&report.conflicts))
+                .collect::<Vec<_>>()
+                .join("\n")
             }
         },
     )?;

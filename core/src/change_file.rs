@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::meta::untombstone;
 use crate::store::Store;
 use crate::validate::{validate_name, validate_path};
-use crate::{Changes, MAX_PATH_BYTES};
+use crate::{CONFLICT_KEY, Changes, ConflictCopy, ConflictInfo, ConflictReason, MAX_PATH_BYTES};
 
 /// The value of the `format` field of every change file.
 pub const CHANGE_FILE_FORMAT: &str = "nexus-changes";
@@ -407,6 +407,9 @@ pub struct ImportReport {
     pub chunks: u64,
     /// Removals applied.
     pub tombstones: u64,
+    /// Files of the change file that lost their path to a live file of this
+    /// store and were kept as conflict copies beside it.
+    pub conflicts: Vec<ConflictCopy>,
 }
 
 impl ImportReport {
@@ -464,8 +467,9 @@ impl Store {
     /// (`through` at or before the recorded point) is skipped; one that
     /// starts after the recorded point is refused ([`Error::ChangeFileGap`]);
     /// so is a file of this store itself. A live file that would take a path
-    /// held by a different live file here is refused with
-    /// [`Error::Conflict`] naming the path.
+    /// held by a different live file here loses it, by the conflict rule of
+    /// sync: it is kept beside it as a conflict copy
+    /// ([`crate::ConflictInfo`]), listed in [`ImportReport::conflicts`].
     pub async fn import_changes(&self, file: &ChangeFile) -> Result<ImportReport> {
         file.validate()?;
         let c = &file.changes;
@@ -481,6 +485,7 @@ impl Store {
             metadata: 0,
             chunks: 0,
             tombstones: 0,
+            conflicts: Vec::new(),
         };
         // Checked before the write transaction, so that a refused or skipped
         // file takes no change sequence number; checked again inside it.
@@ -519,7 +524,15 @@ impl Store {
                 return Ok(());
             }
             let from = format!("the change file of source {}", file.source_id);
-            apply_rows(e, seq, &file.changes, &from, None, &mut report)?;
+            apply_rows(
+                e,
+                seq,
+                &file.changes,
+                &from,
+                &file.source_id,
+                None,
+                &mut report,
+            )?;
             record_source(e, &file.source_id, file.changes.through)?;
             report.change_seq = Some(seq);
             Ok(())
@@ -569,11 +582,13 @@ impl Unpushed {
 /// files made live once every move is in place. `source` names where they
 /// come from in errors. With `unpushed`, rows this store changed and has
 /// not pushed are refused instead of overwritten.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn apply_rows(
     e: &mut Engine,
     seq: Seq,
     c: &Changes,
     source: &str,
+    source_id: &str,
     unpushed: Option<&Unpushed>,
     report: &mut ImportReport,
 ) -> Result<()> {
@@ -804,7 +819,7 @@ pub(crate) fn apply_rows(
             &[text(&tenant), text(&path), text(&path_id)],
             |row| Ok((row.text(0)?, row.int(1)?)),
         )?;
-        if let Some((other, other_seq)) = holder {
+        if let Some((_, other_seq)) = holder {
             match unpushed {
                 // A pull: the holder was pushed, so PostgreSQL has moved
                 // or deleted it after this file took the path, and a
@@ -812,14 +827,12 @@ pub(crate) fn apply_rows(
                 // then.
                 Some(u) if !u.holds(e, other_seq)? => continue,
                 Some(_) => return Err(Unpushed::refuse(&path, "new file at this path")),
+                // A change file: the file that was here first keeps the
+                // path; the incoming one becomes a conflict copy.
                 None => {
-                    return Err(Error::Conflict {
-                        path,
-                        expected: format!(
-                            "no live file in tenant {tenant:?} ({source} brings path id {path_id})"
-                        ),
-                        actual: format!("this store's live file with path id {other}"),
-                    });
+                    report
+                        .conflicts
+                        .push(make_copy(e, seq, &path_id, &tenant, &path, source_id)?);
                 }
             }
         }
@@ -830,6 +843,71 @@ pub(crate) fn apply_rows(
     }
 
     Ok(())
+}
+
+/// Moves the (hidden) file `path_id` to the first free conflict-copy path
+/// of `path` and marks it with [`crate::CONFLICT_KEY`] (the conflict rule,
+/// as PostgreSQL applies it to a push).
+fn make_copy(
+    e: &mut Engine,
+    seq: Seq,
+    path_id: &str,
+    tenant: &str,
+    path: &str,
+    source_id: &str,
+) -> Result<ConflictCopy> {
+    let at = e
+        .query_one(
+            "SELECT updated_at FROM file_paths WHERE path_id = ?1",
+            &[text(path_id)],
+            |r| r.int(0),
+        )?
+        .unwrap_or(0);
+    let info = ConflictInfo {
+        path: path.to_string(),
+        source: source_id.to_string(),
+        at: crate::Timestamp::from_micros(at),
+        reason: ConflictReason::Path,
+    };
+    let mut attempt = 0;
+    let copy = loop {
+        let copy = info.copy_path(attempt);
+        let held = e.query_one(
+            "SELECT 1 FROM file_paths WHERE tenant_id = ?1 AND virtual_path = ?2 AND deleted_at IS NULL",
+            &[text(tenant), text(&copy)],
+            |_| Ok(()),
+        )?;
+        if held.is_none() {
+            break copy;
+        }
+        attempt += 1;
+    };
+    e.execute(
+        "UPDATE file_paths SET virtual_path = ?2 WHERE path_id = ?1",
+        &[text(path_id), text(&copy)],
+    )?;
+    let now = e.now().as_micros();
+    e.execute(
+        "INSERT INTO file_metadata (path_id, key, value, created_at, updated_at, change_seq) \
+         VALUES (?1, ?2, ?3, ?4, ?4, ?5) ON CONFLICT (path_id, key) DO UPDATE SET value = excluded.value, \
+         updated_at = excluded.updated_at, change_seq = excluded.change_seq",
+        &[
+            text(path_id),
+            text(CONFLICT_KEY),
+            text(&crate::canonical_json(&info.to_json())),
+            int(now),
+            int(seq),
+        ],
+    )?;
+    untombstone(e, "file_metadata", path_id, CONFLICT_KEY)?;
+    Ok(ConflictCopy {
+        tenant: tenant.to_string(),
+        path: info.path,
+        copy,
+        path_id: path_id.to_string(),
+        source: info.source,
+        reason: info.reason,
+    })
 }
 
 /// Records that this store has applied `source_id` through `through` (by a

@@ -140,9 +140,10 @@ impl Store {
                 metadata: 0,
                 chunks: 0,
                 tombstones: 0,
+                conflicts: Vec::new(),
             };
             let guard = Unpushed { pushed_through };
-            apply_rows(e, seq, &rows, "PostgreSQL", Some(&guard), &mut report)?;
+            apply_rows(e, seq, &rows, "PostgreSQL", hub_id, Some(&guard), &mut report)?;
             (out.files, out.versions, out.metadata, out.chunks, out.tombstones) = (
                 report.files,
                 report.versions,

@@ -518,7 +518,7 @@ fn removals_propagate_after_an_earlier_import() {
 }
 
 #[test]
-fn own_source_and_colliding_paths_are_refused_and_change_nothing() {
+fn own_source_is_refused_and_colliding_paths_make_conflict_copies() {
     pollster::block_on(async {
         let a = Store::memory().await.unwrap();
         step(&a, 0).await;
@@ -530,6 +530,8 @@ fn own_source_and_colliding_paths_are_refused_and_change_nothing() {
             "{e}"
         );
 
+        // The file brings /q; this store has its own /q: it keeps it, and
+        // the incoming file is kept beside it as a conflict copy.
         let b = Store::memory().await.unwrap();
         b.put(NewFile::new("/z", "local", "/mine", 1))
             .await
@@ -537,27 +539,26 @@ fn own_source_and_colliding_paths_are_refused_and_change_nothing() {
         b.put(NewFile::new("/q", "local", "/mine", 1))
             .await
             .unwrap();
-        let before = rows(&b).await;
-        let seq = head(&b).await;
-        let e = b.import_changes(&file).await.unwrap_err();
-        match &e {
-            Error::Conflict { path, .. } => assert_eq!(path, "/q"),
-            other => panic!("expected a conflict, got {other}"),
-        }
-        assert!(e.to_string().contains("conflict on /q"), "{e}");
-        assert_eq!(rows(&b).await, before, "nothing applied");
-        assert_eq!(head(&b).await, seq);
-        assert!(
-            b.debug_query("SELECT * FROM nexus_sync_state")
-                .await
-                .unwrap()
-                .is_empty()
+        let r = b.import_changes(&file).await.unwrap();
+        assert_eq!(r.conflicts.len(), 1, "{r:?}");
+        let c = &r.conflicts[0];
+        assert_eq!(
+            (c.path.as_str(), c.source.as_str()),
+            ("/q", file.source_id.as_str())
         );
-        // Once the path is free, the same file applies.
-        b.delete("/q").await.unwrap();
-        b.import_changes(&file).await.unwrap();
-        assert_eq!(b.get("/q").await.unwrap().unwrap().physical_path, "/2");
+        assert!(c.copy.starts_with("/q.sync-conflict-"), "{}", c.copy);
+        assert_eq!(b.get("/q").await.unwrap().unwrap().physical_path, "/mine");
+        assert_eq!(b.get(&c.copy).await.unwrap().unwrap().physical_path, "/2");
+        let mark = b
+            .get_metadata(&c.copy, nexus_core::CONFLICT_KEY)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(mark["path"], "/q");
+        assert_eq!(mark["source"], file.source_id.as_str());
         assert_eq!(b.get("/z").await.unwrap().unwrap().physical_path, "/mine");
+        // Applied once: the same file again is skipped.
+        assert!(b.import_changes(&file).await.unwrap().skipped);
     });
 }
 
