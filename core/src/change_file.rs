@@ -16,10 +16,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::changes::{ChunkRow, FileRow, MetadataRow, TombstoneRow, VersionRow};
-use crate::engine::{Engine, Seq, int, opt_int, opt_text, text};
+use crate::engine::{Engine, Seq, cell, int, text};
 use crate::error::{Error, Result};
 use crate::meta::untombstone;
 use crate::store::Store;
+use crate::tables::{
+    CONTENT_CHUNKS, FILE_METADATA, FILE_PATHS, TOMBSTONES, Table, TableRow, VERSION_HISTORY, sqlite,
+};
 use crate::validate::{validate_name, validate_path};
 use crate::{CONFLICT_KEY, Changes, ConflictCopy, ConflictInfo, ConflictReason, MAX_PATH_BYTES};
 
@@ -622,32 +625,15 @@ pub(crate) fn apply_rows(
             }
         }
     }
+    let hidden = int(HIDDEN);
+    let deleted_at = column_index(&FILE_PATHS, "deleted_at");
     for r in &c.files {
-        e.execute(
-            "INSERT INTO file_paths (path_id, tenant_id, virtual_path, backend_id, physical_path, size_bytes, \
-             content_hash, file_type, created_at, updated_at, deleted_at, current_version, change_seq) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
-             ON CONFLICT (path_id) DO UPDATE SET tenant_id = excluded.tenant_id, virtual_path = excluded.virtual_path, \
-             backend_id = excluded.backend_id, physical_path = excluded.physical_path, size_bytes = excluded.size_bytes, \
-             content_hash = excluded.content_hash, file_type = excluded.file_type, created_at = excluded.created_at, \
-             updated_at = excluded.updated_at, deleted_at = excluded.deleted_at, \
-             current_version = excluded.current_version, change_seq = excluded.change_seq",
-            &[
-                text(&r.path_id),
-                text(&r.tenant_id),
-                text(&r.virtual_path),
-                text(&r.backend_id),
-                text(&r.physical_path),
-                int(r.size_bytes),
-                opt_text(r.content_hash.as_deref()),
-                opt_text(r.file_type.as_deref()),
-                int(r.created_at),
-                int(r.updated_at),
-                int(r.deleted_at.unwrap_or(HIDDEN)),
-                int(r.current_version),
-                int(seq),
-            ],
-        )?;
+        // Live files arrive hidden; they are made live at the end.
+        let mut params = row_params(r, seq);
+        if r.deleted_at.is_none() {
+            params[deleted_at] = hidden.clone();
+        }
+        e.execute(sqlite::upsert(&FILE_PATHS), &params)?;
     }
     report.files = c.files.len() as u64;
 
@@ -688,76 +674,18 @@ pub(crate) fn apply_rows(
                 ),
             });
         }
-        e.execute(
-            "INSERT INTO version_history (version_id, path_id, version_number, backend_id, physical_path, \
-             content_hash, size_bytes, mime_type, parent_version_id, source_type, change_reason, created_by, \
-             created_at, change_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
-             ON CONFLICT (version_id) DO UPDATE SET path_id = excluded.path_id, \
-             version_number = excluded.version_number, backend_id = excluded.backend_id, \
-             physical_path = excluded.physical_path, content_hash = excluded.content_hash, \
-             size_bytes = excluded.size_bytes, mime_type = excluded.mime_type, \
-             parent_version_id = excluded.parent_version_id, source_type = excluded.source_type, \
-             change_reason = excluded.change_reason, created_by = excluded.created_by, \
-             created_at = excluded.created_at, change_seq = excluded.change_seq",
-            &[
-                text(&r.version_id),
-                text(&r.path_id),
-                int(r.version_number),
-                text(&r.backend_id),
-                text(&r.physical_path),
-                opt_text(r.content_hash.as_deref()),
-                int(r.size_bytes),
-                opt_text(r.mime_type.as_deref()),
-                opt_text(r.parent_version_id.as_deref()),
-                text(&r.source_type),
-                opt_text(r.change_reason.as_deref()),
-                opt_text(r.created_by.as_deref()),
-                int(r.created_at),
-                int(seq),
-            ],
-        )?;
+        e.execute(sqlite::upsert(&VERSION_HISTORY), &row_params(r, seq))?;
     }
     report.versions = c.versions.len() as u64;
 
     for r in &c.metadata {
-        e.execute(
-            "INSERT INTO file_metadata (path_id, key, value, created_at, updated_at, change_seq) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (path_id, key) DO UPDATE SET \
-             value = excluded.value, created_at = excluded.created_at, updated_at = excluded.updated_at, \
-             change_seq = excluded.change_seq",
-            &[
-                text(&r.path_id),
-                text(&r.key),
-                text(&r.value),
-                int(r.created_at),
-                int(r.updated_at),
-                int(seq),
-            ],
-        )?;
+        e.execute(sqlite::upsert(&FILE_METADATA), &row_params(r, seq))?;
         untombstone(e, "file_metadata", &r.path_id, &r.key)?;
     }
     report.metadata = c.metadata.len() as u64;
 
     for r in &c.chunks {
-        e.execute(
-            "INSERT INTO content_chunks (tenant_id, content_hash, size_bytes, storage_path, ref_count, created_at, \
-             last_accessed_at, protected_until, change_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-             ON CONFLICT (tenant_id, content_hash) DO UPDATE SET size_bytes = excluded.size_bytes, \
-             storage_path = excluded.storage_path, ref_count = excluded.ref_count, created_at = excluded.created_at, \
-             last_accessed_at = excluded.last_accessed_at, protected_until = excluded.protected_until, \
-             change_seq = excluded.change_seq",
-            &[
-                text(&r.tenant_id),
-                text(&r.content_hash),
-                int(r.size_bytes),
-                text(&r.storage_path),
-                int(r.ref_count),
-                int(r.created_at),
-                opt_int(r.last_accessed_at),
-                opt_int(r.protected_until),
-                int(seq),
-            ],
-        )?;
+        e.execute(sqlite::upsert(&CONTENT_CHUNKS), &row_params(r, seq))?;
         untombstone(e, "content_chunks", &r.tenant_id, &r.content_hash)?;
     }
     report.chunks = c.chunks.len() as u64;
@@ -774,18 +702,7 @@ pub(crate) fn apply_rows(
                 &[text(&r.key1), text(&r.key2)],
             )?;
         }
-        e.execute(
-            "INSERT INTO tombstones (table_name, key1, key2, deleted_at, change_seq) VALUES (?1, ?2, ?3, ?4, ?5) \
-             ON CONFLICT (table_name, key1, key2) DO UPDATE SET deleted_at = excluded.deleted_at, \
-             change_seq = excluded.change_seq",
-            &[
-                text(&r.table_name),
-                text(&r.key1),
-                text(&r.key2),
-                int(r.deleted_at),
-                int(seq),
-            ],
-        )?;
+        e.execute(sqlite::upsert(&TOMBSTONES), &row_params(r, seq))?;
     }
     report.tombstones = c.tombstones.len() as u64;
 
@@ -843,6 +760,21 @@ pub(crate) fn apply_rows(
     }
 
     Ok(())
+}
+
+/// A row's cells as parameters, then `seq` as its `change_seq`.
+pub(crate) fn row_params<T: TableRow>(r: &T, seq: Seq) -> Vec<crate::engine::Param> {
+    let mut p: Vec<_> = r.cells().into_iter().map(cell).collect();
+    p.push(int(seq));
+    p
+}
+
+/// Where `name` is among `t`'s columns.
+fn column_index(t: &Table, name: &str) -> usize {
+    t.columns
+        .iter()
+        .position(|c| c.name == name)
+        .expect("a column of the table")
 }
 
 /// Moves the (hidden) file `path_id` to the first free conflict-copy path

@@ -9,10 +9,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{RowRef, int};
+use crate::engine::{Engine, RowCells, int};
 use crate::error::{Error, Result};
 use crate::pool::ReadGuard;
 use crate::store::Store;
+use crate::tables::{TableRow, sqlite};
 
 /// The store a row came from, and that store's change sequence number for
 /// it: kept by PostgreSQL for rows that a sync run or a change file wrote,
@@ -198,81 +199,14 @@ impl Drop for Snapshot<'_> {
     }
 }
 
-fn file_row(r: &RowRef<'_>) -> Result<FileRow> {
-    Ok(FileRow {
-        path_id: r.text(0)?,
-        tenant_id: r.text(1)?,
-        virtual_path: r.text(2)?,
-        backend_id: r.text(3)?,
-        physical_path: r.text(4)?,
-        size_bytes: r.int(5)?,
-        content_hash: r.opt_text(6)?,
-        file_type: r.opt_text(7)?,
-        created_at: r.int(8)?,
-        updated_at: r.int(9)?,
-        deleted_at: r.opt_int(10)?,
-        current_version: r.int(11)?,
-        change_seq: r.int(12)?,
-        origin: None,
-    })
-}
-
-fn metadata_row(r: &RowRef<'_>) -> Result<MetadataRow> {
-    Ok(MetadataRow {
-        path_id: r.text(0)?,
-        key: r.text(1)?,
-        value: r.text(2)?,
-        created_at: r.int(3)?,
-        updated_at: r.int(4)?,
-        change_seq: r.int(5)?,
-        origin: None,
-    })
-}
-
-fn version_row(r: &RowRef<'_>) -> Result<VersionRow> {
-    Ok(VersionRow {
-        version_id: r.text(0)?,
-        path_id: r.text(1)?,
-        version_number: r.int(2)?,
-        backend_id: r.text(3)?,
-        physical_path: r.text(4)?,
-        content_hash: r.opt_text(5)?,
-        size_bytes: r.int(6)?,
-        mime_type: r.opt_text(7)?,
-        parent_version_id: r.opt_text(8)?,
-        source_type: r.text(9)?,
-        change_reason: r.opt_text(10)?,
-        created_by: r.opt_text(11)?,
-        created_at: r.int(12)?,
-        change_seq: r.int(13)?,
-        origin: None,
-    })
-}
-
-fn chunk_row(r: &RowRef<'_>) -> Result<ChunkRow> {
-    Ok(ChunkRow {
-        tenant_id: r.text(0)?,
-        content_hash: r.text(1)?,
-        size_bytes: r.int(2)?,
-        storage_path: r.text(3)?,
-        ref_count: r.int(4)?,
-        created_at: r.int(5)?,
-        last_accessed_at: r.opt_int(6)?,
-        protected_until: r.opt_int(7)?,
-        change_seq: r.int(8)?,
-        origin: None,
-    })
-}
-
-fn tombstone_row(r: &RowRef<'_>) -> Result<TombstoneRow> {
-    Ok(TombstoneRow {
-        table_name: r.text(0)?,
-        key1: r.text(1)?,
-        key2: r.text(2)?,
-        deleted_at: r.int(3)?,
-        change_seq: r.int(4)?,
-        origin: None,
-    })
+/// Every row of `T`'s table with `change_seq` in `(after, through]`, in
+/// change sequence order.
+fn read_changes<T: TableRow>(e: &mut Engine, after: i64, through: i64) -> Result<Vec<T>> {
+    e.query(
+        sqlite::select_changes(T::TABLE),
+        &[int(after), int(through)],
+        |r| T::read(&mut RowCells::new(r)),
+    )
 }
 
 impl Snapshot<'_> {
@@ -326,44 +260,15 @@ impl Snapshot<'_> {
                 format!("must lie within (0, {}]", self.change_seq),
             ));
         }
-        let p = [int(after), int(through)];
         let e = &mut self.engine;
         Ok(Changes {
             after,
             through,
-            files: e.query(
-                "SELECT path_id, tenant_id, virtual_path, backend_id, physical_path, size_bytes, content_hash, \
-                 file_type, created_at, updated_at, deleted_at, current_version, change_seq FROM file_paths \
-                 WHERE change_seq > ?1 AND change_seq <= ?2 ORDER BY change_seq",
-                &p,
-                |r| file_row(&r),
-            )?,
-            versions: e.query(
-                "SELECT version_id, path_id, version_number, backend_id, physical_path, content_hash, size_bytes, \
-                 mime_type, parent_version_id, source_type, change_reason, created_by, created_at, change_seq \
-                 FROM version_history WHERE change_seq > ?1 AND change_seq <= ?2 ORDER BY change_seq",
-                &p,
-                |r| version_row(&r),
-            )?,
-            metadata: e.query(
-                "SELECT path_id, key, value, created_at, updated_at, change_seq FROM file_metadata \
-                 WHERE change_seq > ?1 AND change_seq <= ?2 ORDER BY change_seq",
-                &p,
-                |r| metadata_row(&r),
-            )?,
-            chunks: e.query(
-                "SELECT tenant_id, content_hash, size_bytes, storage_path, ref_count, created_at, last_accessed_at, \
-                 protected_until, change_seq FROM content_chunks WHERE change_seq > ?1 AND change_seq <= ?2 \
-                 ORDER BY change_seq",
-                &p,
-                |r| chunk_row(&r),
-            )?,
-            tombstones: e.query(
-                "SELECT table_name, key1, key2, deleted_at, change_seq FROM tombstones \
-                 WHERE change_seq > ?1 AND change_seq <= ?2 ORDER BY change_seq",
-                &p,
-                |r| tombstone_row(&r),
-            )?,
+            files: read_changes(e, after, through)?,
+            versions: read_changes(e, after, through)?,
+            metadata: read_changes(e, after, through)?,
+            chunks: read_changes(e, after, through)?,
+            tombstones: read_changes(e, after, through)?,
         })
     }
 

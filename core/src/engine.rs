@@ -99,6 +99,54 @@ pub(crate) fn opt_int(i: Option<i64>) -> Value {
 }
 pub(crate) type Param = Value;
 
+/// A cell of a table row as a parameter.
+pub(crate) fn cell(c: crate::tables::Cell<'_>) -> Value {
+    match c {
+        crate::tables::Cell::Null => Value::Null,
+        crate::tables::Cell::Int(i) => int(i),
+        crate::tables::Cell::Text(t) => text(t),
+    }
+}
+
+/// A row read cell after cell (for [`crate::tables::TableRow::read`]).
+pub(crate) struct RowCells<'a> {
+    row: RowRef<'a>,
+    next: usize,
+}
+
+impl<'a> RowCells<'a> {
+    pub(crate) fn new(row: RowRef<'a>) -> Self {
+        RowCells { row, next: 0 }
+    }
+
+    fn at(&mut self) -> usize {
+        self.next += 1;
+        self.next - 1
+    }
+}
+
+impl crate::tables::Cells for RowCells<'_> {
+    fn text(&mut self) -> Result<String> {
+        let i = self.at();
+        self.row.text(i)
+    }
+    fn opt_text(&mut self) -> Result<Option<String>> {
+        let i = self.at();
+        self.row.opt_text(i)
+    }
+    fn int(&mut self) -> Result<i64> {
+        let i = self.at();
+        self.row.int(i)
+    }
+    fn opt_int(&mut self) -> Result<Option<i64>> {
+        let i = self.at();
+        self.row.opt_int(i)
+    }
+    fn json(&mut self) -> Result<String> {
+        self.text()
+    }
+}
+
 /// Typed access to a result row.
 pub(crate) struct RowRef<'a>(&'a Row);
 

@@ -46,6 +46,7 @@ mod pool;
 mod pull;
 mod stats;
 mod store;
+pub mod tables;
 mod validate;
 mod versions;
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]

@@ -13,11 +13,12 @@
 
 use serde::Serialize;
 
-use crate::change_file::{ImportReport, Unpushed, apply_rows};
+use crate::change_file::{ImportReport, Unpushed, apply_rows, row_params};
 use crate::engine::{Engine, int, text};
 use crate::error::{Error, Result};
 use crate::pool::Exclusive;
 use crate::store::Store;
+use crate::tables::{TableRow, sqlite};
 use crate::{Changes, Origin};
 
 /// What [`Store::apply_pull`] did with one page.
@@ -275,91 +276,13 @@ impl BulkPull<'_> {
     /// Inserts a chunk of the snapshot's rows (any tables, any order of
     /// chunks: each key appears once in a snapshot).
     pub fn load(&mut self, c: &Changes) -> Result<()> {
-        use crate::engine::{opt_int, opt_text};
-        let seq = int(self.seq);
+        let seq = self.seq;
         let e = &mut self.all.as_mut().expect("open until finished").writer;
-        FILES.run(
-            e,
-            c.files.iter().map(|r| {
-                vec![
-                    text(&r.path_id),
-                    text(&r.tenant_id),
-                    text(&r.virtual_path),
-                    text(&r.backend_id),
-                    text(&r.physical_path),
-                    int(r.size_bytes),
-                    opt_text(r.content_hash.as_deref()),
-                    opt_text(r.file_type.as_deref()),
-                    int(r.created_at),
-                    int(r.updated_at),
-                    opt_int(r.deleted_at),
-                    int(r.current_version),
-                    seq.clone(),
-                ]
-            }),
-        )?;
-        VERSIONS.run(
-            e,
-            c.versions.iter().map(|r| {
-                vec![
-                    text(&r.version_id),
-                    text(&r.path_id),
-                    int(r.version_number),
-                    text(&r.backend_id),
-                    text(&r.physical_path),
-                    opt_text(r.content_hash.as_deref()),
-                    int(r.size_bytes),
-                    opt_text(r.mime_type.as_deref()),
-                    opt_text(r.parent_version_id.as_deref()),
-                    text(&r.source_type),
-                    opt_text(r.change_reason.as_deref()),
-                    opt_text(r.created_by.as_deref()),
-                    int(r.created_at),
-                    seq.clone(),
-                ]
-            }),
-        )?;
-        METADATA.run(
-            e,
-            c.metadata.iter().map(|r| {
-                vec![
-                    text(&r.path_id),
-                    text(&r.key),
-                    text(&r.value),
-                    int(r.created_at),
-                    int(r.updated_at),
-                    seq.clone(),
-                ]
-            }),
-        )?;
-        CHUNKS.run(
-            e,
-            c.chunks.iter().map(|r| {
-                vec![
-                    text(&r.tenant_id),
-                    text(&r.content_hash),
-                    int(r.size_bytes),
-                    text(&r.storage_path),
-                    int(r.ref_count),
-                    int(r.created_at),
-                    opt_int(r.last_accessed_at),
-                    opt_int(r.protected_until),
-                    seq.clone(),
-                ]
-            }),
-        )?;
-        TOMBSTONES.run(
-            e,
-            c.tombstones.iter().map(|r| {
-                vec![
-                    text(&r.table_name),
-                    text(&r.key1),
-                    text(&r.key2),
-                    int(r.deleted_at),
-                    seq.clone(),
-                ]
-            }),
-        )?;
+        insert_all(e, seq, &c.files)?;
+        insert_all(e, seq, &c.versions)?;
+        insert_all(e, seq, &c.metadata)?;
+        insert_all(e, seq, &c.chunks)?;
+        insert_all(e, seq, &c.tombstones)?;
         self.rows += c.len() as u64;
         Ok(())
     }
@@ -410,80 +333,16 @@ impl BulkPull<'_> {
 /// than per row).
 const ROWS_PER_INSERT: usize = 64;
 
-/// A plain insert into one table, as one statement of [`ROWS_PER_INSERT`]
-/// rows and one of a single row (for the rest).
-struct Insert {
-    head: &'static str,
-    columns: usize,
-    many: std::sync::OnceLock<&'static str>,
-    one: std::sync::OnceLock<&'static str>,
+/// Plain inserts of `rows`, [`ROWS_PER_INSERT`] per statement (the rest one
+/// by one), stamped `seq`.
+fn insert_all<T: TableRow>(e: &mut Engine, seq: i64, rows: &[T]) -> Result<()> {
+    let mut chunks = rows.chunks_exact(ROWS_PER_INSERT);
+    for chunk in &mut chunks {
+        let params: Vec<_> = chunk.iter().flat_map(|r| row_params(r, seq)).collect();
+        e.execute(sqlite::insert(T::TABLE, ROWS_PER_INSERT), &params)?;
+    }
+    for r in chunks.remainder() {
+        e.execute(sqlite::insert(T::TABLE, 1), &row_params(r, seq))?;
+    }
+    Ok(())
 }
-
-impl Insert {
-    const fn new(head: &'static str, columns: usize) -> Insert {
-        Insert {
-            head,
-            columns,
-            many: std::sync::OnceLock::new(),
-            one: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// The statement for `rows` rows (built once; the engine caches
-    /// statements by their `'static` text).
-    fn sql(&self, rows: usize) -> &'static str {
-        let cell = if rows == 1 { &self.one } else { &self.many };
-        cell.get_or_init(|| {
-            let tuple = format!("({})", vec!["?"; self.columns].join(", "));
-            let sql = format!("{}{}", self.head, vec![tuple; rows].join(", "));
-            Box::leak(sql.into_boxed_str())
-        })
-    }
-
-    fn run(
-        &self,
-        e: &mut Engine,
-        rows: impl Iterator<Item = Vec<crate::engine::Param>>,
-    ) -> Result<()> {
-        let mut params = Vec::with_capacity(self.columns * ROWS_PER_INSERT);
-        let mut n = 0;
-        for row in rows {
-            params.extend(row);
-            n += 1;
-            if n == ROWS_PER_INSERT {
-                e.execute(self.sql(ROWS_PER_INSERT), &params)?;
-                params.clear();
-                n = 0;
-            }
-        }
-        for row in params.chunks(self.columns) {
-            e.execute(self.sql(1), row)?;
-        }
-        Ok(())
-    }
-}
-
-static FILES: Insert = Insert::new(
-    "INSERT INTO file_paths (path_id, tenant_id, virtual_path, backend_id, physical_path, size_bytes, \
-     content_hash, file_type, created_at, updated_at, deleted_at, current_version, change_seq) VALUES ",
-    13,
-);
-static VERSIONS: Insert = Insert::new(
-    "INSERT INTO version_history (version_id, path_id, version_number, backend_id, physical_path, \
-     content_hash, size_bytes, mime_type, parent_version_id, source_type, change_reason, created_by, \
-     created_at, change_seq) VALUES ",
-    14,
-);
-static METADATA: Insert = Insert::new(
-    "INSERT INTO file_metadata (path_id, key, value, created_at, updated_at, change_seq) VALUES ",
-    6,
-);
-static CHUNKS: Insert = Insert::new(
-    "INSERT INTO content_chunks (tenant_id, content_hash, size_bytes, storage_path, ref_count, created_at, \
-     last_accessed_at, protected_until, change_seq) VALUES ",
-    9,
-);
-static TOMBSTONES: Insert = Insert::new(
-    "INSERT INTO tombstones (table_name, key1, key2, deleted_at, change_seq) VALUES ",
-    5,
-);

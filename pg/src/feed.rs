@@ -15,6 +15,7 @@
 //! `xmax`, so it lands in a later page. ARCHITECTURE.md has the argument in
 //! full.
 
+use nexus_core::tables::{Cells, Column, Kind, TableRow};
 use nexus_core::{
     Changes, ChunkRow, FileRow, MetadataRow, Origin, Result, TombstoneRow, VersionRow,
     canonical_json,
@@ -45,54 +46,75 @@ fn micros(column: &str) -> String {
     MICROS.replace("{c}", column)
 }
 
-fn files_sql(range: bool) -> String {
+/// A table's column as the feed reads it: ids as text, times as
+/// microseconds, 32-bit integers widened, the rest as they are.
+fn feed_column(c: &Column) -> String {
+    match c.kind {
+        Kind::Uuid => format!("{}::text", c.name),
+        Kind::Time => micros(c.name),
+        Kind::Int4 => format!("{}::int8", c.name),
+        Kind::Text | Kind::Int | Kind::Json => c.name.to_string(),
+    }
+}
+
+/// The query of `T`'s table: its columns, `change_seq` and the origin, over
+/// the feed's range (`range`) or the whole table (a snapshot), in key order
+/// within a stamp.
+fn select_sql<T: TableRow>(range: bool) -> String {
+    let t = T::TABLE;
     format!(
-        "SELECT path_id::text, tenant_id, virtual_path, backend_id, physical_path, size_bytes, content_hash, \
-         file_type, {}, {}, {}, current_version::int8, change_seq, origin_id, origin_seq FROM file_paths \
-         {}",
-        micros("created_at"),
-        micros("updated_at"),
-        micros("deleted_at"),
-        order(range, "path_id")
+        "SELECT {}, change_seq, origin_id, origin_seq FROM {}{}",
+        t.select_list(feed_column),
+        t.name,
+        order(range, &t.key.join(", "))
     )
 }
 
-fn metadata_sql(range: bool) -> String {
-    format!(
-        "SELECT path_id::text, key, value, {}, {}, change_seq, origin_id, origin_seq FROM file_metadata{}",
-        micros("created_at"),
-        micros("updated_at"),
-        order(range, "path_id, key")
-    )
+/// A row of the feed's query, read cell after cell.
+struct PgCells<'a> {
+    row: &'a Row,
+    next: usize,
 }
 
-fn versions_sql(range: bool) -> String {
-    format!(
-        "SELECT version_id::text, path_id::text, version_number::int8, backend_id, physical_path, content_hash, \
-         size_bytes, mime_type, parent_version_id::text, source_type, change_reason, created_by, {}, change_seq, \
-         origin_id, origin_seq FROM version_history{}",
-        micros("created_at"),
-        order(range, "version_id")
-    )
+impl PgCells<'_> {
+    fn get<'b, V: tokio_postgres::types::FromSql<'b>>(&'b mut self) -> Result<V> {
+        let i = self.next;
+        self.next += 1;
+        self.row.try_get(i).map_err(|e| nexus_core::Error::Corrupt {
+            table: "change feed",
+            detail: format!("column {i}: {e}"),
+        })
+    }
 }
 
-fn chunks_sql(range: bool) -> String {
-    format!(
-        "SELECT tenant_id, content_hash, size_bytes, storage_path, ref_count, {}, {}, {}, change_seq, \
-         origin_id, origin_seq FROM content_chunks{}",
-        micros("created_at"),
-        micros("last_accessed_at"),
-        micros("protected_until"),
-        order(range, "tenant_id, content_hash")
-    )
+impl Cells for PgCells<'_> {
+    fn text(&mut self) -> Result<String> {
+        self.get()
+    }
+    fn opt_text(&mut self) -> Result<Option<String>> {
+        self.get()
+    }
+    fn int(&mut self) -> Result<i64> {
+        self.get()
+    }
+    fn opt_int(&mut self) -> Result<Option<i64>> {
+        self.get()
+    }
+    fn json(&mut self) -> Result<String> {
+        Ok(canonical_json(&self.get::<Value>()?))
+    }
 }
 
-fn tombstones_sql(range: bool) -> String {
-    format!(
-        "SELECT table_name, key1, key2, {}, change_seq, origin_id, origin_seq FROM tombstones{}",
-        micros("deleted_at"),
-        order(range, "table_name, key1, key2")
-    )
+/// The rows of `T`'s query, each with its origin.
+fn read_rows<T: TableRow>(rows: &[Row]) -> Result<Vec<T>> {
+    rows.iter()
+        .map(|r| {
+            let mut cells = PgCells { row: r, next: 0 };
+            let mut row = T::read(&mut cells)?;
+            row.set_origin(origin(r, cells.next));
+            Ok(row)
+        })
+        .collect()
 }
 
 /// The tail of a table's query: the feed's range `(after, through]` in
@@ -208,104 +230,27 @@ async fn read_in(
     let range: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&after, &through];
     let q =
         async |sql: String, what: &'static str| db.query(&sql, &range).await.map_err(pg_err(what));
-    let files = q(files_sql(true), "reading changed files").await?;
-    let metadata = q(metadata_sql(true), "reading changed metadata").await?;
-    let versions = q(versions_sql(true), "reading changed versions").await?;
-    let chunks = q(chunks_sql(true), "reading changed chunks").await?;
-    let tombstones = q(tombstones_sql(true), "reading removals").await?;
+    let files = q(select_sql::<FileRow>(true), "reading changed files").await?;
+    let metadata = q(select_sql::<MetadataRow>(true), "reading changed metadata").await?;
+    let versions = q(select_sql::<VersionRow>(true), "reading changed versions").await?;
+    let chunks = q(select_sql::<ChunkRow>(true), "reading changed chunks").await?;
+    let tombstones = q(select_sql::<TombstoneRow>(true), "reading removals").await?;
     Ok(FeedPage {
         changes: Changes {
             after,
             through,
-            files: files.iter().map(file_row).collect(),
-            metadata: metadata.iter().map(metadata_row).collect(),
-            versions: versions.iter().map(version_row).collect(),
-            chunks: chunks.iter().map(chunk_row).collect(),
-            tombstones: tombstones.iter().map(tombstone_row).collect(),
+            files: read_rows(&files)?,
+            metadata: read_rows(&metadata)?,
+            versions: read_rows(&versions)?,
+            chunks: read_rows(&chunks)?,
+            tombstones: read_rows(&tombstones)?,
         },
         caught_up: through == safe,
     })
 }
 
-fn file_row(r: &Row) -> FileRow {
-    FileRow {
-        path_id: r.get(0),
-        tenant_id: r.get(1),
-        virtual_path: r.get(2),
-        backend_id: r.get(3),
-        physical_path: r.get(4),
-        size_bytes: r.get(5),
-        content_hash: r.get(6),
-        file_type: r.get(7),
-        created_at: r.get(8),
-        updated_at: r.get(9),
-        deleted_at: r.get(10),
-        current_version: r.get(11),
-        change_seq: r.get(12),
-        origin: origin(r, 13),
-    }
-}
-
-fn metadata_row(r: &Row) -> MetadataRow {
-    MetadataRow {
-        path_id: r.get(0),
-        key: r.get(1),
-        value: canonical_json(&r.get::<_, Value>(2)),
-        created_at: r.get(3),
-        updated_at: r.get(4),
-        change_seq: r.get(5),
-        origin: origin(r, 6),
-    }
-}
-
-fn version_row(r: &Row) -> VersionRow {
-    VersionRow {
-        version_id: r.get(0),
-        path_id: r.get(1),
-        version_number: r.get(2),
-        backend_id: r.get(3),
-        physical_path: r.get(4),
-        content_hash: r.get(5),
-        size_bytes: r.get(6),
-        mime_type: r.get(7),
-        parent_version_id: r.get(8),
-        source_type: r.get(9),
-        change_reason: r.get(10),
-        created_by: r.get(11),
-        created_at: r.get(12),
-        change_seq: r.get(13),
-        origin: origin(r, 14),
-    }
-}
-
-fn chunk_row(r: &Row) -> ChunkRow {
-    ChunkRow {
-        tenant_id: r.get(0),
-        content_hash: r.get(1),
-        size_bytes: r.get(2),
-        storage_path: r.get(3),
-        ref_count: r.get(4),
-        created_at: r.get(5),
-        last_accessed_at: r.get(6),
-        protected_until: r.get(7),
-        change_seq: r.get(8),
-        origin: origin(r, 9),
-    }
-}
-
-fn tombstone_row(r: &Row) -> TombstoneRow {
-    TombstoneRow {
-        table_name: r.get(0),
-        key1: r.get(1),
-        key2: r.get(2),
-        deleted_at: r.get(3),
-        change_seq: r.get(4),
-        origin: origin(r, 5),
-    }
-}
-
 /// Puts rows of one table into a chunk.
-type Fill = fn(&[Row], &mut Changes);
+type Fill = fn(&[Row], &mut Changes) -> Result<()>;
 
 /// Reads every row of the database from one snapshot, for a first pull
 /// into an empty store: hands `sink` chunks of about `max_rows` rows (one
@@ -330,20 +275,25 @@ pub async fn read_snapshot(
         .get(0);
     let chunk = i32::try_from(max_rows.max(1)).unwrap_or(i32::MAX);
     let tables: [(String, Fill); 5] = [
-        (files_sql(false), |rows, c| {
-            c.files = rows.iter().map(file_row).collect()
+        (select_sql::<FileRow>(false), |rows, c| {
+            c.files = read_rows(rows)?;
+            Ok(())
         }),
-        (versions_sql(false), |rows, c| {
-            c.versions = rows.iter().map(version_row).collect()
+        (select_sql::<VersionRow>(false), |rows, c| {
+            c.versions = read_rows(rows)?;
+            Ok(())
         }),
-        (metadata_sql(false), |rows, c| {
-            c.metadata = rows.iter().map(metadata_row).collect()
+        (select_sql::<MetadataRow>(false), |rows, c| {
+            c.metadata = read_rows(rows)?;
+            Ok(())
         }),
-        (chunks_sql(false), |rows, c| {
-            c.chunks = rows.iter().map(chunk_row).collect()
+        (select_sql::<ChunkRow>(false), |rows, c| {
+            c.chunks = read_rows(rows)?;
+            Ok(())
         }),
-        (tombstones_sql(false), |rows, c| {
-            c.tombstones = rows.iter().map(tombstone_row).collect()
+        (select_sql::<TombstoneRow>(false), |rows, c| {
+            c.tombstones = read_rows(rows)?;
+            Ok(())
         }),
     ];
     for (sql, fill) in tables {
@@ -364,7 +314,7 @@ pub async fn read_snapshot(
                 through: safe,
                 ..Changes::default()
             };
-            fill(&rows, &mut c);
+            fill(&rows, &mut c)?;
             sink(c)?;
         }
     }

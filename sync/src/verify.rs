@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use futures_util::{TryStreamExt, pin_mut};
+use nexus_core::tables::{Cell, Column, Kind, TABLES, Table, TableRow};
 use nexus_core::{CHANGE_TABLES, Changes, canonical_json};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -126,93 +127,53 @@ fn seq(change_seq: i64, pulled: &HashSet<i64>) -> String {
 const PULLED: &str = "pulled";
 
 fn add_source(acc: &mut [Acc; 5], c: &Changes, pulled: &HashSet<i64>) {
-    for r in &c.files {
-        acc[0].add(&[
-            Some(&r.path_id),
-            Some(&r.tenant_id),
-            Some(&r.virtual_path),
-            Some(&r.backend_id),
-            Some(&r.physical_path),
-            Some(&s(r.size_bytes)),
-            r.content_hash.as_deref(),
-            r.file_type.as_deref(),
-            Some(&s(r.created_at)),
-            Some(&s(r.updated_at)),
-            r.deleted_at.map(s).as_deref(),
-            Some(&s(r.current_version)),
-            Some(&seq(r.change_seq, pulled)),
-        ]);
-    }
-    for r in &c.versions {
-        acc[1].add(&[
-            Some(&r.version_id),
-            Some(&r.path_id),
-            Some(&s(r.version_number)),
-            Some(&r.backend_id),
-            Some(&r.physical_path),
-            r.content_hash.as_deref(),
-            Some(&s(r.size_bytes)),
-            r.mime_type.as_deref(),
-            r.parent_version_id.as_deref(),
-            Some(&r.source_type),
-            r.change_reason.as_deref(),
-            r.created_by.as_deref(),
-            Some(&s(r.created_at)),
-            Some(&seq(r.change_seq, pulled)),
-        ]);
-    }
-    for r in &c.metadata {
-        acc[2].add(&[
-            Some(&r.path_id),
-            Some(&r.key),
-            Some(&canon(&r.value)),
-            Some(&s(r.created_at)),
-            Some(&s(r.updated_at)),
-            Some(&seq(r.change_seq, pulled)),
-        ]);
-    }
-    for r in &c.chunks {
-        acc[3].add(&[
-            Some(&r.tenant_id),
-            Some(&r.content_hash),
-            Some(&s(r.size_bytes)),
-            Some(&r.storage_path),
-            Some(&s(r.ref_count)),
-            Some(&s(r.created_at)),
-            r.last_accessed_at.map(s).as_deref(),
-            r.protected_until.map(s).as_deref(),
-            Some(&seq(r.change_seq, pulled)),
-        ]);
-    }
-    for r in &c.tombstones {
-        acc[4].add(&[
-            Some(&r.table_name),
-            Some(&r.key1),
-            Some(&r.key2),
-            Some(&s(r.deleted_at)),
-            Some(&seq(r.change_seq, pulled)),
-        ]);
+    add_rows(&mut acc[0], &c.files, pulled);
+    add_rows(&mut acc[1], &c.versions, pulled);
+    add_rows(&mut acc[2], &c.metadata, pulled);
+    add_rows(&mut acc[3], &c.chunks, pulled);
+    add_rows(&mut acc[4], &c.tombstones, pulled);
+}
+
+/// Each row's cells as text in column order (JSON canonical, NULL as
+/// none), then its change sequence as [`seq`] has it.
+fn add_rows<T: TableRow>(acc: &mut Acc, rows: &[T], pulled: &HashSet<i64>) {
+    let columns = T::TABLE.columns;
+    for r in rows {
+        let mut fields: Vec<Option<String>> = r
+            .cells()
+            .iter()
+            .zip(columns)
+            .map(|(cell, column)| match cell {
+                Cell::Null => None,
+                Cell::Int(i) => Some(i.to_string()),
+                Cell::Text(t) if column.kind == Kind::Json => Some(canon(t)),
+                Cell::Text(t) => Some(t.to_string()),
+            })
+            .collect();
+        fields.push(Some(seq(r.change_seq(), pulled)));
+        let refs: Vec<Option<&str>> = fields.iter().map(|f| f.as_deref()).collect();
+        acc.add(&refs);
     }
 }
 
-/// Every column as text, timestamps as integer microseconds, in the same order as `add_source`;
-/// `{seq}` stands for [`TARGET_SEQ`].
-const TARGET_QUERIES: [&str; 5] = [
-    "SELECT path_id::text, tenant_id, virtual_path, backend_id, physical_path, size_bytes::text, content_hash, \
-     file_type, (extract(epoch FROM created_at) * 1000000)::int8::text, \
-     (extract(epoch FROM updated_at) * 1000000)::int8::text, (extract(epoch FROM deleted_at) * 1000000)::int8::text, \
-     current_version::text, {seq} FROM file_paths",
-    "SELECT version_id::text, path_id::text, version_number::text, backend_id, physical_path, content_hash, \
-     size_bytes::text, mime_type, parent_version_id::text, source_type, change_reason, created_by, \
-     (extract(epoch FROM created_at) * 1000000)::int8::text, {seq} FROM version_history",
-    "SELECT path_id::text, key, value::text, (extract(epoch FROM created_at) * 1000000)::int8::text, \
-     (extract(epoch FROM updated_at) * 1000000)::int8::text, {seq} FROM file_metadata",
-    "SELECT tenant_id, content_hash, size_bytes::text, storage_path, ref_count::text, \
-     (extract(epoch FROM created_at) * 1000000)::int8::text, (extract(epoch FROM last_accessed_at) * 1000000)::int8::text, \
-     (extract(epoch FROM protected_until) * 1000000)::int8::text, {seq} FROM content_chunks",
-    "SELECT table_name, key1, key2, (extract(epoch FROM deleted_at) * 1000000)::int8::text, {seq} \
-     FROM tombstones",
-];
+/// A column as text in PostgreSQL, as [`add_rows`] encodes it.
+fn target_column(c: &Column) -> String {
+    match c.kind {
+        Kind::Uuid | Kind::Int | Kind::Int4 | Kind::Json => format!("{}::text", c.name),
+        Kind::Time => format!("(extract(epoch FROM {}) * 1000000)::int8::text", c.name),
+        Kind::Text => c.name.to_string(),
+    }
+}
+
+/// The query of every row of `t` in PostgreSQL, as [`add_rows`] encodes
+/// them (with [`TARGET_SEQ`] last).
+fn target_query(t: &Table) -> String {
+    format!(
+        "SELECT {}, {TARGET_SEQ} FROM {}",
+        t.select_list(target_column),
+        t.name
+    )
+}
 
 /// The source's change sequence of a row it pushed (PostgreSQL keeps it in
 /// `origin_seq`; rows synced before schema version 3 have no `origin_id`),
@@ -239,9 +200,16 @@ impl Replicator {
             (head, snap.source_id().to_string())
         };
         let mut tables = Vec::new();
-        for (i, sql) in TARGET_QUERIES.iter().enumerate() {
+        for (i, table) in TABLES.iter().enumerate() {
             let mut acc = Acc::default();
-            let sql = sql.replace("{seq}", TARGET_SEQ);
+            let sql = target_query(table);
+            let json: Vec<usize> = table
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.kind == Kind::Json)
+                .map(|(i, _)| i)
+                .collect();
             let stream = client
                 .query_raw(&sql, [&source_id as &(dyn ToSql + Sync)])
                 .await
@@ -253,8 +221,8 @@ impl Replicator {
                 .map_err(Error::pg("reading the target for verify"))?
             {
                 let mut fields: Vec<Option<String>> = (0..row.len()).map(|c| row.get(c)).collect();
-                if i == 2 {
-                    fields[2] = fields[2].as_deref().map(canon);
+                for &j in &json {
+                    fields[j] = fields[j].as_deref().map(canon);
                 }
                 let refs: Vec<Option<&str>> = fields.iter().map(|f| f.as_deref()).collect();
                 acc.add(&refs);
