@@ -80,15 +80,16 @@ pub enum Error {
         /// What is wrong, naming the field or row.
         reason: String,
     },
-    /// A change file starts after a point this store has not reached for
-    /// its source: the files in between are missing. Nothing was written.
+    /// A change file starts after a point its target (this store, or
+    /// PostgreSQL) has not reached for its source: the files in between are
+    /// missing. Nothing was written.
     #[error(
-        "change file of source {source_id} covers changes ({after}, {through}], but this store has applied that source only through change {applied}: apply the files in between first (or export again with --since {applied})"
+        "change file of source {source_id} covers changes ({after}, {through}], but the target has applied that source only through change {applied}: apply the files in between first (or export again with --since {applied})"
     )]
     ChangeFileGap {
         /// The source store.
         source_id: String,
-        /// Where this store is for that source.
+        /// Where the target is for that source.
         applied: i64,
         /// The file's exclusive lower bound.
         after: i64,

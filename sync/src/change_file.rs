@@ -21,7 +21,7 @@ use nexus_postgres::{PgUrl, migrate};
 /// source's watermark to `through`. A file the target already has
 /// (`through` at or before the watermark) changes nothing
 /// ([`SyncMode::UpToDate`]); one that starts after the watermark is refused
-/// ([`Error::ChangeFileGap`]). Change files and sync runs of one source can
+/// ([`nexus_core::Error::ChangeFileGap`], the same error as the embedded import's). Change files and sync runs of one source can
 /// be mixed. Retryable failures are retried as [`crate::Replicator::sync`] does.
 pub async fn apply_change_file(
     target: &PgUrl,
@@ -60,30 +60,39 @@ async fn apply_once(
         return Ok(report);
     }
     if c.after > at {
-        return Err(Error::ChangeFileGap {
+        return Err(Error::Store(nexus_core::Error::ChangeFileGap {
             source_id: file.source_id.clone(),
-            watermark: at,
+            applied: at,
             after: c.after,
             through: c.through,
-        });
+        }));
     }
     report.mode = SyncMode::Incremental;
     let mut live_ids: Vec<Uuid> = Vec::new();
+    // The conflict rule, as for a push of a store that never pulled: its
+    // base is the empty database.
+    let mut batch = batch.clone();
+    let copies = crate::resolve::resolve(&tx, &file.source_id, 0, &mut batch).await?;
     upsert_batch(
         &tx,
         &file.source_id,
-        batch,
+        &batch,
         &mut report.tables,
         &mut live_ids,
     )
     .await?;
-    report.conflicts = make_live(&tx, &file.source_id, &live_ids).await?;
+    report
+        .conflicts
+        .extend(crate::resolve::finish(&tx, copies).await?);
+    report
+        .conflicts
+        .extend(make_live(&tx, &file.source_id, &live_ids).await?);
     record_watermark(&tx, &file.source_id, c.through, "change_file").await?;
     tx.commit()
         .await
         .map_err(Error::pg("committing the change file"))?;
     if let Some(p) = &options.progress {
-        let rows = batch_len(batch);
+        let rows = batch_len(&batch);
         p(rows, rows);
     }
     report.seconds = started.elapsed().as_secs_f64();

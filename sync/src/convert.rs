@@ -32,6 +32,7 @@ fn shorten(s: &str) -> String {
     format!("{}...", &s[..end])
 }
 
+#[derive(Clone)]
 pub(crate) struct PgFile {
     pub path_id: Uuid,
     pub row: FileRow,
@@ -58,6 +59,7 @@ pub(crate) fn file(row: FileRow) -> Result<PgFile, String> {
     })
 }
 
+#[derive(Clone)]
 pub(crate) struct PgVersion {
     pub version_id: Uuid,
     pub path_id: Uuid,
@@ -88,6 +90,7 @@ pub(crate) fn version(row: VersionRow) -> Result<PgVersion, String> {
     })
 }
 
+#[derive(Clone)]
 pub(crate) struct PgMetadata {
     pub path_id: Uuid,
     pub value: Value,
@@ -112,6 +115,7 @@ pub(crate) fn metadata(row: MetadataRow) -> Result<PgMetadata, String> {
     })
 }
 
+#[derive(Clone)]
 pub(crate) struct PgChunk {
     pub created_at: SystemTime,
     pub last_accessed_at: Option<SystemTime>,
@@ -134,6 +138,7 @@ pub(crate) fn chunk(row: ChunkRow) -> Result<PgChunk, String> {
     })
 }
 
+#[derive(Clone)]
 pub(crate) struct PgTombstone {
     pub deleted_at: SystemTime,
     /// For `file_metadata` tombstones, key1 as a path id.
@@ -161,7 +166,7 @@ pub(crate) fn tombstone(row: TombstoneRow) -> Result<PgTombstone, String> {
 }
 
 /// One window of source changes, converted.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct Batch {
     pub files: Vec<PgFile>,
     pub versions: Vec<PgVersion>,

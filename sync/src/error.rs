@@ -34,21 +34,6 @@ pub enum Error {
         /// The store's change sequence.
         source_seq: i64,
     },
-    /// A change file starts after the point the target has applied its
-    /// source through: the files in between are missing.
-    #[error(
-        "change file of source {source_id} covers changes ({after}, {through}], but the target has applied that source only through change {watermark}: apply the files in between first (or export again with --since {watermark})"
-    )]
-    ChangeFileGap {
-        /// The source store.
-        source_id: String,
-        /// The target's watermark for it.
-        watermark: i64,
-        /// The file's exclusive lower bound.
-        after: i64,
-        /// The file's inclusive upper bound.
-        through: i64,
-    },
 }
 
 impl Error {

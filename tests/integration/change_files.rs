@@ -612,7 +612,7 @@ async fn change_files_into_postgres_equal_the_source() {
         .await
         .unwrap_err();
     assert!(
-        matches!(e, nexus_sync::Error::ChangeFileGap { watermark, .. } if watermark == full.changes.through),
+        matches!(e, nexus_sync::Error::Store(Error::ChangeFileGap { applied, .. }) if applied == full.changes.through),
         "{e}"
     );
     for f in &pending {
@@ -703,4 +703,64 @@ async fn sync_then_change_file_and_collisions_in_postgres() {
         .unwrap()
         .get(0);
     assert_eq!(w, head(&a).await, "the rest applied");
+}
+
+/// A change file whose file changed in PostgreSQL meanwhile (both made a
+/// new version of it) follows the conflict rule as a push does: the
+/// database keeps its version, the file's version is kept in a conflict
+/// copy (no raw unique violation), and the rest applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_file_against_a_changed_file_makes_a_copy() {
+    let db = pg::database("change_files_both_changed").await;
+    let a = Store::memory().await.unwrap();
+    a.put(NewFile::new("/f", "local", "/a1", 1).etag("v1"))
+        .await
+        .unwrap();
+    Replicator::new(a.clone(), target(&db.url))
+        .sync()
+        .await
+        .unwrap();
+    // B got /f from A's change file (as a browser would), then both change it.
+    let b = Store::memory().await.unwrap();
+    b.import_changes(&a.export_changes(0).await.unwrap())
+        .await
+        .unwrap();
+    a.put(NewFile::new("/f", "local", "/a2", 2).etag("a2"))
+        .await
+        .unwrap();
+    Replicator::new(a.clone(), target(&db.url))
+        .sync()
+        .await
+        .unwrap();
+    b.put(NewFile::new("/f", "local", "/b2", 3).etag("b2"))
+        .await
+        .unwrap();
+    b.put(NewFile::new("/g", "local", "/g", 3)).await.unwrap();
+    let r = apply_change_file(
+        &target(&db.url),
+        &b.export_changes(0).await.unwrap(),
+        &SyncOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = connect(&db.url).await;
+    assert_eq!(r.conflicts.len(), 1, "{:?}", r.conflicts);
+    assert_eq!(r.conflicts[0].path, "/f");
+    let live: Vec<(String, Option<String>)> = client
+        .query(
+            "SELECT virtual_path, content_hash FROM file_paths WHERE deleted_at IS NULL ORDER BY virtual_path",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(live.len(), 3, "{live:?}");
+    assert_eq!(live[0], ("/f".to_string(), Some("a2".to_string())));
+    assert!(
+        live[1].0.starts_with("/f.sync-conflict-") && live[1].1.as_deref() == Some("b2"),
+        "{live:?}"
+    );
+    assert_eq!(live[2].0, "/g");
 }
