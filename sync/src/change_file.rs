@@ -51,6 +51,7 @@ async fn apply_once(
     let mut client = target.connect(crate::APPLICATION_NAME, None).await?;
     migrate(&mut client).await?;
     let tx = begin_source(&mut client, &file.source_id).await?;
+    crate::replicate::share_bulk_lock(&tx).await?;
     let at = watermark(&tx, &file.source_id).await?;
     let mut report = SyncReport::new(&file.source_id, at, c.through);
     if c.through <= at {

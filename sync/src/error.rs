@@ -34,6 +34,11 @@ pub enum Error {
         /// The store's change sequence.
         source_seq: i64,
     },
+    /// Another writer made a file live at a path this run was making live,
+    /// at the same moment. Nothing was applied; retrying resolves it by
+    /// the conflict rule.
+    #[error("another writer took one of the run's paths at the same moment; nothing was applied")]
+    Raced,
 }
 
 impl Error {
@@ -43,6 +48,7 @@ impl Error {
         match self {
             Error::Pg(e) => e.is_retryable(),
             Error::Store(e) => e.is_retryable(),
+            Error::Raced => true,
             _ => false,
         }
     }

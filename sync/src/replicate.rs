@@ -395,7 +395,15 @@ pub(crate) async fn make_live(
         &[&live_ids],
     )
     .await
-    .map_err(Error::pg("making moved files live"))?;
+    .map_err(|e| {
+        if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+            // Another writer made a file live at one of these paths since
+            // the look above: the run is retried, and then sees it.
+            Error::Raced
+        } else {
+            Error::pg("making moved files live")(e)
+        }
+    })?;
     Ok(copies)
 }
 
@@ -476,7 +484,37 @@ pub(crate) async fn target_position(
             source_seq: head,
         });
     }
-    let empty: bool = client
+    // A bulk load goes only into an empty database, one at a time: it holds
+    // the bulk lock alone, while every other push shares it. A push that
+    // finds the database empty waits for the lock alone and looks again
+    // (another source's bulk load may have committed meanwhile).
+    let empty = if is_empty(client).await? {
+        client
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&BULK_LOCK])
+            .await
+            .map_err(Error::pg("taking the bulk-load lock"))?;
+        is_empty(client).await?
+    } else {
+        share_bulk_lock(client).await?;
+        false
+    };
+    Ok((watermark, empty))
+}
+
+/// The advisory lock that a bulk load holds alone and other pushes share.
+const BULK_LOCK: i64 = 0x6e65_7875_7362_6c6b;
+
+/// Shares the bulk-load lock: waits while a bulk load runs.
+pub(crate) async fn share_bulk_lock(client: &impl tokio_postgres::GenericClient) -> Result<()> {
+    client
+        .execute("SELECT pg_advisory_xact_lock_shared($1)", &[&BULK_LOCK])
+        .await
+        .map_err(Error::pg("sharing the bulk-load lock"))?;
+    Ok(())
+}
+
+async fn is_empty(client: &impl tokio_postgres::GenericClient) -> Result<bool> {
+    Ok(client
         .query_one(
             "SELECT NOT EXISTS (SELECT 1 FROM file_paths) AND NOT EXISTS (SELECT 1 FROM version_history) \
              AND NOT EXISTS (SELECT 1 FROM file_metadata) AND NOT EXISTS (SELECT 1 FROM content_chunks) \
@@ -485,8 +523,7 @@ pub(crate) async fn target_position(
         )
         .await
         .map_err(Error::pg("checking whether the target is empty"))?
-        .get(0);
-    Ok((watermark, empty))
+        .get(0))
 }
 
 /// What the reader sends: the row total, then windows, then `Done`.

@@ -450,3 +450,64 @@ async fn bulk_pull_into_a_file() {
     b.put(file("/many/new", "n")).await.unwrap();
     assert_eq!(b.list("/many/").await.unwrap().len(), 3001);
 }
+
+/// Ten stores push at once into one database, with paths in common: every
+/// push lands (a race for a path is retried and then resolved by the rule),
+/// each shared path has one file and a conflict copy per other store, and
+/// after each pulls, all hold the same files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_sources_push_at_once() {
+    let db = pg::database("two_way_ten").await;
+    let mut stores = Vec::new();
+    for i in 0..10 {
+        let s = Store::memory().await.unwrap();
+        for k in 0..20 {
+            s.put(file(&format!("/own/{i}/{k}"), &format!("o{i}-{k}")))
+                .await
+                .unwrap();
+        }
+        for k in 0..5 {
+            s.put(file(&format!("/shared/{k}"), &format!("s{i}-{k}")))
+                .await
+                .unwrap();
+        }
+        stores.push(s);
+    }
+    let pushes = stores.iter().map(|s| {
+        let (s, u) = (s.clone(), db.url.clone());
+        tokio::spawn(async move { Replicator::new(s, url(&u)).sync().await })
+    });
+    let mut conflicts = 0;
+    for p in pushes {
+        conflicts += p.await.unwrap().unwrap().conflicts.len();
+    }
+    assert_eq!(conflicts, 9 * 5, "one copy per shared path per later store");
+    let pg = pg_state(&db.url).await;
+    assert_eq!(
+        pg.len(),
+        10 * 20 + 5 + 9 * 5,
+        "{:?}",
+        pg.keys().collect::<Vec<_>>()
+    );
+    // Then all ten, now incremental, race for one new path.
+    for (i, s) in stores.iter().enumerate() {
+        s.put(file("/race", &format!("r{i}"))).await.unwrap();
+    }
+    let pushes = stores.iter().map(|s| {
+        let (s, u) = (s.clone(), db.url.clone());
+        tokio::spawn(async move { Replicator::new(s, url(&u)).sync().await })
+    });
+    let mut copies = 0;
+    for p in pushes {
+        copies += p.await.unwrap().unwrap().conflicts.len();
+    }
+    assert_eq!(copies, 9, "one store keeps /race, nine copies");
+    let pg = pg_state(&db.url).await;
+    for s in &stores {
+        both(s, &db.url).await;
+    }
+    for s in &stores {
+        assert_eq!(state(s).await, pg);
+        assert_verified(s, &db.url).await;
+    }
+}
