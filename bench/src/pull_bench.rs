@@ -7,6 +7,8 @@
 //! Our pull runs in a child process so that its peak memory is its own.
 //!
 //! `cargo run --release -p nexus-bench --bin nexus-pull-bench -- [--files N] [--window N]`
+//! `... -- --sources 10 [--files N]`: N stores push at once (default 100,000
+//! files in all, a tenth of each store's paths shared by all).
 //! (default 1,000,000 files, each with one version and one metadata entry:
 //! 3 rows per file). PostgreSQL: a throwaway cluster, or
 //! `NEXUS_TEST_DATABASE_URL`.
@@ -65,10 +67,67 @@ fn run_child(db: &Path, url: &str, window: usize) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `--sources N --files F`: N stores, F files in all (a tenth of each
+/// store's paths shared by all), push into one empty database at once.
+fn many_sources(sources: usize, files: usize) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let db = nexus_tests::pg::database("bench_sources").await;
+        let url = format!("{}?sslmode=disable", db.url);
+        let per = files / sources;
+        let mut stores = Vec::new();
+        for i in 0..sources {
+            let s = Store::memory().await.unwrap();
+            let batch: Vec<NewFile> = (0..per)
+                .map(|k| {
+                    let path = if k % 10 == 0 {
+                        format!("/shared/{k:07}")
+                    } else {
+                        format!("/s{i:02}/{k:07}")
+                    };
+                    NewFile::new(path, "s3", format!("b/{i}/{k}"), k as u64).etag(format!("{i}-{k}"))
+                })
+                .collect();
+            for c in batch.chunks(5000) {
+                s.put_batch(c).await.unwrap();
+            }
+            stores.push(s);
+        }
+        let started = Instant::now();
+        let pushes: Vec<_> = stores
+            .iter()
+            .map(|s| {
+                let (s, u) = (s.clone(), url.clone());
+                tokio::spawn(async move { Replicator::new(s, PgUrl::parse(&u).unwrap()).sync().await })
+            })
+            .collect();
+        let (mut rows, mut conflicts, mut attempts) = (0, 0, 0);
+        for p in pushes {
+            let r = p.await.unwrap().unwrap();
+            rows += r.rows();
+            conflicts += r.conflicts.len();
+            attempts += r.attempts;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "{sources} sources push {files} files ({rows} rows) at once into one empty database: {seconds:.2}s, \
+             {:.0} rows/s, {conflicts} conflicts resolved, {attempts} attempts in all",
+            rows as f64 / seconds
+        );
+    });
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--child-pull") {
         return child_pull(&args);
+    }
+    if args.iter().any(|a| a == "--sources") {
+        return many_sources(arg("--sources", 10), arg("--files", 100_000));
     }
     let files = arg("--files", 1_000_000);
     let window = arg("--window", 10_000);
