@@ -38,6 +38,7 @@ mod cursor;
 mod engine;
 mod error;
 mod files;
+mod group_commit;
 pub mod listing;
 mod meta;
 mod model;

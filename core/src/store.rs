@@ -5,13 +5,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use async_lock::MutexGuard;
 use nexus_migrations::{Dialect, MigrationStatus, Migrator};
 use turso_core::{Database, IO};
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Seq};
 use crate::error::{Error, Result};
-use crate::pool::{Pool, ReadGuard};
+use crate::pool::{Pool, ReadGuard, WriterGuard};
 use crate::validate::validate_name;
 
 /// The tenant used when none is chosen.
@@ -353,8 +352,21 @@ impl Store {
         &self.shared.location
     }
 
-    /// The writing connection, for write transactions.
-    pub(crate) async fn writer(&self) -> MutexGuard<'_, Engine> {
+    /// Runs `f` as one write transaction's worth of work, with its change
+    /// sequence number, in the next group commit (see
+    /// [`crate::group_commit`]); returns once it is durable. `f` may run
+    /// more than once (only the last run counts) and after the caller is
+    /// gone, so it owns what it uses.
+    pub(crate) async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnMut(&mut Engine, Seq) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.shared.pool.write(f).await
+    }
+
+    /// The writing connection for the caller alone, outside the group
+    /// commit (change-file imports, raw queries).
+    pub(crate) async fn writer(&self) -> WriterGuard<'_> {
         self.shared.pool.writer().await
     }
 

@@ -1,0 +1,452 @@
+//! Group commit: writes that arrive while a transaction is being written
+//! join the next one, which commits them all with one sync.
+//!
+//! A caller puts its write (a closure over the writing connection and a
+//! change sequence number) in the pool's queue and then, until its result
+//! is there, tries to take the writer. Whoever takes it while the queue is
+//! not empty leads a group: it takes up to [`MAX_GROUP`] queued writes and
+//! runs them with [`run_group`] in one transaction, then hands the writer
+//! back, which wakes every waiting caller (`crate::pool`). Nothing waits for
+//! company: a write alone is run at once, in a group of one, as before group
+//! commit.
+//!
+//! In a group, each write runs inside a savepoint and takes a change
+//! sequence number of its own, so the numbers of a group are consecutive in
+//! queue order, every row keeps the number of the one write that stamped
+//! it, and sequence order stays commit order (a group commits all its
+//! numbers at once, after every earlier group). A write that fails is rolled
+//! back to its savepoint, number included, and fails alone. If its error
+//! ended the whole transaction, the writes before it are run again in a new
+//! transaction (that is why a write is `FnMut`); their first results are
+//! dropped. Each caller gets its result only after the transaction holding
+//! its write committed; when the commit fails, every write of the group
+//! fails.
+//!
+//! A caller that gives up (drops its future) before its write was taken
+//! leaves it unapplied; once taken, the write is applied and its result
+//! dropped. Writes own what they use (`'static`): the leader may run a
+//! write after its caller is gone.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::engine::{BEGIN_WRITE, Engine, Seq};
+use crate::error::{Error, Result, one_line};
+
+/// The most writes one transaction takes from the queue.
+pub(crate) const MAX_GROUP: usize = 256;
+
+/// A write: runs in the caller's transaction with its change sequence number.
+pub(crate) type WriteFn<T> = Box<dyn FnMut(&mut Engine, Seq) -> Result<T> + Send>;
+
+fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
+    // Nothing is left half-changed under these locks: a panic elsewhere
+    // does not make their state unusable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+enum State<T> {
+    /// In the queue.
+    Queued(WriteFn<T>),
+    /// Given up by its caller before it was taken: never applied.
+    Abandoned,
+    /// Taken by a leader.
+    Taken,
+    /// Its transaction ended (or it failed alone).
+    Done(Result<T>),
+    /// The caller has its result.
+    Collected,
+}
+
+/// One caller's write and, later, its result.
+pub(crate) struct Request<T> {
+    state: Mutex<State<T>>,
+}
+
+impl<T: Send + 'static> Request<T> {
+    pub(crate) fn new(f: WriteFn<T>) -> Arc<Self> {
+        Arc::new(Request {
+            state: Mutex::new(State::Queued(f)),
+        })
+    }
+
+    /// The result, once there is one (taken out: `Some` once).
+    pub(crate) fn result(&self) -> Option<Result<T>> {
+        let mut state = lock(&self.state);
+        if !matches!(*state, State::Done(_)) {
+            return None;
+        }
+        match std::mem::replace(&mut *state, State::Collected) {
+            State::Done(result) => Some(result),
+            _ => unreachable!("checked above"),
+        }
+    }
+
+    /// The caller gives up: the write is not applied unless already taken.
+    pub(crate) fn abandon(&self) {
+        let mut state = lock(&self.state);
+        if matches!(*state, State::Queued(_)) {
+            *state = State::Abandoned;
+        }
+    }
+
+    fn complete(&self, result: Result<T>) {
+        *lock(&self.state) = State::Done(result);
+    }
+}
+
+/// A request in the queue, whatever its result type.
+pub(crate) trait Queued: Send + Sync {
+    /// Takes the write out of its request to run it; `None` when its caller
+    /// gave up.
+    fn take(self: Arc<Self>) -> Option<Box<dyn Member>>;
+}
+
+impl<T: Send + 'static> Queued for Request<T> {
+    fn take(self: Arc<Self>) -> Option<Box<dyn Member>> {
+        let f = {
+            let mut state = lock(&self.state);
+            match std::mem::replace(&mut *state, State::Taken) {
+                State::Queued(f) => f,
+                other => {
+                    *state = other;
+                    return None;
+                }
+            }
+        };
+        Some(Box::new(Taken {
+            request: self,
+            f,
+            value: None,
+            finished: false,
+        }))
+    }
+}
+
+/// A write taken into a group.
+pub(crate) trait Member: Send {
+    /// Runs the write; keeps its value until [`Member::finish`].
+    fn run(&mut self, e: &mut Engine, seq: Seq) -> Result<()>;
+    /// Its transaction was rolled back: the value kept is void.
+    fn forget(&mut self);
+    /// Hands the caller its result: the value kept when `outcome` is `Ok`
+    /// (its transaction committed), else the error.
+    fn finish(&mut self, outcome: Result<()>);
+}
+
+struct Taken<T> {
+    request: Arc<Request<T>>,
+    f: WriteFn<T>,
+    value: Option<T>,
+    finished: bool,
+}
+
+impl<T: Send + 'static> Member for Taken<T> {
+    fn run(&mut self, e: &mut Engine, seq: Seq) -> Result<()> {
+        let f = &mut self.f;
+        let value = catch_unwind(AssertUnwindSafe(|| f(e, seq))).unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_string());
+            Err(Error::engine(
+                "running a write",
+                Message(format!("it panicked: {what}")),
+            ))
+        })?;
+        self.value = Some(value);
+        Ok(())
+    }
+
+    fn forget(&mut self) {
+        self.value = None;
+    }
+
+    fn finish(&mut self, outcome: Result<()>) {
+        self.finished = true;
+        let result = match outcome {
+            Ok(()) => self.value.take().ok_or_else(|| {
+                Error::engine(
+                    "committing a write",
+                    Message("the write did not run".into()),
+                )
+            }),
+            Err(e) => Err(e),
+        };
+        self.request.complete(result);
+    }
+}
+
+impl<T> Drop for Taken<T> {
+    fn drop(&mut self) {
+        // Only when the leader unwinds: its caller must not wait for ever.
+        if !self.finished {
+            *lock(&self.request.state) = State::Done(Err(Error::engine(
+                "running a group of writes",
+                Message("the group stopped before this write was committed".into()),
+            )));
+        }
+    }
+}
+
+/// An error of the group commit itself, or a copy of another (an error is
+/// handed to every write of a group that failed as a whole).
+#[derive(Debug)]
+struct Message(String);
+
+impl std::fmt::Display for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Message {}
+
+/// `err` for one more caller: the same kind, the same message.
+fn copy_of(context: &'static str, err: &Error) -> Error {
+    match err {
+        Error::Busy { location, waited } => Error::Busy {
+            location: location.clone(),
+            waited: *waited,
+        },
+        other => Error::engine(context, Message(one_line(other))),
+    }
+}
+
+/// Every member fails with `err` (the first gets it, the others a copy).
+fn fail_all(members: Vec<Box<dyn Member>>, context: &'static str, err: Error) {
+    let mut members = members.into_iter();
+    let Some(mut first) = members.next() else {
+        return;
+    };
+    for mut m in members {
+        m.finish(Err(copy_of(context, &err)));
+    }
+    first.finish(Err(err));
+}
+
+const SAVEPOINT: &str = "SAVEPOINT nexus_write";
+const RELEASE: &str = "RELEASE nexus_write";
+const ROLLBACK_TO: &str = "ROLLBACK TO nexus_write";
+
+/// One write of a group: its savepoint (when it has company), its change
+/// sequence number, the write.
+fn run_one(e: &mut Engine, m: &mut dyn Member, savepoint: bool) -> Result<()> {
+    if savepoint {
+        e.execute(SAVEPOINT, &[])?;
+    }
+    let seq = e.next_seq()?;
+    m.run(e, seq)?;
+    if savepoint {
+        e.execute(RELEASE, &[])?;
+    }
+    Ok(())
+}
+
+/// Undoes the write of the current savepoint, keeping the transaction.
+fn undo(e: &mut Engine) -> Result<()> {
+    e.execute(ROLLBACK_TO, &[])?;
+    e.execute(RELEASE, &[])?;
+    Ok(())
+}
+
+/// Runs `members` in one write transaction, in order, and finishes each of
+/// them: see the module documentation.
+pub(crate) fn run_group(e: &mut Engine, mut members: Vec<Box<dyn Member>>) {
+    // A transaction left open by a leader that panicked.
+    e.rollback_if_open();
+    // Each pass commits, or starts again without a write whose error ended
+    // the transaction.
+    'transaction: while !members.is_empty() {
+        if let Err(err) = e.execute(BEGIN_WRITE, &[]) {
+            e.rollback_if_open();
+            fail_all(members, "starting a write transaction", err);
+            return;
+        }
+        // A write alone needs no savepoint: its error rolls back everything.
+        let savepoints = members.len() > 1;
+        let mut i = 0;
+        while i < members.len() {
+            let Err(err) = run_one(e, &mut *members[i], savepoints) else {
+                i += 1;
+                continue;
+            };
+            let mut failed = members.remove(i);
+            if savepoints && e.in_transaction() && undo(e).is_ok() {
+                // Only this write is undone; the group goes on without it.
+                failed.finish(Err(err));
+                continue;
+            }
+            // The transaction is gone, and the writes before this one with
+            // it: run them again without it.
+            e.rollback_if_open();
+            failed.finish(Err(err));
+            members[..i].iter_mut().for_each(|m| m.forget());
+            continue 'transaction;
+        }
+        match e.execute("COMMIT", &[]) {
+            Ok(_) => members.iter_mut().for_each(|m| m.finish(Ok(()))),
+            Err(err) => {
+                e.rollback_if_open();
+                fail_all(members, "committing a group of writes", err);
+            }
+        }
+        return;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use crate::engine::{int, text};
+    use crate::error::Error;
+    use crate::{NewFile, Precondition, Store};
+
+    fn open(dir: &tempfile::TempDir) -> Store {
+        pollster::block_on(Store::open(dir.path().join("g.db"))).unwrap()
+    }
+
+    fn wait_for_queue(store: &Store, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while store.shared.pool.queued() < n {
+            assert!(Instant::now() < deadline, "the writes were not queued");
+            std::thread::yield_now();
+        }
+    }
+
+    fn change_seq(store: &Store) -> i64 {
+        pollster::block_on(store.stats()).unwrap().change_seq
+    }
+
+    /// Writes queued while the writer is held run as one group when it is
+    /// handed back: the ones that fail (a broken precondition, an SQL
+    /// constraint error after an earlier statement of the write changed a
+    /// row, a panic, an error that ends the whole transaction) fail alone,
+    /// the others are committed with consecutive sequence numbers in queue
+    /// order, and every caller gets its own result.
+    #[test]
+    fn a_failing_write_fails_alone_in_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        pollster::block_on(store.put(NewFile::new("/exists", "local", "/d", 1))).unwrap();
+        let before = change_seq(&store);
+        let held = pollster::block_on(store.shared.pool.writer());
+        std::thread::scope(|s| {
+            let mut handles = Vec::new();
+            for i in 0..8 {
+                let store = &store;
+                handles.push(s.spawn(move || {
+                    pollster::block_on(async move {
+                        match i {
+                            // A precondition that does not hold.
+                            1 => store
+                                .put_if(
+                                    NewFile::new("/exists", "local", "/other", 2),
+                                    Precondition::Absent,
+                                )
+                                .await
+                                .map(|r| r.path),
+                            // A statement that fails in the engine after
+                            // an earlier statement of the same write
+                            // changed a row.
+                            3 => store
+                                .write(|e, seq| {
+                                    e.execute(
+                                        "UPDATE file_paths SET size_bytes = 99, change_seq = ?1 \
+                                         WHERE virtual_path = '/exists'",
+                                        &[int(seq)],
+                                    )?;
+                                    let id: String = e
+                                        .query_one(
+                                            "SELECT path_id FROM file_paths WHERE virtual_path = '/exists'",
+                                            &[],
+                                            |r| r.text(0),
+                                        )?
+                                        .unwrap();
+                                    e.execute(
+                                        "INSERT INTO file_paths (path_id, tenant_id, virtual_path, backend_id, \
+                                         physical_path, size_bytes, created_at, updated_at, change_seq) \
+                                         VALUES (?1, 'default', '/dup', 'local', '/d', 1, 0, 0, ?2)",
+                                        &[text(&id), int(seq)],
+                                    )?;
+                                    Ok("unreachable".to_string())
+                                })
+                                .await,
+                            5 => store
+                                .write(|_, _| -> crate::Result<String> { panic!("on purpose") })
+                                .await,
+                            // An error after which no transaction is open:
+                            // the writes before it are run again.
+                            6 => store
+                                .write(|e, _| -> crate::Result<String> {
+                                    e.execute("ROLLBACK", &[])?;
+                                    Err(Error::invalid("test", "6", "ends the transaction"))
+                                })
+                                .await,
+                            _ => store
+                                .put(NewFile::new(format!("/g{i}"), "local", "/d", i))
+                                .await
+                                .map(|r| r.path),
+                        }
+                    })
+                }));
+                // One at a time, so that the queue holds them in this order.
+                wait_for_queue(store, i as usize + 1);
+            }
+            drop(held);
+            let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            for (i, r) in results.iter().enumerate() {
+                match i {
+                    1 => assert!(matches!(r, Err(Error::Conflict { .. })), "{r:?}"),
+                    3 => assert!(matches!(r, Err(Error::Engine { .. })), "{r:?}"),
+                    5 => assert!(
+                        r.as_ref().unwrap_err().to_string().contains("on purpose"),
+                        "{r:?}"
+                    ),
+                    6 => assert!(
+                        matches!(r, Err(Error::InvalidArgument { name: "test", .. })),
+                        "{r:?}"
+                    ),
+                    _ => assert_eq!(r.as_ref().unwrap(), &format!("/g{i}")),
+                }
+            }
+        });
+        // Four puts committed, one number each, consecutive in queue order.
+        assert_eq!(change_seq(&store), before + 4);
+        let exists = pollster::block_on(store.get("/exists")).unwrap().unwrap();
+        assert_eq!((exists.size, exists.physical_path.as_str()), (1, "/d"));
+        assert!(pollster::block_on(store.get("/dup")).unwrap().is_none());
+        let mut seqs = Vec::new();
+        for i in [0, 2, 4, 7] {
+            let rows = pollster::block_on(store.debug_query(&format!(
+                "SELECT change_seq FROM file_paths WHERE virtual_path = '/g{i}'"
+            )))
+            .unwrap();
+            seqs.push(rows[0][0].clone().unwrap().parse::<i64>().unwrap());
+        }
+        assert_eq!(seqs, (1..=4).map(|k| before + k).collect::<Vec<_>>());
+        let integrity = pollster::block_on(store.debug_query("PRAGMA integrity_check")).unwrap();
+        assert_eq!(integrity, vec![vec![Some("ok".to_string())]]);
+    }
+
+    /// A write whose caller gave up before it was taken is not applied.
+    #[test]
+    fn an_abandoned_write_is_not_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let held = pollster::block_on(store.shared.pool.writer());
+        let mut gone = Box::pin(store.put(NewFile::new("/gone", "local", "/d", 1)));
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        assert!(gone.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(store.shared.pool.queued(), 1);
+        drop(gone);
+        drop(held);
+        pollster::block_on(store.put(NewFile::new("/kept", "local", "/d", 1))).unwrap();
+        assert!(pollster::block_on(store.get("/gone")).unwrap().is_none());
+        assert!(pollster::block_on(store.get("/kept")).unwrap().is_some());
+        assert_eq!(change_seq(&store), 1);
+    }
+}
