@@ -357,9 +357,15 @@ impl Engine {
     }
 
     /// Takes the next change sequence number (in a write transaction).
+    /// Two statements: in turso 0.8.3 `UPDATE ... RETURNING` on this row
+    /// costs about 300 us, twenty times the plain `UPDATE` and `SELECT`.
     pub(crate) fn next_seq(&mut self) -> Result<Seq> {
+        self.execute(
+            "UPDATE nexus_state SET change_seq = change_seq + 1 WHERE id = 1",
+            &[],
+        )?;
         self.query_one(
-            "UPDATE nexus_state SET change_seq = change_seq + 1 WHERE id = 1 RETURNING change_seq",
+            "SELECT change_seq FROM nexus_state WHERE id = 1",
             &[],
             |r| r.int(0),
         )?

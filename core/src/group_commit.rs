@@ -4,29 +4,30 @@
 //! A caller puts its write (a closure over the writing connection and a
 //! change sequence number) in the pool's queue and then, until its result
 //! is there, tries to take the writer. Whoever takes it while the queue is
-//! not empty leads a group: it takes up to [`MAX_GROUP`] queued writes and
-//! runs them with [`run_group`] in one transaction, then hands the writer
-//! back, which wakes every waiting caller (`crate::pool`). Nothing waits for
-//! company: a write alone is run at once, in a group of one, as before group
-//! commit.
+//! not empty leads a group ([`run_group`]): it opens a transaction and runs
+//! the queued writes in order, taking the ones queued meanwhile too, until
+//! the queue is empty or [`MAX_GROUP`] were taken; then one `COMMIT` (one
+//! sync); then it hands the writer back, which wakes every waiting caller
+//! (`crate::pool`). Nothing waits for company: a write alone runs at once,
+//! in a group of one, as before group commit.
 //!
-//! In a group, each write runs inside a savepoint and takes a change
-//! sequence number of its own, so the numbers of a group are consecutive in
-//! queue order, every row keeps the number of the one write that stamped
-//! it, and sequence order stays commit order (a group commits all its
-//! numbers at once, after every earlier group). A write that fails is rolled
-//! back to its savepoint, number included, and fails alone. If its error
+//! Each write takes a change sequence number of its own, so the numbers of
+//! a group are consecutive in queue order, every row keeps the number of the
+//! one write that stamped it, and sequence order stays commit order (a group
+//! commits all its numbers at once, after every earlier group). Each write
+//! after the first of a transaction runs inside a savepoint: when it fails
+//! it is rolled back to it, number included, and fails alone. If an error
 //! ended the whole transaction, the writes before it are run again in a new
-//! transaction (that is why a write is `FnMut`); their first results are
-//! dropped. Each caller gets its result only after the transaction holding
-//! its write committed; when the commit fails, every write of the group
-//! fails.
+//! one (that is why a write is `FnMut`); their first results are dropped.
+//! Each caller gets its result only after the transaction holding its write
+//! committed; when the commit fails, every write of the group fails.
 //!
 //! A caller that gives up (drops its future) before its write was taken
 //! leaves it unapplied; once taken, the write is applied and its result
 //! dropped. Writes own what they use (`'static`): the leader may run a
 //! write after its caller is gone.
 
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -230,8 +231,9 @@ const SAVEPOINT: &str = "SAVEPOINT nexus_write";
 const RELEASE: &str = "RELEASE nexus_write";
 const ROLLBACK_TO: &str = "ROLLBACK TO nexus_write";
 
-/// One write of a group: its savepoint (when it has company), its change
-/// sequence number, the write.
+/// One write of a group: its savepoint (when earlier writes of the
+/// transaction must survive its failure), its change sequence number, the
+/// write.
 fn run_one(e: &mut Engine, m: &mut dyn Member, savepoint: bool) -> Result<()> {
     if savepoint {
         e.execute(SAVEPOINT, &[])?;
@@ -251,48 +253,69 @@ fn undo(e: &mut Engine) -> Result<()> {
     Ok(())
 }
 
-/// Runs `members` in one write transaction, in order, and finishes each of
-/// them: see the module documentation.
-pub(crate) fn run_group(e: &mut Engine, mut members: Vec<Box<dyn Member>>) {
+/// Runs one group in one write transaction and finishes every write it
+/// took: writes come from `next` (the queue, in order) until it has none or
+/// [`MAX_GROUP`] were taken, so that writes queued while the group runs
+/// still join it; then one `COMMIT`. See the module documentation.
+pub(crate) fn run_group(e: &mut Engine, mut next: impl FnMut() -> Option<Box<dyn Member>>) {
     // A transaction left open by a leader that panicked.
     e.rollback_if_open();
-    // Each pass commits, or starts again without a write whose error ended
-    // the transaction.
-    'transaction: while !members.is_empty() {
-        if let Err(err) = e.execute(BEGIN_WRITE, &[]) {
-            e.rollback_if_open();
-            fail_all(members, "starting a write transaction", err);
-            return;
-        }
-        // A write alone needs no savepoint: its error rolls back everything.
-        let savepoints = members.len() > 1;
-        let mut i = 0;
-        while i < members.len() {
-            let Err(err) = run_one(e, &mut *members[i], savepoints) else {
-                i += 1;
-                continue;
-            };
-            let mut failed = members.remove(i);
-            if savepoints && e.in_transaction() && undo(e).is_ok() {
-                // Only this write is undone; the group goes on without it.
-                failed.finish(Err(err));
-                continue;
-            }
-            // The transaction is gone, and the writes before this one with
-            // it: run them again without it.
-            e.rollback_if_open();
-            failed.finish(Err(err));
-            members[..i].iter_mut().for_each(|m| m.forget());
-            continue 'transaction;
-        }
-        match e.execute("COMMIT", &[]) {
-            Ok(_) => members.iter_mut().for_each(|m| m.finish(Ok(()))),
-            Err(err) => {
+    let mut taken = 0;
+    // Run in the open transaction, in order.
+    let mut ran: Vec<Box<dyn Member>> = Vec::new();
+    // To run again: their transaction ended with a later write's error.
+    let mut again: VecDeque<Box<dyn Member>> = VecDeque::new();
+    let mut open = false;
+    loop {
+        let member = again.pop_front().or_else(|| {
+            (taken < MAX_GROUP).then(&mut next).flatten().inspect(|_| {
+                taken += 1;
+            })
+        });
+        let Some(mut member) = member else { break };
+        if !open {
+            if let Err(err) = e.execute(BEGIN_WRITE, &[]) {
                 e.rollback_if_open();
-                fail_all(members, "committing a group of writes", err);
+                fail_all(
+                    std::iter::once(member).chain(again).collect(),
+                    "starting a write transaction",
+                    err,
+                );
+                return;
             }
+            open = true;
         }
+        // The first write of a transaction needs no savepoint: its error
+        // rolls back nothing else.
+        let savepoint = !ran.is_empty();
+        let Err(err) = run_one(e, &mut *member, savepoint) else {
+            ran.push(member);
+            continue;
+        };
+        if savepoint && e.in_transaction() && undo(e).is_ok() {
+            // Only this write is undone; the group goes on without it.
+            member.finish(Err(err));
+            continue;
+        }
+        // The transaction is gone, with the writes before this one: run them
+        // again, in a new transaction, without it.
+        e.rollback_if_open();
+        open = false;
+        member.finish(Err(err));
+        for mut m in ran.drain(..).rev() {
+            m.forget();
+            again.push_front(m);
+        }
+    }
+    if !open {
         return;
+    }
+    match e.execute("COMMIT", &[]) {
+        Ok(_) => ran.iter_mut().for_each(|m| m.finish(Ok(()))),
+        Err(err) => {
+            e.rollback_if_open();
+            fail_all(ran, "committing a group of writes", err);
+        }
     }
 }
 

@@ -37,7 +37,7 @@ use turso_core::{Database, IO};
 
 use crate::engine::{Clock, Engine, Seq};
 use crate::error::Result;
-use crate::group_commit::{MAX_GROUP, Queued, Request, run_group};
+use crate::group_commit::{Queued, Request, run_group};
 
 /// How many times a waiter may be woken and find every reader taken again
 /// before newcomers have to queue behind it.
@@ -266,18 +266,17 @@ impl Pool {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Leads one group: the first [`MAX_GROUP`] queued writes (those whose
-    /// callers are still there), in one transaction.
+    /// Leads one group: the queued writes whose callers are still there,
+    /// including those queued while it runs, up to [`crate::group_commit::MAX_GROUP`].
     fn run_queued(&self, writer: &mut Engine) {
-        let queued: Vec<_> = {
-            let mut queue = self.queue_lock();
-            let n = queue.len().min(MAX_GROUP);
-            queue.drain(..n).collect()
-        };
-        let members: Vec<_> = queued.into_iter().filter_map(Queued::take).collect();
-        if !members.is_empty() {
-            run_group(writer, members);
-        }
+        run_group(writer, || {
+            loop {
+                let queued = self.queue_lock().pop_front()?;
+                if let Some(member) = queued.take() {
+                    return Some(member);
+                }
+            }
+        });
     }
 
     /// Takes a permit if one is idle.
