@@ -363,8 +363,9 @@ mod tests {
                 handles.push(s.spawn(move || {
                     pollster::block_on(async move {
                         match i {
-                            // A precondition that does not hold.
-                            1 => store
+                            // A precondition that does not hold, first in
+                            // the transaction (no savepoint).
+                            0 => store
                                 .put_if(
                                     NewFile::new("/exists", "local", "/other", 2),
                                     Precondition::Absent,
@@ -422,7 +423,7 @@ mod tests {
             let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
             for (i, r) in results.iter().enumerate() {
                 match i {
-                    1 => assert!(matches!(r, Err(Error::Conflict { .. })), "{r:?}"),
+                    0 => assert!(matches!(r, Err(Error::Conflict { .. })), "{r:?}"),
                     3 => assert!(matches!(r, Err(Error::Engine { .. })), "{r:?}"),
                     5 => assert!(
                         r.as_ref().unwrap_err().to_string().contains("on purpose"),
@@ -442,7 +443,7 @@ mod tests {
         assert_eq!((exists.size, exists.physical_path.as_str()), (1, "/d"));
         assert!(pollster::block_on(store.get("/dup")).unwrap().is_none());
         let mut seqs = Vec::new();
-        for i in [0, 2, 4, 7] {
+        for i in [1, 2, 4, 7] {
             let rows = pollster::block_on(store.debug_query(&format!(
                 "SELECT change_seq FROM file_paths WHERE virtual_path = '/g{i}'"
             )))
