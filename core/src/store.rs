@@ -23,8 +23,11 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// Cheap to clone; clones share one set of connections, and so do all
 /// handles opened on the same file in one process. Every method is `async`
-/// and may be called from many tasks and threads at once: writes take turns
-/// on the one writing connection, reads run side by side on a few reading
+/// and may be called from many tasks and threads at once: writes run on the
+/// one writing connection, and those that arrive while a transaction is
+/// being written are committed together in the next one (group commit: one
+/// sync for many writes; each call returns once its write is durable, and a
+/// write that fails fails alone). Reads run side by side on a few reading
 /// connections ([`StoreBuilder::readers`]), next to the writes; each read
 /// sees a committed state. The embedded engine runs a call in place, without
 /// blocking on I/O readiness.
