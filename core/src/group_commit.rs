@@ -7,9 +7,10 @@
 //! not empty leads a group ([`run_group`]): it opens a transaction and runs
 //! the queued writes in order, taking the ones queued meanwhile too, until
 //! the queue is empty or [`MAX_GROUP`] were taken; then one `COMMIT` (one
-//! sync); then it hands the writer back, which wakes every waiting caller
-//! (`crate::pool`). Nothing waits for company: a write alone runs at once,
-//! in a group of one, as before group commit.
+//! sync); then it hands the writer back and wakes the caller of the first
+//! write still queued, to lead the next group (`crate::pool`). Each caller
+//! is woken when its result is there. Nothing waits for company: a write
+//! alone runs at once, in a group of one, as before group commit.
 //!
 //! Each write takes a change sequence number of its own, so the numbers of
 //! a group are consecutive in queue order, every row keeps the number of the
@@ -30,6 +31,8 @@
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use event_listener::{Event, EventListener};
 
 use crate::engine::{BEGIN_WRITE, Engine, Seq};
 use crate::error::{Error, Result, one_line};
@@ -62,13 +65,22 @@ enum State<T> {
 /// One caller's write and, later, its result.
 pub(crate) struct Request<T> {
     state: Mutex<State<T>>,
+    /// Wakes the caller: its result is there, or the writer was handed back
+    /// while its write was first in the queue.
+    wake: Event,
 }
 
 impl<T: Send + 'static> Request<T> {
     pub(crate) fn new(f: WriteFn<T>) -> Arc<Self> {
         Arc::new(Request {
             state: Mutex::new(State::Queued(f)),
+            wake: Event::new(),
         })
+    }
+
+    /// Listens for [`Request::wake`]; listen before looking at the state.
+    pub(crate) fn listen(&self) -> EventListener {
+        self.wake.listen()
     }
 
     /// The result, once there is one (taken out: `Some` once).
@@ -84,15 +96,21 @@ impl<T: Send + 'static> Request<T> {
     }
 
     /// The caller gives up: the write is not applied unless already taken.
-    pub(crate) fn abandon(&self) {
+    /// Returns whether it was still queued.
+    pub(crate) fn abandon(&self) -> bool {
         let mut state = lock(&self.state);
-        if matches!(*state, State::Queued(_)) {
+        let queued = matches!(*state, State::Queued(_));
+        if queued {
             *state = State::Abandoned;
         }
+        queued
     }
+}
 
+impl<T> Request<T> {
     fn complete(&self, result: Result<T>) {
         *lock(&self.state) = State::Done(result);
+        self.wake.notify_additional(1);
     }
 }
 
@@ -101,9 +119,21 @@ pub(crate) trait Queued: Send + Sync {
     /// Takes the write out of its request to run it; `None` when its caller
     /// gave up.
     fn take(self: Arc<Self>) -> Option<Box<dyn Member>>;
+    /// Whether its caller gave up.
+    fn abandoned(&self) -> bool;
+    /// Wakes its caller (to lead the next group).
+    fn wake(&self);
 }
 
 impl<T: Send + 'static> Queued for Request<T> {
+    fn abandoned(&self) -> bool {
+        matches!(*lock(&self.state), State::Abandoned)
+    }
+
+    fn wake(&self) {
+        self.wake.notify_additional(1);
+    }
+
     fn take(self: Arc<Self>) -> Option<Box<dyn Member>> {
         let f = {
             let mut state = lock(&self.state);
@@ -183,7 +213,7 @@ impl<T> Drop for Taken<T> {
     fn drop(&mut self) {
         // Only when the leader unwinds: its caller must not wait for ever.
         if !self.finished {
-            *lock(&self.request.state) = State::Done(Err(Error::engine(
+            self.request.complete(Err(Error::engine(
                 "running a group of writes",
                 Message("the group stopped before this write was committed".into()),
             )));

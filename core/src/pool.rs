@@ -48,8 +48,6 @@ pub(crate) struct Pool {
     writer: AsyncMutex<Engine>,
     /// Writes waiting for the next group, in arrival order.
     queue: Mutex<VecDeque<Arc<dyn Queued>>>,
-    /// Notified (every waiter) each time the writer is handed back.
-    writer_released: Event,
     readers: Box<[AsyncMutex<Engine>]>,
     /// Readers not handed out.
     idle: AtomicUsize,
@@ -63,8 +61,8 @@ pub(crate) struct Pool {
     released_to_starving: Event,
 }
 
-/// The writer, held alone; handed back when dropped, which wakes every
-/// caller waiting for its write.
+/// The writer, held alone; handed back when dropped, which wakes the caller
+/// of the first queued write (to lead the next group).
 pub(crate) struct WriterGuard<'a> {
     engine: Option<MutexGuard<'a, Engine>>,
     pool: &'a Pool,
@@ -72,9 +70,9 @@ pub(crate) struct WriterGuard<'a> {
 
 impl Drop for WriterGuard<'_> {
     fn drop(&mut self) {
-        // Unlocked before the waiters are woken, so that they find it free.
+        // Unlocked before the next leader is woken, so that it finds it free.
         drop(self.engine.take());
-        self.pool.writer_released.notify(usize::MAX);
+        self.pool.wake_first();
     }
 }
 
@@ -93,11 +91,14 @@ impl DerefMut for WriterGuard<'_> {
 
 /// Gives up a caller's write when its future is dropped before the write
 /// was taken into a group.
-struct Abandon<'a, T: Send + 'static>(&'a Request<T>);
+struct Abandon<'a, T: Send + 'static>(&'a Pool, &'a Request<T>);
 
 impl<T: Send + 'static> Drop for Abandon<'_, T> {
     fn drop(&mut self) {
-        self.0.abandon();
+        if self.1.abandon() {
+            // It may have been woken to lead: pass that on.
+            self.0.wake_first();
+        }
     }
 }
 
@@ -203,7 +204,6 @@ impl Pool {
         Ok(Pool {
             writer,
             queue: Mutex::new(VecDeque::new()),
-            writer_released: Event::new(),
             idle: AtomicUsize::new(readers.len()),
             starving: AtomicUsize::new(0),
             released: Event::new(),
@@ -236,10 +236,10 @@ impl Pool {
     ) -> Result<T> {
         let request = Request::new(Box::new(f));
         self.queue_lock().push_back(request.clone());
-        let _abandon = Abandon(&request);
+        let _abandon = Abandon(self, &request);
         loop {
-            // Listen before looking, so that a release in between wakes us.
-            let released = self.writer_released.listen();
+            // Listen before looking, so that a wake in between is not lost.
+            let woken = request.listen();
             if let Some(result) = request.result() {
                 return result;
             }
@@ -249,10 +249,27 @@ impl Pool {
                     pool: self,
                 };
                 self.run_queued(&mut writer);
-                // Dropping the writer wakes the others of the group.
+                // Dropping the writer wakes the next leader.
                 continue;
             }
-            released.await;
+            // Woken with the result, or when the writer is handed back
+            // while this write is first in the queue.
+            woken.await;
+        }
+    }
+
+    /// Wakes the caller of the first write still queued, so that it takes
+    /// the writer and leads the next group (after the writer was handed
+    /// back, or that caller gave up).
+    fn wake_first(&self) {
+        let mut queue = self.queue_lock();
+        while let Some(first) = queue.front() {
+            if first.abandoned() {
+                queue.pop_front();
+            } else {
+                first.wake();
+                return;
+            }
         }
     }
 
