@@ -503,4 +503,39 @@ mod tests {
         assert!(pollster::block_on(store.get("/kept")).unwrap().is_some());
         assert_eq!(change_seq(&store), 1);
     }
+
+    /// When the caller woken to lead the next group gives up instead, the
+    /// next queued caller is woken and leads.
+    #[test]
+    fn a_caller_that_gives_up_passes_the_lead_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let held = pollster::block_on(store.shared.pool.writer());
+        let mut first = Box::pin(store.put(NewFile::new("/first", "local", "/d", 1)));
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        let second = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                pollster::block_on(store.put(NewFile::new("/second", "local", "/d", 1)))
+            })
+        };
+        wait_for_queue(&store, 2);
+        // Wakes the first caller, which is never polled again.
+        drop(held);
+        std::thread::sleep(Duration::from_millis(20));
+        drop(first);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !second.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "nobody led after the first gave up"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        second.join().unwrap().unwrap();
+        assert!(pollster::block_on(store.get("/first")).unwrap().is_none());
+        assert_eq!(change_seq(&store), 1);
+    }
 }
