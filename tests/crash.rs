@@ -1,4 +1,9 @@
-//! The operation sequence of the crash-safety test, and its model.
+//! The operation sequences of the crash-safety test, and their model.
+//!
+//! The crash writer runs [`WRITERS`] threads at once (so that their writes
+//! share group commits); thread `t` applies its own sequence `0, 1, 2, ...`
+//! on paths below `/t{t}/`, so each thread's state follows from how many of
+//! its operations committed, whatever the interleaving.
 
 use std::collections::BTreeMap;
 
@@ -19,21 +24,24 @@ pub enum Op {
     Delete(String),
 }
 
-/// The `i`-th operation.
-pub fn op(i: u64) -> Op {
-    let w = |n: u64| format!("/w/{n}");
+/// How many threads of the crash writer write at once.
+pub const WRITERS: usize = 4;
+
+/// The `i`-th operation of thread `t`.
+pub fn op(t: usize, i: u64) -> Op {
+    let w = |n: u64| format!("/t{t}/w/{n}");
     match i % 10 {
         0..=5 => Op::Put(w(i), format!("e{i}")),
         6 => Op::Meta(w(i - 1), i as i64),
-        7 => Op::Rename(w(i - 2), format!("/moved/{}", i - 2)),
+        7 => Op::Rename(w(i - 2), format!("/t{t}/moved/{}", i - 2)),
         8 => Op::Delete(w(i - 4)),
         _ => Op::Put(w(i - 6), format!("e{i}")),
     }
 }
 
-/// Applies operation `i` to the store (one transaction).
-pub async fn apply(store: &Store, i: u64) -> nexus_core::Result<()> {
-    match op(i) {
+/// Applies operation `i` of thread `t` to the store (one write).
+pub async fn apply(store: &Store, t: usize, i: u64) -> nexus_core::Result<()> {
+    match op(t, i) {
         Op::Put(p, e) => store
             .put(NewFile::new(p, "local", format!("/blob/{i}"), i).etag(e))
             .await
@@ -47,9 +55,9 @@ pub async fn apply(store: &Store, i: u64) -> nexus_core::Result<()> {
 /// What the store should hold: path → (etag, metadata `k`).
 pub type Model = BTreeMap<String, (String, Option<i64>)>;
 
-/// Applies operation `i` to the model.
-pub fn apply_model(model: &mut Model, i: u64) {
-    match op(i) {
+/// Applies operation `i` of thread `t` to the model.
+pub fn apply_model(model: &mut Model, t: usize, i: u64) {
+    match op(t, i) {
         Op::Put(p, e) => {
             let meta = model.get(&p).and_then(|v| v.1);
             model.insert(p, (e, meta));
@@ -70,10 +78,10 @@ pub fn apply_model(model: &mut Model, i: u64) {
     }
 }
 
-/// The store's state in model form.
-pub async fn observe(store: &Store) -> Model {
+/// The state of thread `t`'s paths in model form.
+pub async fn observe(store: &Store, t: usize) -> Model {
     let mut out = Model::new();
-    for r in store.list("").await.unwrap() {
+    for r in store.list(&format!("/t{t}/")).await.unwrap() {
         let k = store
             .get_metadata(&r.path, "k")
             .await

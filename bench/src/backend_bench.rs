@@ -18,6 +18,12 @@
 //!   statements on `plain_files` (the columns of the store's file row, primary
 //!   key `(tenant_id, path)`): put is one `INSERT ... ON CONFLICT DO UPDATE`
 //!   in autocommit, get a primary-key select, list a range select of 100.
+//! - `rusqlite`: C SQLite on a file with the store's schema, one connection
+//!   per client (WAL, `synchronous=FULL`, a 30 s busy timeout): put is the
+//!   store's put done by hand in one `BEGIN IMMEDIATE` transaction (take the
+//!   next change sequence number, look the path up, insert the file row and
+//!   its version row), get and list the store's selects. Concurrent writers
+//!   take turns on SQLite's file lock.
 //!
 //! Every configuration (backend × clients) does `--ops` puts on paths of its
 //! own (so every put creates a row), then `--ops` gets of them, then about
@@ -29,7 +35,7 @@
 //! round on paths of its own); every figure is the median of the rounds. `--json` prints `{"rows": [{"backend", "clients",
 //! "op", "ops_per_s"}, ...]}` on stdout; progress goes to stderr.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use nexus_core::{DynStore, ListOptions, NewFile, Store};
@@ -73,6 +79,123 @@ fn path(config: usize, c: usize, i: usize) -> String {
 enum Conn {
     Store(DynStore),
     Plain(Box<Plain>),
+    Rusqlite(Mutex<rusqlite::Connection>),
+}
+
+/// A rusqlite connection to `path` as the `rusqlite` backend uses it.
+fn rusqlite_conn(path: &std::path::Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(30))
+        .unwrap();
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
+        .unwrap();
+    conn
+}
+
+fn micros_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+}
+
+const RUSQLITE_SELECT: &str = "SELECT path_id, virtual_path, backend_id, physical_path, size_bytes, \
+     content_hash, file_type, created_at, updated_at, current_version FROM file_paths ";
+
+type RusqliteRow = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+    i64,
+);
+
+fn rusqlite_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RusqliteRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+    ))
+}
+
+/// The store's put of a new or existing path, by hand, in one transaction.
+fn rusqlite_put(conn: &mut rusqlite::Connection, path: &str, i: usize) {
+    use rusqlite::{OptionalExtension, params};
+    let etag = format!("{i}");
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .unwrap();
+    let seq: i64 = tx
+        .prepare_cached(
+            "UPDATE nexus_state SET change_seq = change_seq + 1 WHERE id = 1 RETURNING change_seq",
+        )
+        .unwrap()
+        .query_row([], |r| r.get(0))
+        .unwrap();
+    let existing: Option<(String, i64)> = tx
+        .prepare_cached(
+            "SELECT path_id, current_version FROM file_paths \
+             WHERE tenant_id = ?1 AND virtual_path = ?2 AND deleted_at IS NULL",
+        )
+        .unwrap()
+        .query_row(params![TENANT, path], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .unwrap();
+    let now = micros_now();
+    let (path_id, version) = match existing {
+        None => {
+            let id = uuid::Uuid::now_v7().to_string();
+            tx.prepare_cached(
+                "INSERT INTO file_paths (path_id, tenant_id, virtual_path, backend_id, physical_path, \
+                 size_bytes, content_hash, file_type, created_at, updated_at, deleted_at, current_version, \
+                 change_seq) VALUES (?1, ?2, ?3, 's3', 'bucket/x', ?4, ?5, NULL, ?6, ?6, NULL, 1, ?7)",
+            )
+            .unwrap()
+            .execute(params![id, TENANT, path, i as i64, etag, now, seq])
+            .unwrap();
+            (id, 1)
+        }
+        Some((id, v)) => {
+            tx.prepare_cached(
+                "UPDATE file_paths SET size_bytes = ?1, content_hash = ?2, updated_at = ?3, \
+                 current_version = ?4, change_seq = ?5 WHERE path_id = ?6",
+            )
+            .unwrap()
+            .execute(params![i as i64, etag, now, v + 1, seq, id])
+            .unwrap();
+            (id, v + 1)
+        }
+    };
+    tx.prepare_cached(
+        "INSERT INTO version_history (version_id, path_id, version_number, backend_id, physical_path, \
+         content_hash, size_bytes, mime_type, parent_version_id, source_type, change_reason, created_by, \
+         created_at, change_seq) VALUES (?1, ?2, ?3, 's3', 'bucket/x', ?4, ?5, NULL, NULL, 'original', \
+         NULL, NULL, ?6, ?7)",
+    )
+    .unwrap()
+    .execute(params![
+        uuid::Uuid::now_v7().to_string(),
+        path_id,
+        version,
+        etag,
+        i as i64,
+        now,
+        seq
+    ])
+    .unwrap();
+    tx.commit().unwrap();
 }
 
 /// A plain connection with its prepared statements.
@@ -201,6 +324,36 @@ fn op(conn: &Conn, op: Op, clients: usize, c: usize, i: usize) {
                     .expect("the path was put");
             std::hint::black_box(decode(&row));
         }
+        (Conn::Rusqlite(conn), Op::Put) => {
+            rusqlite_put(&mut conn.lock().unwrap(), &path(clients, c, i), i);
+        }
+        (Conn::Rusqlite(conn), Op::Get) => {
+            let conn = conn.lock().unwrap();
+            let row = conn
+                .prepare_cached(&format!(
+                    "{RUSQLITE_SELECT}WHERE tenant_id = ?1 AND virtual_path = ?2 AND deleted_at IS NULL"
+                ))
+                .unwrap()
+                .query_row(rusqlite::params![TENANT, path(clients, c, i)], rusqlite_row)
+                .unwrap();
+            std::hint::black_box(row);
+        }
+        (Conn::Rusqlite(conn), Op::List) => {
+            let conn = conn.lock().unwrap();
+            let start = folder(clients);
+            let end = format!("{}0", &start[..start.len() - 1]);
+            let rows: Vec<RusqliteRow> = conn
+                .prepare_cached(&format!(
+                    "{RUSQLITE_SELECT}WHERE tenant_id = ?1 AND virtual_path >= ?2 AND virtual_path < ?3 \
+                     AND deleted_at IS NULL ORDER BY virtual_path LIMIT {LIST_LIMIT}"
+                ))
+                .unwrap()
+                .query_map(rusqlite::params![TENANT, start, end], rusqlite_row)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(rows.len(), LIST_LIMIT);
+        }
         (Conn::Plain(p), Op::List) => {
             let start = folder(clients);
             // The prefix ends in '/'; '0' is the next byte.
@@ -246,7 +399,20 @@ struct Measured {
     ops_per_s: f64,
 }
 
+const USAGE: &str = "nexus-backend-bench [--ops N] [--rounds R] [--json]
+
+The same puts, gets and lists through the embedded store, the PostgreSQL
+store, plain PostgreSQL statements and plain rusqlite, with 1, 8 and 32
+concurrent clients; ops/s, the median of R rounds (default 3) of N
+operations (default 2000) per configuration. PostgreSQL: a throwaway
+durable cluster, or NEXUS_TEST_DATABASE_URL. --json prints
+{\"rows\": [{\"backend\", \"clients\", \"op\", \"ops_per_s\"}, ...]} on stdout.";
+
 fn main() {
+    if std::env::args().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return;
+    }
     let ops = arg("--ops", 2000);
     let rounds = arg("--rounds", 3).max(1);
     let json = std::env::args().any(|a| a == "--json");
@@ -329,7 +495,18 @@ fn main() {
         }
         conns
     });
-    let backends: [(&'static str, Vec<Conn>); 3] = [
+    // The rusqlite file gets the store's schema from the migrations.
+    let rusqlite_db = dir.path().join("r.db");
+    {
+        let conn = rusqlite_conn(&rusqlite_db);
+        for m in nexus_migrations::Dialect::Sqlite.migrations() {
+            conn.execute_batch(m.up).unwrap();
+        }
+    }
+    let rusqlite: Vec<Conn> = (0..max_clients)
+        .map(|_| Conn::Rusqlite(Mutex::new(rusqlite_conn(&rusqlite_db))))
+        .collect();
+    let backends: [(&'static str, Vec<Conn>); 4] = [
         (
             "embedded",
             (0..max_clients)
@@ -343,6 +520,7 @@ fn main() {
                 .collect(),
         ),
         ("postgres-plain", plain),
+        ("rusqlite", rusqlite),
     ];
 
     // Warm-up: the store's pool opens its connections (and prepares) before
@@ -363,6 +541,17 @@ fn main() {
                                 )
                                 .unwrap();
                                 assert!(row.is_none());
+                            }
+                            Conn::Rusqlite(conn) => {
+                                let conn = conn.lock().unwrap();
+                                let n: i64 = conn
+                                    .query_row(
+                                        "SELECT count(*) FROM file_paths WHERE virtual_path = ?1",
+                                        [&missing],
+                                        |r| r.get(0),
+                                    )
+                                    .unwrap();
+                                assert_eq!(n, 0);
                             }
                         }
                     }
@@ -465,6 +654,27 @@ fn main() {
             );
         }
     }
+    println!();
+    let one = find("embedded", 1, Op::Put);
+    let eight = find("embedded", 8, Op::Put);
+    let verdict = |ratio: f64, goal: f64| {
+        if ratio >= goal {
+            "goal met"
+        } else {
+            "below goal"
+        }
+    };
+    println!(
+        "embedded puts, 8 clients / 1 client: {:.2}x ({}, goal >= 4x)",
+        eight / one,
+        verdict(eight / one, 4.0)
+    );
+    let theirs = find("rusqlite", 8, Op::Put);
+    println!(
+        "embedded / rusqlite puts, 8 clients: {:.2}x ({}, goal >= 2x)",
+        eight / theirs,
+        verdict(eight / theirs, 2.0)
+    );
     println!();
     println!("postgres / postgres-plain (goals: put >= 0.5x, get >= 0.8x; list has none):");
     for (op, goal) in [(Op::Put, Some(0.5)), (Op::Get, Some(0.8)), (Op::List, None)] {

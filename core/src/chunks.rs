@@ -60,19 +60,22 @@ impl Store {
         validate_text("storage_path", storage_path, MAX_PATH_BYTES)?;
         let size = i64::try_from(size)
             .map_err(|_| Error::invalid("size", &size.to_string(), "must be at most 2^63 - 1"))?;
-        let mut e = self.writer().await;
-        e.write(|e, seq| {
+        let tenant = self.tenant.clone();
+        let (content_hash, storage_path) = (content_hash.to_string(), storage_path.to_string());
+        self.write(move |e, seq| {
+            let (tenant, content_hash, storage_path) = (&*tenant, &*content_hash, &*storage_path);
             let now = e.now().as_micros();
             e.execute(
                 "INSERT INTO content_chunks (tenant_id, content_hash, size_bytes, storage_path, ref_count, \
                  created_at, last_accessed_at, protected_until, change_seq) VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5, NULL, ?6) \
                  ON CONFLICT (tenant_id, content_hash) DO UPDATE SET ref_count = ref_count + 1, \
                  last_accessed_at = excluded.last_accessed_at, protected_until = NULL, change_seq = excluded.change_seq",
-                &[text(&self.tenant), text(content_hash), int(size), text(storage_path), int(now), int(seq)],
+                &[text(tenant), text(content_hash), int(size), text(storage_path), int(now), int(seq)],
             )?;
-            untombstone(e, "content_chunks", &self.tenant, content_hash)?;
-            require_chunk(e, &self.tenant, content_hash)
+            untombstone(e, "content_chunks", tenant, content_hash)?;
+            require_chunk(e, tenant, content_hash)
         })
+        .await
     }
 
     /// Releases one reference. When the count reaches zero the chunk becomes
@@ -81,9 +84,10 @@ impl Store {
     pub async fn release_chunk_ref(&self, content_hash: &str, grace: Duration) -> Result<Chunk> {
         validate_name("content_hash", content_hash)?;
         let grace = i64::try_from(grace.as_micros()).unwrap_or(i64::MAX);
-        let mut e = self.writer().await;
-        e.write(|e, seq| {
-            let chunk = require_chunk(e, &self.tenant, content_hash)?;
+        let (tenant, content_hash) = (self.tenant.clone(), content_hash.to_string());
+        self.write(move |e, seq| {
+            let (tenant, content_hash) = (&*tenant, &*content_hash);
+            let chunk = require_chunk(e, tenant, content_hash)?;
             if chunk.ref_count == 0 {
                 return Err(Error::invalid(
                     "content_hash",
@@ -101,12 +105,13 @@ impl Store {
                     int(now),
                     opt_int(protected),
                     int(seq),
-                    text(&self.tenant),
+                    text(tenant),
                     text(content_hash),
                 ],
             )?;
-            require_chunk(e, &self.tenant, content_hash)
+            require_chunk(e, tenant, content_hash)
         })
+        .await
     }
 
     /// The chunk `content_hash`, if known.
@@ -134,18 +139,19 @@ impl Store {
     /// candidate (no references, protection expired). Returns whether it was removed.
     pub async fn remove_chunk(&self, content_hash: &str) -> Result<bool> {
         validate_name("content_hash", content_hash)?;
-        let mut e = self.writer().await;
-        e.write(|e, seq| {
+        let (tenant, content_hash) = (self.tenant.clone(), content_hash.to_string());
+        self.write(move |e, seq| {
             let now = e.now().as_micros();
             let removed = e.execute(
                 "DELETE FROM content_chunks WHERE tenant_id = ?1 AND content_hash = ?2 AND ref_count = 0 \
                  AND (protected_until IS NULL OR protected_until <= ?3)",
-                &[text(&self.tenant), text(content_hash), int(now)],
+                &[text(&tenant), text(&content_hash), int(now)],
             )? > 0;
             if removed {
-                write_tombstone(e, seq, "content_chunks", &self.tenant, content_hash)?;
+                write_tombstone(e, seq, "content_chunks", &tenant, &content_hash)?;
             }
             Ok(removed)
         })
+        .await
     }
 }

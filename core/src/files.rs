@@ -384,16 +384,18 @@ impl Store {
     /// without the old metadata.
     pub async fn put(&self, file: NewFile) -> Result<FileRecord> {
         validate_new_file(&file)?;
-        let mut e = self.writer().await;
-        e.write(|e, seq| put_in_txn(e, &self.tenant, seq, &file, None))
+        let tenant = self.tenant.clone();
+        self.write(move |e, seq| put_in_txn(e, &tenant, seq, &file, None))
+            .await
     }
 
     /// Like [`Store::put`], but only if the stored state matches `expected`;
     /// otherwise [`Error::Conflict`] and nothing is written.
     pub async fn put_if(&self, file: NewFile, expected: Precondition) -> Result<FileRecord> {
         validate_new_file(&file)?;
-        let mut e = self.writer().await;
-        e.write(|e, seq| put_in_txn(e, &self.tenant, seq, &file, Some(&expected)))
+        let tenant = self.tenant.clone();
+        self.write(move |e, seq| put_in_txn(e, &tenant, seq, &file, Some(&expected)))
+            .await
     }
 
     /// Puts every file in one transaction: all or none. Every file is
@@ -406,13 +408,14 @@ impl Store {
         if files.is_empty() {
             return Ok(Vec::new());
         }
-        let mut e = self.writer().await;
-        e.write(|e, seq| {
+        let (tenant, files) = (self.tenant.clone(), files.to_vec());
+        self.write(move |e, seq| {
             files
                 .iter()
-                .map(|f| put_in_txn(e, &self.tenant, seq, f, None))
+                .map(|f| put_in_txn(e, &tenant, seq, f, None))
                 .collect()
         })
+        .await
     }
 
     /// The live file at `path`, or `None`.
@@ -457,8 +460,9 @@ impl Store {
     /// `None` when there was nothing at `path` (a no-op).
     pub async fn delete(&self, path: &str) -> Result<Option<FileRecord>> {
         validate_path(path)?;
-        let mut e = self.writer().await;
-        e.write(|e, seq| delete_in_txn(e, &self.tenant, seq, path))
+        let (tenant, path) = (self.tenant.clone(), path.to_string());
+        self.write(move |e, seq| delete_in_txn(e, &tenant, seq, &path))
+            .await
     }
 
     /// Deletes every path in one transaction; returns how many existed.
@@ -469,14 +473,16 @@ impl Store {
         if paths.is_empty() {
             return Ok(0);
         }
-        let mut e = self.writer().await;
-        e.write(|e, seq| {
+        let tenant = self.tenant.clone();
+        let paths: Vec<String> = paths.iter().map(|p| p.as_ref().to_string()).collect();
+        self.write(move |e, seq| {
             let mut n = 0;
-            for p in paths {
-                n += usize::from(delete_in_txn(e, &self.tenant, seq, p.as_ref())?.is_some());
+            for p in &paths {
+                n += usize::from(delete_in_txn(e, &tenant, seq, p)?.is_some());
             }
             Ok(n)
         })
+        .await
     }
 
     /// Every live file whose path starts with `prefix` (raw string,
@@ -560,9 +566,10 @@ impl Store {
                 reason: "cannot move a path below itself",
             });
         }
-        let tenant = &*self.tenant;
-        let mut e = self.writer().await;
-        e.write(|e, seq| {
+        let tenant = self.tenant.clone();
+        let (old, new) = (old.to_string(), new.to_string());
+        self.write(move |e, seq| {
+            let (tenant, old, new) = (&*tenant, old.as_str(), new.as_str());
             let file = load_live(e, tenant, old)?;
             let old_dir = format!("{old}/");
             let children = scan(e, tenant, &old_dir, true, From::Including(old_dir.clone()), usize::MAX)?;
@@ -599,6 +606,7 @@ impl Store {
             }
             Ok(moved)
         })
+        .await
     }
 }
 

@@ -39,6 +39,7 @@ mod cursor;
 mod engine;
 mod error;
 mod files;
+mod group_commit;
 pub mod listing;
 mod meta;
 mod model;

@@ -118,11 +118,12 @@ impl Store {
         validate_path(path)?;
         validate_name("metadata key", key)?;
         let encoded = encode_value(key, value)?;
-        let mut e = self.writer().await;
-        e.write(|e, seq| {
-            let file = require_live(e, &self.tenant, path)?;
-            upsert_metadata(e, seq, &file.path_id, key, &encoded)
+        let (tenant, path, key) = (self.tenant.clone(), path.to_string(), key.to_string());
+        self.write(move |e, seq| {
+            let file = require_live(e, &tenant, &path)?;
+            upsert_metadata(e, seq, &file.path_id, &key, &encoded)
         })
+        .await
     }
 
     /// Sets many `(path, key, value)` entries in one transaction: all or
@@ -138,14 +139,19 @@ impl Store {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut e = self.writer().await;
-        e.write(|e, seq| {
-            for ((path, key, _), value) in entries.iter().zip(&encoded) {
-                let file = require_live(e, &self.tenant, path)?;
+        let tenant = self.tenant.clone();
+        let entries: Vec<(String, String)> = entries
+            .iter()
+            .map(|(path, key, _)| (path.clone(), key.clone()))
+            .collect();
+        self.write(move |e, seq| {
+            for ((path, key), value) in entries.iter().zip(&encoded) {
+                let file = require_live(e, &tenant, path)?;
                 upsert_metadata(e, seq, &file.path_id, key, value)?;
             }
             Ok(())
         })
+        .await
     }
 
     /// The value of `key` of the file at `path`, or `None` if the key is not
@@ -187,18 +193,19 @@ impl Store {
     pub async fn delete_metadata(&self, path: &str, key: &str) -> Result<bool> {
         validate_path(path)?;
         validate_name("metadata key", key)?;
-        let mut e = self.writer().await;
-        e.write(|e, seq| {
-            let file = require_live(e, &self.tenant, path)?;
+        let (tenant, path, key) = (self.tenant.clone(), path.to_string(), key.to_string());
+        self.write(move |e, seq| {
+            let file = require_live(e, &tenant, &path)?;
             let removed = e.execute(
                 "DELETE FROM file_metadata WHERE path_id = ?1 AND key = ?2",
-                &[text(&file.path_id), text(key)],
+                &[text(&file.path_id), text(&key)],
             )? > 0;
             if removed {
-                write_tombstone(e, seq, "file_metadata", &file.path_id, key)?;
+                write_tombstone(e, seq, "file_metadata", &file.path_id, &key)?;
             }
             Ok(removed)
         })
+        .await
     }
 
     /// Live files that have `key` set (to `value`, when given, compared as

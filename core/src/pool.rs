@@ -1,7 +1,10 @@
 //! A store's connections: one that writes, and a few readers handed out
 //! without a lock that all calls share.
 //!
-//! Writes (and migrations) take the writer, one at a time. Reads take any
+//! Writes go through a queue in front of the writer: whoever takes the
+//! writer while writes are queued runs them all in one transaction
+//! ([`crate::group_commit`]); migrations and change-file imports take the
+//! writer for themselves ([`Pool::writer`], [`Pool::exclusive`]). Reads take any
 //! idle reader. An atomic counter holds the number of idle readers (a
 //! permit is one decrement; no lock), and each reader sits behind its own
 //! mutex, taken with `try_lock`: holding a permit means at most `n - 1`
@@ -22,17 +25,19 @@
 //! the writer; each read statement, or each [`crate::engine::Engine::read`]
 //! transaction, sees the last committed state when it starts.
 
+use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_lock::{Mutex as AsyncMutex, MutexGuard};
 use event_listener::Event;
 use turso_core::{Database, IO};
 
-use crate::engine::{Clock, Engine};
+use crate::engine::{Clock, Engine, Seq};
 use crate::error::Result;
+use crate::group_commit::{Queued, Request, run_group};
 
 /// How many times a waiter may be woken and find every reader taken again
 /// before newcomers have to queue behind it.
@@ -41,6 +46,8 @@ const LOSSES: u32 = 4;
 /// The writer and the readers of one database.
 pub(crate) struct Pool {
     writer: AsyncMutex<Engine>,
+    /// Writes waiting for the next group, in arrival order.
+    queue: Mutex<VecDeque<Arc<dyn Queued>>>,
     readers: Box<[AsyncMutex<Engine>]>,
     /// Readers not handed out.
     idle: AtomicUsize,
@@ -52,6 +59,47 @@ pub(crate) struct Pool {
     released: Event,
     /// The same for starving waiters, while there are any.
     released_to_starving: Event,
+}
+
+/// The writer, held alone; handed back when dropped, which wakes the caller
+/// of the first queued write (to lead the next group).
+pub(crate) struct WriterGuard<'a> {
+    engine: Option<MutexGuard<'a, Engine>>,
+    pool: &'a Pool,
+}
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        // Unlocked before the next leader is woken, so that it finds it free.
+        drop(self.engine.take());
+        self.pool.wake_first();
+    }
+}
+
+impl Deref for WriterGuard<'_> {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        self.engine.as_ref().expect("held until dropped")
+    }
+}
+
+impl DerefMut for WriterGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Engine {
+        self.engine.as_mut().expect("held until dropped")
+    }
+}
+
+/// Gives up a caller's write when its future is dropped before the write
+/// was taken into a group.
+struct Abandon<'a, T: Send + 'static>(&'a Pool, &'a Request<T>);
+
+impl<T: Send + 'static> Drop for Abandon<'_, T> {
+    fn drop(&mut self) {
+        if self.1.abandon() {
+            // It may have been woken to lead: pass that on.
+            self.0.wake_first();
+        }
+    }
 }
 
 /// The right to take one reader; handed back when dropped.
@@ -114,7 +162,7 @@ impl DerefMut for ReadGuard<'_> {
 /// The writer and every reader: nothing else runs on the database while it
 /// lives (migrations).
 pub(crate) struct Exclusive<'a> {
-    pub(crate) writer: MutexGuard<'a, Engine>,
+    pub(crate) writer: WriterGuard<'a>,
     readers: Vec<MutexGuard<'a, Engine>>,
     _permits: Vec<Permit<'a>>,
 }
@@ -155,6 +203,7 @@ impl Pool {
             .collect::<Result<Box<[_]>>>()?;
         Ok(Pool {
             writer,
+            queue: Mutex::new(VecDeque::new()),
             idle: AtomicUsize::new(readers.len()),
             starving: AtomicUsize::new(0),
             released: Event::new(),
@@ -168,10 +217,83 @@ impl Pool {
         self.readers.len()
     }
 
-    /// The writer (write transactions, migrations), once the writes queued
-    /// before are done.
-    pub(crate) async fn writer(&self) -> MutexGuard<'_, Engine> {
-        self.writer.lock().await
+    /// The writer for the caller alone (migrations, change-file imports,
+    /// raw queries), once the group running now is done; queued writes wait
+    /// until it is dropped.
+    pub(crate) async fn writer(&self) -> WriterGuard<'_> {
+        WriterGuard {
+            engine: Some(self.writer.lock().await),
+            pool: self,
+        }
+    }
+
+    /// Runs `f` as one write: in the next group to start, with the change
+    /// sequence number it takes there; returns once that group's
+    /// transaction committed (or `f` failed). See [`crate::group_commit`].
+    pub(crate) async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnMut(&mut Engine, Seq) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let request = Request::new(Box::new(f));
+        self.queue_lock().push_back(request.clone());
+        let _abandon = Abandon(self, &request);
+        loop {
+            // Listen before looking, so that a wake in between is not lost.
+            let woken = request.listen();
+            if let Some(result) = request.result() {
+                return result;
+            }
+            if let Some(engine) = self.writer.try_lock() {
+                let mut writer = WriterGuard {
+                    engine: Some(engine),
+                    pool: self,
+                };
+                self.run_queued(&mut writer);
+                // Dropping the writer wakes the next leader.
+                continue;
+            }
+            // Woken with the result, or when the writer is handed back
+            // while this write is first in the queue.
+            woken.await;
+        }
+    }
+
+    /// Wakes the caller of the first write still queued, so that it takes
+    /// the writer and leads the next group (after the writer was handed
+    /// back, or that caller gave up).
+    fn wake_first(&self) {
+        let mut queue = self.queue_lock();
+        while let Some(first) = queue.front() {
+            if first.abandoned() {
+                queue.pop_front();
+            } else {
+                first.wake();
+                return;
+            }
+        }
+    }
+
+    /// How many writes wait in the queue (for tests).
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
+        self.queue_lock().len()
+    }
+
+    fn queue_lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<dyn Queued>>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Leads one group: the queued writes whose callers are still there,
+    /// including those queued while it runs, up to [`crate::group_commit::MAX_GROUP`].
+    fn run_queued(&self, writer: &mut Engine) {
+        run_group(writer, || {
+            loop {
+                let queued = self.queue_lock().pop_front()?;
+                if let Some(member) = queued.take() {
+                    return Some(member);
+                }
+            }
+        });
     }
 
     /// Takes a permit if one is idle.
@@ -237,7 +359,7 @@ impl Pool {
     pub(crate) async fn exclusive(&self) -> Exclusive<'_> {
         // Writer first, then readers: the order every caller uses (no read
         // waits for the writer while holding a reader).
-        let writer = self.writer.lock().await;
+        let writer = self.writer().await;
         let mut permits = Vec::with_capacity(self.readers.len());
         for _ in 0..self.readers.len() {
             permits.push(self.permit().await);

@@ -5,13 +5,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use async_lock::MutexGuard;
 use nexus_migrations::{Dialect, MigrationStatus, Migrator};
 use turso_core::{Database, IO};
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Seq};
 use crate::error::{Error, Result};
-use crate::pool::{Pool, ReadGuard};
+use crate::pool::{Pool, ReadGuard, WriterGuard};
 use crate::validate::validate_name;
 
 /// The tenant used when none is chosen.
@@ -24,8 +23,11 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// Cheap to clone; clones share one set of connections, and so do all
 /// handles opened on the same file in one process. Every method is `async`
-/// and may be called from many tasks and threads at once: writes take turns
-/// on the one writing connection, reads run side by side on a few reading
+/// and may be called from many tasks and threads at once: writes run on the
+/// one writing connection, and those that arrive while a transaction is
+/// being written are committed together in the next one (group commit: one
+/// sync for many writes; each call returns once its write is durable, and a
+/// write that fails fails alone). Reads run side by side on a few reading
 /// connections ([`StoreBuilder::readers`]), next to the writes; each read
 /// sees a committed state. The embedded engine runs a call in place, without
 /// blocking on I/O readiness.
@@ -353,8 +355,21 @@ impl Store {
         &self.shared.location
     }
 
-    /// The writing connection, for write transactions.
-    pub(crate) async fn writer(&self) -> MutexGuard<'_, Engine> {
+    /// Runs `f` as one write transaction's worth of work, with its change
+    /// sequence number, in the next group commit (see
+    /// [`crate::group_commit`]); returns once it is durable. `f` may run
+    /// more than once (only the last run counts) and after the caller is
+    /// gone, so it owns what it uses.
+    pub(crate) async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnMut(&mut Engine, Seq) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.shared.pool.write(f).await
+    }
+
+    /// The writing connection for the caller alone, outside the group
+    /// commit (change-file imports, raw queries).
+    pub(crate) async fn writer(&self) -> WriterGuard<'_> {
         self.shared.pool.writer().await
     }
 

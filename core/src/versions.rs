@@ -102,9 +102,9 @@ impl Store {
     /// (`source` [`VersionSource::Rollback`], reason `Rollback to version V`).
     pub async fn rollback(&self, path: &str, version: u32) -> Result<FileRecord> {
         validate_path(path)?;
-        let mut e = self.writer().await;
-        e.write(|e, seq| {
-            let current = require_live(e, &self.tenant, path)?;
+        let (tenant, path) = (self.tenant.clone(), path.to_string());
+        self.write(move |e, seq| {
+            let current = require_live(e, &tenant, &path)?;
             let target = require_version(e, &current, version)?;
             let parent = version_id(e, &current.path_id, current.version)?;
             let now = e.now();
@@ -121,6 +121,7 @@ impl Store {
             )?;
             Ok(record)
         })
+        .await
     }
 
     /// Compares two versions of the file at `path`.

@@ -1,6 +1,7 @@
-//! Crash safety: a writer process is killed with SIGKILL at random instants;
-//! every write it acknowledged (after commit) must be there on reopen, and
-//! the file must pass `PRAGMA integrity_check`.
+//! Crash safety: a writer process (several threads writing at once, so
+//! that their writes share group commits) is killed with SIGKILL at random
+//! instants; every write it acknowledged (after commit) must be there on
+//! reopen, and the file must pass `PRAGMA integrity_check`.
 //!
 //! `NEXUS_CRASH_KILLS=100 cargo test -p nexus-tests crash` runs the full count.
 
@@ -10,7 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use nexus_core::Store;
-use nexus_tests::crash::{Model, apply_model, observe};
+use nexus_tests::crash::{Model, WRITERS, apply_model, observe};
 
 fn kills() -> usize {
     std::env::var("NEXUS_CRASH_KILLS")
@@ -35,13 +36,15 @@ fn sigkill_at_random_instants_loses_no_acknowledged_write() {
         rng ^= rng << 17;
         rng
     };
-    let mut model = Model::new();
-    let mut next = 0u64;
+    // Per writer thread: its model and its first operation not known to
+    // have committed.
+    let mut models = vec![Model::new(); WRITERS];
+    let mut next = vec![0u64; WRITERS];
     let mut acknowledged_total = 0u64;
     for round in 0..kills() {
         let mut child = Command::new(env!("CARGO_BIN_EXE_crash-writer"))
             .arg(&db)
-            .arg(next.to_string())
+            .args(next.iter().map(|n| n.to_string()))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -51,7 +54,9 @@ fn sigkill_at_random_instants_loses_no_acknowledged_write() {
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                tx.send(line.parse::<u64>().unwrap()).unwrap();
+                let (t, i) = line.split_once(' ').unwrap();
+                tx.send((t.parse::<usize>().unwrap(), i.parse::<u64>().unwrap()))
+                    .unwrap();
             }
         });
         // Let it write for a random while, then kill it mid-flight.
@@ -59,16 +64,17 @@ fn sigkill_at_random_instants_loses_no_acknowledged_write() {
         child.kill().unwrap();
         let status = child.wait().unwrap();
         reader.join().unwrap();
-        let acked: Vec<u64> = rx.try_iter().collect();
+        let acked: Vec<(usize, u64)> = rx.try_iter().collect();
         if let Some(code) = status.code() {
             let mut err = String::new();
             std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
             panic!("round {round}: the writer exited by itself ({code}): {err} (seed {seed})");
         }
-        for (k, i) in acked.iter().enumerate() {
-            assert_eq!(*i, next + k as u64, "acks are in order");
+        let mut last = next.clone(); // per thread: first operation not acknowledged
+        for &(t, i) in &acked {
+            assert_eq!(i, last[t], "thread {t}'s acks are in order");
+            last[t] += 1;
         }
-        let last = next + acked.len() as u64; // first operation not acknowledged
         acknowledged_total += acked.len() as u64;
 
         let integrity: String = rusqlite::Connection::open(&db)
@@ -77,31 +83,33 @@ fn sigkill_at_random_instants_loses_no_acknowledged_write() {
             .unwrap();
         assert_eq!(integrity, "ok", "round {round} (seed {seed})");
 
-        for i in next..last {
-            apply_model(&mut model, i);
+        let store = pollster::block_on(Store::open(&db)).unwrap();
+        for t in 0..WRITERS {
+            for i in next[t]..last[t] {
+                apply_model(&mut models[t], t, i);
+            }
+            // Each thread's operation in flight may have committed before
+            // its ack was printed.
+            let mut with_in_flight = models[t].clone();
+            apply_model(&mut with_in_flight, t, last[t]);
+            let actual = pollster::block_on(observe(&store, t));
+            if actual == models[t] {
+                next[t] = last[t];
+            } else if actual == with_in_flight {
+                models[t] = with_in_flight;
+                next[t] = last[t] + 1;
+            } else {
+                let missing: Vec<_> = models[t]
+                    .iter()
+                    .filter(|(k, v)| actual.get(*k) != Some(v))
+                    .take(5)
+                    .collect();
+                panic!(
+                    "round {round}: thread {t}'s acknowledged writes lost (seed {seed}); first differences: {missing:?}"
+                );
+            }
         }
-        // The operation in flight may have committed before its ack was printed.
-        let mut with_in_flight = model.clone();
-        apply_model(&mut with_in_flight, last);
-        let actual = pollster::block_on(async {
-            let store = Store::open(&db).await.unwrap();
-            observe(&store).await
-        });
-        if actual == model {
-            next = last;
-        } else if actual == with_in_flight {
-            model = with_in_flight;
-            next = last + 1;
-        } else {
-            let missing: Vec<_> = model
-                .iter()
-                .filter(|(k, v)| actual.get(*k) != Some(v))
-                .take(5)
-                .collect();
-            panic!(
-                "round {round}: acknowledged writes lost (seed {seed}); first differences: {missing:?}"
-            );
-        }
+        drop(store);
     }
     assert!(
         acknowledged_total > 0,
