@@ -455,7 +455,8 @@ impl Store {
                 format!("must lie between 0 and this store's change sequence {head}"),
             ));
         }
-        let changes = snap.changes(after, head)?;
+        // What came from PostgreSQL by a pull is not sent onward.
+        let changes = snap.local_changes(after, head)?;
         Ok(ChangeFile {
             source_id: snap.source_id().to_string(),
             changes,
@@ -624,6 +625,69 @@ pub(crate) fn apply_rows(
                 ));
             }
         }
+        // Removals here that an incoming row would undo, and rows here that
+        // an incoming removal would delete.
+        let keys = c
+            .metadata
+            .iter()
+            .map(|r| ("file_metadata", r.path_id.as_str(), r.key.as_str()))
+            .chain(c.chunks.iter().map(|r| {
+                (
+                    "content_chunks",
+                    r.tenant_id.as_str(),
+                    r.content_hash.as_str(),
+                )
+            }));
+        for (table, k1, k2) in keys {
+            let here = e.query_one(
+                "SELECT change_seq FROM tombstones WHERE table_name = ?1 AND key1 = ?2 AND key2 = ?3",
+                &[text(table), text(k1), text(k2)],
+                |row| row.int(0),
+            )?;
+            if let Some(s) = here
+                && u.holds(e, s)?
+            {
+                return Err(Unpushed::refuse(
+                    &format!("{k1} {k2}"),
+                    &format!("removal from {table}"),
+                ));
+            }
+        }
+        for t in &c.tombstones {
+            let here = if t.table_name == "file_metadata" {
+                e.query_one(
+                    "SELECT change_seq FROM file_metadata WHERE path_id = ?1 AND key = ?2",
+                    &[text(&t.key1), text(&t.key2)],
+                    |row| row.int(0),
+                )?
+            } else {
+                e.query_one(
+                    "SELECT change_seq FROM content_chunks WHERE tenant_id = ?1 AND content_hash = ?2",
+                    &[text(&t.key1), text(&t.key2)],
+                    |row| row.int(0),
+                )?
+            };
+            if let Some(s) = here
+                && u.holds(e, s)?
+            {
+                return Err(Unpushed::refuse(
+                    &format!("{} {}", t.key1, t.key2),
+                    &format!("change to {} that PostgreSQL removed", t.table_name),
+                ));
+            }
+        }
+        for r in &c.chunks {
+            let here = e.query_one(
+                "SELECT change_seq FROM content_chunks WHERE tenant_id = ?1 AND content_hash = ?2",
+                &[text(&r.tenant_id), text(&r.content_hash)],
+                |row| row.int(0),
+            )?;
+            if let Some(s) = here
+                && u.holds(e, s)?
+            {
+                return Err(Unpushed::refuse(&r.content_hash, "change to this chunk"));
+            }
+        }
     }
     let hidden = int(HIDDEN);
     let deleted_at = column_index(&FILE_PATHS, "deleted_at");
@@ -655,13 +719,37 @@ pub(crate) fn apply_rows(
     versions.sort_by_key(|(new, v)| (*new, v.version_number));
     for (_, r) in versions {
         let taken = e.query_one(
-            "SELECT v.version_id, p.virtual_path, p.tenant_id FROM version_history v \
+            "SELECT v.version_id, p.virtual_path, p.tenant_id, v.change_seq FROM version_history v \
              LEFT JOIN file_paths p ON p.path_id = v.path_id \
              WHERE v.path_id = ?1 AND v.version_number = ?2 AND v.version_id <> ?3",
             &[text(&r.path_id), int(r.version_number), text(&r.version_id)],
-            |row| Ok((row.text(0)?, row.opt_text(1)?, row.opt_text(2)?)),
+            |row| {
+                Ok((
+                    row.text(0)?,
+                    row.opt_text(1)?,
+                    row.opt_text(2)?,
+                    row.int(3)?,
+                ))
+            },
         )?;
-        if let Some((other, path, tenant)) = taken {
+        if let Some((other, path, tenant, other_seq)) = taken {
+            if let Some(u) = unpushed {
+                if u.holds(e, other_seq)? {
+                    return Err(Unpushed::refuse(
+                        path.as_deref().unwrap_or(&r.path_id),
+                        &format!("new version {} of this file", r.version_number),
+                    ));
+                }
+                // A pull: PostgreSQL has this store's version (it was
+                // pushed) somewhere else now (a conflict copy), and a later
+                // page brings it there; until then it steps aside.
+                e.execute(
+                    "UPDATE version_history SET version_number = version_number + 1000000000 WHERE version_id = ?1",
+                    &[text(&other)],
+                )?;
+                e.execute(sqlite::upsert(&VERSION_HISTORY), &row_params(r, seq))?;
+                continue;
+            }
             return Err(Error::Conflict {
                 path: path.unwrap_or_else(|| format!("path id {}", r.path_id)),
                 expected: format!(

@@ -97,6 +97,21 @@ impl Store {
         pushed_through: i64,
         changes: &Changes,
     ) -> Result<PullApplied> {
+        self.apply_pull_after(hub_id, pushed_through, changes.after, changes)
+            .await
+    }
+
+    /// [`Store::apply_pull`] for a page read after pages with no rows:
+    /// `(stored, changes.after]` held nothing, where `stored` is the
+    /// position this store recorded last (empty pages are not recorded, so
+    /// an idle pull writes nothing).
+    pub async fn apply_pull_after(
+        &self,
+        hub_id: &str,
+        pushed_through: i64,
+        stored: i64,
+        changes: &Changes,
+    ) -> Result<PullApplied> {
         let mut out = PullApplied {
             after: changes.after,
             through: changes.through,
@@ -114,7 +129,7 @@ impl Store {
                 out.skipped = true;
                 return Ok(());
             }
-            if at != changes.after {
+            if at != stored || stored > changes.after {
                 return Err(Error::ChangeFileGap {
                     source_id: hub_id.to_string(),
                     applied: at,

@@ -15,7 +15,7 @@
 //! `xmax`, so it lands in a later page. ARCHITECTURE.md has the argument in
 //! full.
 
-use nexus_core::tables::{Cells, Column, Kind, TableRow};
+use nexus_core::tables::{Cells, Column, FILE_PATHS, Kind, TableRow};
 use nexus_core::{
     Changes, ChunkRow, FileRow, MetadataRow, Origin, Result, TombstoneRow, VersionRow,
     canonical_json,
@@ -62,11 +62,19 @@ fn feed_column(c: &Column) -> String {
 /// within a stamp.
 fn select_sql<T: TableRow>(range: bool) -> String {
     let t = T::TABLE;
+    // A snapshot loads versions parents first (a file's versions by
+    // number): ids are time-ordered by the clock of whoever wrote them, and
+    // clocks differ.
+    let key = if !range && t.name == "version_history" {
+        "path_id, version_number".to_string()
+    } else {
+        t.key.join(", ")
+    };
     format!(
         "SELECT {}, change_seq, origin_id, origin_seq FROM {}{}",
         t.select_list(feed_column),
         t.name,
-        order(range, &t.key.join(", "))
+        order(range, &key)
     )
 }
 
@@ -235,13 +243,41 @@ async fn read_in(
     let versions = q(select_sql::<VersionRow>(true), "reading changed versions").await?;
     let chunks = q(select_sql::<ChunkRow>(true), "reading changed chunks").await?;
     let tombstones = q(select_sql::<TombstoneRow>(true), "reading removals").await?;
+    let mut files: Vec<FileRow> = read_rows(&files)?;
+    let metadata: Vec<MetadataRow> = read_rows(&metadata)?;
+    let versions: Vec<VersionRow> = read_rows(&versions)?;
+    // A version or metadata row of the page whose file was written again
+    // by a later transaction: the file's row is in a later page, and the
+    // page would not apply where the file is new. The file's current row
+    // comes along (applying a later state again changes nothing).
+    let have: std::collections::HashSet<&str> = files.iter().map(|f| f.path_id.as_str()).collect();
+    let mut missing: Vec<String> = versions
+        .iter()
+        .map(|v| v.path_id.as_str())
+        .chain(metadata.iter().map(|m| m.path_id.as_str()))
+        .filter(|p| !have.contains(p))
+        .map(str::to_string)
+        .collect();
+    missing.sort();
+    missing.dedup();
+    if !missing.is_empty() {
+        let sql = format!(
+            "SELECT {}, change_seq, origin_id, origin_seq FROM file_paths WHERE path_id = ANY($1::text[]::uuid[])",
+            FILE_PATHS.select_list(feed_column)
+        );
+        let rows = db
+            .query(&sql, &[&missing])
+            .await
+            .map_err(pg_err("reading the files of changed rows"))?;
+        files.extend(read_rows::<FileRow>(&rows)?);
+    }
     Ok(FeedPage {
         changes: Changes {
             after,
             through,
-            files: read_rows(&files)?,
-            metadata: read_rows(&metadata)?,
-            versions: read_rows(&versions)?,
+            files,
+            metadata,
+            versions,
             chunks: read_rows(&chunks)?,
             tombstones: read_rows(&tombstones)?,
         },

@@ -73,7 +73,9 @@ async fn apply_once(
     // The conflict rule, as for a push of a store that never pulled: its
     // base is the empty database.
     let mut batch = batch.clone();
-    let copies = crate::resolve::resolve(&tx, &file.source_id, 0, &mut batch).await?;
+    let mut held = crate::resolve::Held::new();
+    let copies = crate::resolve::resolve(&tx, &file.source_id, 0, &mut batch, &mut held).await?;
+    crate::resolve::none_held(&held)?;
     upsert_batch(
         &tx,
         &file.source_id,

@@ -83,6 +83,8 @@ async fn pull_once(store: &Store, source: &PgUrl, options: &SyncOptions) -> Resu
         ..PullReport::default()
     };
     report.to = report.from;
+    // The position recorded in the store (pages with no rows are not).
+    let mut stored = report.from;
     // Into an empty store: one snapshot of the whole database, in one
     // local transaction, then the feed from the position it covers.
     if let Some(mut bulk) = store.begin_bulk_pull(&report.hub_id).await? {
@@ -102,6 +104,7 @@ async fn pull_once(store: &Store, source: &PgUrl, options: &SyncOptions) -> Resu
         })
         .await?;
         bulk.finish(through)?;
+        stored = through;
         [
             report.files,
             report.versions,
@@ -115,10 +118,16 @@ async fn pull_once(store: &Store, source: &PgUrl, options: &SyncOptions) -> Resu
     }
     loop {
         let page = nexus_pg::read_page(&mut client, &cache, report.to, options.window_rows).await?;
-        if page.changes.through > page.changes.after {
+        if page.changes.is_empty() {
+            // Nothing to apply: the position moves in this run only (the
+            // next pull reads the same empty range again), so an idle sync
+            // writes nothing here.
+            report.to = page.changes.through;
+        } else if page.changes.through > page.changes.after {
             let applied = store
-                .apply_pull(&report.hub_id, pushed_through, &page.changes)
+                .apply_pull_after(&report.hub_id, pushed_through, stored, &page.changes)
                 .await?;
+            stored = applied.through;
             report.pages += 1;
             report.files += applied.files;
             report.versions += applied.versions;

@@ -204,6 +204,7 @@ impl Replicator {
             Vec::new()
         };
         let mut live_ids: Vec<Uuid> = Vec::new();
+        let mut held = crate::resolve::Held::new();
         loop {
             let batch = match windows.recv().await {
                 Some(Ok(Read::Window(batch))) => batch,
@@ -216,7 +217,8 @@ impl Replicator {
                 copy_batch(&tx, &source_id, &batch, &mut report.tables).await?;
             } else {
                 let mut batch = batch;
-                let copies = crate::resolve::resolve(&tx, &source_id, base, &mut batch).await?;
+                let copies =
+                    crate::resolve::resolve(&tx, &source_id, base, &mut batch, &mut held).await?;
                 upsert_batch(&tx, &source_id, &batch, &mut report.tables, &mut live_ids).await?;
                 report
                     .conflicts
@@ -227,6 +229,7 @@ impl Replicator {
                 p(done, total);
             }
         }
+        crate::resolve::none_held(&held)?;
         report
             .conflicts
             .extend(make_live(&tx, &source_id, &live_ids).await?);
@@ -1124,7 +1127,15 @@ pub(crate) async fn upsert_batch(
             ],
         )
         .await
-        .map_err(Error::pg("upserting version_history"))?;
+        .map_err(|e| {
+            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                // Another push made a version of one of these files at the
+                // same moment: retried, the rule then sees it.
+                Error::Raced
+            } else {
+                Error::pg("upserting version_history")(e)
+            }
+        })?;
         account(
             stats,
             1,

@@ -26,7 +26,7 @@ use nexus_core::{ConflictCopy, ConflictInfo, ConflictReason, Timestamp};
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
-use crate::convert::{Batch, PgMetadata};
+use crate::convert::{Batch, PgMetadata, PgVersion};
 use crate::error::{Error, Result};
 use crate::replicate::mark_conflict;
 
@@ -45,23 +45,30 @@ struct Target {
     current_version: i32,
 }
 
+/// Versions of a push whose file diverged but whose file row is in a later
+/// window of the run (a file's row is stamped at or after its versions):
+/// held back until that row arrives and the copy is made.
+pub(crate) type Held = HashMap<Uuid, Vec<PgVersion>>;
+
 /// Applies the conflict rule to `b` (a window of `source`'s rows, `base`
 /// the last target position the source pulled), and returns the conflict
-/// copies it decided on.
+/// copies it decided on. The target's rows of the window's files are locked
+/// until the run commits, so that concurrent pushes decide on what the
+/// others committed.
 pub(crate) async fn resolve(
     tx: &Transaction<'_>,
     source: &str,
     base: i64,
     b: &mut Batch,
+    held: &mut Held,
 ) -> Result<Vec<PendingCopy>> {
-    if b.files.is_empty() {
-        return Ok(Vec::new());
-    }
     let ids: Vec<Uuid> = b.files.iter().map(|f| f.path_id).collect();
-    let target: HashMap<Uuid, Target> = tx
-        .query(
+    let target: HashMap<Uuid, Target> = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        tx.query(
             "SELECT path_id, change_seq, origin_id, deleted_at IS NULL, current_version FROM file_paths \
-             WHERE path_id = ANY($1)",
+             WHERE path_id = ANY($1) ORDER BY path_id FOR UPDATE",
             &[&ids],
         )
         .await
@@ -78,26 +85,45 @@ pub(crate) async fn resolve(
                 },
             )
         })
-        .collect();
-    if target.is_empty() {
-        return Ok(Vec::new());
-    }
+        .collect()
+    };
     // Files whose pushed versions collide with different versions here, and
     // the pushed versions the target already has.
     let vp: Vec<Uuid> = b.versions.iter().map(|v| v.path_id).collect();
     let vn: Vec<i32> = b.versions.iter().map(|v| v.version_number).collect();
-    let vid: Vec<Uuid> = b.versions.iter().map(|v| v.version_id).collect();
-    let diverged: HashSet<Uuid> = tx
-        .query(
+    let vid: Vec<Uuid> = b
+        .versions
+        .iter()
+        .map(|v| v.version_id)
+        .chain(held.values().flatten().map(|v| v.version_id))
+        .collect();
+    let mut diverged: HashSet<Uuid> = if b.versions.is_empty() {
+        HashSet::new()
+    } else {
+        tx.query(
             "SELECT DISTINCT u.p FROM unnest($1::uuid[], $2::int4[], $3::uuid[]) AS u(p, n, v) \
              JOIN version_history h ON h.path_id = u.p AND h.version_number = u.n AND h.version_id <> u.v",
-            &[&vp, &vn, &vid],
+            &[&vp, &vn, &vid[..vp.len()].to_vec()],
         )
         .await
         .map_err(Error::pg("comparing pushed versions"))?
         .iter()
         .map(|r| r.get(0))
-        .collect();
+        .collect()
+    };
+    diverged.extend(held.keys().copied());
+    if diverged.is_empty() && target.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Diverged versions whose file row is not in this window wait for it.
+    let in_window: HashSet<Uuid> = ids.iter().copied().collect();
+    let (wait, keep): (Vec<PgVersion>, Vec<PgVersion>) = std::mem::take(&mut b.versions)
+        .into_iter()
+        .partition(|v| diverged.contains(&v.path_id) && !in_window.contains(&v.path_id));
+    b.versions = keep;
+    for v in wait {
+        held.entry(v.path_id).or_default().push(v);
+    }
     let known: HashSet<Uuid> = if diverged.is_empty() {
         HashSet::new()
     } else {
@@ -116,9 +142,6 @@ pub(crate) async fn resolve(
     let mut moved: HashMap<Uuid, Uuid> = HashMap::new();
     let mut dropped: HashSet<Uuid> = HashSet::new();
     for f in &mut b.files {
-        let Some(t) = target.get(&f.path_id) else {
-            continue;
-        };
         if diverged.contains(&f.path_id) {
             let copy_id = Uuid::new_v4();
             let info = ConflictInfo {
@@ -140,6 +163,9 @@ pub(crate) async fn resolve(
             });
             continue;
         }
+        let Some(t) = target.get(&f.path_id) else {
+            continue;
+        };
         let unseen = t.change_seq > base && t.origin_id.as_deref() != Some(source);
         if !unseen {
             continue;
@@ -156,11 +182,15 @@ pub(crate) async fn resolve(
         }
     }
     b.files.retain(|f| !dropped.contains(&f.path_id));
-    if moved.is_empty() {
-        return Ok(copies);
+    // The losing side's new versions (held back from earlier windows too)
+    // go with it; its metadata applies to the file and goes to the copy as
+    // well.
+    for (from, to) in &moved {
+        if let Some(waiting) = held.remove(from) {
+            b.versions.extend(waiting);
+        }
+        let _ = to;
     }
-    // The losing side's new versions go with it; its metadata applies to the
-    // file and goes to the copy as well.
     for v in &mut b.versions {
         if let Some(to) = moved.get(&v.path_id)
             && !known.contains(&v.version_id)
@@ -186,15 +216,32 @@ pub(crate) async fn resolve(
         })
         .collect();
     b.metadata.extend(extra);
-    // The file the target keeps: sent again to the source on its next pull.
-    let kept: Vec<Uuid> = moved.keys().copied().collect();
-    tx.execute(
-        "UPDATE file_paths SET change_seq = DEFAULT WHERE path_id = ANY($1)",
-        &[&kept],
-    )
-    .await
-    .map_err(Error::pg("keeping a file that lost a conflict"))?;
+    // The file the target keeps (whose pushed row lost, or was dropped):
+    // sent again to the pusher on its next pull.
+    let kept: Vec<Uuid> = moved.keys().chain(dropped.iter()).copied().collect();
+    if !kept.is_empty() {
+        tx.execute(
+            "UPDATE file_paths SET change_seq = DEFAULT WHERE path_id = ANY($1)",
+            &[&kept],
+        )
+        .await
+        .map_err(Error::pg("keeping a file that lost a conflict"))?;
+    }
     Ok(copies)
+}
+
+/// At the end of a run: every held-back version found its file (a file's
+/// row is stamped at or after its versions, so it is in the same run).
+pub(crate) fn none_held(held: &Held) -> Result<()> {
+    match held.keys().next() {
+        None => Ok(()),
+        Some(path_id) => Err(Error::Conversion {
+            table: "version_history",
+            problem: format!(
+                "versions of file {path_id} collide with other versions in the target, and the source sent no row of that file"
+            ),
+        }),
+    }
 }
 
 /// After the upsert: marks each copy (and its versions and metadata) as the
