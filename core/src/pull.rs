@@ -185,8 +185,8 @@ impl Store {
 /// plain inserts (nothing here to compare with), then committed together
 /// with the feed position the snapshot covers ([`BulkPull::finish`]). Cut
 /// at any point (dropped unfinished), it rolls back and the store stays
-/// empty. Other writes wait for it; reads see the empty store until it
-/// commits.
+/// empty. It holds every connection of the store: other writes and reads
+/// wait until it ends.
 pub struct BulkPull<'a> {
     all: Option<Exclusive<'a>>,
     seq: i64,
