@@ -411,7 +411,11 @@ pub(crate) async fn make_live(
 }
 
 /// The first conflict-copy path of `info` that no live file of `tenant` holds.
-async fn free_copy_path(tx: &Transaction<'_>, tenant: &str, info: &ConflictInfo) -> Result<String> {
+pub(crate) async fn free_copy_path(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    info: &ConflictInfo,
+) -> Result<String> {
     let mut attempt = 0;
     loop {
         let copy = info.copy_path(attempt);

@@ -150,7 +150,7 @@ pub(crate) async fn resolve(
                 at: Timestamp::from_micros(f.row.updated_at),
                 reason: ConflictReason::Content,
             };
-            let copy = info.copy_path(0);
+            let copy = crate::replicate::free_copy_path(tx, &f.row.tenant_id, &info).await?;
             moved.insert(f.path_id, copy_id);
             f.path_id = copy_id;
             f.row.path_id = copy_id.to_string();
