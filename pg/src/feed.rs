@@ -36,6 +36,12 @@ pub struct FeedPage {
     /// Whether the page reaches the newest position that was safe to read
     /// (`false`: more pages are ready now).
     pub caught_up: bool,
+    /// The current rows of files that the page's versions and metadata
+    /// refer to but whose own row is not in the page (it was written again
+    /// by a later transaction, so it is in a later page): a reader that
+    /// applies the page where those files are new needs them first.
+    /// Applying a later state again changes nothing.
+    pub referenced_files: Vec<FileRow>,
 }
 
 /// `(table, its columns in the order of the core row type)`; times as
@@ -213,6 +219,7 @@ async fn read_in(
                 ..Changes::default()
             },
             caught_up: true,
+            referenced_files: Vec::new(),
         });
     }
     let limit = i64::try_from(max_rows.max(1)).unwrap_or(i64::MAX - 1) + 1;
@@ -243,13 +250,14 @@ async fn read_in(
     let versions = q(select_sql::<VersionRow>(true), "reading changed versions").await?;
     let chunks = q(select_sql::<ChunkRow>(true), "reading changed chunks").await?;
     let tombstones = q(select_sql::<TombstoneRow>(true), "reading removals").await?;
-    let mut files: Vec<FileRow> = read_rows(&files)?;
+    let files: Vec<FileRow> = read_rows(&files)?;
+    let mut referenced_files = Vec::new();
     let metadata: Vec<MetadataRow> = read_rows(&metadata)?;
     let versions: Vec<VersionRow> = read_rows(&versions)?;
     // A version or metadata row of the page whose file was written again
     // by a later transaction: the file's row is in a later page, and the
     // page would not apply where the file is new. The file's current row
-    // comes along (applying a later state again changes nothing).
+    // comes along, apart from the page's own rows.
     let have: std::collections::HashSet<&str> = files.iter().map(|f| f.path_id.as_str()).collect();
     let mut missing: Vec<String> = versions
         .iter()
@@ -269,7 +277,7 @@ async fn read_in(
             .query(&sql, &[&missing])
             .await
             .map_err(pg_err("reading the files of changed rows"))?;
-        files.extend(read_rows::<FileRow>(&rows)?);
+        referenced_files = read_rows::<FileRow>(&rows)?;
     }
     Ok(FeedPage {
         changes: Changes {
@@ -282,6 +290,7 @@ async fn read_in(
             tombstones: read_rows(&tombstones)?,
         },
         caught_up: through == safe,
+        referenced_files,
     })
 }
 

@@ -124,8 +124,14 @@ async fn pull_once(store: &Store, source: &PgUrl, options: &SyncOptions) -> Resu
             // writes nothing here.
             report.to = page.changes.through;
         } else if page.changes.through > page.changes.after {
+            // Files the page's rows refer to come first (see
+            // `FeedPage::referenced_files`).
+            let mut changes = page.changes;
+            let mut files = page.referenced_files;
+            files.append(&mut changes.files);
+            changes.files = files;
             let applied = store
-                .apply_pull_after(&report.hub_id, pushed_through, stored, &page.changes)
+                .apply_pull_after(&report.hub_id, pushed_through, stored, &changes)
                 .await?;
             stored = applied.through;
             report.pages += 1;
