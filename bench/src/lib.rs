@@ -45,6 +45,23 @@ pub async fn generate(store: &nexus_core::Store, files: usize) {
     }
 }
 
+/// Runs this benchmark binary again as a child process with `args` (its
+/// child mode), so that the child's peak memory is its own; returns the
+/// JSON it prints.
+pub fn run_self(args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} failed: {}",
+        args.first().copied().unwrap_or("child"),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// The peak resident memory of this process so far, in KiB (Linux).
 pub fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")

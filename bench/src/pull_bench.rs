@@ -14,7 +14,6 @@
 //! `NEXUS_TEST_DATABASE_URL`.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 use futures_util::StreamExt;
@@ -23,7 +22,7 @@ use nexus_sync::{PgUrl, Replicator, SyncOptions};
 use nexus_tests::pg::connect;
 use serde_json::{Value, json};
 
-use nexus_bench::{arg, generate, peak_rss_kib};
+use nexus_bench::{arg, generate, peak_rss_kib, run_self};
 
 /// Child mode: `--child-pull DB URL WINDOW` runs one pull and prints its report.
 fn child_pull(args: &[String]) {
@@ -50,21 +49,12 @@ fn child_pull(args: &[String]) {
 }
 
 fn run_child(db: &Path, url: &str, window: usize) -> Value {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--child-pull",
-            db.to_str().unwrap(),
-            url,
-            &window.to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pull failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    run_self(&[
+        "--child-pull",
+        db.to_str().unwrap(),
+        url,
+        &window.to_string(),
+    ])
 }
 
 /// `--sources N --files F`: N stores, F files in all (a tenth of each

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::ToSql;
 
-use nexus_bench::{arg, peak_rss_kib};
+use nexus_bench::{arg, peak_rss_kib, run_self};
 
 /// Child mode: `--child-sync DB URL WINDOW` runs one sync and prints its report.
 fn child_sync(args: &[String]) {
@@ -45,21 +45,12 @@ fn child_sync(args: &[String]) {
 }
 
 fn run_child(db: &Path, url: &str, window: usize) -> Value {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--child-sync",
-            db.to_str().unwrap(),
-            url,
-            &window.to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sync failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    run_self(&[
+        "--child-sync",
+        db.to_str().unwrap(),
+        url,
+        &window.to_string(),
+    ])
 }
 
 async fn count_rows(url: &str, tables: &[&str]) -> i64 {

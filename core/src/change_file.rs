@@ -920,14 +920,7 @@ fn make_copy(
         ],
     )?;
     untombstone(e, "file_metadata", path_id, CONFLICT_KEY)?;
-    Ok(ConflictCopy {
-        tenant: tenant.to_string(),
-        path: info.path,
-        copy,
-        path_id: path_id.to_string(),
-        source: info.source,
-        reason: info.reason,
-    })
+    Ok(info.into_copy(tenant.to_string(), copy, path_id.to_string()))
 }
 
 /// Records that this store has applied `source_id` through `through` (by a

@@ -275,14 +275,7 @@ impl Snapshot<'_> {
     /// How far this store had applied the change feed of the database
     /// `hub_id` at this snapshot (0: never pulled from it).
     pub fn pull_position(&mut self, hub_id: &str) -> Result<i64> {
-        Ok(self
-            .engine
-            .query_one(
-                "SELECT position FROM nexus_pull_state WHERE hub_id = ?1",
-                &[crate::engine::text(hub_id)],
-                |r| r.int(0),
-            )?
-            .unwrap_or(0))
+        crate::pull::position(&mut self.engine, hub_id)
     }
 
     /// The change sequence numbers in `(after, through]` that were pulls

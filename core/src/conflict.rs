@@ -57,6 +57,19 @@ impl ConflictInfo {
     pub fn copy_path(&self, attempt: u32) -> String {
         conflict_path(&self.path, self.at, &self.source, attempt)
     }
+
+    /// The summary's record of the copy made for this conflict: the file
+    /// `path_id` of `tenant`, now at `copy`.
+    pub fn into_copy(self, tenant: String, copy: String, path_id: String) -> ConflictCopy {
+        ConflictCopy {
+            tenant,
+            path: self.path,
+            copy,
+            path_id,
+            source: self.source,
+            reason: self.reason,
+        }
+    }
 }
 
 /// A conflict copy that a sync made, as its summary reports it.

@@ -51,7 +51,8 @@ impl PullApplied {
     }
 }
 
-fn position(e: &mut Engine, hub_id: &str) -> Result<i64> {
+/// How far the store has applied the feed of `hub_id` (0: never pulled).
+pub(crate) fn position(e: &mut Engine, hub_id: &str) -> Result<i64> {
     Ok(e.query_one(
         "SELECT position FROM nexus_pull_state WHERE hub_id = ?1",
         &[text(hub_id)],

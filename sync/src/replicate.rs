@@ -384,14 +384,7 @@ pub(crate) async fn make_live(
         .await
         .map_err(Error::pg("moving a file to its conflict copy"))?;
         mark_conflict(tx, path_id, &info).await?;
-        copies.push(ConflictCopy {
-            tenant,
-            path: info.path,
-            copy,
-            path_id: path_id.to_string(),
-            source: info.source,
-            reason: info.reason,
-        });
+        copies.push(info.into_copy(tenant, copy, path_id.to_string()));
     }
     tx.execute(
         "UPDATE file_paths SET deleted_at = NULL WHERE path_id = ANY($1)",

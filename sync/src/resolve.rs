@@ -185,11 +185,10 @@ pub(crate) async fn resolve(
     // The losing side's new versions (held back from earlier windows too)
     // go with it; its metadata applies to the file and goes to the copy as
     // well.
-    for (from, to) in &moved {
+    for from in moved.keys() {
         if let Some(waiting) = held.remove(from) {
             b.versions.extend(waiting);
         }
-        let _ = to;
     }
     for v in &mut b.versions {
         if let Some(to) = moved.get(&v.path_id)
@@ -262,14 +261,7 @@ pub(crate) async fn finish(
                 .map_err(Error::pg("marking a conflict copy"))?;
         }
         mark_conflict(tx, c.path_id, &c.info).await?;
-        out.push(ConflictCopy {
-            tenant: c.tenant,
-            path: c.info.path,
-            copy: c.copy,
-            path_id: c.path_id.to_string(),
-            source: c.info.source,
-            reason: c.info.reason,
-        });
+        out.push(c.info.into_copy(c.tenant, c.copy, c.path_id.to_string()));
     }
     Ok(out)
 }
