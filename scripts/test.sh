@@ -6,6 +6,14 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Everything the run leaves in a temporary directory (Chromium's profiles and
+# shared-memory files, above all after the crash tests kill it, throwaway
+# PostgreSQL clusters, test stores) goes under one directory, removed at
+# the end, so repeated runs do not fill the disk.
+run_tmp=$(mktemp -d "${TMPDIR:-/tmp}/nexus-test.XXXXXX")
+trap 'rm -rf "$run_tmp"' EXIT
+export TMPDIR="$run_tmp"
+
 step "toolchain"
 if ! command -v cargo >/dev/null; then
     echo "cargo not found: install Rust with rustup (https://rustup.rs) first" >&2
