@@ -38,7 +38,7 @@ fn child_pull(args: &[String]) {
             window_rows: window,
             ..SyncOptions::default()
         };
-        let r = nexus_sync::pull(&store, &PgUrl::parse(url).unwrap(), &options)
+        let r = nexus_sync::pull(&store, &PgUrl::parse(url).unwrap().into(), &options)
             .await
             .unwrap();
         println!(

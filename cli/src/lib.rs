@@ -148,17 +148,36 @@ pub enum Command {
         /// Rows read per window per table (memory bound).
         #[arg(long, default_value_t = 10_000)]
         window: usize,
+        /// The bearer token for a sync server (`http(s)://` URLs).
+        #[arg(long, env = "NEXUS_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// With --with: keep syncing, after local changes and every
+        /// --interval seconds, until interrupted.
+        #[arg(long, requires = "with")]
+        watch: bool,
+        /// Seconds between syncs of --watch.
+        #[arg(long, default_value_t = 10.0, requires = "watch")]
+        interval: f64,
     },
-    /// Bring in every change that PostgreSQL has and this store has not
-    /// (other sources' pushes, writes made on the database), exactly once.
+    /// Bring in every change that PostgreSQL (or a sync server, for the
+    /// token's tenant) has and this store has not (other sources' pushes,
+    /// writes made on the database), exactly once.
     Pull {
-        /// The database to pull from (default: $NEXUS_DATABASE_URL).
+        /// The database or sync server to pull from (default: $NEXUS_DATABASE_URL).
         #[arg(long, env = "NEXUS_DATABASE_URL", hide_env_values = true)]
         from: String,
         /// Rows per page of the database's change feed (memory bound).
         #[arg(long, default_value_t = 10_000)]
         window: usize,
+        /// The bearer token for a sync server (`http(s)://` URLs).
+        #[arg(long, env = "NEXUS_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
+    /// Run the sync server: stores that cannot reach PostgreSQL (browsers,
+    /// apps) push and pull through it, with bearer tokens per tenant. The
+    /// database is --db (a `postgresql://` URL). Settings also from the
+    /// config file's [serve] section.
+    Serve(ServeArgs),
     /// Write the store's changes (all tenants) after change --since as a
     /// change file, for `import-changes` or `sync --from-changes`.
     ExportChanges {
@@ -382,6 +401,37 @@ impl Opened {
 struct ConfigFile {
     #[serde(default)]
     database: DatabaseConfig,
+    #[serde(default)]
+    serve: ServeConfig,
+}
+
+/// The `[serve]` section: the settings of `nexus serve` (flags override).
+///
+/// ```toml
+/// [serve]
+/// listen = "127.0.0.1:8080"
+/// jwt_public_key = "/etc/nexus/jwt.pem"   # or jwt_secret (or $NEXUS_JWT_SECRET)
+/// tokens = "/etc/nexus/tokens"
+/// tenant_claim = "tenant"
+/// max_body_bytes = 67108864
+/// request_timeout_secs = 60
+/// max_applies_per_tenant = 2
+/// max_page_rows = 10000
+/// cors_origins = ["https://app.example.com"]
+/// ```
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServeConfig {
+    listen: Option<std::net::SocketAddr>,
+    jwt_secret: Option<String>,
+    jwt_public_key: Option<PathBuf>,
+    tokens: Option<PathBuf>,
+    tenant_claim: Option<String>,
+    max_body_bytes: Option<usize>,
+    request_timeout_secs: Option<f64>,
+    max_applies_per_tenant: Option<usize>,
+    max_page_rows: Option<usize>,
+    cors_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -407,6 +457,10 @@ fn secs(name: &str, v: f64) -> Result<Duration, Failure> {
 
 impl Cli {
     fn config_file(&self) -> Result<DatabaseConfig, Failure> {
+        Ok(self.read_config()?.database)
+    }
+
+    fn read_config(&self) -> Result<ConfigFile, Failure> {
         let (path, required) = match &self.config {
             Some(p) => (p.clone(), true),
             None => (PathBuf::from("nexus.toml"), false),
@@ -414,7 +468,7 @@ impl Cli {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(DatabaseConfig::default());
+                return Ok(ConfigFile::default());
             }
             Err(e) => {
                 return Err(fail(format!(
@@ -430,7 +484,7 @@ impl Cli {
                 e.to_string().replace('\n', " ")
             ))
         })?;
-        Ok(parsed.database)
+        Ok(parsed)
     }
 
     /// Where the store is: `--db`, else $NEXUS_DB, else $NEXUS_DATABASE_URL,
@@ -506,9 +560,47 @@ fn not_found(path: &str) -> Failure {
     })
 }
 
+/// `nexus serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// HS256 secret of the JWTs (default: $NEXUS_JWT_SECRET).
+    #[arg(long, env = "NEXUS_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// PEM public key of the JWTs: RSA (RS256) or P-256 (ES256).
+    #[arg(long, value_name = "FILE")]
+    jwt_public_key: Option<PathBuf>,
+    /// Static tokens: a file of `TENANT SHA256-HEX` lines.
+    #[arg(long, value_name = "FILE")]
+    tokens: Option<PathBuf>,
+    /// The JWT claim that names the tenant (default `tenant`).
+    #[arg(long)]
+    tenant_claim: Option<String>,
+    /// Largest request body in bytes (default 64 MiB).
+    #[arg(long)]
+    max_body_bytes: Option<usize>,
+    /// Seconds before a request is answered 408 (default 60).
+    #[arg(long)]
+    request_timeout: Option<f64>,
+    /// Pushes applied at once per tenant (default 2).
+    #[arg(long)]
+    max_applies_per_tenant: Option<usize>,
+    /// Rows of a pull page at most (default 10,000).
+    #[arg(long)]
+    max_page_rows: Option<usize>,
+    /// An origin whose pages may call the server (repeatable; `*`: any).
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    cors_origins: Vec<String>,
+}
+
 /// Runs a parsed command.
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let out = Out::new(cli.json);
+    if let Command::Serve(args) = &cli.command {
+        return serve(&cli, args);
+    }
     if let Command::Migrate { action } = &cli.command {
         let opened = open(&cli, false).await?;
         return migrate(&opened, action, &out).await;
@@ -622,28 +714,123 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             to: _,
             with: Some(url),
             window,
+            token,
+            watch,
+            interval,
             ..
-        } => sync_cmd::sync_with(embedded(&opened)?, url, *window, &out)?,
+        } => {
+            let remote = sync_cmd::remote(url, token)?;
+            if *watch {
+                sync_cmd::watch(embedded(&opened)?, &remote, *window, *interval, &out)?;
+            } else {
+                sync_cmd::sync_with(embedded(&opened)?, &remote, *window, &out)?;
+            }
+        }
         Command::Sync {
             to,
             with: None,
             dry_run,
             window,
+            token,
             ..
         } => {
             sync_cmd::sync(
                 embedded(&opened)?,
-                &target_of(to, &None)?,
+                &sync_cmd::remote(&target_of(to, &None)?, token)?,
                 *dry_run,
                 *window,
                 &out,
             )?;
         }
-        Command::Pull { from, window } => sync_cmd::pull(embedded(&opened)?, from, *window, &out)?,
+        Command::Pull {
+            from,
+            window,
+            token,
+        } => sync_cmd::pull(
+            embedded(&opened)?,
+            &sync_cmd::remote(from, token)?,
+            *window,
+            &out,
+        )?,
+        Command::Serve(_) => unreachable!("handled above"),
         Command::Verify { to } => sync_cmd::verify(embedded(&opened)?, to, &out)?,
         Command::Migrate { .. } => unreachable!("handled above"),
     }
     Ok(())
+}
+
+/// `nexus serve`: settings from flags, else the config file, else defaults.
+fn serve(cli: &Cli, a: &ServeArgs) -> Result<(), Failure> {
+    let config = cli.read_config()?;
+    let c = &config.serve;
+    let location = cli.location(&config.database);
+    let db = match nexus_pg::Location::parse(&location) {
+        nexus_pg::Location::Postgres(url) => {
+            nexus_sync::PgUrl::parse(&url).map_err(|e| fail(crate::one_line(&e)))?
+        }
+        nexus_pg::Location::Embedded(_) => {
+            return Err(fail(
+                "nexus serve needs a PostgreSQL database: pass --db postgresql://... (or $NEXUS_DATABASE_URL)",
+            ));
+        }
+    };
+    let listen = a
+        .listen
+        .or(c.listen)
+        .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let mut settings = nexus_server::Config::new(db, listen);
+    if let Some(n) = a.max_body_bytes.or(c.max_body_bytes) {
+        settings.max_body_bytes = n;
+    }
+    if let Some(t) = a.request_timeout.or(c.request_timeout_secs) {
+        settings.request_timeout = secs("--request-timeout", t)?;
+    }
+    if let Some(n) = a.max_applies_per_tenant.or(c.max_applies_per_tenant) {
+        settings.max_applies_per_tenant = n;
+    }
+    if let Some(n) = a.max_page_rows.or(c.max_page_rows) {
+        settings.max_page_rows = n;
+    }
+    settings.cors_origins = if a.cors_origins.is_empty() {
+        c.cors_origins.clone().unwrap_or_default()
+    } else {
+        a.cors_origins.clone()
+    };
+    let auth = nexus_server::Auth::new(&nexus_server::AuthSettings {
+        jwt_secret: a.jwt_secret.clone().or_else(|| c.jwt_secret.clone()),
+        jwt_public_key: a
+            .jwt_public_key
+            .clone()
+            .or_else(|| c.jwt_public_key.clone()),
+        tokens: a.tokens.clone().or_else(|| c.tokens.clone()),
+        tenant_claim: a.tenant_claim.clone().or_else(|| c.tenant_claim.clone()),
+    })
+    .map_err(|e| fail(e.to_string()))?;
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NEXUS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let db_shown = settings.db.to_string();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(async {
+        let server = nexus_server::Server::bind(settings, auth)
+            .await
+            .map_err(|e| fail(crate::one_line(&e)))?;
+        tracing::info!(addr = %server.local_addr(), db = %db_shown, "nexus serve listening");
+        // The address on stdout too, for whoever started the server with
+        // port 0 (tests, scripts).
+        println!("listening on http://{}", server.local_addr());
+        server
+            .serve(nexus_server::shutdown_signal())
+            .await
+            .map_err(|e| fail(format!("the server stopped: {e}")))
+    })
 }
 
 /// The database of `sync`: --to (or $NEXUS_DATABASE_URL), else --with.

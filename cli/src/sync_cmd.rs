@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use nexus_core::{ChangeFile, Store};
-use nexus_sync::{PgUrl, Replicator, SyncMode, SyncOptions};
+use nexus_sync::{PgUrl, Remote, Replicator, SyncMode, SyncOptions};
 use serde_json::json;
 
 use crate::output::{Out, human_size};
@@ -29,18 +29,34 @@ fn sync_failure(e: nexus_sync::Error) -> Failure {
     fail(message)
 }
 
+/// The database or sync server `url` names (`token`: a sync server's).
+pub fn remote(url: &str, token: &Option<String>) -> Result<Remote, Failure> {
+    let remote = Remote::parse(url, token.clone()).map_err(sync_failure)?;
+    if matches!(remote, Remote::Server(_)) && token.as_deref().is_none_or(str::is_empty) {
+        return Err(fail(format!(
+            "{remote} is a sync server: give its token with --token or NEXUS_TOKEN"
+        )));
+    }
+    Ok(remote)
+}
+
 pub fn sync(
     store: &Store,
-    to: &str,
+    to: &Remote,
     dry_run: bool,
     window: usize,
     out: &Out,
 ) -> Result<(), Failure> {
-    let target = PgUrl::parse(to).map_err(|e| sync_failure(e.into()))?;
+    let target = to;
     let rt = runtime()?;
     if dry_run {
+        let Remote::Postgres(target) = to else {
+            return Err(fail(
+                "--dry-run checks values against PostgreSQL directly: give a postgresql:// URL",
+            ));
+        };
         let report = rt
-            .block_on(Replicator::new(store.clone(), target.clone()).dry_run())
+            .block_on(Replicator::new(store.clone(), (**target).clone()).dry_run())
             .map_err(sync_failure)?;
         // The dry run's verdict outlives a closed stdout (`| head`).
         let printed = out.value(
@@ -94,8 +110,9 @@ pub fn sync(
         })),
         ..SyncOptions::default()
     };
-    let replicator = Replicator::new(store.clone(), target.clone()).with_options(options);
-    let report = rt.block_on(replicator.sync()).map_err(sync_failure)?;
+    let report = rt
+        .block_on(nexus_sync::push(store, to, &options))
+        .map_err(sync_failure)?;
     bar.finish_and_clear();
     out.value(
         &serde_json::to_value(&report).expect("serializable"),
@@ -156,7 +173,7 @@ pub fn sync(
 }
 
 /// The summary of a pull.
-fn pull_text(from: &PgUrl, r: &nexus_sync::PullReport) -> String {
+fn pull_text(from: &Remote, r: &nexus_sync::PullReport) -> String {
     if r.pages == 0 {
         return format!(
             "pulled from {from}: already up to date (position {})",
@@ -193,26 +210,28 @@ fn options(window: usize) -> SyncOptions {
 }
 
 /// `nexus pull --from URL`.
-pub fn pull(store: &Store, from: &str, window: usize, out: &Out) -> Result<(), Failure> {
-    let source = PgUrl::parse(from).map_err(|e| sync_failure(e.into()))?;
+pub fn pull(store: &Store, source: &Remote, window: usize, out: &Out) -> Result<(), Failure> {
     let rt = runtime()?;
     let report = rt
-        .block_on(nexus_sync::pull(store, &source, &options(window)))
+        .block_on(nexus_sync::pull(store, source, &options(window)))
         .map_err(sync_failure)?;
     out.value(
         &serde_json::to_value(&report).expect("serializable"),
-        || pull_text(&source, &report),
+        || pull_text(source, &report),
     )?;
     Ok(())
 }
 
 /// `nexus sync --with URL`: push, then pull.
-pub fn sync_with(store: &Store, url: &str, window: usize, out: &Out) -> Result<(), Failure> {
-    let db = PgUrl::parse(url).map_err(|e| sync_failure(e.into()))?;
+pub fn sync_with(store: &Store, db: &Remote, window: usize, out: &Out) -> Result<(), Failure> {
     let rt = runtime()?;
     let both = rt
-        .block_on(nexus_sync::sync_with(store, &db, &options(window)))
+        .block_on(nexus_sync::sync_with(store, db, &options(window)))
         .map_err(sync_failure)?;
+    print_both(db, &both, out)
+}
+
+fn print_both(db: &Remote, both: &nexus_sync::SyncWithReport, out: &Out) -> Result<(), Failure> {
     let (pushed, pulled) = (&both.push, &both.pull);
     out.value(
         &json!({"push": pushed, "pull": pulled, "conflicts": pushed.conflicts}),
@@ -225,11 +244,69 @@ pub fn sync_with(store: &Store, url: &str, window: usize, out: &Out) -> Result<(
                 pushed.seconds
             )];
             lines.extend(conflict_lines(&pushed.conflicts));
-            lines.push(pull_text(&db, pulled));
+            lines.push(pull_text(db, pulled));
             lines.join("\n")
         },
     )?;
     Ok(())
+}
+
+/// `nexus sync --with URL --watch`: syncs both ways, then again after each
+/// local change (looked for twice a second) or every `interval` seconds,
+/// until interrupted. Failures that a retry may cure (the server or the
+/// database unreachable) are reported and retried with backoff.
+pub fn watch(
+    store: &Store,
+    db: &Remote,
+    window: usize,
+    interval: f64,
+    out: &Out,
+) -> Result<(), Failure> {
+    if !(interval.is_finite() && interval > 0.0) {
+        return Err(fail(format!(
+            "--interval must be a positive number of seconds, got {interval}"
+        )));
+    }
+    let interval = std::time::Duration::from_secs_f64(interval);
+    let rt = runtime()?;
+    rt.block_on(async {
+        let stop = tokio::signal::ctrl_c();
+        tokio::pin!(stop);
+        let change_seq =
+            async || -> Result<i64, Failure> { Ok(store.snapshot().await?.change_seq()) };
+        let mut backoff = std::time::Duration::from_secs(1);
+        loop {
+            let wait = match nexus_sync::sync_with(store, db, &options(window)).await {
+                Ok(both) => {
+                    print_both(db, &both, out)?;
+                    backoff = std::time::Duration::from_secs(1);
+                    interval
+                }
+                Err(e) if e.is_retryable() => {
+                    crate::output::warn(format!(
+                        "{} (retrying in {}s)",
+                        crate::one_line(&e),
+                        backoff.as_secs()
+                    ));
+                    let b = backoff;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(60));
+                    b
+                }
+                Err(e) => return Err(sync_failure(e)),
+            };
+            let seen = change_seq().await?;
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                tokio::select! {
+                    _ = &mut stop => return Ok(()),
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                }
+                if tokio::time::Instant::now() >= deadline || change_seq().await? != seen {
+                    break;
+                }
+            }
+        }
+    })
 }
 
 /// One line per conflict copy a sync made, after a header; nothing when none.

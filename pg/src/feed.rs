@@ -80,7 +80,7 @@ fn select_sql<T: TableRow>(range: bool) -> String {
         "SELECT {}, change_seq, origin_id, origin_seq FROM {}{}",
         t.select_list(feed_column),
         t.name,
-        order(range, &key)
+        order(range, t.name, &key)
     )
 }
 
@@ -133,11 +133,29 @@ fn read_rows<T: TableRow>(rows: &[Row]) -> Result<Vec<T>> {
 
 /// The tail of a table's query: the feed's range `(after, through]` in
 /// stamp order, or (a snapshot) every row in key order.
-fn order(range: bool, key: &str) -> String {
+fn order(range: bool, table: &str, key: &str) -> String {
     if range {
-        format!(" WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq, {key}")
+        format!(
+            " WHERE change_seq > $1 AND change_seq <= $2 AND ($3::text IS NULL OR {}) ORDER BY change_seq, {key}",
+            tenant_filter(table)
+        )
     } else {
         format!(" ORDER BY {key}")
+    }
+}
+
+/// The condition that keeps a row of `table` to the tenant `$3`: by its
+/// own tenant, by its file's, or (a removal) by the key that names either.
+fn tenant_filter(table: &str) -> &'static str {
+    match table {
+        "file_paths" | "content_chunks" => "tenant_id = $3",
+        "file_metadata" | "version_history" => {
+            "path_id IN (SELECT path_id FROM file_paths WHERE tenant_id = $3)"
+        }
+        _ => {
+            "(table_name = 'content_chunks' AND key1 = $3) OR (table_name = 'file_metadata' \
+             AND key1 IN (SELECT path_id::text FROM file_paths WHERE tenant_id = $3))"
+        }
     }
 }
 
@@ -170,9 +188,23 @@ pub async fn read_page(
     after: i64,
     max_rows: usize,
 ) -> Result<FeedPage> {
+    read_tenant_page(client, cache, None, after, max_rows).await
+}
+
+/// [`read_page`] for one tenant (`Some`), or all (`None`): only rows of
+/// the tenant's files and chunks and their removals. Positions are those of
+/// the whole feed; a page may hold fewer rows than asked (rows of other
+/// tenants count towards its size), or none and still move the position.
+pub async fn read_tenant_page(
+    client: &mut tokio_postgres::Client,
+    cache: &nexus_postgres::StatementCache,
+    tenant: Option<&str>,
+    after: i64,
+    max_rows: usize,
+) -> Result<FeedPage> {
     let tx = crate::ops::begin_snapshot(client, "starting a read of the change feed").await?;
     let db = Cached::new(&tx, cache);
-    let page = read_in(&db, after, max_rows).await?;
+    let page = read_in(&db, tenant, after, max_rows).await?;
     tx.commit()
         .await
         .map_err(pg_err("ending a read of the change feed"))?;
@@ -187,6 +219,7 @@ pub async fn read_page(
 
 async fn read_in(
     db: &Cached<'_, impl GenericClient + Sync>,
+    tenant: Option<&str>,
     after: i64,
     max_rows: usize,
 ) -> Result<FeedPage> {
@@ -242,7 +275,7 @@ async fn read_in(
             beyond
         }
     };
-    let range: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&after, &through];
+    let range: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&after, &through, &tenant];
     let q =
         async |sql: String, what: &'static str| db.query(&sql, &range).await.map_err(pg_err(what));
     let files = q(select_sql::<FileRow>(true), "reading changed files").await?;

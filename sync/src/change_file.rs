@@ -14,6 +14,7 @@ use crate::replicate::{
     upsert_batch, watermark, with_retries,
 };
 use nexus_postgres::{PgUrl, migrate};
+use tokio_postgres::Transaction;
 
 /// Applies `file` to the database at `target` (migrating its schema first),
 /// as an incremental sync run of the file's source would: rows upserted by
@@ -28,29 +29,65 @@ pub async fn apply_change_file(
     file: &ChangeFile,
     options: &SyncOptions,
 ) -> Result<SyncReport> {
+    let batch = checked_batch(file)?;
+    with_retries(options, || async {
+        let mut client = target.connect(crate::APPLICATION_NAME, None).await?;
+        migrate(&mut client).await?;
+        // The conflict rule, as for a push of a store that never pulled:
+        // its base is the empty database.
+        let report = apply_once(&mut client, file, &batch, 0, None).await?;
+        if let Some(p) = &options.progress {
+            let rows = batch_len(&batch);
+            p(rows, rows);
+        }
+        Ok(report)
+    })
+    .await
+}
+
+/// Applies a push that arrived as a change file (a sync server's): as
+/// [`apply_change_file`], on `client` (already migrated), once (a
+/// retryable failure is returned, nothing applied), with the conflict rule
+/// against `base` (how far the source had pulled from this database), and,
+/// with `tenant`, only if every row belongs to that tenant
+/// ([`Error::WrongTenant`] otherwise, nothing applied).
+pub async fn apply_push(
+    client: &mut tokio_postgres::Client,
+    file: &ChangeFile,
+    base: i64,
+    tenant: Option<&str>,
+) -> Result<SyncReport> {
+    let batch = checked_batch(file)?;
+    apply_once(client, file, &batch, base, tenant).await
+}
+
+/// The file's rows in PostgreSQL's types, after checking the file.
+fn checked_batch(file: &ChangeFile) -> Result<Batch> {
     file.validate()?;
     let mut problems = Vec::new();
     let batch = convert::batch(file.changes.clone(), &mut problems);
-    if let Some(first) = problems.into_iter().next() {
-        return Err(Error::Conversion {
+    match problems.into_iter().next() {
+        None => Ok(batch),
+        Some(first) => Err(Error::Conversion {
             table: "change file",
             problem: first,
-        });
+        }),
     }
-    with_retries(options, || apply_once(target, file, &batch, options)).await
 }
 
 async fn apply_once(
-    target: &PgUrl,
+    client: &mut tokio_postgres::Client,
     file: &ChangeFile,
     batch: &Batch,
-    options: &SyncOptions,
+    base: i64,
+    tenant: Option<&str>,
 ) -> Result<SyncReport> {
     let started = Instant::now();
     let c = &file.changes;
-    let mut client = target.connect(crate::APPLICATION_NAME, None).await?;
-    migrate(&mut client).await?;
-    let tx = begin_source(&mut client, &file.source_id).await?;
+    let tx = begin_source(client, &file.source_id).await?;
+    if let Some(tenant) = tenant {
+        check_tenant(&tx, file, tenant).await?;
+    }
     crate::replicate::share_bulk_lock(&tx).await?;
     let at = watermark(&tx, &file.source_id).await?;
     let mut report = SyncReport::new(&file.source_id, at, c.through);
@@ -70,11 +107,9 @@ async fn apply_once(
     }
     report.mode = SyncMode::Incremental;
     let mut live_ids: Vec<Uuid> = Vec::new();
-    // The conflict rule, as for a push of a store that never pulled: its
-    // base is the empty database.
     let mut batch = batch.clone();
     let mut held = crate::resolve::Held::new();
-    let copies = crate::resolve::resolve(&tx, &file.source_id, 0, &mut batch, &mut held).await?;
+    let copies = crate::resolve::resolve(&tx, &file.source_id, base, &mut batch, &mut held).await?;
     crate::resolve::none_held(&held)?;
     upsert_batch(
         &tx,
@@ -94,10 +129,49 @@ async fn apply_once(
     tx.commit()
         .await
         .map_err(Error::pg("committing the change file"))?;
-    if let Some(p) = &options.progress {
-        let rows = batch_len(&batch);
-        p(rows, rows);
-    }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Refuses `file` unless every row belongs to `tenant`: files and chunks
+/// by their tenant, versions, metadata and metadata removals by their
+/// file's (in the file, else in the database), chunk removals by their key.
+/// A file id that the database holds for another tenant is refused too.
+async fn check_tenant(tx: &Transaction<'_>, file: &ChangeFile, tenant: &str) -> Result<()> {
+    let c = &file.changes;
+    let wrong = |found: &str| Error::WrongTenant {
+        allowed: tenant.to_string(),
+        found: found.to_string(),
+    };
+    if let Some(f) = c.files.iter().find(|f| f.tenant_id != tenant) {
+        return Err(wrong(&f.tenant_id));
+    }
+    if let Some(ch) = c.chunks.iter().find(|ch| ch.tenant_id != tenant) {
+        return Err(wrong(&ch.tenant_id));
+    }
+    let mut ids: Vec<&str> = Vec::new();
+    for t in &c.tombstones {
+        match t.table_name.as_str() {
+            "content_chunks" if t.key1 != tenant => return Err(wrong(&t.key1)),
+            "file_metadata" => ids.push(&t.key1),
+            _ => {}
+        }
+    }
+    ids.extend(c.files.iter().map(|f| f.path_id.as_str()));
+    ids.extend(c.versions.iter().map(|v| v.path_id.as_str()));
+    ids.extend(c.metadata.iter().map(|m| m.path_id.as_str()));
+    ids.sort_unstable();
+    ids.dedup();
+    let ids: Vec<Uuid> = ids.iter().filter_map(|s| Uuid::parse_str(s).ok()).collect();
+    if let Some(row) = tx
+        .query_opt(
+            "SELECT tenant_id FROM file_paths WHERE path_id = ANY($1) AND tenant_id <> $2 LIMIT 1",
+            &[&ids, &tenant],
+        )
+        .await
+        .map_err(Error::pg("checking the tenant of the changes"))?
+    {
+        return Err(wrong(&row.get::<_, String>(0)));
+    }
+    Ok(())
 }

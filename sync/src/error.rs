@@ -39,6 +39,32 @@ pub enum Error {
     /// the conflict rule.
     #[error("another writer took one of the run's paths at the same moment; nothing was applied")]
     Raced,
+    /// The changes hold rows of a tenant other than the one the pusher may
+    /// write. Nothing was applied.
+    #[error(
+        "the changes hold rows of tenant {found:?}, but this push may write only tenant {allowed:?}; nothing was applied"
+    )]
+    WrongTenant {
+        /// The tenant the pusher may write.
+        allowed: String,
+        /// A tenant the changes hold.
+        found: String,
+    },
+    /// A sync server refused a request or could not be reached. The message
+    /// is the server's (it never holds a token) or the connection's.
+    #[error("{url}: {message}")]
+    Remote {
+        /// The server's address (no token, no password).
+        url: String,
+        /// The HTTP status, when the server answered.
+        status: Option<u16>,
+        /// The error's kind as the server names it (`unauthorized`,
+        /// `forbidden`, `gap`, `bad_request`, `unavailable`, ...), or
+        /// `unreachable`.
+        kind: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 impl Error {
@@ -49,6 +75,12 @@ impl Error {
             Error::Pg(e) => e.is_retryable(),
             Error::Store(e) => e.is_retryable(),
             Error::Raced => true,
+            // Unreachable, timed out, overloaded, restarting, or raced by
+            // another push of the same source (`gap`: ask again).
+            Error::Remote { status, kind, .. } => match status {
+                None => true,
+                Some(s) => matches!(s, 408 | 429 | 502..=504) || kind == "gap",
+            },
             _ => false,
         }
     }

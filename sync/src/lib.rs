@@ -38,16 +38,21 @@ mod change_file;
 mod convert;
 mod dryrun;
 mod error;
+pub mod http;
+pub mod protocol;
 mod pull;
+mod remote;
 mod replicate;
 mod resolve;
 mod verify;
 
-pub use change_file::apply_change_file;
+pub use change_file::{apply_change_file, apply_push};
 pub use dryrun::{DryRunReport, MAX_LISTED_PROBLEMS};
 pub use error::{Error, Result};
+pub use http::HttpHub;
 pub use nexus_postgres::PgUrl;
 pub use pull::{PullReport, SYNC_ROUNDS, SyncWithReport, pull, sync_with};
+pub use remote::{Remote, push};
 pub use replicate::{
     COPY_CONTENT_CHUNKS, COPY_FILE_METADATA, COPY_FILE_PATHS, COPY_TOMBSTONES,
     COPY_VERSION_HISTORY, CopyInto, ProgressFn, Replicator, SyncMode, SyncOptions, SyncReport,

@@ -11,14 +11,17 @@
 use std::time::Instant;
 
 use nexus_core::Store;
+use nexus_pg::FeedPage;
 use nexus_postgres::{PgUrl, StatementCache, migrate};
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::http::HttpHub;
+use crate::remote::Remote;
 use crate::replicate::{SyncOptions, hub_id, watermark, with_retries};
 
 /// What a pull did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct PullReport {
     /// The database's id (its `nexus_state.store_id`).
     pub hub_id: String,
@@ -62,11 +65,53 @@ impl crate::replicate::Attempts for PullReport {
     }
 }
 
-/// Brings into `store` every change of the database at `source` that the
-/// store does not have, retrying retryable failures as a sync run does
-/// (`options.window_rows` bounds a page).
-pub async fn pull(store: &Store, source: &PgUrl, options: &SyncOptions) -> Result<PullReport> {
-    with_retries(options, || pull_once(store, source, options)).await
+/// Brings into `store` every change that `from` (a database, or a sync
+/// server for the token's tenant) has and the store has not, retrying
+/// retryable failures as a sync run does (`options.window_rows` bounds a
+/// page).
+pub async fn pull(store: &Store, from: &Remote, options: &SyncOptions) -> Result<PullReport> {
+    match from {
+        Remote::Postgres(url) => with_retries(options, || pull_once(store, url, options)).await,
+        Remote::Server(hub) => with_retries(options, || pull_http_once(store, hub, options)).await,
+    }
+}
+
+/// Where a pull reads the pages of a change feed.
+trait Feed {
+    /// The page after `after`, and the source's watermark there.
+    async fn page(&mut self, after: i64, max_rows: usize) -> Result<(FeedPage, i64)>;
+}
+
+/// A database's feed, read directly.
+struct PgFeed<'a> {
+    client: &'a mut tokio_postgres::Client,
+    cache: StatementCache,
+    watermark: i64,
+}
+
+impl Feed for PgFeed<'_> {
+    async fn page(&mut self, after: i64, max_rows: usize) -> Result<(FeedPage, i64)> {
+        let page = nexus_pg::read_page(self.client, &self.cache, after, max_rows).await?;
+        Ok((page, self.watermark))
+    }
+}
+
+/// A sync server's feed of the token's tenant.
+struct ServerFeed<'a> {
+    hub: &'a HttpHub,
+    source: String,
+}
+
+impl Feed for ServerFeed<'_> {
+    async fn page(&mut self, after: i64, max_rows: usize) -> Result<(FeedPage, i64)> {
+        let p = self.hub.pull(&self.source, after, max_rows).await?;
+        let page = FeedPage {
+            changes: p.changes,
+            caught_up: p.caught_up,
+            referenced_files: p.referenced_files,
+        };
+        Ok((page, p.watermark))
+    }
 }
 
 async fn pull_once(store: &Store, source: &PgUrl, options: &SyncOptions) -> Result<PullReport> {
@@ -76,15 +121,12 @@ async fn pull_once(store: &Store, source: &PgUrl, options: &SyncOptions) -> Resu
     let hub = hub_id(&client).await?;
     let own = store.snapshot().await?.source_id().to_string();
     let pushed_through = watermark(&client, &own).await?;
-    let cache = StatementCache::default();
     let mut report = PullReport {
         from: store.pull_position(&hub).await?,
         hub_id: hub,
         ..PullReport::default()
     };
     report.to = report.from;
-    // The position recorded in the store (pages with no rows are not).
-    let mut stored = report.from;
     // Into an empty store: one snapshot of the whole database, in one
     // local transaction, then the feed from the position it covers.
     if let Some(mut bulk) = store.begin_bulk_pull(&report.hub_id).await? {
@@ -104,7 +146,6 @@ async fn pull_once(store: &Store, source: &PgUrl, options: &SyncOptions) -> Resu
         })
         .await?;
         bulk.finish(through)?;
-        stored = through;
         [
             report.files,
             report.versions,
@@ -116,8 +157,44 @@ async fn pull_once(store: &Store, source: &PgUrl, options: &SyncOptions) -> Resu
         report.bulk = true;
         report.to = through;
     }
+    let mut feed = PgFeed {
+        client: &mut client,
+        cache: StatementCache::default(),
+        watermark: pushed_through,
+    };
+    apply_pages(store, &mut feed, &mut report, options).await?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+async fn pull_http_once(store: &Store, hub: &HttpHub, options: &SyncOptions) -> Result<PullReport> {
+    let started = Instant::now();
+    let source = store.snapshot().await?.source_id().to_string();
+    let state = hub.state(&source).await?;
+    let mut report = PullReport {
+        from: store.pull_position(&state.hub_id).await?,
+        hub_id: state.hub_id,
+        ..PullReport::default()
+    };
+    report.to = report.from;
+    let mut feed = ServerFeed { hub, source };
+    apply_pages(store, &mut feed, &mut report, options).await?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Applies the feed's pages after `report.to` until it is caught up, each
+/// page in one local transaction with its position.
+async fn apply_pages(
+    store: &Store,
+    feed: &mut impl Feed,
+    report: &mut PullReport,
+    options: &SyncOptions,
+) -> Result<()> {
+    // The position recorded in the store (pages with no rows are not).
+    let mut stored = report.to;
     loop {
-        let page = nexus_pg::read_page(&mut client, &cache, report.to, options.window_rows).await?;
+        let (page, pushed_through) = feed.page(report.to, options.window_rows).await?;
         if page.changes.is_empty() {
             // Nothing to apply: the position moves in this run only (the
             // next pull reads the same empty range again), so an idle sync
@@ -147,11 +224,9 @@ async fn pull_once(store: &Store, source: &PgUrl, options: &SyncOptions) -> Resu
             }
         }
         if page.caught_up {
-            break;
+            return Ok(());
         }
     }
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
 }
 
 /// How many times [`sync_with`] pushes and pulls again when a local write
@@ -159,7 +234,7 @@ async fn pull_once(store: &Store, source: &PgUrl, options: &SyncOptions) -> Resu
 pub const SYNC_ROUNDS: u32 = 3;
 
 /// What [`sync_with`] did: its last push and its pull.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct SyncWithReport {
     /// The push.
     pub push: crate::SyncReport,
@@ -173,16 +248,14 @@ pub struct SyncWithReport {
 /// overwrite it, pushes and pulls again (up to [`SYNC_ROUNDS`] times).
 pub async fn sync_with(
     store: &Store,
-    url: &PgUrl,
+    with: &Remote,
     options: &SyncOptions,
 ) -> Result<SyncWithReport> {
-    let replicator =
-        crate::Replicator::new(store.clone(), url.clone()).with_options(options.clone());
     let mut round = 0;
     loop {
         round += 1;
-        let push = replicator.sync().await?;
-        match pull(store, url, options).await {
+        let push = crate::push(store, with, options).await?;
+        match pull(store, with, options).await {
             Ok(pull) => return Ok(SyncWithReport { push, pull }),
             Err(crate::Error::Store(nexus_core::Error::Conflict { .. })) if round < SYNC_ROUNDS => {
             }

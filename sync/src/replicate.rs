@@ -22,8 +22,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::pin_mut;
-use nexus_core::{CHANGE_TABLES, CONFLICT_KEY, ConflictCopy, ConflictInfo, ConflictReason, Store};
-use serde::Serialize;
+use nexus_core::{
+    CHANGE_TABLES, CONFLICT_KEY, Changes, ConflictCopy, ConflictInfo, ConflictReason, Store,
+};
+use serde::{Deserialize, Deserializer, Serialize};
 use tokio_postgres::Transaction;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
@@ -72,7 +74,7 @@ impl std::fmt::Debug for SyncOptions {
 }
 
 /// What a run did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncMode {
     /// Nothing to send: the target already had the source up to the
@@ -82,6 +84,34 @@ pub enum SyncMode {
     Full,
     /// Only what changed since the watermark (always, for a change file).
     Incremental,
+}
+
+/// A report's tables as read back (from a sync server's answer): each
+/// name one of [`CHANGE_TABLES`].
+fn read_tables<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<TableStats>, D::Error> {
+    #[derive(Deserialize)]
+    struct Stats {
+        table: String,
+        rows: u64,
+        bytes: u64,
+        seconds: f64,
+    }
+    Vec::<Stats>::deserialize(d)?
+        .into_iter()
+        .map(|s| {
+            let table = CHANGE_TABLES
+                .iter()
+                .copied()
+                .find(|t| *t == s.table)
+                .ok_or_else(|| serde::de::Error::custom(format!("unknown table {:?}", s.table)))?;
+            Ok(TableStats {
+                table,
+                rows: s.rows,
+                bytes: s.bytes,
+                seconds: s.seconds,
+            })
+        })
+        .collect()
 }
 
 /// Per table: rows sent, bytes of values, seconds spent.
@@ -98,7 +128,7 @@ pub struct TableStats {
 }
 
 /// The summary of a sync run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SyncReport {
     /// The store's identity as a source.
     pub source_id: String,
@@ -109,6 +139,7 @@ pub struct SyncReport {
     /// The watermark after it (the store's change sequence at the snapshot).
     pub to_seq: i64,
     /// Per table, in load order.
+    #[serde(deserialize_with = "read_tables")]
     pub tables: Vec<TableStats>,
     /// Seconds the whole run took (the last attempt).
     pub seconds: f64,
@@ -173,7 +204,7 @@ impl Replicator {
         migrate(&mut client).await?;
         let hub = hub_id(&client).await?;
         let (header, start, mut windows) =
-            spawn_reader(self.store.clone(), self.options.window_rows, hub);
+            spawn_reader(self.store.clone(), self.options.window_rows, hub, to_batch);
         let (source_id, head, base) = header.await.map_err(|_| reader_gone())??;
 
         let tx = begin_source(&mut client, &source_id).await?;
@@ -527,13 +558,30 @@ async fn is_empty(client: &impl tokio_postgres::GenericClient) -> Result<bool> {
 }
 
 /// What the reader sends: the row total, then windows, then `Done`.
-enum Read {
+pub(crate) enum Read<W> {
     Total(u64),
-    Window(Batch),
+    Window(W),
     Done,
 }
 
-fn reader_gone() -> Error {
+/// Turns a window of the store's local changes into what a push sends.
+pub(crate) type Convert<W> = fn(Changes) -> Result<W>;
+
+/// A window as the PostgreSQL push sends it: rows converted to PostgreSQL's
+/// types (the first value that does not convert stops the run).
+fn to_batch(changes: Changes) -> Result<Batch> {
+    let mut problems = Vec::new();
+    let batch = convert::batch(changes, &mut problems);
+    match problems.into_iter().next() {
+        None => Ok(batch),
+        Some(first) => Err(Error::Conversion {
+            table: "source",
+            problem: format!("{first} (run `nexus sync --dry-run` to list every such value)"),
+        }),
+    }
+}
+
+pub(crate) fn reader_gone() -> Error {
     Error::Store(nexus_core::Error::Engine {
         context: "reading the store",
         source: "the snapshot reader stopped before the end".into(),
@@ -542,7 +590,7 @@ fn reader_gone() -> Error {
 
 /// The source's id, its change sequence at the snapshot, and how far it had
 /// pulled from the target then (the last state of the target it has seen).
-type Header = tokio::sync::oneshot::Receiver<Result<(String, i64, i64)>>;
+pub(crate) type Header = tokio::sync::oneshot::Receiver<Result<(String, i64, i64)>>;
 
 /// The target's identity (its `nexus_state.store_id`): what a store's pull
 /// position is kept under.
@@ -558,14 +606,15 @@ pub(crate) async fn hub_id(client: &impl tokio_postgres::GenericClient) -> Resul
 /// `(source id, change sequence)`, waits for the watermark to start from,
 /// then reads and converts one window at a time, at most one window ahead of
 /// the writer, so that reading and PostgreSQL's work overlap.
-fn spawn_reader(
+pub(crate) fn spawn_reader<W: Send + 'static>(
     store: Store,
     window_rows: usize,
     hub_id: String,
+    convert: Convert<W>,
 ) -> (
     Header,
     tokio::sync::oneshot::Sender<i64>,
-    tokio::sync::mpsc::Receiver<Result<Read>>,
+    tokio::sync::mpsc::Receiver<Result<Read<W>>>,
 ) {
     let (header_tx, header_rx) = tokio::sync::oneshot::channel();
     let (start_tx, start_rx) = tokio::sync::oneshot::channel::<i64>();
@@ -598,7 +647,7 @@ fn spawn_reader(
             let Ok(mut after) = start_rx.await else {
                 return;
             };
-            let send = |m: Result<Read>| tx.send(m);
+            let send = |m: Result<Read<W>>| tx.send(m);
             match snap.count_changes(after, head) {
                 Ok(c) => {
                     if send(Ok(Read::Total(c.iter().sum()))).await.is_err() {
@@ -621,19 +670,14 @@ fn spawn_reader(
                         return;
                     }
                 };
-                let mut problems = Vec::new();
-                let batch = convert::batch(changes, &mut problems);
-                if let Some(first) = problems.into_iter().next() {
-                    let _ = send(Err(Error::Conversion {
-                        table: "source",
-                        problem: format!(
-                            "{first} (run `nexus sync --dry-run` to list every such value)"
-                        ),
-                    }))
-                    .await;
-                    return;
-                }
-                if send(Ok(Read::Window(batch))).await.is_err() {
+                let window = match convert(changes) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        let _ = send(Err(e)).await;
+                        return;
+                    }
+                };
+                if send(Ok(Read::Window(window))).await.is_err() {
                     return; // the writer gave up
                 }
                 after = through;

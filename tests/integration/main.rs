@@ -17,6 +17,7 @@ mod pg_store;
 mod pg_sync;
 mod pg_two_way;
 mod properties;
+mod server;
 
 /// The conformance suite on an in-memory store.
 mod conformance_memory {

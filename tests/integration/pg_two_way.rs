@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use nexus_core::{CONFLICT_KEY, MetadataStore, NewFile, Store};
-use nexus_sync::{PgUrl, Replicator, SyncOptions, pull, sync_with};
+use nexus_sync::{PgUrl, Remote, Replicator, SyncOptions, pull, sync_with};
 use nexus_tests::pg;
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -33,12 +33,16 @@ fn url(u: &str) -> PgUrl {
     PgUrl::parse(u).unwrap()
 }
 
+fn remote(u: &str) -> Remote {
+    url(u).into()
+}
+
 async fn push(s: &Store, u: &str) -> nexus_sync::SyncReport {
     Replicator::new(s.clone(), url(u)).sync().await.unwrap()
 }
 
 async fn both(s: &Store, u: &str) -> nexus_sync::SyncWithReport {
-    sync_with(s, &url(u), &SyncOptions::default())
+    sync_with(s, &remote(u), &SyncOptions::default())
         .await
         .unwrap()
 }
@@ -123,7 +127,7 @@ async fn pull_brings_every_change_once() {
     push(&a, &db.url).await;
 
     let b = Store::memory().await.unwrap();
-    let first = pull(&b, &url(&db.url), &SyncOptions::default())
+    let first = pull(&b, &remote(&db.url), &SyncOptions::default())
         .await
         .unwrap();
     assert!(first.rows() > 0 && first.pages >= 1, "{first:?}");
@@ -133,7 +137,7 @@ async fn pull_brings_every_change_once() {
         state(&a.with_tenant("acme").unwrap()).await,
         state(&b.with_tenant("acme").unwrap()).await
     );
-    let again = pull(&b, &url(&db.url), &SyncOptions::default())
+    let again = pull(&b, &remote(&db.url), &SyncOptions::default())
         .await
         .unwrap();
     // Nothing new, and nothing written for it: pages with no rows do not
@@ -145,7 +149,7 @@ async fn pull_brings_every_change_once() {
     a.put(file("/a.txt", "changed")).await.unwrap();
     a.delete("/z").await.unwrap();
     push(&a, &db.url).await;
-    let inc = pull(&b, &url(&db.url), &SyncOptions::default())
+    let inc = pull(&b, &remote(&db.url), &SyncOptions::default())
         .await
         .unwrap();
     assert!(inc.files >= 1 && inc.rows() < first.rows(), "{inc:?}");
@@ -153,7 +157,7 @@ async fn pull_brings_every_change_once() {
     assert_eq!(b.get("/z").await.unwrap(), None);
 
     // A's own changes come back recognised; nothing is pushed back by B.
-    let own = pull(&a, &url(&db.url), &SyncOptions::default())
+    let own = pull(&a, &remote(&db.url), &SyncOptions::default())
         .await
         .unwrap();
     assert!(own.own > 0, "{own:?}");
@@ -218,7 +222,7 @@ async fn pull_keeps_unpushed_changes() {
     a.put(file("/f.txt", "a2")).await.unwrap();
     push(&a, &db.url).await;
     b.put(file("/f.txt", "b2")).await.unwrap();
-    let e = pull(&b, &url(&db.url), &SyncOptions::default())
+    let e = pull(&b, &remote(&db.url), &SyncOptions::default())
         .await
         .unwrap_err();
     assert!(
@@ -292,7 +296,7 @@ proptest! {
             async move { r.sync().await.unwrap() }
         };
         let both = |s: &Store, u: &str| {
-            let (s, u, o) = (s.clone(), url(u), opts.clone());
+            let (s, u, o) = (s.clone(), remote(u), opts.clone());
             async move { sync_with(&s, &u, &o).await.unwrap() }
         };
         rt.block_on(async {
@@ -322,7 +326,7 @@ proptest! {
                     Op::Push => { push(s, &db.url).await; }
                     Op::Pull => {
                         // Refused when this store has an unpushed change to a row it would overwrite.
-                        if let Err(e) = pull(s, &url(&db.url), &opts).await {
+                        if let Err(e) = pull(s, &remote(&db.url), &opts).await {
                             assert!(e.to_string().contains("push first"), "{e}");
                         }
                     }
@@ -349,7 +353,7 @@ proptest! {
                         };
                         let options = SyncOptions { max_attempts: 2, backoff: std::time::Duration::from_millis(5), ..opts.clone() };
                         // Either way (done, or given up after the retries), nothing is lost or doubled.
-                        let _ = sync_with(s, &url(&db.url), &options).await;
+                        let _ = sync_with(s, &remote(&db.url), &options).await;
                         stop.store(true, std::sync::atomic::Ordering::Relaxed);
                         killer.await.unwrap();
                     }
@@ -432,7 +436,7 @@ async fn bulk_pull_into_a_file() {
         backoff: std::time::Duration::from_millis(10),
         ..SyncOptions::default()
     };
-    let r = pull(&b, &url(&db.url), &options).await.unwrap();
+    let r = pull(&b, &remote(&db.url), &options).await.unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     killer.await.unwrap();
     assert!(r.bulk, "{r:?}");
@@ -548,7 +552,7 @@ async fn one_row_windows_split_files_from_their_versions() {
     a.put(file("/f", "v1")).await.unwrap();
     a.set_metadata("/f", "k", &json!(1)).await.unwrap();
     push1(&a).await;
-    sync_with(&b, &url(&db.url), &one).await.unwrap();
+    sync_with(&b, &remote(&db.url), &one).await.unwrap();
 
     // B makes v2 and pushes; A makes its own v2, then other rows, then
     // renames /f: A's version and A's file row land in different windows.
@@ -567,10 +571,10 @@ async fn one_row_windows_split_files_from_their_versions() {
     // pages before its current row.
     let c = Store::memory().await.unwrap();
     c.put(file("/c-own", "c")).await.unwrap();
-    sync_with(&c, &url(&db.url), &one).await.unwrap();
+    sync_with(&c, &remote(&db.url), &one).await.unwrap();
 
     for s in [&a, &b, &c, &a, &b, &c] {
-        sync_with(s, &url(&db.url), &one).await.unwrap();
+        sync_with(s, &remote(&db.url), &one).await.unwrap();
     }
     let pg = pg_state(&db.url).await;
     for s in [&a, &b, &c] {

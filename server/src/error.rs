@@ -1,0 +1,116 @@
+//! Errors as the server answers them: a status and a JSON body
+//! ([`nexus_sync::protocol::ErrorBody`]) naming what went wrong. One
+//! mapping from the store's and the sync's errors to statuses.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use nexus_sync::protocol::{ErrorBody, PROTOCOL_VERSION};
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    /// The status.
+    pub status: StatusCode,
+    /// The kind (`ErrorBody::error`).
+    pub kind: &'static str,
+    /// What went wrong.
+    pub message: String,
+    /// For `gap`: the source's watermark.
+    pub applied: Option<i64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+            applied: None,
+        }
+    }
+
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// 401.
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 403.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 503: try again later.
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    /// 413.
+    pub fn too_large(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+    }
+}
+
+impl From<nexus_sync::Error> for ApiError {
+    fn from(e: nexus_sync::Error) -> ApiError {
+        use nexus_sync::Error as S;
+        match e {
+            S::Store(e) => e.into(),
+            S::WrongTenant { .. } => ApiError::forbidden(e.to_string()),
+            S::Conversion { .. } => ApiError::bad_request(e.to_string()),
+            e if e.is_retryable() => ApiError::unavailable(format!("{e} (retry)")),
+            e => {
+                tracing::error!(error = %e, "request failed");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
+        }
+    }
+}
+
+impl From<nexus_core::Error> for ApiError {
+    fn from(e: nexus_core::Error) -> ApiError {
+        use nexus_core::Error as C;
+        match e {
+            C::ChangeFileGap { applied, .. } => ApiError {
+                applied: Some(applied),
+                ..ApiError::new(StatusCode::CONFLICT, "gap", e.to_string())
+            },
+            C::InvalidChangeFile { .. } | C::InvalidArgument { .. } | C::InvalidCursor { .. } => {
+                ApiError::bad_request(e.to_string())
+            }
+            e if e.is_retryable() => ApiError::unavailable(format!("{e} (retry)")),
+            e => {
+                tracing::error!(error = %e, "request failed");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
+        }
+    }
+}
+
+impl From<nexus_postgres::Error> for ApiError {
+    fn from(e: nexus_postgres::Error) -> ApiError {
+        nexus_sync::Error::Pg(e).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            protocol: PROTOCOL_VERSION,
+            error: self.kind.to_string(),
+            message: self.message,
+            applied: self.applied,
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

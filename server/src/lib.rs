@@ -1,0 +1,472 @@
+//! `nexus serve`: the sync server between stores that cannot reach
+//! PostgreSQL (browsers, apps) and the database.
+//!
+//! Endpoints (protocol of [`nexus_sync::protocol`], README "The sync
+//! server"): health, a source's state, push (a change file, applied
+//! exactly once per source with the conflict rule, in one transaction)
+//! and pull (the caller's tenant's change feed after a position, paged).
+//! Every request but health carries a bearer token that names one tenant
+//! ([`auth`]); rows of another tenant are refused (403), nothing applied.
+//! Bodies are bounded (413), requests time out (408), applies are bounded
+//! per tenant, CORS is configurable, one log line per request (tracing),
+//! and shutdown finishes the requests in flight.
+
+#![warn(missing_docs)]
+
+pub mod auth;
+mod error;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use nexus_core::ChangeFile;
+use nexus_postgres::{PgUrl, Pool, PoolOptions};
+use nexus_sync::protocol::{
+    self, HEALTH, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, PUSH, Pulled, Pushed, STATE,
+};
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use auth::{Auth, AuthSettings, token_hash};
+pub use error::ApiError;
+
+/// The server's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The database.
+    pub db: PgUrl,
+    /// Where to listen (`127.0.0.1:8080`; port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Bodies larger than this are refused with 413 (default 64 MiB).
+    pub max_body_bytes: usize,
+    /// A request that takes longer is answered 408 (default 60 s).
+    pub request_timeout: Duration,
+    /// Pushes applied at once per tenant (default 2); more wait their turn.
+    pub max_applies_per_tenant: usize,
+    /// Rows of a pull page at most (default 10,000); clients ask for fewer.
+    pub max_page_rows: usize,
+    /// Origins whose pages may call the server (`*`: any); none: no CORS.
+    pub cors_origins: Vec<String>,
+    /// Connections to the database at most (default 16).
+    pub pool_size: usize,
+}
+
+impl Config {
+    /// The defaults, for `db` on `listen`.
+    pub fn new(db: PgUrl, listen: SocketAddr) -> Config {
+        Config {
+            db,
+            listen,
+            max_body_bytes: 64 << 20,
+            request_timeout: Duration::from_secs(60),
+            max_applies_per_tenant: 2,
+            max_page_rows: 10_000,
+            cors_origins: Vec::new(),
+            pool_size: 16,
+        }
+    }
+}
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The token settings.
+    #[error(transparent)]
+    Auth(#[from] auth::AuthSetupError),
+    /// The database.
+    #[error(transparent)]
+    Db(#[from] nexus_postgres::Error),
+    /// A setting.
+    #[error("{0}")]
+    Config(String),
+    /// The socket.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+struct Shared {
+    pool: Pool,
+    hub_id: String,
+    auth: Auth,
+    max_page_rows: usize,
+    applies: Mutex<HashMap<String, Arc<Semaphore>>>,
+    max_applies: usize,
+}
+
+type AppState = Arc<Shared>;
+
+/// A server bound to its address, not yet serving.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    router: Router,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.listener.local_addr().ok())
+            .finish()
+    }
+}
+
+impl Server {
+    /// Migrates the database, checks the settings and binds the address.
+    pub async fn bind(config: Config, auth: Auth) -> Result<Server, ServeError> {
+        let mut client = config.db.connect("nexus-serve", None).await?;
+        nexus_postgres::migrate(&mut client).await?;
+        let hub_id: String = client
+            .query_one("SELECT store_id FROM nexus_state WHERE id = 1", &[])
+            .await
+            .map_err(nexus_postgres::Error::pg("reading the database's id"))?
+            .get(0);
+        drop(client);
+        let pool = nexus_postgres::pool(
+            &config.db,
+            PoolOptions {
+                size: config.pool_size.max(1),
+                application_name: "nexus-serve".to_string(),
+                statement_timeout: config.request_timeout,
+                wait_timeout: config.request_timeout,
+            },
+        )?;
+        let shared = Arc::new(Shared {
+            pool,
+            hub_id,
+            auth,
+            max_page_rows: config.max_page_rows.max(1),
+            applies: Mutex::new(HashMap::new()),
+            max_applies: config.max_applies_per_tenant.max(1),
+        });
+        let router = router(shared, &config)?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServeError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        Ok(Server { listener, router })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound socket")
+    }
+
+    /// Serves until `shutdown` completes, then finishes the requests in
+    /// flight and returns.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+fn router(shared: AppState, config: &Config) -> Result<Router, ServeError> {
+    let protocol = HeaderValue::from_str(&PROTOCOL_VERSION.to_string()).expect("digits");
+    let mut app = Router::new()
+        .route(HEALTH, get(health))
+        .route(STATE, get(state))
+        .route(PUSH, post(push))
+        .route(PULL, get(pull))
+        .fallback(not_found)
+        .layer(middleware::from_fn(check_protocol))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .with_state(shared);
+    if !config.cors_origins.is_empty() {
+        let origins = if config.cors_origins.iter().any(|o| o == "*") {
+            AllowOrigin::any()
+        } else {
+            let list = config
+                .cors_origins
+                .iter()
+                .map(|o| {
+                    HeaderValue::from_str(o.trim_end_matches('/'))
+                        .map_err(|_| ServeError::Config(format!("invalid CORS origin {o:?}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            AllowOrigin::list(list)
+        };
+        app = app.layer(
+            CorsLayer::new()
+                .allow_origin(origins)
+                .allow_methods([Method::GET, Method::POST])
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    HeaderName::from_static(PROTOCOL_HEADER),
+                ])
+                .expose_headers([HeaderName::from_static(PROTOCOL_HEADER)])
+                .max_age(Duration::from_secs(600)),
+        );
+    }
+    Ok(app
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout,
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static(PROTOCOL_HEADER),
+            protocol,
+        ))
+        .layer(
+            // One line per request: method, path (no query, no headers:
+            // tokens stay out of the log), status, latency.
+            TraceLayer::new_for_http()
+                .make_span_with(|r: &Request| {
+                    tracing::info_span!("request", method = %r.method(), path = %r.uri().path())
+                })
+                .on_request(())
+                .on_response(
+                    |r: &Response, latency: Duration, _span: &tracing::Span| {
+                        tracing::info!(
+                            status = r.status().as_u16(),
+                            ms = latency.as_secs_f64() * 1000.0,
+                            "answered"
+                        );
+                    },
+                )
+                .on_failure(()),
+        ))
+}
+
+/// Refuses a request that names a protocol version this server does not speak.
+async fn check_protocol(request: Request, next: Next) -> Response {
+    if let Some(v) = request.headers().get(PROTOCOL_HEADER) {
+        let ok =
+            v.to_str().ok().and_then(|v| v.trim().parse::<u32>().ok()) == Some(PROTOCOL_VERSION);
+        if !ok {
+            return ApiError::bad_request(format!(
+                "protocol version {:?} is not spoken here; this server speaks {PROTOCOL_VERSION}",
+                String::from_utf8_lossy(v.as_bytes())
+            ))
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn not_found() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        kind: "not_found",
+        message: format!("no such endpoint; this server has {HEALTH}, {STATE}, {PUSH} and {PULL}"),
+        applied: None,
+    }
+}
+
+fn tenant(shared: &Shared, headers: &HeaderMap) -> Result<String, ApiError> {
+    let value = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?,
+        ),
+    };
+    shared.auth.tenant(value)
+}
+
+async fn health(State(shared): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let client = nexus_postgres::get(&shared.pool)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the database does not answer: {e}")))?;
+    client.simple_query("SELECT 1").await.map_err(|e| {
+        ApiError::unavailable(format!(
+            "the database does not answer: {}",
+            nexus_postgres::describe(&e)
+        ))
+    })?;
+    Ok(Json(
+        serde_json::json!({"status": "ok", "protocol": PROTOCOL_VERSION}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceQuery {
+    source: String,
+}
+
+fn check_source(source: &str) -> Result<(), ApiError> {
+    if source.is_empty() || source.len() > 200 || source.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "`source` must be a store's id: 1 to 200 characters, no control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::bad_request(format!("the query string: {}", e.body_text())))
+}
+
+async fn watermark(client: &tokio_postgres::Client, source: &str) -> Result<i64, ApiError> {
+    Ok(client
+        .query_opt(
+            "SELECT watermark FROM nexus_sync_state WHERE source_id = $1",
+            &[&source],
+        )
+        .await
+        .map_err(nexus_postgres::Error::pg("reading the watermark"))?
+        .map_or(0, |r| r.get(0)))
+}
+
+async fn state(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<SourceQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<protocol::State>, ApiError> {
+    tenant(&shared, &headers)?;
+    let q = query(q)?;
+    check_source(&q.source)?;
+    let client = nexus_postgres::get(&shared.pool).await?;
+    Ok(Json(protocol::State {
+        protocol: PROTOCOL_VERSION,
+        hub_id: shared.hub_id.clone(),
+        watermark: watermark(&client, &q.source).await?,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushQuery {
+    #[serde(default)]
+    base: i64,
+}
+
+async fn push(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<PushQuery>, axum::extract::rejection::QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Pushed>, ApiError> {
+    let tenant = tenant(&shared, &headers)?;
+    let q = query(q)?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(format!(
+                "the push is larger than this server takes: {}; push with a smaller --window",
+                e.body_text()
+            ))
+        } else {
+            ApiError::bad_request(format!("the body: {}", e.body_text()))
+        }
+    })?;
+    let file = ChangeFile::decode(&body)?;
+    // A bounded number of applies per tenant at once; the rest wait.
+    let permit = {
+        let mut applies = shared.applies.lock().expect("not poisoned");
+        applies
+            .entry(tenant.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(shared.max_applies)))
+            .clone()
+    }
+    .acquire_owned()
+    .await
+    .map_err(|_| ApiError::unavailable("the server is shutting down"))?;
+    let mut client = nexus_postgres::get(&shared.pool).await?;
+    let report = nexus_sync::apply_push(&mut client, &file, q.base, Some(&tenant)).await?;
+    drop(permit);
+    tracing::info!(
+        tenant = %tenant,
+        source = %file.source_id,
+        rows = report.rows(),
+        conflicts = report.conflicts.len(),
+        "push applied"
+    );
+    Ok(Json(Pushed {
+        protocol: PROTOCOL_VERSION,
+        report,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PullQuery {
+    #[serde(default)]
+    after: i64,
+    max_rows: Option<usize>,
+    source: Option<String>,
+}
+
+async fn pull(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<PullQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Pulled>, ApiError> {
+    let tenant = tenant(&shared, &headers)?;
+    let q = query(q)?;
+    if q.after < 0 {
+        return Err(ApiError::bad_request(
+            "`after` must be a position of the feed, 0 or more",
+        ));
+    }
+    let rows = q
+        .max_rows
+        .unwrap_or(shared.max_page_rows)
+        .clamp(1, shared.max_page_rows);
+    let mut pooled = nexus_postgres::get(&shared.pool).await?;
+    let watermark = match &q.source {
+        Some(s) => {
+            check_source(s)?;
+            watermark(&pooled, s).await?
+        }
+        None => 0,
+    };
+    let (client, cache) = pooled.parts();
+    let page = nexus_pg::read_tenant_page(client, cache, Some(&tenant), q.after, rows).await?;
+    Ok(Json(Pulled {
+        protocol: PROTOCOL_VERSION,
+        hub_id: shared.hub_id.clone(),
+        watermark,
+        changes: page.changes,
+        referenced_files: page.referenced_files,
+        caught_up: page.caught_up,
+    }))
+}
+
+/// Completes on Ctrl-C or SIGTERM: the usual way to stop a server.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing the requests in flight");
+}

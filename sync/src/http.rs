@@ -1,0 +1,238 @@
+//! The client of a sync server (`nexus serve`): [`HttpHub`] speaks the
+//! protocol of [`crate::protocol`] over HTTP(S).
+
+use std::time::Duration;
+
+use nexus_core::ChangeFile;
+use serde::de::DeserializeOwned;
+
+use crate::SyncReport;
+use crate::error::{Error, Result};
+use crate::protocol::{
+    ErrorBody, HEALTH, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, PUSH, Pulled, Pushed, STATE, State,
+};
+
+/// A sync server, by its base URL (`http://host:port`), with the bearer
+/// token its requests carry. Neither `Debug` nor any error shows the token.
+#[derive(Clone)]
+pub struct HttpHub {
+    url: String,
+    token: Option<String>,
+    client: reqwest::Client,
+}
+
+impl std::fmt::Debug for HttpHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpHub")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
+}
+
+/// Whether `url` names a sync server (`http://` or `https://`) rather than
+/// a database.
+pub fn is_http_url(url: &str) -> bool {
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
+}
+
+impl HttpHub {
+    /// The server at `url` (`http(s)://host[:port][/prefix]`), with
+    /// `token` for its requests. Refuses a URL that holds credentials (the
+    /// token goes in a header, never in a URL).
+    pub fn new(url: &str, token: Option<String>) -> Result<HttpHub> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| invalid_url(url, &e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(invalid_url(url, "the scheme must be http or https"));
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(invalid_url(
+                "(hidden: it holds credentials)",
+                "credentials do not go in the URL: pass the token with --token or NEXUS_TOKEN",
+            ));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(invalid_url(
+                url,
+                "the server's URL takes no query or fragment",
+            ));
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(300))
+            .build()
+            .map_err(|e| remote(url, None, "internal", e.to_string()))?;
+        Ok(HttpHub {
+            url: parsed.as_str().trim_end_matches('/').to_string(),
+            token: token.filter(|t| !t.is_empty()),
+            client,
+        })
+    }
+
+    /// The server's base URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Whether the server and its database answer.
+    pub async fn health(&self) -> Result<()> {
+        let _: serde_json::Value = self.send(self.client.get(self.at(HEALTH))).await?;
+        Ok(())
+    }
+
+    /// How far the server has applied `source`.
+    pub async fn state(&self, source: &str) -> Result<State> {
+        self.send(self.client.get(self.at(STATE)).query(&[("source", source)]))
+            .await
+    }
+
+    /// Pushes one change file; `base` is how far the source had pulled from
+    /// this server's database.
+    pub async fn push(&self, file: &ChangeFile, base: i64) -> Result<SyncReport> {
+        let answer: Pushed = self
+            .send(
+                self.client
+                    .post(self.at(PUSH))
+                    .query(&[("base", base)])
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(crate::protocol::push_body(file)),
+            )
+            .await?;
+        Ok(answer.report)
+    }
+
+    /// The page of the caller's tenant's changes after `after`, with the
+    /// server's watermark of `source`.
+    pub async fn pull(&self, source: &str, after: i64, max_rows: usize) -> Result<Pulled> {
+        self.send(self.client.get(self.at(PULL)).query(&[
+            ("source", source.to_string()),
+            ("after", after.to_string()),
+            ("max_rows", max_rows.to_string()),
+        ]))
+        .await
+    }
+
+    fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
+        let mut request = request.header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string());
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| self.unreachable(&e))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
+        if !status.is_success() {
+            let (kind, message, applied) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(b) => (b.error, b.message, b.applied),
+                Err(_) => (
+                    status_kind(status.as_u16()).to_string(),
+                    format!(
+                        "{status}: {}",
+                        String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                    ),
+                    None,
+                ),
+            };
+            let message = match applied {
+                Some(a) => format!("{message} (the server has applied the source through {a})"),
+                None => message,
+            };
+            return Err(remote(&self.url, Some(status.as_u16()), &kind, message));
+        }
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            remote(
+                &self.url,
+                Some(status.as_u16()),
+                "protocol",
+                format!("the answer is not JSON: {e}"),
+            )
+        })?;
+        let protocol = value.get("protocol").and_then(|p| p.as_u64());
+        if protocol != Some(u64::from(PROTOCOL_VERSION)) {
+            return Err(remote(
+                &self.url,
+                Some(status.as_u16()),
+                "protocol",
+                format!(
+                    "the server speaks protocol {}, this client {PROTOCOL_VERSION}",
+                    protocol.map_or("(none)".to_string(), |p| p.to_string())
+                ),
+            ));
+        }
+        serde_json::from_value(value).map_err(|e| {
+            remote(
+                &self.url,
+                Some(status.as_u16()),
+                "protocol",
+                format!("unexpected answer: {e}"),
+            )
+        })
+    }
+
+    fn unreachable(&self, e: &reqwest::Error) -> Error {
+        // The error's own text names the URL (ours, no token) and the cause.
+        let mut message = failure(e);
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        let kind = if e.is_timeout() {
+            "timeout"
+        } else {
+            "unreachable"
+        };
+        remote(&self.url, None, kind, message)
+    }
+}
+
+/// What a failed request ran into, without its URL (the error adds ours).
+fn failure(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "the request timed out".to_string()
+    } else if e.is_connect() {
+        "cannot connect".to_string()
+    } else if e.is_body() || e.is_decode() {
+        "the answer was cut off".to_string()
+    } else {
+        "the request failed".to_string()
+    }
+}
+
+fn status_kind(status: u16) -> &'static str {
+    match status {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        408 => "timeout",
+        409 => "conflict",
+        413 => "too_large",
+        429 => "too_many_requests",
+        503 => "unavailable",
+        s if s >= 500 => "internal",
+        _ => "bad_request",
+    }
+}
+
+fn remote(url: &str, status: Option<u16>, kind: &str, message: String) -> Error {
+    Error::Remote {
+        url: url.to_string(),
+        status,
+        kind: kind.to_string(),
+        message,
+    }
+}
+
+fn invalid_url(url: &str, reason: &str) -> Error {
+    Error::Store(nexus_core::Error::InvalidArgument {
+        name: "sync server URL",
+        value: url.to_string(),
+        reason: reason.to_string(),
+    })
+}

@@ -1,0 +1,97 @@
+//! The sync protocol between stores and a sync server (`nexus serve`):
+//! what each endpoint takes and answers, shared by the server and its
+//! clients. Version 1; README "The sync server" documents it.
+//!
+//! Every request carries `Authorization: Bearer <token>` (except
+//! [`HEALTH`]) and may carry [`PROTOCOL_HEADER`]; every answer carries it.
+//! Bodies are JSON. A push's body is a change file
+//! ([`nexus_core::ChangeFile::encode`]), exactly as `nexus export-changes`
+//! writes it.
+
+use nexus_core::{ChangeFile, FileRow};
+use serde::{Deserialize, Serialize};
+
+use crate::SyncReport;
+
+/// The version of the protocol this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The header that carries the protocol version, both ways.
+pub const PROTOCOL_HEADER: &str = "nexus-protocol";
+
+/// `GET`: `{"status": "ok", "protocol": 1}` while the database answers,
+/// 503 otherwise. No token needed.
+pub const HEALTH: &str = "/v1/health";
+
+/// `GET ?source=ID`: [`State`], how far the server has applied a source.
+pub const STATE: &str = "/v1/state";
+
+/// `POST ?base=N` with a change file: applies it (exactly once per
+/// source, the conflict rule against `base`, the position the source had
+/// pulled to), answers [`Pushed`]. 409 `gap` when the file starts after
+/// the server's watermark (ask [`STATE`] again).
+pub const PUSH: &str = "/v1/push";
+
+/// `GET ?after=N&max_rows=M&source=ID`: [`Pulled`], the next page of the
+/// caller's tenant's changes after position `after`.
+pub const PULL: &str = "/v1/pull";
+
+/// The answer of [`STATE`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The protocol version.
+    pub protocol: u32,
+    /// The database's id (a store keeps its pull position under it).
+    pub hub_id: String,
+    /// The change of the source applied last (0: none).
+    pub watermark: i64,
+}
+
+/// The answer of [`PUSH`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pushed {
+    /// The protocol version.
+    pub protocol: u32,
+    /// What the push applied, with every conflict copy it made.
+    pub report: SyncReport,
+}
+
+/// The answer of [`PULL`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pulled {
+    /// The protocol version.
+    pub protocol: u32,
+    /// The database's id.
+    pub hub_id: String,
+    /// The server's watermark of the `source` asked about (0 without one):
+    /// rows of that source up to it are the caller's own.
+    pub watermark: i64,
+    /// The page's rows (`changes.through`: where to ask from next).
+    pub changes: nexus_core::Changes,
+    /// The current rows of files the page's rows refer to (see
+    /// `nexus_pg::FeedPage::referenced_files`); applied first.
+    pub referenced_files: Vec<FileRow>,
+    /// Whether the page reaches the newest position ready.
+    pub caught_up: bool,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The protocol version.
+    pub protocol: u32,
+    /// The kind: `bad_request`, `unauthorized`, `forbidden`, `gap`,
+    /// `too_large`, `timeout`, `unavailable`, `internal`, ...
+    pub error: String,
+    /// What went wrong, for a person.
+    pub message: String,
+    /// For `gap`: the server's watermark of the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<i64>,
+}
+
+/// The change file of a push, as bytes (one home for the format: the
+/// change file's own encoding).
+pub fn push_body(file: &ChangeFile) -> Vec<u8> {
+    file.encode()
+}

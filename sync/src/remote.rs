@@ -1,0 +1,139 @@
+//! Where a store pushes to and pulls from: a PostgreSQL database directly,
+//! or a sync server (`nexus serve`) in front of one.
+
+use std::time::Instant;
+
+use nexus_core::{ChangeFile, Changes, Store};
+
+use crate::error::{Error, Result};
+use crate::http::{HttpHub, is_http_url};
+use crate::replicate::{
+    Read, Replicator, SyncMode, SyncOptions, SyncReport, reader_gone, spawn_reader, with_retries,
+};
+use nexus_postgres::PgUrl;
+
+/// A database (`postgresql://...`) or a sync server (`http(s)://...`).
+#[derive(Debug, Clone)]
+pub enum Remote {
+    /// PostgreSQL, reached directly.
+    Postgres(Box<PgUrl>),
+    /// A sync server, with its token.
+    Server(HttpHub),
+}
+
+impl Remote {
+    /// The remote that `url` names; `token` is for a sync server (a
+    /// database URL carries its own credentials).
+    pub fn parse(url: &str, token: Option<String>) -> Result<Remote> {
+        if is_http_url(url) {
+            Ok(Remote::Server(HttpHub::new(url, token)?))
+        } else {
+            Ok(Remote::Postgres(Box::new(PgUrl::parse(url)?)))
+        }
+    }
+}
+
+impl From<PgUrl> for Remote {
+    fn from(url: PgUrl) -> Remote {
+        Remote::Postgres(Box::new(url))
+    }
+}
+
+impl std::fmt::Display for Remote {
+    /// The URL without its password (a server's token is never in it).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Remote::Postgres(url) => url.fmt(f),
+            Remote::Server(hub) => f.write_str(hub.url()),
+        }
+    }
+}
+
+/// Pushes the store's changes that `to` has not applied (the conflict rule
+/// decides where both sides changed), retrying retryable failures.
+pub async fn push(store: &Store, to: &Remote, options: &SyncOptions) -> Result<SyncReport> {
+    match to {
+        Remote::Postgres(url) => {
+            Replicator::new(store.clone(), (**url).clone())
+                .with_options(options.clone())
+                .sync()
+                .await
+        }
+        Remote::Server(hub) => with_retries(options, || push_http_once(store, hub, options)).await,
+    }
+}
+
+fn as_changes(c: Changes) -> Result<Changes> {
+    Ok(c)
+}
+
+/// One push to a sync server: the local changes after the server's
+/// watermark, read from one snapshot, one window per request (each applied
+/// exactly once by the server, so a push cut between windows resumes
+/// where the server stopped).
+async fn push_http_once(store: &Store, hub: &HttpHub, options: &SyncOptions) -> Result<SyncReport> {
+    let started = Instant::now();
+    let source = store.snapshot().await?.source_id().to_string();
+    let state = hub.state(&source).await?;
+    let (header, start, mut windows) =
+        spawn_reader(store.clone(), options.window_rows, state.hub_id, as_changes);
+    let (source_id, head, base) = header.await.map_err(|_| reader_gone())??;
+    if state.watermark > head {
+        return Err(Error::TargetAhead {
+            target: state.watermark,
+            source_seq: head,
+        });
+    }
+    let mut report = SyncReport::new(&source_id, state.watermark, head);
+    if state.watermark == head {
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+    report.mode = SyncMode::Incremental;
+    start.send(state.watermark).map_err(|_| reader_gone())?;
+    let total = match windows.recv().await {
+        Some(Ok(Read::Total(t))) => t,
+        Some(Err(e)) => return Err(e),
+        _ => return Err(reader_gone()),
+    };
+    let mut pushed = state.watermark;
+    let mut done = 0u64;
+    let mut next = windows.recv().await;
+    loop {
+        let changes = match next {
+            Some(Ok(Read::Window(c))) => c,
+            Some(Ok(Read::Done)) => break,
+            Some(Err(e)) => return Err(e),
+            Some(Ok(Read::Total(_))) | None => return Err(reader_gone()),
+        };
+        next = windows.recv().await;
+        let last = matches!(next, Some(Ok(Read::Done)));
+        // A window of pulled rows only is not sent on its own: the next
+        // one covers its range too.
+        if changes.is_empty() && !last {
+            continue;
+        }
+        let rows = changes.len() as u64;
+        let file = ChangeFile {
+            source_id: source_id.clone(),
+            changes: Changes {
+                after: pushed,
+                ..changes
+            },
+        };
+        let applied = hub.push(&file, base).await?;
+        for (mine, theirs) in report.tables.iter_mut().zip(&applied.tables) {
+            mine.rows += theirs.rows;
+            mine.bytes += theirs.bytes;
+            mine.seconds += theirs.seconds;
+        }
+        report.conflicts.extend(applied.conflicts);
+        pushed = file.changes.through;
+        done += rows;
+        if let Some(p) = &options.progress {
+            p(done, total);
+        }
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}

@@ -1,0 +1,782 @@
+//! `nexus serve`: the sync server on loopback, in front of the throwaway
+//! PostgreSQL. Real HTTP, real tokens, real stores.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nexus_core::{CONFLICT_KEY, MetadataStore, NewFile, Store};
+use nexus_server::{Auth, AuthSettings, Config, Server};
+use nexus_sync::{PgUrl, Remote, SyncOptions, pull, push, sync_with};
+use nexus_tests::pg;
+use serde_json::{Value, json};
+
+/// The HS256 secret of the test servers.
+pub const SECRET: &str = "a test secret of more than 16 bytes";
+
+/// A server on 127.0.0.1 (a free port) for `db_url`; stops when dropped.
+pub struct TestServer {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(db_url: &str) -> TestServer {
+        TestServer::start_with(
+            db_url,
+            |_| {},
+            AuthSettings {
+                jwt_secret: Some(SECRET.to_string()),
+                ..AuthSettings::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn start_with(
+        db_url: &str,
+        tune: impl FnOnce(&mut Config),
+        auth: AuthSettings,
+    ) -> TestServer {
+        let mut config = Config::new(
+            PgUrl::parse(db_url).unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        );
+        tune(&mut config);
+        let server = Server::bind(config, Auth::new(&auth).unwrap())
+            .await
+            .unwrap();
+        let url = format!("http://{}", server.local_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let done = tokio::spawn(async move {
+            server
+                .serve(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        TestServer {
+            url,
+            stop: Some(stop),
+            done: Some(done),
+        }
+    }
+
+    /// Stops it gracefully (requests in flight finish).
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.done.take().unwrap().await.unwrap();
+    }
+
+    /// The remote of a store that syncs through it, as `tenant`.
+    pub fn remote(&self, tenant: &str) -> Remote {
+        Remote::parse(&self.url, Some(token(tenant, 3600))).unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// An HS256 token for `tenant` that expires in `secs` seconds (negative:
+/// expired that long ago).
+pub fn token(tenant: &str, secs: i64) -> String {
+    token_with(json!({"tenant": tenant}), secs, SECRET)
+}
+
+fn token_with(mut claims: Value, secs: i64, secret: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    claims["exp"] = json!(now + secs);
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn file(path: &str, etag: &str) -> NewFile {
+    NewFile::new(path, "local", format!("/srv{path}"), etag.len() as u64).etag(etag)
+}
+
+async fn paths(s: &dyn MetadataStore) -> Vec<String> {
+    s.list("/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.path)
+        .collect()
+}
+
+/// A raw request: (status, protocol header, JSON body).
+async fn call(
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> (u16, Option<String>, Value) {
+    let client = reqwest::Client::new();
+    let mut r = client.request(method, url);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    if let Some(b) = body {
+        r = r.body(b);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let protocol = resp
+        .headers()
+        .get("nexus-protocol")
+        .map(|v| v.to_str().unwrap().to_string());
+    let bytes = resp.bytes().await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, protocol, body)
+}
+
+/// Syncs `s` both ways until its pull has read the feed past every
+/// transaction that had ended when this was called. The feed stops before
+/// the oldest transaction still running in the whole cluster (another
+/// test's `CREATE DATABASE` included), so one sync may end short of it.
+pub async fn sync_settled(s: &Store, remote: &Remote, db_url: &str) -> nexus_sync::SyncWithReport {
+    let client = pg::connect(db_url).await;
+    let now: i64 = client
+        .query_one("SELECT pg_current_xact_id()::text::int8", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let mut first: Option<nexus_sync::SyncWithReport> = None;
+    for _ in 0..600 {
+        let r = sync_with(s, remote, &opts()).await.unwrap();
+        let done = r.pull.to >= now;
+        let keep = first.get_or_insert_with(|| r.clone());
+        keep.pull.to = r.pull.to;
+        if done {
+            return first.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the feed did not pass transaction {now} in a minute");
+}
+
+fn opts() -> SyncOptions {
+    SyncOptions {
+        max_attempts: 1,
+        ..SyncOptions::default()
+    }
+}
+
+/// Two stores sync through the server: what one pushes the other pulls,
+/// a path both wrote keeps one and a conflict copy, and the database,
+/// the stores and the server agree. Every answer names the protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_and_pull_through_the_server() {
+    let db = pg::database("serve_round_trip").await;
+    let server = TestServer::start(&db.url).await;
+    let remote = server.remote("default");
+    let (a, b) = (
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+    );
+    a.put(file("/shared.txt", "from-a")).await.unwrap();
+    a.put(file("/a-only.txt", "a")).await.unwrap();
+    a.set_metadata("/a-only.txt", "owner", &json!("a"))
+        .await
+        .unwrap();
+    b.put(file("/shared.txt", "from-b")).await.unwrap();
+    b.put(file("/b-only.txt", "b")).await.unwrap();
+
+    let pushed = push(&a, &remote, &opts()).await.unwrap();
+    assert!(pushed.rows() >= 3, "{pushed:?}");
+    assert!(pushed.conflicts.is_empty());
+    // The second source is not stuck: its file is a conflict copy.
+    let both = sync_settled(&b, &remote, &db.url).await;
+    assert_eq!(both.push.conflicts.len(), 1, "{:?}", both.push);
+    let copy = &both.push.conflicts[0];
+    assert_eq!(copy.path, "/shared.txt");
+    assert!(
+        copy.copy.starts_with("/shared.sync-conflict-"),
+        "{}",
+        copy.copy
+    );
+    sync_settled(&a, &remote, &db.url).await;
+
+    let (pa, pb) = (paths(&a).await, paths(&b).await);
+    assert_eq!(pa, pb);
+    assert_eq!(pa.len(), 4, "{pa:?}");
+    assert_eq!(
+        a.get("/shared.txt").await.unwrap().unwrap().etag.as_deref(),
+        Some("from-a")
+    );
+    let kept = b.get(&copy.copy).await.unwrap().unwrap();
+    assert_eq!(kept.etag.as_deref(), Some("from-b"));
+    assert!(
+        b.get_metadata(&copy.copy, CONFLICT_KEY)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        b.get_metadata("/a-only.txt", "owner").await.unwrap(),
+        Some(json!("a"))
+    );
+    // What PostgreSQL holds is what the stores hold.
+    let pgs = nexus_pg::PgStore::connect(&db.url, nexus_pg::PgOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(paths(&pgs).await, pa);
+
+    // Idle: nothing pushed, nothing pulled.
+    let idle = sync_with(&a, &remote, &opts()).await.unwrap();
+    assert_eq!(idle.push.rows(), 0);
+    assert_eq!(idle.pull.rows(), 0);
+
+    // The protocol version is on every answer, errors too.
+    let (status, protocol, body) = call(
+        reqwest::Method::GET,
+        &format!("{}/v1/health", server.url),
+        None,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!((status, protocol.as_deref()), (200, Some("1")));
+    assert_eq!(body["status"], "ok");
+    let (status, protocol, body) = call(
+        reqwest::Method::GET,
+        &format!("{}/v1/nothing", server.url),
+        None,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!((status, protocol.as_deref()), (404, Some("1")));
+    assert_eq!(body["error"], "not_found");
+    server.stop().await;
+}
+
+/// No token, a bad one, an expired one: 401, and the answer names why
+/// without echoing the token. A token for tenant A can neither push rows
+/// of tenant B (403 naming the tenant, nothing applied) nor pull them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_tenants() {
+    let db = pg::database("serve_auth").await;
+    let server = TestServer::start(&db.url).await;
+    let state = format!("{}/v1/state?source=s1", server.url);
+    let get = reqwest::Method::GET;
+
+    let (status, _, body) = call(get.clone(), &state, None, &[], None).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"], "unauthorized");
+    assert!(
+        body["message"].as_str().unwrap().contains("no token"),
+        "{body}"
+    );
+
+    let garbage = "not-a-token-at-all";
+    let (status, _, body) = call(get.clone(), &state, Some(garbage), &[], None).await;
+    assert_eq!(status, 401);
+    assert!(!body.to_string().contains(garbage));
+
+    let expired = token("default", -3600);
+    let (status, _, body) = call(get.clone(), &state, Some(&expired), &[], None).await;
+    assert_eq!(status, 401);
+    assert!(
+        body["message"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
+    assert!(!body.to_string().contains(&expired));
+
+    let forged = token_with(
+        json!({"tenant": "default"}),
+        3600,
+        "another secret of 16+ bytes",
+    );
+    let (status, _, body) = call(get.clone(), &state, Some(&forged), &[], None).await;
+    assert_eq!(status, 401);
+    assert!(
+        body["message"].as_str().unwrap().contains("signature"),
+        "{body}"
+    );
+
+    let no_tenant = token_with(json!({"sub": "someone"}), 3600, SECRET);
+    let (status, _, body) = call(get.clone(), &state, Some(&no_tenant), &[], None).await;
+    assert_eq!(status, 401);
+    assert!(
+        body["message"].as_str().unwrap().contains("tenant"),
+        "{body}"
+    );
+
+    let (status, _, body) = call(get.clone(), &state, Some(&token("default", 60)), &[], None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["watermark"], 0);
+
+    // A store whose rows are of tenant "acme" pushes with a token of
+    // "default": refused, nothing applied.
+    let s = Store::memory().await.unwrap();
+    let acme = s.with_tenant("acme").unwrap();
+    acme.put(file("/secret.txt", "x")).await.unwrap();
+    let e = push(&s, &server.remote("default"), &opts())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("\"acme\""), "names the tenant: {e}");
+    assert!(
+        matches!(
+            e,
+            nexus_sync::Error::Remote {
+                status: Some(403),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let client = pg::connect(&db.url).await;
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM file_paths", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "nothing applied");
+
+    // With its own tenant's token it goes through; "default" pulls none of it.
+    push(&s, &server.remote("acme"), &opts()).await.unwrap();
+    let other = Store::memory().await.unwrap();
+    let r = pull(&other, &server.remote("default"), &opts())
+        .await
+        .unwrap();
+    assert_eq!(r.rows(), 0, "{r:?}");
+    assert!(paths(&other.with_tenant("acme").unwrap()).await.is_empty());
+    let mine = Store::memory().await.unwrap();
+    sync_settled(&mine, &server.remote("acme"), &db.url).await;
+    assert_eq!(
+        paths(&mine.with_tenant("acme").unwrap()).await,
+        vec!["/secret.txt"]
+    );
+
+    // A push of "default" that names a file of "acme" by its id: refused.
+    let pid = acme.get("/secret.txt").await.unwrap().unwrap().path_id;
+    let mut cf = s.export_changes(0).await.unwrap();
+    cf.source_id = "intruder".into();
+    cf.changes
+        .files
+        .iter_mut()
+        .for_each(|f| f.tenant_id = "default".into());
+    assert!(cf.changes.files.iter().any(|f| f.path_id == pid));
+    let (status, _, body) = call(
+        reqwest::Method::POST,
+        &format!("{}/v1/push", server.url),
+        Some(&token("default", 60)),
+        &[],
+        Some(cf.encode()),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("acme"), "{body}");
+    server.stop().await;
+}
+
+/// Static tokens from a file of hashes, and RS256/ES256 keys: each names
+/// its tenant; a bad tokens file stops the server from starting, naming
+/// the line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_tokens_and_public_keys() {
+    let db = pg::database("serve_tokens").await;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    let hash = hex::encode(nexus_server::token_hash("s3cret-token-of-team-a"));
+    std::fs::write(&tokens, format!("# tenant hash\nteam-a {hash}\n")).unwrap();
+    // An EC key made by openssl, as an auth server would hold it.
+    let key = dir.path().join("ec.pem");
+    let public = dir.path().join("ec.pub.pem");
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+        ])
+        .arg(&key)
+        .status()
+        .unwrap()
+        .success()
+        && std::process::Command::new("openssl")
+            .args(["ec", "-pubout", "-in"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&public)
+            .status()
+            .unwrap()
+            .success();
+    assert!(ok, "openssl made the key");
+    let pkcs8 = dir.path().join("ec.p8.pem");
+    assert!(
+        std::process::Command::new("openssl")
+            .args(["pkcs8", "-topk8", "-nocrypt", "-in"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&pkcs8)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let server = TestServer::start_with(
+        &db.url,
+        |_| {},
+        AuthSettings {
+            tokens: Some(tokens.clone()),
+            jwt_public_key: Some(public.clone()),
+            tenant_claim: Some("org".into()),
+            ..AuthSettings::default()
+        },
+    )
+    .await;
+    let state = format!("{}/v1/state?source=s1", server.url);
+    let (status, _, body) = call(
+        reqwest::Method::GET,
+        &state,
+        Some("s3cret-token-of-team-a"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, _) = call(
+        reqwest::Method::GET,
+        &state,
+        Some("s3cret-token-of-team-b"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let es = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+        &json!({"org": "team-b", "exp": now + 600}),
+        &jsonwebtoken::EncodingKey::from_ec_pem(&std::fs::read(&pkcs8).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let s = Store::memory().await.unwrap();
+    s.with_tenant("team-b")
+        .unwrap()
+        .put(file("/b.txt", "b"))
+        .await
+        .unwrap();
+    let remote = Remote::parse(&server.url, Some(es.clone())).unwrap();
+    push(&s, &remote, &opts()).await.unwrap();
+    // An HS256 token is not accepted by a server that has no secret.
+    let hs = token_with(json!({"org": "team-b"}), 600, SECRET);
+    let (status, _, body) = call(reqwest::Method::GET, &state, Some(&hs), &[], None).await;
+    assert_eq!(status, 401);
+    assert!(
+        body["message"].as_str().unwrap().contains("HS256"),
+        "{body}"
+    );
+    server.stop().await;
+
+    std::fs::write(&tokens, "team-a not-a-hash\n").unwrap();
+    let e = Auth::new(&AuthSettings {
+        tokens: Some(tokens.clone()),
+        ..AuthSettings::default()
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("line 1"), "{e}");
+    let e = Auth::new(&AuthSettings::default()).unwrap_err();
+    assert!(e.to_string().contains("--jwt-secret"), "{e}");
+}
+
+/// Malformed bodies and queries get 400s naming what is wrong; a body over
+/// the limit gets 413; an unknown protocol version 400; a failed push
+/// applies nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_and_limits() {
+    let db = pg::database("serve_limits").await;
+    let server = TestServer::start_with(
+        &db.url,
+        |c| c.max_body_bytes = 64 * 1024,
+        AuthSettings {
+            jwt_secret: Some(SECRET.to_string()),
+            ..AuthSettings::default()
+        },
+    )
+    .await;
+    let t = token("default", 600);
+    let push_url = format!("{}/v1/push", server.url);
+    let post = reqwest::Method::POST;
+
+    let (status, _, body) = call(
+        post.clone(),
+        &push_url,
+        Some(&t),
+        &[],
+        Some(b"{not json".to_vec()),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "bad_request");
+    assert!(
+        body["message"].as_str().unwrap().contains("change file"),
+        "{body}"
+    );
+
+    let (status, _, body) = call(
+        post.clone(),
+        &push_url,
+        Some(&t),
+        &[],
+        Some(br#"{"format":"nexus-changes","version":1,"source_id":"s","after":0,"through":1,"files":[{"path_id":"x"}]}"#.to_vec()),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, body) = call(
+        post.clone(),
+        &format!("{push_url}?base=minus"),
+        Some(&t),
+        &[],
+        Some(Vec::new()),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("base"), "{body}");
+
+    let (status, _, body) = call(
+        post.clone(),
+        &push_url,
+        Some(&t),
+        &[],
+        Some(vec![b' '; 100 * 1024]),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"], "too_large");
+
+    let (status, _, body) = call(
+        reqwest::Method::GET,
+        &format!("{}/v1/health", server.url),
+        None,
+        &[("nexus-protocol", "7")],
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("speaks 1"),
+        "{body}"
+    );
+
+    let (status, _, body) = call(
+        reqwest::Method::GET,
+        &format!("{}/v1/pull?after=-5", server.url),
+        Some(&t),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+
+    // A push of too many rows for the limit fails whole and applies
+    // nothing; with smaller windows it goes through.
+    let s = Store::memory().await.unwrap();
+    for i in 0..300 {
+        s.put(file(&format!("/many/{i:04}"), &format!("e{i}")))
+            .await
+            .unwrap();
+    }
+    let e = push(&s, &server.remote("default"), &opts())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            nexus_sync::Error::Remote {
+                status: Some(413),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let client = pg::connect(&db.url).await;
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM file_paths", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    let small = SyncOptions {
+        window_rows: 20,
+        ..opts()
+    };
+    let r = push(&s, &server.remote("default"), &small).await.unwrap();
+    assert_eq!(r.tables[0].rows, 300);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM file_paths", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 300);
+    server.stop().await;
+}
+
+/// CORS: a page of an allowed origin may call the server (preflight
+/// answered, headers exposed); another origin gets no CORS headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_for_configured_origins() {
+    let db = pg::database("serve_cors").await;
+    let server = TestServer::start_with(
+        &db.url,
+        |c| c.cors_origins = vec!["http://app.example".into()],
+        AuthSettings {
+            jwt_secret: Some(SECRET.to_string()),
+            ..AuthSettings::default()
+        },
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let pre = client
+        .request(reqwest::Method::OPTIONS, format!("{}/v1/push", server.url))
+        .header("origin", "http://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type,nexus-protocol",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(pre.status().is_success(), "{}", pre.status());
+    assert_eq!(
+        pre.headers().get("access-control-allow-origin").unwrap(),
+        "http://app.example"
+    );
+    let other = client
+        .get(format!("{}/v1/health", server.url))
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    server.stop().await;
+}
+
+/// Several stores push and pull at once through one server: per-tenant
+/// applies take turns, nothing is lost or doubled, all converge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_at_once() {
+    let db = pg::database("serve_many").await;
+    let server = TestServer::start_with(
+        &db.url,
+        |c| c.max_applies_per_tenant = 1,
+        AuthSettings {
+            jwt_secret: Some(SECRET.to_string()),
+            ..AuthSettings::default()
+        },
+    )
+    .await;
+    let mut stores = Vec::new();
+    for i in 0..6 {
+        let s = Store::memory().await.unwrap();
+        for j in 0..5 {
+            s.put(file(&format!("/c{i}/{j}"), &format!("e{i}-{j}")))
+                .await
+                .unwrap();
+        }
+        s.put(file("/everyone.txt", &format!("from-{i}")))
+            .await
+            .unwrap();
+        stores.push(s);
+    }
+    let remote = server.remote("default");
+    let mut tasks = Vec::new();
+    for s in &stores {
+        let (s, r) = (s.clone(), remote.clone());
+        tasks.push(tokio::spawn(async move {
+            sync_with(&s, &r, &SyncOptions::default()).await.unwrap()
+        }));
+    }
+    let mut conflicts = 0;
+    for t in tasks {
+        conflicts += t.await.unwrap().push.conflicts.len();
+    }
+    assert_eq!(conflicts, 5, "one keeps /everyone.txt, five copies");
+    for s in &stores {
+        sync_settled(s, &remote, &db.url).await;
+    }
+    let want = paths(&stores[0]).await;
+    assert_eq!(want.len(), 6 * 5 + 6, "{want:?}");
+    for s in &stores {
+        assert_eq!(paths(s).await, want);
+    }
+    server.stop().await;
+}
+
+/// The server stopped mid-stream and started again on the same port:
+/// clients that failed retry and converge, nothing doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_then_retry() {
+    let db = pg::database("serve_restart").await;
+    let server = TestServer::start(&db.url).await;
+    let url = server.url.clone();
+    let remote = server.remote("default");
+    let s = Store::memory().await.unwrap();
+    for i in 0..50 {
+        s.put(file(&format!("/r/{i:03}"), &format!("e{i}")))
+            .await
+            .unwrap();
+    }
+    let small = SyncOptions {
+        window_rows: 10,
+        ..opts()
+    };
+    let first = push(&s, &remote, &small).await.unwrap();
+    server.stop().await;
+    for i in 50..80 {
+        s.put(file(&format!("/r/{i:03}"), &format!("e{i}")))
+            .await
+            .unwrap();
+    }
+    let e = push(&s, &remote, &small).await.unwrap_err();
+    assert!(e.is_retryable(), "{e:?}");
+    // Back on the same address.
+    let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    let again = TestServer::start_with(
+        &db.url,
+        |c| c.listen = addr,
+        AuthSettings {
+            jwt_secret: Some(SECRET.to_string()),
+            ..AuthSettings::default()
+        },
+    )
+    .await;
+    let r = push(&s, &remote, &small).await.unwrap();
+    assert_eq!(r.from_seq, first.to_seq, "resumed where the server stopped");
+    assert_eq!(r.tables[0].rows, 30, "only the new files");
+    let client = pg::connect(&db.url).await;
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM file_paths", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 80);
+    let b = Store::memory().await.unwrap();
+    sync_settled(&b, &again.remote("default"), &db.url).await;
+    assert_eq!(paths(&b).await, paths(&s).await);
+    again.stop().await;
+}
