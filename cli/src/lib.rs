@@ -808,6 +808,7 @@ fn serve(cli: &Cli, a: &ServeArgs) -> Result<(), Failure> {
     .map_err(|e| fail(e.to_string()))?;
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NEXUS_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
