@@ -44,6 +44,7 @@ pub mod listing;
 mod meta;
 mod model;
 mod pool;
+pub mod protocol;
 mod pull;
 mod stats;
 mod store;
@@ -70,7 +71,7 @@ pub use model::{
     VersionInfo, VersionSource,
 };
 pub use nexus_migrations::{MigrateError, MigrationStatus};
-pub use pull::{BulkPull, PullApplied};
+pub use pull::{BulkPull, Feed, FeedPage, PullApplied, PullReport};
 pub use store::{DEFAULT_BUSY_TIMEOUT, DEFAULT_TENANT, Store, StoreBuilder};
 pub use validate::{MAX_NAME_BYTES, MAX_PATH_BYTES, validate_path};
 

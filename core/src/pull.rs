@@ -11,7 +11,7 @@
 //! Rows that this store wrote itself (their origin is this store) are
 //! recognised and not applied again.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::change_file::{ImportReport, Unpushed, apply_rows, row_params};
 use crate::engine::{Engine, int, text};
@@ -19,7 +19,130 @@ use crate::error::{Error, Result};
 use crate::pool::Exclusive;
 use crate::store::Store;
 use crate::tables::{TableRow, sqlite};
-use crate::{Changes, Origin};
+use crate::{Changes, FileRow, Origin};
+
+/// One page of a database's change feed (`nexus_pg::read_page`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedPage {
+    /// The rows of every transaction with an id in `(changes.after,
+    /// changes.through]`, each row in its latest state, in `change_seq`
+    /// order per table. `changes.through` is the position to ask from next.
+    pub changes: Changes,
+    /// Whether the page reaches the newest position that was safe to read
+    /// (`false`: more pages are ready now).
+    pub caught_up: bool,
+    /// The current rows of files that the page's versions and metadata
+    /// refer to but whose own row is not in the page (it was written again
+    /// by a later transaction, so it is in a later page): a reader that
+    /// applies the page where those files are new needs them first.
+    /// Applying a later state again changes nothing.
+    pub referenced_files: Vec<FileRow>,
+}
+
+/// What a pull did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PullReport {
+    /// The database's id (its `nexus_state.store_id`).
+    pub hub_id: String,
+    /// The store's feed position before the pull.
+    pub from: i64,
+    /// And after it.
+    pub to: i64,
+    /// Pages applied.
+    pub pages: u64,
+    /// `file_paths` rows applied.
+    pub files: u64,
+    /// `version_history` rows applied.
+    pub versions: u64,
+    /// `file_metadata` rows applied.
+    pub metadata: u64,
+    /// `content_chunks` rows applied.
+    pub chunks: u64,
+    /// Removals applied.
+    pub tombstones: u64,
+    /// Rows of the store's own changes, recognised and skipped.
+    pub own: u64,
+    /// Whether the store was empty and got a snapshot of the whole
+    /// database in one transaction (the first pull).
+    pub bulk: bool,
+    /// Seconds the pull took (the last attempt).
+    pub seconds: f64,
+    /// Attempts made (more than one after retryable failures).
+    pub attempts: u32,
+}
+
+impl PullReport {
+    /// Rows applied, all tables together.
+    pub fn rows(&self) -> u64 {
+        self.files + self.versions + self.metadata + self.chunks + self.tombstones
+    }
+}
+
+/// Where a pull reads pages of a database's change feed: the database
+/// itself, or a sync server in front of it.
+// Used with static dispatch only: the caller's future is `Send` when the
+// implementation's is.
+#[allow(async_fn_in_trait)]
+pub trait Feed {
+    /// The feed's errors; the store's convert into them.
+    type Error: From<Error>;
+    /// The page after `after` (about `max_rows` rows), and the database's
+    /// watermark of this store there (its rows up to it are its own).
+    async fn page(
+        &mut self,
+        after: i64,
+        max_rows: usize,
+    ) -> std::result::Result<(FeedPage, i64), Self::Error>;
+}
+
+impl Store {
+    /// Applies `feed`'s pages after `report.to` until it is caught up, each
+    /// page in one write transaction with its position
+    /// ([`Store::apply_pull_after`]), counting into `report`; `progress`
+    /// gets the rows applied so far after each page.
+    pub async fn apply_feed<F: Feed>(
+        &self,
+        feed: &mut F,
+        report: &mut PullReport,
+        max_rows: usize,
+        mut progress: impl FnMut(u64),
+    ) -> std::result::Result<(), F::Error> {
+        // The position recorded in the store (pages with no rows are not).
+        let mut stored = report.to;
+        loop {
+            let (page, pushed_through) = feed.page(report.to, max_rows).await?;
+            if page.changes.is_empty() {
+                // Nothing to apply: the position moves in this run only (the
+                // next pull reads the same empty range again), so an idle sync
+                // writes nothing here.
+                report.to = page.changes.through;
+            } else if page.changes.through > page.changes.after {
+                // Files the page's rows refer to come first (see
+                // `FeedPage::referenced_files`).
+                let mut changes = page.changes;
+                let mut files = page.referenced_files;
+                files.append(&mut changes.files);
+                changes.files = files;
+                let applied = self
+                    .apply_pull_after(&report.hub_id, pushed_through, stored, &changes)
+                    .await?;
+                stored = applied.through;
+                report.pages += 1;
+                report.files += applied.files;
+                report.versions += applied.versions;
+                report.metadata += applied.metadata;
+                report.chunks += applied.chunks;
+                report.tombstones += applied.tombstones;
+                report.own += applied.own;
+                report.to = applied.through;
+                progress(report.rows());
+            }
+            if page.caught_up {
+                return Ok(());
+            }
+        }
+    }
+}
 
 /// What [`Store::apply_pull`] did with one page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -15,6 +15,7 @@
 //! `xmax`, so it lands in a later page. ARCHITECTURE.md has the argument in
 //! full.
 
+pub use nexus_core::FeedPage;
 use nexus_core::tables::{Cells, Column, FILE_PATHS, Kind, TableRow};
 use nexus_core::{
     Changes, ChunkRow, FileRow, MetadataRow, Origin, Result, TombstoneRow, VersionRow,
@@ -25,24 +26,6 @@ use serde_json::Value;
 use tokio_postgres::{GenericClient, Row};
 
 use crate::pg_err;
-
-/// One page of the feed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FeedPage {
-    /// The rows of every transaction with an id in `(changes.after,
-    /// changes.through]`, each row in its latest state, in `change_seq`
-    /// order per table. `changes.through` is the position to ask from next.
-    pub changes: Changes,
-    /// Whether the page reaches the newest position that was safe to read
-    /// (`false`: more pages are ready now).
-    pub caught_up: bool,
-    /// The current rows of files that the page's versions and metadata
-    /// refer to but whose own row is not in the page (it was written again
-    /// by a later transaction, so it is in a later page): a reader that
-    /// applies the page where those files are new needs them first.
-    /// Applying a later state again changes nothing.
-    pub referenced_files: Vec<FileRow>,
-}
 
 /// `(table, its columns in the order of the core row type)`; times as
 /// microseconds since the epoch, ids as text.

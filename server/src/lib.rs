@@ -362,7 +362,7 @@ async fn push(
     headers: HeaderMap,
     q: Result<Query<PushQuery>, axum::extract::rejection::QueryRejection>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Pushed>, ApiError> {
+) -> Result<Json<Pushed<nexus_sync::SyncReport>>, ApiError> {
     let tenant = tenant(&shared, &headers)?;
     let q = query(q)?;
     let body = body.map_err(|e| {

@@ -90,7 +90,7 @@ impl HttpHub {
     /// Pushes one change file; `base` is how far the source had pulled from
     /// this server's database.
     pub async fn push(&self, file: &ChangeFile, base: i64) -> Result<SyncReport> {
-        let answer: Pushed = self
+        let answer: Pushed<SyncReport> = self
             .send(
                 self.client
                     .post(self.at(PUSH))

@@ -10,8 +10,8 @@
 
 use std::time::Instant;
 
-use nexus_core::Store;
-use nexus_pg::FeedPage;
+pub use nexus_core::PullReport;
+use nexus_core::{Feed, FeedPage, Store};
 use nexus_postgres::{PgUrl, StatementCache, migrate};
 use serde::Serialize;
 
@@ -19,45 +19,6 @@ use crate::error::Result;
 use crate::http::HttpHub;
 use crate::remote::Remote;
 use crate::replicate::{SyncOptions, hub_id, watermark, with_retries};
-
-/// What a pull did.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
-pub struct PullReport {
-    /// The database's id (its `nexus_state.store_id`).
-    pub hub_id: String,
-    /// The store's feed position before the pull.
-    pub from: i64,
-    /// And after it.
-    pub to: i64,
-    /// Pages applied.
-    pub pages: u64,
-    /// `file_paths` rows applied.
-    pub files: u64,
-    /// `version_history` rows applied.
-    pub versions: u64,
-    /// `file_metadata` rows applied.
-    pub metadata: u64,
-    /// `content_chunks` rows applied.
-    pub chunks: u64,
-    /// Removals applied.
-    pub tombstones: u64,
-    /// Rows of the store's own changes, recognised and skipped.
-    pub own: u64,
-    /// Whether the store was empty and got a snapshot of the whole
-    /// database in one transaction (the first pull).
-    pub bulk: bool,
-    /// Seconds the pull took (the last attempt).
-    pub seconds: f64,
-    /// Attempts made (more than one after retryable failures).
-    pub attempts: u32,
-}
-
-impl PullReport {
-    /// Rows applied, all tables together.
-    pub fn rows(&self) -> u64 {
-        self.files + self.versions + self.metadata + self.chunks + self.tombstones
-    }
-}
 
 impl crate::replicate::Attempts for PullReport {
     fn set_attempts(&mut self, n: u32) {
@@ -76,12 +37,6 @@ pub async fn pull(store: &Store, from: &Remote, options: &SyncOptions) -> Result
     }
 }
 
-/// Where a pull reads the pages of a change feed.
-trait Feed {
-    /// The page after `after`, and the source's watermark there.
-    async fn page(&mut self, after: i64, max_rows: usize) -> Result<(FeedPage, i64)>;
-}
-
 /// A database's feed, read directly.
 struct PgFeed<'a> {
     client: &'a mut tokio_postgres::Client,
@@ -90,6 +45,8 @@ struct PgFeed<'a> {
 }
 
 impl Feed for PgFeed<'_> {
+    type Error = crate::Error;
+
     async fn page(&mut self, after: i64, max_rows: usize) -> Result<(FeedPage, i64)> {
         let page = nexus_pg::read_page(self.client, &self.cache, after, max_rows).await?;
         Ok((page, self.watermark))
@@ -103,14 +60,21 @@ struct ServerFeed<'a> {
 }
 
 impl Feed for ServerFeed<'_> {
+    type Error = crate::Error;
+
     async fn page(&mut self, after: i64, max_rows: usize) -> Result<(FeedPage, i64)> {
         let p = self.hub.pull(&self.source, after, max_rows).await?;
-        let page = FeedPage {
-            changes: p.changes,
-            caught_up: p.caught_up,
-            referenced_files: p.referenced_files,
-        };
-        Ok((page, p.watermark))
+        let watermark = p.watermark;
+        Ok((p.into_page(), watermark))
+    }
+}
+
+/// The progress callback of `options`, as the page loop takes it.
+fn progress(options: &SyncOptions) -> impl FnMut(u64) + '_ {
+    move |rows| {
+        if let Some(p) = &options.progress {
+            p(rows, rows);
+        }
     }
 }
 
@@ -162,7 +126,14 @@ async fn pull_once(store: &Store, source: &PgUrl, options: &SyncOptions) -> Resu
         cache: StatementCache::default(),
         watermark: pushed_through,
     };
-    apply_pages(store, &mut feed, &mut report, options).await?;
+    store
+        .apply_feed(
+            &mut feed,
+            &mut report,
+            options.window_rows,
+            progress(options),
+        )
+        .await?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
@@ -178,55 +149,16 @@ async fn pull_http_once(store: &Store, hub: &HttpHub, options: &SyncOptions) -> 
     };
     report.to = report.from;
     let mut feed = ServerFeed { hub, source };
-    apply_pages(store, &mut feed, &mut report, options).await?;
+    store
+        .apply_feed(
+            &mut feed,
+            &mut report,
+            options.window_rows,
+            progress(options),
+        )
+        .await?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
-}
-
-/// Applies the feed's pages after `report.to` until it is caught up, each
-/// page in one local transaction with its position.
-async fn apply_pages(
-    store: &Store,
-    feed: &mut impl Feed,
-    report: &mut PullReport,
-    options: &SyncOptions,
-) -> Result<()> {
-    // The position recorded in the store (pages with no rows are not).
-    let mut stored = report.to;
-    loop {
-        let (page, pushed_through) = feed.page(report.to, options.window_rows).await?;
-        if page.changes.is_empty() {
-            // Nothing to apply: the position moves in this run only (the
-            // next pull reads the same empty range again), so an idle sync
-            // writes nothing here.
-            report.to = page.changes.through;
-        } else if page.changes.through > page.changes.after {
-            // Files the page's rows refer to come first (see
-            // `FeedPage::referenced_files`).
-            let mut changes = page.changes;
-            let mut files = page.referenced_files;
-            files.append(&mut changes.files);
-            changes.files = files;
-            let applied = store
-                .apply_pull_after(&report.hub_id, pushed_through, stored, &changes)
-                .await?;
-            stored = applied.through;
-            report.pages += 1;
-            report.files += applied.files;
-            report.versions += applied.versions;
-            report.metadata += applied.metadata;
-            report.chunks += applied.chunks;
-            report.tombstones += applied.tombstones;
-            report.own += applied.own;
-            report.to = applied.through;
-            if let Some(p) = &options.progress {
-                p(report.rows(), report.rows());
-            }
-        }
-        if page.caught_up {
-            return Ok(());
-        }
-    }
 }
 
 /// How many times [`sync_with`] pushes and pulls again when a local write

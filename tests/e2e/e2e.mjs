@@ -10,6 +10,7 @@
 // node_modules, and PostgreSQL as the Rust tests need it.
 // Run: node tests/e2e/e2e.mjs
 import { execFileSync, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -38,6 +39,7 @@ function startPostgres() {
 const postgres = startPostgres();
 const work = mkdtempSync(join(tmpdir(), "nexus-e2e-"));
 let failed = false;
+let syncServer;
 
 function step(name) {
   console.log(`e2e: ${name}`);
@@ -222,6 +224,59 @@ try {
     exported.metadata,
   );
 
+  step("the page syncs through nexus serve (CORS, a token) with PostgreSQL and a native store");
+  const token = "e2e-token-of-the-default-tenant";
+  const tokens = join(work, "tokens");
+  writeFileSync(tokens, `default ${createHash("sha256").update(token).digest("hex")}\n`);
+  syncServer = spawn(nexus, ["--db", pgUrl, "serve", "--listen", "127.0.0.1:0", "--tokens", tokens, "--cors-origin", origin], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const syncUrl = await new Promise((ok, fail) => {
+    let out = "";
+    syncServer.stdout.on("data", (d) => {
+      out += d;
+      const m = out.match(/listening on (http:\/\/\S+)/);
+      if (m) ok(m[1]);
+    });
+    syncServer.on("exit", (code) => fail(new Error(`nexus serve exited with ${code}`)));
+  });
+  // The change files already brought this store's changes: nothing new to
+  // push; a wrong token is refused with a typed error.
+  const first = await page.evaluate(async ([url, token]) => {
+    const { store } = window.nexusDemo;
+    let kind;
+    try {
+      await store.sync({ url, token: "wrong" });
+    } catch (e) {
+      kind = e.kind;
+    }
+    await store.put({ path: "/picked/from-browser.txt", backend: "browser", physicalPath: "b.txt", size: 3 });
+    return { kind, result: await store.sync({ url, token }) };
+  }, [syncUrl, token]);
+  assert.equal(first.kind, "Unauthorized");
+  assert.ok(first.result.pushed >= 1, JSON.stringify(first.result));
+  assert.ok(inPg().some((r) => r.path === "/picked/from-browser.txt"));
+  // A native store syncs through the same server; the page's background
+  // sync (startSync) brings its file in.
+  const nativeDb = join(work, "native-2.db");
+  execFileSync(nexus, ["--db", nativeDb, "put", "/from-native.txt", "--backend", "s3", "--physical", "n", "--size", "1"]);
+  execFileSync(nexus, ["--db", nativeDb, "sync", "--with", syncUrl, "--token", token], { stdio: "inherit" });
+  const nativeSees = JSON.parse(execFileSync(nexus, ["--db", nativeDb, "--json", "ls", "-r", "/"]).toString()).items;
+  assert.ok(nativeSees.some((r) => r.path === "/picked/from-browser.txt"), "the native store pulled the browser's file");
+  const live = await page.evaluate(async ([url, token]) => {
+    const { store } = window.nexusDemo;
+    const seen = [];
+    const handle = store.startSync({ url, token, intervalMs: 200, onSync: (r) => seen.push(r) });
+    for (let i = 0; i < 100 && !(await store.exists("/from-native.txt")); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await handle.stop();
+    return { there: await store.exists("/from-native.txt"), syncs: seen.length, paths: (await store.list("/")).map((r) => r.path) };
+  }, [syncUrl, token]);
+  assert.ok(live.there, JSON.stringify(live));
+  assert.deepEqual(live.paths, inPg().map((r) => r.path));
+  syncServer.kill("SIGTERM");
+
   step("deleting the database: refused while open, done once closed");
   const busy = await page.evaluate(async () => {
     const { deleteDatabase } = await import("/pkg/index.js");
@@ -245,6 +300,7 @@ try {
 } finally {
   await context.close();
   server.close();
+  syncServer?.kill("SIGTERM");
   await postgres.stop();
   if (!failed) rmSync(work, { recursive: true, force: true });
   else console.error(`e2e: kept ${work} for inspection`);

@@ -12,8 +12,61 @@ export const METHODS = [
   "listDirectories", "isDirectory", "rename", "setMetadata", "setMetadataBatch", "getMetadata",
   "listMetadata", "deleteMetadata", "findByMetadata", "listVersions", "getVersion", "rollback",
   "diffVersions", "addChunkRef", "releaseChunkRef", "getChunk", "gcCandidates", "removeChunk",
-  "stats", "exportChanges",
+  "stats", "exportChanges", "sync",
 ];
+
+/**
+ * Keeps `store` in sync with a sync server: `store.sync(options)` now, then
+ * every `intervalMs` (default 10 s). A failure is passed to `onError` and
+ * retried later and later (doubling, at most 5 minutes); while the platform
+ * says it is offline nothing is tried, and coming online syncs at once.
+ * Returns `{ stop, syncNow }`; `stop()` resolves once a sync in flight ends.
+ */
+export function startSync(store, options = {}) {
+  const { intervalMs = 10_000, onSync, onError, ...syncOptions } = options;
+  if (!(typeof intervalMs === "number" && intervalMs > 0)) {
+    throw nexusError("InvalidArgument", `invalid intervalMs ${intervalMs}: a number of milliseconds above 0`);
+  }
+  let stopped = false;
+  let timer;
+  let running = null;
+  let failures = 0;
+  const online = () => globalThis.navigator?.onLine !== false;
+  const schedule = (ms) => {
+    clearTimeout(timer);
+    if (!stopped) timer = setTimeout(run, ms);
+  };
+  async function run() {
+    if (stopped || running || !online()) return; // offline: the "online" event resumes
+    running = (async () => {
+      try {
+        const result = await store.sync(syncOptions);
+        failures = 0;
+        onSync?.(result);
+        schedule(intervalMs);
+      } catch (e) {
+        failures += 1;
+        onError?.(e);
+        schedule(Math.min(intervalMs * 2 ** failures, 300_000));
+      } finally {
+        running = null;
+      }
+    })();
+    await running;
+  }
+  const wake = () => schedule(0);
+  globalThis.addEventListener?.("online", wake);
+  schedule(0);
+  return {
+    syncNow: wake,
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      globalThis.removeEventListener?.("online", wake);
+      await running;
+    },
+  };
+}
 
 
 export function nexusError(kind, message) {

@@ -3,7 +3,7 @@
 // Worker proxy, and the `Store` interface both of them implement.
 import type {
   Chunk, ExportedChanges, FileRecord, Json, ListOptions, NewFile, OpenOptions, Page,
-  Precondition, Stats, VersionDiff, VersionInfo,
+  Precondition, Stats, SyncOptions, SyncResult, VersionDiff, VersionInfo,
 } from "./web/nexus_wasm.js";
 import { NexusStore } from "./web/nexus_wasm.js";
 
@@ -45,6 +45,34 @@ export interface Store {
   removeChunk(contentHash: string): Promise<boolean>;
   stats(): Promise<Stats>;
   exportChanges(since?: number): Promise<ExportedChanges>;
+  /**
+   * Pushes this store's changes to a sync server (`nexus serve`), then pulls
+   * the token's tenant's changes. Rejects with a `NexusError` of kind
+   * `Unauthorized` (401), `Forbidden` (403: the token's tenant is not the
+   * rows'), `Unavailable` (unreachable or overloaded: retry), `Conflict`
+   * (another sync of this store at the same moment: retry), `InvalidArgument`.
+   */
+  sync(options: SyncOptions): Promise<SyncResult>;
+  /** Syncs now, then every `intervalMs`, backing off on failure and pausing while offline. */
+  startSync(options: StartSyncOptions): SyncHandle;
+}
+
+/** Options of `startSync`. */
+export interface StartSyncOptions extends SyncOptions {
+  /** Milliseconds between syncs (default 10000); failures wait longer (doubling, at most 5 minutes). */
+  intervalMs?: number;
+  /** Called after each sync that succeeded. */
+  onSync?: (result: SyncResult) => void;
+  /** Called after each sync that failed (it is retried later). */
+  onError?: (error: Error & { kind: string }) => void;
+}
+
+/** A running `startSync`. */
+export interface SyncHandle {
+  /** Syncs as soon as possible (e.g. after a local change). */
+  syncNow(): void;
+  /** Stops; resolves once a sync in flight has ended. */
+  stop(): Promise<void>;
 }
 
 /** Options of `open`. */

@@ -9,7 +9,7 @@
 // is "memory", and a console warning), unless `fallback: "error"`.
 import init, { NexusStore } from "./web/nexus_wasm.js";
 import { RemoteStore } from "./remote.js";
-import { openWithFallback } from "./common.js";
+import { openWithFallback, startSync } from "./common.js";
 
 let loading;
 /** Loads and instantiates the WebAssembly module (once). */
@@ -46,6 +46,14 @@ export async function deleteDatabase(name) {
   if (!inWorker) return RemoteStore.deleteDatabase(name);
   await load();
   return NexusStore.deleteDatabase(name);
+}
+
+// `startSync` runs where it is called (a page's timers, its online events),
+// around the store's `sync`, which a Worker-held store forwards.
+for (const cls of [NexusStore, RemoteStore]) {
+  cls.prototype.startSync = function (options) {
+    return startSync(this, options);
+  };
 }
 
 export { NexusStore, RemoteStore };

@@ -1,10 +1,14 @@
 // nexus-metastore under Node: the same store, in memory (Node has no OPFS;
 // for files on disk use the native `nexus` CLI or the nexus-core crate).
 import { createRequire } from "node:module";
-import { nexusError, openWithFallback } from "./common.js";
+import { nexusError, openWithFallback, startSync } from "./common.js";
 
 const require = createRequire(import.meta.url);
 const { NexusStore } = require("./node/nexus_wasm.js");
+
+NexusStore.prototype.startSync = function (options) {
+  return startSync(this, options);
+};
 
 export async function load() {}
 

@@ -20,6 +20,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 mod convert;
+mod sync;
 
 use convert::{
     JsChunk, JsFileRecord, JsListOptions, JsNewFile, JsPage, JsPrecondition, JsStats,
@@ -28,6 +29,26 @@ use convert::{
 
 #[wasm_bindgen(typescript_custom_section)]
 const TYPES: &str = r#"
+/** Where and how `sync` reaches a sync server (`nexus serve`). */
+export interface SyncOptions {
+  /** The server's base URL, e.g. "https://sync.example.com". */
+  url: string;
+  /** A bearer token the server accepts (a JWT, or a static token). */
+  token: string;
+  /** Rows per pulled page (default 2000). */
+  maxRows?: number;
+}
+
+/** What one `sync` did. */
+export interface SyncResult {
+  /** Rows pushed. */
+  pushed: number;
+  /** Rows pulled. */
+  pulled: number;
+  /** Conflict copies the push made: another store's change kept `path`, this one is at `copy`. */
+  conflicts: { tenant: string; path: string; copy: string; path_id: string; source: string; reason: "path" | "content" }[];
+}
+
 /** A file to record. Times are RFC 3339 strings; omitted times are "now". */
 export interface NewFile {
   path: string;
@@ -656,6 +677,23 @@ impl NexusStore {
                 Reflect::set(&out, &key.into(), &value)?;
             }
             Ok(out.into())
+        })
+    }
+
+    /// Syncs the store both ways with a sync server (`nexus serve`): pushes
+    /// its changes, then pulls the changes of the token's tenant. Resolves
+    /// to `{ pushed, pulled, conflicts }`; rejects with kind `Unauthorized`,
+    /// `Forbidden`, `Unavailable` (retry later), `InvalidArgument`, ...
+    #[wasm_bindgen(unchecked_return_type = "Promise<SyncResult>")]
+    pub fn sync(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "SyncOptions")] options: JsValue,
+    ) -> Promise {
+        let store = self.store.clone();
+        let options = from_js::<sync::SyncOptions>("sync options", options);
+        future_to_promise(async move {
+            let result = sync::sync(&store, options?).await?;
+            to_js(&result)
         })
     }
 

@@ -5,13 +5,12 @@
 //! Every request carries `Authorization: Bearer <token>` (except
 //! [`HEALTH`]) and may carry [`PROTOCOL_HEADER`]; every answer carries it.
 //! Bodies are JSON. A push's body is a change file
-//! ([`nexus_core::ChangeFile::encode`]), exactly as `nexus export-changes`
+//! ([`crate::ChangeFile::encode`]), exactly as `nexus export-changes`
 //! writes it.
 
-use nexus_core::{ChangeFile, FileRow};
 use serde::{Deserialize, Serialize};
 
-use crate::SyncReport;
+use crate::{ChangeFile, FileRow};
 
 /// The version of the protocol this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -47,13 +46,15 @@ pub struct State {
     pub watermark: i64,
 }
 
-/// The answer of [`PUSH`].
+/// The answer of [`PUSH`]: `R` is the sync's report (`nexus_sync::SyncReport`:
+/// rows per table, every conflict copy made); a client may read only the
+/// part it needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Pushed {
+pub struct Pushed<R> {
     /// The protocol version.
     pub protocol: u32,
     /// What the push applied, with every conflict copy it made.
-    pub report: SyncReport,
+    pub report: R,
 }
 
 /// The answer of [`PULL`].
@@ -67,7 +68,7 @@ pub struct Pulled {
     /// rows of that source up to it are the caller's own.
     pub watermark: i64,
     /// The page's rows (`changes.through`: where to ask from next).
-    pub changes: nexus_core::Changes,
+    pub changes: crate::Changes,
     /// The current rows of files the page's rows refer to (see
     /// `nexus_pg::FeedPage::referenced_files`); applied first.
     pub referenced_files: Vec<FileRow>,
@@ -94,4 +95,15 @@ pub struct ErrorBody {
 /// change file's own encoding).
 pub fn push_body(file: &ChangeFile) -> Vec<u8> {
     file.encode()
+}
+
+impl Pulled {
+    /// The answer as a page of the feed.
+    pub fn into_page(self) -> crate::FeedPage {
+        crate::FeedPage {
+            changes: self.changes,
+            caught_up: self.caught_up,
+            referenced_files: self.referenced_files,
+        }
+    }
 }

@@ -1,0 +1,269 @@
+//! `store.sync({ url, token })`: the browser's client of the sync server
+//! (`nexus serve`), over `fetch`. The protocol's types and paths are
+//! `nexus_core::protocol` (the server and the native client use the same);
+//! the page loop of a pull is the core's (`Store::apply_feed`).
+
+use js_sys::{Object, Promise, Reflect, Uint8Array};
+use nexus_core::protocol::{
+    ErrorBody, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, PUSH, Pulled, Pushed, STATE, State,
+};
+use nexus_core::{ConflictCopy, Feed, FeedPage, PullReport, Store};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+use crate::error_value;
+
+/// What `sync` takes.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct SyncOptions {
+    url: String,
+    token: String,
+    #[serde(default)]
+    max_rows: Option<usize>,
+}
+
+/// What `sync` answers.
+#[derive(Serialize)]
+pub(crate) struct SyncResult {
+    /// Rows pushed.
+    pushed: u64,
+    /// Rows pulled.
+    pulled: u64,
+    /// Conflict copies the push made (the other side kept the path).
+    conflicts: Vec<ConflictCopy>,
+}
+
+/// The part of the server's push report the browser reads.
+#[derive(Deserialize)]
+struct PushReport {
+    tables: Vec<TableRows>,
+    conflicts: Vec<ConflictCopy>,
+}
+
+#[derive(Deserialize)]
+struct TableRows {
+    rows: u64,
+}
+
+/// A failed sync: the store's error, or the server's / the network's.
+pub(crate) enum SyncError {
+    Store(nexus_core::Error),
+    Remote { kind: &'static str, message: String },
+}
+
+impl From<nexus_core::Error> for SyncError {
+    fn from(e: nexus_core::Error) -> SyncError {
+        SyncError::Store(e)
+    }
+}
+
+impl From<SyncError> for JsValue {
+    fn from(e: SyncError) -> JsValue {
+        match e {
+            SyncError::Store(e) => crate::js_error(&e),
+            SyncError::Remote { kind, message } => error_value(kind, &message),
+        }
+    }
+}
+
+fn remote(kind: &'static str, message: impl Into<String>) -> SyncError {
+    SyncError::Remote {
+        kind,
+        message: message.into(),
+    }
+}
+
+/// The error kind of an HTTP status: `Unauthorized` (401), `Forbidden`
+/// (403), `Unavailable` (retry: unreachable, 408, 429, 5xx), `Conflict`
+/// (409, another push of this store ran at once: retry), `InvalidArgument`
+/// (the rest of 4xx).
+fn kind_of(status: u16) -> &'static str {
+    match status {
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        408 | 429 | 500..=599 => "Unavailable",
+        409 => "Conflict",
+        _ => "InvalidArgument",
+    }
+}
+
+struct Server {
+    url: String,
+    token: String,
+}
+
+impl Server {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, SyncError> {
+        let js = |e: JsValue| remote("Unavailable", nexus_core::web::js_message(&e));
+        let global = js_sys::global();
+        let fetch: js_sys::Function = Reflect::get(&global, &"fetch".into())
+            .map_err(js)?
+            .dyn_into()
+            .map_err(|_| remote("Unsupported", "fetch is not available here"))?;
+        let headers = Object::new();
+        let set = |o: &Object, k: &str, v: &JsValue| Reflect::set(o, &k.into(), v).map_err(js);
+        set(
+            &headers,
+            "authorization",
+            &format!("Bearer {}", self.token).into(),
+        )?;
+        set(
+            &headers,
+            PROTOCOL_HEADER,
+            &PROTOCOL_VERSION.to_string().into(),
+        )?;
+        let init = Object::new();
+        set(&init, "method", &method.into())?;
+        if let Some(body) = body {
+            set(&headers, "content-type", &"application/json".into())?;
+            set(&init, "body", &Uint8Array::from(body.as_slice()).into())?;
+        }
+        set(&init, "headers", &headers.into())?;
+        let url = format!("{}{path_and_query}", self.url);
+        let call = fetch.call2(&global, &url.into(), &init).map_err(js)?;
+        let response = JsFuture::from(Promise::from(call)).await.map_err(|e| {
+            remote(
+                "Unavailable",
+                format!(
+                    "cannot reach the sync server {}: {}",
+                    self.url,
+                    nexus_core::web::js_message(&e)
+                ),
+            )
+        })?;
+        let status = Reflect::get(&response, &"status".into())
+            .map_err(js)?
+            .as_f64()
+            .unwrap_or(0.0) as u16;
+        let read: js_sys::Function = Reflect::get(&response, &"arrayBuffer".into())
+            .map_err(js)?
+            .dyn_into()
+            .map_err(|_| remote("Internal", "the answer has no body"))?;
+        let buffer = JsFuture::from(Promise::from(read.call0(&response).map_err(js)?))
+            .await
+            .map_err(js)?;
+        let bytes = Uint8Array::new(&buffer).to_vec();
+        if !(200..300).contains(&status) {
+            let message = match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(b) => b.message,
+                Err(_) => format!("the sync server answered {status}"),
+            };
+            return Err(remote(kind_of(status), message));
+        }
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| remote("Internal", format!("the answer is not JSON: {e}")))?;
+        if value.get("protocol").and_then(|p| p.as_u64()) != Some(u64::from(PROTOCOL_VERSION)) {
+            return Err(remote(
+                "Unsupported",
+                format!("the sync server does not speak protocol {PROTOCOL_VERSION}"),
+            ));
+        }
+        serde_json::from_value(value)
+            .map_err(|e| remote("Internal", format!("unexpected answer: {e}")))
+    }
+}
+
+fn encode(s: &str) -> String {
+    String::from(js_sys::encode_uri_component(s))
+}
+
+struct ServerFeed<'a> {
+    server: &'a Server,
+    source: String,
+}
+
+impl Feed for ServerFeed<'_> {
+    type Error = SyncError;
+
+    async fn page(&mut self, after: i64, max_rows: usize) -> Result<(FeedPage, i64), SyncError> {
+        let p: Pulled = self
+            .server
+            .call(
+                "GET",
+                &format!(
+                    "{PULL}?after={after}&max_rows={max_rows}&source={}",
+                    encode(&self.source)
+                ),
+                None,
+            )
+            .await?;
+        let watermark = p.watermark;
+        Ok((p.into_page(), watermark))
+    }
+}
+
+/// Pushes, then pulls; pushes and pulls again (up to three times) when a
+/// local write lands in between and the pull refuses to overwrite it.
+pub(crate) async fn sync(store: &Store, options: SyncOptions) -> Result<SyncResult, SyncError> {
+    let url = options.url.trim_end_matches('/').to_string();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(remote(
+            "InvalidArgument",
+            format!("invalid sync url {url:?}: it must start with http:// or https://"),
+        ));
+    }
+    if options.token.is_empty() {
+        return Err(remote("InvalidArgument", "invalid sync token: it is empty"));
+    }
+    let server = Server {
+        url,
+        token: options.token,
+    };
+    let max_rows = options.max_rows.unwrap_or(2000).max(1);
+    let mut out = SyncResult {
+        pushed: 0,
+        pulled: 0,
+        conflicts: Vec::new(),
+    };
+    let mut round = 0;
+    loop {
+        round += 1;
+        let source = store.snapshot().await?.source_id().to_string();
+        let state: State = server
+            .call("GET", &format!("{STATE}?source={}", encode(&source)), None)
+            .await?;
+        // Push: the local changes after the server's watermark, one file.
+        let base = store.pull_position(&state.hub_id).await?;
+        let file = store.export_changes(state.watermark).await?;
+        if file.changes.through > state.watermark {
+            let pushed: Pushed<PushReport> = server
+                .call("POST", &format!("{PUSH}?base={base}"), Some(file.encode()))
+                .await?;
+            out.pushed += pushed.report.tables.iter().map(|t| t.rows).sum::<u64>();
+            out.conflicts.extend(pushed.report.conflicts);
+        }
+        // Pull: the feed's pages after the store's position.
+        let from = store.pull_position(&state.hub_id).await?;
+        let mut report = PullReport {
+            hub_id: state.hub_id,
+            from,
+            to: from,
+            ..PullReport::default()
+        };
+        let mut feed = ServerFeed {
+            server: &server,
+            source,
+        };
+        match store
+            .apply_feed(&mut feed, &mut report, max_rows, |_| {})
+            .await
+        {
+            Ok(()) => {
+                out.pulled += report.rows();
+                return Ok(out);
+            }
+            Err(SyncError::Store(nexus_core::Error::Conflict { .. })) if round < 3 => {
+                out.pulled += report.rows();
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
