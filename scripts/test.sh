@@ -10,7 +10,11 @@ step() { printf '\n==> %s\n' "$*"; }
 # shared-memory files, above all after the crash tests kill it, throwaway
 # PostgreSQL clusters, test stores) goes under one directory, removed at
 # the end, so repeated runs do not fill the disk.
+# It is world-writable with the sticky bit, as /tmp is: the throwaway
+# PostgreSQL runs as another user (initdb refuses root) and keeps its
+# cluster below it.
 run_tmp=$(mktemp -d "${TMPDIR:-/tmp}/nexus-test.XXXXXX")
+chmod 1777 "$run_tmp"
 trap 'rm -rf "$run_tmp"' EXIT
 export TMPDIR="$run_tmp"
 
