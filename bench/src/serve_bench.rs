@@ -1,0 +1,190 @@
+//! The sync server (`nexus serve`) under load, side by side in one run with
+//! the same work done directly against PostgreSQL:
+//!
+//! 1. `--clients N` (default 50) stores each repeat for `--seconds S`
+//!    (default 20): write 1 to 10 files, push, pull. Changes (files) per
+//!    second over all clients, and p50/p99 latency of a push and of a pull,
+//!    through the server and directly (`postgresql://`).
+//! 2. `--files F` (default 1,000,000; 0 skips it): the first pull of F files
+//!    into an empty file store through the server, against the direct pull
+//!    (`nexus pull --from postgresql://`, a snapshot) of the same database.
+//!
+//! `cargo run --release -p nexus-bench --bin nexus-serve-bench -- [--clients N] [--seconds S] [--files F]`
+//! The server runs in this process on 127.0.0.1 (HS256 tokens); PostgreSQL
+//! is a throwaway cluster, or `NEXUS_TEST_DATABASE_URL`.
+
+use std::time::{Duration, Instant};
+
+use nexus_core::{NewFile, Store};
+use nexus_server::{Auth, AuthSettings, Config, Server};
+use nexus_sync::{PgUrl, Remote, SyncOptions, pull, push};
+use serde_json::json;
+
+use nexus_bench::{arg, generate};
+
+const SECRET: &str = "the benchmark's secret, 32 bytes.";
+
+fn token() -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 86_400;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"tenant": "default", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+async fn start_server(url: &str) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let mut config = Config::new(PgUrl::parse(url).unwrap(), "127.0.0.1:0".parse().unwrap());
+    config.pool_size = 16;
+    config.max_applies_per_tenant = 8;
+    let auth = Auth::new(&AuthSettings {
+        jwt_secret: Some(SECRET.into()),
+        ..AuthSettings::default()
+    })
+    .unwrap();
+    let server = Server::bind(config, auth).await.unwrap();
+    let addr = format!("http://{}", server.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.serve(async {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+struct Load {
+    changes_per_s: f64,
+    push: (f64, f64),
+    pull: (f64, f64),
+    rounds: usize,
+}
+
+/// `clients` stores write, push and pull through `remote` for `seconds`.
+async fn load(remote: Remote, clients: usize, seconds: u64) -> Load {
+    let mut tasks = Vec::new();
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    for c in 0..clients {
+        let remote = remote.clone();
+        tasks.push(tokio::spawn(async move {
+            let store = Store::memory().await.unwrap();
+            let options = SyncOptions::default();
+            let (mut pushes, mut pulls, mut files) = (Vec::new(), Vec::new(), 0usize);
+            let mut round = 0usize;
+            while Instant::now() < until {
+                let n = 1 + (c * 7 + round * 3) % 10;
+                let batch: Vec<NewFile> = (0..n)
+                    .map(|i| {
+                        NewFile::new(format!("/c{c:03}/r{round:06}-{i}"), "s3", "k", 1)
+                            .etag(format!("{c}-{round}-{i}"))
+                    })
+                    .collect();
+                store.put_batch(&batch).await.unwrap();
+                files += n;
+                let t = Instant::now();
+                push(&store, &remote, &options).await.unwrap();
+                pushes.push(t.elapsed().as_secs_f64() * 1000.0);
+                let t = Instant::now();
+                pull(&store, &remote, &options).await.unwrap();
+                pulls.push(t.elapsed().as_secs_f64() * 1000.0);
+                round += 1;
+            }
+            (pushes, pulls, files)
+        }));
+    }
+    let (mut pushes, mut pulls, mut files) = (Vec::new(), Vec::new(), 0);
+    for t in tasks {
+        let (a, b, f) = t.await.unwrap();
+        pushes.extend(a);
+        pulls.extend(b);
+        files += f;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    pushes.sort_by(f64::total_cmp);
+    pulls.sort_by(f64::total_cmp);
+    Load {
+        changes_per_s: files as f64 / elapsed,
+        push: (percentile(&pushes, 0.5), percentile(&pushes, 0.99)),
+        pull: (percentile(&pulls, 0.5), percentile(&pulls, 0.99)),
+        rounds: pushes.len(),
+    }
+}
+
+fn main() {
+    let clients = arg("--clients", 50);
+    let seconds = arg("--seconds", 20) as u64;
+    let files = arg("--files", 1_000_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // 1. Many small clients, through the server and directly.
+        let mut rows = Vec::new();
+        for via in ["server", "direct"] {
+            let db = nexus_tests::pg::database(&format!("bench_serve_{via}")).await;
+            let url = format!("{}?sslmode=disable", db.url);
+            let (addr, stop) = start_server(&url).await;
+            let remote = if via == "server" {
+                Remote::parse(&addr, Some(token())).unwrap()
+            } else {
+                Remote::parse(&url, None).unwrap()
+            };
+            let l = load(remote, clients, seconds).await;
+            println!(
+                "{clients} clients, {via:>6}: {:>7.0} changes/s, {} rounds; push p50 {:.1} ms p99 {:.1} ms; pull p50 {:.1} ms p99 {:.1} ms",
+                l.changes_per_s, l.rounds, l.push.0, l.push.1, l.pull.0, l.pull.1
+            );
+            rows.push((via, l));
+            let _ = stop.send(());
+        }
+        println!(
+            "server / direct: changes/s {:.2}x",
+            rows[0].1.changes_per_s / rows[1].1.changes_per_s
+        );
+
+        // 2. The first pull of many files: through the server and directly.
+        if files == 0 {
+            return;
+        }
+        let db = nexus_tests::pg::database("bench_serve_pull").await;
+        let url = format!("{}?sslmode=disable", db.url);
+        let dir = tempfile::tempdir().unwrap();
+        let source = Store::open(dir.path().join("source.db")).await.unwrap();
+        generate(&source, files).await;
+        push(&source, &Remote::parse(&url, None).unwrap(), &SyncOptions::default())
+            .await
+            .unwrap();
+        let (addr, stop) = start_server(&url).await;
+        let mut seconds_of = Vec::new();
+        for (name, remote) in [
+            ("direct", Remote::parse(&url, None).unwrap()),
+            ("server", Remote::parse(&addr, Some(token())).unwrap()),
+        ] {
+            let store = Store::open(dir.path().join(format!("{name}.db"))).await.unwrap();
+            let t = Instant::now();
+            let r = pull(&store, &remote, &SyncOptions::default()).await.unwrap();
+            let s = t.elapsed().as_secs_f64();
+            println!(
+                "first pull of {files} files, {name:>6}: {s:.1}s, {} rows, {:.0} rows/s{}",
+                r.rows(),
+                r.rows() as f64 / s,
+                if r.bulk { " (snapshot)" } else { " (feed pages)" }
+            );
+            seconds_of.push(s);
+        }
+        println!("server / direct: time {:.2}x", seconds_of[1] / seconds_of[0]);
+        let _ = stop.send(());
+    });
+}
