@@ -104,6 +104,7 @@ step "the npm package (release build, wasm-opt), then the end-to-end test in Chr
 bash scripts/build-npm.sh
 cargo build -p nexus-cli -p nexus-tests --bins --locked
 NEXUS_BIN=target/debug/nexus node tests/e2e/e2e.mjs
+NEXUS_BIN=target/debug/nexus NEXUS_LOG=warn node tests/e2e/converge.mjs
 node tests/e2e/crash.mjs
 node tests/e2e/package.mjs
 node tests/e2e/vite.mjs

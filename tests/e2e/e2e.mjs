@@ -4,39 +4,27 @@
 // exports its changes; the native `nexus import-changes` then applies the
 // export to a native store, and `nexus sync --from-changes` to PostgreSQL
 // (then a later, incremental export too), which must hold the same records.
+// Then the page syncs through `nexus serve` (CORS, a token, startSync) with a
+// native store, and a second browser profile joins with the demo's Sync
+// button: both profiles, the native store and PostgreSQL end up equal.
 //
 // Needs: scripts/build-npm.sh (the package), the `nexus` and `test-pg`
 // binaries (NEXUS_BIN, NEXUS_TEST_PG_BIN; default target/debug/), wasm/tools'
 // node_modules, and PostgreSQL as the Rust tests need it.
 // Run: node tests/e2e/e2e.mjs
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import assert from "node:assert/strict";
 
-import { chromium, chromiumPath, repo, serve } from "./serve.mjs";
+import { chromium, chromiumPath, repo, serve, startNexusServe, startPostgres } from "./serve.mjs";
 
 const nexus = process.env.NEXUS_BIN ?? join(repo, "target/debug/nexus");
 const testPg = process.env.NEXUS_TEST_PG_BIN ?? join(repo, "target/debug/test-pg");
 
-// A fresh PostgreSQL database from the Rust test harness (a throwaway
-// cluster, or NEXUS_TEST_DATABASE_URL); it lives until we close its stdin.
-function startPostgres() {
-  const child = spawn(testPg, [], { stdio: ["pipe", "pipe", "inherit"] });
-  const url = new Promise((ok, fail) => {
-    let out = "";
-    child.stdout.on("data", (d) => {
-      out += d;
-      if (out.includes("\n")) ok(out.trim());
-    });
-    child.on("exit", (code) => fail(new Error(`test-pg exited with ${code} before printing a URL`)));
-  });
-  const stop = () => new Promise((ok) => (child.exitCode !== null ? ok() : (child.on("exit", ok), child.stdin.end())));
-  return { url, stop };
-}
-const postgres = startPostgres();
+const postgres = startPostgres(testPg);
 const work = mkdtempSync(join(tmpdir(), "nexus-e2e-"));
 let failed = false;
 let syncServer;
@@ -228,18 +216,10 @@ try {
   const token = "e2e-token-of-the-default-tenant";
   const tokens = join(work, "tokens");
   writeFileSync(tokens, `default ${createHash("sha256").update(token).digest("hex")}\n`);
-  syncServer = spawn(nexus, ["--db", pgUrl, "serve", "--listen", "127.0.0.1:0", "--tokens", tokens, "--cors-origin", origin], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  const syncUrl = await new Promise((ok, fail) => {
-    let out = "";
-    syncServer.stdout.on("data", (d) => {
-      out += d;
-      const m = out.match(/listening on (http:\/\/\S+)/);
-      if (m) ok(m[1]);
-    });
-    syncServer.on("exit", (code) => fail(new Error(`nexus serve exited with ${code}`)));
-  });
+  let syncUrl;
+  ({ url: syncUrl, child: syncServer } = await startNexusServe(nexus, pgUrl, [
+    "--listen", "127.0.0.1:0", "--tokens", tokens, "--cors-origin", origin,
+  ]));
   // The change files already brought this store's changes: nothing new to
   // push; a wrong token is refused with a typed error.
   const first = await page.evaluate(async ([url, token]) => {
@@ -275,6 +255,61 @@ try {
   }, [syncUrl, token]);
   assert.ok(live.there, JSON.stringify(live));
   assert.deepEqual(live.paths, inPg().map((r) => r.path));
+
+  step("a second browser profile syncs with the demo's button; the two profiles, the native store and PostgreSQL converge");
+  const other = await chromium.launchPersistentContext(join(work, "profile-2"), {
+    executablePath: chromiumPath,
+    headless: true,
+    args: ["--no-sandbox"],
+  });
+  try {
+    const page2 = await other.newPage();
+    page2.on("pageerror", (e) => console.log(`page 2 error: ${e.message}`));
+    await page2.goto(`${origin}/demo/?sync=${encodeURIComponent(syncUrl)}`);
+    assert.match(await status(page2, /^(ready|error)/), /^ready: 0 files/);
+    assert.equal(await page2.inputValue("#sync-url"), syncUrl, "the server's address from the page's URL");
+    // Clicks Sync until `path` is listed (a pull stops before transactions
+    // still running in the cluster, so one click may come back early); the
+    // first click's status line, or the error.
+    const syncUntil = async (p, path, tokenTyped = token) => {
+      if (!(await p.inputValue("#sync-url"))) await p.fill("#sync-url", syncUrl);
+      await p.fill("#sync-token", tokenTyped);
+      let first;
+      for (let i = 0; i < 20; i++) {
+        await p.evaluate(() => (document.getElementById("status").textContent = "…"));
+        await p.click("#sync");
+        const text = await status(p, /^(synced|error)/);
+        first ??= text;
+        if (!text.startsWith("synced")) return text;
+        if (!path || (await listed(p)).some(([q]) => q === path)) return first;
+        await p.waitForTimeout(200);
+      }
+      throw new Error(`${path} never arrived`);
+    };
+    assert.match(await syncUntil(page2, "/from-native.txt", "wrong"), /^error: Unauthorized/);
+    assert.match(await syncUntil(page2, "/from-native.txt"), /^synced: pushed 0, pulled [1-9]\d*, 0 conflicts/);
+    assert.deepEqual((await listed(page2)).map(([p]) => p), inPg().map((r) => r.path));
+    // Each profile writes; both sync with the button, the native store with
+    // the command; everyone ends with every file.
+    await page2.evaluate(() =>
+      window.nexusDemo.store.put({ path: "/from-profile-2.txt", backend: "browser", physicalPath: "p2", size: 2 }),
+    );
+    await page.evaluate(() =>
+      window.nexusDemo.store.put({ path: "/from-profile-1.txt", backend: "browser", physicalPath: "p1", size: 1 }),
+    );
+    assert.match(await syncUntil(page2, null), /^synced: pushed [1-9]/);
+    assert.match(await syncUntil(page, "/from-profile-2.txt"), /^synced: pushed [1-9]/);
+    assert.match(await syncUntil(page2, "/from-profile-1.txt"), /^synced/);
+    execFileSync(nexus, ["--db", nativeDb, "sync", "--with", syncUrl, "--token", token], { stdio: "inherit" });
+    const everywhere = inPg().map((r) => r.path);
+    assert.ok(everywhere.includes("/from-profile-1.txt") && everywhere.includes("/from-profile-2.txt"), everywhere.join());
+    assert.deepEqual((await listed(page)).map(([p]) => p), everywhere);
+    assert.deepEqual((await listed(page2)).map(([p]) => p), everywhere);
+    const native = JSON.parse(execFileSync(nexus, ["--db", nativeDb, "--json", "ls", "-r", "/"]).toString()).items;
+    assert.deepEqual(native.map((r) => r.path), everywhere);
+  } finally {
+    await other.close();
+  }
   syncServer.kill("SIGTERM");
 
   step("deleting the database: refused while open, done once closed");

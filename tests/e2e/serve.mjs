@@ -1,7 +1,8 @@
 // A static file server on 127.0.0.1 for the browser tests and the benchmark:
-// `serve({ "/pkg/": dir, "/demo/": dir })` maps URL prefixes to folders.
+// `serve({ "/pkg/": dir, "/demo/": dir }, port = 0)` maps URL prefixes to
+// folders.
 // Plain HTTP, no COOP/COEP headers: the package must not need them.
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { readdirSync } from "node:fs";
 import { createServer } from "node:http";
 import { readFile } from "node:fs/promises";
@@ -18,7 +19,7 @@ const TYPES = {
   ".ts": "text/plain",
 };
 
-export function serve(routes) {
+export function serve(routes, port = 0) {
   const server = createServer(async (req, res) => {
     const url = new URL(req.url, "http://127.0.0.1");
     if (url.pathname === "/favicon.ico") {
@@ -49,7 +50,7 @@ export function serve(routes) {
     }
   });
   return new Promise((ok) =>
-    server.listen(0, "127.0.0.1", () => ok({ server, origin: `http://127.0.0.1:${server.address().port}` })),
+    server.listen(port, "127.0.0.1", () => ok({ server, origin: `http://127.0.0.1:${server.address().port}` })),
   );
 }
 
@@ -64,4 +65,37 @@ export function installPackage(dir) {
   const tgz = readdirSync(join(repo, "target/npm")).find((f) => /^nexus-metastore-.*\.tgz$/.test(f));
   if (!tgz) throw new Error("target/npm has no packed package (run scripts/build-npm.sh)");
   execFileSync("npm", ["install", "--no-audit", "--no-fund", join(repo, "target/npm", tgz)], { cwd: dir, stdio: "inherit" });
+}
+
+/**
+ * A fresh PostgreSQL database from the Rust test harness (`test-pg`: a
+ * throwaway cluster, or NEXUS_TEST_DATABASE_URL); it lives until `stop()`
+ * closes the helper's stdin.
+ */
+export function startPostgres(testPg) {
+  const child = spawn(testPg, [], { stdio: ["pipe", "pipe", "inherit"] });
+  const url = new Promise((ok, fail) => {
+    let out = "";
+    child.stdout.on("data", (d) => {
+      out += d;
+      if (out.includes("\n")) ok(out.trim());
+    });
+    child.on("exit", (code) => fail(new Error(`test-pg exited with ${code} before printing a URL`)));
+  });
+  const stop = () => new Promise((ok) => (child.exitCode !== null ? ok() : (child.on("exit", ok), child.stdin.end())));
+  return { url, stop };
+}
+
+/** `nexus --db DB serve ARGS...`; resolves to `{ url, child }` once it listens. */
+export function startNexusServe(nexus, db, args) {
+  const child = spawn(nexus, ["--db", db, "serve", ...args], { stdio: ["ignore", "pipe", "inherit"] });
+  return new Promise((ok, fail) => {
+    let out = "";
+    child.stdout.on("data", (d) => {
+      out += d;
+      const m = out.match(/listening on (http:\/\/\S+)/);
+      if (m) ok({ url: m[1], child });
+    });
+    child.on("exit", (code, signal) => fail(new Error(`nexus serve exited with ${code ?? signal}`)));
+  });
 }

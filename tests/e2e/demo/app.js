@@ -1,4 +1,7 @@
-// The demo: record a picked folder's files, list them, export the changes.
+// The demo: record a picked folder's files, list them, export the changes,
+// and sync them through `nexus serve` with every other store of the tenant.
+// The server's address can come in the page's URL (?sync=http://HOST:PORT);
+// the token is typed, never kept.
 import { open } from "/pkg/index.js";
 
 const status = document.getElementById("status");
@@ -60,6 +63,20 @@ try {
   document.getElementById("export").addEventListener("click", async () => {
     const { bytes } = await store.exportChanges(0);
     download(bytes);
+  });
+  const syncUrl = document.getElementById("sync-url");
+  syncUrl.value = new URLSearchParams(location.search).get("sync") ?? "";
+  document.getElementById("sync-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    status.textContent = "syncing…";
+    try {
+      const token = document.getElementById("sync-token").value;
+      const { pushed, pulled, conflicts } = await store.sync({ url: syncUrl.value, token });
+      const total = await render(store);
+      status.textContent = `synced: pushed ${pushed}, pulled ${pulled}, ${conflicts.length} conflicts; ${total} in all`;
+    } catch (e) {
+      status.textContent = `error: ${e.kind}: ${e.message}`;
+    }
   });
 } catch (e) {
   status.textContent = `error: ${e.kind}: ${e.message}`;
