@@ -85,10 +85,11 @@ async fn apply_once(
     let started = Instant::now();
     let c = &file.changes;
     let tx = begin_source(client, &file.source_id).await?;
+    // Before reading any table: a bulk load holding the lock alone locks them.
+    crate::replicate::share_bulk_lock(&tx).await?;
     if let Some(tenant) = tenant {
         check_tenant(&tx, file, tenant).await?;
     }
-    crate::replicate::share_bulk_lock(&tx).await?;
     let at = watermark(&tx, &file.source_id).await?;
     let mut report = SyncReport::new(&file.source_id, at, c.through);
     if c.through <= at {

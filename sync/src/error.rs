@@ -35,9 +35,12 @@ pub enum Error {
         source_seq: i64,
     },
     /// Another writer made a file live at a path this run was making live,
-    /// at the same moment. Nothing was applied; retrying resolves it by
-    /// the conflict rule.
-    #[error("another writer took one of the run's paths at the same moment; nothing was applied")]
+    /// or was bulk-loading the empty database this run found, at the same
+    /// moment. Nothing was applied; retrying resolves it (by the conflict
+    /// rule, or as an incremental push after the load).
+    #[error(
+        "another writer took one of the run's paths, or was loading the empty database, at the same moment; nothing was applied"
+    )]
     Raced,
     /// The changes hold rows of a tenant other than the one the pusher may
     /// write. Nothing was applied.

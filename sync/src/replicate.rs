@@ -517,13 +517,19 @@ pub(crate) async fn target_position(
     }
     // A bulk load goes only into an empty database, one at a time: it holds
     // the bulk lock alone, while every other push shares it. A push that
-    // finds the database empty waits for the lock alone and looks again
-    // (another source's bulk load may have committed meanwhile).
+    // finds the database empty takes the lock alone and looks again
+    // (another source's bulk load may have committed meanwhile). It does
+    // not wait for it: having read the tables, it would deadlock with the
+    // loader that holds it and locks them; it is raced, and retried.
     let empty = if is_empty(client).await? {
-        client
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&BULK_LOCK])
+        let took: bool = client
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&BULK_LOCK])
             .await
-            .map_err(Error::pg("taking the bulk-load lock"))?;
+            .map_err(Error::pg("taking the bulk-load lock"))?
+            .get(0);
+        if !took {
+            return Err(Error::Raced);
+        }
         is_empty(client).await?
     } else {
         share_bulk_lock(client).await?;

@@ -532,6 +532,45 @@ async fn ten_sources_push_at_once() {
     }
 }
 
+/// Many stores' first pushes at once into an empty database: one bulk-loads,
+/// the others do not wait for its lock while holding locks the load needs
+/// (which deadlocked), they are raced and retried as incremental pushes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_first_pushes_into_an_empty_database() {
+    let db = pg::database("two_way_first_pushes").await;
+    let mut stores = Vec::new();
+    for i in 0..32 {
+        let s = Store::memory().await.unwrap();
+        for k in 0..2 {
+            s.put(file(&format!("/first/{i}/{k}"), &format!("f{i}-{k}")))
+                .await
+                .unwrap();
+        }
+        stores.push(s);
+    }
+    let pushes = stores.iter().map(|s| {
+        let (s, u) = (s.clone(), db.url.clone());
+        tokio::spawn(async move { Replicator::new(s, url(&u)).sync().await })
+    });
+    for p in pushes {
+        let report = p.await.unwrap().unwrap();
+        assert_eq!(report.rows(), 4, "{report:?}");
+    }
+    assert_eq!(pg_state(&db.url).await.len(), 64);
+    // The statistics of the pushes' sessions are flushed within a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let deadlocks: i64 = pg::connect(&db.url)
+        .await
+        .query_one(
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(deadlocks, 0, "the first pushes deadlocked");
+}
+
 /// Windows and pages of one row split what belongs together: a file's
 /// versions from its row in a push, a file's row from its versions in a
 /// pull (the file renamed later), a conflict's two pushes over two pull
