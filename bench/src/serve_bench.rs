@@ -4,14 +4,20 @@
 //! 1. `--clients N` (default 50) stores each repeat for `--seconds S`
 //!    (default 20): write 1 to 10 files, push, pull. Changes (files) per
 //!    second over all clients, and p50/p99 latency of a push and of a pull,
-//!    through the server and directly (`postgresql://`).
+//!    through the server and directly (`postgresql://`), all clients in one
+//!    tenant: every client pulls every other client's changes. Then through
+//!    the server with one tenant per client (each pulls only its own
+//!    tenant's changes): the server's own cost, without the fan-out.
 //! 2. `--files F` (default 1,000,000; 0 skips it): the first pull of F files
 //!    into an empty file store through the server, against the direct pull
 //!    (`nexus pull --from postgresql://`, a snapshot) of the same database.
 //!
-//! `cargo run --release -p nexus-bench --bin nexus-serve-bench -- [--clients N] [--seconds S] [--files F]`
-//! The server runs in this process on 127.0.0.1 (HS256 tokens); PostgreSQL
-//! is a throwaway cluster, or `NEXUS_TEST_DATABASE_URL`.
+//! `cargo run --release -p nexus-bench --bin nexus-serve-bench -- [--clients N] [--seconds S] [--files F] [--pool P] [--applies A]`
+//! (`--pool`: the server's connections, 16; `--applies`: concurrent applies
+//! per tenant, 8).
+//! The server runs in this process on 127.0.0.1 (HS256 tokens), with the
+//! clients; PostgreSQL is a throwaway cluster started durable (fsync and
+//! synchronous commit on, as a real server), or `NEXUS_TEST_DATABASE_URL`.
 
 use std::time::{Duration, Instant};
 
@@ -20,11 +26,11 @@ use nexus_server::{Auth, AuthSettings, Config, Server};
 use nexus_sync::{PgUrl, Remote, SyncOptions, pull, push};
 use serde_json::json;
 
-use nexus_bench::{arg, generate};
+use nexus_bench::{arg, generate, peak_rss_kib};
 
 const SECRET: &str = "the benchmark's secret, 32 bytes.";
 
-fn token() -> String {
+fn token(tenant: &str) -> String {
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -32,7 +38,7 @@ fn token() -> String {
         + 86_400;
     jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
-        &json!({"tenant": "default", "exp": exp}),
+        &json!({"tenant": tenant, "exp": exp}),
         &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
     )
     .unwrap()
@@ -40,8 +46,8 @@ fn token() -> String {
 
 async fn start_server(url: &str) -> (String, tokio::sync::oneshot::Sender<()>) {
     let mut config = Config::new(PgUrl::parse(url).unwrap(), "127.0.0.1:0".parse().unwrap());
-    config.pool_size = 16;
-    config.max_applies_per_tenant = 8;
+    config.pool_size = arg("--pool", 16);
+    config.max_applies_per_tenant = arg("--applies", 8);
     let auth = Auth::new(&AuthSettings {
         jwt_secret: Some(SECRET.into()),
         ..AuthSettings::default()
@@ -70,15 +76,26 @@ struct Load {
     rounds: usize,
 }
 
-/// `clients` stores write, push and pull through `remote` for `seconds`.
-async fn load(remote: Remote, clients: usize, seconds: u64) -> Load {
+/// `clients` stores write, push and pull for `seconds`, client `c` in
+/// tenant `t{c % tenants}` through `remote(tenant)`.
+async fn load(
+    remote: impl Fn(&str) -> Remote,
+    clients: usize,
+    tenants: usize,
+    seconds: u64,
+) -> Load {
     let mut tasks = Vec::new();
     let until = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     for c in 0..clients {
-        let remote = remote.clone();
+        let tenant = if tenants == 1 {
+            "default".to_string()
+        } else {
+            format!("t{}", c % tenants)
+        };
+        let remote = remote(&tenant);
         tasks.push(tokio::spawn(async move {
-            let store = Store::memory().await.unwrap();
+            let store = Store::memory().await.unwrap().with_tenant(&tenant).unwrap();
             let options = SyncOptions::default();
             let (mut pushes, mut pulls, mut files) = (Vec::new(), Vec::new(), 0usize);
             let mut round = 0usize;
@@ -125,6 +142,7 @@ fn main() {
     let clients = arg("--clients", 50);
     let seconds = arg("--seconds", 20) as u64;
     let files = arg("--files", 1_000_000);
+    nexus_tests::pg::durable();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -132,26 +150,29 @@ fn main() {
     rt.block_on(async {
         // 1. Many small clients, through the server and directly.
         let mut rows = Vec::new();
-        for via in ["server", "direct"] {
-            let db = nexus_tests::pg::database(&format!("bench_serve_{via}")).await;
+        for (via, tenants) in [("server", 1), ("direct", 1), ("server", clients)] {
+            let db = nexus_tests::pg::database(&format!("bench_serve_{via}_{tenants}")).await;
             let url = format!("{}?sslmode=disable", db.url);
             let (addr, stop) = start_server(&url).await;
-            let remote = if via == "server" {
-                Remote::parse(&addr, Some(token())).unwrap()
-            } else {
-                Remote::parse(&url, None).unwrap()
+            let remote = |tenant: &str| {
+                if via == "server" {
+                    Remote::parse(&addr, Some(token(tenant))).unwrap()
+                } else {
+                    Remote::parse(&url, None).unwrap()
+                }
             };
-            let l = load(remote, clients, seconds).await;
+            let l = load(remote, clients, tenants, seconds).await;
             println!(
-                "{clients} clients, {via:>6}: {:>7.0} changes/s, {} rounds; push p50 {:.1} ms p99 {:.1} ms; pull p50 {:.1} ms p99 {:.1} ms",
+                "{clients} clients in {tenants} tenant(s), {via:>6}: {:>7.0} changes/s, {} rounds; push p50 {:.1} ms p99 {:.1} ms; pull p50 {:.1} ms p99 {:.1} ms",
                 l.changes_per_s, l.rounds, l.push.0, l.push.1, l.pull.0, l.pull.1
             );
             rows.push((via, l));
             let _ = stop.send(());
         }
         println!(
-            "server / direct: changes/s {:.2}x",
-            rows[0].1.changes_per_s / rows[1].1.changes_per_s
+            "one tenant, server / direct: changes/s {:.2}x; peak memory of this process (server and clients) {} MiB",
+            rows[0].1.changes_per_s / rows[1].1.changes_per_s,
+            peak_rss_kib() / 1024
         );
 
         // 2. The first pull of many files: through the server and directly.
@@ -170,7 +191,7 @@ fn main() {
         let mut seconds_of = Vec::new();
         for (name, remote) in [
             ("direct", Remote::parse(&url, None).unwrap()),
-            ("server", Remote::parse(&addr, Some(token())).unwrap()),
+            ("server", Remote::parse(&addr, Some(token("default"))).unwrap()),
         ] {
             let store = Store::open(dir.path().join(format!("{name}.db"))).await.unwrap();
             let t = Instant::now();

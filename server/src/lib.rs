@@ -243,7 +243,8 @@ fn router(shared: AppState, config: &Config) -> Result<Router, ServeError> {
                     |r: &Response, latency: Duration, _span: &tracing::Span| {
                         tracing::info!(
                             status = r.status().as_u16(),
-                            ms = latency.as_secs_f64() * 1000.0,
+                            // Milliseconds, to the microsecond.
+                            ms = (latency.as_micros() as f64) / 1000.0,
                             "answered"
                         );
                     },
