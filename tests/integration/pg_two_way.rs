@@ -57,6 +57,32 @@ fn file(path: &str, etag: &str) -> NewFile {
     NewFile::new(path, "local", format!("/srv{path}"), etag.len() as u64).etag(etag)
 }
 
+/// An in-memory store holding `files`, each put on its own.
+async fn store_with(files: impl IntoIterator<Item = NewFile>) -> Store {
+    let s = Store::memory().await.unwrap();
+    for f in files {
+        s.put(f).await.unwrap();
+    }
+    s
+}
+
+/// Every store pushes into `u` at the same time (all started before any is
+/// awaited); their reports, in the stores' order.
+async fn push_at_once(stores: &[Store], u: &str) -> Vec<nexus_sync::SyncReport> {
+    let pushes: Vec<_> = stores
+        .iter()
+        .map(|s| {
+            let (s, u) = (s.clone(), u.to_string());
+            tokio::spawn(async move { Replicator::new(s, url(&u)).sync().await })
+        })
+        .collect();
+    let mut reports = Vec::new();
+    for p in pushes {
+        reports.push(p.await.unwrap().unwrap());
+    }
+    reports
+}
+
 /// The case of the issue: two stores that each recorded `/shared.txt` (and
 /// a file of their own) push into one database. The second is not stuck:
 /// its file is kept as a conflict copy, its own file arrives, and after
@@ -480,27 +506,15 @@ async fn ten_sources_push_at_once() {
     let db = pg::database("two_way_ten").await;
     let mut stores = Vec::new();
     for i in 0..10 {
-        let s = Store::memory().await.unwrap();
-        for k in 0..20 {
-            s.put(file(&format!("/own/{i}/{k}"), &format!("o{i}-{k}")))
-                .await
-                .unwrap();
-        }
-        for k in 0..5 {
-            s.put(file(&format!("/shared/{k}"), &format!("s{i}-{k}")))
-                .await
-                .unwrap();
-        }
-        stores.push(s);
+        let own = (0..20).map(|k| file(&format!("/own/{i}/{k}"), &format!("o{i}-{k}")));
+        let shared = (0..5).map(|k| file(&format!("/shared/{k}"), &format!("s{i}-{k}")));
+        stores.push(store_with(own.chain(shared)).await);
     }
-    let pushes = stores.iter().map(|s| {
-        let (s, u) = (s.clone(), db.url.clone());
-        tokio::spawn(async move { Replicator::new(s, url(&u)).sync().await })
-    });
-    let mut conflicts = 0;
-    for p in pushes {
-        conflicts += p.await.unwrap().unwrap().conflicts.len();
-    }
+    let conflicts: usize = push_at_once(&stores, &db.url)
+        .await
+        .iter()
+        .map(|r| r.conflicts.len())
+        .sum();
     assert_eq!(conflicts, 9 * 5, "one copy per shared path per later store");
     let pg = pg_state(&db.url).await;
     assert_eq!(
@@ -513,14 +527,11 @@ async fn ten_sources_push_at_once() {
     for (i, s) in stores.iter().enumerate() {
         s.put(file("/race", &format!("r{i}"))).await.unwrap();
     }
-    let pushes = stores.iter().map(|s| {
-        let (s, u) = (s.clone(), db.url.clone());
-        tokio::spawn(async move { Replicator::new(s, url(&u)).sync().await })
-    });
-    let mut copies = 0;
-    for p in pushes {
-        copies += p.await.unwrap().unwrap().conflicts.len();
-    }
+    let copies: usize = push_at_once(&stores, &db.url)
+        .await
+        .iter()
+        .map(|r| r.conflicts.len())
+        .sum();
     assert_eq!(copies, 9, "one store keeps /race, nine copies");
     let pg = pg_state(&db.url).await;
     for s in &stores {
@@ -540,20 +551,12 @@ async fn many_first_pushes_into_an_empty_database() {
     let db = pg::database("two_way_first_pushes").await;
     let mut stores = Vec::new();
     for i in 0..32 {
-        let s = Store::memory().await.unwrap();
-        for k in 0..2 {
-            s.put(file(&format!("/first/{i}/{k}"), &format!("f{i}-{k}")))
-                .await
-                .unwrap();
-        }
-        stores.push(s);
+        stores.push(
+            store_with((0..2).map(|k| file(&format!("/first/{i}/{k}"), &format!("f{i}-{k}"))))
+                .await,
+        );
     }
-    let pushes = stores.iter().map(|s| {
-        let (s, u) = (s.clone(), db.url.clone());
-        tokio::spawn(async move { Replicator::new(s, url(&u)).sync().await })
-    });
-    for p in pushes {
-        let report = p.await.unwrap().unwrap();
+    for report in push_at_once(&stores, &db.url).await {
         assert_eq!(report.rows(), 4, "{report:?}");
     }
     assert_eq!(pg_state(&db.url).await.len(), 64);
