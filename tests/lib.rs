@@ -9,6 +9,8 @@ pub mod conformance;
 pub mod crash;
 #[cfg(not(target_family = "wasm"))]
 pub mod pg;
+#[cfg(not(target_family = "wasm"))]
+pub mod serve;
 
 /// Every case of the conformance suite: invokes `$m!(args; case, case, ...)`.
 #[macro_export]

@@ -22,44 +22,27 @@
 use std::time::{Duration, Instant};
 
 use nexus_core::{NewFile, Store};
-use nexus_server::{Auth, AuthSettings, Config, Server};
-use nexus_sync::{PgUrl, Remote, SyncOptions, pull, push};
-use serde_json::json;
+use nexus_server::AuthSettings;
+use nexus_sync::{Remote, SyncOptions, pull, push};
+use nexus_tests::serve::{SECRET, TestServer};
 
 use nexus_bench::{arg, generate, peak_rss_kib};
 
-const SECRET: &str = "the benchmark's secret, 32 bytes.";
-
-fn token(tenant: &str) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 86_400;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({"tenant": tenant, "exp": exp}),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+/// The server of a run: in this process, on 127.0.0.1, with `--pool`
+/// connections and `--applies` applies at once per tenant.
+async fn start_server(url: &str) -> TestServer {
+    TestServer::start_with(
+        url,
+        |c| {
+            c.pool_size = arg("--pool", 16);
+            c.max_applies_per_tenant = arg("--applies", 8);
+        },
+        AuthSettings {
+            jwt_secret: Some(SECRET.into()),
+            ..AuthSettings::default()
+        },
     )
-    .unwrap()
-}
-
-async fn start_server(url: &str) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let mut config = Config::new(PgUrl::parse(url).unwrap(), "127.0.0.1:0".parse().unwrap());
-    config.pool_size = arg("--pool", 16);
-    config.max_applies_per_tenant = arg("--applies", 8);
-    let auth = Auth::new(&AuthSettings {
-        jwt_secret: Some(SECRET.into()),
-        ..AuthSettings::default()
-    })
-    .unwrap();
-    let server = Server::bind(config, auth).await.unwrap();
-    let addr = format!("http://{}", server.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.serve(async {
-        let _ = stopped.await;
-    }));
-    (addr, stop)
+    .await
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -153,10 +136,10 @@ fn main() {
         for (via, tenants) in [("server", 1), ("direct", 1), ("server", clients)] {
             let db = nexus_tests::pg::database(&format!("bench_serve_{via}_{tenants}")).await;
             let url = format!("{}?sslmode=disable", db.url);
-            let (addr, stop) = start_server(&url).await;
+            let server = start_server(&url).await;
             let remote = |tenant: &str| {
                 if via == "server" {
-                    Remote::parse(&addr, Some(token(tenant))).unwrap()
+                    server.remote(tenant)
                 } else {
                     Remote::parse(&url, None).unwrap()
                 }
@@ -167,7 +150,7 @@ fn main() {
                 l.changes_per_s, l.rounds, l.push.0, l.push.1, l.pull.0, l.pull.1
             );
             rows.push((via, l));
-            let _ = stop.send(());
+            server.stop().await;
         }
         println!(
             "one tenant, server / direct: changes/s {:.2}x; peak memory of this process (server and clients) {} MiB",
@@ -187,11 +170,11 @@ fn main() {
         push(&source, &Remote::parse(&url, None).unwrap(), &SyncOptions::default())
             .await
             .unwrap();
-        let (addr, stop) = start_server(&url).await;
+        let server = start_server(&url).await;
         let mut seconds_of = Vec::new();
         for (name, remote) in [
             ("direct", Remote::parse(&url, None).unwrap()),
-            ("server", Remote::parse(&addr, Some(token("default"))).unwrap()),
+            ("server", server.remote("default")),
         ] {
             let store = Store::open(dir.path().join(format!("{name}.db"))).await.unwrap();
             let t = Instant::now();
@@ -206,6 +189,6 @@ fn main() {
             seconds_of.push(s);
         }
         println!("server / direct: time {:.2}x", seconds_of[1] / seconds_of[0]);
-        let _ = stop.send(());
+        server.stop().await;
     });
 }
