@@ -6,9 +6,8 @@ import { gzipSync } from "node:zlib";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-import { chromium, chromiumPath, repo, serve } from "../../tests/e2e/serve.mjs";
+import { launchProfile, pkgDir as pkg, repo, serve } from "../../tests/e2e/serve.mjs";
 
-const pkg = join(repo, "target/npm/nexus-metastore");
 const sqliteDist = join(repo, "wasm/tools/node_modules/@sqlite.org/sqlite-wasm/dist");
 const { server, origin } = await serve({
   "/pkg/": pkg,
@@ -17,11 +16,7 @@ const { server, origin } = await serve({
   "/bench/": join(repo, "bench/browser"),
 });
 const profile = mkdtempSync(join(tmpdir(), "nexus-bench-"));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: chromiumPath,
-  headless: true,
-  args: ["--no-sandbox"],
-});
+const context = await launchProfile(profile);
 try {
   // Rounds in fresh pages (fresh Workers and databases); the median of each figure.
   const rounds = Number(process.env.NEXUS_BENCH_ROUNDS ?? 3);

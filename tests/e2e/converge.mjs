@@ -12,17 +12,22 @@
 // NEXUS_CONVERGE_RUNS=N runs N seeds (default 4). Needs what e2e.mjs needs.
 // Run: node tests/e2e/converge.mjs
 import { execFile, execFileSync } from "node:child_process";
-import { createHash } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import assert from "node:assert/strict";
 
-import { chromium, chromiumPath, repo, serve, startNexusServe, startPostgres } from "./serve.mjs";
-
-const nexus = process.env.NEXUS_BIN ?? join(repo, "target/debug/nexus");
-const testPg = process.env.NEXUS_TEST_PG_BIN ?? join(repo, "target/debug/test-pg");
+import {
+  demoRoutes,
+  launchProfile,
+  nexusBin as nexus,
+  serve,
+  startNexusServe,
+  startPostgres,
+  testPgBin,
+  writeTokenFile,
+} from "./serve.mjs";
 const runs = Number(process.env.NEXUS_CONVERGE_RUNS ?? 4);
 const firstSeed = Number(process.env.NEXUS_CONVERGE_SEED ?? Date.now() % 1_000_000);
 const run = promisify(execFile);
@@ -50,27 +55,29 @@ function normalize(files, metadata) {
   );
 }
 
+/** `nexus --db DB ARGS...`: its output; `cliJson` parses its `--json` output. */
+const cli = async (db, ...args) => (await run(nexus, ["--db", db, ...args])).stdout;
+const cliJson = async (db, ...args) => JSON.parse(await cli(db, "--json", ...args));
+
 /** A native store, through the `nexus` command. */
 function native(db) {
-  const cli = async (...args) => (await run(nexus, ["--db", db, ...args])).stdout;
-  const json = async (...args) => JSON.parse(await cli("--json", ...args));
   return {
     name: db,
-    exists: async (path) => (await json("ls", "-r", path)).items.some((f) => f.path === path),
-    put: (path, etag) => cli("put", path, "--backend", "local", "--physical", `/srv${path}`, "--size", String(etag.length), "--etag", etag),
-    delete: (path) => cli("rm", path),
-    rename: (from, to) => cli("mv", from, to),
-    setMetadata: (path, key, value) => cli("meta", "set", path, key, JSON.stringify(value)),
-    sync: (url) => cli("sync", "--with", url, "--token", TOKEN),
+    exists: async (path) => (await cliJson(db, "ls", "-r", path)).items.some((f) => f.path === path),
+    put: (path, etag) =>
+      cli(db, "put", path, "--backend", "local", "--physical", `/srv${path}`, "--size", String(etag.length), "--etag", etag),
+    delete: (path) => cli(db, "rm", path),
+    rename: (from, to) => cli(db, "mv", from, to),
+    setMetadata: (path, key, value) => cli(db, "meta", "set", path, key, JSON.stringify(value)),
+    sync: (url) => cli(db, "sync", "--with", url, "--token", TOKEN),
     state: () => stateOf(db),
   };
 }
 
 async function stateOf(db) {
-  const json = async (...args) => JSON.parse((await run(nexus, ["--db", db, "--json", ...args])).stdout);
-  const files = (await json("ls", "-r", "/")).items;
+  const files = (await cliJson(db, "ls", "-r", "/")).items;
   const metadata = {};
-  for (const f of files) metadata[f.path] = (await json("meta", "ls", f.path)).metadata;
+  for (const f of files) metadata[f.path] = (await cliJson(db, "meta", "ls", f.path)).metadata;
   return normalize(files, metadata);
 }
 
@@ -103,7 +110,7 @@ async function converge(seed, { origin, context, pgUrl, work }) {
   console.log(`converge: seed ${seed}`);
   const rng = random(seed);
   const tokens = join(work, "tokens");
-  writeFileSync(tokens, `default ${createHash("sha256").update(TOKEN).digest("hex")}\n`);
+  writeTokenFile(tokens, TOKEN);
   const serveArgs = ["--tokens", tokens, "--cors-origin", origin];
   let server = await startNexusServe(nexus, pgUrl, ["--listen", "127.0.0.1:0", ...serveArgs]);
   const url = server.url;
@@ -178,20 +185,13 @@ async function converge(seed, { origin, context, pgUrl, work }) {
 }
 
 const work = mkdtempSync(join(tmpdir(), "nexus-converge-"));
-const { server, origin } = await serve({
-  "/pkg/": join(repo, "target/npm/nexus-metastore"),
-  "/demo/": join(repo, "tests/e2e/demo"),
-});
-const context = await chromium.launchPersistentContext(join(work, "profile"), {
-  executablePath: chromiumPath,
-  headless: true,
-  args: ["--no-sandbox"],
-});
+const { server, origin } = await serve(demoRoutes);
+const context = await launchProfile(join(work, "profile"));
 let failed = false;
 try {
   for (let r = 0; r < runs; r++) {
     // Each run its own database: the stores start empty.
-    const postgres = startPostgres(testPg);
+    const postgres = startPostgres(testPgBin);
     try {
       await converge(firstSeed + r, { origin, context, pgUrl: await postgres.url, work });
     } finally {

@@ -10,17 +10,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import assert from "node:assert/strict";
 
-import { chromium, chromiumPath, repo, serve } from "./serve.mjs";
+import { demoRoutes, launchProfile, serve } from "./serve.mjs";
 
 const kills = Number(process.env.NEXUS_BROWSER_KILLS ?? 3);
 const profile = mkdtempSync(join(tmpdir(), "nexus-crash-"));
-const { server, origin } = await serve({
-  "/pkg/": join(repo, "target/npm/nexus-metastore"),
-  "/demo/": join(repo, "tests/e2e/demo"),
-});
+const { server, origin } = await serve(demoRoutes);
 
-const launch = () =>
-  chromium.launchPersistentContext(profile, { executablePath: chromiumPath, headless: true, args: ["--no-sandbox"] });
+const launch = () => launchProfile(profile);
 
 // Every Chromium process using this profile.
 function killBrowser() {

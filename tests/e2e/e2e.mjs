@@ -13,18 +13,23 @@
 // node_modules, and PostgreSQL as the Rust tests need it.
 // Run: node tests/e2e/e2e.mjs
 import { execFileSync } from "node:child_process";
-import { createHash } from "node:crypto";
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import assert from "node:assert/strict";
 
-import { chromium, chromiumPath, repo, serve, startNexusServe, startPostgres } from "./serve.mjs";
+import {
+  demoRoutes,
+  launchProfile,
+  nexusBin as nexus,
+  serve,
+  startNexusServe,
+  startPostgres,
+  testPgBin,
+  writeTokenFile,
+} from "./serve.mjs";
 
-const nexus = process.env.NEXUS_BIN ?? join(repo, "target/debug/nexus");
-const testPg = process.env.NEXUS_TEST_PG_BIN ?? join(repo, "target/debug/test-pg");
-
-const postgres = startPostgres(testPg);
+const postgres = startPostgres(testPgBin);
 const work = mkdtempSync(join(tmpdir(), "nexus-e2e-"));
 let failed = false;
 let syncServer;
@@ -49,15 +54,8 @@ for (const [rel, size] of [
   want.set("/picked/" + rel, size);
 }
 
-const { server, origin } = await serve({
-  "/pkg/": join(repo, "target/npm/nexus-metastore"),
-  "/demo/": join(repo, "tests/e2e/demo"),
-});
-const context = await chromium.launchPersistentContext(join(work, "profile"), {
-  executablePath: chromiumPath,
-  headless: true,
-  args: ["--no-sandbox"],
-});
+const { server, origin } = await serve(demoRoutes);
+const context = await launchProfile(join(work, "profile"));
 
 async function status(page, pattern) {
   await page.waitForFunction(
@@ -215,7 +213,7 @@ try {
   step("the page syncs through nexus serve (CORS, a token) with PostgreSQL and a native store");
   const token = "e2e-token-of-the-default-tenant";
   const tokens = join(work, "tokens");
-  writeFileSync(tokens, `default ${createHash("sha256").update(token).digest("hex")}\n`);
+  writeTokenFile(tokens, token);
   let syncUrl;
   ({ url: syncUrl, child: syncServer } = await startNexusServe(nexus, pgUrl, [
     "--listen", "127.0.0.1:0", "--tokens", tokens, "--cors-origin", origin,
@@ -257,11 +255,7 @@ try {
   assert.deepEqual(live.paths, inPg().map((r) => r.path));
 
   step("a second browser profile syncs with the demo's button; the two profiles, the native store and PostgreSQL converge");
-  const other = await chromium.launchPersistentContext(join(work, "profile-2"), {
-    executablePath: chromiumPath,
-    headless: true,
-    args: ["--no-sandbox"],
-  });
+  const other = await launchProfile(join(work, "profile-2"));
   try {
     const page2 = await other.newPage();
     page2.on("pageerror", (e) => console.log(`page 2 error: ${e.message}`));

@@ -1,9 +1,11 @@
-// A static file server on 127.0.0.1 for the browser tests and the benchmark:
-// `serve({ "/pkg/": dir, "/demo/": dir }, port = 0)` maps URL prefixes to
-// folders.
-// Plain HTTP, no COOP/COEP headers: the package must not need them.
+// What the browser tests and the browser benchmark share: a static file
+// server on 127.0.0.1 (`serve({ "/pkg/": dir, "/demo/": dir }, port = 0)`
+// maps URL prefixes to folders; plain HTTP, no COOP/COEP headers: the
+// package must not need them), headless Chromium on a persistent profile,
+// the throwaway PostgreSQL of the Rust harness, and `nexus serve`.
 import { execFileSync, spawn } from "node:child_process";
-import { readdirSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { readdirSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { readFile } from "node:fs/promises";
 import { extname, join, normalize, resolve } from "node:path";
@@ -57,8 +59,28 @@ export function serve(routes, port = 0) {
 const here = fileURLToPath(new URL(".", import.meta.url));
 export const repo = resolve(here, "../..");
 /** playwright-core, from the tools folder the build installs. */
-export const { chromium } = createRequire(join(repo, "wasm/tools/package.json"))("playwright-core");
-export const chromiumPath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const { chromium } = createRequire(join(repo, "wasm/tools/package.json"))("playwright-core");
+const chromiumPath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+/** The `nexus` and `test-pg` binaries (NEXUS_BIN, NEXUS_TEST_PG_BIN; default target/debug/). */
+export const nexusBin = process.env.NEXUS_BIN ?? join(repo, "target/debug/nexus");
+export const testPgBin = process.env.NEXUS_TEST_PG_BIN ?? join(repo, "target/debug/test-pg");
+/** The built package (scripts/build-npm.sh). */
+export const pkgDir = join(repo, "target/npm/nexus-metastore");
+/** The package at /pkg/ and the demo page at /demo/, for `serve`. */
+export const demoRoutes = {
+  "/pkg/": pkgDir,
+  "/demo/": join(repo, "tests/e2e/demo"),
+};
+
+/** Headless Chromium on the persistent profile in `dir` (OPFS is kept there). */
+export function launchProfile(dir) {
+  return chromium.launchPersistentContext(dir, { executablePath: chromiumPath, headless: true, args: ["--no-sandbox"] });
+}
+
+/** Writes a `nexus serve --tokens` file that lets `token` act for `tenant`. */
+export function writeTokenFile(path, token, tenant = "default") {
+  writeFileSync(path, `${tenant} ${createHash("sha256").update(token).digest("hex")}\n`);
+}
 
 /** `npm install` of the packed package (target/npm/*.tgz) into the project at `dir`. */
 export function installPackage(dir) {

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import assert from "node:assert/strict";
 
-import { chromium, chromiumPath, installPackage, repo, serve } from "./serve.mjs";
+import { installPackage, launchProfile, repo, serve } from "./serve.mjs";
 
 const work = mkdtempSync(join(tmpdir(), "nexus-vite-"));
 const app = join(work, "app");
@@ -26,11 +26,7 @@ try {
   assert.ok(assets.some((f) => f.endsWith(".wasm")), "the bundle carries the .wasm");
 
   const { server, origin } = await serve({ "/": join(app, "dist") });
-  const context = await chromium.launchPersistentContext(join(work, "profile"), {
-    executablePath: chromiumPath,
-    headless: true,
-    args: ["--no-sandbox"],
-  });
+  const context = await launchProfile(join(work, "profile"));
   try {
     const page = await context.newPage();
     page.on("pageerror", (e) => console.log(`page error: ${e.message}`));
