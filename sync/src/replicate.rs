@@ -550,14 +550,19 @@ pub(crate) async fn share_bulk_lock(client: &impl tokio_postgres::GenericClient)
     Ok(())
 }
 
+/// Whether the replicated tables are all empty. It reads them in the order
+/// of [`CHANGE_TABLES`], the order in which [`drop_secondary`] locks them.
 async fn is_empty(client: &impl tokio_postgres::GenericClient) -> Result<bool> {
+    let sql = format!(
+        "SELECT {}",
+        CHANGE_TABLES
+            .iter()
+            .map(|t| format!("NOT EXISTS (SELECT 1 FROM {t})"))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    );
     Ok(client
-        .query_one(
-            "SELECT NOT EXISTS (SELECT 1 FROM file_paths) AND NOT EXISTS (SELECT 1 FROM version_history) \
-             AND NOT EXISTS (SELECT 1 FROM file_metadata) AND NOT EXISTS (SELECT 1 FROM content_chunks) \
-             AND NOT EXISTS (SELECT 1 FROM tombstones)",
-            &[],
-        )
+        .query_one(&sql, &[])
         .await
         .map_err(Error::pg("checking whether the target is empty"))?
         .get(0))
@@ -711,7 +716,19 @@ fn opt_len(s: &Option<String>) -> u64 {
 /// before a bulk load, and returns the statements that rebuild them (for
 /// [`rebuild_secondary`]). The definitions are read from the catalog, so the
 /// migrations stay the only description of the schema.
+///
+/// It first locks the tables, all in one statement and in the order of
+/// [`CHANGE_TABLES`] (the order in which every push reads them to see
+/// whether the database is empty): dropping index after index would take
+/// their locks one table at a time, and a push that had read the first
+/// table and waited for the second would deadlock with the load.
 pub async fn drop_secondary(tx: &Transaction<'_>) -> Result<Vec<String>> {
+    tx.batch_execute(&format!(
+        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+        CHANGE_TABLES.join(", ")
+    ))
+    .await
+    .map_err(Error::pg("locking the tables for the bulk load"))?;
     let rows = tx
         .query(
             "SELECT format('ALTER TABLE %I DROP CONSTRAINT %I', c.conrelid::regclass::text, c.conname), \
