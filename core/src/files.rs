@@ -568,6 +568,7 @@ impl Store {
         }
         let tenant = self.tenant.clone();
         let (old, new) = (old.to_string(), new.to_string());
+        let watchers = self.shared.pool.watchers.clone();
         self.write(move |e, seq| {
             let (tenant, old, new) = (&*tenant, old.as_str(), new.as_str());
             let file = load_live(e, tenant, old)?;
@@ -602,6 +603,7 @@ impl Store {
                     "UPDATE file_paths SET virtual_path = ?1, updated_at = ?2, change_seq = ?3 WHERE path_id = ?4",
                     &[text(&target), int(now.as_micros()), int(seq), text(&record.path_id)],
                 )?;
+                watchers.moved_from(tenant, &record.path);
                 moved += 1;
             }
             Ok(moved)

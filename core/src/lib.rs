@@ -51,6 +51,7 @@ mod store;
 pub mod tables;
 mod validate;
 mod versions;
+mod watch;
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 pub mod web;
 
@@ -74,6 +75,7 @@ pub use nexus_migrations::{MigrateError, MigrationStatus};
 pub use pull::{BulkPull, Feed, FeedPage, PullApplied, PullReport};
 pub use store::{DEFAULT_BUSY_TIMEOUT, DEFAULT_TENANT, Store, StoreBuilder};
 pub use validate::{MAX_NAME_BYTES, MAX_PATH_BYTES, validate_path};
+pub use watch::{ChangeEvent, ChangedPath, MAX_EVENT_PATHS, Subscription};
 
 /// The checks and encodings every backend must apply the same way (used by
 /// `nexus-pg`): input validation, prefix ranges, cursors, canonical JSON.

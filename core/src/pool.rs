@@ -38,6 +38,7 @@ use turso_core::{Database, IO};
 use crate::engine::{Clock, Engine, Seq};
 use crate::error::Result;
 use crate::group_commit::{Queued, Request, run_group};
+use crate::watch::Watchers;
 
 /// How many times a waiter may be woken and find every reader taken again
 /// before newcomers have to queue behind it.
@@ -59,6 +60,8 @@ pub(crate) struct Pool {
     released: Event,
     /// The same for starving waiters, while there are any.
     released_to_starving: Event,
+    /// Subscriptions to committed changes, told when the writer is handed back.
+    pub(crate) watchers: Arc<Watchers>,
 }
 
 /// The writer, held alone; handed back when dropped, which wakes the caller
@@ -70,6 +73,9 @@ pub(crate) struct WriterGuard<'a> {
 
 impl Drop for WriterGuard<'_> {
     fn drop(&mut self) {
+        if let Some(engine) = self.engine.as_mut() {
+            self.pool.watchers.after_writes(engine);
+        }
         // Unlocked before the next leader is woken, so that it finds it free.
         drop(self.engine.take());
         self.pool.wake_first();
@@ -208,6 +214,7 @@ impl Pool {
             starving: AtomicUsize::new(0),
             released: Event::new(),
             released_to_starving: Event::new(),
+            watchers: Arc::default(),
             readers,
         })
     }

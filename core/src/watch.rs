@@ -1,0 +1,369 @@
+//! Subscriptions to committed changes ([`Store::subscribe`]).
+//!
+//! Every write of a store goes through its one writing connection, and the
+//! writer is handed back after each group commit, change-file import, pull
+//! or migration (`crate::pool::WriterGuard`). While anyone is subscribed,
+//! the hand-back compares the store's change sequence number with the last
+//! one it saw; when it moved, every subscription gets a [`ChangeEvent`]
+//! for the range: the paths that rows changed in it now have (files,
+//! their versions and metadata, removed metadata keys), and the paths that
+//! renames moved files away from. A path changed again later shows up in
+//! the later event too. Chunk rows name no path.
+//!
+//! A subscriber that has not taken its event yet when the next one comes
+//! gets both merged into one (the ranges joined, the paths united), so a
+//! slow subscriber holds at most one event and loses nothing.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use event_listener::Event;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Engine, int};
+use crate::error::Result;
+use crate::store::Store;
+
+/// The most paths one event lists; past it, [`ChangeEvent::truncated`].
+pub const MAX_EVENT_PATHS: usize = 10_000;
+
+/// A path of one tenant.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ChangedPath {
+    /// The tenant whose path it is.
+    pub tenant: String,
+    /// The path.
+    pub path: String,
+}
+
+/// What committed writes changed: the change sequence range `(after,
+/// through]` and the paths whose rows changed in it, sorted by tenant and
+/// path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    /// Exclusive lower bound of the range.
+    pub after: i64,
+    /// Inclusive upper bound.
+    pub through: i64,
+    /// The paths changed (at most [`MAX_EVENT_PATHS`]).
+    pub paths: Vec<ChangedPath>,
+    /// Whether more paths changed than `paths` lists: read again whatever
+    /// is shown.
+    pub truncated: bool,
+}
+
+impl ChangeEvent {
+    /// The paths of `tenant`, in order.
+    pub fn paths_of<'a>(&'a self, tenant: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.paths
+            .iter()
+            .filter(move |p| p.tenant == tenant)
+            .map(|p| p.path.as_str())
+    }
+
+    /// `next` folded into this one (it came later).
+    fn merge(&mut self, next: ChangeEvent) {
+        self.through = next.through;
+        let mut all: BTreeSet<ChangedPath> = std::mem::take(&mut self.paths).into_iter().collect();
+        all.extend(next.paths);
+        self.truncated |= next.truncated || all.len() > MAX_EVENT_PATHS;
+        self.paths = all.into_iter().take(MAX_EVENT_PATHS).collect();
+    }
+}
+
+/// One subscription's side: the event not taken yet.
+struct Slot {
+    pending: Mutex<Option<ChangeEvent>>,
+    closed: AtomicBool,
+    wake: Event,
+}
+
+fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A store's subscriptions, and the change sequence number they have seen.
+#[derive(Default)]
+pub(crate) struct Watchers {
+    /// Open subscriptions (a quick check for "nobody listens").
+    open: AtomicUsize,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The change sequence number every open subscription has been told
+    /// about (`None` while there are none).
+    seen: Option<i64>,
+    slots: Vec<Arc<Slot>>,
+    /// Paths renames moved files from since the last event (tenant, path).
+    moved_from: Vec<ChangedPath>,
+}
+
+impl Watchers {
+    /// Notes that a write (not committed yet) moves `path` of `tenant`
+    /// away: the next event lists it, if anyone listens.
+    pub(crate) fn moved_from(&self, tenant: &str, path: &str) {
+        if self.open.load(Ordering::Acquire) > 0 {
+            lock(&self.state).moved_from.push(ChangedPath {
+                tenant: tenant.to_string(),
+                path: path.to_string(),
+            });
+        }
+    }
+
+    /// Called with the writer as it is handed back: tells every
+    /// subscription what was committed since the last time.
+    pub(crate) fn after_writes(&self, e: &mut Engine) {
+        if self.open.load(Ordering::Acquire) == 0 || e.in_transaction() {
+            return;
+        }
+        let mut state = lock(&self.state);
+        state.slots.retain(|s| !s.closed.load(Ordering::Acquire));
+        let Some(seen) = state.seen else { return };
+        let Ok(now) = current_seq(e) else { return };
+        if now <= seen {
+            // Nothing committed: what renames noted was rolled back.
+            state.moved_from.clear();
+            return;
+        }
+        let (paths, truncated) = match changed_paths(e, seen, now) {
+            Ok(found) => found,
+            // The paths could not be read: say that everything may have.
+            Err(_) => (Vec::new(), true),
+        };
+        let mut event = ChangeEvent {
+            after: seen,
+            through: now,
+            paths: Vec::new(),
+            truncated: false,
+        };
+        event.merge(ChangeEvent {
+            after: seen,
+            through: now,
+            paths: paths
+                .into_iter()
+                .chain(state.moved_from.drain(..))
+                .collect(),
+            truncated,
+        });
+        state.seen = Some(now);
+        for slot in &state.slots {
+            let mut pending = lock(&slot.pending);
+            match pending.as_mut() {
+                Some(earlier) => earlier.merge(event.clone()),
+                None => *pending = Some(event.clone()),
+            }
+            drop(pending);
+            slot.wake.notify_additional(1);
+        }
+    }
+}
+
+fn current_seq(e: &mut Engine) -> Result<i64> {
+    Ok(e.query_one(
+        "SELECT change_seq FROM nexus_state WHERE id = 1",
+        &[],
+        |r| r.int(0),
+    )?
+    .unwrap_or(0))
+}
+
+/// The paths that rows changed in `(after, through]` have now.
+fn changed_paths(e: &mut Engine, after: i64, through: i64) -> Result<(Vec<ChangedPath>, bool)> {
+    let mut paths = e.query(
+        "SELECT tenant_id, virtual_path FROM file_paths WHERE change_seq > ?1 AND change_seq <= ?2 \
+         UNION SELECT f.tenant_id, f.virtual_path FROM version_history v JOIN file_paths f ON f.path_id = v.path_id \
+           WHERE v.change_seq > ?1 AND v.change_seq <= ?2 \
+         UNION SELECT f.tenant_id, f.virtual_path FROM file_metadata m JOIN file_paths f ON f.path_id = m.path_id \
+           WHERE m.change_seq > ?1 AND m.change_seq <= ?2 \
+         UNION SELECT f.tenant_id, f.virtual_path FROM tombstones t JOIN file_paths f ON f.path_id = t.key1 \
+           WHERE t.table_name = 'file_metadata' AND t.change_seq > ?1 AND t.change_seq <= ?2 \
+         LIMIT 10001",
+        &[int(after), int(through)],
+        |r| {
+            Ok(ChangedPath {
+                tenant: r.text(0)?,
+                path: r.text(1)?,
+            })
+        },
+    )?;
+    let truncated = paths.len() > MAX_EVENT_PATHS;
+    paths.truncate(MAX_EVENT_PATHS);
+    Ok((paths, truncated))
+}
+
+const _: () = assert!(MAX_EVENT_PATHS == 10_000, "the LIMIT above is one more");
+
+/// Committed changes of a store, as they come ([`Store::subscribe`]).
+/// Dropping it (or [`Subscription::close`]) ends it.
+pub struct Subscription {
+    slot: Arc<Slot>,
+    watchers: Arc<Watchers>,
+}
+
+impl Subscription {
+    /// The next event: what was committed since the last one taken (merged,
+    /// if several came meanwhile). `None` once closed.
+    pub async fn next(&self) -> Option<ChangeEvent> {
+        loop {
+            let woken = self.slot.wake.listen();
+            if self.slot.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            if let Some(event) = lock(&self.slot.pending).take() {
+                return Some(event);
+            }
+            woken.await;
+        }
+    }
+
+    /// The event waiting, if there is one, without waiting.
+    pub fn try_next(&self) -> Option<ChangeEvent> {
+        lock(&self.slot.pending).take()
+    }
+
+    /// Ends the subscription: a `next` waiting now or later returns `None`.
+    pub fn close(&self) {
+        if !self.slot.closed.swap(true, Ordering::AcqRel) {
+            self.watchers.open.fetch_sub(1, Ordering::AcqRel);
+            self.slot.wake.notify(usize::MAX);
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("closed", &self.slot.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Store {
+    /// Subscribes to committed changes: every write committed after this
+    /// returns, by any handle of this store (every tenant), a change-file
+    /// import or a pull, reaches the subscription as a [`ChangeEvent`] once
+    /// committed. Handles of one store share its subscriptions' source; a
+    /// second process writing the same file is not seen.
+    pub async fn subscribe(&self) -> Result<Subscription> {
+        let watchers = self.shared.pool.watchers.clone();
+        // Under the writer, so that nothing commits between reading the
+        // number and counting the subscription.
+        let mut writer = self.writer().await;
+        let now = current_seq(&mut writer)?;
+        let slot = Arc::new(Slot {
+            pending: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            wake: Event::new(),
+        });
+        {
+            let mut state = lock(&watchers.state);
+            state.slots.retain(|s| !s.closed.load(Ordering::Acquire));
+            if state.slots.is_empty() {
+                state.seen = Some(now);
+                state.moved_from.clear();
+            }
+            state.slots.push(slot.clone());
+            watchers.open.fetch_add(1, Ordering::AcqRel);
+        }
+        drop(writer);
+        Ok(Subscription { slot, watchers })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::{NewFile, Store};
+
+    fn paths(e: &super::ChangeEvent, tenant: &str) -> Vec<String> {
+        e.paths_of(tenant).map(str::to_string).collect()
+    }
+
+    /// Every kind of write reaches every subscription once committed, with
+    /// its range and paths; events wait merged for a slow subscriber; a
+    /// failed write tells nothing; a closed subscription ends; another
+    /// store's import is seen too.
+    #[test]
+    fn subscriptions_see_committed_writes() {
+        pollster::block_on(async {
+            let store = Store::memory().await.unwrap();
+            store
+                .put(NewFile::new("/before", "local", "/b", 1))
+                .await
+                .unwrap();
+            let sub = store.subscribe().await.unwrap();
+            let other = store.subscribe().await.unwrap();
+            assert!(sub.try_next().is_none(), "nothing before the first write");
+
+            store
+                .put(NewFile::new("/a/1", "local", "/1", 1))
+                .await
+                .unwrap();
+            let e = sub.next().await.unwrap();
+            assert_eq!(e.through, e.after + 1);
+            assert_eq!(paths(&e, "default"), ["/a/1"]);
+            assert!(!e.truncated);
+
+            // Two writes before the subscriber looks: one merged event.
+            store.set_metadata("/before", "k", &json!(1)).await.unwrap();
+            store.rename("/a", "/z").await.unwrap();
+            let e2 = sub.next().await.unwrap();
+            assert_eq!((e2.after, e2.through), (e.through, e.through + 2));
+            assert_eq!(paths(&e2, "default"), ["/a/1", "/before", "/z/1"]);
+
+            // The other subscription got everything merged, from the start.
+            let all = other.try_next().unwrap();
+            assert_eq!((all.after, all.through), (e.after, e2.through));
+            assert_eq!(paths(&all, "default"), ["/a/1", "/before", "/z/1"]);
+
+            // Other tenants, deletes and metadata removals.
+            let t = store.with_tenant("t2").unwrap();
+            t.put(NewFile::new("/x", "local", "/x", 1)).await.unwrap();
+            store.delete_metadata("/before", "k").await.unwrap();
+            store.delete("/z/1").await.unwrap();
+            let e3 = sub.next().await.unwrap();
+            assert_eq!(paths(&e3, "t2"), ["/x"]);
+            assert_eq!(paths(&e3, "default"), ["/before", "/z/1"]);
+
+            // A write that fails commits nothing and tells nothing.
+            assert!(store.rename("/missing", "/m").await.is_err());
+            assert!(sub.try_next().is_none());
+
+            // What another store's changes bring in, by an import.
+            let b = Store::memory().await.unwrap();
+            b.put(NewFile::new("/from-b", "local", "/fb", 1))
+                .await
+                .unwrap();
+            let file = b.export_changes(0).await.unwrap();
+            store.import_changes(&file).await.unwrap();
+            let e4 = sub.next().await.unwrap();
+            assert_eq!(paths(&e4, "default"), ["/from-b"]);
+
+            sub.close();
+            assert!(sub.next().await.is_none());
+            drop(other);
+            // With nobody subscribed, writes go on; a new subscription
+            // starts from now.
+            store
+                .put(NewFile::new("/later", "local", "/l", 1))
+                .await
+                .unwrap();
+            let again = store.subscribe().await.unwrap();
+            store
+                .put(NewFile::new("/last", "local", "/l", 1))
+                .await
+                .unwrap();
+            assert_eq!(paths(&again.next().await.unwrap(), "default"), ["/last"]);
+        });
+    }
+}
