@@ -38,7 +38,7 @@ cp "$out/web/nexus_wasm_bg.wasm" "$out/node/nexus_wasm_bg.wasm"
 # wasm-bindgen's Node output is CommonJS; the package itself is ESM.
 echo '{ "type": "commonjs" }' > "$out/node/package.json"
 
-cp wasm/js/index.js wasm/js/remote.js wasm/js/common.js wasm/js/worker.js wasm/js/node.mjs wasm/js/index.d.ts \
+cp wasm/js/index.js wasm/js/remote.js wasm/js/common.js wasm/js/tabs.js wasm/js/worker.js wasm/js/node.mjs wasm/js/index.d.ts \
     wasm/js/README.md "$out/"
 cat > "$out/package.json" <<JSON
 {
@@ -59,7 +59,7 @@ cat > "$out/package.json" <<JSON
     "./worker.js": "./worker.js",
     "./package.json": "./package.json"
   },
-  "files": ["index.js", "remote.js", "common.js", "worker.js", "node.mjs", "index.d.ts", "web/", "node/", "README.md"],
+  "files": ["index.js", "remote.js", "common.js", "tabs.js", "worker.js", "node.mjs", "index.d.ts", "web/", "node/", "README.md"],
   "sideEffects": ["./worker.js"],
   "keywords": ["metadata", "filesystem", "opfs", "sqlite", "wasm"]
 }

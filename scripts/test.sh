@@ -105,6 +105,7 @@ bash scripts/build-npm.sh
 cargo build -p nexus-cli -p nexus-tests --bins --locked
 NEXUS_BIN=target/debug/nexus node tests/e2e/e2e.mjs
 NEXUS_BIN=target/debug/nexus NEXUS_LOG=warn node tests/e2e/converge.mjs
+node tests/e2e/tabs.mjs
 node tests/e2e/crash.mjs
 node tests/e2e/package.mjs
 node tests/e2e/vite.mjs

@@ -424,6 +424,17 @@ impl Store {
         Ok(done?)
     }
 
+    /// Checks the structure of the database file (`PRAGMA
+    /// integrity_check`): the problems found, none when it is sound.
+    pub async fn integrity_check(&self) -> Result<Vec<String>> {
+        let rows = self.debug_query("PRAGMA integrity_check").await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| row.into_iter().next().flatten())
+            .filter(|line| line != "ok")
+            .collect())
+    }
+
     /// Runs raw SQL against the store's writing connection. For tests and
     /// tools that inspect the file (schema dumps, integrity checks); returns
     /// every row with each value rendered as text (`NULL` as `None`).

@@ -48,6 +48,23 @@ out.bad = {
   relative: await bad(() => store.put({ path: "rel", backend: "l", physicalPath: "p", size: 1 })),
 };
 out.filesAfterBad = (await store.stats()).files;
+const seen = { changes: [], watched: [] };
+const stop = store.onChange((e) => seen.changes.push(e));
+const stopWatch = store.watch("/w/", (e) => seen.watched.push(e.paths));
+const tick = () => new Promise((r) => setTimeout(r, 20));
+await tick();
+await store.put({ path: "/w/1", backend: "local", physicalPath: "/srv/1", size: 1 });
+await store.put({ path: "/v/1", backend: "local", physicalPath: "/srv/2", size: 1 });
+await store.withTenant("other").put({ path: "/w/other", backend: "local", physicalPath: "/o", size: 1 });
+await tick();
+stop();
+stopWatch();
+await store.rename("/w/1", "/w/2");
+await tick();
+// Commits that came before the callback ran arrive merged: compare the union.
+out.changes = [...new Set(seen.changes.flatMap((e) => e.paths))].sort();
+out.ranges = seen.changes.every((e) => e.toSeq > e.fromSeq && e.paths.length > 0);
+out.watched = seen.watched.flat();
 const exported = await store.exportChanges();
 out.exported = [exported.bytes instanceof Uint8Array, exported.after, exported.through > 0];
 console.log(JSON.stringify(out));
@@ -78,6 +95,9 @@ console.log(JSON.stringify(out));
   assert.match(out.bad.snake[1], /physical_path/);
   assert.match(out.bad.fraction[1], /1\.5/);
   assert.equal(out.filesAfterBad, 1, "nothing written by a bad call");
+  assert.deepEqual(out.changes, ["/v/1", "/w/1"], "onChange: this tenant's commits, until stopped");
+  assert.ok(out.ranges, "each event has a range and paths");
+  assert.deepEqual(out.watched, ["/w/1"], "watch: under its prefix only, until stopped");
   console.log("package: the Node build works");
 
   const tsc = join(repo, "wasm/tools/node_modules/.bin/tsc");
@@ -92,6 +112,9 @@ const page: Page = await store.listPage({ prefix: "/", limit: 10, recursive: fal
 const v: number = rec.version + page.items.length;
 const { bytes, through }: { bytes: Uint8Array; through: number } = await store.exportChanges(v);
 try { await store.get("/x"); } catch (e) { const kind: string = (e as NexusError).kind; }
+const stop: () => void = store.onChange((e) => { const p: string[] = e.paths; const n: number = e.toSeq - e.fromSeq; void p; void n; });
+store.watch("/docs/", (e) => { const t: boolean = e.truncated; void t; })();
+stop();
 const remote: Store = await RemoteStore.open({ name: "r" });
 const other: RemoteStore = await (await RemoteStore.open({ name: "r" })).withTenant("t");
 await other.close();

@@ -12,7 +12,7 @@ export const METHODS = [
   "listDirectories", "isDirectory", "rename", "setMetadata", "setMetadataBatch", "getMetadata",
   "listMetadata", "deleteMetadata", "findByMetadata", "listVersions", "getVersion", "rollback",
   "diffVersions", "addChunkRef", "releaseChunkRef", "getChunk", "gcCandidates", "removeChunk",
-  "stats", "exportChanges", "sync",
+  "stats", "exportChanges", "sync", "integrityCheck",
 ];
 
 /**
@@ -68,6 +68,59 @@ export function startSync(store, options = {}) {
   };
 }
 
+
+/** Calls `listener(event)`; what it throws is reported, not passed on. */
+export function notify(listener, event) {
+  try {
+    listener(event);
+  } catch (e) {
+    (globalThis.reportError ?? console.error)(e);
+  }
+}
+
+/**
+ * Calls `callback({ fromSeq, toSeq, paths, truncated })` after each commit
+ * that changed paths of `store`'s tenant (any handle, any tab, a sync
+ * pull), with those paths; returns the function that stops it.
+ */
+export function onChange(store, callback) {
+  if (typeof callback !== "function") {
+    throw nexusError("InvalidArgument", "onChange needs a callback function");
+  }
+  return store.onCommit((event) => {
+    const paths = event.paths.filter((p) => p.tenant === store.tenant).map((p) => p.path);
+    if (paths.length > 0 || event.truncated) {
+      callback({ fromSeq: event.fromSeq, toSeq: event.toSeq, paths, truncated: event.truncated });
+    }
+  });
+}
+
+/** `onChange` for the paths that start with `prefix` (a raw string, as in `list`). */
+export function watch(store, prefix, callback) {
+  if (typeof prefix !== "string") {
+    throw nexusError("InvalidArgument", `invalid prefix ${JSON.stringify(prefix)}: a string such as "/docs/"`);
+  }
+  if (typeof callback !== "function") {
+    throw nexusError("InvalidArgument", "watch needs a callback function");
+  }
+  return onChange(store, (event) => {
+    const paths = event.paths.filter((p) => p.startsWith(prefix));
+    if (paths.length > 0 || event.truncated) callback({ ...event, paths });
+  });
+}
+
+/** The methods every store class gets in JavaScript: `startSync`, `onChange`, `watch`. */
+export function addMethods(cls) {
+  cls.prototype.startSync = function (options) {
+    return startSync(this, options);
+  };
+  cls.prototype.onChange = function (callback) {
+    return onChange(this, callback);
+  };
+  cls.prototype.watch = function (prefix, callback) {
+    return watch(this, prefix, callback);
+  };
+}
 
 export function nexusError(kind, message) {
   return Object.assign(new Error(message), { name: "NexusError", kind });

@@ -4,12 +4,15 @@
 // - with a `name`, on a page: in a dedicated Worker (the only place OPFS sync
 //   access handles exist), behind a proxy with the same async methods;
 // - with a `name`, inside a Worker: right here, on OPFS;
+// - either way shared with every other tab and Worker of the origin that
+//   opens the same name (tabs.js: one of them holds it, the others reach it);
 // - without a name: in memory, right here.
 // Where OPFS is missing, it falls back to memory and says so (`persistence`
 // is "memory", and a console warning), unless `fallback: "error"`.
 import init, { NexusStore } from "./web/nexus_wasm.js";
 import { RemoteStore } from "./remote.js";
-import { openWithFallback, startSync } from "./common.js";
+import { addMethods, openWithFallback } from "./common.js";
+import { SharedStore, deleteShared, openShared } from "./tabs.js";
 
 let loading;
 /** Loads and instantiates the WebAssembly module (once). */
@@ -29,6 +32,7 @@ export async function open(options = {}) {
     async () => {
       if (storeOptions.name !== undefined && !inWorker) return RemoteStore.open(storeOptions, worker);
       await load();
+      if (storeOptions.name !== undefined) return openShared(storeOptions);
       return NexusStore.open(storeOptions);
     },
     async (tenant) => {
@@ -45,15 +49,12 @@ export async function open(options = {}) {
 export async function deleteDatabase(name) {
   if (!inWorker) return RemoteStore.deleteDatabase(name);
   await load();
-  return NexusStore.deleteDatabase(name);
+  return deleteShared(name);
 }
 
 // `startSync` runs where it is called (a page's timers, its online events),
-// around the store's `sync`, which a Worker-held store forwards.
-for (const cls of [NexusStore, RemoteStore]) {
-  cls.prototype.startSync = function (options) {
-    return startSync(this, options);
-  };
-}
+// around the store's `sync`, which a Worker-held store forwards; `onChange`
+// and `watch` filter the store's `onCommit`.
+for (const cls of [NexusStore, RemoteStore, SharedStore]) addMethods(cls);
 
-export { NexusStore, RemoteStore };
+export { NexusStore, RemoteStore, SharedStore };

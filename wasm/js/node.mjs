@@ -1,14 +1,12 @@
 // nexus-metastore under Node: the same store, in memory (Node has no OPFS;
 // for files on disk use the native `nexus` CLI or the nexus-core crate).
 import { createRequire } from "node:module";
-import { nexusError, openWithFallback, startSync } from "./common.js";
+import { addMethods, nexusError, openWithFallback } from "./common.js";
 
 const require = createRequire(import.meta.url);
 const { NexusStore } = require("./node/nexus_wasm.js");
 
-NexusStore.prototype.startSync = function (options) {
-  return startSync(this, options);
-};
+addMethods(NexusStore);
 
 export async function load() {}
 

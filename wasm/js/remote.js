@@ -2,7 +2,7 @@
 // message to `worker.js`, which runs the real store on OPFS. Same methods,
 // same results, same errors (an Error named NexusError with a `kind`).
 
-import { METHODS, nexusError } from "./common.js";
+import { METHODS, nexusError, notify } from "./common.js";
 
 /** The package's Worker (one place, in the form bundlers recognize). */
 const startWorker = () =>
@@ -18,7 +18,13 @@ class Channel {
     this.pending = new Map();
     this.next = 1;
     this.handles = 0;
+    /** The handles whose commits the page listens to, by handle. */
+    this.listening = new Map();
     worker.onmessage = (ev) => {
+      if (ev.data.commitOf !== undefined) {
+        this.listening.get(ev.data.commitOf)?.dispatch(ev.data.event);
+        return;
+      }
       const { id, ok, result, error } = ev.data;
       const call = this.pending.get(id);
       if (!call) return;
@@ -92,10 +98,31 @@ export class RemoteStore {
     return new RemoteStore(this.channel, info);
   }
 
+  /** Calls `listener` after each commit by any tab (see `NexusStore.onCommit`). */
+  onCommit(listener) {
+    if (this.closed) throw nexusError("InvalidArgument", "this store handle is closed");
+    this.listeners ??= new Set();
+    this.listeners.add(listener);
+    if (this.listeners.size === 1) {
+      this.channel.listening.set(this.handle, this);
+      this.channel.call({ op: "onCommit", handle: this.handle }).catch(() => {});
+    }
+    return () => {
+      if (!this.listeners.delete(listener) || this.listeners.size > 0 || this.closed) return;
+      this.channel.listening.delete(this.handle);
+      this.channel.call({ op: "offCommit", handle: this.handle }).catch(() => {});
+    };
+  }
+
+  dispatch(event) {
+    for (const listener of this.listeners ?? []) notify(listener, event);
+  }
+
   /** Releases this handle; the last one closes the database and stops the Worker. */
   async close() {
     if (this.closed) return;
     this.closed = true;
+    this.channel.listening.delete(this.handle);
     await this.channel.call({ op: "close", handle: this.handle });
     if (--this.channel.handles === 0) this.channel.worker.terminate();
   }

@@ -259,3 +259,24 @@ impl From<Stats> for JsStats {
         }
     }
 }
+
+/// A commit event as JavaScript sees it (`onCommit`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct JsCommitEvent {
+    from_seq: i64,
+    to_seq: i64,
+    paths: Vec<nexus_core::ChangedPath>,
+    truncated: bool,
+}
+
+impl From<nexus_core::ChangeEvent> for JsCommitEvent {
+    fn from(e: nexus_core::ChangeEvent) -> Self {
+        JsCommitEvent {
+            from_seq: e.after,
+            to_seq: e.through,
+            paths: e.paths,
+            truncated: e.truncated,
+        }
+    }
+}

@@ -23,9 +23,15 @@ mod convert;
 mod sync;
 
 use convert::{
-    JsChunk, JsFileRecord, JsListOptions, JsNewFile, JsPage, JsPrecondition, JsStats,
-    JsVersionDiff, JsVersionInfo,
+    JsChunk, JsCommitEvent, JsFileRecord, JsListOptions, JsNewFile, JsPage, JsPrecondition,
+    JsStats, JsVersionDiff, JsVersionInfo,
 };
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = console, js_name = error)]
+    fn console_error(value: &JsValue);
+}
 
 #[wasm_bindgen(typescript_custom_section)]
 const TYPES: &str = r#"
@@ -152,6 +158,25 @@ export type ErrorKind =
 export interface NexusError extends Error {
   name: "NexusError";
   kind: ErrorKind;
+}
+
+/** What commits changed (`onCommit`): the change sequence range `(fromSeq, toSeq]` and every tenant's paths. */
+export interface CommitEvent {
+  fromSeq: number;
+  toSeq: number;
+  /** The paths the changed rows have now, and those renames moved files from (at most 10000). */
+  paths: { tenant: string; path: string }[];
+  /** More paths changed than listed: read again whatever is shown. */
+  truncated: boolean;
+}
+
+/** What changed for one tenant (`onChange`, `watch`). */
+export interface ChangeEvent {
+  fromSeq: number;
+  toSeq: number;
+  /** This tenant's changed paths (for `watch`, those under its prefix). */
+  paths: string[];
+  truncated: boolean;
 }
 
 /** What `exportChanges` gives: a change file and the range it covers. */
@@ -697,9 +722,66 @@ impl NexusStore {
         })
     }
 
+    /// Calls `callback` after each commit of writes to this database by any
+    /// handle (every tenant; an import or a sync pull too) with
+    /// `{ fromSeq, toSeq, paths: { tenant, path }[], truncated }`: the change
+    /// sequence range `(fromSeq, toSeq]` and the paths its rows have now
+    /// (plus those renames moved files from); commits that came while the
+    /// callback was not yet called are merged into one call. It sees the
+    /// commits after the subscription is in place (a moment after this
+    /// returns, once a write being committed now is done). Returns a
+    /// function that ends it. `onChange` and `watch` filter it by tenant and
+    /// prefix.
+    #[wasm_bindgen(js_name = onCommit, unchecked_return_type = "() => void")]
+    pub fn on_commit(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(event: CommitEvent) => void")]
+        callback: js_sys::Function,
+    ) -> JsValue {
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        let store = self.store.clone();
+        // The subscription once it is in place, or `Err(())` once ended.
+        let slot: Rc<RefCell<Result<Option<Rc<nexus_core::Subscription>>, ()>>> =
+            Rc::new(RefCell::new(Ok(None)));
+        let ours = slot.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let subscription = match store.subscribe().await {
+                Ok(s) => Rc::new(s),
+                Err(e) => {
+                    console_error(&js_error(&e));
+                    return;
+                }
+            };
+            drop(store);
+            match &mut *ours.borrow_mut() {
+                Ok(place) => *place = Some(subscription.clone()),
+                Err(()) => return,
+            }
+            while let Some(event) = subscription.next().await {
+                if let Ok(value) = to_js(&JsCommitEvent::from(event)) {
+                    let _ = callback.call1(&JsValue::NULL, &value);
+                }
+            }
+        });
+        Closure::once_into_js(move || {
+            if let Ok(Some(subscription)) = slot.replace(Err(())) {
+                subscription.close();
+            }
+        })
+    }
+
     /// Releases this handle; when the last handle on a database is closed,
     /// its files are closed (and another tab may open it).
     pub fn close(self) {}
+
+    /// Checks the structure of the database file: the problems found, none
+    /// when it is sound.
+    #[wasm_bindgen(js_name = integrityCheck, unchecked_return_type = "Promise<string[]>")]
+    pub fn integrity_check(&self) -> Promise {
+        let store = self.store.clone();
+        promise(async move { store.integrity_check().await })
+    }
 
     /// Counts for this tenant.
     #[wasm_bindgen(unchecked_return_type = "Promise<Stats>")]

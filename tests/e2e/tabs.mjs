@@ -1,0 +1,217 @@
+// Every tab, one database, in headless Chromium with a persistent profile
+// (several pages of one context are several tabs of one origin):
+// - three tabs open the same named store at once (the first holds it, the
+//   others reach it through it) and write and read concurrently, with
+//   overlapping calls from each: each sees the others' writes, the counts
+//   add up, nothing is doubled; `onChange` fires in every tab with the
+//   other tabs' paths, `watch` with those under its prefix, and stops when
+//   unsubscribed;
+// - the holder tab is closed while two others write, and in a second round
+//   its renderer is crashed (chrome://crash): another tab takes over, every acknowledged write
+//   is there, a call in flight at that moment rejects with kind Unavailable
+//   and is never applied twice, the file passes its integrity check;
+// - deleteDatabase refuses while any tab has the store open.
+//
+// Needs scripts/build-npm.sh. Run: node tests/e2e/tabs.mjs
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import assert from "node:assert/strict";
+
+import { demoRoutes, launchProfile, serve } from "./serve.mjs";
+
+const profile = mkdtempSync(join(tmpdir(), "nexus-tabs-"));
+const { server, origin } = await serve(demoRoutes);
+const context = await launchProfile(profile);
+const step = (s) => console.log(`tabs: ${s}`);
+const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
+
+/** A new tab with the store open as `window.store`, every changed path it is told of in `window.seen`. */
+async function openTab() {
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.error(`tabs: page error: ${e.message}`));
+  await page.goto(`${origin}/demo/blank.html`);
+  await page.evaluate(async () => {
+    const { open } = await import("/pkg/index.js");
+    window.store = await open({ name: "tabs", fallback: "error" });
+    window.seen = new Set();
+    window.watched = new Set();
+    window.stopChange = window.store.onChange((e) => e.paths.forEach((p) => window.seen.add(p)));
+    window.stopWatch = window.store.watch("/t1/", (e) => e.paths.forEach((p) => window.watched.add(p)));
+  });
+  return page;
+}
+
+/** Waits until `check` (evaluated in `page`) is true; fails after 15 s with `what`. */
+async function until(page, check, arg, what) {
+  for (let i = 0; i < 150; i++) {
+    if (await page.evaluate(check, arg)) return;
+    await sleep(100);
+  }
+  assert.fail(`timed out: ${what}`);
+}
+
+/**
+ * Starts writer loops in `pages`: each puts its counter file with a new etag
+ * after the last put resolved, until `window.stop`. Returns a function that
+ * stops them and gives, per page, { acked, doubt, other, gaps }.
+ */
+async function startWriters(pages, round) {
+  for (const [i, page] of pages.entries()) {
+    await page.evaluate(
+      ({ path }) => {
+        window.stop = false;
+        window.writer = (async () => {
+          const out = { path, acked: 0, doubt: 0, other: [], lastAck: null, maxGap: 0 };
+          let last = performance.now();
+          for (let n = 0; !window.stop; n++) {
+            try {
+              await window.store.put({ path, backend: "b", physicalPath: path, size: n, etag: `v${n}` });
+              out.acked++;
+              out.lastAck = `v${n}`;
+              const now = performance.now();
+              out.maxGap = Math.max(out.maxGap, now - last);
+              last = now;
+            } catch (e) {
+              if (e.kind === "Unavailable") out.doubt++;
+              else out.other.push(`${e.kind}: ${e.message}`);
+            }
+          }
+          return out;
+        })();
+      },
+      { path: `/count/${round}/${i}` },
+    );
+  }
+  return async () => {
+    const results = [];
+    for (const page of pages) {
+      results.push(
+        await page.evaluate(async () => {
+          window.stop = true;
+          return await window.writer;
+        }),
+      );
+    }
+    return results;
+  };
+}
+
+/** Every acknowledged put is there, none applied twice: acked <= version <= acked + doubt. */
+async function checkWriters(page, results, what) {
+  // Each writer always has a call in flight: the takeover leaves one in doubt.
+  assert.ok(results.some((r) => r.doubt > 0), `${what}: no call was in flight at the takeover`);
+  for (const r of results) {
+    assert.deepEqual(r.other, [], `${what}: only Unavailable may fail`);
+    assert.ok(r.acked > 0, `${what}: ${r.path} wrote`);
+    const record = await page.evaluate((p) => window.store.get(p), r.path);
+    assert.ok(
+      record.version >= r.acked && record.version <= r.acked + r.doubt,
+      `${what}: ${r.path} has version ${record.version} after ${r.acked} acknowledged puts and ${r.doubt} in doubt`,
+    );
+    if (r.doubt === 0) assert.equal(record.etag, r.lastAck, `${what}: ${r.path} holds its last put`);
+    step(
+      `${what}: ${r.path}: ${r.acked} acknowledged, ${r.doubt} in doubt, version ${record.version}, ` +
+        `longest wait ${Math.round(r.maxGap)} ms`,
+    );
+  }
+}
+
+let failed = false;
+try {
+  step("three tabs open one database");
+  const tabs = [];
+  for (let i = 0; i < 3; i++) tabs.push(await openTab());
+  const kinds = await Promise.all(tabs.map((t) => t.evaluate(() => [window.store.persistence, window.store.location])));
+  assert.deepEqual(kinds, Array(3).fill(["opfs", "opfs:tabs"]));
+
+  step("each writes and reads, overlapping calls from every tab");
+  const perTab = 150;
+  await Promise.all(
+    tabs.map((t, i) =>
+      t.evaluate(
+        async ({ i, perTab }) => {
+          const { store } = window;
+          const calls = [];
+          for (let k = 0; k < perTab; k++) {
+            const path = `/t${i}/f${k}`;
+            calls.push(store.put({ path, backend: "b", physicalPath: path, size: k, etag: `e${k}` }));
+            calls.push(store.get(`/t${(i + 1) % 3}/f${k}`));
+            if (k % 10 === 0) calls.push(store.setMetadata("/t0/f0", `from${i}-${k}`, k).catch((e) => e.kind));
+          }
+          // The metadata writes may come before /t0/f0 exists: NotFound, then.
+          const results = await Promise.all(calls);
+          return results.filter((r) => typeof r === "string" && r !== "NotFound");
+        },
+        { i, perTab },
+      ),
+    ),
+  ).then((errors) => assert.deepEqual(errors, [[], [], []], "no call failed"));
+  for (const [i, t] of tabs.entries()) {
+    const listed = await t.evaluate(async () => (await window.store.list("/")).map((r) => [r.path, r.version]));
+    assert.equal(listed.length, 3 * perTab, `tab ${i} sees every tab's files`);
+    assert.equal(new Set(listed.map(([p]) => p)).size, listed.length, "no duplicates");
+    assert.ok(listed.every(([, v]) => v === 1), "each put applied once");
+  }
+
+  step("onChange fires in every tab with every tab's paths; watch with its prefix");
+  const all = [0, 1, 2].flatMap((i) => Array.from({ length: perTab }, (_, k) => `/t${i}/f${k}`));
+  for (const t of tabs) {
+    await until(t, (n) => window.seen.size >= n, all.length, "every path reported");
+    const { seen, watched } = await t.evaluate(() => ({ seen: [...window.seen], watched: [...window.watched] }));
+    assert.deepEqual(seen.sort(), [...all].sort());
+    assert.deepEqual(watched.sort(), all.filter((p) => p.startsWith("/t1/")).sort());
+  }
+
+  step("unsubscribing stops it");
+  await tabs[1].evaluate(() => window.stopChange());
+  await tabs[0].evaluate(() => window.store.put({ path: "/after", backend: "b", physicalPath: "/after", size: 1 }));
+  await until(tabs[2], () => window.seen.has("/after"), undefined, "tab 3 told of /after");
+  await sleep(300);
+  assert.equal(await tabs[1].evaluate(() => window.seen.has("/after")), false, "tab 2 unsubscribed");
+
+  step("the holder tab closes while two tabs write: another takes over");
+  const stop1 = await startWriters([tabs[1], tabs[2]], 1);
+  await sleep(400 + Math.random() * 400);
+  await tabs[0].close();
+  await sleep(1500);
+  await checkWriters(tabs[2], await stop1(), "holder closed");
+
+  step("the new holder's renderer crashes while two tabs write: another takes over");
+  // Locks are granted in request order: tab 2 holds now, tab 3 is next.
+  tabs.push(await openTab());
+  const stop2 = await startWriters([tabs[2], tabs[3]], 2);
+  await sleep(400 + Math.random() * 400);
+  // chrome://crash crashes the tab's own renderer process (its Worker with it).
+  const crashed = new Promise((ok) => tabs[1].once("crash", ok));
+  await tabs[1].goto("chrome://crash").catch(() => {});
+  await crashed;
+  await sleep(1500);
+  await checkWriters(tabs[3], await stop2(), "holder crashed");
+
+  step("the file is sound, every earlier write is there");
+  const after = await tabs[3].evaluate(async () => ({
+    problems: await window.store.integrityCheck(),
+    files: (await window.store.stats()).files,
+    first: (await window.store.get("/t2/f149"))?.etag,
+  }));
+  assert.deepEqual(after.problems, []);
+  assert.equal(after.first, "e149");
+  assert.equal(after.files, 3 * perTab + 1 + 4);
+
+  step("deleteDatabase refuses while a tab has it open");
+  const refused = await tabs[3].evaluate(async () => {
+    const { deleteDatabase } = await import("/pkg/index.js");
+    return deleteDatabase("tabs").then(() => "deleted", (e) => e.kind);
+  });
+  assert.equal(refused, "Busy");
+  console.log("tabs: passed");
+} catch (e) {
+  failed = true;
+  console.error(e);
+} finally {
+  await context.close().catch(() => {});
+  server.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,332 @@
+// One named database for every tab and Worker of an origin.
+//
+// OPFS lets one context at a time hold a database's files. Every context
+// that opens the database asks for its Web Lock ("nexus-metastore:<name>"):
+// the one granted it is the holder, opens the files and serves everyone;
+// the others queue for the lock and send their calls to the holder over a
+// BroadcastChannel of the same name. When the holder's tab closes or
+// crashes, the browser hands the lock to the next context in the queue,
+// which opens the files (waiting while the old holder's handles are being
+// released), announces itself, and serves from then on. A call that was in
+// flight to the old holder is not sent again (it may have been applied):
+// it rejects with kind `Unavailable`, which callers may retry. Two holders
+// at once are impossible: the lock has one owner, and the files one opener.
+//
+// After every commit the holder tells each context (`onCommit`) what
+// changed, so that every tab sees every tab's writes.
+//
+// Messages on the channel: { kind: "who" } asks the holder to announce
+// itself; { kind: "holder", id, term } announces it (term: when it was
+// granted the lock, so that a late announcement of an earlier holder is
+// ignored); { kind: "call", to, from, id, tenant, method, args } and
+// { kind: "reply", to, id, ok, result | error }; { kind: "commit", event }.
+// Where Web Locks or BroadcastChannel are missing, a database is opened
+// here alone, as before (another tab gets kind `Busy`).
+//
+// It imports neither index.js nor remote.js (see worker.js).
+import { NexusStore } from "./web/nexus_wasm.js";
+import { METHODS, nexusError, notify } from "./common.js";
+
+const allowed = new Set(METHODS);
+const lockName = (name) => `nexus-metastore:${name}`;
+/** This context's id on the channels. */
+const me = crypto.randomUUID();
+/** Databases open in this context, by name. */
+const databases = new Map();
+/** How long a new holder waits for the files of the last one to be released. */
+const OPEN_ATTEMPTS = 100;
+const OPEN_RETRY_MS = 50;
+
+const shared = () => globalThis.navigator?.locks !== undefined && typeof BroadcastChannel !== "undefined";
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const errorOf = (e) => ({ kind: e?.kind ?? "Internal", message: e?.message ?? String(e) });
+const revive = (error) => nexusError(error.kind, error.message);
+
+
+class Database {
+  constructor(name) {
+    this.name = name;
+    /** Handles open on it in this context. */
+    this.users = 0;
+    /** The holder's id (`me` when held here), and its term. */
+    this.holder = null;
+    this.term = -Infinity;
+    /** When held here: the store (default tenant) and its tenants' handles. */
+    this.store = null;
+    this.scoped = new Map();
+    /** Calls sent to the holder, by id; calls made while none is known. */
+    this.pending = new Map();
+    this.waiting = [];
+    this.next = 1;
+    /** Calls from other contexts being served here. */
+    this.served = new Set();
+    /** Commit listeners in this context. */
+    this.listeners = new Set();
+    this.closing = false;
+    this.abort = new AbortController();
+    this.ready = new Promise((resolve, reject) => {
+      this.becameReady = resolve;
+      this.failed = reject;
+    });
+    this.channel = new BroadcastChannel(lockName(name));
+    this.channel.onmessage = (ev) => this.receive(ev.data);
+  }
+
+  start() {
+    // Settles once the lock is released (or the request given up).
+    this.held = navigator.locks
+      .request(lockName(this.name), { signal: this.abort.signal }, () => this.hold())
+      .catch((e) => {
+        if (e?.name !== "AbortError") this.failed(e);
+      });
+    this.channel.postMessage({ kind: "who" });
+  }
+
+  /** Holds the lock: opens the files and serves until closed here. */
+  async hold() {
+    const term = Date.now();
+    // Whoever held it is gone: what was sent to it is in doubt.
+    this.orphan();
+    let store;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        store = await NexusStore.open({ name: this.name });
+        break;
+      } catch (e) {
+        // The files of the holder that just went may still be open.
+        if (e?.kind === "Busy" && attempt < OPEN_ATTEMPTS && !this.closing) {
+          await sleep(OPEN_RETRY_MS);
+          continue;
+        }
+        this.failed(e);
+        this.failWaiting(e);
+        return; // the lock goes to the next context
+      }
+    }
+    if (this.closing) {
+      store.close();
+      return;
+    }
+    this.store = store;
+    this.stopCommits = store.onCommit((event) => {
+      this.channel.postMessage({ kind: "commit", event });
+      this.dispatch(event);
+    });
+    const released = new Promise((resolve) => (this.release = resolve));
+    this.follow(me, term);
+    this.channel.postMessage({ kind: "holder", id: me, term });
+    await released;
+  }
+
+  receive(message) {
+    switch (message.kind) {
+      case "who":
+        if (this.holder === me) this.channel.postMessage({ kind: "holder", id: me, term: this.term });
+        break;
+      case "holder":
+        this.follow(message.id, message.term);
+        break;
+      case "call":
+        if (message.to === me) this.serve(message);
+        break;
+      case "reply": {
+        const call = message.to === me && this.pending.get(message.id);
+        if (!call) break;
+        this.pending.delete(message.id);
+        if (message.ok) call.resolve(message.result);
+        else call.reject(revive(message.error));
+        break;
+      }
+      case "commit":
+        this.dispatch(message.event);
+        break;
+    }
+  }
+
+  /** `id` holds the database since `term`: calls go there from now on. */
+  follow(id, term) {
+    if (term < this.term || id === this.holder) return;
+    if (this.holder !== null && this.holder !== me) this.orphan();
+    this.holder = id;
+    this.term = term;
+    this.becameReady();
+    for (const call of this.waiting.splice(0)) this.send(call);
+  }
+
+  /** Calls sent to a holder that is gone reject: they may have been applied. */
+  orphan() {
+    for (const call of this.pending.values()) {
+      call.reject(
+        nexusError(
+          "Unavailable",
+          `the tab that held database ${JSON.stringify(this.name)} went away while this call was in flight: ` +
+            "it may or may not have been applied; try again",
+        ),
+      );
+    }
+    this.pending.clear();
+  }
+
+  failWaiting(e) {
+    for (const call of this.waiting.splice(0)) call.reject(e);
+  }
+
+  /** Runs `method` of `tenant`'s handle: here when held here, else at the holder. */
+  call(tenant, method, args) {
+    if (this.holder === me) return this.run(tenant, method, args);
+    return new Promise((resolve, reject) => {
+      const call = { message: { kind: "call", from: me, id: this.next++, tenant, method, args }, resolve, reject };
+      if (this.holder === null) this.waiting.push(call);
+      else this.send(call);
+    });
+  }
+
+  send(call) {
+    this.pending.set(call.message.id, call);
+    this.channel.postMessage({ ...call.message, to: this.holder });
+  }
+
+  /** The handle of `tenant` on the store held here. */
+  scope(tenant) {
+    if (tenant === undefined || tenant === null || tenant === this.store.tenant) return this.store;
+    let store = this.scoped.get(tenant);
+    if (!store) {
+      store = this.store.withTenant(tenant);
+      this.scoped.set(tenant, store);
+    }
+    return store;
+  }
+
+  async run(tenant, method, args) {
+    const store = this.scope(tenant);
+    if (method === "describe") {
+      return { persistence: store.persistence, location: store.location, tenant: store.tenant };
+    }
+    if (!allowed.has(method)) throw nexusError("InvalidArgument", `no such store method: ${method}`);
+    return await store[method](...args);
+  }
+
+  async serve({ from, id, tenant, method, args }) {
+    // A holder that is closing answers nothing more: the next one rejects
+    // the call as in doubt.
+    if (this.closing) return;
+    const done = (async () => {
+      let reply;
+      try {
+        reply = { kind: "reply", to: from, id, ok: true, result: await this.run(tenant, method, args) };
+      } catch (e) {
+        reply = { kind: "reply", to: from, id, ok: false, error: errorOf(e) };
+      }
+      this.channel.postMessage(reply);
+    })();
+    this.served.add(done);
+    await done;
+    this.served.delete(done);
+  }
+
+  dispatch(event) {
+    for (const listener of this.listeners) notify(listener, event);
+  }
+
+  /** One handle fewer here; the last one lets the database go. */
+  async leave() {
+    if (--this.users > 0) return;
+    databases.delete(this.name);
+    this.closing = true;
+    this.abort.abort();
+    if (this.holder === me) {
+      this.stopCommits?.();
+      await Promise.allSettled([...this.served]);
+      for (const store of this.scoped.values()) store.close();
+      this.store.close();
+      this.store = null;
+      this.release();
+      // Released once this returns: a `deleteDatabase` or another tab's
+      // open that comes next finds it free.
+      await this.held;
+    }
+    this.channel.close();
+    this.orphan();
+    this.failWaiting(nexusError("InvalidArgument", "this store handle is closed"));
+  }
+}
+
+/** A handle on a database shared by the origin's contexts: the `Store` API. */
+export class SharedStore {
+  constructor(database, info) {
+    this.database = database;
+    this.persistence = info.persistence;
+    this.location = info.location;
+    this.tenant = info.tenant;
+    this.closed = false;
+    database.users++;
+  }
+
+  /** A handle on the same database scoped to `tenant`. */
+  async withTenant(tenant) {
+    const info = await this.database.call(tenant, "describe", []);
+    return new SharedStore(this.database, info);
+  }
+
+  /** Calls `listener` after each commit by any context (see `NexusStore.onCommit`). */
+  onCommit(listener) {
+    this.database.listeners.add(listener);
+    return () => this.database.listeners.delete(listener);
+  }
+
+  /** Releases this handle; the last one of this context lets the database go. */
+  async close() {
+    if (this.closed) return;
+    this.closed = true;
+    await this.database.leave();
+  }
+}
+
+for (const method of METHODS) {
+  SharedStore.prototype[method] = function (...args) {
+    if (this.closed) return Promise.reject(nexusError("InvalidArgument", "this store handle is closed"));
+    return this.database.call(this.tenant, method, args);
+  };
+}
+
+/**
+ * Opens the database `options.name` for this context, shared with every
+ * other context of the origin (see above). The WebAssembly module must be
+ * loaded.
+ */
+export async function openShared(options) {
+  if (!shared()) return NexusStore.open(options);
+  const { name, tenant } = options;
+  if (typeof name !== "string") {
+    throw nexusError("InvalidArgument", `invalid database name ${JSON.stringify(name)}: a string`);
+  }
+  let database = databases.get(name);
+  if (!database) {
+    database = new Database(name);
+    databases.set(name, database);
+    database.start();
+  }
+  // Counted before waiting, so that a close meanwhile does not let it go.
+  database.users++;
+  try {
+    await database.ready;
+    const info = await database.call(tenant, "describe", []);
+    return new SharedStore(database, info);
+  } finally {
+    await database.leave();
+  }
+}
+
+/** Deletes the database `name`; rejects with kind `Busy` while any context has it open. */
+export async function deleteShared(name) {
+  if (!shared()) return NexusStore.deleteDatabase(name);
+  const busy = () =>
+    nexusError("Busy", `database ${JSON.stringify(name)} is open in a tab or worker: close it there first`);
+  if (databases.has(name)) throw busy();
+  const deleted = await navigator.locks.request(lockName(name), { ifAvailable: true }, async (lock) => {
+    if (!lock) return false;
+    await NexusStore.deleteDatabase(name);
+    return true;
+  });
+  if (!deleted) throw busy();
+}
