@@ -92,13 +92,13 @@ cargo clippy -p nexus-core -p nexus-wasm -p nexus-tests --all-targets \
 step "tests"
 cargo test --workspace --locked
 
-step "browser tests: the conformance suite in headless Chromium (memory; OPFS in a Worker)"
+step "browser tests: the conformance suite in headless Chromium (memory; OPFS in a Worker; IndexedDB)"
 # WASM_BINDGEN_TEST_TIMEOUT bounds a whole suite, not one test (default 20 s);
 # the OPFS suite opens and migrates a database per test and takes close to
 # that on a busy 2-core machine.
 WASM_BINDGEN_TEST_TIMEOUT=300 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
     cargo test -p nexus-tests --target wasm32-unknown-unknown --locked \
-    --test browser_memory --test browser_opfs
+    --test browser_memory --test browser_opfs --test browser_idb
 
 step "the npm package (release build, wasm-opt), then the end-to-end test in Chromium"
 bash scripts/build-npm.sh

@@ -541,6 +541,7 @@ impl Store {
             report.change_seq = Some(seq);
             Ok(())
         })?;
+        self.durable().await?;
         Ok(report)
     }
 }

@@ -184,6 +184,13 @@ impl Exclusive<'_> {
     }
 }
 
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Nothing will be committed any more: subscriptions end.
+        self.watchers.close_all();
+    }
+}
+
 impl Pool {
     /// Connects the writer and `readers` readers (at least one) to `db`.
     pub(crate) fn connect(

@@ -300,6 +300,7 @@ impl Store {
             )?;
             Ok(())
         })?;
+        self.durable().await?;
         Ok(out)
     }
 }

@@ -49,6 +49,9 @@ impl std::fmt::Debug for Store {
 pub(crate) struct Shared {
     pub(crate) pool: Pool,
     pub(crate) location: String,
+    /// Where writes are made durable after they commit (IndexedDB).
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    pub(crate) durable: Option<Arc<crate::web::IdbIO>>,
     // Keeps the database open for as long as a handle lives.
     _db: Arc<Database>,
 }
@@ -65,6 +68,9 @@ enum Location {
     /// A database in the browser's Origin Private File System.
     #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
     Opfs(String),
+    /// A database persisted in the browser's IndexedDB.
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    IndexedDb(String),
 }
 
 /// Configures and opens a [`Store`].
@@ -135,6 +141,15 @@ impl StoreBuilder {
         self
     }
 
+    /// A store kept in memory and persisted in the browser's IndexedDB
+    /// under `name`, for where OPFS is missing (see
+    /// [`crate::web::IdbIO`]): each write returns once IndexedDB committed it.
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    pub fn indexeddb(mut self, name: impl Into<String>) -> Self {
+        self.location = Location::IndexedDb(name.into());
+        self
+    }
+
     /// The tenant of the returned handle (default [`DEFAULT_TENANT`]).
     pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
         self.tenant = tenant.into();
@@ -182,6 +197,8 @@ impl StoreBuilder {
             Location::File(path) => self.open_file(path).await?,
             #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
             Location::Opfs(name) => self.open_opfs(name).await?,
+            #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+            Location::IndexedDb(name) => self.open_indexeddb(name).await?,
         };
         Ok(Store {
             shared,
@@ -229,6 +246,24 @@ impl StoreBuilder {
         Ok(registry_put(key, Arc::new(shared)))
     }
 
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    async fn open_indexeddb(&self, name: &str) -> Result<Arc<Shared>> {
+        crate::web::validate_db_name(name)?;
+        let key = PathBuf::from(format!("indexeddb:{name}"));
+        if let Some(shared) = registry_get(&key) {
+            return Ok(shared);
+        }
+        let idb = Arc::new(crate::web::IdbIO::open(name).await?);
+        let mut builder = self.clone();
+        builder.io = Some(idb.clone());
+        let mut shared = builder.open_shared(name.to_string()).await?;
+        shared.location = format!("indexeddb:{name}");
+        // What opening wrote (a new database's schema) is durable too.
+        idb.persist().await?;
+        shared.durable = Some(idb);
+        Ok(registry_put(key, Arc::new(shared)))
+    }
+
     async fn open_shared(&self, location: String) -> Result<Shared> {
         let io = match &self.io {
             Some(io) => io.clone(),
@@ -250,6 +285,8 @@ impl StoreBuilder {
         Ok(Shared {
             pool,
             location,
+            #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+            durable: None,
             _db: db,
         })
     }
@@ -364,7 +401,24 @@ impl Store {
         &self,
         f: impl FnMut(&mut Engine, Seq) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        self.shared.pool.write(f).await
+        let value = self.shared.pool.write(f).await?;
+        self.durable().await?;
+        Ok(value)
+    }
+
+    /// Makes what was committed durable where committing alone does not
+    /// (IndexedDB: see [`crate::web::IdbIO`]); returns at once elsewhere.
+    /// Every call that writes awaits it before it answers.
+    #[cfg_attr(
+        not(all(target_arch = "wasm32", target_os = "unknown")),
+        allow(clippy::unused_async)
+    )]
+    pub(crate) async fn durable(&self) -> Result<()> {
+        #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+        if let Some(idb) = &self.shared.durable {
+            idb.persist().await?;
+        }
+        Ok(())
     }
 
     /// The writing connection for the caller alone, outside the group
@@ -440,7 +494,8 @@ impl Store {
     /// every row with each value rendered as text (`NULL` as `None`).
     #[doc(hidden)]
     pub async fn debug_query(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
-        let engine = self.writer().await;
-        engine.debug_query(sql)
+        let rows = self.writer().await.debug_query(sql)?;
+        self.durable().await?;
+        Ok(rows)
     }
 }

@@ -113,6 +113,17 @@ impl Watchers {
         }
     }
 
+    /// Ends every subscription: the store is gone (its pool dropped).
+    pub(crate) fn close_all(&self) {
+        let mut state = lock(&self.state);
+        for slot in state.slots.drain(..) {
+            if !slot.closed.swap(true, Ordering::AcqRel) {
+                self.open.fetch_sub(1, Ordering::AcqRel);
+            }
+            slot.wake.notify(usize::MAX);
+        }
+    }
+
     /// Called with the writer as it is handed back: tells every
     /// subscription what was committed since the last time.
     pub(crate) fn after_writes(&self, e: &mut Engine) {
@@ -225,6 +236,7 @@ impl Subscription {
     }
 
     /// Ends the subscription: a `next` waiting now or later returns `None`.
+    /// The store's last handle dropped ends it too.
     pub fn close(&self) {
         if !self.slot.closed.swap(true, Ordering::AcqRel) {
             self.watchers.open.fetch_sub(1, Ordering::AcqRel);
@@ -364,6 +376,9 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(paths(&again.next().await.unwrap(), "default"), ["/last"]);
+            // The store's last handle gone: the subscription ends.
+            drop((store, t, b));
+            assert!(again.next().await.is_none());
         });
     }
 }

@@ -1,6 +1,7 @@
 //! The engine's I/O in a browser (`wasm32-unknown-unknown`): the clock read
-//! from JavaScript, in-memory files, and files in the Origin Private File
-//! System through synchronous access handles.
+//! from JavaScript, in-memory files, files in the Origin Private File
+//! System through synchronous access handles, and files persisted in
+//! IndexedDB ([`IdbIO`]) where OPFS is missing.
 //!
 //! `std::time` panics on this target, and so does every I/O whose clock uses
 //! it (the engine's own `MemoryIO` included), so both I/Os here read time
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use turso_core::io::{FileId, FileSyncType};
 use turso_core::{
-    Buffer, Clock, Completion, File, IO, LimboError, MemoryIO, MonotonicInstant, OpenFlags,
+    Buffer, Completion, File, IO, LimboError, MemoryIO, MonotonicInstant, OpenFlags,
     WallClockInstant,
 };
 use wasm_bindgen::{JsCast, JsValue};
@@ -76,12 +77,12 @@ impl WebMemoryIO {
 /// The clock of both I/Os: JavaScript's.
 macro_rules! js_clock {
     ($io:ty) => {
-        impl Clock for $io {
-            fn current_time_monotonic(&self) -> MonotonicInstant {
-                monotonic_now()
+        impl turso_core::Clock for $io {
+            fn current_time_monotonic(&self) -> turso_core::MonotonicInstant {
+                $crate::web::monotonic_now()
             }
-            fn current_time_wall_clock(&self) -> WallClockInstant {
-                wall_clock_now()
+            fn current_time_wall_clock(&self) -> turso_core::WallClockInstant {
+                $crate::web::wall_clock_now()
             }
         }
     };
@@ -89,6 +90,9 @@ macro_rules! js_clock {
 
 js_clock!(WebMemoryIO);
 js_clock!(OpfsIO);
+
+mod idb;
+pub use idb::IdbIO;
 
 impl IO for WebMemoryIO {
     fn open_file(

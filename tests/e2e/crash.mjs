@@ -2,7 +2,8 @@
 // can and reports each put once its promise resolved (the transaction
 // committed); the whole Chromium is killed with SIGKILL at a random instant;
 // a new Chromium on the same profile must find every acknowledged write, and
-// the store must keep working. Repeated NEXUS_BROWSER_KILLS times (default 3).
+// the store must keep working (and pass its integrity check). Repeated
+// NEXUS_BROWSER_KILLS times (default 3), on each storage: OPFS and IndexedDB.
 //
 // Needs scripts/build-npm.sh. Run: node tests/e2e/crash.mjs
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
@@ -36,61 +37,66 @@ function killBrowser() {
 }
 
 let failed = false;
-let acked = new Set();
 try {
-  for (let round = 1; round <= kills; round++) {
+  for (const storage of ["opfs", "indexeddb"]) {
+    const options = { name: `crash-${storage}`, storage, fallback: "error" };
+    const acked = new Set();
+    for (let round = 1; round <= kills; round++) {
+      const context = await launch();
+      const page = await context.newPage();
+      // A blank page of the origin: the store runs in the package's Worker.
+      await page.goto(`${origin}/demo/blank.html`);
+      const check = await page.evaluate(async ({ paths, options }) => {
+        const { open } = await import("/pkg/index.js");
+        const store = await open(options);
+        if (store.persistence !== options.storage) throw new Error(`persistence ${store.persistence}`);
+        const found = await store.getBatch(paths);
+        const missing = paths.filter((p) => !found[p]);
+        const stats = await store.stats();
+        await store.close();
+        return { missing, files: stats.files };
+      }, { paths: [...acked], options });
+      assert.deepEqual(check.missing, [], `${storage}: round ${round}: acknowledged writes lost`);
+      assert.ok(check.files >= acked.size);
+      console.log(`crash: ${storage}: round ${round}: all ${acked.size} acknowledged writes present (${check.files} files)`);
+
+      page.on("console", (m) => {
+        const match = /^acked (.*)$/.exec(m.text());
+        if (match) acked.add(match[1]);
+      });
+      // Write without end; each resolved put is reported.
+      page.evaluate(async ({ round, options }) => {
+        const { open } = await import("/pkg/index.js");
+        const store = await open(options);
+        for (let i = 0; ; i++) {
+          const path = `/r${round}/f${i}`;
+          await store.put({ path, backend: "b", physicalPath: path, size: i, etag: `e${i}` });
+          console.log(`acked ${path}`);
+        }
+      }, { round, options }).catch(() => {});
+      const before = acked.size;
+      await new Promise((ok) => setTimeout(ok, 300 + Math.random() * 1200));
+      const n = killBrowser();
+      console.log(`crash: ${storage}: round ${round}: killed ${n} Chromium processes after ${acked.size - before} acknowledged puts`);
+      await context.close().catch(() => {});
+    }
     const context = await launch();
     const page = await context.newPage();
-    // A blank page of the origin: the store runs in the package's Worker.
     await page.goto(`${origin}/demo/blank.html`);
-    const check = await page.evaluate(async (paths) => {
+    const final = await page.evaluate(async ({ paths, options }) => {
       const { open } = await import("/pkg/index.js");
-      const store = await open({ name: "crash", fallback: "error" });
+      const store = await open(options);
       const found = await store.getBatch(paths);
-      const missing = paths.filter((p) => !found[p]);
-      const stats = await store.stats();
-      await store.close();
-      return { missing, files: stats.files };
-    }, [...acked]);
-    assert.deepEqual(check.missing, [], `round ${round}: acknowledged writes lost`);
-    assert.ok(check.files >= acked.size);
-    console.log(`crash: round ${round}: all ${acked.size} acknowledged writes present (${check.files} files)`);
-
-    page.on("console", (m) => {
-      const match = /^acked (.*)$/.exec(m.text());
-      if (match) acked.add(match[1]);
-    });
-    // Write without end; each resolved put is reported.
-    page.evaluate(async (round) => {
-      const { open } = await import("/pkg/index.js");
-      const store = await open({ name: "crash", fallback: "error" });
-      for (let i = 0; ; i++) {
-        const path = `/r${round}/f${i}`;
-        await store.put({ path, backend: "b", physicalPath: path, size: i, etag: `e${i}` });
-        console.log(`acked ${path}`);
-      }
-    }, round).catch(() => {});
-    const before = acked.size;
-    await new Promise((ok) => setTimeout(ok, 300 + Math.random() * 1200));
-    const n = killBrowser();
-    console.log(`crash: round ${round}: killed ${n} Chromium processes after ${acked.size - before} acknowledged puts`);
-    await context.close().catch(() => {});
+      await store.put({ path: "/after/crashes", backend: "b", physicalPath: "p", size: 1 });
+      const after = await store.get("/after/crashes");
+      return { missing: paths.filter((p) => !found[p]), after: after?.path, problems: await store.integrityCheck() };
+    }, { paths: [...acked], options });
+    assert.deepEqual(final.missing, []);
+    assert.equal(final.after, "/after/crashes");
+    assert.deepEqual(final.problems, [], `${storage}: the file is sound`);
+    await context.close();
+    console.log(`crash: ${storage}: passed: ${kills} kills, ${acked.size} acknowledged writes, all present`);
   }
-  const context = await launch();
-  const page = await context.newPage();
-  await page.goto(`${origin}/demo/blank.html`);
-  const final = await page.evaluate(async (paths) => {
-    const { open } = await import("/pkg/index.js");
-    const store = await open({ name: "crash", fallback: "error" });
-    const found = await store.getBatch(paths);
-    await store.put({ path: "/after/crashes", backend: "b", physicalPath: "p", size: 1 });
-    const after = await store.get("/after/crashes");
-    return { missing: paths.filter((p) => !found[p]), after: after?.path };
-  }, [...acked]);
-  assert.deepEqual(final.missing, []);
-  assert.equal(final.after, "/after/crashes");
-  await context.close();
-  console.log(`crash: passed: ${kills} kills, ${acked.size} acknowledged writes, all present`);
 } catch (e) {
   failed = true;
   console.error(e);

@@ -11,8 +11,8 @@ export * from "./web/nexus_wasm.js";
 
 /** The store's API, the same whether it runs in this thread or in a Worker. */
 export interface Store {
-  /** "opfs" (persisted) or "memory" (lost when the page closes). */
-  readonly persistence: "opfs" | "memory";
+  /** "opfs" or "indexeddb" (persisted), or "memory" (lost when the page closes). */
+  readonly persistence: "opfs" | "indexeddb" | "memory";
   /** "opfs:<name>" or ":memory:". */
   readonly location: string;
   readonly tenant: string;

@@ -29,8 +29,6 @@ import { METHODS, nexusError, notify } from "./common.js";
 
 const allowed = new Set(METHODS);
 const lockName = (name) => `nexus-metastore:${name}`;
-/** This context's id on the channels. */
-const me = crypto.randomUUID();
 /** Databases open in this context, by name. */
 const databases = new Map();
 /** How long a new holder waits for the files of the last one to be released. */
@@ -44,13 +42,18 @@ const revive = (error) => nexusError(error.kind, error.message);
 
 
 class Database {
-  constructor(name) {
+  constructor(name, storage) {
     this.name = name;
+    this.storage = storage;
+    /** This database's id on its channel (one per Database, not per context). */
+    this.id = crypto.randomUUID();
     /** Handles open on it in this context. */
     this.users = 0;
-    /** The holder's id (`me` when held here), and its term. */
+    /** The holder's id (`this.id` when held here, null while unknown), and its term. */
     this.holder = null;
     this.term = -Infinity;
+    /** Why this context cannot use the database (its takeover failed). */
+    this.error = null;
     /** When held here: the store (default tenant) and its tenants' handles. */
     this.store = null;
     this.scoped = new Map();
@@ -60,14 +63,16 @@ class Database {
     this.next = 1;
     /** Calls from other contexts being served here. */
     this.served = new Set();
-    /** Commit listeners in this context. */
+    /** Commit listeners in this context, and the last change sequence number told. */
     this.listeners = new Set();
+    this.toldThrough = 0;
     this.closing = false;
     this.abort = new AbortController();
     this.ready = new Promise((resolve, reject) => {
       this.becameReady = resolve;
       this.failed = reject;
     });
+    this.ready.catch(() => {});
     this.channel = new BroadcastChannel(lockName(name));
     this.channel.onmessage = (ev) => this.receive(ev.data);
   }
@@ -77,20 +82,24 @@ class Database {
     this.held = navigator.locks
       .request(lockName(this.name), { signal: this.abort.signal }, () => this.hold())
       .catch((e) => {
-        if (e?.name !== "AbortError") this.failed(e);
+        if (e?.name !== "AbortError") this.fail(e);
       });
     this.channel.postMessage({ kind: "who" });
   }
 
   /** Holds the lock: opens the files and serves until closed here. */
   async hold() {
-    const term = Date.now();
-    // Whoever held it is gone: what was sent to it is in doubt.
+    // Later than every holder this context has seen: it followed them.
+    const term = Math.max(Date.now(), this.term + 1);
+    // Whoever held it is gone: what was sent to it is in doubt; what comes
+    // now waits for the files.
+    const takeover = this.holder !== null;
     this.orphan();
+    this.holder = null;
     let store;
     for (let attempt = 1; ; attempt++) {
       try {
-        store = await NexusStore.open({ name: this.name });
+        store = await NexusStore.open({ name: this.name, storage: this.storage });
         break;
       } catch (e) {
         // The files of the holder that just went may still be open.
@@ -98,8 +107,7 @@ class Database {
           await sleep(OPEN_RETRY_MS);
           continue;
         }
-        this.failed(e);
-        this.failWaiting(e);
+        this.fail(e);
         return; // the lock goes to the next context
       }
     }
@@ -113,24 +121,39 @@ class Database {
       this.dispatch(event);
     });
     const released = new Promise((resolve) => (this.release = resolve));
-    this.follow(me, term);
-    this.channel.postMessage({ kind: "holder", id: me, term });
+    this.follow(this.id, term);
+    this.channel.postMessage({ kind: "holder", id: this.id, term });
+    // What the last holder committed and did not tell is unknown here.
+    if (takeover) this.dispatchGap();
     await released;
+  }
+
+  /** This context cannot hold the database (`e`): every call of it fails with `e`. */
+  fail(e) {
+    this.error = e;
+    this.failed(e);
+    this.holder = null;
+    this.orphan();
+    for (const call of this.waiting.splice(0)) call.reject(e);
+    // The next open in this context starts afresh.
+    if (databases.get(this.name) === this) databases.delete(this.name);
   }
 
   receive(message) {
     switch (message.kind) {
       case "who":
-        if (this.holder === me) this.channel.postMessage({ kind: "holder", id: me, term: this.term });
+        if (this.holder === this.id && !this.closing) {
+          this.channel.postMessage({ kind: "holder", id: this.id, term: this.term });
+        }
         break;
       case "holder":
         this.follow(message.id, message.term);
         break;
       case "call":
-        if (message.to === me) this.serve(message);
+        if (message.to === this.id) this.serve(message);
         break;
       case "reply": {
-        const call = message.to === me && this.pending.get(message.id);
+        const call = message.to === this.id && this.pending.get(message.id);
         if (!call) break;
         this.pending.delete(message.id);
         if (message.ok) call.resolve(message.result);
@@ -145,12 +168,14 @@ class Database {
 
   /** `id` holds the database since `term`: calls go there from now on. */
   follow(id, term) {
-    if (term < this.term || id === this.holder) return;
-    if (this.holder !== null && this.holder !== me) this.orphan();
+    if (this.error || term < this.term || (term === this.term && id <= this.holder) || id === this.holder) return;
+    const takeover = this.holder !== null && this.holder !== this.id;
+    if (takeover) this.orphan();
     this.holder = id;
     this.term = term;
     this.becameReady();
     for (const call of this.waiting.splice(0)) this.send(call);
+    if (takeover && id !== this.id) this.dispatchGap();
   }
 
   /** Calls sent to a holder that is gone reject: they may have been applied. */
@@ -167,23 +192,29 @@ class Database {
     this.pending.clear();
   }
 
-  failWaiting(e) {
-    for (const call of this.waiting.splice(0)) call.reject(e);
-  }
-
   /** Runs `method` of `tenant`'s handle: here when held here, else at the holder. */
   call(tenant, method, args) {
-    if (this.holder === me) return this.run(tenant, method, args);
+    if (this.error) return Promise.reject(this.error);
+    if (this.holder === this.id) return this.run(tenant, method, args);
     return new Promise((resolve, reject) => {
-      const call = { message: { kind: "call", from: me, id: this.next++, tenant, method, args }, resolve, reject };
+      const call = { message: { kind: "call", from: this.id, id: this.next++, tenant, method, args }, resolve, reject };
       if (this.holder === null) this.waiting.push(call);
       else this.send(call);
     });
   }
 
   send(call) {
-    this.pending.set(call.message.id, call);
-    this.channel.postMessage({ ...call.message, to: this.holder });
+    if (this.holder === this.id) {
+      const { tenant, method, args } = call.message;
+      this.run(tenant, method, args).then(call.resolve, call.reject);
+      return;
+    }
+    try {
+      this.channel.postMessage({ ...call.message, to: this.holder });
+      this.pending.set(call.message.id, call);
+    } catch (e) {
+      call.reject(nexusError("InvalidArgument", `these arguments cannot be sent to the tab holding the database: ${e.message}`));
+    }
   }
 
   /** The handle of `tenant` on the store held here. */
@@ -225,29 +256,37 @@ class Database {
   }
 
   dispatch(event) {
+    this.toldThrough = Math.max(this.toldThrough, event.toSeq);
     for (const listener of this.listeners) notify(listener, event);
+  }
+
+  /** After a takeover: what the last holder committed last may not have been told. */
+  dispatchGap() {
+    const at = this.toldThrough;
+    for (const listener of this.listeners) notify(listener, { fromSeq: at, toSeq: at, paths: [], truncated: true });
   }
 
   /** One handle fewer here; the last one lets the database go. */
   async leave() {
     if (--this.users > 0) return;
-    databases.delete(this.name);
+    if (databases.get(this.name) === this) databases.delete(this.name);
     this.closing = true;
     this.abort.abort();
-    if (this.holder === me) {
-      this.stopCommits?.();
+    if (this.holder === this.id) {
       await Promise.allSettled([...this.served]);
+      // After the calls served: their commits are told.
+      this.stopCommits?.();
       for (const store of this.scoped.values()) store.close();
       this.store.close();
       this.store = null;
       this.release();
-      // Released once this returns: a `deleteDatabase` or another tab's
-      // open that comes next finds it free.
-      await this.held;
     }
+    // Released once this returns: a `deleteDatabase` or another tab's open
+    // that comes next finds it free.
+    await this.held;
     this.channel.close();
     this.orphan();
-    this.failWaiting(nexusError("InvalidArgument", "this store handle is closed"));
+    for (const call of this.waiting.splice(0)) call.reject(nexusError("InvalidArgument", "this store handle is closed"));
   }
 }
 
@@ -270,14 +309,22 @@ export class SharedStore {
 
   /** Calls `listener` after each commit by any context (see `NexusStore.onCommit`). */
   onCommit(listener) {
-    this.database.listeners.add(listener);
-    return () => this.database.listeners.delete(listener);
+    if (this.closed) throw nexusError("InvalidArgument", "this store handle is closed");
+    // Each registration its own entry, removed by its stop or by close().
+    const entry = (event) => listener(event);
+    this.database.listeners.add(entry);
+    (this.entries ??= new Set()).add(entry);
+    return () => {
+      this.database.listeners.delete(entry);
+      this.entries.delete(entry);
+    };
   }
 
   /** Releases this handle; the last one of this context lets the database go. */
   async close() {
     if (this.closed) return;
     this.closed = true;
+    for (const entry of this.entries ?? []) this.database.listeners.delete(entry);
     await this.database.leave();
   }
 }
@@ -296,13 +343,15 @@ for (const method of METHODS) {
  */
 export async function openShared(options) {
   if (!shared()) return NexusStore.open(options);
-  const { name, tenant } = options;
+  const { name, tenant, storage } = options;
   if (typeof name !== "string") {
     throw nexusError("InvalidArgument", `invalid database name ${JSON.stringify(name)}: a string`);
   }
   let database = databases.get(name);
   if (!database) {
-    database = new Database(name);
+    // The first open in this context says where it lives (the holder's
+    // storage is the one in use: `persistence` tells).
+    database = new Database(name, storage);
     databases.set(name, database);
     database.start();
   }
@@ -310,8 +359,15 @@ export async function openShared(options) {
   database.users++;
   try {
     await database.ready;
-    const info = await database.call(tenant, "describe", []);
-    return new SharedStore(database, info);
+    // A takeover between the holder's announcement and this call leaves
+    // it in doubt; it reads nothing, so it is asked again.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return new SharedStore(database, await database.call(tenant, "describe", []));
+      } catch (e) {
+        if (e?.kind !== "Unavailable" || attempt === 5) throw e;
+      }
+    }
   } finally {
     await database.leave();
   }

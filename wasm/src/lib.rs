@@ -195,11 +195,16 @@ export interface ExportedChanges {
 
 /** How `open` chooses where the data lives. */
 export interface OpenOptions {
-  /** A database persisted in the Origin Private File System under this name;
-   *  omitted: a private in-memory database. */
+  /** A database persisted under this name (see `storage`); omitted: a
+   *  private in-memory database. */
   name?: string;
   /** The tenant of the handle (default "default"). */
   tenant?: string;
+  /** Where a named database lives: "opfs" (the Origin Private File System,
+   *  in a Worker), "indexeddb" (kept in memory, each write resolving once
+   *  IndexedDB committed it), or "auto" (the default: OPFS where it
+   *  exists, else IndexedDB). */
+  storage?: "auto" | "opfs" | "indexeddb";
 }
 "#;
 
@@ -284,6 +289,7 @@ impl NexusStore {
         struct Options {
             name: Option<String>,
             tenant: Option<String>,
+            storage: Option<String>,
         }
         let options: Result<Options, JsValue> = if options.is_undefined() || options.is_null() {
             Ok(Options::default())
@@ -296,31 +302,64 @@ impl NexusStore {
             if let Some(tenant) = options.tenant {
                 builder = builder.tenant(tenant);
             }
-            let (builder, persistence) = match options.name {
-                Some(name) => (builder.opfs(name), "opfs"),
-                None => (builder.memory(), "memory"),
+            let storage = options.storage.as_deref().unwrap_or("auto");
+            let (store, persistence) = match (options.name, storage) {
+                (None, "auto" | "opfs" | "indexeddb") => (builder.memory().open().await, "memory"),
+                (Some(name), "opfs") => (builder.opfs(name).open().await, "opfs"),
+                (Some(name), "indexeddb") => (builder.indexeddb(name).open().await, "indexeddb"),
+                (Some(name), "auto") => match builder.clone().opfs(name.clone()).open().await {
+                    Err(e) if e.kind() == nexus_core::ErrorKind::Unsupported => {
+                        (builder.indexeddb(name).open().await, "indexeddb")
+                    }
+                    opened => (opened, "opfs"),
+                },
+                (_, other) => {
+                    return Err(bad_argument(
+                        "storage",
+                        format!("{other:?} is not one of \"auto\", \"opfs\", \"indexeddb\""),
+                    ));
+                }
             };
-            let store = builder.open().await.map_err(|e| js_error(&e))?;
+            let store = store.map_err(|e| js_error(&e))?;
             Ok(NexusStore { store, persistence }.into())
         })
     }
 
-    /// Deletes the OPFS database `name` with all its data (in a dedicated
-    /// Worker). Rejects with kind `Busy` while it is open anywhere (close
+    /// Deletes the database `name` with all its data, from OPFS and from
+    /// IndexedDB (OPFS only in a dedicated Worker). Rejects with kind `Busy` while it is open anywhere (close
     /// every handle first); deleting a database that does not exist is not
     /// an error.
     #[wasm_bindgen(js_name = deleteDatabase, unchecked_return_type = "Promise<void>")]
     pub fn delete_database(name: String) -> Promise {
         future_to_promise(async move {
-            nexus_core::web::OpfsIO::remove(&name)
-                .await
-                .map_err(|e| js_error(&e))?;
+            // Wherever it lives: a storage this browser lacks holds nothing.
+            let mut supported = false;
+            for removed in [
+                nexus_core::web::OpfsIO::remove(&name).await,
+                nexus_core::web::IdbIO::remove(&name).await,
+            ] {
+                match removed {
+                    Ok(()) => supported = true,
+                    Err(e) if e.kind() == nexus_core::ErrorKind::Unsupported => {}
+                    Err(e) => return Err(js_error(&e)),
+                }
+            }
+            if !supported {
+                return Err(error_value(
+                    "Unsupported",
+                    "neither the Origin Private File System nor IndexedDB is available here",
+                ));
+            }
             Ok(JsValue::UNDEFINED)
         })
     }
 
-    /// Where the data lives: `"opfs"` (persisted) or `"memory"` (gone with the page).
-    #[wasm_bindgen(getter, unchecked_return_type = "\"opfs\" | \"memory\"")]
+    /// Where the data lives: `"opfs"` or `"indexeddb"` (persisted), or
+    /// `"memory"` (gone with the page).
+    #[wasm_bindgen(
+        getter,
+        unchecked_return_type = "\"opfs\" | \"indexeddb\" | \"memory\""
+    )]
     pub fn persistence(&self) -> String {
         self.persistence.to_string()
     }
@@ -764,11 +803,13 @@ impl NexusStore {
                 }
             }
         });
-        Closure::once_into_js(move || {
+        // Idempotent: calling it again does nothing.
+        Closure::wrap(Box::new(move || {
             if let Ok(Some(subscription)) = slot.replace(Err(())) {
                 subscription.close();
             }
-        })
+        }) as Box<dyn FnMut()>)
+        .into_js_value()
     }
 
     /// Releases this handle; when the last handle on a database is closed,
