@@ -1,7 +1,8 @@
 // What the browser tests and the browser benchmark share: a static file
 // server on 127.0.0.1 (`serve({ "/pkg/": dir, "/demo/": dir }, port = 0)`
 // maps URL prefixes to folders; plain HTTP, no COOP/COEP headers: the
-// package must not need them), headless Chromium on a persistent profile,
+// package must not need them; `{ cache: true }` lets the browser cache
+// what it serves, for load-time measurements), headless Chromium on a persistent profile,
 // the throwaway PostgreSQL of the Rust harness, and `nexus serve`.
 import { execFileSync, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -21,7 +22,7 @@ const TYPES = {
   ".ts": "text/plain",
 };
 
-export function serve(routes, port = 0) {
+export function serve(routes, port = 0, { cache = false } = {}) {
   const server = createServer(async (req, res) => {
     const url = new URL(req.url, "http://127.0.0.1");
     if (url.pathname === "/favicon.ico") {
@@ -44,7 +45,7 @@ export function serve(routes, port = 0) {
       const body = await readFile(path);
       res.writeHead(200, {
         "content-type": TYPES[extname(path)] ?? "application/octet-stream",
-        "cache-control": "no-store",
+        "cache-control": cache ? "max-age=3600" : "no-store",
       });
       res.end(body);
     } catch {

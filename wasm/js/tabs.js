@@ -19,7 +19,8 @@
 // itself; { kind: "holder", id, term } announces it (term: when it was
 // granted the lock, so that a late announcement of an earlier holder is
 // ignored); { kind: "call", to, from, id, tenant, method, args } and
-// { kind: "reply", to, id, ok, result | error }; { kind: "commit", event }.
+// { kind: "reply", to, id, ok, result | error }; { kind: "commit", event };
+// calls and replies of one task go together as { kind: "batch", messages }.
 // Where Web Locks or BroadcastChannel are missing, a database is opened
 // here alone, as before (another tab gets kind `Busy`).
 //
@@ -34,6 +35,15 @@ const databases = new Map();
 /** How long a new holder waits for the files of the last one to be released. */
 const OPEN_ATTEMPTS = 100;
 const OPEN_RETRY_MS = 50;
+
+/** Runs `f` in a new task, after those queued now (a MessageChannel: no timer clamping). */
+const later = new MessageChannel();
+const queued = [];
+later.port1.onmessage = () => queued.shift()?.();
+const afterQueuedTasks = (f) => {
+  queued.push(f);
+  later.port2.postMessage(null);
+};
 
 const shared = () => globalThis.navigator?.locks !== undefined && typeof BroadcastChannel !== "undefined";
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -75,6 +85,23 @@ class Database {
     this.ready.catch(() => {});
     this.channel = new BroadcastChannel(lockName(name));
     this.channel.onmessage = (ev) => this.receive(ev.data);
+    /** Calls and replies to post at the end of this task, as one message. */
+    this.outbox = [];
+  }
+
+  /**
+   * Posts `message` together with the others posted before the tasks
+   * already queued here have run (the calls a page sent at once arrive as
+   * one task each): one message crosses to the other tabs.
+   */
+  post(message) {
+    if (this.outbox.push(message) === 1) afterQueuedTasks(() => this.flush());
+  }
+
+  flush() {
+    const messages = this.outbox.splice(0);
+    if (this.channel === null || messages.length === 0) return;
+    this.channel.postMessage(messages.length === 1 ? messages[0] : { kind: "batch", messages });
   }
 
   start() {
@@ -163,6 +190,9 @@ class Database {
       case "commit":
         this.dispatch(message.event);
         break;
+      case "batch":
+        for (const m of message.messages) this.receive(m);
+        break;
     }
   }
 
@@ -209,12 +239,17 @@ class Database {
       this.run(tenant, method, args).then(call.resolve, call.reject);
       return;
     }
+    const message = { ...call.message, to: this.holder };
     try {
-      this.channel.postMessage({ ...call.message, to: this.holder });
-      this.pending.set(call.message.id, call);
+      // Checked here, so that one call that cannot be cloned fails alone
+      // instead of the batch it would join.
+      structuredClone(message.args);
     } catch (e) {
       call.reject(nexusError("InvalidArgument", `these arguments cannot be sent to the tab holding the database: ${e.message}`));
+      return;
     }
+    this.pending.set(call.message.id, call);
+    this.post(message);
   }
 
   /** The handle of `tenant` on the store held here. */
@@ -248,7 +283,7 @@ class Database {
       } catch (e) {
         reply = { kind: "reply", to: from, id, ok: false, error: errorOf(e) };
       }
-      this.channel.postMessage(reply);
+      this.post(reply);
     })();
     this.served.add(done);
     await done;
@@ -285,6 +320,7 @@ class Database {
     // that comes next finds it free.
     await this.held;
     this.channel.close();
+    this.channel = null;
     this.orphan();
     for (const call of this.waiting.splice(0)) call.reject(nexusError("InvalidArgument", "this store handle is closed"));
   }
