@@ -26,7 +26,7 @@ wasm=target/wasm32-unknown-unknown/wasm-release/nexus_wasm.wasm
 rm -rf "$out"
 mkdir -p "$out/web" "$out/node"
 wasm-bindgen --target web --out-dir "$out/web" "$wasm"
-wasm-bindgen --target nodejs --out-dir "$out/node" "$wasm"
+wasm-bindgen --target experimental-nodejs-module --out-dir "$out/node" "$wasm"
 # The features rustc enables by default for wasm32-unknown-unknown, and SIMD
 # (some dependencies carry simd128 functions; every current browser has it).
 features=(--enable-bulk-memory --enable-mutable-globals --enable-sign-ext
@@ -35,8 +35,8 @@ features=(--enable-bulk-memory --enable-mutable-globals --enable-sign-ext
 "$tools/node_modules/.bin/wasm-opt" -Oz --strip-debug --strip-producers "${features[@]}" \
     "$out/web/nexus_wasm_bg.wasm" -o "$out/web/nexus_wasm_bg.wasm"
 cp "$out/web/nexus_wasm_bg.wasm" "$out/node/nexus_wasm_bg.wasm"
-# wasm-bindgen's Node output is CommonJS; the package itself is ESM.
-echo '{ "type": "commonjs" }' > "$out/node/package.json"
+# The Node build is ESM like the rest (its inline JS snippets are ES modules).
+echo '{ "type": "module" }' > "$out/node/package.json"
 
 cp wasm/js/index.js wasm/js/remote.js wasm/js/common.js wasm/js/tabs.js wasm/js/worker.js wasm/js/node.mjs wasm/js/index.d.ts \
     wasm/js/README.md "$out/"

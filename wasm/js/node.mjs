@@ -1,10 +1,7 @@
 // nexus-metastore under Node: the same store, in memory (Node has no OPFS;
 // for files on disk use the native `nexus` CLI or the nexus-core crate).
-import { createRequire } from "node:module";
 import { addMethods, nexusError, openWithFallback } from "./common.js";
-
-const require = createRequire(import.meta.url);
-const { NexusStore } = require("./node/nexus_wasm.js");
+import { NexusStore } from "./node/nexus_wasm.js";
 
 addMethods(NexusStore);
 
