@@ -457,10 +457,12 @@ impl Store {
         }
         // What came from PostgreSQL by a pull is not sent onward.
         let changes = snap.local_changes(after, head)?;
-        Ok(ChangeFile {
-            source_id: snap.source_id().to_string(),
-            changes,
-        })
+        let source_id = snap.source_id().to_string();
+        drop(snap);
+        // Nothing leaves that a crash could still take back (IndexedDB:
+        // a write is visible before it is durable).
+        self.durable().await?;
+        Ok(ChangeFile { source_id, changes })
     }
 
     /// Applies a change file of another store, in one write transaction:

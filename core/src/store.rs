@@ -453,6 +453,8 @@ impl Store {
             .up(&mut *all.writer, target)
             .await;
         all.reconnect()?;
+        drop(all);
+        self.durable().await?;
         Ok(done?)
     }
 
@@ -465,6 +467,8 @@ impl Store {
             .down(&mut *all.writer, to)
             .await;
         all.reconnect()?;
+        drop(all);
+        self.durable().await?;
         Ok(done?)
     }
 
@@ -475,6 +479,8 @@ impl Store {
         let mut all = self.shared.pool.exclusive().await;
         let done = migrator.up(&mut *all.writer, None).await;
         all.reconnect()?;
+        drop(all);
+        self.durable().await?;
         Ok(done?)
     }
 

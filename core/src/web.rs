@@ -37,6 +37,11 @@ use crate::error::{Error, Result};
 /// The folder of the origin's private file system that holds every database.
 pub const OPFS_FOLDER: &str = "nexus-metastore";
 
+/// The `feature` of the [`Error::Unsupported`] that says OPFS itself is
+/// missing here (not that one of its files failed to open): where a store
+/// may fall back to IndexedDB.
+pub const OPFS_FEATURE: &str = "the Origin Private File System";
+
 fn monotonic_now() -> MonotonicInstant {
     thread_local! {
         static START: web_time::Instant = web_time::Instant::now();
@@ -265,12 +270,22 @@ impl std::fmt::Debug for OpfsIO {
 /// The OPFS root folder of this origin, or why there is none.
 async fn opfs_root() -> Result<FileSystemDirectoryHandle> {
     let unavailable = |reason: String| Error::Unsupported {
-        feature: "the Origin Private File System",
+        feature: OPFS_FEATURE,
         reason,
     };
     let global = js_sys::global();
     let storage = if let Some(worker) = global.dyn_ref::<web_sys::WorkerGlobalScope>() {
-        worker.navigator().storage()
+        // Missing outside secure contexts (plain HTTP other than localhost).
+        let navigator = worker.navigator();
+        let storage = js_sys::Reflect::get(&navigator, &JsValue::from_str("storage"))
+            .unwrap_or(JsValue::UNDEFINED);
+        if storage.is_undefined() || storage.is_null() {
+            return Err(unavailable(
+                "navigator.storage is missing (it exists only in secure contexts: HTTPS or localhost)"
+                    .into(),
+            ));
+        }
+        storage.unchecked_into::<web_sys::StorageManager>()
     } else {
         return Err(unavailable(
             "OPFS databases open only in a dedicated Worker (sync access handles do not exist on \
@@ -313,7 +328,7 @@ impl OpfsIO {
             let handle = JsFuture::from(folder.get_file_handle_with_options(&file, &opts))
                 .await
                 .map_err(|e| Error::Unsupported {
-                    feature: "the Origin Private File System",
+                    feature: "OPFS files",
                     reason: format!("opening {file}: {}", js_message(&e)),
                 })?;
             let handle: FileSystemFileHandle = handle.unchecked_into();
@@ -361,7 +376,7 @@ impl OpfsIO {
                     }
                     _ => {
                         return Err(Error::Unsupported {
-                            feature: "the Origin Private File System",
+                            feature: "OPFS files",
                             reason: format!("removing {file}: {}", js_message(&e)),
                         });
                     }

@@ -308,9 +308,12 @@ impl NexusStore {
                 (Some(name), "opfs") => (builder.opfs(name).open().await, "opfs"),
                 (Some(name), "indexeddb") => (builder.indexeddb(name).open().await, "indexeddb"),
                 (Some(name), "auto") => match builder.clone().opfs(name.clone()).open().await {
-                    Err(e) if e.kind() == nexus_core::ErrorKind::Unsupported => {
-                        (builder.indexeddb(name).open().await, "indexeddb")
-                    }
+                    // Only where OPFS itself is missing (not when a file of
+                    // it fails to open: that database is OPFS's).
+                    Err(nexus_core::Error::Unsupported {
+                        feature: nexus_core::web::OPFS_FEATURE,
+                        ..
+                    }) => (builder.indexeddb(name).open().await, "indexeddb"),
                     opened => (opened, "opfs"),
                 },
                 (_, other) => {

@@ -3,7 +3,7 @@
 //!
 //! IndexedDB is asynchronous and the engine's file calls are synchronous, so
 //! the database file and its WAL live in memory (read in whole at open) and
-//! the engine writes them there; every 64 KiB chunk written is marked dirty.
+//! the engine writes them there; every 32 KiB chunk written is marked dirty.
 //! [`IdbIO::persist`] writes the dirty chunks and the files' lengths in one
 //! IndexedDB transaction with `durability: "strict"` and resolves once it
 //! has committed: the store calls it after each write and answers the
@@ -29,8 +29,9 @@ use wasm_bindgen::prelude::*;
 use super::{file_names, js_message, js_name, validate_db_name};
 use crate::error::{Error, Result};
 
-/// Bytes per stored chunk.
-const CHUNK: usize = 64 * 1024;
+/// Bytes per stored chunk: a whole number of pages, and small enough that
+/// Chromium keeps the value inline rather than as a blob file of its own.
+const CHUNK: usize = 32 * 1024;
 
 #[wasm_bindgen(inline_js = r#"
 const STORE = "chunks";
@@ -44,23 +45,26 @@ const named = (name, message) => Object.assign(new Error(message), { name });
 export async function idb_open(name) {
   if (typeof indexedDB === "undefined") throw named("NotSupportedError", "IndexedDB is not available here");
   await closing.get(name);
-  if (globalThis.navigator?.locks) {
-    const granted = await new Promise((ok) => {
-      const released = navigator.locks.request(`nexus-metastore-idb:${name}`, { ifAvailable: true }, (lock) => {
-        if (!lock) return ok(false);
-        return new Promise((release) => {
-          held.set(name, () => {
-            release();
-            const free = () => closing.delete(name);
-            closing.set(name, released.then(free, free));
-          });
-          ok(true);
-        });
-      });
-      released.catch(() => {});
-    });
-    if (!granted) throw named("BusyError", `database ${name} is open in another tab or worker`);
+  // Without Web Locks (outside secure contexts) nothing would keep a second
+  // tab from writing the same database: refuse rather than corrupt it.
+  if (!globalThis.navigator?.locks) {
+    throw named("NotSupportedError", "Web Locks are missing (they exist only in secure contexts: HTTPS or localhost)");
   }
+  const granted = await new Promise((ok) => {
+    const released = navigator.locks.request(`nexus-metastore-idb:${name}`, { ifAvailable: true }, (lock) => {
+      if (!lock) return ok(false);
+      return new Promise((release) => {
+        held.set(name, () => {
+          release();
+          const free = () => closing.delete(name);
+          closing.set(name, released.then(free, free));
+        });
+        ok(true);
+      });
+    });
+    released.catch(() => {});
+  });
+  if (!granted) throw named("BusyError", `database ${name} is open in another tab or worker`);
   try {
     const open = indexedDB.open(`nexus-metastore:${name}`, 1);
     open.onupgradeneeded = () => open.result.createObjectStore(STORE);
@@ -80,11 +84,17 @@ export async function idb_load(db) {
 export function idb_write(db, keys, values, deletes) {
   return new Promise((ok, fail) => {
     const tx = db.transaction(STORE, "readwrite", { durability: "strict" });
-    const store = tx.objectStore(STORE);
-    for (let i = 0; i < keys.length; i++) store.put(values[i], keys[i]);
-    for (const key of deletes) store.delete(key);
     tx.oncomplete = () => ok();
     tx.onabort = () => fail(tx.error ?? named("AbortError", "the IndexedDB transaction was aborted"));
+    try {
+      const store = tx.objectStore(STORE);
+      for (let i = 0; i < keys.length; i++) store.put(values[i], keys[i]);
+      for (const key of deletes) store.delete(key);
+    } catch (e) {
+      // None of it, rather than part.
+      tx.abort();
+      fail(e);
+    }
   });
 }
 
@@ -175,6 +185,9 @@ impl FileState {
     fn write(&mut self, pos: usize, data: &[u8]) {
         let end = pos + data.len();
         if end > self.bytes.len() {
+            // The zeros between the old end and `pos` are new too.
+            let old = self.bytes.len();
+            self.dirty.extend(old / CHUNK..=(end - 1) / CHUNK);
             self.bytes.resize(end, 0);
             self.length_dirty = true;
         }
@@ -185,6 +198,10 @@ impl FileState {
     }
 
     fn truncate(&mut self, len: usize) {
+        if len > self.bytes.len() {
+            let old = self.bytes.len();
+            self.dirty.extend(old / CHUNK..=(len - 1) / CHUNK);
+        }
         if len != self.bytes.len() {
             self.bytes.resize(len, 0);
             self.length_dirty = true;
@@ -213,9 +230,10 @@ impl File for IdbFile {
         let state = lock(&self.state);
         let buf = c.as_read().buf();
         let out = buf.as_mut_slice();
-        let pos = pos as usize;
-        let n = state.bytes.len().saturating_sub(pos).min(out.len());
-        out[..n].copy_from_slice(&state.bytes[pos..pos + n]);
+        // A read past the end reads nothing (as on OPFS).
+        let start = (pos as usize).min(state.bytes.len());
+        let n = (state.bytes.len() - start).min(out.len());
+        out[..n].copy_from_slice(&state.bytes[start..start + n]);
         drop(state);
         c.complete(n as i32);
         Ok(c)
@@ -264,6 +282,27 @@ impl File for IdbFile {
         lock(&self.state).truncate(len as usize);
         c.complete(0);
         Ok(c)
+    }
+}
+
+/// What one persist took from the files: on drop, the chunk counts stored
+/// when its transaction committed, else the dirty marks back.
+struct Taken<'a> {
+    items: Vec<(&'a IdbFile, BTreeSet<usize>, bool, usize)>,
+    committed: bool,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        for (file, dirty, length_dirty, chunks) in self.items.drain(..) {
+            let mut state = lock(&file.state);
+            if self.committed {
+                state.stored_chunks = chunks;
+            } else {
+                state.dirty.extend(dirty);
+                state.length_dirty |= length_dirty;
+            }
+        }
     }
 }
 
@@ -392,6 +431,12 @@ impl IdbIO {
         if keys.length() == 0 && deletes.length() == 0 {
             return Ok(());
         }
+        // Put back unless the transaction is known to have committed, also
+        // when this future is dropped while it runs.
+        let mut taken = Taken {
+            items: taken,
+            committed: false,
+        };
         let db = DATABASES.with(|d| d.borrow().get(self.slot).cloned().flatten());
         let outcome = match db {
             Some(db) => idb_write(&db, keys, values, deletes)
@@ -403,15 +448,7 @@ impl IdbIO {
                 JsFailure("the database is closed".into()),
             )),
         };
-        for (file, dirty, length_dirty, chunks) in taken {
-            let mut state = lock(&file.state);
-            if outcome.is_ok() {
-                state.stored_chunks = chunks;
-            } else {
-                state.dirty.extend(dirty);
-                state.length_dirty |= length_dirty;
-            }
-        }
+        taken.committed = outcome.is_ok();
         outcome
     }
 
