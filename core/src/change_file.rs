@@ -524,11 +524,13 @@ impl Store {
             report.skipped = true;
             return Ok(report);
         }
+        let watchers = self.shared.pool.watchers.clone();
         self.writer().await.write(|e, seq| {
             if !checks(e, &mut report)? {
                 report.skipped = true;
                 return Ok(());
             }
+            watchers.note_incoming(e, &file.changes.files)?;
             let from = format!("the change file of source {}", file.source_id);
             apply_rows(
                 e,

@@ -247,6 +247,7 @@ impl Store {
             tombstones: 0,
             own: 0,
         };
+        let watchers = self.shared.pool.watchers.clone();
         self.writer().await.write(|e, seq| {
             let at = position(e, hub_id)?;
             if at >= changes.through && changes.through > changes.after {
@@ -283,6 +284,7 @@ impl Store {
                 conflicts: Vec::new(),
             };
             let guard = Unpushed { pushed_through };
+            watchers.note_incoming(e, &rows.files)?;
             apply_rows(e, seq, &rows, "PostgreSQL", hub_id, Some(&guard), &mut report)?;
             (out.files, out.versions, out.metadata, out.chunks, out.tombstones) = (
                 report.files,

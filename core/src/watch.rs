@@ -21,7 +21,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use event_listener::Event;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Engine, int};
+use crate::changes::FileRow;
+use crate::engine::{Engine, int, text};
 use crate::error::Result;
 use crate::store::Store;
 
@@ -122,6 +123,27 @@ impl Watchers {
             }
             slot.wake.notify(usize::MAX);
         }
+    }
+
+    /// Notes the paths that incoming file rows (an import, a pull) move
+    /// files away from, if anyone listens: a rename made elsewhere.
+    pub(crate) fn note_incoming(&self, e: &mut Engine, files: &[FileRow]) -> Result<()> {
+        if self.open.load(Ordering::Acquire) == 0 {
+            return Ok(());
+        }
+        for r in files {
+            let here = e.query_one(
+                "SELECT tenant_id, virtual_path FROM file_paths WHERE path_id = ?1",
+                &[text(&r.path_id)],
+                |row| Ok((row.text(0)?, row.text(1)?)),
+            )?;
+            if let Some((tenant, path)) = here
+                && path != r.virtual_path
+            {
+                self.moved_from(&tenant, &path);
+            }
+        }
+        Ok(())
     }
 
     /// Called with the writer as it is handed back: tells every
@@ -360,6 +382,12 @@ mod tests {
             store.import_changes(&file).await.unwrap();
             let e4 = sub.next().await.unwrap();
             assert_eq!(paths(&e4, "default"), ["/from-b"]);
+            // A rename made there: both paths.
+            b.rename("/from-b", "/renamed-b").await.unwrap();
+            let later = b.export_changes(file.changes.through).await.unwrap();
+            store.import_changes(&later).await.unwrap();
+            let e5 = sub.next().await.unwrap();
+            assert_eq!(paths(&e5, "default"), ["/from-b", "/renamed-b"]);
 
             sub.close();
             assert!(sub.next().await.is_none());
