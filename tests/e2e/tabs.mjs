@@ -10,6 +10,7 @@
 //   its renderer is crashed (chrome://crash): another tab takes over, every acknowledged write
 //   is there, a call in flight at that moment rejects with kind Unavailable
 //   and is never applied twice, the file passes its integrity check;
+// - all of it on OPFS, then on IndexedDB storage;
 // - deleteDatabase refuses while any tab has the store open.
 //
 // Needs scripts/build-npm.sh. Run: node tests/e2e/tabs.mjs
@@ -27,18 +28,18 @@ const step = (s) => console.log(`tabs: ${s}`);
 const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
 
 /** A new tab with the store open as `window.store`, every changed path it is told of in `window.seen`. */
-async function openTab() {
+async function openTab(storage) {
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error(`tabs: page error: ${e.message}`));
   await page.goto(`${origin}/demo/blank.html`);
-  await page.evaluate(async () => {
+  await page.evaluate(async (storage) => {
     const { open } = await import("/pkg/index.js");
-    window.store = await open({ name: "tabs", fallback: "error" });
+    window.store = await open({ name: `tabs-${storage}`, storage, fallback: "error" });
     window.seen = new Set();
     window.watched = new Set();
     window.stopChange = window.store.onChange((e) => e.paths.forEach((p) => window.seen.add(p)));
     window.stopWatch = window.store.watch("/t1/", (e) => e.paths.forEach((p) => window.watched.add(p)));
-  });
+  }, storage);
   return page;
 }
 
@@ -119,92 +120,96 @@ async function checkWriters(page, results, what) {
 
 let failed = false;
 try {
-  step("three tabs open one database");
-  const tabs = [];
-  for (let i = 0; i < 3; i++) tabs.push(await openTab());
-  const kinds = await Promise.all(tabs.map((t) => t.evaluate(() => [window.store.persistence, window.store.location])));
-  assert.deepEqual(kinds, Array(3).fill(["opfs", "opfs:tabs"]));
+  for (const storage of ["opfs", "indexeddb"]) {
+    const step = (s) => console.log(`tabs: ${storage}: ${s}`);
+    step("three tabs open one database");
+    const tabs = [];
+    for (let i = 0; i < 3; i++) tabs.push(await openTab(storage));
+    const kinds = await Promise.all(tabs.map((t) => t.evaluate(() => [window.store.persistence, window.store.location])));
+    assert.deepEqual(kinds, Array(3).fill([storage, `${storage}:tabs-${storage}`]));
 
-  step("each writes and reads, overlapping calls from every tab");
-  const perTab = 150;
-  await Promise.all(
-    tabs.map((t, i) =>
-      t.evaluate(
-        async ({ i, perTab }) => {
-          const { store } = window;
-          const calls = [];
-          for (let k = 0; k < perTab; k++) {
-            const path = `/t${i}/f${k}`;
-            calls.push(store.put({ path, backend: "b", physicalPath: path, size: k, etag: `e${k}` }));
-            calls.push(store.get(`/t${(i + 1) % 3}/f${k}`));
-            if (k % 10 === 0) calls.push(store.setMetadata("/t0/f0", `from${i}-${k}`, k).catch((e) => e.kind));
-          }
-          // The metadata writes may come before /t0/f0 exists: NotFound, then.
-          const results = await Promise.all(calls);
-          return results.filter((r) => typeof r === "string" && r !== "NotFound");
-        },
-        { i, perTab },
+    step("each writes and reads, overlapping calls from every tab");
+    const perTab = 150;
+    await Promise.all(
+      tabs.map((t, i) =>
+        t.evaluate(
+          async ({ i, perTab }) => {
+            const { store } = window;
+            const calls = [];
+            for (let k = 0; k < perTab; k++) {
+              const path = `/t${i}/f${k}`;
+              calls.push(store.put({ path, backend: "b", physicalPath: path, size: k, etag: `e${k}` }));
+              calls.push(store.get(`/t${(i + 1) % 3}/f${k}`));
+              if (k % 10 === 0) calls.push(store.setMetadata("/t0/f0", `from${i}-${k}`, k).catch((e) => e.kind));
+            }
+            // The metadata writes may come before /t0/f0 exists: NotFound, then.
+            const results = await Promise.all(calls);
+            return results.filter((r) => typeof r === "string" && r !== "NotFound");
+          },
+          { i, perTab },
+        ),
       ),
-    ),
-  ).then((errors) => assert.deepEqual(errors, [[], [], []], "no call failed"));
-  for (const [i, t] of tabs.entries()) {
-    const listed = await t.evaluate(async () => (await window.store.list("/")).map((r) => [r.path, r.version]));
-    assert.equal(listed.length, 3 * perTab, `tab ${i} sees every tab's files`);
-    assert.equal(new Set(listed.map(([p]) => p)).size, listed.length, "no duplicates");
-    assert.ok(listed.every(([, v]) => v === 1), "each put applied once");
+    ).then((errors) => assert.deepEqual(errors, [[], [], []], "no call failed"));
+    for (const [i, t] of tabs.entries()) {
+      const listed = await t.evaluate(async () => (await window.store.list("/")).map((r) => [r.path, r.version]));
+      assert.equal(listed.length, 3 * perTab, `tab ${i} sees every tab's files`);
+      assert.equal(new Set(listed.map(([p]) => p)).size, listed.length, "no duplicates");
+      assert.ok(listed.every(([, v]) => v === 1), "each put applied once");
+    }
+
+    step("onChange fires in every tab with every tab's paths; watch with its prefix");
+    const all = [0, 1, 2].flatMap((i) => Array.from({ length: perTab }, (_, k) => `/t${i}/f${k}`));
+    for (const t of tabs) {
+      await until(t, (n) => window.seen.size >= n, all.length, "every path reported");
+      const { seen, watched } = await t.evaluate(() => ({ seen: [...window.seen], watched: [...window.watched] }));
+      assert.deepEqual(seen.sort(), [...all].sort());
+      assert.deepEqual(watched.sort(), all.filter((p) => p.startsWith("/t1/")).sort());
+    }
+
+    step("unsubscribing stops it");
+    await tabs[1].evaluate(() => window.stopChange());
+    await tabs[0].evaluate(() => window.store.put({ path: "/after", backend: "b", physicalPath: "/after", size: 1 }));
+    await until(tabs[2], () => window.seen.has("/after"), undefined, "tab 3 told of /after");
+    await sleep(300);
+    assert.equal(await tabs[1].evaluate(() => window.seen.has("/after")), false, "tab 2 unsubscribed");
+
+    step("the holder tab closes while two tabs write: another takes over");
+    const stop1 = await startWriters([tabs[1], tabs[2]], 1);
+    await sleep(400 + Math.random() * 400);
+    await tabs[0].close();
+    await sleep(1500);
+    await checkWriters(tabs[2], await stop1(), "holder closed");
+
+    step("the new holder's renderer crashes while two tabs write: another takes over");
+    // Locks are granted in request order: tab 2 holds now, tab 3 is next.
+    tabs.push(await openTab(storage));
+    const stop2 = await startWriters([tabs[2], tabs[3]], 2);
+    await sleep(400 + Math.random() * 400);
+    // chrome://crash crashes the tab's own renderer process (its Worker with it).
+    const crashed = new Promise((ok) => tabs[1].once("crash", ok));
+    await tabs[1].goto("chrome://crash").catch(() => {});
+    await crashed;
+    await sleep(1500);
+    await checkWriters(tabs[3], await stop2(), "holder crashed");
+
+    step("the file is sound, every earlier write is there");
+    const after = await tabs[3].evaluate(async () => ({
+      problems: await window.store.integrityCheck(),
+      files: (await window.store.stats()).files,
+      first: (await window.store.get("/t2/f149"))?.etag,
+    }));
+    assert.deepEqual(after.problems, []);
+    assert.equal(after.first, "e149");
+    assert.equal(after.files, 3 * perTab + 1 + 4);
+
+    step("deleteDatabase refuses while a tab has it open");
+    const refused = await tabs[3].evaluate(async (name) => {
+      const { deleteDatabase } = await import("/pkg/index.js");
+      return deleteDatabase(name).then(() => "deleted", (e) => e.kind);
+    }, `tabs-${storage}`);
+    assert.equal(refused, "Busy");
+    for (const t of tabs) if (!t.isClosed()) await t.close();
   }
-
-  step("onChange fires in every tab with every tab's paths; watch with its prefix");
-  const all = [0, 1, 2].flatMap((i) => Array.from({ length: perTab }, (_, k) => `/t${i}/f${k}`));
-  for (const t of tabs) {
-    await until(t, (n) => window.seen.size >= n, all.length, "every path reported");
-    const { seen, watched } = await t.evaluate(() => ({ seen: [...window.seen], watched: [...window.watched] }));
-    assert.deepEqual(seen.sort(), [...all].sort());
-    assert.deepEqual(watched.sort(), all.filter((p) => p.startsWith("/t1/")).sort());
-  }
-
-  step("unsubscribing stops it");
-  await tabs[1].evaluate(() => window.stopChange());
-  await tabs[0].evaluate(() => window.store.put({ path: "/after", backend: "b", physicalPath: "/after", size: 1 }));
-  await until(tabs[2], () => window.seen.has("/after"), undefined, "tab 3 told of /after");
-  await sleep(300);
-  assert.equal(await tabs[1].evaluate(() => window.seen.has("/after")), false, "tab 2 unsubscribed");
-
-  step("the holder tab closes while two tabs write: another takes over");
-  const stop1 = await startWriters([tabs[1], tabs[2]], 1);
-  await sleep(400 + Math.random() * 400);
-  await tabs[0].close();
-  await sleep(1500);
-  await checkWriters(tabs[2], await stop1(), "holder closed");
-
-  step("the new holder's renderer crashes while two tabs write: another takes over");
-  // Locks are granted in request order: tab 2 holds now, tab 3 is next.
-  tabs.push(await openTab());
-  const stop2 = await startWriters([tabs[2], tabs[3]], 2);
-  await sleep(400 + Math.random() * 400);
-  // chrome://crash crashes the tab's own renderer process (its Worker with it).
-  const crashed = new Promise((ok) => tabs[1].once("crash", ok));
-  await tabs[1].goto("chrome://crash").catch(() => {});
-  await crashed;
-  await sleep(1500);
-  await checkWriters(tabs[3], await stop2(), "holder crashed");
-
-  step("the file is sound, every earlier write is there");
-  const after = await tabs[3].evaluate(async () => ({
-    problems: await window.store.integrityCheck(),
-    files: (await window.store.stats()).files,
-    first: (await window.store.get("/t2/f149"))?.etag,
-  }));
-  assert.deepEqual(after.problems, []);
-  assert.equal(after.first, "e149");
-  assert.equal(after.files, 3 * perTab + 1 + 4);
-
-  step("deleteDatabase refuses while a tab has it open");
-  const refused = await tabs[3].evaluate(async () => {
-    const { deleteDatabase } = await import("/pkg/index.js");
-    return deleteDatabase("tabs").then(() => "deleted", (e) => e.kind);
-  });
-  assert.equal(refused, "Busy");
   console.log("tabs: passed");
 } catch (e) {
   failed = true;
