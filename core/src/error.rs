@@ -257,6 +257,11 @@ impl Error {
         }
     }
 
+    /// A failure described by a message of ours (see [`Message`]).
+    pub(crate) fn engine_message(context: &'static str, message: impl Into<String>) -> Self {
+        Error::engine(context, Message(message.into()))
+    }
+
     pub(crate) fn engine(
         context: &'static str,
         source: impl std::error::Error + Send + Sync + 'static,
@@ -297,3 +302,16 @@ pub(crate) fn shorten(value: &str) -> String {
     }
     format!("{}... ({} bytes)", &value[..end], value.len())
 }
+
+/// The source of an error that has only a message: one of the store's own
+/// (the group commit's, the browser I/O's), or a copy of another's text.
+#[derive(Debug)]
+struct Message(String);
+
+impl std::fmt::Display for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Message {}

@@ -30,24 +30,19 @@
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use event_listener::{Event, EventListener};
 
 use crate::engine::{BEGIN_WRITE, Engine, Seq};
 use crate::error::{Error, Result, one_line};
+use crate::lock;
 
 /// The most writes one transaction takes from the queue.
 pub(crate) const MAX_GROUP: usize = 256;
 
 /// A write: runs in the caller's transaction with its change sequence number.
 pub(crate) type WriteFn<T> = Box<dyn FnMut(&mut Engine, Seq) -> Result<T> + Send>;
-
-fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
-    // Nothing is left half-changed under these locks: a panic elsewhere
-    // does not make their state unusable.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 enum State<T> {
     /// In the queue.
@@ -181,9 +176,9 @@ impl<T: Send + 'static> Member for Taken<T> {
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic".to_string());
-            Err(Error::engine(
+            Err(Error::engine_message(
                 "running a write",
-                Message(format!("it panicked: {what}")),
+                format!("it panicked: {what}"),
             ))
         })?;
         self.value = Some(value);
@@ -198,10 +193,7 @@ impl<T: Send + 'static> Member for Taken<T> {
         self.finished = true;
         let result = match outcome {
             Ok(()) => self.value.take().ok_or_else(|| {
-                Error::engine(
-                    "committing a write",
-                    Message("the write did not run".into()),
-                )
+                Error::engine_message("committing a write", "the write did not run")
             }),
             Err(e) => Err(e),
         };
@@ -213,26 +205,13 @@ impl<T> Drop for Taken<T> {
     fn drop(&mut self) {
         // Only when the leader unwinds: its caller must not wait for ever.
         if !self.finished {
-            self.request.complete(Err(Error::engine(
+            self.request.complete(Err(Error::engine_message(
                 "running a group of writes",
-                Message("the group stopped before this write was committed".into()),
+                "the group stopped before this write was committed",
             )));
         }
     }
 }
-
-/// An error of the group commit itself, or a copy of another (an error is
-/// handed to every write of a group that failed as a whole).
-#[derive(Debug)]
-struct Message(String);
-
-impl std::fmt::Display for Message {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Message {}
 
 /// `err` for one more caller: the same kind, the same message.
 fn copy_of(context: &'static str, err: &Error) -> Error {
@@ -241,7 +220,7 @@ fn copy_of(context: &'static str, err: &Error) -> Error {
             location: location.clone(),
             waited: *waited,
         },
-        other => Error::engine(context, Message(one_line(other))),
+        other => Error::engine_message(context, one_line(other)),
     }
 }
 

@@ -56,6 +56,12 @@ mod watch;
 pub mod web;
 
 pub use api::{DynStore, MaybeSendSync, MetadataStore};
+
+/// Locks `m`. Nothing is left half-changed under the store's std mutexes:
+/// a panic elsewhere does not make their state unusable.
+pub(crate) fn lock<X>(m: &std::sync::Mutex<X>) -> std::sync::MutexGuard<'_, X> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 pub use change_file::{CHANGE_FILE_FORMAT, CHANGE_FILE_VERSIONS, ChangeFile, ImportReport};
 pub use changes::{
     CHANGE_TABLES, Changes, ChunkRow, FileRow, MetadataRow, Origin, Snapshot, TombstoneRow,

@@ -196,9 +196,21 @@ impl StoreBuilder {
             Location::Memory => Arc::new(self.open_shared(":memory:".to_string()).await?),
             Location::File(path) => self.open_file(path).await?,
             #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
-            Location::Opfs(name) => self.open_opfs(name).await?,
+            Location::Opfs(name) => {
+                self.open_in_browser("opfs", name, || async {
+                    let io: Arc<dyn IO> = Arc::new(crate::web::OpfsIO::open(name).await?);
+                    Ok((io, None))
+                })
+                .await?
+            }
             #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
-            Location::IndexedDb(name) => self.open_indexeddb(name).await?,
+            Location::IndexedDb(name) => {
+                self.open_in_browser("indexeddb", name, || async {
+                    let idb = Arc::new(crate::web::IdbIO::open(name).await?);
+                    Ok((idb.clone() as Arc<dyn IO>, Some(idb)))
+                })
+                .await?
+            }
         };
         Ok(Store {
             shared,
@@ -231,36 +243,35 @@ impl StoreBuilder {
         Ok(registry_put(key, shared))
     }
 
+    /// Opens the browser database `<scheme>:name` once per context (a
+    /// second open joins the first): on the I/O that `open_io` opens, and,
+    /// for IndexedDB, making what opening wrote (a new schema) durable.
     #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
-    async fn open_opfs(&self, name: &str) -> Result<Arc<Shared>> {
+    async fn open_in_browser<F, Fut>(
+        &self,
+        scheme: &str,
+        name: &str,
+        open_io: F,
+    ) -> Result<Arc<Shared>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(Arc<dyn IO>, Option<Arc<crate::web::IdbIO>>)>>,
+    {
         crate::web::validate_db_name(name)?;
-        let key = PathBuf::from(format!("opfs:{name}"));
+        let location = format!("{scheme}:{name}");
+        let key = PathBuf::from(&location);
         if let Some(shared) = registry_get(&key) {
             return Ok(shared);
         }
-        let io: Arc<dyn IO> = Arc::new(crate::web::OpfsIO::open(name).await?);
+        let (io, durable) = open_io().await?;
         let mut builder = self.clone();
         builder.io = Some(io);
         let mut shared = builder.open_shared(name.to_string()).await?;
-        shared.location = format!("opfs:{name}");
-        Ok(registry_put(key, Arc::new(shared)))
-    }
-
-    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
-    async fn open_indexeddb(&self, name: &str) -> Result<Arc<Shared>> {
-        crate::web::validate_db_name(name)?;
-        let key = PathBuf::from(format!("indexeddb:{name}"));
-        if let Some(shared) = registry_get(&key) {
-            return Ok(shared);
+        shared.location = location;
+        if let Some(idb) = &durable {
+            idb.persist().await?;
         }
-        let idb = Arc::new(crate::web::IdbIO::open(name).await?);
-        let mut builder = self.clone();
-        builder.io = Some(idb.clone());
-        let mut shared = builder.open_shared(name.to_string()).await?;
-        shared.location = format!("indexeddb:{name}");
-        // What opening wrote (a new database's schema) is durable too.
-        idb.persist().await?;
-        shared.durable = Some(idb);
+        shared.durable = durable;
         Ok(registry_put(key, Arc::new(shared)))
     }
 

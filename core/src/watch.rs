@@ -16,7 +16,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use event_listener::Event;
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::changes::FileRow;
 use crate::engine::{Engine, int, text};
 use crate::error::Result;
+use crate::lock;
 use crate::store::Store;
 
 /// The most paths one event lists; past it, [`ChangeEvent::truncated`].
@@ -78,10 +79,6 @@ struct Slot {
     pending: Mutex<Option<ChangeEvent>>,
     closed: AtomicBool,
     wake: Event,
-}
-
-fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A store's subscriptions, and the change sequence number they have seen.

@@ -19,7 +19,7 @@
 //! context's open fails with [`Error::Busy`], as with OPFS.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use async_lock::Mutex as AsyncMutex;
 use turso_core::io::{FileId, FileSyncType};
@@ -28,6 +28,7 @@ use wasm_bindgen::prelude::*;
 
 use super::{file_names, js_message, js_name, validate_db_name};
 use crate::error::{Error, Result};
+use crate::lock;
 
 /// Bytes per stored chunk: a whole number of pages, and small enough that
 /// Chromium keeps the value inline rather than as a blob file of its own.
@@ -152,23 +153,8 @@ fn idb_error(name: &str, action: &'static str, e: &JsValue) -> Error {
             feature: "IndexedDB",
             reason: format!("{action}: {}", js_message(e)),
         },
-        _ => Error::engine(action, JsFailure(js_message(e))),
+        _ => Error::engine_message(action, js_message(e)),
     }
-}
-
-#[derive(Debug)]
-struct JsFailure(String);
-
-impl std::fmt::Display for JsFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for JsFailure {}
-
-fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One file: its bytes, the chunks written since the last persist, and how
@@ -443,9 +429,9 @@ impl IdbIO {
                 .await
                 .map(|_| ())
                 .map_err(|e| idb_error(&self.name, "writing to IndexedDB", &e)),
-            None => Err(Error::engine(
+            None => Err(Error::engine_message(
                 "writing to IndexedDB",
-                JsFailure("the database is closed".into()),
+                "the database is closed",
             )),
         };
         taken.committed = outcome.is_ok();
