@@ -7,6 +7,7 @@
 pub mod conformance;
 #[cfg(not(target_family = "wasm"))]
 pub mod crash;
+pub mod persistence;
 #[cfg(not(target_family = "wasm"))]
 pub mod pg;
 #[cfg(not(target_family = "wasm"))]

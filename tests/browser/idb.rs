@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use nexus_core::web::IdbIO;
 use nexus_core::{DynStore, ErrorKind, NewFile, Store};
-use serde_json::json;
 use wasm_bindgen_test::wasm_bindgen_test;
 
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
@@ -38,45 +37,16 @@ nexus_tests::browser_conformance_tests!(indexeddb);
 #[wasm_bindgen_test]
 async fn data_survives_closing_and_reopening() {
     let name = "persistence";
-    {
-        let store = fresh(name).await;
-        assert_eq!(store.location(), "indexeddb:persistence");
-        for i in 0..1500 {
-            store
-                .put(
-                    NewFile::new(format!("/docs/{i:04}.txt"), "local", format!("/p/{i}"), i)
-                        .etag(format!("h{i}")),
-                )
-                .await
-                .unwrap();
-        }
-        store
-            .put(NewFile::new("/docs/0000.txt", "local", "/p/0", 7).etag("v2"))
+    let store = fresh(name).await;
+    assert_eq!(store.location(), "indexeddb:persistence");
+    nexus_tests::persistence::survives_reopening(store, 1500, || async {
+        Store::builder()
+            .indexeddb(name)
+            .open()
             .await
-            .unwrap();
-        store
-            .set_metadata("/docs/0001.txt", "author", &json!({"name": "Ada"}))
-            .await
-            .unwrap();
-        store.delete("/docs/0002.txt").await.unwrap();
-    }
-    let store = Store::builder()
-        .indexeddb(name)
-        .open()
-        .await
-        .expect("reopens");
-    assert_eq!(store.list("/docs/").await.unwrap().len(), 1499);
-    let first = store.get("/docs/0000.txt").await.unwrap().unwrap();
-    assert_eq!((first.size, first.version), (7, 2));
-    assert_eq!(
-        store
-            .get_metadata("/docs/0001.txt", "author")
-            .await
-            .unwrap(),
-        Some(json!({"name": "Ada"}))
-    );
-    assert!(store.get("/docs/0002.txt").await.unwrap().is_none());
-    assert_eq!(store.integrity_check().await.unwrap(), Vec::<String>::new());
+            .expect("reopens")
+    })
+    .await;
 }
 
 /// While a database is open, it cannot be removed, nor opened a second time

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use nexus_core::web::OpfsIO;
 use nexus_core::{DynStore, ErrorKind, NewFile, Store};
-use serde_json::json;
 use wasm_bindgen_test::wasm_bindgen_test;
 
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_dedicated_worker);
@@ -37,39 +36,12 @@ nexus_tests::browser_conformance_tests!(opfs);
 #[wasm_bindgen_test]
 async fn data_survives_closing_and_reopening() {
     let name = "persistence";
-    {
-        let store = fresh(name).await;
-        assert_eq!(store.location(), "opfs:persistence");
-        for i in 0..300 {
-            store
-                .put(
-                    NewFile::new(format!("/docs/{i:03}.txt"), "local", format!("/p/{i}"), i)
-                        .etag(format!("h{i}")),
-                )
-                .await
-                .unwrap();
-        }
-        store
-            .put(NewFile::new("/docs/000.txt", "local", "/p/0", 7).etag("v2"))
-            .await
-            .unwrap();
-        store
-            .set_metadata("/docs/001.txt", "author", &json!({"name": "Ada"}))
-            .await
-            .unwrap();
-        store.delete("/docs/002.txt").await.unwrap();
-    }
-    let store = Store::builder().opfs(name).open().await.expect("reopens");
-    assert_eq!(store.list("/docs/").await.unwrap().len(), 299);
-    let first = store.get("/docs/000.txt").await.unwrap().unwrap();
-    assert_eq!((first.size, first.version), (7, 2));
-    assert_eq!(
-        store.get_metadata("/docs/001.txt", "author").await.unwrap(),
-        Some(json!({"name": "Ada"}))
-    );
-    assert!(store.get("/docs/002.txt").await.unwrap().is_none());
-    let integrity = store.debug_query("PRAGMA integrity_check").await.unwrap();
-    assert_eq!(integrity[0][0].as_deref(), Some("ok"));
+    let store = fresh(name).await;
+    assert_eq!(store.location(), "opfs:persistence");
+    nexus_tests::persistence::survives_reopening(store, 300, || async {
+        Store::builder().opfs(name).open().await.expect("reopens")
+    })
+    .await;
 }
 
 /// While a database is open, its files cannot be removed; once closed they can,
