@@ -16,6 +16,8 @@ const { server, origin } = await serve({
   "/bench/": join(repo, "bench/browser"),
   "/demo/": join(repo, "tests/e2e/demo"),
 });
+/** The middle value (the upper one of an even count). */
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const profile = mkdtempSync(join(tmpdir(), "nexus-bench-"));
 const context = await launchProfile(profile);
 try {
@@ -82,7 +84,6 @@ async function tabs() {
     runs.holder.push(await workload(pages[0], `h${r}`));
     runs.second.push(await workload(pages[1], `s${r}`));
   }
-  const median = (xs) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   console.log(`\nanother tab through the holder tab, ops/s, median of ${rounds} rounds:`);
   console.log(`${"workload".padEnd(34)}${"holder tab".padStart(12)}${"second tab".padStart(12)}${"ratio".padStart(9)}`);
   for (const [key, label] of [
@@ -181,7 +182,6 @@ async function loadTimes() {
   } finally {
     cached.server.close();
   }
-  const median = (xs) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   console.log(`\nload time, navigation to the first query's result, ms, median of ${rounds} (each cold in a new profile):`);
   console.log(`${"".padEnd(44)}${"cold".padStart(8)}${"warm".padStart(8)}`);
   const label = {
@@ -212,7 +212,6 @@ async function workload() {
     all.push(await page.evaluate(() => window.results));
     await page.close();
   }
-  const median = (xs) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   const figure = (side, key) => median(all.map((r) => r[side][key].perSecond));
   const rows = [
     ["batch", "5,000 puts, one transaction"],
