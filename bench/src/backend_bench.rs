@@ -1,6 +1,6 @@
 //! The same workload through the embedded store, the PostgreSQL store
 //! (`nexus-pg`) and plain single statements on one PostgreSQL table of the
-//! same shape (the limit a store can approach), with 1, 8 and 32 concurrent
+//! same shape (the limit a store can approach), with 1, 2, 8 and 32 concurrent
 //! clients, so that users can see when to move. Reports ops/s; asserts
 //! nothing about speed.
 //!
@@ -26,7 +26,7 @@
 //!   take turns on SQLite's file lock.
 //!
 //! Every configuration (backend × clients) does `--ops` puts on paths of its
-//! own (so every put creates a row), then `--ops` gets of them, then about
+//! own (so every put creates a row), then `--ops` × 10 gets of them, then about
 //! `--ops / 10` lists of the first 100 paths of the configuration's folder (a
 //! prefix list in the store, a range select in the plain table). Each client
 //! is a thread calling through `pollster::block_on`; the PostgreSQL
@@ -43,7 +43,11 @@ use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use nexus_bench::arg;
 
-const CLIENTS: [usize; 3] = [1, 8, 32];
+const CLIENTS: [usize; 4] = [1, 2, 8, 32];
+/// Each client gets every path it wrote this many times: a get is so much
+/// cheaper than a put that `--ops` of them would take a few milliseconds.
+const GET_REPEAT: usize = 10;
+const BACKENDS: [&str; 4] = ["embedded", "postgres", "postgres-plain", "rusqlite"];
 const LIST_LIMIT: usize = 100;
 const TENANT: &str = nexus_core::DEFAULT_TENANT;
 
@@ -399,38 +403,26 @@ struct Measured {
     ops_per_s: f64,
 }
 
-const USAGE: &str = "nexus-backend-bench [--ops N] [--rounds R] [--json]
+const USAGE: &str = "nexus-backend-bench [--ops N] [--rounds R] [--backends LIST] [--json]
 
 The same puts, gets and lists through the embedded store, the PostgreSQL
-store, plain PostgreSQL statements and plain rusqlite, with 1, 8 and 32
-concurrent clients; ops/s, the median of R rounds (default 3) of N
-operations (default 2000) per configuration. PostgreSQL: a throwaway
+store, plain PostgreSQL statements and plain rusqlite, with 1, 2, 8 and 32
+concurrent clients; ops/s, the median of R rounds (default 3) of N puts
+(default 2000), 10 N gets and N/10 lists per configuration. --backends picks
+some of embedded,postgres,postgres-plain,rusqlite (default all; PostgreSQL
+is started only for the two that need it). PostgreSQL: a throwaway
 durable cluster, or NEXUS_TEST_DATABASE_URL. --json prints
 {\"rows\": [{\"backend\", \"clients\", \"op\", \"ops_per_s\"}, ...]} on stdout.";
 
-fn main() {
-    if std::env::args().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return;
-    }
-    let ops = arg("--ops", 2000);
-    let rounds = arg("--rounds", 3).max(1);
-    let json = std::env::args().any(|a| a == "--json");
-    let max_clients = *CLIENTS.iter().max().unwrap();
-    assert!(
-        ops >= max_clients.max(LIST_LIMIT),
-        "--ops must be at least {}",
-        max_clients.max(LIST_LIMIT)
-    );
-
+/// Starts (or reaches) PostgreSQL for the two PostgreSQL backends, with the
+/// plain table; returns the database (dropped with it), its URL and its
+/// settings as one line.
+fn postgres(
+    rt: &tokio::runtime::Runtime,
+    max_clients: usize,
+) -> (nexus_tests::pg::TestDb, String, String) {
     // Before the first connection: the throwaway cluster commits durably.
     nexus_tests::pg::durable();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("plain-pg")
-        .enable_all()
-        .build()
-        .unwrap();
     let db = rt.block_on(nexus_tests::pg::database("backend_bench"));
     let url = format!("{}?sslmode=disable", db.url);
     let settings = rt.block_on(async {
@@ -472,56 +464,111 @@ fn main() {
     if setting("fsync") != "on" || setting("synchronous_commit") == "off" {
         eprintln!("warning: the server does not commit durably; puts are not comparable");
     }
+    (db, url, settings_line)
+}
 
-    let dir = tempfile::tempdir().unwrap();
-    let embedded: DynStore =
-        Arc::new(pollster::block_on(Store::open(dir.path().join("b.db"))).unwrap());
-    let postgres: DynStore = Arc::new(
-        pollster::block_on(nexus_pg::PgStore::connect(
-            &url,
-            nexus_pg::PgOptions {
-                pool_size: max_clients,
-                ..Default::default()
-            },
-        ))
-        .unwrap(),
-    );
-    let plain: Vec<Conn> = rt.block_on(async {
-        let mut conns = Vec::new();
-        for _ in 0..max_clients {
-            conns.push(Conn::Plain(Box::new(
-                Plain::connect(&url, rt.handle()).await,
-            )));
-        }
-        conns
-    });
-    // The rusqlite file gets the store's schema from the migrations.
-    let rusqlite_db = dir.path().join("r.db");
-    {
-        let conn = rusqlite_conn(&rusqlite_db);
-        for m in nexus_migrations::Dialect::Sqlite.migrations() {
-            conn.execute_batch(m.up).unwrap();
-        }
+fn main() {
+    if std::env::args().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return;
     }
-    let rusqlite: Vec<Conn> = (0..max_clients)
-        .map(|_| Conn::Rusqlite(Mutex::new(rusqlite_conn(&rusqlite_db))))
-        .collect();
-    let backends: [(&'static str, Vec<Conn>); 4] = [
-        (
+    let ops = arg("--ops", 2000);
+    let rounds = arg("--rounds", 3).max(1);
+    let json = std::env::args().any(|a| a == "--json");
+    let max_clients = *CLIENTS.iter().max().unwrap();
+    assert!(
+        ops >= max_clients.max(LIST_LIMIT),
+        "--ops must be at least {}",
+        max_clients.max(LIST_LIMIT)
+    );
+
+    let selected: Vec<&'static str> = match std::env::args()
+        .position(|a| a == "--backends")
+        .and_then(|i| std::env::args().nth(i + 1))
+    {
+        None => BACKENDS.to_vec(),
+        Some(list) => list
+            .split(',')
+            .map(|name| {
+                *BACKENDS.iter().find(|b| **b == name).unwrap_or_else(|| {
+                    panic!("--backends: unknown backend {name:?} (known: {})", BACKENDS.join(","))
+                })
+            })
+            .collect(),
+    };
+    let wants = |name: &str| selected.contains(&name);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("plain-pg")
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut backends: Vec<(&'static str, Vec<Conn>)> = Vec::new();
+    let mut settings_line = None;
+    let mut pg_db = None;
+    if wants("embedded") {
+        let embedded: DynStore =
+            Arc::new(pollster::block_on(Store::open(dir.path().join("b.db"))).unwrap());
+        backends.push((
             "embedded",
             (0..max_clients)
                 .map(|_| Conn::Store(embedded.clone()))
                 .collect(),
-        ),
-        (
-            "postgres",
+        ));
+    }
+    if wants("postgres") || wants("postgres-plain") {
+        let (db, url, line) = postgres(&rt, max_clients);
+        pg_db = Some(db);
+        settings_line = Some(line);
+        if wants("postgres") {
+            let postgres: DynStore = Arc::new(
+                pollster::block_on(nexus_pg::PgStore::connect(
+                    &url,
+                    nexus_pg::PgOptions {
+                        pool_size: max_clients,
+                        ..Default::default()
+                    },
+                ))
+                .unwrap(),
+            );
+            backends.push((
+                "postgres",
+                (0..max_clients)
+                    .map(|_| Conn::Store(postgres.clone()))
+                    .collect(),
+            ));
+        }
+        if wants("postgres-plain") {
+            let plain: Vec<Conn> = rt.block_on(async {
+                let mut conns = Vec::new();
+                for _ in 0..max_clients {
+                    conns.push(Conn::Plain(Box::new(
+                        Plain::connect(&url, rt.handle()).await,
+                    )));
+                }
+                conns
+            });
+            backends.push(("postgres-plain", plain));
+        }
+    }
+    if wants("rusqlite") {
+        // The rusqlite file gets the store's schema from the migrations.
+        let rusqlite_db = dir.path().join("r.db");
+        {
+            let conn = rusqlite_conn(&rusqlite_db);
+            for m in nexus_migrations::Dialect::Sqlite.migrations() {
+                conn.execute_batch(m.up).unwrap();
+            }
+        }
+        backends.push((
+            "rusqlite",
             (0..max_clients)
-                .map(|_| Conn::Store(postgres.clone()))
+                .map(|_| Conn::Rusqlite(Mutex::new(rusqlite_conn(&rusqlite_db))))
                 .collect(),
-        ),
-        ("postgres-plain", plain),
-        ("rusqlite", rusqlite),
-    ];
+        ));
+    }
 
     // Warm-up: the store's pool opens its connections (and prepares) before
     // the first measured call; misses only, nothing written.
@@ -572,7 +619,7 @@ fn main() {
             for (backend, conns) in &backends {
                 for (op, count) in [
                     (Op::Put, per_client),
-                    (Op::Get, per_client),
+                    (Op::Get, per_client * GET_REPEAT),
                     (Op::List, (per_client / 10).max(1)),
                 ] {
                     let ops_per_s = run(conns, op, clients, config, per_client, count);
@@ -632,64 +679,82 @@ fn main() {
         rows.iter()
             .find(|m| m.backend == backend && m.clients == clients && m.op == op)
             .map(|m| m.ops_per_s)
-            .unwrap()
     };
     println!(
-        "ops/s, median of {rounds} rounds of {ops} puts and gets and {} lists of {LIST_LIMIT} \
+        "ops/s, median of {rounds} rounds of {ops} puts, {} gets and {} lists of {LIST_LIMIT} \
          per configuration (each put its own transaction)",
+        ops * GET_REPEAT,
         ops / 10
     );
-    println!("PostgreSQL: {settings_line}");
+    if let Some(line) = &settings_line {
+        println!("PostgreSQL: {line}");
+    }
     println!(
         "{:<15} {:>8} {:>10} {:>10} {:>10}",
         "backend", "clients", "put", "get", "list 100"
     );
     for (backend, _) in &backends {
         for clients in CLIENTS {
+            let cell = |op| find(backend, clients, op).unwrap();
             println!(
                 "{backend:<15} {clients:>8} {:>10.0} {:>10.0} {:>10.0}",
-                find(backend, clients, Op::Put),
-                find(backend, clients, Op::Get),
-                find(backend, clients, Op::List),
+                cell(Op::Put),
+                cell(Op::Get),
+                cell(Op::List),
             );
         }
     }
-    println!();
-    let one = find("embedded", 1, Op::Put);
-    let eight = find("embedded", 8, Op::Put);
-    let verdict = |ratio: f64, goal: f64| {
-        if ratio >= goal {
-            "goal met"
-        } else {
-            "below goal"
-        }
+    // Each goal of the issues, where both of its figures were measured.
+    let ratio = |(b1, c1, op1): (&str, usize, Op), (b2, c2, op2): (&str, usize, Op)| {
+        Some(find(b1, c1, op1)? / find(b2, c2, op2)?)
     };
-    println!(
-        "embedded puts, 8 clients / 1 client: {:.2}x ({}, goal >= 4x)",
-        eight / one,
-        verdict(eight / one, 4.0)
-    );
-    let theirs = find("rusqlite", 8, Op::Put);
-    println!(
-        "embedded / rusqlite puts, 8 clients: {:.2}x ({}, goal >= 2x)",
-        eight / theirs,
-        verdict(eight / theirs, 2.0)
-    );
+    let goals: [(&str, Option<f64>, f64); 5] = [
+        (
+            "embedded gets, 8 clients / 1 client",
+            ratio(("embedded", 8, Op::Get), ("embedded", 1, Op::Get)),
+            1.5,
+        ),
+        (
+            "embedded puts, 8 clients / 1 client",
+            ratio(("embedded", 8, Op::Put), ("embedded", 1, Op::Put)),
+            4.0,
+        ),
+        (
+            "embedded / rusqlite puts, 8 clients",
+            ratio(("embedded", 8, Op::Put), ("rusqlite", 8, Op::Put)),
+            2.0,
+        ),
+        (
+            "postgres / postgres-plain puts, 8 clients",
+            ratio(("postgres", 8, Op::Put), ("postgres-plain", 8, Op::Put)),
+            0.5,
+        ),
+        (
+            "postgres / postgres-plain gets, 8 clients",
+            ratio(("postgres", 8, Op::Get), ("postgres-plain", 8, Op::Get)),
+            0.8,
+        ),
+    ];
     println!();
-    println!("postgres / postgres-plain (goals: put >= 0.5x, get >= 0.8x; list has none):");
-    for (op, goal) in [(Op::Put, Some(0.5)), (Op::Get, Some(0.8)), (Op::List, None)] {
-        for clients in CLIENTS {
-            let ratio = find("postgres", clients, op) / find("postgres-plain", clients, op);
-            let verdict = match goal {
-                Some(goal) if ratio >= goal => "  (goal met)",
-                Some(_) => "  (below goal)",
-                None => "",
-            };
-            println!(
-                "{} {clients} client{}: {ratio:.2}x plain{verdict}",
-                op.name(),
-                if clients == 1 { "" } else { "s" },
-            );
+    for (name, ratio, goal) in goals {
+        if let Some(ratio) = ratio {
+            let verdict = if ratio >= goal { "goal met" } else { "below goal" };
+            println!("{name}: {ratio:.2}x ({verdict}, goal >= {goal}x)");
         }
     }
+    println!();
+    for (a, b) in [("embedded", "rusqlite"), ("postgres", "postgres-plain")] {
+        if find(a, 1, Op::Put).is_none() || find(b, 1, Op::Put).is_none() {
+            continue;
+        }
+        println!("{a} / {b}, every figure:");
+        for op in [Op::Put, Op::Get, Op::List] {
+            let cells: Vec<String> = CLIENTS
+                .iter()
+                .map(|&c| format!("{c}: {:.2}x", ratio((a, c, op), (b, c, op)).unwrap()))
+                .collect();
+            println!("  {:<4} {}", op.name(), cells.join("  "));
+        }
+    }
+    drop(pg_db);
 }
