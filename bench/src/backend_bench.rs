@@ -491,7 +491,10 @@ fn main() {
             .split(',')
             .map(|name| {
                 *BACKENDS.iter().find(|b| **b == name).unwrap_or_else(|| {
-                    panic!("--backends: unknown backend {name:?} (known: {})", BACKENDS.join(","))
+                    panic!(
+                        "--backends: unknown backend {name:?} (known: {})",
+                        BACKENDS.join(",")
+                    )
                 })
             })
             .collect(),
@@ -738,7 +741,11 @@ fn main() {
     println!();
     for (name, ratio, goal) in goals {
         if let Some(ratio) = ratio {
-            let verdict = if ratio >= goal { "goal met" } else { "below goal" };
+            let verdict = if ratio >= goal {
+                "goal met"
+            } else {
+                "below goal"
+            };
             println!("{name}: {ratio:.2}x ({verdict}, goal >= {goal}x)");
         }
     }

@@ -4,7 +4,14 @@
 //! the same logical work per put: look up the live row, insert or update it,
 //! append a version row, stamp the change sequence.
 //!
-//! `cargo run --release -p nexus-bench -- [--files N] [--singles N] [--list N] [--json]`
+//! `cargo run --release -p nexus-bench -- [--files N] [--singles N] [--list N] [--rounds R] [--json]`
+//!
+//! Each round starts from two empty files; the figures are the medians of
+//! the rounds (a single round on a shared VM varies by up to 1.5x). Rounds
+//! alternate which side runs each workload first. Every measured workload
+//! runs on a thread of its own, named for the side and the workload
+//! (`nexus-get`, `sqlite-get`, ...: at most 15 bytes, the kernel's limit), so that `bench/profile.sh` can split
+//! one `perf record` of the whole run into a profile per workload and side.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +25,7 @@ struct Config {
     singles: usize,
     list: usize,
     list_repeats: usize,
+    rounds: usize,
     json: bool,
 }
 
@@ -28,6 +36,7 @@ fn parse_args() -> Config {
         singles: 10_000,
         list: 10_000,
         list_repeats: 10,
+        rounds: 3,
         json: false,
     };
     let mut args = std::env::args().skip(1);
@@ -43,6 +52,7 @@ fn parse_args() -> Config {
             "--singles" => c.singles = num("--singles"),
             "--list" => c.list = num("--list"),
             "--list-repeats" => c.list_repeats = num("--list-repeats"),
+            "--rounds" => c.rounds = num("--rounds").max(1),
             "--json" => c.json = true,
             "--bench" => {} // passed by `cargo bench`
             other => panic!("unknown argument {other}; see the crate docs"),
@@ -69,6 +79,7 @@ fn file(i: usize, list: usize) -> NewFile {
     .mime_type("application/octet-stream")
 }
 
+#[derive(Clone, Copy)]
 struct Row {
     name: &'static str,
     ours: Duration,
@@ -235,35 +246,64 @@ fn uuid_like(n: i64) -> String {
     )
 }
 
-fn time<T>(f: impl FnOnce() -> T) -> (Duration, T) {
-    let start = Instant::now();
-    let out = f();
-    (start.elapsed(), out)
+/// Runs `f` on a thread named `thread` (what `perf report --comm` selects)
+/// and times it.
+fn time<T: Send>(thread: &str, f: impl FnOnce() -> T + Send) -> (Duration, T) {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name(thread.to_string())
+            .spawn_scoped(scope, || {
+                let start = Instant::now();
+                let out = f();
+                (start.elapsed(), out)
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    })
 }
 
-fn main() {
-    let c = parse_args();
-    let dir = tempfile::tempdir().unwrap();
-    let files: Vec<NewFile> = (0..c.files).map(|i| file(i, c.list)).collect();
-    let singles: Vec<NewFile> = (0..c.singles).map(|i| file(c.files + i, 0)).collect();
-    let mut rows = Vec::new();
+/// Times our side and the baseline's, in the order `ours_first` says.
+fn both<A: Send, B: Send>(
+    ours_first: bool,
+    ours: (&str, impl FnOnce() -> A + Send),
+    theirs: (&str, impl FnOnce() -> B + Send),
+) -> ((Duration, A), (Duration, B)) {
+    if ours_first {
+        let a = time(ours.0, ours.1);
+        (a, time(theirs.0, theirs.1))
+    } else {
+        let b = time(theirs.0, theirs.1);
+        (time(ours.0, ours.1), b)
+    }
+}
 
+/// One round: both sides from empty files, every workload.
+fn round(c: &Config, files: &[NewFile], singles: &[NewFile], ours_first: bool) -> Vec<Row> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = Vec::new();
     let store = pollster::block_on(Store::open(dir.path().join("ours.db"))).unwrap();
-    let mut base = Baseline::open(&dir.path().join("rusqlite.db"));
+    let base = std::sync::Mutex::new(Baseline::open(&dir.path().join("rusqlite.db")));
+    let base = &base;
+    let store = &store;
 
     // 1. Puts in batches of `batch`, one transaction each.
-    let (ours, _) = time(|| {
-        pollster::block_on(async {
+    let ((ours, _), (theirs, _)) = both(
+        ours_first,
+        ("nexus-putbatch", || {
+            pollster::block_on(async {
+                for chunk in files.chunks(c.batch) {
+                    store.put_batch(chunk).await.unwrap();
+                }
+            })
+        }),
+        ("sqlite-putbatch", || {
+            let mut base = base.lock().unwrap();
             for chunk in files.chunks(c.batch) {
-                store.put_batch(chunk).await.unwrap();
+                base.write(|b, seq| chunk.iter().for_each(|f| b.put_in_txn(seq, f)));
             }
-        })
-    });
-    let (theirs, _) = time(|| {
-        for chunk in files.chunks(c.batch) {
-            base.write(|b, seq| chunk.iter().for_each(|f| b.put_in_txn(seq, f)));
-        }
-    });
+        }),
+    );
     rows.push(Row {
         name: "put, batched",
         ours,
@@ -281,23 +321,27 @@ fn main() {
         x ^= x << 17;
         order.swap(i, (x % (i as u64 + 1)) as usize);
     }
-    let (ours, found) = time(|| {
-        pollster::block_on(async {
-            let mut n = 0;
-            for &i in &order {
-                n += usize::from(store.get(&files[i].path).await.unwrap().is_some());
-            }
-            n
-        })
-    });
-    assert_eq!(found, c.files);
-    let (theirs, found) = time(|| {
-        order
-            .iter()
-            .filter(|&&i| base.get(&files[i].path).is_some())
-            .count()
-    });
-    assert_eq!(found, c.files);
+    let order = &order;
+    let ((ours, found_ours), (theirs, found_theirs)) = both(
+        ours_first,
+        ("nexus-get", || {
+            pollster::block_on(async {
+                let mut n = 0;
+                for &i in order {
+                    n += usize::from(store.get(&files[i].path).await.unwrap().is_some());
+                }
+                n
+            })
+        }),
+        ("sqlite-get", || {
+            let base = base.lock().unwrap();
+            order
+                .iter()
+                .filter(|&&i| base.get(&files[i].path).is_some())
+                .count()
+        }),
+    );
+    assert_eq!((found_ours, found_theirs), (c.files, c.files));
     rows.push(Row {
         name: "get by path",
         ours,
@@ -307,22 +351,28 @@ fn main() {
     });
 
     // 3. List every file under a prefix (among all the others), repeated.
-    let (ours, n) = time(|| {
-        pollster::block_on(async {
-            let mut n = 0;
-            for _ in 0..c.list_repeats {
-                n += store.list("/list/").await.unwrap().len();
-            }
-            n
-        })
-    });
-    assert_eq!(n, c.list * c.list_repeats);
-    let (theirs, n) = time(|| {
-        (0..c.list_repeats)
-            .map(|_| base.list("/list/", "/list0").len())
-            .sum::<usize>()
-    });
-    assert_eq!(n, c.list * c.list_repeats);
+    let ((ours, n_ours), (theirs, n_theirs)) = both(
+        ours_first,
+        ("nexus-list", || {
+            pollster::block_on(async {
+                let mut n = 0;
+                for _ in 0..c.list_repeats {
+                    n += store.list("/list/").await.unwrap().len();
+                }
+                n
+            })
+        }),
+        ("sqlite-list", || {
+            let base = base.lock().unwrap();
+            (0..c.list_repeats)
+                .map(|_| base.list("/list/", "/list0").len())
+                .sum::<usize>()
+        }),
+    );
+    assert_eq!(
+        (n_ours, n_theirs),
+        (c.list * c.list_repeats, c.list * c.list_repeats)
+    );
     rows.push(Row {
         name: "list under a prefix",
         ours,
@@ -332,18 +382,22 @@ fn main() {
     });
 
     // 4. Single-put transactions (each commit is durable).
-    let (ours, _) = time(|| {
-        pollster::block_on(async {
-            for f in &singles {
-                store.put(f.clone()).await.unwrap();
+    let ((ours, _), (theirs, _)) = both(
+        ours_first,
+        ("nexus-putone", || {
+            pollster::block_on(async {
+                for f in singles {
+                    store.put(f.clone()).await.unwrap();
+                }
+            })
+        }),
+        ("sqlite-putone", || {
+            let mut base = base.lock().unwrap();
+            for f in singles {
+                base.write(|b, seq| b.put_in_txn(seq, f));
             }
-        })
-    });
-    let (theirs, _) = time(|| {
-        for f in &singles {
-            base.write(|b, seq| b.put_in_txn(seq, f));
-        }
-    });
+        }),
+    );
     rows.push(Row {
         name: "put, one per transaction",
         ours,
@@ -351,6 +405,38 @@ fn main() {
         ops: c.singles,
         goal: None,
     });
+    rows
+}
+
+fn main() {
+    let c = parse_args();
+    let files: Vec<NewFile> = (0..c.files).map(|i| file(i, c.list)).collect();
+    let singles: Vec<NewFile> = (0..c.singles).map(|i| file(c.files + i, 0)).collect();
+    let rounds: Vec<Vec<Row>> = (0..c.rounds)
+        .map(|r| {
+            let rows = round(&c, &files, &singles, r % 2 == 0);
+            for row in &rows {
+                eprintln!(
+                    "round {r} {:<26} {:.2}x",
+                    row.name,
+                    row.ours.as_secs_f64() / row.theirs.as_secs_f64()
+                );
+            }
+            rows
+        })
+        .collect();
+    // Per workload, the median of each side's times.
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let rows: Vec<Row> = (0..rounds[0].len())
+        .map(|w| Row {
+            ours: median(rounds.iter().map(|r| r[w].ours).collect()),
+            theirs: median(rounds.iter().map(|r| r[w].theirs).collect()),
+            ..rounds[0][w]
+        })
+        .collect();
 
     if c.json {
         let out: Vec<_> = rows
@@ -367,8 +453,8 @@ fn main() {
         return;
     }
     println!(
-        "files={} batch={} singles={} list={}x{}",
-        c.files, c.batch, c.singles, c.list, c.list_repeats
+        "files={} batch={} singles={} list={}x{} rounds={} (median times)",
+        c.files, c.batch, c.singles, c.list, c.list_repeats, c.rounds
     );
     println!(
         "{:<26} {:>10} {:>12} {:>10} {:>12} {:>8} {:>6}",
