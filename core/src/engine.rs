@@ -369,6 +369,17 @@ impl Engine {
         Ok(out)
     }
 
+    /// Calls `each` on every row, as the engine reads it, until it returns
+    /// `false`.
+    pub(crate) fn query_each(
+        &mut self,
+        sql: &'static str,
+        params: &[Param],
+        each: impl FnMut(RowRef<'_>) -> Result<bool>,
+    ) -> Result<()> {
+        self.run(sql, params, each).map(drop)
+    }
+
     /// The first row, mapped.
     pub(crate) fn query_one<T>(
         &mut self,

@@ -6,8 +6,8 @@ use crate::cursor;
 use crate::engine::{Engine, RowRef, Seq, int, opt_text, text};
 use crate::error::{Error, Result};
 use crate::listing::{
-    DIRECTORY_BATCH, ScanFrom as From, directories_step, scan_batch, scan_bounds, scan_start,
-    scan_step,
+    DIRECTORY_BATCH, ScanFetch, ScanFrom as From, directories_step, scan_batch, scan_bounds,
+    scan_start,
 };
 use crate::model::{
     FileRecord, ListOptions, NewFile, Page, Precondition, Timestamp, VersionSource,
@@ -319,25 +319,30 @@ fn scan(
     loop {
         let batch = scan_batch(limit, items.len());
         let params = |bound: &str| [text(tenant), text(bound), text(&upper), int(batch as i64)];
-        let rows = match &from {
-            From::Including(s) => e.query(
+        // Rows go straight into the listing as the engine reads them, and
+        // a fetch stops at the first subdirectory a non-recursive listing
+        // skips.
+        let mut fetch = ScanFetch::new(prefix, recursive);
+        let take = |r: RowRef<'_>| Ok(fetch.take(file_row(&r, tenant)?, &mut items));
+        match &from {
+            From::Including(s) => e.query_each(
                 select_file!(
                     "WHERE tenant_id = ?1 AND virtual_path >= ?2 AND virtual_path < ?3 ",
                     "AND deleted_at IS NULL ORDER BY virtual_path LIMIT ?4"
                 ),
                 &params(s),
-                |r| file_row(&r, tenant),
+                take,
             )?,
-            From::After(s) => e.query(
+            From::After(s) => e.query_each(
                 select_file!(
                     "WHERE tenant_id = ?1 AND virtual_path > ?2 AND virtual_path < ?3 ",
                     "AND deleted_at IS NULL ORDER BY virtual_path LIMIT ?4"
                 ),
                 &params(s),
-                |r| file_row(&r, tenant),
+                take,
             )?,
-        };
-        match scan_step(prefix, recursive, rows, batch, limit, &mut items) {
+        }
+        match fetch.next(batch, limit, &items) {
             Some(next) => from = next,
             None => return Ok(items),
         }

@@ -45,10 +45,66 @@ pub fn scan_batch(limit: usize, have: usize) -> usize {
     (limit - have).min(crate::files::MAX_PAGE_SIZE + 1)
 }
 
-/// Takes the rows one fetch of at most `batch` returned, appends those that
-/// belong to the listing (all of them, or only those with no `/` after
-/// `prefix`), and says where the next fetch starts; `None` when the listing
-/// is complete (it has `limit` items, or the range is exhausted).
+/// One fetch of a listing, fed row by row as the backend reads them: the
+/// rows that belong (all of them, or only those with no `/` after the
+/// prefix) go to the listing's items, and the first row inside a
+/// subdirectory of a non-recursive listing ends the fetch (the next one
+/// seeks past that subdirectory).
+#[derive(Debug)]
+pub struct ScanFetch<'a> {
+    prefix: &'a str,
+    recursive: bool,
+    fetched: usize,
+    skip_to: Option<ScanFrom>,
+}
+
+impl<'a> ScanFetch<'a> {
+    /// A fetch of the listing of `prefix`.
+    pub fn new(prefix: &'a str, recursive: bool) -> Self {
+        ScanFetch {
+            prefix,
+            recursive,
+            fetched: 0,
+            skip_to: None,
+        }
+    }
+
+    /// Takes the next row of the fetch; `false` when the fetch should stop.
+    pub fn take(&mut self, record: FileRecord, items: &mut Vec<FileRecord>) -> bool {
+        self.fetched += 1;
+        match record.path[self.prefix.len()..].find('/') {
+            Some(slash) if !self.recursive => {
+                // Skip the subtree `prefix + segment + '/'`: '0' follows '/'.
+                self.skip_to = Some(ScanFrom::Including(format!(
+                    "{}0",
+                    &record.path[..self.prefix.len() + slash]
+                )));
+                false
+            }
+            _ => {
+                items.push(record);
+                true
+            }
+        }
+    }
+
+    /// Where the next fetch starts, after a fetch of at most `batch` rows;
+    /// `None` when the listing is complete (it has `limit` items, or the
+    /// range is exhausted).
+    pub fn next(self, batch: usize, limit: usize, items: &[FileRecord]) -> Option<ScanFrom> {
+        if items.len() >= limit || (self.skip_to.is_none() && self.fetched < batch) {
+            return None;
+        }
+        // Not skipping: every row fetched was taken, so the last item is the
+        // last row (`fetched == batch > 0`).
+        self.skip_to
+            .or_else(|| items.last().map(|r| ScanFrom::After(r.path.clone())))
+    }
+}
+
+/// [`ScanFetch`] over the rows one fetch of at most `batch` returned, for a
+/// backend that reads a fetch's rows all at once; says where the next fetch
+/// starts, `None` when the listing is complete.
 pub fn scan_step(
     prefix: &str,
     recursive: bool,
@@ -57,29 +113,13 @@ pub fn scan_step(
     limit: usize,
     items: &mut Vec<FileRecord>,
 ) -> Option<ScanFrom> {
-    let fetched = rows.len();
-    let mut next = None;
+    let mut fetch = ScanFetch::new(prefix, recursive);
     for record in rows {
-        match record.path[prefix.len()..].find('/') {
-            Some(slash) if !recursive => {
-                // Skip the subtree `prefix + segment + '/'`: '0' follows '/'.
-                next = Some(ScanFrom::Including(format!(
-                    "{}0",
-                    &record.path[..prefix.len() + slash]
-                )));
-                break;
-            }
-            _ => {
-                next = Some(ScanFrom::After(record.path.clone()));
-                items.push(record);
-            }
+        if !fetch.take(record, items) {
+            break;
         }
     }
-    let skipped = matches!(next, Some(ScanFrom::Including(_)));
-    if items.len() >= limit || (!skipped && fetched < batch) {
-        return None;
-    }
-    next
+    fetch.next(batch, limit, items)
 }
 
 /// One step of a walk for the directories directly below `prefix`, over the
