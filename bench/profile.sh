@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Where each workload of nexus-bench spends its CPU time, ours next to C
-# SQLite's (rusqlite), from one `perf record` of one round.
+# Where each workload of nexus-bench spends its CPU time: the store, the
+# same statements on turso_core directly, and C SQLite (rusqlite), from one
+# `perf record` of one round.
 #
 #   bash bench/profile.sh [nexus-bench options, e.g. --files 100000]
 #
 # nexus-bench runs every measured workload on a thread named for its side and
-# workload (nexus-get, sqlite-get, ...); `perf report --comm` picks one. Each
-# thread's samples are split into:
-#   engine  turso_core (ours) or the C SQLite functions (rusqlite's)
-#   store   the store's own code (nexus_*) or the binding (rusqlite::)
+# workload (nexus-get, turso-get, sqlite-get, ...). Each thread's samples
+# are split into:
+#   engine  turso_core, or the C SQLite functions
+#   store   the store's own code (nexus_core; for turso-*, the baseline's
+#           loop in nexus_bench), or the binding (rusqlite::)
 #   rust    the rest of the Rust code (std, alloc, uuid, serde_json, ...)
 #   libc    malloc/free, memcpy/memcmp
 #   kernel  system calls (pread, pwrite, fsync) and page faults
@@ -27,7 +29,7 @@ perf report -i "$out/perf.data" --no-children -n --sort comm,dso,sym --stdio -g 
     >"$out/report.txt" 2>/dev/null
 printf '%-16s %8s %8s %8s %8s %8s %8s\n' thread samples engine store rust libc kernel
 for w in putbatch get list putone; do
-    for side in nexus sqlite; do
+    for side in nexus turso sqlite; do
         # (--comm loses samples of a thread renamed after it started: filter here.)
         awk -v name="$side-$w" '
                 /^ +[0-9.]+%/ && $3 == name {
