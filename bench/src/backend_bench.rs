@@ -19,7 +19,8 @@
 //!   key `(tenant_id, path)`): put is one `INSERT ... ON CONFLICT DO UPDATE`
 //!   in autocommit, get a primary-key select, list a range select of 100.
 //! - `rusqlite`: C SQLite on a file with the store's schema, one connection
-//!   per client (WAL, `synchronous=FULL`, a 30 s busy timeout): put is the
+//!   per client (`nexus_bench::SQLITE_SETTINGS`: WAL, `synchronous=FULL`, the
+//!   engine's page cache; a 30 s busy timeout): put is the
 //!   store's put done by hand in one `BEGIN IMMEDIATE` transaction (take the
 //!   next change sequence number, look the path up, insert the file row and
 //!   its version row), get and list the store's selects. Concurrent writers
@@ -91,8 +92,7 @@ fn rusqlite_conn(path: &std::path::Path) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.busy_timeout(std::time::Duration::from_secs(30))
         .unwrap();
-    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
-        .unwrap();
+    conn.execute_batch(nexus_bench::SQLITE_SETTINGS).unwrap();
     conn
 }
 

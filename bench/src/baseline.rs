@@ -252,11 +252,10 @@ impl Sql for rusqlite::Connection {
 }
 
 /// C SQLite (bundled with rusqlite) on a new file with the store's schema,
-/// in WAL mode with `synchronous=FULL`.
+/// with [`nexus_bench::SQLITE_SETTINGS`].
 pub fn rusqlite(path: &Path) -> Baseline<rusqlite::Connection> {
     let conn = rusqlite::Connection::open(path).unwrap();
-    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
-        .unwrap();
+    conn.execute_batch(nexus_bench::SQLITE_SETTINGS).unwrap();
     for m in Dialect::Sqlite.migrations() {
         conn.execute_batch(m.up).unwrap();
     }

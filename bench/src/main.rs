@@ -1,17 +1,20 @@
-//! Runs the same workload through the Nexus store and through plain rusqlite
-//! (bundled C SQLite) with the same schema, in one process, and prints the
-//! ratios. Both use a file in WAL mode with `synchronous=FULL`, and both do
-//! the same logical work per put: look up the live row, insert or update it,
-//! append a version row, stamp the change sequence.
+//! Runs the same workload through the Nexus store, through the same
+//! statements on turso_core directly (the store's engine, without the
+//! store), and through plain rusqlite (bundled C SQLite), with the same
+//! schema, in one process, and prints the ratios. All three use a file in
+//! WAL mode with `synchronous=FULL` and a 2,000-page cache, and do the same
+//! logical work per put: look up the live row, insert or update it, append a
+//! version row, stamp the change sequence (see `baseline.rs`).
 //!
 //! `cargo run --release -p nexus-bench -- [--files N] [--singles N] [--list N] [--rounds R] [--json]`
 //!
-//! Each round starts from two empty files; the figures are the medians of
-//! the rounds (a single round on a shared VM varies by up to 1.5x). Rounds
-//! alternate which side runs each workload first. Every measured workload
-//! runs on a thread of its own, named for the side and the workload
-//! (`nexus-get`, `sqlite-get`, ...: at most 15 bytes, the kernel's limit), so that `bench/profile.sh` can split
-//! one `perf record` of the whole run into a profile per workload and side.
+//! Each round starts from empty files; the figures are the medians of the
+//! rounds (a single round on a shared VM varies by up to 1.5x). Rounds
+//! rotate which side runs each workload first. Every measured workload runs
+//! on a thread of its own, named for the side and the workload (`nexus-get`,
+//! `turso-get`, `sqlite-get`, ...: at most 15 bytes, the kernel's limit), so
+//! that `bench/profile.sh` can split one `perf record` of the whole run into
+//! a profile per workload and side.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

@@ -72,8 +72,12 @@ impl<'a> ScanFetch<'a> {
     /// Takes the next row of the fetch; `false` when the fetch should stop.
     pub fn take(&mut self, record: FileRecord, items: &mut Vec<FileRecord>) -> bool {
         self.fetched += 1;
+        if self.recursive {
+            items.push(record);
+            return true;
+        }
         match record.path[self.prefix.len()..].find('/') {
-            Some(slash) if !self.recursive => {
+            Some(slash) => {
                 // Skip the subtree `prefix + segment + '/'`: '0' follows '/'.
                 self.skip_to = Some(ScanFrom::Including(format!(
                     "{}0",
