@@ -11,6 +11,8 @@
 //! Rows that this store wrote itself (their origin is this store) are
 //! recognised and not applied again.
 
+use std::sync::OnceLock;
+
 use serde::{Deserialize, Serialize};
 
 use crate::change_file::{ImportReport, Unpushed, apply_rows, row_params};
@@ -19,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::pool::Exclusive;
 use crate::store::Store;
 use crate::tables::{TableRow, sqlite};
-use crate::{Changes, FileRow, Origin};
+use crate::{CHANGE_TABLES, Changes, FileRow, Origin};
 
 /// One page of a database's change feed (`nexus_pg::read_page`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -357,13 +359,15 @@ impl Store {
             if position(e, hub_id)? != 0 {
                 return Ok(false);
             }
-            for sql in [
-                "SELECT 1 FROM file_paths LIMIT 1",
-                "SELECT 1 FROM version_history LIMIT 1",
-                "SELECT 1 FROM file_metadata LIMIT 1",
-                "SELECT 1 FROM content_chunks LIMIT 1",
-                "SELECT 1 FROM tombstones LIMIT 1",
-            ] {
+            // Built once: the engine caches statements by their 'static text.
+            static ANY_ROW: OnceLock<Vec<String>> = OnceLock::new();
+            let any_row = ANY_ROW.get_or_init(|| {
+                CHANGE_TABLES
+                    .iter()
+                    .map(|t| format!("SELECT 1 FROM {t} LIMIT 1"))
+                    .collect()
+            });
+            for sql in any_row {
                 if e.query_one(sql, &[], |_| Ok(()))?.is_some() {
                     return Ok(false);
                 }
@@ -400,18 +404,18 @@ impl Store {
 /// transaction) and returns their definitions, read from the schema, so
 /// that the migrations stay their only description.
 fn drop_indexes(e: &mut Engine) -> Result<Vec<String>> {
-    let found = e.query(
-        "SELECT name, sql FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL \
-         AND tbl_name IN ('file_paths', 'version_history', 'file_metadata', 'content_chunks', 'tombstones') \
+    let mut found = e.query(
+        "SELECT name, sql, tbl_name FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL \
          ORDER BY name",
         &[],
-        |r| Ok((r.text(0)?, r.text(1)?)),
+        |r| Ok((r.text(0)?, r.text(1)?, r.text(2)?)),
     )?;
-    for (name, _) in &found {
+    found.retain(|(_, _, table)| CHANGE_TABLES.contains(&table.as_str()));
+    for (name, _, _) in &found {
         e.execute_script(&format!("DROP INDEX \"{name}\""))?;
     }
     e.clear_statements();
-    Ok(found.into_iter().map(|(_, sql)| sql).collect())
+    Ok(found.into_iter().map(|(_, sql, _)| sql).collect())
 }
 
 impl BulkPull<'_> {
