@@ -5,6 +5,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+mod common;
+
 struct Env {
     dir: tempfile::TempDir,
 }
@@ -21,12 +23,7 @@ impl Env {
     }
 
     fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_nexus"));
-        c.current_dir(self.dir.path())
-            .env_remove("NEXUS_DB")
-            .env_remove("NEXUS_TENANT")
-            .env_remove("NEXUS_DATABASE_URL");
-        c
+        common::nexus_in(self.dir.path())
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -35,13 +32,7 @@ impl Env {
 
     /// Runs, expects success, returns stdout.
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "nexus {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        common::ok(self.run(args))
     }
 
     fn json(&self, args: &[&str]) -> Value {
@@ -583,39 +574,6 @@ fn config_file_is_read_and_overridden() {
 /// Spawns `nexus args` with stdout and stderr piped, reads `lines` lines of
 /// stdout (0: none, the pipe is closed before the command can write) and
 /// closes the pipe, then waits. Returns the exit status and stderr.
-fn with_stdout_closed(
-    env: &Env,
-    args: &[&str],
-    lines: usize,
-) -> (std::process::ExitStatus, String) {
-    use std::io::BufRead;
-    use std::process::Stdio;
-    let mut child = env
-        .cmd()
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    if lines > 0 {
-        let mut reader = std::io::BufReader::new(stdout);
-        for _ in 0..lines {
-            let mut line = String::new();
-            assert!(reader.read_line(&mut line).unwrap() > 0, "{args:?}: output");
-        }
-    } else {
-        drop(stdout);
-    }
-    // The pipe's only read end is closed here (or was, with the reader).
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// `nexus ls -r / | head`: the reader closes the pipe after a line, while
 /// the command still has far more than a pipe buffer to write. The command
 /// ends quietly with status 0 (as ripgrep does; see `output.rs`), text and
@@ -666,7 +624,11 @@ fn closed_stdout_ends_every_command_quietly() {
         (&["--help"], 0),
         (&["ls", "--help"], 0),
     ] {
-        let (status, stderr) = with_stdout_closed(&env, args, lines);
+        let out = common::with_stdout_closed(env.cmd().args(args), lines);
+        let (status, stderr) = (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
         assert_eq!(
             (status.code(), stderr.as_str()),
             (Some(0), ""),
@@ -675,9 +637,8 @@ fn closed_stdout_ends_every_command_quietly() {
     }
 
     // A write is done (committed) before its report is printed.
-    let (status, stderr) = with_stdout_closed(
-        &env,
-        &[
+    let out = common::with_stdout_closed(
+        env.cmd().args([
             "put",
             "/late",
             "--backend",
@@ -686,8 +647,12 @@ fn closed_stdout_ends_every_command_quietly() {
             "p",
             "--size",
             "3",
-        ],
+        ]),
         0,
+    );
+    let (status, stderr) = (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     );
     assert_eq!((status.code(), stderr.as_str()), (Some(0), ""));
     assert_eq!(env.json(&["get", "/late"])["size"], 3);

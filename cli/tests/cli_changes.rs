@@ -5,37 +5,15 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use common::{err, ok, ok_json};
 use serde_json::Value;
 
+mod common;
+
 fn nexus(dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nexus"));
-    c.current_dir(dir)
-        .args(args)
-        .env_remove("NEXUS_DB")
-        .env_remove("NEXUS_TENANT")
-        .env_remove("NEXUS_DATABASE_URL");
+    let mut c = common::nexus_in(dir);
+    c.args(args);
     c
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn ok_json(out: Output) -> Value {
-    serde_json::from_str(&ok(out)).unwrap()
-}
-
-/// Expects failure with exit code 1 and one line on stderr; returns it.
-fn err(out: Output) -> String {
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(stderr.lines().count(), 1, "one line on stderr: {stderr:?}");
-    stderr
 }
 
 fn run(dir: &Path, args: &[&str]) -> Output {
@@ -71,8 +49,8 @@ fn put(dir: &Path, db: &str, path: &str) {
     ));
 }
 
-fn listing(dir: &Path, db: &str) -> Value {
-    ok_json(run(dir, &["--db", db, "ls", "-r", "--json"]))
+fn listing(dir: &Path, db: &str) -> Vec<Value> {
+    common::listing(dir.join(db))
 }
 
 #[test]

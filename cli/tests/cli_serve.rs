@@ -5,43 +5,14 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 
+use common::{nexus, ok, paths, rt};
 use serde_json::Value;
 
+mod common;
+
 const TOKEN: &str = "tok-of-the-default-tenant-0123456789";
-
-fn nexus(db: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nexus"));
-    c.arg("--db")
-        .arg(db)
-        .args(args)
-        .env_remove("NEXUS_DATABASE_URL")
-        .env_remove("NEXUS_TOKEN");
-    c
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn listing(db: &Path) -> Vec<String> {
-    let v: Value = serde_json::from_str(&ok(nexus(db, &["--json", "ls", "-r", "/"])
-        .output()
-        .unwrap()))
-    .unwrap();
-    v["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["path"].as_str().unwrap().to_string())
-        .collect()
-}
 
 /// A running `nexus serve`: its URL and its log file.
 struct Served {
@@ -51,10 +22,8 @@ struct Served {
 }
 
 fn serve(db_url: &str, tokens: &Path, listen: &str, log: PathBuf) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nexus"))
-        .args(["serve", "--db", db_url, "--listen", listen, "--tokens"])
+    let mut child = nexus(db_url, &["serve", "--listen", listen, "--tokens"])
         .arg(tokens)
-        .env_remove("NEXUS_JWT_SECRET")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -76,14 +45,6 @@ fn serve(db_url: &str, tokens: &Path, listen: &str, log: PathBuf) -> Served {
     Served { child, url, log }
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// `sync --with` until both stores list the same paths (the feed may end
 /// short of a transaction still running elsewhere in the cluster).
 fn converge(a: &Path, b: &Path, url: &str) -> Vec<String> {
@@ -93,7 +54,7 @@ fn converge(a: &Path, b: &Path, url: &str) -> Vec<String> {
                 .output()
                 .unwrap());
         }
-        let (la, lb) = (listing(a), listing(b));
+        let (la, lb) = (paths(a), paths(b));
         if la == lb {
             return la;
         }
@@ -223,7 +184,7 @@ fn stores_sync_through_nexus_serve() {
             .get(0);
         n
     });
-    assert_eq!(files as usize, listing(&a).len(), "every file once");
+    assert_eq!(files as usize, paths(&a).len(), "every file once");
     let both = converge(&a, &b, &server.url);
     assert_eq!(both.len(), 404);
 

@@ -1,49 +1,13 @@
 //! `nexus sync` / `nexus verify` as processes, against a real PostgreSQL.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::{nexus, ok_json, rt, with_stdout_closed};
 use nexus_core::{NewFile, Store};
 use nexus_tests::pg::connect as pg;
-use serde_json::Value;
 
-fn nexus(db: &PathBuf, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nexus"));
-    c.arg("--db")
-        .arg(db)
-        .args(args)
-        .env_remove("NEXUS_DATABASE_URL");
-    c
-}
-
-fn ok_json(out: Output) -> Value {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Runs `c` with its stdout closed before it can print (`| head -0`).
-fn with_stdout_closed(mut c: Command) -> Output {
-    let mut child = c
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    child.wait_with_output().unwrap()
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+mod common;
 
 #[test]
 fn sync_and_verify_from_the_command_line() {
@@ -102,7 +66,7 @@ fn sync_and_verify_from_the_command_line() {
     );
     assert_eq!(verify["equal"], true);
     // A closed stdout ends verify quietly...
-    let closed = with_stdout_closed(nexus(&db, &["verify", "--to", &target.url]));
+    let closed = with_stdout_closed(&mut nexus(&db, &["verify", "--to", &target.url]), 0);
     assert_eq!(
         (
             closed.status.code(),
@@ -148,7 +112,7 @@ fn sync_and_verify_from_the_command_line() {
         "{stderr}"
     );
     // ... but not its verdict: copies that differ still fail, and say so.
-    let closed = with_stdout_closed(nexus(&db, &["verify", "--to", &target.url]));
+    let closed = with_stdout_closed(&mut nexus(&db, &["verify", "--to", &target.url]), 0);
     assert_eq!(closed.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&closed.stderr).contains("file_metadata: 1 rows in the store"),
@@ -264,14 +228,7 @@ fn killed_sync_process_then_rerun_converges() {
 }
 
 fn nexus_url(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nexus"))
-        .arg("--db")
-        .arg(url)
-        .args(args)
-        .env_remove("NEXUS_DB")
-        .env_remove("NEXUS_DATABASE_URL")
-        .output()
-        .unwrap()
+    nexus(url, args).output().unwrap()
 }
 
 /// The same commands work with `--db postgresql://...` (distributed mode).
@@ -376,11 +333,9 @@ fn switch_to_postgres_after_sync_and_carry_on() {
     );
     // Now only the URL changes: NEXUS_DATABASE_URL, no --db.
     let on_pg = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_nexus"))
+        common::nexus_in(dir.path())
             .args(args)
-            .env_remove("NEXUS_DB")
             .env("NEXUS_DATABASE_URL", &target.url)
-            .current_dir(dir.path())
             .output()
             .unwrap()
     };

@@ -3,32 +3,11 @@
 //! and processes killed at random instants.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::Duration;
 
-use serde_json::Value;
+use common::{nexus, ok, ok_json as json, rt};
 
-fn nexus(db: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nexus"));
-    c.arg("--db")
-        .arg(db)
-        .args(args)
-        .env_remove("NEXUS_DATABASE_URL");
-    c
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn json(out: Output) -> Value {
-    serde_json::from_str(&ok(out)).unwrap()
-}
+mod common;
 
 fn put(db: &Path, path: &str, etag: &str) {
     ok(nexus(
@@ -52,10 +31,7 @@ fn put(db: &Path, path: &str, etag: &str) {
 
 /// Every live path and its etag, as `ls -r --json` shows them.
 fn listing(db: &Path) -> Vec<(String, String)> {
-    let v = json(nexus(db, &["--json", "ls", "-r", "/"]).output().unwrap());
-    v["items"]
-        .as_array()
-        .unwrap()
+    common::listing(db)
         .iter()
         .map(|f| {
             (
@@ -64,14 +40,6 @@ fn listing(db: &Path) -> Vec<(String, String)> {
             )
         })
         .collect()
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// The issue's case, from the command line: two stores that each recorded
