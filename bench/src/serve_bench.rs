@@ -136,13 +136,15 @@ fn main() {
         for (via, tenants) in [("server", 1), ("direct", 1), ("server", clients)] {
             let db = nexus_tests::pg::database(&format!("bench_serve_{via}_{tenants}")).await;
             let url = format!("{}?sslmode=disable", db.url);
-            let server = start_server(&url).await;
-            let remote = |tenant: &str| {
-                if via == "server" {
-                    server.remote(tenant)
-                } else {
-                    Remote::parse(&url, None).unwrap()
-                }
+            // Only the scenarios through the server start one (an idle
+            // server would still share the cores with the direct clients).
+            let server = match via {
+                "server" => Some(start_server(&url).await),
+                _ => None,
+            };
+            let remote = |tenant: &str| match &server {
+                Some(server) => server.remote(tenant),
+                None => Remote::parse(&url, None).unwrap(),
             };
             let l = load(remote, clients, tenants, seconds).await;
             println!(
@@ -150,7 +152,9 @@ fn main() {
                 l.changes_per_s, l.rounds, l.push.0, l.push.1, l.pull.0, l.pull.1
             );
             rows.push((via, l));
-            server.stop().await;
+            if let Some(server) = server {
+                server.stop().await;
+            }
         }
         println!(
             "one tenant, server / direct: changes/s {:.2}x; peak memory of this process (server and clients) {} MiB",
