@@ -19,12 +19,12 @@
 //!   key `(tenant_id, path)`): put is one `INSERT ... ON CONFLICT DO UPDATE`
 //!   in autocommit, get a primary-key select, list a range select of 100.
 //! - `rusqlite`: C SQLite on a file with the store's schema, one connection
-//!   per client (`nexus_bench::SQLITE_SETTINGS`: WAL, `synchronous=FULL`, the
-//!   engine's page cache; a 30 s busy timeout): put is the
-//!   store's put done by hand in one `BEGIN IMMEDIATE` transaction (take the
-//!   next change sequence number, look the path up, insert the file row and
-//!   its version row), get and list the store's selects. Concurrent writers
-//!   take turns on SQLite's file lock.
+//!   per client (`nexus_bench::baseline`: WAL, `synchronous=FULL`, the
+//!   engine's page cache, a 30 s busy timeout): put is the store's put done
+//!   by hand in one `BEGIN IMMEDIATE` transaction (take the next change
+//!   sequence number, look the path up, insert the file row and its version
+//!   row), as `nexus-bench` does it; get and list the store's selects.
+//!   Concurrent writers take turns on SQLite's file lock.
 //!
 //! Every configuration (backend × clients) does `--ops` puts on paths of its
 //! own (so every put creates a row), then `--ops` × 10 gets of them, then about
@@ -43,6 +43,7 @@ use nexus_core::{DynStore, ListOptions, NewFile, Store};
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use nexus_bench::arg;
+use nexus_bench::baseline::{self, Baseline};
 
 const CLIENTS: [usize; 4] = [1, 2, 8, 32];
 /// Each client gets every path it wrote this many times: a get is so much
@@ -84,122 +85,7 @@ fn path(config: usize, c: usize, i: usize) -> String {
 enum Conn {
     Store(DynStore),
     Plain(Box<Plain>),
-    Rusqlite(Mutex<rusqlite::Connection>),
-}
-
-/// A rusqlite connection to `path` as the `rusqlite` backend uses it.
-fn rusqlite_conn(path: &std::path::Path) -> rusqlite::Connection {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    conn.busy_timeout(std::time::Duration::from_secs(30))
-        .unwrap();
-    conn.execute_batch(nexus_bench::SQLITE_SETTINGS).unwrap();
-    conn
-}
-
-fn micros_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as i64
-}
-
-const RUSQLITE_SELECT: &str = "SELECT path_id, virtual_path, backend_id, physical_path, size_bytes, \
-     content_hash, file_type, created_at, updated_at, current_version FROM file_paths ";
-
-type RusqliteRow = (
-    String,
-    String,
-    String,
-    String,
-    i64,
-    Option<String>,
-    Option<String>,
-    i64,
-    i64,
-    i64,
-);
-
-fn rusqlite_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RusqliteRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-    ))
-}
-
-/// The store's put of a new or existing path, by hand, in one transaction.
-fn rusqlite_put(conn: &mut rusqlite::Connection, path: &str, i: usize) {
-    use rusqlite::{OptionalExtension, params};
-    let etag = format!("{i}");
-    let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .unwrap();
-    let seq: i64 = tx
-        .prepare_cached(
-            "UPDATE nexus_state SET change_seq = change_seq + 1 WHERE id = 1 RETURNING change_seq",
-        )
-        .unwrap()
-        .query_row([], |r| r.get(0))
-        .unwrap();
-    let existing: Option<(String, i64)> = tx
-        .prepare_cached(
-            "SELECT path_id, current_version FROM file_paths \
-             WHERE tenant_id = ?1 AND virtual_path = ?2 AND deleted_at IS NULL",
-        )
-        .unwrap()
-        .query_row(params![TENANT, path], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()
-        .unwrap();
-    let now = micros_now();
-    let (path_id, version) = match existing {
-        None => {
-            let id = uuid::Uuid::now_v7().to_string();
-            tx.prepare_cached(
-                "INSERT INTO file_paths (path_id, tenant_id, virtual_path, backend_id, physical_path, \
-                 size_bytes, content_hash, file_type, created_at, updated_at, deleted_at, current_version, \
-                 change_seq) VALUES (?1, ?2, ?3, 's3', 'bucket/x', ?4, ?5, NULL, ?6, ?6, NULL, 1, ?7)",
-            )
-            .unwrap()
-            .execute(params![id, TENANT, path, i as i64, etag, now, seq])
-            .unwrap();
-            (id, 1)
-        }
-        Some((id, v)) => {
-            tx.prepare_cached(
-                "UPDATE file_paths SET size_bytes = ?1, content_hash = ?2, updated_at = ?3, \
-                 current_version = ?4, change_seq = ?5 WHERE path_id = ?6",
-            )
-            .unwrap()
-            .execute(params![i as i64, etag, now, v + 1, seq, id])
-            .unwrap();
-            (id, v + 1)
-        }
-    };
-    tx.prepare_cached(
-        "INSERT INTO version_history (version_id, path_id, version_number, backend_id, physical_path, \
-         content_hash, size_bytes, mime_type, parent_version_id, source_type, change_reason, created_by, \
-         created_at, change_seq) VALUES (?1, ?2, ?3, 's3', 'bucket/x', ?4, ?5, NULL, NULL, 'original', \
-         NULL, NULL, ?6, ?7)",
-    )
-    .unwrap()
-    .execute(params![
-        uuid::Uuid::now_v7().to_string(),
-        path_id,
-        version,
-        etag,
-        i as i64,
-        now,
-        seq
-    ])
-    .unwrap();
-    tx.commit().unwrap();
+    Rusqlite(Mutex<Baseline<rusqlite::Connection>>),
 }
 
 /// A plain connection with its prepared statements.
@@ -328,34 +214,19 @@ fn op(conn: &Conn, op: Op, clients: usize, c: usize, i: usize) {
                     .expect("the path was put");
             std::hint::black_box(decode(&row));
         }
-        (Conn::Rusqlite(conn), Op::Put) => {
-            rusqlite_put(&mut conn.lock().unwrap(), &path(clients, c, i), i);
+        (Conn::Rusqlite(b), Op::Put) => {
+            let file =
+                NewFile::new(path(clients, c, i), "s3", "bucket/x", i as u64).etag(format!("{i}"));
+            b.lock().unwrap().write(|b, seq| b.put_in_txn(seq, &file));
         }
-        (Conn::Rusqlite(conn), Op::Get) => {
-            let conn = conn.lock().unwrap();
-            let row = conn
-                .prepare_cached(&format!(
-                    "{RUSQLITE_SELECT}WHERE tenant_id = ?1 AND virtual_path = ?2 AND deleted_at IS NULL"
-                ))
-                .unwrap()
-                .query_row(rusqlite::params![TENANT, path(clients, c, i)], rusqlite_row)
-                .unwrap();
-            std::hint::black_box(row);
+        (Conn::Rusqlite(b), Op::Get) => {
+            let row = b.lock().unwrap().get(&path(clients, c, i));
+            std::hint::black_box(row.expect("the path was put"));
         }
-        (Conn::Rusqlite(conn), Op::List) => {
-            let conn = conn.lock().unwrap();
+        (Conn::Rusqlite(b), Op::List) => {
             let start = folder(clients);
             let end = format!("{}0", &start[..start.len() - 1]);
-            let rows: Vec<RusqliteRow> = conn
-                .prepare_cached(&format!(
-                    "{RUSQLITE_SELECT}WHERE tenant_id = ?1 AND virtual_path >= ?2 AND virtual_path < ?3 \
-                     AND deleted_at IS NULL ORDER BY virtual_path LIMIT {LIST_LIMIT}"
-                ))
-                .unwrap()
-                .query_map(rusqlite::params![TENANT, start, end], rusqlite_row)
-                .unwrap()
-                .map(Result::unwrap)
-                .collect();
+            let rows = b.lock().unwrap().list_page(&start, &end, LIST_LIMIT);
             assert_eq!(rows.len(), LIST_LIMIT);
         }
         (Conn::Plain(p), Op::List) => {
@@ -557,18 +428,16 @@ fn main() {
         }
     }
     if wants("rusqlite") {
-        // The rusqlite file gets the store's schema from the migrations.
+        // The first connection creates the file with the store's schema.
         let rusqlite_db = dir.path().join("r.db");
-        {
-            let conn = rusqlite_conn(&rusqlite_db);
-            for m in nexus_migrations::Dialect::Sqlite.migrations() {
-                conn.execute_batch(m.up).unwrap();
-            }
-        }
+        drop(baseline::rusqlite(&rusqlite_db));
         backends.push((
             "rusqlite",
             (0..max_clients)
-                .map(|_| Conn::Rusqlite(Mutex::new(rusqlite_conn(&rusqlite_db))))
+                .map(|c| {
+                    let first = (c as i64 + 1) << 44;
+                    Conn::Rusqlite(Mutex::new(baseline::rusqlite_join(&rusqlite_db, first)))
+                })
                 .collect(),
         ));
     }
@@ -592,16 +461,8 @@ fn main() {
                                 .unwrap();
                                 assert!(row.is_none());
                             }
-                            Conn::Rusqlite(conn) => {
-                                let conn = conn.lock().unwrap();
-                                let n: i64 = conn
-                                    .query_row(
-                                        "SELECT count(*) FROM file_paths WHERE virtual_path = ?1",
-                                        [&missing],
-                                        |r| r.get(0),
-                                    )
-                                    .unwrap();
-                                assert_eq!(n, 0);
+                            Conn::Rusqlite(b) => {
+                                assert!(b.lock().unwrap().get(&missing).is_none());
                             }
                         }
                     }

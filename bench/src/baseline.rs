@@ -1,9 +1,11 @@
-//! The baselines of `nexus-bench`: the store's work per put, get and list
+//! The baselines of the benchmarks: the store's work per put, get and list
 //! done by hand, written once over a small interface ([`Sql`]) and run on
 //! two engines: C SQLite through rusqlite, and turso_core (the store's own
 //! engine) used directly. The first shows the gap to C SQLite; the second
 //! shows how much of it is the engine's (the same statements on the same
-//! engine, without the store around them).
+//! engine, without the store around them). `nexus-bench` runs both;
+//! `nexus-backend-bench` runs the rusqlite one with a connection per
+//! client.
 
 use std::collections::HashMap;
 use std::num::NonZero;
@@ -14,8 +16,15 @@ use nexus_core::NewFile;
 use nexus_migrations::Dialect;
 use turso_core::{Database, IO, Numeric, SqliteDialect, StepResult, Value};
 
+/// How the C SQLite baselines (rusqlite) open their files: as the store
+/// opens its own (WAL, `synchronous=FULL`, foreign keys on) and with the same
+/// page cache as turso_core 0.8.3 gives each connection (2,000 pages;
+/// SQLite's default is 2,000 KiB, a quarter of that).
+pub const SQLITE_SETTINGS: &str = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
+     PRAGMA foreign_keys=ON; PRAGMA cache_size=2000;";
+
 /// A parameter, borrowed from the caller.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub enum P<'a> {
     Text(&'a str),
     OptText(Option<&'a str>),
@@ -68,9 +77,14 @@ const LIST: &str = "SELECT path_id, virtual_path, backend_id, physical_path, siz
      content_hash, file_type, created_at, updated_at, current_version FROM file_paths \
      WHERE tenant_id = ?1 AND virtual_path >= ?2 AND virtual_path < ?3 AND deleted_at IS NULL \
      ORDER BY virtual_path";
+const LIST_PAGE: &str = "SELECT path_id, virtual_path, backend_id, physical_path, size_bytes, \
+     content_hash, file_type, created_at, updated_at, current_version FROM file_paths \
+     WHERE tenant_id = ?1 AND virtual_path >= ?2 AND virtual_path < ?3 AND deleted_at IS NULL \
+     ORDER BY virtual_path LIMIT ?4";
 
 /// The store's work, by hand: look up the live row, insert or update it,
 /// append a version row, stamp the change sequence.
+#[derive(Debug)]
 pub struct Baseline<S> {
     sql: S,
     now: i64,
@@ -78,6 +92,7 @@ pub struct Baseline<S> {
 
 /// What a baseline materializes per row: the same fields as a `FileRecord`.
 #[allow(dead_code)]
+#[derive(Debug)]
 pub struct Record {
     path_id: String,
     path: String,
@@ -205,11 +220,28 @@ impl<S: Sql> Baseline<S> {
         out
     }
 
+    /// Every live file in `[prefix, upper)`, in path order.
     pub fn list(&mut self, prefix: &str, upper: &str) -> Vec<Record> {
         let mut out = Vec::new();
         self.sql.read(
             LIST,
             &[P::Text("default"), P::Text(prefix), P::Text(upper)],
+            &mut |r| out.push(Record::read(r)),
+        );
+        out
+    }
+
+    /// The first `limit` of [`Baseline::list`].
+    pub fn list_page(&mut self, prefix: &str, upper: &str, limit: usize) -> Vec<Record> {
+        let mut out = Vec::new();
+        self.sql.read(
+            LIST_PAGE,
+            &[
+                P::Text("default"),
+                P::Text(prefix),
+                P::Text(upper),
+                P::Int(limit as i64),
+            ],
             &mut |r| out.push(Record::read(r)),
         );
         out
@@ -252,14 +284,28 @@ impl Sql for rusqlite::Connection {
 }
 
 /// C SQLite (bundled with rusqlite) on a new file with the store's schema,
-/// with [`nexus_bench::SQLITE_SETTINGS`].
+/// with [`SQLITE_SETTINGS`].
 pub fn rusqlite(path: &Path) -> Baseline<rusqlite::Connection> {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    conn.execute_batch(nexus_bench::SQLITE_SETTINGS).unwrap();
+    let b = rusqlite_join(path, 0);
     for m in Dialect::Sqlite.migrations() {
-        conn.execute_batch(m.up).unwrap();
+        b.sql.execute_batch(m.up).unwrap();
     }
-    Baseline { sql: conn, now: 0 }
+    b
+}
+
+/// Another connection to the file of [`rusqlite`], waiting up to 30 s for
+/// the others' write transactions. The ids it makes come from a counter
+/// that starts at `first` (each connection of a file needs a range of its
+/// own: `connection << 44` leaves 2^40 puts to each).
+pub fn rusqlite_join(path: &Path, first: i64) -> Baseline<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(30))
+        .unwrap();
+    conn.execute_batch(SQLITE_SETTINGS).unwrap();
+    Baseline {
+        sql: conn,
+        now: first,
+    }
 }
 
 // ---- turso_core, directly ---------------------------------------------------
@@ -322,6 +368,12 @@ impl Conn {
             }
         }
         stmt.reset().unwrap();
+    }
+}
+
+impl std::fmt::Debug for Turso {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Turso")
     }
 }
 

@@ -1,11 +1,6 @@
 //! What the benchmark binaries share.
 
-/// How the C SQLite baselines (rusqlite) open their files: as the store
-/// opens its own (WAL, `synchronous=FULL`, foreign keys on) and with the same
-/// page cache as turso_core 0.8.3 gives each connection (2,000 pages;
-/// SQLite's default is 2,000 KiB, a quarter of that).
-pub const SQLITE_SETTINGS: &str = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
-     PRAGMA foreign_keys=ON; PRAGMA cache_size=2000;";
+pub mod baseline;
 
 /// The number after `name` on the command line (`--files 1000`), or `default`.
 pub fn arg(name: &str, default: usize) -> usize {

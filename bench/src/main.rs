@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use nexus_core::{NewFile, Store};
 
-mod baseline;
+use nexus_bench::baseline;
 
 struct Config {
     files: usize,
