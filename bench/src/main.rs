@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use nexus_core::{NewFile, Store};
 
-use nexus_bench::baseline;
+use nexus_bench::baseline::{self, Baseline, Sql};
 
 struct Config {
     files: usize,
@@ -127,6 +127,36 @@ fn sides<T: Send>(first: usize, sides: [Side<'_, T>; 3]) -> [(Duration, T); 3] {
     out.map(Option::unwrap)
 }
 
+/// A baseline's side of each workload (the same on either engine).
+fn put_batches<S: Sql>(b: &Mutex<Baseline<S>>, files: &[NewFile], batch: usize) -> usize {
+    let mut b = b.lock().unwrap();
+    for chunk in files.chunks(batch) {
+        b.write(|b, seq| chunk.iter().for_each(|f| b.put_in_txn(seq, f)));
+    }
+    0
+}
+
+fn gets<S: Sql>(b: &Mutex<Baseline<S>>, files: &[NewFile], order: &[usize]) -> usize {
+    let mut b = b.lock().unwrap();
+    order
+        .iter()
+        .filter(|&&i| b.get(&files[i].path).is_some())
+        .count()
+}
+
+fn lists<S: Sql>(b: &Mutex<Baseline<S>>, repeats: usize) -> usize {
+    let mut b = b.lock().unwrap();
+    (0..repeats).map(|_| b.list("/list/", "/list0").len()).sum()
+}
+
+fn put_singles<S: Sql>(b: &Mutex<Baseline<S>>, singles: &[NewFile]) -> usize {
+    let mut b = b.lock().unwrap();
+    for f in singles {
+        b.write(|b, seq| b.put_in_txn(seq, f));
+    }
+    0
+}
+
 /// One round: the three sides from empty files, every workload; `first`
 /// says which side runs each workload first.
 fn round(c: &Config, files: &[NewFile], singles: &[NewFile], first: usize) -> Vec<Row> {
@@ -173,23 +203,11 @@ fn round(c: &Config, files: &[NewFile], singles: &[NewFile], first: usize) -> Ve
                 ),
                 (
                     "turso-putbatch",
-                    Box::new(|| {
-                        let mut b = turso.lock().unwrap();
-                        for chunk in files.chunks(c.batch) {
-                            b.write(|b, seq| chunk.iter().for_each(|f| b.put_in_txn(seq, f)));
-                        }
-                        0
-                    }),
+                    Box::new(|| put_batches(turso, files, c.batch)),
                 ),
                 (
                     "sqlite-putbatch",
-                    Box::new(|| {
-                        let mut b = sqlite.lock().unwrap();
-                        for chunk in files.chunks(c.batch) {
-                            b.write(|b, seq| chunk.iter().for_each(|f| b.put_in_txn(seq, f)));
-                        }
-                        0
-                    }),
+                    Box::new(|| put_batches(sqlite, files, c.batch)),
                 ),
             ],
         ),
@@ -225,26 +243,8 @@ fn round(c: &Config, files: &[NewFile], singles: &[NewFile], first: usize) -> Ve
                         })
                     }),
                 ),
-                (
-                    "turso-get",
-                    Box::new(|| {
-                        let mut b = turso.lock().unwrap();
-                        order
-                            .iter()
-                            .filter(|&&i| b.get(&files[i].path).is_some())
-                            .count()
-                    }),
-                ),
-                (
-                    "sqlite-get",
-                    Box::new(|| {
-                        let mut b = sqlite.lock().unwrap();
-                        order
-                            .iter()
-                            .filter(|&&i| b.get(&files[i].path).is_some())
-                            .count()
-                    }),
-                ),
+                ("turso-get", Box::new(|| gets(turso, files, order))),
+                ("sqlite-get", Box::new(|| gets(sqlite, files, order))),
             ],
         ),
     ));
@@ -269,24 +269,8 @@ fn round(c: &Config, files: &[NewFile], singles: &[NewFile], first: usize) -> Ve
                         })
                     }),
                 ),
-                (
-                    "turso-list",
-                    Box::new(|| {
-                        let mut b = turso.lock().unwrap();
-                        (0..c.list_repeats)
-                            .map(|_| b.list("/list/", "/list0").len())
-                            .sum()
-                    }),
-                ),
-                (
-                    "sqlite-list",
-                    Box::new(|| {
-                        let mut b = sqlite.lock().unwrap();
-                        (0..c.list_repeats)
-                            .map(|_| b.list("/list/", "/list0").len())
-                            .sum()
-                    }),
-                ),
+                ("turso-list", Box::new(|| lists(turso, c.list_repeats))),
+                ("sqlite-list", Box::new(|| lists(sqlite, c.list_repeats))),
             ],
         ),
     ));
@@ -310,26 +294,8 @@ fn round(c: &Config, files: &[NewFile], singles: &[NewFile], first: usize) -> Ve
                         0
                     }),
                 ),
-                (
-                    "turso-putone",
-                    Box::new(|| {
-                        let mut b = turso.lock().unwrap();
-                        for f in singles {
-                            b.write(|b, seq| b.put_in_txn(seq, f));
-                        }
-                        0
-                    }),
-                ),
-                (
-                    "sqlite-putone",
-                    Box::new(|| {
-                        let mut b = sqlite.lock().unwrap();
-                        for f in singles {
-                            b.write(|b, seq| b.put_in_txn(seq, f));
-                        }
-                        0
-                    }),
-                ),
+                ("turso-putone", Box::new(|| put_singles(turso, singles))),
+                ("sqlite-putone", Box::new(|| put_singles(sqlite, singles))),
             ],
         ),
     ));
