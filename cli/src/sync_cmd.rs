@@ -181,7 +181,7 @@ fn pull_text(from: &Remote, r: &nexus_sync::PullReport) -> String {
         );
     }
     format!(
-        "pulled from {from}: position {} -> {}, {} rows ({} files, {} versions, {} metadata, {} chunks, {} removals){}, {:.2}s",
+        "pulled from {from}: position {} -> {}, {} rows ({} files, {} versions, {} metadata, {} chunks, {} removals){}{}, {:.2}s",
         r.from,
         r.to,
         r.rows(),
@@ -197,6 +197,11 @@ fn pull_text(from: &Remote, r: &nexus_sync::PullReport) -> String {
             )
         } else {
             String::new()
+        },
+        if r.resumed {
+            "; resumed the first pull that was cut"
+        } else {
+            ""
         },
         r.seconds
     )

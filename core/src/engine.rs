@@ -418,20 +418,28 @@ impl Engine {
     /// Takes the next change sequence number (in a write transaction).
     /// Two statements: in turso 0.8.3 `UPDATE ... RETURNING` on this row
     /// costs about 300 us, twenty times the plain `UPDATE` and `SELECT`.
+    /// Refuses while a first pull is unfinished (`nexus_bulk_pull`): the
+    /// store holds only part of a database then, without its secondary
+    /// indexes, and only that pull may write.
     pub(crate) fn next_seq(&mut self) -> Result<Seq> {
         self.execute(
             "UPDATE nexus_state SET change_seq = change_seq + 1 WHERE id = 1",
             &[],
         )?;
-        self.query_one(
-            "SELECT change_seq FROM nexus_state WHERE id = 1",
-            &[],
-            |r| r.int(0),
-        )?
-        .ok_or(Error::Corrupt {
-            table: "nexus_state",
-            detail: "the state row is missing".into(),
-        })
+        let (seq, unfinished) = self
+            .query_one(
+                "SELECT change_seq, (SELECT hub_id FROM nexus_bulk_pull LIMIT 1) FROM nexus_state WHERE id = 1",
+                &[],
+                |r| Ok((r.int(0)?, r.opt_text(1)?)),
+            )?
+            .ok_or(Error::Corrupt {
+                table: "nexus_state",
+                detail: "the state row is missing".into(),
+            })?;
+        match unfinished {
+            Some(hub_id) => Err(Error::PullUnfinished { hub_id }),
+            None => Ok(seq),
+        }
     }
 
     /// Whether a transaction is open on this connection.
@@ -479,25 +487,9 @@ impl Engine {
     }
 
     /// Opens a write transaction that outlives one call (a bulk load fed
-    /// in chunks) and takes its change sequence number; end it with
-    /// [`Engine::end_long_write`].
-    pub(crate) fn begin_long_write(&mut self) -> Result<Seq> {
-        self.execute(BEGIN_WRITE, &[])?;
-        let seq = self.query_one(
-            "UPDATE nexus_state SET change_seq = change_seq + 1 WHERE id = 1 RETURNING change_seq",
-            &[],
-            |r| r.int(0),
-        );
-        match seq {
-            Ok(Some(seq)) => Ok(seq),
-            other => {
-                let _ = self.execute("ROLLBACK", &[]);
-                Err(other.err().unwrap_or(Error::Corrupt {
-                    table: "nexus_state",
-                    detail: "the state row is missing".into(),
-                }))
-            }
-        }
+    /// in chunks); end it with [`Engine::end_long_write`].
+    pub(crate) fn begin_long_write(&mut self) -> Result<()> {
+        self.execute(BEGIN_WRITE, &[]).map(drop)
     }
 
     /// Commits (`commit`) or rolls back the transaction of

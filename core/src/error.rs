@@ -52,6 +52,16 @@ pub enum Error {
         /// What is stored.
         actual: String,
     },
+    /// A first pull into this store (from the database `hub_id`) was cut
+    /// before it finished: the store holds part of that database and
+    /// refuses every write until a pull from it completes the load.
+    #[error(
+        "the first pull from database {hub_id} is unfinished: run the pull from that database again to complete it (the store refuses writes until then)"
+    )]
+    PullUnfinished {
+        /// The database being loaded (its `nexus_state.store_id`).
+        hub_id: String,
+    },
     /// The file exists but has no such version.
     #[error("version {version} not found for {path}")]
     VersionNotFound {
@@ -209,7 +219,7 @@ impl Error {
             | Error::VersionNotFound { .. }
             | Error::ChunkNotFound { .. } => ErrorKind::NotFound,
             Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
-            Error::Conflict { .. } => ErrorKind::Conflict,
+            Error::Conflict { .. } | Error::PullUnfinished { .. } => ErrorKind::Conflict,
             Error::Busy { .. } => ErrorKind::Busy,
             Error::Migration(_) => ErrorKind::Migration,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
@@ -234,6 +244,7 @@ impl Error {
             Error::ChunkNotFound { .. } => "ChunkNotFound",
             Error::AlreadyExists { .. } => "AlreadyExists",
             Error::Conflict { .. } => "Conflict",
+            Error::PullUnfinished { .. } => "PullUnfinished",
             Error::Busy { .. } => "Busy",
             Error::Migration(_) => "Migration",
             Error::Corrupt { .. } => "Corrupt",

@@ -35,6 +35,14 @@ pub const PUSH: &str = "/v1/push";
 /// caller's tenant's changes after position `after`.
 pub const PULL: &str = "/v1/pull";
 
+/// `GET ?after=CURSOR&max_rows=M`: [`Snapshotted`], the next rows of a
+/// snapshot of the caller's tenant, after `after` (a
+/// [`crate::SnapshotCursor`] as JSON; none: from the start), for a first
+/// pull into an empty store. Each answer reads a snapshot of its own, so no
+/// request runs long; the client loads the answers in order, then reads the
+/// feed ([`PULL`]) from the first answer's position.
+pub const SNAPSHOT: &str = "/v1/snapshot";
+
 /// The answer of [`STATE`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -74,6 +82,20 @@ pub struct Pulled {
     pub referenced_files: Vec<FileRow>,
     /// Whether the page reaches the newest position ready.
     pub caught_up: bool,
+}
+
+/// The answer of [`SNAPSHOT`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshotted {
+    /// The protocol version.
+    pub protocol: u32,
+    /// The database's id.
+    pub hub_id: String,
+    /// The rows, tables in dependency order, each in its snapshot order
+    /// (`changes.through`: the feed position this answer's snapshot covers).
+    pub changes: crate::Changes,
+    /// Where to ask from next; `None`: the snapshot is complete.
+    pub next: Option<crate::SnapshotCursor>,
 }
 
 /// The body of every error answer.

@@ -65,8 +65,12 @@ pub struct PullReport {
     /// Rows of the store's own changes, recognised and skipped.
     pub own: u64,
     /// Whether the store was empty and got a snapshot of the whole
-    /// database in one transaction (the first pull).
+    /// database (the first pull), loaded chunk by chunk.
     pub bulk: bool,
+    /// Whether that load resumed one that was cut (its rows then count
+    /// only what this pull loaded).
+    #[serde(default)]
+    pub resumed: bool,
     /// Seconds the pull took (the last attempt).
     pub seconds: f64,
     /// Attempts made (more than one after retryable failures).
@@ -309,13 +313,52 @@ impl Store {
     }
 }
 
-/// The first pull into an empty store: a snapshot of the whole database
-/// loaded in one write transaction fed in chunks ([`BulkPull::load`]), with
-/// plain inserts (nothing here to compare with), then committed together
-/// with the feed position the snapshot covers ([`BulkPull::finish`]). Cut
-/// at any point (dropped unfinished), it rolls back and the store stays
-/// empty. It holds every connection of the store: other writes and reads
-/// wait until it ends.
+/// Where a first pull's load got to: the last row loaded, by its table and
+/// its values of the table's [`crate::tables::Table::snapshot_order`]
+/// columns. A snapshot read resumes after it (`nexus_pg::read_snapshot`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotCursor {
+    /// The table.
+    pub table: String,
+    /// The row's values of the table's snapshot order columns, as text.
+    pub key: Vec<String>,
+}
+
+impl SnapshotCursor {
+    /// The cursor of the last row of `c`'s last non-empty table (in
+    /// dependency order), or `None` when `c` is empty.
+    pub fn last_of(c: &Changes) -> Option<SnapshotCursor> {
+        fn at<T: TableRow>(rows: &[T]) -> Option<SnapshotCursor> {
+            rows.last().map(|r| SnapshotCursor {
+                table: T::TABLE.name.to_string(),
+                key: crate::tables::snapshot_key(r),
+            })
+        }
+        at(&c.tombstones)
+            .or_else(|| at(&c.chunks))
+            .or_else(|| at(&c.metadata))
+            .or_else(|| at(&c.versions))
+            .or_else(|| at(&c.files))
+    }
+}
+
+/// The first pull into an empty store: a snapshot of the whole database,
+/// loaded chunk by chunk ([`BulkPull::load`]) with plain inserts (nothing
+/// here to compare with) and the secondary indexes dropped, then finished
+/// with the feed position the snapshot covers ([`BulkPull::finish`]), which
+/// rebuilds the indexes.
+///
+/// Each chunk commits together with the point it reached
+/// (`nexus_bulk_pull`), so memory holds one chunk, not the store, and a
+/// pull cut at any point (dropped unfinished, the process killed) loses at
+/// most the chunk in flight: the next [`Store::begin_bulk_pull`] from the
+/// same database resumes after the last row committed
+/// ([`BulkPull::resume_after`]), from a new snapshot. Its position is the
+/// first snapshot's, so the feed brings every change made since (rows the
+/// later snapshot already holds are applied again, which changes nothing).
+/// Until the load finishes the store holds part of the database, and every
+/// other write fails with [`Error::PullUnfinished`]. The load has every
+/// connection of the store: other calls wait until it ends.
 pub struct BulkPull<'a> {
     all: Option<Exclusive<'a>>,
     seq: i64,
@@ -323,6 +366,12 @@ pub struct BulkPull<'a> {
     rows: u64,
     /// The secondary indexes dropped for the load, rebuilt at the end.
     indexes: Vec<String>,
+    /// The feed position of the first snapshot read (`None` until a chunk
+    /// came).
+    position: Option<i64>,
+    /// Where the committed load got to.
+    cursor: Option<SnapshotCursor>,
+    resumed: bool,
 }
 
 impl std::fmt::Debug for BulkPull<'_> {
@@ -331,6 +380,7 @@ impl std::fmt::Debug for BulkPull<'_> {
             .field("hub_id", &self.hub_id)
             .field("seq", &self.seq)
             .field("rows", &self.rows)
+            .field("cursor", &self.cursor)
             .finish()
     }
 }
@@ -339,25 +389,67 @@ impl Drop for BulkPull<'_> {
     fn drop(&mut self) {
         if let Some(mut all) = self.all.take() {
             let _ = all.writer.end_long_write(false);
-            // The rollback brought the indexes back: no statement prepared
-            // in between may survive.
+            // A rollback before the first commit brought the indexes back:
+            // no statement prepared in between may survive.
             let _ = all.reconnect();
         }
     }
 }
 
+/// The state of an unfinished first pull, as `nexus_bulk_pull` keeps it.
+pub(crate) struct Unfinished {
+    hub_id: String,
+    position: i64,
+    seq: i64,
+    cursor: SnapshotCursor,
+    indexes: Vec<String>,
+}
+
+fn unfinished(e: &mut Engine) -> Result<Option<Unfinished>> {
+    let corrupt = |detail: String| Error::Corrupt {
+        table: "nexus_bulk_pull",
+        detail,
+    };
+    let row = e.query_one(
+        "SELECT hub_id, position, change_seq, resume, indexes FROM nexus_bulk_pull LIMIT 1",
+        &[],
+        |r| Ok((r.text(0)?, r.int(1)?, r.int(2)?, r.text(3)?, r.text(4)?)),
+    )?;
+    let Some((hub_id, position, seq, resume, indexes)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(Unfinished {
+        hub_id,
+        position,
+        seq,
+        cursor: serde_json::from_str(&resume).map_err(|e| corrupt(format!("resume: {e}")))?,
+        indexes: serde_json::from_str(&indexes).map_err(|e| corrupt(format!("indexes: {e}")))?,
+    }))
+}
+
 impl Store {
-    /// Starts a bulk pull from the database `hub_id` when this store has
-    /// never pulled from it and holds no rows at all (`None` otherwise: use
-    /// [`Store::apply_pull`]). The load has the store to itself (reads wait
-    /// too) and builds the secondary indexes once, at the end.
+    /// Starts a bulk pull from the database `hub_id`: a new one when this
+    /// store has never pulled from it and holds no rows at all, or the
+    /// rest of one that was cut ([`BulkPull::resume_after`] says where it
+    /// got to). `None` when neither: use [`Store::apply_pull`]. Fails with
+    /// [`Error::PullUnfinished`] while a first pull from another database
+    /// is unfinished.
     pub async fn begin_bulk_pull(&self, hub_id: &str) -> Result<Option<BulkPull<'_>>> {
         let mut all = self.shared.pool.exclusive().await;
         let e = &mut all.writer;
-        let seq = e.begin_long_write()?;
-        let empty = (|| -> Result<bool> {
+        e.begin_long_write()?;
+        // A load to resume, or a new one: its stamp, the dropped indexes,
+        // and (resumed) its position and where it got to.
+        type Start = (i64, Vec<String>, Option<(i64, SnapshotCursor)>);
+        let started = (|| -> Result<Option<Start>> {
+            if let Some(u) = unfinished(e)? {
+                if u.hub_id != hub_id {
+                    return Err(Error::PullUnfinished { hub_id: u.hub_id });
+                }
+                return Ok(Some((u.seq, u.indexes, Some((u.position, u.cursor)))));
+            }
             if position(e, hub_id)? != 0 {
-                return Ok(false);
+                return Ok(None);
             }
             // Built once: the engine caches statements by their 'static text.
             static ANY_ROW: OnceLock<Vec<String>> = OnceLock::new();
@@ -369,23 +461,27 @@ impl Store {
             });
             for sql in any_row {
                 if e.query_one(sql, &[], |_| Ok(()))?.is_some() {
-                    return Ok(false);
+                    return Ok(None);
                 }
             }
-            Ok(true)
+            let seq = e.next_seq()?;
+            e.execute(
+                "INSERT INTO nexus_pulled (change_seq) VALUES (?1)",
+                &[int(seq)],
+            )?;
+            let indexes = drop_indexes(e)?;
+            Ok(Some((seq, indexes, None)))
         })();
-        let dropped = match empty {
-            Ok(true) => drop_indexes(e).map(Some),
-            Ok(false) => Ok(None),
-            Err(err) => Err(err),
-        };
-        match dropped {
-            Ok(Some(indexes)) => Ok(Some(BulkPull {
+        match started {
+            Ok(Some((seq, indexes, resume))) => Ok(Some(BulkPull {
                 all: Some(all),
                 seq,
                 hub_id: hub_id.to_string(),
                 rows: 0,
                 indexes,
+                resumed: resume.is_some(),
+                position: resume.as_ref().map(|(p, _)| *p),
+                cursor: resume.map(|(_, c)| c),
             })),
             Ok(None) => {
                 e.end_long_write(false)?;
@@ -419,29 +515,68 @@ fn drop_indexes(e: &mut Engine) -> Result<Vec<String>> {
 }
 
 impl BulkPull<'_> {
-    /// Inserts a chunk of the snapshot's rows (any tables, any order of
-    /// chunks: each key appears once in a snapshot).
+    /// Where an earlier, cut load from this database got to (`None` for a
+    /// new load): read the snapshot from the row after it.
+    pub fn resume_after(&self) -> Option<&SnapshotCursor> {
+        self.cursor.as_ref()
+    }
+
+    /// Whether this load resumes one that was cut.
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// Inserts a chunk of the snapshot's rows and commits it with the point
+    /// it reached. Chunks come in the snapshot's order (tables in
+    /// dependency order, each in its snapshot order; a chunk's last row of
+    /// its last table is where a cut load resumes after), each with the
+    /// snapshot's position as its `through`.
     pub fn load(&mut self, c: &Changes) -> Result<()> {
+        let Some(cursor) = SnapshotCursor::last_of(c) else {
+            return Ok(());
+        };
         let seq = self.seq;
+        let position = self.position.map_or(c.through, |p| p.min(c.through));
         let e = &mut self.all.as_mut().expect("open until finished").writer;
-        insert_all(e, seq, &c.files)?;
-        insert_all(e, seq, &c.versions)?;
-        insert_all(e, seq, &c.metadata)?;
-        insert_all(e, seq, &c.chunks)?;
-        insert_all(e, seq, &c.tombstones)?;
+        let done = (|| -> Result<()> {
+            insert_all(e, seq, &c.files)?;
+            insert_all(e, seq, &c.versions)?;
+            insert_all(e, seq, &c.metadata)?;
+            insert_all(e, seq, &c.chunks)?;
+            insert_all(e, seq, &c.tombstones)?;
+            e.execute(
+                "INSERT INTO nexus_bulk_pull (hub_id, position, change_seq, resume, indexes) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (hub_id) DO UPDATE SET \
+                 position = excluded.position, resume = excluded.resume",
+                &[
+                    text(&self.hub_id),
+                    int(position),
+                    int(seq),
+                    text(&to_json(&cursor)),
+                    text(&to_json(&self.indexes)),
+                ],
+            )?;
+            e.end_long_write(true)?;
+            e.begin_long_write()
+        })();
+        done?;
         self.rows += c.len() as u64;
+        self.position = Some(position);
+        self.cursor = Some(cursor);
         Ok(())
     }
 
-    /// Rows loaded so far.
+    /// Rows loaded so far (by this run).
     pub fn rows(&self) -> u64 {
         self.rows
     }
 
-    /// Commits the load with this store's position in the database's feed:
-    /// `through`, up to which the snapshot holds every transaction.
-    pub fn finish(mut self, through: i64) -> Result<()> {
-        let seq = self.seq;
+    /// Finishes the load: rebuilds the indexes and records this store's
+    /// position in the database's feed, the smaller of `through` (up to
+    /// which the last snapshot holds every transaction) and the first
+    /// snapshot's. Returns that position.
+    pub fn finish(mut self, through: i64) -> Result<i64> {
+        let position = self.position.map_or(through, |p| p.min(through));
         let mut all = self.all.take().expect("open until finished");
         let e = &mut all.writer;
         let done = (|| -> Result<()> {
@@ -450,14 +585,14 @@ impl BulkPull<'_> {
             }
             e.clear_statements();
             e.execute(
-                "INSERT INTO nexus_pulled (change_seq) VALUES (?1)",
-                &[int(seq)],
+                "DELETE FROM nexus_bulk_pull WHERE hub_id = ?1",
+                &[text(&self.hub_id)],
             )?;
             let now = e.now().as_micros();
             e.execute(
                 "INSERT INTO nexus_pull_state (hub_id, position, pulled_at) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (hub_id) DO UPDATE SET position = excluded.position, pulled_at = excluded.pulled_at",
-                &[text(&self.hub_id), int(through), int(now)],
+                &[text(&self.hub_id), int(position), int(now)],
             )?;
             Ok(())
         })();
@@ -470,8 +605,12 @@ impl BulkPull<'_> {
         };
         // The schema changed under every connection's statements.
         let fresh = all.reconnect();
-        ended.and(fresh)
+        ended.and(fresh).map(|()| position)
     }
+}
+
+fn to_json(v: &impl Serialize) -> String {
+    serde_json::to_string(v).expect("plain data serializes")
 }
 
 /// Rows per statement of a bulk load: one statement, bound and stepped

@@ -48,6 +48,10 @@ pub struct Table {
     pub columns: &'static [Column],
     /// The primary key's columns.
     pub key: &'static [&'static str],
+    /// The order in which a snapshot reads the table (a first pull loads
+    /// it so, and resumes after a row's values of these columns): unique,
+    /// parents before children.
+    pub snapshot_order: &'static [&'static str],
 }
 
 const fn col(name: &'static str, kind: Kind) -> Column {
@@ -84,6 +88,7 @@ pub const FILE_PATHS: Table = Table {
         col("current_version", Kind::Int4),
     ],
     key: &["path_id"],
+    snapshot_order: &["path_id"],
 };
 
 /// `version_history`.
@@ -105,6 +110,9 @@ pub const VERSION_HISTORY: Table = Table {
         col("created_at", Kind::Time),
     ],
     key: &["version_id"],
+    // A file's versions by number, parents first: ids are time-ordered by
+    // the clock of whoever wrote them, and clocks differ.
+    snapshot_order: &["path_id", "version_number"],
 };
 
 /// `file_metadata`.
@@ -118,6 +126,7 @@ pub const FILE_METADATA: Table = Table {
         col("updated_at", Kind::Time),
     ],
     key: &["path_id", "key"],
+    snapshot_order: &["path_id", "key"],
 };
 
 /// `content_chunks`.
@@ -134,6 +143,7 @@ pub const CONTENT_CHUNKS: Table = Table {
         opt("protected_until", Kind::Time),
     ],
     key: &["tenant_id", "content_hash"],
+    snapshot_order: &["tenant_id", "content_hash"],
 };
 
 /// `tombstones`.
@@ -146,6 +156,7 @@ pub const TOMBSTONES: Table = Table {
         col("deleted_at", Kind::Time),
     ],
     key: &["table_name", "key1", "key2"],
+    snapshot_order: &["table_name", "key1", "key2"],
 };
 
 /// The five, in dependency order (the order of [`crate::CHANGE_TABLES`]).
@@ -165,11 +176,38 @@ impl Table {
         names.join(", ")
     }
 
+    /// A column by name.
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
     /// The columns as `f(column)` each, comma-separated (a dialect's
     /// select list).
     pub fn select_list(&self, f: impl Fn(&Column) -> String) -> String {
         self.columns.iter().map(f).collect::<Vec<_>>().join(", ")
     }
+}
+
+/// The values of a row's [`Table::snapshot_order`] columns, as text
+/// (integers in decimal): where a snapshot read resumes after it.
+pub fn snapshot_key<T: TableRow>(row: &T) -> Vec<String> {
+    let cells = row.cells();
+    T::TABLE
+        .snapshot_order
+        .iter()
+        .map(|name| {
+            let i = T::TABLE
+                .columns
+                .iter()
+                .position(|c| c.name == *name)
+                .expect("snapshot_order names columns of the table");
+            match cells[i] {
+                Cell::Null => String::new(),
+                Cell::Int(v) => v.to_string(),
+                Cell::Text(t) => t.to_string(),
+            }
+        })
+        .collect()
 }
 
 /// A value of one cell, borrowed from a row.

@@ -18,8 +18,8 @@
 pub use nexus_core::FeedPage;
 use nexus_core::tables::{Cells, Column, FILE_PATHS, Kind, TableRow};
 use nexus_core::{
-    Changes, ChunkRow, FileRow, MetadataRow, Origin, Result, TombstoneRow, VersionRow,
-    canonical_json,
+    Changes, ChunkRow, FileRow, MetadataRow, Origin, Result, SnapshotCursor, TombstoneRow,
+    VersionRow, canonical_json,
 };
 use nexus_postgres::Cached;
 use serde_json::Value;
@@ -46,24 +46,66 @@ fn feed_column(c: &Column) -> String {
     }
 }
 
-/// The query of `T`'s table: its columns, `change_seq` and the origin, over
-/// the feed's range (`range`) or the whole table (a snapshot), in key order
-/// within a stamp.
-fn select_sql<T: TableRow>(range: bool) -> String {
+/// The feed's query of `T`'s table: its columns, `change_seq` and the
+/// origin, over the range `(after, through]` (`$1`, `$2`) of the tenant
+/// `$3` (NULL: every tenant), in stamp order, then key order.
+fn select_sql<T: TableRow>() -> String {
     let t = T::TABLE;
-    // A snapshot loads versions parents first (a file's versions by
-    // number): ids are time-ordered by the clock of whoever wrote them, and
-    // clocks differ.
-    let key = if !range && t.name == "version_history" {
-        "path_id, version_number".to_string()
-    } else {
-        t.key.join(", ")
-    };
     format!(
-        "SELECT {}, change_seq, origin_id, origin_seq FROM {}{}",
+        "SELECT {}, change_seq, origin_id, origin_seq FROM {} WHERE change_seq > $1 AND change_seq <= $2 \
+         AND ($3::text IS NULL OR {}) ORDER BY change_seq, {}",
         t.select_list(feed_column),
         t.name,
-        order(range, t.name, &key)
+        tenant_filter(t.name, 3),
+        t.key.join(", ")
+    )
+}
+
+/// A snapshot's query of `T`'s table, in its snapshot order: from the start,
+/// or (`after`) from the row after a key (the values of the snapshot order
+/// columns, bound as text `$1`, `$2`, ...); and (`page`) only the rows of
+/// the tenant bound next (NULL: every tenant), at most as many as the
+/// parameter after it.
+fn snapshot_sql<T: TableRow>(after: bool, page: bool) -> String {
+    let t = T::TABLE;
+    let cols = t.snapshot_order.join(", ");
+    let mut conditions = Vec::new();
+    let mut n = 0;
+    if after {
+        let params: Vec<String> = t
+            .snapshot_order
+            .iter()
+            .map(|name| {
+                n += 1;
+                let cast = match t.column(name).map(|c| c.kind) {
+                    Some(Kind::Uuid) => "::uuid",
+                    Some(Kind::Int4) => "::int4",
+                    Some(Kind::Int) => "::int8",
+                    _ => "",
+                };
+                format!("${n}::text{cast}")
+            })
+            .collect();
+        conditions.push(format!("({cols}) > ({})", params.join(", ")));
+    }
+    let mut limit = String::new();
+    if page {
+        conditions.push(format!(
+            "(${}::text IS NULL OR {})",
+            n + 1,
+            tenant_filter(t.name, n + 1)
+        ));
+        limit = format!(" LIMIT ${}::int8", n + 2);
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    format!(
+        "SELECT {}, change_seq, origin_id, origin_seq FROM {}{filter} ORDER BY {cols}{limit}",
+        t.select_list(feed_column),
+        t.name,
     )
 }
 
@@ -114,31 +156,19 @@ fn read_rows<T: TableRow>(rows: &[Row]) -> Result<Vec<T>> {
         .collect()
 }
 
-/// The tail of a table's query: the feed's range `(after, through]` in
-/// stamp order, or (a snapshot) every row in key order.
-fn order(range: bool, table: &str, key: &str) -> String {
-    if range {
-        format!(
-            " WHERE change_seq > $1 AND change_seq <= $2 AND ($3::text IS NULL OR {}) ORDER BY change_seq, {key}",
-            tenant_filter(table)
-        )
-    } else {
-        format!(" ORDER BY {key}")
-    }
-}
-
-/// The condition that keeps a row of `table` to the tenant `$3`: by its
-/// own tenant, by its file's, or (a removal) by the key that names either.
-fn tenant_filter(table: &str) -> &'static str {
+/// The condition that keeps a row of `table` to the tenant bound as `$n`:
+/// by its own tenant, by its file's, or (a removal) by the key that names
+/// either.
+fn tenant_filter(table: &str, n: usize) -> String {
     match table {
-        "file_paths" | "content_chunks" => "tenant_id = $3",
+        "file_paths" | "content_chunks" => format!("tenant_id = ${n}"),
         "file_metadata" | "version_history" => {
-            "path_id IN (SELECT path_id FROM file_paths WHERE tenant_id = $3)"
+            format!("path_id IN (SELECT path_id FROM file_paths WHERE tenant_id = ${n})")
         }
-        _ => {
-            "(table_name = 'content_chunks' AND key1 = $3) OR (table_name = 'file_metadata' \
-             AND key1 IN (SELECT path_id::text FROM file_paths WHERE tenant_id = $3))"
-        }
+        _ => format!(
+            "(table_name = 'content_chunks' AND key1 = ${n}) OR (table_name = 'file_metadata' \
+             AND key1 IN (SELECT path_id::text FROM file_paths WHERE tenant_id = ${n}))"
+        ),
     }
 }
 
@@ -261,11 +291,11 @@ async fn read_in(
     let range: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&after, &through, &tenant];
     let q =
         async |sql: String, what: &'static str| db.query(&sql, &range).await.map_err(pg_err(what));
-    let files = q(select_sql::<FileRow>(true), "reading changed files").await?;
-    let metadata = q(select_sql::<MetadataRow>(true), "reading changed metadata").await?;
-    let versions = q(select_sql::<VersionRow>(true), "reading changed versions").await?;
-    let chunks = q(select_sql::<ChunkRow>(true), "reading changed chunks").await?;
-    let tombstones = q(select_sql::<TombstoneRow>(true), "reading removals").await?;
+    let files = q(select_sql::<FileRow>(), "reading changed files").await?;
+    let metadata = q(select_sql::<MetadataRow>(), "reading changed metadata").await?;
+    let versions = q(select_sql::<VersionRow>(), "reading changed versions").await?;
+    let chunks = q(select_sql::<ChunkRow>(), "reading changed chunks").await?;
+    let tombstones = q(select_sql::<TombstoneRow>(), "reading removals").await?;
     let files: Vec<FileRow> = read_rows(&files)?;
     let mut referenced_files = Vec::new();
     let metadata: Vec<MetadataRow> = read_rows(&metadata)?;
@@ -313,55 +343,124 @@ async fn read_in(
 /// Puts rows of one table into a chunk.
 type Fill = fn(&[Row], &mut Changes) -> Result<()>;
 
-/// Reads every row of the database from one snapshot, for a first pull
-/// into an empty store: hands `sink` chunks of about `max_rows` rows (one
-/// table per chunk, tables in dependency order, through server-side
-/// portals, so memory holds one chunk), and returns the feed position the
-/// snapshot covers (every transaction up to it is in the snapshot; rows of
-/// later transactions that it happens to hold come again from the feed,
-/// where applying them again changes nothing).
-pub async fn read_snapshot(
-    client: &mut tokio_postgres::Client,
-    max_rows: usize,
-    mut sink: impl FnMut(Changes) -> Result<()>,
-) -> Result<i64> {
-    let tx = crate::ops::begin_snapshot(client, "starting a snapshot read").await?;
-    let safe: i64 = tx
-        .query_one(
-            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8 - 1",
-            &[],
-        )
-        .await
-        .map_err(pg_err("reading the snapshot's position"))?
-        .get(0);
-    let chunk = i32::try_from(max_rows.max(1)).unwrap_or(i32::MAX);
-    let tables: [(String, Fill); 5] = [
-        (select_sql::<FileRow>(false), |rows, c| {
+/// One table of a snapshot: its name, its query ([`snapshot_sql`]), and
+/// how its rows go into a chunk.
+struct SnapshotTable {
+    table: &'static nexus_core::tables::Table,
+    sql: fn(bool, bool) -> String,
+    fill: Fill,
+}
+
+fn snapshot_table<T: TableRow>(fill: Fill) -> SnapshotTable {
+    SnapshotTable {
+        table: T::TABLE,
+        sql: snapshot_sql::<T>,
+        fill,
+    }
+}
+
+/// The five tables of a snapshot, in dependency order.
+fn snapshot_tables() -> [SnapshotTable; 5] {
+    [
+        snapshot_table::<FileRow>(|rows, c| {
             c.files = read_rows(rows)?;
             Ok(())
         }),
-        (select_sql::<VersionRow>(false), |rows, c| {
+        snapshot_table::<VersionRow>(|rows, c| {
             c.versions = read_rows(rows)?;
             Ok(())
         }),
-        (select_sql::<MetadataRow>(false), |rows, c| {
+        snapshot_table::<MetadataRow>(|rows, c| {
             c.metadata = read_rows(rows)?;
             Ok(())
         }),
-        (select_sql::<ChunkRow>(false), |rows, c| {
+        snapshot_table::<ChunkRow>(|rows, c| {
             c.chunks = read_rows(rows)?;
             Ok(())
         }),
-        (select_sql::<TombstoneRow>(false), |rows, c| {
+        snapshot_table::<TombstoneRow>(|rows, c| {
             c.tombstones = read_rows(rows)?;
             Ok(())
         }),
-    ];
-    for (sql, fill) in tables {
-        let portal = tx
-            .bind(sql.as_str(), &[])
-            .await
-            .map_err(pg_err("reading a snapshot"))?;
+    ]
+}
+
+/// The index of the table that `after` names (0 without one), once its key
+/// is checked: as many values as the table's snapshot order has columns,
+/// UUIDs and integers where those are.
+fn resume_at(tables: &[SnapshotTable], after: Option<&SnapshotCursor>) -> Result<usize> {
+    let Some(cursor) = after else {
+        return Ok(0);
+    };
+    let invalid = |reason: String| nexus_core::Error::InvalidArgument {
+        name: "snapshot cursor",
+        value: format!("{} {:?}", cursor.table, cursor.key),
+        reason,
+    };
+    let i = tables
+        .iter()
+        .position(|t| t.table.name == cursor.table)
+        .ok_or_else(|| invalid("names no table of a snapshot".into()))?;
+    let order = tables[i].table.snapshot_order;
+    if cursor.key.len() != order.len() {
+        return Err(invalid(format!(
+            "a key of {} needs {} values ({})",
+            cursor.table,
+            order.len(),
+            order.join(", ")
+        )));
+    }
+    for (name, value) in order.iter().zip(&cursor.key) {
+        let ok = match tables[i].table.column(name).map(|c| c.kind) {
+            Some(Kind::Uuid) => uuid::Uuid::parse_str(value).is_ok(),
+            Some(Kind::Int4) => value.parse::<i32>().is_ok(),
+            Some(Kind::Int) => value.parse::<i64>().is_ok(),
+            _ => true,
+        };
+        if !ok {
+            return Err(invalid(format!(
+                "{name} {value:?} is not a value of its column"
+            )));
+        }
+    }
+    Ok(i)
+}
+
+fn key_params(cursor: &SnapshotCursor) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    cursor
+        .key
+        .iter()
+        .map(|k| k as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
+}
+
+/// Reads every row of the database from one snapshot, for a first pull
+/// into an empty store: hands `sink` chunks of about `max_rows` rows (one
+/// table per chunk, tables in dependency order, each in its snapshot order,
+/// through server-side portals, so memory holds one chunk), and returns the
+/// feed position the snapshot covers (every transaction up to it is in the
+/// snapshot; rows of later transactions that it happens to hold come again
+/// from the feed, where applying them again changes nothing). Every chunk
+/// carries that position as its `through`. With `after` (where an earlier
+/// read's loading stopped), it reads only the rows after that one: the
+/// tables before its table are skipped.
+pub async fn read_snapshot(
+    client: &mut tokio_postgres::Client,
+    max_rows: usize,
+    after: Option<&SnapshotCursor>,
+    mut sink: impl FnMut(Changes) -> Result<()>,
+) -> Result<i64> {
+    let tables = snapshot_tables();
+    let start = resume_at(&tables, after)?;
+    let tx = crate::ops::begin_snapshot(client, "starting a snapshot read").await?;
+    let safe = snapshot_position(&tx).await?;
+    let chunk = i32::try_from(max_rows.max(1)).unwrap_or(i32::MAX);
+    for (i, t) in tables.iter().enumerate().skip(start) {
+        let portal = match after {
+            Some(cursor) if i == start => tx.bind(&(t.sql)(true, false), &key_params(cursor)).await,
+            _ => tx.bind(&(t.sql)(false, false), &[]).await,
+        }
+        .map_err(pg_err("reading a snapshot"))?;
         loop {
             let rows = tx
                 .query_portal(&portal, chunk)
@@ -375,7 +474,7 @@ pub async fn read_snapshot(
                 through: safe,
                 ..Changes::default()
             };
-            fill(&rows, &mut c)?;
+            (t.fill)(&rows, &mut c)?;
             sink(c)?;
         }
     }
@@ -384,6 +483,79 @@ pub async fn read_snapshot(
         .map_err(pg_err("ending a snapshot read"))?;
     make_durable(client).await?;
     Ok(safe)
+}
+
+/// The feed position a snapshot covers: every transaction below the oldest
+/// one still running.
+async fn snapshot_position(tx: &tokio_postgres::Transaction<'_>) -> Result<i64> {
+    Ok(tx
+        .query_one(
+            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8 - 1",
+            &[],
+        )
+        .await
+        .map_err(pg_err("reading the snapshot's position"))?
+        .get(0))
+}
+
+/// One answer of a paged snapshot read ([`read_snapshot_page`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotPage {
+    /// The rows (`through`: the feed position this page's snapshot covers).
+    pub changes: Changes,
+    /// Where the next page starts after; `None`: the snapshot is complete.
+    pub next: Option<SnapshotCursor>,
+}
+
+/// [`read_snapshot`] one page at a time, for a sync server: the rows of
+/// the tenant (`None`: all) after `after` (or from the start), at most
+/// `max_rows`, across tables, read from a snapshot of their own. A client
+/// loads the pages in order and takes the first page's position (the
+/// smallest) as where the feed continues: what changed between two pages'
+/// snapshots comes again from the feed.
+pub async fn read_snapshot_page(
+    client: &mut tokio_postgres::Client,
+    tenant: Option<&str>,
+    after: Option<&SnapshotCursor>,
+    max_rows: usize,
+) -> Result<SnapshotPage> {
+    let tables = snapshot_tables();
+    let start = resume_at(&tables, after)?;
+    let tx = crate::ops::begin_snapshot(client, "starting a snapshot read").await?;
+    let mut changes = Changes {
+        after: 0,
+        through: snapshot_position(&tx).await?,
+        ..Changes::default()
+    };
+    let mut left = max_rows.max(1);
+    for (i, t) in tables.iter().enumerate().skip(start) {
+        let limit = i64::try_from(left).unwrap_or(i64::MAX);
+        let rows = match after {
+            Some(cursor) if i == start => {
+                let mut params = key_params(cursor);
+                params.push(&tenant);
+                params.push(&limit);
+                tx.query(&(t.sql)(true, true), &params).await
+            }
+            _ => tx.query(&(t.sql)(false, true), &[&tenant, &limit]).await,
+        }
+        .map_err(pg_err("reading a snapshot"))?;
+        (t.fill)(&rows, &mut changes)?;
+        left -= rows.len();
+        if left == 0 {
+            break;
+        }
+    }
+    tx.commit()
+        .await
+        .map_err(pg_err("ending a snapshot read"))?;
+    make_durable(client).await?;
+    let next = if left == 0 {
+        SnapshotCursor::last_of(&changes)
+    } else {
+        None
+    };
+    Ok(SnapshotPage { changes, next })
 }
 
 /// Makes a position read from a snapshot durable before it is handed out

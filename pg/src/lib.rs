@@ -28,7 +28,9 @@
 mod feed;
 mod ops;
 
-pub use feed::{FeedPage, read_page, read_snapshot, read_tenant_page};
+pub use feed::{
+    FeedPage, SnapshotPage, read_page, read_snapshot, read_snapshot_page, read_tenant_page,
+};
 
 /// Where a store lives, as the user wrote it: a `postgresql://` or
 /// `postgres://` URL, or a file path (optionally `sqlite:` or `sqlite://`

@@ -3,8 +3,10 @@
 //!
 //! Endpoints (protocol of [`nexus_sync::protocol`], README "The sync
 //! server"): health, a source's state, push (a change file, applied
-//! exactly once per source with the conflict rule, in one transaction)
-//! and pull (the caller's tenant's change feed after a position, paged).
+//! exactly once per source with the conflict rule, in one transaction),
+//! pull (the caller's tenant's change feed after a position, paged) and
+//! snapshot (every row of the caller's tenant, paged by key, for a first
+//! pull).
 //! Every request but health carries a bearer token that names one tenant
 //! ([`auth`]); rows of another tenant are refused (403), nothing applied.
 //! Bodies are bounded (413), requests time out (408), applies are bounded
@@ -33,7 +35,8 @@ use axum::{Json, Router};
 use nexus_core::ChangeFile;
 use nexus_postgres::{PgUrl, Pool, PoolOptions};
 use nexus_sync::protocol::{
-    self, HEALTH, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, PUSH, Pulled, Pushed, STATE,
+    self, HEALTH, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, PUSH, Pulled, Pushed, SNAPSHOT, STATE,
+    Snapshotted,
 };
 use serde::Deserialize;
 use tokio::sync::Semaphore;
@@ -191,6 +194,7 @@ fn router(shared: AppState, config: &Config) -> Result<Router, ServeError> {
         .route(STATE, get(state))
         .route(PUSH, post(push))
         .route(PULL, get(pull))
+        .route(SNAPSHOT, get(snapshot))
         .fallback(not_found)
         .layer(middleware::from_fn(check_protocol))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
@@ -273,7 +277,9 @@ async fn not_found() -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
         kind: "not_found",
-        message: format!("no such endpoint; this server has {HEALTH}, {STATE}, {PUSH} and {PULL}"),
+        message: format!(
+            "no such endpoint; this server has {HEALTH}, {STATE}, {PUSH}, {PULL} and {SNAPSHOT}"
+        ),
         applied: None,
     }
 }
@@ -446,6 +452,45 @@ async fn pull(
         changes: page.changes,
         referenced_files: page.referenced_files,
         caught_up: page.caught_up,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotQuery {
+    after: Option<String>,
+    max_rows: Option<usize>,
+}
+
+async fn snapshot(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<SnapshotQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Snapshotted>, ApiError> {
+    let tenant = tenant(&shared, &headers)?;
+    let q = query(q)?;
+    let after = q
+        .after
+        .as_deref()
+        .map(serde_json::from_str::<nexus_core::SnapshotCursor>)
+        .transpose()
+        .map_err(|e| {
+            ApiError::bad_request(format!(
+                "`after` must be a snapshot cursor, the `next` of the previous answer as JSON: {e}"
+            ))
+        })?;
+    let rows = q
+        .max_rows
+        .unwrap_or(shared.max_page_rows)
+        .clamp(1, shared.max_page_rows);
+    let mut pooled = nexus_postgres::get(&shared.pool).await?;
+    let (client, _) = pooled.parts();
+    let page = nexus_pg::read_snapshot_page(client, Some(&tenant), after.as_ref(), rows).await?;
+    Ok(Json(Snapshotted {
+        protocol: PROTOCOL_VERSION,
+        hub_id: shared.hub_id.clone(),
+        changes: page.changes,
+        next: page.next,
     }))
 }
 

@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 use crate::SyncReport;
 use crate::error::{Error, Result};
 use crate::protocol::{
-    ErrorBody, HEALTH, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, PUSH, Pulled, Pushed, STATE, State,
+    ErrorBody, HEALTH, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, PUSH, Pulled, Pushed, SNAPSHOT,
+    STATE, Snapshotted, State,
 };
 
 /// A sync server, by its base URL (`http://host:port`), with the bearer
@@ -111,6 +112,24 @@ impl HttpHub {
             ("max_rows", max_rows.to_string()),
         ]))
         .await
+    }
+
+    /// The next rows of a snapshot of the caller's tenant, after `after`
+    /// (from the start without one), at most `max_rows`.
+    pub async fn snapshot(
+        &self,
+        after: Option<&nexus_core::SnapshotCursor>,
+        max_rows: usize,
+    ) -> Result<Snapshotted> {
+        let mut query = vec![("max_rows", max_rows.to_string())];
+        if let Some(a) = after {
+            query.push((
+                "after",
+                serde_json::to_string(a).expect("plain data serializes"),
+            ));
+        }
+        self.send(self.client.get(self.at(SNAPSHOT)).query(&query))
+            .await
     }
 
     fn at(&self, path: &str) -> String {

@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 pub use nexus_core::PullReport;
-use nexus_core::{Feed, FeedPage, Store};
+use nexus_core::{BulkPull, Changes, Feed, FeedPage, Store};
 use nexus_postgres::{PgUrl, StatementCache, migrate};
 use serde::Serialize;
 
@@ -91,35 +91,18 @@ async fn pull_once(store: &Store, source: &PgUrl, options: &SyncOptions) -> Resu
         ..PullReport::default()
     };
     report.to = report.from;
-    // Into an empty store: one snapshot of the whole database, in one
-    // local transaction, then the feed from the position it covers.
+    // Into an empty store: one snapshot of the whole database, committed
+    // chunk by chunk (or the rest of one that was cut), then the feed from
+    // the position it covers.
     if let Some(mut bulk) = store.begin_bulk_pull(&report.hub_id).await? {
-        let mut counts = [0u64; 5];
-        let through = nexus_pg::read_snapshot(&mut client, options.window_rows, |c| {
-            counts[0] += c.files.len() as u64;
-            counts[1] += c.versions.len() as u64;
-            counts[2] += c.metadata.len() as u64;
-            counts[3] += c.chunks.len() as u64;
-            counts[4] += c.tombstones.len() as u64;
-            bulk.load(&c)?;
-            if let Some(p) = &options.progress {
-                let n = bulk.rows();
-                p(n, n);
-            }
-            Ok(())
-        })
-        .await?;
-        bulk.finish(through)?;
-        [
-            report.files,
-            report.versions,
-            report.metadata,
-            report.chunks,
-            report.tombstones,
-        ] = counts;
-        report.pages += 1;
-        report.bulk = true;
-        report.to = through;
+        report.resumed = bulk.resumed();
+        let after = bulk.resume_after().cloned();
+        let through =
+            nexus_pg::read_snapshot(&mut client, options.window_rows, after.as_ref(), |c| {
+                load(&mut bulk, &c, &mut report, options)
+            })
+            .await?;
+        finish(bulk, through, &mut report)?;
     }
     let mut feed = PgFeed {
         client: &mut client,
@@ -148,6 +131,21 @@ async fn pull_http_once(store: &Store, hub: &HttpHub, options: &SyncOptions) -> 
         ..PullReport::default()
     };
     report.to = report.from;
+    // Into an empty store: the tenant's snapshot, page by page (or the
+    // rest of one that was cut), then the feed.
+    if let Some(mut bulk) = store.begin_bulk_pull(&report.hub_id).await? {
+        report.resumed = bulk.resumed();
+        let mut after = bulk.resume_after().cloned();
+        let through = loop {
+            let page = hub.snapshot(after.as_ref(), options.window_rows).await?;
+            load(&mut bulk, &page.changes, &mut report, options)?;
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break page.changes.through,
+            }
+        };
+        finish(bulk, through, &mut report)?;
+    }
     let mut feed = ServerFeed { hub, source };
     store
         .apply_feed(
@@ -159,6 +157,34 @@ async fn pull_http_once(store: &Store, hub: &HttpHub, options: &SyncOptions) -> 
         .await?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Loads a chunk of a first pull's snapshot, counting its rows.
+fn load(
+    bulk: &mut BulkPull<'_>,
+    c: &Changes,
+    report: &mut PullReport,
+    options: &SyncOptions,
+) -> nexus_core::Result<()> {
+    bulk.load(c)?;
+    report.files += c.files.len() as u64;
+    report.versions += c.versions.len() as u64;
+    report.metadata += c.metadata.len() as u64;
+    report.chunks += c.chunks.len() as u64;
+    report.tombstones += c.tombstones.len() as u64;
+    if let Some(p) = &options.progress {
+        let n = bulk.rows();
+        p(n, n);
+    }
+    Ok(())
+}
+
+/// Finishes a first pull's load at `through`.
+fn finish(bulk: BulkPull<'_>, through: i64, report: &mut PullReport) -> Result<()> {
+    report.to = bulk.finish(through)?;
+    report.pages += 1;
+    report.bulk = true;
+    Ok(())
 }
 
 /// How many times [`sync_with`] pushes and pulls again when a local write

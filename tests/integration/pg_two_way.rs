@@ -471,6 +471,18 @@ async fn bulk_pull_into_a_file() {
     assert_verified(&b, &db.url).await;
     drop(b);
 
+    assert_indexes_like_a_fresh_store(&path).await;
+    // Reads and writes work on the rebuilt indexes.
+    let b = Store::open(&path).await.unwrap();
+    assert!(b.get("/many/01234").await.unwrap().is_some());
+    b.put(file("/many/new", "n")).await.unwrap();
+    assert_eq!(b.list("/many/").await.unwrap().len(), 3001);
+}
+
+/// The store file at `path` passes SQLite's integrity check and has every
+/// index a fresh store has.
+async fn assert_indexes_like_a_fresh_store(path: &std::path::Path) {
+    let dir = tempfile::tempdir().unwrap();
     let fresh = dir.path().join("fresh.db");
     drop(Store::open(&fresh).await.unwrap());
     let indexes = |p: &std::path::Path| -> Vec<(String, String)> {
@@ -487,14 +499,104 @@ async fn bulk_pull_into_a_file() {
             .map(|r| r.unwrap())
             .collect()
     };
-    let have = indexes(&path);
+    let have = indexes(path);
     assert!(have.len() >= 8, "{have:?}");
     assert_eq!(have, indexes(&fresh));
-    // Reads and writes work on the rebuilt indexes.
+}
+
+/// A first pull cut after some chunks (its load dropped, as when the
+/// process dies) keeps what it committed: the store holds part of the
+/// database and refuses writes, naming the database. The next pull resumes
+/// after the last row committed, from a new snapshot taken after the
+/// database changed (a loaded file updated, one not yet loaded removed, one
+/// added), and ends with exactly the database's state and every index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_first_pull_resumes_where_it_stopped() {
+    let db = pg::database("two_way_resume").await;
+    let a = Store::memory().await.unwrap();
+    for i in 0..300 {
+        let path = format!("/r/{i:03}");
+        a.put(file(&path, &format!("e{i}"))).await.unwrap();
+        a.set_metadata(&path, "n", &json!(i)).await.unwrap();
+    }
+    push(&a, &db.url).await;
+    let client = pg::connect(&db.url).await;
+    let hub: String = client
+        .query_one("SELECT store_id FROM nexus_state WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.db");
     let b = Store::open(&path).await.unwrap();
-    assert!(b.get("/many/01234").await.unwrap().is_some());
-    b.put(file("/many/new", "n")).await.unwrap();
-    assert_eq!(b.list("/many/").await.unwrap().len(), 3001);
+    // The load of the first three chunks of 40 files commits; the fourth
+    // fails.
+    {
+        let mut bulk = b.begin_bulk_pull(&hub).await.unwrap().unwrap();
+        let mut client = pg::connect(&db.url).await;
+        let mut chunks = 0;
+        let cut = nexus_pg::read_snapshot(&mut client, 40, None, |c| {
+            chunks += 1;
+            if chunks == 4 {
+                return Err(nexus_core::Error::Unsupported {
+                    feature: "test",
+                    reason: "cut".into(),
+                });
+            }
+            bulk.load(&c)
+        })
+        .await;
+        assert!(cut.is_err());
+        assert_eq!(bulk.rows(), 120);
+    }
+    let loaded = b.list("/r/").await.unwrap();
+    assert_eq!(loaded.len(), 120, "three chunks of files committed");
+    let err = b.put(file("/local", "x")).await.unwrap_err();
+    assert!(
+        matches!(&err, nexus_core::Error::PullUnfinished { hub_id } if *hub_id == hub),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&hub), "{err}");
+    assert!(b.get("/local").await.unwrap().is_none());
+
+    // The database changes before the pull resumes: a file already loaded
+    // is updated, one not loaded yet is removed, one is added.
+    let first = &loaded[0].path;
+    let last = (0..300)
+        .map(|i| format!("/r/{i:03}"))
+        .rev()
+        .find(|p| !loaded.iter().any(|f| &f.path == p))
+        .unwrap();
+    let c = Store::memory().await.unwrap();
+    both(&c, &db.url).await;
+    c.put(file(first, "changed")).await.unwrap();
+    c.set_metadata(first, "n", &json!("changed")).await.unwrap();
+    c.delete(&last).await.unwrap();
+    c.put(file("/r/new", "new")).await.unwrap();
+    push(&c, &db.url).await;
+
+    drop(b);
+    let b = Store::open(&path).await.unwrap();
+    let r = pull(&b, &remote(&db.url), &SyncOptions::default())
+        .await
+        .unwrap();
+    assert!(r.bulk && r.resumed, "{r:?}");
+    assert!(r.files < 300, "only the rest was loaded: {r:?}");
+    let want = pg_state(&db.url).await;
+    assert_eq!(want.len(), 300);
+    assert_eq!(want[first].1.as_deref(), Some("changed"));
+    assert!(!want.contains_key(&last));
+    assert_eq!(state(&b).await, want);
+    assert_verified(&b, &db.url).await;
+    drop(b);
+    assert_indexes_like_a_fresh_store(&path).await;
+    let b = Store::open(&path).await.unwrap();
+    b.put(file("/local", "x")).await.unwrap();
+    let again = pull(&b, &remote(&db.url), &SyncOptions::default())
+        .await
+        .unwrap();
+    assert!(!again.bulk, "{again:?}");
 }
 
 /// Ten stores push at once into one database, with paths in common: every

@@ -687,3 +687,131 @@ async fn server_restart_then_retry() {
     assert_eq!(paths(&b).await, paths(&s).await);
     again.stop().await;
 }
+
+/// The first pull of an empty store through the server reads the tenant's
+/// snapshot page by page (`/v1/snapshot`, each page its own short read):
+/// only the caller's tenant, every row once. A first pull cut after two
+/// pages keeps them and resumes after the last row; a bad cursor is a 400
+/// naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_pull_through_the_server_reads_a_paged_snapshot() {
+    let db = pg::database("serve_snapshot").await;
+    let server = TestServer::start(&db.url).await;
+    let (mine, theirs) = (server.remote("default"), server.remote("other"));
+    let a = Store::memory().await.unwrap();
+    for i in 0..40 {
+        let path = format!("/d/{i:02}");
+        a.put(file(&path, &format!("e{i}"))).await.unwrap();
+        a.set_metadata(&path, "n", &json!(i)).await.unwrap();
+    }
+    a.delete("/d/39").await.unwrap();
+    push(&a, &mine, &opts()).await.unwrap();
+    let other = Store::memory().await.unwrap().with_tenant("other").unwrap();
+    other.put(file("/d/theirs", "t")).await.unwrap();
+    push(&other, &theirs, &opts()).await.unwrap();
+
+    let small = SyncOptions {
+        window_rows: 7,
+        ..opts()
+    };
+    let b = Store::memory().await.unwrap();
+    let r = pull(&b, &mine, &small).await.unwrap();
+    assert!(r.bulk && !r.resumed, "{r:?}");
+    // The removed file's rows stay (removed, with its history).
+    assert_eq!((r.files, r.metadata, r.versions), (40, 40, 40), "{r:?}");
+    assert_eq!(paths(&b).await, paths(&a).await);
+    assert!(b.get("/d/theirs").await.unwrap().is_none());
+    assert_eq!(b.get_metadata("/d/07", "n").await.unwrap(), Some(json!(7)));
+
+    // Raw pages: at most max_rows rows, and a cursor to go on from.
+    let url = format!("{}/v1/snapshot", server.url);
+    let t = token("default", 60);
+    let (status, _, first) = call(
+        reqwest::Method::GET,
+        &format!("{url}?max_rows=30"),
+        Some(&t),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["changes"]["files"].as_array().unwrap().len(), 30);
+    let next = first["next"].clone();
+    assert_eq!(next["table"], "file_paths", "{next}");
+    let after = serde_json::to_string(&next).unwrap();
+    let (status, _, second) = call(
+        reqwest::Method::GET,
+        &format!("{url}?max_rows=30&after={}", urlencoding(&after)),
+        Some(&t),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["changes"]["files"].as_array().unwrap().len(), 10);
+    assert_eq!(second["changes"]["versions"].as_array().unwrap().len(), 20);
+    assert_eq!(second["next"]["table"], "version_history");
+    for bad in [
+        "not json".to_string(),
+        r#"{"table":"nope","key":[]}"#.to_string(),
+        r#"{"table":"file_paths","key":["x"]}"#.to_string(),
+        r#"{"table":"version_history","key":["00000000-0000-0000-0000-000000000000"]}"#.to_string(),
+    ] {
+        let (status, _, body) = call(
+            reqwest::Method::GET,
+            &format!("{url}?after={}", urlencoding(&bad)),
+            Some(&t),
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains("after") || message.contains("snapshot cursor"),
+            "{message}"
+        );
+    }
+    let (status, _, _) = call(reqwest::Method::GET, &url, None, &[], None).await;
+    assert_eq!(status, 401);
+
+    // Cut after two pages, then resumed.
+    let Remote::Server(hub) = &mine else {
+        panic!("a server remote")
+    };
+    let c = Store::memory().await.unwrap();
+    let hub_id = first["hub_id"].as_str().unwrap().to_string();
+    {
+        let mut bulk = c.begin_bulk_pull(&hub_id).await.unwrap().unwrap();
+        let mut after = None;
+        for _ in 0..2 {
+            let page = hub.snapshot(after.as_ref(), 25).await.unwrap();
+            bulk.load(&page.changes).unwrap();
+            after = page.next;
+        }
+        assert_eq!(bulk.rows(), 50);
+    }
+    assert!(matches!(
+        c.put(file("/x", "x")).await.unwrap_err(),
+        nexus_core::Error::PullUnfinished { .. }
+    ));
+    let r = pull(&c, &mine, &small).await.unwrap();
+    assert!(r.bulk && r.resumed, "{r:?}");
+    assert_eq!(r.rows(), 3 * 40 - 50, "the rest only: {r:?}");
+    assert_eq!(paths(&c).await, paths(&a).await);
+    assert_eq!(
+        c.list_metadata("/d/38").await.unwrap(),
+        a.list_metadata("/d/38").await.unwrap()
+    );
+    c.put(file("/x", "x")).await.unwrap();
+}
+
+/// `s` percent-encoded for a query string.
+fn urlencoding(s: &str) -> String {
+    reqwest::Url::parse_with_params("http://x/", &[("v", s)])
+        .unwrap()
+        .query()
+        .unwrap()
+        .trim_start_matches("v=")
+        .to_string()
+}

@@ -1,0 +1,2 @@
+-- Nothing was added (see the up script).
+SELECT 1;
