@@ -199,7 +199,8 @@ fn main() {
             })
             .unwrap();
         }
-        bulk.finish(1).unwrap();
+        bulk.finish(1, &mut nexus_core::PullReport::default())
+            .unwrap();
         started.elapsed().as_secs_f64()
     });
 
@@ -252,7 +253,7 @@ fn main() {
             rate(s) / rate(ours_s)
         )
     };
-    line("nexus pull (snapshot, one local transaction)", ours_s);
+    line("nexus pull (snapshot, committed per chunk)", ours_s);
     line("plain binary COPY TO STDOUT (reading, the limit)", copy_s);
     line("bulk insert from memory (writing, the limit)", insert_s);
     line("both limits one after the other", copy_s + insert_s);

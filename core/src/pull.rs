@@ -150,6 +150,57 @@ impl Store {
     }
 }
 
+/// A database's snapshot in pages, for a first pull (a sync server's
+/// `/v1/snapshot`; `nexus_pg::read_snapshot_page`).
+// Static dispatch only, as `Feed`.
+#[allow(async_fn_in_trait)]
+pub trait SnapshotSource {
+    /// The source's errors; the store's convert into them.
+    type Error: From<Error>;
+    /// The rows after `after` (from the start without one), at most about
+    /// `max_rows`, with the position their snapshot covers as
+    /// `changes.through`; and where the next page starts after (`None`:
+    /// the snapshot is complete).
+    async fn page(
+        &mut self,
+        after: Option<&SnapshotCursor>,
+        max_rows: usize,
+    ) -> std::result::Result<(Changes, Option<SnapshotCursor>), Self::Error>;
+}
+
+impl Store {
+    /// The first pull's snapshot step: when this store holds no rows (or a
+    /// cut first pull from `report.hub_id`), loads `source`'s pages into it
+    /// ([`Store::begin_bulk_pull`], each page committed), counting into
+    /// `report` and moving `report.to` to where the feed goes on; does
+    /// nothing otherwise. `progress` gets the rows loaded so far after each
+    /// page.
+    pub async fn load_snapshot<S: SnapshotSource>(
+        &self,
+        source: &mut S,
+        report: &mut PullReport,
+        max_rows: usize,
+        mut progress: impl FnMut(u64),
+    ) -> std::result::Result<(), S::Error> {
+        let Some(mut bulk) = self.begin_bulk_pull(&report.hub_id).await? else {
+            return Ok(());
+        };
+        let mut after = bulk.resume_after().cloned();
+        let through = loop {
+            let (changes, next) = source.page(after.as_ref(), max_rows).await?;
+            bulk.load(&changes)?;
+            progress(bulk.rows());
+            match next {
+                Some(n) => after = Some(n),
+                None => break changes.through,
+            }
+        };
+        bulk.finish(through, report)?;
+        self.durable().await?;
+        Ok(())
+    }
+}
+
 /// What [`Store::apply_pull`] did with one page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PullApplied {
@@ -372,6 +423,8 @@ pub struct BulkPull<'a> {
     /// Where the committed load got to.
     cursor: Option<SnapshotCursor>,
     resumed: bool,
+    /// Rows loaded by this run, per table, in [`crate::tables::TABLES`] order.
+    counts: [u64; 5],
 }
 
 impl std::fmt::Debug for BulkPull<'_> {
@@ -482,6 +535,7 @@ impl Store {
                 resumed: resume.is_some(),
                 position: resume.as_ref().map(|(p, _)| *p),
                 cursor: resume.map(|(_, c)| c),
+                counts: [0; 5],
             })),
             Ok(None) => {
                 e.end_long_write(false)?;
@@ -561,6 +615,15 @@ impl BulkPull<'_> {
         })();
         done?;
         self.rows += c.len() as u64;
+        for (n, rows) in self.counts.iter_mut().zip([
+            c.files.len(),
+            c.versions.len(),
+            c.metadata.len(),
+            c.chunks.len(),
+            c.tombstones.len(),
+        ]) {
+            *n += rows as u64;
+        }
         self.position = Some(position);
         self.cursor = Some(cursor);
         Ok(())
@@ -574,8 +637,10 @@ impl BulkPull<'_> {
     /// Finishes the load: rebuilds the indexes and records this store's
     /// position in the database's feed, the smaller of `through` (up to
     /// which the last snapshot holds every transaction) and the first
-    /// snapshot's. Returns that position.
-    pub fn finish(mut self, through: i64) -> Result<i64> {
+    /// snapshot's. Counts the load into `report` (one page, `bulk`,
+    /// `resumed`, the rows per table) and moves `report.to` to that
+    /// position.
+    pub fn finish(mut self, through: i64, report: &mut PullReport) -> Result<()> {
         let position = self.position.map_or(through, |p| p.min(through));
         let mut all = self.all.take().expect("open until finished");
         let e = &mut all.writer;
@@ -605,7 +670,18 @@ impl BulkPull<'_> {
         };
         // The schema changed under every connection's statements.
         let fresh = all.reconnect();
-        ended.and(fresh).map(|()| position)
+        ended.and(fresh)?;
+        let [files, versions, metadata, chunks, tombstones] = self.counts;
+        report.files += files;
+        report.versions += versions;
+        report.metadata += metadata;
+        report.chunks += chunks;
+        report.tombstones += tombstones;
+        report.pages += 1;
+        report.bulk = true;
+        report.resumed = self.resumed;
+        report.to = position;
+        Ok(())
     }
 }
 

@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 pub use nexus_core::PullReport;
-use nexus_core::{BulkPull, Changes, Feed, FeedPage, Store};
+use nexus_core::{Changes, Feed, FeedPage, SnapshotCursor, SnapshotSource, Store};
 use nexus_postgres::{PgUrl, StatementCache, migrate};
 use serde::Serialize;
 
@@ -69,6 +69,24 @@ impl Feed for ServerFeed<'_> {
     }
 }
 
+/// A sync server's snapshot of the token's tenant.
+struct ServerSnapshot<'a> {
+    hub: &'a HttpHub,
+}
+
+impl SnapshotSource for ServerSnapshot<'_> {
+    type Error = crate::Error;
+
+    async fn page(
+        &mut self,
+        after: Option<&SnapshotCursor>,
+        max_rows: usize,
+    ) -> Result<(Changes, Option<SnapshotCursor>)> {
+        let p = self.hub.snapshot(after, max_rows).await?;
+        Ok((p.changes, p.next))
+    }
+}
+
 /// The progress callback of `options`, as the page loop takes it.
 fn progress(options: &SyncOptions) -> impl FnMut(u64) + '_ {
     move |rows| {
@@ -95,14 +113,16 @@ async fn pull_once(store: &Store, source: &PgUrl, options: &SyncOptions) -> Resu
     // chunk by chunk (or the rest of one that was cut), then the feed from
     // the position it covers.
     if let Some(mut bulk) = store.begin_bulk_pull(&report.hub_id).await? {
-        report.resumed = bulk.resumed();
         let after = bulk.resume_after().cloned();
+        let mut progress = progress(options);
         let through =
             nexus_pg::read_snapshot(&mut client, options.window_rows, after.as_ref(), |c| {
-                load(&mut bulk, &c, &mut report, options)
+                bulk.load(&c)?;
+                progress(bulk.rows());
+                Ok(())
             })
             .await?;
-        finish(bulk, through, &mut report)?;
+        bulk.finish(through, &mut report)?;
     }
     let mut feed = PgFeed {
         client: &mut client,
@@ -133,19 +153,14 @@ async fn pull_http_once(store: &Store, hub: &HttpHub, options: &SyncOptions) -> 
     report.to = report.from;
     // Into an empty store: the tenant's snapshot, page by page (or the
     // rest of one that was cut), then the feed.
-    if let Some(mut bulk) = store.begin_bulk_pull(&report.hub_id).await? {
-        report.resumed = bulk.resumed();
-        let mut after = bulk.resume_after().cloned();
-        let through = loop {
-            let page = hub.snapshot(after.as_ref(), options.window_rows).await?;
-            load(&mut bulk, &page.changes, &mut report, options)?;
-            match page.next {
-                Some(next) => after = Some(next),
-                None => break page.changes.through,
-            }
-        };
-        finish(bulk, through, &mut report)?;
-    }
+    store
+        .load_snapshot(
+            &mut ServerSnapshot { hub },
+            &mut report,
+            options.window_rows,
+            progress(options),
+        )
+        .await?;
     let mut feed = ServerFeed { hub, source };
     store
         .apply_feed(
@@ -157,34 +172,6 @@ async fn pull_http_once(store: &Store, hub: &HttpHub, options: &SyncOptions) -> 
         .await?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
-}
-
-/// Loads a chunk of a first pull's snapshot, counting its rows.
-fn load(
-    bulk: &mut BulkPull<'_>,
-    c: &Changes,
-    report: &mut PullReport,
-    options: &SyncOptions,
-) -> nexus_core::Result<()> {
-    bulk.load(c)?;
-    report.files += c.files.len() as u64;
-    report.versions += c.versions.len() as u64;
-    report.metadata += c.metadata.len() as u64;
-    report.chunks += c.chunks.len() as u64;
-    report.tombstones += c.tombstones.len() as u64;
-    if let Some(p) = &options.progress {
-        let n = bulk.rows();
-        p(n, n);
-    }
-    Ok(())
-}
-
-/// Finishes a first pull's load at `through`.
-fn finish(bulk: BulkPull<'_>, through: i64, report: &mut PullReport) -> Result<()> {
-    report.to = bulk.finish(through)?;
-    report.pages += 1;
-    report.bulk = true;
-    Ok(())
 }
 
 /// How many times [`sync_with`] pushes and pulls again when a local write

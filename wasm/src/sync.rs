@@ -1,13 +1,17 @@
 //! `store.sync({ url, token })`: the browser's client of the sync server
 //! (`nexus serve`), over `fetch`. The protocol's types and paths are
 //! `nexus_core::protocol` (the server and the native client use the same);
-//! the page loop of a pull is the core's (`Store::apply_feed`).
+//! the first pull's snapshot step and the page loop of a pull are the
+//! core's (`Store::load_snapshot`, `Store::apply_feed`).
 
 use js_sys::{Object, Promise, Reflect, Uint8Array};
 use nexus_core::protocol::{
-    ErrorBody, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, PUSH, Pulled, Pushed, STATE, State,
+    ErrorBody, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, PUSH, Pulled, Pushed, SNAPSHOT, STATE,
+    Snapshotted, State,
 };
-use nexus_core::{ConflictCopy, Feed, FeedPage, PullReport, Store};
+use nexus_core::{
+    Changes, ConflictCopy, Feed, FeedPage, PullReport, SnapshotCursor, SnapshotSource, Store,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::{JsCast, JsValue};
@@ -200,6 +204,29 @@ impl Feed for ServerFeed<'_> {
     }
 }
 
+/// The server's snapshot of the token's tenant, for a first pull.
+struct ServerSnapshot<'a> {
+    server: &'a Server,
+}
+
+impl SnapshotSource for ServerSnapshot<'_> {
+    type Error = SyncError;
+
+    async fn page(
+        &mut self,
+        after: Option<&SnapshotCursor>,
+        max_rows: usize,
+    ) -> Result<(Changes, Option<SnapshotCursor>), SyncError> {
+        let mut path = format!("{SNAPSHOT}?max_rows={max_rows}");
+        if let Some(a) = after {
+            let json = serde_json::to_string(a).expect("plain data serializes");
+            path.push_str(&format!("&after={}", encode(&json)));
+        }
+        let p: Snapshotted = self.server.call("GET", &path, None).await?;
+        Ok((p.changes, p.next))
+    }
+}
+
 /// Pushes, then pulls; pushes and pulls again (up to three times) when a
 /// local write lands in between and the pull refuses to overwrite it.
 pub(crate) async fn sync(store: &Store, options: SyncOptions) -> Result<SyncResult, SyncError> {
@@ -248,14 +275,29 @@ pub(crate) async fn sync(store: &Store, options: SyncOptions) -> Result<SyncResu
             to: from,
             ..PullReport::default()
         };
+        // An empty store loads the snapshot first (or the rest of one
+        // that was cut), then reads the feed.
         let mut feed = ServerFeed {
             server: &server,
             source,
         };
-        match store
-            .apply_feed(&mut feed, &mut report, max_rows, |_| {})
+        let pulled = match store
+            .load_snapshot(
+                &mut ServerSnapshot { server: &server },
+                &mut report,
+                max_rows,
+                |_| {},
+            )
             .await
         {
+            Ok(()) => {
+                store
+                    .apply_feed(&mut feed, &mut report, max_rows, |_| {})
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match pulled {
             Ok(()) => {
                 out.pulled += report.rows();
                 return Ok(out);
