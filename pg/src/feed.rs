@@ -47,26 +47,44 @@ fn feed_column(c: &Column) -> String {
 }
 
 /// The feed's query of `T`'s table: its columns, `change_seq` and the
-/// origin, over the range `(after, through]` (`$1`, `$2`) of the tenant
-/// `$3` (NULL: every tenant), in stamp order, then key order.
-fn select_sql<T: TableRow>() -> String {
+/// origin, over the range `(after, through]` (`$1`, `$2`), of the tenant
+/// `$3` only (`tenant`), in stamp order, then key order.
+fn select_sql<T: TableRow>(tenant: bool) -> String {
     let t = T::TABLE;
+    let filter = if tenant {
+        format!(" AND {}", tenant_filter(t.name, 3, None))
+    } else {
+        String::new()
+    };
     format!(
-        "SELECT {}, change_seq, origin_id, origin_seq FROM {} WHERE change_seq > $1 AND change_seq <= $2 \
-         AND ($3::text IS NULL OR {}) ORDER BY change_seq, {}",
+        "SELECT {}, change_seq, origin_id, origin_seq FROM {} WHERE change_seq > $1 AND change_seq <= $2{filter} \
+         ORDER BY {}",
         t.select_list(feed_column),
         t.name,
-        tenant_filter(t.name, 3),
-        t.key.join(", ")
+        qualified(
+            t.name,
+            std::iter::once("change_seq").chain(t.key.iter().copied())
+        )
     )
+}
+
+/// `table.column, ...`: in an ORDER BY, a bare name would mean the select
+/// list's column of that name (an id read as text), whose order no index
+/// gives.
+fn qualified<'a>(table: &str, columns: impl IntoIterator<Item = &'a str>) -> String {
+    columns
+        .into_iter()
+        .map(|c| format!("{table}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A snapshot's query of `T`'s table, in its snapshot order: from the start,
 /// or (`after`) from the row after a key (the values of the snapshot order
-/// columns, bound as text `$1`, `$2`, ...); and (`page`) only the rows of
-/// the tenant bound next (NULL: every tenant), at most as many as the
-/// parameter after it.
-fn snapshot_sql<T: TableRow>(after: bool, page: bool) -> String {
+/// columns, bound as text `$1`, `$2`, ...); (`tenant`) only the rows of the
+/// tenant bound next; (`limit`) at most as many as the parameter after
+/// that.
+fn snapshot_sql<T: TableRow>(after: bool, tenant: bool, limit: bool) -> String {
     let t = T::TABLE;
     let cols = t.snapshot_order.join(", ");
     let mut conditions = Vec::new();
@@ -88,24 +106,30 @@ fn snapshot_sql<T: TableRow>(after: bool, page: bool) -> String {
             .collect();
         conditions.push(format!("({cols}) > ({})", params.join(", ")));
     }
-    let mut limit = String::new();
-    if page {
-        conditions.push(format!(
-            "(${}::text IS NULL OR {})",
-            n + 1,
-            tenant_filter(t.name, n + 1)
-        ));
-        limit = format!(" LIMIT ${}::int8", n + 2);
+    if tenant {
+        // Rows that follow a file's id: their files from that id on (the
+        // join then starts where the rows do).
+        let from =
+            (after && t.snapshot_order.first() == Some(&"path_id")).then_some("$1::text::uuid");
+        n += 1;
+        conditions.push(tenant_filter(t.name, n, from));
     }
+    let limit = if limit {
+        n += 1;
+        format!(" LIMIT ${n}::int8")
+    } else {
+        String::new()
+    };
     let filter = if conditions.is_empty() {
         String::new()
     } else {
         format!(" WHERE {}", conditions.join(" AND "))
     };
     format!(
-        "SELECT {}, change_seq, origin_id, origin_seq FROM {}{filter} ORDER BY {cols}{limit}",
+        "SELECT {}, change_seq, origin_id, origin_seq FROM {}{filter} ORDER BY {}{limit}",
         t.select_list(feed_column),
         t.name,
+        qualified(t.name, t.snapshot_order.iter().copied())
     )
 }
 
@@ -157,17 +181,24 @@ fn read_rows<T: TableRow>(rows: &[Row]) -> Result<Vec<T>> {
 }
 
 /// The condition that keeps a row of `table` to the tenant bound as `$n`:
-/// by its own tenant, by its file's, or (a removal) by the key that names
-/// either.
-fn tenant_filter(table: &str, n: usize) -> String {
+/// by its own tenant, by its file's (of files from the id `from` on, when
+/// given), or (a removal) by the key that names either. A plain condition,
+/// not `($n IS NULL OR ...)`: PostgreSQL plans the file lookup of that form
+/// as a subplan run for every row (quadratic on a large tenant), this one
+/// as a join.
+fn tenant_filter(table: &str, n: usize, from: Option<&str>) -> String {
+    let files = match from {
+        Some(id) => {
+            format!("SELECT path_id FROM file_paths WHERE tenant_id = ${n} AND path_id >= {id}")
+        }
+        None => format!("SELECT path_id FROM file_paths WHERE tenant_id = ${n}"),
+    };
     match table {
         "file_paths" | "content_chunks" => format!("tenant_id = ${n}"),
-        "file_metadata" | "version_history" => {
-            format!("path_id IN (SELECT path_id FROM file_paths WHERE tenant_id = ${n})")
-        }
+        "file_metadata" | "version_history" => format!("path_id IN ({files})"),
         _ => format!(
-            "(table_name = 'content_chunks' AND key1 = ${n}) OR (table_name = 'file_metadata' \
-             AND key1 IN (SELECT path_id::text FROM file_paths WHERE tenant_id = ${n}))"
+            "((table_name = 'content_chunks' AND key1 = ${n}) OR (table_name = 'file_metadata' \
+             AND key1 IN (SELECT path_id::text FROM file_paths WHERE tenant_id = ${n})))"
         ),
     }
 }
@@ -288,14 +319,20 @@ async fn read_in(
             beyond
         }
     };
-    let range: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&after, &through, &tenant];
+    let all: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&after, &through, &tenant];
+    let range = if tenant.is_some() {
+        &all[..]
+    } else {
+        &all[..2]
+    };
     let q =
-        async |sql: String, what: &'static str| db.query(&sql, &range).await.map_err(pg_err(what));
-    let files = q(select_sql::<FileRow>(), "reading changed files").await?;
-    let metadata = q(select_sql::<MetadataRow>(), "reading changed metadata").await?;
-    let versions = q(select_sql::<VersionRow>(), "reading changed versions").await?;
-    let chunks = q(select_sql::<ChunkRow>(), "reading changed chunks").await?;
-    let tombstones = q(select_sql::<TombstoneRow>(), "reading removals").await?;
+        async |sql: String, what: &'static str| db.query(&sql, range).await.map_err(pg_err(what));
+    let one = tenant.is_some();
+    let files = q(select_sql::<FileRow>(one), "reading changed files").await?;
+    let metadata = q(select_sql::<MetadataRow>(one), "reading changed metadata").await?;
+    let versions = q(select_sql::<VersionRow>(one), "reading changed versions").await?;
+    let chunks = q(select_sql::<ChunkRow>(one), "reading changed chunks").await?;
+    let tombstones = q(select_sql::<TombstoneRow>(one), "reading removals").await?;
     let files: Vec<FileRow> = read_rows(&files)?;
     let mut referenced_files = Vec::new();
     let metadata: Vec<MetadataRow> = read_rows(&metadata)?;
@@ -347,7 +384,7 @@ type Fill = fn(&[Row], &mut Changes) -> Result<()>;
 /// how its rows go into a chunk.
 struct SnapshotTable {
     table: &'static nexus_core::tables::Table,
-    sql: fn(bool, bool) -> String,
+    sql: fn(bool, bool, bool) -> String,
     fill: Fill,
 }
 
@@ -457,8 +494,11 @@ pub async fn read_snapshot(
     let chunk = i32::try_from(max_rows.max(1)).unwrap_or(i32::MAX);
     for (i, t) in tables.iter().enumerate().skip(start) {
         let portal = match after {
-            Some(cursor) if i == start => tx.bind(&(t.sql)(true, false), &key_params(cursor)).await,
-            _ => tx.bind(&(t.sql)(false, false), &[]).await,
+            Some(cursor) if i == start => {
+                tx.bind(&(t.sql)(true, false, false), &key_params(cursor))
+                    .await
+            }
+            _ => tx.bind(&(t.sql)(false, false, false), &[]).await,
         }
         .map_err(pg_err("reading a snapshot"))?;
         loop {
@@ -530,16 +570,16 @@ pub async fn read_snapshot_page(
     let mut left = max_rows.max(1);
     for (i, t) in tables.iter().enumerate().skip(start) {
         let limit = i64::try_from(left).unwrap_or(i64::MAX);
-        let rows = match after {
-            Some(cursor) if i == start => {
-                let mut params = key_params(cursor);
-                params.push(&tenant);
-                params.push(&limit);
-                tx.query(&(t.sql)(true, true), &params).await
-            }
-            _ => tx.query(&(t.sql)(false, true), &[&tenant, &limit]).await,
+        let resume = after.filter(|_| i == start);
+        let mut params = resume.map(key_params).unwrap_or_default();
+        if let Some(t) = &tenant {
+            params.push(t);
         }
-        .map_err(pg_err("reading a snapshot"))?;
+        params.push(&limit);
+        let rows = tx
+            .query(&(t.sql)(resume.is_some(), tenant.is_some(), true), &params)
+            .await
+            .map_err(pg_err("reading a snapshot"))?;
         (t.fill)(&rows, &mut changes)?;
         left -= rows.len();
         if left == 0 {
