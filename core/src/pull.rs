@@ -414,7 +414,6 @@ pub struct BulkPull<'a> {
     all: Option<Exclusive<'a>>,
     seq: i64,
     hub_id: String,
-    rows: u64,
     /// The secondary indexes dropped for the load, rebuilt at the end.
     indexes: Vec<String>,
     /// The feed position of the first snapshot read (`None` until a chunk
@@ -432,7 +431,7 @@ impl std::fmt::Debug for BulkPull<'_> {
         f.debug_struct("BulkPull")
             .field("hub_id", &self.hub_id)
             .field("seq", &self.seq)
-            .field("rows", &self.rows)
+            .field("counts", &self.counts)
             .field("cursor", &self.cursor)
             .finish()
     }
@@ -450,7 +449,7 @@ impl Drop for BulkPull<'_> {
 }
 
 /// The state of an unfinished first pull, as `nexus_bulk_pull` keeps it.
-pub(crate) struct Unfinished {
+struct Unfinished {
     hub_id: String,
     position: i64,
     seq: i64,
@@ -530,7 +529,6 @@ impl Store {
                 all: Some(all),
                 seq,
                 hub_id: hub_id.to_string(),
-                rows: 0,
                 indexes,
                 resumed: resume.is_some(),
                 position: resume.as_ref().map(|(p, _)| *p),
@@ -614,7 +612,6 @@ impl BulkPull<'_> {
             e.begin_long_write()
         })();
         done?;
-        self.rows += c.len() as u64;
         for (n, rows) in self.counts.iter_mut().zip([
             c.files.len(),
             c.versions.len(),
@@ -631,7 +628,7 @@ impl BulkPull<'_> {
 
     /// Rows loaded so far (by this run).
     pub fn rows(&self) -> u64 {
-        self.rows
+        self.counts.iter().sum()
     }
 
     /// Finishes the load: rebuilds the indexes and records this store's

@@ -116,6 +116,16 @@ struct Shared {
     max_applies: usize,
 }
 
+impl Shared {
+    /// The rows of a pull or snapshot page: what the client asked for
+    /// (the server's limit when it did not ask), from 1 to that limit.
+    fn page_rows(&self, asked: Option<usize>) -> usize {
+        asked
+            .unwrap_or(self.max_page_rows)
+            .clamp(1, self.max_page_rows)
+    }
+}
+
 type AppState = Arc<Shared>;
 
 /// A server bound to its address, not yet serving.
@@ -431,10 +441,7 @@ async fn pull(
             "`after` must be a position of the feed, 0 or more",
         ));
     }
-    let rows = q
-        .max_rows
-        .unwrap_or(shared.max_page_rows)
-        .clamp(1, shared.max_page_rows);
+    let rows = shared.page_rows(q.max_rows);
     let mut pooled = nexus_postgres::get(&shared.pool).await?;
     let watermark = match &q.source {
         Some(s) => {
@@ -479,10 +486,7 @@ async fn snapshot(
                 "`after` must be a snapshot cursor, the `next` of the previous answer as JSON: {e}"
             ))
         })?;
-    let rows = q
-        .max_rows
-        .unwrap_or(shared.max_page_rows)
-        .clamp(1, shared.max_page_rows);
+    let rows = shared.page_rows(q.max_rows);
     let mut pooled = nexus_postgres::get(&shared.pool).await?;
     let (client, _) = pooled.parts();
     let page = nexus_pg::read_snapshot_page(client, Some(&tenant), after.as_ref(), rows).await?;
