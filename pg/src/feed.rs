@@ -7,13 +7,13 @@
 //! (`pg_current_xact_id()`, the column's default; every update sets it
 //! again). Ids are handed out when transactions start writing, not when
 //! they commit, so a lower id can commit after a higher one was read. A
-//! page therefore never reaches past `xmin - 1`, where `xmin` is the oldest
-//! transaction id still running in the page's own snapshot
-//! (`pg_snapshot_xmin(pg_current_snapshot())`): every transaction below it
-//! had ended when the snapshot was taken, so the snapshot sees all their
-//! committed rows, and any later write gets an id above the snapshot's
-//! `xmax`, so it lands in a later page. ARCHITECTURE.md has the argument in
-//! full.
+//! page therefore never reaches the oldest transaction still running that
+//! could write here (`xmin` of a snapshot, not counting the sessions of
+//! other databases of the cluster, which never write here): every
+//! transaction below it had ended when the bound was read, so the page's
+//! snapshot, taken after, sees all their committed rows, and any later write
+//! gets an id above the bound's `xmax`, so it lands in a later page.
+//! ARCHITECTURE.md has the argument in full.
 
 pub use nexus_core::FeedPage;
 use nexus_core::tables::{Cells, Column, FILE_PATHS, Kind, TableRow};
@@ -203,6 +203,60 @@ fn tenant_filter(table: &str, n: usize, from: Option<&str>) -> String {
     }
 }
 
+/// The feed's bounds in the current snapshot: the safe position (every
+/// transaction that could still write rows of this database at or below it
+/// has ended) and the next transaction id.
+///
+/// The safe position is one below the oldest transaction still running,
+/// not counting those known to belong to another database: a session (or a
+/// prepared transaction) of another database can never write here, so the
+/// feed of this one does not wait for it. A running transaction whose
+/// database is not known (its session ended or moved on to another
+/// transaction since the snapshot) is waited for. The sessions' ids are 32
+/// bits, the snapshot's 64: running ids are within 2^31 of each other, so
+/// the low 32 bits name one. The third column says whether the
+/// transaction that holds the position back had already ended by the time
+/// the sessions were read (read again, the position moves past it).
+/// ARCHITECTURE.md has the argument.
+const BOUNDS: &str = "WITH snap AS (SELECT pg_current_snapshot() AS s), \
+     elsewhere AS ( \
+       SELECT backend_xid AS xid FROM pg_stat_activity \
+        WHERE backend_xid IS NOT NULL AND datname IS NOT NULL AND datname <> current_database() \
+       UNION ALL SELECT transaction FROM pg_prepared_xacts WHERE database <> current_database()), \
+     holder AS ( \
+       SELECT min(x::text::int8) AS x FROM snap, pg_snapshot_xip(snap.s) AS x \
+        WHERE x::text::int8 % 4294967296 NOT IN (SELECT xid::text::int8 FROM elsewhere)) \
+     SELECT coalesce(holder.x, pg_snapshot_xmax(snap.s)::text::int8) - 1, \
+            pg_snapshot_xmax(snap.s)::text::int8, \
+            coalesce(pg_xact_status(holder.x::text::xid8) <> 'in progress', false) \
+       FROM snap, holder";
+
+/// How many times [`bounds`] reads again while the transaction holding the
+/// position back has ended.
+const BOUNDS_READS: usize = 4;
+
+/// The feed's safe position and the next transaction id ([`BOUNDS`]), read
+/// outside the snapshot that then reads rows up to it: any snapshot taken
+/// later sees every transaction that had ended before this one. Read again
+/// while the transaction that held the position back has ended in the
+/// meantime (a session of another database that went on quickly cannot be
+/// told apart from one of this database), so that a pull right after a
+/// write sees the write.
+async fn bounds(client: &impl GenericClient) -> Result<(i64, i64)> {
+    let mut read = 0;
+    loop {
+        read += 1;
+        let row = client
+            .query_one(BOUNDS, &[])
+            .await
+            .map_err(pg_err("reading the feed's safe position"))?;
+        let ended: bool = row.get(2);
+        if !ended || read == BOUNDS_READS {
+            return Ok((row.get(0), row.get(1)));
+        }
+    }
+}
+
 /// The `change_seq` of the first `limit` rows after `after`, all tables
 /// merged in order (an index scan per table, merged; it stops at `limit`).
 const FIRST_STAMPS: &str = "SELECT s FROM ( \
@@ -246,9 +300,10 @@ pub async fn read_tenant_page(
     after: i64,
     max_rows: usize,
 ) -> Result<FeedPage> {
+    let (safe, next) = bounds(&*client).await?;
     let tx = crate::ops::begin_snapshot(client, "starting a read of the change feed").await?;
     let db = Cached::new(&tx, cache);
-    let page = read_in(&db, tenant, after, max_rows).await?;
+    let page = read_in(&db, tenant, after, safe, next, max_rows).await?;
     tx.commit()
         .await
         .map_err(pg_err("ending a read of the change feed"))?;
@@ -265,18 +320,10 @@ async fn read_in(
     db: &Cached<'_, impl GenericClient + Sync>,
     tenant: Option<&str>,
     after: i64,
+    safe: i64,
+    next: i64,
     max_rows: usize,
 ) -> Result<FeedPage> {
-    // Everything below the oldest running transaction has ended.
-    let bounds = db
-        .query_one(
-            "SELECT pg_snapshot_xmin(s)::text::int8 - 1, pg_snapshot_xmax(s)::text::int8 \
-             FROM pg_current_snapshot() AS s",
-            &[],
-        )
-        .await
-        .map_err(pg_err("reading the feed's safe position"))?;
-    let (safe, next): (i64, i64) = (bounds.get(0), bounds.get(1));
     if after >= next {
         return Err(nexus_core::Error::InvalidArgument {
             name: "feed position",
@@ -489,8 +536,8 @@ pub async fn read_snapshot(
 ) -> Result<i64> {
     let tables = snapshot_tables();
     let start = resume_at(&tables, after)?;
+    let (safe, _) = bounds(&*client).await?;
     let tx = crate::ops::begin_snapshot(client, "starting a snapshot read").await?;
-    let safe = snapshot_position(&tx).await?;
     let chunk = i32::try_from(max_rows.max(1)).unwrap_or(i32::MAX);
     for (i, t) in tables.iter().enumerate().skip(start) {
         let portal = match after {
@@ -525,19 +572,6 @@ pub async fn read_snapshot(
     Ok(safe)
 }
 
-/// The feed position a snapshot covers: every transaction below the oldest
-/// one still running.
-async fn snapshot_position(tx: &tokio_postgres::Transaction<'_>) -> Result<i64> {
-    Ok(tx
-        .query_one(
-            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8 - 1",
-            &[],
-        )
-        .await
-        .map_err(pg_err("reading the snapshot's position"))?
-        .get(0))
-}
-
 /// One answer of a paged snapshot read ([`read_snapshot_page`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotPage {
@@ -561,10 +595,11 @@ pub async fn read_snapshot_page(
 ) -> Result<SnapshotPage> {
     let tables = snapshot_tables();
     let start = resume_at(&tables, after)?;
+    let (through, _) = bounds(&*client).await?;
     let tx = crate::ops::begin_snapshot(client, "starting a snapshot read").await?;
     let mut changes = Changes {
         after: 0,
-        through: snapshot_position(&tx).await?,
+        through,
         ..Changes::default()
     };
     let mut left = max_rows.max(1);

@@ -55,8 +55,9 @@ async fn call(
 
 /// Syncs `s` both ways until its pull has read the feed past every
 /// transaction that had ended when this was called. The feed stops before
-/// the oldest transaction still running in the whole cluster (another
-/// test's `CREATE DATABASE` included), so one sync may end short of it.
+/// the oldest transaction still running in this database (and one of
+/// another database that ended while the bound was read), so one sync may
+/// end short of it.
 pub async fn sync_settled(s: &Store, remote: &Remote, db_url: &str) -> nexus_sync::SyncWithReport {
     let client = pg::connect(db_url).await;
     let now: i64 = client
