@@ -78,7 +78,9 @@ pub use model::{
     VersionInfo, VersionSource,
 };
 pub use nexus_migrations::{MigrateError, MigrationStatus};
-pub use pull::{BulkPull, Feed, FeedPage, PullApplied, PullReport, SnapshotCursor, SnapshotSource};
+pub use pull::{
+    BulkPull, Feed, FeedPage, FeedPoint, PullApplied, PullReport, SnapshotCursor, SnapshotSource,
+};
 pub use store::{DEFAULT_BUSY_TIMEOUT, DEFAULT_TENANT, Store, StoreBuilder};
 pub use validate::{MAX_NAME_BYTES, MAX_PATH_BYTES, validate_path};
 pub use watch::{ChangeEvent, ChangedPath, MAX_EVENT_PATHS, Subscription};

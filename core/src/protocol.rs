@@ -31,8 +31,11 @@ pub const STATE: &str = "/v1/state";
 /// the server's watermark (ask [`STATE`] again).
 pub const PUSH: &str = "/v1/push";
 
-/// `GET ?after=N&max_rows=M&source=ID`: [`Pulled`], the next page of the
-/// caller's tenant's changes after position `after`.
+/// `GET ?after=N&max_rows=M&source=ID[&within=CURSOR]`: [`Pulled`], the
+/// next page of the caller's tenant's changes after position `after` (with
+/// `within`, a [`crate::SnapshotCursor`] as JSON from the last answer's
+/// [`Pulled::within`]: after that row of transaction `after`). A
+/// transaction larger than a page comes in several answers.
 pub const PULL: &str = "/v1/pull";
 
 /// `GET ?after=CURSOR&max_rows=M`: [`Snapshotted`], the next rows of a
@@ -82,6 +85,11 @@ pub struct Pulled {
     pub referenced_files: Vec<FileRow>,
     /// Whether the page reaches the newest position ready.
     pub caught_up: bool,
+    /// Set when the page ends inside the transaction `changes.through`: its
+    /// last row (see `FeedPage::within`); ask again with `after` =
+    /// `changes.through` and `within` = this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<crate::SnapshotCursor>,
 }
 
 /// The answer of [`SNAPSHOT`].
@@ -126,6 +134,7 @@ impl Pulled {
             changes: self.changes,
             caught_up: self.caught_up,
             referenced_files: self.referenced_files,
+            within: self.within,
         }
     }
 }

@@ -39,6 +39,12 @@ pub struct FeedPage {
     /// applies the page where those files are new needs them first.
     /// Applying a later state again changes nothing.
     pub referenced_files: Vec<FileRow>,
+    /// Set when the page ends inside the transaction `changes.through`
+    /// (one with more rows than a page): the last row of it the page holds,
+    /// by table and snapshot order. Its rows after that row are still to
+    /// come: ask again from `changes.through` with this cursor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<SnapshotCursor>,
 }
 
 /// What a pull did.
@@ -93,10 +99,13 @@ pub trait Feed {
     /// The feed's errors; the store's convert into them.
     type Error: From<Error>;
     /// The page after `after` (about `max_rows` rows), and the database's
-    /// watermark of this store there (its rows up to it are its own).
+    /// watermark of this store there (its rows up to it are its own). With
+    /// `within`, `after` is a transaction read in part
+    /// ([`FeedPage::within`]): the page goes on after that row of it.
     async fn page(
         &mut self,
         after: i64,
+        within: Option<&SnapshotCursor>,
         max_rows: usize,
     ) -> std::result::Result<(FeedPage, i64), Self::Error>;
 }
@@ -115,23 +124,35 @@ impl Store {
     ) -> std::result::Result<(), F::Error> {
         // The position recorded in the store (pages with no rows are not).
         let mut stored = report.to;
+        let mut within = self.pull_within(&report.hub_id).await?;
         loop {
-            let (page, pushed_through) = feed.page(report.to, max_rows).await?;
-            if page.changes.is_empty() {
+            let (page, pushed_through) = feed.page(report.to, within.as_ref(), max_rows).await?;
+            if page.changes.is_empty() && page.within.is_none() && within.is_none() {
                 // Nothing to apply: the position moves in this run only (the
                 // next pull reads the same empty range again), so an idle sync
                 // writes nothing here.
                 report.to = page.changes.through;
-            } else if page.changes.through > page.changes.after {
+            } else if page.changes.through > page.changes.after || within.is_some() {
                 // Files the page's rows refer to come first (see
                 // `FeedPage::referenced_files`).
                 let mut changes = page.changes;
                 let mut files = page.referenced_files;
                 files.append(&mut changes.files);
                 changes.files = files;
+                let from = FeedPoint {
+                    position: stored,
+                    within: within.as_ref(),
+                };
                 let applied = self
-                    .apply_pull_after(&report.hub_id, pushed_through, stored, &changes)
+                    .apply_pull_within(
+                        &report.hub_id,
+                        pushed_through,
+                        from,
+                        &changes,
+                        page.within.as_ref(),
+                    )
                     .await?;
+                within = page.within;
                 stored = applied.through;
                 report.pages += 1;
                 report.files += applied.files;
@@ -241,6 +262,60 @@ pub(crate) fn position(e: &mut Engine, hub_id: &str) -> Result<i64> {
     .unwrap_or(0))
 }
 
+/// Where in transaction `position` of `hub_id`'s feed this store stopped,
+/// when a page ended inside it ([`FeedPage::within`]); `None` at a
+/// transaction's end.
+pub(crate) fn within(e: &mut Engine, hub_id: &str) -> Result<Option<SnapshotCursor>> {
+    let json = e
+        .query_one(
+            "SELECT within FROM nexus_pull_state WHERE hub_id = ?1",
+            &[text(hub_id)],
+            |r| r.opt_text(0),
+        )?
+        .flatten();
+    json.map(|j| {
+        serde_json::from_str(&j).map_err(|err| Error::Corrupt {
+            table: "nexus_pull_state",
+            detail: format!("within of {hub_id}: {err}"),
+        })
+    })
+    .transpose()
+}
+
+/// Records that this store has applied `hub_id`'s feed through `position`
+/// (and, with `within`, only so far into that transaction).
+pub(crate) fn record_position(
+    e: &mut Engine,
+    hub_id: &str,
+    position: i64,
+    within: Option<&SnapshotCursor>,
+) -> Result<()> {
+    let now = e.now().as_micros();
+    let within = within.map(|w| serde_json::to_string(w).expect("plain data serializes"));
+    e.execute(
+        "INSERT INTO nexus_pull_state (hub_id, position, pulled_at, within) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (hub_id) DO UPDATE SET position = excluded.position, \
+         pulled_at = excluded.pulled_at, within = excluded.within",
+        &[
+            text(hub_id),
+            int(position),
+            int(now),
+            crate::engine::opt_text(within.as_deref()),
+        ],
+    )?;
+    Ok(())
+}
+
+/// A point of a database's feed: through transaction `position`, or (with
+/// `within`) part of it (see [`FeedPage::within`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedPoint<'a> {
+    /// The transaction id read through.
+    pub position: i64,
+    /// How far into that transaction, when not all of it.
+    pub within: Option<&'a SnapshotCursor>,
+}
+
 /// `changes` without the rows whose origin is `own`; returns how many went.
 fn without_own(changes: &Changes, own: &str) -> (Changes, u64) {
     let mine = |o: &Option<Origin>| o.as_ref().is_some_and(|o| o.source_id == own);
@@ -261,6 +336,13 @@ impl Store {
     pub async fn pull_position(&self, hub_id: &str) -> Result<i64> {
         let mut e = self.reader().await;
         e.read(|e| position(e, hub_id))
+    }
+
+    /// How far into the transaction at [`Store::pull_position`] this store
+    /// got, when a page ended inside it ([`FeedPage::within`]).
+    pub async fn pull_within(&self, hub_id: &str) -> Result<Option<SnapshotCursor>> {
+        let mut e = self.reader().await;
+        e.read(|e| within(e, hub_id))
     }
 
     /// Applies one page of the change feed of the database `hub_id` (rows
@@ -293,6 +375,27 @@ impl Store {
         stored: i64,
         changes: &Changes,
     ) -> Result<PullApplied> {
+        let from = FeedPoint {
+            position: stored,
+            within: None,
+        };
+        self.apply_pull_within(hub_id, pushed_through, from, changes, None)
+            .await
+    }
+
+    /// [`Store::apply_pull_after`] for pages that may begin or end inside a
+    /// transaction ([`FeedPage::within`]): `from` is the point this store
+    /// recorded last and the page was read from; `within`, how far into
+    /// `changes.through` the page goes (`None`: all of it).
+    pub async fn apply_pull_within(
+        &self,
+        hub_id: &str,
+        pushed_through: i64,
+        from: FeedPoint<'_>,
+        changes: &Changes,
+        within: Option<&SnapshotCursor>,
+    ) -> Result<PullApplied> {
+        let stored = from.position;
         let mut out = PullApplied {
             after: changes.after,
             through: changes.through,
@@ -307,11 +410,16 @@ impl Store {
         let watchers = self.shared.pool.watchers.clone();
         self.writer().await.write(|e, seq| {
             let at = position(e, hub_id)?;
-            if at >= changes.through && changes.through > changes.after {
+            let at_within = self::within(e, hub_id)?;
+            if at > changes.through
+                || (at == changes.through
+                    && changes.through > changes.after
+                    && at_within.as_ref() == within)
+            {
                 out.skipped = true;
                 return Ok(());
             }
-            if at != stored || stored > changes.after {
+            if at != stored || at_within.as_ref() != from.within || stored > changes.after {
                 return Err(Error::ChangeFileGap {
                     source_id: hub_id.to_string(),
                     applied: at,
@@ -342,21 +450,33 @@ impl Store {
             };
             let guard = Unpushed { pushed_through };
             watchers.note_incoming(e, &rows.files)?;
-            apply_rows(e, seq, &rows, "PostgreSQL", hub_id, Some(&guard), &mut report)?;
-            (out.files, out.versions, out.metadata, out.chunks, out.tombstones) = (
+            apply_rows(
+                e,
+                seq,
+                &rows,
+                "PostgreSQL",
+                hub_id,
+                Some(&guard),
+                &mut report,
+            )?;
+            (
+                out.files,
+                out.versions,
+                out.metadata,
+                out.chunks,
+                out.tombstones,
+            ) = (
                 report.files,
                 report.versions,
                 report.metadata,
                 report.chunks,
                 report.tombstones,
             );
-            e.execute("INSERT INTO nexus_pulled (change_seq) VALUES (?1)", &[int(seq)])?;
-            let now = e.now().as_micros();
             e.execute(
-                "INSERT INTO nexus_pull_state (hub_id, position, pulled_at) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (hub_id) DO UPDATE SET position = excluded.position, pulled_at = excluded.pulled_at",
-                &[text(hub_id), int(changes.through), int(now)],
+                "INSERT INTO nexus_pulled (change_seq) VALUES (?1)",
+                &[int(seq)],
             )?;
+            record_position(e, hub_id, changes.through, within)?;
             Ok(())
         })?;
         self.durable().await?;
@@ -650,12 +770,7 @@ impl BulkPull<'_> {
                 "DELETE FROM nexus_bulk_pull WHERE hub_id = ?1",
                 &[text(&self.hub_id)],
             )?;
-            let now = e.now().as_micros();
-            e.execute(
-                "INSERT INTO nexus_pull_state (hub_id, position, pulled_at) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (hub_id) DO UPDATE SET position = excluded.position, pulled_at = excluded.pulled_at",
-                &[text(&self.hub_id), int(position), int(now)],
-            )?;
+            record_position(e, &self.hub_id, position, None)?;
             Ok(())
         })();
         let ended = match done {

@@ -63,7 +63,7 @@ fn select_sql<T: TableRow>(tenant: bool) -> String {
         t.name,
         qualified(
             t.name,
-            std::iter::once("change_seq").chain(t.key.iter().copied())
+            std::iter::once("change_seq").chain(t.snapshot_order.iter().copied())
         )
     )
 }
@@ -85,15 +85,40 @@ fn qualified<'a>(table: &str, columns: impl IntoIterator<Item = &'a str>) -> Str
 /// tenant bound next; (`limit`) at most as many as the parameter after
 /// that.
 fn snapshot_sql<T: TableRow>(after: bool, tenant: bool, limit: bool) -> String {
+    keyed_sql::<T>(false, after, tenant, limit)
+}
+
+/// The query of the rows of one transaction of `T`'s table (its id bound
+/// as `$1`), in snapshot order, from the start or (`after`) after a key
+/// bound next, of the tenant (`tenant`) bound after that, at most as many
+/// as the last parameter: the part of a transaction larger than a feed
+/// page ([`FeedPage::within`]). The index on `(change_seq, snapshot order)`
+/// starts each at its row.
+fn within_sql<T: TableRow>(after: bool, tenant: bool) -> String {
+    keyed_sql::<T>(true, after, tenant, true)
+}
+
+/// [`snapshot_sql`] and (`stamp`: one transaction's rows, its id as `$1`)
+/// [`within_sql`].
+fn keyed_sql<T: TableRow>(stamp: bool, after: bool, tenant: bool, limit: bool) -> String {
     let t = T::TABLE;
-    let cols = t.snapshot_order.join(", ");
+    let order: Vec<&str> = stamp
+        .then_some("change_seq")
+        .into_iter()
+        .chain(t.snapshot_order.iter().copied())
+        .collect();
     let mut conditions = Vec::new();
     let mut n = 0;
+    if stamp {
+        n += 1;
+        conditions.push(format!("change_seq = ${n}"));
+    }
+    let first_key = n + 1;
     if after {
-        let params: Vec<String> = t
-            .snapshot_order
-            .iter()
-            .map(|name| {
+        let params: Vec<String> = stamp
+            .then(|| "$1".to_string())
+            .into_iter()
+            .chain(t.snapshot_order.iter().map(|name| {
                 n += 1;
                 let cast = match t.column(name).map(|c| c.kind) {
                     Some(Kind::Uuid) => "::uuid",
@@ -102,17 +127,18 @@ fn snapshot_sql<T: TableRow>(after: bool, tenant: bool, limit: bool) -> String {
                     _ => "",
                 };
                 format!("${n}::text{cast}")
-            })
+            }))
             .collect();
-        conditions.push(format!("({cols}) > ({})", params.join(", ")));
+        conditions.push(format!("({}) > ({})", order.join(", "), params.join(", ")));
     }
     if tenant {
         // Rows that follow a file's id: their files from that id on (the
-        // join then starts where the rows do).
-        let from =
-            (after && t.snapshot_order.first() == Some(&"path_id")).then_some("$1::text::uuid");
+        // join then starts where the rows do). Not within a transaction,
+        // whose rows are in no order of their files.
+        let from = (!stamp && after && t.snapshot_order.first() == Some(&"path_id"))
+            .then(|| format!("${first_key}::text::uuid"));
         n += 1;
-        conditions.push(tenant_filter(t.name, n, from));
+        conditions.push(tenant_filter(t.name, n, from.as_deref()));
     }
     let limit = if limit {
         n += 1;
@@ -129,7 +155,7 @@ fn snapshot_sql<T: TableRow>(after: bool, tenant: bool, limit: bool) -> String {
         "SELECT {}, change_seq, origin_id, origin_seq FROM {}{filter} ORDER BY {}{limit}",
         t.select_list(feed_column),
         t.name,
-        qualified(t.name, t.snapshot_order.iter().copied())
+        qualified(t.name, order.iter().copied())
     )
 }
 
@@ -284,9 +310,10 @@ pub async fn read_page(
     client: &mut tokio_postgres::Client,
     cache: &nexus_postgres::StatementCache,
     after: i64,
+    within: Option<&SnapshotCursor>,
     max_rows: usize,
 ) -> Result<FeedPage> {
-    read_tenant_page(client, cache, None, after, max_rows).await
+    read_tenant_page(client, cache, None, after, within, max_rows).await
 }
 
 /// [`read_page`] for one tenant (`Some`), or all (`None`): only rows of
@@ -298,12 +325,28 @@ pub async fn read_tenant_page(
     cache: &nexus_postgres::StatementCache,
     tenant: Option<&str>,
     after: i64,
+    within: Option<&SnapshotCursor>,
     max_rows: usize,
 ) -> Result<FeedPage> {
+    let tables = snapshot_tables();
+    let start = resume_at(&tables, within)?;
     let (safe, next) = bounds(&*client).await?;
     let tx = crate::ops::begin_snapshot(client, "starting a read of the change feed").await?;
     let db = Cached::new(&tx, cache);
-    let page = read_in(&db, tenant, after, safe, next, max_rows).await?;
+    let page = match within {
+        // The rest of a transaction read in part: it had ended (it was
+        // below the bound of the page that began it).
+        Some(cursor) => {
+            let part = Part {
+                after,
+                stamp: after,
+                start,
+                cursor: Some(cursor),
+            };
+            read_part(&db, &tables, tenant, part, max_rows).await?
+        }
+        None => read_in(&db, &tables, tenant, after, safe, next, max_rows).await?,
+    };
     tx.commit()
         .await
         .map_err(pg_err("ending a read of the change feed"))?;
@@ -318,6 +361,7 @@ pub async fn read_tenant_page(
 
 async fn read_in(
     db: &Cached<'_, impl GenericClient + Sync>,
+    tables: &[SnapshotTable],
     tenant: Option<&str>,
     after: i64,
     safe: i64,
@@ -344,6 +388,7 @@ async fn read_in(
             },
             caught_up: true,
             referenced_files: Vec::new(),
+            within: None,
         });
     }
     let limit = i64::try_from(max_rows.max(1)).unwrap_or(i64::MAX - 1) + 1;
@@ -363,7 +408,14 @@ async fn read_in(
         if beyond > stamps[0] {
             beyond - 1
         } else {
-            beyond
+            // One transaction larger than a page: the first part of it.
+            let part = Part {
+                after,
+                stamp: beyond,
+                start: 0,
+                cursor: None,
+            };
+            return read_part(db, tables, tenant, part, max_rows).await;
         }
     };
     let all: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&after, &through, &tenant];
@@ -381,34 +433,9 @@ async fn read_in(
     let chunks = q(select_sql::<ChunkRow>(one), "reading changed chunks").await?;
     let tombstones = q(select_sql::<TombstoneRow>(one), "reading removals").await?;
     let files: Vec<FileRow> = read_rows(&files)?;
-    let mut referenced_files = Vec::new();
     let metadata: Vec<MetadataRow> = read_rows(&metadata)?;
     let versions: Vec<VersionRow> = read_rows(&versions)?;
-    // A version or metadata row of the page whose file was written again
-    // by a later transaction: the file's row is in a later page, and the
-    // page would not apply where the file is new. The file's current row
-    // comes along, apart from the page's own rows.
-    let have: std::collections::HashSet<&str> = files.iter().map(|f| f.path_id.as_str()).collect();
-    let mut missing: Vec<String> = versions
-        .iter()
-        .map(|v| v.path_id.as_str())
-        .chain(metadata.iter().map(|m| m.path_id.as_str()))
-        .filter(|p| !have.contains(p))
-        .map(str::to_string)
-        .collect();
-    missing.sort();
-    missing.dedup();
-    if !missing.is_empty() {
-        let sql = format!(
-            "SELECT {}, change_seq, origin_id, origin_seq FROM file_paths WHERE path_id = ANY($1::text[]::uuid[])",
-            FILE_PATHS.select_list(feed_column)
-        );
-        let rows = db
-            .query(&sql, &[&missing])
-            .await
-            .map_err(pg_err("reading the files of changed rows"))?;
-        referenced_files = read_rows::<FileRow>(&rows)?;
-    }
+    let referenced_files = referenced(db, &files, &versions, &metadata, through).await?;
     Ok(FeedPage {
         changes: Changes {
             after,
@@ -421,6 +448,116 @@ async fn read_in(
         },
         caught_up: through == safe,
         referenced_files,
+        within: None,
+    })
+}
+
+/// The current rows of the files that `versions` and `metadata` refer to,
+/// that `files` does not hold and that were written after `through`: a
+/// version or metadata row of a page whose file was written again by a
+/// later transaction (the file's row is in a later page, and the page
+/// would not apply where the file is new). Files written up to `through`
+/// came in this page or an earlier one (or an earlier part of the same
+/// transaction).
+async fn referenced(
+    db: &Cached<'_, impl GenericClient + Sync>,
+    files: &[FileRow],
+    versions: &[VersionRow],
+    metadata: &[MetadataRow],
+    through: i64,
+) -> Result<Vec<FileRow>> {
+    let have: std::collections::HashSet<&str> = files.iter().map(|f| f.path_id.as_str()).collect();
+    let mut missing: Vec<String> = versions
+        .iter()
+        .map(|v| v.path_id.as_str())
+        .chain(metadata.iter().map(|m| m.path_id.as_str()))
+        .filter(|p| !have.contains(p))
+        .map(str::to_string)
+        .collect();
+    missing.sort();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {}, change_seq, origin_id, origin_seq FROM file_paths \
+         WHERE path_id = ANY($1::text[]::uuid[]) AND change_seq > $2",
+        FILE_PATHS.select_list(feed_column)
+    );
+    let rows = db
+        .query(&sql, &[&missing, &through])
+        .await
+        .map_err(pg_err("reading the files of changed rows"))?;
+    read_rows::<FileRow>(&rows)
+}
+
+/// Which part of one transaction a page reads.
+struct Part<'a> {
+    /// The position the page is read from (`changes.after`).
+    after: i64,
+    /// The transaction.
+    stamp: i64,
+    /// The table to begin with (the cursor's).
+    start: usize,
+    /// The last row already read, if any.
+    cursor: Option<&'a SnapshotCursor>,
+}
+
+/// A page of one transaction's rows (one larger than a page), after
+/// `part.cursor`, tables in dependency order, each in snapshot order, at
+/// most `max_rows`. Its `changes.through` is the transaction; `within` is
+/// its last row while more may follow, `None` once the transaction is
+/// read whole.
+async fn read_part(
+    db: &Cached<'_, impl GenericClient + Sync>,
+    tables: &[SnapshotTable],
+    tenant: Option<&str>,
+    part: Part<'_>,
+    max_rows: usize,
+) -> Result<FeedPage> {
+    let mut changes = Changes {
+        after: part.after,
+        through: part.stamp,
+        ..Changes::default()
+    };
+    let mut left = max_rows.max(1);
+    for (i, t) in tables.iter().enumerate().skip(part.start) {
+        let limit = i64::try_from(left).unwrap_or(i64::MAX);
+        let resume = part.cursor.filter(|_| i == part.start);
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&part.stamp];
+        params.extend(resume.map(key_params).unwrap_or_default());
+        if let Some(t) = &tenant {
+            params.push(t);
+        }
+        params.push(&limit);
+        let rows = db
+            .query(&(t.within)(resume.is_some(), tenant.is_some()), &params)
+            .await
+            .map_err(pg_err("reading a transaction in parts"))?;
+        (t.fill)(&rows, &mut changes)?;
+        left -= rows.len();
+        if left == 0 {
+            break;
+        }
+    }
+    let within = if left == 0 {
+        SnapshotCursor::last_of(&changes)
+    } else {
+        None
+    };
+    let referenced_files = referenced(
+        db,
+        &changes.files,
+        &changes.versions,
+        &changes.metadata,
+        part.stamp,
+    )
+    .await?;
+    Ok(FeedPage {
+        changes,
+        caught_up: false,
+        referenced_files,
+        within,
     })
 }
 
@@ -432,6 +569,8 @@ type Fill = fn(&[Row], &mut Changes) -> Result<()>;
 struct SnapshotTable {
     table: &'static nexus_core::tables::Table,
     sql: fn(bool, bool, bool) -> String,
+    /// Its query of one transaction's rows ([`within_sql`]).
+    within: fn(bool, bool) -> String,
     fill: Fill,
 }
 
@@ -439,6 +578,7 @@ fn snapshot_table<T: TableRow>(fill: Fill) -> SnapshotTable {
     SnapshotTable {
         table: T::TABLE,
         sql: snapshot_sql::<T>,
+        within: within_sql::<T>,
         fill,
     }
 }

@@ -368,12 +368,22 @@ impl PgStore {
     /// the beginning), whole transactions of about `max_rows` rows, of all
     /// tenants, whoever wrote them. Ask again from `page.changes.through`;
     /// a reader that does so sees every committed change exactly once, in
-    /// its latest state (see [`read_page`]). Reads the primary.
-    pub async fn changes_after(&self, after: i64, max_rows: usize) -> Result<FeedPage> {
-        self.run(Access::Read, move |inner, _| async move {
-            let mut pooled = inner.client().await?;
-            let (client, cache) = pooled.parts();
-            read_page(client, cache, after, max_rows).await
+    /// its latest state (see [`read_page`]); after a page that ended inside
+    /// a transaction, with its `within`. Reads the primary.
+    pub async fn changes_after(
+        &self,
+        after: i64,
+        within: Option<&nexus_core::SnapshotCursor>,
+        max_rows: usize,
+    ) -> Result<FeedPage> {
+        let within = within.cloned();
+        self.run(Access::Read, move |inner, _| {
+            let within = within.clone();
+            async move {
+                let mut pooled = inner.client().await?;
+                let (client, cache) = pooled.parts();
+                read_page(client, cache, after, within.as_ref(), max_rows).await
+            }
         })
         .await
     }

@@ -427,6 +427,24 @@ struct PullQuery {
     after: i64,
     max_rows: Option<usize>,
     source: Option<String>,
+    within: Option<String>,
+}
+
+/// A cursor of the query parameter `name` (JSON of a
+/// [`nexus_core::SnapshotCursor`], as an earlier answer gave it), or a 400
+/// that says what it must be.
+fn cursor(
+    name: &str,
+    json: Option<&str>,
+    what: &str,
+) -> Result<Option<nexus_core::SnapshotCursor>, ApiError> {
+    json.map(serde_json::from_str::<nexus_core::SnapshotCursor>)
+        .transpose()
+        .map_err(|e| {
+            ApiError::bad_request(format!(
+                "`{name}` must be a snapshot cursor, {what} as JSON: {e}"
+            ))
+        })
 }
 
 async fn pull(
@@ -441,6 +459,11 @@ async fn pull(
             "`after` must be a position of the feed, 0 or more",
         ));
     }
+    let within = cursor(
+        "within",
+        q.within.as_deref(),
+        "the `within` of the previous answer",
+    )?;
     let rows = shared.page_rows(q.max_rows);
     let mut pooled = nexus_postgres::get(&shared.pool).await?;
     let watermark = match &q.source {
@@ -451,7 +474,9 @@ async fn pull(
         None => 0,
     };
     let (client, cache) = pooled.parts();
-    let page = nexus_pg::read_tenant_page(client, cache, Some(&tenant), q.after, rows).await?;
+    let page =
+        nexus_pg::read_tenant_page(client, cache, Some(&tenant), q.after, within.as_ref(), rows)
+            .await?;
     Ok(Json(Pulled {
         protocol: PROTOCOL_VERSION,
         hub_id: shared.hub_id.clone(),
@@ -459,6 +484,7 @@ async fn pull(
         changes: page.changes,
         referenced_files: page.referenced_files,
         caught_up: page.caught_up,
+        within: page.within,
     }))
 }
 
@@ -476,16 +502,11 @@ async fn snapshot(
 ) -> Result<Json<Snapshotted>, ApiError> {
     let tenant = tenant(&shared, &headers)?;
     let q = query(q)?;
-    let after = q
-        .after
-        .as_deref()
-        .map(serde_json::from_str::<nexus_core::SnapshotCursor>)
-        .transpose()
-        .map_err(|e| {
-            ApiError::bad_request(format!(
-                "`after` must be a snapshot cursor, the `next` of the previous answer as JSON: {e}"
-            ))
-        })?;
+    let after = cursor(
+        "after",
+        q.after.as_deref(),
+        "the `next` of the previous answer",
+    )?;
     let rows = shared.page_rows(q.max_rows);
     let mut pooled = nexus_postgres::get(&shared.pool).await?;
     let (client, _) = pooled.parts();

@@ -105,13 +105,26 @@ impl HttpHub {
 
     /// The page of the caller's tenant's changes after `after`, with the
     /// server's watermark of `source`.
-    pub async fn pull(&self, source: &str, after: i64, max_rows: usize) -> Result<Pulled> {
-        self.send(self.client.get(self.at(PULL)).query(&[
+    pub async fn pull(
+        &self,
+        source: &str,
+        after: i64,
+        within: Option<&nexus_core::SnapshotCursor>,
+        max_rows: usize,
+    ) -> Result<Pulled> {
+        let mut query = vec![
             ("source", source.to_string()),
             ("after", after.to_string()),
             ("max_rows", max_rows.to_string()),
-        ]))
-        .await
+        ];
+        if let Some(w) = within {
+            query.push((
+                "within",
+                serde_json::to_string(w).expect("plain data serializes"),
+            ));
+        }
+        self.send(self.client.get(self.at(PULL)).query(&query))
+            .await
     }
 
     /// The next rows of a snapshot of the caller's tenant, after `after`

@@ -47,8 +47,13 @@ struct PgFeed<'a> {
 impl Feed for PgFeed<'_> {
     type Error = crate::Error;
 
-    async fn page(&mut self, after: i64, max_rows: usize) -> Result<(FeedPage, i64)> {
-        let page = nexus_pg::read_page(self.client, &self.cache, after, max_rows).await?;
+    async fn page(
+        &mut self,
+        after: i64,
+        within: Option<&SnapshotCursor>,
+        max_rows: usize,
+    ) -> Result<(FeedPage, i64)> {
+        let page = nexus_pg::read_page(self.client, &self.cache, after, within, max_rows).await?;
         Ok((page, self.watermark))
     }
 }
@@ -62,8 +67,13 @@ struct ServerFeed<'a> {
 impl Feed for ServerFeed<'_> {
     type Error = crate::Error;
 
-    async fn page(&mut self, after: i64, max_rows: usize) -> Result<(FeedPage, i64)> {
-        let p = self.hub.pull(&self.source, after, max_rows).await?;
+    async fn page(
+        &mut self,
+        after: i64,
+        within: Option<&SnapshotCursor>,
+        max_rows: usize,
+    ) -> Result<(FeedPage, i64)> {
+        let p = self.hub.pull(&self.source, after, within, max_rows).await?;
         let watermark = p.watermark;
         Ok((p.into_page(), watermark))
     }

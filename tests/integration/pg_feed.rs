@@ -50,7 +50,7 @@ async fn read_past_now(store: &PgStore, after: i64) -> Changes {
             all.through
         );
         let page = store
-            .changes_after(all.through, 1000)
+            .changes_after(all.through, None, 1000)
             .await
             .unwrap()
             .changes;
@@ -103,7 +103,7 @@ fn a_transaction_still_running_is_waited_for_not_skipped() {
         assert!(stamp > slow_id, "the later transaction has the higher id");
         assert_eq!(fast.path, "/fast");
 
-        let first = f.store.changes_after(0, 1000).await.unwrap();
+        let first = f.store.changes_after(0, None, 1000).await.unwrap();
         assert!(
             first.changes.through < slow_id,
             "the page stops below the running transaction {slow_id}, at {}",
@@ -164,7 +164,11 @@ fn a_transaction_of_another_database_is_not_waited_for() {
                 "the feed waited for transaction {held} of another database: at {}",
                 seen.through
             );
-            let page = f.store.changes_after(seen.through, 1000).await.unwrap();
+            let page = f
+                .store
+                .changes_after(seen.through, None, 1000)
+                .await
+                .unwrap();
             seen.files.extend(page.changes.files);
             seen.through = page.changes.through;
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -179,10 +183,12 @@ fn a_transaction_of_another_database_is_not_waited_for() {
 struct Seen(BTreeMap<(String, String), Vec<i64>>);
 
 impl Seen {
-    fn add(&mut self, c: &Changes) {
+    /// The rows of a page; `continued`: the page goes on inside the
+    /// transaction `c.after` (all its rows have that stamp).
+    fn add(&mut self, c: &Changes, continued: bool) {
         let mut note = |table: &str, key: String, seq: i64| {
             assert!(
-                seq > c.after && seq <= c.through,
+                (seq > c.after || continued && seq == c.after) && seq <= c.through,
                 "{table} {key}: stamp {seq} outside the page ({}, {}]",
                 c.after,
                 c.through
@@ -237,6 +243,7 @@ fn a_polling_reader_sees_every_committed_row_exactly_once() {
     let store = f.store.clone();
     let mut seen = Seen::default();
     let mut pages = 0;
+    let mut parts = 0;
     std::thread::scope(|scope| {
         let writers: Vec<_> = (0..8)
             .map(|t| {
@@ -293,19 +300,23 @@ fn a_polling_reader_sees_every_committed_row_exactly_once() {
             })
         });
         let mut after = 0;
+        let mut within: Option<nexus_core::SnapshotCursor> = None;
         // Once every writer is done: the first id not yet handed out then.
         let mut horizon = None;
         loop {
-            let page = pollster::block_on(store.changes_after(after, 25)).unwrap();
+            // Pages of 7 rows: a batch of 12 files (24 rows) comes in parts.
+            let page = pollster::block_on(store.changes_after(after, within.as_ref(), 7)).unwrap();
             assert_eq!(page.changes.after, after);
             assert!(
                 page.changes.through >= after,
                 "the position never goes back"
             );
-            seen.add(&page.changes);
+            seen.add(&page.changes, within.is_some());
+            parts += usize::from(page.within.is_some());
             after = page.changes.through;
+            within = page.within;
             pages += 1;
-            if horizon.is_some_and(|h| after >= h - 1) {
+            if within.is_none() && horizon.is_some_and(|h| after >= h - 1) {
                 break;
             }
             if horizon.is_none() && writers.iter().all(|w| w.is_finished()) && holder.is_finished()
@@ -346,6 +357,7 @@ fn a_polling_reader_sees_every_committed_row_exactly_once() {
         pages > 10,
         "the reader polled while writers wrote ({pages} pages)"
     );
+    assert!(parts > 0, "batches larger than a page came in parts");
     for (key, stamp) in &finals {
         let stamps = seen
             .0

@@ -196,7 +196,7 @@ fn a_chunk_added_back_during_its_removal_has_no_tombstone() {
 #[test]
 fn a_feed_position_ahead_of_the_server_is_refused() {
     let f = pollster::block_on(PgFixture::new());
-    let err = pollster::block_on(f.store.changes_after(i64::MAX / 2, 10)).unwrap_err();
+    let err = pollster::block_on(f.store.changes_after(i64::MAX / 2, None, 10)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     assert!(err.to_string().contains("feed position"), "{err}");
 }

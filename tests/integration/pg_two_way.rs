@@ -599,6 +599,126 @@ async fn a_cut_first_pull_resumes_where_it_stopped() {
     assert!(!again.bulk, "{again:?}");
 }
 
+/// A feed page of the database's change feed, read directly, that fails
+/// after `left` pages (a cut connection, at a chosen point).
+struct CutFeed {
+    client: tokio_postgres::Client,
+    cache: nexus_postgres::StatementCache,
+    left: usize,
+}
+
+impl nexus_core::Feed for CutFeed {
+    type Error = nexus_core::Error;
+
+    async fn page(
+        &mut self,
+        after: i64,
+        within: Option<&nexus_core::SnapshotCursor>,
+        max_rows: usize,
+    ) -> Result<(nexus_core::FeedPage, i64), nexus_core::Error> {
+        if self.left == 0 {
+            return Err(nexus_core::Error::Unsupported {
+                feature: "test",
+                reason: "cut".into(),
+            });
+        }
+        self.left -= 1;
+        let page =
+            nexus_pg::read_page(&mut self.client, &self.cache, after, within, max_rows).await?;
+        Ok((page, 0))
+    }
+}
+
+/// One transaction larger than a page (a push of 60 files and their
+/// metadata: 180 rows) reaches a store that already pulled, in pages of 7
+/// rows: the position stays inside the transaction between pages, a pull
+/// cut there resumes inside it, and the store ends with the database's
+/// state. The same through a sync server's `/v1/pull`, whose answers time
+/// out when one holds a transaction of a million rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_larger_than_a_page_comes_in_parts() {
+    let db = pg::database("two_way_parts").await;
+    let b = store_with([file("/b", "b")]).await;
+    both(&b, &db.url).await;
+    let a = Store::memory().await.unwrap();
+    for i in 0..60 {
+        let path = format!("/big/{i:02}");
+        a.put(file(&path, &format!("e{i}"))).await.unwrap();
+        a.set_metadata(&path, "n", &json!(i)).await.unwrap();
+    }
+    push(&a, &db.url).await;
+    let client = pg::connect(&db.url).await;
+    let transactions: i64 = client
+        .query_one(
+            "SELECT count(DISTINCT change_seq) FROM file_paths WHERE virtual_path LIKE '/big/%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(transactions, 1, "the push is one transaction");
+    let hub: String = client
+        .query_one("SELECT store_id FROM nexus_state WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let stamp: i64 = client
+        .query_one("SELECT max(change_seq) FROM file_paths", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    // Three pages of 7 rows, then the connection is cut.
+    let mut feed = CutFeed {
+        client: pg::connect(&db.url).await,
+        cache: Default::default(),
+        left: 3,
+    };
+    let mut report = nexus_core::PullReport {
+        from: b.pull_position(&hub).await.unwrap(),
+        hub_id: hub.clone(),
+        ..Default::default()
+    };
+    report.to = report.from;
+    let cut = b.apply_feed(&mut feed, &mut report, 7, |_| {}).await;
+    assert!(cut.is_err(), "{cut:?}");
+    assert_eq!(report.pages, 3, "{report:?}");
+    assert_eq!(b.pull_position(&hub).await.unwrap(), stamp);
+    let within = b.pull_within(&hub).await.unwrap();
+    assert!(within.is_some(), "the position is inside the transaction");
+    let part = b.list("/big/").await.unwrap().len();
+    assert!(part > 0 && part < 60, "part of the push arrived: {part}");
+
+    let small = SyncOptions {
+        window_rows: 7,
+        ..SyncOptions::default()
+    };
+    let r = pull(&b, &remote(&db.url), &small).await.unwrap();
+    assert_eq!(r.from, stamp, "{r:?}");
+    assert_eq!(r.files, 60 - part as u64, "only the rest: {r:?}");
+    assert!(r.pages > 5, "{r:?}");
+    assert_eq!(b.pull_within(&hub).await.unwrap(), None);
+    let want = pg_state(&db.url).await;
+    assert_eq!(want.len(), 61);
+    assert_eq!(state(&b).await, want);
+    let again = pull(&b, &remote(&db.url), &small).await.unwrap();
+    assert_eq!(again.rows(), 0, "nothing twice: {again:?}");
+
+    // Through a sync server, into another store that already pulled.
+    let server = nexus_tests::serve::TestServer::start(&db.url).await;
+    let c = store_with([file("/c", "c")]).await;
+    let via = server.remote("default");
+    sync_with(&c, &via, &small).await.unwrap();
+    assert_eq!(state(&c).await, pg_state(&db.url).await);
+    let d = store_with([file("/d", "d")]).await;
+    sync_with(&d, &via, &small).await.unwrap();
+    let more = store_with((0..40).map(|i| file(&format!("/more/{i:02}"), "m"))).await;
+    push(&more, &db.url).await;
+    let r = sync_with(&d, &via, &small).await.unwrap();
+    assert!(r.pull.pages > 5 && r.pull.files >= 40, "{:?}", r.pull);
+    assert_eq!(state(&d).await, pg_state(&db.url).await);
+}
+
 /// Ten stores push at once into one database, with paths in common: every
 /// push lands (a race for a path is retried and then resolved by the rule),
 /// each shared path has one file and a conflict copy per other store, and

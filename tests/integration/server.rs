@@ -752,26 +752,30 @@ async fn first_pull_through_the_server_reads_a_paged_snapshot() {
     assert_eq!(second["changes"]["files"].as_array().unwrap().len(), 10);
     assert_eq!(second["changes"]["versions"].as_array().unwrap().len(), 20);
     assert_eq!(second["next"]["table"], "version_history");
-    for bad in [
+    let bad_cursors = [
         "not json".to_string(),
         r#"{"table":"nope","key":[]}"#.to_string(),
         r#"{"table":"file_paths","key":["x"]}"#.to_string(),
         r#"{"table":"version_history","key":["00000000-0000-0000-0000-000000000000"]}"#.to_string(),
-    ] {
-        let (status, _, body) = call(
-            reqwest::Method::GET,
-            &format!("{url}?after={}", urlencoding(&bad)),
-            Some(&t),
-            &[],
-            None,
-        )
-        .await;
-        assert_eq!(status, 400, "{bad}: {body}");
-        let message = body["message"].as_str().unwrap();
-        assert!(
-            message.contains("after") || message.contains("snapshot cursor"),
-            "{message}"
-        );
+    ];
+    // The same cursors as a snapshot's `after` and as a pull's `within`.
+    let pull_url = url.replace("/v1/snapshot", "/v1/pull");
+    for bad in &bad_cursors {
+        for (query, name) in [
+            (format!("{url}?after={}", urlencoding(bad)), "after"),
+            (
+                format!("{pull_url}?after=1&within={}", urlencoding(bad)),
+                "within",
+            ),
+        ] {
+            let (status, _, body) = call(reqwest::Method::GET, &query, Some(&t), &[], None).await;
+            assert_eq!(status, 400, "{name} {bad}: {body}");
+            let message = body["message"].as_str().unwrap();
+            assert!(
+                message.contains(name) || message.contains("snapshot cursor"),
+                "{message}"
+            );
+        }
     }
     let (status, _, _) = call(reqwest::Method::GET, &url, None, &[], None).await;
     assert_eq!(status, 401);

@@ -187,18 +187,21 @@ struct ServerFeed<'a> {
 impl Feed for ServerFeed<'_> {
     type Error = SyncError;
 
-    async fn page(&mut self, after: i64, max_rows: usize) -> Result<(FeedPage, i64), SyncError> {
-        let p: Pulled = self
-            .server
-            .call(
-                "GET",
-                &format!(
-                    "{PULL}?after={after}&max_rows={max_rows}&source={}",
-                    encode(&self.source)
-                ),
-                None,
-            )
-            .await?;
+    async fn page(
+        &mut self,
+        after: i64,
+        within: Option<&SnapshotCursor>,
+        max_rows: usize,
+    ) -> Result<(FeedPage, i64), SyncError> {
+        let mut path = format!(
+            "{PULL}?after={after}&max_rows={max_rows}&source={}",
+            encode(&self.source)
+        );
+        if let Some(w) = within {
+            let json = serde_json::to_string(w).expect("plain data serializes");
+            path.push_str(&format!("&within={}", encode(&json)));
+        }
+        let p: Pulled = self.server.call("GET", &path, None).await?;
         let watermark = p.watermark;
         Ok((p.into_page(), watermark))
     }

@@ -1,0 +1,10 @@
+CREATE INDEX idx_file_paths_change_seq ON file_paths (change_seq);
+CREATE INDEX idx_version_history_change_seq ON version_history (change_seq);
+CREATE INDEX idx_file_metadata_change_seq ON file_metadata (change_seq);
+CREATE INDEX idx_content_chunks_change_seq ON content_chunks (change_seq);
+CREATE INDEX idx_tombstones_change_seq ON tombstones (change_seq);
+DROP INDEX idx_file_paths_feed;
+DROP INDEX idx_version_history_feed;
+DROP INDEX idx_file_metadata_feed;
+DROP INDEX idx_content_chunks_feed;
+DROP INDEX idx_tombstones_feed;

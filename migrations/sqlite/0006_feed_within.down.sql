@@ -1,0 +1,1 @@
+ALTER TABLE nexus_pull_state DROP COLUMN within;
