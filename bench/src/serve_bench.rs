@@ -11,6 +11,9 @@
 //! 2. `--files F` (default 1,000,000; 0 skips it): the first pull of F files
 //!    into an empty file store through the server, against the direct pull
 //!    (`nexus pull --from postgresql://`, a snapshot) of the same database.
+//! 3. The same push pulled through the feed by stores that had pulled
+//!    before it (one transaction larger than a page, in parts), through the
+//!    server and directly.
 //!
 //! `cargo run --release -p nexus-bench --bin nexus-serve-bench -- [--clients N] [--seconds S] [--files F] [--pool P] [--applies A]`
 //! (`--pool`: the server's connections, 16; `--applies`: concurrent applies
@@ -169,26 +172,58 @@ fn main() {
         let db = nexus_tests::pg::database("bench_serve_pull").await;
         let url = format!("{}?sslmode=disable", db.url);
         let dir = tempfile::tempdir().unwrap();
+        let server = start_server(&url).await;
+        let remotes = [
+            ("direct", Remote::parse(&url, None).unwrap()),
+            ("server", server.remote("default")),
+        ];
+        // 3. (set up first) Stores that pulled before the bulk push: it
+        // reaches them through the feed, one transaction in parts.
+        let mut early = Vec::new();
+        for (name, remote) in &remotes {
+            let s = Store::open(dir.path().join(format!("{name}-early.db")))
+                .await
+                .unwrap();
+            s.put(nexus_core::NewFile::new(format!("/early/{name}"), "local", "p", 1))
+                .await
+                .unwrap();
+            nexus_sync::sync_with(&s, remote, &SyncOptions::default())
+                .await
+                .unwrap();
+            early.push(s);
+        }
         let source = Store::open(dir.path().join("source.db")).await.unwrap();
         generate(&source, files).await;
         push(&source, &Remote::parse(&url, None).unwrap(), &SyncOptions::default())
             .await
             .unwrap();
-        let server = start_server(&url).await;
         let mut seconds_of = Vec::new();
-        for (name, remote) in [
-            ("direct", Remote::parse(&url, None).unwrap()),
-            ("server", server.remote("default")),
-        ] {
+        for (name, remote) in &remotes {
             let store = Store::open(dir.path().join(format!("{name}.db"))).await.unwrap();
             let t = Instant::now();
-            let r = pull(&store, &remote, &SyncOptions::default()).await.unwrap();
+            let r = pull(&store, remote, &SyncOptions::default()).await.unwrap();
             let s = t.elapsed().as_secs_f64();
             println!(
                 "first pull of {files} files, {name:>6}: {s:.1}s, {} rows, {:.0} rows/s{}",
                 r.rows(),
                 r.rows() as f64 / s,
                 if r.bulk { " (snapshot)" } else { " (feed pages)" }
+            );
+            seconds_of.push(s);
+        }
+        println!("server / direct: time {:.2}x", seconds_of[1] / seconds_of[0]);
+
+        // 3. The same push pulled by the stores that had pulled before it.
+        let mut seconds_of = Vec::new();
+        for ((name, remote), store) in remotes.iter().zip(&early) {
+            let t = Instant::now();
+            let r = pull(store, remote, &SyncOptions::default()).await.unwrap();
+            let s = t.elapsed().as_secs_f64();
+            println!(
+                "the push of {files} files into a store that had pulled, {name:>6}: {s:.1}s, {} rows, {:.0} rows/s, {} pages",
+                r.rows(),
+                r.rows() as f64 / s,
+                r.pages
             );
             seconds_of.push(s);
         }

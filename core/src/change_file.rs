@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::changes::{ChunkRow, FileRow, MetadataRow, TombstoneRow, VersionRow};
 use crate::engine::{Engine, Seq, cell, int, text};
 use crate::error::{Error, Result};
-use crate::meta::untombstone;
+use crate::meta::{metadata_by_key, untombstone};
 use crate::store::Store;
 use crate::tables::{
     CONTENT_CHUNKS, FILE_METADATA, FILE_PATHS, TOMBSTONES, Table, TableRow, VERSION_HISTORY, sqlite,
@@ -616,12 +616,15 @@ pub(crate) fn apply_rows(
         }
         for r in &c.metadata {
             let here = e.query_one(
-                "SELECT m.change_seq, p.virtual_path FROM file_metadata m JOIN file_paths p ON p.path_id = m.path_id \
-                 WHERE m.path_id = ?1 AND m.key = ?2",
+                concat!(
+                    "SELECT change_seq, (SELECT virtual_path FROM file_paths WHERE path_id = ?1) FROM ",
+                    metadata_by_key!(),
+                    " WHERE path_id = ?1 AND key = ?2"
+                ),
                 &[text(&r.path_id), text(&r.key)],
-                |row| Ok((row.int(0)?, row.text(1)?)),
+                |row| Ok((row.int(0)?, row.opt_text(1)?)),
             )?;
-            if let Some((s, path)) = here
+            if let Some((s, Some(path))) = here
                 && u.holds(e, s)?
             {
                 return Err(Unpushed::refuse(
@@ -661,7 +664,11 @@ pub(crate) fn apply_rows(
         for t in &c.tombstones {
             let here = if t.table_name == "file_metadata" {
                 e.query_one(
-                    "SELECT change_seq FROM file_metadata WHERE path_id = ?1 AND key = ?2",
+                    concat!(
+                        "SELECT change_seq FROM ",
+                        metadata_by_key!(),
+                        " WHERE path_id = ?1 AND key = ?2"
+                    ),
                     &[text(&t.key1), text(&t.key2)],
                     |row| row.int(0),
                 )?
@@ -786,7 +793,11 @@ pub(crate) fn apply_rows(
     for r in &c.tombstones {
         if r.table_name == "file_metadata" {
             e.execute(
-                "DELETE FROM file_metadata WHERE path_id = ?1 AND key = ?2",
+                concat!(
+                    "DELETE FROM ",
+                    metadata_by_key!(),
+                    " WHERE path_id = ?1 AND key = ?2"
+                ),
                 &[text(&r.key1), text(&r.key2)],
             )?;
         } else {

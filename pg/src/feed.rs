@@ -132,10 +132,10 @@ fn keyed_sql<T: TableRow>(stamp: bool, after: bool, tenant: bool, limit: bool) -
         conditions.push(format!("({}) > ({})", order.join(", "), params.join(", ")));
     }
     if tenant {
-        // Rows that follow a file's id: their files from that id on (the
-        // join then starts where the rows do). Not within a transaction,
-        // whose rows are in no order of their files.
-        let from = (!stamp && after && t.snapshot_order.first() == Some(&"path_id"))
+        // Rows that follow a file's id (in a snapshot, and within one
+        // transaction's rows): their files from that id on (the join then
+        // starts where the rows do).
+        let from = (after && t.snapshot_order.first() == Some(&"path_id"))
             .then(|| format!("${first_key}::text::uuid"));
         n += 1;
         conditions.push(tenant_filter(t.name, n, from.as_deref()));
