@@ -262,24 +262,27 @@ pub(crate) fn position(e: &mut Engine, hub_id: &str) -> Result<i64> {
     .unwrap_or(0))
 }
 
-/// Where in transaction `position` of `hub_id`'s feed this store stopped,
-/// when a page ended inside it ([`FeedPage::within`]); `None` at a
-/// transaction's end.
-pub(crate) fn within(e: &mut Engine, hub_id: &str) -> Result<Option<SnapshotCursor>> {
-    let json = e
-        .query_one(
-            "SELECT within FROM nexus_pull_state WHERE hub_id = ?1",
-            &[text(hub_id)],
-            |r| r.opt_text(0),
-        )?
-        .flatten();
-    json.map(|j| {
-        serde_json::from_str(&j).map_err(|err| Error::Corrupt {
-            table: "nexus_pull_state",
-            detail: format!("within of {hub_id}: {err}"),
+/// The point of `hub_id`'s feed this store recorded last: the transaction
+/// applied through (0: never pulled) and, when a page ended inside it
+/// ([`FeedPage::within`]), how far into it.
+fn stored_point(e: &mut Engine, hub_id: &str) -> Result<(i64, Option<SnapshotCursor>)> {
+    let Some((position, json)) = e.query_one(
+        "SELECT position, within FROM nexus_pull_state WHERE hub_id = ?1",
+        &[text(hub_id)],
+        |r| Ok((r.int(0)?, r.opt_text(1)?)),
+    )?
+    else {
+        return Ok((0, None));
+    };
+    let within = json
+        .map(|j| {
+            serde_json::from_str(&j).map_err(|err| Error::Corrupt {
+                table: "nexus_pull_state",
+                detail: format!("within of {hub_id}: {err}"),
+            })
         })
-    })
-    .transpose()
+        .transpose()?;
+    Ok((position, within))
 }
 
 /// Records that this store has applied `hub_id`'s feed through `position`
@@ -291,7 +294,7 @@ pub(crate) fn record_position(
     within: Option<&SnapshotCursor>,
 ) -> Result<()> {
     let now = e.now().as_micros();
-    let within = within.map(|w| serde_json::to_string(w).expect("plain data serializes"));
+    let within = within.map(SnapshotCursor::to_json);
     e.execute(
         "INSERT INTO nexus_pull_state (hub_id, position, pulled_at, within) VALUES (?1, ?2, ?3, ?4) \
          ON CONFLICT (hub_id) DO UPDATE SET position = excluded.position, \
@@ -342,7 +345,7 @@ impl Store {
     /// got, when a page ended inside it ([`FeedPage::within`]).
     pub async fn pull_within(&self, hub_id: &str) -> Result<Option<SnapshotCursor>> {
         let mut e = self.reader().await;
-        e.read(|e| within(e, hub_id))
+        e.read(|e| Ok(stored_point(e, hub_id)?.1))
     }
 
     /// Applies one page of the change feed of the database `hub_id` (rows
@@ -409,8 +412,7 @@ impl Store {
         };
         let watchers = self.shared.pool.watchers.clone();
         self.writer().await.write(|e, seq| {
-            let at = position(e, hub_id)?;
-            let at_within = self::within(e, hub_id)?;
+            let (at, at_within) = stored_point(e, hub_id)?;
             if at > changes.through
                 || (at == changes.through
                     && changes.through > changes.after
@@ -510,6 +512,12 @@ impl SnapshotCursor {
             .or_else(|| at(&c.metadata))
             .or_else(|| at(&c.versions))
             .or_else(|| at(&c.files))
+    }
+
+    /// The cursor as JSON: how it is stored (`nexus_pull_state.within`)
+    /// and sent (`/v1/pull?within=`, `/v1/snapshot?after=`).
+    pub fn to_json(&self) -> String {
+        to_json(self)
     }
 }
 

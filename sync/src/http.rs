@@ -118,10 +118,7 @@ impl HttpHub {
             ("max_rows", max_rows.to_string()),
         ];
         if let Some(w) = within {
-            query.push((
-                "within",
-                serde_json::to_string(w).expect("plain data serializes"),
-            ));
+            query.push(("within", w.to_json()));
         }
         self.send(self.client.get(self.at(PULL)).query(&query))
             .await
@@ -136,10 +133,7 @@ impl HttpHub {
     ) -> Result<Snapshotted> {
         let mut query = vec![("max_rows", max_rows.to_string())];
         if let Some(a) = after {
-            query.push((
-                "after",
-                serde_json::to_string(a).expect("plain data serializes"),
-            ));
+            query.push(("after", a.to_json()));
         }
         self.send(self.client.get(self.at(SNAPSHOT)).query(&query))
             .await

@@ -198,8 +198,7 @@ impl Feed for ServerFeed<'_> {
             encode(&self.source)
         );
         if let Some(w) = within {
-            let json = serde_json::to_string(w).expect("plain data serializes");
-            path.push_str(&format!("&within={}", encode(&json)));
+            path.push_str(&format!("&within={}", encode(&w.to_json())));
         }
         let p: Pulled = self.server.call("GET", &path, None).await?;
         let watermark = p.watermark;
@@ -222,8 +221,7 @@ impl SnapshotSource for ServerSnapshot<'_> {
     ) -> Result<(Changes, Option<SnapshotCursor>), SyncError> {
         let mut path = format!("{SNAPSHOT}?max_rows={max_rows}");
         if let Some(a) = after {
-            let json = serde_json::to_string(a).expect("plain data serializes");
-            path.push_str(&format!("&after={}", encode(&json)));
+            path.push_str(&format!("&after={}", encode(&a.to_json())));
         }
         let p: Snapshotted = self.server.call("GET", &path, None).await?;
         Ok((p.changes, p.next))
