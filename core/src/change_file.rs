@@ -703,11 +703,19 @@ pub(crate) fn apply_rows(
     }
     let hidden = int(HIDDEN);
     let deleted_at = column_index(&FILE_PATHS, "deleted_at");
+    // Live files whose path no other live file holds go live at once;
+    // the others arrive hidden and are made live at the end, once every
+    // deletion and move is in place. (Going live at once is the same
+    // order as at the end: a file takes a path that is free.)
+    let mut live_now = HashSet::new();
     for r in &c.files {
-        // Live files arrive hidden; they are made live at the end.
         let mut params = row_params(r, seq);
         if r.deleted_at.is_none() {
-            params[deleted_at] = hidden.clone();
+            if holder_of(e, &r.tenant_id, &r.virtual_path, &r.path_id)?.is_none() {
+                live_now.insert(r.path_id.as_str());
+            } else {
+                params[deleted_at] = hidden.clone();
+            }
         }
         e.execute(sqlite::upsert(&FILE_PATHS), &params)?;
     }
@@ -822,25 +830,23 @@ pub(crate) fn apply_rows(
             |row| Ok((row.text(0)?, row.text(1)?, row.text(2)?)),
         )?;
     }
-    let incoming = c.files.iter().filter(|r| r.deleted_at.is_none()).map(|r| {
-        (
-            r.path_id.clone(),
-            r.tenant_id.clone(),
-            r.virtual_path.clone(),
-        )
-    });
+    let incoming = c
+        .files
+        .iter()
+        .filter(|r| r.deleted_at.is_none() && !live_now.contains(r.path_id.as_str()))
+        .map(|r| {
+            (
+                r.path_id.clone(),
+                r.tenant_id.clone(),
+                r.virtual_path.clone(),
+            )
+        });
     let mut seen = HashSet::new();
     for (path_id, tenant, path) in waiting.into_iter().chain(incoming) {
         if !seen.insert(path_id.clone()) {
             continue;
         }
-        let holder = e.query_one(
-            "SELECT path_id, change_seq FROM file_paths WHERE tenant_id = ?1 AND virtual_path = ?2 \
-             AND deleted_at IS NULL AND path_id <> ?3",
-            &[text(&tenant), text(&path), text(&path_id)],
-            |row| Ok((row.text(0)?, row.int(1)?)),
-        )?;
-        if let Some((_, other_seq)) = holder {
+        if let Some(other_seq) = holder_of(e, &tenant, &path, &path_id)? {
             match unpushed {
                 // A pull: the holder was pushed, so PostgreSQL has moved
                 // or deleted it after this file took the path, and a
@@ -864,6 +870,17 @@ pub(crate) fn apply_rows(
     }
 
     Ok(())
+}
+
+/// The `change_seq` of the live file other than `path_id` at `path` of
+/// `tenant`, if there is one.
+fn holder_of(e: &mut Engine, tenant: &str, path: &str, path_id: &str) -> Result<Option<i64>> {
+    e.query_one(
+        "SELECT change_seq FROM file_paths WHERE tenant_id = ?1 AND virtual_path = ?2 \
+         AND deleted_at IS NULL AND path_id <> ?3",
+        &[text(tenant), text(path), text(path_id)],
+        |row| row.int(0),
+    )
 }
 
 /// A row's cells as parameters, then `seq` as its `change_seq`.
