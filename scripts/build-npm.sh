@@ -12,7 +12,8 @@ out=target/npm/nexus-metastore
 version=$(awk -F'"' '/^\[workspace.package\]/ { p = 1 } p && /^version/ { print $2; exit }' Cargo.toml)
 
 if [ ! -x "$tools/node_modules/.bin/wasm-opt" ] || [ ! -x "$tools/node_modules/.bin/tsc" ] \
-    || [ ! -d "$tools/node_modules/playwright-core" ] || [ ! -d "$tools/node_modules/vite" ]; then
+    || [ ! -d "$tools/node_modules/playwright-core" ] || [ ! -d "$tools/node_modules/vite" ] \
+    || [ ! -d "$tools/node_modules/wa-sqlite" ]; then
     (cd "$tools" && npm ci --no-audit --no-fund)
 fi
 wasm_bindgen_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)

@@ -1,5 +1,6 @@
 // The browser benchmark: our package vs @sqlite.org/sqlite-wasm (opfs-sahpool)
-// in one headless Chromium run, same workload, both on OPFS in a Worker.
+// in one headless Chromium run, same workload, both on OPFS in a Worker; and
+// on IndexedDB, our package vs wa-sqlite's IDBBatchAtomicVFS.
 // Needs scripts/build-npm.sh first. Run: node bench/browser/run.mjs
 import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { brotliCompressSync, constants as zlib, gzipSync } from "node:zlib";
@@ -12,6 +13,7 @@ const sqliteDist = join(repo, "wasm/tools/node_modules/@sqlite.org/sqlite-wasm/d
 const { server, origin } = await serve({
   "/pkg/": pkg,
   "/sqlite/": sqliteDist,
+  "/wa-sqlite/": join(repo, "wasm/tools/node_modules/wa-sqlite"),
   "/migrations/": join(repo, "migrations"),
   "/bench/": join(repo, "bench/browser"),
   "/demo/": join(repo, "tests/e2e/demo"),
@@ -230,6 +232,12 @@ async function workload() {
       `${label.padEnd(32)}${`${ours}/s`.padStart(18)}${`${theirs}/s`.padStart(16)}${(ours / theirs).toFixed(2).padStart(8)}x` +
         `${`${figure("nexusMemory", key)}/s`.padStart(18)}`,
     );
+  }
+  console.log(`\nIndexedDB storage, ops/s, median of ${rounds} rounds, warm:`);
+  console.log(`${"workload".padEnd(32)}${"nexus-metastore".padStart(18)}${"wa-sqlite IDBBatchAtomic".padStart(26)}${"ratio".padStart(9)}`);
+  for (const [key, label] of rows) {
+    const ours = figure("nexusIdb", key), theirs = figure("waSqliteIdb", key);
+    console.log(`${label.padEnd(32)}${`${ours}/s`.padStart(18)}${`${theirs}/s`.padStart(26)}${(ours / theirs).toFixed(2).padStart(8)}x`);
   }
   const size = (f) => [statSync(f).size, gzipSync(readFileSync(f), { level: 9 }).length];
   const [ourRaw, ourGz] = size(join(pkg, "web/nexus_wasm_bg.wasm"));

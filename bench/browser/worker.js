@@ -11,6 +11,9 @@
 // with its opfs-sahpool VFS, the store's own schema (migration 0001), and
 // per put the same rows written: the change-sequence bump, the file row and
 // its first version row (without the store's validation and lookups).
+// On IndexedDB: `nexus-idb`, the package with `storage: "indexeddb"`, and
+// `wa-sqlite-idb`, wa-sqlite with its IDBBatchAtomicVFS (strict durability,
+// as ours: a commit resolves once IndexedDB has it), the same SQL as `sqlite`.
 const which = new URL(self.location.href).searchParams.get("which");
 const BATCH = 5000, SINGLE = 1000, GETS = 5000, LISTS = 20, DIRS = 10;
 
@@ -30,9 +33,9 @@ async function time(n, f) {
   return { ops: n, ms: Math.round(ms * 10) / 10, perSecond: Math.round((n / ms) * 1000) };
 }
 
-async function nexus(memory, name) {
+async function nexus(storage, name) {
   const { open } = await import("/pkg/index.js");
-  const store = await open(memory ? {} : { name, fallback: "error" });
+  const store = await open(storage === "memory" ? {} : { name, storage, fallback: "error" });
   if ((await store.stats()).files !== 0) throw new Error(`${name} is not empty; use a fresh profile`);
   const out = {};
   const batch = Array.from({ length: BATCH }, (_, i) => file(i));
@@ -55,6 +58,37 @@ async function nexus(memory, name) {
   return out;
 }
 
+// The baselines' statements (the store's schema, migration 0001) and the
+// parameters of one put's two rows.
+const SQL = {
+  bump: "UPDATE nexus_state SET change_seq = change_seq + 1 WHERE id = 1 RETURNING change_seq",
+  insertFile:
+    "INSERT INTO file_paths (path_id, tenant_id, virtual_path, backend_id, physical_path, size_bytes, content_hash, " +
+    "file_type, created_at, updated_at, current_version, change_seq) VALUES (?, 'default', ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+  insertVersion:
+    "INSERT INTO version_history (version_id, path_id, version_number, backend_id, physical_path, content_hash, " +
+    "size_bytes, mime_type, source_type, created_at, change_seq) VALUES (?, ?, 1, ?, ?, ?, ?, ?, 'original', ?, ?)",
+  getOne:
+    "SELECT path_id, virtual_path, backend_id, physical_path, size_bytes, content_hash, file_type, created_at, " +
+    "updated_at, current_version FROM file_paths WHERE tenant_id = 'default' AND virtual_path = ? AND deleted_at IS NULL",
+  listRange:
+    "SELECT path_id, virtual_path, backend_id, physical_path, size_bytes, content_hash, file_type, created_at, " +
+    "updated_at, current_version FROM file_paths WHERE tenant_id = 'default' AND virtual_path >= ? " +
+    "AND virtual_path < ? AND deleted_at IS NULL ORDER BY virtual_path",
+};
+const putParams = (f, seq) => {
+  const id = crypto.randomUUID();
+  const now = Date.now() * 1000;
+  return [
+    [id, f.path, f.backend, f.physicalPath, f.size, f.etag, f.mimeType, now, now, seq],
+    [crypto.randomUUID(), id, f.backend, f.physicalPath, f.etag, f.size, f.mimeType, now, seq],
+  ];
+};
+const listBounds = (i) => {
+  const prefix = `/bench/d${i % DIRS}/`;
+  return [prefix, prefix.slice(0, -1) + "0"];
+};
+
 let pool;
 async function sqlite(_, name) {
   if (!pool) {
@@ -69,31 +103,15 @@ async function sqlite(_, name) {
   db.exec("PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;");
   const journal = db.selectValue("PRAGMA journal_mode");
   db.exec(await (await fetch("/migrations/sqlite/0001_initial.up.sql")).text());
-  const bump = db.prepare("UPDATE nexus_state SET change_seq = change_seq + 1 WHERE id = 1 RETURNING change_seq");
-  const insertFile = db.prepare(
-    "INSERT INTO file_paths (path_id, tenant_id, virtual_path, backend_id, physical_path, size_bytes, content_hash, " +
-      "file_type, created_at, updated_at, current_version, change_seq) VALUES (?, 'default', ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
-  );
-  const insertVersion = db.prepare(
-    "INSERT INTO version_history (version_id, path_id, version_number, backend_id, physical_path, content_hash, " +
-      "size_bytes, mime_type, source_type, created_at, change_seq) VALUES (?, ?, 1, ?, ?, ?, ?, ?, 'original', ?, ?)",
-  );
-  const getOne = db.prepare(
-    "SELECT path_id, virtual_path, backend_id, physical_path, size_bytes, content_hash, file_type, created_at, " +
-      "updated_at, current_version FROM file_paths WHERE tenant_id = 'default' AND virtual_path = ? AND deleted_at IS NULL",
-  );
-  const listRange = db.prepare(
-    "SELECT path_id, virtual_path, backend_id, physical_path, size_bytes, content_hash, file_type, created_at, " +
-      "updated_at, current_version FROM file_paths WHERE tenant_id = 'default' AND virtual_path >= ? " +
-      "AND virtual_path < ? AND deleted_at IS NULL ORDER BY virtual_path",
-  );
+  const bump = db.prepare(SQL.bump);
+  const insertFile = db.prepare(SQL.insertFile);
+  const insertVersion = db.prepare(SQL.insertVersion);
+  const getOne = db.prepare(SQL.getOne);
+  const listRange = db.prepare(SQL.listRange);
   const put = (f, seq) => {
-    const id = crypto.randomUUID();
-    const now = Date.now() * 1000;
-    insertFile.bind([id, f.path, f.backend, f.physicalPath, f.size, f.etag, f.mimeType, now, now, seq]).stepReset();
-    insertVersion
-      .bind([crypto.randomUUID(), id, f.backend, f.physicalPath, f.etag, f.size, f.mimeType, now, seq])
-      .stepReset();
+    const [file, version] = putParams(f, seq);
+    insertFile.bind(file).stepReset();
+    insertVersion.bind(version).stepReset();
   };
   const nextSeq = () => {
     bump.step();
@@ -121,8 +139,7 @@ async function sqlite(_, name) {
   });
   out.list = await time(LISTS, () => {
     for (let i = 0; i < LISTS; i++) {
-      const prefix = `/bench/d${i % DIRS}/`;
-      listRange.bind([prefix, prefix.slice(0, -1) + "0"]);
+      listRange.bind(listBounds(i));
       let n = 0;
       while (listRange.step()) {
         listRange.get({});
@@ -138,8 +155,93 @@ async function sqlite(_, name) {
   return out;
 }
 
+/** wa-sqlite (its asynchronous build) on its IDBBatchAtomicVFS. */
+async function waSqlite(name) {
+  const { default: factory } = await import("/wa-sqlite/dist/wa-sqlite-async.mjs");
+  const SQLite = await import("/wa-sqlite/src/sqlite-api.js");
+  const { IDBBatchAtomicVFS } = await import("/wa-sqlite/src/examples/IDBBatchAtomicVFS.js");
+  const sqlite3 = SQLite.Factory(await factory());
+  const vfs = new IDBBatchAtomicVFS(`bench-${name}`, { durability: "strict" });
+  await vfs.isReady;
+  sqlite3.vfs_register(vfs, false);
+  const db = await sqlite3.open_v2(`${name}.db`, SQLite.SQLITE_OPEN_CREATE | SQLite.SQLITE_OPEN_READWRITE, vfs.name);
+  // One connection holding the file, as the sqlite side and our store do
+  // (otherwise every statement takes a Web Lock and rereads the header from
+  // IndexedDB), and the default rollback journal: the VFS declares
+  // batch-atomic writes, so SQLite skips the journal and each commit is one
+  // IndexedDB transaction. Foreign keys on as in the store.
+  await sqlite3.exec(db, "PRAGMA locking_mode = EXCLUSIVE; PRAGMA foreign_keys = ON;");
+  await sqlite3.exec(db, await (await fetch("/migrations/sqlite/0001_initial.up.sql")).text());
+  const prepare = async (sql) => {
+    const str = sqlite3.str_new(db, sql);
+    try {
+      return (await sqlite3.prepare_v2(db, sqlite3.str_value(str))).stmt;
+    } finally {
+      sqlite3.str_finish(str);
+    }
+  };
+  const s = {};
+  for (const [k, sql] of Object.entries(SQL)) s[k] = await prepare(sql);
+  /** Runs `stmt` with `params`; its rows. */
+  const run = async (stmt, params) => {
+    if (params) sqlite3.bind_collection(stmt, params);
+    const rows = [];
+    while ((await sqlite3.step(stmt)) === SQLite.SQLITE_ROW) rows.push(sqlite3.row(stmt));
+    await sqlite3.reset(stmt);
+    return rows;
+  };
+  const put = async (f, seq) => {
+    const [file, version] = putParams(f, seq);
+    await run(s.insertFile, file);
+    await run(s.insertVersion, version);
+  };
+  const transaction = async (f) => {
+    await sqlite3.exec(db, "BEGIN");
+    try {
+      await f();
+      await sqlite3.exec(db, "COMMIT");
+    } catch (e) {
+      await sqlite3.exec(db, "ROLLBACK");
+      throw e;
+    }
+  };
+  const nextSeq = async () => (await run(s.bump))[0][0];
+  const out = {};
+  out.batch = await time(BATCH, () =>
+    transaction(async () => {
+      const seq = await nextSeq();
+      for (let i = 0; i < BATCH; i++) await put(file(i), seq);
+    }),
+  );
+  out.single = await time(SINGLE, async () => {
+    for (let i = BATCH; i < BATCH + SINGLE; i++) await transaction(async () => put(file(i), await nextSeq()));
+  });
+  out.get = await time(GETS, async () => {
+    for (let i = 0; i < GETS; i++) {
+      if ((await run(s.getOne, [file((i * 7919) % BATCH).path])).length !== 1) throw new Error("missing");
+    }
+  });
+  out.list = await time(LISTS, async () => {
+    for (let i = 0; i < LISTS; i++) {
+      const n = (await run(s.listRange, listBounds(i))).length;
+      if (n !== (BATCH + SINGLE) / DIRS) throw new Error(`listed ${n}`);
+    }
+  });
+  for (const stmt of Object.values(s)) await sqlite3.finalize(stmt);
+  await sqlite3.close(db);
+  await vfs.close?.();
+  indexedDB.deleteDatabase(`bench-${name}`);
+  return out;
+}
+
 try {
-  const run = { nexus: (n) => nexus(false, n), "nexus-memory": (n) => nexus(true, n), sqlite: (n) => sqlite(null, n) }[which];
+  const run = {
+    nexus: (n) => nexus("opfs", n),
+    "nexus-memory": (n) => nexus("memory", n),
+    "nexus-idb": (n) => nexus("indexeddb", n),
+    sqlite: (n) => sqlite(null, n),
+    "wa-sqlite-idb": (n) => waSqlite(n),
+  }[which];
   const round = new URL(self.location.href).searchParams.get("round");
   const cold = await run(`${which}-${round}-cold`);
   const warm = await run(`${which}-${round}-warm`);
