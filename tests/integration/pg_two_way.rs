@@ -192,6 +192,45 @@ async fn pull_brings_every_change_once() {
     assert_eq!(back.rows(), 0, "pulled rows are not pushed back: {back:?}");
 }
 
+/// Paths change hands inside one pulled page: two files swap paths, a
+/// third path is freed by a delete and taken by a new file, and a new file
+/// takes a path nobody held. Files whose path is free go live in their
+/// upsert, the others once the page's moves are in place; none is left
+/// hidden, and the identities follow the files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_changing_hands_in_one_pulled_page() {
+    let db = pg::database("two_way_hands").await;
+    let a = store_with([file("/x/a", "a"), file("/x/b", "b"), file("/x/c", "c")]).await;
+    push(&a, &db.url).await;
+    let b = Store::memory().await.unwrap();
+    pull(&b, &remote(&db.url), &SyncOptions::default())
+        .await
+        .unwrap();
+    let before = state(&b).await;
+
+    a.rename("/x/a", "/x/tmp").await.unwrap();
+    a.rename("/x/b", "/x/a").await.unwrap();
+    a.rename("/x/tmp", "/x/b").await.unwrap();
+    a.delete("/x/c").await.unwrap();
+    a.put(file("/x/c", "new c")).await.unwrap();
+    a.put(file("/x/d", "d")).await.unwrap();
+    push(&a, &db.url).await;
+
+    let p = pull(&b, &remote(&db.url), &SyncOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(p.pages, 1, "{p:?}");
+    let after = state(&b).await;
+    assert_eq!(after, state(&a).await);
+    assert_eq!(after, pg_state(&db.url).await);
+    assert_eq!(after["/x/a"].0, before["/x/b"].0, "the files swapped paths");
+    assert_eq!(after["/x/b"].0, before["/x/a"].0, "the files swapped paths");
+    assert_ne!(after["/x/c"].0, before["/x/c"].0, "a new file took /x/c");
+    assert_eq!(after["/x/c"].1.as_deref(), Some("new c"));
+    assert_eq!(after.len(), 4);
+    assert_verified(&b, &db.url).await;
+}
+
 /// Both stores change one file they both have: the first push keeps the
 /// path, the second's version is kept in a conflict copy with its versions;
 /// a delete against a change keeps the file.
