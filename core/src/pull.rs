@@ -11,6 +11,7 @@
 //! Rows that this store wrote itself (their origin is this store) are
 //! recognised and not applied again.
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
@@ -319,9 +320,19 @@ pub struct FeedPoint<'a> {
     pub within: Option<&'a SnapshotCursor>,
 }
 
-/// `changes` without the rows whose origin is `own`; returns how many went.
-fn without_own(changes: &Changes, own: &str) -> (Changes, u64) {
+/// `changes` without the rows whose origin is `own` (borrowed when it has
+/// none: a page of other stores' changes is not copied); returns how many
+/// went.
+fn without_own<'a>(changes: &'a Changes, own: &str) -> (Cow<'a, Changes>, u64) {
     let mine = |o: &Option<Origin>| o.as_ref().is_some_and(|o| o.source_id == own);
+    let any = changes.files.iter().any(|r| mine(&r.origin))
+        || changes.versions.iter().any(|r| mine(&r.origin))
+        || changes.metadata.iter().any(|r| mine(&r.origin))
+        || changes.chunks.iter().any(|r| mine(&r.origin))
+        || changes.tombstones.iter().any(|r| mine(&r.origin));
+    if !any {
+        return (Cow::Borrowed(changes), 0);
+    }
     let mut c = changes.clone();
     let before = c.len();
     c.files.retain(|r| !mine(&r.origin));
@@ -330,7 +341,7 @@ fn without_own(changes: &Changes, own: &str) -> (Changes, u64) {
     c.chunks.retain(|r| !mine(&r.origin));
     c.tombstones.retain(|r| !mine(&r.origin));
     let own_rows = (before - c.len()) as u64;
-    (c, own_rows)
+    (Cow::Owned(c), own_rows)
 }
 
 impl Store {
