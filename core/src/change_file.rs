@@ -588,9 +588,12 @@ impl Unpushed {
 
 /// Applies rows of another store (or of PostgreSQL) in the open write
 /// transaction stamped `seq`: upserts by primary key, removals, and live
-/// files made live once every move is in place. `source` names where they
-/// come from in errors. With `unpushed`, rows this store changed and has
-/// not pushed are refused instead of overwritten.
+/// files made live at once when their path is free, else once every move
+/// is in place (a conflict copy, or in a pull waiting hidden, when a file
+/// still holds the path). `source` names where they come from in errors.
+/// With `unpushed`, rows this store changed and has not pushed are refused
+/// instead of overwritten; a pull records its stamp in `nexus_pulled`
+/// before calling this.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn apply_rows(
     e: &mut Engine,
@@ -703,10 +706,13 @@ pub(crate) fn apply_rows(
     }
     let hidden = int(HIDDEN);
     let deleted_at = column_index(&FILE_PATHS, "deleted_at");
-    // Live files whose path no other live file holds go live at once;
-    // the others arrive hidden and are made live at the end, once every
-    // deletion and move is in place. (Going live at once is the same
-    // order as at the end: a file takes a path that is free.)
+    // A live file whose path no other live file holds goes live in its
+    // upsert; the others arrive hidden and are dealt with at the end, once
+    // every deletion and move of the page is in place. A file that went
+    // live here may take a path that a file hidden by an earlier page of
+    // a pull waits for: that one keeps waiting (this file's row is
+    // PostgreSQL's: its stamp is in `nexus_pulled`), until the page that
+    // moves it comes.
     let mut live_now = HashSet::new();
     for r in &c.files {
         let mut params = row_params(r, seq);

@@ -461,6 +461,13 @@ impl Store {
                 tombstones: 0,
                 conflicts: Vec::new(),
             };
+            // First: a row this transaction writes is PostgreSQL's, not a
+            // local change, also to the checks of `apply_rows` (a file that
+            // went live in this page holds its path for PostgreSQL).
+            e.execute(
+                "INSERT INTO nexus_pulled (change_seq) VALUES (?1)",
+                &[int(seq)],
+            )?;
             let guard = Unpushed { pushed_through };
             watchers.note_incoming(e, &rows.files)?;
             apply_rows(
@@ -485,10 +492,6 @@ impl Store {
                 report.chunks,
                 report.tombstones,
             );
-            e.execute(
-                "INSERT INTO nexus_pulled (change_seq) VALUES (?1)",
-                &[int(seq)],
-            )?;
             record_position(e, hub_id, changes.through, within)?;
             Ok(())
         })?;

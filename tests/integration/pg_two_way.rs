@@ -231,6 +231,89 @@ async fn paths_changing_hands_in_one_pulled_page() {
     assert_verified(&b, &db.url).await;
 }
 
+/// A file row of the feed, live at `path` unless `deleted`.
+fn feed_file(id: &str, path: &str, seq: i64) -> nexus_core::FileRow {
+    nexus_core::FileRow {
+        path_id: id.to_string(),
+        tenant_id: "default".to_string(),
+        virtual_path: path.to_string(),
+        backend_id: "local".to_string(),
+        physical_path: format!("/srv{path}"),
+        size_bytes: 1,
+        content_hash: None,
+        file_type: None,
+        created_at: 1,
+        updated_at: seq,
+        deleted_at: None,
+        current_version: 1,
+        change_seq: seq,
+        origin: None,
+    }
+}
+
+/// Pages of a feed as it can give them (rows as they are now, so a file's
+/// move can come after another file took its old path): W arrives at a
+/// path that H still holds here and waits, hidden; the next page moves H
+/// away and brings a new file N to that path, which goes live; W keeps
+/// waiting (N is PostgreSQL's, not a local change: the page is not
+/// refused) until the page that moves W comes. With N before H in the
+/// page, W takes the path and N waits instead. Either way all three end
+/// live where the feed says.
+#[tokio::test]
+async fn a_file_waiting_from_an_earlier_page_and_a_new_file_at_its_path() {
+    for n_first in [false, true] {
+        let s = Store::memory().await.unwrap();
+        let id = |c: char| format!("00000000-0000-4000-8000-00000000000{c}");
+        let (h, w, n) = (id('1'), id('2'), id('3'));
+        let page = |after: i64, files: Vec<nexus_core::FileRow>| nexus_core::Changes {
+            after,
+            through: after + 10,
+            files,
+            ..Default::default()
+        };
+        let apply = |c: nexus_core::Changes| {
+            let s = s.clone();
+            async move { s.apply_pull("hub", 0, &c).await }
+        };
+        apply(page(0, vec![feed_file(&h, "/p", 10)])).await.unwrap();
+        apply(page(10, vec![feed_file(&w, "/p", 20)]))
+            .await
+            .unwrap();
+        assert_eq!(s.get("/p").await.unwrap().unwrap().path_id, h, "W waits");
+
+        let mut third = vec![feed_file(&h, "/q", 30), feed_file(&n, "/p", 30)];
+        if n_first {
+            third.reverse();
+        }
+        apply(page(20, third))
+            .await
+            .unwrap_or_else(|e| panic!("the page is refused (N first: {n_first}): {e}"));
+        let at_p = s.get("/p").await.unwrap().unwrap().path_id;
+        assert_eq!(at_p, if n_first { w.clone() } else { n.clone() });
+        assert_eq!(s.get("/q").await.unwrap().unwrap().path_id, h);
+
+        apply(page(30, vec![feed_file(&w, "/r", 40)]))
+            .await
+            .unwrap();
+        let live: Vec<(String, String)> = s
+            .list("/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.path, f.path_id))
+            .collect();
+        assert_eq!(
+            live,
+            [
+                ("/p".to_string(), n.clone()),
+                ("/q".to_string(), h.clone()),
+                ("/r".to_string(), w.clone())
+            ],
+            "N first: {n_first}"
+        );
+    }
+}
+
 /// Both stores change one file they both have: the first push keeps the
 /// path, the second's version is kept in a conflict copy with its versions;
 /// a delete against a change keeps the file.
