@@ -207,15 +207,27 @@ impl Store {
         let Some(mut bulk) = self.begin_bulk_pull(&report.hub_id).await? else {
             return Ok(());
         };
-        let mut after = bulk.resume_after().cloned();
+        let after = bulk.resume_after().cloned();
+        let mut page = source.page(after.as_ref(), max_rows).await?;
         let through = loop {
-            let (changes, next) = source.page(after.as_ref(), max_rows).await?;
-            bulk.load(&changes)?;
+            let (changes, next) = page;
+            let Some(next) = next else {
+                bulk.load(&changes)?;
+                progress(bulk.rows());
+                break changes.through;
+            };
+            // The next page is asked for before this one is loaded, so the
+            // source reads it (a server: its query and its answer) while
+            // the store writes: `join` polls the request first, which sends
+            // it, then runs the load.
+            let (fetched, loaded) =
+                futures_util::future::join(source.page(Some(&next), max_rows), async {
+                    bulk.load(&changes)
+                })
+                .await;
+            loaded?;
             progress(bulk.rows());
-            match next {
-                Some(n) => after = Some(n),
-                None => break changes.through,
-            }
+            page = fetched?;
         };
         bulk.finish(through, report)?;
         self.durable().await?;
