@@ -121,6 +121,33 @@ pub struct ErrorBody {
     pub applied: Option<i64>,
 }
 
+/// What is wrong with a successful answer's body ([`decode_answer`]).
+#[derive(Debug)]
+pub enum AnswerError {
+    /// It is not JSON.
+    NotJson(serde_json::Error),
+    /// It names another protocol version, or none (`None`).
+    Protocol(Option<u64>),
+    /// It is JSON of another shape than the endpoint's answer.
+    Unexpected(serde_json::Error),
+}
+
+/// Reads a successful answer of the server as `T`, once its `protocol`
+/// is this build's. The check skips the rest of the body without building
+/// it (a page's rows are parsed once, into their types).
+pub fn decode_answer<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, AnswerError> {
+    #[derive(Deserialize)]
+    struct Version {
+        protocol: Option<serde_json::Value>,
+    }
+    let version: Version = serde_json::from_slice(bytes).map_err(AnswerError::NotJson)?;
+    let protocol = version.protocol.as_ref().and_then(|p| p.as_u64());
+    if protocol != Some(u64::from(PROTOCOL_VERSION)) {
+        return Err(AnswerError::Protocol(protocol));
+    }
+    serde_json::from_slice(bytes).map_err(AnswerError::Unexpected)
+}
+
 /// The change file of a push, as bytes (one home for the format: the
 /// change file's own encoding).
 pub fn push_body(file: &ChangeFile) -> Vec<u8> {
@@ -136,5 +163,32 @@ impl Pulled {
             referenced_files: self.referenced_files,
             within: self.within,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_is_read_once_its_protocol_is_ours() {
+        let state = |body: &str| decode_answer::<State>(body.as_bytes());
+        let ok = state(r#"{"protocol":1,"hub_id":"h","watermark":7}"#).unwrap();
+        assert_eq!((ok.hub_id.as_str(), ok.watermark), ("h", 7));
+        for (body, seen) in [
+            (r#"{"hub_id":"h","watermark":7}"#, None),
+            (r#"{"protocol":2,"hub_id":"h","watermark":7}"#, Some(2)),
+            (r#"{"protocol":"1","hub_id":"h","watermark":7}"#, None),
+        ] {
+            match state(body) {
+                Err(AnswerError::Protocol(p)) => assert_eq!(p, seen, "{body}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        assert!(matches!(state("<html>"), Err(AnswerError::NotJson(_))));
+        assert!(matches!(
+            state(r#"{"protocol":1,"hub_id":3}"#),
+            Err(AnswerError::Unexpected(_))
+        ));
     }
 }

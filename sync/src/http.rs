@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 use crate::SyncReport;
 use crate::error::{Error, Result};
 use crate::protocol::{
-    ErrorBody, HEALTH, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, PUSH, Pulled, Pushed, SNAPSHOT,
-    STATE, Snapshotted, State,
+    self, ErrorBody, HEALTH, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, PUSH, Pulled, Pushed,
+    SNAPSHOT, STATE, Snapshotted, State,
 };
 
 /// A sync server, by its base URL (`http://host:port`), with the bearer
@@ -169,33 +169,16 @@ impl HttpHub {
             };
             return Err(remote(&self.url, Some(status.as_u16()), &kind, message));
         }
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            remote(
-                &self.url,
-                Some(status.as_u16()),
-                "protocol",
-                format!("the answer is not JSON: {e}"),
-            )
-        })?;
-        let protocol = value.get("protocol").and_then(|p| p.as_u64());
-        if protocol != Some(u64::from(PROTOCOL_VERSION)) {
-            return Err(remote(
-                &self.url,
-                Some(status.as_u16()),
-                "protocol",
-                format!(
+        protocol::decode_answer(&bytes).map_err(|e| {
+            let message = match e {
+                protocol::AnswerError::NotJson(e) => format!("the answer is not JSON: {e}"),
+                protocol::AnswerError::Protocol(p) => format!(
                     "the server speaks protocol {}, this client {PROTOCOL_VERSION}",
-                    protocol.map_or("(none)".to_string(), |p| p.to_string())
+                    p.map_or("(none)".to_string(), |p| p.to_string())
                 ),
-            ));
-        }
-        serde_json::from_value(value).map_err(|e| {
-            remote(
-                &self.url,
-                Some(status.as_u16()),
-                "protocol",
-                format!("unexpected answer: {e}"),
-            )
+                protocol::AnswerError::Unexpected(e) => format!("unexpected answer: {e}"),
+            };
+            remote(&self.url, Some(status.as_u16()), "protocol", message)
         })
     }
 

@@ -6,8 +6,8 @@
 
 use js_sys::{Object, Promise, Reflect, Uint8Array};
 use nexus_core::protocol::{
-    ErrorBody, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, PUSH, Pulled, Pushed, SNAPSHOT, STATE,
-    Snapshotted, State,
+    self, ErrorBody, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, PUSH, Pulled, Pushed, SNAPSHOT,
+    STATE, Snapshotted, State,
 };
 use nexus_core::{
     Changes, ConflictCopy, Feed, FeedPage, PullReport, SnapshotCursor, SnapshotSource, Store,
@@ -162,16 +162,18 @@ impl Server {
             };
             return Err(remote(kind_of(status), message));
         }
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| remote("Internal", format!("the answer is not JSON: {e}")))?;
-        if value.get("protocol").and_then(|p| p.as_u64()) != Some(u64::from(PROTOCOL_VERSION)) {
-            return Err(remote(
+        protocol::decode_answer(&bytes).map_err(|e| match e {
+            protocol::AnswerError::NotJson(e) => {
+                remote("Internal", format!("the answer is not JSON: {e}"))
+            }
+            protocol::AnswerError::Protocol(_) => remote(
                 "Unsupported",
                 format!("the sync server does not speak protocol {PROTOCOL_VERSION}"),
-            ));
-        }
-        serde_json::from_value(value)
-            .map_err(|e| remote("Internal", format!("unexpected answer: {e}")))
+            ),
+            protocol::AnswerError::Unexpected(e) => {
+                remote("Internal", format!("unexpected answer: {e}"))
+            }
+        })
     }
 }
 
