@@ -267,26 +267,25 @@ impl PullApplied {
 
 /// How far the store has applied the feed of `hub_id` (0: never pulled).
 pub(crate) fn position(e: &mut Engine, hub_id: &str) -> Result<i64> {
+    Ok(pull_state(e, hub_id)?.0)
+}
+
+/// `hub_id`'s row of `nexus_pull_state`: its position (0: never pulled)
+/// and its `within`, as stored.
+fn pull_state(e: &mut Engine, hub_id: &str) -> Result<(i64, Option<String>)> {
     Ok(e.query_one(
-        "SELECT position FROM nexus_pull_state WHERE hub_id = ?1",
+        "SELECT position, within FROM nexus_pull_state WHERE hub_id = ?1",
         &[text(hub_id)],
-        |r| r.int(0),
+        |r| Ok((r.int(0)?, r.opt_text(1)?)),
     )?
-    .unwrap_or(0))
+    .unwrap_or((0, None)))
 }
 
 /// The point of `hub_id`'s feed this store recorded last: the transaction
 /// applied through (0: never pulled) and, when a page ended inside it
 /// ([`FeedPage::within`]), how far into it.
 fn stored_point(e: &mut Engine, hub_id: &str) -> Result<(i64, Option<SnapshotCursor>)> {
-    let Some((position, json)) = e.query_one(
-        "SELECT position, within FROM nexus_pull_state WHERE hub_id = ?1",
-        &[text(hub_id)],
-        |r| Ok((r.int(0)?, r.opt_text(1)?)),
-    )?
-    else {
-        return Ok((0, None));
-    };
+    let (position, json) = pull_state(e, hub_id)?;
     let within = json
         .map(|j| {
             serde_json::from_str(&j).map_err(|err| Error::Corrupt {
@@ -337,23 +336,18 @@ pub struct FeedPoint<'a> {
 /// went.
 fn without_own<'a>(changes: &'a Changes, own: &str) -> (Cow<'a, Changes>, u64) {
     let mine = |o: &Option<Origin>| o.as_ref().is_some_and(|o| o.source_id == own);
-    let any = changes.files.iter().any(|r| mine(&r.origin))
-        || changes.versions.iter().any(|r| mine(&r.origin))
-        || changes.metadata.iter().any(|r| mine(&r.origin))
-        || changes.chunks.iter().any(|r| mine(&r.origin))
-        || changes.tombstones.iter().any(|r| mine(&r.origin));
-    if !any {
-        return (Cow::Borrowed(changes), 0);
+    let mut c = Cow::Borrowed(changes);
+    // The page is copied (once) only when a table of it holds own rows.
+    macro_rules! drop_own {
+        ($($table:ident),*) => {$(
+            if changes.$table.iter().any(|r| mine(&r.origin)) {
+                c.to_mut().$table.retain(|r| !mine(&r.origin));
+            }
+        )*};
     }
-    let mut c = changes.clone();
-    let before = c.len();
-    c.files.retain(|r| !mine(&r.origin));
-    c.versions.retain(|r| !mine(&r.origin));
-    c.metadata.retain(|r| !mine(&r.origin));
-    c.chunks.retain(|r| !mine(&r.origin));
-    c.tombstones.retain(|r| !mine(&r.origin));
-    let own_rows = (before - c.len()) as u64;
-    (Cow::Owned(c), own_rows)
+    drop_own!(files, versions, metadata, chunks, tombstones);
+    let own_rows = (changes.len() - c.len()) as u64;
+    (c, own_rows)
 }
 
 impl Store {
