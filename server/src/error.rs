@@ -60,7 +60,9 @@ impl From<nexus_sync::Error> for ApiError {
         use nexus_sync::Error as S;
         match e {
             S::Store(e) => e.into(),
-            S::WrongTenant { .. } => ApiError::forbidden(e.to_string()),
+            S::WrongTenant { .. } | S::SourceOfOtherTenant { .. } => {
+                ApiError::forbidden(e.to_string())
+            }
             S::Conversion { .. } => ApiError::bad_request(e.to_string()),
             e if e.is_retryable() => ApiError::unavailable(format!("{e} (retry)")),
             e => {

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -340,15 +340,14 @@ fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Re
         .map_err(|e| ApiError::bad_request(format!("the query string: {}", e.body_text())))
 }
 
-async fn watermark(client: &tokio_postgres::Client, source: &str) -> Result<i64, ApiError> {
-    Ok(client
-        .query_opt(
-            "SELECT watermark FROM nexus_sync_state WHERE source_id = $1",
-            &[&source],
-        )
-        .await
-        .map_err(nexus_postgres::Error::pg("reading the watermark"))?
-        .map_or(0, |r| r.get(0)))
+/// The source's watermark, for a caller that may write `tenant` (403 when
+/// another tenant's token pushed for the source first).
+async fn watermark(
+    client: &tokio_postgres::Client,
+    source: &str,
+    tenant: &str,
+) -> Result<i64, ApiError> {
+    Ok(nexus_sync::source_watermark(client, source, Some(tenant)).await?)
 }
 
 async fn state(
@@ -356,14 +355,14 @@ async fn state(
     headers: HeaderMap,
     q: Result<Query<SourceQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<protocol::State>, ApiError> {
-    tenant(&shared, &headers)?;
+    let tenant = tenant(&shared, &headers)?;
     let q = query(q)?;
     check_source(&q.source)?;
     let client = nexus_postgres::get(&shared.pool).await?;
     Ok(Json(protocol::State {
         protocol: PROTOCOL_VERSION,
         hub_id: shared.hub_id.clone(),
-        watermark: watermark(&client, &q.source).await?,
+        watermark: watermark(&client, &q.source, &tenant).await?,
     }))
 }
 
@@ -378,21 +377,13 @@ async fn push(
     State(shared): State<AppState>,
     headers: HeaderMap,
     q: Result<Query<PushQuery>, axum::extract::rejection::QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Json<Pushed<nexus_sync::SyncReport>>, ApiError> {
+    // The token first, then a place among the tenant's applies, and only
+    // then the body: a request without a valid token, or one that waits
+    // for its turn, holds no body in memory.
     let tenant = tenant(&shared, &headers)?;
     let q = query(q)?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(format!(
-                "the push is larger than this server takes: {}; push with a smaller --window",
-                e.body_text()
-            ))
-        } else {
-            ApiError::bad_request(format!("the body: {}", e.body_text()))
-        }
-    })?;
-    let file = ChangeFile::decode(&body)?;
     // A bounded number of applies per tenant at once; the rest wait.
     let permit = {
         let mut applies = shared.applies.lock().expect("not poisoned");
@@ -404,6 +395,20 @@ async fn push(
     .acquire_owned()
     .await
     .map_err(|_| ApiError::unavailable("the server is shutting down"))?;
+    let body = Bytes::from_request(request, &())
+        .await
+        .map_err(|e: BytesRejection| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::too_large(format!(
+                    "the push is larger than this server takes: {}; push with a smaller --window",
+                    e.body_text()
+                ))
+            } else {
+                ApiError::bad_request(format!("the body: {}", e.body_text()))
+            }
+        })?;
+    let file = ChangeFile::decode(&body)?;
+    drop(body);
     let mut client = nexus_postgres::get(&shared.pool).await?;
     let report = nexus_sync::apply_push(&mut client, &file, q.base, Some(&tenant)).await?;
     drop(permit);
@@ -469,7 +474,7 @@ async fn pull(
     let watermark = match &q.source {
         Some(s) => {
             check_source(s)?;
-            watermark(&pooled, s).await?
+            watermark(&pooled, s, &tenant).await?
         }
         None => 0,
     };

@@ -11,7 +11,7 @@ use crate::convert::{self, Batch};
 use crate::error::{Error, Result};
 use crate::replicate::{
     SyncMode, SyncOptions, SyncReport, batch_len, begin_source, make_live, record_watermark,
-    upsert_batch, watermark, with_retries,
+    source_watermark, upsert_batch, with_retries,
 };
 use nexus_postgres::{PgUrl, migrate};
 use tokio_postgres::Transaction;
@@ -90,7 +90,7 @@ async fn apply_once(
     if let Some(tenant) = tenant {
         check_tenant(&tx, file, tenant).await?;
     }
-    let at = watermark(&tx, &file.source_id).await?;
+    let at = source_watermark(&tx, &file.source_id, tenant).await?;
     let mut report = SyncReport::new(&file.source_id, at, c.through);
     if c.through <= at {
         report.to_seq = at;
@@ -126,7 +126,7 @@ async fn apply_once(
     report
         .conflicts
         .extend(make_live(&tx, &file.source_id, &live_ids).await?);
-    record_watermark(&tx, &file.source_id, c.through, "change_file").await?;
+    record_watermark(&tx, &file.source_id, c.through, "change_file", tenant).await?;
     tx.commit()
         .await
         .map_err(Error::pg("committing the change file"))?;

@@ -53,6 +53,17 @@ pub enum Error {
         /// A tenant the changes hold.
         found: String,
     },
+    /// A push or pull through a sync server names a source store that
+    /// another tenant's token pushed for first. Nothing was applied.
+    #[error(
+        "the source store {source_id:?} syncs for another tenant, not {allowed:?}; nothing was applied"
+    )]
+    SourceOfOtherTenant {
+        /// The source store's id.
+        source_id: String,
+        /// The tenant the caller may write.
+        allowed: String,
+    },
     /// A sync server refused a request or could not be reached. The message
     /// is the server's (it never holds a token) or the connection's.
     #[error("{url}: {message}")]

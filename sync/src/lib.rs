@@ -56,7 +56,7 @@ pub use remote::{Remote, push};
 pub use replicate::{
     COPY_CONTENT_CHUNKS, COPY_FILE_METADATA, COPY_FILE_PATHS, COPY_TOMBSTONES,
     COPY_VERSION_HISTORY, CopyInto, ProgressFn, Replicator, SyncMode, SyncOptions, SyncReport,
-    TableStats, drop_secondary, rebuild_secondary,
+    TableStats, drop_secondary, rebuild_secondary, source_watermark,
 };
 
 /// The `application_name` of the sync's connections, as `pg_stat_activity` shows it.

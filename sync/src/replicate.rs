@@ -265,7 +265,7 @@ impl Replicator {
             .conflicts
             .extend(make_live(&tx, &source_id, &live_ids).await?);
         rebuild_secondary(&tx, &dropped).await?;
-        record_watermark(&tx, &source_id, head, "sync").await?;
+        record_watermark(&tx, &source_id, head, "sync", None).await?;
         tx.commit()
             .await
             .map_err(Error::pg("committing the sync"))?;
@@ -359,14 +359,38 @@ pub(crate) async fn watermark(
     client: &impl tokio_postgres::GenericClient,
     source_id: &str,
 ) -> Result<i64> {
-    Ok(client
+    source_watermark(client, source_id, None).await
+}
+
+/// The target's watermark for `source_id` (0 if it has none), as a sync
+/// server reads it for a caller that may write `tenant` (`None`: database
+/// credentials, every source): refused with
+/// [`Error::SourceOfOtherTenant`] when another tenant's token pushed for
+/// the source first.
+pub async fn source_watermark(
+    client: &impl tokio_postgres::GenericClient,
+    source_id: &str,
+    tenant: Option<&str>,
+) -> Result<i64> {
+    let Some(row) = client
         .query_opt(
-            "SELECT watermark FROM nexus_sync_state WHERE source_id = $1",
+            "SELECT watermark, tenant_id FROM nexus_sync_state WHERE source_id = $1",
             &[&source_id],
         )
         .await
         .map_err(Error::pg("reading the watermark"))?
-        .map_or(0, |r| r.get(0)))
+    else {
+        return Ok(0);
+    };
+    if let (Some(allowed), Some(owner)) = (tenant, row.get::<_, Option<&str>>(1))
+        && owner != allowed
+    {
+        return Err(Error::SourceOfOtherTenant {
+            source_id: source_id.to_string(),
+            allowed: allowed.to_string(),
+        });
+    }
+    Ok(row.get(0))
 }
 
 /// Makes the files that [`upsert_batch`] left hidden (`deleted_at =
@@ -489,12 +513,16 @@ pub(crate) async fn record_watermark(
     source_id: &str,
     through: i64,
     via: &str,
+    tenant: Option<&str>,
 ) -> Result<()> {
+    // The first tenant to push for a source through a server keeps it
+    // ([`source_watermark`] refuses the others).
     tx.execute(
-        "INSERT INTO nexus_sync_state (source_id, watermark, synced_at, via) VALUES ($1, $2, now(), $3) \
+        "INSERT INTO nexus_sync_state (source_id, watermark, synced_at, via, tenant_id) \
+         VALUES ($1, $2, now(), $3, $4) \
          ON CONFLICT (source_id) DO UPDATE SET watermark = EXCLUDED.watermark, synced_at = EXCLUDED.synced_at, \
-         via = EXCLUDED.via",
-        &[&source_id, &through, &via],
+         via = EXCLUDED.via, tenant_id = COALESCE(nexus_sync_state.tenant_id, EXCLUDED.tenant_id)",
+        &[&source_id, &through, &via, &tenant],
     )
     .await
     .map_err(Error::pg("writing the watermark"))?;

@@ -292,6 +292,71 @@ async fn tokens_and_tenants() {
     .await;
     assert_eq!(status, 403, "{body}");
     assert!(body["message"].as_str().unwrap().contains("acme"), "{body}");
+
+    // A source store that pushed with a token of "acme" is acme's: a token
+    // of "default" can neither read its watermark, nor move it with an
+    // empty push under its id, nor pull as it. The store goes on syncing.
+    let source = s.snapshot().await.unwrap().source_id().to_string();
+    let stored = || {
+        let (url, source) = (db.url.clone(), source.clone());
+        async move {
+            pg::connect(&url)
+                .await
+                .query_one(
+                    "SELECT watermark, tenant_id FROM nexus_sync_state WHERE source_id = $1",
+                    &[&source],
+                )
+                .await
+                .map(|r| (r.get::<_, i64>(0), r.get::<_, Option<String>>(1)))
+                .unwrap()
+        }
+    };
+    let (before, owner) = stored().await;
+    assert_eq!(owner.as_deref(), Some("acme"));
+    let other_tenant = |body: &Value| {
+        let m = body["message"].as_str().unwrap();
+        m.contains(&source) && m.contains("\"default\"") && !m.contains("acme")
+    };
+    let default = token("default", 60);
+    let (status, _, body) = call(
+        get.clone(),
+        &format!("{}/v1/state?source={source}", server.url),
+        Some(&default),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(other_tenant(&body), "{body}");
+    let mut jump = s.export_changes(before).await.unwrap();
+    jump.changes = nexus_core::Changes {
+        after: before,
+        through: before + 1_000_000,
+        ..nexus_core::Changes::default()
+    };
+    let (status, _, body) = call(
+        reqwest::Method::POST,
+        &format!("{}/v1/push", server.url),
+        Some(&default),
+        &[],
+        Some(jump.encode()),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(other_tenant(&body), "{body}");
+    let (status, _, body) = call(
+        get.clone(),
+        &format!("{}/v1/pull?source={source}", server.url),
+        Some(&default),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(stored().await.0, before);
+    acme.put(file("/later.txt", "y")).await.unwrap();
+    let r = push(&s, &server.remote("acme"), &opts()).await.unwrap();
+    assert!(r.rows() > 0, "{r:?}");
     server.stop().await;
 }
 
@@ -475,6 +540,16 @@ async fn bad_input_and_limits() {
     .await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["error"], "too_large");
+    // Without a token the body is not read at all: 401, not 413.
+    let (status, _, body) = call(
+        post.clone(),
+        &push_url,
+        None,
+        &[],
+        Some(vec![b' '; 100 * 1024]),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
 
     let (status, _, body) = call(
         reqwest::Method::GET,
