@@ -455,6 +455,26 @@ fn secs(name: &str, v: f64) -> Result<Duration, Failure> {
     }
 }
 
+/// `message` with each double-quoted value replaced by `"…"`: a config
+/// error names the field (in backquotes) and the expected type, never the
+/// value given.
+fn without_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut parts = message.split('"');
+    out.push_str(parts.next().unwrap_or_default());
+    let mut inside = true;
+    for part in parts {
+        if inside {
+            out.push_str("\"…");
+        } else {
+            out.push('"');
+            out.push_str(part);
+        }
+        inside = !inside;
+    }
+    out
+}
+
 impl Cli {
     fn config_file(&self) -> Result<DatabaseConfig, Failure> {
         Ok(self.read_config()?.database)
@@ -478,10 +498,17 @@ impl Cli {
             }
         };
         let parsed: ConfigFile = toml::from_str(&text).map_err(|e| {
+            // The parser's own text quotes the offending line, which may
+            // hold a secret (`jwt_secret`, a URL with a password): say where
+            // and what, with any quoted value left out.
+            let line = e
+                .span()
+                .map(|s| format!(", line {}", text[..s.start].matches('\n').count() + 1))
+                .unwrap_or_default();
             fail(format!(
-                "invalid config file {}: {}",
+                "invalid config file {}{line}: {}",
                 path.display(),
-                e.to_string().replace('\n', " ")
+                without_quoted(e.message())
             ))
         })?;
         Ok(parsed)
@@ -825,8 +852,14 @@ fn serve(cli: &Cli, a: &ServeArgs) -> Result<(), Failure> {
             .map_err(|e| fail(crate::one_line(&e)))?;
         tracing::info!(addr = %server.local_addr(), db = %db_shown, "nexus serve listening");
         // The address on stdout too, for whoever started the server with
-        // port 0 (tests, scripts).
-        println!("listening on http://{}", server.local_addr());
+        // port 0 (tests, scripts). A closed stdout does not stop a server:
+        // nobody reading the line is no reason to refuse requests.
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "listening on http://{}", server.local_addr());
+            let _ = out.flush();
+        }
         server
             .serve(nexus_server::shutdown_signal())
             .await

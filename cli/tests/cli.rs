@@ -564,6 +564,27 @@ fn config_file_is_read_and_overridden() {
         bad.contains("invalid config file bad.toml") && bad.contains("urll"),
         "{bad}"
     );
+    // A secret on a line the parser refuses, or a value of the wrong type,
+    // is not repeated in the error; the line and the field are named.
+    for (toml, names) in [
+        ("[serve]\njwt_secret = \"s3cr3t-typo\" x\n", "line 2"),
+        (
+            "[serve]\nmax_body_bytes = \"s3cr3t-typo\"\n",
+            "invalid type: string",
+        ),
+        (
+            "[database]\nurl = [\"postgresql://u:s3cr3t-typo@h/db\"]\n",
+            "line 2",
+        ),
+    ] {
+        std::fs::write(env.dir.path().join("secret.toml"), toml).unwrap();
+        let bad = env.err(&["--config", "secret.toml", "stats"]);
+        assert!(
+            bad.contains("invalid config file secret.toml") && bad.contains(names),
+            "{bad}"
+        );
+        assert!(!bad.contains("s3cr3t"), "the error repeats a secret: {bad}");
+    }
     let missing = env.err(&["--config", "missing.toml", "stats"]);
     assert!(
         missing.contains("cannot read the config file missing.toml"),
