@@ -188,7 +188,8 @@ async fn pull_http_once(store: &Store, hub: &HttpHub, options: &SyncOptions) -> 
 /// landed between its push and its pull.
 pub const SYNC_ROUNDS: u32 = 3;
 
-/// What [`sync_with`] did: its last push and its pull.
+/// What [`sync_with`] did: its last push (with the conflict copies of
+/// every round's push) and its pull.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct SyncWithReport {
     /// The push.
@@ -207,12 +208,20 @@ pub async fn sync_with(
     options: &SyncOptions,
 ) -> Result<SyncWithReport> {
     let mut round = 0;
+    // The conflict copies of earlier rounds' pushes: made and committed,
+    // so reported with the last round's.
+    let mut earlier = Vec::new();
     loop {
         round += 1;
-        let push = crate::push(store, with, options).await?;
+        let mut push = crate::push(store, with, options).await?;
         match pull(store, with, options).await {
-            Ok(pull) => return Ok(SyncWithReport { push, pull }),
+            Ok(pull) => {
+                earlier.append(&mut push.conflicts);
+                push.conflicts = earlier;
+                return Ok(SyncWithReport { push, pull });
+            }
             Err(crate::Error::Store(nexus_core::Error::Conflict { .. })) if round < SYNC_ROUNDS => {
+                earlier.append(&mut push.conflicts);
             }
             Err(e) => return Err(e),
         }
