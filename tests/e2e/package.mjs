@@ -112,6 +112,12 @@ const page: Page = await store.listPage({ prefix: "/", limit: 10, recursive: fal
 const v: number = rec.version + page.items.length;
 const { bytes, through }: { bytes: Uint8Array; through: number } = await store.exportChanges(v);
 try { await store.get("/x"); } catch (e) { const kind: string = (e as NexusError).kind; }
+// Every kind the package rejects with is one of ErrorKind's (a missing one
+// fails --strict: "This comparison appears to be unintentional").
+const retry = (e: NexusError): boolean => e.kind === "Busy" || e.kind === "Unavailable";
+const denied = (e: NexusError): boolean => e.kind === "Unauthorized" || e.kind === "Forbidden";
+const waiting = (e: NexusError): boolean => e.kind === "PullUnfinished" || e.kind === "ChangeFileGap";
+void retry; void denied; void waiting;
 const stop: () => void = store.onChange((e) => { const p: string[] = e.paths; const n: number = e.toSeq - e.fromSeq; void p; void n; });
 store.watch("/docs/", (e) => { const t: boolean = e.truncated; void t; })();
 stop();

@@ -13,7 +13,7 @@ export * from "./web/nexus_wasm.js";
 export interface Store {
   /** "opfs" or "indexeddb" (persisted), or "memory" (lost when the page closes). */
   readonly persistence: "opfs" | "indexeddb" | "memory";
-  /** "opfs:<name>" or ":memory:". */
+  /** "opfs:<name>", "indexeddb:<name>" or ":memory:". */
   readonly location: string;
   readonly tenant: string;
   put(file: NewFile, expected?: Precondition): Promise<FileRecord>;
@@ -90,15 +90,15 @@ export interface SyncHandle {
 
 /** Options of `open`. */
 export interface OpenStoreOptions extends OpenOptions {
-  /** Where OPFS is missing: fall back to memory with a warning (default), or reject. */
+  /** Where neither OPFS nor IndexedDB can hold the named store: fall back to memory with a warning (default), or reject. */
   fallback?: "memory" | "error";
   /** The Worker to run a named store in (default: a module Worker on ./worker.js). */
   worker?: Worker;
 }
 
 /**
- * Opens a store. With `name`: persisted in the Origin Private File System
- * (in a Worker when called from a page), shared by every tab and Worker of
+ * Opens a store. With `name`: persisted, by `storage`, in the Origin Private
+ * File System (in a Worker when called from a page) or in IndexedDB, shared by every tab and Worker of
  * the origin that opens the same name: one of them holds the files, the
  * others' calls go to it, and another takes over when it goes (a call in
  * flight at that moment rejects with kind `Unavailable`: retry it).
@@ -106,7 +106,7 @@ export interface OpenStoreOptions extends OpenOptions {
  */
 export declare function open(options?: OpenStoreOptions): Promise<Store & { close(): void | Promise<void> }>;
 
-/** Deletes the OPFS database `name` and all its data; rejects with kind `Busy` while any tab has it open. */
+/** Deletes the database `name` and all its data (OPFS and IndexedDB); rejects with kind `Busy` while any tab has it open. */
 export declare function deleteDatabase(name: string): Promise<void>;
 
 /** Loads the WebAssembly module (done by `open`; call early to overlap the download). */

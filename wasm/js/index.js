@@ -43,7 +43,8 @@ export async function open(options = {}) {
 }
 
 /**
- * Deletes the OPFS database `name` and all its data. Rejects with kind
+ * Deletes the database `name` and all its data (OPFS and IndexedDB).
+ * Rejects with kind
  * `Busy` while any tab has it open.
  */
 export async function deleteDatabase(name) {

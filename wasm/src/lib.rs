@@ -147,12 +147,16 @@ export interface Stats {
 /** Any JSON value. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
-/** The kinds of `NexusError`. */
+/**
+ * The kinds of `NexusError`. `Busy` and `Unavailable` are worth retrying
+ * (another tab is taking over; the sync server is unreachable or busy);
+ * `Unauthorized` and `Forbidden` come from a sync server (401, 403).
+ */
 export type ErrorKind =
   | "InvalidPath" | "InvalidArgument" | "InvalidCursor" | "InvalidChangeFile" | "ChangeFileGap"
   | "NotFound" | "VersionNotFound"
-  | "ChunkNotFound" | "AlreadyExists" | "Conflict" | "Busy" | "Migration" | "Corrupt"
-  | "Unsupported" | "Io" | "Internal";
+  | "ChunkNotFound" | "AlreadyExists" | "Conflict" | "PullUnfinished" | "Busy" | "Migration"
+  | "Corrupt" | "Unsupported" | "Unavailable" | "Unauthorized" | "Forbidden" | "Io" | "Internal";
 
 /** Every failure of the store: an `Error` with a `kind`. */
 export interface NexusError extends Error {
@@ -276,10 +280,11 @@ pub struct NexusStore {
 
 #[wasm_bindgen(js_class = NexusStore)]
 impl NexusStore {
-    /// Opens a store: persisted in the Origin Private File System under
-    /// `options.name` (in a dedicated Worker), or in memory when no name is
-    /// given. Rejects with kind `Busy` while another tab or worker has the
-    /// named database open, and `Unsupported` where OPFS is missing.
+    /// Opens a store: persisted under `options.name`, in the Origin Private
+    /// File System (in a dedicated Worker) or in IndexedDB as
+    /// `options.storage` says, or in memory when no name is given. Rejects
+    /// with kind `Busy` while another tab or worker has the named database
+    /// open, and `Unsupported` where the storage asked for is missing.
     #[wasm_bindgen(unchecked_return_type = "Promise<NexusStore>")]
     pub fn open(
         #[wasm_bindgen(unchecked_param_type = "OpenOptions | undefined")] options: JsValue,
@@ -367,7 +372,7 @@ impl NexusStore {
         self.persistence.to_string()
     }
 
-    /// `opfs:<name>` or `:memory:`.
+    /// `opfs:<name>`, `indexeddb:<name>` or `:memory:`.
     #[wasm_bindgen(getter)]
     pub fn location(&self) -> String {
         self.store.location().to_string()
