@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Engine, RowCells, int};
+use crate::engine::{Engine, RowCells, int, text};
 use crate::error::{Error, Result};
 use crate::pool::ReadGuard;
 use crate::store::Store;
@@ -163,6 +163,17 @@ impl Changes {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Carries the range on with `more`, the rows of `(self.through,
+    /// more.through]`.
+    fn append(&mut self, more: Changes) {
+        self.through = more.through;
+        self.files.extend(more.files);
+        self.metadata.extend(more.metadata);
+        self.versions.extend(more.versions);
+        self.chunks.extend(more.chunks);
+        self.tombstones.extend(more.tombstones);
+    }
 }
 
 /// The tables that carry a change sequence, in dependency order.
@@ -306,6 +317,57 @@ impl Snapshot<'_> {
             c.tombstones.retain(|r| !pulled.contains(&r.change_seq));
         }
         Ok(c)
+    }
+
+    /// The next window of [`Snapshot::local_changes`] after `after`: about
+    /// `max_rows` rows per table ([`Snapshot::window_end`]), carried on
+    /// until it holds the row of every file that its versions and metadata
+    /// belong to. A file's row is stamped at or after them (a rename, or a
+    /// later write of the file alone, stamps it again), and a window that a
+    /// sync server applies in a transaction of its own must bring the file
+    /// with them: the database's foreign keys and the conflict rule need it.
+    /// Read windows from `after` until `change_seq()` is reached, each
+    /// starting at the `through` of the one before.
+    pub fn local_window(&mut self, after: i64, max_rows: usize) -> Result<Changes> {
+        let through = self.window_end(after, max_rows)?;
+        let mut window = self.local_changes(after, through)?;
+        // The versions and metadata rows looked at so far.
+        let mut checked = (0, 0);
+        loop {
+            let later = {
+                let have: std::collections::HashSet<&str> =
+                    window.files.iter().map(|f| f.path_id.as_str()).collect();
+                let mut needed: Vec<&str> = window.versions[checked.0..]
+                    .iter()
+                    .map(|v| v.path_id.as_str())
+                    .chain(
+                        window.metadata[checked.1..]
+                            .iter()
+                            .map(|m| m.path_id.as_str()),
+                    )
+                    .filter(|p| !have.contains(p))
+                    .collect();
+                needed.sort_unstable();
+                needed.dedup();
+                let mut later = window.through;
+                for path_id in needed {
+                    if let Some(seq) = self.engine.query_one(
+                        "SELECT change_seq FROM file_paths WHERE path_id = ?1",
+                        &[text(path_id)],
+                        |r| r.int(0),
+                    )? {
+                        later = later.max(seq);
+                    }
+                }
+                later
+            };
+            if later == window.through {
+                return Ok(window);
+            }
+            checked = (window.versions.len(), window.metadata.len());
+            let more = self.local_changes(window.through, later)?;
+            window.append(more);
+        }
     }
 
     /// How many rows of each table of [`CHANGE_TABLES`] (in that order) have

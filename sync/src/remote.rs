@@ -75,8 +75,13 @@ async fn push_http_once(store: &Store, hub: &HttpHub, options: &SyncOptions) -> 
     let started = Instant::now();
     let source = store.snapshot().await?.source_id().to_string();
     let state = hub.state(&source).await?;
-    let (header, start, mut windows) =
-        spawn_reader(store.clone(), options.window_rows, state.hub_id, as_changes);
+    let (header, start, mut windows) = spawn_reader(
+        store.clone(),
+        options.window_rows,
+        true,
+        state.hub_id,
+        as_changes,
+    );
     let (source_id, head, base) = header.await.map_err(|_| reader_gone())??;
     if state.watermark > head {
         return Err(Error::TargetAhead {

@@ -203,8 +203,13 @@ impl Replicator {
         let mut client = self.target.connect(crate::APPLICATION_NAME, None).await?;
         migrate(&mut client).await?;
         let hub = hub_id(&client).await?;
-        let (header, start, mut windows) =
-            spawn_reader(self.store.clone(), self.options.window_rows, hub, to_batch);
+        let (header, start, mut windows) = spawn_reader(
+            self.store.clone(),
+            self.options.window_rows,
+            false,
+            hub,
+            to_batch,
+        );
         let (source_id, head, base) = header.await.map_err(|_| reader_gone())??;
 
         let tx = begin_source(&mut client, &source_id).await?;
@@ -644,10 +649,16 @@ pub(crate) async fn hub_id(client: &impl tokio_postgres::GenericClient) -> Resul
 /// Reads the store on a blocking thread: takes a snapshot and sends its
 /// `(source id, change sequence)`, waits for the watermark to start from,
 /// then reads and converts one window at a time, at most one window ahead of
-/// the writer, so that reading and PostgreSQL's work overlap.
+/// the writer, so that reading and PostgreSQL's work overlap. With
+/// `whole_files` (each window applied in a transaction of its own, as a
+/// sync server does), a window goes on until it holds the rows of the files
+/// its versions and metadata belong to ([`nexus_core::Snapshot::local_window`]);
+/// without, windows end at about `window_rows` rows, and the run, one
+/// transaction, holds back what waits for a later window.
 pub(crate) fn spawn_reader<W: Send + 'static>(
     store: Store,
     window_rows: usize,
+    whole_files: bool,
     hub_id: String,
     convert: Convert<W>,
 ) -> (
@@ -699,9 +710,13 @@ pub(crate) fn spawn_reader<W: Send + 'static>(
                 }
             }
             while after < head {
-                let read = snap
-                    .window_end(after, window_rows)
-                    .and_then(|through| Ok((through, snap.local_changes(after, through)?)));
+                let read = if whole_files {
+                    snap.local_window(after, window_rows)
+                } else {
+                    snap.window_end(after, window_rows)
+                        .and_then(|through| snap.local_changes(after, through))
+                }
+                .map(|changes| (changes.through, changes));
                 let (through, changes) = match read {
                     Ok(r) => r,
                     Err(e) => {

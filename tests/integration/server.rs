@@ -895,3 +895,54 @@ fn urlencoding(s: &str) -> String {
         .trim_start_matches("v=")
         .to_string()
 }
+
+/// Pushes through the server in windows of one row, where a file's row was
+/// written again after its versions and metadata (a new file renamed
+/// later; a new version of a file another store changed too, then a
+/// rename): every window commits on its own, so each one must hold the
+/// file rows its versions and metadata need. Before, the first push failed
+/// on the database's foreign key and the second with "collide with other
+/// versions ... no row of that file" (400), on every retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_row_windows_through_the_server() {
+    let db = pg::database("serve_one_row").await;
+    let server = TestServer::start(&db.url).await;
+    let remote = server.remote("default");
+    let one = SyncOptions {
+        window_rows: 1,
+        ..opts()
+    };
+    let a = Store::memory().await.unwrap();
+    let b = Store::memory().await.unwrap();
+    a.put(file("/d/new", "n1")).await.unwrap();
+    a.set_metadata("/d/new", "k", &json!(1)).await.unwrap();
+    a.put(file("/f", "v1")).await.unwrap();
+    a.rename("/d", "/e").await.unwrap();
+    push(&a, &remote, &one).await.unwrap();
+    sync_settled(&b, &remote, &db.url).await;
+    assert_eq!(paths(&b).await, vec!["/e/new", "/f"]);
+
+    b.put(file("/f", "b2")).await.unwrap();
+    push(&b, &remote, &one).await.unwrap();
+    a.put(file("/f", "a2")).await.unwrap();
+    for i in 0..3 {
+        a.put(file(&format!("/other/{i}"), "o")).await.unwrap();
+    }
+    a.rename("/f", "/f-renamed").await.unwrap();
+    let r = push(&a, &remote, &one).await.unwrap();
+    assert_eq!(r.conflicts.len(), 1, "{:?}", r.conflicts);
+
+    for s in [&a, &b, &a, &b] {
+        sync_settled(s, &remote, &db.url).await;
+    }
+    assert_eq!(paths(&a).await, paths(&b).await);
+    let etag =
+        |s: Store, p: &'static str| async move { s.get(p).await.unwrap().and_then(|f| f.etag) };
+    assert_eq!(etag(a.clone(), "/f").await.as_deref(), Some("b2"));
+    let all = a.list("/").await.unwrap();
+    assert!(
+        all.iter().any(|f| f.etag.as_deref() == Some("a2")),
+        "{all:?}"
+    );
+    server.stop().await;
+}
