@@ -122,7 +122,7 @@ async fn apply_once(
     .await?;
     report
         .conflicts
-        .extend(crate::resolve::finish(&tx, copies).await?);
+        .extend(crate::resolve::finish(&tx, copies, &mut live_ids).await?);
     report
         .conflicts
         .extend(make_live(&tx, &file.source_id, &live_ids).await?);

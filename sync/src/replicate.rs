@@ -258,7 +258,7 @@ impl Replicator {
                 upsert_batch(&tx, &source_id, &batch, &mut report.tables, &mut live_ids).await?;
                 report
                     .conflicts
-                    .extend(crate::resolve::finish(&tx, copies).await?);
+                    .extend(crate::resolve::finish(&tx, copies, &mut live_ids).await?);
             }
             done += rows;
             if let Some(p) = &self.options.progress {

@@ -14,7 +14,12 @@
 //! - the source deleted a file the other side changed: the file stays
 //!   (modify wins over delete);
 //! - otherwise the row with more versions wins; on a tie the target's row
-//!   (the change that arrived first) stays.
+//!   (the change that arrived first) stays. The side that lost made no
+//!   version the other lacks (that would diverge, above): its change was to
+//!   the file's row alone, and where both rows are live at different paths
+//!   it was a rename, which follows the file's identity: the winning row
+//!   takes the loser's path (a rename and a new version of one file both
+//!   apply).
 //!
 //! A row the target did not change since the source saw it is replaced
 //! (a fast-forward). Rows the rule changes are marked as the target's own
@@ -43,6 +48,21 @@ struct Target {
     origin_id: Option<String>,
     live: bool,
     current_version: i32,
+    path: String,
+}
+
+/// What [`resolve`] decided for a window, carried out by [`finish`] after
+/// the upsert.
+#[derive(Default)]
+pub(crate) struct Resolved {
+    copies: Vec<PendingCopy>,
+    /// Files the target keeps whose pushed row, the loser, renamed them:
+    /// each moves to the pushed path.
+    moves: Vec<(Uuid, String)>,
+    /// Files whose pushed row won and took the target's path (the target's
+    /// change was the rename): marked as the target's own, so that the
+    /// pusher pulls the path.
+    renamed: Vec<Uuid>,
 }
 
 /// Versions of a push whose file diverged but whose file row is in a later
@@ -61,13 +81,13 @@ pub(crate) async fn resolve(
     base: i64,
     b: &mut Batch,
     held: &mut Held,
-) -> Result<Vec<PendingCopy>> {
+) -> Result<Resolved> {
     let ids: Vec<Uuid> = b.files.iter().map(|f| f.path_id).collect();
     let target: HashMap<Uuid, Target> = if ids.is_empty() {
         HashMap::new()
     } else {
         tx.query(
-            "SELECT path_id, change_seq, origin_id, deleted_at IS NULL, current_version FROM file_paths \
+            "SELECT path_id, change_seq, origin_id, deleted_at IS NULL, current_version, virtual_path FROM file_paths \
              WHERE path_id = ANY($1) ORDER BY path_id FOR UPDATE",
             &[&ids],
         )
@@ -82,6 +102,7 @@ pub(crate) async fn resolve(
                     origin_id: r.get(2),
                     live: r.get(3),
                     current_version: r.get(4),
+                    path: r.get(5),
                 },
             )
         })
@@ -113,7 +134,7 @@ pub(crate) async fn resolve(
     };
     diverged.extend(held.keys().copied());
     if diverged.is_empty() && target.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Resolved::default());
     }
     // Diverged versions whose file row is not in this window wait for it.
     let in_window: HashSet<Uuid> = ids.iter().copied().collect();
@@ -138,7 +159,7 @@ pub(crate) async fn resolve(
         .collect()
     };
 
-    let mut copies = Vec::new();
+    let mut out = Resolved::default();
     let mut moved: HashMap<Uuid, Uuid> = HashMap::new();
     let mut dropped: HashSet<Uuid> = HashSet::new();
     for f in &mut b.files {
@@ -155,7 +176,7 @@ pub(crate) async fn resolve(
             f.path_id = copy_id;
             f.row.path_id = copy_id.to_string();
             f.row.virtual_path = copy.clone();
-            copies.push(PendingCopy {
+            out.copies.push(PendingCopy {
                 tenant: f.row.tenant_id.clone(),
                 path_id: copy_id,
                 copy,
@@ -177,8 +198,17 @@ pub(crate) async fn resolve(
         } else {
             f.current_version <= t.current_version
         };
+        // A rename by the side that lost applies to the file the winner's
+        // row keeps.
+        let renamed = pushed_live && t.live && f.row.virtual_path != t.path;
         if keep_target {
             dropped.insert(f.path_id);
+            if renamed {
+                out.moves.push((f.path_id, f.row.virtual_path.clone()));
+            }
+        } else if renamed {
+            f.row.virtual_path = t.path.clone();
+            out.renamed.push(f.path_id);
         }
     }
     b.files.retain(|f| !dropped.contains(&f.path_id));
@@ -226,7 +256,7 @@ pub(crate) async fn resolve(
         .await
         .map_err(Error::pg("keeping a file that lost a conflict"))?;
     }
-    Ok(copies)
+    Ok(out)
 }
 
 /// At the end of a run: every held-back version found its file (a file's
@@ -244,11 +274,36 @@ pub(crate) fn none_held(held: &Held) -> Result<()> {
 }
 
 /// After the upsert: marks each copy (and its versions and metadata) as the
-/// target's own change and sets its conflict key.
+/// target's own change and sets its conflict key; moves each file the
+/// target kept to the path the pushed rename gave it, hidden and added to
+/// `live_ids` ([`crate::replicate::make_live`] makes it live there, or a
+/// conflict copy beside it when another file holds the path); marks pushed
+/// rows that took the target's path as the target's own.
 pub(crate) async fn finish(
     tx: &Transaction<'_>,
-    copies: Vec<PendingCopy>,
+    resolved: Resolved,
+    live_ids: &mut Vec<Uuid>,
 ) -> Result<Vec<ConflictCopy>> {
+    for (path_id, path) in &resolved.moves {
+        tx.execute(
+            "UPDATE file_paths SET virtual_path = $2, deleted_at = '-infinity', origin_id = NULL, \
+             origin_seq = NULL, change_seq = DEFAULT WHERE path_id = $1",
+            &[path_id, path],
+        )
+        .await
+        .map_err(Error::pg("moving a kept file to its pushed path"))?;
+        live_ids.push(*path_id);
+    }
+    if !resolved.renamed.is_empty() {
+        tx.execute(
+            "UPDATE file_paths SET origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT \
+             WHERE path_id = ANY($1)",
+            &[&resolved.renamed],
+        )
+        .await
+        .map_err(Error::pg("keeping a renamed file's path"))?;
+    }
+    let copies = resolved.copies;
     let mut out = Vec::with_capacity(copies.len());
     for c in copies {
         for sql in [

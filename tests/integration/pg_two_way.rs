@@ -357,6 +357,53 @@ async fn both_change_one_file() {
     );
 }
 
+/// One store renames a file, the other writes a new version of it: both
+/// apply, whichever reaches PostgreSQL first. The file ends at the new name
+/// with the new content, no conflict copy, and every store agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_and_a_new_version_of_one_file_both_apply() {
+    let db = pg::database("two_way_rename_modify").await;
+    let a = Store::memory().await.unwrap();
+    let b = Store::memory().await.unwrap();
+    a.put(file("/d/first.txt", "f1")).await.unwrap();
+    a.put(file("/d/second.txt", "s1")).await.unwrap();
+    both(&a, &db.url).await;
+    both(&b, &db.url).await;
+    let id = |s: State, p: &str| s[p].0.clone();
+    let first = id(state(&a).await, "/d/first.txt");
+    let second = id(state(&a).await, "/d/second.txt");
+
+    // The new version arrives first, then the rename.
+    a.rename("/d/first.txt", "/e/first.txt").await.unwrap();
+    b.put(file("/d/first.txt", "f2")).await.unwrap();
+    // The rename arrives first, then the new version.
+    b.rename("/d/second.txt", "/e/second.txt").await.unwrap();
+    a.put(file("/d/second.txt", "s2")).await.unwrap();
+    b.set_metadata("/e/second.txt", "by", &json!("b"))
+        .await
+        .unwrap();
+
+    let rb = both(&b, &db.url).await;
+    let ra = both(&a, &db.url).await;
+    assert!(rb.push.conflicts.is_empty(), "{:?}", rb.push.conflicts);
+    assert!(ra.push.conflicts.is_empty(), "{:?}", ra.push.conflicts);
+    both(&b, &db.url).await;
+
+    let pg = pg_state(&db.url).await;
+    let paths: Vec<&str> = pg.keys().map(String::as_str).collect();
+    assert_eq!(paths, ["/e/first.txt", "/e/second.txt"], "{pg:?}");
+    assert_eq!(pg["/e/first.txt"].0, first, "the same file");
+    assert_eq!(pg["/e/first.txt"].1.as_deref(), Some("f2"));
+    assert_eq!(pg["/e/first.txt"].3, 2);
+    assert_eq!(pg["/e/second.txt"].0, second);
+    assert_eq!(pg["/e/second.txt"].1.as_deref(), Some("s2"));
+    assert_eq!(pg["/e/second.txt"].4["by"], json!("b"));
+    for s in [&a, &b] {
+        assert_eq!(state(s).await, pg);
+        assert_verified(s, &db.url).await;
+    }
+}
+
 /// A pull does not overwrite a local change that was not pushed: it names
 /// the path; `sync --with` pushes first and resolves it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
