@@ -442,19 +442,25 @@ fn own_id(e: &mut Engine) -> Result<String> {
     })
 }
 
+/// Refuses an export from `after` outside `[0, head]`.
+fn check_since(after: i64, head: i64) -> Result<()> {
+    if after < 0 || after > head {
+        return Err(Error::invalid(
+            "since",
+            &after.to_string(),
+            format!("must lie between 0 and this store's change sequence {head}"),
+        ));
+    }
+    Ok(())
+}
+
 impl Store {
     /// Every row (all tenants) with change sequence in `(after, current]`,
     /// read from one snapshot, as a [`ChangeFile`] of this store.
     pub async fn export_changes(&self, after: i64) -> Result<ChangeFile> {
         let mut snap = self.snapshot().await?;
         let head = snap.change_seq();
-        if after < 0 || after > head {
-            return Err(Error::invalid(
-                "since",
-                &after.to_string(),
-                format!("must lie between 0 and this store's change sequence {head}"),
-            ));
-        }
+        check_since(after, head)?;
         // What came from PostgreSQL by a pull is not sent onward.
         let changes = snap.local_changes(after, head)?;
         let source_id = snap.source_id().to_string();
@@ -463,6 +469,25 @@ impl Store {
         // a write is visible before it is durable).
         self.durable().await?;
         Ok(ChangeFile { source_id, changes })
+    }
+
+    /// The next window of this store's local changes after `after`
+    /// ([`crate::Snapshot::local_window`]: about `max_rows` rows per table,
+    /// with the rows of the files its versions and metadata belong to), as
+    /// a [`ChangeFile`] of this store, and the change sequence of the
+    /// snapshot it was read from. A push in windows, each applied on its
+    /// own, reads them one after the other from `after` until a window's
+    /// `through` reaches that change sequence; each from a snapshot of its
+    /// own, so that no read is held open between them.
+    pub async fn export_window(&self, after: i64, max_rows: usize) -> Result<(ChangeFile, i64)> {
+        let mut snap = self.snapshot().await?;
+        let head = snap.change_seq();
+        check_since(after, head)?;
+        let changes = snap.local_window(after, max_rows)?;
+        let source_id = snap.source_id().to_string();
+        drop(snap);
+        self.durable().await?;
+        Ok((ChangeFile { source_id, changes }, head))
     }
 
     /// Applies a change file of another store, in one write transaction:

@@ -400,7 +400,7 @@ async fn push(
         .map_err(|e: BytesRejection| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::too_large(format!(
-                    "the push is larger than this server takes: {}; push with a smaller --window",
+                    "the push is larger than this server takes: {}; push in smaller windows (--window; maxRows in the browser)",
                     e.body_text()
                 ))
             } else {

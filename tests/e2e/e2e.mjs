@@ -224,7 +224,13 @@ try {
     "--listen", "127.0.0.1:0", "--tokens", tokens, "--cors-origin", origin,
   ]));
   // The change files already brought this store's changes: nothing new to
-  // push; a wrong token is refused with a typed error.
+  // push; a wrong token is refused with a typed error. Then a push in
+  // windows of one row, each its own request: files put, then renamed
+  // (their rows written again after their versions) travel with their
+  // versions.
+  const pushes = [];
+  const countPushes = (r) => r.url().includes("/v1/push") && pushes.push(r.url());
+  page.on("request", countPushes);
   const first = await page.evaluate(async ([url, token]) => {
     const { store } = window.nexusDemo;
     let kind;
@@ -234,11 +240,20 @@ try {
       kind = e.kind;
     }
     await store.put({ path: "/picked/from-browser.txt", backend: "browser", physicalPath: "b.txt", size: 3 });
-    return { kind, result: await store.sync({ url, token }) };
+    for (const name of ["a", "b", "c"]) {
+      await store.put({ path: `/windows/${name}.txt`, backend: "browser", physicalPath: name, size: 1 });
+    }
+    await store.rename("/windows", "/windowed");
+    return { kind, result: await store.sync({ url, token, maxRows: 1 }) };
   }, [syncUrl, token]);
+  page.off("request", countPushes);
   assert.equal(first.kind, "Unauthorized");
-  assert.ok(first.result.pushed >= 1, JSON.stringify(first.result));
-  assert.ok(inPg().some((r) => r.path === "/picked/from-browser.txt"));
+  assert.ok(first.result.pushed >= 8, JSON.stringify(first.result));
+  assert.ok(pushes.length >= 2, `the push went in windows: ${pushes.length} requests`);
+  const synced = inPg().map((r) => r.path);
+  for (const p of ["/picked/from-browser.txt", "/windowed/a.txt", "/windowed/b.txt", "/windowed/c.txt"]) {
+    assert.ok(synced.includes(p), `${p} in PostgreSQL: ${synced.join()}`);
+  }
   // A native store syncs through the same server; the page's background
   // sync (startSync) brings its file in.
   const nativeDb = join(work, "native-2.db");

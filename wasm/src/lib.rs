@@ -41,7 +41,7 @@ export interface SyncOptions {
   url: string;
   /** A bearer token the server accepts (a JWT, or a static token). */
   token: string;
-  /** Rows per pulled page (default 2000). */
+  /** Rows per pulled page and per pushed window, each one request (default 2000). */
   maxRows?: number;
 }
 

@@ -254,21 +254,50 @@ pub(crate) async fn sync(store: &Store, options: SyncOptions) -> Result<SyncResu
         conflicts: Vec::new(),
     };
     let mut round = 0;
-    loop {
+    'rounds: loop {
         round += 1;
         let source = store.snapshot().await?.source_id().to_string();
         let state: State = server
             .call("GET", &format!("{STATE}?source={}", encode(&source)), None)
             .await?;
-        // Push: the local changes after the server's watermark, one file.
+        // Push: the local changes after the server's watermark, in windows
+        // of about `max_rows` rows per table, each a change file the server
+        // applies on its own (so a push cut between windows resumes where
+        // the server stopped), as the native client pushes.
         let base = store.pull_position(&state.hub_id).await?;
-        let file = store.export_changes(state.watermark).await?;
-        if file.changes.through > state.watermark {
-            let pushed: Pushed<PushReport> = server
+        let mut pushed_through = state.watermark;
+        let mut read = state.watermark;
+        loop {
+            let (mut file, head) = store.export_window(read, max_rows).await?;
+            if file.changes.through <= read {
+                break;
+            }
+            read = file.changes.through;
+            let last = read >= head;
+            // A window of pulled rows only is not sent on its own: the
+            // next one covers its range too.
+            if file.changes.is_empty() && !last {
+                continue;
+            }
+            file.changes.after = pushed_through;
+            let pushed: Pushed<PushReport> = match server
                 .call("POST", &format!("{PUSH}?base={base}"), Some(file.encode()))
-                .await?;
+                .await
+            {
+                Ok(p) => p,
+                // Another sync of this store pushed at the same moment
+                // (409): read the server's watermark again.
+                Err(SyncError::Remote {
+                    kind: "Conflict", ..
+                }) if round < 3 => continue 'rounds,
+                Err(e) => return Err(e),
+            };
             out.pushed += pushed.report.tables.iter().map(|t| t.rows).sum::<u64>();
             out.conflicts.extend(pushed.report.conflicts);
+            pushed_through = read;
+            if last {
+                break;
+            }
         }
         // Pull: the feed's pages after the store's position.
         let from = store.pull_position(&state.hub_id).await?;
