@@ -629,6 +629,24 @@ pub(crate) fn apply_rows(
     unpushed: Option<&Unpushed>,
     report: &mut ImportReport,
 ) -> Result<()> {
+    // A change file: a file both stores made new versions of comes in as a
+    // new file, a conflict copy beside its path with the incoming versions
+    // this store lacks and the file's incoming metadata (which applies to
+    // the file too); this store's file keeps its row. (A pull takes
+    // PostgreSQL's rows, which settled such conflicts on push.)
+    let with_copies;
+    let (c, content) = match unpushed {
+        None => {
+            let diverged = diverged_files(e, c)?;
+            if diverged.is_empty() {
+                (c, HashSet::new())
+            } else {
+                with_copies = as_content_copies(e, c, &diverged)?;
+                (&with_copies.0, with_copies.1)
+            }
+        }
+        Some(_) => (c, HashSet::new()),
+    };
     if let Some(u) = unpushed {
         for r in &c.files {
             let here = e.query_one(
@@ -742,7 +760,9 @@ pub(crate) fn apply_rows(
     for r in &c.files {
         let mut params = row_params(r, seq);
         if r.deleted_at.is_none() {
-            if holder_of(e, &r.tenant_id, &r.virtual_path, &r.path_id)?.is_none() {
+            if !content.contains(&r.path_id)
+                && holder_of(e, &r.tenant_id, &r.virtual_path, &r.path_id)?.is_none()
+            {
                 live_now.insert(r.path_id.as_str());
             } else {
                 params[deleted_at] = hidden.clone();
@@ -877,7 +897,17 @@ pub(crate) fn apply_rows(
         if !seen.insert(path_id.clone()) {
             continue;
         }
-        if let Some(other_seq) = holder_of(e, &tenant, &path, &path_id)? {
+        if content.contains(&path_id) {
+            report.conflicts.push(make_copy(
+                e,
+                seq,
+                &path_id,
+                &tenant,
+                &path,
+                source_id,
+                ConflictReason::Content,
+            )?);
+        } else if let Some(other_seq) = holder_of(e, &tenant, &path, &path_id)? {
             match unpushed {
                 // A pull: the holder was pushed, so PostgreSQL has moved
                 // or deleted it after this file took the path, and a
@@ -888,9 +918,15 @@ pub(crate) fn apply_rows(
                 // A change file: the file that was here first keeps the
                 // path; the incoming one becomes a conflict copy.
                 None => {
-                    report
-                        .conflicts
-                        .push(make_copy(e, seq, &path_id, &tenant, &path, source_id)?);
+                    report.conflicts.push(make_copy(
+                        e,
+                        seq,
+                        &path_id,
+                        &tenant,
+                        &path,
+                        source_id,
+                        ConflictReason::Path,
+                    )?);
                 }
             }
         }
@@ -939,6 +975,7 @@ fn make_copy(
     tenant: &str,
     path: &str,
     source_id: &str,
+    reason: ConflictReason,
 ) -> Result<ConflictCopy> {
     let at = e
         .query_one(
@@ -951,7 +988,7 @@ fn make_copy(
         path: path.to_string(),
         source: source_id.to_string(),
         at: crate::Timestamp::from_micros(at),
-        reason: ConflictReason::Path,
+        reason,
     };
     let mut attempt = 0;
     let copy = loop {
@@ -985,6 +1022,75 @@ fn make_copy(
     )?;
     untombstone(e, "file_metadata", path_id, CONFLICT_KEY)?;
     Ok(info.into_copy(tenant.to_string(), copy, path_id.to_string()))
+}
+
+/// The files of `c` (with their row in it) whose new versions collide with
+/// other versions of the same file here that `c` does not carry: both
+/// stores made new versions of the file.
+fn diverged_files(e: &mut Engine, c: &Changes) -> Result<HashSet<String>> {
+    let rows: HashSet<&str> = c.files.iter().map(|f| f.path_id.as_str()).collect();
+    let carried: HashSet<&str> = c.versions.iter().map(|v| v.version_id.as_str()).collect();
+    let mut out = HashSet::new();
+    for v in &c.versions {
+        if out.contains(&v.path_id) || !rows.contains(v.path_id.as_str()) {
+            continue;
+        }
+        let other = e.query_one(
+            "SELECT version_id FROM version_history WHERE path_id = ?1 AND version_number = ?2 \
+             AND version_id <> ?3",
+            &[text(&v.path_id), int(v.version_number), text(&v.version_id)],
+            |r| r.text(0),
+        )?;
+        if other.is_some_and(|o| !carried.contains(o.as_str())) {
+            out.insert(v.path_id.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// `c` with each file of `diverged` given a new id: its row, its versions
+/// this store lacks, and a copy of its metadata rows go to the new file;
+/// the new ids.
+fn as_content_copies(
+    e: &mut Engine,
+    c: &Changes,
+    diverged: &HashSet<String>,
+) -> Result<(Changes, HashSet<String>)> {
+    let ids: std::collections::HashMap<&str, String> =
+        diverged.iter().map(|p| (p.as_str(), e.new_id())).collect();
+    let mut out = c.clone();
+    for f in &mut out.files {
+        if let Some(id) = ids.get(f.path_id.as_str()) {
+            f.path_id = id.clone();
+        }
+    }
+    for v in &mut out.versions {
+        let Some(id) = ids.get(v.path_id.as_str()) else {
+            continue;
+        };
+        let known = e
+            .query_one(
+                "SELECT 1 FROM version_history WHERE version_id = ?1",
+                &[text(&v.version_id)],
+                |_| Ok(()),
+            )?
+            .is_some();
+        if !known {
+            v.path_id = id.clone();
+        }
+    }
+    let copied: Vec<MetadataRow> = c
+        .metadata
+        .iter()
+        .filter_map(|m| {
+            ids.get(m.path_id.as_str()).map(|id| MetadataRow {
+                path_id: id.clone(),
+                ..m.clone()
+            })
+        })
+        .collect();
+    out.metadata.extend(copied);
+    Ok((out, ids.into_values().collect()))
 }
 
 /// Records that this store has applied `source_id` through `through` (by a

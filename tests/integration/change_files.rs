@@ -764,3 +764,72 @@ async fn change_file_against_a_changed_file_makes_a_copy() {
     );
     assert_eq!(live[2].0, "/g");
 }
+
+/// Both stores make new versions of one file, then one imports the other's
+/// change file: the conflict rule, not a refusal. This store's file keeps
+/// its path and versions; the incoming one is a conflict copy beside it
+/// (reason `content`) with its new versions and its metadata, which also
+/// applies to the file; the rest of the file applies.
+#[test]
+fn new_versions_on_both_sides_make_a_content_copy() {
+    pollster::block_on(async {
+        let a = Store::memory().await.unwrap();
+        a.put(NewFile::new("/f", "local", "/a1", 1).etag("v1"))
+            .await
+            .unwrap();
+        let b = Store::memory().await.unwrap();
+        b.import_changes(&a.export_changes(0).await.unwrap())
+            .await
+            .unwrap();
+        let since = head(&a).await;
+        a.put(NewFile::new("/f", "local", "/a2", 2).etag("a2"))
+            .await
+            .unwrap();
+        a.put(NewFile::new("/f", "local", "/a3", 3).etag("a3"))
+            .await
+            .unwrap();
+        a.set_metadata("/f", "by", &json!("a")).await.unwrap();
+        a.put(NewFile::new("/other", "local", "/o", 1))
+            .await
+            .unwrap();
+        b.put(NewFile::new("/f", "local", "/b2", 2).etag("b2"))
+            .await
+            .unwrap();
+
+        let r = b
+            .import_changes(&a.export_changes(since).await.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(r.conflicts.len(), 1, "{r:?}");
+        let c = &r.conflicts[0];
+        assert_eq!(c.path, "/f");
+        assert!(c.copy.starts_with("/f.sync-conflict-"), "{}", c.copy);
+        let mine = b.get("/f").await.unwrap().unwrap();
+        assert_eq!((mine.etag.as_deref(), mine.version), (Some("b2"), 2));
+        let copy = b.get(&c.copy).await.unwrap().unwrap();
+        assert_eq!((copy.etag.as_deref(), copy.version), (Some("a3"), 3));
+        assert_ne!(copy.path_id, mine.path_id);
+        let etags = |v: Vec<nexus_core::VersionInfo>| -> Vec<Option<String>> {
+            v.into_iter().map(|v| v.etag).collect()
+        };
+        let copied = etags(b.list_versions(&c.copy).await.unwrap());
+        assert!(copied.contains(&Some("a2".into())), "{copied:?}");
+        let kept = etags(b.list_versions("/f").await.unwrap());
+        assert!(
+            kept.contains(&Some("v1".into())) && kept.contains(&Some("b2".into())),
+            "{kept:?}"
+        );
+        let mark = b
+            .get_metadata(&c.copy, nexus_core::CONFLICT_KEY)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(mark["reason"], "content");
+        assert_eq!(
+            b.get_metadata(&c.copy, "by").await.unwrap(),
+            Some(json!("a"))
+        );
+        assert_eq!(b.get_metadata("/f", "by").await.unwrap(), Some(json!("a")));
+        assert!(b.get("/other").await.unwrap().is_some());
+    });
+}
