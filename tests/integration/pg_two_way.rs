@@ -404,6 +404,54 @@ async fn a_rename_and_a_new_version_of_one_file_both_apply() {
     }
 }
 
+/// A pull tells the store's subscribers (`Store::subscribe`, the browser's
+/// `onChange`) what it changed: the first pull into an empty store (a
+/// snapshot) and a later one (the feed), with the paths pulled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_tell_subscribers() {
+    let db = pg::database("two_way_subscribers").await;
+    let a = store_with([file("/first.txt", "1")]).await;
+    push(&a, &db.url).await;
+    let b = Store::memory().await.unwrap();
+    let sub = b.subscribe().await.unwrap();
+    let paths = |e: nexus_core::ChangeEvent| -> Vec<String> {
+        e.paths_of("default").map(str::to_string).collect()
+    };
+    let r = pull(&b, &remote(&db.url), &SyncOptions::default())
+        .await
+        .unwrap();
+    assert!(r.bulk, "{r:?}");
+    let e = tokio::time::timeout(std::time::Duration::from_secs(10), sub.next())
+        .await
+        .expect("an event after the first pull")
+        .unwrap();
+    assert_eq!(paths(e), ["/first.txt"]);
+
+    a.put(file("/second.txt", "2")).await.unwrap();
+    a.rename("/first.txt", "/moved.txt").await.unwrap();
+    push(&a, &db.url).await;
+    // The feed may stop short of the push for a moment (a transaction
+    // ending while its bound is read): pull until both files are in; the
+    // events of several pulls merge while nobody takes them.
+    for _ in 0..100 {
+        let r = pull(&b, &remote(&db.url), &SyncOptions::default())
+            .await
+            .unwrap();
+        assert!(!r.bulk, "{r:?}");
+        if b.get("/second.txt").await.unwrap().is_some()
+            && b.get("/moved.txt").await.unwrap().is_some()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let e = tokio::time::timeout(std::time::Duration::from_secs(10), sub.next())
+        .await
+        .expect("an event after the feed pull")
+        .unwrap();
+    assert_eq!(paths(e), ["/first.txt", "/moved.txt", "/second.txt"]);
+}
+
 /// A pull does not overwrite a local change that was not pushed: it names
 /// the path; `sync --with` pushes first and resolves it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
