@@ -946,3 +946,136 @@ async fn one_row_windows_through_the_server() {
     );
     server.stop().await;
 }
+
+/// Settings for a server taking HS256 tokens of [`SECRET`].
+fn hs256() -> AuthSettings {
+    AuthSettings {
+        jwt_secret: Some(SECRET.to_string()),
+        ..AuthSettings::default()
+    }
+}
+
+/// Holds the advisory lock that a push of `source` takes first, in a
+/// transaction of its own, until the returned client commits.
+async fn hold_source_lock(db_url: &str, source: &str) -> tokio_postgres::Client {
+    let locker = pg::connect(db_url).await;
+    locker.batch_execute("BEGIN").await.unwrap();
+    locker
+        .query(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&source],
+        )
+        .await
+        .unwrap();
+    locker
+}
+
+async fn live_files(db_url: &str) -> i64 {
+    pg::connect(db_url)
+        .await
+        .query_one(
+            "SELECT count(*) FROM file_paths WHERE deleted_at IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A push that takes longer than the request timeout is answered 408
+/// (retryable), applies nothing, and goes through when retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_past_the_request_timeout_gets_408() {
+    let db = pg::database("serve_timeout").await;
+    let server = TestServer::start_with(
+        &db.url,
+        |c| c.request_timeout = std::time::Duration::from_millis(300),
+        hs256(),
+    )
+    .await;
+    let s = Store::memory().await.unwrap();
+    s.put(file("/slow.txt", "s")).await.unwrap();
+    let source = s.snapshot().await.unwrap().source_id().to_string();
+    // Another session holds the source's lock: the push waits past the
+    // timeout.
+    let locker = hold_source_lock(&db.url, &source).await;
+    let e = push(&s, &server.remote("default"), &opts())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            nexus_sync::Error::Remote {
+                status: Some(408),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.is_retryable(), "{e:?}");
+    locker.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(live_files(&db.url).await, 0, "nothing applied");
+    let r = push(&s, &server.remote("default"), &opts()).await.unwrap();
+    assert!(r.rows() > 0, "{r:?}");
+    assert_eq!(live_files(&db.url).await, 1);
+    server.stop().await;
+}
+
+/// With one apply at a time per tenant, a push of the tenant waits while
+/// another of its pushes is applying; another tenant's push does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applies_are_bounded_per_tenant() {
+    let db = pg::database("serve_applies").await;
+    let server = TestServer::start_with(&db.url, |c| c.max_applies_per_tenant = 1, hs256()).await;
+    let store = |tenant: &'static str, path: &'static str| async move {
+        let s = Store::memory().await.unwrap();
+        s.with_tenant(tenant)
+            .unwrap()
+            .put(file(path, "x"))
+            .await
+            .unwrap();
+        s
+    };
+    let (first, second, other) = (
+        store("default", "/first").await,
+        store("default", "/second").await,
+        store("acme", "/other").await,
+    );
+    let source = first.snapshot().await.unwrap().source_id().to_string();
+    let locker = hold_source_lock(&db.url, &source).await;
+    let spawn_push = |s: Store, tenant: &'static str| {
+        let remote = server.remote(tenant);
+        tokio::spawn(async move { push(&s, &remote, &opts()).await })
+    };
+    let first_push = spawn_push(first, "default");
+    // The first push holds the tenant's one apply once it waits for the
+    // lock.
+    let watcher = pg::connect(&db.url).await;
+    for i in 0.. {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(i < 300, "the first push never reached the lock");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let second_push = spawn_push(second, "default");
+    // Another tenant is not held up.
+    spawn_push(other, "acme").await.unwrap().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!first_push.is_finished() && !second_push.is_finished());
+    assert_eq!(live_files(&db.url).await, 1, "only the other tenant's file");
+    locker.batch_execute("COMMIT").await.unwrap();
+    first_push.await.unwrap().unwrap();
+    second_push.await.unwrap().unwrap();
+    assert_eq!(live_files(&db.url).await, 3);
+    server.stop().await;
+}
