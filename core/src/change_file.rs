@@ -442,33 +442,15 @@ fn own_id(e: &mut Engine) -> Result<String> {
     })
 }
 
-/// Refuses an export from `after` outside `[0, head]`.
-fn check_since(after: i64, head: i64) -> Result<()> {
-    if after < 0 || after > head {
-        return Err(Error::invalid(
-            "since",
-            &after.to_string(),
-            format!("must lie between 0 and this store's change sequence {head}"),
-        ));
-    }
-    Ok(())
-}
-
 impl Store {
     /// Every row (all tenants) with change sequence in `(after, current]`,
-    /// read from one snapshot, as a [`ChangeFile`] of this store.
+    /// read from one snapshot, as a [`ChangeFile`] of this store. What came
+    /// from PostgreSQL by a pull is not sent onward.
     pub async fn export_changes(&self, after: i64) -> Result<ChangeFile> {
-        let mut snap = self.snapshot().await?;
-        let head = snap.change_seq();
-        check_since(after, head)?;
-        // What came from PostgreSQL by a pull is not sent onward.
-        let changes = snap.local_changes(after, head)?;
-        let source_id = snap.source_id().to_string();
-        drop(snap);
-        // Nothing leaves that a crash could still take back (IndexedDB:
-        // a write is visible before it is durable).
-        self.durable().await?;
-        Ok(ChangeFile { source_id, changes })
+        let (file, _) = self
+            .export_with(after, |snap, head| snap.local_changes(after, head))
+            .await?;
+        Ok(file)
     }
 
     /// The next window of this store's local changes after `after`
@@ -480,12 +462,32 @@ impl Store {
     /// `through` reaches that change sequence; each from a snapshot of its
     /// own, so that no read is held open between them.
     pub async fn export_window(&self, after: i64, max_rows: usize) -> Result<(ChangeFile, i64)> {
+        self.export_with(after, |snap, _| snap.local_window(after, max_rows))
+            .await
+    }
+
+    /// What `read` takes from a snapshot (and its change sequence), as a
+    /// change file of this store once it is durable; refuses an `after`
+    /// outside `[0, change sequence]`.
+    async fn export_with(
+        &self,
+        after: i64,
+        read: impl FnOnce(&mut crate::Snapshot<'_>, i64) -> Result<Changes>,
+    ) -> Result<(ChangeFile, i64)> {
         let mut snap = self.snapshot().await?;
         let head = snap.change_seq();
-        check_since(after, head)?;
-        let changes = snap.local_window(after, max_rows)?;
+        if after < 0 || after > head {
+            return Err(Error::invalid(
+                "since",
+                &after.to_string(),
+                format!("must lie between 0 and this store's change sequence {head}"),
+            ));
+        }
+        let changes = read(&mut snap, head)?;
         let source_id = snap.source_id().to_string();
         drop(snap);
+        // Nothing leaves that a crash could still take back (IndexedDB:
+        // a write is visible before it is durable).
         self.durable().await?;
         Ok((ChangeFile { source_id, changes }, head))
     }
