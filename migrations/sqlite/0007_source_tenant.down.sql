@@ -1,0 +1,1 @@
+ALTER TABLE nexus_sync_state DROP COLUMN tenant_id;
