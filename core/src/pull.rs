@@ -790,10 +790,26 @@ impl BulkPull<'_> {
         let mut all = self.all.take().expect("open until finished");
         let e = &mut all.writer;
         let done = (|| -> Result<()> {
+            // Each index in a transaction of its own: the engine holds a
+            // transaction's pages in memory until it commits, so one
+            // transaction for all of them held every index at once. One
+            // already there (a finish cut after building it) is not built
+            // again.
             for sql in &self.indexes {
-                e.execute_script(sql)?;
+                let built = e
+                    .query_one(
+                        "SELECT 1 FROM sqlite_schema WHERE type = 'index' AND sql = ?1",
+                        &[text(sql)],
+                        |_| Ok(()),
+                    )?
+                    .is_some();
+                if !built {
+                    e.execute_script(sql)?;
+                    e.clear_statements();
+                    e.end_long_write(true)?;
+                    e.begin_long_write()?;
+                }
             }
-            e.clear_statements();
             e.execute(
                 "DELETE FROM nexus_bulk_pull WHERE hub_id = ?1",
                 &[text(&self.hub_id)],
