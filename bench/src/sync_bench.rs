@@ -105,8 +105,18 @@ async fn raw_copy(url: &str, source_id: &str, changes: &nexus_core::Changes) -> 
     // The same index and foreign-key drop and rebuild as the sync's bulk load.
     let rebuild = nexus_sync::drop_secondary(&tx).await.unwrap();
     {
-        let sink = tx.copy_in(nexus_sync::COPY_FILE_PATHS.sql).await.unwrap();
-        let w = BinaryCopyInWriter::new(sink, nexus_sync::COPY_FILE_PATHS.types);
+        let sink = tx
+            .copy_in(
+                nexus_sync::copy_into(&nexus_core::tables::FILE_PATHS)
+                    .sql
+                    .as_str(),
+            )
+            .await
+            .unwrap();
+        let w = BinaryCopyInWriter::new(
+            sink,
+            &nexus_sync::copy_into(&nexus_core::tables::FILE_PATHS).types,
+        );
         pin_mut!(w);
         for (id, f) in &files {
             let (c, u, d, v) = (
@@ -137,10 +147,17 @@ async fn raw_copy(url: &str, source_id: &str, changes: &nexus_core::Changes) -> 
     }
     {
         let sink = tx
-            .copy_in(nexus_sync::COPY_VERSION_HISTORY.sql)
+            .copy_in(
+                nexus_sync::copy_into(&nexus_core::tables::VERSION_HISTORY)
+                    .sql
+                    .as_str(),
+            )
             .await
             .unwrap();
-        let w = BinaryCopyInWriter::new(sink, nexus_sync::COPY_VERSION_HISTORY.types);
+        let w = BinaryCopyInWriter::new(
+            sink,
+            &nexus_sync::copy_into(&nexus_core::tables::VERSION_HISTORY).types,
+        );
         pin_mut!(w);
         for (id, path, v) in &versions {
             let (n, c) = (v.version_number as i32, ts(v.created_at));
@@ -171,10 +188,17 @@ async fn raw_copy(url: &str, source_id: &str, changes: &nexus_core::Changes) -> 
     }
     {
         let sink = tx
-            .copy_in(nexus_sync::COPY_FILE_METADATA.sql)
+            .copy_in(
+                nexus_sync::copy_into(&nexus_core::tables::FILE_METADATA)
+                    .sql
+                    .as_str(),
+            )
             .await
             .unwrap();
-        let w = BinaryCopyInWriter::new(sink, nexus_sync::COPY_FILE_METADATA.types);
+        let w = BinaryCopyInWriter::new(
+            sink,
+            &nexus_sync::copy_into(&nexus_core::tables::FILE_METADATA).types,
+        );
         pin_mut!(w);
         for (id, value, m) in &metadata {
             let (c, u) = (ts(m.created_at), ts(m.updated_at));

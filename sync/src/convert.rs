@@ -1,10 +1,11 @@
-//! Source rows converted to PostgreSQL values. A value that does not
-//! convert is a message naming the table, the row and the value.
+//! Source rows checked for PostgreSQL, with the values the conflict rule
+//! reads (ids, numbers) parsed. A value that does not convert is a message
+//! naming the table, the row and the value; the statements write a row's
+//! values from the row itself (`pg_tables::values`).
 
 use std::time::SystemTime;
 
 use nexus_core::{ChunkRow, FileRow, MetadataRow, TombstoneRow, VersionRow};
-use serde_json::Value;
 use uuid::Uuid;
 
 pub(crate) use nexus_postgres::codec::{timestamp as ts, uuid};
@@ -17,8 +18,10 @@ fn int4(v: i64, what: &str) -> Result<i32, String> {
     i32::try_from(v).map_err(|_| format!("{what} = {v} does not fit a PostgreSQL integer"))
 }
 
-fn json(s: &str, what: &str) -> Result<Value, String> {
-    serde_json::from_str(s).map_err(|e| format!("{what} is not valid JSON ({e}): {}", shorten(s)))
+fn json(s: &str, what: &str) -> Result<(), String> {
+    serde_json::from_str::<serde::de::IgnoredAny>(s)
+        .map(|_| ())
+        .map_err(|e| format!("{what} is not valid JSON ({e}): {}", shorten(s)))
 }
 
 fn shorten(s: &str) -> String {
@@ -36,8 +39,6 @@ fn shorten(s: &str) -> String {
 pub(crate) struct PgFile {
     pub path_id: Uuid,
     pub row: FileRow,
-    pub created_at: SystemTime,
-    pub updated_at: SystemTime,
     pub deleted_at: Option<SystemTime>,
     pub current_version: i32,
 }
@@ -49,10 +50,10 @@ pub(crate) fn file(row: FileRow) -> Result<PgFile, String> {
             row.virtual_path, row.tenant_id
         )
     };
+    ts(row.created_at, &at("created_at"))?;
+    ts(row.updated_at, &at("updated_at"))?;
     Ok(PgFile {
         path_id: uuid(&row.path_id, &at("path_id"))?,
-        created_at: ts(row.created_at, &at("created_at"))?,
-        updated_at: ts(row.updated_at, &at("updated_at"))?,
         deleted_at: opt_ts(row.deleted_at, &at("deleted_at"))?,
         current_version: int4(row.current_version, &at("current_version"))?,
         row,
@@ -63,9 +64,7 @@ pub(crate) fn file(row: FileRow) -> Result<PgFile, String> {
 pub(crate) struct PgVersion {
     pub version_id: Uuid,
     pub path_id: Uuid,
-    pub parent_version_id: Option<Uuid>,
     pub version_number: i32,
-    pub created_at: SystemTime,
     pub row: VersionRow,
 }
 
@@ -76,16 +75,14 @@ pub(crate) fn version(row: VersionRow) -> Result<PgVersion, String> {
             row.version_number, row.path_id
         )
     };
+    if let Some(p) = &row.parent_version_id {
+        uuid(p, &at("parent_version_id"))?;
+    }
+    ts(row.created_at, &at("created_at"))?;
     Ok(PgVersion {
         version_id: uuid(&row.version_id, &at("version_id"))?,
         path_id: uuid(&row.path_id, &at("path_id"))?,
-        parent_version_id: row
-            .parent_version_id
-            .as_deref()
-            .map(|p| uuid(p, &at("parent_version_id")))
-            .transpose()?,
         version_number: int4(row.version_number, &at("version_number"))?,
-        created_at: ts(row.created_at, &at("created_at"))?,
         row,
     })
 }
@@ -93,9 +90,6 @@ pub(crate) fn version(row: VersionRow) -> Result<PgVersion, String> {
 #[derive(Clone)]
 pub(crate) struct PgMetadata {
     pub path_id: Uuid,
-    pub value: Value,
-    pub created_at: SystemTime,
-    pub updated_at: SystemTime,
     pub row: MetadataRow,
 }
 
@@ -106,20 +100,17 @@ pub(crate) fn metadata(row: MetadataRow) -> Result<PgMetadata, String> {
             row.key, row.path_id
         )
     };
+    json(&row.value, &at("value"))?;
+    ts(row.created_at, &at("created_at"))?;
+    ts(row.updated_at, &at("updated_at"))?;
     Ok(PgMetadata {
         path_id: uuid(&row.path_id, &at("path_id"))?,
-        value: json(&row.value, &at("value"))?,
-        created_at: ts(row.created_at, &at("created_at"))?,
-        updated_at: ts(row.updated_at, &at("updated_at"))?,
         row,
     })
 }
 
 #[derive(Clone)]
 pub(crate) struct PgChunk {
-    pub created_at: SystemTime,
-    pub last_accessed_at: Option<SystemTime>,
-    pub protected_until: Option<SystemTime>,
     pub row: ChunkRow,
 }
 
@@ -130,17 +121,14 @@ pub(crate) fn chunk(row: ChunkRow) -> Result<PgChunk, String> {
             row.content_hash, row.tenant_id
         )
     };
-    Ok(PgChunk {
-        created_at: ts(row.created_at, &at("created_at"))?,
-        last_accessed_at: opt_ts(row.last_accessed_at, &at("last_accessed_at"))?,
-        protected_until: opt_ts(row.protected_until, &at("protected_until"))?,
-        row,
-    })
+    ts(row.created_at, &at("created_at"))?;
+    opt_ts(row.last_accessed_at, &at("last_accessed_at"))?;
+    opt_ts(row.protected_until, &at("protected_until"))?;
+    Ok(PgChunk { row })
 }
 
 #[derive(Clone)]
 pub(crate) struct PgTombstone {
-    pub deleted_at: SystemTime,
     /// For `file_metadata` tombstones, key1 as a path id.
     pub path_id: Option<Uuid>,
     pub row: TombstoneRow,
@@ -158,11 +146,8 @@ pub(crate) fn tombstone(row: TombstoneRow) -> Result<PgTombstone, String> {
         "content_chunks" => None,
         other => return Err(at(&format!("names an unknown table {other:?}"))),
     };
-    Ok(PgTombstone {
-        deleted_at: ts(row.deleted_at, &at("deleted_at"))?,
-        path_id,
-        row,
-    })
+    ts(row.deleted_at, &at("deleted_at"))?;
+    Ok(PgTombstone { path_id, row })
 }
 
 /// One window of source changes, converted.

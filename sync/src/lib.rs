@@ -39,6 +39,7 @@ mod convert;
 mod dryrun;
 mod error;
 pub mod http;
+mod pg_tables;
 mod pull;
 mod remote;
 mod replicate;
@@ -51,12 +52,12 @@ pub use error::{Error, Result};
 pub use http::HttpHub;
 pub use nexus_core::protocol;
 pub use nexus_postgres::PgUrl;
+pub use pg_tables::{CopyInto, copy_into, pg_type};
 pub use pull::{PullReport, SYNC_ROUNDS, SyncWithReport, pull, sync_with};
 pub use remote::{Remote, push};
 pub use replicate::{
-    COPY_CONTENT_CHUNKS, COPY_FILE_METADATA, COPY_FILE_PATHS, COPY_TOMBSTONES,
-    COPY_VERSION_HISTORY, CopyInto, ProgressFn, Replicator, SyncMode, SyncOptions, SyncReport,
-    TableStats, drop_secondary, rebuild_secondary, source_watermark,
+    ProgressFn, Replicator, SyncMode, SyncOptions, SyncReport, TableStats, drop_secondary,
+    rebuild_secondary, source_watermark,
 };
 
 /// The `application_name` of the sync's connections, as `pg_stat_activity` shows it.

@@ -28,11 +28,13 @@ use nexus_core::{
 use serde::{Deserialize, Deserializer, Serialize};
 use tokio_postgres::Transaction;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::convert::{self, Batch};
 use crate::error::{Error, Result};
+use crate::pg_tables;
+use nexus_core::tables::TableRow;
 use nexus_postgres::{PgUrl, migrate};
 
 /// Called with (rows done, rows in total) as a run progresses.
@@ -747,14 +749,6 @@ pub(crate) fn batch_len(b: &Batch) -> u64 {
         as u64
 }
 
-fn text_len(s: &str) -> u64 {
-    s.len() as u64
-}
-
-fn opt_len(s: &Option<String>) -> u64 {
-    s.as_deref().map_or(0, text_len)
-}
-
 /// Drops the secondary indexes and foreign keys of the replicated tables
 /// before a bulk load, and returns the statements that rebuild them (for
 /// [`rebuild_secondary`]). The definitions are read from the catalog, so the
@@ -811,146 +805,85 @@ pub async fn rebuild_secondary(tx: &Transaction<'_>, statements: &[String]) -> R
     Ok(())
 }
 
-/// A binary `COPY ... FROM STDIN` into one table: the statement and the
-/// PostgreSQL type of each of its columns, in order. The bulk load uses
-/// these, and so does the raw-COPY baseline of the sync benchmark.
-#[derive(Debug)]
-pub struct CopyInto {
-    /// The `COPY` statement.
-    pub sql: &'static str,
-    /// The column types, in the statement's column order.
-    pub types: &'static [Type],
-}
-
-/// The bulk load of `file_paths`.
-pub const COPY_FILE_PATHS: CopyInto = CopyInto {
-    sql: "COPY file_paths (path_id, tenant_id, virtual_path, backend_id, physical_path, size_bytes, content_hash, \
-         file_type, created_at, updated_at, deleted_at, current_version, origin_seq, origin_id) FROM STDIN (FORMAT binary)",
-    types: &[
-        Type::UUID,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::INT8,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TIMESTAMPTZ,
-        Type::TIMESTAMPTZ,
-        Type::TIMESTAMPTZ,
-        Type::INT4,
-        Type::INT8,
-        Type::TEXT,
-    ],
-};
-
-/// The bulk load of `version_history`.
-pub const COPY_VERSION_HISTORY: CopyInto = CopyInto {
-    sql: "COPY version_history (version_id, path_id, version_number, backend_id, physical_path, content_hash, \
-         size_bytes, mime_type, parent_version_id, source_type, change_reason, created_by, created_at, origin_seq, origin_id) \
-         FROM STDIN (FORMAT binary)",
-    types: &[
-        Type::UUID,
-        Type::UUID,
-        Type::INT4,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::INT8,
-        Type::TEXT,
-        Type::UUID,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TIMESTAMPTZ,
-        Type::INT8,
-        Type::TEXT,
-    ],
-};
-
-/// The bulk load of `file_metadata`.
-pub const COPY_FILE_METADATA: CopyInto = CopyInto {
-    sql: "COPY file_metadata (path_id, key, value, created_at, updated_at, origin_seq, origin_id) FROM STDIN (FORMAT binary)",
-    types: &[
-        Type::UUID,
-        Type::TEXT,
-        Type::JSONB,
-        Type::TIMESTAMPTZ,
-        Type::TIMESTAMPTZ,
-        Type::INT8,
-        Type::TEXT,
-    ],
-};
-
-/// The bulk load of `content_chunks`.
-pub const COPY_CONTENT_CHUNKS: CopyInto = CopyInto {
-    sql: "COPY content_chunks (tenant_id, content_hash, size_bytes, storage_path, ref_count, created_at, \
-         last_accessed_at, protected_until, origin_seq, origin_id) FROM STDIN (FORMAT binary)",
-    types: &[
-        Type::TEXT,
-        Type::TEXT,
-        Type::INT8,
-        Type::TEXT,
-        Type::INT8,
-        Type::TIMESTAMPTZ,
-        Type::TIMESTAMPTZ,
-        Type::TIMESTAMPTZ,
-        Type::INT8,
-        Type::TEXT,
-    ],
-};
-
-/// The bulk load of `tombstones`.
-pub const COPY_TOMBSTONES: CopyInto = CopyInto {
-    sql: "COPY tombstones (table_name, key1, key2, deleted_at, origin_seq, origin_id) FROM STDIN (FORMAT binary)",
-    types: &[
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TIMESTAMPTZ,
-        Type::INT8,
-        Type::TEXT,
-    ],
-};
-
-async fn copy_rows(
+/// Sends `rows` of one table by binary `COPY`.
+async fn copy_rows<'r, R: TableRow + 'r>(
     tx: &Transaction<'_>,
-    into: &CopyInto,
-    rows: impl Iterator<Item = Vec<&(dyn ToSql + Sync)>>,
+    source: &str,
+    rows: impl Iterator<Item = &'r R>,
+    stats: &mut [TableStats],
 ) -> Result<()> {
+    let started = Instant::now();
+    let into = pg_tables::copy_into(R::TABLE);
     let sink = tx
-        .copy_in(into.sql)
+        .copy_in(into.sql.as_str())
         .await
         .map_err(Error::pg("starting COPY"))?;
-    let writer = BinaryCopyInWriter::new(sink, into.types);
+    let writer = BinaryCopyInWriter::new(sink, &into.types);
     pin_mut!(writer);
+    let (mut count, mut bytes) = (0, 0);
     for row in rows {
+        let values = pg_tables::values(row)?;
+        bytes += pg_tables::size(&values);
+        count += 1;
+        let cells: Vec<&(dyn ToSql + Sync)> = values
+            .iter()
+            .map(|v| v as &(dyn ToSql + Sync))
+            .chain([&source as &(dyn ToSql + Sync)])
+            .collect();
         writer
             .as_mut()
-            .write(&row)
+            .write(&cells)
             .await
             .map_err(Error::pg("sending COPY rows"))?;
     }
     writer.finish().await.map_err(Error::pg("finishing COPY"))?;
+    account::<R>(stats, count, bytes, started);
     Ok(())
 }
 
-fn account(stats: &mut [TableStats], i: usize, rows: usize, bytes: u64, started: Instant) {
+/// Upserts `rows` of one table ([`pg_tables::upsert`]); `failed` says what
+/// a refusal means.
+async fn upsert_rows<'r, R: TableRow + 'r>(
+    tx: &Transaction<'_>,
+    source: &str,
+    rows: impl Iterator<Item = &'r R>,
+    stats: &mut [TableStats],
+    failed: impl FnOnce(tokio_postgres::Error) -> Error,
+) -> Result<()> {
+    let started = Instant::now();
+    let mut columns: Vec<Vec<pg_tables::Value<'_>>> = vec![Vec::new(); R::TABLE.columns.len() + 1];
+    let (mut count, mut bytes) = (0, 0);
+    for row in rows {
+        let values = pg_tables::values(row)?;
+        bytes += pg_tables::size(&values);
+        count += 1;
+        for (column, v) in columns.iter_mut().zip(values) {
+            column.push(v);
+        }
+    }
+    if count == 0 {
+        return Ok(());
+    }
+    let params: Vec<&(dyn ToSql + Sync)> = columns
+        .iter()
+        .map(|c| c as &(dyn ToSql + Sync))
+        .chain([&source as &(dyn ToSql + Sync)])
+        .collect();
+    tx.execute(pg_tables::upsert(R::TABLE), &params)
+        .await
+        .map_err(failed)?;
+    account::<R>(stats, count, bytes, started);
+    Ok(())
+}
+
+fn account<R: TableRow>(stats: &mut [TableStats], rows: usize, bytes: u64, started: Instant) {
+    let i = CHANGE_TABLES
+        .iter()
+        .position(|t| *t == R::TABLE.name)
+        .expect("one of the five tables");
     stats[i].rows += rows as u64;
     stats[i].bytes += bytes;
     stats[i].seconds += started.elapsed().as_secs_f64();
-}
-
-fn file_bytes(f: &convert::PgFile) -> u64 {
-    let r = &f.row;
-    16 + text_len(&r.tenant_id)
-        + text_len(&r.virtual_path)
-        + text_len(&r.backend_id)
-        + text_len(&r.physical_path)
-        + opt_len(&r.content_hash)
-        + opt_len(&r.file_type)
-        + 8 * 5
-        + 4
 }
 
 async fn copy_batch(
@@ -959,184 +892,11 @@ async fn copy_batch(
     b: &Batch,
     stats: &mut [TableStats],
 ) -> Result<()> {
-    let t = Instant::now();
-    copy_rows(
-        tx,
-        &COPY_FILE_PATHS,
-        b.files.iter().map(|f| {
-            let v: Vec<&(dyn ToSql + Sync)> = vec![
-                &f.path_id,
-                &f.row.tenant_id,
-                &f.row.virtual_path,
-                &f.row.backend_id,
-                &f.row.physical_path,
-                &f.row.size_bytes,
-                &f.row.content_hash,
-                &f.row.file_type,
-                &f.created_at,
-                &f.updated_at,
-                &f.deleted_at,
-                &f.current_version,
-                &f.row.change_seq,
-                &source,
-            ];
-            v
-        }),
-    )
-    .await?;
-    account(
-        stats,
-        0,
-        b.files.len(),
-        b.files.iter().map(file_bytes).sum(),
-        t,
-    );
-
-    let t = Instant::now();
-    copy_rows(
-        tx,
-        &COPY_VERSION_HISTORY,
-        b.versions.iter().map(|v| {
-            let r: Vec<&(dyn ToSql + Sync)> = vec![
-                &v.version_id,
-                &v.path_id,
-                &v.version_number,
-                &v.row.backend_id,
-                &v.row.physical_path,
-                &v.row.content_hash,
-                &v.row.size_bytes,
-                &v.row.mime_type,
-                &v.parent_version_id,
-                &v.row.source_type,
-                &v.row.change_reason,
-                &v.row.created_by,
-                &v.created_at,
-                &v.row.change_seq,
-                &source,
-            ];
-            r
-        }),
-    )
-    .await?;
-    account(
-        stats,
-        1,
-        b.versions.len(),
-        b.versions
-            .iter()
-            .map(|v| {
-                32 + 4
-                    + text_len(&v.row.backend_id)
-                    + text_len(&v.row.physical_path)
-                    + opt_len(&v.row.content_hash)
-                    + 8
-                    + opt_len(&v.row.mime_type)
-                    + 16
-                    + text_len(&v.row.source_type)
-                    + opt_len(&v.row.change_reason)
-                    + opt_len(&v.row.created_by)
-                    + 16
-            })
-            .sum(),
-        t,
-    );
-
-    let t = Instant::now();
-    copy_rows(
-        tx,
-        &COPY_FILE_METADATA,
-        b.metadata.iter().map(|m| {
-            let r: Vec<&(dyn ToSql + Sync)> = vec![
-                &m.path_id,
-                &m.row.key,
-                &m.value,
-                &m.created_at,
-                &m.updated_at,
-                &m.row.change_seq,
-                &source,
-            ];
-            r
-        }),
-    )
-    .await?;
-    account(
-        stats,
-        2,
-        b.metadata.len(),
-        b.metadata
-            .iter()
-            .map(|m| 16 + text_len(&m.row.key) + text_len(&m.row.value) + 24)
-            .sum(),
-        t,
-    );
-
-    let t = Instant::now();
-    copy_rows(
-        tx,
-        &COPY_CONTENT_CHUNKS,
-        b.chunks.iter().map(|c| {
-            let r: Vec<&(dyn ToSql + Sync)> = vec![
-                &c.row.tenant_id,
-                &c.row.content_hash,
-                &c.row.size_bytes,
-                &c.row.storage_path,
-                &c.row.ref_count,
-                &c.created_at,
-                &c.last_accessed_at,
-                &c.protected_until,
-                &c.row.change_seq,
-                &source,
-            ];
-            r
-        }),
-    )
-    .await?;
-    account(
-        stats,
-        3,
-        b.chunks.len(),
-        b.chunks
-            .iter()
-            .map(|c| {
-                text_len(&c.row.tenant_id)
-                    + text_len(&c.row.content_hash)
-                    + text_len(&c.row.storage_path)
-                    + 48
-            })
-            .sum(),
-        t,
-    );
-
-    let t = Instant::now();
-    copy_rows(
-        tx,
-        &COPY_TOMBSTONES,
-        b.tombstones.iter().map(|x| {
-            let r: Vec<&(dyn ToSql + Sync)> = vec![
-                &x.row.table_name,
-                &x.row.key1,
-                &x.row.key2,
-                &x.deleted_at,
-                &x.row.change_seq,
-                &source,
-            ];
-            r
-        }),
-    )
-    .await?;
-    account(
-        stats,
-        4,
-        b.tombstones.len(),
-        b.tombstones
-            .iter()
-            .map(|x| {
-                text_len(&x.row.table_name) + text_len(&x.row.key1) + text_len(&x.row.key2) + 16
-            })
-            .sum(),
-        t,
-    );
-    Ok(())
+    copy_rows(tx, source, b.files.iter().map(|x| &x.row), stats).await?;
+    copy_rows(tx, source, b.versions.iter().map(|x| &x.row), stats).await?;
+    copy_rows(tx, source, b.metadata.iter().map(|x| &x.row), stats).await?;
+    copy_rows(tx, source, b.chunks.iter().map(|x| &x.row), stats).await?;
+    copy_rows(tx, source, b.tombstones.iter().map(|x| &x.row), stats).await
 }
 
 pub(crate) async fn upsert_batch(
@@ -1146,180 +906,63 @@ pub(crate) async fn upsert_batch(
     stats: &mut [TableStats],
     live_ids: &mut Vec<Uuid>,
 ) -> Result<()> {
-    if !b.files.is_empty() {
-        let t = Instant::now();
-        let col = |f: fn(&convert::PgFile) -> String| b.files.iter().map(f).collect::<Vec<_>>();
-        let ids: Vec<Uuid> = b.files.iter().map(|f| f.path_id).collect();
-        let tenants = col(|f| f.row.tenant_id.clone());
-        let paths = col(|f| f.row.virtual_path.clone());
-        let backends = col(|f| f.row.backend_id.clone());
-        let physical = col(|f| f.row.physical_path.clone());
-        let sizes: Vec<i64> = b.files.iter().map(|f| f.row.size_bytes).collect();
-        let hashes: Vec<Option<String>> =
-            b.files.iter().map(|f| f.row.content_hash.clone()).collect();
-        let types: Vec<Option<String>> = b.files.iter().map(|f| f.row.file_type.clone()).collect();
-        let created: Vec<_> = b.files.iter().map(|f| f.created_at).collect();
-        let updated: Vec<_> = b.files.iter().map(|f| f.updated_at).collect();
-        let deleted: Vec<_> = b.files.iter().map(|f| f.deleted_at).collect();
-        let versions: Vec<i32> = b.files.iter().map(|f| f.current_version).collect();
-        let seqs: Vec<i64> = b.files.iter().map(|f| f.row.change_seq).collect();
-        tx.execute(
-            "INSERT INTO file_paths (path_id, tenant_id, virtual_path, backend_id, physical_path, size_bytes, \
-             content_hash, file_type, created_at, updated_at, deleted_at, current_version, origin_seq, origin_id) \
-             SELECT p, t, v, b, ph, s, h, ft, c, u, COALESCE(d, '-infinity'::timestamptz), cv, cs, $14::text \
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::text[], \
-                         $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::int4[], $13::int8[]) \
-                  AS u(p, t, v, b, ph, s, h, ft, c, u, d, cv, cs) \
-             ON CONFLICT (path_id) DO UPDATE SET tenant_id = EXCLUDED.tenant_id, virtual_path = EXCLUDED.virtual_path, \
-               backend_id = EXCLUDED.backend_id, physical_path = EXCLUDED.physical_path, size_bytes = EXCLUDED.size_bytes, \
-               content_hash = EXCLUDED.content_hash, file_type = EXCLUDED.file_type, created_at = EXCLUDED.created_at, \
-               updated_at = EXCLUDED.updated_at, deleted_at = EXCLUDED.deleted_at, \
-               current_version = EXCLUDED.current_version, origin_seq = EXCLUDED.origin_seq, origin_id = EXCLUDED.origin_id, change_seq = DEFAULT",
-            &[
-                &ids, &tenants, &paths, &backends, &physical, &sizes, &hashes, &types, &created, &updated, &deleted,
-                &versions, &seqs, &source,
-            ],
-        )
-        .await
-        .map_err(Error::pg("upserting file_paths"))?;
-        live_ids.extend(
-            b.files
-                .iter()
-                .filter(|f| f.deleted_at.is_none())
-                .map(|f| f.path_id),
-        );
-        account(
-            stats,
-            0,
-            b.files.len(),
-            b.files.iter().map(file_bytes).sum(),
-            t,
-        );
-    }
+    upsert_rows(
+        tx,
+        source,
+        b.files.iter().map(|f| &f.row),
+        stats,
+        Error::pg("upserting file_paths"),
+    )
+    .await?;
+    live_ids.extend(
+        b.files
+            .iter()
+            .filter(|f| f.deleted_at.is_none())
+            .map(|f| f.path_id),
+    );
 
-    if !b.versions.is_empty() {
-        let t = Instant::now();
-        let v = &b.versions;
-        let ids: Vec<Uuid> = v.iter().map(|x| x.version_id).collect();
-        let paths: Vec<Uuid> = v.iter().map(|x| x.path_id).collect();
-        let numbers: Vec<i32> = v.iter().map(|x| x.version_number).collect();
-        let backends: Vec<String> = v.iter().map(|x| x.row.backend_id.clone()).collect();
-        let physical: Vec<String> = v.iter().map(|x| x.row.physical_path.clone()).collect();
-        let hashes: Vec<Option<String>> = v.iter().map(|x| x.row.content_hash.clone()).collect();
-        let sizes: Vec<i64> = v.iter().map(|x| x.row.size_bytes).collect();
-        let mimes: Vec<Option<String>> = v.iter().map(|x| x.row.mime_type.clone()).collect();
-        let parents: Vec<Option<Uuid>> = v.iter().map(|x| x.parent_version_id).collect();
-        let sources: Vec<String> = v.iter().map(|x| x.row.source_type.clone()).collect();
-        let reasons: Vec<Option<String>> = v.iter().map(|x| x.row.change_reason.clone()).collect();
-        let by: Vec<Option<String>> = v.iter().map(|x| x.row.created_by.clone()).collect();
-        let created: Vec<_> = v.iter().map(|x| x.created_at).collect();
-        let seqs: Vec<i64> = v.iter().map(|x| x.row.change_seq).collect();
-        tx.execute(
-            "INSERT INTO version_history (version_id, path_id, version_number, backend_id, physical_path, \
-             content_hash, size_bytes, mime_type, parent_version_id, source_type, change_reason, created_by, \
-             created_at, origin_seq, origin_id) \
-             SELECT *, $15::text FROM unnest($1::uuid[], $2::uuid[], $3::int4[], $4::text[], $5::text[], $6::text[], \
-                                  $7::int8[], $8::text[], $9::uuid[], $10::text[], $11::text[], $12::text[], \
-                                  $13::timestamptz[], $14::int8[]) \
-             ON CONFLICT (version_id) DO UPDATE SET path_id = EXCLUDED.path_id, \
-               version_number = EXCLUDED.version_number, backend_id = EXCLUDED.backend_id, \
-               physical_path = EXCLUDED.physical_path, content_hash = EXCLUDED.content_hash, \
-               size_bytes = EXCLUDED.size_bytes, mime_type = EXCLUDED.mime_type, \
-               parent_version_id = EXCLUDED.parent_version_id, source_type = EXCLUDED.source_type, \
-               change_reason = EXCLUDED.change_reason, created_by = EXCLUDED.created_by, \
-               created_at = EXCLUDED.created_at, origin_seq = EXCLUDED.origin_seq, origin_id = EXCLUDED.origin_id, change_seq = DEFAULT",
-            &[
-                &ids, &paths, &numbers, &backends, &physical, &hashes, &sizes, &mimes, &parents, &sources, &reasons,
-                &by, &created, &seqs, &source,
-            ],
-        )
-        .await
-        .map_err(|e| {
-            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-                // Another push made a version of one of these files at the
-                // same moment: retried, the rule then sees it.
-                Error::Raced
-            } else {
-                Error::pg("upserting version_history")(e)
-            }
-        })?;
-        account(
-            stats,
-            1,
-            v.len(),
-            v.iter().map(|x| 60 + text_len(&x.row.physical_path)).sum(),
-            t,
-        );
-    }
+    upsert_rows(tx, source, b.versions.iter().map(|v| &v.row), stats, |e| {
+        if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+            // Another push made a version of one of these files at the
+            // same moment: retried, the rule then sees it.
+            Error::Raced
+        } else {
+            Error::pg("upserting version_history")(e)
+        }
+    })
+    .await?;
 
     if !b.metadata.is_empty() {
-        let t = Instant::now();
         let m = &b.metadata;
-        let paths: Vec<Uuid> = m.iter().map(|x| x.path_id).collect();
-        let keys: Vec<String> = m.iter().map(|x| x.row.key.clone()).collect();
-        let values: Vec<serde_json::Value> = m.iter().map(|x| x.value.clone()).collect();
-        let created: Vec<_> = m.iter().map(|x| x.created_at).collect();
-        let updated: Vec<_> = m.iter().map(|x| x.updated_at).collect();
-        let seqs: Vec<i64> = m.iter().map(|x| x.row.change_seq).collect();
-        tx.execute(
-            "INSERT INTO file_metadata (path_id, key, value, created_at, updated_at, origin_seq, origin_id) \
-             SELECT *, $7::text FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::timestamptz[], $6::int8[]) \
-             ON CONFLICT (path_id, key) DO UPDATE SET value = EXCLUDED.value, created_at = EXCLUDED.created_at, \
-               updated_at = EXCLUDED.updated_at, origin_seq = EXCLUDED.origin_seq, origin_id = EXCLUDED.origin_id, change_seq = DEFAULT",
-            &[&paths, &keys, &values, &created, &updated, &seqs, &source],
-        )
-        .await
-        .map_err(Error::pg("upserting file_metadata"))?;
-        let key1: Vec<String> = m.iter().map(|x| x.row.path_id.clone()).collect();
-        clear_tombstones(tx, "file_metadata", &key1, &keys).await?;
-        account(
+        upsert_rows(
+            tx,
+            source,
+            m.iter().map(|x| &x.row),
             stats,
-            2,
-            m.len(),
-            m.iter()
-                .map(|x| 16 + text_len(&x.row.key) + text_len(&x.row.value))
-                .sum(),
-            t,
-        );
+            Error::pg("upserting file_metadata"),
+        )
+        .await?;
+        let key1: Vec<String> = m.iter().map(|x| x.row.path_id.clone()).collect();
+        let key2: Vec<String> = m.iter().map(|x| x.row.key.clone()).collect();
+        clear_tombstones(tx, "file_metadata", &key1, &key2).await?;
     }
 
     if !b.chunks.is_empty() {
-        let t = Instant::now();
         let c = &b.chunks;
+        upsert_rows(
+            tx,
+            source,
+            c.iter().map(|x| &x.row),
+            stats,
+            Error::pg("upserting content_chunks"),
+        )
+        .await?;
         let tenants: Vec<String> = c.iter().map(|x| x.row.tenant_id.clone()).collect();
         let hashes: Vec<String> = c.iter().map(|x| x.row.content_hash.clone()).collect();
-        let sizes: Vec<i64> = c.iter().map(|x| x.row.size_bytes).collect();
-        let paths: Vec<String> = c.iter().map(|x| x.row.storage_path.clone()).collect();
-        let refs: Vec<i64> = c.iter().map(|x| x.row.ref_count).collect();
-        let created: Vec<_> = c.iter().map(|x| x.created_at).collect();
-        let accessed: Vec<_> = c.iter().map(|x| x.last_accessed_at).collect();
-        let protected: Vec<_> = c.iter().map(|x| x.protected_until).collect();
-        let seqs: Vec<i64> = c.iter().map(|x| x.row.change_seq).collect();
-        tx.execute(
-            "INSERT INTO content_chunks (tenant_id, content_hash, size_bytes, storage_path, ref_count, created_at, \
-             last_accessed_at, protected_until, origin_seq, origin_id) \
-             SELECT *, $10::text FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::int8[], $6::timestamptz[], \
-                                  $7::timestamptz[], $8::timestamptz[], $9::int8[]) \
-             ON CONFLICT (tenant_id, content_hash) DO UPDATE SET size_bytes = EXCLUDED.size_bytes, \
-               storage_path = EXCLUDED.storage_path, ref_count = EXCLUDED.ref_count, created_at = EXCLUDED.created_at, \
-               last_accessed_at = EXCLUDED.last_accessed_at, protected_until = EXCLUDED.protected_until, \
-               origin_seq = EXCLUDED.origin_seq, origin_id = EXCLUDED.origin_id, change_seq = DEFAULT",
-            &[&tenants, &hashes, &sizes, &paths, &refs, &created, &accessed, &protected, &seqs, &source],
-        )
-        .await
-        .map_err(Error::pg("upserting content_chunks"))?;
         clear_tombstones(tx, "content_chunks", &tenants, &hashes).await?;
-        account(
-            stats,
-            3,
-            c.len(),
-            c.iter().map(|x| 48 + text_len(&x.row.storage_path)).sum(),
-            t,
-        );
     }
 
     if !b.tombstones.is_empty() {
-        let t = Instant::now();
         let x = &b.tombstones;
         let (meta, chunks): (Vec<_>, Vec<_>) = x.iter().partition(|t| t.path_id.is_some());
         if !meta.is_empty() {
@@ -1344,29 +987,14 @@ pub(crate) async fn upsert_batch(
             .await
             .map_err(Error::pg("deleting collected chunks"))?;
         }
-        let tables: Vec<String> = x.iter().map(|t| t.row.table_name.clone()).collect();
-        let k1: Vec<String> = x.iter().map(|t| t.row.key1.clone()).collect();
-        let k2: Vec<String> = x.iter().map(|t| t.row.key2.clone()).collect();
-        let at: Vec<_> = x.iter().map(|t| t.deleted_at).collect();
-        let seqs: Vec<i64> = x.iter().map(|t| t.row.change_seq).collect();
-        tx.execute(
-            "INSERT INTO tombstones (table_name, key1, key2, deleted_at, origin_seq, origin_id) \
-             SELECT *, $6::text FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int8[]) \
-             ON CONFLICT (table_name, key1, key2) DO UPDATE SET deleted_at = EXCLUDED.deleted_at, \
-               origin_seq = EXCLUDED.origin_seq, origin_id = EXCLUDED.origin_id, change_seq = DEFAULT",
-            &[&tables, &k1, &k2, &at, &seqs, &source],
-        )
-        .await
-        .map_err(Error::pg("recording tombstones"))?;
-        account(
+        upsert_rows(
+            tx,
+            source,
+            x.iter().map(|t| &t.row),
             stats,
-            4,
-            x.len(),
-            x.iter()
-                .map(|t| text_len(&t.row.key1) + text_len(&t.row.key2) + 30)
-                .sum(),
-            t,
-        );
+            Error::pg("recording tombstones"),
+        )
+        .await?;
     }
     Ok(())
 }

@@ -234,9 +234,6 @@ pub(crate) async fn resolve(
         .filter_map(|m| {
             moved.get(&m.path_id).map(|to| PgMetadata {
                 path_id: *to,
-                value: m.value.clone(),
-                created_at: m.created_at,
-                updated_at: m.updated_at,
                 row: nexus_core::MetadataRow {
                     path_id: to.to_string(),
                     ..m.row.clone()
