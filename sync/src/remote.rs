@@ -1,6 +1,7 @@
 //! Where a store pushes to and pulls from: a PostgreSQL database directly,
 //! or a sync server (`nexus serve`) in front of one.
 
+use std::sync::Mutex;
 use std::time::Instant;
 
 use nexus_core::{ChangeFile, Changes, Store};
@@ -59,7 +60,10 @@ pub async fn push(store: &Store, to: &Remote, options: &SyncOptions) -> Result<S
                 .sync()
                 .await
         }
-        Remote::Server(hub) => with_retries(options, || push_http_once(store, hub, options)).await,
+        Remote::Server(hub) => {
+            let committed = Mutex::new(None);
+            with_retries(options, || push_http_once(store, hub, options, &committed)).await
+        }
     }
 }
 
@@ -70,8 +74,16 @@ fn as_changes(c: Changes) -> Result<Changes> {
 /// One push to a sync server: the local changes after the server's
 /// watermark, read from one snapshot, one window per request (each applied
 /// exactly once by the server, so a push cut between windows resumes
-/// where the server stopped).
-async fn push_http_once(store: &Store, hub: &HttpHub, options: &SyncOptions) -> Result<SyncReport> {
+/// where the server stopped). `committed` carries what the windows the
+/// server applied hold across attempts: a window applied stays applied when
+/// a later one fails, and its rows and conflict copies belong in the run's
+/// report.
+async fn push_http_once(
+    store: &Store,
+    hub: &HttpHub,
+    options: &SyncOptions,
+    committed: &Mutex<Option<SyncReport>>,
+) -> Result<SyncReport> {
     let started = Instant::now();
     let source = store.snapshot().await?.source_id().to_string();
     let state = hub.state(&source).await?;
@@ -89,12 +101,21 @@ async fn push_http_once(store: &Store, hub: &HttpHub, options: &SyncOptions) -> 
             source_seq: head,
         });
     }
-    let mut report = SyncReport::new(&source_id, state.watermark, head);
-    if state.watermark == head {
+    let finish = |mode: Option<SyncMode>| {
+        let mut guard = committed.lock().expect("not poisoned");
+        let report =
+            guard.get_or_insert_with(|| SyncReport::new(&source_id, state.watermark, head));
+        report.to_seq = head;
+        if let Some(mode) = mode {
+            report.mode = mode;
+        }
         report.seconds = started.elapsed().as_secs_f64();
-        return Ok(report);
+        report.clone()
+    };
+    if state.watermark == head {
+        return Ok(finish(None));
     }
-    report.mode = SyncMode::Incremental;
+    finish(Some(SyncMode::Incremental));
     start.send(state.watermark).map_err(|_| reader_gone())?;
     let total = match windows.recv().await {
         Some(Ok(Read::Total(t))) => t,
@@ -127,18 +148,21 @@ async fn push_http_once(store: &Store, hub: &HttpHub, options: &SyncOptions) -> 
             },
         };
         let applied = hub.push(&file, base).await?;
-        for (mine, theirs) in report.tables.iter_mut().zip(&applied.tables) {
-            mine.rows += theirs.rows;
-            mine.bytes += theirs.bytes;
-            mine.seconds += theirs.seconds;
+        {
+            let mut guard = committed.lock().expect("not poisoned");
+            let report = guard.as_mut().expect("set before the first window");
+            for (mine, theirs) in report.tables.iter_mut().zip(&applied.tables) {
+                mine.rows += theirs.rows;
+                mine.bytes += theirs.bytes;
+                mine.seconds += theirs.seconds;
+            }
+            report.conflicts.extend(applied.conflicts);
         }
-        report.conflicts.extend(applied.conflicts);
         pushed = file.changes.through;
         done += rows;
         if let Some(p) = &options.progress {
             p(done, total);
         }
     }
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    Ok(finish(None))
 }

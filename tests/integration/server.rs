@@ -1079,3 +1079,79 @@ async fn applies_are_bounded_per_tenant() {
     assert_eq!(live_files(&db.url).await, 3);
     server.stop().await;
 }
+
+/// A push whose later window fails (here with 408: another session takes
+/// the source's lock once the first window is applied, and holds it past
+/// the request timeout) and that goes through when retried reports the
+/// conflict copy the first window made: the server applied that window, and
+/// the retry starts after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_push_reports_the_conflicts_of_windows_already_applied() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    let db = pg::database("serve_retried_conflicts").await;
+    let server = TestServer::start_with(
+        &db.url,
+        |c| c.request_timeout = Duration::from_millis(300),
+        hs256(),
+    )
+    .await;
+    let remote = server.remote("default");
+    let b = Store::memory().await.unwrap();
+    b.put(file("/x.txt", "b")).await.unwrap();
+    push(&b, &remote, &opts()).await.unwrap();
+
+    let a = Store::memory().await.unwrap();
+    a.put(file("/x.txt", "a")).await.unwrap();
+    a.put(file("/y.txt", "a")).await.unwrap();
+    let source = a.snapshot().await.unwrap().source_id().to_string();
+    let (want_tx, mut want_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel::<()>();
+    let url = db.url.clone();
+    let locker = tokio::spawn(async move {
+        want_rx.recv().await.unwrap();
+        let held = hold_source_lock(&url, &source).await;
+        locked_tx.send(()).unwrap();
+        // Past the request timeout, and before the retry (1 s backoff).
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        held.batch_execute("COMMIT").await.unwrap();
+    });
+    let first = AtomicBool::new(true);
+    let locked_rx = Mutex::new(locked_rx);
+    let progress: nexus_sync::ProgressFn = Arc::new(move |_, _| {
+        if first.swap(false, Ordering::SeqCst) {
+            want_tx.send(()).unwrap();
+            tokio::task::block_in_place(|| locked_rx.lock().unwrap().recv().unwrap());
+        }
+    });
+    let r = push(
+        &a,
+        &remote,
+        &SyncOptions {
+            window_rows: 1,
+            max_attempts: 3,
+            backoff: Duration::from_secs(1),
+            progress: Some(progress),
+        },
+    )
+    .await
+    .unwrap();
+    locker.await.unwrap();
+    assert_eq!(r.attempts, 2, "one 408, then through: {r:?}");
+    assert_eq!(r.conflicts.len(), 1, "{r:?}");
+    assert_eq!(r.conflicts[0].path, "/x.txt");
+    assert!(
+        r.conflicts[0].copy.starts_with("/x.sync-conflict-"),
+        "{r:?}"
+    );
+    let mut snap = a.snapshot().await.unwrap();
+    let head = snap.change_seq();
+    assert_eq!(
+        r.rows(),
+        snap.changes(0, head).unwrap().len() as u64,
+        "every row, the first window's too: {r:?}"
+    );
+    server.stop().await;
+}
