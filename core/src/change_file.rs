@@ -899,16 +899,8 @@ pub(crate) fn apply_rows(
         if !seen.insert(path_id.clone()) {
             continue;
         }
-        if content.contains(&path_id) {
-            report.conflicts.push(make_copy(
-                e,
-                seq,
-                &path_id,
-                &tenant,
-                &path,
-                source_id,
-                ConflictReason::Content,
-            )?);
+        let reason = if content.contains(&path_id) {
+            Some(ConflictReason::Content)
         } else if let Some(other_seq) = holder_of(e, &tenant, &path, &path_id)? {
             match unpushed {
                 // A pull: the holder was pushed, so PostgreSQL has moved
@@ -919,18 +911,15 @@ pub(crate) fn apply_rows(
                 Some(_) => return Err(Unpushed::refuse(&path, "new file at this path")),
                 // A change file: the file that was here first keeps the
                 // path; the incoming one becomes a conflict copy.
-                None => {
-                    report.conflicts.push(make_copy(
-                        e,
-                        seq,
-                        &path_id,
-                        &tenant,
-                        &path,
-                        source_id,
-                        ConflictReason::Path,
-                    )?);
-                }
+                None => Some(ConflictReason::Path),
             }
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            report.conflicts.push(make_copy(
+                e, seq, &path_id, &tenant, &path, source_id, reason,
+            )?);
         }
         e.execute(
             "UPDATE file_paths SET deleted_at = NULL WHERE path_id = ?1",
