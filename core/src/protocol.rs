@@ -46,6 +46,12 @@ pub const PULL: &str = "/v1/pull";
 /// feed ([`PULL`]) from the first answer's position.
 pub const SNAPSHOT: &str = "/v1/snapshot";
 
+/// How many rounds a client's sync (push, then pull) makes at most, the
+/// native client's and the browser's: it pushes and pulls again when a
+/// local write landed between its push and its pull (the browser's also
+/// when another sync of the same store pushed at the same moment: 409).
+pub const SYNC_ROUNDS: u32 = 3;
+
 /// The answer of [`STATE`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {

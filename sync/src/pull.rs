@@ -11,6 +11,7 @@
 use std::time::Instant;
 
 pub use nexus_core::PullReport;
+pub use nexus_core::protocol::SYNC_ROUNDS;
 use nexus_core::{Changes, Feed, FeedPage, SnapshotCursor, SnapshotSource, Store};
 use nexus_postgres::{PgUrl, StatementCache, migrate};
 use serde::Serialize;
@@ -183,10 +184,6 @@ async fn pull_http_once(store: &Store, hub: &HttpHub, options: &SyncOptions) -> 
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
-
-/// How many times [`sync_with`] pushes and pulls again when a local write
-/// landed between its push and its pull.
-pub const SYNC_ROUNDS: u32 = 3;
 
 /// What [`sync_with`] did: its last push (with the conflict copies of
 /// every round's push) and its pull.

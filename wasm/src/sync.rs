@@ -7,7 +7,7 @@
 use js_sys::{Object, Promise, Reflect, Uint8Array};
 use nexus_core::protocol::{
     self, ErrorBody, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, PUSH, Pulled, Pushed, SNAPSHOT,
-    STATE, Snapshotted, State,
+    STATE, SYNC_ROUNDS, Snapshotted, State,
 };
 use nexus_core::{
     Changes, ConflictCopy, Feed, FeedPage, PullReport, SnapshotCursor, SnapshotSource, Store,
@@ -231,7 +231,8 @@ impl SnapshotSource for ServerSnapshot<'_> {
 }
 
 /// Pushes, then pulls; pushes and pulls again (up to three times) when a
-/// local write lands in between and the pull refuses to overwrite it.
+/// local write lands in between and the pull refuses to overwrite it
+/// ([`SYNC_ROUNDS`] rounds at most, as the native client).
 pub(crate) async fn sync(store: &Store, options: SyncOptions) -> Result<SyncResult, SyncError> {
     let url = options.url.trim_end_matches('/').to_string();
     if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -289,7 +290,7 @@ pub(crate) async fn sync(store: &Store, options: SyncOptions) -> Result<SyncResu
                 // (409): read the server's watermark again.
                 Err(SyncError::Remote {
                     kind: "Conflict", ..
-                }) if round < 3 => continue 'rounds,
+                }) if round < SYNC_ROUNDS => continue 'rounds,
                 Err(e) => return Err(e),
             };
             out.pushed += pushed.report.tables.iter().map(|t| t.rows).sum::<u64>();
@@ -334,7 +335,7 @@ pub(crate) async fn sync(store: &Store, options: SyncOptions) -> Result<SyncResu
                 out.pulled += report.rows();
                 return Ok(out);
             }
-            Err(SyncError::Store(nexus_core::Error::Conflict { .. })) if round < 3 => {
+            Err(SyncError::Store(nexus_core::Error::Conflict { .. })) if round < SYNC_ROUNDS => {
                 out.pulled += report.rows();
             }
             Err(e) => return Err(e),
