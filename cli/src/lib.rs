@@ -414,6 +414,7 @@ struct ConfigFile {
 /// tokens = "/etc/nexus/tokens"
 /// tenant_claim = "tenant"
 /// max_body_bytes = 67108864
+/// max_push_bytes = 1073741824
 /// request_timeout_secs = 60
 /// max_applies_per_tenant = 2
 /// max_page_rows = 10000
@@ -428,6 +429,7 @@ struct ServeConfig {
     tokens: Option<PathBuf>,
     tenant_claim: Option<String>,
     max_body_bytes: Option<usize>,
+    max_push_bytes: Option<u64>,
     request_timeout_secs: Option<f64>,
     max_applies_per_tenant: Option<usize>,
     max_page_rows: Option<usize>,
@@ -608,6 +610,10 @@ pub struct ServeArgs {
     /// Largest request body in bytes (default 64 MiB).
     #[arg(long)]
     max_body_bytes: Option<usize>,
+    /// Largest push in bytes when one transaction comes in parts (default
+    /// 1 GiB; the server holds it whole while it applies it).
+    #[arg(long)]
+    max_push_bytes: Option<u64>,
     /// Seconds before a request is answered 408 (default 60).
     #[arg(long)]
     request_timeout: Option<f64>,
@@ -808,6 +814,9 @@ fn serve(cli: &Cli, a: &ServeArgs) -> Result<(), Failure> {
     let mut settings = nexus_server::Config::new(db, listen);
     if let Some(n) = a.max_body_bytes.or(c.max_body_bytes) {
         settings.max_body_bytes = n;
+    }
+    if let Some(n) = a.max_push_bytes.or(c.max_push_bytes) {
+        settings.max_push_bytes = n;
     }
     if let Some(t) = a.request_timeout.or(c.request_timeout_secs) {
         settings.request_timeout = secs("--request-timeout", t)?;

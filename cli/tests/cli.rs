@@ -68,7 +68,7 @@ const RECORD_FIELDS: [&str; 10] = [
 fn init_creates_default_database_in_current_folder() {
     let env = Env::new();
     let out = env.ok(&["init"]);
-    assert!(out.contains("schema version 7"), "{out}");
+    assert!(out.contains("schema version 8"), "{out}");
     assert!(env.db().exists());
     let other = env.dir.path().join("elsewhere.db");
     env.cmd()
@@ -396,7 +396,7 @@ fn migrate_status_down_up() {
     assert_eq!(status["migrations"][0]["state"], "applied");
     assert_eq!(
         env.json(&["migrate", "down", "--to", "0"])["reverted"],
-        serde_json::json!([7, 6, 5, 4, 3, 2, 1])
+        serde_json::json!([8, 7, 6, 5, 4, 3, 2, 1])
     );
     assert_eq!(
         env.json(&["migrate", "status"])["migrations"][0]["state"],
@@ -404,7 +404,7 @@ fn migrate_status_down_up() {
     );
     assert_eq!(
         env.json(&["migrate", "up"])["applied"],
-        serde_json::json!([1, 2, 3, 4, 5, 6, 7])
+        serde_json::json!([1, 2, 3, 4, 5, 6, 7, 8])
     );
     assert_eq!(
         env.json(&["migrate", "up"])["applied"],

@@ -168,11 +168,54 @@ impl Changes {
     /// more.through]`.
     fn append(&mut self, more: Changes) {
         self.through = more.through;
+        self.extend_rows(more);
+    }
+
+    /// Adds `more`'s rows after this one's, table by table (the range stays).
+    fn extend_rows(&mut self, more: Changes) {
         self.files.extend(more.files);
         self.metadata.extend(more.metadata);
         self.versions.extend(more.versions);
         self.chunks.extend(more.chunks);
         self.tombstones.extend(more.tombstones);
+    }
+
+    /// Splits the rows in two, both over this range: the first `at` rows,
+    /// counted through the tables in the change file's order (files,
+    /// versions, metadata, chunks, tombstones), and the rest.
+    /// [`Changes::join`] of the two gives these changes back.
+    pub fn split_at(mut self, mut at: usize) -> (Changes, Changes) {
+        let mut rest = Changes {
+            after: self.after,
+            through: self.through,
+            ..Changes::default()
+        };
+        fn take<T>(rows: &mut Vec<T>, at: &mut usize) -> Vec<T> {
+            let n = (*at).min(rows.len());
+            *at -= n;
+            rows.split_off(n)
+        }
+        rest.files = take(&mut self.files, &mut at);
+        rest.versions = take(&mut self.versions, &mut at);
+        rest.metadata = take(&mut self.metadata, &mut at);
+        rest.chunks = take(&mut self.chunks, &mut at);
+        rest.tombstones = take(&mut self.tombstones, &mut at);
+        (self, rest)
+    }
+
+    /// The rows of `parts` (each over the same range, in the order
+    /// [`Changes::split_at`] made them) as one change; `None` when the
+    /// parts' ranges differ or there are none.
+    pub fn join(parts: impl IntoIterator<Item = Changes>) -> Option<Changes> {
+        let mut parts = parts.into_iter();
+        let mut whole = parts.next()?;
+        for part in parts {
+            if (part.after, part.through) != (whole.after, whole.through) {
+                return None;
+            }
+            whole.extend_rows(part);
+        }
+        Some(whole)
     }
 }
 

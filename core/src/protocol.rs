@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ChangeFile, FileRow};
+use crate::{ChangeFile, Changes, FileRow};
 
 /// The version of the protocol this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -30,6 +30,14 @@ pub const STATE: &str = "/v1/state";
 /// pulled to), answers [`Pushed`]. 409 `gap` when the file starts after
 /// the server's watermark (ask [`STATE`] again).
 pub const PUSH: &str = "/v1/push";
+
+/// `POST ?upload=ID&part=K` with a change file: part `K` (from 0) of a
+/// push too large for one request ([`push_requests`]), staged by the
+/// server, not applied. [`PUSH`] with `&upload=ID&parts=N` brings the last
+/// part: the `N` parts, joined in order ([`join_parts`]), are then applied as
+/// one change file, in one transaction, as any push. Answers [`Staged`].
+/// The parts of an upload that never completes are dropped after a day.
+pub const PUSH_PART: &str = "/v1/push/part";
 
 /// `GET ?after=N&max_rows=M&source=ID[&within=CURSOR]`: [`Pulled`], the
 /// next page of the caller's tenant's changes after position `after` (with
@@ -61,6 +69,22 @@ pub struct State {
     pub hub_id: String,
     /// The change of the source applied last (0: none).
     pub watermark: i64,
+    /// The largest request body the server takes, in bytes: a push larger
+    /// than this goes in parts ([`PUSH_PART`]). `None` (a server that does
+    /// not say): one request per push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body: Option<u64>,
+}
+
+/// The answer of [`PUSH_PART`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Staged {
+    /// The protocol version.
+    pub protocol: u32,
+    /// The upload the part belongs to.
+    pub upload: String,
+    /// The part staged.
+    pub part: u32,
 }
 
 /// The answer of [`PUSH`]: `R` is the sync's report (`nexus_sync::SyncReport`:
@@ -160,6 +184,106 @@ pub fn push_body(file: &ChangeFile) -> Vec<u8> {
     file.encode()
 }
 
+/// One request of a push: `POST` `path` (with its query) and `body`.
+#[derive(Debug, Clone)]
+pub struct PushRequest {
+    /// [`PUSH`] or [`PUSH_PART`], with the query.
+    pub path: String,
+    /// The body: a change file.
+    pub body: Vec<u8>,
+}
+
+impl PushRequest {
+    /// Whether this is the request that applies the push (the last one),
+    /// answered by [`Pushed`]; the others are answered by [`Staged`].
+    pub fn applies(&self) -> bool {
+        self.path.starts_with(PUSH) && !self.path.starts_with(PUSH_PART)
+    }
+}
+
+/// The requests that push `file` (`base`: how far its source had pulled
+/// from the server's database), to send in order: one [`PUSH`] when its
+/// body fits in `max_body` bytes (or the server set no limit); else the
+/// file's rows split into parts that each fit (as far as a single row
+/// allows), all but the last staged with [`PUSH_PART`] and the last sent
+/// with [`PUSH`], which applies them all at once. One local transaction
+/// larger than a request (a batch of very many files) is thus pushed and
+/// applied whole. The parts are named by a new upload id on every call,
+/// so that the parts of an attempt cut mid-way are never mixed with a
+/// later attempt's.
+pub fn push_requests(file: &ChangeFile, base: i64, max_body: Option<u64>) -> Vec<PushRequest> {
+    let whole = push_body(file);
+    let max = max_body.map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
+    if whole.len() <= max {
+        return vec![PushRequest {
+            path: format!("{PUSH}?base={base}"),
+            body: whole,
+        }];
+    }
+    let upload = uuid::Uuid::new_v4();
+    let mut bodies = Vec::new();
+    fit(file.clone(), max, &mut bodies);
+    let n = bodies.len();
+    bodies
+        .into_iter()
+        .enumerate()
+        .map(|(k, body)| PushRequest {
+            path: if k + 1 == n {
+                format!("{PUSH}?base={base}&upload={upload}&parts={n}")
+            } else {
+                format!("{PUSH_PART}?upload={upload}&part={k}")
+            },
+            body,
+        })
+        .collect()
+}
+
+/// The bodies of `file`'s rows in order, each at most `max` bytes unless
+/// it holds one row only: halves until each fits.
+fn fit(file: ChangeFile, max: usize, out: &mut Vec<Vec<u8>>) {
+    let body = push_body(&file);
+    let rows = file.changes.len();
+    if body.len() <= max || rows <= 1 {
+        out.push(body);
+        return;
+    }
+    drop(body);
+    let (first, rest) = file.changes.split_at(rows / 2);
+    fit(
+        ChangeFile {
+            source_id: file.source_id.clone(),
+            changes: first,
+        },
+        max,
+        out,
+    );
+    fit(
+        ChangeFile {
+            source_id: file.source_id,
+            changes: rest,
+        },
+        max,
+        out,
+    );
+}
+
+/// The change file whose parts (as [`push_requests`] made them, in order)
+/// are `parts`; the error says why they are not parts of one push.
+pub fn join_parts(parts: Vec<ChangeFile>) -> Result<ChangeFile, String> {
+    let Some(source_id) = parts.first().map(|p| p.source_id.clone()) else {
+        return Err("a push has at least one part".into());
+    };
+    if let Some(other) = parts.iter().find(|p| p.source_id != source_id) {
+        return Err(format!(
+            "the parts are of different sources ({source_id:?} and {:?})",
+            other.source_id
+        ));
+    }
+    let changes = Changes::join(parts.into_iter().map(|p| p.changes))
+        .ok_or("the parts cover different change ranges (after, through)")?;
+    Ok(ChangeFile { source_id, changes })
+}
+
 impl Pulled {
     /// The answer as a page of the feed.
     pub fn into_page(self) -> crate::FeedPage {
@@ -175,6 +299,110 @@ impl Pulled {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn file(files: usize) -> ChangeFile {
+        let row = |i: usize| crate::FileRow {
+            path_id: format!("p{i:05}"),
+            tenant_id: "default".into(),
+            virtual_path: format!("/batch/{i:05}.txt"),
+            backend_id: "local".into(),
+            physical_path: format!("/data/{i:05}"),
+            size_bytes: i as i64,
+            content_hash: None,
+            file_type: None,
+            created_at: 1,
+            updated_at: 1,
+            deleted_at: None,
+            current_version: 1,
+            change_seq: 8,
+            origin: None,
+        };
+        let meta = |i: usize| crate::MetadataRow {
+            path_id: format!("p{i:05}"),
+            key: "k".into(),
+            value: "1".into(),
+            created_at: 1,
+            updated_at: 1,
+            change_seq: 8,
+            origin: None,
+        };
+        ChangeFile {
+            source_id: "s1".into(),
+            changes: Changes {
+                after: 7,
+                through: 8,
+                files: (0..files).map(row).collect(),
+                metadata: (0..files).map(meta).collect(),
+                ..Changes::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_push_that_fits_is_one_request() {
+        let f = file(3);
+        let r = push_requests(&f, 5, Some(1 << 20));
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].path, "/v1/push?base=5");
+        assert!(r[0].applies());
+        assert_eq!(ChangeFile::decode(&r[0].body).unwrap(), f);
+        // A server that sets no limit: one request whatever the size.
+        assert_eq!(push_requests(&file(500), 0, None).len(), 1);
+    }
+
+    #[test]
+    fn a_push_larger_than_a_body_goes_in_parts_that_join_to_the_whole() {
+        let f = file(400);
+        let whole = push_body(&f).len();
+        let max = whole / 7;
+        let r = push_requests(&f, 2, Some(max as u64));
+        let upload = r[0]
+            .path
+            .split("upload=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap();
+        assert_eq!(upload.len(), 36, "a UUID: {upload}");
+        assert!(r.len() >= 7, "{} parts", r.len());
+        let n = r.len();
+        for (k, q) in r.iter().enumerate() {
+            assert!(q.body.len() <= max, "part {k}: {} > {max}", q.body.len());
+            if k + 1 < n {
+                assert_eq!(q.path, format!("/v1/push/part?upload={upload}&part={k}"));
+                assert!(!q.applies());
+            } else {
+                assert_eq!(q.path, format!("/v1/push?base=2&upload={upload}&parts={n}"));
+                assert!(q.applies());
+            }
+        }
+        let parts: Vec<ChangeFile> = r
+            .iter()
+            .map(|q| ChangeFile::decode(&q.body).unwrap())
+            .collect();
+        // Every part is a change file over the whole range.
+        assert!(
+            parts
+                .iter()
+                .all(|p| (p.changes.after, p.changes.through) == (7, 8))
+        );
+        assert_eq!(join_parts(parts.clone()).unwrap(), f);
+        // Parts of another range, or of another source, are refused.
+        let mut odd = parts.clone();
+        odd[1].changes.through = 9;
+        assert!(join_parts(odd).unwrap_err().contains("ranges"));
+        let mut other = parts;
+        other[2].source_id = "s2".into();
+        assert!(join_parts(other).unwrap_err().contains("sources"));
+        assert!(join_parts(Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_row_larger_than_a_body_is_sent_alone() {
+        let r = push_requests(&file(3), 0, Some(10));
+        assert_eq!(r.len(), 6, "one row per part");
+    }
 
     #[test]
     fn an_answer_is_read_once_its_protocol_is_ours() {

@@ -49,6 +49,12 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
+    /// 409 `incomplete`: the parts staged for a push are not all there
+    /// (push again, from the first part).
+    pub fn incomplete(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, "incomplete", message)
+    }
+
     /// 413.
     pub fn too_large(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)

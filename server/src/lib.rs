@@ -3,7 +3,8 @@
 //!
 //! Endpoints (protocol of [`nexus_sync::protocol`], README "The sync
 //! server"): health, a source's state, push (a change file, applied
-//! exactly once per source with the conflict rule, in one transaction),
+//! exactly once per source with the conflict rule, in one transaction;
+//! one too large for a request comes in parts, staged until the last),
 //! pull (the caller's tenant's change feed after a position, paged) and
 //! snapshot (every row of the caller's tenant, paged by key, for a first
 //! pull).
@@ -35,8 +36,8 @@ use axum::{Json, Router};
 use nexus_core::ChangeFile;
 use nexus_postgres::{PgUrl, Pool, PoolOptions};
 use nexus_sync::protocol::{
-    self, HEALTH, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, PUSH, Pulled, Pushed, SNAPSHOT, STATE,
-    Snapshotted,
+    self, HEALTH, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, PUSH, PUSH_PART, Pulled, Pushed,
+    SNAPSHOT, STATE, Snapshotted, Staged,
 };
 use serde::Deserialize;
 use tokio::sync::Semaphore;
@@ -57,6 +58,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Bodies larger than this are refused with 413 (default 64 MiB).
     pub max_body_bytes: usize,
+    /// A push sent in parts ([`PUSH_PART`]: one local transaction larger
+    /// than a body) larger than this in all is refused with 413 (default
+    /// 1 GiB): the server holds it whole while it applies it.
+    pub max_push_bytes: u64,
     /// A request that takes longer is answered 408 (default 60 s).
     pub request_timeout: Duration,
     /// Pushes applied at once per tenant (default 2); more wait their turn.
@@ -76,6 +81,7 @@ impl Config {
             db,
             listen,
             max_body_bytes: 64 << 20,
+            max_push_bytes: 1 << 30,
             request_timeout: Duration::from_secs(60),
             max_applies_per_tenant: 2,
             max_page_rows: 10_000,
@@ -114,6 +120,8 @@ struct Shared {
     max_page_rows: usize,
     applies: Mutex<HashMap<String, Arc<Semaphore>>>,
     max_applies: usize,
+    max_body: usize,
+    max_push: u64,
 }
 
 impl Shared {
@@ -169,6 +177,8 @@ impl Server {
             max_page_rows: config.max_page_rows.max(1),
             applies: Mutex::new(HashMap::new()),
             max_applies: config.max_applies_per_tenant.max(1),
+            max_body: config.max_body_bytes,
+            max_push: config.max_push_bytes,
         });
         let router = router(shared, &config)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -203,6 +213,7 @@ fn router(shared: AppState, config: &Config) -> Result<Router, ServeError> {
         .route(HEALTH, get(health))
         .route(STATE, get(state))
         .route(PUSH, post(push))
+        .route(PUSH_PART, post(push_part))
         .route(PULL, get(pull))
         .route(SNAPSHOT, get(snapshot))
         .fallback(not_found)
@@ -363,6 +374,7 @@ async fn state(
         protocol: PROTOCOL_VERSION,
         hub_id: shared.hub_id.clone(),
         watermark: watermark(&client, &q.source, &tenant).await?,
+        max_body: Some(shared.max_body as u64),
     }))
 }
 
@@ -371,30 +383,33 @@ async fn state(
 struct PushQuery {
     #[serde(default)]
     base: i64,
+    /// With `parts`: the push's upload, whose other parts are staged.
+    upload: Option<String>,
+    parts: Option<u32>,
 }
 
-async fn push(
-    State(shared): State<AppState>,
-    headers: HeaderMap,
-    q: Result<Query<PushQuery>, axum::extract::rejection::QueryRejection>,
-    request: Request,
-) -> Result<Json<Pushed<nexus_sync::SyncReport>>, ApiError> {
-    // The token first, then a place among the tenant's applies, and only
-    // then the body: a request without a valid token, or one that waits
-    // for its turn, holds no body in memory.
-    let tenant = tenant(&shared, &headers)?;
-    let q = query(q)?;
-    // A bounded number of applies per tenant at once; the rest wait.
-    let permit = {
+/// A place among the tenant's applies: a bounded number at once; the rest
+/// wait. Taken before a body is read, so that a request waiting for its
+/// turn holds no body in memory.
+async fn apply_permit(
+    shared: &Shared,
+    tenant: &str,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    let semaphore = {
         let mut applies = shared.applies.lock().expect("not poisoned");
         applies
-            .entry(tenant.clone())
+            .entry(tenant.to_string())
             .or_insert_with(|| Arc::new(Semaphore::new(shared.max_applies)))
             .clone()
-    }
-    .acquire_owned()
-    .await
-    .map_err(|_| ApiError::unavailable("the server is shutting down"))?;
+    };
+    semaphore
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::unavailable("the server is shutting down"))
+}
+
+/// The change file of a push's (or a part's) body.
+async fn change_file(request: Request) -> Result<ChangeFile, ApiError> {
     let body = Bytes::from_request(request, &())
         .await
         .map_err(|e: BytesRejection| {
@@ -407,11 +422,69 @@ async fn push(
                 ApiError::bad_request(format!("the body: {}", e.body_text()))
             }
         })?;
-    let file = ChangeFile::decode(&body)?;
-    drop(body);
+    Ok(ChangeFile::decode(&body)?)
+}
+
+/// An upload's id as a client names it: 1 to 64 letters, digits and `-`.
+fn check_upload(upload: &str) -> Result<(), ApiError> {
+    if upload.is_empty()
+        || upload.len() > 64
+        || !upload
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(ApiError::bad_request(
+            "`upload` must be 1 to 64 letters, digits and dashes",
+        ));
+    }
+    Ok(())
+}
+
+/// How long the parts of an upload that never completes are kept.
+const STAGED_FOR: &str = "1 day";
+
+async fn push(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<PushQuery>, axum::extract::rejection::QueryRejection>,
+    request: Request,
+) -> Result<Json<Pushed<nexus_sync::SyncReport>>, ApiError> {
+    // The token first, then a place among the tenant's applies, and only
+    // then the body.
+    let tenant = tenant(&shared, &headers)?;
+    let q = query(q)?;
+    let permit = apply_permit(&shared, &tenant).await?;
+    let mut file = change_file(request).await?;
     let mut client = nexus_postgres::get(&shared.pool).await?;
+    let upload = match (q.upload, q.parts) {
+        (None, None) => None,
+        (Some(upload), Some(parts)) if parts >= 1 => {
+            check_upload(&upload)?;
+            file = staged(&client, &upload, parts, &tenant, file).await?;
+            Some(upload)
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "`upload` and `parts` (1 or more) come together",
+            ));
+        }
+    };
     let report = nexus_sync::apply_push(&mut client, &file, q.base, Some(&tenant)).await?;
     drop(permit);
+    if let Some(upload) = upload {
+        // Applied: its parts go (and any upload's that never completed).
+        let cleaned = client
+            .execute(
+                &format!(
+                    "DELETE FROM nexus_push_parts WHERE upload_id = $1 OR staged_at < now() - interval '{STAGED_FOR}'"
+                ),
+                &[&upload],
+            )
+            .await;
+        if let Err(e) = cleaned {
+            tracing::warn!(error = %e, "removing the applied parts of a push");
+        }
+    }
     tracing::info!(
         tenant = %tenant,
         source = %file.source_id,
@@ -422,6 +495,111 @@ async fn push(
     Ok(Json(Pushed {
         protocol: PROTOCOL_VERSION,
         report,
+    }))
+}
+
+/// The whole push of `upload`: its first `parts - 1` parts, staged by this
+/// tenant for `last`'s source, joined with `last`.
+async fn staged(
+    client: &tokio_postgres::Client,
+    upload: &str,
+    parts: u32,
+    tenant: &str,
+    last: ChangeFile,
+) -> Result<ChangeFile, ApiError> {
+    let rows = client
+        .query(
+            "SELECT part, body FROM nexus_push_parts \
+             WHERE upload_id = $1 AND tenant_id = $2 AND source_id = $3 AND part < $4 ORDER BY part",
+            &[&upload, &tenant, &last.source_id, &(parts as i32 - 1)],
+        )
+        .await
+        .map_err(nexus_postgres::Error::pg("reading the staged parts of a push"))?;
+    let mut files = Vec::with_capacity(parts as usize);
+    for (k, row) in rows.iter().enumerate() {
+        let part: i32 = row.get(0);
+        if part != k as i32 {
+            break;
+        }
+        let body: &[u8] = row.get(1);
+        files.push(ChangeFile::decode(body)?);
+    }
+    if files.len() + 1 != parts as usize {
+        return Err(ApiError::incomplete(format!(
+            "part {} of upload {upload} is not staged here (parts are kept for {STAGED_FOR}): push again from the first part",
+            files.len()
+        )));
+    }
+    files.push(last);
+    protocol::join_parts(files)
+        .map_err(|e| ApiError::bad_request(format!("the parts of upload {upload}: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartQuery {
+    upload: String,
+    part: u32,
+}
+
+/// Stages one part of a push too large for one request; the push's last
+/// request ([`push`] with `upload` and `parts`) applies them all.
+async fn push_part(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<PartQuery>, axum::extract::rejection::QueryRejection>,
+    request: Request,
+) -> Result<Json<Staged>, ApiError> {
+    let tenant = tenant(&shared, &headers)?;
+    let q = query(q)?;
+    check_upload(&q.upload)?;
+    let permit = apply_permit(&shared, &tenant).await?;
+    let file = change_file(request).await?;
+    // Rows that cannot be applied are refused now, naming the part.
+    file.validate().map_err(|e| {
+        ApiError::bad_request(format!("part {} of upload {}: {e}", q.upload, q.part))
+    })?;
+    let body = file.encode();
+    let source = file.source_id.clone();
+    drop(file);
+    let client = nexus_postgres::get(&shared.pool).await?;
+    let before: i64 = client
+        .query_one(
+            "SELECT COALESCE(sum(octet_length(body)), 0)::bigint FROM nexus_push_parts WHERE upload_id = $1 AND part <> $2",
+            &[&q.upload, &(q.part as i32)],
+        )
+        .await
+        .map_err(nexus_postgres::Error::pg("measuring the staged parts of a push"))?
+        .get(0);
+    if before as u64 + body.len() as u64 > shared.max_push {
+        return Err(ApiError::too_large(format!(
+            "the push's parts add up to more than this server takes in one push ({} bytes, max_push_bytes)",
+            shared.max_push
+        )));
+    }
+    // A part sent again replaces itself; another tenant's or source's
+    // upload of the same name is not touched.
+    let staged = client
+        .execute(
+            "INSERT INTO nexus_push_parts (upload_id, part, tenant_id, source_id, body, staged_at) \
+             VALUES ($1, $2, $3, $4, $5, now()) \
+             ON CONFLICT (upload_id, part) DO UPDATE SET body = EXCLUDED.body, staged_at = EXCLUDED.staged_at \
+             WHERE nexus_push_parts.tenant_id = EXCLUDED.tenant_id AND nexus_push_parts.source_id = EXCLUDED.source_id",
+            &[&q.upload, &(q.part as i32), &tenant, &source, &body],
+        )
+        .await
+        .map_err(nexus_postgres::Error::pg("staging a part of a push"))?;
+    drop(permit);
+    if staged == 0 {
+        return Err(ApiError::incomplete(format!(
+            "upload {} belongs to another source: push again with a new upload",
+            q.upload
+        )));
+    }
+    Ok(Json(Staged {
+        protocol: PROTOCOL_VERSION,
+        upload: q.upload,
+        part: q.part,
     }))
 }
 

@@ -90,10 +90,13 @@ impl Error {
             Error::Store(e) => e.is_retryable(),
             Error::Raced => true,
             // Unreachable, timed out, overloaded, restarting, or raced by
-            // another push of the same source (`gap`: ask again).
+            // another push of the same source (`gap`: ask again), or the
+            // staged parts of a push are gone (`incomplete`: push again).
             Error::Remote { status, kind, .. } => match status {
                 None => true,
-                Some(s) => matches!(s, 408 | 429 | 502..=504) || kind == "gap",
+                Some(s) => {
+                    matches!(s, 408 | 429 | 502..=504) || kind == "gap" || kind == "incomplete"
+                }
             },
             _ => false,
         }

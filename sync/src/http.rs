@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 use crate::SyncReport;
 use crate::error::{Error, Result};
 use crate::protocol::{
-    self, ErrorBody, HEALTH, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, PUSH, Pulled, Pushed,
-    SNAPSHOT, STATE, Snapshotted, State,
+    self, ErrorBody, HEALTH, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, Pulled, Pushed, SNAPSHOT,
+    STATE, Snapshotted, State,
 };
 
 /// A sync server, by its base URL (`http://host:port`), with the bearer
@@ -89,18 +89,29 @@ impl HttpHub {
     }
 
     /// Pushes one change file; `base` is how far the source had pulled from
-    /// this server's database.
-    pub async fn push(&self, file: &ChangeFile, base: i64) -> Result<SyncReport> {
-        let answer: Pushed<SyncReport> = self
-            .send(
-                self.client
-                    .post(self.at(PUSH))
-                    .query(&[("base", base)])
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(crate::protocol::push_body(file)),
-            )
-            .await?;
+    /// this server's database, `max_body` the server's limit on a body
+    /// ([`State::max_body`]): a larger file goes in parts
+    /// ([`protocol::push_requests`]), applied whole by the last request.
+    pub async fn push(
+        &self,
+        file: &ChangeFile,
+        base: i64,
+        max_body: Option<u64>,
+    ) -> Result<SyncReport> {
+        let mut requests = protocol::push_requests(file, base, max_body);
+        let last = requests.pop().expect("a push is at least one request");
+        for part in requests {
+            let _: protocol::Staged = self.send(self.post(part)).await?;
+        }
+        let answer: Pushed<SyncReport> = self.send(self.post(last)).await?;
         Ok(answer.report)
+    }
+
+    fn post(&self, request: protocol::PushRequest) -> reqwest::RequestBuilder {
+        self.client
+            .post(self.at(&request.path))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(request.body)
     }
 
     /// The page of the caller's tenant's changes after `after`, with the

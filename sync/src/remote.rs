@@ -147,7 +147,7 @@ async fn push_http_once(
                 ..changes
             },
         };
-        let applied = hub.push(&file, base).await?;
+        let applied = hub.push(&file, base, state.max_body).await?;
         {
             let mut guard = committed.lock().expect("not poisoned");
             let report = guard.as_mut().expect("set before the first window");

@@ -222,12 +222,15 @@ try {
   let syncUrl;
   ({ url: syncUrl, child: syncServer } = await startNexusServe(nexus, pgUrl, [
     "--listen", "127.0.0.1:0", "--tokens", tokens, "--cors-origin", origin,
+    // Small bodies: the batch below, one transaction, goes in parts.
+    "--max-body-bytes", "32768",
   ]));
   // The change files already brought this store's changes: nothing new to
   // push; a wrong token is refused with a typed error. Then a push in
   // windows of one row, each its own request: files put, then renamed
   // (their rows written again after their versions) travel with their
-  // versions.
+  // versions; a batch of 300 files, one transaction larger than the
+  // server's body limit, goes in parts applied whole.
   const pushes = [];
   const countPushes = (r) => r.url().includes("/v1/push") && pushes.push(r.url());
   page.on("request", countPushes);
@@ -244,14 +247,20 @@ try {
       await store.put({ path: `/windows/${name}.txt`, backend: "browser", physicalPath: name, size: 1 });
     }
     await store.rename("/windows", "/windowed");
+    await store.putBatch(
+      Array.from({ length: 300 }, (_, i) => ({
+        path: `/batch/${String(i).padStart(3, "0")}.txt`, backend: "browser", physicalPath: `batch-${i}`, size: i,
+      })),
+    );
     return { kind, result: await store.sync({ url, token, maxRows: 1 }) };
   }, [syncUrl, token]);
   page.off("request", countPushes);
   assert.equal(first.kind, "Unauthorized");
-  assert.ok(first.result.pushed >= 8, JSON.stringify(first.result));
+  assert.ok(first.result.pushed >= 608, JSON.stringify(first.result));
   assert.ok(pushes.length >= 2, `the push went in windows: ${pushes.length} requests`);
+  assert.ok(pushes.some((u) => u.includes("/v1/push/part")), `the batch went in parts: ${pushes.join(" ")}`);
   const synced = inPg().map((r) => r.path);
-  for (const p of ["/picked/from-browser.txt", "/windowed/a.txt", "/windowed/b.txt", "/windowed/c.txt"]) {
+  for (const p of ["/picked/from-browser.txt", "/windowed/a.txt", "/windowed/b.txt", "/windowed/c.txt", "/batch/000.txt", "/batch/299.txt"]) {
     assert.ok(synced.includes(p), `${p} in PostgreSQL: ${synced.join()}`);
   }
   // A native store syncs through the same server; the page's background

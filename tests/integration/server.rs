@@ -484,7 +484,10 @@ async fn bad_input_and_limits() {
     let db = pg::database("serve_limits").await;
     let server = TestServer::start_with(
         &db.url,
-        |c| c.max_body_bytes = 64 * 1024,
+        |c| {
+            c.max_body_bytes = 64 * 1024;
+            c.max_push_bytes = 80 * 1024;
+        },
         AuthSettings {
             jwt_secret: Some(SECRET.to_string()),
             ..AuthSettings::default()
@@ -575,8 +578,9 @@ async fn bad_input_and_limits() {
     .await;
     assert_eq!(status, 400, "{body}");
 
-    // A push of too many rows for the limit fails whole and applies
-    // nothing; with smaller windows it goes through.
+    // A push of too many rows for the limits (one window in parts larger
+    // than max_push_bytes) fails whole and applies nothing; with smaller
+    // windows it goes through.
     let s = Store::memory().await.unwrap();
     for i in 0..300 {
         s.put(file(&format!("/many/{i:04}"), &format!("e{i}")))
@@ -1154,4 +1158,83 @@ async fn a_retried_push_reports_the_conflicts_of_windows_already_applied() {
         "every row, the first window's too: {r:?}"
     );
     server.stop().await;
+}
+
+/// One local transaction larger than the server takes in one body (a
+/// batch of many files) is pushed in parts and applied whole by the last
+/// request: before, every push of that store was refused with 413 for
+/// good. Parts that are missing are answered 409 `incomplete`, nothing
+/// applied; applied parts are removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_larger_than_a_body_is_pushed_in_parts() {
+    let db = pg::database("serve_parts").await;
+    let server = TestServer::start_with(&db.url, |c| c.max_body_bytes = 64 * 1024, hs256()).await;
+    let remote = server.remote("default");
+    let a = Store::memory().await.unwrap();
+    // Two transactions of 4,000 rows each: the files, then a key on each.
+    let batch: Vec<NewFile> = (0..4000)
+        .map(|i| file(&format!("/batch/{i:05}.txt"), &format!("e{i}")))
+        .collect();
+    a.put_batch(&batch).await.unwrap();
+    let notes: Vec<(String, String, Value)> = (0..4000)
+        .map(|i| {
+            (
+                format!("/batch/{i:05}.txt"),
+                "note".to_string(),
+                json!(format!("file number {i} of the batch")),
+            )
+        })
+        .collect();
+    a.set_metadata_batch(&notes).await.unwrap();
+    let whole = a.export_changes(0).await.unwrap().encode().len();
+    assert!(whole > 10 * 64 * 1024, "the batch is {whole} bytes");
+    let r = push(&a, &remote, &opts()).await.unwrap();
+    // Files, their versions, and the metadata.
+    assert_eq!(r.rows(), 12_000);
+    let b = Store::memory().await.unwrap();
+    pull(&b, &remote, &opts()).await.unwrap();
+    assert_eq!(paths(&b).await.len(), 4000);
+    assert_eq!(
+        b.get_metadata("/batch/03999.txt", "note").await.unwrap(),
+        Some(json!("file number 3999 of the batch"))
+    );
+    let client = pg::connect(&db.url).await;
+    let staged: i64 = client
+        .query_one("SELECT count(*) FROM nexus_push_parts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(staged, 0, "applied parts are removed");
+    // Pushed again: nothing more.
+    let again = push(&a, &remote, &opts()).await.unwrap();
+    assert_eq!(again.rows(), 0);
+
+    // The last part of an upload whose other parts were never staged.
+    a.put(file("/late.txt", "l")).await.unwrap();
+    let late = a.export_changes(r.to_seq).await.unwrap();
+    let t = token("default", 600);
+    let (status, _, body) = call(
+        reqwest::Method::POST,
+        &format!("{}/v1/push?base=0&upload=never-staged&parts=3", server.url),
+        Some(&t),
+        &[],
+        Some(late.encode()),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"], "incomplete");
+    assert!(
+        body["message"].as_str().unwrap().contains("part 0"),
+        "{body}"
+    );
+    assert!(!paths(&b).await.contains(&"/late.txt".to_string()));
+    let state: i64 = client
+        .query_one(
+            "SELECT watermark FROM nexus_sync_state WHERE source_id = $1",
+            &[&late.source_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state, r.to_seq, "nothing applied");
 }

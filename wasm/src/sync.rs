@@ -6,8 +6,8 @@
 
 use js_sys::{Object, Promise, Reflect, Uint8Array};
 use nexus_core::protocol::{
-    self, ErrorBody, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, PUSH, Pulled, Pushed, SNAPSHOT,
-    STATE, SYNC_ROUNDS, Snapshotted, State,
+    self, ErrorBody, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, Pulled, Pushed, SNAPSHOT, STATE,
+    SYNC_ROUNDS, Snapshotted, State,
 };
 use nexus_core::{
     Changes, ConflictCopy, Feed, FeedPage, PullReport, SnapshotCursor, SnapshotSource, Store,
@@ -281,13 +281,35 @@ pub(crate) async fn sync(store: &Store, options: SyncOptions) -> Result<SyncResu
                 continue;
             }
             file.changes.after = pushed_through;
-            let pushed: Pushed<PushReport> = match server
-                .call("POST", &format!("{PUSH}?base={base}"), Some(file.encode()))
-                .await
-            {
+            // A window larger than the server takes in one body (one
+            // transaction of very many rows) goes in parts, applied whole
+            // by the last request.
+            let mut requests = protocol::push_requests(&file, base, state.max_body);
+            drop(file);
+            let applying = requests.pop().expect("a push is at least one request");
+            let mut staged = Ok(());
+            for part in requests {
+                if let Err(e) = server
+                    .call::<protocol::Staged>("POST", &part.path, Some(part.body))
+                    .await
+                {
+                    staged = Err(e);
+                    break;
+                }
+            }
+            let answer = match staged {
+                Ok(()) => {
+                    server
+                        .call("POST", &applying.path, Some(applying.body))
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            let pushed: Pushed<PushReport> = match answer {
                 Ok(p) => p,
-                // Another sync of this store pushed at the same moment
-                // (409): read the server's watermark again.
+                // Another sync of this store pushed at the same moment, or
+                // the server lost the parts staged for this push (409):
+                // read the server's watermark again and push again.
                 Err(SyncError::Remote {
                     kind: "Conflict", ..
                 }) if round < SYNC_ROUNDS => continue 'rounds,

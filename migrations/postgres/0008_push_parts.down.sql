@@ -1,0 +1,1 @@
+DROP TABLE nexus_push_parts;
