@@ -440,6 +440,10 @@ fn check_upload(upload: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The most parts one push may have (a client's `parts` is checked
+/// against it before anything is sized by it).
+const MAX_PARTS: u32 = 1_000_000;
+
 /// How long the parts of an upload that never completes are kept.
 const STAGED_FOR: &str = "1 day";
 
@@ -458,14 +462,14 @@ async fn push(
     let mut client = nexus_postgres::get(&shared.pool).await?;
     let upload = match (q.upload, q.parts) {
         (None, None) => None,
-        (Some(upload), Some(parts)) if parts >= 1 => {
+        (Some(upload), Some(parts)) if (1..=MAX_PARTS).contains(&parts) => {
             check_upload(&upload)?;
             file = staged(&client, &upload, parts, &tenant, file).await?;
             Some(upload)
         }
         _ => {
             return Err(ApiError::bad_request(
-                "`upload` and `parts` (1 or more) come together",
+                "`upload` and `parts` (1 to 1,000,000) come together",
             ));
         }
     };
@@ -515,7 +519,7 @@ async fn staged(
         )
         .await
         .map_err(nexus_postgres::Error::pg("reading the staged parts of a push"))?;
-    let mut files = Vec::with_capacity(parts as usize);
+    let mut files = Vec::with_capacity(rows.len() + 1);
     for (k, row) in rows.iter().enumerate() {
         let part: i32 = row.get(0);
         if part != k as i32 {
@@ -553,6 +557,11 @@ async fn push_part(
     let tenant = tenant(&shared, &headers)?;
     let q = query(q)?;
     check_upload(&q.upload)?;
+    if q.part >= MAX_PARTS {
+        return Err(ApiError::bad_request(
+            "`part` must be below 1,000,000 (parts count from 0)",
+        ));
+    }
     let permit = apply_permit(&shared, &tenant).await?;
     let file = change_file(request).await?;
     // Rows that cannot be applied are refused now, naming the part.

@@ -1228,6 +1228,20 @@ async fn a_transaction_larger_than_a_body_is_pushed_in_parts() {
         "{body}"
     );
     assert!(!paths(&b).await.contains(&"/late.txt".to_string()));
+    // A count of parts past the server's bound is a 400, sized by nothing.
+    let (status, _, body) = call(
+        reqwest::Method::POST,
+        &format!("{}/v1/push?base=0&upload=u&parts=4294967295", server.url),
+        Some(&t),
+        &[],
+        Some(late.encode()),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("parts"),
+        "{body}"
+    );
     let state: i64 = client
         .query_one(
             "SELECT watermark FROM nexus_sync_state WHERE source_id = $1",
