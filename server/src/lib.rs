@@ -410,7 +410,14 @@ async fn apply_permit(
 
 /// The change file of a push's (or a part's) body.
 async fn change_file(request: Request) -> Result<ChangeFile, ApiError> {
-    let body = Bytes::from_request(request, &())
+    let body = body(request).await?;
+    Ok(ChangeFile::decode(&body)?)
+}
+
+/// A request's body within the server's limit, or a 413 that says how to
+/// push less at once.
+async fn body(request: Request) -> Result<Bytes, ApiError> {
+    Bytes::from_request(request, &())
         .await
         .map_err(|e: BytesRejection| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -421,8 +428,7 @@ async fn change_file(request: Request) -> Result<ChangeFile, ApiError> {
             } else {
                 ApiError::bad_request(format!("the body: {}", e.body_text()))
             }
-        })?;
-    Ok(ChangeFile::decode(&body)?)
+        })
 }
 
 /// An upload's id as a client names it: 1 to 64 letters, digits and `-`.
@@ -563,14 +569,15 @@ async fn push_part(
         ));
     }
     let permit = apply_permit(&shared, &tenant).await?;
-    let file = change_file(request).await?;
-    // Rows that cannot be applied are refused now, naming the part.
-    file.validate().map_err(|e| {
-        ApiError::bad_request(format!("part {} of upload {}: {e}", q.upload, q.part))
-    })?;
-    let body = file.encode();
-    let source = file.source_id.clone();
-    drop(file);
+    // The part is stored as it came; it is decoded here only so that rows
+    // that cannot be applied are refused now, naming the part.
+    let body = body(request).await?;
+    let source = ChangeFile::decode(&body)
+        .and_then(|file| file.validate().map(|()| file.source_id))
+        .map_err(|e| {
+            ApiError::bad_request(format!("part {} of upload {}: {e}", q.part, q.upload))
+        })?;
+    let body = body.to_vec();
     let client = nexus_postgres::get(&shared.pool).await?;
     let before: i64 = client
         .query_one(

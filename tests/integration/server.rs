@@ -1251,4 +1251,41 @@ async fn a_transaction_larger_than_a_body_is_pushed_in_parts() {
         .unwrap()
         .get(0);
     assert_eq!(state, r.to_seq, "nothing applied");
+
+    // A part is kept as it was sent; a malformed one is a 400 naming it.
+    let sent = late.encode();
+    let (status, _, body) = call(
+        reqwest::Method::POST,
+        &format!("{}/v1/push/part?upload=kept&part=0", server.url),
+        Some(&t),
+        &[],
+        Some(sent.clone()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let stored: Vec<u8> = client
+        .query_one(
+            "SELECT body FROM nexus_push_parts WHERE upload_id = 'kept' AND part = 0",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, sent);
+    let (status, _, body) = call(
+        reqwest::Method::POST,
+        &format!("{}/v1/push/part?upload=kept&part=1", server.url),
+        Some(&t),
+        &[],
+        Some(b"{\"not\": \"a change file\"}".to_vec()),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("part 1 of upload kept: "),
+        "{body}"
+    );
 }
