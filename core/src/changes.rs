@@ -219,14 +219,12 @@ impl Changes {
     }
 }
 
-/// The tables that carry a change sequence, in dependency order.
-pub const CHANGE_TABLES: [&str; 5] = [
-    "file_paths",
-    "version_history",
-    "file_metadata",
-    "content_chunks",
-    "tombstones",
-];
+/// The tables that carry a change sequence, in dependency order: the names
+/// of [`crate::tables::TABLES`].
+pub const CHANGE_TABLES: [&str; 5] = {
+    let t = crate::tables::TABLES;
+    [t[0].name, t[1].name, t[2].name, t[3].name, t[4].name]
+};
 
 /// A consistent, read-only view of the whole store (all tenants), for
 /// replication: one read transaction on one of the store's reading

@@ -159,7 +159,7 @@ pub const TOMBSTONES: Table = Table {
     snapshot_order: &["table_name", "key1", "key2"],
 };
 
-/// The five, in dependency order (the order of [`crate::CHANGE_TABLES`]).
+/// The five, in dependency order ([`crate::CHANGE_TABLES`] names them).
 pub const TABLES: [&Table; 5] = [
     &FILE_PATHS,
     &VERSION_HISTORY,
@@ -169,6 +169,15 @@ pub const TABLES: [&Table; 5] = [
 ];
 
 impl Table {
+    /// The table's place in [`TABLES`] (and in [`crate::CHANGE_TABLES`]),
+    /// for anything kept per table in that order.
+    pub fn index(&self) -> usize {
+        TABLES
+            .iter()
+            .position(|x| x.name == self.name)
+            .expect("one of TABLES")
+    }
+
     /// The column names, comma-separated, then `change_seq`.
     pub fn column_list(&self) -> String {
         let mut names: Vec<&str> = self.columns.iter().map(|c| c.name).collect();
@@ -469,17 +478,10 @@ impl TableRow for TombstoneRow {
 pub(crate) mod sqlite {
     use std::sync::OnceLock;
 
-    use super::{TABLES, Table};
+    use super::Table;
 
     fn leak(s: String) -> &'static str {
         Box::leak(s.into_boxed_str())
-    }
-
-    fn index(t: &Table) -> usize {
-        TABLES
-            .iter()
-            .position(|x| x.name == t.name)
-            .expect("one of TABLES")
     }
 
     fn cached(
@@ -487,7 +489,7 @@ pub(crate) mod sqlite {
         t: &Table,
         make: impl FnOnce() -> String,
     ) -> &'static str {
-        cells[index(t)].get_or_init(|| leak(make()))
+        cells[t.index()].get_or_init(|| leak(make()))
     }
 
     /// `SELECT <columns>, change_seq FROM t WHERE change_seq > ?1 AND
@@ -574,10 +576,19 @@ mod tests {
         };
         assert_eq!(f.cells().len(), FILE_PATHS.columns.len());
         assert_eq!(
-            TABLES.map(|t| t.name),
             crate::CHANGE_TABLES,
-            "dependency order"
+            [
+                "file_paths",
+                "version_history",
+                "file_metadata",
+                "content_chunks",
+                "tombstones"
+            ],
+            "dependency order: parents before children"
         );
+        for (i, t) in TABLES.iter().enumerate() {
+            assert_eq!(t.index(), i, "{}", t.name);
+        }
         assert_eq!(
             sqlite::upsert(&FILE_METADATA),
             "INSERT INTO file_metadata (path_id, key, value, created_at, updated_at, change_seq) \

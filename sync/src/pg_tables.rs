@@ -40,13 +40,6 @@ pub struct CopyInto {
     pub types: Vec<Type>,
 }
 
-fn index(t: &Table) -> usize {
-    TABLES
-        .iter()
-        .position(|x| x.name == t.name)
-        .expect("one of the five tables")
-}
-
 fn names(t: &Table) -> impl Iterator<Item = &'static str> {
     t.columns.iter().map(|c| c.name)
 }
@@ -72,7 +65,7 @@ static COPIES: LazyLock<Vec<CopyInto>> = LazyLock::new(|| {
 
 /// The bulk load of one of the five tables.
 pub fn copy_into(t: &Table) -> &'static CopyInto {
-    &COPIES[index(t)]
+    &COPIES[t.index()]
 }
 
 /// What a column's value becomes as a row lands. A file that is live lands
@@ -131,7 +124,7 @@ static UPSERTS: LazyLock<Vec<String>> = LazyLock::new(|| {
 /// row that is there is replaced, every column of it, and gets a new
 /// `change_seq`.
 pub(crate) fn upsert(t: &Table) -> &'static str {
-    &UPSERTS[index(t)]
+    &UPSERTS[t.index()]
 }
 
 /// One value of a row, as PostgreSQL takes it.

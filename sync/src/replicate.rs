@@ -877,10 +877,7 @@ async fn upsert_rows<'r, R: TableRow + 'r>(
 }
 
 fn account<R: TableRow>(stats: &mut [TableStats], rows: usize, bytes: u64, started: Instant) {
-    let i = CHANGE_TABLES
-        .iter()
-        .position(|t| *t == R::TABLE.name)
-        .expect("one of the five tables");
+    let i = R::TABLE.index();
     stats[i].rows += rows as u64;
     stats[i].bytes += bytes;
     stats[i].seconds += started.elapsed().as_secs_f64();
