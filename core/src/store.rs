@@ -270,6 +270,7 @@ impl StoreBuilder {
         shared.location = location;
         if let Some(idb) = &durable {
             idb.persist().await?;
+            shared.pool.watchers.hold_until_durable();
         }
         shared.durable = durable;
         Ok(registry_put(key, Arc::new(shared)))
@@ -427,7 +428,11 @@ impl Store {
     pub(crate) async fn durable(&self) -> Result<()> {
         #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
         if let Some(idb) = &self.shared.durable {
-            idb.persist().await?;
+            // Change events wait for the persist that makes them true.
+            let watchers = &self.shared.pool.watchers;
+            let (held, persisted) = idb.persist_covering(|| watchers.take_held()).await;
+            persisted?;
+            held.deliver();
         }
         Ok(())
     }

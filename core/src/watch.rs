@@ -13,6 +13,11 @@
 //! A subscriber that has not taken its event yet when the next one comes
 //! gets both merged into one (the ranges joined, the paths united), so a
 //! slow subscriber holds at most one event and loses nothing.
+//!
+//! In a store persisted in IndexedDB a commit is durable only once the
+//! persist that follows it has committed, so there events are held and
+//! delivered after that persist (`Store::durable`): a subscriber never
+//! shows a write that a crash could still take back.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -86,6 +91,10 @@ struct Slot {
 pub(crate) struct Watchers {
     /// Open subscriptions (a quick check for "nobody listens").
     open: AtomicUsize,
+    /// Whether events wait until what they report is durable (IndexedDB,
+    /// where a commit reaches disk only with the next persist: see
+    /// [`Watchers::take_held`]).
+    hold: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -97,9 +106,77 @@ struct State {
     slots: Vec<Arc<Slot>>,
     /// Paths renames moved files from since the last event (tenant, path).
     moved_from: Vec<ChangedPath>,
+    /// What was committed but is not durable yet, while events are held.
+    held: Option<ChangeEvent>,
+}
+
+impl State {
+    /// Hands `event` to every open subscription.
+    fn deliver(&self, event: &ChangeEvent) {
+        for slot in &self.slots {
+            let mut pending = lock(&slot.pending);
+            match pending.as_mut() {
+                Some(earlier) => earlier.merge(event.clone()),
+                None => *pending = Some(event.clone()),
+            }
+            drop(pending);
+            slot.wake.notify_additional(1);
+        }
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+/// Events taken to be delivered once a persist that covers them succeeded
+/// ([`Held::deliver`]); dropped undelivered (the persist failed, or its
+/// caller went away), they are held again for the next one.
+pub(crate) struct Held<'a> {
+    watchers: &'a Watchers,
+    event: Option<ChangeEvent>,
+}
+
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+impl Held<'_> {
+    /// What was taken is durable: every subscription gets it.
+    pub(crate) fn deliver(mut self) {
+        if let Some(event) = self.event.take() {
+            lock(&self.watchers.state).deliver(&event);
+        }
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(mut event) = self.event.take() {
+            let mut state = lock(&self.watchers.state);
+            // Anything held since came later.
+            if let Some(later) = state.held.take() {
+                event.merge(later);
+            }
+            state.held = Some(event);
+        }
+    }
 }
 
 impl Watchers {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    /// From now on, events wait for [`Watchers::take_held`] and
+    /// [`Held::deliver`]: for stores whose commits are durable only once
+    /// persisted.
+    pub(crate) fn hold_until_durable(&self) {
+        self.hold.store(true, Ordering::Release);
+    }
+
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    /// The events held so far, to be delivered once a persist that starts
+    /// after this call has succeeded.
+    pub(crate) fn take_held(&self) -> Held<'_> {
+        Held {
+            watchers: self,
+            event: lock(&self.state).held.take(),
+        }
+    }
+
     /// Notes that a write (not committed yet) moves `path` of `tenant`
     /// away: the next event lists it, if anyone listens.
     pub(crate) fn moved_from(&self, tenant: &str, path: &str) {
@@ -186,14 +263,13 @@ impl Watchers {
             truncated,
         });
         state.seen = Some(now);
-        for slot in &state.slots {
-            let mut pending = lock(&slot.pending);
-            match pending.as_mut() {
-                Some(earlier) => earlier.merge(event.clone()),
-                None => *pending = Some(event.clone()),
+        if self.hold.load(Ordering::Acquire) {
+            match state.held.as_mut() {
+                Some(earlier) => earlier.merge(event),
+                None => state.held = Some(event),
             }
-            drop(pending);
-            slot.wake.notify_additional(1);
+        } else {
+            state.deliver(&event);
         }
     }
 }
@@ -325,6 +401,7 @@ impl Store {
             if state.slots.is_empty() {
                 state.seen = Some(now);
                 state.moved_from.clear();
+                state.held = None;
             }
             state.slots.push(slot.clone());
             watchers.open.fetch_add(1, Ordering::AcqRel);

@@ -81,3 +81,33 @@ async fn bad_database_names_are_refused() {
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{name}: {err}");
     }
 }
+
+/// A change event comes only once the write it reports is in IndexedDB:
+/// the subscriber, polled together with the put, sees the event after the
+/// put resolved (which it does once its persist committed), never while
+/// the persist is still under way.
+#[wasm_bindgen_test]
+async fn change_events_wait_until_the_write_is_durable() {
+    use std::cell::RefCell;
+
+    let store = fresh("events").await;
+    let subscription = store.subscribe().await.unwrap();
+    let order = RefCell::new(Vec::new());
+    let put = async {
+        store
+            .put(NewFile::new("/durable.txt", "local", "/durable.txt", 1))
+            .await
+            .unwrap();
+        order.borrow_mut().push("put resolved");
+    };
+    let event = async {
+        let event = subscription.next().await.expect("an event");
+        assert_eq!(
+            event.paths_of("default").collect::<Vec<_>>(),
+            ["/durable.txt"]
+        );
+        order.borrow_mut().push("event");
+    };
+    futures_util::future::join(put, event).await;
+    assert_eq!(*order.borrow(), ["put resolved", "event"]);
+}

@@ -386,7 +386,20 @@ impl IdbIO {
     /// transaction; resolves once it committed. A persist that fails keeps
     /// its changes for the next one.
     pub async fn persist(&self) -> Result<()> {
+        self.persist_covering(|| ()).await.1
+    }
+
+    /// [`IdbIO::persist`], running `at_start` once this persist's turn has
+    /// come (persists take turns), before it takes what changed: whatever
+    /// was committed when `at_start` ran is durable once this persist
+    /// succeeds. Returns what `at_start` returned, and the persist's result.
+    pub async fn persist_covering<T>(&self, at_start: impl FnOnce() -> T) -> (T, Result<()>) {
         let _turn = self.persisting.lock().await;
+        let covered = at_start();
+        (covered, self.persist_turn().await)
+    }
+
+    async fn persist_turn(&self) -> Result<()> {
         let (keys, values, deletes) = (
             js_sys::Array::new(),
             js_sys::Array::new(),
