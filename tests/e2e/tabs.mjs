@@ -11,7 +11,9 @@
 //   is there, a call in flight at that moment rejects with kind Unavailable
 //   and is never applied twice, the file passes its integrity check;
 // - all of it on OPFS, then on IndexedDB storage;
-// - deleteDatabase refuses while any tab has the store open.
+// - deleteDatabase refuses while any tab has the store open;
+// - a page without Workers (some webviews) keeps a named store in IndexedDB
+//   (storage "auto"), across a reload, and not in memory.
 //
 // Needs scripts/build-npm.sh. Run: node tests/e2e/tabs.mjs
 import { mkdtempSync, rmSync } from "node:fs";
@@ -210,6 +212,31 @@ try {
     assert.equal(refused, "Busy");
     for (const t of tabs) if (!t.isClosed()) await t.close();
   }
+
+  step("a page without Workers: a named store persists in IndexedDB");
+  const bare = await context.newPage();
+  bare.on("pageerror", (e) => console.error(`tabs: page error: ${e.message}`));
+  await bare.addInitScript(() => {
+    delete globalThis.Worker;
+  });
+  const inPage = async (round) => {
+    await bare.goto(`${origin}/demo/blank.html`);
+    return bare.evaluate(async (round) => {
+      const { open, deleteDatabase } = await import("/pkg/index.js");
+      const store = await open({ name: "no-worker", fallback: "error" });
+      if (round === 0) await store.put({ path: "/kept", backend: "b", physicalPath: "/kept", size: 7 });
+      return {
+        worker: typeof Worker,
+        persistence: store.persistence,
+        kept: (await store.get("/kept"))?.size,
+        delete: await deleteDatabase("no-worker").then(() => "deleted", (e) => e.kind),
+      };
+    }, round);
+  };
+  const expected = { worker: "undefined", persistence: "indexeddb", kept: 7, delete: "Busy" };
+  assert.deepEqual(await inPage(0), expected);
+  assert.deepEqual(await inPage(1), expected, "after a reload");
+  await bare.close();
   console.log("tabs: passed");
 } catch (e) {
   failed = true;

@@ -6,9 +6,13 @@
 // - with a `name`, inside a Worker: right here, on OPFS;
 // - either way shared with every other tab and Worker of the origin that
 //   opens the same name (tabs.js: one of them holds it, the others reach it);
+// - with a `name`, on a page without Workers (some embedded webviews): right
+//   here, where OPFS sync access handles do not exist, so "auto" storage is
+//   IndexedDB;
 // - without a name: in memory, right here.
-// Where OPFS is missing, it falls back to memory and says so (`persistence`
-// is "memory", and a console warning), unless `fallback: "error"`.
+// Where OPFS is missing, it falls back to IndexedDB; where that is missing
+// too, to memory, and says so (`persistence` is "memory", and a console
+// warning), unless `fallback: "error"`.
 import init, { NexusStore } from "./web/nexus_wasm.js";
 import { RemoteStore } from "./remote.js";
 import { addMethods, openWithFallback } from "./common.js";
@@ -23,6 +27,8 @@ export function load(module) {
 
 const inWorker =
   typeof WorkerGlobalScope !== "undefined" && globalThis instanceof WorkerGlobalScope;
+/** Whether named stores run in a Worker of their own (a page that can start one). */
+const viaWorker = () => !inWorker && typeof Worker !== "undefined";
 
 export async function open(options = {}) {
   const { fallback = "memory", worker, ...storeOptions } = options;
@@ -30,7 +36,7 @@ export async function open(options = {}) {
     storeOptions,
     fallback,
     async () => {
-      if (storeOptions.name !== undefined && !inWorker) return RemoteStore.open(storeOptions, worker);
+      if (storeOptions.name !== undefined && (worker || viaWorker())) return RemoteStore.open(storeOptions, worker);
       await load();
       if (storeOptions.name !== undefined) return openShared(storeOptions);
       return NexusStore.open(storeOptions);
@@ -48,7 +54,7 @@ export async function open(options = {}) {
  * `Busy` while any tab has it open.
  */
 export async function deleteDatabase(name) {
-  if (!inWorker) return RemoteStore.deleteDatabase(name);
+  if (viaWorker()) return RemoteStore.deleteDatabase(name);
   await load();
   return deleteShared(name);
 }
