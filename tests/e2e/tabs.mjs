@@ -12,6 +12,9 @@
 //   and is never applied twice, the file passes its integrity check;
 // - all of it on OPFS, then on IndexedDB storage;
 // - deleteDatabase refuses while any tab has the store open;
+// - a takeover that finds the files held by something else for longer than
+//   it waits: calls waiting reject with kind Unavailable, and once the files
+//   are free the tab holds the database and its handles work again;
 // - a page without Workers (some webviews) keeps a named store in IndexedDB
 //   (storage "auto"), across a reload, and not in memory.
 //
@@ -211,6 +214,41 @@ try {
     }, `tabs-${storage}`);
     assert.equal(refused, "Busy");
     for (const t of tabs) if (!t.isClosed()) await t.close();
+  }
+
+  step("a takeover finds the files busy: Unavailable, then it holds them once they are free");
+  {
+    const [holder, follower] = [await openTab("indexeddb"), await openTab("indexeddb")];
+    // Something else (here a third tab's bare Web Lock) gets the files as the holder goes.
+    const other = await context.newPage();
+    await other.goto(`${origin}/demo/blank.html`);
+    await other.evaluate(() => {
+      window.granted = false;
+      navigator.locks.request("nexus-metastore-idb:tabs-indexeddb", () => {
+        window.granted = true;
+        return new Promise((release) => (window.release = release));
+      });
+    });
+    await holder.close();
+    await until(other, () => window.granted, undefined, "the bare lock granted");
+    await sleep(200);
+    const waited = await follower.evaluate(() =>
+      window.store.put({ path: "/busy", backend: "b", physicalPath: "/busy", size: 1 }).then(() => "applied", (e) => e.kind),
+    );
+    assert.equal(waited, "Unavailable", "a call made while the files are busy");
+    await other.evaluate(() => window.release());
+    await until(
+      follower,
+      () => window.store.put({ path: "/busy", backend: "b", physicalPath: "/busy", size: 2 }).then(() => true, () => false),
+      undefined,
+      "the follower holds the database once the files are free",
+    );
+    const after = await follower.evaluate(async () => ({
+      size: (await window.store.get("/busy"))?.size,
+      files: (await window.store.stats()).files,
+    }));
+    assert.deepEqual(after, { size: 2, files: 3 * 150 + 1 + 4 + 1 });
+    for (const page of [follower, other]) await page.close();
   }
 
   step("a page without Workers: a named store persists in IndexedDB");

@@ -9,8 +9,12 @@
 // which opens the files (waiting while the old holder's handles are being
 // released), announces itself, and serves from then on. A call that was in
 // flight to the old holder is not sent again (it may have been applied):
-// it rejects with kind `Unavailable`, which callers may retry. Two holders
-// at once are impossible: the lock has one owner, and the files one opener.
+// it rejects with kind `Unavailable`, which callers may retry. A new holder
+// that still finds the files busy after about 5 s (something else opened
+// them) lets the lock go: what waits rejects with `Unavailable`, and it
+// queues for the lock again a second later, so its handles work again once
+// the files are free. Two holders at once are impossible: the lock has one
+// owner, and the files one opener.
 //
 // After every commit the holder tells each context (`onCommit`) what
 // changed, so that every tab sees every tab's writes.
@@ -35,6 +39,8 @@ const databases = new Map();
 /** How long a new holder waits for the files of the last one to be released. */
 const OPEN_ATTEMPTS = 100;
 const OPEN_RETRY_MS = 50;
+/** How long a context whose takeover found the files still busy waits before it asks for the lock again. */
+const REQUEUE_MS = 1000;
 
 /** Runs `f` in a new task, after those queued now (a MessageChannel: no timer clamping). */
 const later = new MessageChannel();
@@ -62,8 +68,12 @@ class Database {
     /** The holder's id (`this.id` when held here, null while unknown), and its term. */
     this.holder = null;
     this.term = -Infinity;
-    /** Why this context cannot use the database (its takeover failed). */
+    /** Why this context cannot use the database (it could not be opened). */
     this.error = null;
+    /** Whether a holder served this context once (every later hold is a takeover). */
+    this.servedOnce = false;
+    /** Whether to ask for the lock again once it is released (a takeover found the files busy). */
+    this.requeue = false;
     /** When held here: the store (default tenant) and its tenants' handles. */
     this.store = null;
     this.scoped = new Map();
@@ -110,6 +120,13 @@ class Database {
       .request(lockName(this.name), { signal: this.abort.signal }, () => this.hold())
       .catch((e) => {
         if (e?.name !== "AbortError") this.fail(e);
+      })
+      .then(() => {
+        if (!this.requeue || this.closing) return;
+        this.requeue = false;
+        setTimeout(() => {
+          if (!this.closing) this.start();
+        }, REQUEUE_MS);
       });
     this.channel.postMessage({ kind: "who" });
   }
@@ -120,7 +137,7 @@ class Database {
     const term = Math.max(Date.now(), this.term + 1);
     // Whoever held it is gone: what was sent to it is in doubt; what comes
     // now waits for the files.
-    const takeover = this.holder !== null;
+    const takeover = this.servedOnce;
     this.orphan();
     this.holder = null;
     let store;
@@ -133,6 +150,14 @@ class Database {
         if (e?.kind === "Busy" && attempt < OPEN_ATTEMPTS && !this.closing) {
           await sleep(OPEN_RETRY_MS);
           continue;
+        }
+        if (e?.kind === "Busy" && takeover && !this.closing) {
+          // Still busy: the handles of this context stay, what waits fails
+          // as retryable, and this context queues for the lock again
+          // (behind any other that waits for it).
+          this.unavailable(e);
+          this.requeue = true;
+          return;
         }
         this.fail(e);
         return; // the lock goes to the next context
@@ -164,6 +189,16 @@ class Database {
     for (const call of this.waiting.splice(0)) call.reject(e);
     // The next open in this context starts afresh.
     if (databases.get(this.name) === this) databases.delete(this.name);
+  }
+
+  /** The files could not be opened for now (`e`): what waits for a holder fails as retryable. */
+  unavailable(e) {
+    const error = nexusError(
+      "Unavailable",
+      `database ${JSON.stringify(this.name)} could not be opened after the tab that held it went away ` +
+        `(${e.message}): try again`,
+    );
+    for (const call of this.waiting.splice(0)) call.reject(error);
   }
 
   receive(message) {
@@ -203,6 +238,7 @@ class Database {
     if (takeover) this.orphan();
     this.holder = id;
     this.term = term;
+    this.servedOnce = true;
     this.becameReady();
     for (const call of this.waiting.splice(0)) this.send(call);
     if (takeover && id !== this.id) this.dispatchGap();
