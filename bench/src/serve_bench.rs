@@ -15,7 +15,15 @@
 //!    before it (one transaction larger than a page, in parts), through the
 //!    server and directly.
 //!
-//! `cargo run --release -p nexus-bench --bin nexus-serve-bench -- [--clients N] [--seconds S] [--files F] [--pool P] [--applies A]`
+//! 4. `--one-transaction T` (default 200,000; 0 skips it): a store that
+//!    pushed before puts T files in one `put_batch` (one transaction, larger
+//!    than the server's body limit of 64 MiB from about 150,000 files) and
+//!    pushes it, through the server (in parts, applied whole by the last
+//!    request, which must finish within the request timeout) and directly
+//!    (one window). The figure says how many files of one transaction fit
+//!    in the server's 60 s request timeout here.
+//!
+//! `cargo run --release -p nexus-bench --bin nexus-serve-bench -- [--clients N] [--seconds S] [--files F] [--one-transaction T] [--pool P] [--applies A]`
 //! (`--pool`: the server's connections, 16; `--applies`: concurrent applies
 //! per tenant, 8).
 //! The server runs in this process on 127.0.0.1 (HS256 tokens), with the
@@ -128,6 +136,7 @@ fn main() {
     let clients = arg("--clients", 50);
     let seconds = arg("--seconds", 20) as u64;
     let files = arg("--files", 1_000_000);
+    let one_transaction = arg("--one-transaction", 200_000);
     nexus_tests::pg::durable();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -164,6 +173,12 @@ fn main() {
             rows[0].1.changes_per_s / rows[1].1.changes_per_s,
             peak_rss_kib() / 1024
         );
+
+        // 4. (first: it needs neither of the big databases below) One
+        // transaction larger than a request body.
+        if one_transaction > 0 {
+            big_transaction(one_transaction).await;
+        }
 
         // 2. The first pull of many files: through the server and directly.
         if files == 0 {
@@ -238,4 +253,69 @@ fn main() {
         println!("server / direct: time {:.2}x", seconds_of[1] / seconds_of[0]);
         server.stop().await;
     });
+}
+
+/// Part 4: a push of one transaction of `files` files, through the server
+/// and directly, each into a database of its own.
+async fn big_transaction(files: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seconds_of = Vec::new();
+    for via in ["direct", "server"] {
+        let db = nexus_tests::pg::database(&format!("bench_serve_one_tx_{via}")).await;
+        let url = format!("{}?sslmode=disable", db.url);
+        let server = match via {
+            "server" => Some(start_server(&url).await),
+            _ => None,
+        };
+        let remote = match &server {
+            Some(server) => server.remote("default"),
+            None => Remote::parse(&url, None).unwrap(),
+        };
+        let store = Store::open(dir.path().join(format!("{via}.db")))
+            .await
+            .unwrap();
+        // Pushed once before, so that the big one is an incremental push
+        // (a first push from a store goes by COPY) on both paths.
+        store
+            .put(NewFile::new("/first", "local", "p", 1))
+            .await
+            .unwrap();
+        push(&store, &remote, &SyncOptions::default())
+            .await
+            .unwrap();
+        let batch: Vec<NewFile> = (0..files)
+            .map(|i| {
+                NewFile::new(
+                    format!("/one-tx/d{:03}/file-{i:07}.bin", i % 500),
+                    "s3",
+                    format!("bucket/objects/{i:07}"),
+                    i as u64 * 37,
+                )
+                .etag(format!("{:064x}", i as u128 * 2654435761))
+                .mime_type("application/octet-stream")
+            })
+            .collect();
+        store.put_batch(&batch).await.unwrap();
+        drop(batch);
+        let t = Instant::now();
+        let r = push(&store, &remote, &SyncOptions::default())
+            .await
+            .unwrap();
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "one transaction of {files} files pushed, {via:>6}: {s:.1}s, {} rows, {:.0} rows/s, {} attempt(s)",
+            r.rows(),
+            r.rows() as f64 / s,
+            r.attempts
+        );
+        seconds_of.push(s);
+        if let Some(server) = server {
+            server.stop().await;
+        }
+    }
+    println!(
+        "server / direct: time {:.2}x; at the server's rate (parts sent and the whole applied), about {:.0} files of one transaction fit in its 60 s request timeout",
+        seconds_of[1] / seconds_of[0],
+        files as f64 / seconds_of[1] * 60.0
+    );
 }
