@@ -207,30 +207,38 @@ impl Store {
         let Some(mut bulk) = self.begin_bulk_pull(&report.hub_id).await? else {
             return Ok(());
         };
-        let after = bulk.resume_after().cloned();
-        let mut page = source.page(after.as_ref(), max_rows).await?;
-        let through = loop {
-            let (changes, next) = page;
-            let Some(next) = next else {
-                bulk.load(&changes)?;
+        let loaded = async {
+            let after = bulk.resume_after().cloned();
+            let mut page = source.page(after.as_ref(), max_rows).await?;
+            let through = loop {
+                let (changes, next) = page;
+                let Some(next) = next else {
+                    bulk.load(&changes)?;
+                    progress(bulk.rows());
+                    break changes.through;
+                };
+                // The next page is asked for before this one is loaded, so the
+                // source reads it (a server: its query and its answer) while
+                // the store writes: `join` polls the request first, which sends
+                // it, then runs the load.
+                let (fetched, loaded) =
+                    futures_util::future::join(source.page(Some(&next), max_rows), async {
+                        bulk.load(&changes)
+                    })
+                    .await;
+                loaded?;
                 progress(bulk.rows());
-                break changes.through;
+                page = fetched?;
             };
-            // The next page is asked for before this one is loaded, so the
-            // source reads it (a server: its query and its answer) while
-            // the store writes: `join` polls the request first, which sends
-            // it, then runs the load.
-            let (fetched, loaded) =
-                futures_util::future::join(source.page(Some(&next), max_rows), async {
-                    bulk.load(&changes)
-                })
-                .await;
-            loaded?;
-            progress(bulk.rows());
-            page = fetched?;
-        };
-        bulk.finish(through, report)?;
-        self.durable().await?;
+            bulk.finish(through, report)?;
+            Ok::<(), S::Error>(())
+        }
+        .await;
+        // The pages loaded are committed also when the load stopped
+        // part-way: made durable (and told to subscribers) either way.
+        let durable = self.durable().await;
+        loaded?;
+        durable?;
         Ok(())
     }
 }

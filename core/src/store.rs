@@ -516,8 +516,10 @@ impl Store {
     /// every row with each value rendered as text (`NULL` as `None`).
     #[doc(hidden)]
     pub async fn debug_query(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
-        let rows = self.writer().await.debug_query(sql)?;
+        let rows = self.writer().await.debug_query(sql);
+        // What statements before a failing one committed is kept too.
         self.durable().await?;
+        let rows = rows?;
         Ok(rows)
     }
 }

@@ -81,6 +81,9 @@ impl ChangeEvent {
 
 /// One subscription's side: the event not taken yet.
 struct Slot {
+    /// The change sequence number when it subscribed: events through it
+    /// (held until durable meanwhile) are not its.
+    from: i64,
     pending: Mutex<Option<ChangeEvent>>,
     closed: AtomicBool,
     wake: Event,
@@ -113,7 +116,7 @@ struct State {
 impl State {
     /// Hands `event` to every open subscription.
     fn deliver(&self, event: &ChangeEvent) {
-        for slot in &self.slots {
+        for slot in self.slots.iter().filter(|s| event.through > s.from) {
             let mut pending = lock(&slot.pending);
             match pending.as_mut() {
                 Some(earlier) => earlier.merge(event.clone()),
@@ -391,6 +394,7 @@ impl Store {
         let mut writer = self.writer().await;
         let now = current_seq(&mut writer)?;
         let slot = Arc::new(Slot {
+            from: now,
             pending: Mutex::new(None),
             closed: AtomicBool::new(false),
             wake: Event::new(),

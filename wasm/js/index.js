@@ -27,8 +27,8 @@ export function load(module) {
 
 const inWorker =
   typeof WorkerGlobalScope !== "undefined" && globalThis instanceof WorkerGlobalScope;
-/** Whether named stores run in a Worker of their own (a page that can start one). */
-const viaWorker = () => !inWorker && typeof Worker !== "undefined";
+/** Whether a named store runs in a Worker of its own: on a page given one or able to start one. */
+const viaWorker = (worker) => !inWorker && (worker !== undefined || typeof Worker !== "undefined");
 
 export async function open(options = {}) {
   const { fallback = "memory", worker, ...storeOptions } = options;
@@ -36,7 +36,7 @@ export async function open(options = {}) {
     storeOptions,
     fallback,
     async () => {
-      if (storeOptions.name !== undefined && (worker || viaWorker())) return RemoteStore.open(storeOptions, worker);
+      if (storeOptions.name !== undefined && viaWorker(worker)) return RemoteStore.open(storeOptions, worker);
       await load();
       if (storeOptions.name !== undefined) return openShared(storeOptions);
       return NexusStore.open(storeOptions);
@@ -54,7 +54,7 @@ export async function open(options = {}) {
  * `Busy` while any tab has it open.
  */
 export async function deleteDatabase(name) {
-  if (viaWorker()) return RemoteStore.deleteDatabase(name);
+  if (viaWorker(undefined)) return RemoteStore.deleteDatabase(name);
   await load();
   return deleteShared(name);
 }

@@ -74,6 +74,8 @@ class Database {
     this.servedOnce = false;
     /** Whether to ask for the lock again once it is released (a takeover found the files busy). */
     this.requeue = false;
+    /** Whether listeners here are still to be told that a holder went away (`dispatchGap`). */
+    this.gapOwed = false;
     /** When held here: the store (default tenant) and its tenants' handles. */
     this.store = null;
     this.scoped = new Map();
@@ -135,6 +137,8 @@ class Database {
   async hold() {
     // Later than every holder this context has seen: it followed them.
     const term = Math.max(Date.now(), this.term + 1);
+    // From now on a late announcement of an earlier holder is ignored.
+    this.term = term;
     // Whoever held it is gone: what was sent to it is in doubt; what comes
     // now waits for the files.
     const takeover = this.servedOnce;
@@ -155,7 +159,10 @@ class Database {
           // Still busy: the handles of this context stay, what waits fails
           // as retryable, and this context queues for the lock again
           // (behind any other that waits for it).
+          this.orphan();
+          this.holder = null;
           this.unavailable(e);
+          this.gapOwed = true;
           this.requeue = true;
           return;
         }
@@ -234,7 +241,7 @@ class Database {
   /** `id` holds the database since `term`: calls go there from now on. */
   follow(id, term) {
     if (this.error || term < this.term || (term === this.term && id <= this.holder) || id === this.holder) return;
-    const takeover = this.holder !== null && this.holder !== this.id;
+    const takeover = (this.holder !== null && this.holder !== this.id) || this.gapOwed;
     if (takeover) this.orphan();
     this.holder = id;
     this.term = term;
@@ -333,6 +340,7 @@ class Database {
 
   /** After a takeover: what the last holder committed last may not have been told. */
   dispatchGap() {
+    this.gapOwed = false;
     const at = this.toldThrough;
     for (const listener of this.listeners) notify(listener, { fromSeq: at, toSeq: at, paths: [], truncated: true });
   }
