@@ -14,23 +14,25 @@ pub fn arg(name: &str, default: usize) -> usize {
 /// Writes `files` files into `store` the way the sync benchmarks do: each
 /// with one version (a 64-hex etag, a MIME type) and one metadata entry,
 /// spread over 1,000 directories, in batches of 5,000.
+/// File `i` of the benchmarks' data under `root`: one of 1,000
+/// directories, an object-store location, a size and a content hash.
+pub fn bench_file(root: &str, i: usize) -> nexus_core::NewFile {
+    nexus_core::NewFile::new(
+        format!("{root}/d{:04}/file-{i:07}.bin", i % 1000),
+        "s3",
+        format!("bucket/objects/{i:07}"),
+        i as u64 * 37,
+    )
+    .etag(format!("{:064x}", i as u128 * 2654435761))
+    .mime_type("application/octet-stream")
+}
+
 pub async fn generate(store: &nexus_core::Store, files: usize) {
     use nexus_core::NewFile;
     use serde_json::{Value, json};
     for start in (0..files).step_by(5000) {
         let end = (start + 5000).min(files);
-        let batch: Vec<NewFile> = (start..end)
-            .map(|i| {
-                NewFile::new(
-                    format!("/data/d{:04}/file-{i:07}.bin", i % 1000),
-                    "s3",
-                    format!("bucket/objects/{i:07}"),
-                    i as u64 * 37,
-                )
-                .etag(format!("{:064x}", i as u128 * 2654435761))
-                .mime_type("application/octet-stream")
-            })
-            .collect();
+        let batch: Vec<NewFile> = (start..end).map(|i| bench_file("/data", i)).collect();
         store.put_batch(&batch).await.unwrap();
         let meta: Vec<(String, String, Value)> = batch
             .iter()

@@ -37,7 +37,7 @@ use nexus_server::AuthSettings;
 use nexus_sync::{Remote, SyncOptions, pull, push};
 use nexus_tests::serve::{SECRET, TestServer};
 
-use nexus_bench::{arg, generate, peak_rss_kib};
+use nexus_bench::{arg, bench_file, generate, peak_rss_kib};
 
 /// The server of a run: in this process, on 127.0.0.1, with `--pool`
 /// connections and `--applies` applies at once per tenant.
@@ -54,6 +54,15 @@ async fn start_server(url: &str) -> TestServer {
         },
     )
     .await
+}
+
+/// Where the clients of a run sync: through `server`, as `tenant`, or
+/// without one directly to the database `url`.
+fn remote_of(server: Option<&TestServer>, url: &str, tenant: &str) -> Remote {
+    match server {
+        Some(server) => server.remote(tenant),
+        None => Remote::parse(url, None).unwrap(),
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -154,10 +163,7 @@ fn main() {
                 "server" => Some(start_server(&url).await),
                 _ => None,
             };
-            let remote = |tenant: &str| match &server {
-                Some(server) => server.remote(tenant),
-                None => Remote::parse(&url, None).unwrap(),
-            };
+            let remote = |tenant: &str| remote_of(server.as_ref(), &url, tenant);
             let l = load(remote, clients, tenants, seconds).await;
             println!(
                 "{clients} clients in {tenants} tenant(s), {via:>6}: {:>7.0} changes/s, {} rounds; push p50 {:.1} ms p99 {:.1} ms; pull p50 {:.1} ms p99 {:.1} ms",
@@ -267,10 +273,7 @@ async fn big_transaction(files: usize) {
             "server" => Some(start_server(&url).await),
             _ => None,
         };
-        let remote = match &server {
-            Some(server) => server.remote("default"),
-            None => Remote::parse(&url, None).unwrap(),
-        };
+        let remote = remote_of(server.as_ref(), &url, "default");
         let store = Store::open(dir.path().join(format!("{via}.db")))
             .await
             .unwrap();
@@ -283,18 +286,7 @@ async fn big_transaction(files: usize) {
         push(&store, &remote, &SyncOptions::default())
             .await
             .unwrap();
-        let batch: Vec<NewFile> = (0..files)
-            .map(|i| {
-                NewFile::new(
-                    format!("/one-tx/d{:03}/file-{i:07}.bin", i % 500),
-                    "s3",
-                    format!("bucket/objects/{i:07}"),
-                    i as u64 * 37,
-                )
-                .etag(format!("{:064x}", i as u128 * 2654435761))
-                .mime_type("application/octet-stream")
-            })
-            .collect();
+        let batch: Vec<NewFile> = (0..files).map(|i| bench_file("/one-tx", i)).collect();
         store.put_batch(&batch).await.unwrap();
         drop(batch);
         let t = Instant::now();
