@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says how long the run has taken so far, so CI's log shows where
+# the time goes.
+step() { printf '\n==> %s (at %dm%02ds)\n' "$*" $((SECONDS / 60)) $((SECONDS % 60)); }
 
 # Everything the run leaves in a temporary directory (Chromium's profiles and
 # shared-memory files, above all after the crash tests kill it, throwaway
@@ -102,7 +104,10 @@ WASM_BINDGEN_TEST_TIMEOUT=300 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bi
 
 step "the npm package (release build, wasm-opt), then the end-to-end test in Chromium"
 bash scripts/build-npm.sh
-cargo build -p nexus-cli -p nexus-tests --bins --locked
+# The end-to-end tests run target/debug/nexus and target/debug/test-pg,
+# which `cargo test --workspace` above built (integration tests need their
+# package's binaries). Building them again alone would compile most
+# dependencies a second time, with another set of features.
 NEXUS_BIN=target/debug/nexus node tests/e2e/e2e.mjs
 NEXUS_BIN=target/debug/nexus NEXUS_LOG=warn node tests/e2e/converge.mjs
 node tests/e2e/tabs.mjs

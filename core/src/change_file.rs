@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::changes::{ChunkRow, FileRow, MetadataRow, TombstoneRow, VersionRow};
-use crate::engine::{Engine, Seq, cell, int, text};
+use crate::engine::{Engine, RowCells, Seq, cell, int, text};
 use crate::error::{Error, Result};
 use crate::meta::{metadata_by_key, untombstone};
 use crate::store::Store;
@@ -24,7 +24,9 @@ use crate::tables::{
     CONTENT_CHUNKS, FILE_METADATA, FILE_PATHS, TOMBSTONES, Table, TableRow, VERSION_HISTORY, sqlite,
 };
 use crate::validate::{validate_name, validate_path};
-use crate::{CONFLICT_KEY, Changes, ConflictCopy, ConflictInfo, ConflictReason, MAX_PATH_BYTES};
+use crate::{
+    CONFLICT_KEY, Changes, ConflictCopy, ConflictInfo, ConflictReason, FileSide, MAX_PATH_BYTES,
+};
 
 /// The value of the `format` field of every change file.
 pub const CHANGE_FILE_FORMAT: &str = "nexus-changes";
@@ -759,18 +761,31 @@ pub(crate) fn apply_rows(
     // PostgreSQL's: its stamp is in `nexus_pulled`), until the page that
     // moves it comes.
     let mut live_now = HashSet::new();
+    let mut applied: Vec<std::borrow::Cow<'_, FileRow>> = Vec::with_capacity(c.files.len());
     for r in &c.files {
-        let mut params = row_params(r, seq);
+        // A change file's row of a file this store changed too (it has
+        // versions the row's writer lacked) is settled by the conflict
+        // rule; a pull takes PostgreSQL's rows, which settled it on push.
+        let r = match unpushed {
+            None if !content.contains(&r.path_id) => match settle_arriving(e, r)? {
+                Arriving::Applies => std::borrow::Cow::Borrowed(r),
+                Arriving::Stays => continue,
+                Arriving::Moves(kept) => std::borrow::Cow::Owned(kept),
+            },
+            _ => std::borrow::Cow::Borrowed(r),
+        };
+        let mut params = row_params(r.as_ref(), seq);
         if r.deleted_at.is_none() {
             if !content.contains(&r.path_id)
                 && holder_of(e, &r.tenant_id, &r.virtual_path, &r.path_id)?.is_none()
             {
-                live_now.insert(r.path_id.as_str());
+                live_now.insert(r.path_id.clone());
             } else {
                 params[deleted_at] = hidden.clone();
             }
         }
         e.execute(sqlite::upsert(&FILE_PATHS), &params)?;
+        applied.push(r);
     }
     report.files = c.files.len() as u64;
 
@@ -883,10 +898,9 @@ pub(crate) fn apply_rows(
             |row| Ok((row.text(0)?, row.text(1)?, row.text(2)?)),
         )?;
     }
-    let incoming = c
-        .files
+    let incoming = applied
         .iter()
-        .filter(|r| r.deleted_at.is_none() && !live_now.contains(r.path_id.as_str()))
+        .filter(|r| r.deleted_at.is_none() && !live_now.contains(&r.path_id))
         .map(|r| {
             (
                 r.path_id.clone(),
@@ -928,6 +942,51 @@ pub(crate) fn apply_rows(
     }
 
     Ok(())
+}
+
+/// What becomes of a change file's row of a file this store has.
+enum Arriving {
+    /// It applies as it is.
+    Applies,
+    /// This store's row stays as it is.
+    Stays,
+    /// This store's row stays, at the arriving row's path (a rename).
+    Moves(FileRow),
+}
+
+/// Settles an arriving row against this store's row of the same file by
+/// [`crate::settle`], when this store changed the file too: when it has
+/// versions the row's writer did not have (a deletion or a rename there
+/// then meets a new version here). Otherwise the arriving row's writer had
+/// seen this store's state of the file, and its row applies.
+fn settle_arriving(e: &mut Engine, r: &FileRow) -> Result<Arriving> {
+    let here = e.query_one(
+        sqlite::select_by_key(&FILE_PATHS),
+        &[text(&r.path_id)],
+        |row| FileRow::read(&mut RowCells::new(row)),
+    )?;
+    let Some(mut here) = here else {
+        return Ok(Arriving::Applies);
+    };
+    if here.current_version <= r.current_version {
+        return Ok(Arriving::Applies);
+    }
+    fn side(f: &FileRow) -> FileSide<'_> {
+        FileSide {
+            live: f.deleted_at.is_none(),
+            version: f.current_version,
+            path: &f.virtual_path,
+        }
+    }
+    let settled = crate::settle(side(r), side(&here));
+    Ok(match (settled.keep_here, settled.path) {
+        (false, _) => Arriving::Applies,
+        (true, None) => Arriving::Stays,
+        (true, Some(path)) => {
+            here.virtual_path = path.to_string();
+            Arriving::Moves(here)
+        }
+    })
 }
 
 /// The `change_seq` of the live file other than `path_id` at `path` of

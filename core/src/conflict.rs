@@ -113,6 +113,52 @@ pub fn conflict_path(path: &str, at: Timestamp, source: &str, attempt: u32) -> S
     )
 }
 
+/// One side's row of a file that both sides changed: what the rule of
+/// [`settle`] looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileSide<'a> {
+    /// Whether the file is live (not deleted) on this side.
+    pub live: bool,
+    /// Its current version number on this side.
+    pub version: i64,
+    /// Its path on this side.
+    pub path: &'a str,
+}
+
+/// How a file that both sides changed (since the last state they both had)
+/// is settled, when its versions did not diverge (diverged versions make a
+/// conflict copy instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settled<'a> {
+    /// The row this side already has stays (else the arriving row applies).
+    pub keep_here: bool,
+    /// The path the kept row takes: a rename by the side that lost applies
+    /// to the file the winner's row keeps (renames follow the file's
+    /// identity). `None`: the kept row's own path.
+    pub path: Option<&'a str>,
+}
+
+/// The rule for one file both sides changed: modify wins over delete (the
+/// live side's row stays); otherwise the side with more versions wins, and
+/// on a tie the row already here stays. A rename by the losing side moves
+/// the winner's row. The PostgreSQL apply of a push and the import of a
+/// change file both settle files with it; each decides for itself when
+/// both sides changed a file.
+pub fn settle<'a>(arriving: FileSide<'a>, here: FileSide<'a>) -> Settled<'a> {
+    let keep_here = if arriving.live != here.live {
+        here.live
+    } else {
+        arriving.version <= here.version
+    };
+    let renamed = arriving.live && here.live && arriving.path != here.path;
+    let path = match (renamed, keep_here) {
+        (false, _) => None,
+        (true, true) => Some(arriving.path),
+        (true, false) => Some(here.path),
+    };
+    Settled { keep_here, path }
+}
+
 /// `YYYYMMDD-HHMMSS` in UTC.
 fn compact_time(at: Timestamp) -> String {
     const FORMAT: &[time::format_description::FormatItem<'static>] =
@@ -129,6 +175,34 @@ mod tests {
 
     fn at() -> Timestamp {
         Timestamp::parse("2026-12-01T07:05:09.5Z").unwrap()
+    }
+
+    #[test]
+    fn settling_keeps_the_live_side_then_the_longer_history() {
+        let side = |live, version, path| FileSide {
+            live,
+            version,
+            path,
+        };
+        // Modify wins over delete, whichever side deleted, whatever the
+        // versions.
+        let s = settle(side(false, 5, "/a"), side(true, 2, "/a"));
+        assert_eq!((s.keep_here, s.path), (true, None));
+        let s = settle(side(true, 1, "/a"), side(false, 4, "/a"));
+        assert_eq!((s.keep_here, s.path), (false, None));
+        // Both live: more versions win, a tie keeps what is here.
+        assert!(!settle(side(true, 3, "/a"), side(true, 2, "/a")).keep_here);
+        assert!(settle(side(true, 2, "/a"), side(true, 2, "/a")).keep_here);
+        // The loser's rename moves the winner's row.
+        let s = settle(side(true, 1, "/moved"), side(true, 2, "/a"));
+        assert_eq!((s.keep_here, s.path), (true, Some("/moved")));
+        let s = settle(side(true, 3, "/a"), side(true, 2, "/moved"));
+        assert_eq!((s.keep_here, s.path), (false, Some("/moved")));
+        // Both deleted: nothing to move.
+        assert_eq!(
+            settle(side(false, 1, "/x"), side(false, 2, "/y")).path,
+            None
+        );
     }
 
     #[test]

@@ -505,6 +505,26 @@ pub(crate) mod sqlite {
         })
     }
 
+    /// `SELECT <columns>, change_seq FROM t WHERE <key> = ?1 [AND ...]`:
+    /// one row by its primary key.
+    pub(crate) fn select_by_key(t: &'static Table) -> &'static str {
+        static CELLS: [OnceLock<&'static str>; 5] = [const { OnceLock::new() }; 5];
+        cached(&CELLS, t, || {
+            let keys: Vec<String> = t
+                .key
+                .iter()
+                .enumerate()
+                .map(|(i, k)| format!("{k} = ?{}", i + 1))
+                .collect();
+            format!(
+                "SELECT {} FROM {} WHERE {}",
+                t.column_list(),
+                t.name,
+                keys.join(" AND ")
+            )
+        })
+    }
+
     /// An upsert of one row by primary key, every column (and
     /// `change_seq`, the last parameter) replaced.
     pub(crate) fn upsert(t: &'static Table) -> &'static str {

@@ -27,7 +27,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use nexus_core::{ConflictCopy, ConflictInfo, ConflictReason, Timestamp};
+use nexus_core::{ConflictCopy, ConflictInfo, ConflictReason, FileSide, Timestamp};
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
@@ -191,23 +191,26 @@ pub(crate) async fn resolve(
         if !unseen {
             continue;
         }
-        let pushed_live = f.deleted_at.is_none();
-        let keep_target = if pushed_live != t.live {
-            // Modify wins over delete.
-            t.live
-        } else {
-            f.current_version <= t.current_version
-        };
-        // A rename by the side that lost applies to the file the winner's
-        // row keeps.
-        let renamed = pushed_live && t.live && f.row.virtual_path != t.path;
-        if keep_target {
+        let settled = nexus_core::settle(
+            FileSide {
+                live: f.deleted_at.is_none(),
+                version: f.current_version.into(),
+                path: &f.row.virtual_path,
+            },
+            FileSide {
+                live: t.live,
+                version: t.current_version.into(),
+                path: &t.path,
+            },
+        );
+        let path = settled.path.map(str::to_string);
+        if settled.keep_here {
             dropped.insert(f.path_id);
-            if renamed {
-                out.moves.push((f.path_id, f.row.virtual_path.clone()));
+            if let Some(path) = path {
+                out.moves.push((f.path_id, path));
             }
-        } else if renamed {
-            f.row.virtual_path = t.path.clone();
+        } else if let Some(path) = path {
+            f.row.virtual_path = path;
             out.renamed.push(f.path_id);
         }
     }

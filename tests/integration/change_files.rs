@@ -833,3 +833,61 @@ fn new_versions_on_both_sides_make_a_content_copy() {
         assert!(b.get("/other").await.unwrap().is_some());
     });
 }
+
+/// A change file's deletion, and its rename, of files this store gave new
+/// versions meanwhile: modify wins over delete (the file stays), the rename
+/// follows the file (its new version moves to the new path), nothing is a
+/// conflict copy, and once each store imported the other's changes both
+/// hold the same rows.
+#[test]
+fn a_new_version_here_outlives_a_deletion_and_follows_a_rename() {
+    pollster::block_on(async {
+        let a = Store::memory().await.unwrap();
+        a.put(NewFile::new("/f", "local", "/f1", 1).etag("f1"))
+            .await
+            .unwrap();
+        a.put(NewFile::new("/g", "local", "/g1", 1).etag("g1"))
+            .await
+            .unwrap();
+        let b = Store::memory().await.unwrap();
+        b.import_changes(&a.export_changes(0).await.unwrap())
+            .await
+            .unwrap();
+        let a_since = head(&a).await;
+        a.delete("/f").await.unwrap();
+        assert_eq!(a.rename("/g", "/h").await.unwrap(), 1);
+        b.put(NewFile::new("/f", "local", "/f2", 2).etag("f2"))
+            .await
+            .unwrap();
+        b.put(NewFile::new("/g", "local", "/g2", 2).etag("g2"))
+            .await
+            .unwrap();
+
+        let r = b
+            .import_changes(&a.export_changes(a_since).await.unwrap())
+            .await
+            .unwrap();
+        assert!(r.conflicts.is_empty(), "{r:?}");
+        let f = b
+            .get("/f")
+            .await
+            .unwrap()
+            .expect("/f outlives the deletion");
+        assert_eq!((f.etag.as_deref(), f.version), (Some("f2"), 2));
+        assert_eq!(b.get("/g").await.unwrap(), None);
+        let h = b
+            .get("/h")
+            .await
+            .unwrap()
+            .expect("the rename follows the file");
+        assert_eq!((h.etag.as_deref(), h.version), (Some("g2"), 2));
+
+        // Back the other way: a takes b's new versions where b settled them.
+        let r = a
+            .import_changes(&b.export_changes(0).await.unwrap())
+            .await
+            .unwrap();
+        assert!(r.conflicts.is_empty(), "{r:?}");
+        assert_same(&a, &b).await;
+    });
+}
