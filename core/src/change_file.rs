@@ -770,7 +770,7 @@ pub(crate) fn apply_rows(
             None if !content.contains(&r.path_id) => match settle_arriving(e, r)? {
                 Arriving::Applies => std::borrow::Cow::Borrowed(r),
                 Arriving::Stays => continue,
-                Arriving::Moves(kept) => std::borrow::Cow::Owned(kept),
+                Arriving::Moves(kept) => std::borrow::Cow::Owned(*kept),
             },
             _ => std::borrow::Cow::Borrowed(r),
         };
@@ -951,7 +951,7 @@ enum Arriving {
     /// This store's row stays as it is.
     Stays,
     /// This store's row stays, at the arriving row's path (a rename).
-    Moves(FileRow),
+    Moves(Box<FileRow>),
 }
 
 /// Settles an arriving row against this store's row of the same file by
@@ -984,7 +984,7 @@ fn settle_arriving(e: &mut Engine, r: &FileRow) -> Result<Arriving> {
         (true, None) => Arriving::Stays,
         (true, Some(path)) => {
             here.virtual_path = path.to_string();
-            Arriving::Moves(here)
+            Arriving::Moves(Box::new(here))
         }
     })
 }

@@ -282,6 +282,29 @@ try {
   }, [syncUrl, token]);
   assert.ok(live.there, JSON.stringify(live));
   assert.deepEqual(live.paths, inPg().map((r) => r.path));
+  // syncNow while a sync runs (here from onSync, which comes before the
+  // sync ends) is kept: another sync follows at once, not an interval later.
+  const syncsAfterNow = await page.evaluate(async ([url, token]) => {
+    const { store } = window.nexusDemo;
+    let syncs = 0;
+    let handle;
+    const second = new Promise((resolve) => {
+      handle = store.startSync({
+        url,
+        token,
+        intervalMs: 600_000,
+        onSync: () => {
+          syncs += 1;
+          if (syncs === 1) handle.syncNow();
+          else resolve();
+        },
+      });
+    });
+    await Promise.race([second, new Promise((r) => setTimeout(r, 15_000))]);
+    await handle.stop();
+    return syncs;
+  }, [syncUrl, token]);
+  assert.equal(syncsAfterNow, 2, "a syncNow during a sync brings one more sync at once");
 
   step("a second browser profile syncs with the demo's button; the two profiles, the native store and PostgreSQL converge");
   const other = await launchProfile(join(work, "profile-2"));

@@ -30,6 +30,7 @@ export function startSync(store, options = {}) {
   let stopped = false;
   let timer;
   let running = null;
+  let again = false; // asked for (syncNow, coming online) while a sync ran
   let failures = 0;
   const online = () => globalThis.navigator?.onLine !== false;
   const schedule = (ms) => {
@@ -37,13 +38,15 @@ export function startSync(store, options = {}) {
     if (!stopped) timer = setTimeout(run, ms);
   };
   async function run() {
-    if (stopped || running || !online()) return; // offline: the "online" event resumes
+    if (stopped || !online()) return; // offline: the "online" event resumes
+    if (running) return;
+    again = false;
     running = (async () => {
       try {
         const result = await store.sync(syncOptions);
         failures = 0;
         onSync?.(result);
-        schedule(intervalMs);
+        schedule(again ? 0 : intervalMs);
       } catch (e) {
         failures += 1;
         onError?.(e);
@@ -54,7 +57,13 @@ export function startSync(store, options = {}) {
     })();
     await running;
   }
-  const wake = () => schedule(0);
+  // While a sync runs, the next one comes right after it (scheduling now
+  // would be undone by the end of the running sync, which schedules its
+  // successor).
+  const wake = () => {
+    if (running) again = true;
+    else schedule(0);
+  };
   globalThis.addEventListener?.("online", wake);
   schedule(0);
   return {
