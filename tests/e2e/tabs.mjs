@@ -4,12 +4,13 @@
 //   others reach it through it) and write and read concurrently, with
 //   overlapping calls from each: each sees the others' writes, the counts
 //   add up, nothing is doubled; `onChange` fires in every tab with the
-//   other tabs' paths, `watch` with those under its prefix, and stops when
-//   unsubscribed;
+//   other tabs' paths and the change sequence ranges in order, `watch`
+//   with those under its prefix, and each stops when unsubscribed;
 // - the holder tab is closed while two others write, and in a second round
-//   its renderer is crashed (chrome://crash): another tab takes over, every acknowledged write
-//   is there, a call in flight at that moment rejects with kind Unavailable
-//   and is never applied twice, the file passes its integrity check;
+//   its renderer is crashed (chrome://crash): another tab takes over (no
+//   writer waits 2.5 s for a put), every acknowledged write is there, a
+//   call in flight at that moment rejects with kind Unavailable and is
+//   never applied twice, the file passes its integrity check after each;
 // - all of it on OPFS, then on IndexedDB storage;
 // - deleteDatabase refuses while any tab has the store open;
 // - a takeover that finds the files held by something else for longer than
@@ -42,7 +43,11 @@ async function openTab(storage) {
     window.store = await open({ name: `tabs-${storage}`, storage, fallback: "error" });
     window.seen = new Set();
     window.watched = new Set();
-    window.stopChange = window.store.onChange((e) => e.paths.forEach((p) => window.seen.add(p)));
+    window.ranges = [];
+    window.stopChange = window.store.onChange((e) => {
+      window.ranges.push([e.fromSeq, e.toSeq]);
+      e.paths.forEach((p) => window.seen.add(p));
+    });
     window.stopWatch = window.store.watch("/t1/", (e) => e.paths.forEach((p) => window.watched.add(p)));
   }, storage);
   return page;
@@ -103,7 +108,11 @@ async function startWriters(pages, round) {
   };
 }
 
-/** Every acknowledged put is there, none applied twice: acked <= version <= acked + doubt. */
+/**
+ * Every acknowledged put is there, none applied twice (acked <= version <=
+ * acked + doubt); no writer waited longer than the takeover may take; the
+ * file passes its integrity check.
+ */
 async function checkWriters(page, results, what) {
   // Each writer always has a call in flight: the takeover leaves one in doubt.
   assert.ok(results.some((r) => r.doubt > 0), `${what}: no call was in flight at the takeover`);
@@ -116,12 +125,20 @@ async function checkWriters(page, results, what) {
       `${what}: ${r.path} has version ${record.version} after ${r.acked} acknowledged puts and ${r.doubt} in doubt`,
     );
     if (r.doubt === 0) assert.equal(record.etag, r.lastAck, `${what}: ${r.path} holds its last put`);
+    // Another tab takes over within about a second (a few hundred ms
+    // here); the bound leaves room for a busy machine, and fails when a
+    // takeover waits out a timeout instead.
+    assert.ok(r.maxGap < TAKEOVER_MS, `${what}: ${r.path} waited ${Math.round(r.maxGap)} ms for a put`);
     step(
       `${what}: ${r.path}: ${r.acked} acknowledged, ${r.doubt} in doubt, version ${record.version}, ` +
         `longest wait ${Math.round(r.maxGap)} ms`,
     );
   }
+  assert.deepEqual(await page.evaluate(() => window.store.integrityCheck()), [], `${what}: integrity`);
 }
+
+/** The longest a writer may wait for its next put across a takeover. */
+const TAKEOVER_MS = 2500;
 
 let failed = false;
 try {
@@ -169,6 +186,13 @@ try {
       const { seen, watched } = await t.evaluate(() => ({ seen: [...window.seen], watched: [...window.watched] }));
       assert.deepEqual(seen.sort(), [...all].sort());
       assert.deepEqual(watched.sort(), all.filter((p) => p.startsWith("/t1/")).sort());
+      // Each event names the change sequence range (fromSeq, toSeq] it
+      // covers, in commit order.
+      const ranges = await t.evaluate(() => window.ranges);
+      ranges.forEach(([from, to], k) => {
+        assert.ok(from < to, `range ${k}: (${from}, ${to}]`);
+        if (k > 0) assert.ok(from >= ranges[k - 1][1], `range ${k} (${from}, ${to}] after (${ranges[k - 1]}]`);
+      });
     }
 
     step("unsubscribing stops it");
@@ -177,6 +201,12 @@ try {
     await until(tabs[2], () => window.seen.has("/after"), undefined, "tab 3 told of /after");
     await sleep(300);
     assert.equal(await tabs[1].evaluate(() => window.seen.has("/after")), false, "tab 2 unsubscribed");
+    await tabs[2].evaluate(() => window.stopWatch());
+    await tabs[0].evaluate(() => window.store.put({ path: "/t1/after", backend: "b", physicalPath: "/x", size: 1 }));
+    await until(tabs[1], () => window.watched.has("/t1/after"), undefined, "tab 2's watch told of /t1/after");
+    await until(tabs[2], () => window.seen.has("/t1/after"), undefined, "tab 3 told of /t1/after");
+    await sleep(300);
+    assert.equal(await tabs[2].evaluate(() => window.watched.has("/t1/after")), false, "tab 3 stopped watching");
 
     step("the holder tab closes while two tabs write: another takes over");
     const stop1 = await startWriters([tabs[1], tabs[2]], 1);
@@ -193,7 +223,7 @@ try {
     // chrome://crash crashes the tab's own renderer process (its Worker with it).
     const crashed = new Promise((ok) => tabs[1].once("crash", ok));
     await tabs[1].goto("chrome://crash").catch(() => {});
-    await crashed;
+    await Promise.race([crashed, sleep(15_000).then(() => assert.fail("the tab's renderer did not crash"))]);
     await sleep(1500);
     await checkWriters(tabs[3], await stop2(), "holder crashed");
 
@@ -205,7 +235,7 @@ try {
     }));
     assert.deepEqual(after.problems, []);
     assert.equal(after.first, "e149");
-    assert.equal(after.files, 3 * perTab + 1 + 4);
+    assert.equal(after.files, 3 * perTab + 2 + 4);
 
     step("deleteDatabase refuses while a tab has it open");
     const refused = await tabs[3].evaluate(async (name) => {
@@ -247,7 +277,7 @@ try {
       size: (await window.store.get("/busy"))?.size,
       files: (await window.store.stats()).files,
     }));
-    assert.deepEqual(after, { size: 2, files: 3 * 150 + 1 + 4 + 1 });
+    assert.deepEqual(after, { size: 2, files: 3 * 150 + 2 + 4 + 1 });
     for (const page of [follower, other]) await page.close();
   }
 
