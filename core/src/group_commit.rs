@@ -21,7 +21,13 @@
 //! ended the whole transaction, the writes before it are run again in a new
 //! one (that is why a write is `FnMut`); their first results are dropped.
 //! Each caller gets its result only after the transaction holding its write
-//! committed; when the commit fails, every write of the group fails.
+//! committed; when the commit fails, every write of the group fails. A
+//! write that failed alone gets its error after that commit too: its
+//! failure may come from the writes before it in the group (a
+//! precondition that an earlier write of the group made false), and a
+//! caller told before those are committed would read the state it failed
+//! against, not the one after (a compare-and-swap loop would spin until
+//! the commit).
 //!
 //! A caller that gives up (drops its future) before its write was taken
 //! leaves it unapplied; once taken, the write is applied and its result
@@ -265,8 +271,23 @@ fn undo(e: &mut Engine) -> Result<()> {
 /// Runs one group in one write transaction and finishes every write it
 /// took: writes come from `next` (the queue, in order) until it has none or
 /// [`MAX_GROUP`] were taken, so that writes queued while the group runs
-/// still join it; then one `COMMIT`. See the module documentation.
-pub(crate) fn run_group(e: &mut Engine, mut next: impl FnMut() -> Option<Box<dyn Member>>) {
+/// still join it; then one `COMMIT`. The writes that failed alone are
+/// finished last. See the module documentation.
+pub(crate) fn run_group(e: &mut Engine, next: impl FnMut() -> Option<Box<dyn Member>>) {
+    let mut failed = Vec::new();
+    commit_group(e, next, &mut failed);
+    for (mut member, err) in failed {
+        member.finish(Err(err));
+    }
+}
+
+/// [`run_group`] but for the writes that failed alone, which it leaves in
+/// `failed` with their errors.
+fn commit_group(
+    e: &mut Engine,
+    mut next: impl FnMut() -> Option<Box<dyn Member>>,
+    failed: &mut Vec<(Box<dyn Member>, Error)>,
+) {
     // A transaction left open by a leader that panicked.
     e.rollback_if_open();
     let mut taken = 0;
@@ -303,14 +324,14 @@ pub(crate) fn run_group(e: &mut Engine, mut next: impl FnMut() -> Option<Box<dyn
         };
         if savepoint && e.in_transaction() && undo(e).is_ok() {
             // Only this write is undone; the group goes on without it.
-            member.finish(Err(err));
+            failed.push((member, err));
             continue;
         }
         // The transaction is gone, with the writes before this one: run them
         // again, in a new transaction, without it.
         e.rollback_if_open();
         open = false;
-        member.finish(Err(err));
+        failed.push((member, err));
         for mut m in ran.drain(..).rev() {
             m.forget();
             again.push_front(m);
