@@ -1,7 +1,7 @@
 //! `nexus serve` as a process on loopback, with the throwaway PostgreSQL,
-//! and `nexus sync --with http://...` / `push` / `pull` from stores in
-//! files: the server killed mid-push and restarted, the clients retry and
-//! converge, nothing doubled; tokens never printed.
+//! and `nexus sync --with http://...` (once, and `--watch`) / `push` /
+//! `pull` from stores in files: the server killed mid-push and restarted,
+//! the clients retry and converge, nothing doubled; tokens never printed.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -43,6 +43,25 @@ fn serve(db_url: &str, tokens: &Path, listen: &str, log: PathBuf) -> Served {
         })
         .to_string();
     Served { child, url, log }
+}
+
+/// `nexus put PATH` into the store at `db`.
+fn put(db: &Path, path: &str) {
+    ok(nexus(
+        db,
+        &[
+            "put",
+            path,
+            "--backend",
+            "s3",
+            "--physical",
+            path,
+            "--size",
+            "1",
+        ],
+    )
+    .output()
+    .unwrap());
 }
 
 /// `sync --with` until both stores list the same paths (the feed may end
@@ -120,6 +139,108 @@ fn stores_sync_through_nexus_serve() {
     let both = converge(&a, &b, &server.url);
     assert_eq!(both.len(), 4, "{both:?}");
 
+    // A new store pulls through the server (its summary, then `--json` of
+    // a pull with nothing new), then keeps syncing with `--watch`: its file
+    // reaches the others, another store's file comes in, and an interrupt
+    // ends it cleanly.
+    let c = dir.path().join("c.db");
+    let text = ok(
+        nexus(&c, &["pull", "--from", &server.url, "--token", TOKEN])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        text.contains(&format!("pulled from {}: position 0 -> ", server.url)),
+        "{text}"
+    );
+    assert_eq!(paths(&c), both);
+    let v: Value = serde_json::from_str(&ok(nexus(
+        &c,
+        &["--json", "pull", "--from", &server.url, "--token", TOKEN],
+    )
+    .output()
+    .unwrap()))
+    .unwrap();
+    assert_eq!(
+        (v["pages"].as_u64(), v["files"].as_u64()),
+        (Some(0), Some(0)),
+        "{v}"
+    );
+    put(&c, "/from-c.txt");
+    let mut watching = nexus(
+        &c,
+        &[
+            "sync",
+            "--with",
+            &server.url,
+            "--token",
+            TOKEN,
+            "--watch",
+            "--interval",
+            "0.3",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let (lines, rounds) = std::sync::mpsc::channel::<String>();
+    let stdout = watching.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        ok(
+            nexus(&b, &["sync", "--with", &server.url, "--token", TOKEN])
+                .output()
+                .unwrap(),
+        );
+        seen = paths(&b);
+        if seen.iter().any(|p| p == "/from-c.txt") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        seen.iter().any(|p| p == "/from-c.txt"),
+        "the watch pushed: {seen:?}"
+    );
+    put(&b, "/from-b.txt");
+    ok(nexus(&b, &["push", "--to", &server.url, "--token", TOKEN])
+        .output()
+        .unwrap());
+    // Two pulls of the watch after that push: the second began after it.
+    rounds.try_iter().for_each(drop);
+    let mut pulls = 0;
+    while pulls < 2 {
+        let line = rounds
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the watch kept syncing");
+        pulls += usize::from(line.starts_with("pulled from"));
+    }
+    let pid = watching.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = watching.wait().unwrap();
+    assert!(
+        status.success(),
+        "an interrupt ends the watch cleanly: {status:?}"
+    );
+    assert!(
+        paths(&c).iter().any(|p| p == "/from-b.txt"),
+        "{:?}",
+        paths(&c)
+    );
+    assert_eq!(converge(&a, &b, &server.url).len(), 6);
+
     // No token, a wrong one: refused, and the token is not printed.
     let out = nexus(&a, &["pull", "--from", &server.url])
         .output()
@@ -186,7 +307,7 @@ fn stores_sync_through_nexus_serve() {
     });
     assert_eq!(files as usize, paths(&a).len(), "every file once");
     let both = converge(&a, &b, &server.url);
-    assert_eq!(both.len(), 404);
+    assert_eq!(both.len(), 406);
 
     // Graceful stop on SIGTERM; the logs have one line per request and no token.
     let pid = server.child.id().to_string();

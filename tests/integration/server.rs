@@ -474,6 +474,54 @@ async fn static_tokens_and_public_keys() {
     assert!(e.to_string().contains("line 1"), "{e}");
     let e = Auth::new(&AuthSettings::default()).unwrap_err();
     assert!(e.to_string().contains("--jwt-secret"), "{e}");
+
+    // An RSA key (RS256): its tokens pass, the EC key's do not.
+    let rsa = dir.path().join("rsa.pem");
+    let rsa_public = dir.path().join("rsa.pub.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&rsa)
+        .status()
+        .unwrap()
+        .success()
+        && std::process::Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&rsa)
+            .arg("-out")
+            .arg(&rsa_public)
+            .status()
+            .unwrap()
+            .success();
+    assert!(made, "openssl made the RSA key");
+    let server = TestServer::start_with(
+        &db.url,
+        |_| {},
+        AuthSettings {
+            jwt_public_key: Some(rsa_public),
+            tenant_claim: Some("org".into()),
+            ..AuthSettings::default()
+        },
+    )
+    .await;
+    let rs = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &json!({"org": "team-b", "exp": now + 600}),
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&std::fs::read(&rsa).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let state = format!("{}/v1/state?source=s1", server.url);
+    let (status, _, body) = call(reqwest::Method::GET, &state, Some(&rs), &[], None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = call(reqwest::Method::GET, &state, Some(&es), &[], None).await;
+    assert_eq!(status, 401, "an ES256 token: {body}");
+    server.stop().await;
 }
 
 /// Malformed bodies and queries get 400s naming what is wrong; a body over
@@ -974,6 +1022,28 @@ async fn hold_source_lock(db_url: &str, source: &str) -> tokio_postgres::Client 
     locker
 }
 
+/// Returns once a session waits for an advisory lock (a push of a source
+/// whose lock [`hold_source_lock`] holds); fails after 6 s.
+async fn wait_for_a_push_at_the_lock(db_url: &str) {
+    let watcher = pg::connect(db_url).await;
+    for i in 0.. {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        assert!(i < 300, "no push reached the lock");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 async fn live_files(db_url: &str) -> i64 {
     pg::connect(db_url)
         .await
@@ -1054,23 +1124,7 @@ async fn applies_are_bounded_per_tenant() {
     let first_push = spawn_push(first, "default");
     // The first push holds the tenant's one apply once it waits for the
     // lock.
-    let watcher = pg::connect(&db.url).await;
-    for i in 0.. {
-        let waiting: i64 = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
-                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting > 0 {
-            break;
-        }
-        assert!(i < 300, "the first push never reached the lock");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_for_a_push_at_the_lock(&db.url).await;
     let second_push = spawn_push(second, "default");
     // Another tenant is not held up.
     spawn_push(other, "acme").await.unwrap().unwrap();
@@ -1288,4 +1342,33 @@ async fn a_transaction_larger_than_a_body_is_pushed_in_parts() {
             .starts_with("part 1 of upload kept: "),
         "{body}"
     );
+}
+
+/// A server told to stop while a push is being applied finishes that push
+/// before it returns: the push is answered and applied, and the stop waits
+/// for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_finishes_the_push_in_flight() {
+    let db = pg::database("serve_graceful").await;
+    let server = TestServer::start(&db.url).await;
+    let s = Store::memory().await.unwrap();
+    s.put(file("/in-flight.txt", "f")).await.unwrap();
+    let source = s.snapshot().await.unwrap().source_id().to_string();
+    let locker = hold_source_lock(&db.url, &source).await;
+    let remote = server.remote("default");
+    let pushing = tokio::spawn(async move { push(&s, &remote, &opts()).await });
+    wait_for_a_push_at_the_lock(&db.url).await;
+
+    let stopping = tokio::spawn(server.stop());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !stopping.is_finished(),
+        "the server stopped with a push in flight"
+    );
+    assert!(!pushing.is_finished());
+    locker.batch_execute("COMMIT").await.unwrap();
+    let r = pushing.await.unwrap().unwrap();
+    assert!(r.rows() > 0, "{r:?}");
+    stopping.await.unwrap();
+    assert_eq!(live_files(&db.url).await, 1);
 }
