@@ -231,6 +231,45 @@ async fn paths_changing_hands_in_one_pulled_page() {
     assert_verified(&b, &db.url).await;
 }
 
+/// Two stores set metadata of one file, one key on both sides: per key the
+/// later arrival in PostgreSQL wins, and the keys only one side set stay,
+/// in both stores and in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_keys_settle_one_by_one() {
+    let db = pg::database("two_way_meta_keys").await;
+    let a = Store::memory().await.unwrap();
+    let b = Store::memory().await.unwrap();
+    a.put(file("/m.txt", "m")).await.unwrap();
+    both(&a, &db.url).await;
+    both(&b, &db.url).await;
+    a.set_metadata("/m.txt", "shared", &json!("from a"))
+        .await
+        .unwrap();
+    a.set_metadata("/m.txt", "only-a", &json!(1)).await.unwrap();
+    b.set_metadata("/m.txt", "shared", &json!("from b"))
+        .await
+        .unwrap();
+    b.set_metadata("/m.txt", "only-b", &json!(2)).await.unwrap();
+    let first = both(&a, &db.url).await;
+    let later = both(&b, &db.url).await;
+    both(&a, &db.url).await;
+    assert!(
+        first.push.conflicts.is_empty() && later.push.conflicts.is_empty(),
+        "metadata makes no conflict copy"
+    );
+    let expected: BTreeMap<String, Value> = [
+        ("only-a".to_string(), json!(1)),
+        ("only-b".to_string(), json!(2)),
+        ("shared".to_string(), json!("from b")),
+    ]
+    .into();
+    for s in [&a, &b] {
+        assert_eq!(s.list_metadata("/m.txt").await.unwrap(), expected);
+        assert_verified(s, &db.url).await;
+    }
+    assert_eq!(pg_state(&db.url).await["/m.txt"].4, expected);
+}
+
 /// A file row of the feed, live at `path` unless `deleted`.
 fn feed_file(id: &str, path: &str, seq: i64) -> nexus_core::FileRow {
     nexus_core::FileRow {
@@ -565,7 +604,12 @@ proptest! {
                             s.rename(PATHS[*a], PATHS[*b]).await.unwrap();
                         }
                     }
-                    Op::Sync => { both(s, &db.url).await; }
+                    Op::Sync => {
+                        // Nothing else runs meanwhile: after it, the store
+                        // and PostgreSQL hold the same rows.
+                        both(s, &db.url).await;
+                        assert_verified(s, &db.url).await;
+                    }
                     Op::Push => { push(s, &db.url).await; }
                     Op::Pull => {
                         // Refused when this store has an unpushed change to a row it would overwrite.
