@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 mod common;
 
@@ -677,6 +677,67 @@ fn closed_stdout_ends_every_command_quietly() {
     );
     assert_eq!((status.code(), stderr.as_str()), (Some(0), ""));
     assert_eq!(env.json(&["get", "/late"])["size"], 3);
+
+    // So is every other write, and `init`: each ends quietly with its work
+    // done.
+    env.ok(&[
+        "put",
+        "/late",
+        "--backend",
+        "l",
+        "--physical",
+        "p2",
+        "--size",
+        "4",
+        "--etag",
+        "e2",
+    ]);
+    write(&env.dir.path().join("more/x.txt"), "x");
+    type Check = fn(&Env);
+    let writes: [(&[&str], Check); 7] = [
+        (&["init"], |_| {}),
+        (&["mv", "/late", "/later"], |env| {
+            assert_eq!(env.json(&["get", "/later"])["size"], 4);
+        }),
+        (&["meta", "set", "/later", "k2", "2"], |env| {
+            assert_eq!(
+                env.json(&["meta", "get", "/later", "k2"])["value"],
+                json!(2)
+            );
+        }),
+        (&["meta", "rm", "/later", "k2"], |env| {
+            assert_eq!(env.json(&["meta", "ls", "/later"])["metadata"], json!({}));
+        }),
+        (&["rollback", "/later", "1"], |env| {
+            assert_eq!(env.json(&["get", "/later"])["size"], 3);
+        }),
+        (&["rm", "/later"], |env| {
+            assert!(
+                !env.cmd()
+                    .args(["get", "/later"])
+                    .output()
+                    .unwrap()
+                    .status
+                    .success()
+            );
+        }),
+        (&["scan", "more"], |env| {
+            assert!(env.ok(&["ls", "-r", "/more"]).contains("x.txt"));
+        }),
+    ];
+    for (args, check) in writes {
+        let out = common::with_stdout_closed(env.cmd().args(args), 0);
+        let (status, stderr) = (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert_eq!(
+            (status.code(), stderr.as_str()),
+            (Some(0), ""),
+            "nexus {args:?} with stdout closed"
+        );
+        check(&env);
+    }
 
     // A failure keeps its status when stderr is closed, and does not panic.
     let mut child = env
