@@ -246,6 +246,10 @@ impl Engine {
         let conn = db.connect().map_err(|e| engine_err("connecting", e))?;
         conn.set_foreign_keys_enabled(true);
         conn.set_busy_timeout(busy_timeout);
+        // Every commit is synced before it returns (`synchronous=FULL`):
+        // the engine's default, set here so that what the store promises
+        // (an acknowledged write survives a crash) rests on no default.
+        conn.set_sync_mode(turso_core::SyncMode::Full);
         Ok(conn)
     }
 

@@ -39,6 +39,17 @@ fn data_survives_reopen() {
     });
 }
 
+/// Every connection of a store in a file syncs each commit
+/// (`synchronous=FULL`, 2): an acknowledged write is on disk.
+#[test]
+fn commits_are_synced() {
+    pollster::block_on(async {
+        let f = Fixture::file().await;
+        let rows = f.debug_query("PRAGMA synchronous").await.unwrap();
+        assert_eq!(rows, vec![vec![Some("2".to_string())]]);
+    });
+}
+
 /// Python: test_concurrent_access: a second store on the same file sees the first's put.
 #[test]
 fn second_handle_on_same_file_sees_writes() {
