@@ -323,8 +323,22 @@ fn stores_sync_through_nexus_serve() {
     let log2 = std::fs::read_to_string(&server.log).unwrap();
     for log in [&log1, &log2] {
         assert!(log.contains("answered"), "{log}");
+        // One line per request (the rest are warnings or errors): its
+        // answer, with what a push applied.
+        for line in log
+            .lines()
+            .filter(|l| l.contains("request{") && l.contains(" INFO "))
+        {
+            assert!(line.contains("answered"), "{line}");
+        }
         assert!(!log.contains(TOKEN) && !log.contains(wrong));
         assert!(!log.contains(&hash));
     }
     assert!(log1.contains("status=401"), "{log1}");
+    assert!(
+        log2.lines().any(|l| l.contains("path=/v1/push")
+            && l.contains("rows=")
+            && l.contains("status=200")),
+        "{log2}"
+    );
 }

@@ -258,22 +258,30 @@ fn router(shared: AppState, config: &Config) -> Result<Router, ServeError> {
         ))
         .layer(
             // One line per request: method, path (no query, no headers:
-            // tokens stay out of the log), status, latency.
+            // tokens stay out of the log), status, latency, and what a push
+            // did (recorded on the request's span by the handler).
             TraceLayer::new_for_http()
                 .make_span_with(|r: &Request| {
-                    tracing::info_span!("request", method = %r.method(), path = %r.uri().path())
+                    use tracing::field::Empty;
+                    tracing::info_span!(
+                        "request",
+                        method = %r.method(),
+                        path = %r.uri().path(),
+                        tenant = Empty,
+                        source = Empty,
+                        rows = Empty,
+                        conflicts = Empty,
+                    )
                 })
                 .on_request(())
-                .on_response(
-                    |r: &Response, latency: Duration, _span: &tracing::Span| {
-                        tracing::info!(
-                            status = r.status().as_u16(),
-                            // Milliseconds, to the microsecond.
-                            ms = (latency.as_micros() as f64) / 1000.0,
-                            "answered"
-                        );
-                    },
-                )
+                .on_response(|r: &Response, latency: Duration, _span: &tracing::Span| {
+                    tracing::info!(
+                        status = r.status().as_u16(),
+                        // Milliseconds, to the microsecond.
+                        ms = (latency.as_micros() as f64) / 1000.0,
+                        "answered"
+                    );
+                })
                 .on_failure(()),
         ))
 }
@@ -495,13 +503,12 @@ async fn push(
             tracing::warn!(error = %e, "removing the applied parts of a push");
         }
     }
-    tracing::info!(
-        tenant = %tenant,
-        source = %file.source_id,
-        rows = report.rows(),
-        conflicts = report.conflicts.len(),
-        "push applied"
-    );
+    // Told on the request's one line.
+    tracing::Span::current()
+        .record("tenant", tracing::field::display(&tenant))
+        .record("source", tracing::field::display(&file.source_id))
+        .record("rows", report.rows())
+        .record("conflicts", report.conflicts.len());
     Ok(Json(Pushed {
         protocol: PROTOCOL_VERSION,
         report,
