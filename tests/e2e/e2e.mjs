@@ -17,6 +17,7 @@ import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import assert from "node:assert/strict";
+import { setTimeout as sleep } from "node:timers/promises";
 
 import {
   demoRoutes,
@@ -305,6 +306,37 @@ try {
     return syncs;
   }, [syncUrl, token]);
   assert.equal(syncsAfterNow, 2, "a syncNow during a sync brings one more sync at once");
+  // A failing sync (a token the server does not know) is retried later
+  // and later: 100 ms intervals, then 200, 400, 800 ms between errors.
+  const errorGaps = await page.evaluate(async (url) => {
+    const { store } = window.nexusDemo;
+    const at = [];
+    const handle = store.startSync({ url, token: "not-a-known-token", intervalMs: 100, onError: () => at.push(performance.now()) });
+    while (at.length < 4) await new Promise((r) => setTimeout(r, 50));
+    await handle.stop();
+    return at.slice(1).map((t, i) => t - at[i]);
+  }, syncUrl);
+  assert.ok(
+    errorGaps[0] >= 180 && errorGaps[1] >= 1.5 * errorGaps[0] && errorGaps[2] >= 1.5 * errorGaps[1],
+    `retries back off: ${errorGaps.map(Math.round).join(", ")} ms`,
+  );
+  // Offline, nothing is tried (no request); coming online syncs at once.
+  let requestsOffline = 0;
+  const countOffline = (r) => r.url().startsWith(syncUrl) && requestsOffline++;
+  await context.setOffline(true);
+  page.on("request", countOffline);
+  await page.evaluate(async ([url, token]) => {
+    const { store } = window.nexusDemo;
+    await store.put({ path: "/while-offline.txt", backend: "s3", physicalPath: "o", size: 1 });
+    window.offlineSync = store.startSync({ url, token, intervalMs: 100 });
+    await new Promise((r) => setTimeout(r, 800));
+  }, [syncUrl, token]);
+  page.off("request", countOffline);
+  assert.equal(requestsOffline, 0, "no sync tried while offline");
+  await context.setOffline(false);
+  for (let i = 0; i < 100 && !inPg().some((r) => r.path === "/while-offline.txt"); i++) await sleep(100);
+  await page.evaluate(() => window.offlineSync.stop());
+  assert.ok(inPg().some((r) => r.path === "/while-offline.txt"), "synced once online");
 
   step("a second browser profile syncs with the demo's button; the two profiles, the native store and PostgreSQL converge");
   const other = await launchProfile(join(work, "profile-2"));
