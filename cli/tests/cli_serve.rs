@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{nexus, ok, paths, rt};
+use common::{nexus, nexus_in, ok, paths, rt};
 use serde_json::Value;
 
 mod common;
@@ -22,8 +22,15 @@ struct Served {
 }
 
 fn serve(db_url: &str, tokens: &Path, listen: &str, log: PathBuf) -> Served {
-    let mut child = nexus(db_url, &["serve", "--listen", listen, "--tokens"])
-        .arg(tokens)
+    let mut command = nexus(db_url, &["serve", "--listen", listen, "--tokens"]);
+    command.arg(tokens);
+    start(command, log)
+}
+
+/// Starts `command` (a `nexus serve`), its stderr into `log`, and waits for
+/// the line that says where it listens.
+fn start(mut command: Command, log: PathBuf) -> Served {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -340,5 +347,66 @@ fn stores_sync_through_nexus_serve() {
             && l.contains("rows=")
             && l.contains("status=200")),
         "{log2}"
+    );
+}
+
+/// `nexus serve` with no flags takes its settings from `nexus.toml`: the
+/// database from `[database]`, the address, the tokens file and the body
+/// limit from `[serve]` (a push larger than that limit goes in parts).
+#[test]
+fn serve_takes_its_settings_from_nexus_toml() {
+    let rt = rt();
+    let db = rt.block_on(nexus_tests::pg::database("cli_serve_toml"));
+    let dir = tempfile::tempdir().unwrap();
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(TOKEN.as_bytes()));
+    std::fs::write(dir.path().join("tokens"), format!("default {hash}\n")).unwrap();
+    std::fs::write(
+        dir.path().join("nexus.toml"),
+        format!(
+            "[database]\nurl = \"{}\"\n\n[serve]\nlisten = \"127.0.0.1:0\"\ntokens = \"tokens\"\nmax_body_bytes = 4096\n",
+            db.url
+        ),
+    )
+    .unwrap();
+    let mut server = start(
+        {
+            let mut c = nexus_in(dir.path());
+            c.arg("serve");
+            c
+        },
+        dir.path().join("serve.log"),
+    );
+    let folder = dir.path().join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    for i in 0..100 {
+        std::fs::write(folder.join(format!("f{i:03}.txt")), format!("{i}")).unwrap();
+    }
+    let store = dir.path().join("store.db");
+    ok(nexus(&store, &["scan"]).arg(&folder).output().unwrap());
+    let out = nexus(
+        &store,
+        &["push", "--to", &server.url, "--token", "not-this-one"],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success(), "a token not in the file is refused");
+    ok(
+        nexus(&store, &["push", "--to", &server.url, "--token", TOKEN])
+            .output()
+            .unwrap(),
+    );
+    let copy = dir.path().join("copy.db");
+    ok(
+        nexus(&copy, &["pull", "--from", &server.url, "--token", TOKEN])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(paths(&copy), paths(&store));
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(
+        log.contains("path=/v1/push/part"),
+        "the 100-file transaction went in parts under the 4 KiB limit: {log}"
     );
 }
