@@ -527,6 +527,8 @@ enum Op {
     Delete(usize),
     Meta(usize, usize),
     Rename(usize, usize),
+    /// Moves the folder /p to /s (or /s back to /p: `false`) with its files.
+    RenameDir(bool),
     Sync,
     Push,
     Pull,
@@ -536,7 +538,7 @@ enum Op {
     SyncCut(u64),
 }
 
-const PATHS: [&str; 5] = ["/p/a", "/p/b", "/q/c", "/q/d", "/r"];
+const PATHS: [&str; 7] = ["/p/a", "/p/b", "/q/c", "/q/d", "/r", "/s/a", "/s/b"];
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
@@ -544,6 +546,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..PATHS.len()).prop_map(Op::Delete),
         2 => (0..PATHS.len(), 0..3usize).prop_map(|(p, v)| Op::Meta(p, v)),
         1 => (0..PATHS.len(), 0..PATHS.len()).prop_map(|(a, b)| Op::Rename(a, b)),
+        1 => any::<bool>().prop_map(Op::RenameDir),
         2 => Just(Op::Sync),
         1 => Just(Op::Push),
         1 => Just(Op::Pull),
@@ -559,8 +562,10 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    /// Three stores change overlapping paths offline and sync in random
-    /// orders; once each has synced both ways twice with no new writes,
+    /// Three stores change overlapping paths offline (puts, deletes,
+    /// metadata, file and folder renames) and sync in random orders, each
+    /// sync leaving the store equal to PostgreSQL (`nexus verify`); once
+    /// each has synced both ways twice with no new writes,
     /// every store and PostgreSQL hold the same files and metadata, and
     /// every etag any store wrote last at a path is current somewhere
     /// (at its path or in a conflict copy) or in a version history.
@@ -602,6 +607,15 @@ proptest! {
                     Op::Rename(a, b) => {
                         if a != b && s.get(PATHS[*a]).await.unwrap().is_some() && s.get(PATHS[*b]).await.unwrap().is_none() {
                             s.rename(PATHS[*a], PATHS[*b]).await.unwrap();
+                        }
+                    }
+                    Op::RenameDir(to_s) => {
+                        let (from, to) = if *to_s { ("/p", "/s") } else { ("/s", "/p") };
+                        let has = |dir: &'static str| async move {
+                            !s.list(&format!("{dir}/")).await.unwrap().is_empty()
+                        };
+                        if has(from).await && !has(to).await {
+                            s.rename(from, to).await.unwrap();
                         }
                     }
                     Op::Sync => {
