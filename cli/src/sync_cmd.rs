@@ -277,6 +277,14 @@ pub fn watch(
     rt.block_on(async {
         let stop = tokio::signal::ctrl_c();
         tokio::pin!(stop);
+        // Polled once now, so that the handler is in place during the
+        // first sync too (an interrupt then ends the watch after that sync
+        // instead of killing the process in it).
+        tokio::select! {
+            biased;
+            _ = &mut stop => return Ok(()),
+            _ = std::future::ready(()) => {}
+        }
         let change_seq =
             async || -> Result<i64, Failure> { Ok(store.snapshot().await?.change_seq()) };
         let mut backoff = std::time::Duration::from_secs(1);
@@ -302,9 +310,12 @@ pub fn watch(
             let seen = change_seq().await?;
             let deadline = tokio::time::Instant::now() + wait;
             loop {
+                // Local changes are looked for twice a second; the interval
+                // may end sooner.
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 tokio::select! {
                     _ = &mut stop => return Ok(()),
-                    _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                    _ = tokio::time::sleep(left.min(std::time::Duration::from_millis(500))) => {}
                 }
                 if tokio::time::Instant::now() >= deadline || change_seq().await? != seen {
                     break;

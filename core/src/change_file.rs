@@ -973,7 +973,9 @@ fn settle_arriving(e: &mut Engine, r: &FileRow) -> Result<Arriving> {
     }
     fn side(f: &FileRow) -> FileSide<'_> {
         FileSide {
-            live: f.deleted_at.is_none(),
+            // A file hidden until its path is free (a pull cut between
+            // pages) is live.
+            live: f.deleted_at.is_none() || f.deleted_at == Some(HIDDEN),
             version: f.current_version,
             path: &f.virtual_path,
         }

@@ -49,8 +49,11 @@ export function startSync(store, options = {}) {
         schedule(again ? 0 : intervalMs);
       } catch (e) {
         failures += 1;
+        // Asked for while this sync ran (coming online, syncNow): try again
+        // at once; a syncNow from onError itself waits out the backoff.
+        const soon = again;
         onError?.(e);
-        schedule(Math.min(intervalMs * 2 ** failures, 300_000));
+        schedule(soon ? 0 : Math.min(intervalMs * 2 ** failures, 300_000));
       } finally {
         running = null;
       }
