@@ -645,21 +645,13 @@ fn closed_stdout_ends_every_command_quietly() {
         (&["--help"], 0),
         (&["ls", "--help"], 0),
     ] {
-        let out = common::with_stdout_closed(env.cmd().args(args), lines);
-        let (status, stderr) = (
-            out.status,
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        );
-        assert_eq!(
-            (status.code(), stderr.as_str()),
-            (Some(0), ""),
-            "nexus {args:?} with stdout closed after {lines} lines"
-        );
+        ends_quietly(&env, args, lines);
     }
 
     // A write is done (committed) before its report is printed.
-    let out = common::with_stdout_closed(
-        env.cmd().args([
+    ends_quietly(
+        &env,
+        &[
             "put",
             "/late",
             "--backend",
@@ -668,14 +660,9 @@ fn closed_stdout_ends_every_command_quietly() {
             "p",
             "--size",
             "3",
-        ]),
+        ],
         0,
     );
-    let (status, stderr) = (
-        out.status,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert_eq!((status.code(), stderr.as_str()), (Some(0), ""));
     assert_eq!(env.json(&["get", "/late"])["size"], 3);
 
     // So is every other write, and `init`: each ends quietly with its work
@@ -726,16 +713,7 @@ fn closed_stdout_ends_every_command_quietly() {
         }),
     ];
     for (args, check) in writes {
-        let out = common::with_stdout_closed(env.cmd().args(args), 0);
-        let (status, stderr) = (
-            out.status,
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        );
-        assert_eq!(
-            (status.code(), stderr.as_str()),
-            (Some(0), ""),
-            "nexus {args:?} with stdout closed"
-        );
+        ends_quietly(&env, args, 0);
         check(&env);
     }
 
@@ -751,6 +729,20 @@ fn closed_stdout_ends_every_command_quietly() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
+}
+
+/// `nexus ARGS` with stdout closed after `lines` lines (0: before it
+/// writes) exits 0 and writes nothing to stderr.
+fn ends_quietly(env: &Env, args: &[&str], lines: usize) {
+    let out = common::with_stdout_closed(env.cmd().args(args), lines);
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).as_ref()
+        ),
+        (Some(0), ""),
+        "nexus {args:?} with stdout closed after {lines} lines"
+    );
 }
 
 fn put_sized(env: &Env, path: &str, size: u64) {

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{nexus, nexus_in, ok, paths, rt};
+use common::{nexus, nexus_in, ok, paths, put, rt};
 use serde_json::Value;
 
 mod common;
@@ -52,25 +52,6 @@ fn start(mut command: Command, log: PathBuf) -> Served {
     Served { child, url, log }
 }
 
-/// `nexus put PATH` into the store at `db`.
-fn put(db: &Path, path: &str) {
-    ok(nexus(
-        db,
-        &[
-            "put",
-            path,
-            "--backend",
-            "s3",
-            "--physical",
-            path,
-            "--size",
-            "1",
-        ],
-    )
-    .output()
-    .unwrap());
-}
-
 /// `sync --with` until both stores list the same paths (the feed may end
 /// short of a transaction still running elsewhere in the cluster).
 fn converge(a: &Path, b: &Path, url: &str) -> Vec<String> {
@@ -109,23 +90,7 @@ fn stores_sync_through_nexus_serve() {
             ("/shared.txt", format!("from-{who}")),
             (&*format!("/{who}.txt"), who.to_string()),
         ] {
-            ok(nexus(
-                db,
-                &[
-                    "put",
-                    path,
-                    "--backend",
-                    "s3",
-                    "--physical",
-                    path,
-                    "--size",
-                    "5",
-                    "--etag",
-                    &etag,
-                ],
-            )
-            .output()
-            .unwrap());
+            put(db, path, &etag);
         }
     }
     let text = ok(
@@ -173,7 +138,7 @@ fn stores_sync_through_nexus_serve() {
         (Some(0), Some(0)),
         "{v}"
     );
-    put(&c, "/from-c.txt");
+    put(&c, "/from-c.txt", "c");
     let mut watching = nexus(
         &c,
         &[
@@ -215,7 +180,7 @@ fn stores_sync_through_nexus_serve() {
         seen.iter().any(|p| p == "/from-c.txt"),
         "the watch pushed: {seen:?}"
     );
-    put(&b, "/from-b.txt");
+    put(&b, "/from-b.txt", "b");
     ok(nexus(&b, &["push", "--to", &server.url, "--token", TOKEN])
         .output()
         .unwrap());

@@ -5,29 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{nexus, ok, ok_json as json, rt};
+use common::{nexus, ok, ok_json as json, put, rt};
 
 mod common;
-
-fn put(db: &Path, path: &str, etag: &str) {
-    ok(nexus(
-        db,
-        &[
-            "put",
-            path,
-            "--backend",
-            "s3",
-            "--physical",
-            path,
-            "--size",
-            "5",
-            "--etag",
-            etag,
-        ],
-    )
-    .output()
-    .unwrap());
-}
 
 /// Every live path and its etag, as `ls -r --json` shows them.
 fn listing(db: &Path) -> Vec<(String, String)> {

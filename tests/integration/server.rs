@@ -360,6 +360,18 @@ async fn tokens_and_tenants() {
     server.stop().await;
 }
 
+/// `openssl ARGS [-in IN] -out OUT`, as an auth server makes its keys;
+/// fails the test when it fails.
+fn openssl(args: &[&str], input: Option<&std::path::Path>, out: &std::path::Path) {
+    let mut c = std::process::Command::new("openssl");
+    c.args(args);
+    if let Some(input) = input {
+        c.arg("-in").arg(input);
+    }
+    let status = c.arg("-out").arg(out).status().unwrap();
+    assert!(status.success(), "openssl {args:?}: {status}");
+}
+
 /// Static tokens from a file of hashes, and RS256/ES256 keys: each names
 /// its tenant; a bad tokens file stops the server from starting, naming
 /// the line.
@@ -373,39 +385,14 @@ async fn static_tokens_and_public_keys() {
     // An EC key made by openssl, as an auth server would hold it.
     let key = dir.path().join("ec.pem");
     let public = dir.path().join("ec.pub.pem");
-    let ok = std::process::Command::new("openssl")
-        .args([
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-        ])
-        .arg(&key)
-        .status()
-        .unwrap()
-        .success()
-        && std::process::Command::new("openssl")
-            .args(["ec", "-pubout", "-in"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&public)
-            .status()
-            .unwrap()
-            .success();
-    assert!(ok, "openssl made the key");
-    let pkcs8 = dir.path().join("ec.p8.pem");
-    assert!(
-        std::process::Command::new("openssl")
-            .args(["pkcs8", "-topk8", "-nocrypt", "-in"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&pkcs8)
-            .status()
-            .unwrap()
-            .success()
+    openssl(
+        &["ecparam", "-name", "prime256v1", "-genkey", "-noout"],
+        None,
+        &key,
     );
+    openssl(&["ec", "-pubout"], Some(&key), &public);
+    let pkcs8 = dir.path().join("ec.p8.pem");
+    openssl(&["pkcs8", "-topk8", "-nocrypt"], Some(&key), &pkcs8);
     let server = TestServer::start_with(
         &db.url,
         |_| {},
@@ -478,28 +465,18 @@ async fn static_tokens_and_public_keys() {
     // An RSA key (RS256): its tokens pass, the EC key's do not.
     let rsa = dir.path().join("rsa.pem");
     let rsa_public = dir.path().join("rsa.pub.pem");
-    let made = std::process::Command::new("openssl")
-        .args([
+    openssl(
+        &[
             "genpkey",
             "-algorithm",
             "RSA",
             "-pkeyopt",
             "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(&rsa)
-        .status()
-        .unwrap()
-        .success()
-        && std::process::Command::new("openssl")
-            .args(["pkey", "-pubout", "-in"])
-            .arg(&rsa)
-            .arg("-out")
-            .arg(&rsa_public)
-            .status()
-            .unwrap()
-            .success();
-    assert!(made, "openssl made the RSA key");
+        ],
+        None,
+        &rsa,
+    );
+    openssl(&["pkey", "-pubout"], Some(&rsa), &rsa_public);
     let server = TestServer::start_with(
         &db.url,
         |_| {},

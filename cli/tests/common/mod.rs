@@ -104,3 +104,24 @@ pub fn paths(db: impl AsRef<OsStr>) -> Vec<String> {
         .map(|f| f["path"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// `nexus put PATH` into the store at `db` (size 5, `etag`).
+pub fn put(db: &Path, path: &str, etag: &str) {
+    ok(nexus(
+        db,
+        &[
+            "put",
+            path,
+            "--backend",
+            "s3",
+            "--physical",
+            path,
+            "--size",
+            "5",
+            "--etag",
+            etag,
+        ],
+    )
+    .output()
+    .unwrap());
+}
