@@ -92,16 +92,31 @@ fn two_stores_from_the_command_line() {
     );
 }
 
+/// A deletion, rename or metadata change either succeeds or is refused
+/// because its path is missing or its target taken, as for a user: true
+/// when done.
+fn done_or_refused(mut command: std::process::Command) -> bool {
+    let out = command.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() || err.contains("no such file") || err.contains("already exists"),
+        "{err}"
+    );
+    out.status.success()
+}
+
 /// `sync --with` processes killed at random instants (mid-push, mid-pull)
-/// while two stores keep writing: after clean runs, both stores and
-/// PostgreSQL agree, `verify` holds, and no file a store wrote is missing.
+/// while three stores keep changing overlapping paths (puts, deletions,
+/// metadata, renames of files and of a folder): after clean runs, every
+/// store and PostgreSQL agree (`verify` holds for each), and no version a
+/// store wrote is missing.
 #[test]
 fn killed_sync_processes_then_converge() {
     let rt = rt();
     let target = rt.block_on(nexus_tests::pg::database("cli_two_way_kill"));
     let url = target.url.as_str();
     let dir = tempfile::tempdir().unwrap();
-    let stores = [dir.path().join("a.db"), dir.path().join("b.db")];
+    let stores = ["a.db", "b.db", "c.db"].map(|n| dir.path().join(n));
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move || {
         seed ^= seed << 13;
@@ -110,30 +125,61 @@ fn killed_sync_processes_then_converge() {
         seed
     };
     let mut written = Vec::new();
-    for round in 0..8 {
+    // Deletions, file renames, metadata changes, folder renames done.
+    let mut done = [0u32; 4];
+    for round in 0..6 {
         for (i, db) in stores.iter().enumerate() {
             for k in 0..3 {
-                let path = format!("/r/{}", next() % 6);
-                let etag = format!("s{i}-r{round}-{k}");
-                put(db, &path, &etag);
-                written.push(etag);
+                let path = format!("/{}/{}", ["r", "s"][(next() % 2) as usize], next() % 4);
+                match next() % 6 {
+                    0 => done[0] += done_or_refused(nexus(db, &["rm", &path])) as u32,
+                    1 => {
+                        let to = format!("/r/{}", next() % 4);
+                        done[1] += done_or_refused(nexus(db, &["mv", &path, &to])) as u32;
+                    }
+                    2 => {
+                        let value = format!("\"s{i}-r{round}-{k}\"");
+                        done[2] +=
+                            done_or_refused(nexus(db, &["meta", "set", &path, "k", &value])) as u32;
+                    }
+                    3 => {
+                        let folders = ["/r", "/s", "/t"];
+                        let (from, to) = (
+                            folders[(next() % 3) as usize],
+                            folders[(next() % 3) as usize],
+                        );
+                        if from != to {
+                            done[3] += done_or_refused(nexus(db, &["mv", from, to])) as u32;
+                        }
+                    }
+                    _ => {
+                        let etag = format!("s{i}-r{round}-{k}");
+                        put(db, &path, &etag);
+                        written.push(etag);
+                    }
+                }
             }
             let mut child = nexus(db, &["sync", "--with", url])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn()
                 .unwrap();
-            std::thread::sleep(Duration::from_millis(next() % 120));
+            std::thread::sleep(Duration::from_millis(next() % 150));
             let _ = child.kill();
             let _ = child.wait();
         }
     }
+    assert!(
+        done.iter().all(|n| *n > 0),
+        "each kind of change done: {done:?}"
+    );
     for _ in 0..2 {
         for db in &stores {
             ok(nexus(db, &["sync", "--with", url]).output().unwrap());
         }
     }
     assert_eq!(listing(&stores[0]), listing(&stores[1]));
+    assert_eq!(listing(&stores[0]), listing(&stores[2]));
     for db in &stores {
         let v = json(
             nexus(db, &["--json", "verify", "--to", url])

@@ -562,7 +562,7 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    /// Three stores change overlapping paths offline (puts, deletes,
+    /// Three store files change overlapping paths offline (puts, deletes,
     /// metadata, file and folder renames) and sync in random orders, each
     /// sync leaving the store equal to PostgreSQL (`nexus verify`); once
     /// each has synced both ways twice with no new writes,
@@ -588,7 +588,14 @@ proptest! {
         };
         rt.block_on(async {
             let db = pg::database("two_way_converge").await;
-            let stores = [Store::memory().await.unwrap(), Store::memory().await.unwrap(), Store::memory().await.unwrap()];
+            // Store files, as on devices (each closed and reopened between
+            // the writes and the final syncs).
+            let dir = tempfile::tempdir().unwrap();
+            let paths = ["a.db", "b.db", "c.db"].map(|n| dir.path().join(n));
+            let mut stores = Vec::new();
+            for p in &paths {
+                stores.push(Store::open(p).await.unwrap());
+            }
             let mut written: Vec<String> = Vec::new();
             for (i, (who, op)) in ops.iter().enumerate() {
                 let s = &stores[*who];
@@ -659,6 +666,10 @@ proptest! {
                         killer.await.unwrap();
                     }
                 }
+            }
+            stores.clear();
+            for p in &paths {
+                stores.push(Store::open(p).await.unwrap());
             }
             for _ in 0..2 {
                 for s in &stores {
