@@ -68,10 +68,20 @@ pub fn run_self(args: &[&str]) -> serde_json::Value {
 
 /// The peak resident memory of this process so far, in KiB (Linux).
 pub fn peak_rss_kib() -> u64 {
+    status_kib("VmHWM:")
+}
+
+/// The resident memory of this process now, in KiB (Linux).
+pub fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+/// A field of `/proc/self/status` given in kB (0 where there is none).
+fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }

@@ -26,8 +26,9 @@
 //! `cargo run --release -p nexus-bench --bin nexus-serve-bench -- [--clients N] [--seconds S] [--files F] [--one-transaction T] [--pool P] [--applies A]`
 //! (`--pool`: the server's connections, 16; `--applies`: concurrent applies
 //! per tenant, 8).
-//! The server runs in this process on 127.0.0.1 (HS256 tokens), with the
-//! clients; PostgreSQL is a throwaway cluster started durable (fsync and
+//! The server runs in a child process (this binary with `--server-child`)
+//! on 127.0.0.1 (HS256 tokens), so that its memory is measured apart from
+//! the clients' (its peak, and its resident memory through its run); PostgreSQL is a throwaway cluster started durable (fsync and
 //! synchronous commit on, as a real server), or `NEXUS_TEST_DATABASE_URL`.
 
 use std::time::{Duration, Instant};
@@ -35,30 +36,153 @@ use std::time::{Duration, Instant};
 use nexus_core::{NewFile, Store};
 use nexus_server::AuthSettings;
 use nexus_sync::{Remote, SyncOptions, pull, push};
-use nexus_tests::serve::{SECRET, TestServer};
+use nexus_tests::serve::{SECRET, TestServer, token};
 
-use nexus_bench::{arg, bench_file, generate, peak_rss_kib};
+use nexus_bench::{arg, bench_file, generate, peak_rss_kib, rss_kib};
 
-/// The server of a run: in this process, on 127.0.0.1, with `--pool`
-/// connections and `--applies` applies at once per tenant.
-async fn start_server(url: &str) -> TestServer {
-    TestServer::start_with(
-        url,
-        |c| {
-            c.pool_size = arg("--pool", 16);
-            c.max_applies_per_tenant = arg("--applies", 8);
-        },
-        AuthSettings {
-            jwt_secret: Some(SECRET.into()),
-            ..AuthSettings::default()
-        },
-    )
-    .await
+/// The server of a run: a child process (this binary with
+/// `--server-child`, on 127.0.0.1, with `--pool` connections and
+/// `--applies` applies at once per tenant), so that its memory is its own.
+struct ServerProcess {
+    child: std::process::Child,
+    url: String,
+}
+
+/// What a server child reports when it stops: its peak resident memory
+/// and its resident memory sampled every [`SAMPLE`], in KiB.
+struct ServerMemory {
+    peak_kib: u64,
+    samples_kib: Vec<u64>,
+}
+
+const SAMPLE: Duration = Duration::from_millis(250);
+
+impl ServerProcess {
+    fn start(url: &str) -> ServerProcess {
+        let (pool, applies) = (
+            arg("--pool", 16).to_string(),
+            arg("--applies", 8).to_string(),
+        );
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--server-child",
+                url,
+                "--pool",
+                &pool,
+                "--applies",
+                &applies,
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // One byte at a time, so that nothing after the line is read here.
+        let mut line = Vec::new();
+        let out = child.stdout.as_mut().unwrap();
+        let mut byte = [0u8];
+        while std::io::Read::read(out, &mut byte).unwrap() == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        let line = String::from_utf8(line).unwrap();
+        assert!(
+            line.starts_with("http://"),
+            "the server child said {line:?}"
+        );
+        ServerProcess { child, url: line }
+    }
+
+    /// The remote of a store that syncs through it, as `tenant`.
+    fn remote(&self, tenant: &str) -> Remote {
+        Remote::parse(&self.url, Some(token(tenant, 3600))).unwrap()
+    }
+
+    /// Stops it gracefully (by closing its stdin) and returns its memory.
+    fn stop(mut self) -> ServerMemory {
+        drop(self.child.stdin.take());
+        let out = self.child.wait_with_output().unwrap();
+        assert!(out.status.success(), "the server child failed");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        ServerMemory {
+            peak_kib: v["peak_rss_kib"].as_u64().unwrap(),
+            samples_kib: v["rss_kib"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|x| x.as_u64())
+                .collect(),
+        }
+    }
+}
+
+impl ServerMemory {
+    /// Its peak, and its resident memory at a quarter, half, three quarters
+    /// and the end of the server's life, in MiB.
+    fn line(&self) -> String {
+        let at = |f: f64| match self.samples_kib.len() {
+            0 => 0,
+            n => self.samples_kib[((n - 1) as f64 * f).round() as usize] / 1024,
+        };
+        format!(
+            "server process memory: peak {} MiB; resident at 1/4, 1/2, 3/4 and the end of its run: {} / {} / {} / {} MiB",
+            self.peak_kib / 1024,
+            at(0.25),
+            at(0.5),
+            at(0.75),
+            at(1.0)
+        )
+    }
+}
+
+/// The child mode: a server for the database `url` until stdin closes;
+/// prints its address first and its memory (JSON) last.
+fn server_child(url: &str) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let server = TestServer::start_with(
+            url,
+            |c| {
+                c.pool_size = arg("--pool", 16);
+                c.max_applies_per_tenant = arg("--applies", 8);
+            },
+            AuthSettings {
+                jwt_secret: Some(SECRET.into()),
+                ..AuthSettings::default()
+            },
+        )
+        .await;
+        println!("{}", server.url);
+        let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sampler = {
+            let samples = samples.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(SAMPLE);
+                loop {
+                    tick.tick().await;
+                    samples.lock().unwrap().push(rss_kib());
+                }
+            })
+        };
+        // Until the parent closes stdin.
+        tokio::task::spawn_blocking(|| std::io::read_to_string(std::io::stdin()))
+            .await
+            .unwrap()
+            .unwrap();
+        server.stop().await;
+        sampler.abort();
+        let samples = samples.lock().unwrap().clone();
+        println!(
+            "{}",
+            serde_json::json!({"peak_rss_kib": peak_rss_kib(), "rss_kib": samples})
+        );
+    });
 }
 
 /// Where the clients of a run sync: through `server`, as `tenant`, or
 /// without one directly to the database `url`.
-fn remote_of(server: Option<&TestServer>, url: &str, tenant: &str) -> Remote {
+fn remote_of(server: Option<&ServerProcess>, url: &str, tenant: &str) -> Remote {
     match server {
         Some(server) => server.remote(tenant),
         None => Remote::parse(url, None).unwrap(),
@@ -142,6 +266,10 @@ async fn load(
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--server-child") {
+        return server_child(&args[2]);
+    }
     let clients = arg("--clients", 50);
     let seconds = arg("--seconds", 20) as u64;
     let files = arg("--files", 1_000_000);
@@ -160,7 +288,7 @@ fn main() {
             // Only the scenarios through the server start one (an idle
             // server would still share the cores with the direct clients).
             let server = match via {
-                "server" => Some(start_server(&url).await),
+                "server" => Some(ServerProcess::start(&url)),
                 _ => None,
             };
             let remote = |tenant: &str| remote_of(server.as_ref(), &url, tenant);
@@ -171,11 +299,11 @@ fn main() {
             );
             rows.push((via, l));
             if let Some(server) = server {
-                server.stop().await;
+                println!("  {}", server.stop().line());
             }
         }
         println!(
-            "one tenant, server / direct: changes/s {:.2}x; peak memory of this process (server and clients) {} MiB",
+            "one tenant, server / direct: changes/s {:.2}x; peak memory of the clients' process {} MiB",
             rows[0].1.changes_per_s / rows[1].1.changes_per_s,
             peak_rss_kib() / 1024
         );
@@ -193,7 +321,7 @@ fn main() {
         let db = nexus_tests::pg::database("bench_serve_pull").await;
         let url = format!("{}?sslmode=disable", db.url);
         let dir = tempfile::tempdir().unwrap();
-        let server = start_server(&url).await;
+        let server = ServerProcess::start(&url);
         let remotes = [
             ("direct", Remote::parse(&url, None).unwrap()),
             ("server", server.remote("default")),
@@ -257,7 +385,7 @@ fn main() {
             seconds_of.push(s);
         }
         println!("server / direct: time {:.2}x", seconds_of[1] / seconds_of[0]);
-        server.stop().await;
+        println!("  {}", server.stop().line());
     });
 }
 
@@ -270,7 +398,7 @@ async fn big_transaction(files: usize) {
         let db = nexus_tests::pg::database(&format!("bench_serve_one_tx_{via}")).await;
         let url = format!("{}?sslmode=disable", db.url);
         let server = match via {
-            "server" => Some(start_server(&url).await),
+            "server" => Some(ServerProcess::start(&url)),
             _ => None,
         };
         let remote = remote_of(server.as_ref(), &url, "default");
@@ -302,7 +430,7 @@ async fn big_transaction(files: usize) {
         );
         seconds_of.push(s);
         if let Some(server) = server {
-            server.stop().await;
+            println!("  {}", server.stop().line());
         }
     }
     println!(

@@ -107,6 +107,36 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
+/// What says that a document is a change file, and of which version.
+#[derive(Deserialize)]
+struct Header {
+    #[serde(default, deserialize_with = "present")]
+    format: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    version: Option<Value>,
+}
+
+/// A field that is there, `null` included (`None` only when missing).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+impl Header {
+    /// The header of a document, read without building its rows (which
+    /// would take many times the document's size as JSON values).
+    fn read(bytes: &[u8]) -> Result<Header> {
+        let not_json = |e: serde_json::Error| invalid(format!("not valid JSON: {e}"));
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+            return serde_json::from_slice(bytes).map_err(not_json);
+        }
+        let doc: Value = serde_json::from_slice(bytes).map_err(not_json)?;
+        Err(invalid(format!(
+            "not a change file: expected a JSON object with \"format\": \"{CHANGE_FILE_FORMAT}\", found {}",
+            kind_of(&doc)
+        )))
+    }
+}
+
 impl ChangeFile {
     /// The file as bytes: a UTF-8 JSON document
     /// `{"format": "nexus-changes", "version": 1, "source_id", "after",
@@ -134,15 +164,8 @@ impl ChangeFile {
     /// line and column), not a change file, an unsupported version, a
     /// missing or mistyped field, or inconsistent content.
     pub fn decode(bytes: &[u8]) -> Result<ChangeFile> {
-        let doc: Value =
-            serde_json::from_slice(bytes).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
-        let Value::Object(map) = &doc else {
-            return Err(invalid(format!(
-                "not a change file: expected a JSON object with \"format\": \"{CHANGE_FILE_FORMAT}\", found {}",
-                kind_of(&doc)
-            )));
-        };
-        match map.get("format") {
+        let header = Header::read(bytes)?;
+        match &header.format {
             Some(Value::String(f)) if f == CHANGE_FILE_FORMAT => {}
             Some(Value::String(f)) => {
                 return Err(invalid(format!(
@@ -161,7 +184,7 @@ impl ChangeFile {
                 )));
             }
         }
-        match map.get("version") {
+        match &header.version {
             Some(Value::Number(n))
                 if n.as_u64()
                     .is_some_and(|v| CHANGE_FILE_VERSIONS.iter().any(|&s| u64::from(s) == v)) => {}
@@ -178,7 +201,6 @@ impl ChangeFile {
                 )));
             }
         }
-        drop(doc);
         // Parsed again into the typed form, for errors with line and column.
         let wire: WireIn = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
         let file = ChangeFile {
@@ -1177,6 +1199,15 @@ mod tests {
         assert!(reason(b"[1]").contains("found an array"));
         assert!(reason(b"{}").contains("no \"format\" field"));
         assert!(reason(br#"{"format":"zip"}"#).contains("\"format\" is \"zip\""));
+        assert!(reason(br#"{"format":null}"#).contains("\"format\" is null"));
+        assert!(reason(b" \n\"text\"").contains("found a string"));
+        assert!(reason(b"garbage").contains("not valid JSON"));
+        // The header is read first, the rows after it: a later field does
+        // not hide an unsupported version.
+        assert!(
+            reason(br#"{"files":[{"x":1}],"version":7,"format":"nexus-changes"}"#)
+                .contains("unsupported version 7")
+        );
         assert!(
             reason(br#"{"format":"nexus-changes","version":2}"#)
                 .contains("unsupported version 2 (this build reads version 1)")

@@ -487,7 +487,8 @@ async fn push(
             ));
         }
     };
-    let report = nexus_sync::apply_push(&mut client, &file, q.base, Some(&tenant)).await?;
+    let source = file.source_id.clone();
+    let report = nexus_sync::apply_push(&mut client, file, q.base, Some(&tenant)).await?;
     drop(permit);
     if let Some(upload) = upload {
         // Applied: its parts go (and any upload's that never completed).
@@ -506,7 +507,7 @@ async fn push(
     // Told on the request's one line.
     tracing::Span::current()
         .record("tenant", tracing::field::display(&tenant))
-        .record("source", tracing::field::display(&file.source_id))
+        .record("source", tracing::field::display(&source))
         .record("rows", report.rows())
         .record("conflicts", report.conflicts.len());
     Ok(Json(Pushed {
@@ -533,7 +534,8 @@ async fn staged(
         .await
         .map_err(nexus_postgres::Error::pg("reading the staged parts of a push"))?;
     let mut files = Vec::with_capacity(rows.len() + 1);
-    for (k, row) in rows.iter().enumerate() {
+    // Each body goes once decoded.
+    for (k, row) in rows.into_iter().enumerate() {
         let part: i32 = row.get(0);
         if part != k as i32 {
             break;

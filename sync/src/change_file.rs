@@ -29,13 +29,13 @@ pub async fn apply_change_file(
     file: &ChangeFile,
     options: &SyncOptions,
 ) -> Result<SyncReport> {
-    let batch = checked_batch(file)?;
+    let (range, batch) = checked_batch(file.clone())?;
     with_retries(options, || async {
         let mut client = target.connect(crate::APPLICATION_NAME, None).await?;
         migrate(&mut client).await?;
         // The conflict rule, as for a push of a store that never pulled:
         // its base is the empty database.
-        let report = apply_once(&mut client, file, &batch, 0, None).await?;
+        let report = apply_once(&mut client, &range, batch.clone(), 0, None).await?;
         if let Some(p) = &options.progress {
             let rows = batch_len(&batch);
             p(rows, rows);
@@ -50,24 +50,37 @@ pub async fn apply_change_file(
 /// retryable failure is returned, nothing applied), with the conflict rule
 /// against `base` (how far the source had pulled from this database), and,
 /// with `tenant`, only if every row belongs to that tenant
-/// ([`Error::WrongTenant`] otherwise, nothing applied).
+/// ([`Error::WrongTenant`] otherwise, nothing applied). The file's rows
+/// are converted in place, not copied (a push can be large).
 pub async fn apply_push(
     client: &mut tokio_postgres::Client,
-    file: &ChangeFile,
+    file: ChangeFile,
     base: i64,
     tenant: Option<&str>,
 ) -> Result<SyncReport> {
-    let batch = checked_batch(file)?;
-    apply_once(client, file, &batch, base, tenant).await
+    let (range, batch) = checked_batch(file)?;
+    apply_once(client, &range, batch, base, tenant).await
+}
+
+/// What an apply needs of a change file besides its rows.
+struct Range {
+    source_id: String,
+    after: i64,
+    through: i64,
 }
 
 /// The file's rows in PostgreSQL's types, after checking the file.
-fn checked_batch(file: &ChangeFile) -> Result<Batch> {
+fn checked_batch(file: ChangeFile) -> Result<(Range, Batch)> {
     file.validate()?;
+    let range = Range {
+        source_id: file.source_id,
+        after: file.changes.after,
+        through: file.changes.through,
+    };
     let mut problems = Vec::new();
-    let batch = convert::batch(file.changes.clone(), &mut problems);
+    let batch = convert::batch(file.changes, &mut problems);
     match problems.into_iter().next() {
-        None => Ok(batch),
+        None => Ok((range, batch)),
         Some(first) => Err(Error::Conversion {
             table: "change file",
             problem: first,
@@ -77,38 +90,36 @@ fn checked_batch(file: &ChangeFile) -> Result<Batch> {
 
 async fn apply_once(
     client: &mut tokio_postgres::Client,
-    file: &ChangeFile,
-    batch: &Batch,
+    file: &Range,
+    mut batch: Batch,
     base: i64,
     tenant: Option<&str>,
 ) -> Result<SyncReport> {
     let started = Instant::now();
-    let c = &file.changes;
     let tx = begin_source(client, &file.source_id).await?;
     // Before reading any table: a bulk load holding the lock alone locks them.
     crate::replicate::share_bulk_lock(&tx).await?;
     if let Some(tenant) = tenant {
-        check_tenant(&tx, file, tenant).await?;
+        check_tenant(&tx, &batch, tenant).await?;
     }
     let at = source_watermark(&tx, &file.source_id, tenant).await?;
-    let mut report = SyncReport::new(&file.source_id, at, c.through);
-    if c.through <= at {
+    let mut report = SyncReport::new(&file.source_id, at, file.through);
+    if file.through <= at {
         report.to_seq = at;
         tx.commit().await.map_err(Error::pg("committing"))?;
         report.seconds = started.elapsed().as_secs_f64();
         return Ok(report);
     }
-    if c.after > at {
+    if file.after > at {
         return Err(Error::Store(nexus_core::Error::ChangeFileGap {
             source_id: file.source_id.clone(),
             applied: at,
-            after: c.after,
-            through: c.through,
+            after: file.after,
+            through: file.through,
         }));
     }
     report.mode = SyncMode::Incremental;
     let mut live_ids: Vec<Uuid> = Vec::new();
-    let mut batch = batch.clone();
     let mut held = crate::resolve::Held::new();
     let copies = crate::resolve::resolve(&tx, &file.source_id, base, &mut batch, &mut held).await?;
     crate::resolve::none_held(&held)?;
@@ -126,7 +137,7 @@ async fn apply_once(
     report
         .conflicts
         .extend(make_live(&tx, &file.source_id, &live_ids).await?);
-    record_watermark(&tx, &file.source_id, c.through, "change_file", tenant).await?;
+    record_watermark(&tx, &file.source_id, file.through, "change_file", tenant).await?;
     tx.commit()
         .await
         .map_err(Error::pg("committing the change file"))?;
@@ -134,33 +145,33 @@ async fn apply_once(
     Ok(report)
 }
 
-/// Refuses `file` unless every row belongs to `tenant`: files and chunks
-/// by their tenant, versions, metadata and metadata removals by their
-/// file's (in the file, else in the database), chunk removals by their key.
-/// A file id that the database holds for another tenant is refused too.
-async fn check_tenant(tx: &Transaction<'_>, file: &ChangeFile, tenant: &str) -> Result<()> {
-    let c = &file.changes;
+/// Refuses the rows of `b` unless every row belongs to `tenant`: files
+/// and chunks by their tenant, versions, metadata and metadata removals by
+/// their file's (in the push, else in the database), chunk removals by
+/// their key. A file id that the database holds for another tenant is
+/// refused too.
+async fn check_tenant(tx: &Transaction<'_>, b: &Batch, tenant: &str) -> Result<()> {
     let wrong = |found: &str| Error::WrongTenant {
         allowed: tenant.to_string(),
         found: found.to_string(),
     };
-    if let Some(f) = c.files.iter().find(|f| f.tenant_id != tenant) {
-        return Err(wrong(&f.tenant_id));
+    if let Some(f) = b.files.iter().find(|f| f.row.tenant_id != tenant) {
+        return Err(wrong(&f.row.tenant_id));
     }
-    if let Some(ch) = c.chunks.iter().find(|ch| ch.tenant_id != tenant) {
-        return Err(wrong(&ch.tenant_id));
+    if let Some(ch) = b.chunks.iter().find(|ch| ch.row.tenant_id != tenant) {
+        return Err(wrong(&ch.row.tenant_id));
     }
     let mut ids: Vec<&str> = Vec::new();
-    for t in &c.tombstones {
-        match t.table_name.as_str() {
-            "content_chunks" if t.key1 != tenant => return Err(wrong(&t.key1)),
-            "file_metadata" => ids.push(&t.key1),
+    for t in &b.tombstones {
+        match t.row.table_name.as_str() {
+            "content_chunks" if t.row.key1 != tenant => return Err(wrong(&t.row.key1)),
+            "file_metadata" => ids.push(&t.row.key1),
             _ => {}
         }
     }
-    ids.extend(c.files.iter().map(|f| f.path_id.as_str()));
-    ids.extend(c.versions.iter().map(|v| v.path_id.as_str()));
-    ids.extend(c.metadata.iter().map(|m| m.path_id.as_str()));
+    ids.extend(b.files.iter().map(|f| f.row.path_id.as_str()));
+    ids.extend(b.versions.iter().map(|v| v.row.path_id.as_str()));
+    ids.extend(b.metadata.iter().map(|m| m.row.path_id.as_str()));
     ids.sort_unstable();
     ids.dedup();
     let ids: Vec<Uuid> = ids.iter().filter_map(|s| Uuid::parse_str(s).ok()).collect();

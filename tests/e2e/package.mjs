@@ -105,7 +105,7 @@ console.log(JSON.stringify(out));
     "--target", "es2022", "--lib", "es2022,dom,esnext.disposable", "--skipLibCheck", "false"];
   writeFileSync(
     join(app, "good.ts"),
-    `import { open, RemoteStore, type FileRecord, type Store, type NexusError, type Page } from "nexus-metastore";
+    `import { open, RemoteStore, type FileRecord, type Store, type NexusError, type Page, type SyncResult, type SyncHandle } from "nexus-metastore";
 const store: Store = await open({ name: "photos", fallback: "error" });
 const rec: FileRecord = await store.put({ path: "/a", backend: "b", physicalPath: "p", size: 1 }, { version: 1 });
 const page: Page = await store.listPage({ prefix: "/", limit: 10, recursive: false });
@@ -121,6 +121,17 @@ void retry; void denied; void waiting;
 const stop: () => void = store.onChange((e) => { const p: string[] = e.paths; const n: number = e.toSeq - e.fromSeq; void p; void n; });
 store.watch("/docs/", (e) => { const t: boolean = e.truncated; void t; })();
 stop();
+const synced: SyncResult = await store.sync({ url: "http://127.0.0.1:9", token: "t", maxRows: 100 });
+const copies: string[] = synced.conflicts.map((c) => c.copy + c.path + c.source);
+const rows: number = synced.pushed + synced.pulled + copies.length;
+const handle: SyncHandle = store.startSync({
+  url: "http://127.0.0.1:9", token: "t", intervalMs: 1000,
+  onSync: (r) => { const n: number = r.pushed + r.pulled; void n; },
+  onError: (e) => { const k: string = e.kind; void k; },
+});
+handle.syncNow();
+await handle.stop();
+void rows;
 const remote: Store = await RemoteStore.open({ name: "r" });
 const other: RemoteStore = await (await RemoteStore.open({ name: "r" })).withTenant("t");
 await other.close();
@@ -128,22 +139,30 @@ export { bytes, through, remote };
 `,
   );
   execFileSync(tsc, [...flags, "good.ts"], { cwd: app, stdio: "inherit" });
-  writeFileSync(
-    join(app, "bad.ts"),
-    `import { open } from "nexus-metastore";
+  // Misuses tsc must reject, each with the name of what is wrong.
+  const misuses = [
+    [`await store.put({ path: "/a", backend: "b", physical_path: "p", size: 1 });`, /physical_path/],
+    [`await store.sync({ url: "http://127.0.0.1:9" });`, /token/],
+    [`store.startSync({ url: "u", token: "t", interval: 5 });`, /interval/],
+  ];
+  for (const [i, [line, expected]] of misuses.entries()) {
+    writeFileSync(
+      join(app, `bad${i}.ts`),
+      `import { open } from "nexus-metastore";
 const store = await open();
-await store.put({ path: "/a", backend: "b", physical_path: "p", size: 1 });
+${line}
 export {};
 `,
-  );
-  let rejected = false;
-  try {
-    execFileSync(tsc, [...flags, "bad.ts"], { cwd: app, stdio: "pipe" });
-  } catch (e) {
-    rejected = /physical_path/.test(e.stdout.toString());
+    );
+    let rejected = false;
+    try {
+      execFileSync(tsc, [...flags, `bad${i}.ts`], { cwd: app, stdio: "pipe" });
+    } catch (e) {
+      rejected = expected.test(e.stdout.toString());
+    }
+    assert.ok(rejected, `tsc rejects ${line}`);
   }
-  assert.ok(rejected, "tsc rejects a snake_case field");
-  console.log("package: the types check (and catch a misuse)");
+  console.log("package: the types check (and catch misuses)");
 } catch (e) {
   failed = true;
   console.error(e);
