@@ -371,14 +371,35 @@ try {
     assert.deepEqual((await listed(page2)).map(([p]) => p), inPg().map((r) => r.path));
     // Each profile writes; both sync with the button, the native store with
     // the command; everyone ends with every file.
-    await page2.evaluate(() =>
-      window.nexusDemo.store.put({ path: "/from-profile-2.txt", backend: "browser", physicalPath: "p2", size: 2 }),
-    );
-    await page.evaluate(() =>
-      window.nexusDemo.store.put({ path: "/from-profile-1.txt", backend: "browser", physicalPath: "p1", size: 1 }),
-    );
+    // Both also record /both.txt, each a file of its own.
+    await page2.evaluate(async () => {
+      await window.nexusDemo.store.put({ path: "/from-profile-2.txt", backend: "browser", physicalPath: "p2", size: 2 });
+      await window.nexusDemo.store.put({ path: "/both.txt", backend: "browser", physicalPath: "both-2", size: 2 });
+    });
+    await page.evaluate(async () => {
+      await window.nexusDemo.store.put({ path: "/from-profile-1.txt", backend: "browser", physicalPath: "p1", size: 1 });
+      await window.nexusDemo.store.put({ path: "/both.txt", backend: "browser", physicalPath: "both-1", size: 1 });
+    });
     assert.match(await syncUntil(page2, null), /^synced: pushed [1-9]/);
-    assert.match(await syncUntil(page, "/from-profile-2.txt"), /^synced: pushed [1-9]/);
+    // Profile 2's push came first and keeps /both.txt; profile 1's file is
+    // kept beside it as a conflict copy, which its sync reports.
+    const clash = await page.evaluate(
+      async ([url, token]) => {
+        const { store } = window.nexusDemo;
+        const result = await store.sync({ url, token });
+        const copy = result.conflicts[0] && (await store.get(result.conflicts[0].copy));
+        return { result, copyPhysical: copy?.physicalPath };
+      },
+      [syncUrl, token],
+    );
+    assert.equal(clash.result.conflicts.length, 1, JSON.stringify(clash));
+    const [copy] = clash.result.conflicts;
+    assert.equal(copy.path, "/both.txt");
+    assert.match(copy.copy, /^\/both\.sync-conflict-\d{8}-\d{6}-[0-9a-z-]+\.txt$/i);
+    assert.equal(copy.reason, "path");
+    assert.ok(copy.pathId && !("path_id" in copy), `camelCase like every record: ${JSON.stringify(copy)}`);
+    assert.equal(clash.copyPhysical, "both-1", "profile 1's file is the copy");
+    assert.match(await syncUntil(page, "/from-profile-2.txt"), /^synced/);
     assert.match(await syncUntil(page2, "/from-profile-1.txt"), /^synced/);
     execFileSync(nexus, ["--db", nativeDb, "sync", "--with", syncUrl, "--token", token], { stdio: "inherit" });
     const everywhere = inPg().map((r) => r.path);

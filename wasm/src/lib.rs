@@ -52,7 +52,22 @@ export interface SyncResult {
   /** Rows pulled. */
   pulled: number;
   /** Conflict copies the push made: another store's change kept `path`, this one is at `copy`. */
-  conflicts: { tenant: string; path: string; copy: string; path_id: string; source: string; reason: "path" | "content" }[];
+  conflicts: ConflictCopy[];
+}
+
+/** A conflict copy that a sync made. */
+export interface ConflictCopy {
+  tenant: string;
+  /** The path both sides wrote, kept by the change that reached the server first. */
+  path: string;
+  /** Where this store's change was kept: `<stem>.sync-conflict-<YYYYMMDD-HHMMSS>-<source>[.<ext>]`. */
+  copy: string;
+  /** The copy's file id. */
+  pathId: string;
+  /** The source whose change lost the path. */
+  source: string;
+  /** "path": two files at one path; "content": both changed one file. */
+  reason: "path" | "content";
 }
 
 /** A file to record. Times are RFC 3339 strings; omitted times are "now". */

@@ -10,7 +10,8 @@ use nexus_core::protocol::{
     SYNC_ROUNDS, Snapshotted, State,
 };
 use nexus_core::{
-    Changes, ConflictCopy, Feed, FeedPage, PullReport, SnapshotCursor, SnapshotSource, Store,
+    Changes, ConflictCopy, ConflictReason, Feed, FeedPage, PullReport, SnapshotCursor,
+    SnapshotSource, Store,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -37,7 +38,32 @@ pub(crate) struct SyncResult {
     /// Rows pulled.
     pulled: u64,
     /// Conflict copies the push made (the other side kept the path).
-    conflicts: Vec<ConflictCopy>,
+    conflicts: Vec<JsConflictCopy>,
+}
+
+/// A conflict copy as the package shows it: in camelCase, as its records.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsConflictCopy {
+    tenant: String,
+    path: String,
+    copy: String,
+    path_id: String,
+    source: String,
+    reason: ConflictReason,
+}
+
+impl From<ConflictCopy> for JsConflictCopy {
+    fn from(c: ConflictCopy) -> Self {
+        JsConflictCopy {
+            tenant: c.tenant,
+            path: c.path,
+            copy: c.copy,
+            path_id: c.path_id,
+            source: c.source,
+            reason: c.reason,
+        }
+    }
 }
 
 /// The part of the server's push report the browser reads.
@@ -316,7 +342,13 @@ pub(crate) async fn sync(store: &Store, options: SyncOptions) -> Result<SyncResu
                 Err(e) => return Err(e),
             };
             out.pushed += pushed.report.tables.iter().map(|t| t.rows).sum::<u64>();
-            out.conflicts.extend(pushed.report.conflicts);
+            out.conflicts.extend(
+                pushed
+                    .report
+                    .conflicts
+                    .into_iter()
+                    .map(JsConflictCopy::from),
+            );
             pushed_through = read;
             if last {
                 break;
