@@ -491,7 +491,7 @@ pub fn sync_from_changes(file: &str, to: &str, out: &Out) -> Result<(), Failure>
     let report = rt
         .block_on(nexus_sync::apply_change_file(
             &target,
-            &changes,
+            changes,
             &SyncOptions::default(),
         ))
         .map_err(|e| {

@@ -125,7 +125,13 @@ impl Header {
     /// The header of a document, read without building its rows (which
     /// would take many times the document's size as JSON values).
     fn read(bytes: &[u8]) -> Result<Header> {
-        let not_json = |e: serde_json::Error| invalid(format!("not valid JSON: {e}"));
+        let not_json = |e: serde_json::Error| match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                invalid(format!("not valid JSON: {e}"))
+            }
+            // Valid JSON that is not a header (a field given twice).
+            _ => invalid(e.to_string()),
+        };
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
             return serde_json::from_slice(bytes).map_err(not_json);
         }
@@ -1202,6 +1208,11 @@ mod tests {
         assert!(reason(br#"{"format":null}"#).contains("\"format\" is null"));
         assert!(reason(b" \n\"text\"").contains("found a string"));
         assert!(reason(b"garbage").contains("not valid JSON"));
+        let twice = reason(br#"{"format":"nexus-changes","format":"x"}"#);
+        assert!(
+            twice.contains("duplicate field `format`") && !twice.contains("not valid JSON"),
+            "{twice}"
+        );
         // The header is read first, the rows after it: a later field does
         // not hide an unsupported version.
         assert!(

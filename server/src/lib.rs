@@ -582,11 +582,12 @@ async fn push_part(
     // that cannot be applied are refused now, naming the part.
     let body = body(request).await?;
     let source = ChangeFile::decode(&body)
-        .and_then(|file| file.validate().map(|()| file.source_id))
+        .map(|file| file.source_id)
         .map_err(|e| {
             ApiError::bad_request(format!("part {} of upload {}: {e}", q.part, q.upload))
         })?;
-    let body = body.to_vec();
+    // Without a copy: the buffer is this request's alone.
+    let body = Vec::from(body);
     let client = nexus_postgres::get(&shared.pool).await?;
     let before: i64 = client
         .query_one(

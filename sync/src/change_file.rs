@@ -26,10 +26,10 @@ use tokio_postgres::Transaction;
 /// be mixed. Retryable failures are retried as [`crate::Replicator::sync`] does.
 pub async fn apply_change_file(
     target: &PgUrl,
-    file: &ChangeFile,
+    file: ChangeFile,
     options: &SyncOptions,
 ) -> Result<SyncReport> {
-    let (range, batch) = checked_batch(file.clone())?;
+    let (range, batch) = checked_batch(file)?;
     with_retries(options, || async {
         let mut client = target.connect(crate::APPLICATION_NAME, None).await?;
         migrate(&mut client).await?;

@@ -585,7 +585,7 @@ async fn change_files_into_postgres_equal_the_source() {
     populate(&a).await;
     let opts = SyncOptions::default();
     let full = a.export_changes(0).await.unwrap();
-    let r = apply_change_file(&target(&db.url), &full, &opts)
+    let r = apply_change_file(&target(&db.url), full.clone(), &opts)
         .await
         .unwrap();
     assert_eq!(r.mode, SyncMode::Incremental);
@@ -593,7 +593,7 @@ async fn change_files_into_postgres_equal_the_source() {
     assert_eq!(r.rows() as usize, full.changes.len());
     assert_pg_equal(&a, &db.url).await;
     // Again: nothing to do.
-    let again = apply_change_file(&target(&db.url), &full, &opts)
+    let again = apply_change_file(&target(&db.url), full.clone(), &opts)
         .await
         .unwrap();
     assert_eq!(again.mode, SyncMode::UpToDate);
@@ -608,7 +608,7 @@ async fn change_files_into_postgres_equal_the_source() {
         at = f.changes.through;
         pending.push(f);
     }
-    let e = apply_change_file(&target(&db.url), &pending[1], &opts)
+    let e = apply_change_file(&target(&db.url), pending[1].clone(), &opts)
         .await
         .unwrap_err();
     assert!(
@@ -616,7 +616,9 @@ async fn change_files_into_postgres_equal_the_source() {
         "{e}"
     );
     for f in &pending {
-        apply_change_file(&target(&db.url), f, &opts).await.unwrap();
+        apply_change_file(&target(&db.url), f.clone(), &opts)
+            .await
+            .unwrap();
     }
     assert_pg_equal(&a, &db.url).await;
     let client = connect(&db.url).await;
@@ -638,7 +640,7 @@ async fn change_files_into_postgres_equal_the_source() {
     a.set_metadata("/after-sync", "k", &json!(1)).await.unwrap();
     a.delete("/p").await.unwrap();
     let f = a.export_changes(at).await.unwrap();
-    apply_change_file(&target(&db.url), &f, &opts)
+    apply_change_file(&target(&db.url), f.clone(), &opts)
         .await
         .unwrap();
     assert_pg_equal(&a, &db.url).await;
@@ -671,7 +673,7 @@ async fn sync_then_change_file_and_collisions_in_postgres() {
     // The file's live /fresh loses the path to the target's: it is kept as
     // a conflict copy, and the rest of the file applies.
     let f = a.export_changes(at).await.unwrap();
-    let r = apply_change_file(&target(&db.url), &f, &SyncOptions::default())
+    let r = apply_change_file(&target(&db.url), f.clone(), &SyncOptions::default())
         .await
         .unwrap();
     assert_eq!((r.from_seq, r.to_seq), (at, head(&a).await));
@@ -738,7 +740,7 @@ async fn change_file_against_a_changed_file_makes_a_copy() {
     b.put(NewFile::new("/g", "local", "/g", 3)).await.unwrap();
     let r = apply_change_file(
         &target(&db.url),
-        &b.export_changes(0).await.unwrap(),
+        b.export_changes(0).await.unwrap(),
         &SyncOptions::default(),
     )
     .await

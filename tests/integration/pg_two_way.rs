@@ -588,8 +588,9 @@ proptest! {
         };
         rt.block_on(async {
             let db = pg::database("two_way_converge").await;
-            // Store files, as on devices (each closed and reopened between
-            // the writes and the final syncs).
+            // Store files, as on devices; dropped and opened again before
+            // the final syncs (the same store still, where a finished
+            // sync's reader thread has not let go of its handle yet).
             let dir = tempfile::tempdir().unwrap();
             let paths = ["a.db", "b.db", "c.db"].map(|n| dir.path().join(n));
             let mut stores = Vec::new();
