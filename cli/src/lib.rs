@@ -417,6 +417,7 @@ struct ConfigFile {
 /// max_push_bytes = 1073741824
 /// request_timeout_secs = 60
 /// max_applies_per_tenant = 2
+/// max_applies = 8
 /// max_page_rows = 10000
 /// cors_origins = ["https://app.example.com"]
 /// ```
@@ -432,6 +433,7 @@ struct ServeConfig {
     max_push_bytes: Option<u64>,
     request_timeout_secs: Option<f64>,
     max_applies_per_tenant: Option<usize>,
+    max_applies: Option<usize>,
     max_page_rows: Option<usize>,
     cors_origins: Option<Vec<String>>,
 }
@@ -620,6 +622,10 @@ pub struct ServeArgs {
     /// Pushes applied at once per tenant (default 2).
     #[arg(long)]
     max_applies_per_tenant: Option<usize>,
+    /// Pushes applied at once over all tenants (default 8; each is held in
+    /// memory while it applies).
+    #[arg(long)]
+    max_applies: Option<usize>,
     /// Rows of a pull page at most (default 10,000).
     #[arg(long)]
     max_page_rows: Option<usize>,
@@ -823,6 +829,9 @@ fn serve(cli: &Cli, a: &ServeArgs) -> Result<(), Failure> {
     }
     if let Some(n) = a.max_applies_per_tenant.or(c.max_applies_per_tenant) {
         settings.max_applies_per_tenant = n;
+    }
+    if let Some(n) = a.max_applies.or(c.max_applies) {
+        settings.max_applies = n;
     }
     if let Some(n) = a.max_page_rows.or(c.max_page_rows) {
         settings.max_page_rows = n;

@@ -328,7 +328,7 @@ fn serve_takes_its_settings_from_nexus_toml() {
     std::fs::write(
         dir.path().join("nexus.toml"),
         format!(
-            "[database]\nurl = \"{}\"\n\n[serve]\nlisten = \"127.0.0.1:0\"\ntokens = \"tokens\"\nmax_body_bytes = 4096\n",
+            "[database]\nurl = \"{}\"\n\n[serve]\nlisten = \"127.0.0.1:0\"\ntokens = \"tokens\"\nmax_body_bytes = 4096\nmax_applies = 3\nmax_applies_per_tenant = 1\n",
             db.url
         ),
     )

@@ -66,6 +66,10 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Pushes applied at once per tenant (default 2); more wait their turn.
     pub max_applies_per_tenant: usize,
+    /// Pushes (and parts of pushes) applied at once over all tenants
+    /// (default 8); more wait their turn. A push is held whole in memory
+    /// while it applies: this and the body limits bound the server's memory.
+    pub max_applies: usize,
     /// Rows of a pull page at most (default 10,000); clients ask for fewer.
     pub max_page_rows: usize,
     /// Origins whose pages may call the server (`*`: any); none: no CORS.
@@ -84,6 +88,7 @@ impl Config {
             max_push_bytes: 1 << 30,
             request_timeout: Duration::from_secs(60),
             max_applies_per_tenant: 2,
+            max_applies: 8,
             max_page_rows: 10_000,
             cors_origins: Vec::new(),
             pool_size: 16,
@@ -120,6 +125,8 @@ struct Shared {
     max_page_rows: usize,
     applies: Mutex<HashMap<String, Arc<Semaphore>>>,
     max_applies: usize,
+    /// Applies over all tenants.
+    all_applies: Arc<Semaphore>,
     max_body: usize,
     max_push: u64,
 }
@@ -177,6 +184,7 @@ impl Server {
             max_page_rows: config.max_page_rows.max(1),
             applies: Mutex::new(HashMap::new()),
             max_applies: config.max_applies_per_tenant.max(1),
+            all_applies: Arc::new(Semaphore::new(config.max_applies.max(1))),
             max_body: config.max_body_bytes,
             max_push: config.max_push_bytes,
         });
@@ -396,13 +404,11 @@ struct PushQuery {
     parts: Option<u32>,
 }
 
-/// A place among the tenant's applies: a bounded number at once; the rest
-/// wait. Taken before a body is read, so that a request waiting for its
-/// turn holds no body in memory.
-async fn apply_permit(
-    shared: &Shared,
-    tenant: &str,
-) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+/// A place among the tenant's applies and among all applies: a bounded
+/// number at once of each; the rest wait. Taken before a body is read, so
+/// that a request waiting for its turn holds no body in memory; the
+/// tenant's place first, so that a tenant's queue holds none of the others'.
+async fn apply_permit(shared: &Shared, tenant: &str) -> Result<ApplyPermit, ApiError> {
     let semaphore = {
         let mut applies = shared.applies.lock().expect("not poisoned");
         applies
@@ -410,10 +416,24 @@ async fn apply_permit(
             .or_insert_with(|| Arc::new(Semaphore::new(shared.max_applies)))
             .clone()
     };
-    semaphore
+    let closed = |_| ApiError::unavailable("the server is shutting down");
+    let tenant = semaphore.acquire_owned().await.map_err(closed)?;
+    let all = shared
+        .all_applies
+        .clone()
         .acquire_owned()
         .await
-        .map_err(|_| ApiError::unavailable("the server is shutting down"))
+        .map_err(closed)?;
+    Ok(ApplyPermit {
+        _tenant: tenant,
+        _all: all,
+    })
+}
+
+/// A place among the tenant's applies and among all applies, until dropped.
+struct ApplyPermit {
+    _tenant: tokio::sync::OwnedSemaphorePermit,
+    _all: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// The change file of a push's (or a part's) body.

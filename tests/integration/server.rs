@@ -1115,6 +1115,45 @@ async fn applies_are_bounded_per_tenant() {
     server.stop().await;
 }
 
+/// With one apply at a time over all tenants, another tenant's push waits
+/// while a push is applying (each waiting push holds no body), and goes
+/// through once that one is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applies_are_bounded_over_all_tenants() {
+    let db = pg::database("serve_all_applies").await;
+    let server = TestServer::start_with(&db.url, |c| c.max_applies = 1, hs256()).await;
+    let first = Store::memory().await.unwrap();
+    first.put(file("/first", "x")).await.unwrap();
+    let other = Store::memory().await.unwrap();
+    other
+        .with_tenant("acme")
+        .unwrap()
+        .put(file("/other", "x"))
+        .await
+        .unwrap();
+    let source = first.snapshot().await.unwrap().source_id().to_string();
+    let locker = hold_source_lock(&db.url, &source).await;
+    let spawn_push = |s: Store, tenant: &'static str| {
+        let remote = server.remote(tenant);
+        tokio::spawn(async move { push(&s, &remote, &opts()).await })
+    };
+    let first_push = spawn_push(first, "default");
+    wait_for_a_push_at_the_lock(&db.url).await;
+    let other_push = spawn_push(other, "acme");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!first_push.is_finished() && !other_push.is_finished());
+    assert_eq!(
+        live_files(&db.url).await,
+        0,
+        "the other tenant's push waits"
+    );
+    locker.batch_execute("COMMIT").await.unwrap();
+    first_push.await.unwrap().unwrap();
+    other_push.await.unwrap().unwrap();
+    assert_eq!(live_files(&db.url).await, 2);
+    server.stop().await;
+}
+
 /// A push whose later window fails (here with 408: another session takes
 /// the source's lock once the first window is applied, and holds it past
 /// the request timeout) and that goes through when retried reports the
