@@ -23,9 +23,9 @@
 //!    (one window). The figure says how many files of one transaction fit
 //!    in the server's 60 s request timeout here.
 //!
-//! `cargo run --release -p nexus-bench --bin nexus-serve-bench -- [--clients N] [--seconds S] [--files F] [--one-transaction T] [--pool P] [--applies A]`
+//! `cargo run --release -p nexus-bench --bin nexus-serve-bench -- [--clients N] [--seconds S] [--files F] [--one-transaction T] [--pool P] [--applies A] [--all-applies A]`
 //! (`--pool`: the server's connections, 16; `--applies`: concurrent applies
-//! per tenant, 8).
+//! per tenant, 8; `--all-applies`: over all tenants, 8).
 //! The server runs in a child process (this binary with `--server-child`)
 //! on 127.0.0.1 (HS256 tokens), so that its memory is measured apart from
 //! the clients' (its peak, and its resident memory through its run); PostgreSQL is a throwaway cluster started durable (fsync and
@@ -146,6 +146,7 @@ fn server_child(url: &str) {
             |c| {
                 c.pool_size = arg("--pool", 16);
                 c.max_applies_per_tenant = arg("--applies", 8);
+                c.max_applies = arg("--all-applies", 8);
             },
             AuthSettings {
                 jwt_secret: Some(SECRET.into()),
