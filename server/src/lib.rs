@@ -124,7 +124,7 @@ struct Shared {
     auth: Auth,
     max_page_rows: usize,
     applies: Mutex<HashMap<String, Arc<Semaphore>>>,
-    max_applies: usize,
+    max_applies_per_tenant: usize,
     /// Applies over all tenants.
     all_applies: Arc<Semaphore>,
     max_body: usize,
@@ -183,7 +183,7 @@ impl Server {
             auth,
             max_page_rows: config.max_page_rows.max(1),
             applies: Mutex::new(HashMap::new()),
-            max_applies: config.max_applies_per_tenant.max(1),
+            max_applies_per_tenant: config.max_applies_per_tenant.max(1),
             all_applies: Arc::new(Semaphore::new(config.max_applies.max(1))),
             max_body: config.max_body_bytes,
             max_push: config.max_push_bytes,
@@ -413,7 +413,7 @@ async fn apply_permit(shared: &Shared, tenant: &str) -> Result<ApplyPermit, ApiE
         let mut applies = shared.applies.lock().expect("not poisoned");
         applies
             .entry(tenant.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(shared.max_applies)))
+            .or_insert_with(|| Arc::new(Semaphore::new(shared.max_applies_per_tenant)))
             .clone()
     };
     let closed = |_| ApiError::unavailable("the server is shutting down");

@@ -1072,32 +1072,41 @@ async fn a_push_past_the_request_timeout_gets_408() {
     server.stop().await;
 }
 
+/// An in-memory store holding one file at `path` of `tenant`.
+async fn store_in(tenant: &str, path: &str) -> Store {
+    let s = Store::memory().await.unwrap();
+    s.with_tenant(tenant)
+        .unwrap()
+        .put(file(path, "x"))
+        .await
+        .unwrap();
+    s
+}
+
+/// `s` pushing through `server` as `tenant`, on a task of its own.
+fn spawn_push(
+    server: &TestServer,
+    s: Store,
+    tenant: &str,
+) -> tokio::task::JoinHandle<nexus_sync::Result<nexus_sync::SyncReport>> {
+    let remote = server.remote(tenant);
+    tokio::spawn(async move { push(&s, &remote, &opts()).await })
+}
+
 /// With one apply at a time per tenant, a push of the tenant waits while
 /// another of its pushes is applying; another tenant's push does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applies_are_bounded_per_tenant() {
     let db = pg::database("serve_applies").await;
     let server = TestServer::start_with(&db.url, |c| c.max_applies_per_tenant = 1, hs256()).await;
-    let store = |tenant: &'static str, path: &'static str| async move {
-        let s = Store::memory().await.unwrap();
-        s.with_tenant(tenant)
-            .unwrap()
-            .put(file(path, "x"))
-            .await
-            .unwrap();
-        s
-    };
     let (first, second, other) = (
-        store("default", "/first").await,
-        store("default", "/second").await,
-        store("acme", "/other").await,
+        store_in("default", "/first").await,
+        store_in("default", "/second").await,
+        store_in("acme", "/other").await,
     );
     let source = first.snapshot().await.unwrap().source_id().to_string();
     let locker = hold_source_lock(&db.url, &source).await;
-    let spawn_push = |s: Store, tenant: &'static str| {
-        let remote = server.remote(tenant);
-        tokio::spawn(async move { push(&s, &remote, &opts()).await })
-    };
+    let spawn_push = |s, tenant| spawn_push(&server, s, tenant);
     let first_push = spawn_push(first, "default");
     // The first push holds the tenant's one apply once it waits for the
     // lock.
@@ -1122,21 +1131,13 @@ async fn applies_are_bounded_per_tenant() {
 async fn applies_are_bounded_over_all_tenants() {
     let db = pg::database("serve_all_applies").await;
     let server = TestServer::start_with(&db.url, |c| c.max_applies = 1, hs256()).await;
-    let first = Store::memory().await.unwrap();
-    first.put(file("/first", "x")).await.unwrap();
-    let other = Store::memory().await.unwrap();
-    other
-        .with_tenant("acme")
-        .unwrap()
-        .put(file("/other", "x"))
-        .await
-        .unwrap();
+    let (first, other) = (
+        store_in("default", "/first").await,
+        store_in("acme", "/other").await,
+    );
     let source = first.snapshot().await.unwrap().source_id().to_string();
     let locker = hold_source_lock(&db.url, &source).await;
-    let spawn_push = |s: Store, tenant: &'static str| {
-        let remote = server.remote(tenant);
-        tokio::spawn(async move { push(&s, &remote, &opts()).await })
-    };
+    let spawn_push = |s, tenant| spawn_push(&server, s, tenant);
     let first_push = spawn_push(first, "default");
     wait_for_a_push_at_the_lock(&db.url).await;
     let other_push = spawn_push(other, "acme");
