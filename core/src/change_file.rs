@@ -588,16 +588,7 @@ impl Store {
                 return Ok(());
             }
             watchers.note_incoming(e, &file.changes.files)?;
-            let from = format!("the change file of source {}", file.source_id);
-            apply_rows(
-                e,
-                seq,
-                &file.changes,
-                &from,
-                &file.source_id,
-                None,
-                &mut report,
-            )?;
+            apply_rows(e, seq, &file.changes, &file.source_id, None, &mut report)?;
             record_source(e, &file.source_id, file.changes.through)?;
             report.change_seq = Some(seq);
             Ok(())
@@ -647,16 +638,14 @@ impl Unpushed {
 /// transaction stamped `seq`: upserts by primary key, removals, and live
 /// files made live at once when their path is free, else once every move
 /// is in place (a conflict copy, or in a pull waiting hidden, when a file
-/// still holds the path). `source` names where they come from in errors.
-/// With `unpushed`, rows this store changed and has not pushed are refused
+/// still holds the path). `source_id` is the store (or PostgreSQL
+/// database) they come from. With `unpushed`, rows this store changed and has not pushed are refused
 /// instead of overwritten; a pull records its stamp in `nexus_pulled`
 /// before calling this.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn apply_rows(
     e: &mut Engine,
     seq: Seq,
     c: &Changes,
-    source: &str,
     source_id: &str,
     unpushed: Option<&Unpushed>,
     report: &mut ImportReport,
@@ -866,17 +855,16 @@ pub(crate) fn apply_rows(
                 e.execute(sqlite::upsert(&VERSION_HISTORY), &row_params(r, seq))?;
                 continue;
             }
-            return Err(Error::Conflict {
-                path: path.unwrap_or_else(|| format!("path id {}", r.path_id)),
-                expected: format!(
-                    "version {} to be {} (from {source})",
-                    r.version_number, r.version_id
-                ),
-                actual: format!(
-                    "this store's own version {other} (tenant {}); the file was changed here too",
+            return Err(Error::version_clash(
+                path.unwrap_or_else(|| format!("path id {}", r.path_id)),
+                r.version_number,
+                &r.version_id,
+                source_id,
+                &format!(
+                    "this store's own version {other} (tenant {})",
                     tenant.unwrap_or_default()
                 ),
-            });
+            ));
         }
         e.execute(sqlite::upsert(&VERSION_HISTORY), &row_params(r, seq))?;
     }
@@ -996,7 +984,13 @@ fn settle_arriving(e: &mut Engine, r: &FileRow) -> Result<Arriving> {
     let Some(mut here) = here else {
         return Ok(Arriving::Applies);
     };
-    if here.current_version <= r.current_version {
+    // A change file says nothing of what its writer had seen here.
+    let here_row = crate::HereRow {
+        change_seq: here.change_seq,
+        origin: None,
+        version: here.current_version,
+    };
+    if !crate::changed_unseen(here_row, r.current_version, "", crate::Seen::Unknown) {
         return Ok(Arriving::Applies);
     }
     fn side(f: &FileRow) -> FileSide<'_> {

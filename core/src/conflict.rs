@@ -159,6 +159,41 @@ pub fn settle<'a>(arriving: FileSide<'a>, here: FileSide<'a>) -> Settled<'a> {
     Settled { keep_here, path }
 }
 
+/// What the writer of arriving rows had seen of the side they arrive at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// It had pulled that side's changes through this position (a push of
+    /// a store that pulls from the database it pushes to).
+    Through(i64),
+    /// Nothing says (a change file): only version numbers tell.
+    Unknown,
+}
+
+/// The row already here of a file that rows arrive for: what
+/// [`changed_unseen`] looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HereRow<'a> {
+    /// Its position in this side's change sequence.
+    pub change_seq: i64,
+    /// The store whose change it is, when another store wrote it.
+    pub origin: Option<&'a str>,
+    /// Its current version number.
+    pub version: i64,
+}
+
+/// Whether the row here of a file holds a change that the arriving row's
+/// writer (`source`) had not seen: then the two settle by [`settle`];
+/// otherwise the arriving row replaces it (a fast-forward). With a
+/// position, a change after it by another writer is unseen; without one,
+/// versions the arriving row lacks are (a deletion or a rename there then
+/// meets a new version here). One rule for every side that applies rows.
+pub fn changed_unseen(here: HereRow<'_>, arriving_version: i64, source: &str, seen: Seen) -> bool {
+    match seen {
+        Seen::Through(base) => here.change_seq > base && here.origin != Some(source),
+        Seen::Unknown => here.version > arriving_version,
+    }
+}
+
 /// `YYYYMMDD-HHMMSS` in UTC.
 fn compact_time(at: Timestamp) -> String {
     const FORMAT: &[time::format_description::FormatItem<'static>] =
@@ -175,6 +210,30 @@ mod tests {
 
     fn at() -> Timestamp {
         Timestamp::parse("2026-12-01T07:05:09.5Z").unwrap()
+    }
+
+    #[test]
+    fn unseen_changes_by_position_or_by_versions() {
+        let here = |change_seq, origin, version| HereRow {
+            change_seq,
+            origin,
+            version,
+        };
+        // With a position: another writer's change after it is unseen; the
+        // pusher's own change, or one it had pulled, is not.
+        let through = Seen::Through(10);
+        assert!(changed_unseen(here(11, Some("b"), 1), 1, "a", through));
+        assert!(changed_unseen(here(11, None, 1), 5, "a", through));
+        assert!(!changed_unseen(here(11, Some("a"), 3), 1, "a", through));
+        assert!(!changed_unseen(here(10, Some("b"), 3), 1, "a", through));
+        // Without one (a change file): versions the arriving row lacks.
+        assert!(changed_unseen(here(0, Some("a"), 3), 2, "a", Seen::Unknown));
+        assert!(!changed_unseen(
+            here(99, Some("b"), 2),
+            2,
+            "a",
+            Seen::Unknown
+        ));
     }
 
     #[test]

@@ -255,6 +255,29 @@ impl Error {
         }
     }
 
+    /// An arriving version of a file takes a version number that a
+    /// different version of the file holds here, and the file's own row did
+    /// not arrive with it: the conflict rule has no file to copy, so nothing
+    /// is applied. One error for every side that applies rows (an embedded
+    /// store's import, PostgreSQL's apply of a push or a change file).
+    /// `source_id` is the store that wrote the arriving version, `here` the
+    /// version that holds the number.
+    pub fn version_clash(
+        path: impl Into<String>,
+        number: i64,
+        version_id: &str,
+        source_id: &str,
+        here: &str,
+    ) -> Error {
+        Error::Conflict {
+            path: path.into(),
+            expected: format!("version {number} to be {version_id} (from source {source_id})"),
+            actual: format!(
+                "{here}; the file was changed here too, and its row did not arrive with its versions"
+            ),
+        }
+    }
+
     /// Whether the same call may succeed if retried later.
     pub fn is_retryable(&self) -> bool {
         matches!(self.kind(), ErrorKind::Busy | ErrorKind::Unavailable)

@@ -484,15 +484,7 @@ impl Store {
             )?;
             let guard = Unpushed { pushed_through };
             watchers.note_incoming(e, &rows.files)?;
-            apply_rows(
-                e,
-                seq,
-                &rows,
-                "PostgreSQL",
-                hub_id,
-                Some(&guard),
-                &mut report,
-            )?;
+            apply_rows(e, seq, &rows, hub_id, Some(&guard), &mut report)?;
             (
                 out.files,
                 out.versions,

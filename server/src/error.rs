@@ -90,6 +90,9 @@ impl From<nexus_core::Error> for ApiError {
             C::InvalidChangeFile { .. } | C::InvalidArgument { .. } | C::InvalidCursor { .. } => {
                 ApiError::bad_request(e.to_string())
             }
+            // Rows the conflict rule cannot settle (a version number taken
+            // here, the file's row missing): nothing was applied.
+            C::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
             e if e.is_retryable() => ApiError::unavailable(format!("{e} (retry)")),
             e => {
                 tracing::error!(error = %e, "request failed");

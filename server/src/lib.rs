@@ -397,8 +397,9 @@ async fn state(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PushQuery {
-    #[serde(default)]
-    base: i64,
+    /// How far the pushing store had pulled from this database; absent: a
+    /// change file posted as it is (the rule of `sync --from-changes`).
+    base: Option<i64>,
     /// With `parts`: the push's upload, whose other parts are staged.
     upload: Option<String>,
     parts: Option<u32>,

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use nexus_core::ChangeFile;
+use nexus_core::{ChangeFile, Seen};
 use uuid::Uuid;
 
 use crate::convert::{self, Batch};
@@ -33,9 +33,9 @@ pub async fn apply_change_file(
     with_retries(options, || async {
         let mut client = target.connect(crate::APPLICATION_NAME, None).await?;
         migrate(&mut client).await?;
-        // The conflict rule, as for a push of a store that never pulled:
-        // its base is the empty database.
-        let report = apply_once(&mut client, &range, batch.clone(), 0, None).await?;
+        // The conflict rule, knowing nothing of what the file's writer had
+        // pulled: as an embedded store's import applies it.
+        let report = apply_once(&mut client, &range, batch.clone(), Seen::Unknown, None).await?;
         if let Some(p) = &options.progress {
             let rows = batch_len(&batch);
             p(rows, rows);
@@ -48,18 +48,20 @@ pub async fn apply_change_file(
 /// Applies a push that arrived as a change file (a sync server's): as
 /// [`apply_change_file`], on `client` (already migrated), once (a
 /// retryable failure is returned, nothing applied), with the conflict rule
-/// against `base` (how far the source had pulled from this database), and,
+/// against what the source had pulled from this database (`base`; `None`:
+/// nothing says, as for a change file), and,
 /// with `tenant`, only if every row belongs to that tenant
 /// ([`Error::WrongTenant`] otherwise, nothing applied). The file's rows
 /// are converted in place, not copied (a push can be large).
 pub async fn apply_push(
     client: &mut tokio_postgres::Client,
     file: ChangeFile,
-    base: i64,
+    base: Option<i64>,
     tenant: Option<&str>,
 ) -> Result<SyncReport> {
     let (range, batch) = checked_batch(file)?;
-    apply_once(client, &range, batch, base, tenant).await
+    let seen = base.map_or(Seen::Unknown, Seen::Through);
+    apply_once(client, &range, batch, seen, tenant).await
 }
 
 /// What an apply needs of a change file besides its rows.
@@ -92,7 +94,7 @@ async fn apply_once(
     client: &mut tokio_postgres::Client,
     file: &Range,
     mut batch: Batch,
-    base: i64,
+    seen: Seen,
     tenant: Option<&str>,
 ) -> Result<SyncReport> {
     let started = Instant::now();
@@ -121,8 +123,8 @@ async fn apply_once(
     report.mode = SyncMode::Incremental;
     let mut live_ids: Vec<Uuid> = Vec::new();
     let mut held = crate::resolve::Held::new();
-    let copies = crate::resolve::resolve(&tx, &file.source_id, base, &mut batch, &mut held).await?;
-    crate::resolve::none_held(&held)?;
+    let copies = crate::resolve::resolve(&tx, &file.source_id, seen, &mut batch, &mut held).await?;
+    crate::resolve::none_held(&tx, &file.source_id, &held).await?;
     upsert_batch(
         &tx,
         &file.source_id,

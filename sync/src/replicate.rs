@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::pin_mut;
 use nexus_core::{
-    CHANGE_TABLES, CONFLICT_KEY, Changes, ConflictCopy, ConflictInfo, ConflictReason, Store,
+    CHANGE_TABLES, CONFLICT_KEY, Changes, ConflictCopy, ConflictInfo, ConflictReason, Seen, Store,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use tokio_postgres::Transaction;
@@ -255,8 +255,14 @@ impl Replicator {
                 copy_batch(&tx, &source_id, &batch, &mut report.tables).await?;
             } else {
                 let mut batch = batch;
-                let copies =
-                    crate::resolve::resolve(&tx, &source_id, base, &mut batch, &mut held).await?;
+                let copies = crate::resolve::resolve(
+                    &tx,
+                    &source_id,
+                    Seen::Through(base),
+                    &mut batch,
+                    &mut held,
+                )
+                .await?;
                 upsert_batch(&tx, &source_id, &batch, &mut report.tables, &mut live_ids).await?;
                 report
                     .conflicts
@@ -267,7 +273,7 @@ impl Replicator {
                 p(done, total);
             }
         }
-        crate::resolve::none_held(&held)?;
+        crate::resolve::none_held(&tx, &source_id, &held).await?;
         report
             .conflicts
             .extend(make_live(&tx, &source_id, &live_ids).await?);

@@ -3,9 +3,12 @@
 //! upserted, each file row is compared with the target's row of the same
 //! file.
 //!
-//! The target's row is *unseen* by the source when another writer changed
-//! it after the last state of the target the source pulled (`change_seq >
-//! base`, and its origin is not the source). Then:
+//! The target's row is *unseen* by the source ([`nexus_core::changed_unseen`],
+//! the rule an embedded store's import uses too) when another writer
+//! changed it after the last state of the target the source pulled
+//! (`change_seq > base`, and its origin is not the source), or, for a
+//! change file (which says nothing of what its writer had pulled), when it
+//! has versions the pushed row lacks. Then:
 //! - both sides made new versions of the file (a version number is taken
 //!   by a different version at the target): the target keeps the file; the
 //!   source's file goes to a new file, a conflict copy beside it, with the
@@ -27,7 +30,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use nexus_core::{ConflictCopy, ConflictInfo, ConflictReason, FileSide, Timestamp};
+use nexus_core::{
+    ConflictCopy, ConflictInfo, ConflictReason, FileSide, HereRow, Seen, Timestamp, changed_unseen,
+};
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
@@ -70,15 +75,15 @@ pub(crate) struct Resolved {
 /// held back until that row arrives and the copy is made.
 pub(crate) type Held = HashMap<Uuid, Vec<PgVersion>>;
 
-/// Applies the conflict rule to `b` (a window of `source`'s rows, `base`
-/// the last target position the source pulled), and returns the conflict
+/// Applies the conflict rule to `b` (a window of `source`'s rows, `seen`
+/// what the source had pulled of the target), and returns the conflict
 /// copies it decided on. The target's rows of the window's files are locked
 /// until the run commits, so that concurrent pushes decide on what the
 /// others committed.
 pub(crate) async fn resolve(
     tx: &Transaction<'_>,
     source: &str,
-    base: i64,
+    seen: Seen,
     b: &mut Batch,
     held: &mut Held,
 ) -> Result<Resolved> {
@@ -187,8 +192,12 @@ pub(crate) async fn resolve(
         let Some(t) = target.get(&f.path_id) else {
             continue;
         };
-        let unseen = t.change_seq > base && t.origin_id.as_deref() != Some(source);
-        if !unseen {
+        let here = HereRow {
+            change_seq: t.change_seq,
+            origin: t.origin_id.as_deref(),
+            version: t.current_version.into(),
+        };
+        if !changed_unseen(here, f.current_version.into(), source, seen) {
             continue;
         }
         let settled = nexus_core::settle(
@@ -261,16 +270,37 @@ pub(crate) async fn resolve(
 
 /// At the end of a run: every held-back version found its file (a file's
 /// row is stamped at or after its versions, so it is in the same run).
-pub(crate) fn none_held(held: &Held) -> Result<()> {
-    match held.keys().next() {
-        None => Ok(()),
-        Some(path_id) => Err(Error::Conversion {
-            table: "version_history",
-            problem: format!(
-                "versions of file {path_id} collide with other versions in the target, and the source sent no row of that file"
-            ),
-        }),
-    }
+/// One that did not is the error an embedded store's import gives for the
+/// same rows ([`nexus_core::Error::version_clash`]); nothing is applied.
+pub(crate) async fn none_held(tx: &Transaction<'_>, source: &str, held: &Held) -> Result<()> {
+    let Some(v) = held.values().flatten().next() else {
+        return Ok(());
+    };
+    let here = tx
+        .query_opt(
+            "SELECT h.version_id::text, p.virtual_path, p.tenant_id FROM version_history h \
+             LEFT JOIN file_paths p ON p.path_id = h.path_id \
+             WHERE h.path_id = $1 AND h.version_number = $2 AND h.version_id <> $3",
+            &[&v.path_id, &v.version_number, &v.version_id],
+        )
+        .await
+        .map_err(Error::pg(
+            "reading the version a pushed version collides with",
+        ))?;
+    let (other, path, tenant): (String, Option<String>, Option<String>) = match here {
+        Some(r) => (r.get::<_, String>(0), r.get(1), r.get(2)),
+        None => ("another version".to_string(), None, None),
+    };
+    Err(Error::Store(nexus_core::Error::version_clash(
+        path.unwrap_or_else(|| format!("path id {}", v.row.path_id)),
+        v.version_number.into(),
+        &v.row.version_id,
+        source,
+        &format!(
+            "the target's version {other} (tenant {})",
+            tenant.unwrap_or_default()
+        ),
+    )))
 }
 
 /// After the upsert: marks each copy (and its versions and metadata) as the

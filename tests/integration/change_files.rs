@@ -893,3 +893,86 @@ fn a_new_version_here_outlives_a_deletion_and_follows_a_rename() {
         assert_same(&a, &b).await;
     });
 }
+
+/// Versions of a file that take version numbers other versions hold here,
+/// without the file's row (a cut or doctored change file): the conflict
+/// rule has no file to copy. An embedded store's import and PostgreSQL's
+/// apply refuse them with one error (`Conflict`, naming the path, the
+/// arriving version and its source), and apply nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_without_their_file_are_refused_alike_on_both_sides() {
+    let db = pg::database("change_files_version_clash").await;
+    let a = Store::memory().await.unwrap();
+    a.put(NewFile::new("/f", "local", "/a1", 1).etag("v1"))
+        .await
+        .unwrap();
+    let first = a.export_changes(0).await.unwrap();
+    Replicator::new(a.clone(), target(&db.url))
+        .sync()
+        .await
+        .unwrap();
+    // B has /f from A, gives it a version 2 of its own and syncs it.
+    let b = Store::memory().await.unwrap();
+    b.import_changes(&first).await.unwrap();
+    b.put(NewFile::new("/f", "local", "/b2", 2).etag("b2"))
+        .await
+        .unwrap();
+    Replicator::new(b.clone(), target(&db.url))
+        .sync()
+        .await
+        .unwrap();
+    // A's own version 2, without the row of /f.
+    a.put(NewFile::new("/f", "local", "/a2", 3).etag("a2"))
+        .await
+        .unwrap();
+    let mut cut = a.export_changes(first.changes.through).await.unwrap();
+    assert_eq!(cut.changes.files.len(), 1);
+    assert_eq!(cut.changes.versions.len(), 1);
+    let arriving = cut.changes.versions[0].version_id.clone();
+    cut.changes.files.clear();
+
+    let expected = format!("version 2 to be {arriving} (from source {})", cut.source_id);
+    let before = records(&b).await;
+    match b.import_changes(&cut).await {
+        Err(Error::Conflict {
+            path,
+            expected: e,
+            actual,
+        }) => {
+            assert_eq!(path, "/f");
+            assert_eq!(e, expected);
+            assert!(actual.contains("this store's own version"), "{actual}");
+        }
+        other => panic!("expected a Conflict from the import, got {other:?}"),
+    }
+    assert_eq!(records(&b).await, before, "the import applied nothing");
+
+    let client = connect(&db.url).await;
+    let count = async || -> i64 {
+        client
+            .query_one("SELECT count(*) FROM version_history", &[])
+            .await
+            .unwrap()
+            .get(0)
+    };
+    let versions = count().await;
+    match apply_change_file(&target(&db.url), cut, &SyncOptions::default()).await {
+        Err(nexus_sync::Error::Store(Error::Conflict {
+            path,
+            expected: e,
+            actual,
+        })) => {
+            assert_eq!(path, "/f");
+            assert_eq!(e, expected);
+            assert!(actual.contains("the target's version"), "{actual}");
+        }
+        other => panic!("expected a Conflict from PostgreSQL's apply, got {other:?}"),
+    }
+    assert_eq!(count().await, versions, "PostgreSQL applied nothing");
+    let watermarks: i64 = client
+        .query_one("SELECT count(*) FROM nexus_sync_state", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(watermarks, 2, "only A's and B's syncs recorded");
+}

@@ -700,6 +700,114 @@ proptest! {
     }
 }
 
+#[derive(Debug, Clone)]
+enum Exchange {
+    Put(usize, usize, usize),
+    Delete(usize, usize),
+    Meta(usize, usize, usize),
+    Rename(usize, usize, usize),
+    /// A source's changes since its last shipment, as one change file,
+    /// applied to the embedded hub and to PostgreSQL.
+    Ship(usize),
+    /// A source imports another source's changes since it last did.
+    Learn(usize, usize),
+}
+
+fn exchange() -> impl Strategy<Value = Exchange> {
+    prop_oneof![
+        4 => (0..3usize, 0..PATHS.len(), 0..4usize).prop_map(|(s, p, e)| Exchange::Put(s, p, e)),
+        1 => (0..3usize, 0..PATHS.len()).prop_map(|(s, p)| Exchange::Delete(s, p)),
+        2 => (0..3usize, 0..PATHS.len(), 0..3usize).prop_map(|(s, p, k)| Exchange::Meta(s, p, k)),
+        1 => (0..3usize, 0..PATHS.len(), 0..PATHS.len()).prop_map(|(s, a, b)| Exchange::Rename(s, a, b)),
+        3 => (0..3usize).prop_map(Exchange::Ship),
+        2 => (0..3usize, 0..3usize).prop_map(|(s, t)| Exchange::Learn(s, t)),
+    ]
+}
+
+/// A state with the ids of content conflict copies left out (each side
+/// gives such a copy a new id of its own).
+fn comparable(mut s: State) -> State {
+    for (id, _, _, _, meta) in s.values_mut() {
+        if meta
+            .get(CONFLICT_KEY)
+            .is_some_and(|c| c["reason"] == "content")
+        {
+            *id = "(a copy's own id)".to_string();
+        }
+    }
+    s
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("NEXUS_PARITY_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(6),
+        ..ProptestConfig::default()
+    })]
+
+    /// One apply rule on both sides: three sources change overlapping paths
+    /// and exchange change files among themselves; each shipment of a
+    /// source's changes goes to an embedded store (the hub, `import-changes`)
+    /// and to PostgreSQL (`sync --from-changes`). After every shipment both
+    /// hold the same files, versions and metadata, conflict copies included
+    /// (or both refuse the file, with the same kind of error).
+    #[test]
+    fn change_files_apply_alike_to_an_embedded_store_and_postgres(
+        steps in proptest::collection::vec(exchange(), 10..40),
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            let db = pg::database("change_files_parity").await;
+            let mut sources = Vec::new();
+            for _ in 0..3 {
+                sources.push(Store::memory().await.unwrap());
+            }
+            let hub = Store::memory().await.unwrap();
+            let mut shipped = [0i64; 3];
+            let mut learned = [[0i64; 3]; 3];
+            for (i, step) in steps.iter().enumerate() {
+                match *step {
+                    Exchange::Put(s, p, e) => {
+                        sources[s].put(file(PATHS[p], &format!("s{s}-e{e}-{i}"))).await.unwrap();
+                    }
+                    Exchange::Delete(s, p) => {
+                        sources[s].delete(PATHS[p]).await.unwrap();
+                    }
+                    Exchange::Meta(s, p, k) => {
+                        if sources[s].get(PATHS[p]).await.unwrap().is_some() {
+                            sources[s].set_metadata(PATHS[p], &format!("k{k}"), &json!(format!("s{s}-{i}"))).await.unwrap();
+                        }
+                    }
+                    Exchange::Rename(s, a, b) => {
+                        let st = &sources[s];
+                        if a != b && st.get(PATHS[a]).await.unwrap().is_some() && st.get(PATHS[b]).await.unwrap().is_none() {
+                            st.rename(PATHS[a], PATHS[b]).await.unwrap();
+                        }
+                    }
+                    Exchange::Learn(s, t) => {
+                        if s != t {
+                            let f = sources[t].export_changes(learned[s][t]).await.unwrap();
+                            learned[s][t] = f.changes.through;
+                            sources[s].import_changes(&f).await.unwrap();
+                        }
+                    }
+                    Exchange::Ship(s) => {
+                        let f = sources[s].export_changes(shipped[s]).await.unwrap();
+                        let here = hub.import_changes(&f).await;
+                        let there = nexus_sync::apply_change_file(&url(&db.url), f.clone(), &SyncOptions::default()).await;
+                        match (&here, &there) {
+                            (Ok(_), Ok(_)) => shipped[s] = f.changes.through,
+                            (Err(a), Err(nexus_sync::Error::Store(b))) if a.kind() == b.kind() => {}
+                            _ => panic!("step {i}: the hub answered {here:?}, PostgreSQL {there:?}"),
+                        }
+                        let (h, p) = (comparable(state(&hub).await), comparable(pg_state(&db.url).await));
+                        assert_eq!(h, p, "step {i} ({step:?}): the hub and PostgreSQL differ");
+                    }
+                }
+            }
+        });
+    }
+}
+
 /// The first pull into an empty file store is one snapshot in one
 /// transaction, with the secondary indexes built at the end: the file has
 /// every index a fresh store has, passes SQLite's integrity check, and a

@@ -1389,3 +1389,55 @@ async fn stopping_finishes_the_push_in_flight() {
     stopping.await.unwrap();
     assert_eq!(live_files(&db.url).await, 1);
 }
+
+/// A push the conflict rule cannot settle (versions of a file that take
+/// version numbers of other versions, without the file's row) is answered
+/// 409 `conflict`, naming the path; nothing is applied, and the source's
+/// next whole push goes through with a conflict copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_the_rule_cannot_settle_is_a_409_conflict() {
+    let db = pg::database("serve_version_clash").await;
+    let server = TestServer::start(&db.url).await;
+    let remote = server.remote("default");
+    let a = Store::memory().await.unwrap();
+    a.put(file("/f", "v1")).await.unwrap();
+    push(&a, &remote, &opts()).await.unwrap();
+    let first = a.export_changes(0).await.unwrap();
+    let b = Store::memory().await.unwrap();
+    b.import_changes(&first).await.unwrap();
+    b.put(file("/f", "b2")).await.unwrap();
+    push(&b, &remote, &opts()).await.unwrap();
+
+    a.put(file("/f", "a2")).await.unwrap();
+    let mut cut = a.export_changes(first.changes.through).await.unwrap();
+    cut.changes.files.clear();
+    let versions = async || -> i64 {
+        pg::connect(&db.url)
+            .await
+            .query_one("SELECT count(*) FROM version_history", &[])
+            .await
+            .unwrap()
+            .get(0)
+    };
+    let before = versions().await;
+    let (status, _, body) = call(
+        reqwest::Method::POST,
+        &format!("{}/v1/push?base=0", server.url),
+        Some(&token("default", 600)),
+        &[],
+        Some(cut.encode()),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"], "conflict", "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("conflict on /f") && message.contains("version 2 to be"),
+        "{body}"
+    );
+    assert_eq!(versions().await, before, "nothing applied");
+
+    let whole = push(&a, &remote, &opts()).await.unwrap();
+    assert_eq!(whole.conflicts.len(), 1, "{whole:?}");
+    assert_eq!(whole.conflicts[0].path, "/f");
+}

@@ -81,7 +81,13 @@ struct TableRows {
 /// A failed sync: the store's error, or the server's / the network's.
 pub(crate) enum SyncError {
     Store(nexus_core::Error),
-    Remote { kind: &'static str, message: String },
+    Remote {
+        kind: &'static str,
+        message: String,
+        /// A 409 that asks for the push again (`gap`: another push of this
+        /// store ran at once; `incomplete`: the staged parts are gone).
+        again: bool,
+    },
 }
 
 impl From<nexus_core::Error> for SyncError {
@@ -94,7 +100,7 @@ impl From<SyncError> for JsValue {
     fn from(e: SyncError) -> JsValue {
         match e {
             SyncError::Store(e) => crate::js_error(&e),
-            SyncError::Remote { kind, message } => error_value(kind, &message),
+            SyncError::Remote { kind, message, .. } => error_value(kind, &message),
         }
     }
 }
@@ -103,13 +109,15 @@ fn remote(kind: &'static str, message: impl Into<String>) -> SyncError {
     SyncError::Remote {
         kind,
         message: message.into(),
+        again: false,
     }
 }
 
 /// The error kind of an HTTP status: `Unauthorized` (401), `Forbidden`
 /// (403), `Unavailable` (retry: unreachable, 408, 429, 5xx), `Conflict`
-/// (409, another push of this store ran at once: retry), `InvalidArgument`
-/// (the rest of 4xx).
+/// (409: another push of this store ran at once, or its staged parts are
+/// gone, both pushed again; or rows the conflict rule cannot settle),
+/// `InvalidArgument` (the rest of 4xx).
 fn kind_of(status: u16) -> &'static str {
     match status {
         401 => "Unauthorized",
@@ -182,11 +190,15 @@ impl Server {
             .map_err(js)?;
         let bytes = Uint8Array::new(&buffer).to_vec();
         if !(200..300).contains(&status) {
-            let message = match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(b) => b.message,
-                Err(_) => format!("the sync server answered {status}"),
+            let (message, again) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(b) => (b.message, matches!(b.error.as_str(), "gap" | "incomplete")),
+                Err(_) => (format!("the sync server answered {status}"), false),
             };
-            return Err(remote(kind_of(status), message));
+            return Err(SyncError::Remote {
+                kind: kind_of(status),
+                message,
+                again,
+            });
         }
         protocol::decode_answer(&bytes).map_err(|e| match e {
             protocol::AnswerError::NotJson(e) => {
@@ -336,9 +348,9 @@ pub(crate) async fn sync(store: &Store, options: SyncOptions) -> Result<SyncResu
                 // Another sync of this store pushed at the same moment, or
                 // the server lost the parts staged for this push (409):
                 // read the server's watermark again and push again.
-                Err(SyncError::Remote {
-                    kind: "Conflict", ..
-                }) if round < SYNC_ROUNDS => continue 'rounds,
+                Err(SyncError::Remote { again: true, .. }) if round < SYNC_ROUNDS => {
+                    continue 'rounds;
+                }
                 Err(e) => return Err(e),
             };
             out.pushed += pushed.report.tables.iter().map(|t| t.rows).sum::<u64>();
