@@ -108,11 +108,17 @@ bash scripts/build-npm.sh
 # which `cargo test --workspace` above built (integration tests need their
 # package's binaries). Building them again alone would compile most
 # dependencies a second time, with another set of features.
+step "end to end: the demo page, two profiles and a native store through nexus serve"
 NEXUS_BIN=target/debug/nexus node tests/e2e/e2e.mjs
+step "end to end: convergence with a browser store"
 NEXUS_BIN=target/debug/nexus NEXUS_LOG=warn node tests/e2e/converge.mjs
+step "end to end: tabs of one origin"
 node tests/e2e/tabs.mjs
+step "end to end: Chromium killed mid-write"
 node tests/e2e/crash.mjs
+step "end to end: the package in Node and TypeScript"
 node tests/e2e/package.mjs
+step "end to end: a Vite app"
 node tests/e2e/vite.mjs
 
 step "all checks passed"
