@@ -165,7 +165,7 @@ fn killed_sync_process_then_rerun_converges() {
     let db = dir.path().join("nexus.db");
     rt.block_on(async {
         let s = Store::open(&db).await.unwrap();
-        let files: Vec<NewFile> = (0..30_000)
+        let files: Vec<NewFile> = (0..12_000)
             .map(|i| {
                 NewFile::new(format!("/k/{i:06}"), "local", format!("/p/{i}"), i)
                     .etag(format!("{i:x}"))
@@ -218,7 +218,7 @@ fn killed_sync_process_then_rerun_converges() {
             .output()
             .unwrap(),
     );
-    assert_eq!(rerun["tables"][0]["rows"], 30_000);
+    assert_eq!(rerun["tables"][0]["rows"], 12_000);
     let verify = ok_json(
         nexus(&db, &["verify", "--json", "--to", &target.url])
             .output()
