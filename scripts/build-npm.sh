@@ -21,8 +21,12 @@ if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$wasm_bindge
     cargo install wasm-bindgen-cli --version "$wasm_bindgen_version"
 fi
 
-cargo build --profile wasm-release -p nexus-wasm --target wasm32-unknown-unknown --locked
-wasm=target/wasm32-unknown-unknown/wasm-release/nexus_wasm.wasm
+# NEXUS_NPM_TARGET_DIR: build in another target directory (scripts/test.sh
+# builds the package while other cargo commands hold target/).
+target_dir=${NEXUS_NPM_TARGET_DIR:-target}
+cargo build --profile wasm-release -p nexus-wasm --target wasm32-unknown-unknown --locked \
+    --target-dir "$target_dir"
+wasm=$target_dir/wasm32-unknown-unknown/wasm-release/nexus_wasm.wasm
 
 rm -rf "$out"
 mkdir -p "$out/web" "$out/node"

@@ -17,7 +17,8 @@ step() { printf '\n==> %s (at %dm%02ds)\n' "$*" $((SECONDS / 60)) $((SECONDS % 6
 # cluster below it.
 run_tmp=$(mktemp -d "${TMPDIR:-/tmp}/nexus-test.XXXXXX")
 chmod 1777 "$run_tmp"
-trap 'rm -rf "$run_tmp"' EXIT
+npm_pid=
+trap '[ -n "$npm_pid" ] && kill "$npm_pid" 2>/dev/null; rm -rf "$run_tmp"' EXIT
 export TMPDIR="$run_tmp"
 
 step "toolchain"
@@ -95,6 +96,12 @@ step "tests"
 cargo test --workspace --locked
 
 step "browser tests: the conformance suite in headless Chromium (memory; OPFS in a Worker; IndexedDB)"
+# Meanwhile the npm package's release build (below), in a target directory
+# of its own (cargo locks one per build): its whole-program optimization
+# runs on one core, and the suite's Chromium leaves the cores half idle.
+npm_log="$run_tmp/build-npm.log"
+NEXUS_NPM_TARGET_DIR=target/npm-cargo bash scripts/build-npm.sh > "$npm_log" 2>&1 &
+npm_pid=$!
 # WASM_BINDGEN_TEST_TIMEOUT bounds a whole suite, not one test (default 20 s);
 # the OPFS suite opens and migrates a database per test and takes close to
 # that on a busy 2-core machine.
@@ -102,8 +109,15 @@ WASM_BINDGEN_TEST_TIMEOUT=300 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bi
     cargo test -p nexus-tests --target wasm32-unknown-unknown --locked \
     --test browser_memory --test browser_opfs --test browser_idb
 
-step "the npm package (release build, wasm-opt), then the end-to-end test in Chromium"
-bash scripts/build-npm.sh
+step "the npm package (release build, wasm-opt; started with the browser tests), then the end-to-end tests in Chromium"
+npm_status=0
+wait "$npm_pid" || npm_status=$?
+npm_pid=
+cat "$npm_log"
+if [ "$npm_status" -ne 0 ]; then
+    echo "the npm package's build failed (status $npm_status)" >&2
+    exit 1
+fi
 # The end-to-end tests run target/debug/nexus and target/debug/test-pg,
 # which `cargo test --workspace` above built (integration tests need their
 # package's binaries). Building them again alone would compile most
