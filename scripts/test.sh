@@ -18,7 +18,9 @@ step() { printf '\n==> %s (at %dm%02ds)\n' "$*" $((SECONDS / 60)) $((SECONDS % 6
 run_tmp=$(mktemp -d "${TMPDIR:-/tmp}/nexus-test.XXXXXX")
 chmod 1777 "$run_tmp"
 npm_pid=
-trap '[ -n "$npm_pid" ] && kill "$npm_pid" 2>/dev/null; rm -rf "$run_tmp"' EXIT
+# The npm build started in the background (below) is a process group of its
+# own: a run that stops early stops all of it (cargo, rustc, npm).
+trap '[ -n "$npm_pid" ] && kill -- -"$npm_pid" 2>/dev/null; rm -rf "$run_tmp"' EXIT
 export TMPDIR="$run_tmp"
 
 step "toolchain"
@@ -100,7 +102,7 @@ step "browser tests: the conformance suite in headless Chromium (memory; OPFS in
 # of its own (cargo locks one per build): its whole-program optimization
 # runs on one core, and the suite's Chromium leaves the cores half idle.
 npm_log="$run_tmp/build-npm.log"
-NEXUS_NPM_TARGET_DIR=target/npm-cargo bash scripts/build-npm.sh > "$npm_log" 2>&1 &
+NEXUS_NPM_TARGET_DIR=target/npm-cargo setsid -w bash scripts/build-npm.sh > "$npm_log" 2>&1 &
 npm_pid=$!
 # WASM_BINDGEN_TEST_TIMEOUT bounds a whole suite, not one test (default 20 s);
 # the OPFS suite opens and migrates a database per test and takes close to

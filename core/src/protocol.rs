@@ -27,8 +27,10 @@ pub const STATE: &str = "/v1/state";
 
 /// `POST ?base=N` with a change file: applies it (exactly once per
 /// source, the conflict rule against `base`, the position the source had
-/// pulled to), answers [`Pushed`]. 409 `gap` when the file starts after
-/// the server's watermark (ask [`STATE`] again).
+/// pulled to; without `base`, by version numbers, as for a change file),
+/// answers [`Pushed`]. 409 `gap` when the file starts after the server's
+/// watermark (ask [`STATE`] again); 409 `conflict` for rows the rule
+/// cannot settle.
 pub const PUSH: &str = "/v1/push";
 
 /// `POST ?upload=ID&part=K` with a change file: part `K` (from 0) of a

@@ -17,7 +17,9 @@ use nexus_postgres::{PgUrl, migrate};
 use tokio_postgres::Transaction;
 
 /// Applies `file` to the database at `target` (migrating its schema first),
-/// as an incremental sync run of the file's source would: rows upserted by
+/// as an incremental sync run of the file's source would, but with the
+/// conflict rule of a change file (by version numbers,
+/// [`nexus_core::Seen::Unknown`]): rows upserted by
 /// primary key and removals applied in one transaction that also moves the
 /// source's watermark to `through`. A file the target already has
 /// (`through` at or before the watermark) changes nothing

@@ -273,33 +273,51 @@ pub(crate) async fn resolve(
 /// One that did not is the error an embedded store's import gives for the
 /// same rows ([`nexus_core::Error::version_clash`]); nothing is applied.
 pub(crate) async fn none_held(tx: &Transaction<'_>, source: &str, held: &Held) -> Result<()> {
-    let Some(v) = held.values().flatten().next() else {
+    if held.is_empty() {
         return Ok(());
-    };
-    let here = tx
+    }
+    // The lowest clashing version of the first such file (held versions
+    // also include ones that do not clash: every version of a diverged
+    // file waits), as the embedded import, which meets them in order.
+    let held: Vec<&PgVersion> = held.values().flatten().collect();
+    let p: Vec<Uuid> = held.iter().map(|v| v.path_id).collect();
+    let n: Vec<i32> = held.iter().map(|v| v.version_number).collect();
+    let id: Vec<Uuid> = held.iter().map(|v| v.version_id).collect();
+    let clash = tx
         .query_opt(
-            "SELECT h.version_id::text, p.virtual_path, p.tenant_id FROM version_history h \
-             LEFT JOIN file_paths p ON p.path_id = h.path_id \
-             WHERE h.path_id = $1 AND h.version_number = $2 AND h.version_id <> $3",
-            &[&v.path_id, &v.version_number, &v.version_id],
+            "SELECT u.i, h.version_id::text FROM unnest($1::uuid[], $2::int4[], $3::uuid[]) \
+             WITH ORDINALITY AS u(p, n, v, i) \
+             JOIN version_history h ON h.path_id = u.p AND h.version_number = u.n AND h.version_id <> u.v \
+             ORDER BY u.p, u.n LIMIT 1",
+            &[&p, &n, &id],
         )
         .await
         .map_err(Error::pg(
             "reading the version a pushed version collides with",
         ))?;
-    let (other, path, tenant): (String, Option<String>, Option<String>) = match here {
-        Some(r) => (r.get::<_, String>(0), r.get(1), r.get(2)),
-        None => ("another version".to_string(), None, None),
+    let (v, other) = match clash {
+        Some(r) => (held[r.get::<_, i64>(0) as usize - 1], r.get::<_, String>(1)),
+        None => (held[0], "another version".to_string()),
+    };
+    let file = tx
+        .query_opt(
+            "SELECT virtual_path, tenant_id FROM file_paths WHERE path_id = $1",
+            &[&v.path_id],
+        )
+        .await
+        .map_err(Error::pg(
+            "reading the version a pushed version collides with",
+        ))?;
+    let (path, tenant) = match file {
+        Some(r) => (r.get::<_, String>(0), r.get::<_, String>(1)),
+        None => (format!("path id {}", v.row.path_id), String::new()),
     };
     Err(Error::Store(nexus_core::Error::version_clash(
-        path.unwrap_or_else(|| format!("path id {}", v.row.path_id)),
+        path,
         v.version_number.into(),
         &v.row.version_id,
         source,
-        &format!(
-            "the target's version {other} (tenant {})",
-            tenant.unwrap_or_default()
-        ),
+        &format!("the target's version {other} (tenant {tenant})"),
     )))
 }
 

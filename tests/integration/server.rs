@@ -1441,3 +1441,41 @@ async fn a_push_the_rule_cannot_settle_is_a_409_conflict() {
     assert_eq!(whole.conflicts.len(), 1, "{whole:?}");
     assert_eq!(whole.conflicts[0].path, "/f");
 }
+
+/// A push with `base` settles against what the store had pulled; one
+/// without (a change file posted as it is) goes by version numbers, as
+/// `sync --from-changes` does. B imported A's file from A's change file
+/// (it never pulled) and deleted it: with `base=0` the deletion meets a
+/// change B had not pulled (the file stays: modify wins over delete);
+/// without `base` B had every version, and the deletion applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_without_base_settles_as_a_change_file() {
+    let mut live = Vec::new();
+    for base in ["?base=0", ""] {
+        let db = pg::database("serve_without_base").await;
+        let server = TestServer::start(&db.url).await;
+        let a = Store::memory().await.unwrap();
+        a.put(file("/x", "a1")).await.unwrap();
+        push(&a, &server.remote("default"), &opts()).await.unwrap();
+        let b = Store::memory().await.unwrap();
+        b.import_changes(&a.export_changes(0).await.unwrap())
+            .await
+            .unwrap();
+        b.delete("/x").await.unwrap();
+        let (status, _, body) = call(
+            reqwest::Method::POST,
+            &format!("{}/v1/push{base}", server.url),
+            Some(&token("default", 600)),
+            &[],
+            Some(b.export_changes(0).await.unwrap().encode()),
+        )
+        .await;
+        assert_eq!(status, 200, "{base}: {body}");
+        live.push(live_files(&db.url).await);
+    }
+    assert_eq!(
+        live,
+        [1, 0],
+        "with base=0 /x stays; without base it is deleted"
+    );
+}

@@ -52,7 +52,8 @@ export interface Store {
    * the token's tenant's changes. Rejects with a `NexusError` of kind
    * `Unauthorized` (401), `Forbidden` (403: the token's tenant is not the
    * rows'), `Unavailable` (unreachable or overloaded: retry), `Conflict`
-   * (another sync of this store at the same moment: retry), `InvalidArgument`.
+   * (another sync of this store at the same moment: retried up to three
+   * rounds; or rows the conflict rule cannot settle), `InvalidArgument`.
    */
   sync(options: SyncOptions): Promise<SyncResult>;
   /** Syncs now, then every `intervalMs`, backing off on failure and pausing while offline. */
