@@ -153,6 +153,14 @@ pub struct ErrorBody {
     pub applied: Option<i64>,
 }
 
+/// Whether an error answer of this kind asks the client to push again:
+/// `gap` (another push of the same store ran at once: read [`STATE`]
+/// again) or `incomplete` (the staged parts of a push are gone). Every
+/// other 409, `conflict` above all, is final.
+pub fn asks_to_push_again(kind: &str) -> bool {
+    matches!(kind, "gap" | "incomplete")
+}
+
 /// What is wrong with a successful answer's body ([`decode_answer`]).
 #[derive(Debug)]
 pub enum AnswerError {

@@ -95,7 +95,8 @@ impl Error {
             Error::Remote { status, kind, .. } => match status {
                 None => true,
                 Some(s) => {
-                    matches!(s, 408 | 429 | 502..=504) || kind == "gap" || kind == "incomplete"
+                    matches!(s, 408 | 429 | 502..=504)
+                        || nexus_core::protocol::asks_to_push_again(kind)
                 }
             },
             _ => false,

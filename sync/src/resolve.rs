@@ -126,16 +126,11 @@ pub(crate) async fn resolve(
     let mut diverged: HashSet<Uuid> = if b.versions.is_empty() {
         HashSet::new()
     } else {
-        tx.query(
-            "SELECT DISTINCT u.p FROM unnest($1::uuid[], $2::int4[], $3::uuid[]) AS u(p, n, v) \
-             JOIN version_history h ON h.path_id = u.p AND h.version_number = u.n AND h.version_id <> u.v",
-            &[&vp, &vn, &vid[..vp.len()].to_vec()],
-        )
-        .await
-        .map_err(Error::pg("comparing pushed versions"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+        clashes(tx, &vp, &vn, &vid[..vp.len()])
+            .await?
+            .into_iter()
+            .map(|(i, _)| vp[i])
+            .collect()
     };
     diverged.extend(held.keys().copied());
     if diverged.is_empty() && target.is_empty() {
@@ -283,20 +278,8 @@ pub(crate) async fn none_held(tx: &Transaction<'_>, source: &str, held: &Held) -
     let p: Vec<Uuid> = held.iter().map(|v| v.path_id).collect();
     let n: Vec<i32> = held.iter().map(|v| v.version_number).collect();
     let id: Vec<Uuid> = held.iter().map(|v| v.version_id).collect();
-    let clash = tx
-        .query_opt(
-            "SELECT u.i, h.version_id::text FROM unnest($1::uuid[], $2::int4[], $3::uuid[]) \
-             WITH ORDINALITY AS u(p, n, v, i) \
-             JOIN version_history h ON h.path_id = u.p AND h.version_number = u.n AND h.version_id <> u.v \
-             ORDER BY u.p, u.n LIMIT 1",
-            &[&p, &n, &id],
-        )
-        .await
-        .map_err(Error::pg(
-            "reading the version a pushed version collides with",
-        ))?;
-    let (v, other) = match clash {
-        Some(r) => (held[r.get::<_, i64>(0) as usize - 1], r.get::<_, String>(1)),
+    let (v, other) = match clashes(tx, &p, &n, &id).await?.into_iter().next() {
+        Some((i, other)) => (held[i], other),
         None => (held[0], "another version".to_string()),
     };
     let file = tx
@@ -319,6 +302,30 @@ pub(crate) async fn none_held(tx: &Transaction<'_>, source: &str, held: &Held) -
         source,
         &format!("the target's version {other} (tenant {tenant})"),
     )))
+}
+
+/// The pushed versions (file `p[i]`, number `n[i]`, id `v[i]`) whose number
+/// a different version of the file holds at the target: each as its index
+/// and the target's version id, by file and number.
+async fn clashes(
+    tx: &Transaction<'_>,
+    p: &[Uuid],
+    n: &[i32],
+    v: &[Uuid],
+) -> Result<Vec<(usize, String)>> {
+    Ok(tx
+        .query(
+            "SELECT u.i, h.version_id::text FROM unnest($1::uuid[], $2::int4[], $3::uuid[]) \
+             WITH ORDINALITY AS u(p, n, v, i) \
+             JOIN version_history h ON h.path_id = u.p AND h.version_number = u.n AND h.version_id <> u.v \
+             ORDER BY u.p, u.n",
+            &[&p, &n, &v],
+        )
+        .await
+        .map_err(Error::pg("comparing pushed versions"))?
+        .iter()
+        .map(|r| (r.get::<_, i64>(0) as usize - 1, r.get(1)))
+        .collect())
 }
 
 /// After the upsert: marks each copy (and its versions and metadata) as the

@@ -191,7 +191,7 @@ impl Server {
         let bytes = Uint8Array::new(&buffer).to_vec();
         if !(200..300).contains(&status) {
             let (message, again) = match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(b) => (b.message, matches!(b.error.as_str(), "gap" | "incomplete")),
+                Ok(b) => (b.message, protocol::asks_to_push_again(&b.error)),
                 Err(_) => (format!("the sync server answered {status}"), false),
             };
             return Err(SyncError::Remote {
