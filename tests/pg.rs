@@ -66,6 +66,17 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// The one number a query such as `SELECT count(*) FROM t` gives, on a
+/// connection of its own.
+pub async fn count(url: &str, query: &str) -> i64 {
+    connect(url)
+        .await
+        .query_one(query, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{query}: {e}"))
+        .get(0)
+}
+
 /// Creates a fresh database named after `test`.
 pub async fn database(test: &str) -> TestDb {
     let suffix = std::time::SystemTime::now()

@@ -947,14 +947,7 @@ async fn versions_without_their_file_are_refused_alike_on_both_sides() {
     }
     assert_eq!(records(&b).await, before, "the import applied nothing");
 
-    let client = connect(&db.url).await;
-    let count = async || -> i64 {
-        client
-            .query_one("SELECT count(*) FROM version_history", &[])
-            .await
-            .unwrap()
-            .get(0)
-    };
+    let count = || pg::count(&db.url, "SELECT count(*) FROM version_history");
     let versions = count().await;
     match apply_change_file(&target(&db.url), cut, &SyncOptions::default()).await {
         Err(nexus_sync::Error::Store(Error::Conflict {
@@ -969,10 +962,6 @@ async fn versions_without_their_file_are_refused_alike_on_both_sides() {
         other => panic!("expected a Conflict from PostgreSQL's apply, got {other:?}"),
     }
     assert_eq!(count().await, versions, "PostgreSQL applied nothing");
-    let watermarks: i64 = client
-        .query_one("SELECT count(*) FROM nexus_sync_state", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let watermarks = pg::count(&db.url, "SELECT count(*) FROM nexus_sync_state").await;
     assert_eq!(watermarks, 2, "only A's and B's syncs recorded");
 }

@@ -556,6 +556,49 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Store `who`'s local change `op` at step `i`: a put with a new etag, a
+/// deletion, metadata, a file or folder rename (skipped where it would be
+/// refused: no such file, the target taken). Returns the etag a put wrote;
+/// `None` for the rest. Ops that sync are not local: they panic here.
+async fn change_locally(s: &Store, who: usize, i: usize, op: &Op) -> Option<String> {
+    match op {
+        Op::Put(p, e) => {
+            let etag = format!("s{who}-e{e}-{i}");
+            s.put(file(PATHS[*p], &etag)).await.unwrap();
+            return Some(etag);
+        }
+        Op::Delete(p) => {
+            s.delete(PATHS[*p]).await.unwrap();
+        }
+        Op::Meta(p, v) => {
+            if s.get(PATHS[*p]).await.unwrap().is_some() {
+                s.set_metadata(PATHS[*p], &format!("k{v}"), &json!(format!("s{who}-{i}")))
+                    .await
+                    .unwrap();
+            }
+        }
+        Op::Rename(a, b) => {
+            if a != b
+                && s.get(PATHS[*a]).await.unwrap().is_some()
+                && s.get(PATHS[*b]).await.unwrap().is_none()
+            {
+                s.rename(PATHS[*a], PATHS[*b]).await.unwrap();
+            }
+        }
+        Op::RenameDir(to_s) => {
+            let (from, to) = if *to_s { ("/p", "/s") } else { ("/s", "/p") };
+            let has = |dir: &'static str| async move {
+                !s.list(&format!("{dir}/")).await.unwrap().is_empty()
+            };
+            if has(from).await && !has(to).await {
+                s.rename(from, to).await.unwrap();
+            }
+        }
+        other => panic!("{other:?} is not a local change"),
+    }
+    None
+}
+
 proptest! {
     // NEXUS_CONVERGE_CASES runs more cases (the default keeps CI short).
     #![proptest_config(ProptestConfig {
@@ -602,30 +645,8 @@ proptest! {
             for (i, (who, op)) in ops.iter().enumerate() {
                 let s = &stores[*who];
                 match op {
-                    Op::Put(p, e) => {
-                        let etag = format!("s{who}-e{e}-{i}");
-                        s.put(file(PATHS[*p], &etag)).await.unwrap();
-                        written.push(etag);
-                    }
-                    Op::Delete(p) => { s.delete(PATHS[*p]).await.unwrap(); }
-                    Op::Meta(p, v) => {
-                        if s.get(PATHS[*p]).await.unwrap().is_some() {
-                            s.set_metadata(PATHS[*p], &format!("k{v}"), &json!(format!("s{who}-{i}"))).await.unwrap();
-                        }
-                    }
-                    Op::Rename(a, b) => {
-                        if a != b && s.get(PATHS[*a]).await.unwrap().is_some() && s.get(PATHS[*b]).await.unwrap().is_none() {
-                            s.rename(PATHS[*a], PATHS[*b]).await.unwrap();
-                        }
-                    }
-                    Op::RenameDir(to_s) => {
-                        let (from, to) = if *to_s { ("/p", "/s") } else { ("/s", "/p") };
-                        let has = |dir: &'static str| async move {
-                            !s.list(&format!("{dir}/")).await.unwrap().is_empty()
-                        };
-                        if has(from).await && !has(to).await {
-                            s.rename(from, to).await.unwrap();
-                        }
+                    Op::Put(..) | Op::Delete(_) | Op::Meta(..) | Op::Rename(..) | Op::RenameDir(_) => {
+                        written.extend(change_locally(s, *who, i, op).await);
                     }
                     Op::Sync => {
                         // Nothing else runs meanwhile: after it, the store
@@ -703,10 +724,8 @@ proptest! {
 
 #[derive(Debug, Clone)]
 enum Exchange {
-    Put(usize, usize, usize),
-    Delete(usize, usize),
-    Meta(usize, usize, usize),
-    Rename(usize, usize, usize),
+    /// A source's local change (a put, deletion, metadata, rename).
+    Local(usize, Op),
     /// A source's changes since its last shipment, as one change file,
     /// applied to the embedded hub and to PostgreSQL.
     Ship(usize),
@@ -716,10 +735,10 @@ enum Exchange {
 
 fn exchange() -> impl Strategy<Value = Exchange> {
     prop_oneof![
-        4 => (0..3usize, 0..PATHS.len(), 0..4usize).prop_map(|(s, p, e)| Exchange::Put(s, p, e)),
-        1 => (0..3usize, 0..PATHS.len()).prop_map(|(s, p)| Exchange::Delete(s, p)),
-        2 => (0..3usize, 0..PATHS.len(), 0..3usize).prop_map(|(s, p, k)| Exchange::Meta(s, p, k)),
-        1 => (0..3usize, 0..PATHS.len(), 0..PATHS.len()).prop_map(|(s, a, b)| Exchange::Rename(s, a, b)),
+        4 => (0..3usize, 0..PATHS.len(), 0..4usize).prop_map(|(s, p, e)| Exchange::Local(s, Op::Put(p, e))),
+        1 => (0..3usize, 0..PATHS.len()).prop_map(|(s, p)| Exchange::Local(s, Op::Delete(p))),
+        2 => (0..3usize, 0..PATHS.len(), 0..3usize).prop_map(|(s, p, k)| Exchange::Local(s, Op::Meta(p, k))),
+        1 => (0..3usize, 0..PATHS.len(), 0..PATHS.len()).prop_map(|(s, a, b)| Exchange::Local(s, Op::Rename(a, b))),
         3 => (0..3usize).prop_map(Exchange::Ship),
         2 => (0..3usize, 0..3usize).prop_map(|(s, t)| Exchange::Learn(s, t)),
     ]
@@ -782,22 +801,8 @@ proptest! {
             let mut learned = [[0i64; 3]; 3];
             for (i, step) in steps.iter().enumerate() {
                 match *step {
-                    Exchange::Put(s, p, e) => {
-                        sources[s].put(file(PATHS[p], &format!("s{s}-e{e}-{i}"))).await.unwrap();
-                    }
-                    Exchange::Delete(s, p) => {
-                        sources[s].delete(PATHS[p]).await.unwrap();
-                    }
-                    Exchange::Meta(s, p, k) => {
-                        if sources[s].get(PATHS[p]).await.unwrap().is_some() {
-                            sources[s].set_metadata(PATHS[p], &format!("k{k}"), &json!(format!("s{s}-{i}"))).await.unwrap();
-                        }
-                    }
-                    Exchange::Rename(s, a, b) => {
-                        let st = &sources[s];
-                        if a != b && st.get(PATHS[a]).await.unwrap().is_some() && st.get(PATHS[b]).await.unwrap().is_none() {
-                            st.rename(PATHS[a], PATHS[b]).await.unwrap();
-                        }
+                    Exchange::Local(s, ref op) => {
+                        change_locally(&sources[s], s, i, op).await;
                     }
                     Exchange::Learn(s, t) => {
                         if s != t {

@@ -1022,15 +1022,11 @@ async fn wait_for_a_push_at_the_lock(db_url: &str) {
 }
 
 async fn live_files(db_url: &str) -> i64 {
-    pg::connect(db_url)
-        .await
-        .query_one(
-            "SELECT count(*) FROM file_paths WHERE deleted_at IS NULL",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0)
+    pg::count(
+        db_url,
+        "SELECT count(*) FROM file_paths WHERE deleted_at IS NULL",
+    )
+    .await
 }
 
 /// A push that takes longer than the request timeout is answered 408
@@ -1411,14 +1407,7 @@ async fn a_push_the_rule_cannot_settle_is_a_409_conflict() {
     a.put(file("/f", "a2")).await.unwrap();
     let mut cut = a.export_changes(first.changes.through).await.unwrap();
     cut.changes.files.clear();
-    let versions = async || -> i64 {
-        pg::connect(&db.url)
-            .await
-            .query_one("SELECT count(*) FROM version_history", &[])
-            .await
-            .unwrap()
-            .get(0)
-    };
+    let versions = || pg::count(&db.url, "SELECT count(*) FROM version_history");
     let before = versions().await;
     let (status, _, body) = call(
         reqwest::Method::POST,
