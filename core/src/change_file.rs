@@ -25,7 +25,8 @@ use crate::tables::{
 };
 use crate::validate::{validate_name, validate_path};
 use crate::{
-    CONFLICT_KEY, Changes, ConflictCopy, ConflictInfo, ConflictReason, FileSide, MAX_PATH_BYTES,
+    CONFLICT_KEY, Changes, ConflictCopy, ConflictInfo, ConflictReason, FilePlan, FileSide,
+    MAX_PATH_BYTES,
 };
 
 /// The value of the `format` field of every change file.
@@ -784,12 +785,11 @@ pub(crate) fn apply_rows(
         // versions the row's writer lacked) is settled by the conflict
         // rule; a pull takes PostgreSQL's rows, which settled it on push.
         let r = match unpushed {
-            None if !content.contains(&r.path_id) => match settle_arriving(e, r)? {
-                Arriving::Applies => std::borrow::Cow::Borrowed(r),
-                Arriving::Stays => continue,
-                Arriving::Moves(kept) => std::borrow::Cow::Owned(*kept),
+            None => match settle_arriving(e, r, content.contains(&r.path_id))? {
+                Some(r) => r,
+                None => continue,
             },
-            _ => std::borrow::Cow::Borrowed(r),
+            Some(_) => std::borrow::Cow::Borrowed(r),
         };
         let mut params = row_params(r.as_ref(), seq);
         if r.deleted_at.is_none() {
@@ -960,39 +960,26 @@ pub(crate) fn apply_rows(
     Ok(())
 }
 
-/// What becomes of a change file's row of a file this store has.
-enum Arriving {
-    /// It applies as it is.
-    Applies,
-    /// This store's row stays as it is.
-    Stays,
-    /// This store's row stays, at the arriving row's path (a rename).
-    Moves(Box<FileRow>),
-}
-
-/// Settles an arriving row against this store's row of the same file by
-/// [`crate::settle`], when this store changed the file too: when it has
-/// versions the row's writer did not have (a deletion or a rename there
-/// then meets a new version here). Otherwise the arriving row's writer had
-/// seen this store's state of the file, and its row applies.
-fn settle_arriving(e: &mut Engine, r: &FileRow) -> Result<Arriving> {
-    let here = e.query_one(
-        sqlite::select_by_key(&FILE_PATHS),
-        &[text(&r.path_id)],
-        |row| FileRow::read(&mut RowCells::new(row)),
-    )?;
-    let Some(mut here) = here else {
-        return Ok(Arriving::Applies);
+/// The row that a change file's row `r` of a file leaves here, by
+/// [`crate::plan_file`] (a change file says nothing of what its writer had
+/// seen here: only versions tell): the arriving row, at its own path or at
+/// the one here; this store's row, moved to the arriving path; or none
+/// (this store's row stays as it is). `diverged`: `r` is already a content
+/// copy's row (see [`as_content_copies`]).
+fn settle_arriving<'r>(
+    e: &mut Engine,
+    r: &'r FileRow,
+    diverged: bool,
+) -> Result<Option<std::borrow::Cow<'r, FileRow>>> {
+    use std::borrow::Cow;
+    let here = match diverged {
+        true => None,
+        false => e.query_one(
+            sqlite::select_by_key(&FILE_PATHS),
+            &[text(&r.path_id)],
+            |row| FileRow::read(&mut RowCells::new(row)),
+        )?,
     };
-    // A change file says nothing of what its writer had seen here.
-    let here_row = crate::HereRow {
-        change_seq: here.change_seq,
-        origin: None,
-        version: here.current_version,
-    };
-    if !crate::changed_unseen(here_row, r.current_version, "", crate::Seen::Unknown) {
-        return Ok(Arriving::Applies);
-    }
     fn side(f: &FileRow) -> FileSide<'_> {
         FileSide {
             // A file hidden until its path is free (a pull cut between
@@ -1002,14 +989,27 @@ fn settle_arriving(e: &mut Engine, r: &FileRow) -> Result<Arriving> {
             path: &f.virtual_path,
         }
     }
-    let settled = crate::settle(side(r), side(&here));
-    Ok(match (settled.keep_here, settled.path) {
-        (false, _) => Arriving::Applies,
-        (true, None) => Arriving::Stays,
-        (true, Some(path)) => {
-            here.virtual_path = path.to_string();
-            Arriving::Moves(Box::new(here))
-        }
+    // An embedded store keeps no origin per row; `Seen::Unknown` does not
+    // look at it, nor at the position.
+    let here_row = here.as_ref().map(|h| crate::HereRow {
+        change_seq: h.change_seq,
+        origin: None,
+        file: side(h),
+    });
+    let plan = crate::plan_file(side(r), here_row, diverged, "", crate::Seen::Unknown);
+    Ok(match plan {
+        FilePlan::Apply | FilePlan::Copy => Some(Cow::Borrowed(r)),
+        FilePlan::ApplyAt(path) => Some(Cow::Owned(FileRow {
+            virtual_path: path,
+            ..r.clone()
+        })),
+        FilePlan::Keep => None,
+        FilePlan::KeepAt(path) => here.map(|h| {
+            Cow::Owned(FileRow {
+                virtual_path: path,
+                ..h
+            })
+        }),
     })
 }
 

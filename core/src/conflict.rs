@@ -141,9 +141,8 @@ pub struct Settled<'a> {
 /// The rule for one file both sides changed: modify wins over delete (the
 /// live side's row stays); otherwise the side with more versions wins, and
 /// on a tie the row already here stays. A rename by the losing side moves
-/// the winner's row. The PostgreSQL apply of a push and the import of a
-/// change file both settle files with it; each decides for itself when
-/// both sides changed a file.
+/// the winner's row. [`plan_file`] applies it to a file that both sides
+/// changed ([`changed_unseen`]).
 pub fn settle<'a>(arriving: FileSide<'a>, here: FileSide<'a>) -> Settled<'a> {
     let keep_here = if arriving.live != here.live {
         here.live
@@ -170,15 +169,15 @@ pub enum Seen {
 }
 
 /// The row already here of a file that rows arrive for: what
-/// [`changed_unseen`] looks at.
+/// [`changed_unseen`] and [`plan_file`] look at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HereRow<'a> {
     /// Its position in this side's change sequence.
     pub change_seq: i64,
     /// The store whose change it is, when another store wrote it.
     pub origin: Option<&'a str>,
-    /// Its current version number.
-    pub version: i64,
+    /// The file as this row has it.
+    pub file: FileSide<'a>,
 }
 
 /// Whether the row here of a file holds a change that the arriving row's
@@ -187,10 +186,73 @@ pub struct HereRow<'a> {
 /// position, a change after it by another writer is unseen; without one,
 /// versions the arriving row lacks are (a deletion or a rename there then
 /// meets a new version here). One rule for every side that applies rows.
-pub fn changed_unseen(here: HereRow<'_>, arriving_version: i64, source: &str, seen: Seen) -> bool {
+pub fn changed_unseen(here: &HereRow<'_>, arriving_version: i64, source: &str, seen: Seen) -> bool {
     match seen {
         Seen::Through(base) => here.change_seq > base && here.origin != Some(source),
-        Seen::Unknown => here.version > arriving_version,
+        Seen::Unknown => here.file.version > arriving_version,
+    }
+}
+
+/// What becomes of an arriving row of a file: the one decision that the
+/// import of a change file into an embedded store and the apply of a push
+/// or change file into PostgreSQL both make, each then carrying it out in
+/// its own SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilePlan {
+    /// The arriving row applies as it is: a file new here, a row its
+    /// writer had seen here (a fast-forward), or the winner by [`settle`].
+    Apply,
+    /// The arriving row wins at the path the row here has: the change here
+    /// was a rename, which follows the file.
+    ApplyAt(String),
+    /// The row here stays as it is.
+    Keep,
+    /// The row here stays, at the arriving row's path (the arriving change
+    /// was a rename).
+    KeepAt(String),
+    /// Both sides made new versions of the file (`diverged`): the arriving
+    /// file becomes a new file, a conflict copy beside the one here, with
+    /// its new versions and its metadata; the file here keeps its row.
+    Copy,
+}
+
+/// Plans an arriving row of a file (`arriving`, from `source`, which had
+/// seen `seen` of this side) against the row here, if any. `diverged`:
+/// a version number of the file that the arriving rows use is held here
+/// by a version they do not carry.
+pub fn plan_file<'a>(
+    arriving: FileSide<'a>,
+    here: Option<HereRow<'a>>,
+    diverged: bool,
+    source: &str,
+    seen: Seen,
+) -> FilePlan {
+    if diverged {
+        return FilePlan::Copy;
+    }
+    let Some(here) = here else {
+        return FilePlan::Apply;
+    };
+    if !changed_unseen(&here, arriving.version, source, seen) {
+        return FilePlan::Apply;
+    }
+    match settle(arriving, here.file) {
+        Settled {
+            keep_here: false,
+            path: None,
+        } => FilePlan::Apply,
+        Settled {
+            keep_here: false,
+            path: Some(p),
+        } => FilePlan::ApplyAt(p.to_string()),
+        Settled {
+            keep_here: true,
+            path: None,
+        } => FilePlan::Keep,
+        Settled {
+            keep_here: true,
+            path: Some(p),
+        } => FilePlan::KeepAt(p.to_string()),
     }
 }
 
@@ -217,23 +279,79 @@ mod tests {
         let here = |change_seq, origin, version| HereRow {
             change_seq,
             origin,
-            version,
+            file: FileSide {
+                live: true,
+                version,
+                path: "/a",
+            },
         };
         // With a position: another writer's change after it is unseen; the
         // pusher's own change, or one it had pulled, is not.
         let through = Seen::Through(10);
-        assert!(changed_unseen(here(11, Some("b"), 1), 1, "a", through));
-        assert!(changed_unseen(here(11, None, 1), 5, "a", through));
-        assert!(!changed_unseen(here(11, Some("a"), 3), 1, "a", through));
-        assert!(!changed_unseen(here(10, Some("b"), 3), 1, "a", through));
+        assert!(changed_unseen(&here(11, Some("b"), 1), 1, "a", through));
+        assert!(changed_unseen(&here(11, None, 1), 5, "a", through));
+        assert!(!changed_unseen(&here(11, Some("a"), 3), 1, "a", through));
+        assert!(!changed_unseen(&here(10, Some("b"), 3), 1, "a", through));
         // Without one (a change file): versions the arriving row lacks.
-        assert!(changed_unseen(here(0, Some("a"), 3), 2, "a", Seen::Unknown));
-        assert!(!changed_unseen(
-            here(99, Some("b"), 2),
+        assert!(changed_unseen(
+            &here(0, Some("a"), 3),
             2,
             "a",
             Seen::Unknown
         ));
+        assert!(!changed_unseen(
+            &here(99, Some("b"), 2),
+            2,
+            "a",
+            Seen::Unknown
+        ));
+    }
+
+    #[test]
+    fn a_plan_for_every_arriving_row() {
+        let side = |live, version, path| FileSide {
+            live,
+            version,
+            path,
+        };
+        let here = |change_seq, file| HereRow {
+            change_seq,
+            origin: Some("b"),
+            file,
+        };
+        let through = Seen::Through(10);
+        let plan = |arriving, h, diverged| plan_file(arriving, h, diverged, "a", through);
+        // Divergence decides first, whatever the rows.
+        let h = Some(here(11, side(true, 2, "/a")));
+        assert_eq!(plan(side(true, 9, "/a"), h, true), FilePlan::Copy);
+        assert_eq!(plan(side(true, 1, "/a"), None, true), FilePlan::Copy);
+        // A file new here, or a row its writer had seen: applies.
+        assert_eq!(plan(side(true, 1, "/a"), None, false), FilePlan::Apply);
+        let seen = Some(here(10, side(true, 7, "/elsewhere")));
+        assert_eq!(plan(side(false, 1, "/a"), seen, false), FilePlan::Apply);
+        // Unseen: by settle. Modify wins over delete, either way.
+        let h = Some(here(11, side(true, 2, "/a")));
+        assert_eq!(plan(side(false, 5, "/a"), h, false), FilePlan::Keep);
+        let h = Some(here(11, side(false, 2, "/a")));
+        assert_eq!(plan(side(true, 1, "/a"), h, false), FilePlan::Apply);
+        // Renames follow the file, whichever row wins.
+        let h = Some(here(11, side(true, 2, "/a")));
+        assert_eq!(
+            plan(side(true, 1, "/moved"), h, false),
+            FilePlan::KeepAt("/moved".into())
+        );
+        let h = Some(here(11, side(true, 2, "/moved")));
+        assert_eq!(
+            plan(side(true, 3, "/a"), h, false),
+            FilePlan::ApplyAt("/moved".into())
+        );
+        // A change file (no position): only versions the row lacks are
+        // unseen, so a row with as many versions applies.
+        let h = Some(here(99, side(true, 2, "/moved")));
+        assert_eq!(
+            plan_file(side(true, 2, "/a"), h, false, "a", Seen::Unknown),
+            FilePlan::Apply
+        );
     }
 
     #[test]

@@ -68,8 +68,8 @@ pub use changes::{
     VersionRow,
 };
 pub use conflict::{
-    CONFLICT_KEY, ConflictCopy, ConflictInfo, ConflictReason, FileSide, HereRow,
-    SOURCE_PREFIX_CHARS, Seen, Settled, changed_unseen, conflict_path, settle,
+    CONFLICT_KEY, ConflictCopy, ConflictInfo, ConflictReason, FilePlan, FileSide, HereRow,
+    SOURCE_PREFIX_CHARS, Seen, Settled, changed_unseen, conflict_path, plan_file, settle,
 };
 pub use error::{Error, ErrorKind, Result, one_line};
 pub use files::MAX_PAGE_SIZE;

@@ -31,7 +31,8 @@
 use std::collections::{HashMap, HashSet};
 
 use nexus_core::{
-    ConflictCopy, ConflictInfo, ConflictReason, FileSide, HereRow, Seen, Timestamp, changed_unseen,
+    ConflictCopy, ConflictInfo, ConflictReason, FilePlan, FileSide, HereRow, Seen, Timestamp,
+    plan_file,
 };
 use tokio_postgres::Transaction;
 use uuid::Uuid;
@@ -163,59 +164,53 @@ pub(crate) async fn resolve(
     let mut moved: HashMap<Uuid, Uuid> = HashMap::new();
     let mut dropped: HashSet<Uuid> = HashSet::new();
     for f in &mut b.files {
-        if diverged.contains(&f.path_id) {
-            let copy_id = Uuid::new_v4();
-            let info = ConflictInfo {
-                path: f.row.virtual_path.clone(),
-                source: source.to_string(),
-                at: Timestamp::from_micros(f.row.updated_at),
-                reason: ConflictReason::Content,
-            };
-            let copy = crate::replicate::free_copy_path(tx, &f.row.tenant_id, &info).await?;
-            moved.insert(f.path_id, copy_id);
-            f.path_id = copy_id;
-            f.row.path_id = copy_id.to_string();
-            f.row.virtual_path = copy.clone();
-            out.copies.push(PendingCopy {
-                tenant: f.row.tenant_id.clone(),
-                path_id: copy_id,
-                copy,
-                info,
-            });
-            continue;
-        }
-        let Some(t) = target.get(&f.path_id) else {
-            continue;
-        };
-        let here = HereRow {
+        let here = target.get(&f.path_id).map(|t| HereRow {
             change_seq: t.change_seq,
             origin: t.origin_id.as_deref(),
-            version: t.current_version.into(),
-        };
-        if !changed_unseen(here, f.current_version.into(), source, seen) {
-            continue;
-        }
-        let settled = nexus_core::settle(
-            FileSide {
-                live: f.deleted_at.is_none(),
-                version: f.current_version.into(),
-                path: &f.row.virtual_path,
-            },
-            FileSide {
+            file: FileSide {
                 live: t.live,
                 version: t.current_version.into(),
                 path: &t.path,
             },
-        );
-        let path = settled.path.map(str::to_string);
-        if settled.keep_here {
-            dropped.insert(f.path_id);
-            if let Some(path) = path {
+        });
+        let arriving = FileSide {
+            live: f.deleted_at.is_none(),
+            version: f.current_version.into(),
+            path: &f.row.virtual_path,
+        };
+        match plan_file(arriving, here, diverged.contains(&f.path_id), source, seen) {
+            FilePlan::Apply => {}
+            FilePlan::ApplyAt(path) => {
+                f.row.virtual_path = path;
+                out.renamed.push(f.path_id);
+            }
+            FilePlan::Keep => {
+                dropped.insert(f.path_id);
+            }
+            FilePlan::KeepAt(path) => {
+                dropped.insert(f.path_id);
                 out.moves.push((f.path_id, path));
             }
-        } else if let Some(path) = path {
-            f.row.virtual_path = path;
-            out.renamed.push(f.path_id);
+            FilePlan::Copy => {
+                let copy_id = Uuid::new_v4();
+                let info = ConflictInfo {
+                    path: f.row.virtual_path.clone(),
+                    source: source.to_string(),
+                    at: Timestamp::from_micros(f.row.updated_at),
+                    reason: ConflictReason::Content,
+                };
+                let copy = crate::replicate::free_copy_path(tx, &f.row.tenant_id, &info).await?;
+                moved.insert(f.path_id, copy_id);
+                f.path_id = copy_id;
+                f.row.path_id = copy_id.to_string();
+                f.row.virtual_path = copy.clone();
+                out.copies.push(PendingCopy {
+                    tenant: f.row.tenant_id.clone(),
+                    path_id: copy_id,
+                    copy,
+                    info,
+                });
+            }
         }
     }
     b.files.retain(|f| !dropped.contains(&f.path_id));
