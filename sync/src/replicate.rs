@@ -18,6 +18,7 @@
 //! `deleted_at = -infinity`, then made live at the end), so that paths can
 //! change hands within a run without tripping the unique index on live paths.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -414,7 +415,10 @@ pub async fn source_watermark(
 /// ([`nexus_core::ConflictInfo::copy_path`]), with the metadata key
 /// [`nexus_core::CONFLICT_KEY`], and its row is marked as the target's own
 /// change (no origin), so that its source receives the new path on its next
-/// pull. Returns the copies made.
+/// pull. Files of the run that want one path take it in the order of
+/// `live_ids` (a file that held the path here before the run comes first:
+/// [`crate::resolve::finish`]); the others become conflict copies. Returns
+/// the copies made.
 pub(crate) async fn make_live(
     tx: &Transaction<'_>,
     source_id: &str,
@@ -424,17 +428,23 @@ pub(crate) async fn make_live(
     if live_ids.is_empty() {
         return Ok(copies);
     }
+    // A path is lost to a live file of the target, or, among the run's
+    // own files that want one path, by all but the first of `live_ids`.
     let taken = tx
         .query(
-            "SELECT n.path_id, n.tenant_id, n.virtual_path, (extract(epoch FROM n.updated_at) * 1000000)::int8 \
-             FROM file_paths n \
-             WHERE n.path_id = ANY($1) AND EXISTS (SELECT 1 FROM file_paths f WHERE f.tenant_id = n.tenant_id \
-               AND f.virtual_path = n.virtual_path AND f.deleted_at IS NULL AND f.path_id <> n.path_id) \
-             ORDER BY n.tenant_id, n.virtual_path",
+            "WITH u AS (SELECT id, min(i) AS i FROM unnest($1::uuid[]) WITH ORDINALITY AS x(id, i) GROUP BY id), \
+             c AS (SELECT n.path_id, n.tenant_id, n.virtual_path, n.updated_at, u.i, \
+                     row_number() OVER (PARTITION BY n.tenant_id, n.virtual_path ORDER BY u.i) AS r \
+                   FROM u JOIN file_paths n ON n.path_id = u.id WHERE n.deleted_at = '-infinity') \
+             SELECT c.path_id, c.tenant_id, c.virtual_path, (extract(epoch FROM c.updated_at) * 1000000)::int8 \
+             FROM c WHERE c.r > 1 OR EXISTS (SELECT 1 FROM file_paths f WHERE f.tenant_id = c.tenant_id \
+               AND f.virtual_path = c.virtual_path AND f.deleted_at IS NULL AND f.path_id <> c.path_id) \
+             ORDER BY c.tenant_id, c.virtual_path, c.i",
             &[&live_ids],
         )
         .await
         .map_err(Error::pg("checking the paths of moved files"))?;
+    let mut chosen = HashSet::new();
     for row in taken {
         let (path_id, tenant, path): (Uuid, String, String) = (row.get(0), row.get(1), row.get(2));
         let info = ConflictInfo {
@@ -443,7 +453,7 @@ pub(crate) async fn make_live(
             at: nexus_core::Timestamp::from_micros(row.get(3)),
             reason: ConflictReason::Path,
         };
-        let copy = free_copy_path(tx, &tenant, &info).await?;
+        let copy = free_copy_path(tx, &tenant, &info, &mut chosen).await?;
         tx.execute(
             "UPDATE file_paths SET virtual_path = $2, origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT \
              WHERE path_id = $1",
@@ -471,15 +481,22 @@ pub(crate) async fn make_live(
     Ok(copies)
 }
 
-/// The first conflict-copy path of `info` that no live file of `tenant` holds.
+/// The first conflict-copy path of `info` that no live file of `tenant`
+/// holds and that is not among the paths `chosen` before it (copies the run
+/// made that are not live yet); it joins them.
 pub(crate) async fn free_copy_path(
     tx: &Transaction<'_>,
     tenant: &str,
     info: &ConflictInfo,
+    chosen: &mut HashSet<(String, String)>,
 ) -> Result<String> {
     let mut attempt = 0;
     loop {
         let copy = info.copy_path(attempt);
+        if chosen.contains(&(tenant.to_string(), copy.clone())) {
+            attempt += 1;
+            continue;
+        }
         let held = tx
             .query_opt(
                 "SELECT 1 FROM file_paths WHERE tenant_id = $1 AND virtual_path = $2 AND deleted_at IS NULL",
@@ -488,6 +505,7 @@ pub(crate) async fn free_copy_path(
             .await
             .map_err(Error::pg("looking for a free conflict-copy path"))?;
         if held.is_none() {
+            chosen.insert((tenant.to_string(), copy.clone()));
             return Ok(copy);
         }
         attempt += 1;

@@ -163,6 +163,7 @@ pub(crate) async fn resolve(
     let mut out = Resolved::default();
     let mut moved: HashMap<Uuid, Uuid> = HashMap::new();
     let mut dropped: HashSet<Uuid> = HashSet::new();
+    let mut chosen = HashSet::new();
     for f in &mut b.files {
         let here = target.get(&f.path_id).map(|t| HereRow {
             change_seq: t.change_seq,
@@ -199,7 +200,9 @@ pub(crate) async fn resolve(
                     at: Timestamp::from_micros(f.row.updated_at),
                     reason: ConflictReason::Content,
                 };
-                let copy = crate::replicate::free_copy_path(tx, &f.row.tenant_id, &info).await?;
+                let copy =
+                    crate::replicate::free_copy_path(tx, &f.row.tenant_id, &info, &mut chosen)
+                        .await?;
                 moved.insert(f.path_id, copy_id);
                 f.path_id = copy_id;
                 f.row.path_id = copy_id.to_string();
@@ -352,6 +355,12 @@ pub(crate) async fn finish(
         )
         .await
         .map_err(Error::pg("keeping a renamed file's path"))?;
+        // They held these paths here before the push: they keep them
+        // against the push's other files that want one (a new file the
+        // pusher made at the path that the rename took here).
+        let first: HashSet<Uuid> = resolved.renamed.iter().copied().collect();
+        live_ids.retain(|id| !first.contains(id));
+        live_ids.splice(0..0, resolved.renamed);
     }
     let copies = resolved.copies;
     let mut out = Vec::with_capacity(copies.len());

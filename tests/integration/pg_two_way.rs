@@ -444,6 +444,54 @@ async fn a_rename_and_a_new_version_of_one_file_both_apply() {
     }
 }
 
+/// One store renames a file to a path where another store, which writes a
+/// new version of the file, has made a new file: the new version follows
+/// the file to the path its rename took first in PostgreSQL, so the
+/// pusher's two files want one path. Found by `three_stores_converge`:
+/// the push failed for good (both made live at once, a unique violation,
+/// retried as a race). The file that held the path keeps it, the pusher's
+/// new file becomes a conflict copy, and every store agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_follows_a_rename_onto_a_path_the_pusher_filled() {
+    let db = pg::database("two_way_rename_onto_new").await;
+    let a = Store::memory().await.unwrap();
+    let b = Store::memory().await.unwrap();
+    a.put(file("/p/a", "v1")).await.unwrap();
+    both(&a, &db.url).await;
+    both(&b, &db.url).await;
+    let id = state(&a).await["/p/a"].0.clone();
+
+    b.rename("/p/a", "/s/a").await.unwrap();
+    a.put(file("/s/a", "new-at-s")).await.unwrap();
+    a.put(file("/p/a", "v2")).await.unwrap();
+    let new_id = state(&a).await["/s/a"].0.clone();
+    push(&b, &db.url).await;
+    let ra = both(&a, &db.url).await;
+    both(&b, &db.url).await;
+
+    assert_eq!(ra.push.conflicts.len(), 1, "{:?}", ra.push.conflicts);
+    let c = &ra.push.conflicts[0];
+    assert_eq!(
+        (c.path.as_str(), c.path_id.as_str()),
+        ("/s/a", new_id.as_str())
+    );
+    assert!(c.copy.starts_with("/s/a.sync-conflict-"), "{c:?}");
+    let pg = pg_state(&db.url).await;
+    assert_eq!(pg.len(), 2, "{pg:?}");
+    assert_eq!(pg["/s/a"].0, id, "the renamed file keeps its new path");
+    assert_eq!((pg["/s/a"].1.as_deref(), pg["/s/a"].3), (Some("v2"), 2));
+    let copy = &pg[&c.copy];
+    assert_eq!(
+        (copy.0.as_str(), copy.1.as_deref()),
+        (new_id.as_str(), Some("new-at-s"))
+    );
+    assert!(copy.4.contains_key(CONFLICT_KEY), "{copy:?}");
+    for s in [&a, &b] {
+        assert_eq!(state(s).await, pg);
+        assert_verified(s, &db.url).await;
+    }
+}
+
 /// A pull tells the store's subscribers (`Store::subscribe`, the browser's
 /// `onChange`) what it changed: the first pull into an empty store (a
 /// snapshot) and a later one (the feed), with the paths pulled.
