@@ -444,7 +444,23 @@ pub(crate) async fn make_live(
         )
         .await
         .map_err(Error::pg("checking the paths of moved files"))?;
+    // The run's files keep the paths they have until they are made live
+    // below: a copy must not take one (a conflict copy that its source
+    // made and pushed has a copy's name too).
     let mut chosen = HashSet::new();
+    if !taken.is_empty() {
+        for row in tx
+            .query(
+                "SELECT tenant_id, virtual_path FROM file_paths \
+                 WHERE path_id = ANY($1) AND deleted_at = '-infinity'",
+                &[&live_ids],
+            )
+            .await
+            .map_err(Error::pg("reading the paths of moved files"))?
+        {
+            chosen.insert((row.get(0), row.get(1)));
+        }
+    }
     for row in taken {
         let (path_id, tenant, path): (Uuid, String, String) = (row.get(0), row.get(1), row.get(2));
         let info = ConflictInfo {
