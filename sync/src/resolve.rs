@@ -10,7 +10,9 @@
 //! change file (which says nothing of what its writer had pulled), when it
 //! has versions the pushed row lacks. Then:
 //! - both sides made new versions of the file (a version number is taken
-//!   by a different version at the target): the target keeps the file; the
+//!   by a different version at the target, one the push does not carry
+//!   elsewhere: a version it moves to a conflict copy of its own frees its
+//!   number first): the target keeps the file; the
 //!   source's file goes to a new file, a conflict copy beside it, with the
 //!   source's new versions and its metadata rows (those also apply to the
 //!   file, per key: the later arrival wins);
@@ -124,15 +126,29 @@ pub(crate) async fn resolve(
         .map(|v| v.version_id)
         .chain(held.values().flatten().map(|v| v.version_id))
         .collect();
-    let mut diverged: HashSet<Uuid> = if b.versions.is_empty() {
-        HashSet::new()
-    } else {
-        clashes(tx, &vp, &vn, &vid[..vp.len()])
-            .await?
-            .into_iter()
-            .map(|(i, _)| vp[i])
-            .collect()
-    };
+    // A clash with a version that the push carries too (moving it to
+    // another file: a conflict copy its source made) is no divergence: that
+    // version moves first and frees its number, as in an embedded import.
+    let carried: HashSet<Uuid> = vid.iter().copied().collect();
+    let mut vacating: HashSet<Uuid> = HashSet::new();
+    let mut diverged: HashSet<Uuid> = HashSet::new();
+    if !b.versions.is_empty() {
+        for (i, other) in clashes(tx, &vp, &vn, &vid[..vp.len()]).await? {
+            match Uuid::parse_str(&other) {
+                Ok(o) if carried.contains(&o) => {
+                    vacating.insert(o);
+                }
+                _ => {
+                    diverged.insert(vp[i]);
+                }
+            }
+        }
+    }
+    if !vacating.is_empty() {
+        // One upsert statement takes the rows in order (a stable sort).
+        b.versions
+            .sort_by_key(|v| !vacating.contains(&v.version_id));
+    }
     diverged.extend(held.keys().copied());
     if diverged.is_empty() && target.is_empty() {
         return Ok(Resolved::default());

@@ -877,6 +877,57 @@ proptest! {
     }
 }
 
+/// A change file that moves a version to a conflict copy and puts its own
+/// version in that number's place. B and A both make version 2 of one
+/// file; A imports B's changes first (B's file becomes a copy in A, with
+/// B's version 2), while the hub and PostgreSQL take B's changes as they
+/// are. When A's changes arrive, B's version 2 goes to A's copy and A's
+/// takes its number: both sides end as A has it, the file with A's
+/// version and the copy with B's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_file_moves_a_version_and_takes_its_number() {
+    let db = pg::database("change_files_version_moves").await;
+    let (a, b, hub) = (
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+    );
+    let ship = |s: &Store, after: i64| {
+        let (s, hub, u) = (s.clone(), hub.clone(), url(&db.url));
+        async move {
+            let f = s.export_changes(after).await.unwrap();
+            hub.import_changes(&f).await.unwrap();
+            nexus_sync::apply_change_file(&u, f.clone(), &SyncOptions::default())
+                .await
+                .unwrap();
+            f.changes.through
+        }
+    };
+    b.put(file("/f", "v1")).await.unwrap();
+    let learned = b.export_changes(0).await.unwrap();
+    a.import_changes(&learned).await.unwrap();
+    a.put(file("/f", "from-a")).await.unwrap();
+    b.put(file("/f", "from-b")).await.unwrap();
+    let f = b.export_changes(learned.changes.through).await.unwrap();
+    let r = a.import_changes(&f).await.unwrap();
+    assert_eq!(r.conflicts.len(), 1, "{r:?}");
+    ship(&b, 0).await;
+    ship(&a, 0).await;
+
+    let (h, p) = (state(&hub).await, pg_state(&db.url).await);
+    let mine = state(&a).await;
+    assert_eq!(comparable(h.clone()), comparable(p.clone()));
+    assert_eq!(
+        comparable(h),
+        comparable(mine.clone()),
+        "the hub holds what A holds"
+    );
+    assert_eq!(p["/f"].1.as_deref(), Some("from-a"), "{p:?}");
+    let copy = p.keys().find(|k| k.contains(".sync-conflict-")).unwrap();
+    assert_eq!(p[copy].1.as_deref(), Some("from-b"), "{p:?}");
+    assert_eq!(p.len(), 2, "{p:?}");
+}
+
 /// The first pull into an empty file store is one snapshot in one
 /// transaction, with the secondary indexes built at the end: the file has
 /// every index a fresh store has, passes SQLite's integrity check, and a
