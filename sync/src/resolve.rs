@@ -130,13 +130,18 @@ pub(crate) async fn resolve(
     // another file: a conflict copy its source made) is no divergence: that
     // version moves first and frees its number, as in an embedded import.
     let carried: HashSet<Uuid> = vid.iter().copied().collect();
+    // Its writer had seen the target's version there: when that is the
+    // target's current version of the file, the pushed row of the file
+    // follows it (a fast-forward), unless other versions diverge.
     let mut vacating: HashSet<Uuid> = HashSet::new();
+    let mut superseded: HashSet<(Uuid, i32)> = HashSet::new();
     let mut diverged: HashSet<Uuid> = HashSet::new();
     if !b.versions.is_empty() {
         for (i, other) in clashes(tx, &vp, &vn, &vid[..vp.len()]).await? {
             match Uuid::parse_str(&other) {
                 Ok(o) if carried.contains(&o) => {
                     vacating.insert(o);
+                    superseded.insert((vp[i], vn[i]));
                 }
                 _ => {
                     diverged.insert(vp[i]);
@@ -181,7 +186,9 @@ pub(crate) async fn resolve(
     let mut dropped: HashSet<Uuid> = HashSet::new();
     let mut chosen = HashSet::new();
     for f in &mut b.files {
-        let here = target.get(&f.path_id).map(|t| HereRow {
+        let here = target.get(&f.path_id);
+        let here = here.filter(|t| !superseded.contains(&(f.path_id, t.current_version)));
+        let here = here.map(|t| HereRow {
             change_seq: t.change_seq,
             origin: t.origin_id.as_deref(),
             file: FileSide {

@@ -928,6 +928,42 @@ async fn a_change_file_moves_a_version_and_takes_its_number() {
     assert_eq!(p.len(), 2, "{p:?}");
 }
 
+/// The same through pushes: B pushes; A learns B's changes from a change
+/// file (not from PostgreSQL), which makes B's version 2 a copy in A, and
+/// pushes. A carries PostgreSQL's current version of the file to its copy:
+/// it had seen it, so A's row of the file applies (two rows at version 2
+/// would otherwise keep B's, whose version 2 then is A's), and every store
+/// ends as A had it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_moves_a_version_and_takes_its_number() {
+    let db = pg::database("push_version_moves").await;
+    let (a, b) = (
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+    );
+    b.put(file("/f", "v1")).await.unwrap();
+    let learned = b.export_changes(0).await.unwrap();
+    a.import_changes(&learned).await.unwrap();
+    a.put(file("/f", "from-a")).await.unwrap();
+    b.put(file("/f", "from-b")).await.unwrap();
+    let f = b.export_changes(learned.changes.through).await.unwrap();
+    assert_eq!(a.import_changes(&f).await.unwrap().conflicts.len(), 1);
+    push(&b, &db.url).await;
+    let ra = push(&a, &db.url).await;
+    assert!(ra.conflicts.is_empty(), "{:?}", ra.conflicts);
+    let p = pg_state(&db.url).await;
+    assert_eq!(comparable(p.clone()), comparable(state(&a).await));
+    assert_eq!(p["/f"].1.as_deref(), Some("from-a"), "{p:?}");
+    for s in [&b, &a, &b] {
+        both(s, &db.url).await;
+    }
+    let p = pg_state(&db.url).await;
+    for s in [&a, &b] {
+        assert_eq!(state(s).await, p);
+        assert_verified(s, &db.url).await;
+    }
+}
+
 /// The first pull into an empty file store is one snapshot in one
 /// transaction, with the secondary indexes built at the end: the file has
 /// every index a fresh store has, passes SQLite's integrity check, and a
