@@ -476,10 +476,11 @@ fn own_id(e: &mut Engine) -> Result<String> {
 impl Store {
     /// Every row (all tenants) with change sequence in `(after, current]`,
     /// read from one snapshot, as a [`ChangeFile`] of this store. What came
-    /// from PostgreSQL by a pull is not sent onward.
+    /// from PostgreSQL by a pull is not sent onward, but for the rows that
+    /// the file's own rows need ([`crate::Snapshot::local_changes_whole`]).
     pub async fn export_changes(&self, after: i64) -> Result<ChangeFile> {
         let (file, _) = self
-            .export_with(after, |snap, head| snap.local_changes(after, head))
+            .export_with(after, |snap, head| snap.local_changes_whole(after, head))
             .await?;
         Ok(file)
     }

@@ -7,6 +7,8 @@
 //! description of what changed between two points. Rows carry their latest
 //! state; removals of rows that are gone for good are [`TombstoneRow`]s.
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Engine, RowCells, int, text};
@@ -358,6 +360,82 @@ impl Snapshot<'_> {
             c.tombstones.retain(|r| !pulled.contains(&r.change_seq));
         }
         Ok(c)
+    }
+
+    /// [`Snapshot::local_changes`] made whole for a store that may never
+    /// have pulled: with the rows written by pulls that its rows need there
+    /// (the row of each file whose versions or metadata it holds, and each
+    /// version's parent), stamped `through`. A store that pulls and also
+    /// trades change files would otherwise send a version of its own whose
+    /// file row a pull wrote since (PostgreSQL moved the file to a conflict
+    /// copy): the recipient could not place it. What this store wrote
+    /// itself before `after` went in an earlier change file.
+    pub fn local_changes_whole(&mut self, after: i64, through: i64) -> Result<Changes> {
+        let mut c = self.local_changes(after, through)?;
+        let pulled: HashSet<i64> = self
+            .engine
+            .query("SELECT change_seq FROM nexus_pulled", &[], |r| r.int(0))?
+            .into_iter()
+            .collect();
+        if pulled.is_empty() {
+            return Ok(c);
+        }
+        loop {
+            let files: HashSet<&str> = c.files.iter().map(|f| f.path_id.as_str()).collect();
+            let versions: HashSet<&str> =
+                c.versions.iter().map(|v| v.version_id.as_str()).collect();
+            let mut need_files: Vec<String> = c
+                .versions
+                .iter()
+                .map(|v| &v.path_id)
+                .chain(c.metadata.iter().map(|m| &m.path_id))
+                .filter(|p| !files.contains(p.as_str()))
+                .cloned()
+                .collect();
+            let mut need_versions: Vec<String> = c
+                .versions
+                .iter()
+                .filter_map(|v| v.parent_version_id.as_ref())
+                .filter(|p| !versions.contains(p.as_str()))
+                .cloned()
+                .collect();
+            need_files.sort_unstable();
+            need_files.dedup();
+            need_versions.sort_unstable();
+            need_versions.dedup();
+            let e = &mut self.engine;
+            let mut added = false;
+            for id in need_files {
+                let row: Option<FileRow> =
+                    e.query_one(sqlite::select_by_key(FileRow::TABLE), &[text(&id)], |r| {
+                        FileRow::read(&mut RowCells::new(r))
+                    })?;
+                if let Some(row) = row.filter(|r| pulled.contains(&r.change_seq)) {
+                    c.files.push(FileRow {
+                        change_seq: through,
+                        ..row
+                    });
+                    added = true;
+                }
+            }
+            for id in need_versions {
+                let row: Option<VersionRow> = e.query_one(
+                    sqlite::select_by_key(VersionRow::TABLE),
+                    &[text(&id)],
+                    |r| VersionRow::read(&mut RowCells::new(r)),
+                )?;
+                if let Some(row) = row.filter(|r| pulled.contains(&r.change_seq)) {
+                    c.versions.push(VersionRow {
+                        change_seq: through,
+                        ..row
+                    });
+                    added = true;
+                }
+            }
+            if !added {
+                return Ok(c);
+            }
+        }
     }
 
     /// The next window of [`Snapshot::local_changes`] after `after`: about

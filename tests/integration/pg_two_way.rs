@@ -655,7 +655,8 @@ proptest! {
     })]
 
     /// Three store files change overlapping paths offline (puts, deletes,
-    /// metadata, file and folder renames) and sync in random orders, each
+    /// metadata, file and folder renames), now and then import each
+    /// other's change files, and sync in random orders, each
     /// sync leaving the store equal to PostgreSQL (`nexus verify`); once
     /// each has synced both ways twice with no new writes,
     /// every store and PostgreSQL hold the same files and metadata, and
@@ -665,6 +666,7 @@ proptest! {
     fn three_stores_converge(
         ops in proptest::collection::vec((0..3usize, op()), 10..40),
         window in prop_oneof![1..4usize, Just(10_000usize)],
+        learns in proptest::collection::vec((0..40usize, 0..3usize, 0..3usize), 0..6),
     ) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         // Windows of 1-3 rows split pushes and pull pages everywhere: a
@@ -690,7 +692,19 @@ proptest! {
                 stores.push(Store::open(p).await.unwrap());
             }
             let mut written: Vec<String> = Vec::new();
+            let mut learned = [[0i64; 3]; 3];
             for (i, (who, op)) in ops.iter().enumerate() {
+                // Before step `at`, a store imports another's changes since
+                // it last did (a change file passed between devices).
+                for &(at, to, from) in &learns {
+                    if at == i && to != from {
+                        let f = stores[from].export_changes(learned[to][from]).await.unwrap();
+                        learned[to][from] = f.changes.through;
+                        if let Err(e) = stores[to].import_changes(&f).await {
+                            panic!("step {i}: store {to} importing store {from}'s changes: {e:?}");
+                        }
+                    }
+                }
                 let s = &stores[*who];
                 match op {
                     Op::Put(..) | Op::Delete(_) | Op::Meta(..) | Op::Rename(..) | Op::RenameDir(_) => {
@@ -962,6 +976,45 @@ async fn a_push_moves_a_version_and_takes_its_number() {
         assert_eq!(state(s).await, p);
         assert_verified(s, &db.url).await;
     }
+}
+
+/// A store that pulls and also trades change files: PostgreSQL made B's
+/// file a conflict copy, and B's pull moved it there (the pull wrote the
+/// file's row; B's version of it is B's own). B's change file then carries
+/// that file row with the version, so a store that never pulled can place
+/// it (it was a foreign-key failure of the engine, found by
+/// `three_stores_converge` once stores traded change files too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_file_brings_the_pulled_rows_its_rows_need() {
+    let db = pg::database("change_files_pulled_parents").await;
+    let (a, b, c) = (
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+    );
+    a.put(file("/f", "from-a")).await.unwrap();
+    push(&a, &db.url).await;
+    b.put(file("/f", "from-b")).await.unwrap();
+    b.put(file("/f", "from-b-2")).await.unwrap();
+    let r = both(&b, &db.url).await;
+    assert_eq!(r.push.conflicts.len(), 1, "{:?}", r.push.conflicts);
+    let copy = r.push.conflicts[0].copy.clone();
+
+    let f = b.export_changes(0).await.unwrap();
+    assert!(
+        f.changes.files.iter().all(|r| r.virtual_path == copy),
+        "only the file B's versions need: {:?}",
+        f.changes.files
+    );
+    let report = c.import_changes(&f).await.unwrap();
+    assert!(report.conflicts.is_empty(), "{report:?}");
+    let here = state(&c).await;
+    assert_eq!(here.keys().collect::<Vec<_>>(), [&copy]);
+    assert_eq!(
+        (here[&copy].1.as_deref(), here[&copy].3),
+        (Some("from-b-2"), 2)
+    );
+    assert_eq!(c.list_versions(&copy).await.unwrap().len(), 2);
 }
 
 /// The first pull into an empty file store is one snapshot in one
