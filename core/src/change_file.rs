@@ -657,10 +657,16 @@ pub(crate) fn apply_rows(
     // this store lacks and the file's incoming metadata (which applies to
     // the file too); this store's file keeps its row. (A pull takes
     // PostgreSQL's rows, which settled such conflicts on push.)
-    let with_copies;
+    let (with_copies, trimmed);
     let (c, content) = match unpushed {
         None => {
-            let diverged = diverged_files(e, c)?;
+            let (diverged, staying) = diverged_files(e, c)?;
+            let c = if staying.is_empty() {
+                c
+            } else {
+                trimmed = without_staying(c, &staying);
+                &trimmed
+            };
             if diverged.is_empty() {
                 (c, HashSet::new())
             } else {
@@ -1101,13 +1107,15 @@ fn make_copy(
 
 /// The files of `c` (with their row in it) whose new versions collide with
 /// other versions of the same file here that `c` does not carry: both
-/// stores made new versions of the file.
-fn diverged_files(e: &mut Engine, c: &Changes) -> Result<HashSet<String>> {
+/// stores made new versions of the file; and the versions of `c` that
+/// collide so but that this store holds already, in another file: it met
+/// them before and moved them to a conflict copy, where they stay.
+fn diverged_files(e: &mut Engine, c: &Changes) -> Result<(HashSet<String>, Vec<VersionRow>)> {
     let rows: HashSet<&str> = c.files.iter().map(|f| f.path_id.as_str()).collect();
     let carried: HashSet<&str> = c.versions.iter().map(|v| v.version_id.as_str()).collect();
-    let mut out = HashSet::new();
+    let (mut diverged, mut staying) = (HashSet::new(), Vec::new());
     for v in &c.versions {
-        if out.contains(&v.path_id) || !rows.contains(v.path_id.as_str()) {
+        if !rows.contains(v.path_id.as_str()) {
             continue;
         }
         let other = e.query_one(
@@ -1116,11 +1124,41 @@ fn diverged_files(e: &mut Engine, c: &Changes) -> Result<HashSet<String>> {
             &[text(&v.path_id), int(v.version_number), text(&v.version_id)],
             |r| r.text(0),
         )?;
-        if other.is_some_and(|o| !carried.contains(o.as_str())) {
-            out.insert(v.path_id.clone());
+        if other.is_none_or(|o| carried.contains(o.as_str())) {
+            continue;
+        }
+        let known = e
+            .query_one(
+                "SELECT 1 FROM version_history WHERE version_id = ?1",
+                &[text(&v.version_id)],
+                |_| Ok(()),
+            )?
+            .is_some();
+        if known {
+            staying.push(v.clone());
+        } else {
+            diverged.insert(v.path_id.clone());
         }
     }
-    Ok(out)
+    Ok((diverged, staying))
+}
+
+/// `c` without the versions that stay where this store has them (see
+/// [`diverged_files`]), and without the row of a file whose current version
+/// is one of them: that content is already here, in the copy, and the
+/// file keeps its row (the rule [`crate::FilePlan::Keep`]).
+fn without_staying(c: &Changes, staying: &[VersionRow]) -> Changes {
+    let ids: HashSet<&str> = staying.iter().map(|v| v.version_id.as_str()).collect();
+    let at: HashSet<(&str, i64)> = staying
+        .iter()
+        .map(|v| (v.path_id.as_str(), v.version_number))
+        .collect();
+    let mut out = c.clone();
+    out.versions
+        .retain(|v| !ids.contains(v.version_id.as_str()));
+    out.files
+        .retain(|f| !at.contains(&(f.path_id.as_str(), f.current_version)));
+    out
 }
 
 /// `c` with each file of `diverged` given a new id: its row, its versions

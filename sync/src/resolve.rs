@@ -136,6 +136,7 @@ pub(crate) async fn resolve(
     let mut vacating: HashSet<Uuid> = HashSet::new();
     let mut superseded: HashSet<(Uuid, i32)> = HashSet::new();
     let mut diverged: HashSet<Uuid> = HashSet::new();
+    let mut clashing: Vec<usize> = Vec::new();
     if !b.versions.is_empty() {
         for (i, other) in clashes(tx, &vp, &vn, &vid[..vp.len()]).await? {
             match Uuid::parse_str(&other) {
@@ -143,11 +144,37 @@ pub(crate) async fn resolve(
                     vacating.insert(o);
                     superseded.insert((vp[i], vn[i]));
                 }
-                _ => {
-                    diverged.insert(vp[i]);
-                }
+                _ => clashing.push(i),
             }
         }
+    }
+    // A clashing version the target holds already, in another file (it met
+    // it before and moved it to a conflict copy), stays there, as in an
+    // embedded import; a pushed row of its file whose current version it
+    // is stays out (the content is in the copy). Other clashes diverge.
+    let mut stale: HashSet<(Uuid, i32)> = HashSet::new();
+    if !clashing.is_empty() {
+        let ids: Vec<Uuid> = clashing.iter().map(|&i| vid[i]).collect();
+        let held_here: HashSet<Uuid> = tx
+            .query(
+                "SELECT version_id FROM version_history WHERE version_id = ANY($1)",
+                &[&ids],
+            )
+            .await
+            .map_err(Error::pg("comparing pushed versions"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut staying: HashSet<Uuid> = HashSet::new();
+        for i in clashing {
+            if held_here.contains(&vid[i]) {
+                staying.insert(vid[i]);
+                stale.insert((vp[i], vn[i]));
+            } else {
+                diverged.insert(vp[i]);
+            }
+        }
+        b.versions.retain(|v| !staying.contains(&v.version_id));
     }
     if !vacating.is_empty() {
         // One upsert statement takes the rows in order (a stable sort).
@@ -186,6 +213,10 @@ pub(crate) async fn resolve(
     let mut dropped: HashSet<Uuid> = HashSet::new();
     let mut chosen = HashSet::new();
     for f in &mut b.files {
+        if stale.contains(&(f.path_id, f.current_version)) {
+            dropped.insert(f.path_id);
+            continue;
+        }
         let here = target.get(&f.path_id);
         let here = here.filter(|t| !superseded.contains(&(f.path_id, t.current_version)));
         let here = here.map(|t| HereRow {

@@ -942,6 +942,52 @@ async fn a_change_file_moves_a_version_and_takes_its_number() {
     assert_eq!(p.len(), 2, "{p:?}");
 }
 
+/// A version that reaches the hub twice, at two files: C's version 2 of a
+/// file first comes with A's changes (A learned it from C, and it clashes
+/// with B's version 2 there: a conflict copy), then with C's own. The hub
+/// and PostgreSQL keep it in the copy (C's row of the file, whose content
+/// that is, stays out) instead of refusing C's changes (it was a Conflict
+/// on one side and a unique violation on the other; found by the parity
+/// test once stores traded change files more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_already_in_a_copy_stays_there() {
+    let db = pg::database("change_files_known_in_copy").await;
+    let (a, b, c, hub) = (
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+    );
+    let ship = |s: &Store| {
+        let (s, hub, u) = (s.clone(), hub.clone(), url(&db.url));
+        async move {
+            let f = s.export_changes(0).await.unwrap();
+            hub.import_changes(&f).await.unwrap();
+            nexus_sync::apply_change_file(&u, f, &SyncOptions::default())
+                .await
+                .unwrap();
+        }
+    };
+    a.put(file("/f", "v1")).await.unwrap();
+    let first = a.export_changes(0).await.unwrap();
+    b.import_changes(&first).await.unwrap();
+    c.import_changes(&first).await.unwrap();
+    c.put(file("/f", "from-c")).await.unwrap();
+    b.put(file("/f", "from-b")).await.unwrap();
+    ship(&b).await;
+    let from_c = c.export_changes(0).await.unwrap();
+    a.import_changes(&from_c).await.unwrap();
+    ship(&a).await;
+    ship(&c).await;
+
+    let (h, p) = (state(&hub).await, pg_state(&db.url).await);
+    assert_eq!(comparable(h), comparable(p.clone()));
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert_eq!(p["/f"].1.as_deref(), Some("from-b"), "{p:?}");
+    let copy = p.keys().find(|k| k.contains(".sync-conflict-")).unwrap();
+    assert_eq!(p[copy].1.as_deref(), Some("from-c"), "{p:?}");
+}
+
 /// The same through pushes: B pushes; A learns B's changes from a change
 /// file (not from PostgreSQL), which makes B's version 2 a copy in A, and
 /// pushes. A carries PostgreSQL's current version of the file to its copy:
