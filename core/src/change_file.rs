@@ -477,7 +477,7 @@ impl Store {
     /// Every row (all tenants) with change sequence in `(after, current]`,
     /// read from one snapshot, as a [`ChangeFile`] of this store. What came
     /// from PostgreSQL by a pull is not sent onward, but for the rows that
-    /// the file's own rows need ([`crate::Snapshot::local_changes_whole`]).
+    /// the file's own versions need ([`crate::Snapshot::local_changes_whole`]).
     pub async fn export_changes(&self, after: i64) -> Result<ChangeFile> {
         let (file, _) = self
             .export_with(after, |snap, head| snap.local_changes_whole(after, head))
@@ -877,11 +877,26 @@ pub(crate) fn apply_rows(
     }
     report.versions = c.versions.len() as u64;
 
+    let mut metadata = 0;
     for r in &c.metadata {
+        // A key of a file neither in the change file nor here: the file
+        // came to the writer by a pull (pulled rows are not sent onward),
+        // and comes here from PostgreSQL too.
+        if unpushed.is_none()
+            && e.query_one(
+                "SELECT 1 FROM file_paths WHERE path_id = ?1",
+                &[text(&r.path_id)],
+                |_| Ok(()),
+            )?
+            .is_none()
+        {
+            continue;
+        }
         e.execute(sqlite::upsert(&FILE_METADATA), &row_params(r, seq))?;
         untombstone(e, "file_metadata", &r.path_id, &r.key)?;
+        metadata += 1;
     }
-    report.metadata = c.metadata.len() as u64;
+    report.metadata = metadata;
 
     for r in &c.chunks {
         e.execute(sqlite::upsert(&CONTENT_CHUNKS), &row_params(r, seq))?;
@@ -1115,9 +1130,6 @@ fn diverged_files(e: &mut Engine, c: &Changes) -> Result<(HashSet<String>, Vec<V
     let carried: HashSet<&str> = c.versions.iter().map(|v| v.version_id.as_str()).collect();
     let (mut diverged, mut staying) = (HashSet::new(), Vec::new());
     for v in &c.versions {
-        if !rows.contains(v.path_id.as_str()) {
-            continue;
-        }
         let other = e.query_one(
             "SELECT version_id FROM version_history WHERE path_id = ?1 AND version_number = ?2 \
              AND version_id <> ?3",
@@ -1136,7 +1148,7 @@ fn diverged_files(e: &mut Engine, c: &Changes) -> Result<(HashSet<String>, Vec<V
             .is_some();
         if known {
             staying.push(v.clone());
-        } else {
+        } else if rows.contains(v.path_id.as_str()) {
             diverged.insert(v.path_id.clone());
         }
     }

@@ -363,13 +363,17 @@ impl Snapshot<'_> {
     }
 
     /// [`Snapshot::local_changes`] made whole for a store that may never
-    /// have pulled: with the rows written by pulls that its rows need there
-    /// (the row of each file whose versions or metadata it holds, and each
+    /// have pulled: with the rows written by pulls that its versions need
+    /// there (the row of each file it holds versions of, and each
     /// version's parent), stamped `through`. A store that pulls and also
     /// trades change files would otherwise send a version of its own whose
     /// file row a pull wrote since (PostgreSQL moved the file to a conflict
     /// copy): the recipient could not place it. What this store wrote
-    /// itself before `after` went in an earlier change file.
+    /// itself before `after` went in an earlier change file. Metadata does
+    /// not bring a pulled file row: a row PostgreSQL had when this store
+    /// pulled it could undo a later rename elsewhere (a change file is
+    /// settled by version numbers); the importer leaves out keys of files it
+    /// has nowhere.
     pub fn local_changes_whole(&mut self, after: i64, through: i64) -> Result<Changes> {
         let mut c = self.local_changes(after, through)?;
         let pulled: HashSet<i64> = self
@@ -380,6 +384,8 @@ impl Snapshot<'_> {
         if pulled.is_empty() {
             return Ok(c);
         }
+        // Ids looked up already (found or not): each is read once.
+        let mut asked: HashSet<String> = HashSet::new();
         loop {
             let files: HashSet<&str> = c.files.iter().map(|f| f.path_id.as_str()).collect();
             let versions: HashSet<&str> =
@@ -388,21 +394,21 @@ impl Snapshot<'_> {
                 .versions
                 .iter()
                 .map(|v| &v.path_id)
-                .chain(c.metadata.iter().map(|m| &m.path_id))
-                .filter(|p| !files.contains(p.as_str()))
+                .filter(|p| !files.contains(p.as_str()) && !asked.contains(p.as_str()))
                 .cloned()
                 .collect();
             let mut need_versions: Vec<String> = c
                 .versions
                 .iter()
                 .filter_map(|v| v.parent_version_id.as_ref())
-                .filter(|p| !versions.contains(p.as_str()))
+                .filter(|p| !versions.contains(p.as_str()) && !asked.contains(p.as_str()))
                 .cloned()
                 .collect();
             need_files.sort_unstable();
             need_files.dedup();
             need_versions.sort_unstable();
             need_versions.dedup();
+            asked.extend(need_files.iter().chain(&need_versions).cloned());
             let e = &mut self.engine;
             let mut added = false;
             for id in need_files {
