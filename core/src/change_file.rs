@@ -819,13 +819,7 @@ pub(crate) fn apply_rows(
     // version's parent has a lower number).
     let mut versions: Vec<(bool, &VersionRow)> = Vec::with_capacity(c.versions.len());
     for v in &c.versions {
-        let known = e
-            .query_one(
-                "SELECT 1 FROM version_history WHERE version_id = ?1",
-                &[text(&v.version_id)],
-                |_| Ok(()),
-            )?
-            .is_some();
+        let known = has_version(e, &v.version_id)?;
         versions.push((!known, v));
     }
     versions.sort_by_key(|(new, v)| (*new, v.version_number));
@@ -1035,6 +1029,16 @@ fn settle_arriving<'r>(
     })
 }
 
+/// Whether this store holds the version `version_id` (in any file).
+fn has_version(e: &mut Engine, version_id: &str) -> Result<bool> {
+    Ok(e.query_one(
+        "SELECT 1 FROM version_history WHERE version_id = ?1",
+        &[text(version_id)],
+        |_| Ok(()),
+    )?
+    .is_some())
+}
+
 /// The `change_seq` of the live file other than `path_id` at `path` of
 /// `tenant`, if there is one.
 fn holder_of(e: &mut Engine, tenant: &str, path: &str, path_id: &str) -> Result<Option<i64>> {
@@ -1139,13 +1143,7 @@ fn diverged_files(e: &mut Engine, c: &Changes) -> Result<(HashSet<String>, Vec<V
         if other.is_none_or(|o| carried.contains(o.as_str())) {
             continue;
         }
-        let known = e
-            .query_one(
-                "SELECT 1 FROM version_history WHERE version_id = ?1",
-                &[text(&v.version_id)],
-                |_| Ok(()),
-            )?
-            .is_some();
+        let known = has_version(e, &v.version_id)?;
         if known {
             staying.push(v.clone());
         } else if rows.contains(v.path_id.as_str()) {
@@ -1193,13 +1191,7 @@ fn as_content_copies(
         let Some(id) = ids.get(v.path_id.as_str()) else {
             continue;
         };
-        let known = e
-            .query_one(
-                "SELECT 1 FROM version_history WHERE version_id = ?1",
-                &[text(&v.version_id)],
-                |_| Ok(()),
-            )?
-            .is_some();
+        let known = has_version(e, &v.version_id)?;
         if !known {
             v.path_id = id.clone();
         }

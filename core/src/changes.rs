@@ -334,7 +334,7 @@ impl Snapshot<'_> {
 
     /// The change sequence numbers in `(after, through]` that were pulls
     /// (`Store::apply_pull`): the rows they stamped came from PostgreSQL.
-    pub fn pulled(&mut self, after: i64, through: i64) -> Result<std::collections::HashSet<i64>> {
+    pub fn pulled(&mut self, after: i64, through: i64) -> Result<HashSet<i64>> {
         Ok(self
             .engine
             .query(
@@ -376,11 +376,9 @@ impl Snapshot<'_> {
     /// has nowhere.
     pub fn local_changes_whole(&mut self, after: i64, through: i64) -> Result<Changes> {
         let mut c = self.local_changes(after, through)?;
-        let pulled: HashSet<i64> = self
-            .engine
-            .query("SELECT change_seq FROM nexus_pulled", &[], |r| r.int(0))?
-            .into_iter()
-            .collect();
+        // Every pull's stamp, not only this range's: a needed row may be
+        // older than `after`.
+        let pulled = self.pulled(0, through)?;
         if pulled.is_empty() {
             return Ok(c);
         }

@@ -236,23 +236,12 @@ pub fn plan_file<'a>(
     if !changed_unseen(&here, arriving.version, source, seen) {
         return FilePlan::Apply;
     }
-    match settle(arriving, here.file) {
-        Settled {
-            keep_here: false,
-            path: None,
-        } => FilePlan::Apply,
-        Settled {
-            keep_here: false,
-            path: Some(p),
-        } => FilePlan::ApplyAt(p.to_string()),
-        Settled {
-            keep_here: true,
-            path: None,
-        } => FilePlan::Keep,
-        Settled {
-            keep_here: true,
-            path: Some(p),
-        } => FilePlan::KeepAt(p.to_string()),
+    let settled = settle(arriving, here.file);
+    match (settled.keep_here, settled.path) {
+        (false, None) => FilePlan::Apply,
+        (false, Some(p)) => FilePlan::ApplyAt(p.to_string()),
+        (true, None) => FilePlan::Keep,
+        (true, Some(p)) => FilePlan::KeepAt(p.to_string()),
     }
 }
 

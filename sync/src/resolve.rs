@@ -155,16 +155,7 @@ pub(crate) async fn resolve(
     let mut stale: HashSet<(Uuid, i32)> = HashSet::new();
     if !clashing.is_empty() {
         let ids: Vec<Uuid> = clashing.iter().map(|&i| vid[i]).collect();
-        let held_here: HashSet<Uuid> = tx
-            .query(
-                "SELECT version_id FROM version_history WHERE version_id = ANY($1)",
-                &[&ids],
-            )
-            .await
-            .map_err(Error::pg("comparing pushed versions"))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let held_here = versions_here(tx, &ids).await?;
         let mut staying: HashSet<Uuid> = HashSet::new();
         for i in clashing {
             if held_here.contains(&vid[i]) {
@@ -197,15 +188,7 @@ pub(crate) async fn resolve(
     let known: HashSet<Uuid> = if diverged.is_empty() {
         HashSet::new()
     } else {
-        tx.query(
-            "SELECT version_id FROM version_history WHERE version_id = ANY($1)",
-            &[&vid],
-        )
-        .await
-        .map_err(Error::pg("comparing pushed versions"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+        versions_here(tx, &vid).await?
     };
 
     let mut out = Resolved::default();
@@ -354,6 +337,20 @@ pub(crate) async fn none_held(tx: &Transaction<'_>, source: &str, held: &Held) -
         source,
         &format!("the target's version {other} (tenant {tenant})"),
     )))
+}
+
+/// Which of the versions `ids` the target holds (in any file).
+async fn versions_here(tx: &Transaction<'_>, ids: &[Uuid]) -> Result<HashSet<Uuid>> {
+    Ok(tx
+        .query(
+            "SELECT version_id FROM version_history WHERE version_id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .map_err(Error::pg("comparing pushed versions"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
 }
 
 /// The pushed versions (file `p[i]`, number `n[i]`, id `v[i]`) whose number

@@ -877,6 +877,16 @@ proptest! {
     }
 }
 
+/// All of `s`'s changes as one change file, applied to the embedded `hub`
+/// and to PostgreSQL at `u`; both must take it.
+async fn ship(s: &Store, hub: &Store, u: &str) {
+    let f = s.export_changes(0).await.unwrap();
+    hub.import_changes(&f).await.unwrap();
+    nexus_sync::apply_change_file(&url(u), f, &SyncOptions::default())
+        .await
+        .unwrap();
+}
+
 /// A change file that moves a version to a conflict copy and puts its own
 /// version in that number's place. B and A both make version 2 of one
 /// file; A imports B's changes first (B's file becomes a copy in A, with
@@ -892,17 +902,6 @@ async fn a_change_file_moves_a_version_and_takes_its_number() {
         Store::memory().await.unwrap(),
         Store::memory().await.unwrap(),
     );
-    let ship = |s: &Store, after: i64| {
-        let (s, hub, u) = (s.clone(), hub.clone(), url(&db.url));
-        async move {
-            let f = s.export_changes(after).await.unwrap();
-            hub.import_changes(&f).await.unwrap();
-            nexus_sync::apply_change_file(&u, f.clone(), &SyncOptions::default())
-                .await
-                .unwrap();
-            f.changes.through
-        }
-    };
     b.put(file("/f", "v1")).await.unwrap();
     let learned = b.export_changes(0).await.unwrap();
     a.import_changes(&learned).await.unwrap();
@@ -911,8 +910,8 @@ async fn a_change_file_moves_a_version_and_takes_its_number() {
     let f = b.export_changes(learned.changes.through).await.unwrap();
     let r = a.import_changes(&f).await.unwrap();
     assert_eq!(r.conflicts.len(), 1, "{r:?}");
-    ship(&b, 0).await;
-    ship(&a, 0).await;
+    ship(&b, &hub, &db.url).await;
+    ship(&a, &hub, &db.url).await;
 
     let (h, p) = (state(&hub).await, pg_state(&db.url).await);
     let mine = state(&a).await;
@@ -944,27 +943,17 @@ async fn a_version_already_in_a_copy_stays_there() {
         Store::memory().await.unwrap(),
         Store::memory().await.unwrap(),
     );
-    let ship = |s: &Store| {
-        let (s, hub, u) = (s.clone(), hub.clone(), url(&db.url));
-        async move {
-            let f = s.export_changes(0).await.unwrap();
-            hub.import_changes(&f).await.unwrap();
-            nexus_sync::apply_change_file(&u, f, &SyncOptions::default())
-                .await
-                .unwrap();
-        }
-    };
     a.put(file("/f", "v1")).await.unwrap();
     let first = a.export_changes(0).await.unwrap();
     b.import_changes(&first).await.unwrap();
     c.import_changes(&first).await.unwrap();
     c.put(file("/f", "from-c")).await.unwrap();
     b.put(file("/f", "from-b")).await.unwrap();
-    ship(&b).await;
+    ship(&b, &hub, &db.url).await;
     let from_c = c.export_changes(0).await.unwrap();
     a.import_changes(&from_c).await.unwrap();
-    ship(&a).await;
-    ship(&c).await;
+    ship(&a, &hub, &db.url).await;
+    ship(&c, &hub, &db.url).await;
 
     let (h, p) = (state(&hub).await, pg_state(&db.url).await);
     assert_eq!(comparable(h), comparable(p.clone()));
