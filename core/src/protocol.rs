@@ -115,6 +115,9 @@ pub struct Pulled {
     /// The current rows of files the page's rows refer to (see
     /// `nexus_pg::FeedPage::referenced_files`); applied first.
     pub referenced_files: Vec<FileRow>,
+    /// The same for versions (`FeedPage::referenced_versions`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub referenced_versions: Vec<crate::VersionRow>,
     /// Whether the page reaches the newest position ready.
     pub caught_up: bool,
     /// Set when the page ends inside the transaction `changes.through`: its
@@ -301,6 +304,7 @@ impl Pulled {
             changes: self.changes,
             caught_up: self.caught_up,
             referenced_files: self.referenced_files,
+            referenced_versions: self.referenced_versions,
             within: self.within,
         }
     }

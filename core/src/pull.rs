@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::pool::Exclusive;
 use crate::store::Store;
 use crate::tables::{TableRow, sqlite};
-use crate::{CHANGE_TABLES, Changes, FileRow, Origin};
+use crate::{CHANGE_TABLES, Changes, FileRow, Origin, VersionRow};
 
 /// One page of a database's change feed (`nexus_pg::read_page`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +40,12 @@ pub struct FeedPage {
     /// applies the page where those files are new needs them first.
     /// Applying a later state again changes nothing.
     pub referenced_files: Vec<FileRow>,
+    /// The same for versions: the current rows of the parents of the
+    /// page's versions that a later transaction wrote again (a second
+    /// source pushed them), and of their parents as far as those were
+    /// written later too. Applied before the page's versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub referenced_versions: Vec<VersionRow>,
     /// Set when the page ends inside the transaction `changes.through`
     /// (one with more rows than a page): the last row of it the page holds,
     /// by table and snapshot order. Its rows after that row are still to
@@ -140,6 +146,9 @@ impl Store {
                 let mut files = page.referenced_files;
                 files.append(&mut changes.files);
                 changes.files = files;
+                let mut versions = page.referenced_versions;
+                versions.append(&mut changes.versions);
+                changes.versions = versions;
                 let from = FeedPoint {
                     position: stored,
                     within: within.as_ref(),

@@ -16,7 +16,9 @@
 //! ARCHITECTURE.md has the argument in full.
 
 pub use nexus_core::FeedPage;
-use nexus_core::tables::{Cells, Column, FILE_PATHS, Kind, TableRow};
+use std::collections::HashSet;
+
+use nexus_core::tables::{Cells, Column, FILE_PATHS, Kind, TableRow, VERSION_HISTORY};
 use nexus_core::{
     Changes, ChunkRow, FileRow, MetadataRow, Origin, Result, SnapshotCursor, TombstoneRow,
     VersionRow, canonical_json,
@@ -387,8 +389,7 @@ async fn read_in(
                 ..Changes::default()
             },
             caught_up: true,
-            referenced_files: Vec::new(),
-            within: None,
+            ..FeedPage::default()
         });
     }
     let limit = i64::try_from(max_rows.max(1)).unwrap_or(i64::MAX - 1) + 1;
@@ -435,60 +436,107 @@ async fn read_in(
     let files: Vec<FileRow> = read_rows(&files)?;
     let metadata: Vec<MetadataRow> = read_rows(&metadata)?;
     let versions: Vec<VersionRow> = read_rows(&versions)?;
-    let referenced_files = referenced(db, &files, &versions, &metadata, through).await?;
+    let changes = Changes {
+        after,
+        through,
+        files,
+        metadata,
+        versions,
+        chunks: read_rows(&chunks)?,
+        tombstones: read_rows(&tombstones)?,
+    };
+    let referenced = referenced(db, &changes, through).await?;
     Ok(FeedPage {
-        changes: Changes {
-            after,
-            through,
-            files,
-            metadata,
-            versions,
-            chunks: read_rows(&chunks)?,
-            tombstones: read_rows(&tombstones)?,
-        },
+        changes,
         caught_up: through == safe,
-        referenced_files,
+        referenced_files: referenced.files,
+        referenced_versions: referenced.versions,
         within: None,
     })
 }
 
-/// The current rows of the files that `versions` and `metadata` refer to,
-/// that `files` does not hold and that were written after `through`: a
-/// version or metadata row of a page whose file was written again by a
-/// later transaction (the file's row is in a later page, and the page
-/// would not apply where the file is new). Files written up to `through`
+/// What a page's rows refer to that a later transaction wrote again (so
+/// its row is in a later page, and the page would not apply where it is
+/// new): the current rows of the parent versions of the page's versions
+/// (and of their parents, as far as those were written after `through`:
+/// a second source pushing a version a store already pushed stamps it
+/// again, after its children), and of the files those versions and the
+/// page's versions and metadata belong to. Rows written up to `through`
 /// came in this page or an earlier one (or an earlier part of the same
 /// transaction).
 async fn referenced(
     db: &Cached<'_, impl GenericClient + Sync>,
-    files: &[FileRow],
-    versions: &[VersionRow],
-    metadata: &[MetadataRow],
+    changes: &Changes,
     through: i64,
-) -> Result<Vec<FileRow>> {
-    let have: std::collections::HashSet<&str> = files.iter().map(|f| f.path_id.as_str()).collect();
-    let mut missing: Vec<String> = versions
+) -> Result<Referenced> {
+    let in_page: HashSet<&str> = changes
+        .versions
         .iter()
-        .map(|v| v.path_id.as_str())
-        .chain(metadata.iter().map(|m| m.path_id.as_str()))
-        .filter(|p| !have.contains(p))
-        .map(str::to_string)
+        .map(|v| v.version_id.as_str())
         .collect();
-    missing.sort();
+    let mut parents: Vec<&str> = changes
+        .versions
+        .iter()
+        .filter_map(|v| v.parent_version_id.as_deref())
+        .filter(|p| !in_page.contains(p))
+        .collect();
+    parents.sort_unstable();
+    parents.dedup();
+    let versions: Vec<VersionRow> = if parents.is_empty() {
+        Vec::new()
+    } else {
+        let sql = format!(
+            "WITH RECURSIVE later (version_id) AS ( \
+                 SELECT version_id FROM version_history \
+                 WHERE version_id = ANY($1::text[]::uuid[]) AND change_seq > $2 \
+               UNION \
+                 SELECT p.version_id FROM later l \
+                 JOIN version_history v ON v.version_id = l.version_id \
+                 JOIN version_history p ON p.version_id = v.parent_version_id \
+                 WHERE p.change_seq > $2) \
+             SELECT {}, change_seq, origin_id, origin_seq FROM version_history \
+             WHERE version_id IN (SELECT version_id FROM later)",
+            VERSION_HISTORY.select_list(feed_column)
+        );
+        let rows = db
+            .query(&sql, &[&parents, &through])
+            .await
+            .map_err(pg_err("reading the parents of changed versions"))?;
+        read_rows(&rows)?
+    };
+    let have: HashSet<&str> = changes.files.iter().map(|f| f.path_id.as_str()).collect();
+    let mut missing: Vec<&str> = changes
+        .versions
+        .iter()
+        .chain(&versions)
+        .map(|v| v.path_id.as_str())
+        .chain(changes.metadata.iter().map(|m| m.path_id.as_str()))
+        .filter(|p| !have.contains(p))
+        .collect();
+    missing.sort_unstable();
     missing.dedup();
-    if missing.is_empty() {
-        return Ok(Vec::new());
-    }
-    let sql = format!(
-        "SELECT {}, change_seq, origin_id, origin_seq FROM file_paths \
-         WHERE path_id = ANY($1::text[]::uuid[]) AND change_seq > $2",
-        FILE_PATHS.select_list(feed_column)
-    );
-    let rows = db
-        .query(&sql, &[&missing, &through])
-        .await
-        .map_err(pg_err("reading the files of changed rows"))?;
-    read_rows::<FileRow>(&rows)
+    let files = if missing.is_empty() {
+        Vec::new()
+    } else {
+        let sql = format!(
+            "SELECT {}, change_seq, origin_id, origin_seq FROM file_paths \
+             WHERE path_id = ANY($1::text[]::uuid[]) AND change_seq > $2",
+            FILE_PATHS.select_list(feed_column)
+        );
+        let rows = db
+            .query(&sql, &[&missing, &through])
+            .await
+            .map_err(pg_err("reading the files of changed rows"))?;
+        read_rows::<FileRow>(&rows)?
+    };
+    Ok(Referenced { files, versions })
+}
+
+/// The rows [`referenced`] finds (`FeedPage::referenced_files` and
+/// `referenced_versions`).
+struct Referenced {
+    files: Vec<FileRow>,
+    versions: Vec<VersionRow>,
 }
 
 /// Which part of one transaction a page reads.
@@ -545,18 +593,12 @@ async fn read_part(
     } else {
         None
     };
-    let referenced_files = referenced(
-        db,
-        &changes.files,
-        &changes.versions,
-        &changes.metadata,
-        part.stamp,
-    )
-    .await?;
+    let referenced = referenced(db, &changes, part.stamp).await?;
     Ok(FeedPage {
         changes,
         caught_up: false,
-        referenced_files,
+        referenced_files: referenced.files,
+        referenced_versions: referenced.versions,
         within,
     })
 }

@@ -713,6 +713,7 @@ async fn pull(
         watermark,
         changes: page.changes,
         referenced_files: page.referenced_files,
+        referenced_versions: page.referenced_versions,
         caught_up: page.caught_up,
         within: page.within,
     }))
