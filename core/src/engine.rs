@@ -253,6 +253,15 @@ impl Engine {
         Ok(conn)
     }
 
+    /// Stops checking foreign keys on this connection until
+    /// [`Engine::reconnect`] (whose fresh connection checks them again): a
+    /// bulk load of a snapshot that is whole only at its end, whose rows
+    /// come in key order, not parents first.
+    pub(crate) fn skip_foreign_keys(&mut self) {
+        self.clear_statements();
+        self.conn.set_foreign_keys_enabled(false);
+    }
+
     /// Replaces the connection with a fresh one (after migrations, so that
     /// no statement or schema snapshot from before survives).
     pub(crate) fn reconnect(&mut self) -> Result<()> {

@@ -682,16 +682,24 @@ impl Store {
             Ok(Some((seq, indexes, None)))
         })();
         match started {
-            Ok(Some((seq, indexes, resume))) => Ok(Some(BulkPull {
-                all: Some(all),
-                seq,
-                hub_id: hub_id.to_string(),
-                indexes,
-                resumed: resume.is_some(),
-                position: resume.as_ref().map(|(p, _)| *p),
-                cursor: resume.map(|(_, c)| c),
-                counts: [0; 5],
-            })),
+            Ok(Some((seq, indexes, resume))) => {
+                // Rows come in the snapshot's key order: a conflict copy's
+                // version can come before its parent in the file it was
+                // copied from (in a later chunk). PostgreSQL checked the
+                // snapshot whole; every way out of the load (finish, drop,
+                // an error) reconnects, which checks them again.
+                e.skip_foreign_keys();
+                Ok(Some(BulkPull {
+                    all: Some(all),
+                    seq,
+                    hub_id: hub_id.to_string(),
+                    indexes,
+                    resumed: resume.is_some(),
+                    position: resume.as_ref().map(|(p, _)| *p),
+                    cursor: resume.map(|(_, c)| c),
+                    counts: [0; 5],
+                }))
+            }
             Ok(None) => {
                 e.end_long_write(false)?;
                 Ok(None)
