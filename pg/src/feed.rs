@@ -445,7 +445,7 @@ async fn read_in(
         chunks: read_rows(&chunks)?,
         tombstones: read_rows(&tombstones)?,
     };
-    let referenced = referenced(db, &changes, through).await?;
+    let referenced = referenced(db, &changes, tenant, through, through).await?;
     Ok(FeedPage {
         changes,
         caught_up: through == safe,
@@ -458,16 +458,22 @@ async fn read_in(
 /// What a page's rows refer to that a later transaction wrote again (so
 /// its row is in a later page, and the page would not apply where it is
 /// new): the current rows of the parent versions of the page's versions
-/// (and of their parents, as far as those were written after `through`:
+/// (and of their parents, as far as those were written after `parents_after`:
 /// a second source pushing a version a store already pushed stamps it
 /// again, after its children), and of the files those versions and the
-/// page's versions and metadata belong to. Rows written up to `through`
-/// came in this page or an earlier one (or an earlier part of the same
-/// transaction).
+/// page's versions and metadata belong to, written after `through`. Rows
+/// written up to `through` came in this page or an earlier one, or in an
+/// earlier part of the same transaction for files, whose part comes
+/// before any version's; a parent version can come in a later part of
+/// it (a conflict copy's version, whose parent is in the file it was
+/// copied from, comes first when the copy's id sorts first), so parts ask
+/// from the transaction before theirs. Of the tenant only (`tenant`).
 async fn referenced(
     db: &Cached<'_, impl GenericClient + Sync>,
     changes: &Changes,
+    tenant: Option<&str>,
     through: i64,
+    parents_after: i64,
 ) -> Result<Referenced> {
     let in_page: HashSet<&str> = changes
         .versions
@@ -482,6 +488,19 @@ async fn referenced(
         .collect();
     parents.sort_unstable();
     parents.dedup();
+    // `$1`: ids, `$2`: the bound, `$3`: the tenant.
+    let of_tenant = |table: &str| match tenant {
+        Some(_) => format!(" AND {}", tenant_filter(table, 3, None)),
+        None => String::new(),
+    };
+    let read = async |sql: String, ids: &[&str], after: i64, what: &'static str| {
+        let ids: &(dyn tokio_postgres::types::ToSql + Sync) = &ids;
+        let rows = match &tenant {
+            Some(t) => db.query(&sql, &[ids, &after, t]).await,
+            None => db.query(&sql, &[ids, &after]).await,
+        };
+        rows.map_err(pg_err(what))
+    };
     let versions: Vec<VersionRow> = if parents.is_empty() {
         Vec::new()
     } else {
@@ -495,13 +514,18 @@ async fn referenced(
                  JOIN version_history p ON p.version_id = v.parent_version_id \
                  WHERE p.change_seq > $2) \
              SELECT {}, change_seq, origin_id, origin_seq FROM version_history \
-             WHERE version_id IN (SELECT version_id FROM later)",
-            VERSION_HISTORY.select_list(feed_column)
+             WHERE version_id IN (SELECT version_id FROM later){} \
+             ORDER BY version_number, version_id",
+            VERSION_HISTORY.select_list(feed_column),
+            of_tenant("version_history")
         );
-        let rows = db
-            .query(&sql, &[&parents, &through])
-            .await
-            .map_err(pg_err("reading the parents of changed versions"))?;
+        let rows = read(
+            sql,
+            &parents,
+            parents_after,
+            "reading the parents of changed versions",
+        )
+        .await?;
         read_rows(&rows)?
     };
     let have: HashSet<&str> = changes.files.iter().map(|f| f.path_id.as_str()).collect();
@@ -520,13 +544,11 @@ async fn referenced(
     } else {
         let sql = format!(
             "SELECT {}, change_seq, origin_id, origin_seq FROM file_paths \
-             WHERE path_id = ANY($1::text[]::uuid[]) AND change_seq > $2",
-            FILE_PATHS.select_list(feed_column)
+             WHERE path_id = ANY($1::text[]::uuid[]) AND change_seq > $2{} ORDER BY path_id",
+            FILE_PATHS.select_list(feed_column),
+            of_tenant("file_paths")
         );
-        let rows = db
-            .query(&sql, &[&missing, &through])
-            .await
-            .map_err(pg_err("reading the files of changed rows"))?;
+        let rows = read(sql, &missing, through, "reading the files of changed rows").await?;
         read_rows::<FileRow>(&rows)?
     };
     Ok(Referenced { files, versions })
@@ -593,7 +615,7 @@ async fn read_part(
     } else {
         None
     };
-    let referenced = referenced(db, &changes, part.stamp).await?;
+    let referenced = referenced(db, &changes, tenant, part.stamp, part.stamp - 1).await?;
     Ok(FeedPage {
         changes,
         caught_up: false,
