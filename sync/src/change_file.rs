@@ -152,8 +152,8 @@ async fn apply_once(
 /// Refuses the rows of `b` unless every row belongs to `tenant`: files
 /// and chunks by their tenant, versions, metadata and metadata removals by
 /// their file's (in the push, else in the database), chunk removals by
-/// their key. A file id that the database holds for another tenant is
-/// refused too.
+/// their key. A file id, a version id or a version's parent that the
+/// database holds for another tenant is refused too.
 async fn check_tenant(tx: &Transaction<'_>, b: &Batch, tenant: &str) -> Result<()> {
     let wrong = |found: &str| Error::WrongTenant {
         allowed: tenant.to_string(),
@@ -183,6 +183,31 @@ async fn check_tenant(tx: &Transaction<'_>, b: &Batch, tenant: &str) -> Result<(
         .query_opt(
             "SELECT tenant_id FROM file_paths WHERE path_id = ANY($1) AND tenant_id <> $2 LIMIT 1",
             &[&ids, &tenant],
+        )
+        .await
+        .map_err(Error::pg("checking the tenant of the changes"))?
+    {
+        return Err(wrong(&row.get::<_, String>(0)));
+    }
+    // Versions and their parents, by id: a version id of another tenant's
+    // would move its row here; a parent of another tenant's would bring
+    // its rows into this tenant's pulls (`nexus_pg::read_tenant_page`).
+    let mut versions: Vec<Uuid> = b
+        .versions
+        .iter()
+        .flat_map(|v| std::iter::once(&v.row.version_id).chain(&v.row.parent_version_id))
+        .filter_map(|s| Uuid::parse_str(s).ok())
+        .collect();
+    versions.sort_unstable();
+    versions.dedup();
+    if versions.is_empty() {
+        return Ok(());
+    }
+    if let Some(row) = tx
+        .query_opt(
+            "SELECT f.tenant_id FROM version_history v JOIN file_paths f ON f.path_id = v.path_id \
+             WHERE v.version_id = ANY($1) AND f.tenant_id <> $2 LIMIT 1",
+            &[&versions, &tenant],
         )
         .await
         .map_err(Error::pg("checking the tenant of the changes"))?

@@ -293,6 +293,42 @@ async fn tokens_and_tenants() {
     assert_eq!(status, 403, "{body}");
     assert!(body["message"].as_str().unwrap().contains("acme"), "{body}");
 
+    // A push of "default" whose version of its own file names a version of
+    // "acme" by its id, as the parent or as its own: refused (the parent
+    // would bring acme's rows into default's pulls; the id would move
+    // acme's version into default's file).
+    let theirs = cf.changes.versions[0].version_id.clone();
+    for own_id in [false, true] {
+        let d = Store::memory().await.unwrap();
+        d.put(file("/mine.txt", "m")).await.unwrap();
+        let mut mine = d.export_changes(0).await.unwrap();
+        let v = &mut mine.changes.versions[0];
+        if own_id {
+            v.version_id = theirs.clone();
+        } else {
+            v.parent_version_id = Some(theirs.clone());
+        }
+        let (status, _, body) = call(
+            reqwest::Method::POST,
+            &format!("{}/v1/push", server.url),
+            Some(&token("default", 60)),
+            &[],
+            Some(mine.encode()),
+        )
+        .await;
+        assert_eq!(status, 403, "{body}");
+        assert!(body["message"].as_str().unwrap().contains("acme"), "{body}");
+    }
+    let n: i64 = client
+        .query_one(
+            "SELECT count(*) FROM file_paths WHERE virtual_path = '/mine.txt'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "nothing applied");
+
     // A source store that pushed with a token of "acme" is acme's: a token
     // of "default" can neither read its watermark, nor move it with an
     // empty push under its id, nor pull as it. The store goes on syncing.
