@@ -138,16 +138,21 @@ pub struct Settled<'a> {
     pub path: Option<&'a str>,
 }
 
-/// The rule for one file both sides changed: modify wins over delete (the
-/// live side's row stays); otherwise the side with more versions wins, and
-/// on a tie the row already here stays. A rename by the losing side moves
-/// the winner's row. [`plan_file`] applies it to a file that both sides
-/// changed ([`changed_unseen`]).
+/// The rule for one file both sides changed: the side with more versions
+/// wins; on a tie a live row wins over a deletion (modify wins over
+/// delete), else the row already here stays. The versions of the two
+/// sides did not diverge, so one side's are a prefix of the other's: a
+/// live side with more versions changed content the deleter never saw
+/// (it stays), a deleter with more versions saw every version of the live
+/// side, which only renamed it (the deletion stands; a live row there
+/// would name a version older than the file's newest as current). A
+/// rename by the losing side moves the winner's row. [`plan_file`] applies
+/// it to a file that both sides changed ([`changed_unseen`]).
 pub fn settle<'a>(arriving: FileSide<'a>, here: FileSide<'a>) -> Settled<'a> {
-    let keep_here = if arriving.live != here.live {
-        here.live
-    } else {
-        arriving.version <= here.version
+    let keep_here = match arriving.version.cmp(&here.version) {
+        std::cmp::Ordering::Less => true,
+        std::cmp::Ordering::Greater => false,
+        std::cmp::Ordering::Equal => here.live || !arriving.live,
     };
     let renamed = arriving.live && here.live && arriving.path != here.path;
     let path = match (renamed, keep_here) {
@@ -318,11 +323,14 @@ mod tests {
         assert_eq!(plan(side(true, 1, "/a"), None, false), FilePlan::Apply);
         let seen = Some(here(10, side(true, 7, "/elsewhere")));
         assert_eq!(plan(side(false, 1, "/a"), seen, false), FilePlan::Apply);
-        // Unseen: by settle. Modify wins over delete, either way.
-        let h = Some(here(11, side(true, 2, "/a")));
-        assert_eq!(plan(side(false, 5, "/a"), h, false), FilePlan::Keep);
+        // Unseen: by settle. Modify wins over delete, either way; a
+        // deletion that saw every version wins over a rename.
+        let h = Some(here(11, side(true, 5, "/a")));
+        assert_eq!(plan(side(false, 2, "/a"), h, false), FilePlan::Keep);
         let h = Some(here(11, side(false, 2, "/a")));
-        assert_eq!(plan(side(true, 1, "/a"), h, false), FilePlan::Apply);
+        assert_eq!(plan(side(true, 4, "/a"), h, false), FilePlan::Apply);
+        let h = Some(here(11, side(false, 2, "/a")));
+        assert_eq!(plan(side(true, 1, "/b"), h, false), FilePlan::Keep);
         // Renames follow the file, whichever row wins.
         let h = Some(here(11, side(true, 2, "/a")));
         assert_eq!(
@@ -350,12 +358,21 @@ mod tests {
             version,
             path,
         };
-        // Modify wins over delete, whichever side deleted, whatever the
-        // versions.
-        let s = settle(side(false, 5, "/a"), side(true, 2, "/a"));
+        // Modify (a version the deleter never saw) wins over delete,
+        // whichever side deleted; so does a tie.
+        let s = settle(side(false, 2, "/a"), side(true, 5, "/a"));
         assert_eq!((s.keep_here, s.path), (true, None));
-        let s = settle(side(true, 1, "/a"), side(false, 4, "/a"));
+        let s = settle(side(true, 4, "/a"), side(false, 1, "/a"));
         assert_eq!((s.keep_here, s.path), (false, None));
+        assert!(settle(side(false, 2, "/a"), side(true, 2, "/b")).keep_here);
+        assert!(!settle(side(true, 2, "/b"), side(false, 2, "/a")).keep_here);
+        // A deletion after every version of the live side (which only
+        // renamed it) stands: the live row would name an older version as
+        // the file's current one.
+        let s = settle(side(false, 5, "/a"), side(true, 2, "/b"));
+        assert_eq!((s.keep_here, s.path), (false, None));
+        let s = settle(side(true, 1, "/b"), side(false, 4, "/a"));
+        assert_eq!((s.keep_here, s.path), (true, None));
         // Both live: more versions win, a tie keeps what is here.
         assert!(!settle(side(true, 3, "/a"), side(true, 2, "/a")).keep_here);
         assert!(settle(side(true, 2, "/a"), side(true, 2, "/a")).keep_here);

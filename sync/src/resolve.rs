@@ -16,9 +16,10 @@
 //!   source's file goes to a new file, a conflict copy beside it, with the
 //!   source's new versions and its metadata rows (those also apply to the
 //!   file, per key: the later arrival wins);
-//! - the source deleted a file the other side changed: the file stays
-//!   (modify wins over delete);
-//! - otherwise the row with more versions wins; on a tie the target's row
+//! - the source deleted a file the other side gave a version it never
+//!   saw: the file stays (modify wins over delete);
+//! - otherwise the row with more versions wins (a deletion after every
+//!   version of a file the other side only renamed stands); on a tie the target's row
 //!   (the change that arrived first) stays. The side that lost made no
 //!   version the other lacks (that would diverge, above): its change was to
 //!   the file's row alone, and where both rows are live at different paths

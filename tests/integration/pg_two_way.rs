@@ -983,6 +983,42 @@ async fn a_version_already_in_a_copy_stays_there() {
     assert_eq!(p[copy].1.as_deref(), Some("from-c"), "{p:?}");
 }
 
+/// A deletion by a store that had every version of a file, against a
+/// rename of it that the deleter had not seen: the deletion stands, on
+/// every side and in either order. Before, the store that deleted took the
+/// renamed row back live, naming version 1 as current beside its version
+/// 2, and its next put of the file failed on the unique (file, version
+/// number); found by the parity property test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_after_every_version_wins_over_an_unseen_rename() {
+    let db = pg::database("change_files_delete_rename").await;
+    let (a, b, hub) = (
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+    );
+    a.put(file("/f", "v1")).await.unwrap();
+    b.import_changes(&a.export_changes(0).await.unwrap())
+        .await
+        .unwrap();
+    a.put(file("/f", "v2")).await.unwrap();
+    a.delete("/f").await.unwrap();
+    b.rename("/f", "/g").await.unwrap();
+    let (from_a, from_b) = (
+        a.export_changes(0).await.unwrap(),
+        b.export_changes(0).await.unwrap(),
+    );
+    a.import_changes(&from_b).await.unwrap();
+    b.import_changes(&from_a).await.unwrap();
+    ship(&b, &hub, &db.url).await;
+    ship(&a, &hub, &db.url).await;
+    for s in [&a, &b, &hub] {
+        assert!(state(s).await.is_empty(), "{:?}", state(s).await);
+        s.put(file("/g", "again")).await.unwrap();
+    }
+    assert!(pg_state(&db.url).await.is_empty());
+}
+
 /// The same through pushes: B pushes; A learns B's changes from a change
 /// file (not from PostgreSQL), which makes B's version 2 a copy in A, and
 /// pushes. A carries PostgreSQL's current version of the file to its copy:
