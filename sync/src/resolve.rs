@@ -19,8 +19,9 @@
 //! - the source deleted a file the other side gave a version it never
 //!   saw: the file stays (modify wins over delete);
 //! - otherwise the row with more versions wins (a deletion after every
-//!   version of a file the other side only renamed stands); on a tie the target's row
-//!   (the change that arrived first) stays. The side that lost made no
+//!   version of a file the other side only renamed stands); on a tie a
+//!   live row wins over a deletion, else the target's row (the change that
+//!   arrived first) stays. The side that lost made no
 //!   version the other lacks (that would diverge, above): its change was to
 //!   the file's row alone, and where both rows are live at different paths
 //!   it was a rename, which follows the file's identity: the winning row

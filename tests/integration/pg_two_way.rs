@@ -984,8 +984,9 @@ async fn a_version_already_in_a_copy_stays_there() {
 }
 
 /// A deletion by a store that had every version of a file, against a
-/// rename of it that the deleter had not seen: the deletion stands, on
-/// every side and in either order. Before, the store that deleted took the
+/// rename of it that the deleter had not seen: the deletion stands in both
+/// stores (each imports the other's changes), and the hub and PostgreSQL
+/// then take both stores' changes alike. Before, the store that deleted took the
 /// renamed row back live, naming version 1 as current beside its version
 /// 2, and its next put of the file failed on the unique (file, version
 /// number); found by the parity property test.
