@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::changes::{ChunkRow, FileRow, MetadataRow, TombstoneRow, VersionRow};
+use crate::changes::{ChunkRow, FileRow, HIDDEN, MetadataRow, TombstoneRow, VersionRow};
 use crate::engine::{Engine, RowCells, Seq, cell, int, text};
 use crate::error::{Error, Result};
 use crate::meta::{metadata_by_key, untombstone};
@@ -600,9 +600,6 @@ impl Store {
     }
 }
 
-/// A stand-in `deleted_at` for live files until every deletion of the file
-/// is applied, so that paths can change hands within one file.
-const HIDDEN: i64 = i64::MIN;
 const _: () = assert!(HIDDEN == -9223372036854775808);
 
 /// What a pull must not overwrite: rows this store changed after
@@ -658,23 +655,23 @@ pub(crate) fn apply_rows(
     // the file too); this store's file keeps its row. (A pull takes
     // PostgreSQL's rows, which settled such conflicts on push.)
     let (with_copies, trimmed);
-    let (c, content) = match unpushed {
+    let (c, content, superseded) = match unpushed {
         None => {
-            let (diverged, staying) = diverged_files(e, c)?;
-            let c = if staying.is_empty() {
+            let v = diverged_files(e, c)?;
+            let c = if v.staying.is_empty() {
                 c
             } else {
-                trimmed = without_staying(c, &staying);
+                trimmed = without_staying(c, &v.staying);
                 &trimmed
             };
-            if diverged.is_empty() {
-                (c, HashSet::new())
+            if v.diverged.is_empty() {
+                (c, HashSet::new(), v.superseded)
             } else {
-                with_copies = as_content_copies(e, c, &diverged)?;
-                (&with_copies.0, with_copies.1)
+                with_copies = as_content_copies(e, c, &v.diverged)?;
+                (&with_copies.0, with_copies.1, v.superseded)
             }
         }
-        Some(_) => (c, HashSet::new()),
+        Some(_) => (c, HashSet::new(), HashSet::new()),
     };
     if let Some(u) = unpushed {
         for r in &c.files {
@@ -792,7 +789,7 @@ pub(crate) fn apply_rows(
         // versions the row's writer lacked) is settled by the conflict
         // rule; a pull takes PostgreSQL's rows, which settled it on push.
         let r = match unpushed {
-            None => match settle_arriving(e, r, content.contains(&r.path_id))? {
+            None => match settle_arriving(e, r, content.contains(&r.path_id), &superseded)? {
                 Some(r) => r,
                 None => continue,
             },
@@ -886,6 +883,13 @@ pub(crate) fn apply_rows(
         {
             continue;
         }
+        let arriving = crate::KeySide {
+            value: Some(&r.value),
+            at: r.updated_at,
+        };
+        if unpushed.is_none() && !key_arrives_here(e, &r.path_id, &r.key, arriving)? {
+            continue;
+        }
         e.execute(sqlite::upsert(&FILE_METADATA), &row_params(r, seq))?;
         untombstone(e, "file_metadata", &r.path_id, &r.key)?;
         metadata += 1;
@@ -898,8 +902,16 @@ pub(crate) fn apply_rows(
     }
     report.chunks = c.chunks.len() as u64;
 
+    report.tombstones = 0;
     for r in &c.tombstones {
         if r.table_name == "file_metadata" {
+            let arriving = crate::KeySide {
+                value: None,
+                at: r.deleted_at,
+            };
+            if unpushed.is_none() && !key_arrives_here(e, &r.key1, &r.key2, arriving)? {
+                continue;
+            }
             e.execute(
                 concat!(
                     "DELETE FROM ",
@@ -915,8 +927,8 @@ pub(crate) fn apply_rows(
             )?;
         }
         e.execute(sqlite::upsert(&TOMBSTONES), &row_params(r, seq))?;
+        report.tombstones += 1;
     }
-    report.tombstones = c.tombstones.len() as u64;
 
     // Every deletion and move of the file is in place: the live files can
     // take their paths, unless a live file of this store holds one. In a
@@ -981,11 +993,13 @@ pub(crate) fn apply_rows(
 /// seen here: only versions tell): the arriving row, at its own path or at
 /// the one here; this store's row, moved to the arriving path; or none
 /// (this store's row stays as it is). `diverged`: `r` is already a content
-/// copy's row (see [`as_content_copies`]).
+/// copy's row (see [`as_content_copies`]). A row here whose current version
+/// the change file moves away (`superseded`) is no row to settle with.
 fn settle_arriving<'r>(
     e: &mut Engine,
     r: &'r FileRow,
     diverged: bool,
+    superseded: &HashSet<(String, i64)>,
 ) -> Result<Option<std::borrow::Cow<'r, FileRow>>> {
     use std::borrow::Cow;
     let here = match diverged {
@@ -1003,10 +1017,12 @@ fn settle_arriving<'r>(
             live: f.deleted_at.is_none() || f.deleted_at == Some(HIDDEN),
             version: f.current_version,
             path: &f.virtual_path,
+            changed_at: f.changed_at(),
         }
     }
     // An embedded store keeps no origin per row; `Seen::Unknown` does not
     // look at it, nor at the position.
+    let here = here.filter(|h| !superseded.contains(&(h.path_id.clone(), h.current_version)));
     let here_row = here.as_ref().map(|h| crate::HereRow {
         change_seq: h.change_seq,
         origin: None,
@@ -1027,6 +1043,41 @@ fn settle_arriving<'r>(
             })
         }),
     })
+}
+
+/// Whether a change file's change to the metadata key `key` of `path_id`
+/// applies here, by [`crate::key_arrives`] against the key's value or
+/// removal here.
+fn key_arrives_here(
+    e: &mut Engine,
+    path_id: &str,
+    key: &str,
+    arriving: crate::KeySide<'_>,
+) -> Result<bool> {
+    let set = e.query_one(
+        concat!(
+            "SELECT value, updated_at FROM ",
+            metadata_by_key!(),
+            " WHERE path_id = ?1 AND key = ?2"
+        ),
+        &[text(path_id), text(key)],
+        |row| Ok((Some(row.text(0)?), row.int(1)?)),
+    )?;
+    let here = match set {
+        Some(h) => Some(h),
+        None => e.query_one(
+            "SELECT deleted_at FROM tombstones WHERE table_name = 'file_metadata' AND key1 = ?1 AND key2 = ?2",
+            &[text(path_id), text(key)],
+            |row| Ok((None, row.int(0)?)),
+        )?,
+    };
+    Ok(crate::key_arrives(
+        arriving,
+        here.as_ref().map(|(value, at)| crate::KeySide {
+            value: value.as_deref(),
+            at: *at,
+        }),
+    ))
 }
 
 /// Whether this store holds the version `version_id` (in any file).
@@ -1124,15 +1175,28 @@ fn make_copy(
     Ok(info.into_copy(tenant.to_string(), copy, path_id.to_string()))
 }
 
+/// How the versions of a change file meet the versions here (see
+/// [`diverged_files`]).
+#[derive(Default)]
+struct Versions {
+    /// Files both stores made new versions of.
+    diverged: HashSet<String>,
+    /// Versions that stay where this store has them.
+    staying: Vec<VersionRow>,
+    /// (file, number) whose version here the change file moves to another
+    /// file, putting its own in that number's place.
+    superseded: HashSet<(String, i64)>,
+}
+
 /// The files of `c` (with their row in it) whose new versions collide with
 /// other versions of the same file here that `c` does not carry: both
 /// stores made new versions of the file; and the versions of `c` that
 /// collide so but that this store holds already, in another file: it met
 /// them before and moved them to a conflict copy, where they stay.
-fn diverged_files(e: &mut Engine, c: &Changes) -> Result<(HashSet<String>, Vec<VersionRow>)> {
+fn diverged_files(e: &mut Engine, c: &Changes) -> Result<Versions> {
     let rows: HashSet<&str> = c.files.iter().map(|f| f.path_id.as_str()).collect();
     let carried: HashSet<&str> = c.versions.iter().map(|v| v.version_id.as_str()).collect();
-    let (mut diverged, mut staying) = (HashSet::new(), Vec::new());
+    let mut out = Versions::default();
     for v in &c.versions {
         let other = e.query_one(
             "SELECT version_id FROM version_history WHERE path_id = ?1 AND version_number = ?2 \
@@ -1140,17 +1204,31 @@ fn diverged_files(e: &mut Engine, c: &Changes) -> Result<(HashSet<String>, Vec<V
             &[text(&v.path_id), int(v.version_number), text(&v.version_id)],
             |r| r.text(0),
         )?;
-        if other.is_none_or(|o| carried.contains(o.as_str())) {
+        let Some(other) = other else {
+            continue;
+        };
+        if carried.contains(other.as_str()) {
+            if has_version(e, &v.version_id)? {
+                // Both versions are here, each in the other's file: this
+                // store met the same conflict and made its own copy. It
+                // keeps its arrangement (moving one would leave a file
+                // here without its current version).
+                out.staying.push(v.clone());
+                out.staying
+                    .extend(c.versions.iter().find(|x| x.version_id == other).cloned());
+            } else {
+                out.superseded.insert((v.path_id.clone(), v.version_number));
+            }
             continue;
         }
         let known = has_version(e, &v.version_id)?;
         if known {
-            staying.push(v.clone());
+            out.staying.push(v.clone());
         } else if rows.contains(v.path_id.as_str()) {
-            diverged.insert(v.path_id.clone());
+            out.diverged.insert(v.path_id.clone());
         }
     }
-    Ok((diverged, staying))
+    Ok(out)
 }
 
 /// `c` without the versions that stay where this store has them (see

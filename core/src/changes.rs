@@ -53,6 +53,21 @@ pub struct FileRow {
     pub origin: Option<Origin>,
 }
 
+/// A stand-in `deleted_at` for live files until every deletion of the file
+/// is applied, so that paths can change hands within one file.
+pub(crate) const HIDDEN: i64 = i64::MIN;
+
+impl FileRow {
+    /// When the row last changed: its deletion, else its last update (a
+    /// file hidden until its path is free is live).
+    pub fn changed_at(&self) -> i64 {
+        match self.deleted_at {
+            Some(at) if at != HIDDEN => at,
+            _ => self.updated_at,
+        }
+    }
+}
+
 /// A `file_metadata` row as stored; `value` is canonical JSON text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -123,6 +123,20 @@ pub struct FileSide<'a> {
     pub version: i64,
     /// Its path on this side.
     pub path: &'a str,
+    /// When the row last changed (microseconds since the epoch): its
+    /// deletion, else its last update. What decides between two rows of
+    /// one version that a change file brings (see [`plan_file`]).
+    pub changed_at: i64,
+}
+
+impl FileSide<'_> {
+    /// Whether this row is the later change than `other`'s (two rows of
+    /// one version that nothing else orders): the later time, then the live
+    /// row, then the greater path; a total order, so that two sides that
+    /// each hold one of the rows pick the same one.
+    pub fn later_than(&self, other: &FileSide<'_>) -> bool {
+        (self.changed_at, self.live, self.path) > (other.changed_at, other.live, other.path)
+    }
 }
 
 /// How a file that both sides changed (since the last state they both had)
@@ -161,6 +175,35 @@ pub fn settle<'a>(arriving: FileSide<'a>, here: FileSide<'a>) -> Settled<'a> {
         (true, false) => Some(here.path),
     };
     Settled { keep_here, path }
+}
+
+/// One side's state of a metadata key of a file: what [`key_arrives`]
+/// compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySide<'a> {
+    /// Its value (canonical JSON), or `None` when the key was removed.
+    pub value: Option<&'a str>,
+    /// When it was set or removed (microseconds since the epoch).
+    pub at: i64,
+}
+
+impl KeySide<'_> {
+    /// Whether this is the later change than `other`: the later time, then
+    /// a value over a removal, then the greater value (a total order, as
+    /// for files in [`FileSide::later_than`]).
+    pub fn later_than(&self, other: &KeySide<'_>) -> bool {
+        (self.at, self.value.is_some(), self.value) > (other.at, other.value.is_some(), other.value)
+    }
+}
+
+/// Whether a change file's change to a metadata key (a value, or a removal)
+/// applies over the key's state here (`None`: the key was never set here):
+/// unless the change here is the later one. A change file says nothing of
+/// what its writer had seen, so the later change wins, per key, and two
+/// stores that exchange change files agree. (A push into PostgreSQL is
+/// ordered by its arrival there: the later arrival wins.)
+pub fn key_arrives(arriving: KeySide<'_>, here: Option<KeySide<'_>>) -> bool {
+    here.is_none_or(|h| !h.later_than(&arriving))
 }
 
 /// What the writer of arriving rows had seen of the side they arrive at.
@@ -238,6 +281,16 @@ pub fn plan_file<'a>(
     let Some(here) = here else {
         return FilePlan::Apply;
     };
+    if seen == Seen::Unknown && here.file.version == arriving.version {
+        // A change file's row of the version here: nothing says whether
+        // its writer saw this row's change (a rename, a deletion) or made
+        // its own beside it. The later change wins, whole; each side of an
+        // exchange of change files picks the same row, so they agree.
+        return match here.file.later_than(&arriving) {
+            true => FilePlan::Keep,
+            false => FilePlan::Apply,
+        };
+    }
     if !changed_unseen(&here, arriving.version, source, seen) {
         return FilePlan::Apply;
     }
@@ -277,6 +330,7 @@ mod tests {
                 live: true,
                 version,
                 path: "/a",
+                changed_at: 0,
             },
         };
         // With a position: another writer's change after it is unseen; the
@@ -307,6 +361,7 @@ mod tests {
             live,
             version,
             path,
+            changed_at: 0,
         };
         let here = |change_seq, file| HereRow {
             change_seq,
@@ -342,13 +397,33 @@ mod tests {
             plan(side(true, 3, "/a"), h, false),
             FilePlan::ApplyAt("/moved".into())
         );
-        // A change file (no position): only versions the row lacks are
-        // unseen, so a row with as many versions applies.
-        let h = Some(here(99, side(true, 2, "/moved")));
+        // A change file (no position): a row with more versions applies
+        // (a fast-forward); one with fewer meets the versions it lacks.
+        let unknown = |arriving, h| plan_file(arriving, Some(h), false, "a", Seen::Unknown);
         assert_eq!(
-            plan_file(side(true, 2, "/a"), h, false, "a", Seen::Unknown),
+            unknown(side(true, 3, "/a"), here(99, side(true, 2, "/moved"))),
             FilePlan::Apply
         );
+        assert_eq!(
+            unknown(side(false, 1, "/a"), here(99, side(true, 2, "/a"))),
+            FilePlan::Keep
+        );
+        // Of one version, the later change wins whole, whichever side
+        // holds it: a rename or a deletion, either way.
+        let at = |f: FileSide<'static>, changed_at| FileSide { changed_at, ..f };
+        let (renamed, deleted) = (at(side(true, 2, "/b"), 20), at(side(false, 2, "/a"), 10));
+        assert_eq!(unknown(renamed, here(1, deleted)), FilePlan::Apply);
+        assert_eq!(unknown(deleted, here(1, renamed)), FilePlan::Keep);
+        let (renamed, deleted) = (at(side(true, 2, "/b"), 10), at(side(false, 2, "/a"), 20));
+        assert_eq!(unknown(renamed, here(1, deleted)), FilePlan::Keep);
+        assert_eq!(unknown(deleted, here(1, renamed)), FilePlan::Apply);
+        // At one instant: the live row, then the greater path.
+        let (x, y) = (at(side(true, 2, "/x"), 5), at(side(true, 2, "/y"), 5));
+        assert_eq!(unknown(y, here(1, x)), FilePlan::Apply);
+        assert_eq!(unknown(x, here(1, y)), FilePlan::Keep);
+        let gone = at(side(false, 2, "/z"), 5);
+        assert_eq!(unknown(gone, here(1, x)), FilePlan::Keep);
+        assert_eq!(unknown(x, here(1, gone)), FilePlan::Apply);
     }
 
     #[test]
@@ -357,6 +432,7 @@ mod tests {
             live,
             version,
             path,
+            changed_at: 0,
         };
         // Modify (a version the deleter never saw) wins over delete,
         // whichever side deleted; so does a tie.
@@ -386,6 +462,24 @@ mod tests {
             settle(side(false, 1, "/x"), side(false, 2, "/y")).path,
             None
         );
+    }
+
+    #[test]
+    fn the_later_change_to_a_key_arrives() {
+        let key = |value, at| KeySide { value, at };
+        assert!(key_arrives(key(Some("1"), 5), None));
+        assert!(key_arrives(key(Some("1"), 5), Some(key(Some("2"), 4))));
+        assert!(!key_arrives(key(Some("1"), 5), Some(key(Some("2"), 6))));
+        assert!(key_arrives(key(None, 5), Some(key(Some("2"), 4))));
+        assert!(!key_arrives(key(None, 5), Some(key(Some("2"), 6))));
+        assert!(key_arrives(key(Some("1"), 5), Some(key(None, 4))));
+        // One instant: a value over a removal, then the greater value; the
+        // same state applies again (nothing changes).
+        assert!(!key_arrives(key(None, 5), Some(key(Some("2"), 5))));
+        assert!(key_arrives(key(Some("2"), 5), Some(key(None, 5))));
+        assert!(key_arrives(key(Some("3"), 5), Some(key(Some("2"), 5))));
+        assert!(!key_arrives(key(Some("1"), 5), Some(key(Some("2"), 5))));
+        assert!(key_arrives(key(Some("2"), 5), Some(key(Some("2"), 5))));
     }
 
     #[test]

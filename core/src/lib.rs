@@ -68,8 +68,9 @@ pub use changes::{
     VersionRow,
 };
 pub use conflict::{
-    CONFLICT_KEY, ConflictCopy, ConflictInfo, ConflictReason, FilePlan, FileSide, HereRow,
-    SOURCE_PREFIX_CHARS, Seen, Settled, changed_unseen, conflict_path, plan_file, settle,
+    CONFLICT_KEY, ConflictCopy, ConflictInfo, ConflictReason, FilePlan, FileSide, HereRow, KeySide,
+    SOURCE_PREFIX_CHARS, Seen, Settled, changed_unseen, conflict_path, key_arrives, plan_file,
+    settle,
 };
 pub use error::{Error, ErrorKind, Result, one_line};
 pub use files::MAX_PAGE_SIZE;

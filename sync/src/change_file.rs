@@ -179,16 +179,6 @@ async fn check_tenant(tx: &Transaction<'_>, b: &Batch, tenant: &str) -> Result<(
     ids.sort_unstable();
     ids.dedup();
     let ids: Vec<Uuid> = ids.iter().filter_map(|s| Uuid::parse_str(s).ok()).collect();
-    if let Some(row) = tx
-        .query_opt(
-            "SELECT tenant_id FROM file_paths WHERE path_id = ANY($1) AND tenant_id <> $2 LIMIT 1",
-            &[&ids, &tenant],
-        )
-        .await
-        .map_err(Error::pg("checking the tenant of the changes"))?
-    {
-        return Err(wrong(&row.get::<_, String>(0)));
-    }
     // Versions and their parents, by id: a version id of another tenant's
     // would move its row here; a parent of another tenant's would bring
     // its rows into this tenant's pulls (`nexus_pg::read_tenant_page`).
@@ -200,14 +190,18 @@ async fn check_tenant(tx: &Transaction<'_>, b: &Batch, tenant: &str) -> Result<(
         .collect();
     versions.sort_unstable();
     versions.dedup();
-    if versions.is_empty() {
+    if ids.is_empty() && versions.is_empty() {
         return Ok(());
     }
+    // One query for both (a round trip per push window).
     if let Some(row) = tx
         .query_opt(
-            "SELECT f.tenant_id FROM version_history v JOIN file_paths f ON f.path_id = v.path_id \
-             WHERE v.version_id = ANY($1) AND f.tenant_id <> $2 LIMIT 1",
-            &[&versions, &tenant],
+            "(SELECT tenant_id FROM file_paths WHERE path_id = ANY($1) AND tenant_id <> $3 LIMIT 1) \
+             UNION ALL \
+             (SELECT f.tenant_id FROM version_history v JOIN file_paths f ON f.path_id = v.path_id \
+              WHERE v.version_id = ANY($2) AND f.tenant_id <> $3 LIMIT 1) \
+             LIMIT 1",
+            &[&ids, &versions, &tenant],
         )
         .await
         .map_err(Error::pg("checking the tenant of the changes"))?

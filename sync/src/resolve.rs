@@ -35,8 +35,8 @@
 use std::collections::{HashMap, HashSet};
 
 use nexus_core::{
-    ConflictCopy, ConflictInfo, ConflictReason, FilePlan, FileSide, HereRow, Seen, Timestamp,
-    plan_file,
+    ConflictCopy, ConflictInfo, ConflictReason, FilePlan, FileSide, HereRow, KeySide, Seen,
+    Timestamp, key_arrives, plan_file,
 };
 use tokio_postgres::Transaction;
 use uuid::Uuid;
@@ -59,6 +59,8 @@ struct Target {
     live: bool,
     current_version: i32,
     path: String,
+    /// Its deletion time, else its last update (microseconds).
+    changed_at: i64,
 }
 
 /// What [`resolve`] decided for a window, carried out by [`finish`] after
@@ -92,12 +94,100 @@ pub(crate) async fn resolve(
     b: &mut Batch,
     held: &mut Held,
 ) -> Result<Resolved> {
+    // A change file's changes to metadata keys that lose to later ones
+    // here stay out (the copies made below still take the whole side).
+    let older = match seen {
+        Seen::Unknown => older_keys(tx, b).await?,
+        Seen::Through(_) => HashSet::new(),
+    };
+    let resolved = resolve_files(tx, source, seen, b, held).await?;
+    if !older.is_empty() {
+        b.metadata
+            .retain(|m| !older.contains(&(m.path_id, m.row.key.clone())));
+        b.tombstones.retain(|t| {
+            t.path_id
+                .is_none_or(|p| !older.contains(&(p, t.row.key2.clone())))
+        });
+    }
+    Ok(resolved)
+}
+
+/// The metadata keys (file, key) whose change in `b` (a value or a
+/// removal) loses to a later one here, by [`key_arrives`].
+async fn older_keys(tx: &Transaction<'_>, b: &Batch) -> Result<HashSet<(Uuid, String)>> {
+    let arriving: Vec<(Uuid, &str, KeySide<'_>)> = b
+        .metadata
+        .iter()
+        .map(|m| {
+            let side = KeySide {
+                value: Some(&m.row.value),
+                at: m.row.updated_at,
+            };
+            (m.path_id, m.row.key.as_str(), side)
+        })
+        .chain(b.tombstones.iter().filter_map(|t| {
+            let side = KeySide {
+                value: None,
+                at: t.row.deleted_at,
+            };
+            t.path_id.map(|p| (p, t.row.key2.as_str(), side))
+        }))
+        .collect();
+    if arriving.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let ids: Vec<Uuid> = arriving.iter().map(|a| a.0).collect();
+    let keys: Vec<&str> = arriving.iter().map(|a| a.1).collect();
+    let rows = tx
+        .query(
+            "SELECT u.i, m.value::text, (extract(epoch FROM coalesce(m.updated_at, t.deleted_at)) * 1000000)::int8 \
+             FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS u(p, k, i) \
+             LEFT JOIN file_metadata m ON m.path_id = u.p AND m.key = u.k \
+             LEFT JOIN tombstones t ON m.path_id IS NULL AND t.table_name = 'file_metadata' \
+               AND t.key1 = u.p::text AND t.key2 = u.k \
+             WHERE m.path_id IS NOT NULL OR t.key1 IS NOT NULL",
+            &[&ids, &keys],
+        )
+        .await
+        .map_err(Error::pg("reading the target's metadata keys"))?;
+    let mut older = HashSet::new();
+    for r in rows {
+        let (i, value, at): (i64, Option<String>, i64) = (r.get(0), r.get(1), r.get(2));
+        // The same canonical text as the store's, for the tie-break.
+        let value = value
+            .map(|v| serde_json::from_str(&v).map(|v| nexus_core::canonical_json(&v)))
+            .transpose()
+            .map_err(|e| Error::Conversion {
+                table: "file_metadata",
+                problem: format!("a value in PostgreSQL does not read as JSON: {e}"),
+            })?;
+        let (p, key, side) = arriving[i as usize - 1];
+        let here = KeySide {
+            value: value.as_deref(),
+            at,
+        };
+        if !key_arrives(side, Some(here)) {
+            older.insert((p, key.to_string()));
+        }
+    }
+    Ok(older)
+}
+
+async fn resolve_files(
+    tx: &Transaction<'_>,
+    source: &str,
+    seen: Seen,
+    b: &mut Batch,
+    held: &mut Held,
+) -> Result<Resolved> {
     let ids: Vec<Uuid> = b.files.iter().map(|f| f.path_id).collect();
     let target: HashMap<Uuid, Target> = if ids.is_empty() {
         HashMap::new()
     } else {
         tx.query(
-            "SELECT path_id, change_seq, origin_id, deleted_at IS NULL, current_version, virtual_path FROM file_paths \
+            "SELECT path_id, change_seq, origin_id, deleted_at IS NULL, current_version, virtual_path, \
+             (extract(epoch FROM CASE WHEN deleted_at IS NULL OR deleted_at = '-infinity' THEN updated_at \
+              ELSE deleted_at END) * 1000000)::int8 FROM file_paths \
              WHERE path_id = ANY($1) ORDER BY path_id FOR UPDATE",
             &[&ids],
         )
@@ -113,6 +203,7 @@ pub(crate) async fn resolve(
                     live: r.get(3),
                     current_version: r.get(4),
                     path: r.get(5),
+                    changed_at: r.get(6),
                 },
             )
         })
@@ -139,14 +230,34 @@ pub(crate) async fn resolve(
     let mut superseded: HashSet<(Uuid, i32)> = HashSet::new();
     let mut diverged: HashSet<Uuid> = HashSet::new();
     let mut clashing: Vec<usize> = Vec::new();
+    let mut stale: HashSet<(Uuid, i32)> = HashSet::new();
+    let mut staying: HashSet<Uuid> = HashSet::new();
     if !b.versions.is_empty() {
+        let mut moving: Vec<(usize, Uuid)> = Vec::new();
         for (i, other) in clashes(tx, &vp, &vn, &vid[..vp.len()]).await? {
             match Uuid::parse_str(&other) {
-                Ok(o) if carried.contains(&o) => {
-                    vacating.insert(o);
-                    superseded.insert((vp[i], vn[i]));
-                }
+                Ok(o) if carried.contains(&o) => moving.push((i, o)),
                 _ => clashing.push(i),
+            }
+        }
+        let ids: Vec<Uuid> = moving.iter().map(|&(i, _)| vid[i]).collect();
+        let held_here = match ids.is_empty() {
+            true => HashSet::new(),
+            false => versions_here(tx, &ids).await?,
+        };
+        for (i, o) in moving {
+            if held_here.contains(&vid[i]) {
+                // Both versions are here, each in the other's file: the
+                // target met the same conflict and made its own copy. It
+                // keeps its arrangement, as an embedded import does.
+                staying.extend([vid[i], o]);
+                stale.insert((vp[i], vn[i]));
+                if let Some(v) = b.versions.iter().find(|v| v.version_id == o) {
+                    stale.insert((v.path_id, v.version_number));
+                }
+            } else {
+                vacating.insert(o);
+                superseded.insert((vp[i], vn[i]));
             }
         }
     }
@@ -154,11 +265,9 @@ pub(crate) async fn resolve(
     // it before and moved it to a conflict copy), stays there, as in an
     // embedded import; a pushed row of its file whose current version it
     // is stays out (the content is in the copy). Other clashes diverge.
-    let mut stale: HashSet<(Uuid, i32)> = HashSet::new();
     if !clashing.is_empty() {
         let ids: Vec<Uuid> = clashing.iter().map(|&i| vid[i]).collect();
         let held_here = versions_here(tx, &ids).await?;
-        let mut staying: HashSet<Uuid> = HashSet::new();
         for i in clashing {
             if held_here.contains(&vid[i]) {
                 staying.insert(vid[i]);
@@ -167,6 +276,8 @@ pub(crate) async fn resolve(
                 diverged.insert(vp[i]);
             }
         }
+    }
+    if !staying.is_empty() {
         b.versions.retain(|v| !staying.contains(&v.version_id));
     }
     if !vacating.is_empty() {
@@ -175,7 +286,7 @@ pub(crate) async fn resolve(
             .sort_by_key(|v| !vacating.contains(&v.version_id));
     }
     diverged.extend(held.keys().copied());
-    if diverged.is_empty() && target.is_empty() {
+    if diverged.is_empty() && target.is_empty() && stale.is_empty() {
         return Ok(Resolved::default());
     }
     // Diverged versions whose file row is not in this window wait for it.
@@ -211,12 +322,14 @@ pub(crate) async fn resolve(
                 live: t.live,
                 version: t.current_version.into(),
                 path: &t.path,
+                changed_at: t.changed_at,
             },
         });
         let arriving = FileSide {
             live: f.deleted_at.is_none(),
             version: f.current_version.into(),
             path: &f.row.virtual_path,
+            changed_at: f.row.changed_at(),
         };
         match plan_file(arriving, here, diverged.contains(&f.path_id), source, seen) {
             FilePlan::Apply => {}
@@ -256,6 +369,19 @@ pub(crate) async fn resolve(
         }
     }
     b.files.retain(|f| !dropped.contains(&f.path_id));
+    // A file left out that the target does not have (a copy that the
+    // target made its own way): its metadata has no file here, and stays
+    // out too, as in an embedded import.
+    let nowhere: HashSet<Uuid> = dropped
+        .iter()
+        .filter(|id| !target.contains_key(id))
+        .copied()
+        .collect();
+    if !nowhere.is_empty() {
+        b.metadata.retain(|m| !nowhere.contains(&m.path_id));
+        b.tombstones
+            .retain(|t| t.path_id.is_none_or(|p| !nowhere.contains(&p)));
+    }
     // The losing side's new versions (held back from earlier windows too)
     // go with it; its metadata applies to the file and goes to the copy as
     // well.

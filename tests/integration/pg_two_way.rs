@@ -897,6 +897,80 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("NEXUS_GOSSIP_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(20),
+        ..ProptestConfig::default()
+    })]
+
+    /// Change files alone, no PostgreSQL: three stores change overlapping
+    /// paths and now and then import each other's changes, until every
+    /// store has imported every other's changes twice with no new writes.
+    /// No write is lost in any store, and each can write every file again.
+    /// Where no conflict copy was made, all hold the same files and
+    /// metadata. (Which file keeps a path that two files took, or which side
+    /// of a file both stores gave new versions, is decided by arrival, at
+    /// each store: without PostgreSQL to arrive at first, two stores may
+    /// decide differently, each keeping both sides.)
+    #[test]
+    fn change_files_alone_converge(
+        steps in proptest::collection::vec(exchange(), 10..40),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut stores = Vec::new();
+            for _ in 0..3 {
+                stores.push(Store::memory().await.unwrap());
+            }
+            let mut learned = [[0i64; 3]; 3];
+            let mut written = Vec::new();
+            for (i, step) in steps.iter().enumerate() {
+                match *step {
+                    Exchange::Local(s, ref op) => {
+                        written.extend(change_locally(&stores[s], s, i, op).await);
+                    }
+                    Exchange::Learn(s, t) => learn(&stores, &mut learned, s, t).await,
+                    Exchange::Ship(s) => learn(&stores, &mut learned, (s + 1) % 3, s).await,
+                }
+            }
+            for _ in 0..2 {
+                for to in 0..3 {
+                    for from in 0..3 {
+                        learn(&stores, &mut learned, to, from).await;
+                    }
+                }
+            }
+            let mut states = Vec::new();
+            for s in &stores {
+                states.push(comparable(state(s).await));
+            }
+            let copies = states.iter().flatten().any(|(_, f)| f.4.contains_key(CONFLICT_KEY));
+            for (i, st) in states.iter().enumerate().skip(1) {
+                if !copies {
+                    assert_eq!(st, &states[0], "store {i} differs from store 0");
+                }
+            }
+            for (i, s) in stores.iter().enumerate() {
+                for f in s.list("/").await.unwrap() {
+                    if let Err(e) = s.put(file(&f.path, "again")).await {
+                        panic!("store {i} writing {} again: {e:?}", f.path);
+                    }
+                }
+                let versions: std::collections::HashSet<String> = s
+                    .debug_query("SELECT content_hash FROM version_history WHERE content_hash IS NOT NULL")
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .filter_map(|r| r.into_iter().next().flatten())
+                    .collect();
+                for e in &written {
+                    assert!(versions.contains(e), "{e} was lost");
+                }
+            }
+        });
+    }
+}
+
 /// All of `s`'s changes as one change file, applied to the embedded `hub`
 /// and to PostgreSQL at `u`; both must take it.
 async fn ship(s: &Store, hub: &Store, u: &str) {
@@ -1018,6 +1092,116 @@ async fn a_deletion_after_every_version_wins_over_an_unseen_rename() {
         s.put(file("/g", "again")).await.unwrap();
     }
     assert!(pg_state(&db.url).await.is_empty());
+}
+
+/// Two stores that pass change files back and forth settle each file and
+/// each metadata key that both changed to the same state, whatever the
+/// order of the imports: the later change wins where versions cannot tell
+/// (a deletion against a rename, two renames, two values or a value
+/// against a removal of one key). Before, each import took the arriving
+/// row, so the two stores traded their states at every exchange and never
+/// agreed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_files_passed_back_and_forth_agree() {
+    let (a, b) = (
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+    );
+    let stores = [a.clone(), b.clone()];
+    let mut learned = [[0i64; 3]; 3];
+    // Both export, then both import (files that cross); then the same
+    // one after the other (the second file carries the first back).
+    let trade = async |learned: &mut [[i64; 3]; 3]| {
+        let to_b = a.export_changes(learned[1][0]).await.unwrap();
+        let to_a = b.export_changes(learned[0][1]).await.unwrap();
+        a.import_changes(&to_a).await.unwrap();
+        b.import_changes(&to_b).await.unwrap();
+        (learned[0][1], learned[1][0]) = (to_a.changes.through, to_b.changes.through);
+        learn(&stores, learned, 0, 1).await;
+        learn(&stores, learned, 1, 0).await;
+    };
+    for p in ["/del", "/two", "/meta", "/unset"] {
+        a.put(file(p, "v1")).await.unwrap();
+    }
+    a.set_metadata("/unset", "k", &json!("old")).await.unwrap();
+    trade(&mut learned).await;
+    assert_eq!(state(&a).await, state(&b).await);
+    // Each store changes each file in its own way; B's changes are the later ones.
+    a.delete("/del").await.unwrap();
+    a.rename("/two", "/two-a").await.unwrap();
+    a.set_metadata("/meta", "k", &json!("from a"))
+        .await
+        .unwrap();
+    a.delete_metadata("/unset", "k").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    b.rename("/del", "/del-b").await.unwrap();
+    b.rename("/two", "/two-b").await.unwrap();
+    b.set_metadata("/meta", "k", &json!("from b"))
+        .await
+        .unwrap();
+    b.set_metadata("/unset", "k", &json!("from b"))
+        .await
+        .unwrap();
+    for round in 0..3 {
+        trade(&mut learned).await;
+        let (sa, sb) = (state(&a).await, state(&b).await);
+        assert_eq!(sa, sb, "after exchange {round}");
+        let paths: Vec<&str> = sa.keys().map(String::as_str).collect();
+        assert_eq!(
+            paths,
+            ["/del-b", "/meta", "/two-b", "/unset"],
+            "after exchange {round}"
+        );
+        assert_eq!(sa["/meta"].4["k"], json!("from b"));
+        assert_eq!(sa["/unset"].4["k"], json!("from b"));
+    }
+    // The other way round: A's changes are the later ones.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    b.delete("/del-b").await.unwrap();
+    b.set_metadata("/meta", "k", &json!("b again"))
+        .await
+        .unwrap();
+    b.delete_metadata("/unset", "k").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    a.rename("/del-b", "/del-a").await.unwrap();
+    a.set_metadata("/meta", "k", &json!("a again"))
+        .await
+        .unwrap();
+    a.set_metadata("/unset", "k", &json!("a again"))
+        .await
+        .unwrap();
+    for round in 0..3 {
+        trade(&mut learned).await;
+        let (sa, sb) = (state(&a).await, state(&b).await);
+        assert_eq!(sa, sb, "after exchange {round}");
+        let paths: Vec<&str> = sa.keys().map(String::as_str).collect();
+        assert_eq!(
+            paths,
+            ["/del-a", "/meta", "/two-b", "/unset"],
+            "after exchange {round}"
+        );
+        assert_eq!(sa["/meta"].4["k"], json!("a again"));
+        assert_eq!(sa["/unset"].4["k"], json!("a again"));
+    }
+    // And a deletion that comes later than a rename stands.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    b.rename("/del-a", "/del-b2").await.unwrap();
+    b.delete_metadata("/meta", "k").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    a.delete("/del-a").await.unwrap();
+    a.set_metadata("/unset", "k2", &json!(1)).await.unwrap();
+    for round in 0..3 {
+        trade(&mut learned).await;
+        let (sa, sb) = (state(&a).await, state(&b).await);
+        assert_eq!(sa, sb, "after exchange {round}");
+        let paths: Vec<&str> = sa.keys().map(String::as_str).collect();
+        assert_eq!(
+            paths,
+            ["/meta", "/two-b", "/unset"],
+            "after exchange {round}"
+        );
+        assert!(!sa["/meta"].4.contains_key("k"));
+    }
 }
 
 /// The same through pushes: B pushes; A learns B's changes from a change
@@ -1663,4 +1847,60 @@ async fn one_row_windows_split_files_from_their_versions() {
     }
     assert_eq!(pg["/f"].1.as_deref(), Some("b2"), "{pg:?}");
     assert!(pg.values().any(|f| f.1.as_deref() == Some("a2")), "{pg:?}");
+}
+
+/// Two stores that each met the same conflict (both made version 2 of one
+/// file) and each made their own conflict copy, in opposite arrangements:
+/// A keeps its version in the file and B's in a copy, C (which learned B's
+/// first) the other way round. When A imports C's changes, each version
+/// is already here, in the other's file: A keeps its arrangement. Before,
+/// the import failed for good (a version clash: "its row did not arrive
+/// with its versions"), and moving the versions would have left A's copy
+/// without its version. PostgreSQL and the hub decide the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_keeps_the_conflict_copy_it_made_itself() {
+    let db = pg::database("change_files_own_copies").await;
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(Store::memory().await.unwrap());
+    }
+    let (a, b, c, hub) = (&stores[0], &stores[1], &stores[2], &stores[3]);
+    b.put(file("/f", "v1")).await.unwrap();
+    a.import_changes(&b.export_changes(0).await.unwrap())
+        .await
+        .unwrap();
+    c.import_changes(&b.export_changes(0).await.unwrap())
+        .await
+        .unwrap();
+    a.put(file("/f", "from-a")).await.unwrap();
+    b.put(file("/f", "from-b")).await.unwrap();
+    let (from_a, from_b) = (
+        a.export_changes(0).await.unwrap(),
+        b.export_changes(0).await.unwrap(),
+    );
+    c.import_changes(&from_b).await.unwrap();
+    let r = c.import_changes(&from_a).await.unwrap();
+    assert_eq!(r.conflicts.len(), 1, "C copies A's file: {r:?}");
+    let r = a.import_changes(&from_b).await.unwrap();
+    assert_eq!(r.conflicts.len(), 1, "A copies B's file: {r:?}");
+    let before = state(a).await;
+    let from_c = c.export_changes(0).await.unwrap();
+    a.import_changes(&from_c).await.unwrap();
+    assert_eq!(state(a).await, before, "A keeps its arrangement");
+    assert_eq!(before["/f"].1.as_deref(), Some("from-a"));
+    ship(c, hub, &db.url).await;
+    ship(a, hub, &db.url).await;
+    let (h, p) = (state(hub).await, pg_state(&db.url).await);
+    assert_eq!(comparable(h.clone()), comparable(p));
+    assert_eq!(
+        h["/f"].1.as_deref(),
+        Some("from-b"),
+        "the hub keeps C's: {h:?}"
+    );
+    for s in [a, c, hub] {
+        let etags: Vec<_> = state(s).await.into_values().map(|f| f.1).collect();
+        assert_eq!(etags.len(), 2, "{etags:?}");
+        assert!(etags.contains(&Some("from-a".into())) && etags.contains(&Some("from-b".into())));
+        s.put(file("/f", "again")).await.unwrap();
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use nexus_core::{CONFLICT_KEY, MetadataStore, NewFile, Store};
+use nexus_core::{CONFLICT_KEY, ChangeFile, MetadataStore, NewFile, Store};
 use nexus_server::{Auth, AuthSettings};
 use nexus_sync::{Remote, SyncOptions, pull, push, sync_with};
 use nexus_tests::pg;
@@ -250,12 +250,7 @@ async fn tokens_and_tenants() {
         ),
         "{e:?}"
     );
-    let client = pg::connect(&db.url).await;
-    let n: i64 = client
-        .query_one("SELECT count(*) FROM file_paths", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = pg::count(&db.url, "SELECT count(*) FROM file_paths").await;
     assert_eq!(n, 0, "nothing applied");
 
     // With its own tenant's token it goes through; "default" pulls none of it.
@@ -274,6 +269,18 @@ async fn tokens_and_tenants() {
     );
 
     // A push of "default" that names a file of "acme" by its id: refused.
+    let refused_as_acme = async |cf: ChangeFile| {
+        let (status, _, body) = call(
+            reqwest::Method::POST,
+            &format!("{}/v1/push", server.url),
+            Some(&token("default", 60)),
+            &[],
+            Some(cf.encode()),
+        )
+        .await;
+        assert_eq!(status, 403, "{body}");
+        assert!(body["message"].as_str().unwrap().contains("acme"), "{body}");
+    };
     let pid = acme.get("/secret.txt").await.unwrap().unwrap().path_id;
     let mut cf = s.export_changes(0).await.unwrap();
     cf.source_id = "intruder".into();
@@ -282,22 +289,13 @@ async fn tokens_and_tenants() {
         .iter_mut()
         .for_each(|f| f.tenant_id = "default".into());
     assert!(cf.changes.files.iter().any(|f| f.path_id == pid));
-    let (status, _, body) = call(
-        reqwest::Method::POST,
-        &format!("{}/v1/push", server.url),
-        Some(&token("default", 60)),
-        &[],
-        Some(cf.encode()),
-    )
-    .await;
-    assert_eq!(status, 403, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("acme"), "{body}");
+    let theirs = cf.changes.versions[0].version_id.clone();
+    refused_as_acme(cf).await;
 
     // A push of "default" whose version of its own file names a version of
     // "acme" by its id, as the parent or as its own: refused (the parent
     // would bring acme's rows into default's pulls; the id would move
     // acme's version into default's file).
-    let theirs = cf.changes.versions[0].version_id.clone();
     for own_id in [false, true] {
         let d = Store::memory().await.unwrap();
         d.put(file("/mine.txt", "m")).await.unwrap();
@@ -308,25 +306,13 @@ async fn tokens_and_tenants() {
         } else {
             v.parent_version_id = Some(theirs.clone());
         }
-        let (status, _, body) = call(
-            reqwest::Method::POST,
-            &format!("{}/v1/push", server.url),
-            Some(&token("default", 60)),
-            &[],
-            Some(mine.encode()),
-        )
-        .await;
-        assert_eq!(status, 403, "{body}");
-        assert!(body["message"].as_str().unwrap().contains("acme"), "{body}");
+        refused_as_acme(mine).await;
     }
-    let n: i64 = client
-        .query_one(
-            "SELECT count(*) FROM file_paths WHERE virtual_path = '/mine.txt'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let n = pg::count(
+        &db.url,
+        "SELECT count(*) FROM file_paths WHERE virtual_path = '/mine.txt'",
+    )
+    .await;
     assert_eq!(n, 0, "nothing applied");
 
     // A source store that pushed with a token of "acme" is acme's: a token
