@@ -26,7 +26,7 @@ use crate::tables::{
 use crate::validate::{validate_name, validate_path};
 use crate::{
     CONFLICT_KEY, Changes, ConflictCopy, ConflictInfo, ConflictReason, FilePlan, FileSide,
-    MAX_PATH_BYTES,
+    MAX_PATH_BYTES, VersionMeeting,
 };
 
 /// The value of the `format` field of every change file.
@@ -990,7 +990,7 @@ pub(crate) fn apply_rows(
 
 /// The row that a change file's row `r` of a file leaves here, by
 /// [`crate::plan_file`] (a change file says nothing of what its writer had
-/// seen here: only versions tell): the arriving row, at its own path or at
+/// seen here: versions tell, then times): the arriving row, at its own path or at
 /// the one here; this store's row, moved to the arriving path; or none
 /// (this store's row stays as it is). `diverged`: `r` is already a content
 /// copy's row (see [`as_content_copies`]). A row here whose current version
@@ -1207,25 +1207,24 @@ fn diverged_files(e: &mut Engine, c: &Changes) -> Result<Versions> {
         let Some(other) = other else {
             continue;
         };
-        if carried.contains(other.as_str()) {
-            if has_version(e, &v.version_id)? {
-                // Both versions are here, each in the other's file: this
-                // store met the same conflict and made its own copy. It
-                // keeps its arrangement (moving one would leave a file
-                // here without its current version).
-                out.staying.push(v.clone());
-                out.staying
-                    .extend(c.versions.iter().find(|x| x.version_id == other).cloned());
-            } else {
+        let known = has_version(e, &v.version_id)?;
+        match crate::meet_version(true, carried.contains(other.as_str()), known) {
+            VersionMeeting::Free => {}
+            VersionMeeting::Supersedes => {
                 out.superseded.insert((v.path_id.clone(), v.version_number));
             }
-            continue;
-        }
-        let known = has_version(e, &v.version_id)?;
-        if known {
-            out.staying.push(v.clone());
-        } else if rows.contains(v.path_id.as_str()) {
-            out.diverged.insert(v.path_id.clone());
+            VersionMeeting::Stays { with_other } => {
+                out.staying.push(v.clone());
+                if with_other {
+                    out.staying
+                        .extend(c.versions.iter().find(|x| x.version_id == other).cloned());
+                }
+            }
+            VersionMeeting::Diverges => {
+                if rows.contains(v.path_id.as_str()) {
+                    out.diverged.insert(v.path_id.clone());
+                }
+            }
         }
     }
     Ok(out)

@@ -148,7 +148,7 @@ impl Store {
                 &[text(&tenant), text(&content_hash), int(now)],
             )? > 0;
             if removed {
-                write_tombstone(e, seq, "content_chunks", &tenant, &content_hash)?;
+                write_tombstone(e, seq, "content_chunks", &tenant, &content_hash, i64::MIN)?;
             }
             Ok(removed)
         })

@@ -206,13 +206,54 @@ pub fn key_arrives(arriving: KeySide<'_>, here: Option<KeySide<'_>>) -> bool {
     here.is_none_or(|h| !h.later_than(&arriving))
 }
 
+/// How an arriving version meets the version that holds its number of its
+/// file here: the one decision that an embedded import and PostgreSQL's
+/// apply both make before they plan the files ([`meet_version`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionMeeting {
+    /// The number is free here (or held by this very version).
+    Free,
+    /// The version here moves to another file with the arriving rows (a
+    /// conflict copy their writer made): it moves first and frees its
+    /// number; the row here, whose current version it may be, is no row
+    /// to settle with.
+    Supersedes,
+    /// The arriving version is here already, in another file (this side
+    /// moved it to a conflict copy before): it stays there, and the
+    /// arriving row of the file whose current version it is stays out.
+    /// `with_other`: the arriving rows also move the version here to
+    /// another file (this side met the same conflict and made its own copy,
+    /// the other way round); it stays too, with the same consequence.
+    Stays {
+        /// The version here stays as well.
+        with_other: bool,
+    },
+    /// Both sides made this version number of the file: the arriving file
+    /// becomes a conflict copy with its new versions.
+    Diverges,
+}
+
+/// The rule of [`VersionMeeting`]: `taken`, another version holds the
+/// arriving version's number of its file here; `carried`, the arriving
+/// rows carry that version (to another file); `known`, the arriving version
+/// is here already (in another file).
+pub fn meet_version(taken: bool, carried: bool, known: bool) -> VersionMeeting {
+    match (taken, carried, known) {
+        (false, _, _) => VersionMeeting::Free,
+        (true, true, false) => VersionMeeting::Supersedes,
+        (true, with_other, true) => VersionMeeting::Stays { with_other },
+        (true, false, false) => VersionMeeting::Diverges,
+    }
+}
+
 /// What the writer of arriving rows had seen of the side they arrive at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seen {
     /// It had pulled that side's changes through this position (a push of
     /// a store that pulls from the database it pushes to).
     Through(i64),
-    /// Nothing says (a change file): only version numbers tell.
+    /// Nothing says (a change file): version numbers tell, and between
+    /// two rows of one version, their times ([`FileSide::later_than`]).
     Unknown,
 }
 
@@ -462,6 +503,17 @@ mod tests {
             settle(side(false, 1, "/x"), side(false, 2, "/y")).path,
             None
         );
+    }
+
+    #[test]
+    fn versions_meet_versions() {
+        use VersionMeeting::*;
+        assert_eq!(meet_version(false, false, false), Free);
+        assert_eq!(meet_version(false, true, true), Free);
+        assert_eq!(meet_version(true, true, false), Supersedes);
+        assert_eq!(meet_version(true, false, true), Stays { with_other: false });
+        assert_eq!(meet_version(true, true, true), Stays { with_other: true });
+        assert_eq!(meet_version(true, false, false), Diverges);
     }
 
     #[test]

@@ -295,10 +295,11 @@ fn delete_in_txn(e: &mut Engine, tenant: &str, seq: Seq, path: &str) -> Result<O
     let Some(record) = load_live(e, tenant, path)? else {
         return Ok(None);
     };
-    let now = e.now();
+    // Later than the live row it deletes (see `stamp_after`).
+    let at = crate::meta::stamp_after(e, record.modified_at.as_micros());
     e.execute(
         "UPDATE file_paths SET deleted_at = ?1, change_seq = ?2 WHERE path_id = ?3",
-        &[int(now.as_micros()), int(seq), text(&record.path_id)],
+        &[int(at), int(seq), text(&record.path_id)],
     )?;
     Ok(Some(record))
 }
@@ -588,7 +589,6 @@ impl Store {
             if load_live(e, tenant, new)?.is_some() || is_directory_in(e, tenant, new)? {
                 return Err(Error::AlreadyExists { path: new.to_string() });
             }
-            let now = e.now();
             let mut moved = 0;
             for (record, target) in file
                 .into_iter()
@@ -604,9 +604,11 @@ impl Store {
                         reason: "the renamed path would be longer than 4096 bytes",
                     });
                 }
+                // Later than the row it moves (see `stamp_after`).
+                let at = crate::meta::stamp_after(e, record.modified_at.as_micros());
                 e.execute(
                     "UPDATE file_paths SET virtual_path = ?1, updated_at = ?2, change_seq = ?3 WHERE path_id = ?4",
-                    &[text(&target), int(now.as_micros()), int(seq), text(&record.path_id)],
+                    &[text(&target), int(at), int(seq), text(&record.path_id)],
                 )?;
                 watchers.moved_from(tenant, &record.path);
                 moved += 1;

@@ -69,8 +69,8 @@ pub use changes::{
 };
 pub use conflict::{
     CONFLICT_KEY, ConflictCopy, ConflictInfo, ConflictReason, FilePlan, FileSide, HereRow, KeySide,
-    SOURCE_PREFIX_CHARS, Seen, Settled, changed_unseen, conflict_path, key_arrives, plan_file,
-    settle,
+    SOURCE_PREFIX_CHARS, Seen, Settled, VersionMeeting, changed_unseen, conflict_path, key_arrives,
+    meet_version, plan_file, settle,
 };
 pub use error::{Error, ErrorKind, Result, one_line};
 pub use files::MAX_PAGE_SIZE;

@@ -83,20 +83,34 @@ fn decode_value(stored: &str) -> Result<Value> {
     })
 }
 
+/// Records the removal of a row (`table`, `key1`, `key2`) whose last
+/// change was at `after` (microseconds): at the clock's time, or just after
+/// `after` when that is later (see [`stamp_after`]).
 pub(crate) fn write_tombstone(
     e: &mut Engine,
     seq: Seq,
     table: &str,
     key1: &str,
     key2: &str,
+    after: i64,
 ) -> Result<()> {
-    let now = e.now();
+    let at = stamp_after(e, after);
     e.execute(
         "INSERT INTO tombstones (table_name, key1, key2, deleted_at, change_seq) VALUES (?1, ?2, ?3, ?4, ?5) \
          ON CONFLICT (table_name, key1, key2) DO UPDATE SET deleted_at = excluded.deleted_at, change_seq = excluded.change_seq",
-        &[text(table), text(key1), text(key2), int(now.as_micros()), int(seq)],
+        &[text(table), text(key1), text(key2), int(at), int(seq)],
     )?;
     Ok(())
+}
+
+/// The time (microseconds) to stamp a change to a row whose state it
+/// changes was stamped `after`: the clock's, or just after `after` when
+/// that is later (the state came from a store whose clock runs ahead, or
+/// from a file's modification time). A change is thus always later than
+/// what it changed, which is what the rule for change files
+/// ([`crate::FileSide::later_than`], [`crate::key_arrives`]) compares.
+pub(crate) fn stamp_after(e: &Engine, after: i64) -> i64 {
+    e.now().as_micros().max(after.saturating_add(1))
 }
 
 fn upsert_metadata(
@@ -106,12 +120,25 @@ fn upsert_metadata(
     key: &str,
     encoded: &str,
 ) -> Result<()> {
-    let now = e.now();
+    // Later than the key's value or removal here (see `stamp_after`).
+    let before = e
+        .query_one(
+            concat!(
+                "SELECT updated_at FROM ",
+                metadata_by_key!(),
+                " WHERE path_id = ?1 AND key = ?2 UNION ALL \
+                 SELECT deleted_at FROM tombstones WHERE table_name = 'file_metadata' AND key1 = ?1 AND key2 = ?2"
+            ),
+            &[text(path_id), text(key)],
+            |r| r.int(0),
+        )?
+        .unwrap_or(i64::MIN);
+    let at = stamp_after(e, before);
     e.execute(
         "INSERT INTO file_metadata (path_id, key, value, created_at, updated_at, change_seq) \
          VALUES (?1, ?2, ?3, ?4, ?4, ?5) ON CONFLICT (path_id, key) DO UPDATE SET \
          value = excluded.value, updated_at = excluded.updated_at, change_seq = excluded.change_seq",
-        &[text(path_id), text(key), text(encoded), int(now.as_micros()), int(seq)],
+        &[text(path_id), text(key), text(encoded), int(at), int(seq)],
     )?;
     untombstone(e, "file_metadata", path_id, key)
 }
@@ -212,18 +239,28 @@ impl Store {
         let (tenant, path, key) = (self.tenant.clone(), path.to_string(), key.to_string());
         self.write(move |e, seq| {
             let file = require_live(e, &tenant, &path)?;
-            let removed = e.execute(
+            let set_at = e.query_one(
+                concat!(
+                    "SELECT updated_at FROM ",
+                    metadata_by_key!(),
+                    " WHERE path_id = ?1 AND key = ?2"
+                ),
+                &[text(&file.path_id), text(&key)],
+                |r| r.int(0),
+            )?;
+            let Some(set_at) = set_at else {
+                return Ok(false);
+            };
+            e.execute(
                 concat!(
                     "DELETE FROM ",
                     metadata_by_key!(),
                     " WHERE path_id = ?1 AND key = ?2"
                 ),
                 &[text(&file.path_id), text(&key)],
-            )? > 0;
-            if removed {
-                write_tombstone(e, seq, "file_metadata", &file.path_id, &key)?;
-            }
-            Ok(removed)
+            )?;
+            write_tombstone(e, seq, "file_metadata", &file.path_id, &key, set_at)?;
+            Ok(true)
         })
         .await
     }

@@ -193,7 +193,7 @@ async fn check_tenant(tx: &Transaction<'_>, b: &Batch, tenant: &str) -> Result<(
     if ids.is_empty() && versions.is_empty() {
         return Ok(());
     }
-    // One query for both (a round trip per push window).
+    // One query for both.
     if let Some(row) = tx
         .query_opt(
             "(SELECT tenant_id FROM file_paths WHERE path_id = ANY($1) AND tenant_id <> $3 LIMIT 1) \

@@ -8,7 +8,9 @@
 //! changed it after the last state of the target the source pulled
 //! (`change_seq > base`, and its origin is not the source), or, for a
 //! change file (which says nothing of what its writer had pulled), when it
-//! has versions the pushed row lacks. Then:
+//! has versions the pushed row lacks (of two rows of the same version the
+//! later change wins whole, and the later change of each metadata key:
+//! [`nexus_core::FileSide::later_than`], [`nexus_core::key_arrives`]). Then:
 //! - both sides made new versions of the file (a version number is taken
 //!   by a different version at the target, one the push does not carry
 //!   elsewhere: a version it moves to a conflict copy of its own frees its
@@ -29,14 +31,15 @@
 //!   apply).
 //!
 //! A row the target did not change since the source saw it is replaced
-//! (a fast-forward). Rows the rule changes are marked as the target's own
+//! (a fast-forward; for a change file: one with more versions, or the
+//! later of two rows of one version). Rows the rule changes are marked as the target's own
 //! (no origin), so that the source receives them on its next pull.
 
 use std::collections::{HashMap, HashSet};
 
 use nexus_core::{
     ConflictCopy, ConflictInfo, ConflictReason, FilePlan, FileSide, HereRow, KeySide, Seen,
-    Timestamp, key_arrives, plan_file,
+    Timestamp, VersionMeeting, key_arrives, meet_version, plan_file,
 };
 use tokio_postgres::Transaction;
 use uuid::Uuid;
@@ -229,51 +232,41 @@ async fn resolve_files(
     let mut vacating: HashSet<Uuid> = HashSet::new();
     let mut superseded: HashSet<(Uuid, i32)> = HashSet::new();
     let mut diverged: HashSet<Uuid> = HashSet::new();
-    let mut clashing: Vec<usize> = Vec::new();
+    // A pushed version the target holds already in another file (it met
+    // it before and moved it to a conflict copy) stays there, as in an
+    // embedded import; a pushed row of its file whose current version it
+    // is stays out (the content is in the copy).
     let mut stale: HashSet<(Uuid, i32)> = HashSet::new();
     let mut staying: HashSet<Uuid> = HashSet::new();
     if !b.versions.is_empty() {
-        let mut moving: Vec<(usize, Uuid)> = Vec::new();
-        for (i, other) in clashes(tx, &vp, &vn, &vid[..vp.len()]).await? {
-            match Uuid::parse_str(&other) {
-                Ok(o) if carried.contains(&o) => moving.push((i, o)),
-                _ => clashing.push(i),
-            }
-        }
-        let ids: Vec<Uuid> = moving.iter().map(|&(i, _)| vid[i]).collect();
-        let held_here = match ids.is_empty() {
+        let taken = clashes(tx, &vp, &vn, &vid[..vp.len()]).await?;
+        let ids: Vec<Uuid> = taken.iter().map(|&(i, _)| vid[i]).collect();
+        let known = match ids.is_empty() {
             true => HashSet::new(),
             false => versions_here(tx, &ids).await?,
         };
-        for (i, o) in moving {
-            if held_here.contains(&vid[i]) {
-                // Both versions are here, each in the other's file: the
-                // target met the same conflict and made its own copy. It
-                // keeps its arrangement, as an embedded import does.
-                staying.extend([vid[i], o]);
-                stale.insert((vp[i], vn[i]));
-                if let Some(v) = b.versions.iter().find(|v| v.version_id == o) {
-                    stale.insert((v.path_id, v.version_number));
+        for (i, other) in taken {
+            let other = Uuid::parse_str(&other).ok();
+            let carried = other.is_some_and(|o| carried.contains(&o));
+            match meet_version(true, carried, known.contains(&vid[i])) {
+                VersionMeeting::Free => {}
+                VersionMeeting::Supersedes => {
+                    vacating.extend(other);
+                    superseded.insert((vp[i], vn[i]));
                 }
-            } else {
-                vacating.insert(o);
-                superseded.insert((vp[i], vn[i]));
-            }
-        }
-    }
-    // A clashing version the target holds already, in another file (it met
-    // it before and moved it to a conflict copy), stays there, as in an
-    // embedded import; a pushed row of its file whose current version it
-    // is stays out (the content is in the copy). Other clashes diverge.
-    if !clashing.is_empty() {
-        let ids: Vec<Uuid> = clashing.iter().map(|&i| vid[i]).collect();
-        let held_here = versions_here(tx, &ids).await?;
-        for i in clashing {
-            if held_here.contains(&vid[i]) {
-                staying.insert(vid[i]);
-                stale.insert((vp[i], vn[i]));
-            } else {
-                diverged.insert(vp[i]);
+                VersionMeeting::Stays { with_other } => {
+                    staying.insert(vid[i]);
+                    stale.insert((vp[i], vn[i]));
+                    if let Some(o) = other.filter(|_| with_other) {
+                        staying.insert(o);
+                        if let Some(v) = b.versions.iter().find(|v| v.version_id == o) {
+                            stale.insert((v.path_id, v.version_number));
+                        }
+                    }
+                }
+                VersionMeeting::Diverges => {
+                    diverged.insert(vp[i]);
+                }
             }
         }
     }
@@ -371,7 +364,7 @@ async fn resolve_files(
     b.files.retain(|f| !dropped.contains(&f.path_id));
     // A file left out that the target does not have (a copy that the
     // target made its own way): its metadata has no file here, and stays
-    // out too, as in an embedded import.
+    // out too, as in an embedded import (its removals are recorded).
     let nowhere: HashSet<Uuid> = dropped
         .iter()
         .filter(|id| !target.contains_key(id))
@@ -379,8 +372,6 @@ async fn resolve_files(
         .collect();
     if !nowhere.is_empty() {
         b.metadata.retain(|m| !nowhere.contains(&m.path_id));
-        b.tombstones
-            .retain(|t| t.path_id.is_none_or(|p| !nowhere.contains(&p)));
     }
     // The losing side's new versions (held back from earlier windows too)
     // go with it; its metadata applies to the file and goes to the copy as

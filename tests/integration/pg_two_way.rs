@@ -1202,6 +1202,31 @@ async fn change_files_passed_back_and_forth_agree() {
         );
         assert!(!sa["/meta"].4.contains_key("k"));
     }
+    // A file whose modification time is an hour ahead (a scan of a file
+    // from the future, or a clock that runs ahead), with a key set later
+    // still by hand: B's rename and B's removal of the key, made after it
+    // learned them, are later changes all the same (each change is
+    // stamped after the state it changes), and stand in both stores.
+    let ahead = nexus_core::Timestamp::from_micros(
+        nexus_core::Timestamp::now().as_micros() + 3_600_000_000,
+    );
+    a.put(file("/ahead", "v1").modified_at(ahead))
+        .await
+        .unwrap();
+    a.set_metadata("/ahead", "k", &json!("a")).await.unwrap();
+    trade(&mut learned).await;
+    b.rename("/ahead", "/ahead-b").await.unwrap();
+    b.delete_metadata("/ahead-b", "k").await.unwrap();
+    for round in 0..3 {
+        trade(&mut learned).await;
+        let (sa, sb) = (state(&a).await, state(&b).await);
+        assert_eq!(sa, sb, "after exchange {round}");
+        assert!(
+            sa.contains_key("/ahead-b") && !sa.contains_key("/ahead"),
+            "{sa:?}"
+        );
+        assert!(!sa["/ahead-b"].4.contains_key("k"), "{sa:?}");
+    }
 }
 
 /// The same through pushes: B pushes; A learns B's changes from a change
