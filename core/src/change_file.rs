@@ -1208,8 +1208,7 @@ fn diverged_files(e: &mut Engine, c: &Changes) -> Result<Versions> {
             continue;
         };
         let known = has_version(e, &v.version_id)?;
-        match crate::meet_version(true, carried.contains(other.as_str()), known) {
-            VersionMeeting::Free => {}
+        match crate::meet_version(carried.contains(other.as_str()), known) {
             VersionMeeting::Supersedes => {
                 out.superseded.insert((v.path_id.clone(), v.version_number));
             }

@@ -206,13 +206,11 @@ pub fn key_arrives(arriving: KeySide<'_>, here: Option<KeySide<'_>>) -> bool {
     here.is_none_or(|h| !h.later_than(&arriving))
 }
 
-/// How an arriving version meets the version that holds its number of its
-/// file here: the one decision that an embedded import and PostgreSQL's
+/// How an arriving version meets another version that holds its number of
+/// its file here: the one decision that an embedded import and PostgreSQL's
 /// apply both make before they plan the files ([`meet_version`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VersionMeeting {
-    /// The number is free here (or held by this very version).
-    Free,
     /// The version here moves to another file with the arriving rows (a
     /// conflict copy their writer made): it moves first and frees its
     /// number; the row here, whose current version it may be, is no row
@@ -233,16 +231,15 @@ pub enum VersionMeeting {
     Diverges,
 }
 
-/// The rule of [`VersionMeeting`]: `taken`, another version holds the
-/// arriving version's number of its file here; `carried`, the arriving
-/// rows carry that version (to another file); `known`, the arriving version
-/// is here already (in another file).
-pub fn meet_version(taken: bool, carried: bool, known: bool) -> VersionMeeting {
-    match (taken, carried, known) {
-        (false, _, _) => VersionMeeting::Free,
-        (true, true, false) => VersionMeeting::Supersedes,
-        (true, with_other, true) => VersionMeeting::Stays { with_other },
-        (true, false, false) => VersionMeeting::Diverges,
+/// The rule of [`VersionMeeting`], for an arriving version whose number of
+/// its file another version holds here: `carried`, the arriving rows carry
+/// that version (to another file); `known`, the arriving version is here
+/// already (in another file).
+pub fn meet_version(carried: bool, known: bool) -> VersionMeeting {
+    match (carried, known) {
+        (true, false) => VersionMeeting::Supersedes,
+        (with_other, true) => VersionMeeting::Stays { with_other },
+        (false, false) => VersionMeeting::Diverges,
     }
 }
 
@@ -508,12 +505,10 @@ mod tests {
     #[test]
     fn versions_meet_versions() {
         use VersionMeeting::*;
-        assert_eq!(meet_version(false, false, false), Free);
-        assert_eq!(meet_version(false, true, true), Free);
-        assert_eq!(meet_version(true, true, false), Supersedes);
-        assert_eq!(meet_version(true, false, true), Stays { with_other: false });
-        assert_eq!(meet_version(true, true, true), Stays { with_other: true });
-        assert_eq!(meet_version(true, false, false), Diverges);
+        assert_eq!(meet_version(true, false), Supersedes);
+        assert_eq!(meet_version(false, true), Stays { with_other: false });
+        assert_eq!(meet_version(true, true), Stays { with_other: true });
+        assert_eq!(meet_version(false, false), Diverges);
     }
 
     #[test]

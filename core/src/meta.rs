@@ -124,14 +124,15 @@ fn upsert_metadata(
     let before = e
         .query_one(
             concat!(
-                "SELECT updated_at FROM ",
+                "SELECT max(t) FROM (SELECT updated_at AS t FROM ",
                 metadata_by_key!(),
                 " WHERE path_id = ?1 AND key = ?2 UNION ALL \
-                 SELECT deleted_at FROM tombstones WHERE table_name = 'file_metadata' AND key1 = ?1 AND key2 = ?2"
+                 SELECT deleted_at FROM tombstones WHERE table_name = 'file_metadata' AND key1 = ?1 AND key2 = ?2)"
             ),
             &[text(path_id), text(key)],
-            |r| r.int(0),
+            |r| r.opt_int(0),
         )?
+        .flatten()
         .unwrap_or(i64::MIN);
     let at = stamp_after(e, before);
     e.execute(

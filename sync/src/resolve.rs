@@ -248,8 +248,7 @@ async fn resolve_files(
         for (i, other) in taken {
             let other = Uuid::parse_str(&other).ok();
             let carried = other.is_some_and(|o| carried.contains(&o));
-            match meet_version(true, carried, known.contains(&vid[i])) {
-                VersionMeeting::Free => {}
+            match meet_version(carried, known.contains(&vid[i])) {
                 VersionMeeting::Supersedes => {
                     vacating.extend(other);
                     superseded.insert((vp[i], vn[i]));

@@ -1203,10 +1203,10 @@ async fn change_files_passed_back_and_forth_agree() {
         assert!(!sa["/meta"].4.contains_key("k"));
     }
     // A file whose modification time is an hour ahead (a scan of a file
-    // from the future, or a clock that runs ahead), with a key set later
-    // still by hand: B's rename and B's removal of the key, made after it
-    // learned them, are later changes all the same (each change is
-    // stamped after the state it changes), and stand in both stores.
+    // from the future), with a key that A set while its clock ran an hour
+    // ahead: B's rename and B's removal of the key, made after it learned
+    // them, are later changes all the same (each change is stamped after
+    // the state it changes), and stand in both stores.
     let ahead = nexus_core::Timestamp::from_micros(
         nexus_core::Timestamp::now().as_micros() + 3_600_000_000,
     );
@@ -1214,6 +1214,11 @@ async fn change_files_passed_back_and_forth_agree() {
         .await
         .unwrap();
     a.set_metadata("/ahead", "k", &json!("a")).await.unwrap();
+    a.debug_query(
+        "UPDATE file_metadata SET updated_at = updated_at + 3600000000 WHERE value = '\"a\"'",
+    )
+    .await
+    .unwrap();
     trade(&mut learned).await;
     b.rename("/ahead", "/ahead-b").await.unwrap();
     b.delete_metadata("/ahead-b", "k").await.unwrap();
