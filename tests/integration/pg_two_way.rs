@@ -1120,6 +1120,20 @@ async fn change_files_passed_back_and_forth_agree() {
         learn(&stores, learned, 0, 1).await;
         learn(&stores, learned, 1, 0).await;
     };
+    // Three more exchanges: after each, both hold the same, with live
+    // files at `paths`; the state after the last.
+    let settled = async |learned: &mut [[i64; 3]; 3], paths: &[&str]| {
+        let mut last = State::new();
+        for round in 0..3 {
+            trade(learned).await;
+            let (sa, sb) = (state(&a).await, state(&b).await);
+            assert_eq!(sa, sb, "after exchange {round}");
+            let got: Vec<&str> = sa.keys().map(String::as_str).collect();
+            assert_eq!(got, paths, "after exchange {round}");
+            last = sa;
+        }
+        last
+    };
     for p in ["/del", "/two", "/meta", "/unset"] {
         a.put(file(p, "v1")).await.unwrap();
     }
@@ -1142,19 +1156,9 @@ async fn change_files_passed_back_and_forth_agree() {
     b.set_metadata("/unset", "k", &json!("from b"))
         .await
         .unwrap();
-    for round in 0..3 {
-        trade(&mut learned).await;
-        let (sa, sb) = (state(&a).await, state(&b).await);
-        assert_eq!(sa, sb, "after exchange {round}");
-        let paths: Vec<&str> = sa.keys().map(String::as_str).collect();
-        assert_eq!(
-            paths,
-            ["/del-b", "/meta", "/two-b", "/unset"],
-            "after exchange {round}"
-        );
-        assert_eq!(sa["/meta"].4["k"], json!("from b"));
-        assert_eq!(sa["/unset"].4["k"], json!("from b"));
-    }
+    let sa = settled(&mut learned, &["/del-b", "/meta", "/two-b", "/unset"]).await;
+    assert_eq!(sa["/meta"].4["k"], json!("from b"));
+    assert_eq!(sa["/unset"].4["k"], json!("from b"));
     // The other way round: A's changes are the later ones.
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     b.delete("/del-b").await.unwrap();
@@ -1170,19 +1174,9 @@ async fn change_files_passed_back_and_forth_agree() {
     a.set_metadata("/unset", "k", &json!("a again"))
         .await
         .unwrap();
-    for round in 0..3 {
-        trade(&mut learned).await;
-        let (sa, sb) = (state(&a).await, state(&b).await);
-        assert_eq!(sa, sb, "after exchange {round}");
-        let paths: Vec<&str> = sa.keys().map(String::as_str).collect();
-        assert_eq!(
-            paths,
-            ["/del-a", "/meta", "/two-b", "/unset"],
-            "after exchange {round}"
-        );
-        assert_eq!(sa["/meta"].4["k"], json!("a again"));
-        assert_eq!(sa["/unset"].4["k"], json!("a again"));
-    }
+    let sa = settled(&mut learned, &["/del-a", "/meta", "/two-b", "/unset"]).await;
+    assert_eq!(sa["/meta"].4["k"], json!("a again"));
+    assert_eq!(sa["/unset"].4["k"], json!("a again"));
     // And a deletion that comes later than a rename stands.
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     b.rename("/del-a", "/del-b2").await.unwrap();
@@ -1190,18 +1184,8 @@ async fn change_files_passed_back_and_forth_agree() {
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     a.delete("/del-a").await.unwrap();
     a.set_metadata("/unset", "k2", &json!(1)).await.unwrap();
-    for round in 0..3 {
-        trade(&mut learned).await;
-        let (sa, sb) = (state(&a).await, state(&b).await);
-        assert_eq!(sa, sb, "after exchange {round}");
-        let paths: Vec<&str> = sa.keys().map(String::as_str).collect();
-        assert_eq!(
-            paths,
-            ["/meta", "/two-b", "/unset"],
-            "after exchange {round}"
-        );
-        assert!(!sa["/meta"].4.contains_key("k"));
-    }
+    let sa = settled(&mut learned, &["/meta", "/two-b", "/unset"]).await;
+    assert!(!sa["/meta"].4.contains_key("k"));
     // A file whose modification time is an hour ahead (a scan of a file
     // from the future), with a key that A set while its clock ran an hour
     // ahead: B's rename and B's removal of the key, made after it learned
@@ -1222,16 +1206,8 @@ async fn change_files_passed_back_and_forth_agree() {
     trade(&mut learned).await;
     b.rename("/ahead", "/ahead-b").await.unwrap();
     b.delete_metadata("/ahead-b", "k").await.unwrap();
-    for round in 0..3 {
-        trade(&mut learned).await;
-        let (sa, sb) = (state(&a).await, state(&b).await);
-        assert_eq!(sa, sb, "after exchange {round}");
-        assert!(
-            sa.contains_key("/ahead-b") && !sa.contains_key("/ahead"),
-            "{sa:?}"
-        );
-        assert!(!sa["/ahead-b"].4.contains_key("k"), "{sa:?}");
-    }
+    let sa = settled(&mut learned, &["/ahead-b", "/meta", "/two-b", "/unset"]).await;
+    assert!(!sa["/ahead-b"].4.contains_key("k"), "{sa:?}");
 }
 
 /// The same through pushes: B pushes; A learns B's changes from a change
