@@ -1054,23 +1054,7 @@ fn key_arrives_here(
     key: &str,
     arriving: crate::KeySide<'_>,
 ) -> Result<bool> {
-    let set = e.query_one(
-        concat!(
-            "SELECT value, updated_at FROM ",
-            metadata_by_key!(),
-            " WHERE path_id = ?1 AND key = ?2"
-        ),
-        &[text(path_id), text(key)],
-        |row| Ok((Some(row.text(0)?), row.int(1)?)),
-    )?;
-    let here = match set {
-        Some(h) => Some(h),
-        None => e.query_one(
-            "SELECT deleted_at FROM tombstones WHERE table_name = 'file_metadata' AND key1 = ?1 AND key2 = ?2",
-            &[text(path_id), text(key)],
-            |row| Ok((None, row.int(0)?)),
-        )?,
-    };
+    let here = crate::meta::key_here(e, path_id, key)?;
     Ok(crate::key_arrives(
         arriving,
         here.as_ref().map(|(value, at)| crate::KeySide {

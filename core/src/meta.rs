@@ -121,19 +121,7 @@ fn upsert_metadata(
     encoded: &str,
 ) -> Result<()> {
     // Later than the key's value or removal here (see `stamp_after`).
-    let before = e
-        .query_one(
-            concat!(
-                "SELECT max(t) FROM (SELECT updated_at AS t FROM ",
-                metadata_by_key!(),
-                " WHERE path_id = ?1 AND key = ?2 UNION ALL \
-                 SELECT deleted_at FROM tombstones WHERE table_name = 'file_metadata' AND key1 = ?1 AND key2 = ?2)"
-            ),
-            &[text(path_id), text(key)],
-            |r| r.opt_int(0),
-        )?
-        .flatten()
-        .unwrap_or(i64::MIN);
+    let before = key_here(e, path_id, key)?.map_or(i64::MIN, |(_, at)| at);
     let at = stamp_after(e, before);
     e.execute(
         "INSERT INTO file_metadata (path_id, key, value, created_at, updated_at, change_seq) \
@@ -142,6 +130,27 @@ fn upsert_metadata(
         &[text(path_id), text(key), text(encoded), int(at), int(seq)],
     )?;
     untombstone(e, "file_metadata", path_id, key)
+}
+
+/// The state of the metadata key `key` of `path_id` here: its value
+/// (`Some`, canonical JSON) and when it was set, or `None` and when it was
+/// removed; `None` when neither (a key has a value or a removal, never
+/// both: a value clears the removal, a removal deletes the value).
+pub(crate) fn key_here(
+    e: &mut Engine,
+    path_id: &str,
+    key: &str,
+) -> Result<Option<(Option<String>, i64)>> {
+    e.query_one(
+        concat!(
+            "SELECT value, updated_at FROM ",
+            metadata_by_key!(),
+            " WHERE path_id = ?1 AND key = ?2 UNION ALL \
+             SELECT NULL, deleted_at FROM tombstones WHERE table_name = 'file_metadata' AND key1 = ?1 AND key2 = ?2"
+        ),
+        &[text(path_id), text(key)],
+        |r| Ok((r.opt_text(0)?, r.int(1)?)),
+    )
 }
 
 pub(crate) fn untombstone(e: &mut Engine, table: &str, key1: &str, key2: &str) -> Result<()> {
@@ -240,16 +249,7 @@ impl Store {
         let (tenant, path, key) = (self.tenant.clone(), path.to_string(), key.to_string());
         self.write(move |e, seq| {
             let file = require_live(e, &tenant, &path)?;
-            let set_at = e.query_one(
-                concat!(
-                    "SELECT updated_at FROM ",
-                    metadata_by_key!(),
-                    " WHERE path_id = ?1 AND key = ?2"
-                ),
-                &[text(&file.path_id), text(&key)],
-                |r| r.int(0),
-            )?;
-            let Some(set_at) = set_at else {
+            let Some((Some(_), set_at)) = key_here(e, &file.path_id, &key)? else {
                 return Ok(false);
             };
             e.execute(

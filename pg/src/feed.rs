@@ -24,18 +24,11 @@ use nexus_core::{
     VersionRow, canonical_json,
 };
 use nexus_postgres::Cached;
+use nexus_postgres::codec::micros;
 use serde_json::Value;
 use tokio_postgres::{GenericClient, Row};
 
 use crate::pg_err;
-
-/// `(table, its columns in the order of the core row type)`; times as
-/// microseconds since the epoch, ids as text.
-const MICROS: &str = "(extract(epoch FROM {c}) * 1000000)::int8";
-
-fn micros(column: &str) -> String {
-    MICROS.replace("{c}", column)
-}
 
 /// A table's column as the feed reads it: ids as text, times as
 /// microseconds, 32-bit integers widened, the rest as they are.

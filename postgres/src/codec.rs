@@ -38,6 +38,13 @@ pub fn from_time(t: SystemTime) -> Timestamp {
     Timestamp::from_system_time(t)
 }
 
+/// The SQL expression of a `timestamptz` expression `column` as
+/// microseconds since the epoch (`int8`), the store's unit of time (exact:
+/// `extract` gives a `numeric` since PostgreSQL 14).
+pub fn micros(column: &str) -> String {
+    format!("(extract(epoch FROM {column}) * 1000000)::int8")
+}
+
 /// A UUID in its text form, or a message naming `what`.
 pub fn uuid(s: &str, what: &str) -> Result<Uuid, String> {
     Uuid::parse_str(s).map_err(|_| format!("{what} {s:?} is not a UUID"))

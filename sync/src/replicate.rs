@@ -26,6 +26,7 @@ use futures_util::pin_mut;
 use nexus_core::{
     CHANGE_TABLES, CONFLICT_KEY, Changes, ConflictCopy, ConflictInfo, ConflictReason, Seen, Store,
 };
+use nexus_postgres::codec::micros;
 use serde::{Deserialize, Deserializer, Serialize};
 use tokio_postgres::Transaction;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -432,14 +433,17 @@ pub(crate) async fn make_live(
     // own files that want one path, by all but the first of `live_ids`.
     let taken = tx
         .query(
+            &format!(
             "WITH u AS (SELECT id, min(i) AS i FROM unnest($1::uuid[]) WITH ORDINALITY AS x(id, i) GROUP BY id), \
              c AS (SELECT n.path_id, n.tenant_id, n.virtual_path, n.updated_at, u.i, \
                      row_number() OVER (PARTITION BY n.tenant_id, n.virtual_path ORDER BY u.i) AS r \
                    FROM u JOIN file_paths n ON n.path_id = u.id WHERE n.deleted_at = '-infinity') \
-             SELECT c.path_id, c.tenant_id, c.virtual_path, (extract(epoch FROM c.updated_at) * 1000000)::int8 \
+             SELECT c.path_id, c.tenant_id, c.virtual_path, {} \
              FROM c WHERE c.r > 1 OR EXISTS (SELECT 1 FROM file_paths f WHERE f.tenant_id = c.tenant_id \
                AND f.virtual_path = c.virtual_path AND f.deleted_at IS NULL AND f.path_id <> c.path_id) \
              ORDER BY c.tenant_id, c.virtual_path, c.i",
+                micros("c.updated_at")
+            ),
             &[&live_ids],
         )
         .await

@@ -41,6 +41,7 @@ use nexus_core::{
     ConflictCopy, ConflictInfo, ConflictReason, FilePlan, FileSide, HereRow, KeySide, Seen,
     Timestamp, VersionMeeting, key_arrives, meet_version, plan_file,
 };
+use nexus_postgres::codec::micros;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
@@ -143,12 +144,15 @@ async fn older_keys(tx: &Transaction<'_>, b: &Batch) -> Result<HashSet<(Uuid, St
     let keys: Vec<&str> = arriving.iter().map(|a| a.1).collect();
     let rows = tx
         .query(
-            "SELECT u.i, m.value::text, (extract(epoch FROM coalesce(m.updated_at, t.deleted_at)) * 1000000)::int8 \
+            &format!(
+                "SELECT u.i, m.value::text, {} \
              FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS u(p, k, i) \
              LEFT JOIN file_metadata m ON m.path_id = u.p AND m.key = u.k \
              LEFT JOIN tombstones t ON m.path_id IS NULL AND t.table_name = 'file_metadata' \
                AND t.key1 = u.p::text AND t.key2 = u.k \
              WHERE m.path_id IS NOT NULL OR t.key1 IS NOT NULL",
+                micros("coalesce(m.updated_at, t.deleted_at)")
+            ),
             &[&ids, &keys],
         )
         .await
@@ -188,10 +192,13 @@ async fn resolve_files(
         HashMap::new()
     } else {
         tx.query(
-            "SELECT path_id, change_seq, origin_id, deleted_at IS NULL, current_version, virtual_path, \
-             (extract(epoch FROM CASE WHEN deleted_at IS NULL OR deleted_at = '-infinity' THEN updated_at \
-              ELSE deleted_at END) * 1000000)::int8 FROM file_paths \
-             WHERE path_id = ANY($1) ORDER BY path_id FOR UPDATE",
+            &format!(
+                "SELECT path_id, change_seq, origin_id, deleted_at IS NULL, current_version, virtual_path, \
+                 {} FROM file_paths WHERE path_id = ANY($1) ORDER BY path_id FOR UPDATE",
+                micros(
+                    "CASE WHEN deleted_at IS NULL OR deleted_at = '-infinity' THEN updated_at ELSE deleted_at END"
+                )
+            ),
             &[&ids],
         )
         .await

@@ -160,7 +160,7 @@ fn add_rows<T: TableRow>(acc: &mut Acc, rows: &[T], pulled: &HashSet<i64>) {
 fn target_column(c: &Column) -> String {
     match c.kind {
         Kind::Uuid | Kind::Int | Kind::Int4 | Kind::Json => format!("{}::text", c.name),
-        Kind::Time => format!("(extract(epoch FROM {}) * 1000000)::int8::text", c.name),
+        Kind::Time => format!("{}::text", nexus_postgres::codec::micros(c.name)),
         Kind::Text => c.name.to_string(),
     }
 }
