@@ -1147,6 +1147,64 @@ pub async fn every_write_advances_change_seq(s: DynStore) {
     );
 }
 
+/// Every change is stamped after the state it changes, even when that
+/// state's time is ahead of the clock (a file's modification time in the
+/// future; a key set by a store whose clock ran ahead): a rename, a
+/// deletion, a metadata value and a removal each get a time later than what
+/// they changed, so that the rule "the later change wins" (change files)
+/// never ranks a change below what it changed. Times are compared in SQL
+/// that both dialects read alike.
+pub async fn a_change_is_stamped_after_what_it_changes(s: DynStore) {
+    let ahead = nexus_core::Timestamp::parse("2999-01-01T00:00:00Z").unwrap();
+    s.put(file("/ahead").modified_at(ahead)).await.unwrap();
+    let later_than_the_file = |sql: &'static str| {
+        let s = s.clone();
+        async move {
+            let rows = s.debug_query(sql).await.unwrap();
+            assert_eq!(rows[0][0].as_deref(), Some("1"), "{sql}");
+        }
+    };
+    // The key's value at the file's time (ahead), as if set by a store
+    // whose clock ran ahead.
+    let key_at_the_files_time = "UPDATE file_metadata SET updated_at = \
+        (SELECT updated_at FROM file_paths WHERE virtual_path = '/ahead') WHERE key = 'stamp'";
+    let value_later = "SELECT count(*) FROM file_metadata m, file_paths f \
+        WHERE m.key = 'stamp' AND m.path_id = f.path_id AND m.updated_at > f.updated_at";
+    s.set_metadata("/ahead", "stamp", &json!(1)).await.unwrap();
+    s.debug_query(key_at_the_files_time).await.unwrap();
+    s.set_metadata("/ahead", "stamp", &json!(2)).await.unwrap();
+    later_than_the_file(value_later).await;
+    s.debug_query(key_at_the_files_time).await.unwrap();
+    assert!(s.delete_metadata("/ahead", "stamp").await.unwrap());
+    later_than_the_file(
+        "SELECT count(*) FROM tombstones t, file_paths f WHERE t.table_name = 'file_metadata' \
+         AND t.key2 = 'stamp' AND f.virtual_path = '/ahead' AND t.deleted_at > f.updated_at",
+    )
+    .await;
+    // Set again after its removal (itself after the file's time).
+    s.set_metadata("/ahead", "stamp", &json!(3)).await.unwrap();
+    later_than_the_file(value_later).await;
+    assert_eq!(s.rename("/ahead", "/moved").await.unwrap(), 1);
+    let moved = s.get("/moved").await.unwrap().unwrap();
+    assert!(moved.modified_at > ahead, "{moved:?}");
+    assert_eq!(s.rename("/moved", "/dir/moved").await.unwrap(), 1);
+    assert_eq!(s.rename("/dir", "/dir2").await.unwrap(), 1);
+    let again = s.get("/dir2/moved").await.unwrap().unwrap();
+    assert!(again.modified_at > moved.modified_at, "{again:?}");
+    s.delete("/dir2/moved").await.unwrap().unwrap();
+    later_than_the_file(
+        "SELECT count(*) FROM file_paths WHERE virtual_path = '/dir2/moved' \
+         AND deleted_at > updated_at",
+    )
+    .await;
+    s.put(file("/b").modified_at(ahead)).await.unwrap();
+    assert_eq!(s.delete_batch(&["/b".to_string()]).await.unwrap(), 1);
+    later_than_the_file(
+        "SELECT count(*) FROM file_paths WHERE virtual_path = '/b' AND deleted_at > updated_at",
+    )
+    .await;
+}
+
 /// Many writers and readers on one store at once (threads on native
 /// targets; overlapping futures in a browser, which has one thread): every
 /// call succeeds, counts add up, and concurrent first puts of one path leave

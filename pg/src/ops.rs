@@ -353,6 +353,12 @@ pub(crate) async fn get_batch(
     Ok(out)
 }
 
+/// A file's deletion time: the clock's (`$3`), or one microsecond after
+/// the row's last change when that is later, so that a deletion is always
+/// later than what it deleted (as the embedded store's `meta::stamp_after`;
+/// renames and metadata do the same in migration 0009).
+const DELETED_AT: &str = "GREATEST($3, updated_at + interval '1 microsecond')";
+
 pub(crate) async fn delete(
     inner: &Inner,
     tenant: &str,
@@ -363,8 +369,9 @@ pub(crate) async fn delete(
     let c = pooled.cached();
     Ok(c.query_opt(
         &format!(
-            "UPDATE file_paths SET deleted_at = $3, origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT \
-             WHERE tenant_id = $1 AND virtual_path = $2 AND deleted_at IS NULL RETURNING {FILE_COLS}"
+            "UPDATE file_paths SET deleted_at = {DELETED_AT}, origin_id = NULL, origin_seq = NULL, \
+             change_seq = DEFAULT WHERE tenant_id = $1 AND virtual_path = $2 AND deleted_at IS NULL \
+             RETURNING {FILE_COLS}"
         ),
         &[&tenant, &path, &ts(inner.now())],
     )
@@ -384,8 +391,10 @@ pub(crate) async fn delete_batch(inner: &Inner, tenant: &str, paths: Vec<String>
     let c = pooled.cached();
     let n = c
         .execute(
-            "UPDATE file_paths SET deleted_at = $3, origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT \
-             WHERE tenant_id = $1 AND virtual_path = ANY ($2) AND deleted_at IS NULL",
+            &format!(
+                "UPDATE file_paths SET deleted_at = {DELETED_AT}, origin_id = NULL, origin_seq = NULL, \
+                 change_seq = DEFAULT WHERE tenant_id = $1 AND virtual_path = ANY ($2) AND deleted_at IS NULL"
+            ),
             &[&tenant, &paths, &ts(inner.now())],
         )
         .await
@@ -649,9 +658,10 @@ pub(crate) async fn delete_metadata(
             "WITH f AS (SELECT path_id FROM file_paths WHERE tenant_id = $1 AND virtual_path = $2 \
                AND deleted_at IS NULL FOR SHARE), \
              d AS (DELETE FROM file_metadata m USING f WHERE m.path_id = f.path_id AND m.key = $3 \
-               RETURNING m.path_id), \
+               RETURNING m.path_id, m.updated_at), \
              t AS (INSERT INTO tombstones (table_name, key1, key2, deleted_at) \
-               SELECT 'file_metadata', d.path_id::text, $3, $4 FROM d \
+               SELECT 'file_metadata', d.path_id::text, $3, \
+                 GREATEST($4, d.updated_at + interval '1 microsecond') FROM d \
                ON CONFLICT (table_name, key1, key2) DO UPDATE SET deleted_at = EXCLUDED.deleted_at, \
                origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT) \
              SELECT EXISTS (SELECT 1 FROM f), EXISTS (SELECT 1 FROM d)",
