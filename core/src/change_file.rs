@@ -1142,20 +1142,13 @@ fn make_copy(
         "UPDATE file_paths SET virtual_path = ?2 WHERE path_id = ?1",
         &[text(path_id), text(&copy)],
     )?;
-    let now = e.now().as_micros();
-    e.execute(
-        "INSERT INTO file_metadata (path_id, key, value, created_at, updated_at, change_seq) \
-         VALUES (?1, ?2, ?3, ?4, ?4, ?5) ON CONFLICT (path_id, key) DO UPDATE SET value = excluded.value, \
-         updated_at = excluded.updated_at, change_seq = excluded.change_seq",
-        &[
-            text(path_id),
-            text(CONFLICT_KEY),
-            text(&crate::canonical_json(&info.to_json())),
-            int(now),
-            int(seq),
-        ],
+    crate::meta::upsert_metadata(
+        e,
+        seq,
+        path_id,
+        CONFLICT_KEY,
+        &crate::canonical_json(&info.to_json()),
     )?;
-    untombstone(e, "file_metadata", path_id, CONFLICT_KEY)?;
     Ok(info.into_copy(tenant.to_string(), copy, path_id.to_string()))
 }
 

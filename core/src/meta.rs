@@ -113,7 +113,10 @@ pub(crate) fn stamp_after(e: &Engine, after: i64) -> i64 {
     e.now().as_micros().max(after.saturating_add(1))
 }
 
-fn upsert_metadata(
+/// Sets `key` of the file `path_id` to `encoded` (canonical JSON) as this
+/// store's change stamped `seq`, at a time after the key's value or
+/// removal here, and clears the removal.
+pub(crate) fn upsert_metadata(
     e: &mut Engine,
     seq: Seq,
     path_id: &str,

@@ -533,15 +533,19 @@ pub(crate) async fn free_copy_path(
 }
 
 /// Sets [`nexus_core::CONFLICT_KEY`] on the file `path_id`, as the target's
-/// own change.
+/// own change, stamped after the key's value or removal there (as every
+/// metadata change: migration 0009).
 pub(crate) async fn mark_conflict(
     tx: &Transaction<'_>,
     path_id: Uuid,
     info: &ConflictInfo,
 ) -> Result<()> {
     tx.execute(
-        "INSERT INTO file_metadata (path_id, key, value, created_at, updated_at) VALUES ($1, $2, $3, now(), now()) \
-         ON CONFLICT (path_id, key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at, \
+        "INSERT INTO file_metadata (path_id, key, value, created_at, updated_at) \
+         SELECT $1::uuid, $2::text, $3::jsonb, now(), GREATEST(now(), (SELECT t.deleted_at + interval '1 microsecond' \
+           FROM tombstones t WHERE t.table_name = 'file_metadata' AND t.key1 = $1::uuid::text AND t.key2 = $2::text)) \
+         ON CONFLICT (path_id, key) DO UPDATE SET value = EXCLUDED.value, \
+           updated_at = GREATEST(EXCLUDED.updated_at, file_metadata.updated_at + interval '1 microsecond'), \
            origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT",
         &[&path_id, &CONFLICT_KEY, &info.to_json()],
     )
