@@ -99,3 +99,5 @@ BEGIN
     RETURN QUERY SELECT 'renamed'::text, n, NULL::text;
 END
 $$;
+
+DROP FUNCTION nexus_stamp_after(timestamptz, timestamptz);

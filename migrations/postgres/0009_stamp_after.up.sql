@@ -5,7 +5,17 @@
 -- (a store whose clock runs ahead, a file's modification time in the
 -- future) then cannot outrank the change made to it where the later change
 -- wins (change files). Deletions of files and of keys are stamped so by
--- the store's statements (pg/src/ops.rs).
+-- the store's statements (pg/src/ops.rs), and a conflict copy's
+-- `nexus.conflict` key by the sync's (sync/src/replicate.rs), all through
+-- nexus_stamp_after.
+
+-- The time to stamp a change made at p_now to a state stamped p_after
+-- (NULL: none): p_now, or one microsecond after p_after when that is later.
+CREATE FUNCTION nexus_stamp_after(p_now timestamptz, p_after timestamptz)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT GREATEST(p_now, p_after + interval '1 microsecond')
+$$;
 
 -- Metadata for several files (entries i: p_paths[i], p_keys[i],
 -- p_values[i]; a later entry for the same file and key wins). All or
@@ -37,13 +47,13 @@ BEGIN
       FROM unnest(p_paths, p_keys, p_values) WITH ORDINALITY AS e (p, k, v, n)
       JOIN unnest(locked_paths, locked_ids) AS l (p, id) ON l.p = e.p
       -- After the key's removal, when it has one.
-      CROSS JOIN LATERAL (SELECT GREATEST(p_now, (SELECT t.deleted_at + interval '1 microsecond'
+      CROSS JOIN LATERAL (SELECT nexus_stamp_after(p_now, (SELECT t.deleted_at
               FROM tombstones t WHERE t.table_name = 'file_metadata'
                AND t.key1 = l.id::text AND t.key2 = e.k)) AS at) AS s
      ORDER BY l.id, e.k, e.n DESC
     -- After the key's value, when it has one.
     ON CONFLICT (path_id, key) DO UPDATE SET value = EXCLUDED.value,
-        updated_at = GREATEST(EXCLUDED.updated_at, file_metadata.updated_at + interval '1 microsecond'),
+        updated_at = nexus_stamp_after(EXCLUDED.updated_at, file_metadata.updated_at),
         origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT;
     -- A new statement, so it sees a tombstone committed since the insert began.
     DELETE FROM tombstones t
@@ -104,7 +114,7 @@ BEGIN
         RETURN;
     END IF;
     UPDATE file_paths f SET virtual_path = p_new || substr(f.virtual_path, char_length(p_old) + 1),
-        updated_at = GREATEST(p_now, f.updated_at + interval '1 microsecond'),
+        updated_at = nexus_stamp_after(p_now, f.updated_at),
         origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT
      WHERE f.path_id = ANY (ids);
     GET DIAGNOSTICS n = ROW_COUNT;

@@ -355,9 +355,9 @@ pub(crate) async fn get_batch(
 
 /// A file's deletion time: the clock's (`$3`), or one microsecond after
 /// the row's last change when that is later, so that a deletion is always
-/// later than what it deleted (as the embedded store's `meta::stamp_after`;
-/// renames and metadata do the same in migration 0009).
-const DELETED_AT: &str = "GREATEST($3, updated_at + interval '1 microsecond')";
+/// later than what it deleted (`nexus_stamp_after`, migration 0009, as the
+/// embedded store's `meta::stamp_after`).
+const DELETED_AT: &str = "nexus_stamp_after($3, updated_at)";
 
 pub(crate) async fn delete(
     inner: &Inner,
@@ -661,7 +661,7 @@ pub(crate) async fn delete_metadata(
                RETURNING m.path_id, m.updated_at), \
              t AS (INSERT INTO tombstones (table_name, key1, key2, deleted_at) \
                SELECT 'file_metadata', d.path_id::text, $3, \
-                 GREATEST($4, d.updated_at + interval '1 microsecond') FROM d \
+                 nexus_stamp_after($4, d.updated_at) FROM d \
                ON CONFLICT (table_name, key1, key2) DO UPDATE SET deleted_at = EXCLUDED.deleted_at, \
                origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT) \
              SELECT EXISTS (SELECT 1 FROM f), EXISTS (SELECT 1 FROM d)",

@@ -534,7 +534,7 @@ pub(crate) async fn free_copy_path(
 
 /// Sets [`nexus_core::CONFLICT_KEY`] on the file `path_id`, as the target's
 /// own change, stamped after the key's value or removal there (as every
-/// metadata change: migration 0009).
+/// metadata change: `nexus_stamp_after`, migration 0009).
 pub(crate) async fn mark_conflict(
     tx: &Transaction<'_>,
     path_id: Uuid,
@@ -542,10 +542,10 @@ pub(crate) async fn mark_conflict(
 ) -> Result<()> {
     tx.execute(
         "INSERT INTO file_metadata (path_id, key, value, created_at, updated_at) \
-         SELECT $1::uuid, $2::text, $3::jsonb, now(), GREATEST(now(), (SELECT t.deleted_at + interval '1 microsecond' \
+         SELECT $1::uuid, $2::text, $3::jsonb, now(), nexus_stamp_after(now(), (SELECT t.deleted_at \
            FROM tombstones t WHERE t.table_name = 'file_metadata' AND t.key1 = $1::uuid::text AND t.key2 = $2::text)) \
          ON CONFLICT (path_id, key) DO UPDATE SET value = EXCLUDED.value, \
-           updated_at = GREATEST(EXCLUDED.updated_at, file_metadata.updated_at + interval '1 microsecond'), \
+           updated_at = nexus_stamp_after(EXCLUDED.updated_at, file_metadata.updated_at), \
            origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT",
         &[&path_id, &CONFLICT_KEY, &info.to_json()],
     )
