@@ -100,4 +100,5 @@ BEGIN
 END
 $$;
 
+DROP FUNCTION nexus_set_keys(uuid[], text[], jsonb[], timestamptz);
 DROP FUNCTION nexus_stamp_after(timestamptz, timestamptz);

@@ -5,22 +5,51 @@
 -- (a store whose clock runs ahead, a file's modification time in the
 -- future) then cannot outrank the change made to it where the later change
 -- wins (change files). Deletions of files and of keys are stamped so by
--- the store's statements (pg/src/ops.rs), and a conflict copy's
--- `nexus.conflict` key by the sync's (sync/src/replicate.rs), all through
--- nexus_stamp_after.
+-- the store's statements (pg/src/ops.rs), all through nexus_stamp_after;
+-- a key is set only by nexus_set_keys (nexus_set_metadata, and a conflict
+-- copy's `nexus.conflict` key: sync/src/replicate.rs).
 
 -- The time to stamp a change made at p_now to a state stamped p_after
 -- (NULL: none): p_now, or one microsecond after p_after when that is later.
 CREATE FUNCTION nexus_stamp_after(p_now timestamptz, p_after timestamptz)
 RETURNS timestamptz
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+-- STABLE, as timestamptz + interval is (so that it inlines).
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT GREATEST(p_now, p_after + interval '1 microsecond')
+$$;
+
+-- Keys of files by id (entries i: p_ids[i], p_keys[i], p_values[i]; a
+-- later entry for the same file and key wins), as this database's own
+-- change: each stamped after the key's value or removal, which it clears.
+-- The one way a key is set here: nexus_set_metadata (by path) and a sync's
+-- conflict copy (by id, the file not yet live) call it.
+CREATE FUNCTION nexus_set_keys(p_ids uuid[], p_keys text[], p_values jsonb[], p_now timestamptz)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO file_metadata (path_id, key, value, created_at, updated_at)
+    SELECT DISTINCT ON (e.id, e.k) e.id, e.k, e.v, p_now, p_now
+      FROM unnest(p_ids, p_keys, p_values) WITH ORDINALITY AS e (id, k, v, n)
+     ORDER BY e.id, e.k, e.n DESC
+    ON CONFLICT (path_id, key) DO UPDATE SET value = EXCLUDED.value,
+        updated_at = nexus_stamp_after(EXCLUDED.updated_at, file_metadata.updated_at),
+        origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT;
+    -- A new statement, so it sees a removal committed since the insert
+    -- began; a value set again is stamped after the removal it undoes.
+    WITH gone AS (
+        DELETE FROM tombstones t USING unnest(p_ids, p_keys) AS e (id, k)
+         WHERE t.table_name = 'file_metadata' AND t.key1 = e.id::text AND t.key2 = e.k
+        RETURNING t.key1, t.key2, t.deleted_at)
+    UPDATE file_metadata m SET updated_at = nexus_stamp_after(m.updated_at, g.deleted_at)
+      FROM gone g
+     WHERE m.path_id = g.key1::uuid AND m.key = g.key2 AND m.updated_at <= g.deleted_at;
+END
 $$;
 
 -- Metadata for several files (entries i: p_paths[i], p_keys[i],
 -- p_values[i]; a later entry for the same file and key wins). All or
 -- nothing: returns the first path with no live file (and writes nothing),
--- or NULL when every entry was written.
+-- or NULL when every entry was written (by nexus_set_keys).
 CREATE OR REPLACE FUNCTION nexus_set_metadata(
     p_tenant text, p_paths text[], p_keys text[], p_values jsonb[], p_now timestamptz)
 RETURNS text
@@ -42,24 +71,12 @@ BEGIN
     IF missing IS NOT NULL THEN
         RETURN missing;
     END IF;
-    INSERT INTO file_metadata (path_id, key, value, created_at, updated_at)
-    SELECT DISTINCT ON (l.id, e.k) l.id, e.k, e.v, s.at, s.at
-      FROM unnest(p_paths, p_keys, p_values) WITH ORDINALITY AS e (p, k, v, n)
-      JOIN unnest(locked_paths, locked_ids) AS l (p, id) ON l.p = e.p
-      -- After the key's removal, when it has one.
-      CROSS JOIN LATERAL (SELECT nexus_stamp_after(p_now, (SELECT t.deleted_at
-              FROM tombstones t WHERE t.table_name = 'file_metadata'
-               AND t.key1 = l.id::text AND t.key2 = e.k)) AS at) AS s
-     ORDER BY l.id, e.k, e.n DESC
-    -- After the key's value, when it has one.
-    ON CONFLICT (path_id, key) DO UPDATE SET value = EXCLUDED.value,
-        updated_at = nexus_stamp_after(EXCLUDED.updated_at, file_metadata.updated_at),
-        origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT;
-    -- A new statement, so it sees a tombstone committed since the insert began.
-    DELETE FROM tombstones t
-     USING unnest(p_paths, p_keys) AS e (p, k)
-      JOIN unnest(locked_paths, locked_ids) AS l (p, id) ON l.p = e.p
-     WHERE t.table_name = 'file_metadata' AND t.key1 = l.id::text AND t.key2 = e.k;
+    -- Each entry's file id, in the entries' order.
+    PERFORM nexus_set_keys(
+        ARRAY(SELECT l.id FROM unnest(p_paths) WITH ORDINALITY AS e (p, n)
+                JOIN unnest(locked_paths, locked_ids) AS l (p, id) ON l.p = e.p
+               ORDER BY e.n),
+        p_keys, p_values, p_now);
     RETURN NULL;
 END
 $$;

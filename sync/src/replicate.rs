@@ -533,27 +533,16 @@ pub(crate) async fn free_copy_path(
 }
 
 /// Sets [`nexus_core::CONFLICT_KEY`] on the file `path_id`, as the target's
-/// own change, stamped after the key's value or removal there (as every
-/// metadata change: `nexus_stamp_after`, migration 0009).
+/// own change (`nexus_set_keys`, migration 0009: stamped after the key's
+/// value or removal there, which it clears).
 pub(crate) async fn mark_conflict(
     tx: &Transaction<'_>,
     path_id: Uuid,
     info: &ConflictInfo,
 ) -> Result<()> {
     tx.execute(
-        "INSERT INTO file_metadata (path_id, key, value, created_at, updated_at) \
-         SELECT $1::uuid, $2::text, $3::jsonb, now(), nexus_stamp_after(now(), (SELECT t.deleted_at \
-           FROM tombstones t WHERE t.table_name = 'file_metadata' AND t.key1 = $1::uuid::text AND t.key2 = $2::text)) \
-         ON CONFLICT (path_id, key) DO UPDATE SET value = EXCLUDED.value, \
-           updated_at = nexus_stamp_after(EXCLUDED.updated_at, file_metadata.updated_at), \
-           origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT",
+        "SELECT nexus_set_keys(ARRAY[$1::uuid], ARRAY[$2::text], ARRAY[$3::jsonb], now())",
         &[&path_id, &CONFLICT_KEY, &info.to_json()],
-    )
-    .await
-    .map_err(Error::pg("marking a conflict copy"))?;
-    tx.execute(
-        "DELETE FROM tombstones WHERE table_name = 'file_metadata' AND key1 = $1 AND key2 = $2",
-        &[&path_id.to_string(), &CONFLICT_KEY],
     )
     .await
     .map_err(Error::pg("marking a conflict copy"))?;

@@ -13,6 +13,8 @@ async fn schema(client: &tokio_postgres::Client) -> Vec<String> {
         "SELECT indexname || ' ' || indexdef FROM pg_indexes WHERE schemaname = current_schema() ORDER BY 1",
         "SELECT conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint \
          WHERE connamespace = current_schema()::regnamespace ORDER BY 1",
+        "SELECT 'function ' || pg_get_functiondef(oid) FROM pg_proc \
+         WHERE pronamespace = current_schema()::regnamespace ORDER BY 1",
     ] {
         for r in client.query(sql, &[]).await.unwrap() {
             out.push(r.get(0));
@@ -44,6 +46,30 @@ async fn up_down_to_base_up_again_gives_identical_schema() {
             "missing {needle:?} in {at_head:#?}"
         );
     }
+    // Each down migration gives back the schema its up migration found
+    // (tables, indexes, constraints and functions).
+    let mut stepwise = Vec::new();
+    m.down(&mut PgDriver::new(&mut client), 0).await.unwrap();
+    for v in 0..=m.head() {
+        m.up(&mut PgDriver::new(&mut client), Some(v))
+            .await
+            .unwrap();
+        stepwise.push(schema(&client).await);
+    }
+    assert_eq!(stepwise.last(), Some(&at_head));
+    for v in (0..m.head()).rev() {
+        assert_eq!(
+            m.down(&mut PgDriver::new(&mut client), v).await.unwrap(),
+            [v + 1]
+        );
+        assert_eq!(
+            schema(&client).await,
+            stepwise[v as usize],
+            "down from version {} to {v}",
+            v + 1
+        );
+    }
+    m.up(&mut PgDriver::new(&mut client), None).await.unwrap();
     let reverted = m.down(&mut PgDriver::new(&mut client), 0).await.unwrap();
     assert_eq!(reverted, (1..=m.head()).rev().collect::<Vec<_>>());
     let at_base = schema(&client).await;
