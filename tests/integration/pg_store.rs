@@ -190,6 +190,58 @@ fn a_chunk_added_back_during_its_removal_has_no_tombstone() {
     );
 }
 
+/// A metadata value set while a removal of the key commits (the set waits
+/// for the removed row): the value is live again, its removal gone, and
+/// it is stamped after that removal even though the removal's time is
+/// ahead of the clock (a change is stamped after the state it changes).
+#[test]
+fn a_key_set_during_its_removal_is_stamped_after_it() {
+    let f = pollster::block_on(PgFixture::new());
+    let s = f.dyn_store();
+    pollster::block_on(async {
+        s.put(NewFile::new("/f", "l", "p", 0)).await.unwrap();
+        s.set_metadata("/f", "k", &serde_json::json!(1))
+            .await
+            .unwrap();
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A removal, as delete_metadata does it, held open, stamped ahead.
+    let remover = rt.block_on(async {
+        let c = nexus_tests::pg::connect(f.url()).await;
+        c.batch_execute(
+            "BEGIN; DELETE FROM file_metadata WHERE key = 'k'; \
+             INSERT INTO tombstones (table_name, key1, key2, deleted_at) \
+             SELECT 'file_metadata', path_id::text, 'k', '2999-01-01Z' FROM file_paths \
+             WHERE virtual_path = '/f'",
+        )
+        .await
+        .unwrap();
+        c
+    });
+    std::thread::scope(|scope| {
+        let setter =
+            scope.spawn(|| pollster::block_on(s.set_metadata("/f", "k", &serde_json::json!(2))));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(!setter.is_finished(), "the set waits for the removal");
+        rt.block_on(remover.batch_execute("COMMIT")).unwrap();
+        setter.join().unwrap().unwrap();
+    });
+    let rows = pollster::block_on(s.debug_query(
+        "SELECT (SELECT count(*) FROM tombstones WHERE table_name = 'file_metadata'), \
+         (SELECT count(*) FROM file_metadata WHERE key = 'k' AND value = '2' \
+           AND updated_at > '2999-01-01Z')",
+    ))
+    .unwrap();
+    assert_eq!(
+        (rows[0][0].as_deref(), rows[0][1].as_deref()),
+        (Some("0"), Some("1")),
+        "the removal is gone and the value stamped after it"
+    );
+}
+
 /// A feed position beyond anything this server handed out (the database
 /// was restored, or failed over to a standby that lost transactions) is
 /// refused by name instead of read as "nothing new".
