@@ -68,11 +68,7 @@ const RECORD_FIELDS: [&str; 10] = [
 fn init_creates_default_database_in_current_folder() {
     let env = Env::new();
     let out = env.ok(&["init"]);
-    let head = nexus_migrations::Dialect::Sqlite
-        .migrations()
-        .last()
-        .unwrap()
-        .version;
+    let head = nexus_migrations::Migrator::new(nexus_migrations::Dialect::Sqlite).head();
     assert!(out.contains(&format!("schema version {head}")), "{out}");
     assert!(env.db().exists());
     let other = env.dir.path().join("elsewhere.db");
