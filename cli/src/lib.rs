@@ -7,7 +7,7 @@ mod output;
 mod scan;
 mod sync_cmd;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -736,7 +736,11 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             out.record(&record)?;
         }
         Command::Scan { dir, prefix } => {
-            let summary = scan::scan(&store, dir, prefix.as_deref(), !cli.json).await?;
+            let own = match &opened {
+                Opened::Embedded(s) => scan::own_files(Path::new(s.location())),
+                Opened::Postgres(_) => Vec::new(),
+            };
+            let summary = scan::scan(&store, dir, prefix.as_deref(), !cli.json, &own).await?;
             out.value(
                 &serde_json::to_value(&summary).expect("serializable"),
                 || summary.to_string(),

@@ -80,11 +80,28 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// The files of an embedded store at `db` (the database, its WAL and its
+/// shared-memory file), as absolute paths without symbolic links, which a
+/// scan of a folder holding them leaves out: they are the store, not
+/// files of the folder, and change with every write.
+pub fn own_files(db: &Path) -> Vec<PathBuf> {
+    let Ok(db) = db.canonicalize() else {
+        return Vec::new();
+    };
+    let with = |suffix: &str| {
+        let mut p = db.clone().into_os_string();
+        p.push(suffix);
+        PathBuf::from(p)
+    };
+    vec![with("-wal"), with("-shm"), db]
+}
+
 pub async fn scan(
     store: &DynStore,
     dir: &Path,
     prefix: Option<&str>,
     progress: bool,
+    own: &[PathBuf],
 ) -> Result<Summary, Failure> {
     let started = Instant::now();
     if !dir.is_dir() {
@@ -93,6 +110,8 @@ pub async fn scan(
             dir.display()
         )));
     }
+    // `dir` without symbolic links, to tell the store's own files.
+    let real_dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     let prefix = match prefix {
         Some(p) => p.to_string(),
         None => default_prefix(dir)?,
@@ -128,6 +147,9 @@ pub async fn scan(
             continue;
         }
         let rel = entry.path().strip_prefix(dir).expect("below the root");
+        if !own.is_empty() && own.contains(&real_dir.join(rel)) {
+            continue;
+        }
         let Some(rel) = rel.to_str() else {
             warn(format_args!(
                 "skipping {}: the name is not UTF-8",

@@ -357,6 +357,57 @@ fn scan_records_a_folder_and_rescan_touches_only_changes() {
     assert!(env.json(&["get", "/sub/b.json"])["size"] == 2);
 }
 
+/// A scan of the folder that holds the store (`nexus scan .` beside
+/// `./nexus.db`) leaves the store's own files out: the database, its WAL
+/// and shared-memory files are not files of the folder, and change with
+/// every write. Records a scan made of them before are removed.
+#[test]
+fn scan_leaves_the_stores_own_files_out() {
+    let env = Env::new();
+    write(&env.dir.path().join("notes/a.txt"), "a");
+    write(&env.dir.path().join("nexus.db.txt"), "not the store");
+    // A record of the store's file, as an older scan made it.
+    env.ok(&[
+        "put",
+        "/here/nexus.db",
+        "--backend",
+        "local",
+        "--physical",
+        "p",
+        "--size",
+        "1",
+    ]);
+    assert!(env.db().exists());
+    let s = env.json(&["scan", ".", "--prefix", "/here"]);
+    assert_eq!(
+        (
+            s["added"].as_u64(),
+            s["removed"].as_u64(),
+            s["skipped"].as_u64()
+        ),
+        (Some(2), Some(1), Some(0)),
+        "{s}"
+    );
+    let listed: Vec<String> = env.json(&["ls", "-r", "/"])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, ["/here/nexus.db.txt", "/here/notes/a.txt"]);
+    // The same store named through a path with `..` in it.
+    let other = env.dir.path().join("notes/../nexus.db");
+    let s = env.json(&[
+        "--db",
+        other.to_str().unwrap(),
+        "scan",
+        ".",
+        "--prefix",
+        "/here",
+    ]);
+    assert_eq!(s["unchanged"].as_u64(), Some(2), "{s}");
+}
+
 #[cfg(unix)]
 #[test]
 fn scan_reports_and_skips_non_utf8_names() {
