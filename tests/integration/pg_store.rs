@@ -142,6 +142,35 @@ fn concurrent_renames_to_one_destination_do_not_merge() {
     });
 }
 
+/// Runs `call` on a thread of its own while a transaction of another
+/// connection that ran `statements` is open: checks that `call` waits for
+/// it (`waits`), commits it, and returns what `call` returned.
+fn while_held_open<T: Send>(
+    url: &str,
+    statements: &str,
+    waits: &str,
+    call: impl FnOnce() -> T + Send,
+) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let holder = rt.block_on(async {
+        let c = nexus_tests::pg::connect(url).await;
+        c.batch_execute(&format!("BEGIN; {statements}"))
+            .await
+            .unwrap();
+        c
+    });
+    std::thread::scope(|scope| {
+        let caller = scope.spawn(call);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(!caller.is_finished(), "{waits}");
+        rt.block_on(holder.batch_execute("COMMIT")).unwrap();
+        caller.join().unwrap()
+    })
+}
+
 /// A chunk reference added while a removal of the chunk commits: the chunk
 /// is live again and its tombstone gone (a key has a live row or a
 /// tombstone, never both).
@@ -155,30 +184,17 @@ fn a_chunk_added_back_during_its_removal_has_no_tombstone() {
             .await
             .unwrap();
     });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     // The removal, as remove_chunk does it, held open.
-    let remover = rt.block_on(async {
-        let c = nexus_tests::pg::connect(f.url()).await;
-        c.batch_execute(
-            "BEGIN; DELETE FROM content_chunks WHERE tenant_id = 'default' AND content_hash = 'h1'; \
-             INSERT INTO tombstones (table_name, key1, key2, deleted_at) \
-             VALUES ('content_chunks', 'default', 'h1', now())",
-        )
-        .await
-        .unwrap();
-        c
-    });
-    std::thread::scope(|scope| {
-        let adder = scope.spawn(|| pollster::block_on(s.add_chunk_ref("h1", 5, "store/h1")));
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        assert!(!adder.is_finished(), "the add waits for the removal");
-        rt.block_on(remover.batch_execute("COMMIT")).unwrap();
-        let chunk = adder.join().unwrap().unwrap();
-        assert_eq!(chunk.ref_count, 1);
-    });
+    let chunk = while_held_open(
+        f.url(),
+        "DELETE FROM content_chunks WHERE tenant_id = 'default' AND content_hash = 'h1'; \
+         INSERT INTO tombstones (table_name, key1, key2, deleted_at) \
+         VALUES ('content_chunks', 'default', 'h1', now())",
+        "the add waits for the removal",
+        || pollster::block_on(s.add_chunk_ref("h1", 5, "store/h1")),
+    )
+    .unwrap();
+    assert_eq!(chunk.ref_count, 1);
     let tombstones = pollster::block_on(s.debug_query(
         "SELECT count(*) FROM tombstones WHERE table_name = 'content_chunks' AND key2 = 'h1'",
     ))
@@ -204,31 +220,17 @@ fn a_key_set_during_its_removal_is_stamped_after_it() {
             .await
             .unwrap();
     });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     // A removal, as delete_metadata does it, held open, stamped ahead.
-    let remover = rt.block_on(async {
-        let c = nexus_tests::pg::connect(f.url()).await;
-        c.batch_execute(
-            "BEGIN; DELETE FROM file_metadata WHERE key = 'k'; \
-             INSERT INTO tombstones (table_name, key1, key2, deleted_at) \
-             SELECT 'file_metadata', path_id::text, 'k', '2999-01-01Z' FROM file_paths \
-             WHERE virtual_path = '/f'",
-        )
-        .await
-        .unwrap();
-        c
-    });
-    std::thread::scope(|scope| {
-        let setter =
-            scope.spawn(|| pollster::block_on(s.set_metadata("/f", "k", &serde_json::json!(2))));
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        assert!(!setter.is_finished(), "the set waits for the removal");
-        rt.block_on(remover.batch_execute("COMMIT")).unwrap();
-        setter.join().unwrap().unwrap();
-    });
+    while_held_open(
+        f.url(),
+        "DELETE FROM file_metadata WHERE key = 'k'; \
+         INSERT INTO tombstones (table_name, key1, key2, deleted_at) \
+         SELECT 'file_metadata', path_id::text, 'k', '2999-01-01Z' FROM file_paths \
+         WHERE virtual_path = '/f'",
+        "the set waits for the removal",
+        || pollster::block_on(s.set_metadata("/f", "k", &serde_json::json!(2))),
+    )
+    .unwrap();
     let rows = pollster::block_on(s.debug_query(
         "SELECT (SELECT count(*) FROM tombstones WHERE table_name = 'file_metadata'), \
          (SELECT count(*) FROM file_metadata WHERE key = 'k' AND value = '2' \
