@@ -10,7 +10,7 @@
 //! exactly once per source, in one write transaction (`nexus-sync` applies
 //! the same files to PostgreSQL).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -25,8 +25,8 @@ use crate::tables::{
 };
 use crate::validate::{validate_name, validate_path};
 use crate::{
-    CONFLICT_KEY, Changes, ConflictCopy, ConflictInfo, ConflictReason, FilePlan, FileSide,
-    MAX_PATH_BYTES, VersionMeeting,
+    CONFLICT_KEY, Changes, Clash, ConflictCopy, ConflictInfo, ConflictReason, FilePlan, FileSide,
+    MAX_PATH_BYTES, VersionsMet,
 };
 
 /// The value of the `format` field of every change file.
@@ -655,23 +655,27 @@ pub(crate) fn apply_rows(
     // the file too); this store's file keeps its row. (A pull takes
     // PostgreSQL's rows, which settled such conflicts on push.)
     let (with_copies, trimmed);
-    let (c, content, superseded) = match unpushed {
+    let (c, content, met) = match unpushed {
         None => {
-            let v = diverged_files(e, c)?;
-            let c = if v.staying.is_empty() {
+            let mut met = versions_met(e, c)?;
+            // A file whose row the change file lacks: its clash is the
+            // error its versions meet below.
+            let rows: HashSet<&str> = c.files.iter().map(|f| f.path_id.as_str()).collect();
+            met.diverged.retain(|p| rows.contains(p.as_str()));
+            let c = if met.staying.is_empty() {
                 c
             } else {
-                trimmed = without_staying(c, &v.staying);
+                trimmed = without_staying(c, &met);
                 &trimmed
             };
-            if v.diverged.is_empty() {
-                (c, HashSet::new(), v.superseded)
+            if met.diverged.is_empty() {
+                (c, HashSet::new(), met)
             } else {
-                with_copies = as_content_copies(e, c, &v.diverged)?;
-                (&with_copies.0, with_copies.1, v.superseded)
+                with_copies = as_content_copies(e, c, &met.diverged)?;
+                (&with_copies.0, with_copies.1, met)
             }
         }
-        Some(_) => (c, HashSet::new(), HashSet::new()),
+        Some(_) => (c, HashSet::new(), VersionsMet::default()),
     };
     if let Some(u) = unpushed {
         for r in &c.files {
@@ -789,7 +793,7 @@ pub(crate) fn apply_rows(
         // versions the row's writer lacked) is settled by the conflict
         // rule; a pull takes PostgreSQL's rows, which settled it on push.
         let r = match unpushed {
-            None => match settle_arriving(e, r, content.contains(&r.path_id), &superseded)? {
+            None => match settle_arriving(e, r, content.contains(&r.path_id), &met)? {
                 Some(r) => r,
                 None => continue,
             },
@@ -989,27 +993,26 @@ pub(crate) fn apply_rows(
 }
 
 /// The row that a change file's row `r` of a file leaves here, by
-/// [`crate::plan_file`] (a change file says nothing of what its writer had
+/// [`VersionsMet::plan`] (a change file says nothing of what its writer had
 /// seen here: versions tell, then times): the arriving row, at its own path or at
 /// the one here; this store's row, moved to the arriving path; or none
-/// (this store's row stays as it is). `diverged`: `r` is already a content
-/// copy's row (see [`as_content_copies`]). A row here whose current version
-/// the change file moves away (`superseded`) is no row to settle with.
+/// (this store's row stays as it is, or `r` stays out). `diverged`: `r` is
+/// already a content copy's row (see [`as_content_copies`]).
 fn settle_arriving<'r>(
     e: &mut Engine,
     r: &'r FileRow,
     diverged: bool,
-    superseded: &HashSet<(String, i64)>,
+    met: &VersionsMet<String>,
 ) -> Result<Option<std::borrow::Cow<'r, FileRow>>> {
     use std::borrow::Cow;
-    let here = match diverged {
-        true => None,
-        false => e.query_one(
-            sqlite::select_by_key(&FILE_PATHS),
-            &[text(&r.path_id)],
-            |row| FileRow::read(&mut RowCells::new(row)),
-        )?,
-    };
+    if diverged {
+        return Ok(Some(Cow::Borrowed(r)));
+    }
+    let here = e.query_one(
+        sqlite::select_by_key(&FILE_PATHS),
+        &[text(&r.path_id)],
+        |row| FileRow::read(&mut RowCells::new(row)),
+    )?;
     fn side(f: &FileRow) -> FileSide<'_> {
         FileSide {
             // A file hidden until its path is free (a pull cut between
@@ -1022,21 +1025,20 @@ fn settle_arriving<'r>(
     }
     // An embedded store keeps no origin per row; `Seen::Unknown` does not
     // look at it, nor at the position.
-    let here = here.filter(|h| !superseded.contains(&(h.path_id.clone(), h.current_version)));
     let here_row = here.as_ref().map(|h| crate::HereRow {
         change_seq: h.change_seq,
         origin: None,
         file: side(h),
     });
-    let plan = crate::plan_file(side(r), here_row, diverged, "", crate::Seen::Unknown);
+    let plan = met.plan(&r.path_id, side(r), here_row, "", crate::Seen::Unknown);
     Ok(match plan {
-        FilePlan::Apply | FilePlan::Copy => Some(Cow::Borrowed(r)),
-        FilePlan::ApplyAt(path) => Some(Cow::Owned(FileRow {
+        None | Some(FilePlan::Keep) => None,
+        Some(FilePlan::Apply | FilePlan::Copy) => Some(Cow::Borrowed(r)),
+        Some(FilePlan::ApplyAt(path)) => Some(Cow::Owned(FileRow {
             virtual_path: path,
             ..r.clone()
         })),
-        FilePlan::Keep => None,
-        FilePlan::KeepAt(path) => here.map(|h| {
+        Some(FilePlan::KeepAt(path)) => here.map(|h| {
             Cow::Owned(FileRow {
                 virtual_path: path,
                 ..h
@@ -1152,28 +1154,13 @@ fn make_copy(
     Ok(info.into_copy(tenant.to_string(), copy, path_id.to_string()))
 }
 
-/// How the versions of a change file meet the versions here (see
-/// [`diverged_files`]).
-#[derive(Default)]
-struct Versions {
-    /// Files both stores made new versions of.
-    diverged: HashSet<String>,
-    /// Versions that stay where this store has them.
-    staying: Vec<VersionRow>,
-    /// (file, number) whose version here the change file moves to another
-    /// file, putting its own in that number's place.
-    superseded: HashSet<(String, i64)>,
-}
-
-/// The files of `c` (with their row in it) whose new versions collide with
-/// other versions of the same file here that `c` does not carry: both
-/// stores made new versions of the file; and the versions of `c` that
-/// collide so but that this store holds already, in another file: it met
-/// them before and moved them to a conflict copy, where they stay.
-fn diverged_files(e: &mut Engine, c: &Changes) -> Result<Versions> {
-    let rows: HashSet<&str> = c.files.iter().map(|f| f.path_id.as_str()).collect();
-    let carried: HashSet<&str> = c.versions.iter().map(|v| v.version_id.as_str()).collect();
-    let mut out = Versions::default();
+/// How the versions of a change file meet the versions here, by
+/// [`crate::meet_versions`]: the clashes (another version holds an
+/// arriving version's number of its file here), and which clashing
+/// versions this store holds already, in another file.
+fn versions_met(e: &mut Engine, c: &Changes) -> Result<VersionsMet<String>> {
+    let mut clashes = Vec::new();
+    let mut known = HashSet::new();
     for v in &c.versions {
         let other = e.query_one(
             "SELECT version_id FROM version_history WHERE path_id = ?1 AND version_number = ?2 \
@@ -1181,46 +1168,40 @@ fn diverged_files(e: &mut Engine, c: &Changes) -> Result<Versions> {
             &[text(&v.path_id), int(v.version_number), text(&v.version_id)],
             |r| r.text(0),
         )?;
-        let Some(other) = other else {
+        let Some(here) = other else {
             continue;
         };
-        let known = has_version(e, &v.version_id)?;
-        match crate::meet_version(carried.contains(other.as_str()), known) {
-            VersionMeeting::Supersedes => {
-                out.superseded.insert((v.path_id.clone(), v.version_number));
-            }
-            VersionMeeting::Stays { with_other } => {
-                out.staying.push(v.clone());
-                if with_other {
-                    out.staying
-                        .extend(c.versions.iter().find(|x| x.version_id == other).cloned());
-                }
-            }
-            VersionMeeting::Diverges => {
-                if rows.contains(v.path_id.as_str()) {
-                    out.diverged.insert(v.path_id.clone());
-                }
-            }
+        if has_version(e, &v.version_id)? {
+            known.insert(v.version_id.clone());
         }
+        clashes.push(Clash {
+            version: v.version_id.clone(),
+            file: v.path_id.clone(),
+            number: v.version_number,
+            here,
+        });
     }
-    Ok(out)
+    let carried: HashMap<String, Option<(String, i64)>> = c
+        .versions
+        .iter()
+        .map(|v| {
+            let at = (v.path_id.clone(), v.version_number);
+            (v.version_id.clone(), Some(at))
+        })
+        .collect();
+    Ok(crate::meet_versions(&clashes, &carried, &known))
 }
 
-/// `c` without the versions that stay where this store has them (see
-/// [`diverged_files`]), and without the row of a file whose current version
-/// is one of them: that content is already here, in the copy, and the
-/// file keeps its row (the rule [`crate::FilePlan::Keep`]).
-fn without_staying(c: &Changes, staying: &[VersionRow]) -> Changes {
-    let ids: HashSet<&str> = staying.iter().map(|v| v.version_id.as_str()).collect();
-    let at: HashSet<(&str, i64)> = staying
-        .iter()
-        .map(|v| (v.path_id.as_str(), v.version_number))
-        .collect();
+/// `c` without the versions that stay where this store has them, and
+/// without the row of a file whose current version is one of them: that
+/// content is already here, in the copy, and the file keeps its row (see
+/// [`VersionsMet::stale`]).
+fn without_staying(c: &Changes, met: &VersionsMet<String>) -> Changes {
     let mut out = c.clone();
     out.versions
-        .retain(|v| !ids.contains(v.version_id.as_str()));
+        .retain(|v| !met.staying.contains(&v.version_id));
     out.files
-        .retain(|f| !at.contains(&(f.path_id.as_str(), f.current_version)));
+        .retain(|f| !met.stale.contains(&(f.path_id.clone(), f.current_version)));
     out
 }
 
@@ -1232,8 +1213,7 @@ fn as_content_copies(
     c: &Changes,
     diverged: &HashSet<String>,
 ) -> Result<(Changes, HashSet<String>)> {
-    let ids: std::collections::HashMap<&str, String> =
-        diverged.iter().map(|p| (p.as_str(), e.new_id())).collect();
+    let ids: HashMap<&str, String> = diverged.iter().map(|p| (p.as_str(), e.new_id())).collect();
     let mut out = c.clone();
     for f in &mut out.files {
         if let Some(id) = ids.get(f.path_id.as_str()) {

@@ -8,6 +8,9 @@
 //! which source and when. Nothing is lost: the copy holds the losing side's
 //! content and metadata.
 
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+
 use serde::{Deserialize, Serialize};
 
 use crate::Timestamp;
@@ -240,6 +243,111 @@ pub fn meet_version(carried: bool, known: bool) -> VersionMeeting {
         (true, false) => VersionMeeting::Supersedes,
         (with_other, true) => VersionMeeting::Stays { with_other },
         (false, false) => VersionMeeting::Diverges,
+    }
+}
+
+/// An arriving version whose number of its file another version holds
+/// here: what [`meet_versions`] is given, read by each side in its own SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clash<Id> {
+    /// The arriving version.
+    pub version: Id,
+    /// Its file.
+    pub file: Id,
+    /// Its number.
+    pub number: i64,
+    /// The version here that holds that number of the file.
+    pub here: Id,
+}
+
+/// How the arriving versions met the versions here ([`meet_versions`]):
+/// what an embedded import and PostgreSQL's apply take out of the arriving
+/// rows before they plan the files ([`VersionsMet::plan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionsMet<Id: Eq + Hash> {
+    /// Files both sides made new versions of: the arriving file becomes a
+    /// conflict copy.
+    pub diverged: HashSet<Id>,
+    /// Arriving versions that stay where this side has them: left out.
+    pub staying: HashSet<Id>,
+    /// (file, number) of a staying version: an arriving row of that file
+    /// whose current version it is stays out (its content is here already).
+    pub stale: HashSet<(Id, i64)>,
+    /// (file, number) whose version here the arriving rows move to another
+    /// file: the row here, whose current version it may be, is no row to
+    /// settle with.
+    pub superseded: HashSet<(Id, i64)>,
+    /// The versions here that the arriving rows move: they move first, to
+    /// free their numbers.
+    pub vacating: HashSet<Id>,
+}
+
+impl<Id: Eq + Hash> Default for VersionsMet<Id> {
+    fn default() -> Self {
+        VersionsMet {
+            diverged: HashSet::new(),
+            staying: HashSet::new(),
+            stale: HashSet::new(),
+            superseded: HashSet::new(),
+            vacating: HashSet::new(),
+        }
+    }
+}
+
+/// The rule of [`meet_version`] over every clash of the arriving rows.
+/// `carried`: the versions the arriving rows carry, each with its file and
+/// number where the rows at hand hold it (`None`: carried by rows applied
+/// separately, such as an earlier window of the same push); `known`: which
+/// of the clashing arriving versions this side holds already (in any file).
+pub fn meet_versions<Id: Clone + Eq + Hash>(
+    clashes: &[Clash<Id>],
+    carried: &HashMap<Id, Option<(Id, i64)>>,
+    known: &HashSet<Id>,
+) -> VersionsMet<Id> {
+    let mut met = VersionsMet::default();
+    for c in clashes {
+        match meet_version(carried.contains_key(&c.here), known.contains(&c.version)) {
+            VersionMeeting::Supersedes => {
+                met.vacating.insert(c.here.clone());
+                met.superseded.insert((c.file.clone(), c.number));
+            }
+            VersionMeeting::Stays { with_other } => {
+                met.staying.insert(c.version.clone());
+                met.stale.insert((c.file.clone(), c.number));
+                if with_other {
+                    met.staying.insert(c.here.clone());
+                    if let Some(Some(at)) = carried.get(&c.here) {
+                        met.stale.insert(at.clone());
+                    }
+                }
+            }
+            VersionMeeting::Diverges => {
+                met.diverged.insert(c.file.clone());
+            }
+        }
+    }
+    met
+}
+
+impl<Id: Clone + Eq + Hash> VersionsMet<Id> {
+    /// Plans the arriving row of file `file` by [`plan_file`], against the
+    /// row here unless the arriving rows supersede its current version;
+    /// `None`: the row stays out (its current version stays where this
+    /// side has it, see [`VersionsMet::stale`]).
+    pub fn plan<'a>(
+        &self,
+        file: &Id,
+        arriving: FileSide<'a>,
+        here: Option<HereRow<'a>>,
+        source: &str,
+        seen: Seen,
+    ) -> Option<FilePlan> {
+        if self.stale.contains(&(file.clone(), arriving.version)) {
+            return None;
+        }
+        let here = here.filter(|h| !self.superseded.contains(&(file.clone(), h.file.version)));
+        let diverged = self.diverged.contains(file);
+        Some(plan_file(arriving, here, diverged, source, seen))
     }
 }
 
@@ -548,6 +656,89 @@ mod tests {
             conflict_path("/v1.2/README", at(), src, 2),
             "/v1.2/README.sync-conflict-20261201-070509-01234567-2"
         );
+    }
+
+    #[test]
+    fn versions_meet_by_what_is_carried_and_known() {
+        let clash = |version: &'static str, file: &'static str, number, here: &'static str| Clash {
+            version,
+            file,
+            number,
+            here,
+        };
+        // Arriving: f1 v2 "a2" (its v2 here is "h2", not carried: both
+        // sides made v2, diverged); f2 v3 "b3" over "h3" that the rows
+        // carry to a copy "c" at number 1 (supersedes); f3 v4 "k4" that
+        // this side holds already (stays), over "m" that the rows carry to
+        // "g" at number 7 (stays too, with its file's row there).
+        let carried: HashMap<&str, Option<(&str, i64)>> = [
+            ("a2", Some(("f1", 2))),
+            ("b3", Some(("f2", 3))),
+            ("h3", Some(("c", 1))),
+            ("k4", Some(("f3", 4))),
+            ("m", Some(("g", 7))),
+            ("w", None),
+        ]
+        .into_iter()
+        .collect();
+        let known: HashSet<&str> = ["k4"].into_iter().collect();
+        let met = meet_versions(
+            &[
+                clash("a2", "f1", 2, "h2"),
+                clash("b3", "f2", 3, "h3"),
+                clash("k4", "f3", 4, "m"),
+            ],
+            &carried,
+            &known,
+        );
+        assert_eq!(met.diverged, ["f1"].into_iter().collect());
+        assert_eq!(met.superseded, [("f2", 3)].into_iter().collect());
+        assert_eq!(met.vacating, ["h3"].into_iter().collect());
+        assert_eq!(met.staying, ["k4", "m"].into_iter().collect());
+        assert_eq!(met.stale, [("f3", 4), ("g", 7)].into_iter().collect());
+        // A clash with a version carried by rows applied separately (an
+        // earlier window) supersedes too, with no file row to leave out.
+        let met = meet_versions(&[clash("b3", "f2", 3, "w")], &carried, &HashSet::new());
+        assert_eq!(met.vacating, ["w"].into_iter().collect());
+        assert!(met.stale.is_empty() && met.diverged.is_empty());
+
+        let side = |version, path| FileSide {
+            live: true,
+            version,
+            path,
+            changed_at: 0,
+        };
+        let here = |version, path| HereRow {
+            change_seq: 1,
+            origin: None,
+            file: side(version, path),
+        };
+        let met = meet_versions(
+            &[
+                clash("a2", "f1", 2, "h2"),
+                clash("b3", "f2", 3, "h3"),
+                clash("k4", "f3", 4, "m"),
+            ],
+            &carried,
+            &known,
+        );
+        let plan = |file, arriving, h| met.plan(&file, arriving, h, "s", Seen::Unknown);
+        assert_eq!(
+            plan("f1", side(2, "/a"), Some(here(2, "/a"))),
+            Some(FilePlan::Copy)
+        );
+        assert_eq!(plan("f3", side(4, "/x"), Some(here(3, "/x"))), None);
+        assert_eq!(plan("g", side(7, "/y"), None), None);
+        // The row here of f2 names the superseded version 3: no row to
+        // settle with, so the arriving row applies (it would lose to a
+        // later rename here otherwise).
+        let mut later = here(3, "/renamed");
+        later.file.changed_at = 9;
+        assert_eq!(
+            plan("f2", side(3, "/b"), Some(later)),
+            Some(FilePlan::Apply)
+        );
+        assert_eq!(plan("f9", side(3, "/b"), Some(later)), Some(FilePlan::Keep));
     }
 
     #[test]

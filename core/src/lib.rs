@@ -68,9 +68,9 @@ pub use changes::{
     VersionRow,
 };
 pub use conflict::{
-    CONFLICT_KEY, ConflictCopy, ConflictInfo, ConflictReason, FilePlan, FileSide, HereRow, KeySide,
-    SOURCE_PREFIX_CHARS, Seen, Settled, VersionMeeting, changed_unseen, conflict_path, key_arrives,
-    meet_version, plan_file, settle,
+    CONFLICT_KEY, Clash, ConflictCopy, ConflictInfo, ConflictReason, FilePlan, FileSide, HereRow,
+    KeySide, SOURCE_PREFIX_CHARS, Seen, Settled, VersionMeeting, VersionsMet, changed_unseen,
+    conflict_path, key_arrives, meet_version, meet_versions, plan_file, settle,
 };
 pub use error::{Error, ErrorKind, Result, one_line};
 pub use files::MAX_PAGE_SIZE;

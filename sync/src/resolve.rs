@@ -38,8 +38,8 @@
 use std::collections::{HashMap, HashSet};
 
 use nexus_core::{
-    ConflictCopy, ConflictInfo, ConflictReason, FilePlan, FileSide, HereRow, KeySide, Seen,
-    Timestamp, VersionMeeting, key_arrives, meet_version, plan_file,
+    Clash, ConflictCopy, ConflictInfo, ConflictReason, FilePlan, FileSide, HereRow, KeySide, Seen,
+    Timestamp, VersionsMet, key_arrives, meet_versions,
 };
 use nexus_postgres::codec::micros;
 use tokio_postgres::Transaction;
@@ -232,72 +232,57 @@ async fn resolve_files(
     // A clash with a version that the push carries too (moving it to
     // another file: a conflict copy its source made) is no divergence: that
     // version moves first and frees its number, as in an embedded import.
-    let carried: HashSet<Uuid> = vid.iter().copied().collect();
-    // Its writer had seen the target's version there: when that is the
-    // target's current version of the file, the pushed row of the file
-    // follows it (a fast-forward), unless other versions diverge.
-    let mut vacating: HashSet<Uuid> = HashSet::new();
-    let mut superseded: HashSet<(Uuid, i32)> = HashSet::new();
-    let mut diverged: HashSet<Uuid> = HashSet::new();
-    // A pushed version the target holds already in another file (it met
-    // it before and moved it to a conflict copy) stays there, as in an
-    // embedded import; a pushed row of its file whose current version it
-    // is stays out (the content is in the copy).
-    let mut stale: HashSet<(Uuid, i32)> = HashSet::new();
-    let mut staying: HashSet<Uuid> = HashSet::new();
-    if !b.versions.is_empty() {
+    // A version the target holds already in another file (it met it before
+    // and moved it to a conflict copy) stays there, as in an embedded
+    // import. The rule: `meet_versions`.
+    let mut carried: HashMap<Uuid, Option<(Uuid, i64)>> = b
+        .versions
+        .iter()
+        .map(|v| (v.version_id, Some((v.path_id, v.version_number.into()))))
+        .collect();
+    carried.extend(held.values().flatten().map(|v| (v.version_id, None)));
+    let mut met = if b.versions.is_empty() {
+        VersionsMet::default()
+    } else {
         let taken = clashes(tx, &vp, &vn, &vid[..vp.len()]).await?;
         let ids: Vec<Uuid> = taken.iter().map(|&(i, _)| vid[i]).collect();
         let known = match ids.is_empty() {
             true => HashSet::new(),
             false => versions_here(tx, &ids).await?,
         };
-        for (i, other) in taken {
-            let other = Uuid::parse_str(&other).ok();
-            let carried = other.is_some_and(|o| carried.contains(&o));
-            match meet_version(carried, known.contains(&vid[i])) {
-                VersionMeeting::Supersedes => {
-                    vacating.extend(other);
-                    superseded.insert((vp[i], vn[i]));
-                }
-                VersionMeeting::Stays { with_other } => {
-                    staying.insert(vid[i]);
-                    stale.insert((vp[i], vn[i]));
-                    if let Some(o) = other.filter(|_| with_other) {
-                        staying.insert(o);
-                        if let Some(v) = b.versions.iter().find(|v| v.version_id == o) {
-                            stale.insert((v.path_id, v.version_number));
-                        }
-                    }
-                }
-                VersionMeeting::Diverges => {
-                    diverged.insert(vp[i]);
-                }
-            }
-        }
+        let found: Vec<Clash<Uuid>> = taken
+            .into_iter()
+            .map(|(i, here)| Clash {
+                version: vid[i],
+                file: vp[i],
+                number: vn[i].into(),
+                here,
+            })
+            .collect();
+        meet_versions(&found, &carried, &known)
+    };
+    if !met.staying.is_empty() {
+        b.versions.retain(|v| !met.staying.contains(&v.version_id));
     }
-    if !staying.is_empty() {
-        b.versions.retain(|v| !staying.contains(&v.version_id));
-    }
-    if !vacating.is_empty() {
+    if !met.vacating.is_empty() {
         // One upsert statement takes the rows in order (a stable sort).
         b.versions
-            .sort_by_key(|v| !vacating.contains(&v.version_id));
+            .sort_by_key(|v| !met.vacating.contains(&v.version_id));
     }
-    diverged.extend(held.keys().copied());
-    if diverged.is_empty() && target.is_empty() && stale.is_empty() {
+    met.diverged.extend(held.keys().copied());
+    if met.diverged.is_empty() && target.is_empty() && met.stale.is_empty() {
         return Ok(Resolved::default());
     }
     // Diverged versions whose file row is not in this window wait for it.
     let in_window: HashSet<Uuid> = ids.iter().copied().collect();
     let (wait, keep): (Vec<PgVersion>, Vec<PgVersion>) = std::mem::take(&mut b.versions)
         .into_iter()
-        .partition(|v| diverged.contains(&v.path_id) && !in_window.contains(&v.path_id));
+        .partition(|v| met.diverged.contains(&v.path_id) && !in_window.contains(&v.path_id));
     b.versions = keep;
     for v in wait {
         held.entry(v.path_id).or_default().push(v);
     }
-    let known: HashSet<Uuid> = if diverged.is_empty() {
+    let known: HashSet<Uuid> = if met.diverged.is_empty() {
         HashSet::new()
     } else {
         versions_here(tx, &vid).await?
@@ -308,13 +293,7 @@ async fn resolve_files(
     let mut dropped: HashSet<Uuid> = HashSet::new();
     let mut chosen = HashSet::new();
     for f in &mut b.files {
-        if stale.contains(&(f.path_id, f.current_version)) {
-            dropped.insert(f.path_id);
-            continue;
-        }
-        let here = target.get(&f.path_id);
-        let here = here.filter(|t| !superseded.contains(&(f.path_id, t.current_version)));
-        let here = here.map(|t| HereRow {
+        let here = target.get(&f.path_id).map(|t| HereRow {
             change_seq: t.change_seq,
             origin: t.origin_id.as_deref(),
             file: FileSide {
@@ -330,7 +309,11 @@ async fn resolve_files(
             path: &f.row.virtual_path,
             changed_at: f.row.changed_at(),
         };
-        match plan_file(arriving, here, diverged.contains(&f.path_id), source, seen) {
+        let Some(plan) = met.plan(&f.path_id, arriving, here, source, seen) else {
+            dropped.insert(f.path_id);
+            continue;
+        };
+        match plan {
             FilePlan::Apply => {}
             FilePlan::ApplyAt(path) => {
                 f.row.virtual_path = path;
@@ -439,7 +422,7 @@ pub(crate) async fn none_held(tx: &Transaction<'_>, source: &str, held: &Held) -
     let n: Vec<i32> = held.iter().map(|v| v.version_number).collect();
     let id: Vec<Uuid> = held.iter().map(|v| v.version_id).collect();
     let (v, other) = match clashes(tx, &p, &n, &id).await?.into_iter().next() {
-        Some((i, other)) => (held[i], other),
+        Some((i, other)) => (held[i], other.to_string()),
         None => (held[0], "another version".to_string()),
     };
     let file = tx
@@ -486,10 +469,10 @@ async fn clashes(
     p: &[Uuid],
     n: &[i32],
     v: &[Uuid],
-) -> Result<Vec<(usize, String)>> {
+) -> Result<Vec<(usize, Uuid)>> {
     Ok(tx
         .query(
-            "SELECT u.i, h.version_id::text FROM unnest($1::uuid[], $2::int4[], $3::uuid[]) \
+            "SELECT u.i, h.version_id FROM unnest($1::uuid[], $2::int4[], $3::uuid[]) \
              WITH ORDINALITY AS u(p, n, v, i) \
              JOIN version_history h ON h.path_id = u.p AND h.version_number = u.n AND h.version_id <> u.v \
              ORDER BY u.p, u.n",
