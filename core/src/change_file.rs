@@ -25,8 +25,8 @@ use crate::tables::{
 };
 use crate::validate::{validate_name, validate_path};
 use crate::{
-    CONFLICT_KEY, Changes, Clash, ConflictCopy, ConflictInfo, ConflictReason, FilePlan, FileSide,
-    MAX_PATH_BYTES, VersionsMet,
+    CONFLICT_KEY, Changes, Clash, ConflictCopy, ConflictInfo, ConflictReason, MAX_PATH_BYTES,
+    VersionsMet,
 };
 
 /// The value of the `format` field of every change file.
@@ -649,33 +649,17 @@ pub(crate) fn apply_rows(
     unpushed: Option<&Unpushed>,
     report: &mut ImportReport,
 ) -> Result<()> {
-    // A change file: a file both stores made new versions of comes in as a
-    // new file, a conflict copy beside its path with the incoming versions
-    // this store lacks and the file's incoming metadata (which applies to
-    // the file too); this store's file keeps its row. (A pull takes
+    // A change file: its rows are decided first, by the rule PostgreSQL
+    // applies to a push too (`decide_arriving`). (A pull takes
     // PostgreSQL's rows, which settled such conflicts on push.)
-    let (with_copies, trimmed);
-    let (c, content, met) = match unpushed {
+    let decided;
+    let (c, content) = match unpushed {
         None => {
-            let mut met = versions_met(e, c)?;
-            // A file whose row the change file lacks: its clash is the
-            // error its versions meet below.
-            let rows: HashSet<&str> = c.files.iter().map(|f| f.path_id.as_str()).collect();
-            met.diverged.retain(|p| rows.contains(p.as_str()));
-            let c = if met.staying.is_empty() {
-                c
-            } else {
-                trimmed = without_staying(c, &met);
-                &trimmed
-            };
-            if met.diverged.is_empty() {
-                (c, HashSet::new(), met)
-            } else {
-                with_copies = as_content_copies(e, c, &met.diverged)?;
-                (&with_copies.0, with_copies.1, met)
-            }
+            let (rows, content) = decide_arriving(e, c)?;
+            decided = rows;
+            (&decided, content)
         }
-        Some(_) => (c, HashSet::new(), VersionsMet::default()),
+        Some(_) => (c, HashSet::new()),
     };
     if let Some(u) = unpushed {
         for r in &c.files {
@@ -787,19 +771,8 @@ pub(crate) fn apply_rows(
     // PostgreSQL's: its stamp is in `nexus_pulled`), until the page that
     // moves it comes.
     let mut live_now = HashSet::new();
-    let mut applied: Vec<std::borrow::Cow<'_, FileRow>> = Vec::with_capacity(c.files.len());
     for r in &c.files {
-        // A change file's row of a file this store changed too (it has
-        // versions the row's writer lacked) is settled by the conflict
-        // rule; a pull takes PostgreSQL's rows, which settled it on push.
-        let r = match unpushed {
-            None => match settle_arriving(e, r, content.contains(&r.path_id), &met)? {
-                Some(r) => r,
-                None => continue,
-            },
-            Some(_) => std::borrow::Cow::Borrowed(r),
-        };
-        let mut params = row_params(r.as_ref(), seq);
+        let mut params = row_params(r, seq);
         if r.deleted_at.is_none() {
             if !content.contains(&r.path_id)
                 && holder_of(e, &r.tenant_id, &r.virtual_path, &r.path_id)?.is_none()
@@ -810,7 +783,6 @@ pub(crate) fn apply_rows(
             }
         }
         e.execute(sqlite::upsert(&FILE_PATHS), &params)?;
-        applied.push(r);
     }
     report.files = c.files.len() as u64;
 
@@ -946,7 +918,8 @@ pub(crate) fn apply_rows(
             |row| Ok((row.text(0)?, row.text(1)?, row.text(2)?)),
         )?;
     }
-    let incoming = applied
+    let incoming = c
+        .files
         .iter()
         .filter(|r| r.deleted_at.is_none() && !live_now.contains(&r.path_id))
         .map(|r| {
@@ -992,59 +965,70 @@ pub(crate) fn apply_rows(
     Ok(())
 }
 
-/// The row that a change file's row `r` of a file leaves here, by
-/// [`VersionsMet::plan`] (a change file says nothing of what its writer had
-/// seen here: versions tell, then times): the arriving row, at its own path or at
-/// the one here; this store's row, moved to the arriving path; or none
-/// (this store's row stays as it is, or `r` stays out). `diverged`: `r` is
-/// already a content copy's row (see [`as_content_copies`]).
-fn settle_arriving<'r>(
-    e: &mut Engine,
-    r: &'r FileRow,
-    diverged: bool,
-    met: &VersionsMet<String>,
-) -> Result<Option<std::borrow::Cow<'r, FileRow>>> {
-    use std::borrow::Cow;
-    if diverged {
-        return Ok(Some(Cow::Borrowed(r)));
+/// A change file's rows as this store applies them, decided by
+/// [`crate::decide`] against the rows here (a change file says
+/// nothing of what its writer had seen here: versions tell, then times):
+/// the rows that stay out removed, a file this store keeps at the arriving
+/// path given as its row here moved there, and a file both stores made new
+/// versions of given a new id, a conflict copy (its ids are returned) with
+/// the arriving versions this store lacks and a copy of its metadata.
+fn decide_arriving(e: &mut Engine, c: &Changes) -> Result<(Changes, HashSet<String>)> {
+    use crate::ArrivingFile;
+    let met = versions_met(e, c)?;
+    let mut rows = c.clone();
+    if !met.staying.is_empty() {
+        rows.versions
+            .retain(|v| !met.staying.contains(&v.version_id));
     }
-    let here = e.query_one(
-        sqlite::select_by_key(&FILE_PATHS),
-        &[text(&r.path_id)],
-        |row| FileRow::read(&mut RowCells::new(row)),
-    )?;
-    fn side(f: &FileRow) -> FileSide<'_> {
-        FileSide {
-            // A file hidden until its path is free (a pull cut between
-            // pages) is live.
-            live: f.deleted_at.is_none() || f.deleted_at == Some(HIDDEN),
-            version: f.current_version,
-            path: &f.virtual_path,
-            changed_at: f.changed_at(),
+    let mut here: HashMap<String, FileRow> = HashMap::new();
+    for f in &rows.files {
+        let row = e.query_one(
+            sqlite::select_by_key(&FILE_PATHS),
+            &[text(&f.path_id)],
+            |row| FileRow::read(&mut RowCells::new(row)),
+        )?;
+        here.extend(row.map(|r| (f.path_id.clone(), r)));
+    }
+    let mut known = HashSet::new();
+    for v in rows
+        .versions
+        .iter()
+        .filter(|v| met.diverged.contains(&v.path_id))
+    {
+        if has_version(e, &v.version_id)? {
+            known.insert(v.version_id.clone());
         }
     }
     // An embedded store keeps no origin per row; `Seen::Unknown` does not
     // look at it, nor at the position.
-    let here_row = here.as_ref().map(|h| crate::HereRow {
-        change_seq: h.change_seq,
-        origin: None,
-        file: side(h),
-    });
-    let plan = met.plan(&r.path_id, side(r), here_row, "", crate::Seen::Unknown);
-    Ok(match plan {
-        None | Some(FilePlan::Keep) => None,
-        Some(FilePlan::Apply | FilePlan::Copy) => Some(Cow::Borrowed(r)),
-        Some(FilePlan::ApplyAt(path)) => Some(Cow::Owned(FileRow {
-            virtual_path: path,
-            ..r.clone()
-        })),
-        Some(FilePlan::KeepAt(path)) => here.map(|h| {
-            Cow::Owned(FileRow {
-                virtual_path: path,
-                ..h
-            })
-        }),
-    })
+    let here_row = |id: &String| {
+        here.get(id).map(|h| crate::HereRow {
+            change_seq: h.change_seq,
+            origin: None,
+            file: h.side(),
+        })
+    };
+    let decided = crate::decide(
+        &mut rows.files,
+        &mut rows.versions,
+        &mut rows.metadata,
+        &met,
+        here_row,
+        &known,
+        || e.new_id(),
+        "",
+        crate::Seen::Unknown,
+    );
+    for (id, path) in decided.moves {
+        if let Some(mut h) = here.remove(&id) {
+            h.virtual_path = path;
+            rows.files.push(h);
+        }
+    }
+    Ok((
+        rows,
+        decided.copies.into_iter().map(|(_, copy)| copy).collect(),
+    ))
 }
 
 /// Whether a change file's change to the metadata key `key` of `path_id`
@@ -1190,57 +1174,6 @@ fn versions_met(e: &mut Engine, c: &Changes) -> Result<VersionsMet<String>> {
         })
         .collect();
     Ok(crate::meet_versions(&clashes, &carried, &known))
-}
-
-/// `c` without the versions that stay where this store has them, and
-/// without the row of a file whose current version is one of them: that
-/// content is already here, in the copy, and the file keeps its row (see
-/// [`VersionsMet::stale`]).
-fn without_staying(c: &Changes, met: &VersionsMet<String>) -> Changes {
-    let mut out = c.clone();
-    out.versions
-        .retain(|v| !met.staying.contains(&v.version_id));
-    out.files
-        .retain(|f| !met.stale.contains(&(f.path_id.clone(), f.current_version)));
-    out
-}
-
-/// `c` with each file of `diverged` given a new id: its row, its versions
-/// this store lacks, and a copy of its metadata rows go to the new file;
-/// the new ids.
-fn as_content_copies(
-    e: &mut Engine,
-    c: &Changes,
-    diverged: &HashSet<String>,
-) -> Result<(Changes, HashSet<String>)> {
-    let ids: HashMap<&str, String> = diverged.iter().map(|p| (p.as_str(), e.new_id())).collect();
-    let mut out = c.clone();
-    for f in &mut out.files {
-        if let Some(id) = ids.get(f.path_id.as_str()) {
-            f.path_id = id.clone();
-        }
-    }
-    for v in &mut out.versions {
-        let Some(id) = ids.get(v.path_id.as_str()) else {
-            continue;
-        };
-        let known = has_version(e, &v.version_id)?;
-        if !known {
-            v.path_id = id.clone();
-        }
-    }
-    let copied: Vec<MetadataRow> = c
-        .metadata
-        .iter()
-        .filter_map(|m| {
-            ids.get(m.path_id.as_str()).map(|id| MetadataRow {
-                path_id: id.clone(),
-                ..m.clone()
-            })
-        })
-        .collect();
-    out.metadata.extend(copied);
-    Ok((out, ids.into_values().collect()))
 }
 
 /// Records that this store has applied `source_id` through `through` (by a

@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 mod api;
+mod arrive;
 mod change_file;
 mod changes;
 mod chunks;
@@ -62,6 +63,7 @@ pub use api::{DynStore, MaybeSendSync, MetadataStore};
 pub(crate) fn lock<X>(m: &std::sync::Mutex<X>) -> std::sync::MutexGuard<'_, X> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+pub use arrive::{ArrivingFile, ArrivingVersion, Decided, OfFile, decide, to_copies};
 pub use change_file::{CHANGE_FILE_FORMAT, CHANGE_FILE_VERSIONS, ChangeFile, ImportReport};
 pub use changes::{
     CHANGE_TABLES, Changes, ChunkRow, FileRow, MetadataRow, Origin, Snapshot, TombstoneRow,

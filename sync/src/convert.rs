@@ -185,6 +185,62 @@ pub(crate) fn batch(changes: nexus_core::Changes, problems: &mut Vec<String>) ->
     b
 }
 
+// The rows as `nexus_core::decide` plans them (the one algorithm an
+// embedded import runs over its own rows): a file's id is both the UUID
+// and the row's text.
+impl nexus_core::OfFile for PgFile {
+    type Id = Uuid;
+    fn file(&self) -> &Uuid {
+        &self.path_id
+    }
+    fn move_to(&mut self, file: &Uuid) {
+        self.path_id = *file;
+        self.row.path_id = file.to_string();
+    }
+}
+
+impl nexus_core::ArrivingFile for PgFile {
+    fn side(&self) -> nexus_core::FileSide<'_> {
+        nexus_core::FileSide {
+            live: self.deleted_at.is_none(),
+            version: self.current_version.into(),
+            path: &self.row.virtual_path,
+            changed_at: self.row.changed_at(),
+        }
+    }
+    fn set_path(&mut self, path: String) {
+        self.row.virtual_path = path;
+    }
+}
+
+impl nexus_core::OfFile for PgVersion {
+    type Id = Uuid;
+    fn file(&self) -> &Uuid {
+        &self.path_id
+    }
+    fn move_to(&mut self, file: &Uuid) {
+        self.path_id = *file;
+        self.row.path_id = file.to_string();
+    }
+}
+
+impl nexus_core::ArrivingVersion for PgVersion {
+    fn id(&self) -> &Uuid {
+        &self.version_id
+    }
+}
+
+impl nexus_core::OfFile for PgMetadata {
+    type Id = Uuid;
+    fn file(&self) -> &Uuid {
+        &self.path_id
+    }
+    fn move_to(&mut self, file: &Uuid) {
+        self.path_id = *file;
+        self.row.path_id = file.to_string();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

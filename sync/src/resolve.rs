@@ -38,8 +38,8 @@
 use std::collections::{HashMap, HashSet};
 
 use nexus_core::{
-    Clash, ConflictCopy, ConflictInfo, ConflictReason, FilePlan, FileSide, HereRow, KeySide, Seen,
-    Timestamp, VersionsMet, key_arrives, meet_versions,
+    Clash, ConflictCopy, ConflictInfo, ConflictReason, FileSide, HereRow, KeySide, Seen, Timestamp,
+    VersionsMet, decide, key_arrives, meet_versions, to_copies,
 };
 use nexus_postgres::codec::micros;
 use tokio_postgres::Transaction;
@@ -288,12 +288,8 @@ async fn resolve_files(
         versions_here(tx, &vid).await?
     };
 
-    let mut out = Resolved::default();
-    let mut moved: HashMap<Uuid, Uuid> = HashMap::new();
-    let mut dropped: HashSet<Uuid> = HashSet::new();
-    let mut chosen = HashSet::new();
-    for f in &mut b.files {
-        let here = target.get(&f.path_id).map(|t| HereRow {
+    let here = |id: &Uuid| {
+        target.get(id).map(|t| HereRow {
             change_seq: t.change_seq,
             origin: t.origin_id.as_deref(),
             file: FileSide {
@@ -302,55 +298,25 @@ async fn resolve_files(
                 path: &t.path,
                 changed_at: t.changed_at,
             },
-        });
-        let arriving = FileSide {
-            live: f.deleted_at.is_none(),
-            version: f.current_version.into(),
-            path: &f.row.virtual_path,
-            changed_at: f.row.changed_at(),
-        };
-        let Some(plan) = met.plan(&f.path_id, arriving, here, source, seen) else {
-            dropped.insert(f.path_id);
-            continue;
-        };
-        match plan {
-            FilePlan::Apply => {}
-            FilePlan::ApplyAt(path) => {
-                f.row.virtual_path = path;
-                out.renamed.push(f.path_id);
-            }
-            FilePlan::Keep => {
-                dropped.insert(f.path_id);
-            }
-            FilePlan::KeepAt(path) => {
-                dropped.insert(f.path_id);
-                out.moves.push((f.path_id, path));
-            }
-            FilePlan::Copy => {
-                let copy_id = Uuid::new_v4();
-                let info = ConflictInfo {
-                    path: f.row.virtual_path.clone(),
-                    source: source.to_string(),
-                    at: Timestamp::from_micros(f.row.updated_at),
-                    reason: ConflictReason::Content,
-                };
-                let copy =
-                    crate::replicate::free_copy_path(tx, &f.row.tenant_id, &info, &mut chosen)
-                        .await?;
-                moved.insert(f.path_id, copy_id);
-                f.path_id = copy_id;
-                f.row.path_id = copy_id.to_string();
-                f.row.virtual_path = copy.clone();
-                out.copies.push(PendingCopy {
-                    tenant: f.row.tenant_id.clone(),
-                    path_id: copy_id,
-                    copy,
-                    info,
-                });
-            }
-        }
-    }
-    b.files.retain(|f| !dropped.contains(&f.path_id));
+        })
+    };
+    let decided = decide(
+        &mut b.files,
+        &mut b.versions,
+        &mut b.metadata,
+        &met,
+        here,
+        &known,
+        Uuid::new_v4,
+        source,
+        seen,
+    );
+    let mut out = Resolved {
+        moves: decided.moves,
+        renamed: decided.renamed,
+        copies: Vec::with_capacity(decided.copies.len()),
+    };
+    let dropped = decided.dropped;
     // A file left out that the target does not have (a copy that the
     // target made its own way): its metadata has no file here, and stays
     // out too, as in an embedded import (its removals are recorded).
@@ -362,36 +328,34 @@ async fn resolve_files(
     if !nowhere.is_empty() {
         b.metadata.retain(|m| !nowhere.contains(&m.path_id));
     }
-    // The losing side's new versions (held back from earlier windows too)
-    // go with it; its metadata applies to the file and goes to the copy as
-    // well.
-    for from in moved.keys() {
-        if let Some(waiting) = held.remove(from) {
+    // Each copy gets its name; the losing side's new versions held back
+    // from earlier windows go with it too.
+    let moved: HashMap<Uuid, Uuid> = decided.copies.iter().copied().collect();
+    let mut chosen = HashSet::new();
+    for (from, copy_id) in decided.copies {
+        let Some(f) = b.files.iter_mut().find(|f| f.path_id == copy_id) else {
+            continue;
+        };
+        let info = ConflictInfo {
+            path: f.row.virtual_path.clone(),
+            source: source.to_string(),
+            at: Timestamp::from_micros(f.row.updated_at),
+            reason: ConflictReason::Content,
+        };
+        let copy =
+            crate::replicate::free_copy_path(tx, &f.row.tenant_id, &info, &mut chosen).await?;
+        f.row.virtual_path = copy.clone();
+        out.copies.push(PendingCopy {
+            tenant: f.row.tenant_id.clone(),
+            path_id: copy_id,
+            copy,
+            info,
+        });
+        if let Some(mut waiting) = held.remove(&from) {
+            to_copies(&moved, &mut waiting, &known, &mut Vec::<PgMetadata>::new());
             b.versions.extend(waiting);
         }
     }
-    for v in &mut b.versions {
-        if let Some(to) = moved.get(&v.path_id)
-            && !known.contains(&v.version_id)
-        {
-            v.path_id = *to;
-            v.row.path_id = to.to_string();
-        }
-    }
-    let extra: Vec<PgMetadata> = b
-        .metadata
-        .iter()
-        .filter_map(|m| {
-            moved.get(&m.path_id).map(|to| PgMetadata {
-                path_id: *to,
-                row: nexus_core::MetadataRow {
-                    path_id: to.to_string(),
-                    ..m.row.clone()
-                },
-            })
-        })
-        .collect();
-    b.metadata.extend(extra);
     // The file the target keeps (whose pushed row lost, or was dropped):
     // sent again to the pusher on its next pull.
     let kept: Vec<Uuid> = moved.keys().chain(dropped.iter()).copied().collect();

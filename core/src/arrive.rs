@@ -1,0 +1,369 @@
+//! What becomes of rows that arrive from another side (a change file, a
+//! push): one algorithm that an embedded store's import and PostgreSQL's
+//! apply both run over the rows as each holds them (this store's
+//! [`crate::Changes`] rows; PostgreSQL's converted rows), after reading in
+//! its own SQL what is here. The decisions are the conflict rule's
+//! ([`crate::meet_versions`], [`crate::VersionsMet::plan`]); each side then
+//! carries them out with its own writes.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+
+use crate::changes::{FileRow, HIDDEN, MetadataRow, VersionRow};
+use crate::conflict::{FilePlan, FileSide, HereRow, Seen, VersionsMet};
+
+/// An arriving row that belongs to a file (a file's row, a version, a
+/// metadata row), as a side holds it.
+pub trait OfFile {
+    /// How the side names a file.
+    type Id: Clone + Eq + Hash;
+    /// The file the row belongs to.
+    fn file(&self) -> &Self::Id;
+    /// Makes the row another file's (a conflict copy's).
+    fn move_to(&mut self, file: &Self::Id);
+}
+
+/// An arriving row of a file.
+pub trait ArrivingFile: OfFile {
+    /// The file as the row has it, for the rule.
+    fn side(&self) -> FileSide<'_>;
+    /// Gives the row another path (a rename here follows the file).
+    fn set_path(&mut self, path: String);
+}
+
+/// An arriving version.
+pub trait ArrivingVersion: OfFile {
+    /// The version's id.
+    fn id(&self) -> &Self::Id;
+}
+
+/// What [`decide`] decided for the arriving file rows, for each side to
+/// carry out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided<Id: Eq + Hash> {
+    /// Files whose arriving rows go to a new file, a conflict copy beside
+    /// the file here: (the file, its copy). The copy's row is among the
+    /// arriving rows, still at the file's path: each side gives it its
+    /// copy's name.
+    pub copies: Vec<(Id, Id)>,
+    /// Files that keep their row here, at the arriving row's path (the
+    /// arriving change was a rename).
+    pub moves: Vec<(Id, String)>,
+    /// Files whose arriving row won and took the path here (the change
+    /// here was a rename).
+    pub renamed: Vec<Id>,
+    /// Files whose arriving row stays out (the row here stays).
+    pub dropped: HashSet<Id>,
+}
+
+/// Plans every arriving file row by [`VersionsMet::plan`] against its row
+/// here (`here`), and carries the plan out on the rows: a row that stays
+/// out is removed, one that wins at the path here takes it, one whose
+/// file diverged becomes a new file (`new_id`) with the arriving versions
+/// this side lacks (`known`: the ones it holds, in any file, stay where
+/// they are) and a copy of the file's arriving metadata rows (which apply
+/// to the file too). `source` and `seen`: the rows' writer and what it had
+/// seen of this side.
+#[allow(clippy::too_many_arguments)]
+pub fn decide<'h, F, V, M>(
+    files: &mut Vec<F>,
+    versions: &mut [V],
+    metadata: &mut Vec<M>,
+    met: &VersionsMet<F::Id>,
+    here: impl Fn(&F::Id) -> Option<HereRow<'h>>,
+    known: &HashSet<F::Id>,
+    mut new_id: impl FnMut() -> F::Id,
+    source: &str,
+    seen: Seen,
+) -> Decided<F::Id>
+where
+    F: ArrivingFile,
+    V: ArrivingVersion<Id = F::Id>,
+    M: OfFile<Id = F::Id> + Clone,
+{
+    let mut out = Decided {
+        copies: Vec::new(),
+        moves: Vec::new(),
+        renamed: Vec::new(),
+        dropped: HashSet::new(),
+    };
+    for f in files.iter_mut() {
+        let id = f.file().clone();
+        match met.plan(&id, f.side(), here(&id), source, seen) {
+            None | Some(FilePlan::Keep) => {
+                out.dropped.insert(id);
+            }
+            Some(FilePlan::Apply) => {}
+            Some(FilePlan::ApplyAt(path)) => {
+                f.set_path(path);
+                out.renamed.push(id);
+            }
+            Some(FilePlan::KeepAt(path)) => {
+                out.dropped.insert(id.clone());
+                out.moves.push((id, path));
+            }
+            Some(FilePlan::Copy) => {
+                let copy = new_id();
+                f.move_to(&copy);
+                out.copies.push((id, copy));
+            }
+        }
+    }
+    if !out.dropped.is_empty() {
+        files.retain(|f| !out.dropped.contains(f.file()));
+    }
+    let moved: HashMap<F::Id, F::Id> = out.copies.iter().cloned().collect();
+    to_copies(&moved, versions, known, metadata);
+    out
+}
+
+/// The arriving rows of files that became conflict copies (`moved`: file
+/// to copy) go with them: each version this side lacks (`known`: the ones
+/// it holds stay where they are), and a copy of each metadata row.
+pub fn to_copies<Id, V, M>(
+    moved: &HashMap<Id, Id>,
+    versions: &mut [V],
+    known: &HashSet<Id>,
+    metadata: &mut Vec<M>,
+) where
+    Id: Clone + Eq + Hash,
+    V: ArrivingVersion<Id = Id>,
+    M: OfFile<Id = Id> + Clone,
+{
+    if moved.is_empty() {
+        return;
+    }
+    for v in versions.iter_mut() {
+        if let Some(to) = moved.get(v.file())
+            && !known.contains(v.id())
+        {
+            let to = to.clone();
+            v.move_to(&to);
+        }
+    }
+    let extra: Vec<M> = metadata
+        .iter()
+        .filter_map(|m| {
+            moved.get(m.file()).map(|to| {
+                let mut m = m.clone();
+                m.move_to(to);
+                m
+            })
+        })
+        .collect();
+    metadata.extend(extra);
+}
+
+impl OfFile for FileRow {
+    type Id = String;
+    fn file(&self) -> &String {
+        &self.path_id
+    }
+    fn move_to(&mut self, file: &String) {
+        self.path_id.clone_from(file);
+    }
+}
+
+impl ArrivingFile for FileRow {
+    fn side(&self) -> FileSide<'_> {
+        FileSide {
+            // A file hidden until its path is free (a pull cut between
+            // pages) is live.
+            live: self.deleted_at.is_none() || self.deleted_at == Some(HIDDEN),
+            version: self.current_version,
+            path: &self.virtual_path,
+            changed_at: self.changed_at(),
+        }
+    }
+    fn set_path(&mut self, path: String) {
+        self.virtual_path = path;
+    }
+}
+
+impl OfFile for VersionRow {
+    type Id = String;
+    fn file(&self) -> &String {
+        &self.path_id
+    }
+    fn move_to(&mut self, file: &String) {
+        self.path_id.clone_from(file);
+    }
+}
+
+impl ArrivingVersion for VersionRow {
+    fn id(&self) -> &String {
+        &self.version_id
+    }
+}
+
+impl OfFile for MetadataRow {
+    type Id = String;
+    fn file(&self) -> &String {
+        &self.path_id
+    }
+    fn move_to(&mut self, file: &String) {
+        self.path_id.clone_from(file);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conflict::{Clash, meet_versions};
+
+    /// A row of a file as a test side holds it: (file, path, version,
+    /// changed at) for a file's row; (file, id) for a version; (file, key)
+    /// for a metadata row.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Row(String, String, i64, i64);
+
+    impl OfFile for Row {
+        type Id = String;
+        fn file(&self) -> &String {
+            &self.0
+        }
+        fn move_to(&mut self, file: &String) {
+            self.0.clone_from(file);
+        }
+    }
+
+    impl ArrivingFile for Row {
+        fn side(&self) -> FileSide<'_> {
+            FileSide {
+                live: true,
+                version: self.2,
+                path: &self.1,
+                changed_at: self.3,
+            }
+        }
+        fn set_path(&mut self, path: String) {
+            self.1 = path;
+        }
+    }
+
+    impl ArrivingVersion for Row {
+        fn id(&self) -> &String {
+            &self.1
+        }
+    }
+
+    fn row(file: &str, second: &str, version: i64, at: i64) -> Row {
+        Row(file.into(), second.into(), version, at)
+    }
+
+    #[test]
+    fn every_plan_is_carried_out_on_the_rows() {
+        // The writer had seen nothing here (every row here is unseen).
+        // Here: "d" at v2 (its v2 is "h", not carried: diverged), "k" at
+        // v1 as the arriving row (a tie: the row here stays), "r" at v1
+        // renamed to /r2 (the arriving row has v2: it wins, at /r2), "m" at
+        // v2 (the arriving row, v1 at /m2, renamed it: the file here moves
+        // there), "s" whose arriving row's v3 "s3" is here already in a
+        // copy (stale). "n" is new here.
+        let here_rows: HashMap<&str, (i64, &str, i64)> = [
+            ("d", (2, "/d", 5)),
+            ("k", (1, "/k", 9)),
+            ("r", (1, "/r2", 9)),
+            ("m", (2, "/m", 5)),
+            ("s", (2, "/s", 5)),
+        ]
+        .into_iter()
+        .collect();
+        let mut files = vec![
+            row("d", "/d", 2, 1),
+            row("k", "/k", 1, 1),
+            row("r", "/r", 2, 1),
+            row("m", "/m2", 1, 1),
+            row("s", "/s", 3, 1),
+            row("n", "/n", 1, 1),
+        ];
+        let mut versions = vec![
+            row("d", "d1", 1, 0),
+            row("d", "d2", 2, 0),
+            row("r", "r2", 2, 0),
+        ];
+        let mut metadata = vec![row("d", "tag", 0, 0), row("n", "tag", 0, 0)];
+        let carried: HashMap<String, Option<(String, i64)>> = versions
+            .iter()
+            .map(|v| (v.1.clone(), Some((v.0.clone(), v.2))))
+            .collect();
+        let clashes = [
+            Clash {
+                version: "d2".to_string(),
+                file: "d".to_string(),
+                number: 2,
+                here: "h".to_string(),
+            },
+            Clash {
+                version: "s3".to_string(),
+                file: "s".to_string(),
+                number: 3,
+                here: "x".to_string(),
+            },
+        ];
+        // "d1" is here already (the writer had it), "s3" too (in a copy).
+        let known: HashSet<String> = ["d1", "s3"].into_iter().map(String::from).collect();
+        let met = meet_versions(&clashes, &carried, &known);
+        let here = |id: &String| {
+            here_rows
+                .get(id.as_str())
+                .map(|&(version, path, at)| HereRow {
+                    change_seq: 1,
+                    origin: None,
+                    file: FileSide {
+                        live: true,
+                        version,
+                        path,
+                        changed_at: at,
+                    },
+                })
+        };
+        let mut next = 0;
+        let decided = decide(
+            &mut files,
+            &mut versions,
+            &mut metadata,
+            &met,
+            here,
+            &known,
+            || {
+                next += 1;
+                format!("copy{next}")
+            },
+            "src",
+            Seen::Through(0),
+        );
+        assert_eq!(decided.copies, vec![("d".to_string(), "copy1".to_string())]);
+        assert_eq!(decided.moves, vec![("m".to_string(), "/m2".to_string())]);
+        assert_eq!(decided.renamed, vec!["r".to_string()]);
+        let dropped: HashSet<String> = ["k", "m", "s"].into_iter().map(String::from).collect();
+        assert_eq!(decided.dropped, dropped);
+        // The copy's row keeps the file's path until its side names it.
+        assert_eq!(
+            files,
+            vec![
+                row("copy1", "/d", 2, 1),
+                row("r", "/r2", 2, 1),
+                row("n", "/n", 1, 1)
+            ]
+        );
+        // The version here already stays with the file; the other goes to
+        // the copy; a metadata row of the file is copied to it.
+        assert_eq!(
+            versions,
+            vec![
+                row("d", "d1", 1, 0),
+                row("copy1", "d2", 2, 0),
+                row("r", "r2", 2, 0)
+            ]
+        );
+        assert_eq!(
+            metadata,
+            vec![
+                row("d", "tag", 0, 0),
+                row("n", "tag", 0, 0),
+                row("copy1", "tag", 0, 0)
+            ]
+        );
+    }
+}
