@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 
 use crate::changes::{FileRow, HIDDEN, MetadataRow, VersionRow};
-use crate::conflict::{FilePlan, FileSide, HereRow, Seen, VersionsMet};
+use crate::conflict::{Clash, FilePlan, FileSide, HereRow, Seen, VersionsMet};
 
 /// An arriving row that belongs to a file (a file's row, a version, a
 /// metadata row), as a side holds it.
@@ -35,6 +35,8 @@ pub trait ArrivingFile: OfFile {
 pub trait ArrivingVersion: OfFile {
     /// The version's id.
     fn id(&self) -> &Self::Id;
+    /// Its number of its file.
+    fn number(&self) -> i64;
 }
 
 /// What [`decide`] decided for the arriving file rows, for each side to
@@ -154,6 +156,186 @@ pub fn to_copies<Id, V, M>(
     metadata.extend(extra);
 }
 
+/// A file's row here, as a side reads it for [`resolve`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HereFile {
+    /// Its position in this side's change sequence.
+    pub change_seq: i64,
+    /// The store whose change it is, when another store wrote it.
+    pub origin: Option<String>,
+    /// Whether the file is live (a file hidden until its path is free is).
+    pub live: bool,
+    /// Its current version number.
+    pub version: i64,
+    /// Its path.
+    pub path: String,
+    /// Its deletion time, else its last update (microseconds).
+    pub changed_at: i64,
+}
+
+impl HereFile {
+    fn row(&self) -> HereRow<'_> {
+        HereRow {
+            change_seq: self.change_seq,
+            origin: self.origin.as_deref(),
+            file: FileSide {
+                live: self.live,
+                version: self.version,
+                path: &self.path,
+                changed_at: self.changed_at,
+            },
+        }
+    }
+}
+
+/// What a side reads for [`resolve`], in its own SQL, and how it holds the
+/// arriving rows: the small interface each dialect implements.
+// Static dispatch only; an embedded store's reads complete at once.
+#[allow(async_fn_in_trait)]
+pub trait ApplySide {
+    /// How the side names files and versions.
+    type Id: Clone + Eq + Hash;
+    /// An arriving file row.
+    type File: ArrivingFile<Id = Self::Id>;
+    /// An arriving version.
+    type Version: ArrivingVersion<Id = Self::Id>;
+    /// An arriving metadata row.
+    type Metadata: OfFile<Id = Self::Id> + Clone;
+    /// The side's errors.
+    type Error;
+
+    /// The rows here of the files `ids` (read first: a side that locks
+    /// rows locks them here).
+    async fn files_here(
+        &mut self,
+        ids: &[Self::Id],
+    ) -> Result<HashMap<Self::Id, HereFile>, Self::Error>;
+    /// The arriving versions whose number of their file another version
+    /// holds here.
+    async fn clashes(
+        &mut self,
+        versions: &[Self::Version],
+    ) -> Result<Vec<Clash<Self::Id>>, Self::Error>;
+    /// Which of the versions `ids` this side holds (in any file).
+    async fn known(&mut self, ids: &[Self::Id]) -> Result<HashSet<Self::Id>, Self::Error>;
+    /// A new file id (for a conflict copy).
+    fn new_id(&mut self) -> Self::Id;
+    /// Versions the arriving rows carry that are not among them (rows of
+    /// the same apply set aside by [`ApplySide::set_aside`]).
+    fn carried_elsewhere(&self) -> Vec<Self::Id> {
+        Vec::new()
+    }
+    /// Files that diverged in rows of the same apply set aside before.
+    fn diverged_elsewhere(&self) -> Vec<Self::Id> {
+        Vec::new()
+    }
+    /// A version of a diverged file whose row is not among the arriving
+    /// rows: `Some` keeps it among them (where its clash is the error of
+    /// its upsert); a side that applies in windows holds it until the row
+    /// comes.
+    fn set_aside(&mut self, version: Self::Version) -> Option<Self::Version> {
+        Some(version)
+    }
+}
+
+/// What [`resolve`] decided, and the versions it found this side holds
+/// (among the arriving versions of diverged files and those carried
+/// elsewhere), which stay where they are when their file becomes a copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution<Id: Eq + Hash> {
+    /// The plan, carried out on the rows.
+    pub decided: Decided<Id>,
+    /// Versions this side holds already.
+    pub known: HashSet<Id>,
+    /// The arriving files that have a row here.
+    pub here: HashSet<Id>,
+}
+
+/// The one algorithm for arriving rows, before they are written: reads
+/// what is here through `side`, decides how the arriving versions meet
+/// the versions here ([`crate::meet_versions`]; those that stay where this
+/// side has them leave the rows, and those that move another version away
+/// come first), then plans and carries out every file row ([`decide`]).
+pub async fn resolve<S: ApplySide>(
+    side: &mut S,
+    files: &mut Vec<S::File>,
+    versions: &mut Vec<S::Version>,
+    metadata: &mut Vec<S::Metadata>,
+    source: &str,
+    seen: Seen,
+) -> Result<Resolution<S::Id>, S::Error> {
+    let ids: Vec<S::Id> = files.iter().map(|f| f.file().clone()).collect();
+    let here = match ids.is_empty() {
+        true => HashMap::new(),
+        false => side.files_here(&ids).await?,
+    };
+    let mut carried: HashMap<S::Id, Option<(S::Id, i64)>> = versions
+        .iter()
+        .map(|v| (v.id().clone(), Some((v.file().clone(), v.number()))))
+        .collect();
+    let elsewhere = side.carried_elsewhere();
+    carried.extend(elsewhere.iter().map(|id| (id.clone(), None)));
+    let mut met = if versions.is_empty() {
+        VersionsMet::default()
+    } else {
+        let clashes = side.clashes(versions).await?;
+        let ids: Vec<S::Id> = clashes.iter().map(|c| c.version.clone()).collect();
+        let known = match ids.is_empty() {
+            true => HashSet::new(),
+            false => side.known(&ids).await?,
+        };
+        crate::meet_versions(&clashes, &carried, &known)
+    };
+    if !met.staying.is_empty() {
+        versions.retain(|v| !met.staying.contains(v.id()));
+    }
+    if !met.vacating.is_empty() {
+        // Stable: otherwise in the order they came.
+        versions.sort_by_key(|v| !met.vacating.contains(v.id()));
+    }
+    met.diverged.extend(side.diverged_elsewhere());
+    // Versions of diverged files whose row is not among these rows.
+    let rows: HashSet<&S::Id> = ids.iter().collect();
+    if !met.diverged.is_empty() {
+        let mut kept = Vec::with_capacity(versions.len());
+        for v in std::mem::take(versions) {
+            if met.diverged.contains(v.file()) && !rows.contains(v.file()) {
+                kept.extend(side.set_aside(v));
+            } else {
+                kept.push(v);
+            }
+        }
+        *versions = kept;
+    }
+    let known = if met.diverged.is_empty() {
+        HashSet::new()
+    } else {
+        let ids: Vec<S::Id> = versions
+            .iter()
+            .filter(|v| met.diverged.contains(v.file()))
+            .map(|v| v.id().clone())
+            .chain(elsewhere)
+            .collect();
+        side.known(&ids).await?
+    };
+    let decided = decide(
+        files,
+        versions,
+        metadata,
+        &met,
+        |id| here.get(id).map(HereFile::row),
+        &known,
+        || side.new_id(),
+        source,
+        seen,
+    );
+    Ok(Resolution {
+        decided,
+        known,
+        here: here.into_keys().collect(),
+    })
+}
+
 impl OfFile for FileRow {
     type Id = String;
     fn file(&self) -> &String {
@@ -193,6 +375,9 @@ impl OfFile for VersionRow {
 impl ArrivingVersion for VersionRow {
     fn id(&self) -> &String {
         &self.version_id
+    }
+    fn number(&self) -> i64 {
+        self.version_number
     }
 }
 
@@ -244,6 +429,9 @@ mod tests {
     impl ArrivingVersion for Row {
         fn id(&self) -> &String {
             &self.1
+        }
+        fn number(&self) -> i64 {
+            self.2
         }
     }
 

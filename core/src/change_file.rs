@@ -26,7 +26,6 @@ use crate::tables::{
 use crate::validate::{validate_name, validate_path};
 use crate::{
     CONFLICT_KEY, Changes, Clash, ConflictCopy, ConflictInfo, ConflictReason, MAX_PATH_BYTES,
-    VersionsMet,
 };
 
 /// The value of the `format` field of every change file.
@@ -966,69 +965,109 @@ pub(crate) fn apply_rows(
 }
 
 /// A change file's rows as this store applies them, decided by
-/// [`crate::decide`] against the rows here (a change file says
-/// nothing of what its writer had seen here: versions tell, then times):
-/// the rows that stay out removed, a file this store keeps at the arriving
-/// path given as its row here moved there, and a file both stores made new
-/// versions of given a new id, a conflict copy (its ids are returned) with
-/// the arriving versions this store lacks and a copy of its metadata.
+/// [`crate::resolve`] against the rows here (a change file says nothing of
+/// what its writer had seen here: versions tell, then times): the rows that
+/// stay out removed, a file this store keeps at the arriving path given as
+/// its row here moved there, and a file both stores made new versions of
+/// given a new id, a conflict copy (its ids are returned) with the arriving
+/// versions this store lacks and a copy of its metadata.
 fn decide_arriving(e: &mut Engine, c: &Changes) -> Result<(Changes, HashSet<String>)> {
-    use crate::ArrivingFile;
-    let met = versions_met(e, c)?;
+    use futures_util::FutureExt;
     let mut rows = c.clone();
-    if !met.staying.is_empty() {
-        rows.versions
-            .retain(|v| !met.staying.contains(&v.version_id));
-    }
-    let mut here: HashMap<String, FileRow> = HashMap::new();
-    for f in &rows.files {
-        let row = e.query_one(
-            sqlite::select_by_key(&FILE_PATHS),
-            &[text(&f.path_id)],
-            |row| FileRow::read(&mut RowCells::new(row)),
-        )?;
-        here.extend(row.map(|r| (f.path_id.clone(), r)));
-    }
-    let mut known = HashSet::new();
-    for v in rows
-        .versions
-        .iter()
-        .filter(|v| met.diverged.contains(&v.path_id))
-    {
-        if has_version(e, &v.version_id)? {
-            known.insert(v.version_id.clone());
-        }
-    }
-    // An embedded store keeps no origin per row; `Seen::Unknown` does not
-    // look at it, nor at the position.
-    let here_row = |id: &String| {
-        here.get(id).map(|h| crate::HereRow {
-            change_seq: h.change_seq,
-            origin: None,
-            file: h.side(),
-        })
-    };
-    let decided = crate::decide(
+    let resolved = crate::resolve(
+        &mut Local(e),
         &mut rows.files,
         &mut rows.versions,
         &mut rows.metadata,
-        &met,
-        here_row,
-        &known,
-        || e.new_id(),
         "",
         crate::Seen::Unknown,
-    );
-    for (id, path) in decided.moves {
-        if let Some(mut h) = here.remove(&id) {
+    )
+    .now_or_never()
+    .expect("an embedded store's reads complete at once")?;
+    for (id, path) in resolved.decided.moves {
+        if let Some(mut h) = file_here(e, &id)? {
             h.virtual_path = path;
             rows.files.push(h);
         }
     }
-    Ok((
-        rows,
-        decided.copies.into_iter().map(|(_, copy)| copy).collect(),
-    ))
+    let copies = resolved.decided.copies.into_iter();
+    Ok((rows, copies.map(|(_, copy)| copy).collect()))
+}
+
+/// This store's row of the file `path_id`.
+fn file_here(e: &mut Engine, path_id: &str) -> Result<Option<FileRow>> {
+    e.query_one(
+        sqlite::select_by_key(&FILE_PATHS),
+        &[text(path_id)],
+        |row| FileRow::read(&mut RowCells::new(row)),
+    )
+}
+
+/// What [`crate::resolve`] reads in an embedded store.
+struct Local<'e>(&'e mut Engine);
+
+impl crate::ApplySide for Local<'_> {
+    type Id = String;
+    type File = FileRow;
+    type Version = VersionRow;
+    type Metadata = MetadataRow;
+    type Error = Error;
+
+    async fn files_here(&mut self, ids: &[String]) -> Result<HashMap<String, crate::HereFile>> {
+        use crate::ArrivingFile;
+        let mut out = HashMap::new();
+        for id in ids {
+            if let Some(h) = file_here(self.0, id)? {
+                let side = h.side();
+                let here = crate::HereFile {
+                    change_seq: h.change_seq,
+                    // An embedded store keeps no origin per row;
+                    // `Seen::Unknown` does not look at it, nor at the
+                    // position.
+                    origin: None,
+                    live: side.live,
+                    version: side.version,
+                    path: side.path.to_string(),
+                    changed_at: side.changed_at,
+                };
+                out.insert(id.clone(), here);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn clashes(&mut self, versions: &[VersionRow]) -> Result<Vec<Clash<String>>> {
+        let mut out = Vec::new();
+        for v in versions {
+            let other = self.0.query_one(
+                "SELECT version_id FROM version_history WHERE path_id = ?1 AND version_number = ?2 \
+                 AND version_id <> ?3",
+                &[text(&v.path_id), int(v.version_number), text(&v.version_id)],
+                |r| r.text(0),
+            )?;
+            out.extend(other.map(|here| Clash {
+                version: v.version_id.clone(),
+                file: v.path_id.clone(),
+                number: v.version_number,
+                here,
+            }));
+        }
+        Ok(out)
+    }
+
+    async fn known(&mut self, ids: &[String]) -> Result<HashSet<String>> {
+        let mut out = HashSet::new();
+        for id in ids {
+            if has_version(self.0, id)? {
+                out.insert(id.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    fn new_id(&mut self) -> String {
+        self.0.new_id()
+    }
 }
 
 /// Whether a change file's change to the metadata key `key` of `path_id`
@@ -1136,44 +1175,6 @@ fn make_copy(
         &crate::canonical_json(&info.to_json()),
     )?;
     Ok(info.into_copy(tenant.to_string(), copy, path_id.to_string()))
-}
-
-/// How the versions of a change file meet the versions here, by
-/// [`crate::meet_versions`]: the clashes (another version holds an
-/// arriving version's number of its file here), and which clashing
-/// versions this store holds already, in another file.
-fn versions_met(e: &mut Engine, c: &Changes) -> Result<VersionsMet<String>> {
-    let mut clashes = Vec::new();
-    let mut known = HashSet::new();
-    for v in &c.versions {
-        let other = e.query_one(
-            "SELECT version_id FROM version_history WHERE path_id = ?1 AND version_number = ?2 \
-             AND version_id <> ?3",
-            &[text(&v.path_id), int(v.version_number), text(&v.version_id)],
-            |r| r.text(0),
-        )?;
-        let Some(here) = other else {
-            continue;
-        };
-        if has_version(e, &v.version_id)? {
-            known.insert(v.version_id.clone());
-        }
-        clashes.push(Clash {
-            version: v.version_id.clone(),
-            file: v.path_id.clone(),
-            number: v.version_number,
-            here,
-        });
-    }
-    let carried: HashMap<String, Option<(String, i64)>> = c
-        .versions
-        .iter()
-        .map(|v| {
-            let at = (v.path_id.clone(), v.version_number);
-            (v.version_id.clone(), Some(at))
-        })
-        .collect();
-    Ok(crate::meet_versions(&clashes, &carried, &known))
 }
 
 /// Records that this store has applied `source_id` through `through` (by a

@@ -63,7 +63,10 @@ pub use api::{DynStore, MaybeSendSync, MetadataStore};
 pub(crate) fn lock<X>(m: &std::sync::Mutex<X>) -> std::sync::MutexGuard<'_, X> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
-pub use arrive::{ArrivingFile, ArrivingVersion, Decided, OfFile, decide, to_copies};
+pub use arrive::{
+    ApplySide, ArrivingFile, ArrivingVersion, Decided, HereFile, OfFile, Resolution, decide,
+    resolve, to_copies,
+};
 pub use change_file::{CHANGE_FILE_FORMAT, CHANGE_FILE_VERSIONS, ChangeFile, ImportReport};
 pub use changes::{
     CHANGE_TABLES, Changes, ChunkRow, FileRow, MetadataRow, Origin, Snapshot, TombstoneRow,

@@ -228,6 +228,9 @@ impl nexus_core::ArrivingVersion for PgVersion {
     fn id(&self) -> &Uuid {
         &self.version_id
     }
+    fn number(&self) -> i64 {
+        self.version_number.into()
+    }
 }
 
 impl nexus_core::OfFile for PgMetadata {

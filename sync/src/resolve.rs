@@ -38,14 +38,14 @@
 use std::collections::{HashMap, HashSet};
 
 use nexus_core::{
-    Clash, ConflictCopy, ConflictInfo, ConflictReason, FileSide, HereRow, KeySide, Seen, Timestamp,
-    VersionsMet, decide, key_arrives, meet_versions, to_copies,
+    Clash, ConflictCopy, ConflictInfo, ConflictReason, HereFile, KeySide, Seen, Timestamp,
+    key_arrives, to_copies,
 };
 use nexus_postgres::codec::micros;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
-use crate::convert::{Batch, PgMetadata, PgVersion};
+use crate::convert::{Batch, PgFile, PgMetadata, PgVersion};
 use crate::error::{Error, Result};
 use crate::replicate::mark_conflict;
 
@@ -55,16 +55,6 @@ pub(crate) struct PendingCopy {
     path_id: Uuid,
     copy: String,
     info: ConflictInfo,
-}
-
-struct Target {
-    change_seq: i64,
-    origin_id: Option<String>,
-    live: bool,
-    current_version: i32,
-    path: String,
-    /// Its deletion time, else its last update (microseconds).
-    changed_at: i64,
 }
 
 /// What [`resolve`] decided for a window, carried out by [`finish`] after
@@ -180,6 +170,94 @@ async fn older_keys(tx: &Transaction<'_>, b: &Batch) -> Result<HashSet<(Uuid, St
     Ok(older)
 }
 
+/// What [`nexus_core::resolve`] reads in PostgreSQL, and the versions it
+/// holds back across the windows of a run.
+struct Target<'t, 'c> {
+    tx: &'t Transaction<'c>,
+    held: &'t mut Held,
+}
+
+impl nexus_core::ApplySide for Target<'_, '_> {
+    type Id = Uuid;
+    type File = PgFile;
+    type Version = PgVersion;
+    type Metadata = PgMetadata;
+    type Error = Error;
+
+    /// Locked until the run commits, so that concurrent pushes decide on
+    /// what the others committed.
+    async fn files_here(&mut self, ids: &[Uuid]) -> Result<HashMap<Uuid, HereFile>> {
+        let rows = self
+            .tx
+            .query(
+                &format!(
+                    "SELECT path_id, change_seq, origin_id, deleted_at IS NULL, current_version, \
+                     virtual_path, {} FROM file_paths WHERE path_id = ANY($1) ORDER BY path_id FOR UPDATE",
+                    micros(
+                        "CASE WHEN deleted_at IS NULL OR deleted_at = '-infinity' THEN updated_at ELSE deleted_at END"
+                    )
+                ),
+                &[&ids],
+            )
+            .await
+            .map_err(Error::pg("reading the target's rows of pushed files"))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let version: i32 = r.get(4);
+                let here = HereFile {
+                    change_seq: r.get(1),
+                    origin: r.get(2),
+                    live: r.get(3),
+                    version: version.into(),
+                    path: r.get(5),
+                    changed_at: r.get(6),
+                };
+                (r.get(0), here)
+            })
+            .collect())
+    }
+
+    async fn clashes(&mut self, versions: &[PgVersion]) -> Result<Vec<Clash<Uuid>>> {
+        let p: Vec<Uuid> = versions.iter().map(|v| v.path_id).collect();
+        let n: Vec<i32> = versions.iter().map(|v| v.version_number).collect();
+        let id: Vec<Uuid> = versions.iter().map(|v| v.version_id).collect();
+        let found = clashes(self.tx, &p, &n, &id).await?;
+        Ok(found
+            .into_iter()
+            .map(|(i, here)| Clash {
+                version: id[i],
+                file: p[i],
+                number: n[i].into(),
+                here,
+            })
+            .collect())
+    }
+
+    async fn known(&mut self, ids: &[Uuid]) -> Result<HashSet<Uuid>> {
+        versions_here(self.tx, ids).await
+    }
+
+    fn new_id(&mut self) -> Uuid {
+        Uuid::new_v4()
+    }
+
+    fn carried_elsewhere(&self) -> Vec<Uuid> {
+        self.held.values().flatten().map(|v| v.version_id).collect()
+    }
+
+    fn diverged_elsewhere(&self) -> Vec<Uuid> {
+        self.held.keys().copied().collect()
+    }
+
+    /// Held until the file's row comes, in a later window of the run (a
+    /// file's row is stamped at or after its versions).
+    fn set_aside(&mut self, v: PgVersion) -> Option<PgVersion> {
+        self.held.entry(v.path_id).or_default().push(v);
+        None
+    }
+}
+
 async fn resolve_files(
     tx: &Transaction<'_>,
     source: &str,
@@ -187,130 +265,18 @@ async fn resolve_files(
     b: &mut Batch,
     held: &mut Held,
 ) -> Result<Resolved> {
-    let ids: Vec<Uuid> = b.files.iter().map(|f| f.path_id).collect();
-    let target: HashMap<Uuid, Target> = if ids.is_empty() {
-        HashMap::new()
-    } else {
-        tx.query(
-            &format!(
-                "SELECT path_id, change_seq, origin_id, deleted_at IS NULL, current_version, virtual_path, \
-                 {} FROM file_paths WHERE path_id = ANY($1) ORDER BY path_id FOR UPDATE",
-                micros(
-                    "CASE WHEN deleted_at IS NULL OR deleted_at = '-infinity' THEN updated_at ELSE deleted_at END"
-                )
-            ),
-            &[&ids],
-        )
-        .await
-        .map_err(Error::pg("reading the target's rows of pushed files"))?
-        .iter()
-        .map(|r| {
-            (
-                r.get(0),
-                Target {
-                    change_seq: r.get(1),
-                    origin_id: r.get(2),
-                    live: r.get(3),
-                    current_version: r.get(4),
-                    path: r.get(5),
-                    changed_at: r.get(6),
-                },
-            )
-        })
-        .collect()
-    };
-    // Files whose pushed versions collide with different versions here, and
-    // the pushed versions the target already has.
-    let vp: Vec<Uuid> = b.versions.iter().map(|v| v.path_id).collect();
-    let vn: Vec<i32> = b.versions.iter().map(|v| v.version_number).collect();
-    let vid: Vec<Uuid> = b
-        .versions
-        .iter()
-        .map(|v| v.version_id)
-        .chain(held.values().flatten().map(|v| v.version_id))
-        .collect();
-    // A clash with a version that the push carries too (moving it to
-    // another file: a conflict copy its source made) is no divergence: that
-    // version moves first and frees its number, as in an embedded import.
-    // A version the target holds already in another file (it met it before
-    // and moved it to a conflict copy) stays there, as in an embedded
-    // import. The rule: `meet_versions`.
-    let mut carried: HashMap<Uuid, Option<(Uuid, i64)>> = b
-        .versions
-        .iter()
-        .map(|v| (v.version_id, Some((v.path_id, v.version_number.into()))))
-        .collect();
-    carried.extend(held.values().flatten().map(|v| (v.version_id, None)));
-    let mut met = if b.versions.is_empty() {
-        VersionsMet::default()
-    } else {
-        let taken = clashes(tx, &vp, &vn, &vid[..vp.len()]).await?;
-        let ids: Vec<Uuid> = taken.iter().map(|&(i, _)| vid[i]).collect();
-        let known = match ids.is_empty() {
-            true => HashSet::new(),
-            false => versions_here(tx, &ids).await?,
-        };
-        let found: Vec<Clash<Uuid>> = taken
-            .into_iter()
-            .map(|(i, here)| Clash {
-                version: vid[i],
-                file: vp[i],
-                number: vn[i].into(),
-                here,
-            })
-            .collect();
-        meet_versions(&found, &carried, &known)
-    };
-    if !met.staying.is_empty() {
-        b.versions.retain(|v| !met.staying.contains(&v.version_id));
-    }
-    if !met.vacating.is_empty() {
-        // One upsert statement takes the rows in order (a stable sort).
-        b.versions
-            .sort_by_key(|v| !met.vacating.contains(&v.version_id));
-    }
-    met.diverged.extend(held.keys().copied());
-    if met.diverged.is_empty() && target.is_empty() && met.stale.is_empty() {
-        return Ok(Resolved::default());
-    }
-    // Diverged versions whose file row is not in this window wait for it.
-    let in_window: HashSet<Uuid> = ids.iter().copied().collect();
-    let (wait, keep): (Vec<PgVersion>, Vec<PgVersion>) = std::mem::take(&mut b.versions)
-        .into_iter()
-        .partition(|v| met.diverged.contains(&v.path_id) && !in_window.contains(&v.path_id));
-    b.versions = keep;
-    for v in wait {
-        held.entry(v.path_id).or_default().push(v);
-    }
-    let known: HashSet<Uuid> = if met.diverged.is_empty() {
-        HashSet::new()
-    } else {
-        versions_here(tx, &vid).await?
-    };
-
-    let here = |id: &Uuid| {
-        target.get(id).map(|t| HereRow {
-            change_seq: t.change_seq,
-            origin: t.origin_id.as_deref(),
-            file: FileSide {
-                live: t.live,
-                version: t.current_version.into(),
-                path: &t.path,
-                changed_at: t.changed_at,
-            },
-        })
-    };
-    let decided = decide(
+    let mut target = Target { tx, held };
+    let resolved = nexus_core::resolve(
+        &mut target,
         &mut b.files,
         &mut b.versions,
         &mut b.metadata,
-        &met,
-        here,
-        &known,
-        Uuid::new_v4,
         source,
         seen,
-    );
+    )
+    .await?;
+    let held = target.held;
+    let (decided, known, here) = (resolved.decided, resolved.known, resolved.here);
     let mut out = Resolved {
         moves: decided.moves,
         renamed: decided.renamed,
@@ -322,7 +288,7 @@ async fn resolve_files(
     // out too, as in an embedded import (its removals are recorded).
     let nowhere: HashSet<Uuid> = dropped
         .iter()
-        .filter(|id| !target.contains_key(id))
+        .filter(|id| !here.contains(id))
         .copied()
         .collect();
     if !nowhere.is_empty() {
