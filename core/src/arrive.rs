@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 
 use crate::changes::{FileRow, HIDDEN, MetadataRow, VersionRow};
-use crate::conflict::{Clash, FilePlan, FileSide, HereRow, Seen, VersionsMet};
+use crate::conflict::{Clash, FilePlan, FileSide, HereRow, KeySide, Seen, VersionsMet};
 
 /// An arriving row that belongs to a file (a file's row, a version, a
 /// metadata row), as a side holds it.
@@ -220,6 +220,13 @@ pub trait ApplySide {
     async fn known(&mut self, ids: &[Self::Id]) -> Result<HashSet<Self::Id>, Self::Error>;
     /// A new file id (for a conflict copy).
     fn new_id(&mut self) -> Self::Id;
+    /// The state here of each metadata key (file, key), in order: its
+    /// value (canonical JSON) or `None` where it was removed, and when;
+    /// `None` for a key never set here.
+    async fn keys_here(
+        &mut self,
+        keys: &[(Self::Id, &str)],
+    ) -> Result<Vec<Option<(Option<String>, i64)>>, Self::Error>;
     /// Versions the arriving rows carry that are not among them (rows of
     /// the same apply set aside by [`ApplySide::set_aside`]).
     fn carried_elsewhere(&self) -> Vec<Self::Id> {
@@ -334,6 +341,32 @@ pub async fn resolve<S: ApplySide>(
         known,
         here: here.into_keys().collect(),
     })
+}
+
+/// The changes to metadata keys (file, key, the change: a value or a
+/// removal) of a change file that lose to a later change of the key here,
+/// by [`crate::key_arrives`] (a change file says nothing of what its
+/// writer had seen: the later change wins, per key): they stay out.
+pub async fn older_keys<S: ApplySide>(
+    side: &mut S,
+    changes: &[(S::Id, &str, KeySide<'_>)],
+) -> Result<HashSet<(S::Id, String)>, S::Error> {
+    if changes.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let keys: Vec<(S::Id, &str)> = changes.iter().map(|(f, k, _)| (f.clone(), *k)).collect();
+    let here = side.keys_here(&keys).await?;
+    let mut older = HashSet::new();
+    for ((file, key, arriving), here) in changes.iter().zip(here) {
+        let here = here.as_ref().map(|(value, at)| KeySide {
+            value: value.as_deref(),
+            at: *at,
+        });
+        if !crate::key_arrives(*arriving, here) {
+            older.insert((file.clone(), key.to_string()));
+        }
+    }
+    Ok(older)
 }
 
 impl OfFile for FileRow {

@@ -858,13 +858,6 @@ pub(crate) fn apply_rows(
         {
             continue;
         }
-        let arriving = crate::KeySide {
-            value: Some(&r.value),
-            at: r.updated_at,
-        };
-        if unpushed.is_none() && !key_arrives_here(e, &r.path_id, &r.key, arriving)? {
-            continue;
-        }
         e.execute(sqlite::upsert(&FILE_METADATA), &row_params(r, seq))?;
         untombstone(e, "file_metadata", &r.path_id, &r.key)?;
         metadata += 1;
@@ -880,13 +873,6 @@ pub(crate) fn apply_rows(
     report.tombstones = 0;
     for r in &c.tombstones {
         if r.table_name == "file_metadata" {
-            let arriving = crate::KeySide {
-                value: None,
-                at: r.deleted_at,
-            };
-            if unpushed.is_none() && !key_arrives_here(e, &r.key1, &r.key2, arriving)? {
-                continue;
-            }
             e.execute(
                 concat!(
                     "DELETE FROM ",
@@ -974,6 +960,9 @@ pub(crate) fn apply_rows(
 fn decide_arriving(e: &mut Engine, c: &Changes) -> Result<(Changes, HashSet<String>)> {
     use futures_util::FutureExt;
     let mut rows = c.clone();
+    let older = crate::older_keys(&mut Local(e), &key_changes(c))
+        .now_or_never()
+        .expect("an embedded store's reads complete at once")?;
     let resolved = crate::resolve(
         &mut Local(e),
         &mut rows.files,
@@ -984,6 +973,14 @@ fn decide_arriving(e: &mut Engine, c: &Changes) -> Result<(Changes, HashSet<Stri
     )
     .now_or_never()
     .expect("an embedded store's reads complete at once")?;
+    // Changes to metadata keys that lose to later ones here stay out (the
+    // copies made above still take the whole side).
+    if !older.is_empty() {
+        let lost = |file: &str, key: &str| older.contains(&(file.to_string(), key.to_string()));
+        rows.metadata.retain(|m| !lost(&m.path_id, &m.key));
+        rows.tombstones
+            .retain(|t| t.table_name != "file_metadata" || !lost(&t.key1, &t.key2));
+    }
     for (id, path) in resolved.decided.moves {
         if let Some(mut h) = file_here(e, &id)? {
             h.virtual_path = path;
@@ -992,6 +989,29 @@ fn decide_arriving(e: &mut Engine, c: &Changes) -> Result<(Changes, HashSet<Stri
     }
     let copies = resolved.decided.copies.into_iter();
     Ok((rows, copies.map(|(_, copy)| copy).collect()))
+}
+
+/// A change file's changes to metadata keys: (file, key, the change).
+fn key_changes(c: &Changes) -> Vec<(String, &str, crate::KeySide<'_>)> {
+    let values = c.metadata.iter().map(|m| {
+        let side = crate::KeySide {
+            value: Some(&m.value),
+            at: m.updated_at,
+        };
+        (m.path_id.clone(), m.key.as_str(), side)
+    });
+    let removals = c
+        .tombstones
+        .iter()
+        .filter(|t| t.table_name == "file_metadata")
+        .map(|t| {
+            let side = crate::KeySide {
+                value: None,
+                at: t.deleted_at,
+            };
+            (t.key1.clone(), t.key2.as_str(), side)
+        });
+    values.chain(removals).collect()
 }
 
 /// This store's row of the file `path_id`.
@@ -1068,26 +1088,18 @@ impl crate::ApplySide for Local<'_> {
     fn new_id(&mut self) -> String {
         self.0.new_id()
     }
+
+    async fn keys_here(&mut self, keys: &[(String, &str)]) -> Result<Vec<KeyHere>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for (file, key) in keys {
+            out.push(crate::meta::key_here(self.0, file, key)?);
+        }
+        Ok(out)
+    }
 }
 
-/// Whether a change file's change to the metadata key `key` of `path_id`
-/// applies here, by [`crate::key_arrives`] against the key's value or
-/// removal here.
-fn key_arrives_here(
-    e: &mut Engine,
-    path_id: &str,
-    key: &str,
-    arriving: crate::KeySide<'_>,
-) -> Result<bool> {
-    let here = crate::meta::key_here(e, path_id, key)?;
-    Ok(crate::key_arrives(
-        arriving,
-        here.as_ref().map(|(value, at)| crate::KeySide {
-            value: value.as_deref(),
-            at: *at,
-        }),
-    ))
-}
+/// A metadata key's state here (see [`crate::ApplySide::keys_here`]).
+type KeyHere = Option<(Option<String>, i64)>;
 
 /// Whether this store holds the version `version_id` (in any file).
 fn has_version(e: &mut Engine, version_id: &str) -> Result<bool> {

@@ -65,7 +65,7 @@ pub(crate) fn lock<X>(m: &std::sync::Mutex<X>) -> std::sync::MutexGuard<'_, X> {
 }
 pub use arrive::{
     ApplySide, ArrivingFile, ArrivingVersion, Decided, HereFile, OfFile, Resolution, decide,
-    resolve, to_copies,
+    older_keys, resolve, to_copies,
 };
 pub use change_file::{CHANGE_FILE_FORMAT, CHANGE_FILE_VERSIONS, ChangeFile, ImportReport};
 pub use changes::{

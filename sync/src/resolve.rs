@@ -39,7 +39,7 @@ use std::collections::{HashMap, HashSet};
 
 use nexus_core::{
     Clash, ConflictCopy, ConflictInfo, ConflictReason, HereFile, KeySide, Seen, Timestamp,
-    key_arrives, to_copies,
+    to_copies,
 };
 use nexus_postgres::codec::micros;
 use tokio_postgres::Transaction;
@@ -91,7 +91,7 @@ pub(crate) async fn resolve(
     // A change file's changes to metadata keys that lose to later ones
     // here stay out (the copies made below still take the whole side).
     let older = match seen {
-        Seen::Unknown => older_keys(tx, b).await?,
+        Seen::Unknown => older_keys(tx, b, held).await?,
         Seen::Through(_) => HashSet::new(),
     };
     let resolved = resolve_files(tx, source, seen, b, held).await?;
@@ -107,8 +107,12 @@ pub(crate) async fn resolve(
 }
 
 /// The metadata keys (file, key) whose change in `b` (a value or a
-/// removal) loses to a later one here, by [`key_arrives`].
-async fn older_keys(tx: &Transaction<'_>, b: &Batch) -> Result<HashSet<(Uuid, String)>> {
+/// removal) loses to a later one here ([`nexus_core::older_keys`]).
+async fn older_keys(
+    tx: &Transaction<'_>,
+    b: &Batch,
+    held: &mut Held,
+) -> Result<HashSet<(Uuid, String)>> {
     let arriving: Vec<(Uuid, &str, KeySide<'_>)> = b
         .metadata
         .iter()
@@ -127,47 +131,7 @@ async fn older_keys(tx: &Transaction<'_>, b: &Batch) -> Result<HashSet<(Uuid, St
             t.path_id.map(|p| (p, t.row.key2.as_str(), side))
         }))
         .collect();
-    if arriving.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let ids: Vec<Uuid> = arriving.iter().map(|a| a.0).collect();
-    let keys: Vec<&str> = arriving.iter().map(|a| a.1).collect();
-    let rows = tx
-        .query(
-            &format!(
-                "SELECT u.i, m.value::text, {} \
-             FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS u(p, k, i) \
-             LEFT JOIN file_metadata m ON m.path_id = u.p AND m.key = u.k \
-             LEFT JOIN tombstones t ON m.path_id IS NULL AND t.table_name = 'file_metadata' \
-               AND t.key1 = u.p::text AND t.key2 = u.k \
-             WHERE m.path_id IS NOT NULL OR t.key1 IS NOT NULL",
-                micros("coalesce(m.updated_at, t.deleted_at)")
-            ),
-            &[&ids, &keys],
-        )
-        .await
-        .map_err(Error::pg("reading the target's metadata keys"))?;
-    let mut older = HashSet::new();
-    for r in rows {
-        let (i, value, at): (i64, Option<String>, i64) = (r.get(0), r.get(1), r.get(2));
-        // The same canonical text as the store's, for the tie-break.
-        let value = value
-            .map(|v| serde_json::from_str(&v).map(|v| nexus_core::canonical_json(&v)))
-            .transpose()
-            .map_err(|e| Error::Conversion {
-                table: "file_metadata",
-                problem: format!("a value in PostgreSQL does not read as JSON: {e}"),
-            })?;
-        let (p, key, side) = arriving[i as usize - 1];
-        let here = KeySide {
-            value: value.as_deref(),
-            at,
-        };
-        if !key_arrives(side, Some(here)) {
-            older.insert((p, key.to_string()));
-        }
-    }
-    Ok(older)
+    nexus_core::older_keys(&mut Target { tx, held }, &arriving).await
 }
 
 /// What [`nexus_core::resolve`] reads in PostgreSQL, and the versions it
@@ -240,6 +204,44 @@ impl nexus_core::ApplySide for Target<'_, '_> {
 
     fn new_id(&mut self) -> Uuid {
         Uuid::new_v4()
+    }
+
+    async fn keys_here(
+        &mut self,
+        keys: &[(Uuid, &str)],
+    ) -> Result<Vec<Option<(Option<String>, i64)>>> {
+        let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        let names: Vec<&str> = keys.iter().map(|k| k.1).collect();
+        let rows = self
+            .tx
+            .query(
+                &format!(
+                    "SELECT u.i, m.value::text, {} \
+                     FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS u(p, k, i) \
+                     LEFT JOIN file_metadata m ON m.path_id = u.p AND m.key = u.k \
+                     LEFT JOIN tombstones t ON m.path_id IS NULL AND t.table_name = 'file_metadata' \
+                       AND t.key1 = u.p::text AND t.key2 = u.k \
+                     WHERE m.path_id IS NOT NULL OR t.key1 IS NOT NULL",
+                    micros("coalesce(m.updated_at, t.deleted_at)")
+                ),
+                &[&ids, &names],
+            )
+            .await
+            .map_err(Error::pg("reading the target's metadata keys"))?;
+        let mut out = vec![None; keys.len()];
+        for r in rows {
+            let (i, value, at): (i64, Option<String>, i64) = (r.get(0), r.get(1), r.get(2));
+            // The same canonical text as the store's, for the tie-break.
+            let value = value
+                .map(|v| serde_json::from_str(&v).map(|v| nexus_core::canonical_json(&v)))
+                .transpose()
+                .map_err(|e| Error::Conversion {
+                    table: "file_metadata",
+                    problem: format!("a value in PostgreSQL does not read as JSON: {e}"),
+                })?;
+            out[i as usize - 1] = Some((value, at));
+        }
+        Ok(out)
     }
 
     fn carried_elsewhere(&self) -> Vec<Uuid> {
