@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 
-use crate::changes::{FileRow, HIDDEN, MetadataRow, VersionRow};
+use crate::changes::{FileRow, HIDDEN, MetadataRow, TombstoneRow, VersionRow};
 use crate::conflict::{Clash, FilePlan, FileSide, HereRow, KeySide, Seen, VersionsMet};
 
 /// An arriving row that belongs to a file (a file's row, a version, a
@@ -39,6 +39,14 @@ pub trait ArrivingVersion: OfFile {
     fn number(&self) -> i64;
 }
 
+/// An arriving change to a metadata key (a value, or a removal), as a side
+/// holds it.
+pub trait KeyChange<Id> {
+    /// The file, the key and the change; `None` for a row that changes no
+    /// metadata key (a removal of a chunk).
+    fn key_change(&self) -> Option<(&Id, &str, KeySide<'_>)>;
+}
+
 /// What [`decide`] decided for the arriving file rows, for each side to
 /// carry out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +62,9 @@ pub struct Decided<Id: Eq + Hash> {
     /// Files whose arriving row won and took the path here (the change
     /// here was a rename).
     pub renamed: Vec<Id>,
-    /// Files whose arriving row stays out (the row here stays).
+    /// Files whose arriving row stays out: the row here stays (or moves,
+    /// see `moves`), or the row's current version stays where this side
+    /// has it.
     pub dropped: HashSet<Id>,
 }
 
@@ -200,7 +210,9 @@ pub trait ApplySide {
     /// An arriving version.
     type Version: ArrivingVersion<Id = Self::Id>;
     /// An arriving metadata row.
-    type Metadata: OfFile<Id = Self::Id> + Clone;
+    type Metadata: OfFile<Id = Self::Id> + KeyChange<Self::Id> + Clone;
+    /// An arriving removal.
+    type Removal: KeyChange<Self::Id>;
     /// The side's errors.
     type Error;
 
@@ -260,17 +272,33 @@ pub struct Resolution<Id: Eq + Hash> {
 
 /// The one algorithm for arriving rows, before they are written: reads
 /// what is here through `side`, decides how the arriving versions meet
-/// the versions here ([`crate::meet_versions`]; those that stay where this
-/// side has them leave the rows, and those that move another version away
-/// come first), then plans and carries out every file row ([`decide`]).
+/// the versions here ([`crate::meet_versions`]: those that stay where this
+/// side has them leave the rows, and the versions here that the rows move
+/// to another file come first, freeing their numbers), then plans and
+/// carries out every file row ([`decide`]).
+/// Rows whose writer says nothing of what it had seen here
+/// ([`Seen::Unknown`]: a change file) also leave out their changes to
+/// metadata keys that lose to a later change here ([`older_keys`]); the
+/// copies still take the whole side.
+#[allow(clippy::too_many_arguments)]
 pub async fn resolve<S: ApplySide>(
     side: &mut S,
     files: &mut Vec<S::File>,
     versions: &mut Vec<S::Version>,
     metadata: &mut Vec<S::Metadata>,
+    removals: &mut Vec<S::Removal>,
     source: &str,
     seen: Seen,
 ) -> Result<Resolution<S::Id>, S::Error> {
+    let older = match seen {
+        Seen::Unknown => {
+            let changes = metadata.iter().map(|m| m.key_change());
+            let changes = changes.chain(removals.iter().map(|r| r.key_change()));
+            let changes: Vec<_> = changes.flatten().collect();
+            older_keys(side, &changes).await?
+        }
+        Seen::Through(_) => HashSet::new(),
+    };
     let ids: Vec<S::Id> = files.iter().map(|f| f.file().clone()).collect();
     let here = match ids.is_empty() {
         true => HashMap::new(),
@@ -336,6 +364,13 @@ pub async fn resolve<S: ApplySide>(
         source,
         seen,
     );
+    if !older.is_empty() {
+        let lost = |c: Option<(&S::Id, &str, KeySide<'_>)>| {
+            c.is_some_and(|(file, key, _)| older.contains(&(file.clone(), key.to_string())))
+        };
+        metadata.retain(|m| !lost(m.key_change()));
+        removals.retain(|r| !lost(r.key_change()));
+    }
     Ok(Resolution {
         decided,
         known,
@@ -349,12 +384,12 @@ pub async fn resolve<S: ApplySide>(
 /// writer had seen: the later change wins, per key): they stay out.
 pub async fn older_keys<S: ApplySide>(
     side: &mut S,
-    changes: &[(S::Id, &str, KeySide<'_>)],
+    changes: &[(&S::Id, &str, KeySide<'_>)],
 ) -> Result<HashSet<(S::Id, String)>, S::Error> {
     if changes.is_empty() {
         return Ok(HashSet::new());
     }
-    let keys: Vec<(S::Id, &str)> = changes.iter().map(|(f, k, _)| (f.clone(), *k)).collect();
+    let keys: Vec<(S::Id, &str)> = changes.iter().map(|(f, k, _)| ((*f).clone(), *k)).collect();
     let here = side.keys_here(&keys).await?;
     let mut older = HashSet::new();
     for ((file, key, arriving), here) in changes.iter().zip(here) {
@@ -363,21 +398,27 @@ pub async fn older_keys<S: ApplySide>(
             at: *at,
         });
         if !crate::key_arrives(*arriving, here) {
-            older.insert((file.clone(), key.to_string()));
+            older.insert(((*file).clone(), key.to_string()));
         }
     }
     Ok(older)
 }
 
-impl OfFile for FileRow {
-    type Id = String;
-    fn file(&self) -> &String {
-        &self.path_id
-    }
-    fn move_to(&mut self, file: &String) {
-        self.path_id.clone_from(file);
-    }
+// Each row names its file by `path_id`.
+macro_rules! of_file {
+    ($($row:ty),*) => {$(
+        impl OfFile for $row {
+            type Id = String;
+            fn file(&self) -> &String {
+                &self.path_id
+            }
+            fn move_to(&mut self, file: &String) {
+                self.path_id.clone_from(file);
+            }
+        }
+    )*};
 }
+of_file!(FileRow, VersionRow, MetadataRow);
 
 impl ArrivingFile for FileRow {
     fn side(&self) -> FileSide<'_> {
@@ -395,16 +436,6 @@ impl ArrivingFile for FileRow {
     }
 }
 
-impl OfFile for VersionRow {
-    type Id = String;
-    fn file(&self) -> &String {
-        &self.path_id
-    }
-    fn move_to(&mut self, file: &String) {
-        self.path_id.clone_from(file);
-    }
-}
-
 impl ArrivingVersion for VersionRow {
     fn id(&self) -> &String {
         &self.version_id
@@ -414,13 +445,23 @@ impl ArrivingVersion for VersionRow {
     }
 }
 
-impl OfFile for MetadataRow {
-    type Id = String;
-    fn file(&self) -> &String {
-        &self.path_id
+impl KeyChange<String> for MetadataRow {
+    fn key_change(&self) -> Option<(&String, &str, KeySide<'_>)> {
+        let side = KeySide {
+            value: Some(&self.value),
+            at: self.updated_at,
+        };
+        Some((&self.path_id, &self.key, side))
     }
-    fn move_to(&mut self, file: &String) {
-        self.path_id.clone_from(file);
+}
+
+impl KeyChange<String> for TombstoneRow {
+    fn key_change(&self) -> Option<(&String, &str, KeySide<'_>)> {
+        let side = KeySide {
+            value: None,
+            at: self.deleted_at,
+        };
+        (self.table_name == "file_metadata").then_some((&self.key1, self.key2.as_str(), side))
     }
 }
 

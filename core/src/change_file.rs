@@ -954,33 +954,24 @@ pub(crate) fn apply_rows(
 /// [`crate::resolve`] against the rows here (a change file says nothing of
 /// what its writer had seen here: versions tell, then times): the rows that
 /// stay out removed, a file this store keeps at the arriving path given as
-/// its row here moved there, and a file both stores made new versions of
+/// its row here moved there (after the other file rows), and a file both
+/// stores made new versions of
 /// given a new id, a conflict copy (its ids are returned) with the arriving
 /// versions this store lacks and a copy of its metadata.
 fn decide_arriving(e: &mut Engine, c: &Changes) -> Result<(Changes, HashSet<String>)> {
     use futures_util::FutureExt;
     let mut rows = c.clone();
-    let older = crate::older_keys(&mut Local(e), &key_changes(c))
-        .now_or_never()
-        .expect("an embedded store's reads complete at once")?;
     let resolved = crate::resolve(
         &mut Local(e),
         &mut rows.files,
         &mut rows.versions,
         &mut rows.metadata,
+        &mut rows.tombstones,
         "",
         crate::Seen::Unknown,
     )
     .now_or_never()
     .expect("an embedded store's reads complete at once")?;
-    // Changes to metadata keys that lose to later ones here stay out (the
-    // copies made above still take the whole side).
-    if !older.is_empty() {
-        let lost = |file: &str, key: &str| older.contains(&(file.to_string(), key.to_string()));
-        rows.metadata.retain(|m| !lost(&m.path_id, &m.key));
-        rows.tombstones
-            .retain(|t| t.table_name != "file_metadata" || !lost(&t.key1, &t.key2));
-    }
     for (id, path) in resolved.decided.moves {
         if let Some(mut h) = file_here(e, &id)? {
             h.virtual_path = path;
@@ -989,29 +980,6 @@ fn decide_arriving(e: &mut Engine, c: &Changes) -> Result<(Changes, HashSet<Stri
     }
     let copies = resolved.decided.copies.into_iter();
     Ok((rows, copies.map(|(_, copy)| copy).collect()))
-}
-
-/// A change file's changes to metadata keys: (file, key, the change).
-fn key_changes(c: &Changes) -> Vec<(String, &str, crate::KeySide<'_>)> {
-    let values = c.metadata.iter().map(|m| {
-        let side = crate::KeySide {
-            value: Some(&m.value),
-            at: m.updated_at,
-        };
-        (m.path_id.clone(), m.key.as_str(), side)
-    });
-    let removals = c
-        .tombstones
-        .iter()
-        .filter(|t| t.table_name == "file_metadata")
-        .map(|t| {
-            let side = crate::KeySide {
-                value: None,
-                at: t.deleted_at,
-            };
-            (t.key1.clone(), t.key2.as_str(), side)
-        });
-    values.chain(removals).collect()
 }
 
 /// This store's row of the file `path_id`.
@@ -1031,6 +999,7 @@ impl crate::ApplySide for Local<'_> {
     type File = FileRow;
     type Version = VersionRow;
     type Metadata = MetadataRow;
+    type Removal = TombstoneRow;
     type Error = Error;
 
     async fn files_here(&mut self, ids: &[String]) -> Result<HashMap<String, crate::HereFile>> {

@@ -682,15 +682,12 @@ mod tests {
         .into_iter()
         .collect();
         let known: HashSet<&str> = ["k4"].into_iter().collect();
-        let met = meet_versions(
-            &[
-                clash("a2", "f1", 2, "h2"),
-                clash("b3", "f2", 3, "h3"),
-                clash("k4", "f3", 4, "m"),
-            ],
-            &carried,
-            &known,
-        );
+        let clashes = [
+            clash("a2", "f1", 2, "h2"),
+            clash("b3", "f2", 3, "h3"),
+            clash("k4", "f3", 4, "m"),
+        ];
+        let met = meet_versions(&clashes, &carried, &known);
         assert_eq!(met.diverged, ["f1"].into_iter().collect());
         assert_eq!(met.superseded, [("f2", 3)].into_iter().collect());
         assert_eq!(met.vacating, ["h3"].into_iter().collect());
@@ -713,15 +710,7 @@ mod tests {
             origin: None,
             file: side(version, path),
         };
-        let met = meet_versions(
-            &[
-                clash("a2", "f1", 2, "h2"),
-                clash("b3", "f2", 3, "h3"),
-                clash("k4", "f3", 4, "m"),
-            ],
-            &carried,
-            &known,
-        );
+        let met = meet_versions(&clashes, &carried, &known);
         let plan = |file, arriving, h| met.plan(&file, arriving, h, "s", Seen::Unknown);
         assert_eq!(
             plan("f1", side(2, "/a"), Some(here(2, "/a"))),

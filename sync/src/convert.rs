@@ -185,19 +185,24 @@ pub(crate) fn batch(changes: nexus_core::Changes, problems: &mut Vec<String>) ->
     b
 }
 
-// The rows as `nexus_core::decide` plans them (the one algorithm an
+// The rows as `nexus_core::resolve` plans them (the one algorithm an
 // embedded import runs over its own rows): a file's id is both the UUID
 // and the row's text.
-impl nexus_core::OfFile for PgFile {
-    type Id = Uuid;
-    fn file(&self) -> &Uuid {
-        &self.path_id
-    }
-    fn move_to(&mut self, file: &Uuid) {
-        self.path_id = *file;
-        self.row.path_id = file.to_string();
-    }
+macro_rules! of_file {
+    ($($row:ty),*) => {$(
+        impl nexus_core::OfFile for $row {
+            type Id = Uuid;
+            fn file(&self) -> &Uuid {
+                &self.path_id
+            }
+            fn move_to(&mut self, file: &Uuid) {
+                self.path_id = *file;
+                self.row.path_id = file.to_string();
+            }
+        }
+    )*};
 }
+of_file!(PgFile, PgVersion, PgMetadata);
 
 impl nexus_core::ArrivingFile for PgFile {
     fn side(&self) -> nexus_core::FileSide<'_> {
@@ -213,17 +218,6 @@ impl nexus_core::ArrivingFile for PgFile {
     }
 }
 
-impl nexus_core::OfFile for PgVersion {
-    type Id = Uuid;
-    fn file(&self) -> &Uuid {
-        &self.path_id
-    }
-    fn move_to(&mut self, file: &Uuid) {
-        self.path_id = *file;
-        self.row.path_id = file.to_string();
-    }
-}
-
 impl nexus_core::ArrivingVersion for PgVersion {
     fn id(&self) -> &Uuid {
         &self.version_id
@@ -233,14 +227,18 @@ impl nexus_core::ArrivingVersion for PgVersion {
     }
 }
 
-impl nexus_core::OfFile for PgMetadata {
-    type Id = Uuid;
-    fn file(&self) -> &Uuid {
-        &self.path_id
+impl nexus_core::KeyChange<Uuid> for PgMetadata {
+    fn key_change(&self) -> Option<(&Uuid, &str, nexus_core::KeySide<'_>)> {
+        self.row
+            .key_change()
+            .map(|(_, key, side)| (&self.path_id, key, side))
     }
-    fn move_to(&mut self, file: &Uuid) {
-        self.path_id = *file;
-        self.row.path_id = file.to_string();
+}
+
+impl nexus_core::KeyChange<Uuid> for PgTombstone {
+    fn key_change(&self) -> Option<(&Uuid, &str, nexus_core::KeySide<'_>)> {
+        let (_, key, side) = self.row.key_change()?;
+        Some((self.path_id.as_ref()?, key, side))
     }
 }
 

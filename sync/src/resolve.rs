@@ -38,14 +38,13 @@
 use std::collections::{HashMap, HashSet};
 
 use nexus_core::{
-    Clash, ConflictCopy, ConflictInfo, ConflictReason, HereFile, KeySide, Seen, Timestamp,
-    to_copies,
+    Clash, ConflictCopy, ConflictInfo, ConflictReason, HereFile, Seen, Timestamp, to_copies,
 };
 use nexus_postgres::codec::micros;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
-use crate::convert::{Batch, PgFile, PgMetadata, PgVersion};
+use crate::convert::{Batch, PgFile, PgMetadata, PgTombstone, PgVersion};
 use crate::error::{Error, Result};
 use crate::replicate::mark_conflict;
 
@@ -76,64 +75,6 @@ pub(crate) struct Resolved {
 /// held back until that row arrives and the copy is made.
 pub(crate) type Held = HashMap<Uuid, Vec<PgVersion>>;
 
-/// Applies the conflict rule to `b` (a window of `source`'s rows, `seen`
-/// what the source had pulled of the target), and returns the conflict
-/// copies it decided on. The target's rows of the window's files are locked
-/// until the run commits, so that concurrent pushes decide on what the
-/// others committed.
-pub(crate) async fn resolve(
-    tx: &Transaction<'_>,
-    source: &str,
-    seen: Seen,
-    b: &mut Batch,
-    held: &mut Held,
-) -> Result<Resolved> {
-    // A change file's changes to metadata keys that lose to later ones
-    // here stay out (the copies made below still take the whole side).
-    let older = match seen {
-        Seen::Unknown => older_keys(tx, b, held).await?,
-        Seen::Through(_) => HashSet::new(),
-    };
-    let resolved = resolve_files(tx, source, seen, b, held).await?;
-    if !older.is_empty() {
-        b.metadata
-            .retain(|m| !older.contains(&(m.path_id, m.row.key.clone())));
-        b.tombstones.retain(|t| {
-            t.path_id
-                .is_none_or(|p| !older.contains(&(p, t.row.key2.clone())))
-        });
-    }
-    Ok(resolved)
-}
-
-/// The metadata keys (file, key) whose change in `b` (a value or a
-/// removal) loses to a later one here ([`nexus_core::older_keys`]).
-async fn older_keys(
-    tx: &Transaction<'_>,
-    b: &Batch,
-    held: &mut Held,
-) -> Result<HashSet<(Uuid, String)>> {
-    let arriving: Vec<(Uuid, &str, KeySide<'_>)> = b
-        .metadata
-        .iter()
-        .map(|m| {
-            let side = KeySide {
-                value: Some(&m.row.value),
-                at: m.row.updated_at,
-            };
-            (m.path_id, m.row.key.as_str(), side)
-        })
-        .chain(b.tombstones.iter().filter_map(|t| {
-            let side = KeySide {
-                value: None,
-                at: t.row.deleted_at,
-            };
-            t.path_id.map(|p| (p, t.row.key2.as_str(), side))
-        }))
-        .collect();
-    nexus_core::older_keys(&mut Target { tx, held }, &arriving).await
-}
-
 /// What [`nexus_core::resolve`] reads in PostgreSQL, and the versions it
 /// holds back across the windows of a run.
 struct Target<'t, 'c> {
@@ -146,6 +87,7 @@ impl nexus_core::ApplySide for Target<'_, '_> {
     type File = PgFile;
     type Version = PgVersion;
     type Metadata = PgMetadata;
+    type Removal = PgTombstone;
     type Error = Error;
 
     /// Locked until the run commits, so that concurrent pushes decide on
@@ -260,7 +202,12 @@ impl nexus_core::ApplySide for Target<'_, '_> {
     }
 }
 
-async fn resolve_files(
+/// Applies the conflict rule to `b` (a window of `source`'s rows, `seen`
+/// what the source had pulled of the target), and returns the conflict
+/// copies it decided on. The target's rows of the window's files are locked
+/// until the run commits, so that concurrent pushes decide on what the
+/// others committed.
+pub(crate) async fn resolve(
     tx: &Transaction<'_>,
     source: &str,
     seen: Seen,
@@ -273,6 +220,7 @@ async fn resolve_files(
         &mut b.files,
         &mut b.versions,
         &mut b.metadata,
+        &mut b.tombstones,
         source,
         seen,
     )

@@ -1401,7 +1401,9 @@ async fn a_first_pull_takes_copies_before_their_originals() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(first, 1, "the copy's version sorts before its parent");
+    // At least: another copy's random id sorts before its original's
+    // about once in 160.
+    assert!(first >= 1, "the copy's version sorts before its parent");
 
     for rows in [3, 10_000] {
         let options = SyncOptions {
