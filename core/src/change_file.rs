@@ -462,7 +462,7 @@ fn applied_through(e: &mut Engine, source_id: &str) -> Result<i64> {
     .unwrap_or(0))
 }
 
-fn own_id(e: &mut Engine) -> Result<String> {
+pub(crate) fn own_id(e: &mut Engine) -> Result<String> {
     e.query_one("SELECT store_id FROM nexus_state WHERE id = 1", &[], |r| {
         r.text(0)
     })?

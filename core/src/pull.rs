@@ -65,9 +65,12 @@ pub struct PullReport {
     pub to: i64,
     /// Pages applied.
     pub pages: u64,
-    /// `file_paths` rows applied.
+    /// `file_paths` rows applied (a row a page brings again because its
+    /// rows refer to it, [`FeedPage::referenced_files`], counts where it
+    /// changed, not again).
     pub files: u64,
-    /// `version_history` rows applied.
+    /// `version_history` rows applied (the same for
+    /// [`FeedPage::referenced_versions`]).
     pub versions: u64,
     /// `file_metadata` rows applied.
     pub metadata: u64,
@@ -132,6 +135,11 @@ impl Store {
         // The position recorded in the store (pages with no rows are not).
         let mut stored = report.to;
         let mut within = self.pull_within(&report.hub_id).await?;
+        let own = {
+            let mut e = self.reader().await;
+            e.read(crate::change_file::own_id)?
+        };
+        let theirs = |o: &Option<crate::Origin>| o.as_ref().is_none_or(|o| o.source_id != own);
         loop {
             let (page, pushed_through) = feed.page(report.to, within.as_ref(), max_rows).await?;
             if page.changes.is_empty() && page.within.is_none() && within.is_none() {
@@ -141,7 +149,17 @@ impl Store {
                 report.to = page.changes.through;
             } else if page.changes.through > page.changes.after || within.is_some() {
                 // Files the page's rows refer to come first (see
-                // `FeedPage::referenced_files`).
+                // `FeedPage::referenced_files`). They are applied again,
+                // and counted where they changed: left out of the counts
+                // here (those of other stores, and this store's own).
+                let ref_files = page.referenced_files.iter().filter(|r| theirs(&r.origin));
+                let ref_versions = page.referenced_versions.iter();
+                let ref_versions = ref_versions.filter(|r| theirs(&r.origin));
+                let (ref_files, ref_versions) =
+                    (ref_files.count() as u64, ref_versions.count() as u64);
+                let ref_own = (page.referenced_files.len() + page.referenced_versions.len()) as u64
+                    - ref_files
+                    - ref_versions;
                 let mut changes = page.changes;
                 let mut files = page.referenced_files;
                 files.append(&mut changes.files);
@@ -165,12 +183,12 @@ impl Store {
                 within = page.within;
                 stored = applied.through;
                 report.pages += 1;
-                report.files += applied.files;
-                report.versions += applied.versions;
+                report.files += applied.files.saturating_sub(ref_files);
+                report.versions += applied.versions.saturating_sub(ref_versions);
                 report.metadata += applied.metadata;
                 report.chunks += applied.chunks;
                 report.tombstones += applied.tombstones;
-                report.own += applied.own;
+                report.own += applied.own.saturating_sub(ref_own);
                 report.to = applied.through;
                 progress(report.rows());
             }

@@ -1346,6 +1346,34 @@ async fn a_pull_brings_a_parent_version_a_later_push_wrote_again() {
     }
 }
 
+/// A pull counts each changed row once. A file renamed after its first
+/// version was pushed has its row stamped by the rename: a store that
+/// pulls in small pages gets the version in a page before the row's, and
+/// that page brings the file's row along (its version refers to it); the
+/// row's own page brings it again. The report counted it twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_counts_a_row_brought_along_once() {
+    let db = pg::database("pull_counts_once").await;
+    // A store that pulled before (its next pull reads the feed).
+    let c = store_with([file("/c", "c")]).await;
+    both(&c, &db.url).await;
+    let a = Store::memory().await.unwrap();
+    a.put(file("/f", "v1")).await.unwrap();
+    push(&a, &db.url).await;
+    assert_eq!(a.rename("/f", "/g").await.unwrap(), 1);
+    push(&a, &db.url).await;
+    let small = SyncOptions {
+        window_rows: 1,
+        ..SyncOptions::default()
+    };
+    let r = pull(&c, &remote(&db.url), &small).await.unwrap();
+    assert!(r.pages >= 2, "{r:?}");
+    assert_eq!((r.files, r.versions, r.own), (1, 1, 0), "{r:?}");
+    assert_eq!(c.get("/g").await.unwrap().unwrap().size, 2);
+    assert!(c.get("/f").await.unwrap().is_none());
+    assert_verified(&c, &db.url).await;
+}
+
 /// A first pull (the snapshot, loaded in key order) of a conflict copy
 /// whose version's parent is in the file it was copied from, when the
 /// copy's id sorts before the original's: the copy's version arrives
