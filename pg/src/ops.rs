@@ -353,11 +353,19 @@ pub(crate) async fn get_batch(
     Ok(out)
 }
 
-/// A file's deletion time: the clock's (`$3`), or one microsecond after
-/// the row's last change when that is later, so that a deletion is always
-/// later than what it deleted (`nexus_stamp_after`, migration 0009, as the
-/// embedded store's `meta::stamp_after`).
-const DELETED_AT: &str = "nexus_stamp_after($3, updated_at)";
+/// The statement that deletes the live files of tenant `$1` whose path
+/// `matches` (a condition over `$2`), as this database's own change. The
+/// deletion time is the clock's (`$3`), or one microsecond after the row's
+/// last change when that is later, so that a deletion is always later than
+/// what it deleted (`nexus_stamp_after`, migration 0009, as the embedded
+/// store's `meta::stamp_after`). Its parameters: tenant, path(s), clock.
+fn deletion(matches: &str) -> String {
+    format!(
+        "UPDATE file_paths SET deleted_at = nexus_stamp_after($3, updated_at), origin_id = NULL, \
+         origin_seq = NULL, change_seq = DEFAULT \
+         WHERE tenant_id = $1 AND virtual_path {matches} AND deleted_at IS NULL"
+    )
+}
 
 pub(crate) async fn delete(
     inner: &Inner,
@@ -368,11 +376,7 @@ pub(crate) async fn delete(
     let pooled = inner.client().await?;
     let c = pooled.cached();
     Ok(c.query_opt(
-        &format!(
-            "UPDATE file_paths SET deleted_at = {DELETED_AT}, origin_id = NULL, origin_seq = NULL, \
-             change_seq = DEFAULT WHERE tenant_id = $1 AND virtual_path = $2 AND deleted_at IS NULL \
-             RETURNING {FILE_COLS}"
-        ),
+        &format!("{} RETURNING {FILE_COLS}", deletion("= $2")),
         &[&tenant, &path, &ts(inner.now())],
     )
     .await
@@ -391,10 +395,7 @@ pub(crate) async fn delete_batch(inner: &Inner, tenant: &str, paths: Vec<String>
     let c = pooled.cached();
     let n = c
         .execute(
-            &format!(
-                "UPDATE file_paths SET deleted_at = {DELETED_AT}, origin_id = NULL, origin_seq = NULL, \
-                 change_seq = DEFAULT WHERE tenant_id = $1 AND virtual_path = ANY ($2) AND deleted_at IS NULL"
-            ),
+            &deletion("= ANY ($2)"),
             &[&tenant, &paths, &ts(inner.now())],
         )
         .await
