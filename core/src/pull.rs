@@ -139,7 +139,6 @@ impl Store {
             let mut e = self.reader().await;
             e.read(crate::change_file::own_id)?
         };
-        let theirs = |o: &Option<crate::Origin>| o.as_ref().is_none_or(|o| o.source_id != own);
         loop {
             let (page, pushed_through) = feed.page(report.to, within.as_ref(), max_rows).await?;
             if page.changes.is_empty() && page.within.is_none() && within.is_none() {
@@ -152,14 +151,13 @@ impl Store {
                 // `FeedPage::referenced_files`). They are applied again,
                 // and counted where they changed: left out of the counts
                 // here (those of other stores, and this store's own).
-                let ref_files = page.referenced_files.iter().filter(|r| theirs(&r.origin));
-                let ref_versions = page.referenced_versions.iter();
-                let ref_versions = ref_versions.filter(|r| theirs(&r.origin));
-                let (ref_files, ref_versions) =
-                    (ref_files.count() as u64, ref_versions.count() as u64);
-                let ref_own = (page.referenced_files.len() + page.referenced_versions.len()) as u64
-                    - ref_files
-                    - ref_versions;
+                let mine = |o: &Option<Origin>| written_by(o, &own);
+                let own_files = page.referenced_files.iter().filter(|r| mine(&r.origin));
+                let own_versions = page.referenced_versions.iter().filter(|r| mine(&r.origin));
+                let (own_files, own_versions) = (own_files.count(), own_versions.count());
+                let ref_files = (page.referenced_files.len() - own_files) as u64;
+                let ref_versions = (page.referenced_versions.len() - own_versions) as u64;
+                let ref_own = (own_files + own_versions) as u64;
                 let mut changes = page.changes;
                 let mut files = page.referenced_files;
                 files.append(&mut changes.files);
@@ -366,11 +364,17 @@ pub struct FeedPoint<'a> {
     pub within: Option<&'a SnapshotCursor>,
 }
 
+/// Whether a row's `origin` says the store `id` wrote it (a row of its own
+/// that came back).
+fn written_by(origin: &Option<Origin>, id: &str) -> bool {
+    origin.as_ref().is_some_and(|o| o.source_id == id)
+}
+
 /// `changes` without the rows whose origin is `own` (borrowed when it has
 /// none: a page of other stores' changes is not copied); returns how many
 /// went.
 fn without_own<'a>(changes: &'a Changes, own: &str) -> (Cow<'a, Changes>, u64) {
-    let mine = |o: &Option<Origin>| o.as_ref().is_some_and(|o| o.source_id == own);
+    let mine = |o: &Option<Origin>| written_by(o, own);
     let mut c = Cow::Borrowed(changes);
     // The page is copied (once) only when a table of it holds own rows.
     macro_rules! drop_own {
