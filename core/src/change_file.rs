@@ -1107,8 +1107,9 @@ fn column_index(t: &Table, name: &str) -> usize {
 }
 
 /// Moves the (hidden) file `path_id` to the first free conflict-copy path
-/// of `path` and marks it with [`crate::CONFLICT_KEY`] (the conflict rule,
-/// as PostgreSQL applies it to a push).
+/// of `path`, stamped after its row, and marks it with
+/// [`crate::CONFLICT_KEY`] (the conflict rule, as PostgreSQL applies it to
+/// a push).
 fn make_copy(
     e: &mut Engine,
     seq: Seq,
@@ -1144,9 +1145,16 @@ fn make_copy(
         }
         attempt += 1;
     };
+    // The move is this store's change to the row: stamped after it, so
+    // that a store that has the file at the path learns the move from this
+    // store's changes (the later change to a row wins).
     e.execute(
-        "UPDATE file_paths SET virtual_path = ?2 WHERE path_id = ?1",
-        &[text(path_id), text(&copy)],
+        "UPDATE file_paths SET virtual_path = ?2, updated_at = ?3 WHERE path_id = ?1",
+        &[
+            text(path_id),
+            text(&copy),
+            int(crate::meta::stamp_after(e, at)),
+        ],
     )?;
     crate::meta::upsert_metadata(
         e,

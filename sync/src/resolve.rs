@@ -405,7 +405,10 @@ pub(crate) async fn finish(
     let mut out = Vec::with_capacity(copies.len());
     for c in copies {
         for sql in [
-            "UPDATE file_paths SET origin_id = NULL, origin_seq = NULL WHERE path_id = $1",
+            // Stamped after the row it copies, as an embedded store stamps
+            // the copies it makes.
+            "UPDATE file_paths SET origin_id = NULL, origin_seq = NULL, \
+             updated_at = nexus_stamp_after(now(), updated_at) WHERE path_id = $1",
             "UPDATE version_history SET origin_id = NULL, origin_seq = NULL WHERE path_id = $1",
             "UPDATE file_metadata SET origin_id = NULL, origin_seq = NULL WHERE path_id = $1",
         ] {

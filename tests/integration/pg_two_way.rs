@@ -1210,6 +1210,84 @@ async fn change_files_passed_back_and_forth_agree() {
     assert!(!sa["/ahead-b"].4.contains_key("k"), "{sa:?}");
 }
 
+/// A file whose `nexus.conflict` key was once removed by a store whose
+/// clock ran an hour ahead, then made a conflict copy (two files at one
+/// path): the copy's key is stamped after that removal, by an embedded
+/// store's import and by PostgreSQL's apply of a push alike, so that the
+/// removal, which arrives with the file, does not take the key away again
+/// there or in any store that learns both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_copy_is_marked_over_a_removal_stamped_ahead() {
+    let db = pg::database("copy_key_over_removal").await;
+    let (a, b, c) = (
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+    );
+    a.put(file("/p.txt", "from-a")).await.unwrap();
+    a.set_metadata("/p.txt", CONFLICT_KEY, &json!("resolved by hand"))
+        .await
+        .unwrap();
+    a.delete_metadata("/p.txt", CONFLICT_KEY).await.unwrap();
+    let moved = a
+        .debug_query(
+            "UPDATE tombstones SET deleted_at = deleted_at + 3600000000 WHERE table_name = 'file_metadata' RETURNING key2",
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved.len(), 1, "one removal, now an hour ahead");
+    b.put(file("/p.txt", "from-b")).await.unwrap();
+    let (from_a, from_b) = (
+        a.export_changes(0).await.unwrap(),
+        b.export_changes(0).await.unwrap(),
+    );
+    let marked = |s: &State| {
+        let copies: Vec<&String> = s.keys().filter(|p| p.contains(".sync-conflict-")).collect();
+        assert_eq!(copies.len(), 1, "{s:?}");
+        let copy = &s[copies[0]];
+        assert_eq!(
+            copy.1.as_deref(),
+            Some("from-a"),
+            "A's file lost the path: {s:?}"
+        );
+        assert_eq!(copy.4[CONFLICT_KEY]["path"], json!("/p.txt"), "{s:?}");
+        assert_eq!(s["/p.txt"].1.as_deref(), Some("from-b"), "{s:?}");
+    };
+    // An embedded store that learned B's file first.
+    c.import_changes(&from_b).await.unwrap();
+    let r = c.import_changes(&from_a).await.unwrap();
+    assert_eq!(r.conflicts.len(), 1, "{:?}", r.conflicts);
+    marked(&state(&c).await);
+    // A store that had A's file and its removal learns the copy from C.
+    let d = Store::memory().await.unwrap();
+    d.import_changes(&from_a).await.unwrap();
+    d.import_changes(&c.export_changes(0).await.unwrap())
+        .await
+        .unwrap();
+    marked(&state(&d).await);
+    // PostgreSQL, B's push first.
+    push(&b, &db.url).await;
+    let r = push(&a, &db.url).await;
+    assert_eq!(r.conflicts.len(), 1, "{:?}", r.conflicts);
+    marked(&pg_state(&db.url).await);
+    // Every store then learns everything: the key stays everywhere.
+    for s in [&a, &b, &a, &b] {
+        both(s, &db.url).await;
+    }
+    let p = pg_state(&db.url).await;
+    marked(&p);
+    for s in [&a, &b] {
+        assert_eq!(state(s).await, p);
+        assert_verified(s, &db.url).await;
+    }
+    for from in [&a, &b] {
+        c.import_changes(&from.export_changes(0).await.unwrap())
+            .await
+            .unwrap();
+    }
+    marked(&state(&c).await);
+}
+
 /// The same through pushes: B pushes; A learns B's changes from a change
 /// file (not from PostgreSQL), which makes B's version 2 a copy in A, and
 /// pushes. A carries PostgreSQL's current version of the file to its copy:
