@@ -1132,19 +1132,19 @@ fn make_copy(
         at: crate::Timestamp::from_micros(at),
         reason,
     };
-    let mut attempt = 0;
-    let copy = loop {
-        let copy = info.copy_path(attempt);
-        let held = e.query_one(
-            "SELECT 1 FROM file_paths WHERE tenant_id = ?1 AND virtual_path = ?2 AND deleted_at IS NULL",
-            &[text(tenant), text(&copy)],
-            |_| Ok(()),
-        )?;
-        if held.is_none() {
-            break copy;
-        }
-        attempt += 1;
-    };
+    // Files become live one at a time here: the copies made before this
+    // one are among the live files.
+    let (from, to) = info.copy_paths_range();
+    let taken: HashSet<String> = e
+        .query(
+            "SELECT virtual_path FROM file_paths WHERE tenant_id = ?1 AND virtual_path >= ?2 \
+             AND virtual_path < ?3 AND deleted_at IS NULL",
+            &[text(tenant), text(&from), text(&to)],
+            |r| r.text(0),
+        )?
+        .into_iter()
+        .collect();
+    let copy = info.free_copy_path(|p| taken.contains(p));
     // The move is this store's change to the row: stamped after it, so
     // that a store that has the file at the path learns the move from this
     // store's changes (the later change to a row wins).

@@ -61,6 +61,26 @@ impl ConflictInfo {
         conflict_path(&self.path, self.at, &self.source, attempt)
     }
 
+    /// The paths, from the first to before the second in byte order, that
+    /// hold every copy path of this conflict (whatever the attempt): a
+    /// side reads which of them its live files hold with one range query
+    /// on its path index, then picks with [`ConflictInfo::free_copy_path`].
+    pub fn copy_paths_range(&self) -> (String, String) {
+        let (head, _) = copy_name(&self.path, self.at, &self.source);
+        let to = crate::validate::prefix_upper_bound(&head).expect("a copy's name is never empty");
+        (head, to)
+    }
+
+    /// The copy's path: the first of [`ConflictInfo::copy_path`]'s
+    /// attempts (0, 1, 2, ...) that `taken` does not claim (a live file
+    /// holds it, or a copy made before it in the same apply).
+    pub fn free_copy_path(&self, taken: impl Fn(&str) -> bool) -> String {
+        (0..)
+            .map(|attempt| self.copy_path(attempt))
+            .find(|copy| !taken(copy))
+            .expect("a finite set of paths leaves an attempt free")
+    }
+
     /// The summary's record of the copy made for this conflict: the file
     /// `path_id` of `tenant`, now at `copy`.
     pub fn into_copy(self, tenant: String, copy: String, path_id: String) -> ConflictCopy {
@@ -94,6 +114,18 @@ pub struct ConflictCopy {
 
 /// The conflict copy's path of `path` (see [`ConflictInfo::copy_path`]).
 pub fn conflict_path(path: &str, at: Timestamp, source: &str, attempt: u32) -> String {
+    let (head, ext) = copy_name(path, at, source);
+    if attempt > 0 {
+        format!("{head}-{attempt}{ext}")
+    } else {
+        format!("{head}{ext}")
+    }
+}
+
+/// What every copy path of a conflict over `path` starts with (its folder,
+/// its stem and `.sync-conflict-<YYYYMMDD-HHMMSS>-<source prefix>`), and
+/// the extension that ends it.
+fn copy_name<'a>(path: &'a str, at: Timestamp, source: &str) -> (String, &'a str) {
     let (dir, name) = match path.rfind('/') {
         Some(i) => path.split_at(i + 1),
         None => ("", path),
@@ -105,14 +137,9 @@ pub fn conflict_path(path: &str, at: Timestamp, source: &str, attempt: u32) -> S
         _ => (name, ""),
     };
     let prefix: String = source.chars().take(SOURCE_PREFIX_CHARS).collect();
-    let suffix = if attempt > 0 {
-        format!("-{attempt}")
-    } else {
-        String::new()
-    };
-    format!(
-        "{dir}{stem}.sync-conflict-{}-{prefix}{suffix}{ext}",
-        compact_time(at)
+    (
+        format!("{dir}{stem}.sync-conflict-{}-{prefix}", compact_time(at)),
+        ext,
     )
 }
 
@@ -656,6 +683,39 @@ mod tests {
             conflict_path("/v1.2/README", at(), src, 2),
             "/v1.2/README.sync-conflict-20261201-070509-01234567-2"
         );
+    }
+
+    #[test]
+    fn a_copy_takes_the_first_free_name_within_its_range() {
+        let info = ConflictInfo {
+            path: "/docs/report.txt".into(),
+            source: "0123456789abcdef".into(),
+            at: at(),
+            reason: ConflictReason::Path,
+        };
+        let taken = [info.copy_path(0), info.copy_path(1), info.copy_path(3)];
+        assert_eq!(
+            info.free_copy_path(|p| taken.iter().any(|t| t == p)),
+            info.copy_path(2)
+        );
+        assert_eq!(info.free_copy_path(|_| false), info.copy_path(0));
+        // Every attempt lies in the range; another source's or another
+        // instant's copies of the path, and the path itself, do not.
+        let (from, to) = info.copy_paths_range();
+        let within = |p: &str| from.as_str() <= p && p < to.as_str();
+        for attempt in [0, 1, 2, 10, 99] {
+            assert!(within(&info.copy_path(attempt)), "{attempt}");
+        }
+        let other_source = conflict_path(&info.path, at(), "01234568ffff", 0);
+        let other_time = conflict_path(&info.path, Timestamp::from_micros(0), &info.source, 0);
+        for p in [
+            other_source.as_str(),
+            other_time.as_str(),
+            "/docs/report.txt",
+            "/docs/report.sync-conflict-",
+        ] {
+            assert!(!within(p), "{p}");
+        }
     }
 
     #[test]

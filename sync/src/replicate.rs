@@ -512,26 +512,23 @@ pub(crate) async fn free_copy_path(
     info: &ConflictInfo,
     chosen: &mut HashSet<(String, String)>,
 ) -> Result<String> {
-    let mut attempt = 0;
-    loop {
-        let copy = info.copy_path(attempt);
-        if chosen.contains(&(tenant.to_string(), copy.clone())) {
-            attempt += 1;
-            continue;
-        }
-        let held = tx
-            .query_opt(
-                "SELECT 1 FROM file_paths WHERE tenant_id = $1 AND virtual_path = $2 AND deleted_at IS NULL",
-                &[&tenant, &copy],
-            )
-            .await
-            .map_err(Error::pg("looking for a free conflict-copy path"))?;
-        if held.is_none() {
-            chosen.insert((tenant.to_string(), copy.clone()));
-            return Ok(copy);
-        }
-        attempt += 1;
-    }
+    let (from, to) = info.copy_paths_range();
+    let held: HashSet<String> = tx
+        .query(
+            "SELECT virtual_path FROM file_paths WHERE tenant_id = $1 AND virtual_path >= $2 \
+             AND virtual_path < $3 AND deleted_at IS NULL",
+            &[&tenant, &from, &to],
+        )
+        .await
+        .map_err(Error::pg("looking for a free conflict-copy path"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let copy = info.free_copy_path(|p| {
+        held.contains(p) || chosen.contains(&(tenant.to_string(), p.to_string()))
+    });
+    chosen.insert((tenant.to_string(), copy.clone()));
+    Ok(copy)
 }
 
 /// Sets [`nexus_core::CONFLICT_KEY`] on the file `path_id`, as the target's

@@ -1288,6 +1288,41 @@ async fn a_conflict_copy_is_marked_over_a_removal_stamped_ahead() {
     marked(&state(&c).await);
 }
 
+/// A conflict copy whose name a live file already holds takes the next
+/// free one (`-1` before the extension), in an embedded store's import and
+/// in PostgreSQL's apply of a push alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_whose_name_is_taken_takes_the_next() {
+    let db = pg::database("copy_name_taken").await;
+    let (a, b, c) = (
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+    );
+    a.put(file("/n.txt", "from-a")).await.unwrap();
+    let from_a = a.export_changes(0).await.unwrap();
+    let at = nexus_core::Timestamp::from_micros(from_a.changes.files[0].updated_at);
+    let name = |attempt| nexus_core::conflict_path("/n.txt", at, &from_a.source_id, attempt);
+    b.put(file("/n.txt", "from-b")).await.unwrap();
+    b.put(file(&name(0), "squatter")).await.unwrap();
+    c.import_changes(&b.export_changes(0).await.unwrap())
+        .await
+        .unwrap();
+    let r = c.import_changes(&from_a).await.unwrap();
+    assert_eq!(r.conflicts.len(), 1, "{:?}", r.conflicts);
+    assert_eq!(r.conflicts[0].copy, name(1));
+    push(&b, &db.url).await;
+    let r = push(&a, &db.url).await;
+    assert_eq!(r.conflicts.len(), 1, "{:?}", r.conflicts);
+    assert_eq!(r.conflicts[0].copy, name(1));
+    let (p, sc) = (pg_state(&db.url).await, state(&c).await);
+    for s in [&p, &sc] {
+        assert_eq!(s[&name(0)].1.as_deref(), Some("squatter"), "{s:?}");
+        assert_eq!(s[&name(1)].1.as_deref(), Some("from-a"), "{s:?}");
+        assert_eq!(s["/n.txt"].1.as_deref(), Some("from-b"), "{s:?}");
+    }
+}
+
 /// The same through pushes: B pushes; A learns B's changes from a change
 /// file (not from PostgreSQL), which makes B's version 2 a copy in A, and
 /// pushes. A carries PostgreSQL's current version of the file to its copy:
