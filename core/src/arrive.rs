@@ -27,8 +27,10 @@ pub trait OfFile {
 pub trait ArrivingFile: OfFile {
     /// The file as the row has it, for the rule.
     fn side(&self) -> FileSide<'_>;
-    /// Gives the row another path (a rename here follows the file).
-    fn set_path(&mut self, path: String);
+    /// Gives the row the path here (a rename here follows the file) and
+    /// the merged row's time `at` ([`FileSide::merged_at`]; the row is
+    /// live).
+    fn merge_at(&mut self, path: String, at: i64);
 }
 
 /// An arriving version.
@@ -57,8 +59,9 @@ pub struct Decided<Id: Eq + Hash> {
     /// copy's name.
     pub copies: Vec<(Id, Id)>,
     /// Files that keep their row here, at the arriving row's path (the
-    /// arriving change was a rename).
-    pub moves: Vec<(Id, String)>,
+    /// arriving change was a rename), stamped with the merged row's time
+    /// ([`FileSide::merged_at`]).
+    pub moves: Vec<(Id, String, i64)>,
     /// Files whose arriving row won and took the path here (the change
     /// here was a rename).
     pub renamed: Vec<Id>,
@@ -101,18 +104,21 @@ where
     };
     for f in files.iter_mut() {
         let id = f.file().clone();
-        match met.plan(&id, f.side(), here(&id), source, seen) {
+        let h = here(&id);
+        // A row that merges the two (one's row, the other's path).
+        let merged_at = h.map_or(i64::MIN, |h| f.side().merged_at(&h.file));
+        match met.plan(&id, f.side(), h, source, seen) {
             None | Some(FilePlan::Keep) => {
                 out.dropped.insert(id);
             }
             Some(FilePlan::Apply) => {}
             Some(FilePlan::ApplyAt(path)) => {
-                f.set_path(path);
+                f.merge_at(path, merged_at);
                 out.renamed.push(id);
             }
             Some(FilePlan::KeepAt(path)) => {
                 out.dropped.insert(id.clone());
-                out.moves.push((id, path));
+                out.moves.push((id, path, merged_at));
             }
             Some(FilePlan::Copy) => {
                 let copy = new_id();
@@ -431,8 +437,9 @@ impl ArrivingFile for FileRow {
             changed_at: self.changed_at(),
         }
     }
-    fn set_path(&mut self, path: String) {
+    fn merge_at(&mut self, path: String, at: i64) {
         self.virtual_path = path;
+        self.updated_at = at;
     }
 }
 
@@ -495,8 +502,9 @@ mod tests {
                 changed_at: self.3,
             }
         }
-        fn set_path(&mut self, path: String) {
+        fn merge_at(&mut self, path: String, at: i64) {
             self.1 = path;
+            self.3 = at;
         }
     }
 
@@ -596,7 +604,8 @@ mod tests {
             Seen::Through(0),
         );
         assert_eq!(decided.copies, vec![("d".to_string(), "copy1".to_string())]);
-        assert_eq!(decided.moves, vec![("m".to_string(), "/m2".to_string())]);
+        // Merged rows are stamped just after the later of the two.
+        assert_eq!(decided.moves, vec![("m".to_string(), "/m2".to_string(), 6)]);
         assert_eq!(decided.renamed, vec!["r".to_string()]);
         let dropped: HashSet<String> = ["k", "m", "s"].into_iter().map(String::from).collect();
         assert_eq!(decided.dropped, dropped);
@@ -605,7 +614,7 @@ mod tests {
             files,
             vec![
                 row("copy1", "/d", 2, 1),
-                row("r", "/r2", 2, 1),
+                row("r", "/r2", 2, 10),
                 row("n", "/n", 1, 1)
             ]
         );

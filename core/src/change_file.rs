@@ -972,9 +972,10 @@ fn decide_arriving(e: &mut Engine, c: &Changes) -> Result<(Changes, HashSet<Stri
     )
     .now_or_never()
     .expect("an embedded store's reads complete at once")?;
-    for (id, path) in resolved.decided.moves {
+    for (id, path, at) in resolved.decided.moves {
         if let Some(mut h) = file_here(e, &id)? {
             h.virtual_path = path;
+            h.updated_at = at;
             rows.files.push(h);
         }
     }

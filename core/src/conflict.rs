@@ -167,6 +167,15 @@ impl FileSide<'_> {
     pub fn later_than(&self, other: &FileSide<'_>) -> bool {
         (self.changed_at, self.live, self.path) > (other.changed_at, other.live, other.path)
     }
+
+    /// The time of the row that merges this row and `other` (one side's
+    /// row at the other's path: [`FilePlan::ApplyAt`], [`FilePlan::KeepAt`]):
+    /// just after the later of the two, so that a side that holds either
+    /// row takes the merged one as the later change; the same wherever the
+    /// two are merged.
+    pub fn merged_at(&self, other: &FileSide<'_>) -> i64 {
+        self.changed_at.max(other.changed_at).saturating_add(1)
+    }
 }
 
 /// How a file that both sides changed (since the last state they both had)

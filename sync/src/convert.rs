@@ -213,8 +213,9 @@ impl nexus_core::ArrivingFile for PgFile {
             changed_at: self.row.changed_at(),
         }
     }
-    fn set_path(&mut self, path: String) {
+    fn merge_at(&mut self, path: String, at: i64) {
         self.row.virtual_path = path;
+        self.row.updated_at = at;
     }
 }
 

@@ -62,8 +62,9 @@ pub(crate) struct PendingCopy {
 pub(crate) struct Resolved {
     copies: Vec<PendingCopy>,
     /// Files the target keeps whose pushed row, the loser, renamed them:
-    /// each moves to the pushed path.
-    moves: Vec<(Uuid, String)>,
+    /// each moves to the pushed path, stamped with the merged row's time
+    /// (microseconds, [`nexus_core::FileSide::merged_at`]).
+    moves: Vec<(Uuid, String, i64)>,
     /// Files whose pushed row won and took the target's path (the target's
     /// change was the rename): marked as the target's own, so that the
     /// pusher pulls the path.
@@ -376,11 +377,17 @@ pub(crate) async fn finish(
     resolved: Resolved,
     live_ids: &mut Vec<Uuid>,
 ) -> Result<Vec<ConflictCopy>> {
-    for (path_id, path) in &resolved.moves {
+    for (path_id, path, at) in &resolved.moves {
+        let at = crate::convert::ts(*at, "a moved file's updated_at").map_err(|problem| {
+            Error::Conversion {
+                table: "file_paths",
+                problem,
+            }
+        })?;
         tx.execute(
-            "UPDATE file_paths SET virtual_path = $2, deleted_at = '-infinity', origin_id = NULL, \
-             origin_seq = NULL, change_seq = DEFAULT WHERE path_id = $1",
-            &[path_id, path],
+            "UPDATE file_paths SET virtual_path = $2, updated_at = $3, deleted_at = '-infinity', \
+             origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT WHERE path_id = $1",
+            &[path_id, path, &at],
         )
         .await
         .map_err(Error::pg("moving a kept file to its pushed path"))?;

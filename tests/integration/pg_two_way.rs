@@ -1217,6 +1217,58 @@ async fn change_files_passed_back_and_forth_agree() {
     assert!(!sa["/ahead-b"].4.contains_key("k"), "{sa:?}");
 }
 
+/// A rename meets a new version of the file made elsewhere, through change
+/// files alone: whichever came first, the rename follows the file, and both
+/// stores end with the new version at the new path. The store that merges
+/// the two (the new version at the renamed path) stamps the merged row
+/// after both, so that the other store takes it; before, the merged row
+/// kept one side's time and the two rows of one version were told apart
+/// by their paths, so a rename to a path that sorts first was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_follows_a_new_version_made_elsewhere() {
+    let (a, b) = (
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+    );
+    let stores = [a.clone(), b.clone()];
+    let mut learned = [[0i64; 3]; 3];
+    // Both export, then both import (the files cross, so each store merges
+    // the two changes on its own); then one after the other.
+    let trade = async |learned: &mut [[i64; 3]; 3]| {
+        let to_b = a.export_changes(learned[1][0]).await.unwrap();
+        let to_a = b.export_changes(learned[0][1]).await.unwrap();
+        a.import_changes(&to_a).await.unwrap();
+        b.import_changes(&to_b).await.unwrap();
+        (learned[0][1], learned[1][0]) = (to_a.changes.through, to_b.changes.through);
+        learn(&stores, learned, 0, 1).await;
+        learn(&stores, learned, 1, 0).await;
+    };
+    let settled = async |learned: &mut [[i64; 3]; 3], path: &str, etag: &str| {
+        for round in 0..3 {
+            trade(learned).await;
+            let (sa, sb) = (state(&a).await, state(&b).await);
+            assert_eq!(sa, sb, "after exchange {round}");
+            let got: Vec<(&str, Option<&str>)> = sa
+                .iter()
+                .map(|(p, f)| (p.as_str(), f.1.as_deref()))
+                .collect();
+            assert_eq!(got, [(path, Some(etag))], "after exchange {round}");
+        }
+    };
+    // The rename first, then the new version.
+    a.put(file("/m/f", "v1")).await.unwrap();
+    trade(&mut learned).await;
+    b.rename("/m/f", "/a").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    a.put(file("/m/f", "v2")).await.unwrap();
+    settled(&mut learned, "/a", "v2").await;
+    // The new version first, then the rename.
+    a.put(file("/a", "v3")).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    b.rename("/a", "/0").await.unwrap();
+    settled(&mut learned, "/0", "v3").await;
+}
+
 /// A file whose `nexus.conflict` key was once removed by a store whose
 /// clock ran an hour ahead, then made a conflict copy (two files at one
 /// path): the copy's key is stamped after that removal, by an embedded
