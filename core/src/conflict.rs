@@ -413,25 +413,13 @@ pub struct HereRow<'a> {
 /// Whether the row here of a file holds a change that the arriving row's
 /// writer (`source`) had not seen: then the two settle by [`settle`];
 /// otherwise the arriving row replaces it (a fast-forward). With a
-/// position, a change after it by another writer is unseen. Without one,
+/// position, a change after it by another writer is unseen; without one,
 /// versions the arriving row lacks are (a deletion or a rename there then
-/// meets a new version here), and so is a change here stamped after the
-/// arriving row's last change: a writer that had seen it would have
-/// stamped its own change after it (every change is stamped after the
-/// state it changes), so a rename here made after a new version there
-/// meets that version instead of being replaced by it. One rule for every
-/// side that applies rows.
-pub fn changed_unseen(
-    here: &HereRow<'_>,
-    arriving: &FileSide<'_>,
-    source: &str,
-    seen: Seen,
-) -> bool {
+/// meets a new version here). One rule for every side that applies rows.
+pub fn changed_unseen(here: &HereRow<'_>, arriving_version: i64, source: &str, seen: Seen) -> bool {
     match seen {
         Seen::Through(base) => here.change_seq > base && here.origin != Some(source),
-        Seen::Unknown => {
-            here.file.version > arriving.version || here.file.changed_at > arriving.changed_at
-        }
+        Seen::Unknown => here.file.version > arriving_version,
     }
 }
 
@@ -485,7 +473,7 @@ pub fn plan_file<'a>(
             false => FilePlan::Apply,
         };
     }
-    if !changed_unseen(&here, &arriving, source, seen) {
+    if !changed_unseen(&here, arriving.version, source, seen) {
         return FilePlan::Apply;
     }
     let settled = settle(arriving, here.file);
@@ -524,68 +512,28 @@ mod tests {
                 live: true,
                 version,
                 path: "/a",
-                changed_at: 5,
+                changed_at: 0,
             },
         };
-        let arriving = |version, changed_at| FileSide {
-            live: true,
-            version,
-            path: "/b",
-            changed_at,
-        };
         // With a position: another writer's change after it is unseen; the
-        // pusher's own change, or one it had pulled, is not (times aside).
+        // pusher's own change, or one it had pulled, is not.
         let through = Seen::Through(10);
-        assert!(changed_unseen(
-            &here(11, Some("b"), 1),
-            &arriving(1, 9),
-            "a",
-            through
-        ));
-        assert!(changed_unseen(
-            &here(11, None, 1),
-            &arriving(5, 9),
-            "a",
-            through
-        ));
-        assert!(!changed_unseen(
-            &here(11, Some("a"), 3),
-            &arriving(1, 1),
-            "a",
-            through
-        ));
-        assert!(!changed_unseen(
-            &here(10, Some("b"), 3),
-            &arriving(1, 1),
-            "a",
-            through
-        ));
-        // Without one (a change file): versions the arriving row lacks, or
-        // a change here later than the arriving row's.
-        let unknown = Seen::Unknown;
+        assert!(changed_unseen(&here(11, Some("b"), 1), 1, "a", through));
+        assert!(changed_unseen(&here(11, None, 1), 5, "a", through));
+        assert!(!changed_unseen(&here(11, Some("a"), 3), 1, "a", through));
+        assert!(!changed_unseen(&here(10, Some("b"), 3), 1, "a", through));
+        // Without one (a change file): versions the arriving row lacks.
         assert!(changed_unseen(
             &here(0, Some("a"), 3),
-            &arriving(2, 9),
+            2,
             "a",
-            unknown
-        ));
-        assert!(changed_unseen(
-            &here(0, Some("a"), 2),
-            &arriving(3, 4),
-            "a",
-            unknown
+            Seen::Unknown
         ));
         assert!(!changed_unseen(
             &here(99, Some("b"), 2),
-            &arriving(2, 9),
+            2,
             "a",
-            unknown
-        ));
-        assert!(!changed_unseen(
-            &here(99, Some("b"), 2),
-            &arriving(3, 5),
-            "a",
-            unknown
+            Seen::Unknown
         ));
     }
 
