@@ -155,7 +155,8 @@ pub struct FileSide<'a> {
     pub path: &'a str,
     /// When the row last changed (microseconds since the epoch): its
     /// deletion, else its last update. What decides between two rows of
-    /// one version that a change file brings (see [`plan_file`]).
+    /// one version that a change file brings (see [`plan_file`]), and what
+    /// a row merging two is stamped after ([`FileSide::merged_at`]).
     pub changed_at: i64,
 }
 

@@ -415,10 +415,8 @@ pub async fn source_watermark(
 /// rule: it becomes live as a conflict copy beside it
 /// ([`nexus_core::ConflictInfo::copy_path`]), with the metadata key
 /// [`nexus_core::CONFLICT_KEY`], and its row is marked as the target's own
-/// change (no origin), stamped after the row it moves (so that a store that
-/// has the file at the path learns the move, from a pull or from the change
-/// file of a store that pulled it), so that its source receives the new
-/// path on its next pull. Files of the run that want one path take it in the order of
+/// change (no origin), stamped after the row it moves: its source receives
+/// the new path on its next pull, and takes it over its own row. Files of the run that want one path take it in the order of
 /// `live_ids` (a file that held the path here before the run comes first:
 /// [`crate::resolve::finish`]); the others become conflict copies. Returns
 /// the copies made.
