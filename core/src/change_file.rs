@@ -1146,16 +1146,13 @@ fn make_copy(
         .into_iter()
         .collect();
     let copy = info.free_copy_path(|p| taken.contains(p));
-    // The move is this store's change to the row: stamped after it, so
-    // that a store that has the file at the path learns the move from this
-    // store's changes (the later change to a row wins).
+    // The move is this store's change to the row: stamped just after it
+    // (by no clock: PostgreSQL's apply of the same rows stamps the same),
+    // so that a store that has the file at the path takes the move from
+    // this store's changes (the later change to a row wins).
     e.execute(
         "UPDATE file_paths SET virtual_path = ?2, updated_at = ?3 WHERE path_id = ?1",
-        &[
-            text(path_id),
-            text(&copy),
-            int(crate::meta::stamp_after(e, at)),
-        ],
+        &[text(path_id), text(&copy), int(at.saturating_add(1))],
     )?;
     crate::meta::upsert_metadata(
         e,

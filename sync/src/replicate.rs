@@ -415,8 +415,9 @@ pub async fn source_watermark(
 /// rule: it becomes live as a conflict copy beside it
 /// ([`nexus_core::ConflictInfo::copy_path`]), with the metadata key
 /// [`nexus_core::CONFLICT_KEY`], and its row is marked as the target's own
-/// change (no origin), stamped after the row it moves: its source receives
-/// the new path on its next pull, and takes it over its own row. Files of the run that want one path take it in the order of
+/// change (no origin), stamped one microsecond after the row it moves (as
+/// an embedded import stamps it): its source receives the new path on its
+/// next pull, and takes it over its own row. Files of the run that want one path take it in the order of
 /// `live_ids` (a file that held the path here before the run comes first:
 /// [`crate::resolve::finish`]); the others become conflict copies. Returns
 /// the copies made.
@@ -475,7 +476,7 @@ pub(crate) async fn make_live(
         };
         let copy = free_copy_path(tx, &tenant, &info, &mut chosen).await?;
         tx.execute(
-            "UPDATE file_paths SET virtual_path = $2, updated_at = nexus_stamp_after(now(), updated_at), \
+            "UPDATE file_paths SET virtual_path = $2, updated_at = updated_at + interval '1 microsecond', \
              origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT WHERE path_id = $1",
             &[&path_id, &copy],
         )

@@ -412,10 +412,10 @@ pub(crate) async fn finish(
     let mut out = Vec::with_capacity(copies.len());
     for c in copies {
         for sql in [
-            // Stamped after the row it copies, as an embedded store stamps
-            // the copies it makes.
+            // Stamped one microsecond after the row it copies, as an
+            // embedded import stamps the copies it makes.
             "UPDATE file_paths SET origin_id = NULL, origin_seq = NULL, \
-             updated_at = nexus_stamp_after(now(), updated_at) WHERE path_id = $1",
+             updated_at = updated_at + interval '1 microsecond' WHERE path_id = $1",
             "UPDATE version_history SET origin_id = NULL, origin_seq = NULL WHERE path_id = $1",
             "UPDATE file_metadata SET origin_id = NULL, origin_seq = NULL WHERE path_id = $1",
         ] {
