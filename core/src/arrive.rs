@@ -31,6 +31,9 @@ pub trait ArrivingFile: OfFile {
     /// the merged row's time `at` ([`FileSide::merged_at`]; the row is
     /// live).
     fn merge_at(&mut self, path: String, at: i64);
+    /// Makes the row a deletion of the file at `at` (a redundant copy:
+    /// see [`Decided::retired`]).
+    fn retire(&mut self, at: i64);
 }
 
 /// An arriving version.
@@ -69,6 +72,16 @@ pub struct Decided<Id: Eq + Hash> {
     /// see `moves`), or the row's current version stays where this side
     /// has it.
     pub dropped: HashSet<Id>,
+    /// Files this side does not have whose current version it holds in
+    /// another file: a conflict copy that the arriving side made its own
+    /// way round, of content this side keeps elsewhere. Their arriving row
+    /// becomes a deletion of the file, stamped just after it, for a side
+    /// whose changes reach the copy's maker and go no further (PostgreSQL,
+    /// by a pull) to write as its own change; a side whose changes travel
+    /// on (an embedded import) leaves the row out, as a stale one, since a
+    /// store that has that copy as the only holder of its content would
+    /// take the deletion.
+    pub retired: Vec<Id>,
 }
 
 /// Plans every arriving file row by [`VersionsMet::plan`] against its row
@@ -101,6 +114,7 @@ where
         moves: Vec::new(),
         renamed: Vec::new(),
         dropped: HashSet::new(),
+        retired: Vec::new(),
     };
     for f in files.iter_mut() {
         let id = f.file().clone();
@@ -108,6 +122,11 @@ where
         // A row that merges the two (one's row, the other's path).
         let merged_at = h.map_or(i64::MIN, |h| f.side().merged_at(&h.file));
         match met.plan(&id, f.side(), h, source, seen) {
+            None if h.is_none() && f.side().live => {
+                let at = f.side().changed_at.saturating_add(1);
+                f.retire(at);
+                out.retired.push(id);
+            }
             None | Some(FilePlan::Keep) => {
                 out.dropped.insert(id);
             }
@@ -441,6 +460,9 @@ impl ArrivingFile for FileRow {
         self.virtual_path = path;
         self.updated_at = at;
     }
+    fn retire(&mut self, at: i64) {
+        self.deleted_at = Some(at);
+    }
 }
 
 impl ArrivingVersion for VersionRow {
@@ -504,6 +526,10 @@ mod tests {
         }
         fn merge_at(&mut self, path: String, at: i64) {
             self.1 = path;
+            self.3 = at;
+        }
+        fn retire(&mut self, at: i64) {
+            self.1 = "(deleted)".into();
             self.3 = at;
         }
     }
@@ -636,5 +662,55 @@ mod tests {
                 row("copy1", "tag", 0, 0)
             ]
         );
+    }
+
+    #[test]
+    fn a_copy_made_the_other_way_round_is_retired() {
+        // Both sides met one conflict of file "f": here, f's version 2 is
+        // "h"; the arriving side put "h" in its copy "c" and kept its own
+        // "f2" in f, which is here already (in this side's copy). Both stay
+        // where this side has them: f's arriving row stays out, and "c",
+        // which this side does not have, arrives as its deletion.
+        let mut files = vec![row("f", "/f", 2, 1), row("c", "/c", 1, 7)];
+        let mut versions = vec![row("f", "f2", 2, 0), row("c", "h", 1, 0)];
+        let carried: HashMap<String, Option<(String, i64)>> = versions
+            .iter()
+            .map(|v| (v.1.clone(), Some((v.0.clone(), v.2))))
+            .collect();
+        let clashes = [Clash {
+            version: "f2".to_string(),
+            file: "f".to_string(),
+            number: 2,
+            here: "h".to_string(),
+        }];
+        let known: HashSet<String> = ["f2".to_string()].into_iter().collect();
+        let met = meet_versions(&clashes, &carried, &known);
+        let here = |id: &String| {
+            (id == "f").then_some(HereRow {
+                change_seq: 1,
+                origin: None,
+                file: FileSide {
+                    live: true,
+                    version: 2,
+                    path: "/f",
+                    changed_at: 5,
+                },
+            })
+        };
+        let decided = decide(
+            &mut files,
+            &mut versions,
+            &mut Vec::<Row>::new(),
+            &met,
+            here,
+            &known,
+            || unreachable!("no copy is made"),
+            "src",
+            Seen::Unknown,
+        );
+        assert_eq!(decided.retired, vec!["c".to_string()]);
+        assert_eq!(decided.dropped, ["f".to_string()].into_iter().collect());
+        // Stamped just after the arriving row.
+        assert_eq!(files, vec![row("c", "(deleted)", 1, 8)]);
     }
 }

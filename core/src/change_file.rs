@@ -979,6 +979,15 @@ fn decide_arriving(e: &mut Engine, c: &Changes) -> Result<(Changes, HashSet<Stri
             rows.files.push(h);
         }
     }
+    // A copy the writer made its own way round, of content this store
+    // keeps in another file, stays out here: a deletion of it written here
+    // would travel on in this store's changes, to stores where that copy
+    // is where the content is. (PostgreSQL writes the deletion: it reaches
+    // the copy's maker by its pull, and pulled rows go no further.)
+    if !resolved.decided.retired.is_empty() {
+        let retired: HashSet<&String> = resolved.decided.retired.iter().collect();
+        rows.files.retain(|f| !retired.contains(&f.path_id));
+    }
     let copies = resolved.decided.copies.into_iter();
     Ok((rows, copies.map(|(_, copy)| copy).collect()))
 }

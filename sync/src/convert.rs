@@ -217,6 +217,12 @@ impl nexus_core::ArrivingFile for PgFile {
         self.row.virtual_path = path;
         self.row.updated_at = at;
     }
+    fn retire(&mut self, at: i64) {
+        self.row.deleted_at = Some(at);
+        // A time the row held converts; one microsecond later does too.
+        self.deleted_at =
+            Some(ts(at, "deleted_at").expect("a microsecond after a time that converted"));
+    }
 }
 
 impl nexus_core::ArrivingVersion for PgVersion {

@@ -69,6 +69,10 @@ pub(crate) struct Resolved {
     /// change was the rename): marked as the target's own, so that the
     /// pusher pulls the path.
     renamed: Vec<Uuid>,
+    /// Redundant copies the pusher made, landing deleted
+    /// ([`nexus_core::Decided::retired`]): marked as the target's own, so
+    /// that the pusher pulls the deletion.
+    retired: Vec<Uuid>,
 }
 
 /// Versions of a push whose file diverged but whose file row is in a later
@@ -231,6 +235,7 @@ pub(crate) async fn resolve(
     let mut out = Resolved {
         moves: decided.moves,
         renamed: decided.renamed,
+        retired: decided.retired,
         copies: Vec::with_capacity(decided.copies.len()),
     };
     let dropped = decided.dropped;
@@ -392,6 +397,15 @@ pub(crate) async fn finish(
         .await
         .map_err(Error::pg("moving a kept file to its pushed path"))?;
         live_ids.push(*path_id);
+    }
+    if !resolved.retired.is_empty() {
+        tx.execute(
+            "UPDATE file_paths SET origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT \
+             WHERE path_id = ANY($1)",
+            &[&resolved.retired],
+        )
+        .await
+        .map_err(Error::pg("deleting a redundant conflict copy"))?;
     }
     if !resolved.renamed.is_empty() {
         tx.execute(

@@ -684,116 +684,136 @@ proptest! {
         window in prop_oneof![1..4usize, Just(10_000usize)],
         learns in proptest::collection::vec((0..40usize, 0..3usize, 0..3usize), 0..6),
     ) {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        // Windows of 1-3 rows split pushes and pull pages everywhere: a
-        // file's versions apart from its row, one push's rows over pages.
-        let opts = SyncOptions { window_rows: window, ..SyncOptions::default() };
-        let push = |s: &Store, u: &str| {
-            let r = Replicator::new(s.clone(), url(u)).with_options(opts.clone());
-            async move { r.sync().await.unwrap() }
-        };
-        let both = |s: &Store, u: &str| {
-            let (s, u, o) = (s.clone(), remote(u), opts.clone());
-            async move { sync_with(&s, &u, &o).await.unwrap() }
-        };
-        rt.block_on(async {
-            let db = pg::database("two_way_converge").await;
-            // Store files, as on devices; dropped and opened again before
-            // the final syncs (the same store still, where a finished
-            // sync's reader thread has not let go of its handle yet).
-            let dir = tempfile::tempdir().unwrap();
-            let paths = ["a.db", "b.db", "c.db"].map(|n| dir.path().join(n));
-            let mut stores = Vec::new();
-            for p in &paths {
-                stores.push(Store::open(p).await.unwrap());
-            }
-            let mut written: Vec<String> = Vec::new();
-            let mut learned = [[0i64; 3]; 3];
-            for (i, (who, op)) in ops.iter().enumerate() {
-                // Before step `at`, a store imports another's changes since
-                // it last did (a change file passed between devices).
-                for &(at, to, from) in &learns {
-                    if at == i {
-                        learn(&stores, &mut learned, to, from).await;
-                    }
-                }
-                let s = &stores[*who];
-                match op {
-                    Op::Put(..) | Op::Delete(_) | Op::Meta(..) | Op::Rename(..) | Op::RenameDir(_) => {
-                        written.extend(change_locally(s, *who, i, op).await);
-                    }
-                    Op::Sync => {
-                        // Nothing else runs meanwhile: after it, the store
-                        // and PostgreSQL hold the same rows.
-                        both(s, &db.url).await;
-                        assert_verified(s, &db.url).await;
-                    }
-                    Op::Push => { push(s, &db.url).await; }
-                    Op::Pull => {
-                        // Refused when this store has an unpushed change to a row it would overwrite.
-                        if let Err(e) = pull(s, &remote(&db.url), &opts).await {
-                            assert!(e.to_string().contains("push first"), "{e}");
-                        }
-                    }
-                    Op::PushTwice => {
-                        let (x, y) = tokio::join!(push(s, &db.url), push(s, &db.url));
-                        assert!(x.rows() == 0 || y.rows() == 0, "applied once: {x:?} {y:?}");
-                    }
-                    Op::SyncCut(every_ms) => {
-                        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-                        let killer = {
-                            let (stop, u) = (stop.clone(), db.url.clone());
-                            let every = *every_ms;
-                            tokio::spawn(async move {
-                                let admin = pg::connect(&u).await;
-                                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                                    tokio::time::sleep(std::time::Duration::from_millis(every)).await;
-                                    let _ = admin.query(
-                                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                                         WHERE datname = current_database() AND application_name = 'nexus-sync'",
-                                        &[],
-                                    ).await;
-                                }
-                            })
-                        };
-                        let options = SyncOptions { max_attempts: 2, backoff: std::time::Duration::from_millis(5), ..opts.clone() };
-                        // Either way (done, or given up after the retries), nothing is lost or doubled.
-                        let _ = sync_with(s, &remote(&db.url), &options).await;
-                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                        killer.await.unwrap();
-                    }
-                }
-            }
-            stores.clear();
-            for p in &paths {
-                stores.push(Store::open(p).await.unwrap());
-            }
-            for _ in 0..2 {
-                for s in &stores {
-                    both(s, &db.url).await;
-                }
-            }
-            let pg = pg_state(&db.url).await;
-            for (i, s) in stores.iter().enumerate() {
-                assert_eq!(state(s).await, pg, "store {i} differs from PostgreSQL");
-                assert_verified(s, &db.url).await;
-            }
-            // No write lost: every etag any store wrote is a version in
-            // PostgreSQL (current at its path, in a conflict copy, or in a
-            // file's history).
-            let client = pg::connect(&db.url).await;
-            let versions: std::collections::HashSet<String> = client
-                .query("SELECT content_hash FROM version_history WHERE content_hash IS NOT NULL", &[])
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            for e in &written {
-                assert!(versions.contains(e), "{e} was lost");
-            }
-        });
+        converge(&ops, window, &learns);
     }
+}
+
+/// One case of [`three_stores_converge`].
+fn converge(ops: &[(usize, Op)], window: usize, learns: &[(usize, usize, usize)]) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Windows of 1-3 rows split pushes and pull pages everywhere: a
+    // file's versions apart from its row, one push's rows over pages.
+    let opts = SyncOptions {
+        window_rows: window,
+        ..SyncOptions::default()
+    };
+    let push = |s: &Store, u: &str| {
+        let r = Replicator::new(s.clone(), url(u)).with_options(opts.clone());
+        async move { r.sync().await.unwrap() }
+    };
+    let both = |s: &Store, u: &str| {
+        let (s, u, o) = (s.clone(), remote(u), opts.clone());
+        async move { sync_with(&s, &u, &o).await.unwrap() }
+    };
+    rt.block_on(async {
+        let db = pg::database("two_way_converge").await;
+        // Store files, as on devices; dropped and opened again before
+        // the final syncs (the same store still, where a finished
+        // sync's reader thread has not let go of its handle yet).
+        let dir = tempfile::tempdir().unwrap();
+        let paths = ["a.db", "b.db", "c.db"].map(|n| dir.path().join(n));
+        let mut stores = Vec::new();
+        for p in &paths {
+            stores.push(Store::open(p).await.unwrap());
+        }
+        let mut written: Vec<String> = Vec::new();
+        let mut learned = [[0i64; 3]; 3];
+        for (i, (who, op)) in ops.iter().enumerate() {
+            // Before step `at`, a store imports another's changes since
+            // it last did (a change file passed between devices).
+            for &(at, to, from) in learns {
+                if at == i {
+                    learn(&stores, &mut learned, to, from).await;
+                }
+            }
+            let s = &stores[*who];
+            match op {
+                Op::Put(..) | Op::Delete(_) | Op::Meta(..) | Op::Rename(..) | Op::RenameDir(_) => {
+                    written.extend(change_locally(s, *who, i, op).await);
+                }
+                Op::Sync => {
+                    // Nothing else runs meanwhile: after it, the store
+                    // and PostgreSQL hold the same rows.
+                    both(s, &db.url).await;
+                    assert_verified(s, &db.url).await;
+                }
+                Op::Push => { push(s, &db.url).await; }
+                Op::Pull => {
+                    // Refused when this store has an unpushed change to a row it would overwrite.
+                    if let Err(e) = pull(s, &remote(&db.url), &opts).await {
+                        assert!(e.to_string().contains("push first"), "{e}");
+                    }
+                }
+                Op::PushTwice => {
+                    let (x, y) = tokio::join!(push(s, &db.url), push(s, &db.url));
+                    assert!(x.rows() == 0 || y.rows() == 0, "applied once: {x:?} {y:?}");
+                }
+                Op::SyncCut(every_ms) => {
+                    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let killer = {
+                        let (stop, u) = (stop.clone(), db.url.clone());
+                        let every = *every_ms;
+                        tokio::spawn(async move {
+                            let admin = pg::connect(&u).await;
+                            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                                tokio::time::sleep(std::time::Duration::from_millis(every)).await;
+                                let _ = admin.query(
+                                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                                     WHERE datname = current_database() AND application_name = 'nexus-sync'",
+                                    &[],
+                                ).await;
+                            }
+                        })
+                    };
+                    let options = SyncOptions { max_attempts: 2, backoff: std::time::Duration::from_millis(5), ..opts.clone() };
+                    // Either way (done, or given up after the retries), nothing is lost or doubled.
+                    let cut = sync_with(s, &remote(&db.url), &options).await;
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    killer.await.unwrap();
+                    // A first pull into an empty store that the cuts left
+                    // unfinished refuses local writes until it is done
+                    // (`PullUnfinished`): as its user would, pull again.
+                    if cut.is_err()
+                        && let Err(e) = pull(s, &remote(&db.url), &opts).await
+                    {
+                        assert!(e.to_string().contains("push first"), "{e}");
+                    }
+                }
+            }
+        }
+        stores.clear();
+        for p in &paths {
+            stores.push(Store::open(p).await.unwrap());
+        }
+        for _ in 0..2 {
+            for s in &stores {
+                both(s, &db.url).await;
+            }
+        }
+        let pg = pg_state(&db.url).await;
+        for (i, s) in stores.iter().enumerate() {
+            assert_eq!(state(s).await, pg, "store {i} differs from PostgreSQL");
+            assert_verified(s, &db.url).await;
+        }
+        // No write lost: every etag any store wrote is a version in
+        // PostgreSQL (current at its path, in a conflict copy, or in a
+        // file's history).
+        let client = pg::connect(&db.url).await;
+        let versions: std::collections::HashSet<String> = client
+            .query("SELECT content_hash FROM version_history WHERE content_hash IS NOT NULL", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for e in &written {
+            assert!(versions.contains(e), "{e} was lost");
+        }
+    });
 }
 
 #[derive(Debug, Clone)]
@@ -2111,4 +2131,28 @@ async fn a_store_keeps_the_conflict_copy_it_made_itself() {
         assert!(etags.contains(&Some("from-a".into())) && etags.contains(&Some("from-b".into())));
         s.put(file("/f", "again")).await.unwrap();
     }
+}
+
+/// Two stores meet one content conflict each its own way round: C learns
+/// B's version 2 of a file, then A's (a copy of A's, in C); PostgreSQL
+/// gets A's first (a copy of B's, there). C's push then brings its copy,
+/// whose version PostgreSQL holds in the file itself: the copy lands as a
+/// deletion, as PostgreSQL's change, so that C drops it on its pull.
+/// Before, PostgreSQL left C's copy out and C kept it for good, a file no
+/// other store had (found by `three_stores_converge`).
+#[test]
+fn three_stores_converge_when_a_conflict_was_met_both_ways_round() {
+    converge(
+        &[
+            (1, Op::Put(5, 2)),
+            (1, Op::Put(5, 0)),
+            (2, Op::Put(5, 0)),
+            (1, Op::Sync),
+            (2, Op::Push),
+            // No such file: a step before which C learns A's changes.
+            (0, Op::Delete(3)),
+        ],
+        10_000,
+        &[(1, 2, 1), (3, 0, 2), (5, 0, 1)],
+    );
 }
