@@ -72,15 +72,15 @@ pub struct Decided<Id: Eq + Hash> {
     /// see `moves`), or the row's current version stays where this side
     /// has it.
     pub dropped: HashSet<Id>,
-    /// Files this side does not have whose current version it holds in
-    /// another file: a conflict copy that the arriving side made its own
-    /// way round, of content this side keeps elsewhere. Their arriving row
-    /// becomes a deletion of the file, stamped just after it, for a side
-    /// whose changes reach the copy's maker and go no further (PostgreSQL,
-    /// by a pull) to write as its own change; a side whose changes travel
-    /// on (an embedded import) leaves the row out, as a stale one, since a
-    /// store that has that copy as the only holder of its content would
-    /// take the deletion.
+    /// Files this side does not have whose current version it holds as the
+    /// current version of a live file that the arriving rows leave as it is:
+    /// a conflict copy that the arriving side made its own way round, of
+    /// content this side keeps elsewhere. Their arriving row
+    /// becomes a deletion of the file, stamped just after it, for the hub
+    /// (PostgreSQL) to write as its own change, which every store that
+    /// pulls takes along with the file that holds the content; a side whose
+    /// changes travel on to stores that may hold nothing else (an embedded
+    /// import) leaves the row out, as a stale one.
     pub retired: Vec<Id>,
 }
 
@@ -109,6 +109,23 @@ where
     V: ArrivingVersion<Id = F::Id>,
     M: OfFile<Id = F::Id> + Clone,
 {
+    // Each arriving file row's version number: whether the rows move a
+    // file on (see `retired`).
+    let arriving: HashMap<F::Id, i64> = files
+        .iter()
+        .map(|f| (f.file().clone(), f.side().version))
+        .collect();
+    // A stale arriving file that this side does not have, whose current
+    // version this side holds as the current version of a live file that
+    // the arriving rows leave where it is: a redundant copy.
+    let redundant = |id: &F::Id, version: i64| {
+        met.held_here
+            .get(&(id.clone(), version))
+            .is_some_and(|(holder, n)| {
+                here(holder).is_some_and(|h| h.file.live && h.file.version == *n)
+                    && arriving.get(holder).is_none_or(|v| v <= n)
+            })
+    };
     let mut out = Decided {
         copies: Vec::new(),
         moves: Vec::new(),
@@ -122,7 +139,7 @@ where
         // A row that merges the two (one's row, the other's path).
         let merged_at = h.map_or(i64::MIN, |h| f.side().merged_at(&h.file));
         match met.plan(&id, f.side(), h, source, seen) {
-            None if h.is_none() && f.side().live => {
+            None if h.is_none() && f.side().live && redundant(&id, f.side().version) => {
                 let at = f.side().changed_at.saturating_add(1);
                 f.retire(at);
                 out.retired.push(id);
@@ -671,46 +688,56 @@ mod tests {
         // "f2" in f, which is here already (in this side's copy). Both stay
         // where this side has them: f's arriving row stays out, and "c",
         // which this side does not have, arrives as its deletion.
-        let mut files = vec![row("f", "/f", 2, 1), row("c", "/c", 1, 7)];
-        let mut versions = vec![row("f", "f2", 2, 0), row("c", "h", 1, 0)];
-        let carried: HashMap<String, Option<(String, i64)>> = versions
-            .iter()
-            .map(|v| (v.1.clone(), Some((v.0.clone(), v.2))))
-            .collect();
-        let clashes = [Clash {
-            version: "f2".to_string(),
-            file: "f".to_string(),
-            number: 2,
-            here: "h".to_string(),
-        }];
-        let known: HashSet<String> = ["f2".to_string()].into_iter().collect();
-        let met = meet_versions(&clashes, &carried, &known);
-        let here = |id: &String| {
-            (id == "f").then_some(HereRow {
-                change_seq: 1,
-                origin: None,
-                file: FileSide {
-                    live: true,
-                    version: 2,
-                    path: "/f",
-                    changed_at: 5,
-                },
-            })
-        };
-        let decided = decide(
-            &mut files,
-            &mut versions,
-            &mut Vec::<Row>::new(),
-            &met,
-            here,
-            &known,
-            || unreachable!("no copy is made"),
-            "src",
-            Seen::Unknown,
-        );
-        assert_eq!(decided.retired, vec!["c".to_string()]);
-        assert_eq!(decided.dropped, ["f".to_string()].into_iter().collect());
-        // Stamped just after the arriving row.
-        assert_eq!(files, vec![row("c", "(deleted)", 1, 8)]);
+        // Then the same, but the arriving rows move f on to a version 3:
+        // "h" is no longer f's current version, and c stays out as before.
+        for f_version in [2, 3] {
+            let mut files = vec![row("f", "/f", f_version, 1), row("c", "/c", 1, 7)];
+            let mut versions = vec![row("f", "f2", 2, 0), row("c", "h", 1, 0)];
+            let carried: HashMap<String, Option<(String, i64)>> = versions
+                .iter()
+                .map(|v| (v.1.clone(), Some((v.0.clone(), v.2))))
+                .collect();
+            let clashes = [Clash {
+                version: "f2".to_string(),
+                file: "f".to_string(),
+                number: 2,
+                here: "h".to_string(),
+            }];
+            let known: HashSet<String> = ["f2".to_string()].into_iter().collect();
+            let met = meet_versions(&clashes, &carried, &known);
+            let here = |id: &String| {
+                (id == "f").then_some(HereRow {
+                    change_seq: 1,
+                    origin: None,
+                    file: FileSide {
+                        live: true,
+                        version: 2,
+                        path: "/f",
+                        changed_at: 5,
+                    },
+                })
+            };
+            let decided = decide(
+                &mut files,
+                &mut versions,
+                &mut Vec::<Row>::new(),
+                &met,
+                here,
+                &known,
+                || unreachable!("no copy is made"),
+                "src",
+                Seen::Unknown,
+            );
+            if f_version == 2 {
+                assert_eq!(decided.retired, vec!["c".to_string()]);
+                assert_eq!(decided.dropped, ["f".to_string()].into_iter().collect());
+                // Stamped just after the arriving row.
+                assert_eq!(files, vec![row("c", "(deleted)", 1, 8)]);
+            } else {
+                assert!(decided.retired.is_empty());
+                assert_eq!(decided.dropped, ["c".to_string()].into_iter().collect());
+                assert_eq!(files, vec![row("f", "/f", 3, 1)]);
+            }
+        }
     }
 }

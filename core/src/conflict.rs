@@ -317,6 +317,10 @@ pub struct VersionsMet<Id: Eq + Hash> {
     /// The versions here that the arriving rows move: they move first, to
     /// free their numbers.
     pub vacating: HashSet<Id>,
+    /// For a stale (file, number) where the arriving rows carry a version
+    /// this side holds in another file (a copy their writer made its own
+    /// way round): the (file, number) that holds it here.
+    pub held_here: HashMap<(Id, i64), (Id, i64)>,
 }
 
 impl<Id: Eq + Hash> Default for VersionsMet<Id> {
@@ -327,6 +331,7 @@ impl<Id: Eq + Hash> Default for VersionsMet<Id> {
             stale: HashSet::new(),
             superseded: HashSet::new(),
             vacating: HashSet::new(),
+            held_here: HashMap::new(),
         }
     }
 }
@@ -355,6 +360,7 @@ pub fn meet_versions<Id: Clone + Eq + Hash>(
                     met.staying.insert(c.here.clone());
                     if let Some(Some(at)) = carried.get(&c.here) {
                         met.stale.insert(at.clone());
+                        met.held_here.insert(at.clone(), (c.file.clone(), c.number));
                     }
                 }
             }

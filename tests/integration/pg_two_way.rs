@@ -2142,17 +2142,20 @@ async fn a_store_keeps_the_conflict_copy_it_made_itself() {
 /// other store had (found by `three_stores_converge`).
 #[test]
 fn three_stores_converge_when_a_conflict_was_met_both_ways_round() {
-    converge(
-        &[
-            (1, Op::Put(5, 2)),
-            (1, Op::Put(5, 0)),
-            (2, Op::Put(5, 0)),
-            (1, Op::Sync),
-            (2, Op::Push),
-            // No such file: a step before which C learns A's changes.
-            (0, Op::Delete(3)),
-        ],
-        10_000,
-        &[(1, 2, 1), (3, 0, 2), (5, 0, 1)],
-    );
+    // Whole pushes, and pushes in windows of one and of two rows.
+    for window in [10_000, 1, 2] {
+        converge(
+            &[
+                (1, Op::Put(5, 2)),
+                (1, Op::Put(5, 0)),
+                (2, Op::Put(5, 0)),
+                (1, Op::Sync),
+                (2, Op::Push),
+                // No such file: a step before which C learns A's changes.
+                (0, Op::Delete(3)),
+            ],
+            window,
+            &[(1, 2, 1), (3, 0, 2), (5, 0, 1)],
+        );
+    }
 }
