@@ -398,23 +398,26 @@ pub(crate) async fn finish(
         .map_err(Error::pg("moving a kept file to its pushed path"))?;
         live_ids.push(*path_id);
     }
-    if !resolved.retired.is_empty() {
+    // Pushed rows that took the target's path, and redundant copies landed
+    // deleted: the target's own changes, which the pusher pulls.
+    let own: Vec<Uuid> = resolved
+        .renamed
+        .iter()
+        .chain(&resolved.retired)
+        .copied()
+        .collect();
+    if !own.is_empty() {
         tx.execute(
             "UPDATE file_paths SET origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT \
              WHERE path_id = ANY($1)",
-            &[&resolved.retired],
+            &[&own],
         )
         .await
-        .map_err(Error::pg("deleting a redundant conflict copy"))?;
+        .map_err(Error::pg(
+            "marking renamed files and retired copies as the target's own",
+        ))?;
     }
     if !resolved.renamed.is_empty() {
-        tx.execute(
-            "UPDATE file_paths SET origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT \
-             WHERE path_id = ANY($1)",
-            &[&resolved.renamed],
-        )
-        .await
-        .map_err(Error::pg("keeping a renamed file's path"))?;
         // They held these paths here before the push: they keep them
         // against the push's other files that want one (a new file the
         // pusher made at the path that the rename took here).

@@ -663,6 +663,21 @@ async fn learn(stores: &[Store], learned: &mut [[i64; 3]; 3], to: usize, from: u
     }
 }
 
+/// Stores 0 and 1 trade change files: both export, then both import (the
+/// files cross, so each store merges the two sides' changes on its own);
+/// then the same one after the other (the second file carries the first
+/// back).
+async fn cross(stores: &[Store], learned: &mut [[i64; 3]; 3]) {
+    let (a, b) = (&stores[0], &stores[1]);
+    let to_b = a.export_changes(learned[1][0]).await.unwrap();
+    let to_a = b.export_changes(learned[0][1]).await.unwrap();
+    a.import_changes(&to_a).await.unwrap();
+    b.import_changes(&to_b).await.unwrap();
+    (learned[0][1], learned[1][0]) = (to_a.changes.through, to_b.changes.through);
+    learn(stores, learned, 0, 1).await;
+    learn(stores, learned, 1, 0).await;
+}
+
 proptest! {
     // NEXUS_CONVERGE_CASES runs more cases (the default keeps CI short).
     #![proptest_config(ProptestConfig {
@@ -1136,17 +1151,7 @@ async fn change_files_passed_back_and_forth_agree() {
     );
     let stores = [a.clone(), b.clone()];
     let mut learned = [[0i64; 3]; 3];
-    // Both export, then both import (files that cross); then the same
-    // one after the other (the second file carries the first back).
-    let trade = async |learned: &mut [[i64; 3]; 3]| {
-        let to_b = a.export_changes(learned[1][0]).await.unwrap();
-        let to_a = b.export_changes(learned[0][1]).await.unwrap();
-        a.import_changes(&to_a).await.unwrap();
-        b.import_changes(&to_b).await.unwrap();
-        (learned[0][1], learned[1][0]) = (to_a.changes.through, to_b.changes.through);
-        learn(&stores, learned, 0, 1).await;
-        learn(&stores, learned, 1, 0).await;
-    };
+    let trade = async |learned: &mut [[i64; 3]; 3]| cross(&stores, learned).await;
     // Three more exchanges: after each, both hold the same, with live
     // files at `paths`; the state after the last.
     let settled = async |learned: &mut [[i64; 3]; 3], paths: &[&str]| {
@@ -1252,17 +1257,7 @@ async fn a_rename_follows_a_new_version_made_elsewhere() {
     );
     let stores = [a.clone(), b.clone()];
     let mut learned = [[0i64; 3]; 3];
-    // Both export, then both import (the files cross, so each store merges
-    // the two changes on its own); then one after the other.
-    let trade = async |learned: &mut [[i64; 3]; 3]| {
-        let to_b = a.export_changes(learned[1][0]).await.unwrap();
-        let to_a = b.export_changes(learned[0][1]).await.unwrap();
-        a.import_changes(&to_a).await.unwrap();
-        b.import_changes(&to_b).await.unwrap();
-        (learned[0][1], learned[1][0]) = (to_a.changes.through, to_b.changes.through);
-        learn(&stores, learned, 0, 1).await;
-        learn(&stores, learned, 1, 0).await;
-    };
+    let trade = async |learned: &mut [[i64; 3]; 3]| cross(&stores, learned).await;
     let settled = async |learned: &mut [[i64; 3]; 3], path: &str, etag: &str| {
         for round in 0..3 {
             trade(learned).await;
