@@ -921,17 +921,40 @@ pub(crate) fn apply_rows(
         }
         let reason = if content.contains(&path_id) {
             Some(ConflictReason::Content)
-        } else if let Some(other_seq) = holder_of(e, &tenant, &path, &path_id)? {
+        } else if let Some(holder) = holder_of(e, &tenant, &path, &path_id)? {
             match unpushed {
                 // A pull: the holder was pushed, so PostgreSQL has moved
                 // or deleted it after this file took the path, and a
                 // later page brings that; this file waits, hidden, until
                 // then.
-                Some(u) if !u.holds(e, other_seq)? => continue,
+                Some(u) if !u.holds(e, holder.change_seq)? => continue,
                 Some(_) => return Err(Unpushed::refuse(&path, "new file at this path")),
-                // A change file: the file that was here first keeps the
-                // path; the incoming one becomes a conflict copy.
-                None => Some(ConflictReason::Path),
+                // A change file: the file made first keeps the path; the
+                // other becomes a conflict copy.
+                None => {
+                    let made = created_at(e, &path_id)?;
+                    let arriving = crate::PathClaim {
+                        created_at: made,
+                        id: &path_id,
+                    };
+                    if crate::keeps_path(holder.claim(), arriving, crate::Seen::Unknown) {
+                        Some(ConflictReason::Path)
+                    } else {
+                        // The file here lost the path: it becomes the
+                        // copy, named after the change file's source (as
+                        // PostgreSQL, applying the same rows, names it).
+                        report.conflicts.push(make_copy(
+                            e,
+                            seq,
+                            &holder.path_id,
+                            &tenant,
+                            &path,
+                            source_id,
+                            ConflictReason::Path,
+                        )?);
+                        None
+                    }
+                }
             }
         } else {
             None
@@ -1092,13 +1115,45 @@ fn has_version(e: &mut Engine, version_id: &str) -> Result<bool> {
 
 /// The `change_seq` of the live file other than `path_id` at `path` of
 /// `tenant`, if there is one.
-fn holder_of(e: &mut Engine, tenant: &str, path: &str, path_id: &str) -> Result<Option<i64>> {
+fn holder_of(e: &mut Engine, tenant: &str, path: &str, path_id: &str) -> Result<Option<Holder>> {
     e.query_one(
-        "SELECT change_seq FROM file_paths WHERE tenant_id = ?1 AND virtual_path = ?2 \
-         AND deleted_at IS NULL AND path_id <> ?3",
+        "SELECT change_seq, path_id, created_at FROM file_paths WHERE tenant_id = ?1 \
+         AND virtual_path = ?2 AND deleted_at IS NULL AND path_id <> ?3",
         &[text(tenant), text(path), text(path_id)],
-        |row| row.int(0),
+        |row| {
+            Ok(Holder {
+                change_seq: row.int(0)?,
+                path_id: row.text(1)?,
+                created_at: row.int(2)?,
+            })
+        },
     )
+}
+
+/// The live file that holds a path another file wants ([`holder_of`]).
+struct Holder {
+    change_seq: i64,
+    path_id: String,
+    created_at: i64,
+}
+
+impl Holder {
+    fn claim(&self) -> crate::PathClaim<'_> {
+        crate::PathClaim {
+            created_at: self.created_at,
+            id: &self.path_id,
+        }
+    }
+}
+
+/// When the file `path_id` here was made.
+fn created_at(e: &mut Engine, path_id: &str) -> Result<i64> {
+    Ok(e.query_one(
+        "SELECT created_at FROM file_paths WHERE path_id = ?1",
+        &[text(path_id)],
+        |r| r.int(0),
+    )?
+    .unwrap_or(0))
 }
 
 /// A row's cells as parameters, then `seq` as its `change_seq`.
@@ -1116,7 +1171,8 @@ fn column_index(t: &Table, name: &str) -> usize {
         .expect("a column of the table")
 }
 
-/// Moves the (hidden) file `path_id` to the first free conflict-copy path
+/// Moves the file `path_id` (hidden, or the live holder of a path that an
+/// arriving file made before it takes) to the first free conflict-copy path
 /// of `path`, stamped after its row, and marks it with
 /// [`crate::CONFLICT_KEY`] (the conflict rule, as PostgreSQL applies it to
 /// a push).
@@ -1160,15 +1216,19 @@ fn make_copy(
     // so that a store that has the file at the path takes the move from
     // this store's changes (the later change to a row wins).
     e.execute(
-        "UPDATE file_paths SET virtual_path = ?2, updated_at = ?3 WHERE path_id = ?1",
-        &[text(path_id), text(&copy), int(at.saturating_add(1))],
+        "UPDATE file_paths SET virtual_path = ?2, updated_at = ?3, change_seq = ?4 WHERE path_id = ?1",
+        &[text(path_id), text(&copy), int(at.saturating_add(1)), int(seq)],
     )?;
-    crate::meta::upsert_metadata(
+    // The mark too, by no clock (as PostgreSQL's `mark_conflict`): two
+    // sides that each made a copy of one file (named after different
+    // sources) then keep the same one, by its path and by its mark alike.
+    crate::meta::upsert_metadata_at(
         e,
         seq,
         path_id,
         CONFLICT_KEY,
         &crate::canonical_json(&info.to_json()),
+        at.saturating_add(1),
     )?;
     Ok(info.into_copy(tenant.to_string(), copy, path_id.to_string()))
 }

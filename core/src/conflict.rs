@@ -28,7 +28,11 @@ pub const SOURCE_PREFIX_CHARS: usize = 8;
 pub struct ConflictInfo {
     /// The path both sides wrote; the copy's file lost it.
     pub path: String,
-    /// The source whose change lost (its store id).
+    /// The source whose changes met the conflict (its store id): of the
+    /// push or change file that brought the losing file, or, when a file
+    /// arriving in a change file took the path from the file that held it
+    /// ([`keeps_path`]), of that change file (so that a store and
+    /// PostgreSQL applying the same rows name the copy alike).
     pub source: String,
     /// When the losing change was made (the file's modification time).
     pub at: Timestamp,
@@ -141,6 +145,31 @@ fn copy_name<'a>(path: &'a str, at: Timestamp, source: &str) -> (String, &'a str
         format!("{dir}{stem}.sync-conflict-{}-{prefix}", compact_time(at)),
         ext,
     )
+}
+
+/// A file that wants a path, as [`keeps_path`] compares two of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathClaim<'a> {
+    /// When the file was made (microseconds since the epoch).
+    pub created_at: i64,
+    /// Its id (a UUID, hyphenated lower-case: ids compare as text alike on
+    /// every side).
+    pub id: &'a str,
+}
+
+/// Whether the live file that holds a path keeps it when an arriving file
+/// (another file) wants it: by arrival (`Seen::Through`: a push or a sync
+/// run, the holder arrived first); when nothing orders them (`Seen::Unknown`:
+/// a change file, which may cross another store's), the file made first,
+/// then the smaller id, so that two stores whose change files cross keep
+/// the same file at the path (each keeping its own, both would then take
+/// the other's move of it to a copy, and leave the path empty). The other
+/// file becomes the conflict copy.
+pub fn keeps_path(holder: PathClaim<'_>, arriving: PathClaim<'_>, seen: Seen) -> bool {
+    match seen {
+        Seen::Through(_) => true,
+        Seen::Unknown => (holder.created_at, holder.id) <= (arriving.created_at, arriving.id),
+    }
 }
 
 /// One side's row of a file that both sides changed: what the rule of
@@ -651,6 +680,33 @@ mod tests {
             settle(side(false, 1, "/x"), side(false, 2, "/y")).path,
             None
         );
+    }
+
+    #[test]
+    fn the_file_made_first_keeps_a_path_when_nothing_orders_arrivals() {
+        let (old, new) = (
+            PathClaim {
+                created_at: 10,
+                id: "bbbb",
+            },
+            PathClaim {
+                created_at: 20,
+                id: "aaaa",
+            },
+        );
+        // By arrival: the holder keeps it, whichever was made first.
+        assert!(keeps_path(new, old, Seen::Through(0)));
+        assert!(keeps_path(old, new, Seen::Through(0)));
+        // Change files: the file made first, on either side.
+        assert!(keeps_path(old, new, Seen::Unknown));
+        assert!(!keeps_path(new, old, Seen::Unknown));
+        // Made at one instant: the smaller id.
+        let twin = PathClaim {
+            created_at: 10,
+            id: "aaaa",
+        };
+        assert!(!keeps_path(old, twin, Seen::Unknown));
+        assert!(keeps_path(twin, old, Seen::Unknown));
     }
 
     #[test]

@@ -123,9 +123,23 @@ pub(crate) fn upsert_metadata(
     key: &str,
     encoded: &str,
 ) -> Result<()> {
+    let now = e.now().as_micros();
+    upsert_metadata_at(e, seq, path_id, key, encoded, now)
+}
+
+/// [`upsert_metadata`], stamped `now` (or just after the key's value or
+/// removal here, when that is later) instead of the clock's time.
+pub(crate) fn upsert_metadata_at(
+    e: &mut Engine,
+    seq: Seq,
+    path_id: &str,
+    key: &str,
+    encoded: &str,
+    now: i64,
+) -> Result<()> {
     // Later than the key's value or removal here (see `stamp_after`).
     let before = key_here(e, path_id, key)?.map_or(i64::MIN, |(_, at)| at);
-    let at = stamp_after(e, before);
+    let at = now.max(before.saturating_add(1));
     e.execute(
         "INSERT INTO file_metadata (path_id, key, value, created_at, updated_at, change_seq) \
          VALUES (?1, ?2, ?3, ?4, ?4, ?5) ON CONFLICT (path_id, key) DO UPDATE SET \

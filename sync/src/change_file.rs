@@ -140,7 +140,7 @@ async fn apply_once(
         .extend(crate::resolve::finish(&tx, copies, &mut live_ids).await?);
     report
         .conflicts
-        .extend(make_live(&tx, &file.source_id, &live_ids).await?);
+        .extend(make_live(&tx, &file.source_id, seen, &live_ids).await?);
     record_watermark(&tx, &file.source_id, file.through, "change_file", tenant).await?;
     tx.commit()
         .await

@@ -278,7 +278,7 @@ impl Replicator {
         crate::resolve::none_held(&tx, &source_id, &held).await?;
         report
             .conflicts
-            .extend(make_live(&tx, &source_id, &live_ids).await?);
+            .extend(make_live(&tx, &source_id, Seen::Through(base), &live_ids).await?);
         rebuild_secondary(&tx, &dropped).await?;
         record_watermark(&tx, &source_id, head, "sync", None).await?;
         tx.commit()
@@ -417,13 +417,18 @@ pub async fn source_watermark(
 /// [`nexus_core::CONFLICT_KEY`], and its row is marked as the target's own
 /// change (no origin), stamped one microsecond after the row it moves (as
 /// an embedded import stamps it): its source receives the new path on its
-/// next pull, and takes it over its own row. Files of the run that want one path take it in the order of
+/// next pull, and takes it over its own row. Unless nothing orders the
+/// two (`seen` is [`Seen::Unknown`]: a change file) and the run's file was
+/// made first ([`nexus_core::keeps_path`]): then the file that held the
+/// path becomes the copy, in the same way, and the run's file takes the
+/// path. Files of the run that want one path take it in the order of
 /// `live_ids` (a file that held the path here before the run comes first:
 /// [`crate::resolve::finish`]); the others become conflict copies. Returns
 /// the copies made.
 pub(crate) async fn make_live(
     tx: &Transaction<'_>,
     source_id: &str,
+    seen: Seen,
     live_ids: &[Uuid],
 ) -> Result<Vec<ConflictCopy>> {
     let mut copies = Vec::new();
@@ -436,14 +441,19 @@ pub(crate) async fn make_live(
         .query(
             &format!(
             "WITH u AS (SELECT id, min(i) AS i FROM unnest($1::uuid[]) WITH ORDINALITY AS x(id, i) GROUP BY id), \
-             c AS (SELECT n.path_id, n.tenant_id, n.virtual_path, n.updated_at, u.i, \
+             c AS (SELECT n.path_id, n.tenant_id, n.virtual_path, n.updated_at, n.created_at, u.i, \
                      row_number() OVER (PARTITION BY n.tenant_id, n.virtual_path ORDER BY u.i) AS r \
                    FROM u JOIN file_paths n ON n.path_id = u.id WHERE n.deleted_at = '-infinity') \
-             SELECT c.path_id, c.tenant_id, c.virtual_path, {} \
-             FROM c WHERE c.r > 1 OR EXISTS (SELECT 1 FROM file_paths f WHERE f.tenant_id = c.tenant_id \
-               AND f.virtual_path = c.virtual_path AND f.deleted_at IS NULL AND f.path_id <> c.path_id) \
+             SELECT c.path_id, c.tenant_id, c.virtual_path, {}, c.r, {}, h.path_id, {}, {} \
+             FROM c LEFT JOIN LATERAL (SELECT f.path_id, f.created_at, f.updated_at FROM file_paths f \
+               WHERE f.tenant_id = c.tenant_id AND f.virtual_path = c.virtual_path \
+               AND f.deleted_at IS NULL AND f.path_id <> c.path_id) h ON true \
+             WHERE c.r > 1 OR h.path_id IS NOT NULL \
              ORDER BY c.tenant_id, c.virtual_path, c.i",
-                micros("c.updated_at")
+                micros("c.updated_at"),
+                micros("c.created_at"),
+                micros("h.created_at"),
+                micros("h.updated_at"),
             ),
             &[&live_ids],
         )
@@ -467,11 +477,32 @@ pub(crate) async fn make_live(
         }
     }
     for row in taken {
-        let (path_id, tenant, path): (Uuid, String, String) = (row.get(0), row.get(1), row.get(2));
+        let (mut path_id, tenant, path): (Uuid, String, String) =
+            (row.get(0), row.get(1), row.get(2));
+        let mut at: i64 = row.get(3);
+        let holder: Option<Uuid> = row.get(6);
+        if let Some(holder) = holder
+            && row.get::<_, i64>(4) == 1
+        {
+            let (mine, theirs) = (path_id.to_string(), holder.to_string());
+            let arriving = nexus_core::PathClaim {
+                created_at: row.get(5),
+                id: &mine,
+            };
+            let held = nexus_core::PathClaim {
+                created_at: row.get(7),
+                id: &theirs,
+            };
+            if !nexus_core::keeps_path(held, arriving, seen) {
+                // The holder loses the path: it becomes the copy (named
+                // after the source, as an embedded import names it).
+                (path_id, at) = (holder, row.get(8));
+            }
+        }
         let info = ConflictInfo {
             path,
             source: source_id.to_string(),
-            at: nexus_core::Timestamp::from_micros(row.get(3)),
+            at: nexus_core::Timestamp::from_micros(at),
             reason: ConflictReason::Path,
         };
         let copy = free_copy_path(tx, &tenant, &info, &mut chosen).await?;
@@ -532,15 +563,20 @@ pub(crate) async fn free_copy_path(
 
 /// Sets [`nexus_core::CONFLICT_KEY`] on the file `path_id`, as the target's
 /// own change (`nexus_set_keys`, migration 0009: stamped after the key's
-/// value or removal there, which it clears).
+/// value or removal there, which it clears), by no clock: one microsecond
+/// after the file's row that the copy moves (`info.at`), as an embedded
+/// import stamps it, and as the move itself is stamped.
 pub(crate) async fn mark_conflict(
     tx: &Transaction<'_>,
     path_id: Uuid,
     info: &ConflictInfo,
 ) -> Result<()> {
+    let at = nexus_postgres::codec::time(nexus_core::Timestamp::from_micros(
+        info.at.as_micros().saturating_add(1),
+    ));
     tx.execute(
-        "SELECT nexus_set_keys(ARRAY[$1::uuid], ARRAY[$2::text], ARRAY[$3::jsonb], now())",
-        &[&path_id, &CONFLICT_KEY, &info.to_json()],
+        "SELECT nexus_set_keys(ARRAY[$1::uuid], ARRAY[$2::text], ARRAY[$3::jsonb], $4)",
+        &[&path_id, &CONFLICT_KEY, &info.to_json(), &at],
     )
     .await
     .map_err(Error::pg("marking a conflict copy"))?;

@@ -520,6 +520,12 @@ fn removals_propagate_after_an_earlier_import() {
 #[test]
 fn own_source_is_refused_and_colliding_paths_make_conflict_copies() {
     pollster::block_on(async {
+        // A store whose own /q is made before the change file's /q.
+        let early = Store::memory().await.unwrap();
+        early
+            .put(NewFile::new("/q", "local", "/mine", 1))
+            .await
+            .unwrap();
         let a = Store::memory().await.unwrap();
         step(&a, 0).await;
         let file = a.export_changes(0).await.unwrap();
@@ -530,16 +536,11 @@ fn own_source_is_refused_and_colliding_paths_make_conflict_copies() {
             "{e}"
         );
 
-        // The file brings /q; this store has its own /q: it keeps it, and
-        // the incoming file is kept beside it as a conflict copy.
-        let b = Store::memory().await.unwrap();
-        b.put(NewFile::new("/z", "local", "/mine", 1))
-            .await
-            .unwrap();
-        b.put(NewFile::new("/q", "local", "/mine", 1))
-            .await
-            .unwrap();
-        let r = b.import_changes(&file).await.unwrap();
+        // Two files want /q, and nothing says which reached the other
+        // store first: the one made first keeps the path, the other is
+        // kept beside it as a conflict copy. Here the store's own /q was
+        // made first: it keeps it.
+        let r = early.import_changes(&file).await.unwrap();
         assert_eq!(r.conflicts.len(), 1, "{r:?}");
         let c = &r.conflicts[0];
         assert_eq!(
@@ -547,8 +548,41 @@ fn own_source_is_refused_and_colliding_paths_make_conflict_copies() {
             ("/q", file.source_id.as_str())
         );
         assert!(c.copy.starts_with("/q.sync-conflict-"), "{}", c.copy);
-        assert_eq!(b.get("/q").await.unwrap().unwrap().physical_path, "/mine");
-        assert_eq!(b.get(&c.copy).await.unwrap().unwrap().physical_path, "/2");
+        assert_eq!(
+            early.get("/q").await.unwrap().unwrap().physical_path,
+            "/mine"
+        );
+        assert_eq!(
+            early.get(&c.copy).await.unwrap().unwrap().physical_path,
+            "/2"
+        );
+
+        // A store whose own /q is made after the change file's: the
+        // incoming file takes the path, and the store's own moves to the copy.
+        let b = Store::memory().await.unwrap();
+        b.put(NewFile::new("/z", "local", "/mine", 1))
+            .await
+            .unwrap();
+        b.put(NewFile::new("/q", "local", "/mine", 1))
+            .await
+            .unwrap();
+        let mine = b.get("/q").await.unwrap().unwrap();
+        let r = b.import_changes(&file).await.unwrap();
+        assert_eq!(r.conflicts.len(), 1, "{r:?}");
+        let c = &r.conflicts[0];
+        // Named after the change file's source, as PostgreSQL names it.
+        assert_eq!(
+            (c.path.as_str(), c.source.as_str()),
+            ("/q", file.source_id.as_str())
+        );
+        assert!(c.copy.starts_with("/q.sync-conflict-"), "{}", c.copy);
+        assert_eq!(b.get("/q").await.unwrap().unwrap().physical_path, "/2");
+        let copy = b.get(&c.copy).await.unwrap().unwrap();
+        assert_eq!(
+            (copy.physical_path.as_str(), &copy.path_id),
+            ("/mine", &mine.path_id)
+        );
+        assert_eq!(c.path_id, mine.path_id);
         let mark = b
             .get_metadata(&c.copy, nexus_core::CONFLICT_KEY)
             .await
@@ -660,18 +694,20 @@ async fn sync_then_change_file_and_collisions_in_postgres() {
     a.put(NewFile::new("/fresh", "local", "/f", 1))
         .await
         .unwrap();
-    // A live row the source does not know holds a path the file brings.
+    // A live row the source does not know, made before the source's
+    // /fresh, holds a path the file brings.
     let client = connect(&db.url).await;
     client
         .execute(
             "INSERT INTO file_paths (path_id, tenant_id, virtual_path, backend_id, physical_path, size_bytes, \
-             created_at, updated_at, change_seq) VALUES (gen_random_uuid(), 'default', '/fresh', 'x', 'x', 0, now(), now(), 0)",
+             created_at, updated_at, change_seq) VALUES (gen_random_uuid(), 'default', '/fresh', 'x', 'x', 0, \
+             now() - interval '1 day', now() - interval '1 day', 0)",
             &[],
         )
         .await
         .unwrap();
-    // The file's live /fresh loses the path to the target's: it is kept as
-    // a conflict copy, and the rest of the file applies.
+    // The file's live /fresh, made later, loses the path to the target's:
+    // it is kept as a conflict copy, and the rest of the file applies.
     let f = a.export_changes(at).await.unwrap();
     let r = apply_change_file(&target(&db.url), f.clone(), &SyncOptions::default())
         .await

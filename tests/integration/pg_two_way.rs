@@ -1136,6 +1136,93 @@ async fn a_deletion_after_every_version_wins_over_an_unseen_rename() {
     assert!(pg_state(&db.url).await.is_empty());
 }
 
+/// Two stores that each made their own file at one path, and whose change
+/// files cross, keep the same file there: the one made first (a change
+/// file says nothing of which reached the other first), and the other as a
+/// conflict copy beside it. Each names its copy after the source of the
+/// change file it imported (so the two names differ after the first
+/// exchange); both move and mark are stamped just after the file's row, by
+/// no clock, so after the second exchange both keep the same copy, by its
+/// name and by its mark. Before, each kept its own file at the path and
+/// then took the other's move of it: both files ended as copies and the
+/// path empty. PostgreSQL applying the same change files, in either order,
+/// keeps the same file at each path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossing_change_files_keep_the_file_made_first_at_its_path() {
+    let (a, b) = (
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+    );
+    a.put(file("/a.txt", "from-a")).await.unwrap();
+    b.put(file("/a.txt", "from-b")).await.unwrap();
+    b.put(file("/b.txt", "from-b")).await.unwrap();
+    a.put(file("/b.txt", "from-a")).await.unwrap();
+    let (to_b, to_a) = (
+        a.export_changes(0).await.unwrap(),
+        b.export_changes(0).await.unwrap(),
+    );
+    let prefix =
+        |who: &str| -> String { who.chars().take(nexus_core::SOURCE_PREFIX_CHARS).collect() };
+    let (pa, pb) = (prefix(&to_b.source_id), prefix(&to_a.source_id));
+    let settled = |s: &State| {
+        assert_eq!(s["/a.txt"].1.as_deref(), Some("from-a"), "{s:?}");
+        assert_eq!(s["/b.txt"].1.as_deref(), Some("from-b"), "{s:?}");
+        let copies: Vec<(&str, &Value, Option<&str>)> = s
+            .iter()
+            .filter(|(p, _)| p.contains(".sync-conflict-"))
+            .map(|(p, v)| (p.as_str(), &v.4[CONFLICT_KEY], v.1.as_deref()))
+            .collect();
+        assert_eq!(copies.len(), 2, "{s:?}");
+        for (copy, mark, content) in copies {
+            let (stem, lost) = match mark["path"].as_str() {
+                Some("/a.txt") => ("/a.sync-conflict-", "from-b"),
+                _ => ("/b.sync-conflict-", "from-a"),
+            };
+            assert!(copy.starts_with(stem), "{copy}");
+            assert_eq!(content, Some(lost), "{s:?}");
+            // The copy's name and its mark name the same source.
+            let named = prefix(mark["source"].as_str().unwrap());
+            assert!(named == pa || named == pb, "{mark}");
+            assert!(copy.ends_with(&format!("-{named}.txt")), "{copy} {mark}");
+        }
+    };
+    let ra = a.import_changes(&to_a).await.unwrap();
+    let rb = b.import_changes(&to_b).await.unwrap();
+    assert_eq!((ra.conflicts.len(), rb.conflicts.len()), (2, 2));
+    settled(&state(&a).await);
+    settled(&state(&b).await);
+    // Exchanging what each did: both keep the same.
+    let (again_b, again_a) = (
+        a.export_changes(to_b.changes.through).await.unwrap(),
+        b.export_changes(to_a.changes.through).await.unwrap(),
+    );
+    a.import_changes(&again_a).await.unwrap();
+    b.import_changes(&again_b).await.unwrap();
+    let sa = state(&a).await;
+    settled(&sa);
+    assert_eq!(
+        sa,
+        state(&b).await,
+        "the two stores differ after two exchanges"
+    );
+    let stores = [a.clone(), b.clone()];
+    let mut learned = [[0i64; 3]; 3];
+    (learned[0][1], learned[1][0]) = (again_a.changes.through, again_b.changes.through);
+    cross(&stores, &mut learned).await;
+    assert_eq!(state(&a).await, sa);
+    assert_eq!(state(&b).await, sa);
+    // PostgreSQL, either order.
+    for (first, second) in [(&to_a, &to_b), (&to_b, &to_a)] {
+        let db = pg::database("crossing_path_conflict").await;
+        for f in [first, second] {
+            nexus_sync::apply_change_file(&url(&db.url), f.clone(), &SyncOptions::default())
+                .await
+                .unwrap();
+        }
+        settled(&pg_state(&db.url).await);
+    }
+}
+
 /// Two stores that pass change files back and forth settle each file and
 /// each metadata key that both changed to the same state, whatever the
 /// order of the imports: the later change wins where versions cannot tell
@@ -1298,6 +1385,8 @@ async fn a_conflict_copy_is_marked_over_a_removal_stamped_ahead() {
         Store::memory().await.unwrap(),
         Store::memory().await.unwrap(),
     );
+    // B's file is made first: it keeps the path wherever the two meet.
+    b.put(file("/p.txt", "from-b")).await.unwrap();
     a.put(file("/p.txt", "from-a")).await.unwrap();
     a.set_metadata("/p.txt", CONFLICT_KEY, &json!("resolved by hand"))
         .await
@@ -1310,7 +1399,6 @@ async fn a_conflict_copy_is_marked_over_a_removal_stamped_ahead() {
         .await
         .unwrap();
     assert_eq!(moved.len(), 1, "one removal, now an hour ahead");
-    b.put(file("/p.txt", "from-b")).await.unwrap();
     let (from_a, from_b) = (
         a.export_changes(0).await.unwrap(),
         b.export_changes(0).await.unwrap(),
@@ -1373,11 +1461,12 @@ async fn a_copy_whose_name_is_taken_takes_the_next() {
         Store::memory().await.unwrap(),
         Store::memory().await.unwrap(),
     );
+    // B's file is made first: it keeps the path wherever the two meet.
+    b.put(file("/n.txt", "from-b")).await.unwrap();
     a.put(file("/n.txt", "from-a")).await.unwrap();
     let from_a = a.export_changes(0).await.unwrap();
     let at = nexus_core::Timestamp::from_micros(from_a.changes.files[0].updated_at);
     let name = |attempt| nexus_core::conflict_path("/n.txt", at, &from_a.source_id, attempt);
-    b.put(file("/n.txt", "from-b")).await.unwrap();
     b.put(file(&name(0), "squatter")).await.unwrap();
     c.import_changes(&b.export_changes(0).await.unwrap())
         .await
