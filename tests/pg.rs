@@ -66,6 +66,26 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// Asserts that no write was lost: every etag in `written` is a version
+/// in the database at `url` (current at its path, in a conflict copy, or
+/// in a file's history).
+pub async fn assert_no_write_lost(url: &str, written: &[String]) {
+    let versions: std::collections::HashSet<String> = connect(url)
+        .await
+        .query(
+            "SELECT content_hash FROM version_history WHERE content_hash IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for e in written {
+        assert!(versions.contains(e), "{e} was lost");
+    }
+}
+
 /// The one number a query such as `SELECT count(*) FROM t` gives, on a
 /// connection of its own.
 pub async fn count(url: &str, query: &str) -> i64 {

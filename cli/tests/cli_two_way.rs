@@ -190,14 +190,5 @@ fn killed_sync_processes_then_converge() {
         );
         assert_eq!(v["equal"], true, "{v}");
     }
-    let admin = rt.block_on(nexus_tests::pg::connect(url));
-    let versions: std::collections::HashSet<String> = rt
-        .block_on(admin.query("SELECT content_hash FROM version_history", &[]))
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    for e in &written {
-        assert!(versions.contains(e), "{e} was lost");
-    }
+    rt.block_on(nexus_tests::pg::assert_no_write_lost(url, &written));
 }

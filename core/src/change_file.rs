@@ -440,8 +440,10 @@ pub struct ImportReport {
     pub chunks: u64,
     /// Removals applied.
     pub tombstones: u64,
-    /// Files of the change file that lost their path to a live file of this
-    /// store and were kept as conflict copies beside it.
+    /// The conflict copies the import made: files of the change file that
+    /// lost their path to a live file of this store (or were given new
+    /// versions here too), and files of this store that lost their path to
+    /// a file of the change file made before them.
     pub conflicts: Vec<ConflictCopy>,
 }
 

@@ -104,13 +104,14 @@ impl ConflictInfo {
 pub struct ConflictCopy {
     /// The tenant.
     pub tenant: String,
-    /// The path both sides wrote (kept by the change that arrived first).
+    /// The path both sides wrote (kept by the change that arrived first,
+    /// or, through a change file, by the file made first: [`keeps_path`]).
     pub path: String,
     /// Where the other change was kept.
     pub copy: String,
     /// The copy's file id.
     pub path_id: String,
-    /// The source whose change lost the path.
+    /// The source the copy is named after ([`ConflictInfo::source`]).
     pub source: String,
     /// Why.
     pub reason: ConflictReason,

@@ -149,8 +149,10 @@ pub struct SyncReport {
     pub seconds: f64,
     /// Attempts made (more than one after retryable failures).
     pub attempts: u32,
-    /// Files of this source that lost their path to another source's file
-    /// and were kept as conflict copies.
+    /// The conflict copies made: files of this source that lost their path
+    /// to another source's file (or whose versions diverged), and, applying
+    /// a change file, files of the target that lost their path to a file of
+    /// the change file made before them.
     pub conflicts: Vec<ConflictCopy>,
 }
 

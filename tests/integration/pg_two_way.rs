@@ -814,20 +814,7 @@ fn converge(ops: &[(usize, Op)], window: usize, learns: &[(usize, usize, usize)]
             assert_eq!(state(s).await, pg, "store {i} differs from PostgreSQL");
             assert_verified(s, &db.url).await;
         }
-        // No write lost: every etag any store wrote is a version in
-        // PostgreSQL (current at its path, in a conflict copy, or in a
-        // file's history).
-        let client = pg::connect(&db.url).await;
-        let versions: std::collections::HashSet<String> = client
-            .query("SELECT content_hash FROM version_history WHERE content_hash IS NOT NULL", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        for e in &written {
-            assert!(versions.contains(e), "{e} was lost");
-        }
+        pg::assert_no_write_lost(&db.url, &written).await;
     });
 }
 
