@@ -483,6 +483,11 @@ pub(crate) async fn make_live(
             (row.get(0), row.get(1), row.get(2));
         let mut at: i64 = row.get(3);
         let holder: Option<Uuid> = row.get(6);
+        // Only the first of the run's files that want the path meets the
+        // holder (the others become copies, as they would beside it). A
+        // change file never brings two live files at one path (`validate`
+        // refuses it), so with `Seen::Unknown` this is the embedded
+        // import's one-at-a-time comparison.
         if let Some(holder) = holder
             && row.get::<_, i64>(4) == 1
         {
