@@ -896,13 +896,14 @@ pub(crate) fn apply_rows(
     // Every deletion and move of the file is in place: the live files can
     // take their paths, unless a live file of this store holds one. In a
     // pull, files left hidden by an earlier page (below) try again first.
-    let mut waiting: Vec<(String, String, String)> = Vec::new();
+    let mut waiting: Vec<(String, String, String, i64)> = Vec::new();
     if unpushed.is_some() {
         waiting = e.query(
             // The literal is HIDDEN, so that the partial index of 0004 serves.
-            "SELECT path_id, tenant_id, virtual_path FROM file_paths WHERE deleted_at = -9223372036854775808",
+            "SELECT path_id, tenant_id, virtual_path, created_at FROM file_paths \
+             WHERE deleted_at = -9223372036854775808",
             &[],
-            |row| Ok((row.text(0)?, row.text(1)?, row.text(2)?)),
+            |row| Ok((row.text(0)?, row.text(1)?, row.text(2)?, row.int(3)?)),
         )?;
     }
     let incoming = c
@@ -914,10 +915,11 @@ pub(crate) fn apply_rows(
                 r.path_id.clone(),
                 r.tenant_id.clone(),
                 r.virtual_path.clone(),
+                r.created_at,
             )
         });
     let mut seen = HashSet::new();
-    for (path_id, tenant, path) in waiting.into_iter().chain(incoming) {
+    for (path_id, tenant, path, made) in waiting.into_iter().chain(incoming) {
         if !seen.insert(path_id.clone()) {
             continue;
         }
@@ -934,7 +936,6 @@ pub(crate) fn apply_rows(
                 // A change file: the file made first keeps the path; the
                 // other becomes a conflict copy.
                 None => {
-                    let made = created_at(e, &path_id)?;
                     let arriving = crate::PathClaim {
                         created_at: made,
                         id: &path_id,
@@ -1115,8 +1116,8 @@ fn has_version(e: &mut Engine, version_id: &str) -> Result<bool> {
     .is_some())
 }
 
-/// The `change_seq` of the live file other than `path_id` at `path` of
-/// `tenant`, if there is one.
+/// The live file other than `path_id` at `path` of `tenant`, if there is
+/// one.
 fn holder_of(e: &mut Engine, tenant: &str, path: &str, path_id: &str) -> Result<Option<Holder>> {
     e.query_one(
         "SELECT change_seq, path_id, created_at FROM file_paths WHERE tenant_id = ?1 \
@@ -1146,16 +1147,6 @@ impl Holder {
             id: &self.path_id,
         }
     }
-}
-
-/// When the file `path_id` here was made.
-fn created_at(e: &mut Engine, path_id: &str) -> Result<i64> {
-    Ok(e.query_one(
-        "SELECT created_at FROM file_paths WHERE path_id = ?1",
-        &[text(path_id)],
-        |r| r.int(0),
-    )?
-    .unwrap_or(0))
 }
 
 /// A row's cells as parameters, then `seq` as its `change_seq`.

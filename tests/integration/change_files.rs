@@ -538,16 +538,21 @@ fn own_source_is_refused_and_colliding_paths_make_conflict_copies() {
 
         // Two files want /q, and nothing says which reached the other
         // store first: the one made first keeps the path, the other is
-        // kept beside it as a conflict copy. Here the store's own /q was
-        // made first: it keeps it.
-        let r = early.import_changes(&file).await.unwrap();
-        assert_eq!(r.conflicts.len(), 1, "{r:?}");
-        let c = &r.conflicts[0];
-        assert_eq!(
-            (c.path.as_str(), c.source.as_str()),
-            ("/q", file.source_id.as_str())
-        );
-        assert!(c.copy.starts_with("/q.sync-conflict-"), "{}", c.copy);
+        // kept beside it as a conflict copy, which the import reports,
+        // named after the change file's source (as PostgreSQL names it)
+        // whichever file it is.
+        let the_copy = |r: nexus_core::ImportReport| {
+            assert_eq!(r.conflicts.len(), 1, "{r:?}");
+            let c = r.conflicts.into_iter().next().unwrap();
+            assert_eq!(
+                (c.path.as_str(), c.source.as_str()),
+                ("/q", file.source_id.as_str())
+            );
+            assert!(c.copy.starts_with("/q.sync-conflict-"), "{}", c.copy);
+            c
+        };
+        // Here the store's own /q was made first: it keeps it.
+        let c = the_copy(early.import_changes(&file).await.unwrap());
         assert_eq!(
             early.get("/q").await.unwrap().unwrap().physical_path,
             "/mine"
@@ -567,15 +572,7 @@ fn own_source_is_refused_and_colliding_paths_make_conflict_copies() {
             .await
             .unwrap();
         let mine = b.get("/q").await.unwrap().unwrap();
-        let r = b.import_changes(&file).await.unwrap();
-        assert_eq!(r.conflicts.len(), 1, "{r:?}");
-        let c = &r.conflicts[0];
-        // Named after the change file's source, as PostgreSQL names it.
-        assert_eq!(
-            (c.path.as_str(), c.source.as_str()),
-            ("/q", file.source_id.as_str())
-        );
-        assert!(c.copy.starts_with("/q.sync-conflict-"), "{}", c.copy);
+        let c = the_copy(b.import_changes(&file).await.unwrap());
         assert_eq!(b.get("/q").await.unwrap().unwrap().physical_path, "/2");
         let copy = b.get(&c.copy).await.unwrap().unwrap();
         assert_eq!(
