@@ -42,18 +42,21 @@ fn feed_column(c: &Column) -> String {
 }
 
 /// The feed's query of `T`'s table: its columns, `change_seq` and the
-/// origin, over the range `(after, through]` (`$1`, `$2`), of the tenant
-/// `$3` only (`tenant`), in stamp order, then key order.
+/// origin, in stamp order, then key order: of the range `(after, through]`
+/// (`$1`, `$2`), or (`tenant`) of the transactions `$1` (an array), of the
+/// tenant `$2` only.
 fn select_sql<T: TableRow>(tenant: bool) -> String {
     let t = T::TABLE;
     let filter = if tenant {
-        format!(" AND {}", tenant_filter(t.name, 3, None))
+        format!(
+            "change_seq = ANY($1::int8[]) AND {}",
+            tenant_filter(t.name, 2, None)
+        )
     } else {
-        String::new()
+        "change_seq > $1 AND change_seq <= $2".to_string()
     };
     format!(
-        "SELECT {}, change_seq, origin_id, origin_seq FROM {} WHERE change_seq > $1 AND change_seq <= $2{filter} \
-         ORDER BY {}",
+        "SELECT {}, change_seq, origin_id, origin_seq FROM {} WHERE {filter} ORDER BY {}",
         t.select_list(feed_column),
         t.name,
         qualified(
@@ -280,13 +283,55 @@ async fn bounds(client: &impl GenericClient) -> Result<(i64, i64)> {
 
 /// The `change_seq` of the first `limit` rows after `after`, all tables
 /// merged in order (an index scan per table, merged; it stops at `limit`).
-const FIRST_STAMPS: &str = "SELECT s FROM ( \
+const FIRST_STAMPS: &str = "SELECT s, 1::int8 FROM ( \
      (SELECT change_seq AS s FROM file_paths WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
      UNION ALL (SELECT change_seq FROM file_metadata WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
      UNION ALL (SELECT change_seq FROM version_history WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
      UNION ALL (SELECT change_seq FROM content_chunks WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
      UNION ALL (SELECT change_seq FROM tombstones WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
      ) AS t ORDER BY s LIMIT $3";
+
+/// The first `$3` transactions after `$1` through `$2` that wrote rows of
+/// the tenant `$4`, or rows whose tenant was not known when written (every
+/// tenant reads those), each with how many (`nexus_feed_tenants`, migration
+/// 0010): two index range scans of that tenant's entries, merged. Other
+/// tenants' transactions are never read.
+const TENANT_STAMPS: &str = "SELECT change_seq, sum(n)::int8 FROM ( \
+     (SELECT change_seq, row_count AS n FROM nexus_feed_tenants \
+       WHERE tenant_id = $4 AND change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
+     UNION ALL (SELECT change_seq, sum(row_count) FROM nexus_feed_tenants \
+       WHERE tenant_id IS NULL AND change_seq > $1 AND change_seq <= $2 \
+       GROUP BY change_seq ORDER BY change_seq LIMIT $3) \
+     ) AS t GROUP BY change_seq ORDER BY change_seq LIMIT $3";
+
+/// Where a page of the feed ends.
+#[derive(Debug, PartialEq)]
+enum PageEnd {
+    /// After whole transactions: through this position.
+    Through(i64),
+    /// Inside this transaction, larger than a page alone: its first part.
+    Part(i64),
+}
+
+/// The end of a page of at most `limit - 1` rows (more when one
+/// transaction alone has more), from the first transactions after its
+/// position, in order, each with its number of rows: stop before the
+/// transaction whose rows reach `limit`, unless it is the first (then
+/// that transaction in parts); through `safe` when none does.
+fn page_end(counted: &[(i64, i64)], limit: i64, safe: i64) -> PageEnd {
+    let mut rows = 0;
+    for &(stamp, n) in counted {
+        rows += n;
+        if rows >= limit {
+            return if stamp > counted[0].0 {
+                PageEnd::Through(stamp - 1)
+            } else {
+                PageEnd::Part(stamp)
+            };
+        }
+    }
+    PageEnd::Through(safe)
+}
 
 fn origin(r: &Row, at: usize) -> Option<Origin> {
     let source_id: Option<String> = r.get(at);
@@ -312,9 +357,12 @@ pub async fn read_page(
 }
 
 /// [`read_page`] for one tenant (`Some`), or all (`None`): only rows of
-/// the tenant's files and chunks and their removals. Positions are those of
-/// the whole feed; a page may hold fewer rows than asked (rows of other
-/// tenants count towards its size), or none and still move the position.
+/// the tenant's files and chunks and their removals, read from the
+/// transactions that wrote them ([`TENANT_STAMPS`]: other tenants'
+/// transactions are neither read nor counted towards the page's size).
+/// Positions are those of the whole feed; a page may hold none and still
+/// move the position (past other tenants' transactions, or a transaction
+/// whose rows were all written again later).
 pub async fn read_tenant_page(
     client: &mut tokio_postgres::Client,
     cache: &nexus_postgres::StatementCache,
@@ -386,40 +434,42 @@ async fn read_in(
         });
     }
     let limit = i64::try_from(max_rows.max(1)).unwrap_or(i64::MAX - 1) + 1;
-    let stamps: Vec<i64> = db
-        .query(FIRST_STAMPS, &[&after, &safe, &limit])
-        .await
-        .map_err(pg_err("paging the change feed"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    // Whole transactions only: stop before the transaction of the first row
-    // past the limit, unless that is the first transaction of the page.
-    let through = if (stamps.len() as i64) < limit {
-        safe
-    } else {
-        let beyond = stamps[stamps.len() - 1];
-        if beyond > stamps[0] {
-            beyond - 1
-        } else {
-            // One transaction larger than a page: the first part of it.
+    let counted: Vec<(i64, i64)> = match &tenant {
+        None => db.query(FIRST_STAMPS, &[&after, &safe, &limit]).await,
+        Some(t) => db.query(TENANT_STAMPS, &[&after, &safe, &limit, t]).await,
+    }
+    .map_err(pg_err("paging the change feed"))?
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect();
+    let through = match page_end(&counted, limit, safe) {
+        PageEnd::Through(through) => through,
+        PageEnd::Part(stamp) => {
             let part = Part {
                 after,
-                stamp: beyond,
+                stamp,
                 start: 0,
                 cursor: None,
             };
             return read_part(db, tables, tenant, part, max_rows).await;
         }
     };
-    let all: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&after, &through, &tenant];
-    let range = if tenant.is_some() {
-        &all[..]
-    } else {
-        &all[..2]
+    // One tenant: the transactions that wrote its rows, no others.
+    let stamps: Vec<i64> = counted
+        .iter()
+        .map(|&(s, _)| s)
+        .filter(|&s| s <= through)
+        .collect();
+    let range: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = match &tenant {
+        None => [&after, &through],
+        Some(t) => [&stamps, t],
     };
-    let q =
-        async |sql: String, what: &'static str| db.query(&sql, range).await.map_err(pg_err(what));
+    let q = async |sql: String, what: &'static str| {
+        if tenant.is_some() && stamps.is_empty() {
+            return Ok(Vec::new());
+        }
+        db.query(&sql, &range).await.map_err(pg_err(what))
+    };
     let one = tenant.is_some();
     let files = q(select_sql::<FileRow>(one), "reading changed files").await?;
     let metadata = q(select_sql::<MetadataRow>(one), "reading changed metadata").await?;
@@ -839,4 +889,25 @@ async fn make_durable(client: &mut tokio_postgres::Client) -> Result<()> {
         )
         .await
         .map_err(pg_err("making the feed's position durable"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PageEnd, page_end};
+
+    #[test]
+    fn a_page_ends_before_the_transaction_that_fills_it() {
+        // Pages of 4 rows (limit 5): transactions 10 (2 rows), 11 (2), 12 (3).
+        let counted = [(10, 2), (11, 2), (12, 3)];
+        assert_eq!(page_end(&counted, 5, 99), PageEnd::Through(11));
+        // The rows never reach the limit: through the safe position.
+        assert_eq!(page_end(&counted, 8, 99), PageEnd::Through(99));
+        assert_eq!(page_end(&[], 5, 99), PageEnd::Through(99));
+        // One row per entry (every tenant's feed): the row past the page.
+        let rows = [(10, 1), (10, 1), (11, 1), (12, 1), (12, 1)];
+        assert_eq!(page_end(&rows, 5, 99), PageEnd::Through(11));
+        // The first transaction alone reaches the limit: read in parts.
+        assert_eq!(page_end(&[(10, 7), (11, 1)], 5, 99), PageEnd::Part(10));
+        assert_eq!(page_end(&[(10, 1); 5], 5, 99), PageEnd::Part(10));
+    }
 }

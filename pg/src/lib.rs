@@ -376,13 +376,37 @@ impl PgStore {
         within: Option<&nexus_core::SnapshotCursor>,
         max_rows: usize,
     ) -> Result<FeedPage> {
+        self.tenant_changes_after(None, after, within, max_rows)
+            .await
+    }
+
+    /// [`changes_after`](Self::changes_after) of one tenant (`Some`): the
+    /// rows of its files and chunks and their removals, read from the
+    /// transactions that wrote them alone (see [`read_tenant_page`]).
+    pub async fn tenant_changes_after(
+        &self,
+        tenant: Option<&str>,
+        after: i64,
+        within: Option<&nexus_core::SnapshotCursor>,
+        max_rows: usize,
+    ) -> Result<FeedPage> {
         let within = within.cloned();
+        let tenant = tenant.map(str::to_string);
         self.run(Access::Read, move |inner, _| {
             let within = within.clone();
+            let tenant = tenant.clone();
             async move {
                 let mut pooled = inner.client().await?;
                 let (client, cache) = pooled.parts();
-                read_page(client, cache, after, within.as_ref(), max_rows).await
+                read_tenant_page(
+                    client,
+                    cache,
+                    tenant.as_deref(),
+                    after,
+                    within.as_ref(),
+                    max_rows,
+                )
+                .await
             }
         })
         .await

@@ -229,11 +229,28 @@ impl Seen {
 }
 
 /// Eight writers (puts, batches bigger than a page, metadata, renames,
-/// deletes, chunks) and transactions held open on purpose, while a reader
-/// polls the feed in small pages. At the end the reader has seen every
-/// row's final state, each stamp once, and nothing twice.
+/// deletes, chunks) in two tenants and transactions held open on purpose,
+/// while a reader polls the feed in small pages. At the end the reader has
+/// seen every row's final state, each stamp once, and nothing twice.
 #[test]
 fn a_polling_reader_sees_every_committed_row_exactly_once() {
+    polling_reader_sees_every_row_once(None);
+}
+
+/// The same with a reader of one tenant's feed (a sync server's pulls):
+/// every row of its tenant exactly once, none of the other tenant's, the
+/// transactions it waits for included.
+#[test]
+fn a_tenant_s_polling_reader_sees_every_row_of_its_tenant_exactly_once() {
+    polling_reader_sees_every_row_once(Some("default"));
+}
+
+/// The writers' tenants: writer `t` writes in this one.
+fn writer_tenant(t: usize) -> &'static str {
+    if t % 2 == 0 { "default" } else { "other" }
+}
+
+fn polling_reader_sees_every_row_once(tenant: Option<&str>) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -247,7 +264,7 @@ fn a_polling_reader_sees_every_committed_row_exactly_once() {
     std::thread::scope(|scope| {
         let writers: Vec<_> = (0..8)
             .map(|t| {
-                let s = store.clone();
+                let s = store.with_tenant(writer_tenant(t)).unwrap();
                 scope.spawn(move || {
                     pollster::block_on(async {
                         for i in 0..40 {
@@ -305,7 +322,9 @@ fn a_polling_reader_sees_every_committed_row_exactly_once() {
         let mut horizon = None;
         loop {
             // Pages of 7 rows: a batch of 12 files (24 rows) comes in parts.
-            let page = pollster::block_on(store.changes_after(after, within.as_ref(), 7)).unwrap();
+            let page =
+                pollster::block_on(store.tenant_changes_after(tenant, after, within.as_ref(), 7))
+                    .unwrap();
             assert_eq!(page.changes.after, after);
             assert!(
                 page.changes.through >= after,
@@ -327,19 +346,36 @@ fn a_polling_reader_sees_every_committed_row_exactly_once() {
         }
     });
 
-    // The final state of every table, read directly.
+    // The final state of every table (of the tenant), read directly.
+    let of_tenant = |mine: &str| match tenant {
+        Some(t) => mine.replace("$t", &format!("'{t}'")),
+        None => "true".to_string(),
+    };
+    let files_of = "path_id IN (SELECT path_id FROM file_paths WHERE tenant_id = $t)";
     let finals = pollster::block_on(async {
         let mut all = BTreeMap::new();
-        for (table, key) in [
-            ("file_paths", "path_id::text"),
-            ("version_history", "version_id::text"),
-            ("file_metadata", "path_id::text || '/' || key"),
-            ("content_chunks", "tenant_id || '/' || content_hash"),
-            ("tombstones", "table_name || '/' || key1 || '/' || key2"),
+        for (table, key, mine) in [
+            ("file_paths", "path_id::text", "tenant_id = $t"),
+            ("version_history", "version_id::text", files_of),
+            ("file_metadata", "path_id::text || '/' || key", files_of),
+            (
+                "content_chunks",
+                "tenant_id || '/' || content_hash",
+                "tenant_id = $t",
+            ),
+            (
+                "tombstones",
+                "table_name || '/' || key1 || '/' || key2",
+                "(table_name = 'content_chunks' AND key1 = $t) OR (table_name = 'file_metadata' \
+                 AND key1 IN (SELECT path_id::text FROM file_paths WHERE tenant_id = $t))",
+            ),
         ] {
+            let mine = of_tenant(mine);
             for row in f
                 .store
-                .debug_query(&format!("SELECT {key}, change_seq::text FROM {table}"))
+                .debug_query(&format!(
+                    "SELECT {key}, change_seq::text FROM {table} WHERE {mine}"
+                ))
                 .await
                 .unwrap()
             {
@@ -352,7 +388,14 @@ fn a_polling_reader_sees_every_committed_row_exactly_once() {
         all
     });
     let held: BTreeSet<_> = finals.keys().filter(|(t, _)| t == "file_paths").collect();
-    assert!(held.len() > 8 * 40, "writers wrote ({} files)", held.len());
+    let writers = (0..8)
+        .filter(|&t| tenant.is_none_or(|x| writer_tenant(t) == x))
+        .count();
+    assert!(
+        held.len() > writers * 40,
+        "writers wrote ({} files)",
+        held.len()
+    );
     assert!(
         pages > 10,
         "the reader polled while writers wrote ({pages} pages)"
@@ -383,6 +426,65 @@ fn a_polling_reader_sees_every_committed_row_exactly_once() {
             "{table} {key} was delivered but is not in the table"
         );
     }
+}
+
+/// A tenant's page is bounded by its own rows, not by every tenant's
+/// changes since its position: with another tenant's 60 transactions around
+/// its one, a page of 10 rows holds its file and reaches the end of the
+/// feed at once (a reader that scanned every tenant's changes needed seven
+/// pages, most of them empty).
+#[test]
+fn a_tenant_s_page_is_not_filled_by_other_tenants_changes() {
+    pollster::block_on(async {
+        let f = PgFixture::new().await;
+        let a = f.store.with_tenant("a").unwrap();
+        let b = f.store.with_tenant("b").unwrap();
+        for i in 0..30 {
+            b.put(NewFile::new(format!("/b{i}"), "l", "p", 1))
+                .await
+                .unwrap();
+        }
+        a.put(NewFile::new("/mine", "l", "p", 1)).await.unwrap();
+        a.set_metadata("/mine", "k", &json!(1)).await.unwrap();
+        for i in 30..60 {
+            b.put(NewFile::new(format!("/b{i}"), "l", "p", 1))
+                .await
+                .unwrap();
+        }
+        let page = f
+            .store
+            .tenant_changes_after(Some("a"), 0, None, 10)
+            .await
+            .unwrap();
+        assert_eq!(file_paths(&page.changes), ["/mine"]);
+        assert_eq!(page.changes.versions.len(), 1);
+        assert_eq!(page.changes.metadata.len(), 1);
+        assert!(page.caught_up, "one page reaches the end: {page:?}");
+        assert!(page.within.is_none());
+        // Nothing after it for this tenant; the other's feed has its own.
+        let next = f
+            .store
+            .tenant_changes_after(Some("a"), page.changes.through, None, 10)
+            .await
+            .unwrap();
+        assert!(next.changes.files.is_empty() && next.caught_up);
+        let mut theirs = 0;
+        let mut after = 0;
+        loop {
+            let p = f
+                .store
+                .tenant_changes_after(Some("b"), after, None, 10)
+                .await
+                .unwrap();
+            assert!(!file_paths(&p.changes).contains(&"/mine"));
+            theirs += p.changes.files.len();
+            after = p.changes.through;
+            if p.caught_up {
+                break;
+            }
+        }
+        assert_eq!(theirs, 60);
+    });
 }
 
 /// Rows that came from another store keep its id and sequence number; rows

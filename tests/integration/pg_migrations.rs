@@ -15,6 +15,9 @@ async fn schema(client: &tokio_postgres::Client) -> Vec<String> {
          WHERE connamespace = current_schema()::regnamespace ORDER BY 1",
         "SELECT 'function ' || pg_get_functiondef(oid) FROM pg_proc \
          WHERE pronamespace = current_schema()::regnamespace ORDER BY 1",
+        "SELECT 'trigger ' || pg_get_triggerdef(t.oid) FROM pg_trigger t \
+         JOIN pg_class c ON c.oid = t.tgrelid \
+         WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace ORDER BY 1",
     ] {
         for r in client.query(sql, &[]).await.unwrap() {
             out.push(r.get(0));
@@ -135,4 +138,59 @@ async fn tampered_checksum_is_refused_on_postgres() {
         err.to_string().contains("was edited after it was applied"),
         "{err}"
     );
+}
+
+/// A database written before the tenant feed (version 9) keeps every row
+/// in its tenants' feeds after the upgrade: version 10 counts the rows
+/// already there, by the same rule as its triggers do later writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tenant_feed_covers_rows_written_before_it() {
+    let db = pg::database("pg_mig_tenant_feed").await;
+    let mut client = connect(&db.url).await;
+    let m = Migrator::new(Dialect::Postgres);
+    m.up(&mut PgDriver::new(&mut client), Some(9))
+        .await
+        .unwrap();
+    for (tenant, path) in [("a", "/a.txt"), ("b", "/b.txt"), ("a", "/a2.txt")] {
+        client
+            .execute(
+                "SELECT nexus_put($1, $2, gen_random_uuid(), gen_random_uuid(), 'l', 'p', 1, \
+                 NULL, NULL, now(), now(), NULL, NULL, NULL)",
+                &[&tenant, &path],
+            )
+            .await
+            .unwrap();
+    }
+    client
+        .execute(
+            "SELECT nexus_set_metadata('a', ARRAY['/a.txt'], ARRAY['k'], ARRAY['1'::jsonb], now())",
+            &[],
+        )
+        .await
+        .unwrap();
+    m.up(&mut PgDriver::new(&mut client), None).await.unwrap();
+    let store = nexus_pg::PgStore::connect(&db.url, nexus_pg::PgOptions::default())
+        .await
+        .unwrap();
+    for (tenant, want) in [("a", vec!["/a.txt", "/a2.txt"]), ("b", vec!["/b.txt"])] {
+        let page = store
+            .tenant_changes_after(Some(tenant), 0, None, 100)
+            .await
+            .unwrap();
+        let mut paths: Vec<&str> = page
+            .changes
+            .files
+            .iter()
+            .map(|f| f.virtual_path.as_str())
+            .collect();
+        paths.sort();
+        assert_eq!(paths, want, "tenant {tenant}");
+        assert_eq!(page.changes.versions.len(), want.len(), "tenant {tenant}");
+        assert_eq!(
+            page.changes.metadata.len(),
+            usize::from(tenant == "a"),
+            "tenant {tenant}"
+        );
+        assert!(page.caught_up);
+    }
 }
