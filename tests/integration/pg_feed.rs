@@ -247,7 +247,11 @@ fn a_tenant_s_polling_reader_sees_every_row_of_its_tenant_exactly_once() {
 
 /// The writers' tenants: writer `t` writes in this one.
 fn writer_tenant(t: usize) -> &'static str {
-    if t % 2 == 0 { "default" } else { "other" }
+    if t.is_multiple_of(2) {
+        "default"
+    } else {
+        "other"
+    }
 }
 
 fn polling_reader_sees_every_row_once(tenant: Option<&str>) {
