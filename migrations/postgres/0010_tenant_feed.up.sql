@@ -4,20 +4,24 @@
 -- others' (pg/src/feed.rs, `read_tenant_page`; BENCHMARKS.md measured it:
 -- a tenant's pull cost in proportion to all tenants' changes).
 --
--- nexus_feed_tenants: for each transaction, how many rows of each tenant
--- it wrote (a row counted once per statement that writes it). NULL tenant:
--- rows whose tenant was not known when they were written (a version or a
--- key of a file not yet visible to the writer; a key's removal whose file
--- id is not one): every tenant's feed reads those transactions, and keeps
--- what is its own, as it did before. Written in the same transaction as
--- the rows (by the triggers below), so a feed reader's snapshot sees a
--- transaction's rows and its entries together. Rows only grow: an entry
--- whose rows were all written again later stays, and its transaction then
--- reads as empty.
+-- Files and chunks carry their tenant: an index on (tenant_id,
+-- change_seq) finds the transactions that wrote a tenant's. Versions, keys
+-- and removals do not: nexus_feed_tenants records which transactions
+-- wrote them for which tenant, by statement triggers (cheaper than a
+-- tenant column every writer would have to fill, and no writer can forget
+-- them). NULL tenant: rows whose tenant was not known when they were
+-- written (a version or a key of a file the writer could not see yet):
+-- every tenant's feed reads those transactions and keeps what is its own.
+-- Written in the same transaction as the rows, so a feed reader's snapshot
+-- sees a transaction's rows and its entries together. Entries only grow:
+-- one whose rows were all written again later stays, and its transaction
+-- then reads as empty.
+CREATE INDEX idx_file_paths_tenant_feed ON file_paths (tenant_id, change_seq);
+CREATE INDEX idx_content_chunks_tenant_feed ON content_chunks (tenant_id, change_seq);
+
 CREATE TABLE nexus_feed_tenants (
     tenant_id  text COLLATE "C",
-    change_seq bigint NOT NULL,
-    row_count  bigint NOT NULL CHECK (row_count > 0)
+    change_seq bigint NOT NULL
 );
 CREATE UNIQUE INDEX uq_feed_tenants ON nexus_feed_tenants (tenant_id, change_seq);
 CREATE INDEX idx_feed_tenants_unknown ON nexus_feed_tenants (change_seq)
@@ -33,52 +37,37 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
                 THEN p_key1::uuid END
 $$;
 
--- The rule of whose a row is (the same as the feed's tenant filter): a file
--- or a chunk by its tenant, a version or a key by its file's, a removal of
--- a chunk by the tenant it names, a removal of a key by its file's (rows
--- of other removals belong to no tenant's feed). Statement triggers, with
--- the statement's rows as `changed`; only rows this transaction stamped
--- (an update that leaves change_seq alone is no change of the feed).
+-- The rule of whose a row is (the same as the feed's tenant filter): a
+-- version or a key by its file's tenant, a removal of a chunk by the tenant
+-- it names, a removal of a key by its file's (rows of other removals
+-- belong to no tenant's feed). Statement triggers, with the statement's
+-- rows as `changed`; only rows this transaction stamped (an update that
+-- leaves change_seq alone is no change of the feed).
 CREATE FUNCTION nexus_note_feed() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     me bigint := pg_current_xact_id()::text::bigint;
 BEGIN
-    IF TG_TABLE_NAME IN ('file_paths', 'content_chunks') THEN
-        INSERT INTO nexus_feed_tenants AS t (tenant_id, change_seq, row_count)
-        SELECT c.tenant_id, me, count(*) FROM changed c WHERE c.change_seq = me
-         GROUP BY c.tenant_id
-        ON CONFLICT (tenant_id, change_seq)
-            DO UPDATE SET row_count = t.row_count + EXCLUDED.row_count;
-    ELSIF TG_TABLE_NAME IN ('version_history', 'file_metadata') THEN
-        INSERT INTO nexus_feed_tenants AS t (tenant_id, change_seq, row_count)
-        SELECT f.tenant_id, me, count(*) FROM changed c
-          LEFT JOIN file_paths f ON f.path_id = c.path_id
-         WHERE c.change_seq = me
-         GROUP BY f.tenant_id
-        ON CONFLICT (tenant_id, change_seq)
-            DO UPDATE SET row_count = t.row_count + EXCLUDED.row_count;
-    ELSE
-        INSERT INTO nexus_feed_tenants AS t (tenant_id, change_seq, row_count)
-        SELECT CASE WHEN c.table_name = 'content_chunks' THEN c.key1 ELSE f.tenant_id END,
-               me, count(*)
+    IF TG_TABLE_NAME = 'tombstones' THEN
+        INSERT INTO nexus_feed_tenants (tenant_id, change_seq)
+        SELECT DISTINCT CASE WHEN c.table_name = 'content_chunks' THEN c.key1 ELSE f.tenant_id END, me
           FROM changed c
           LEFT JOIN file_paths f
             ON c.table_name = 'file_metadata' AND f.path_id = nexus_file_id(c.key1)
          WHERE c.change_seq = me AND c.table_name IN ('content_chunks', 'file_metadata')
-         GROUP BY 1
-        ON CONFLICT (tenant_id, change_seq)
-            DO UPDATE SET row_count = t.row_count + EXCLUDED.row_count;
+        ON CONFLICT (tenant_id, change_seq) DO NOTHING;
+    ELSE
+        INSERT INTO nexus_feed_tenants (tenant_id, change_seq)
+        SELECT DISTINCT f.tenant_id, me FROM changed c
+          LEFT JOIN file_paths f ON f.path_id = c.path_id
+         WHERE c.change_seq = me
+        ON CONFLICT (tenant_id, change_seq) DO NOTHING;
     END IF;
     RETURN NULL;
 END
 $$;
 
 -- A trigger with a transition table fires on one event: two per table.
-CREATE TRIGGER nexus_feed_insert AFTER INSERT ON file_paths
-    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION nexus_note_feed();
-CREATE TRIGGER nexus_feed_update AFTER UPDATE ON file_paths
-    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION nexus_note_feed();
 CREATE TRIGGER nexus_feed_insert AFTER INSERT ON version_history
     REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION nexus_note_feed();
 CREATE TRIGGER nexus_feed_update AFTER UPDATE ON version_history
@@ -87,10 +76,6 @@ CREATE TRIGGER nexus_feed_insert AFTER INSERT ON file_metadata
     REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION nexus_note_feed();
 CREATE TRIGGER nexus_feed_update AFTER UPDATE ON file_metadata
     REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION nexus_note_feed();
-CREATE TRIGGER nexus_feed_insert AFTER INSERT ON content_chunks
-    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION nexus_note_feed();
-CREATE TRIGGER nexus_feed_update AFTER UPDATE ON content_chunks
-    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION nexus_note_feed();
 CREATE TRIGGER nexus_feed_insert AFTER INSERT ON tombstones
     REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION nexus_note_feed();
 CREATE TRIGGER nexus_feed_update AFTER UPDATE ON tombstones
@@ -98,24 +83,14 @@ CREATE TRIGGER nexus_feed_update AFTER UPDATE ON tombstones
 
 -- The rows already here, by the same rule (once; written out for all rows
 -- at once, not by the trigger, which sees one statement's).
-INSERT INTO nexus_feed_tenants (tenant_id, change_seq, row_count)
-SELECT tenant_id, change_seq, sum(n) FROM (
-    SELECT tenant_id, change_seq, count(*) AS n FROM file_paths GROUP BY 1, 2
-    UNION ALL
-    SELECT tenant_id, change_seq, count(*) FROM content_chunks GROUP BY 1, 2
-    UNION ALL
-    SELECT f.tenant_id, v.change_seq, count(*) FROM version_history v
-      LEFT JOIN file_paths f ON f.path_id = v.path_id GROUP BY 1, 2
-    UNION ALL
-    SELECT f.tenant_id, m.change_seq, count(*) FROM file_metadata m
-      LEFT JOIN file_paths f ON f.path_id = m.path_id GROUP BY 1, 2
-    UNION ALL
-    SELECT CASE WHEN t.table_name = 'content_chunks' THEN t.key1 ELSE f.tenant_id END,
-           t.change_seq, count(*)
-      FROM tombstones t
-      LEFT JOIN file_paths f
-        ON t.table_name = 'file_metadata' AND f.path_id = nexus_file_id(t.key1)
-     WHERE t.table_name IN ('content_chunks', 'file_metadata')
-     GROUP BY 1, 2
-) AS rows_here
-GROUP BY tenant_id, change_seq;
+INSERT INTO nexus_feed_tenants (tenant_id, change_seq)
+SELECT f.tenant_id, v.change_seq FROM version_history v
+  LEFT JOIN file_paths f ON f.path_id = v.path_id
+UNION
+SELECT f.tenant_id, m.change_seq FROM file_metadata m
+  LEFT JOIN file_paths f ON f.path_id = m.path_id
+UNION
+SELECT CASE WHEN t.table_name = 'content_chunks' THEN t.key1 ELSE f.tenant_id END, t.change_seq
+  FROM tombstones t
+  LEFT JOIN file_paths f ON t.table_name = 'file_metadata' AND f.path_id = nexus_file_id(t.key1)
+ WHERE t.table_name IN ('content_chunks', 'file_metadata');

@@ -50,7 +50,7 @@ fn select_sql<T: TableRow>(tenant: bool) -> String {
     let filter = if tenant {
         format!(
             "change_seq = ANY($1::int8[]) AND {}",
-            tenant_filter(t.name, 2, None)
+            row_of_tenant(t.name, 2)
         )
     } else {
         "change_seq > $1 AND change_seq <= $2".to_string()
@@ -204,7 +204,8 @@ fn read_rows<T: TableRow>(rows: &[Row]) -> Result<Vec<T>> {
         .collect()
 }
 
-/// The condition that keeps a row of `table` to the tenant bound as `$n`:
+/// The condition that keeps a row of `table` to the tenant bound as `$n`
+/// (the rule the triggers of PostgreSQL migration 0010 count rows by):
 /// by its own tenant, by its file's (of files from the id `from` on, when
 /// given), or (a removal) by the key that names either. A plain condition,
 /// not `($n IS NULL OR ...)`: PostgreSQL plans the file lookup of that form
@@ -223,6 +224,25 @@ fn tenant_filter(table: &str, n: usize, from: Option<&str>) -> String {
         _ => format!(
             "((table_name = 'content_chunks' AND key1 = ${n}) OR (table_name = 'file_metadata' \
              AND key1 IN (SELECT path_id::text FROM file_paths WHERE tenant_id = ${n})))"
+        ),
+    }
+}
+
+/// [`tenant_filter`] as a lookup of each row's file by its id, for rows
+/// already narrowed to the tenant's transactions (about as many as the
+/// tenant's changes): a join with all of the tenant's files would read
+/// them all for a few rows.
+fn row_of_tenant(table: &str, n: usize) -> String {
+    let file_of =
+        |id: &str| format!("(SELECT f.tenant_id FROM file_paths f WHERE f.path_id = {id})");
+    match table {
+        "file_paths" | "content_chunks" => format!("tenant_id = ${n}"),
+        "file_metadata" | "version_history" => {
+            format!("{} = ${n}", file_of(&format!("{table}.path_id")))
+        }
+        _ => format!(
+            "CASE table_name WHEN 'content_chunks' THEN key1 WHEN 'file_metadata' THEN {} END = ${n}",
+            file_of("nexus_file_id(key1)")
         ),
     }
 }
@@ -281,28 +301,55 @@ async fn bounds(client: &impl GenericClient) -> Result<(i64, i64)> {
     }
 }
 
-/// The `change_seq` of the first `limit` rows after `after`, all tables
-/// merged in order (an index scan per table, merged; it stops at `limit`).
-const FIRST_STAMPS: &str = "SELECT s, 1::int8 FROM ( \
-     (SELECT change_seq AS s FROM file_paths WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
-     UNION ALL (SELECT change_seq FROM file_metadata WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
-     UNION ALL (SELECT change_seq FROM version_history WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
-     UNION ALL (SELECT change_seq FROM content_chunks WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
-     UNION ALL (SELECT change_seq FROM tombstones WHERE change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
-     ) AS t ORDER BY s LIMIT $3";
+/// The `change_seq` of the first `limit` rows that `cond` keeps, all
+/// tables merged in order (an index scan per table, merged; it stops at
+/// `limit`), each with a count of 1 (a row).
+fn first_stamps(cond: &str, limit: &str) -> String {
+    let tables: Vec<String> = nexus_core::CHANGE_TABLES
+        .iter()
+        .map(|t| {
+            format!(
+                "(SELECT change_seq AS s FROM {t} WHERE {cond} ORDER BY change_seq LIMIT {limit})"
+            )
+        })
+        .collect();
+    format!(
+        "SELECT s FROM ({}) AS t ORDER BY s LIMIT {limit}",
+        tables.join(" UNION ALL ")
+    )
+}
+
+/// The first rows after `$1` through `$2`, at most `$3` ([`first_stamps`]).
+fn stamps_in_range() -> String {
+    first_stamps("change_seq > $1 AND change_seq <= $2", "$3")
+}
+
+/// The first rows of the transactions `$1` (an array), at most `$2`
+/// ([`first_stamps`]).
+fn stamps_of_transactions() -> String {
+    first_stamps("change_seq = ANY($1::int8[])", "$2")
+}
 
 /// The first `$3` transactions after `$1` through `$2` that wrote rows of
-/// the tenant `$4`, or rows whose tenant was not known when written (every
-/// tenant reads those), each with how many (`nexus_feed_tenants`, migration
-/// 0010): two index range scans of that tenant's entries, merged. Other
-/// tenants' transactions are never read.
-const TENANT_STAMPS: &str = "SELECT change_seq, sum(n)::int8 FROM ( \
-     (SELECT change_seq, row_count AS n FROM nexus_feed_tenants \
+/// the tenant `$4`: its files and chunks (by their indexes on `(tenant_id,
+/// change_seq)`), its versions, keys and removals, and rows whose tenant
+/// was not known when written (every tenant reads those; the last two in
+/// `nexus_feed_tenants`, PostgreSQL migration 0010), merged. Other tenants'
+/// transactions are never read. A part cut at `$3` rows is complete below
+/// its last transaction, and what it cut is made up for: the files' and
+/// chunks' parts count rows (so `$3` of them fill a page before their last
+/// transaction), the others distinct transactions (so the whole list is cut
+/// there too: [`read_in`] then ends the page at its last transaction).
+const TENANT_TRANSACTIONS: &str = "SELECT change_seq FROM ( \
+     (SELECT change_seq FROM file_paths \
        WHERE tenant_id = $4 AND change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
-     UNION ALL (SELECT change_seq, sum(row_count) FROM nexus_feed_tenants \
-       WHERE tenant_id IS NULL AND change_seq > $1 AND change_seq <= $2 \
-       GROUP BY change_seq ORDER BY change_seq LIMIT $3) \
-     ) AS t GROUP BY change_seq ORDER BY change_seq LIMIT $3";
+     UNION (SELECT change_seq FROM content_chunks \
+       WHERE tenant_id = $4 AND change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
+     UNION (SELECT change_seq FROM nexus_feed_tenants \
+       WHERE tenant_id = $4 AND change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
+     UNION (SELECT DISTINCT change_seq FROM nexus_feed_tenants \
+       WHERE tenant_id IS NULL AND change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
+     ) AS t ORDER BY change_seq LIMIT $3";
 
 /// Where a page of the feed ends.
 #[derive(Debug, PartialEq)]
@@ -314,23 +361,16 @@ enum PageEnd {
 }
 
 /// The end of a page of at most `limit - 1` rows (more when one
-/// transaction alone has more), from the first transactions after its
-/// position, in order, each with its number of rows: stop before the
-/// transaction whose rows reach `limit`, unless it is the first (then
-/// that transaction in parts); through `safe` when none does.
-fn page_end(counted: &[(i64, i64)], limit: i64, safe: i64) -> PageEnd {
-    let mut rows = 0;
-    for &(stamp, n) in counted {
-        rows += n;
-        if rows >= limit {
-            return if stamp > counted[0].0 {
-                PageEnd::Through(stamp - 1)
-            } else {
-                PageEnd::Part(stamp)
-            };
-        }
+/// transaction alone has more), from the stamps of the first rows after its
+/// position, in order (at most `limit`): stop before the transaction of
+/// the row past the page, unless it is the first (then that transaction in
+/// parts); through `end` when no row is past the page.
+fn page_end(stamps: &[i64], limit: i64, end: i64) -> PageEnd {
+    match stamps.get(usize::try_from(limit - 1).unwrap_or(usize::MAX)) {
+        None => PageEnd::Through(end),
+        Some(&beyond) if beyond > stamps[0] => PageEnd::Through(beyond - 1),
+        Some(&beyond) => PageEnd::Part(beyond),
     }
-    PageEnd::Through(safe)
 }
 
 fn origin(r: &Row, at: usize) -> Option<Origin> {
@@ -358,7 +398,7 @@ pub async fn read_page(
 
 /// [`read_page`] for one tenant (`Some`), or all (`None`): only rows of
 /// the tenant's files and chunks and their removals, read from the
-/// transactions that wrote them ([`TENANT_STAMPS`]: other tenants'
+/// transactions that wrote them ([`TENANT_TRANSACTIONS`]: other tenants'
 /// transactions are neither read nor counted towards the page's size).
 /// Positions are those of the whole feed; a page may hold none and still
 /// move the position (past other tenants' transactions, or a transaction
@@ -434,15 +474,38 @@ async fn read_in(
         });
     }
     let limit = i64::try_from(max_rows.max(1)).unwrap_or(i64::MAX - 1) + 1;
-    let counted: Vec<(i64, i64)> = match &tenant {
-        None => db.query(FIRST_STAMPS, &[&after, &safe, &limit]).await,
-        Some(t) => db.query(TENANT_STAMPS, &[&after, &safe, &limit, t]).await,
+    // One tenant: the transactions that wrote its rows, no others; the
+    // page ends at the last of them when the list was cut.
+    let (transactions, end) = match &tenant {
+        None => (Vec::new(), safe),
+        Some(t) => {
+            let list: Vec<i64> = db
+                .query(TENANT_TRANSACTIONS, &[&after, &safe, &limit, t])
+                .await
+                .map_err(pg_err("paging the change feed"))?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let end = match list.last() {
+                Some(&last) if list.len() as i64 == limit => last,
+                _ => safe,
+            };
+            (list, end)
+        }
+    };
+    let stamps: Vec<i64> = match &tenant {
+        None => db.query(&stamps_in_range(), &[&after, &safe, &limit]).await,
+        Some(_) if transactions.is_empty() => Ok(Vec::new()),
+        Some(_) => {
+            db.query(&stamps_of_transactions(), &[&transactions, &limit])
+                .await
+        }
     }
     .map_err(pg_err("paging the change feed"))?
     .iter()
-    .map(|r| (r.get(0), r.get(1)))
+    .map(|r| r.get(0))
     .collect();
-    let through = match page_end(&counted, limit, safe) {
+    let through = match page_end(&stamps, limit, end) {
         PageEnd::Through(through) => through,
         PageEnd::Part(stamp) => {
             let part = Part {
@@ -454,18 +517,13 @@ async fn read_in(
             return read_part(db, tables, tenant, part, max_rows).await;
         }
     };
-    // One tenant: the transactions that wrote its rows, no others.
-    let stamps: Vec<i64> = counted
-        .iter()
-        .map(|&(s, _)| s)
-        .filter(|&s| s <= through)
-        .collect();
+    let transactions: Vec<i64> = transactions.into_iter().filter(|&s| s <= through).collect();
     let range: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = match &tenant {
         None => [&after, &through],
-        Some(t) => [&stamps, t],
+        Some(t) => [&transactions, t],
     };
     let q = async |sql: String, what: &'static str| {
-        if tenant.is_some() && stamps.is_empty() {
+        if tenant.is_some() && transactions.is_empty() {
             return Ok(Vec::new());
         }
         db.query(&sql, &range).await.map_err(pg_err(what))
@@ -898,16 +956,12 @@ mod tests {
     #[test]
     fn a_page_ends_before_the_transaction_that_fills_it() {
         // Pages of 4 rows (limit 5): transactions 10 (2 rows), 11 (2), 12 (3).
-        let counted = [(10, 2), (11, 2), (12, 3)];
-        assert_eq!(page_end(&counted, 5, 99), PageEnd::Through(11));
-        // The rows never reach the limit: through the safe position.
-        assert_eq!(page_end(&counted, 8, 99), PageEnd::Through(99));
+        let stamps = [10, 10, 11, 11, 12];
+        assert_eq!(page_end(&stamps, 5, 99), PageEnd::Through(11));
+        // No row past the page: through the end given.
+        assert_eq!(page_end(&stamps[..4], 5, 99), PageEnd::Through(99));
         assert_eq!(page_end(&[], 5, 99), PageEnd::Through(99));
-        // One row per entry (every tenant's feed): the row past the page.
-        let rows = [(10, 1), (10, 1), (11, 1), (12, 1), (12, 1)];
-        assert_eq!(page_end(&rows, 5, 99), PageEnd::Through(11));
-        // The first transaction alone reaches the limit: read in parts.
-        assert_eq!(page_end(&[(10, 7), (11, 1)], 5, 99), PageEnd::Part(10));
-        assert_eq!(page_end(&[(10, 1); 5], 5, 99), PageEnd::Part(10));
+        // The first transaction alone fills the page: read in parts.
+        assert_eq!(page_end(&[10; 5], 5, 99), PageEnd::Part(10));
     }
 }

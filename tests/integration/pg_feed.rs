@@ -491,6 +491,47 @@ fn a_tenant_s_page_is_not_filled_by_other_tenants_changes() {
     });
 }
 
+/// A tenant's transactions whose rows were all written again later still
+/// count as transactions of its feed (their entries stay) but hold no rows:
+/// a page made of them alone ends at the last it listed, and the file
+/// written after them still comes.
+#[test]
+fn a_tenant_s_feed_passes_transactions_whose_rows_were_written_again() {
+    pollster::block_on(async {
+        let f = PgFixture::new().await;
+        let a = f.store.with_tenant("a").unwrap();
+        a.put(NewFile::new("/k.txt", "l", "p", 1)).await.unwrap();
+        for i in 0..12 {
+            a.set_metadata("/k.txt", "k", &json!(i)).await.unwrap();
+        }
+        a.put(NewFile::new("/last.txt", "l", "p", 1)).await.unwrap();
+        let mut after = 0;
+        let mut files = Vec::new();
+        let mut values = Vec::new();
+        let mut pages = 0;
+        loop {
+            let p = f
+                .store
+                .tenant_changes_after(Some("a"), after, None, 3)
+                .await
+                .unwrap();
+            assert!(p.changes.through >= after);
+            files.extend(p.changes.files.iter().map(|r| r.virtual_path.clone()));
+            values.extend(p.changes.metadata.iter().map(|m| m.value.clone()));
+            after = p.changes.through;
+            pages += 1;
+            assert!(pages < 50, "the feed does not end");
+            if p.caught_up {
+                break;
+            }
+        }
+        files.sort();
+        assert_eq!(files, ["/k.txt", "/last.txt"]);
+        assert_eq!(values, ["11"], "the key's last value, once");
+        assert!(pages > 2, "pages of 3 rows over 14 transactions: {pages}");
+    });
+}
+
 /// Rows that came from another store keep its id and sequence number; rows
 /// written here have none.
 #[test]
