@@ -81,16 +81,25 @@ CREATE TRIGGER nexus_feed_insert AFTER INSERT ON tombstones
 CREATE TRIGGER nexus_feed_update AFTER UPDATE ON tombstones
     REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION nexus_note_feed();
 
--- The rows already here, by the same rule (once; written out for all rows
--- at once, not by the trigger, which sees one statement's).
-INSERT INTO nexus_feed_tenants (tenant_id, change_seq)
-SELECT f.tenant_id, v.change_seq FROM version_history v
-  LEFT JOIN file_paths f ON f.path_id = v.path_id
-UNION
-SELECT f.tenant_id, m.change_seq FROM file_metadata m
-  LEFT JOIN file_paths f ON f.path_id = m.path_id
-UNION
-SELECT CASE WHEN t.table_name = 'content_chunks' THEN t.key1 ELSE f.tenant_id END, t.change_seq
-  FROM tombstones t
-  LEFT JOIN file_paths f ON t.table_name = 'file_metadata' AND f.path_id = nexus_file_id(t.key1)
- WHERE t.table_name IN ('content_chunks', 'file_metadata');
+-- The entries of every row here, by the same rule, at once (the trigger
+-- sees one statement's rows): for the rows already here when this
+-- migration runs, and after a bulk load into an empty database, which
+-- disables the triggers while it copies (sync/src/replicate.rs,
+-- drop_secondary).
+CREATE FUNCTION nexus_note_feed_all() RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO nexus_feed_tenants (tenant_id, change_seq)
+    SELECT f.tenant_id, v.change_seq FROM version_history v
+      LEFT JOIN file_paths f ON f.path_id = v.path_id
+    UNION
+    SELECT f.tenant_id, m.change_seq FROM file_metadata m
+      LEFT JOIN file_paths f ON f.path_id = m.path_id
+    UNION
+    SELECT CASE WHEN t.table_name = 'content_chunks' THEN t.key1 ELSE f.tenant_id END, t.change_seq
+      FROM tombstones t
+      LEFT JOIN file_paths f
+        ON t.table_name = 'file_metadata' AND f.path_id = nexus_file_id(t.key1)
+     WHERE t.table_name IN ('content_chunks', 'file_metadata')
+    ON CONFLICT (tenant_id, change_seq) DO NOTHING
+$$;
+SELECT nexus_note_feed_all();

@@ -866,10 +866,34 @@ pub async fn drop_secondary(tx: &Transaction<'_>) -> Result<Vec<String>> {
             .map_err(Error::pg("dropping an index before the bulk load"))?;
         recreate.push(r.get(1));
     }
+    // The triggers that note which tenant's rows each transaction wrote
+    // (PostgreSQL migration 0010) would note every copied statement; off
+    // during the load, and the whole load noted at once after it.
+    let triggers = tx
+        .query(
+            "SELECT format('ALTER TABLE %I DISABLE TRIGGER %I', t.tgrelid::regclass::text, t.tgname), \
+                    format('ALTER TABLE %I ENABLE TRIGGER %I', t.tgrelid::regclass::text, t.tgname) \
+             FROM pg_trigger t WHERE NOT t.tgisinternal AND t.tgfoid = 'nexus_note_feed'::regproc \
+               AND t.tgrelid::regclass::text = ANY($1)",
+            &[&CHANGE_TABLES.to_vec()],
+        )
+        .await
+        .map_err(Error::pg("reading the feed's triggers"))?;
+    for r in &triggers {
+        let disable: String = r.get(0);
+        tx.batch_execute(&disable).await.map_err(Error::pg(
+            "turning the feed's triggers off for the bulk load",
+        ))?;
+        recreate.push(r.get(1));
+    }
+    if !triggers.is_empty() {
+        recreate.push("SELECT nexus_note_feed_all()".to_string());
+    }
     Ok(recreate)
 }
 
-/// Rebuilds what [`drop_secondary`] dropped: indexes first, then foreign keys.
+/// Rebuilds what [`drop_secondary`] dropped: indexes first (and the
+/// feed's entries of the load), then foreign keys (and the feed's triggers).
 pub async fn rebuild_secondary(tx: &Transaction<'_>, statements: &[String]) -> Result<()> {
     // Indexes first (constraints may need them), then foreign keys.
     let (fks, indexes): (Vec<&String>, Vec<&String>) = statements

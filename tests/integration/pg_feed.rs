@@ -532,6 +532,118 @@ fn a_tenant_s_feed_passes_transactions_whose_rows_were_written_again() {
     });
 }
 
+/// Every row of the feed, read to its end in pages of `max_rows`, of one
+/// tenant or (`None`) all, keyed by table and key, with its stamp.
+async fn feed_rows(
+    store: &PgStore,
+    tenant: Option<&str>,
+    max_rows: usize,
+) -> BTreeMap<(String, String), i64> {
+    let mut seen = Seen::default();
+    let (mut after, mut within) = (0, None);
+    loop {
+        let page = store
+            .tenant_changes_after(tenant, after, within.as_ref(), max_rows)
+            .await
+            .unwrap();
+        seen.add(&page.changes, within.is_some());
+        after = page.changes.through;
+        within = page.within;
+        if page.caught_up && within.is_none() {
+            break;
+        }
+    }
+    seen.0
+        .into_iter()
+        .map(|(k, stamps)| (k, *stamps.last().unwrap()))
+        .collect()
+}
+
+/// The tenant a row of the feed belongs to by the feed's rule, given each
+/// file's tenant and each version's file; `None`: no tenant's (another
+/// table's removal).
+fn tenant_of(
+    (table, key): &(String, String),
+    files: &BTreeMap<String, String>,
+    version_files: &BTreeMap<String, String>,
+) -> Option<String> {
+    let mut parts = key.splitn(3, '/');
+    let (first, second) = (parts.next().unwrap(), parts.next());
+    match table.as_str() {
+        "file_paths" | "file_metadata" => files.get(first).cloned(),
+        "version_history" => files.get(&version_files[key]).cloned(),
+        "content_chunks" => Some(first.to_string()),
+        _ => match (first, second) {
+            ("content_chunks", Some(tenant)) => Some(tenant.to_string()),
+            ("file_metadata", Some(id)) => files.get(id).cloned(),
+            _ => None,
+        },
+    }
+}
+
+/// A bulk load into an empty database (the triggers off while it copies,
+/// its entries noted at once after) and an incremental run after it: each
+/// tenant's feed holds exactly the rows of the whole feed that are its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_load_and_later_runs_reach_every_tenant_s_feed() {
+    let db = nexus_tests::pg::database("feed_tenants_bulk").await;
+    let f = crate::common::Fixture::file().await;
+    crate::pg_sync::populate(&f).await;
+    let r =
+        nexus_sync::Replicator::new(f.store.clone(), nexus_sync::PgUrl::parse(&db.url).unwrap());
+    assert_eq!(r.sync().await.unwrap().mode, nexus_sync::SyncMode::Full);
+    let store = PgStore::connect(&db.url, nexus_pg::PgOptions::default())
+        .await
+        .unwrap();
+    let check = async |round: &str| {
+        let all = feed_rows(&store, None, 1000).await;
+        // Each file's tenant, and each version's file, from the database.
+        let mut files = BTreeMap::new();
+        for row in store
+            .debug_query("SELECT path_id::text, tenant_id FROM file_paths")
+            .await
+            .unwrap()
+        {
+            files.insert(row[0].clone().unwrap(), row[1].clone().unwrap());
+        }
+        let mut version_files = BTreeMap::new();
+        for row in store
+            .debug_query("SELECT version_id::text, path_id::text FROM version_history")
+            .await
+            .unwrap()
+        {
+            version_files.insert(row[0].clone().unwrap(), row[1].clone().unwrap());
+        }
+        let mut want: BTreeMap<String, BTreeMap<(String, String), i64>> = BTreeMap::new();
+        for (key, stamp) in &all {
+            let owner = tenant_of(key, &files, &version_files);
+            if let Some(t) = owner {
+                want.entry(t).or_default().insert(key.clone(), *stamp);
+            }
+        }
+        assert_eq!(want.len(), 2, "{round}: two tenants wrote: {want:?}");
+        for (tenant, rows) in &want {
+            // Pages of 3 rows: lists cut at their limit, transactions in parts.
+            let got = feed_rows(&store, Some(tenant), 3).await;
+            assert_eq!(&got, rows, "{round}: the feed of {tenant}");
+        }
+    };
+    check("after the bulk load").await;
+    let acme = f.with_tenant("acme").unwrap();
+    acme.set_metadata("/a.txt", "later", &json!(1))
+        .await
+        .unwrap();
+    f.put(NewFile::new("/later.txt", "l", "p", 1))
+        .await
+        .unwrap();
+    f.add_chunk_ref("c9", 1, "/cas/c9").await.unwrap();
+    assert_eq!(
+        r.sync().await.unwrap().mode,
+        nexus_sync::SyncMode::Incremental
+    );
+    check("after an incremental run").await;
+}
+
 /// Rows that came from another store keep its id and sequence number; rows
 /// written here have none.
 #[test]
