@@ -5,6 +5,7 @@ DROP TRIGGER nexus_feed_insert ON file_metadata;
 DROP TRIGGER nexus_feed_update ON file_metadata;
 DROP TRIGGER nexus_feed_insert ON tombstones;
 DROP TRIGGER nexus_feed_update ON tombstones;
+DROP FUNCTION nexus_note_feed_load();
 DROP FUNCTION nexus_note_feed_all();
 DROP FUNCTION nexus_note_feed();
 DROP FUNCTION nexus_file_id(text);

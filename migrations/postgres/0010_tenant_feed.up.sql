@@ -83,9 +83,7 @@ CREATE TRIGGER nexus_feed_update AFTER UPDATE ON tombstones
 
 -- The entries of every row here, by the same rule, at once (the trigger
 -- sees one statement's rows): for the rows already here when this
--- migration runs, and after a bulk load into an empty database, which
--- disables the triggers while it copies (sync/src/replicate.rs,
--- drop_secondary).
+-- migration runs.
 CREATE FUNCTION nexus_note_feed_all() RETURNS void
 LANGUAGE sql AS $$
     INSERT INTO nexus_feed_tenants (tenant_id, change_seq)
@@ -103,3 +101,20 @@ LANGUAGE sql AS $$
     ON CONFLICT (tenant_id, change_seq) DO NOTHING
 $$;
 SELECT nexus_note_feed_all();
+
+-- The entries of a bulk load into an empty database, which turns the
+-- triggers off while it copies (sync/src/replicate.rs, drop_secondary):
+-- every row is this transaction's, every version and key has its file here
+-- (the foreign keys are checked at commit) and a key's removal whose file
+-- is not here belongs to no tenant, so the tenants of the files and of the
+-- chunks' removals are all of them, found without the join
+-- nexus_note_feed_all makes for every row (0.7 s for 300,000 files).
+CREATE FUNCTION nexus_note_feed_load() RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO nexus_feed_tenants (tenant_id, change_seq)
+    SELECT tenant_id, pg_current_xact_id()::text::bigint FROM file_paths
+    UNION
+    SELECT key1, pg_current_xact_id()::text::bigint FROM tombstones
+     WHERE table_name = 'content_chunks'
+    ON CONFLICT (tenant_id, change_seq) DO NOTHING
+$$;

@@ -887,7 +887,7 @@ pub async fn drop_secondary(tx: &Transaction<'_>) -> Result<Vec<String>> {
         recreate.push(r.get(1));
     }
     if !triggers.is_empty() {
-        recreate.push("SELECT nexus_note_feed_all()".to_string());
+        recreate.push("SELECT nexus_note_feed_load()".to_string());
     }
     Ok(recreate)
 }
