@@ -5,7 +5,7 @@
 //!
 //! Every row's `change_seq` is the id of the transaction that last wrote it
 //! (`pg_current_xact_id()`, the column's default; every update sets it
-//! again). Ids are handed out when transactions start writing, not when
+//! again, but those of rows its own transaction already wrote). Ids are handed out when transactions start writing, not when
 //! they commit, so a lower id can commit after a higher one was read. A
 //! page therefore never reaches the oldest transaction still running that
 //! could write here (`xmin` of a snapshot, not counting the sessions of
@@ -205,7 +205,8 @@ fn read_rows<T: TableRow>(rows: &[Row]) -> Result<Vec<T>> {
 }
 
 /// The condition that keeps a row of `table` to the tenant bound as `$n`
-/// (the rule the triggers of PostgreSQL migration 0010 count rows by):
+/// (the rule by which the triggers of PostgreSQL migration 0010 note the
+/// transactions of a tenant):
 /// by its own tenant, by its file's (of files from the id `from` on, when
 /// given), or (a removal) by the key that names either. A plain condition,
 /// not `($n IS NULL OR ...)`: PostgreSQL plans the file lookup of that form
@@ -303,7 +304,7 @@ async fn bounds(client: &impl GenericClient) -> Result<(i64, i64)> {
 
 /// The `change_seq` of the first `limit` rows that `cond` keeps, all
 /// tables merged in order (an index scan per table, merged; it stops at
-/// `limit`), each with a count of 1 (a row).
+/// `limit`): one stamp per row.
 fn first_stamps(cond: &str, limit: &str) -> String {
     let tables: Vec<String> = nexus_core::CHANGE_TABLES
         .iter()

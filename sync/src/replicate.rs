@@ -900,9 +900,9 @@ pub async fn rebuild_secondary(tx: &Transaction<'_>, statements: &[String]) -> R
         .iter()
         .partition(|s| s.starts_with("ALTER TABLE"));
     for sql in indexes.into_iter().chain(fks) {
-        tx.batch_execute(sql)
-            .await
-            .map_err(Error::pg("rebuilding an index after the bulk load"))?;
+        tx.batch_execute(sql).await.map_err(Error::pg(
+            "rebuilding indexes, foreign keys or the feed's triggers after the bulk load",
+        ))?;
     }
     Ok(())
 }
