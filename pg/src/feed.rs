@@ -5,8 +5,9 @@
 //!
 //! Every row's `change_seq` is the id of the transaction that last wrote it
 //! (`pg_current_xact_id()`, the column's default; every update sets it
-//! again, but those of rows its own transaction already wrote). Ids are handed out when transactions start writing, not when
-//! they commit, so a lower id can commit after a higher one was read. A
+//! again, but those of rows its own transaction already wrote). Ids are
+//! handed out when transactions start writing, not when they commit, so
+//! a lower id can commit after a higher one was read. A
 //! page therefore never reaches the oldest transaction still running that
 //! could write here (`xmin` of a snapshot, not counting the sessions of
 //! other databases of the cluster, which never write here): every
@@ -475,10 +476,14 @@ async fn read_in(
         });
     }
     let limit = i64::try_from(max_rows.max(1)).unwrap_or(i64::MAX - 1) + 1;
-    // One tenant: the transactions that wrote its rows, no others; the
-    // page ends at the last of them when the list was cut.
-    let (transactions, end) = match &tenant {
-        None => (Vec::new(), safe),
+    // All tenants: the first rows after the position. One tenant: the
+    // transactions that wrote its rows, no others, then their first rows;
+    // the page ends at the last of them when the list was cut.
+    let (transactions, end, stamps) = match &tenant {
+        None => {
+            let rows = db.query(&stamps_in_range(), &[&after, &safe, &limit]).await;
+            (Vec::new(), safe, rows)
+        }
         Some(t) => {
             let list: Vec<i64> = db
                 .query(TENANT_TRANSACTIONS, &[&after, &safe, &limit, t])
@@ -491,21 +496,19 @@ async fn read_in(
                 Some(&last) if list.len() as i64 == limit => last,
                 _ => safe,
             };
-            (list, end)
+            let rows = if list.is_empty() {
+                Ok(Vec::new())
+            } else {
+                db.query(&stamps_of_transactions(), &[&list, &limit]).await
+            };
+            (list, end, rows)
         }
     };
-    let stamps: Vec<i64> = match &tenant {
-        None => db.query(&stamps_in_range(), &[&after, &safe, &limit]).await,
-        Some(_) if transactions.is_empty() => Ok(Vec::new()),
-        Some(_) => {
-            db.query(&stamps_of_transactions(), &[&transactions, &limit])
-                .await
-        }
-    }
-    .map_err(pg_err("paging the change feed"))?
-    .iter()
-    .map(|r| r.get(0))
-    .collect();
+    let stamps: Vec<i64> = stamps
+        .map_err(pg_err("paging the change feed"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     let through = match page_end(&stamps, limit, end) {
         PageEnd::Through(through) => through,
         PageEnd::Part(stamp) => {

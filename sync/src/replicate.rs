@@ -828,9 +828,12 @@ pub(crate) fn batch_len(b: &Batch) -> u64 {
 }
 
 /// Drops the secondary indexes and foreign keys of the replicated tables
-/// before a bulk load, and returns the statements that rebuild them (for
-/// [`rebuild_secondary`]). The definitions are read from the catalog, so the
-/// migrations stay the only description of the schema.
+/// and turns off the triggers that note which tenant's rows each
+/// transaction wrote (PostgreSQL migration 0010, which would note every
+/// copied statement) before a bulk load, and returns the statements that
+/// rebuild them and note the whole load at once (for
+/// [`rebuild_secondary`]). The definitions are read from the catalog, so
+/// the migrations stay the only description of the schema.
 ///
 /// It first locks the tables, all in one statement and in the order of
 /// [`CHANGE_TABLES`] (the order in which every push reads them to see
@@ -844,6 +847,7 @@ pub async fn drop_secondary(tx: &Transaction<'_>) -> Result<Vec<String>> {
     ))
     .await
     .map_err(Error::pg("locking the tables for the bulk load"))?;
+    // (what to do now, if anything; what to do after the load)
     let rows = tx
         .query(
             "SELECT format('ALTER TABLE %I DROP CONSTRAINT %I', c.conrelid::regclass::text, c.conname), \
@@ -853,41 +857,28 @@ pub async fn drop_secondary(tx: &Transaction<'_>) -> Result<Vec<String>> {
              UNION ALL \
              SELECT format('DROP INDEX %I', i.indexname), i.indexdef \
              FROM pg_indexes i WHERE i.schemaname = current_schema() AND i.tablename = ANY($1) \
-               AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = format('%I', i.indexname)::regclass)",
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = format('%I', i.indexname)::regclass) \
+             UNION ALL \
+             SELECT format('ALTER TABLE %I DISABLE TRIGGER %I', t.tgrelid::regclass::text, t.tgname), \
+                    format('ALTER TABLE %I ENABLE TRIGGER %I', t.tgrelid::regclass::text, t.tgname) \
+             FROM pg_trigger t WHERE NOT t.tgisinternal AND t.tgfoid = to_regproc('nexus_note_feed') \
+               AND t.tgrelid::regclass::text = ANY($1) \
+             UNION ALL \
+             SELECT NULL, 'SELECT nexus_note_feed_load()' WHERE to_regproc('nexus_note_feed_load') IS NOT NULL",
             &[&CHANGE_TABLES.to_vec()],
         )
         .await
-        .map_err(Error::pg("reading index definitions"))?;
+        .map_err(Error::pg(
+            "reading the indexes, foreign keys and triggers to set aside for the bulk load",
+        ))?;
     let mut recreate = Vec::new();
     for r in rows {
-        let drop_sql: String = r.get(0);
-        tx.batch_execute(&drop_sql)
-            .await
-            .map_err(Error::pg("dropping an index before the bulk load"))?;
+        if let Some(now) = r.get::<_, Option<String>>(0) {
+            tx.batch_execute(&now).await.map_err(Error::pg(
+                "setting an index, foreign key or trigger aside for the bulk load",
+            ))?;
+        }
         recreate.push(r.get(1));
-    }
-    // The triggers that note which tenant's rows each transaction wrote
-    // (PostgreSQL migration 0010) would note every copied statement; off
-    // during the load, and the whole load noted at once after it.
-    let triggers = tx
-        .query(
-            "SELECT format('ALTER TABLE %I DISABLE TRIGGER %I', t.tgrelid::regclass::text, t.tgname), \
-                    format('ALTER TABLE %I ENABLE TRIGGER %I', t.tgrelid::regclass::text, t.tgname) \
-             FROM pg_trigger t WHERE NOT t.tgisinternal AND t.tgfoid = 'nexus_note_feed'::regproc \
-               AND t.tgrelid::regclass::text = ANY($1)",
-            &[&CHANGE_TABLES.to_vec()],
-        )
-        .await
-        .map_err(Error::pg("reading the feed's triggers"))?;
-    for r in &triggers {
-        let disable: String = r.get(0);
-        tx.batch_execute(&disable).await.map_err(Error::pg(
-            "turning the feed's triggers off for the bulk load",
-        ))?;
-        recreate.push(r.get(1));
-    }
-    if !triggers.is_empty() {
-        recreate.push("SELECT nexus_note_feed_load()".to_string());
     }
     Ok(recreate)
 }
