@@ -473,19 +473,9 @@ fn a_tenant_s_page_is_not_filled_by_other_tenants_changes() {
             .unwrap();
         assert!(next.changes.files.is_empty() && next.caught_up);
         let mut theirs = 0;
-        let mut after = 0;
-        loop {
-            let p = f
-                .store
-                .tenant_changes_after(Some("b"), after, None, 10)
-                .await
-                .unwrap();
+        for (p, _) in feed_pages(&f.store, Some("b"), 10).await {
             assert!(!file_paths(&p.changes).contains(&"/mine"));
             theirs += p.changes.files.len();
-            after = p.changes.through;
-            if p.caught_up {
-                break;
-            }
         }
         assert_eq!(theirs, 60);
     });
@@ -505,53 +495,66 @@ fn a_tenant_s_feed_passes_transactions_whose_rows_were_written_again() {
             a.set_metadata("/k.txt", "k", &json!(i)).await.unwrap();
         }
         a.put(NewFile::new("/last.txt", "l", "p", 1)).await.unwrap();
-        let mut after = 0;
+        let pages = feed_pages(&f.store, Some("a"), 3).await;
         let mut files = Vec::new();
         let mut values = Vec::new();
-        let mut pages = 0;
-        loop {
-            let p = f
-                .store
-                .tenant_changes_after(Some("a"), after, None, 3)
-                .await
-                .unwrap();
-            assert!(p.changes.through >= after);
+        for (p, _) in &pages {
             files.extend(p.changes.files.iter().map(|r| r.virtual_path.clone()));
             values.extend(p.changes.metadata.iter().map(|m| m.value.clone()));
-            after = p.changes.through;
-            pages += 1;
-            assert!(pages < 50, "the feed does not end");
-            if p.caught_up {
-                break;
-            }
         }
+        assert!(pages.len() < 50, "the feed does not end");
         files.sort();
         assert_eq!(files, ["/k.txt", "/last.txt"]);
         assert_eq!(values, ["11"], "the key's last value, once");
-        assert!(pages > 2, "pages of 3 rows over 14 transactions: {pages}");
+        assert!(
+            pages.len() > 2,
+            "pages of 3 rows over 14 transactions: {}",
+            pages.len()
+        );
     });
 }
 
-/// Every row of the feed, read to its end in pages of `max_rows`, of one
-/// tenant or (`None`) all, keyed by table and key, with its stamp.
+/// The pages of the feed of one tenant or (`None`) all, from the start to
+/// its end, of `max_rows` rows, each with whether it went on inside the
+/// transaction the previous page ended in.
+async fn feed_pages(
+    store: &PgStore,
+    tenant: Option<&str>,
+    max_rows: usize,
+) -> Vec<(nexus_pg::FeedPage, bool)> {
+    let mut pages: Vec<(nexus_pg::FeedPage, bool)> = Vec::new();
+    loop {
+        let (after, within) = match pages.last() {
+            Some((p, _)) => (p.changes.through, p.within.clone()),
+            None => (0, None),
+        };
+        let page = store
+            .tenant_changes_after(tenant, after, within.as_ref(), max_rows)
+            .await
+            .unwrap();
+        assert!(
+            page.changes.through >= after,
+            "the position never goes back"
+        );
+        let end = page.caught_up && page.within.is_none();
+        pages.push((page, within.is_some()));
+        assert!(pages.len() < 1000, "the feed does not end");
+        if end {
+            return pages;
+        }
+    }
+}
+
+/// Every row of the feed ([`feed_pages`]), keyed by table and key, with its
+/// last stamp.
 async fn feed_rows(
     store: &PgStore,
     tenant: Option<&str>,
     max_rows: usize,
 ) -> BTreeMap<(String, String), i64> {
     let mut seen = Seen::default();
-    let (mut after, mut within) = (0, None);
-    loop {
-        let page = store
-            .tenant_changes_after(tenant, after, within.as_ref(), max_rows)
-            .await
-            .unwrap();
-        seen.add(&page.changes, within.is_some());
-        after = page.changes.through;
-        within = page.within;
-        if page.caught_up && within.is_none() {
-            break;
-        }
+    for (page, continued) in feed_pages(store, tenant, max_rows).await {
+        seen.add(&page.changes, continued);
     }
     seen.0
         .into_iter()
