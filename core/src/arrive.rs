@@ -16,7 +16,7 @@ use crate::conflict::{Clash, FilePlan, FileSide, HereRow, KeySide, Seen, Version
 /// metadata row), as a side holds it.
 pub trait OfFile {
     /// How the side names a file.
-    type Id: Clone + Eq + Hash;
+    type Id: Clone + Ord + Hash;
     /// The file the row belongs to.
     fn file(&self) -> &Self::Id;
     /// Makes the row another file's (a conflict copy's).
@@ -68,6 +68,12 @@ pub struct Decided<Id: Eq + Hash> {
     /// Files whose arriving row won and took the path here (the change
     /// here was a rename).
     pub renamed: Vec<Id>,
+    /// Files whose row here becomes a conflict copy while the arriving row
+    /// applies ([`FilePlan::CopyHere`]): (the file, its copy, the version
+    /// number from which this side's versions of the file go to the copy).
+    /// Each side copies the file's row and metadata here to the copy and
+    /// moves those versions, before the arriving rows are written.
+    pub displaced: Vec<(Id, Id, i64)>,
     /// Files whose arriving row stays out: the row here stays (or moves,
     /// see `moves`), or the row's current version stays where this side
     /// has it.
@@ -87,11 +93,13 @@ pub struct Decided<Id: Eq + Hash> {
 /// Plans every arriving file row by [`VersionsMet::plan`] against its row
 /// here (`here`), and carries the plan out on the rows: a row that stays
 /// out is removed, one that wins at the path here takes it, one whose
-/// file diverged becomes a new file (`new_id`) with the arriving versions
+/// file diverged becomes a new file with the arriving versions
 /// this side lacks (`known`: the ones it holds, in any file, stay where
 /// they are) and a copy of the file's arriving metadata rows (which apply
 /// to the file too). `source` and `seen`: the rows' writer and what it had
-/// seen of this side.
+/// seen of this side. A copy's id is `copy_id(Some((file, losing version)))`
+/// when nothing orders arrivals ([`Seen::Unknown`]: every side makes the
+/// same copy, [`crate::Fork::copy_id`]), else `copy_id(None)` (a new id).
 #[allow(clippy::too_many_arguments)]
 pub fn decide<'h, F, V, M>(
     files: &mut Vec<F>,
@@ -100,7 +108,7 @@ pub fn decide<'h, F, V, M>(
     met: &VersionsMet<F::Id>,
     here: impl Fn(&F::Id) -> Option<HereRow<'h>>,
     known: &HashSet<F::Id>,
-    mut new_id: impl FnMut() -> F::Id,
+    mut copy_id: impl FnMut(Option<(&F::Id, &crate::Fork<F::Id>)>) -> F::Id,
     source: &str,
     seen: Seen,
 ) -> Decided<F::Id>
@@ -130,8 +138,15 @@ where
         copies: Vec::new(),
         moves: Vec::new(),
         renamed: Vec::new(),
+        displaced: Vec::new(),
         dropped: HashSet::new(),
         retired: Vec::new(),
+    };
+    // Copies of diverged files: named after the fork when nothing orders
+    // arrivals, so that every side makes the same one.
+    let fork = |id: &F::Id| match seen {
+        Seen::Unknown => met.forks.get(id),
+        Seen::Through(_) => None,
     };
     for f in files.iter_mut() {
         let id = f.file().clone();
@@ -157,9 +172,14 @@ where
                 out.moves.push((id, path, merged_at));
             }
             Some(FilePlan::Copy) => {
-                let copy = new_id();
+                let copy = copy_id(fork(&id).map(|f| (&id, f)));
                 f.move_to(&copy);
                 out.copies.push((id, copy));
+            }
+            Some(FilePlan::CopyHere) => {
+                let f = fork(&id).expect("a file copied here has a fork");
+                let copy = copy_id(Some((&id, f)));
+                out.displaced.push((id, copy, f.number));
             }
         }
     }
@@ -246,7 +266,7 @@ impl HereFile {
 #[allow(async_fn_in_trait)]
 pub trait ApplySide {
     /// How the side names files and versions.
-    type Id: Clone + Eq + Hash;
+    type Id: Clone + Ord + Hash + std::fmt::Display;
     /// An arriving file row.
     type File: ArrivingFile<Id = Self::Id>;
     /// An arriving version.
@@ -272,8 +292,17 @@ pub trait ApplySide {
     ) -> Result<Vec<Clash<Self::Id>>, Self::Error>;
     /// Which of the versions `ids` this side holds (in any file).
     async fn known(&mut self, ids: &[Self::Id]) -> Result<HashSet<Self::Id>, Self::Error>;
-    /// A new file id (for a conflict copy).
+    /// The arriving versions that this side holds in another file than the
+    /// one they arrive in: each with the (file, number) that holds it here.
+    async fn held_elsewhere(
+        &mut self,
+        versions: &[Self::Version],
+    ) -> Result<Vec<(Self::Id, (Self::Id, i64))>, Self::Error>;
+    /// A new file id (for a conflict copy made by arrival).
     fn new_id(&mut self) -> Self::Id;
+    /// The id of the conflict copy of a diverged file ([`crate::Fork::copy_id`]),
+    /// as this side names files.
+    fn fork_copy_id(&self, file: &Self::Id, fork: &crate::Fork<Self::Id>) -> Self::Id;
     /// The state here of each metadata key (file, key), in order: its
     /// value (canonical JSON) or `None` where it was removed, and when;
     /// `None` for a key never set here.
@@ -361,7 +390,17 @@ pub async fn resolve<S: ApplySide>(
             true => HashSet::new(),
             false => side.known(&ids).await?,
         };
-        crate::meet_versions(&clashes, &carried, &known)
+        let mut met = crate::meet_versions(&clashes, &carried, &known);
+        // A version here that the arriving rows move to another file (a
+        // copy their writer made), whether or not its number clashes: the
+        // row here whose current version it is is no row to settle with
+        // (it would keep naming a version that leaves the file).
+        for (id, at) in side.held_elsewhere(versions).await? {
+            if !met.staying.contains(&id) {
+                met.superseded.insert(at);
+            }
+        }
+        met
     };
     if !met.staying.is_empty() {
         versions.retain(|v| !met.staying.contains(v.id()));
@@ -402,7 +441,10 @@ pub async fn resolve<S: ApplySide>(
         &met,
         |id| here.get(id).map(HereFile::row),
         &known,
-        || side.new_id(),
+        |fork| match fork {
+            Some((file, fork)) => side.fork_copy_id(file, fork),
+            None => side.new_id(),
+        },
         source,
         seen,
     );
@@ -606,12 +648,14 @@ mod tests {
                 file: "d".to_string(),
                 number: 2,
                 here: "h".to_string(),
+                made: (0, 0),
             },
             Clash {
                 version: "s3".to_string(),
                 file: "s".to_string(),
                 number: 3,
                 here: "x".to_string(),
+                made: (0, 0),
             },
         ];
         // "d1" is here already (the writer had it), "s3" too (in a copy).
@@ -639,7 +683,7 @@ mod tests {
             &met,
             here,
             &known,
-            || {
+            |_| {
                 next += 1;
                 format!("copy{next}")
             },
@@ -702,6 +746,7 @@ mod tests {
                 file: "f".to_string(),
                 number: 2,
                 here: "h".to_string(),
+                made: (0, 0),
             }];
             let known: HashSet<String> = ["f2".to_string()].into_iter().collect();
             let met = meet_versions(&clashes, &carried, &known);
@@ -724,7 +769,7 @@ mod tests {
                 &met,
                 here,
                 &known,
-                || unreachable!("no copy is made"),
+                |_| unreachable!("no copy is made"),
                 "src",
                 Seen::Unknown,
             );

@@ -656,7 +656,7 @@ pub(crate) fn apply_rows(
     let decided;
     let (c, content) = match unpushed {
         None => {
-            let (rows, content) = decide_arriving(e, c)?;
+            let (rows, content) = decide_arriving(e, seq, c)?;
             decided = rows;
             (&decided, content)
         }
@@ -983,8 +983,10 @@ pub(crate) fn apply_rows(
 /// its row here moved there (after the other file rows), and a file both
 /// stores made new versions of
 /// given a new id, a conflict copy (its ids are returned) with the arriving
-/// versions this store lacks and a copy of its metadata.
-fn decide_arriving(e: &mut Engine, c: &Changes) -> Result<(Changes, HashSet<String>)> {
+/// versions this store lacks and a copy of its metadata; or, when the
+/// arriving side's versions of it were made first, this store's file made
+/// the copy instead ([`copy_here`]), its row among the rows returned.
+fn decide_arriving(e: &mut Engine, seq: Seq, c: &Changes) -> Result<(Changes, HashSet<String>)> {
     use futures_util::FutureExt;
     let mut rows = c.clone();
     let resolved = crate::resolve(
@@ -1014,8 +1016,46 @@ fn decide_arriving(e: &mut Engine, c: &Changes) -> Result<(Changes, HashSet<Stri
         let retired: HashSet<&String> = resolved.decided.retired.iter().collect();
         rows.files.retain(|f| !retired.contains(&f.path_id));
     }
-    let copies = resolved.decided.copies.into_iter();
-    Ok((rows, copies.map(|(_, copy)| copy).collect()))
+    let mut copies: HashSet<String> = resolved
+        .decided
+        .copies
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect();
+    for (file, copy, from) in resolved.decided.displaced {
+        rows.files.push(copy_here(e, seq, &file, &copy, from)?);
+        copies.insert(copy);
+    }
+    Ok((rows, copies))
+}
+
+/// The file `file` here becomes the conflict copy `copy`
+/// ([`crate::FilePlan::CopyHere`]), as this store's change: its versions
+/// from number `from` on move to the copy (freeing their numbers for the
+/// arriving ones) and its metadata is copied to it; returns the copy's row
+/// (the file's row here with the copy's id), which the import writes and
+/// names with the other copies (as PostgreSQL's apply of the same rows).
+fn copy_here(e: &mut Engine, seq: Seq, file: &str, copy: &str, from: i64) -> Result<FileRow> {
+    let mut row = file_here(e, file)?
+        .ok_or_else(|| invalid(format!("the file {file} to copy is not here")))?;
+    row.path_id = copy.to_string();
+    let mut params = row_params(&row, seq);
+    if row.deleted_at.is_none() {
+        params[column_index(&FILE_PATHS, "deleted_at")] = int(HIDDEN);
+    }
+    e.execute(sqlite::upsert(&FILE_PATHS), &params)?;
+    e.execute(
+        "UPDATE version_history SET path_id = ?2, change_seq = ?4 \
+         WHERE path_id = ?1 AND version_number >= ?3",
+        &[text(file), text(copy), int(from), int(seq)],
+    )?;
+    static COPY_KEYS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let copy_keys = COPY_KEYS.get_or_init(|| {
+        let set = [("path_id", "?2"), ("change_seq", "?3")];
+        FILE_METADATA.copy_rows_of_file(metadata_by_key!(), "?1", &set)
+    });
+    e.execute(copy_keys, &[text(file), text(copy), int(seq)])?;
+    Ok(row)
 }
 
 /// This store's row of the file `path_id`.
@@ -1065,16 +1105,17 @@ impl crate::ApplySide for Local<'_> {
         let mut out = Vec::new();
         for v in versions {
             let other = self.0.query_one(
-                "SELECT version_id FROM version_history WHERE path_id = ?1 AND version_number = ?2 \
-                 AND version_id <> ?3",
+                "SELECT version_id, created_at FROM version_history WHERE path_id = ?1 \
+                 AND version_number = ?2 AND version_id <> ?3",
                 &[text(&v.path_id), int(v.version_number), text(&v.version_id)],
-                |r| r.text(0),
+                |r| Ok((r.text(0)?, r.int(1)?)),
             )?;
-            out.extend(other.map(|here| Clash {
+            out.extend(other.map(|(here, made)| Clash {
                 version: v.version_id.clone(),
                 file: v.path_id.clone(),
                 number: v.version_number,
                 here,
+                made: (v.created_at, made),
             }));
         }
         Ok(out)
@@ -1090,8 +1131,29 @@ impl crate::ApplySide for Local<'_> {
         Ok(out)
     }
 
+    async fn held_elsewhere(
+        &mut self,
+        versions: &[VersionRow],
+    ) -> Result<Vec<(String, (String, i64))>> {
+        let mut out = Vec::new();
+        for v in versions {
+            let at = self.0.query_one(
+                "SELECT path_id, version_number FROM version_history WHERE version_id = ?1 \
+                 AND path_id <> ?2",
+                &[text(&v.version_id), text(&v.path_id)],
+                |r| Ok((r.text(0)?, r.int(1)?)),
+            )?;
+            out.extend(at.map(|at| (v.version_id.clone(), at)));
+        }
+        Ok(out)
+    }
+
     fn new_id(&mut self) -> String {
         self.0.new_id()
+    }
+
+    fn fork_copy_id(&self, file: &String, fork: &crate::Fork<String>) -> String {
+        fork.copy_id(file).to_string()
     }
 
     async fn keys_here(&mut self, keys: &[(String, &str)]) -> Result<Vec<KeyHere>> {

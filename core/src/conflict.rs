@@ -325,6 +325,51 @@ pub struct Clash<Id> {
     pub number: i64,
     /// The version here that holds that number of the file.
     pub here: Id,
+    /// When each was made (microseconds): the arriving version, then the
+    /// one here. Where both sides made new versions of a file and nothing
+    /// orders their arrivals, the side whose first new version was made
+    /// first keeps the file ([`Fork::arriving_first`]).
+    pub made: (i64, i64),
+}
+
+/// Where the versions of a file that both sides gave new versions part:
+/// the lowest number of the file at which each side holds a version of its
+/// own ([`VersionsMet::forks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fork<Id> {
+    /// The version number.
+    pub number: i64,
+    /// The arriving side's version of that number.
+    pub arriving: Id,
+    /// This side's.
+    pub here: Id,
+    /// Whether the arriving side's was made first (the earlier time, then
+    /// the smaller id): when nothing orders the two sides' arrivals (a
+    /// change file), its side keeps the file and this side's versions from
+    /// the fork on go to the conflict copy ([`FilePlan::CopyHere`]), so that
+    /// two stores whose change files cross keep the same side in the file.
+    pub arriving_first: bool,
+}
+
+impl<Id: std::fmt::Display> Fork<Id> {
+    /// The conflict copy's file id: derived from the file and the losing
+    /// side's version at the fork, so that every side that meets this
+    /// conflict, either way round, makes the same copy.
+    pub fn copy_id(&self, file: &Id) -> uuid::Uuid {
+        let losing = match self.arriving_first {
+            true => &self.here,
+            false => &self.arriving,
+        };
+        copy_id(&file.to_string(), &losing.to_string())
+    }
+}
+
+/// The id of the conflict copy of file `file` whose versions start with
+/// `losing` (UUIDs as hyphenated lower-case text, as every side writes
+/// them): a name-based UUID (version 5), the same wherever it is made.
+pub fn copy_id(file: &str, losing: &str) -> uuid::Uuid {
+    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6e65_7875_732d_636f_6e66_6c69_6374_0001);
+    uuid::Uuid::new_v5(&NAMESPACE, format!("{file}/{losing}").as_bytes())
 }
 
 /// How the arriving versions met the versions here ([`meet_versions`]):
@@ -351,6 +396,8 @@ pub struct VersionsMet<Id: Eq + Hash> {
     /// this side holds in another file (a copy their writer made its own
     /// way round): the (file, number) that holds it here.
     pub held_here: HashMap<(Id, i64), (Id, i64)>,
+    /// Each diverged file's fork (among these rows' clashes).
+    pub forks: HashMap<Id, Fork<Id>>,
 }
 
 impl<Id: Eq + Hash> Default for VersionsMet<Id> {
@@ -362,6 +409,7 @@ impl<Id: Eq + Hash> Default for VersionsMet<Id> {
             superseded: HashSet::new(),
             vacating: HashSet::new(),
             held_here: HashMap::new(),
+            forks: HashMap::new(),
         }
     }
 }
@@ -371,7 +419,7 @@ impl<Id: Eq + Hash> Default for VersionsMet<Id> {
 /// number where the rows at hand hold it (`None`: carried by rows applied
 /// separately, such as an earlier window of the same push); `known`: which
 /// of the clashing arriving versions this side holds already (in any file).
-pub fn meet_versions<Id: Clone + Eq + Hash>(
+pub fn meet_versions<Id: Clone + Ord + Hash>(
     clashes: &[Clash<Id>],
     carried: &HashMap<Id, Option<(Id, i64)>>,
     known: &HashSet<Id>,
@@ -396,6 +444,18 @@ pub fn meet_versions<Id: Clone + Eq + Hash>(
             }
             VersionMeeting::Diverges => {
                 met.diverged.insert(c.file.clone());
+                let fork = Fork {
+                    number: c.number,
+                    arriving: c.version.clone(),
+                    here: c.here.clone(),
+                    arriving_first: (c.made.0, &c.version) < (c.made.1, &c.here),
+                };
+                match met.forks.get(&c.file) {
+                    Some(f) if f.number <= c.number => {}
+                    _ => {
+                        met.forks.insert(c.file.clone(), fork);
+                    }
+                }
             }
         }
     }
@@ -406,7 +466,9 @@ impl<Id: Clone + Eq + Hash> VersionsMet<Id> {
     /// Plans the arriving row of file `file` by [`plan_file`], against the
     /// row here unless the arriving rows supersede its current version;
     /// `None`: the row stays out (its current version stays where this
-    /// side has it, see [`VersionsMet::stale`]).
+    /// side has it, see [`VersionsMet::stale`]). A diverged file whose
+    /// arriving side made its first new version first, when nothing orders
+    /// the arrivals ([`Seen::Unknown`]), is [`FilePlan::CopyHere`].
     pub fn plan<'a>(
         &self,
         file: &Id,
@@ -420,6 +482,12 @@ impl<Id: Clone + Eq + Hash> VersionsMet<Id> {
         }
         let here = here.filter(|h| !self.superseded.contains(&(file.clone(), h.file.version)));
         let diverged = self.diverged.contains(file);
+        if diverged
+            && seen == Seen::Unknown
+            && self.forks.get(file).is_some_and(|f| f.arriving_first)
+        {
+            return Some(FilePlan::CopyHere);
+        }
         Some(plan_file(arriving, here, diverged, source, seen))
     }
 }
@@ -481,6 +549,12 @@ pub enum FilePlan {
     /// file becomes a new file, a conflict copy beside the one here, with
     /// its new versions and its metadata; the file here keeps its row.
     Copy,
+    /// Both sides made new versions of the file, and nothing orders their
+    /// arrivals but the arriving side made its first one first
+    /// ([`Fork::arriving_first`]): the reverse of [`FilePlan::Copy`]. The
+    /// file here becomes the conflict copy, with its versions from the fork
+    /// on and a copy of its metadata, and the arriving row applies.
+    CopyHere,
 }
 
 /// Plans an arriving row of a file (`arriving`, from `source`, which had
@@ -798,6 +872,8 @@ mod tests {
             file,
             number,
             here,
+            // Each version here made first.
+            made: (1, 0),
         };
         // Arriving: f1 v2 "a2" (its v2 here is "h2", not carried: both
         // sides made v2, diverged); f2 v3 "b3" over "h3" that the rows
@@ -861,6 +937,81 @@ mod tests {
             Some(FilePlan::Apply)
         );
         assert_eq!(plan("f9", side(3, "/b"), Some(later)), Some(FilePlan::Keep));
+    }
+
+    #[test]
+    fn the_side_whose_fork_was_made_first_keeps_a_file_when_nothing_orders_arrivals() {
+        let clash = |version: &'static str, number, here: &'static str, made| Clash {
+            version,
+            file: "f",
+            number,
+            here,
+            made,
+        };
+        let carried: HashMap<&str, Option<(&str, i64)>> =
+            [("a2", Some(("f", 2))), ("a3", Some(("f", 3)))]
+                .into_iter()
+                .collect();
+        let fork_of = |clashes: &[Clash<&'static str>]| {
+            let met = meet_versions(clashes, &carried, &HashSet::new());
+            met.forks.get("f").cloned().expect("a fork")
+        };
+        // The fork is the lowest diverging number, whatever the order of
+        // the clashes; the arriving side's version there was made first.
+        let fork = fork_of(&[
+            clash("a3", 3, "h3", (1, 100)),
+            clash("a2", 2, "h2", (10, 20)),
+        ]);
+        assert_eq!(
+            fork,
+            Fork {
+                number: 2,
+                arriving: "a2",
+                here: "h2",
+                arriving_first: true
+            }
+        );
+        // Made later, or at one instant with the greater id: not first.
+        assert!(!fork_of(&[clash("a2", 2, "h2", (30, 20))]).arriving_first);
+        assert!(!fork_of(&[clash("a2", 2, "a1", (20, 20))]).arriving_first);
+        assert!(fork_of(&[clash("a2", 2, "h2", (20, 20))]).arriving_first);
+
+        // Seen from the other side, the same fork names the same copy:
+        // derived from the file and the losing side's version.
+        let other_way = Fork {
+            number: 2,
+            arriving: "h2",
+            here: "a2",
+            arriving_first: false,
+        };
+        assert_eq!(fork.copy_id(&"f"), other_way.copy_id(&"f"));
+        assert_eq!(fork.copy_id(&"f"), copy_id("f", "h2"));
+        assert_ne!(copy_id("f", "h2"), copy_id("f", "a2"));
+        assert_ne!(copy_id("f", "h2"), copy_id("g", "h2"));
+        assert_eq!(copy_id("f", "h2").get_version_num(), 5);
+
+        // Only a change file (no order of arrivals) lets the arriving side
+        // keep the file; a push keeps the rule of arrival.
+        let met = meet_versions(&[clash("a2", 2, "h2", (10, 20))], &carried, &HashSet::new());
+        let side = FileSide {
+            live: true,
+            version: 2,
+            path: "/f",
+            changed_at: 0,
+        };
+        let here = HereRow {
+            change_seq: 1,
+            origin: None,
+            file: side,
+        };
+        let plan = |seen| met.plan(&"f", side, Some(here), "s", seen);
+        assert_eq!(plan(Seen::Unknown), Some(FilePlan::CopyHere));
+        assert_eq!(plan(Seen::Through(0)), Some(FilePlan::Copy));
+        let met = meet_versions(&[clash("a2", 2, "h2", (30, 20))], &carried, &HashSet::new());
+        assert_eq!(
+            met.plan(&"f", side, Some(here), "s", Seen::Unknown),
+            Some(FilePlan::Copy)
+        );
     }
 
     #[test]

@@ -73,10 +73,10 @@ pub use changes::{
     VersionRow,
 };
 pub use conflict::{
-    CONFLICT_KEY, Clash, ConflictCopy, ConflictInfo, ConflictReason, FilePlan, FileSide, HereRow,
-    KeySide, PathClaim, SOURCE_PREFIX_CHARS, Seen, Settled, VersionMeeting, VersionsMet,
-    changed_unseen, conflict_path, keeps_path, key_arrives, meet_version, meet_versions, plan_file,
-    settle,
+    CONFLICT_KEY, Clash, ConflictCopy, ConflictInfo, ConflictReason, FilePlan, FileSide, Fork,
+    HereRow, KeySide, PathClaim, SOURCE_PREFIX_CHARS, Seen, Settled, VersionMeeting, VersionsMet,
+    changed_unseen, conflict_path, copy_id, keeps_path, key_arrives, meet_version, meet_versions,
+    plan_file, settle,
 };
 pub use error::{Error, ErrorKind, Result, one_line};
 pub use files::MAX_PAGE_SIZE;

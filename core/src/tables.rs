@@ -190,6 +190,38 @@ impl Table {
         self.columns.iter().find(|c| c.name == name)
     }
 
+    /// `INSERT INTO` the table `SELECT` of its own rows of one file (`WHERE
+    /// path_id = <file>`, read from `from`: the table, or the table with an
+    /// index named), each column copied but those of `set`, which take
+    /// their expression (`path_id` the copy's id; a column of `set` that is
+    /// not among [`Table::columns`], such as `change_seq`, is added): a
+    /// file's rows copied to its conflict copy, in either dialect's
+    /// placeholders (PostgreSQL leaves `change_seq` and the origin columns
+    /// to their defaults).
+    pub fn copy_rows_of_file(&self, from: &str, file: &str, set: &[(&str, &str)]) -> String {
+        let extra = set.iter().filter(|(name, _)| self.column(name).is_none());
+        let names: Vec<&str> = self
+            .columns
+            .iter()
+            .map(|c| c.name)
+            .chain(extra.clone().map(|(name, _)| *name))
+            .collect();
+        let values: Vec<&str> = names
+            .iter()
+            .map(|name| {
+                set.iter()
+                    .find(|(n, _)| n == name)
+                    .map_or(*name, |(_, expr)| *expr)
+            })
+            .collect();
+        format!(
+            "INSERT INTO {} ({}) SELECT {} FROM {from} WHERE path_id = {file}",
+            self.name,
+            names.join(", "),
+            values.join(", ")
+        )
+    }
+
     /// The columns as `f(column)` each, comma-separated (a dialect's
     /// select list).
     pub fn select_list(&self, f: impl Fn(&Column) -> String) -> String {

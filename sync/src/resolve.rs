@@ -37,6 +37,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use nexus_core::tables::{FILE_METADATA, FILE_PATHS};
 use nexus_core::{
     Clash, ConflictCopy, ConflictInfo, ConflictReason, HereFile, Seen, Timestamp, to_copies,
 };
@@ -136,11 +137,12 @@ impl nexus_core::ApplySide for Target<'_, '_> {
         let found = clashes(self.tx, &p, &n, &id).await?;
         Ok(found
             .into_iter()
-            .map(|(i, here)| Clash {
+            .map(|(i, here, made)| Clash {
                 version: id[i],
                 file: p[i],
                 number: n[i].into(),
                 here,
+                made: (versions[i].row.created_at, made),
             })
             .collect())
     }
@@ -149,8 +151,29 @@ impl nexus_core::ApplySide for Target<'_, '_> {
         versions_here(self.tx, ids).await
     }
 
+    async fn held_elsewhere(&mut self, versions: &[PgVersion]) -> Result<Vec<(Uuid, (Uuid, i64))>> {
+        let p: Vec<Uuid> = versions.iter().map(|v| v.path_id).collect();
+        let id: Vec<Uuid> = versions.iter().map(|v| v.version_id).collect();
+        Ok(self
+            .tx
+            .query(
+                "SELECT h.version_id, h.path_id, h.version_number FROM unnest($1::uuid[], $2::uuid[]) AS u(p, v) \
+                 JOIN version_history h ON h.version_id = u.v AND h.path_id <> u.p",
+                &[&p, &id],
+            )
+            .await
+            .map_err(Error::pg("finding pushed versions held in another file"))?
+            .iter()
+            .map(|r| (r.get(0), (r.get(1), i64::from(r.get::<_, i32>(2)))))
+            .collect())
+    }
+
     fn new_id(&mut self) -> Uuid {
         Uuid::new_v4()
+    }
+
+    fn fork_copy_id(&self, file: &Uuid, fork: &nexus_core::Fork<Uuid>) -> Uuid {
+        fork.copy_id(file)
     }
 
     async fn keys_here(
@@ -238,6 +261,11 @@ pub(crate) async fn resolve(
         retired: decided.retired,
         copies: Vec::with_capacity(decided.copies.len()),
     };
+    let mut chosen = HashSet::new();
+    for displaced in decided.displaced {
+        out.copies
+            .extend(copy_here(tx, source, displaced, &mut chosen).await?);
+    }
     let dropped = decided.dropped;
     // A file left out that the target does not have (a copy that the
     // target made its own way): its metadata has no file here, and stays
@@ -253,7 +281,6 @@ pub(crate) async fn resolve(
     // Each copy gets its name; the losing side's new versions held back
     // from earlier windows go with it too.
     let moved: HashMap<Uuid, Uuid> = decided.copies.iter().copied().collect();
-    let mut chosen = HashSet::new();
     for (from, copy_id) in decided.copies {
         let Some(f) = b.files.iter_mut().find(|f| f.path_id == copy_id) else {
             continue;
@@ -308,7 +335,7 @@ pub(crate) async fn none_held(tx: &Transaction<'_>, source: &str, held: &Held) -
     let n: Vec<i32> = held.iter().map(|v| v.version_number).collect();
     let id: Vec<Uuid> = held.iter().map(|v| v.version_id).collect();
     let (v, other) = match clashes(tx, &p, &n, &id).await?.into_iter().next() {
-        Some((i, other)) => (held[i], other.to_string()),
+        Some((i, other, _)) => (held[i], other.to_string()),
         None => (held[0], "another version".to_string()),
     };
     let file = tx
@@ -348,27 +375,97 @@ async fn versions_here(tx: &Transaction<'_>, ids: &[Uuid]) -> Result<HashSet<Uui
 }
 
 /// The pushed versions (file `p[i]`, number `n[i]`, id `v[i]`) whose number
-/// a different version of the file holds at the target: each as its index
-/// and the target's version id, by file and number.
+/// a different version of the file holds at the target: each as its index,
+/// the target's version id and when that was made (microseconds), by file
+/// and number.
 async fn clashes(
     tx: &Transaction<'_>,
     p: &[Uuid],
     n: &[i32],
     v: &[Uuid],
-) -> Result<Vec<(usize, Uuid)>> {
+) -> Result<Vec<(usize, Uuid, i64)>> {
     Ok(tx
         .query(
-            "SELECT u.i, h.version_id FROM unnest($1::uuid[], $2::int4[], $3::uuid[]) \
-             WITH ORDINALITY AS u(p, n, v, i) \
-             JOIN version_history h ON h.path_id = u.p AND h.version_number = u.n AND h.version_id <> u.v \
-             ORDER BY u.p, u.n",
+            &format!(
+                "SELECT u.i, h.version_id, {} FROM unnest($1::uuid[], $2::int4[], $3::uuid[]) \
+                 WITH ORDINALITY AS u(p, n, v, i) \
+                 JOIN version_history h ON h.path_id = u.p AND h.version_number = u.n AND h.version_id <> u.v \
+                 ORDER BY u.p, u.n",
+                micros("h.created_at")
+            ),
             &[&p, &n, &v],
         )
         .await
         .map_err(Error::pg("comparing pushed versions"))?
         .iter()
-        .map(|r| (r.get::<_, i64>(0) as usize - 1, r.get(1)))
+        .map(|r| (r.get::<_, i64>(0) as usize - 1, r.get(1), r.get(2)))
         .collect())
+}
+
+/// The file `file` at the target becomes the conflict copy `copy`
+/// ([`nexus_core::FilePlan::CopyHere`]), as the target's own change: its
+/// row copied to the copy (named, when live, as the other copies of the
+/// apply are: `chosen`), its versions from number `from` on moved there
+/// (freeing their numbers for the pushed ones), its metadata copied. The
+/// copy of a live file is returned, for [`finish`] to mark as an embedded
+/// import marks it.
+async fn copy_here(
+    tx: &Transaction<'_>,
+    source: &str,
+    (file, copy, from): (Uuid, Uuid, i64),
+    chosen: &mut HashSet<(String, String)>,
+) -> Result<Option<PendingCopy>> {
+    let row = tx
+        .query_one(
+            &format!(
+                "SELECT tenant_id, virtual_path, {}, deleted_at IS NULL FROM file_paths WHERE path_id = $1",
+                micros("updated_at")
+            ),
+            &[&file],
+        )
+        .await
+        .map_err(Error::pg("reading a file that becomes a conflict copy"))?;
+    let (tenant, path, at, live): (String, String, i64, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let info = ConflictInfo {
+        path: path.clone(),
+        source: source.to_string(),
+        at: Timestamp::from_micros(at),
+        reason: ConflictReason::Content,
+    };
+    let at_path = match live {
+        true => crate::replicate::free_copy_path(tx, &tenant, &info, chosen).await?,
+        false => path,
+    };
+    let from = i32::try_from(from).map_err(|_| Error::Conversion {
+        table: "version_history",
+        problem: format!("version number {from} is out of range"),
+    })?;
+    let copy_file = FILE_PATHS.copy_rows_of_file(
+        "file_paths",
+        "$1",
+        &[("path_id", "$2"), ("virtual_path", "$3")],
+    );
+    tx.execute(&copy_file, &[&file, &copy, &at_path])
+        .await
+        .map_err(Error::pg("copying a file's row to its conflict copy"))?;
+    tx.execute(
+        "UPDATE version_history SET path_id = $2, origin_id = NULL, origin_seq = NULL, \
+         change_seq = DEFAULT WHERE path_id = $1 AND version_number >= $3",
+        &[&file, &copy, &from],
+    )
+    .await
+    .map_err(Error::pg("moving a file's versions to its conflict copy"))?;
+    let copy_keys = FILE_METADATA.copy_rows_of_file("file_metadata", "$1", &[("path_id", "$2")]);
+    tx.execute(&copy_keys, &[&file, &copy])
+        .await
+        .map_err(Error::pg("copying a file's metadata to its conflict copy"))?;
+    Ok(live.then_some(PendingCopy {
+        tenant,
+        path_id: copy,
+        copy: at_path,
+        info,
+    }))
 }
 
 /// After the upsert: marks each copy (and its versions and metadata) as the

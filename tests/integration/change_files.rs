@@ -801,10 +801,12 @@ async fn change_file_against_a_changed_file_makes_a_copy() {
 }
 
 /// Both stores make new versions of one file, then one imports the other's
-/// change file: the conflict rule, not a refusal. This store's file keeps
-/// its path and versions; the incoming one is a conflict copy beside it
-/// (reason `content`) with its new versions and its metadata, which also
-/// applies to the file; the rest of the file applies.
+/// change file: the conflict rule, not a refusal. This store made its new
+/// version first, so its file keeps its path and versions; the incoming
+/// one is a conflict copy beside it (reason `content`) with its new
+/// versions and its metadata, which also applies to the file; the rest of
+/// the file applies. (The other way round:
+/// `crossing_change_files_keep_the_side_made_first_in_a_file_both_changed`.)
 #[test]
 fn new_versions_on_both_sides_make_a_content_copy() {
     pollster::block_on(async {
@@ -817,6 +819,9 @@ fn new_versions_on_both_sides_make_a_content_copy() {
             .await
             .unwrap();
         let since = head(&a).await;
+        b.put(NewFile::new("/f", "local", "/b2", 2).etag("b2"))
+            .await
+            .unwrap();
         a.put(NewFile::new("/f", "local", "/a2", 2).etag("a2"))
             .await
             .unwrap();
@@ -825,9 +830,6 @@ fn new_versions_on_both_sides_make_a_content_copy() {
             .unwrap();
         a.set_metadata("/f", "by", &json!("a")).await.unwrap();
         a.put(NewFile::new("/other", "local", "/o", 1))
-            .await
-            .unwrap();
-        b.put(NewFile::new("/f", "local", "/b2", 2).etag("b2"))
             .await
             .unwrap();
 

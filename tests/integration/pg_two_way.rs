@@ -840,19 +840,15 @@ fn exchange() -> impl Strategy<Value = Exchange> {
     ]
 }
 
-/// A state, sorted, with the ids of content conflict copies left out (each
-/// side gives such a copy a new id of its own) and copy names without their
-/// attempt number (two copies of one path made in the same second are
-/// numbered in the order each side meets them).
+/// A state, sorted, with copy names without their attempt number (two
+/// copies of one path made in the same second are numbered in the order
+/// each side meets them).
 fn comparable(s: State) -> Vec<(String, FileView)> {
     let mut out: Vec<_> = s
         .into_iter()
-        .map(|(path, (mut id, etag, size, version, meta))| {
+        .map(|(path, (id, etag, size, version, meta))| {
             let mut path = path;
             if let Some(c) = meta.get(CONFLICT_KEY) {
-                if c["reason"] == "content" {
-                    id = "(a copy's own id)".to_string();
-                }
                 let prefix: String = c["source"]
                     .as_str()
                     .unwrap_or_default()
@@ -929,13 +925,11 @@ proptest! {
     /// paths and now and then import each other's changes, until every
     /// store has imported every other's changes twice with no new writes.
     /// No write is lost in any store, and each can write every file again.
-    /// Where no content conflict was met, all hold the same files and
-    /// metadata, conflict copies of paths included (a file moved to its
-    /// copy's path is stamped as a change of the store that moved it, which
-    /// the others then take). (Which side of a file both stores gave new
-    /// versions stays at its path is decided by arrival, at each store:
-    /// without PostgreSQL to arrive at first, two stores may decide
-    /// differently, each keeping both sides.)
+    /// All hold the same files and metadata, conflict copies included (a
+    /// file moved to its copy's path is stamped as a change of the store
+    /// that moved it, which the others then take; of a file both stores
+    /// gave new versions, the side made first stays in the file, and the
+    /// other goes to a copy whose id every store derives alike).
     #[test]
     fn change_files_alone_converge(
         steps in proptest::collection::vec(exchange(), 10..40),
@@ -968,16 +962,8 @@ proptest! {
             for s in &stores {
                 states.push(comparable(state(s).await));
             }
-            // Copies of a file that both stores gave new versions (a
-            // content conflict), which may differ from store to store.
-            let content_copies = states
-                .iter()
-                .flatten()
-                .any(|(_, f)| f.4.get(CONFLICT_KEY).is_some_and(|c| c["reason"] == "content"));
             for (i, st) in states.iter().enumerate().skip(1) {
-                if !content_copies {
-                    assert_eq!(st, &states[0], "store {i} differs from store 0");
-                }
+                assert_eq!(st, &states[0], "store {i} differs from store 0");
             }
             for (i, s) in stores.iter().enumerate() {
                 for f in s.list("/").await.unwrap() {
@@ -1070,8 +1056,10 @@ async fn a_version_already_in_a_copy_stays_there() {
     let first = a.export_changes(0).await.unwrap();
     b.import_changes(&first).await.unwrap();
     c.import_changes(&first).await.unwrap();
-    c.put(file("/f", "from-c")).await.unwrap();
+    // B's version is made first: it keeps the file wherever the two meet.
     b.put(file("/f", "from-b")).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    c.put(file("/f", "from-c")).await.unwrap();
     ship(&b, &hub, &db.url).await;
     let from_c = c.export_changes(0).await.unwrap();
     a.import_changes(&from_c).await.unwrap();
@@ -1208,6 +1196,136 @@ async fn crossing_change_files_keep_the_file_made_first_at_its_path() {
         }
         settled(&pg_state(&db.url).await);
     }
+}
+
+/// Two stores that both gave a file new versions, and whose change files
+/// cross, keep the same side in the file: the one whose first new version
+/// was made first (a change file says nothing of which reached the other
+/// first), and the other side's versions in one conflict copy, with the
+/// same id in both (derived from the file and the losing side's first new
+/// version), its metadata and its mark. Before, each store kept its own
+/// side in the file and the other's in a copy with a new id of its own, so
+/// the two never agreed. PostgreSQL applying the same change files, in
+/// either order, keeps the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossing_change_files_keep_the_side_made_first_in_a_file_both_changed() {
+    let (a, b) = (
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+    );
+    let stores = [a.clone(), b.clone()];
+    let mut learned = [[0i64; 3]; 3];
+    a.put(file("/f.txt", "v1")).await.unwrap();
+    let base = a.export_changes(0).await.unwrap();
+    b.import_changes(&base).await.unwrap();
+    a.put(file("/f.txt", "from-a")).await.unwrap();
+    a.set_metadata("/f.txt", "side", &json!("a")).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    b.put(file("/f.txt", "from-b")).await.unwrap();
+    b.set_metadata("/f.txt", "side", &json!("b")).await.unwrap();
+    b.put(file("/f.txt", "from-b2")).await.unwrap();
+    let (to_b, to_a) = (
+        a.export_changes(base.changes.through).await.unwrap(),
+        b.export_changes(0).await.unwrap(),
+    );
+    let settled = |s: &State| {
+        assert_eq!(s["/f.txt"].1.as_deref(), Some("from-a"), "{s:?}");
+        let copies: Vec<(&String, &FileView)> = s
+            .iter()
+            .filter(|(p, _)| p.starts_with("/f.sync-conflict-") && p.ends_with(".txt"))
+            .collect();
+        assert_eq!(copies.len(), 1, "{s:?}");
+        let (_, (id, etag, _, version, meta)) = copies[0];
+        assert_eq!((etag.as_deref(), *version), (Some("from-b2"), 3), "{s:?}");
+        assert_eq!(meta[CONFLICT_KEY]["path"], "/f.txt");
+        assert_eq!(meta[CONFLICT_KEY]["reason"], "content");
+        assert_eq!(meta["side"], "b", "{s:?}");
+        id.clone()
+    };
+    let ra = a.import_changes(&to_a).await.unwrap();
+    let rb = b.import_changes(&to_b).await.unwrap();
+    assert_eq!((ra.conflicts.len(), rb.conflicts.len()), (1, 1));
+    (learned[0][1], learned[1][0]) = (to_a.changes.through, to_b.changes.through);
+    let (sa, sb) = (state(&a).await, state(&b).await);
+    let copy = settled(&sa);
+    assert_eq!(settled(&sb), copy, "the two stores made different copies");
+    assert_eq!(sa["/f.txt"].0, sb["/f.txt"].0);
+    // Exchanging what each did: both hold the same, and stay so.
+    cross(&stores, &mut learned).await;
+    let sa = state(&a).await;
+    settled(&sa);
+    assert_eq!(
+        sa,
+        state(&b).await,
+        "the two stores differ after two exchanges"
+    );
+    cross(&stores, &mut learned).await;
+    assert_eq!(state(&a).await, sa);
+    assert_eq!(state(&b).await, sa);
+    // No version is lost, and the copy holds B's two.
+    for s in [&a, &b] {
+        let rows = s
+            .debug_query(&format!(
+                "SELECT content_hash FROM version_history WHERE path_id = '{copy}' ORDER BY version_number"
+            ))
+            .await
+            .unwrap();
+        let held: Vec<Option<String>> = rows.into_iter().map(|r| r[0].clone()).collect();
+        assert_eq!(
+            held,
+            [Some("from-b".to_string()), Some("from-b2".to_string())]
+        );
+        s.put(file("/f.txt", "again")).await.unwrap();
+    }
+    // PostgreSQL, either order: the same file in the path, the same copy.
+    for (first, second) in [(&to_a, &to_b), (&to_b, &to_a)] {
+        let db = pg::database("crossing_content_conflict").await;
+        for f in [&base, first, second] {
+            nexus_sync::apply_change_file(&url(&db.url), f.clone(), &SyncOptions::default())
+                .await
+                .unwrap();
+        }
+        let sp = pg_state(&db.url).await;
+        assert_eq!(settled(&sp), copy);
+    }
+}
+
+/// A change file that carries a conflict copy its writer made (of versions
+/// of a file this store made) takes every version it carries out of the
+/// file here, not only the ones whose number clashes: C keeps its own
+/// version of a file and puts B's two into a copy; B, importing that, moves
+/// both to the copy, and its file row, which named the second, takes C's
+/// version. Before, B kept its row at its second version, which had left
+/// the file, and never agreed with C (found by `change_files_alone_converge`
+/// once it compared content copies).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_that_arrives_takes_every_version_it_carries_out_of_the_file_here() {
+    let stores = [
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+    ];
+    let (b, c) = (&stores[1], &stores[2]);
+    let mut learned = [[0i64; 3]; 3];
+    stores[0].put(file("/f.txt", "v1")).await.unwrap();
+    learn(&stores, &mut learned, 1, 0).await;
+    learn(&stores, &mut learned, 2, 1).await;
+    c.put(file("/f.txt", "from-c")).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    b.put(file("/f.txt", "from-b")).await.unwrap();
+    b.put(file("/f.txt", "from-b3")).await.unwrap();
+    learn(&stores, &mut learned, 2, 1).await;
+    learn(&stores, &mut learned, 1, 2).await;
+    let (sb, sc) = (state(b).await, state(c).await);
+    assert_eq!(sb["/f.txt"].1.as_deref(), Some("from-c"), "{sb:?}");
+    assert_eq!(sb, sc, "b and c differ");
+    let copy = sb
+        .iter()
+        .find(|(p, _)| p.starts_with("/f.sync-conflict-"))
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no copy: {sb:?}"));
+    assert_eq!((copy.1.as_deref(), copy.3), (Some("from-b3"), 3));
+    b.put(file("/f.txt", "again")).await.unwrap();
 }
 
 /// Two stores that pass change files back and forth settle each file and
@@ -2148,14 +2266,15 @@ async fn one_row_windows_split_files_from_their_versions() {
     assert!(pg.values().any(|f| f.1.as_deref() == Some("a2")), "{pg:?}");
 }
 
-/// Two stores that each met the same conflict (both made version 2 of one
-/// file) and each made their own conflict copy, in opposite arrangements:
-/// A keeps its version in the file and B's in a copy, C (which learned B's
-/// first) the other way round. When A imports C's changes, each version
-/// is already here, in the other's file: A keeps its arrangement. Before,
-/// the import failed for good (a version clash: "its row did not arrive
-/// with its versions"), and moving the versions would have left A's copy
-/// without its version. PostgreSQL and the hub decide the same.
+/// Two stores that each met the same conflict (A and B both made version 2
+/// of one file), in different orders: A holds its own version and imports
+/// B's, C learns B's first and A's after. Both keep A's version (made
+/// first) in the file and B's in the same copy (one id, derived from the
+/// file and B's version), so when A imports C's changes, nothing moves.
+/// (Before, each kept the side it held first, in opposite arrangements;
+/// the import of C's changes first failed for good, a version clash, then
+/// kept A's arrangement with both sides twice over the stores.) PostgreSQL
+/// and the hub decide the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_keeps_the_conflict_copy_it_made_itself() {
     let db = pg::database("change_files_own_copies").await;
@@ -2172,6 +2291,7 @@ async fn a_store_keeps_the_conflict_copy_it_made_itself() {
         .await
         .unwrap();
     a.put(file("/f", "from-a")).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     b.put(file("/f", "from-b")).await.unwrap();
     let (from_a, from_b) = (
         a.export_changes(0).await.unwrap(),
@@ -2183,9 +2303,28 @@ async fn a_store_keeps_the_conflict_copy_it_made_itself() {
     let r = a.import_changes(&from_b).await.unwrap();
     assert_eq!(r.conflicts.len(), 1, "A copies B's file: {r:?}");
     let before = state(a).await;
+    let copy_id = |s: &State| {
+        let copies: Vec<&String> = s
+            .values()
+            .map(|f| &f.0)
+            .filter(|id| **id != s["/f"].0)
+            .collect();
+        assert_eq!(copies.len(), 1, "{s:?}");
+        copies[0].clone()
+    };
+    assert_eq!(copy_id(&before), copy_id(&state(c).await), "one copy");
     let from_c = c.export_changes(0).await.unwrap();
     a.import_changes(&from_c).await.unwrap();
-    assert_eq!(state(a).await, before, "A keeps its arrangement");
+    // (The copy's name may change: each store named it after the source it
+    // met the conflict through, and both keep the greater name.)
+    let arrangement = |s: State| -> Vec<(String, Option<String>, u32)> {
+        s.into_values().map(|f| (f.0, f.1, f.3)).collect()
+    };
+    assert_eq!(
+        arrangement(state(a).await),
+        arrangement(before.clone()),
+        "A keeps its arrangement"
+    );
     assert_eq!(before["/f"].1.as_deref(), Some("from-a"));
     ship(c, hub, &db.url).await;
     ship(a, hub, &db.url).await;
@@ -2193,8 +2332,8 @@ async fn a_store_keeps_the_conflict_copy_it_made_itself() {
     assert_eq!(comparable(h.clone()), comparable(p));
     assert_eq!(
         h["/f"].1.as_deref(),
-        Some("from-b"),
-        "the hub keeps C's: {h:?}"
+        Some("from-a"),
+        "the hub keeps A's: {h:?}"
     );
     for s in [a, c, hub] {
         let etags: Vec<_> = state(s).await.into_values().map(|f| f.1).collect();
