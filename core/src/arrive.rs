@@ -106,6 +106,7 @@ pub fn decide<'h, F, V, M>(
     versions: &mut [V],
     metadata: &mut Vec<M>,
     met: &VersionsMet<F::Id>,
+    followed: &HashMap<F::Id, F::Id>,
     here: impl Fn(&F::Id) -> Option<HereRow<'h>>,
     known: &HashSet<F::Id>,
     mut copy_id: impl FnMut(Option<(&F::Id, &crate::Fork<F::Id>)>) -> F::Id,
@@ -149,6 +150,16 @@ where
         Seen::Through(_) => None,
     };
     for f in files.iter_mut() {
+        if let Some(to) = followed.get(f.file()) {
+            // A file whose arriving versions continue a line this side
+            // keeps in another file: its row goes there, at that file's
+            // path here (the copy's name), stamped after both.
+            f.move_to(to);
+            if let Some(h) = here(to).filter(|_| f.side().live) {
+                let at = f.side().merged_at(&h.file);
+                f.merge_at(h.file.path.to_string(), at);
+            }
+        }
         let id = f.file().clone();
         let h = here(&id);
         // A row that merges the two (one's row, the other's path).
@@ -186,7 +197,7 @@ where
     if !out.dropped.is_empty() {
         files.retain(|f| !out.dropped.contains(f.file()));
     }
-    let moved: HashMap<F::Id, F::Id> = out.copies.iter().cloned().collect();
+    let moved: HashMap<F::Id, F::Id> = out.copies.iter().cloned().chain(followed.clone()).collect();
     to_copies(&moved, versions, known, metadata);
     out
 }
@@ -270,7 +281,7 @@ pub trait ApplySide {
     /// An arriving file row.
     type File: ArrivingFile<Id = Self::Id>;
     /// An arriving version.
-    type Version: ArrivingVersion<Id = Self::Id>;
+    type Version: ArrivingVersion<Id = Self::Id> + Clone;
     /// An arriving metadata row.
     type Metadata: OfFile<Id = Self::Id> + KeyChange<Self::Id> + Clone;
     /// An arriving removal.
@@ -298,6 +309,16 @@ pub trait ApplySide {
         &mut self,
         versions: &[Self::Version],
     ) -> Result<Vec<(Self::Id, (Self::Id, i64))>, Self::Error>;
+    /// The arriving versions whose parent this side holds in another file
+    /// than the one they arrive in, while that one holds another version of
+    /// the parent's number here (the two lines forked there; a conflict
+    /// copy's first version, whose parent is in the file it was copied
+    /// from, is none): each as (the version, its parent, the file that
+    /// holds the parent here).
+    async fn parents_elsewhere(
+        &mut self,
+        versions: &[Self::Version],
+    ) -> Result<Vec<(Self::Id, Self::Id, Self::Id)>, Self::Error>;
     /// A new file id (for a conflict copy made by arrival).
     fn new_id(&mut self) -> Self::Id;
     /// The id of the conflict copy of a diverged file ([`crate::Fork::copy_id`]),
@@ -402,6 +423,31 @@ pub async fn resolve<S: ApplySide>(
         }
         met
     };
+    // A change file's versions that continue a line this side keeps in
+    // another file (a conflict copy made of their side before they were
+    // written): their file's rows go there.
+    let followed = match seen {
+        Seen::Unknown if !versions.is_empty() => {
+            let mut followed = follow(side, versions, &carried).await?;
+            // (Not into a file whose own row arrives too: one row each.)
+            followed.retain(|_, to| !ids.contains(to));
+            for file in followed.keys() {
+                met.diverged.remove(file);
+                met.forks.remove(file);
+            }
+            followed
+        }
+        _ => HashMap::new(),
+    };
+    let mut here = here;
+    let unread: Vec<S::Id> = followed
+        .values()
+        .filter(|g| !here.contains_key(*g))
+        .cloned()
+        .collect();
+    if !unread.is_empty() {
+        here.extend(side.files_here(&unread).await?);
+    }
     if !met.staying.is_empty() {
         versions.retain(|v| !met.staying.contains(v.id()));
     }
@@ -423,12 +469,12 @@ pub async fn resolve<S: ApplySide>(
         }
         *versions = kept;
     }
-    let known = if met.diverged.is_empty() {
+    let known = if met.diverged.is_empty() && followed.is_empty() {
         HashSet::new()
     } else {
         let ids: Vec<S::Id> = versions
             .iter()
-            .filter(|v| met.diverged.contains(v.file()))
+            .filter(|v| met.diverged.contains(v.file()) || followed.contains_key(v.file()))
             .map(|v| v.id().clone())
             .chain(elsewhere)
             .collect();
@@ -439,6 +485,7 @@ pub async fn resolve<S: ApplySide>(
         versions,
         metadata,
         &met,
+        &followed,
         |id| here.get(id).map(HereFile::row),
         &known,
         |fork| match fork {
@@ -460,6 +507,69 @@ pub async fn resolve<S: ApplySide>(
         known,
         here: here.into_keys().collect(),
     })
+}
+
+/// The arriving files whose versions continue a line of versions that this
+/// side holds in another file (a version's parent is here in another file,
+/// the file it arrives in holds another version of that number here, and
+/// the arriving rows do not move the parent): each with that file, by the
+/// lowest such version of the file. A version follows its parent: when a
+/// side met a content conflict and keeps the losing side's versions in a
+/// conflict copy, a version that side made later, not knowing, goes to the
+/// copy too (and the file's arriving row with it), instead of landing on
+/// top of the winning side's versions.
+async fn follow<S: ApplySide>(
+    side: &mut S,
+    versions: &[S::Version],
+    carried: &HashMap<S::Id, Option<(S::Id, i64)>>,
+) -> Result<HashMap<S::Id, S::Id>, S::Error> {
+    let at: HashMap<&S::Id, (&S::Id, i64)> = versions
+        .iter()
+        .map(|v| (v.id(), (v.file(), v.number())))
+        .collect();
+    let mut lowest: HashMap<S::Id, (i64, S::Id)> = HashMap::new();
+    for (version, parent, holder) in side.parents_elsewhere(versions).await? {
+        if carried.contains_key(&parent) {
+            continue;
+        }
+        let Some(&(file, number)) = at.get(&version) else {
+            continue;
+        };
+        match lowest.get(file) {
+            Some((n, _)) if *n <= number => {}
+            _ => {
+                lowest.insert(file.clone(), (number, holder));
+            }
+        }
+    }
+    let mut followed: HashMap<S::Id, S::Id> =
+        lowest.into_iter().map(|(f, (_, g))| (f, g)).collect();
+    if followed.is_empty() {
+        return Ok(followed);
+    }
+    // A file whose versions would take numbers that the other file holds
+    // here (this side gave the copy versions of its own) does not follow:
+    // its versions stay in their file, by the rule of that file.
+    let moving: Vec<S::Version> = versions
+        .iter()
+        .filter_map(|v| {
+            followed.get(v.file()).map(|to| {
+                let mut v = v.clone();
+                v.move_to(to);
+                v
+            })
+        })
+        .collect();
+    let back: HashMap<S::Id, S::Id> = followed
+        .iter()
+        .map(|(f, g)| (g.clone(), f.clone()))
+        .collect();
+    for clash in side.clashes(&moving).await? {
+        if let Some(file) = back.get(&clash.file) {
+            followed.remove(file);
+        }
+    }
+    Ok(followed)
 }
 
 /// The changes to metadata keys (file, key, the change: a value or a
@@ -681,6 +791,7 @@ mod tests {
             &mut versions,
             &mut metadata,
             &met,
+            &HashMap::new(),
             here,
             &known,
             |_| {
@@ -767,6 +878,7 @@ mod tests {
                 &mut versions,
                 &mut Vec::<Row>::new(),
                 &met,
+                &HashMap::new(),
                 here,
                 &known,
                 |_| unreachable!("no copy is made"),

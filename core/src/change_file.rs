@@ -1148,6 +1148,27 @@ impl crate::ApplySide for Local<'_> {
         Ok(out)
     }
 
+    async fn parents_elsewhere(
+        &mut self,
+        versions: &[VersionRow],
+    ) -> Result<Vec<(String, String, String)>> {
+        let mut out = Vec::new();
+        for v in versions {
+            let Some(parent) = &v.parent_version_id else {
+                continue;
+            };
+            let holder = self.0.query_one(
+                "SELECT h.path_id FROM version_history h WHERE h.version_id = ?1 AND h.path_id <> ?2 \
+                 AND EXISTS (SELECT 1 FROM version_history o WHERE o.path_id = ?2 \
+                 AND o.version_number = h.version_number)",
+                &[text(parent), text(&v.path_id)],
+                |r| r.text(0),
+            )?;
+            out.extend(holder.map(|g| (v.version_id.clone(), parent.clone(), g)));
+        }
+        Ok(out)
+    }
+
     fn new_id(&mut self) -> String {
         self.0.new_id()
     }

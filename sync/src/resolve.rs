@@ -168,6 +168,44 @@ impl nexus_core::ApplySide for Target<'_, '_> {
             .collect())
     }
 
+    async fn parents_elsewhere(
+        &mut self,
+        versions: &[PgVersion],
+    ) -> Result<Vec<(Uuid, Uuid, Uuid)>> {
+        let mut v = Vec::new();
+        let mut p = Vec::new();
+        let mut parent = Vec::new();
+        for x in versions {
+            if let Some(pa) = x
+                .row
+                .parent_version_id
+                .as_deref()
+                .and_then(|s| Uuid::parse_str(s).ok())
+            {
+                v.push(x.version_id);
+                p.push(x.path_id);
+                parent.push(pa);
+            }
+        }
+        if v.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .tx
+            .query(
+                "SELECT u.v, u.pa, h.path_id FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) AS u(v, p, pa) \
+                 JOIN version_history h ON h.version_id = u.pa AND h.path_id <> u.p \
+                 WHERE EXISTS (SELECT 1 FROM version_history o WHERE o.path_id = u.p \
+                 AND o.version_number = h.version_number)",
+                &[&v, &p, &parent],
+            )
+            .await
+            .map_err(Error::pg("finding pushed versions whose parent is in another file"))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
     fn new_id(&mut self) -> Uuid {
         Uuid::new_v4()
     }

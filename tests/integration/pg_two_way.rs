@@ -1328,6 +1328,128 @@ async fn a_copy_that_arrives_takes_every_version_it_carries_out_of_the_file_here
     b.put(file("/f.txt", "again")).await.unwrap();
 }
 
+/// A new version made on the losing side of a content conflict, before
+/// that side heard of the conflict, follows its parent into the conflict
+/// copy at a store that made the copy already: C meets A's and B's new
+/// versions of one file (A's made first: B's go to the copy), then B, still
+/// unaware, gives the file a third version. Every store ends with A's
+/// version in the file and B's two in the copy, and all agree; PostgreSQL
+/// applying C's change files does as C. Before, B's third version landed
+/// in the file, on top of A's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_made_after_a_content_conflict_follows_its_side_into_the_copy() {
+    let stores = [
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+    ];
+    let (a, b, c) = (&stores[0], &stores[1], &stores[2]);
+    let mut learned = [[0i64; 3]; 3];
+    // PostgreSQL applies every change file C imports, in the same order.
+    let db = pg::database("follow_the_parent").await;
+    let to_c = async |learned: &mut [[i64; 3]; 3], from: usize| {
+        let f = stores[from].export_changes(learned[2][from]).await.unwrap();
+        learned[2][from] = f.changes.through;
+        c.import_changes(&f).await.unwrap();
+        nexus_sync::apply_change_file(&url(&db.url), f, &SyncOptions::default())
+            .await
+            .unwrap();
+    };
+    a.put(file("/f.txt", "v1")).await.unwrap();
+    learn(&stores, &mut learned, 1, 0).await;
+    to_c(&mut learned, 0).await;
+    a.put(file("/f.txt", "from-a")).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    b.put(file("/f.txt", "from-b")).await.unwrap();
+    to_c(&mut learned, 0).await;
+    to_c(&mut learned, 1).await;
+    b.put(file("/f.txt", "from-b3")).await.unwrap();
+    to_c(&mut learned, 1).await;
+    assert_eq!(
+        comparable(pg_state(&db.url).await),
+        comparable(state(c).await),
+        "PostgreSQL and C differ"
+    );
+    let settled = |s: &State, who: &str| {
+        assert_eq!(s["/f.txt"].1.as_deref(), Some("from-a"), "{who}: {s:?}");
+        let copies: Vec<&FileView> = s
+            .iter()
+            .filter(|(p, _)| p.starts_with("/f.sync-conflict-"))
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(copies.len(), 1, "{who}: {s:?}");
+        assert_eq!(copies[0].1.as_deref(), Some("from-b3"), "{who}: {s:?}");
+    };
+    settled(&state(c).await, "c");
+    for _ in 0..2 {
+        for to in 0..3 {
+            for from in 0..3 {
+                learn(&stores, &mut learned, to, from).await;
+            }
+        }
+    }
+    let sa = state(a).await;
+    settled(&sa, "a");
+    assert_eq!(state(b).await, sa, "b differs from a");
+    assert_eq!(state(c).await, sa, "c differs from a");
+    for s in &stores {
+        s.put(file("/f.txt", "again")).await.unwrap();
+    }
+}
+
+/// The same, but the store that made the copy gave it a version of its own
+/// meanwhile, at the number the arriving version would take there: the
+/// arriving version stays in its file (by that file's rule) rather than
+/// clash in the copy, and the import is not refused; nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_does_not_follow_into_a_copy_that_took_its_number() {
+    let stores = [
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+    ];
+    let (a, b, c) = (&stores[0], &stores[1], &stores[2]);
+    let mut learned = [[0i64; 3]; 3];
+    a.put(file("/f.txt", "v1")).await.unwrap();
+    learn(&stores, &mut learned, 1, 0).await;
+    learn(&stores, &mut learned, 2, 0).await;
+    a.put(file("/f.txt", "from-a")).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    b.put(file("/f.txt", "from-b")).await.unwrap();
+    learn(&stores, &mut learned, 2, 0).await;
+    learn(&stores, &mut learned, 2, 1).await;
+    let copy = state(c)
+        .await
+        .into_keys()
+        .find(|p| p.starts_with("/f.sync-conflict-"))
+        .expect("a copy");
+    c.put(file(&copy, "c-on-the-copy")).await.unwrap();
+    b.put(file("/f.txt", "from-b3")).await.unwrap();
+    learn(&stores, &mut learned, 2, 1).await;
+    for _ in 0..2 {
+        for to in 0..3 {
+            for from in 0..3 {
+                learn(&stores, &mut learned, to, from).await;
+            }
+        }
+    }
+    for s in &stores {
+        let hashes: Vec<String> = s
+            .debug_query("SELECT content_hash FROM version_history WHERE content_hash IS NOT NULL")
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .collect();
+        for e in ["from-a", "from-b", "from-b3", "c-on-the-copy"] {
+            assert!(hashes.iter().any(|h| h == e), "{e} was lost: {hashes:?}");
+        }
+        for f in s.list("/").await.unwrap() {
+            s.put(file(&f.path, "again")).await.unwrap();
+        }
+    }
+}
+
 /// Two stores that pass change files back and forth settle each file and
 /// each metadata key that both changed to the same state, whatever the
 /// order of the imports: the later change wins where versions cannot tell
