@@ -88,6 +88,11 @@ pub struct Decided<Id: Eq + Hash> {
     /// changes travel on to stores that may hold nothing else (an embedded
     /// import) leaves the row out, as a stale one.
     pub retired: Vec<Id>,
+    /// Files whose arriving rows went to another file here, which holds
+    /// the line their versions continue ([`follow`]): (the file, the file
+    /// its rows went to). A side whose changes reach the rows' writer only
+    /// by its pulls marks both as its own change.
+    pub followed: Vec<(Id, Id)>,
 }
 
 /// Plans every arriving file row by [`VersionsMet::plan`] against its row
@@ -97,9 +102,10 @@ pub struct Decided<Id: Eq + Hash> {
 /// this side lacks (`known`: the ones it holds, in any file, stay where
 /// they are) and a copy of the file's arriving metadata rows (which apply
 /// to the file too). `source` and `seen`: the rows' writer and what it had
-/// seen of this side. A copy's id is `copy_id(Some((file, losing version)))`
+/// seen of this side. A copy's id is `copy_id(Some((file, its fork)))`
 /// when nothing orders arrivals ([`Seen::Unknown`]: every side makes the
 /// same copy, [`crate::Fork::copy_id`]), else `copy_id(None)` (a new id).
+/// The rows of a file in `followed` go to the file it names first.
 #[allow(clippy::too_many_arguments)]
 pub fn decide<'h, F, V, M>(
     files: &mut Vec<F>,
@@ -142,6 +148,10 @@ where
         displaced: Vec::new(),
         dropped: HashSet::new(),
         retired: Vec::new(),
+        followed: followed
+            .iter()
+            .map(|(f, g)| (f.clone(), g.clone()))
+            .collect(),
     };
     // Copies of diverged files: named after the fork when nothing orders
     // arrivals, so that every side makes the same one.
@@ -310,10 +320,11 @@ pub trait ApplySide {
         versions: &[Self::Version],
     ) -> Result<Vec<(Self::Id, (Self::Id, i64))>, Self::Error>;
     /// The arriving versions whose parent this side holds in another file
-    /// than the one they arrive in, while that one holds another version of
-    /// the parent's number here (the two lines forked there; a conflict
-    /// copy's first version, whose parent is in the file it was copied
-    /// from, is none): each as (the version, its parent, the file that
+    /// than the one they arrive in, while that one holds a version here of
+    /// the lowest number that the parent's file holds (the two lines forked
+    /// there; a conflict copy's first version, whose parent is in the file
+    /// it was copied from, is none: a copy holds no version of its file's
+    /// first number): each as (the version, its parent, the file that
     /// holds the parent here).
     async fn parents_elsewhere(
         &mut self,
@@ -413,9 +424,10 @@ pub async fn resolve<S: ApplySide>(
         };
         let mut met = crate::meet_versions(&clashes, &carried, &known);
         // A version here that the arriving rows move to another file (a
-        // copy their writer made), whether or not its number clashes: the
-        // row here whose current version it is is no row to settle with
-        // (it would keep naming a version that leaves the file).
+        // copy their writer made, or one this side made that their writer
+        // has taken), whether or not its number clashes: the row here whose
+        // current version it is is no row to settle with (it would keep
+        // naming a version that leaves the file).
         for (id, at) in side.held_elsewhere(versions).await? {
             if !met.staying.contains(&id) {
                 met.superseded.insert(at);
@@ -511,8 +523,9 @@ pub async fn resolve<S: ApplySide>(
 
 /// The arriving files whose versions continue a line of versions that this
 /// side holds in another file (a version's parent is here in another file,
-/// the file it arrives in holds another version of that number here, and
-/// the arriving rows do not move the parent): each with that file, by the
+/// the file it arrives in forked from that one here, see
+/// [`ApplySide::parents_elsewhere`], and the arriving rows do not move the
+/// parent): each with that file, by the
 /// lowest such version of the file. A version follows its parent: when a
 /// side met a content conflict and keeps the losing side's versions in a
 /// conflict copy, a version that side made later, not knowing, goes to the

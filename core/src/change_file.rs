@@ -982,7 +982,7 @@ pub(crate) fn apply_rows(
 /// stay out removed, a file this store keeps at the arriving path given as
 /// its row here moved there (after the other file rows), and a file both
 /// stores made new versions of
-/// given a new id, a conflict copy (its ids are returned) with the arriving
+/// given the copy's id, a conflict copy (its ids are returned) with the arriving
 /// versions this store lacks and a copy of its metadata; or, when the
 /// arriving side's versions of it were made first, this store's file made
 /// the copy instead ([`copy_here`]), its row among the rows returned.
@@ -1052,7 +1052,7 @@ fn copy_here(e: &mut Engine, seq: Seq, file: &str, copy: &str, from: i64) -> Res
     static COPY_KEYS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let copy_keys = COPY_KEYS.get_or_init(|| {
         let set = [("path_id", "?2"), ("change_seq", "?3")];
-        FILE_METADATA.copy_rows_of_file(metadata_by_key!(), "?1", &set)
+        FILE_METADATA.copy_rows_of_file(metadata_by_key!(), "?1", &set, false)
     });
     e.execute(copy_keys, &[text(file), text(copy), int(seq)])?;
     Ok(row)
@@ -1160,7 +1160,8 @@ impl crate::ApplySide for Local<'_> {
             let holder = self.0.query_one(
                 "SELECT h.path_id FROM version_history h WHERE h.version_id = ?1 AND h.path_id <> ?2 \
                  AND EXISTS (SELECT 1 FROM version_history o WHERE o.path_id = ?2 \
-                 AND o.version_number = h.version_number)",
+                 AND o.version_number = (SELECT min(version_number) FROM version_history \
+                 WHERE path_id = h.path_id))",
                 &[text(parent), text(&v.path_id)],
                 |r| r.text(0),
             )?;

@@ -378,7 +378,8 @@ pub fn copy_id(file: &str, losing: &str) -> uuid::Uuid {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionsMet<Id: Eq + Hash> {
     /// Files both sides made new versions of: the arriving file becomes a
-    /// conflict copy.
+    /// conflict copy (or, when nothing orders arrivals and the arriving
+    /// side's fork was made first, the file here: [`FilePlan::CopyHere`]).
     pub diverged: HashSet<Id>,
     /// Arriving versions that stay where this side has them: left out.
     pub staying: HashSet<Id>,

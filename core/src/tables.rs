@@ -197,8 +197,16 @@ impl Table {
     /// not among [`Table::columns`], such as `change_seq`, is added): a
     /// file's rows copied to its conflict copy, in either dialect's
     /// placeholders (PostgreSQL leaves `change_seq` and the origin columns
-    /// to their defaults).
-    pub fn copy_rows_of_file(&self, from: &str, file: &str, set: &[(&str, &str)]) -> String {
+    /// to their defaults). A row the copy has already (the same conflict
+    /// met again: the copy's id is derived from it) is replaced when
+    /// `replace`, else stays.
+    pub fn copy_rows_of_file(
+        &self,
+        from: &str,
+        file: &str,
+        set: &[(&str, &str)],
+        replace: bool,
+    ) -> String {
         let extra = set.iter().filter(|(name, _)| self.column(name).is_none());
         let names: Vec<&str> = self
             .columns
@@ -214,8 +222,21 @@ impl Table {
                     .map_or(*name, |(_, expr)| *expr)
             })
             .collect();
+        let on_conflict = match replace {
+            true => format!(
+                "({}) DO UPDATE SET {}",
+                self.key.join(", "),
+                names
+                    .iter()
+                    .filter(|n| !self.key.contains(n))
+                    .map(|n| format!("{n} = excluded.{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            false => "DO NOTHING".to_string(),
+        };
         format!(
-            "INSERT INTO {} ({}) SELECT {} FROM {from} WHERE path_id = {file}",
+            "INSERT INTO {} ({}) SELECT {} FROM {from} WHERE path_id = {file} ON CONFLICT {on_conflict}",
             self.name,
             names.join(", "),
             values.join(", ")

@@ -17,7 +17,11 @@
 //!   number first): the target keeps the file; the
 //!   source's file goes to a new file, a conflict copy beside it, with the
 //!   source's new versions and its metadata rows (those also apply to the
-//!   file, per key: the later arrival wins);
+//!   file, per key: the later arrival wins). For a change file, the side
+//!   whose version at the fork was made first keeps the file: when that is
+//!   the source, the target's file becomes the copy instead ([`copy_here`]),
+//!   and the copy's id is derived from the fork, so that every side makes
+//!   the same ([`nexus_core::Fork`]);
 //! - the source deleted a file the other side gave a version it never
 //!   saw: the file stays (modify wins over delete);
 //! - otherwise the row with more versions wins (a deletion after every
@@ -74,6 +78,10 @@ pub(crate) struct Resolved {
     /// ([`nexus_core::Decided::retired`]): marked as the target's own, so
     /// that the pusher pulls the deletion.
     retired: Vec<Uuid>,
+    /// Files that pushed rows went to, whose line of versions they continue
+    /// ([`nexus_core::Decided::followed`]): marked as the target's own, with
+    /// their versions and metadata, so that the pusher pulls them.
+    followed: Vec<Uuid>,
 }
 
 /// Versions of a push whose file diverged but whose file row is in a later
@@ -196,7 +204,8 @@ impl nexus_core::ApplySide for Target<'_, '_> {
                 "SELECT u.v, u.pa, h.path_id FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) AS u(v, p, pa) \
                  JOIN version_history h ON h.version_id = u.pa AND h.path_id <> u.p \
                  WHERE EXISTS (SELECT 1 FROM version_history o WHERE o.path_id = u.p \
-                 AND o.version_number = h.version_number)",
+                 AND o.version_number = (SELECT min(version_number) FROM version_history \
+                 WHERE path_id = h.path_id))",
                 &[&v, &p, &parent],
             )
             .await
@@ -298,12 +307,9 @@ pub(crate) async fn resolve(
         renamed: decided.renamed,
         retired: decided.retired,
         copies: Vec::with_capacity(decided.copies.len()),
+        followed: Vec::new(),
     };
     let mut chosen = HashSet::new();
-    for displaced in decided.displaced {
-        out.copies
-            .extend(copy_here(tx, source, displaced, &mut chosen).await?);
-    }
     let dropped = decided.dropped;
     // A file left out that the target does not have (a copy that the
     // target made its own way): its metadata has no file here, and stays
@@ -343,9 +349,22 @@ pub(crate) async fn resolve(
             b.versions.extend(waiting);
         }
     }
-    // The file the target keeps (whose pushed row lost, or was dropped):
-    // sent again to the pusher on its next pull.
-    let kept: Vec<Uuid> = moved.keys().chain(dropped.iter()).copied().collect();
+    // Files the target's own file becomes the copy of: named after the
+    // others, in the order an embedded import names them.
+    for displaced in decided.displaced {
+        out.copies
+            .extend(copy_here(tx, source, displaced, &mut chosen).await?);
+    }
+    // The file the target keeps (whose pushed row lost, or was dropped, or
+    // went to the file whose line it continues): sent again to the pusher
+    // on its next pull, as is that file (`finish`).
+    out.followed = decided.followed.iter().map(|(_, to)| *to).collect();
+    let kept: Vec<Uuid> = moved
+        .keys()
+        .chain(dropped.iter())
+        .chain(decided.followed.iter().map(|(from, _)| from))
+        .copied()
+        .collect();
     if !kept.is_empty() {
         tx.execute(
             "UPDATE file_paths SET change_seq = DEFAULT WHERE path_id = ANY($1)",
@@ -479,10 +498,12 @@ async fn copy_here(
         table: "version_history",
         problem: format!("version number {from} is out of range"),
     })?;
+    // (Replacing a row the copy has already, as an embedded import does.)
     let copy_file = FILE_PATHS.copy_rows_of_file(
         "file_paths",
         "$1",
         &[("path_id", "$2"), ("virtual_path", "$3")],
+        true,
     );
     tx.execute(&copy_file, &[&file, &copy, &at_path])
         .await
@@ -494,7 +515,8 @@ async fn copy_here(
     )
     .await
     .map_err(Error::pg("moving a file's versions to its conflict copy"))?;
-    let copy_keys = FILE_METADATA.copy_rows_of_file("file_metadata", "$1", &[("path_id", "$2")]);
+    let copy_keys =
+        FILE_METADATA.copy_rows_of_file("file_metadata", "$1", &[("path_id", "$2")], false);
     tx.execute(&copy_keys, &[&file, &copy])
         .await
         .map_err(Error::pg("copying a file's metadata to its conflict copy"))?;
@@ -505,6 +527,13 @@ async fn copy_here(
         info,
     }))
 }
+
+/// A file's versions (files `$1`) made the target's own change.
+const OWN_VERSIONS: &str =
+    "UPDATE version_history SET origin_id = NULL, origin_seq = NULL WHERE path_id = ANY($1)";
+/// A file's metadata (files `$1`) made the target's own change.
+const OWN_KEYS: &str =
+    "UPDATE file_metadata SET origin_id = NULL, origin_seq = NULL WHERE path_id = ANY($1)";
 
 /// After the upsert: marks each copy (and its versions and metadata) as the
 /// target's own change and sets its conflict key; moves each file the
@@ -560,6 +589,20 @@ pub(crate) async fn finish(
         live_ids.retain(|id| !first.contains(id));
         live_ids.splice(0..0, resolved.renamed);
     }
+    if !resolved.followed.is_empty() {
+        for sql in [
+            "UPDATE file_paths SET origin_id = NULL, origin_seq = NULL, change_seq = DEFAULT \
+             WHERE path_id = ANY($1)",
+            OWN_VERSIONS,
+            OWN_KEYS,
+        ] {
+            tx.execute(sql, &[&resolved.followed])
+                .await
+                .map_err(Error::pg(
+                    "marking a file that pushed versions followed into",
+                ))?;
+        }
+    }
     let copies = resolved.copies;
     let mut out = Vec::with_capacity(copies.len());
     for c in copies {
@@ -567,11 +610,11 @@ pub(crate) async fn finish(
             // Stamped one microsecond after the row it copies, as an
             // embedded import stamps the copies it makes.
             "UPDATE file_paths SET origin_id = NULL, origin_seq = NULL, \
-             updated_at = updated_at + interval '1 microsecond' WHERE path_id = $1",
-            "UPDATE version_history SET origin_id = NULL, origin_seq = NULL WHERE path_id = $1",
-            "UPDATE file_metadata SET origin_id = NULL, origin_seq = NULL WHERE path_id = $1",
+             updated_at = updated_at + interval '1 microsecond' WHERE path_id = ANY($1)",
+            OWN_VERSIONS,
+            OWN_KEYS,
         ] {
-            tx.execute(sql, &[&c.path_id])
+            tx.execute(sql, &[&&[c.path_id][..]])
                 .await
                 .map_err(Error::pg("marking a conflict copy"))?;
         }

@@ -822,6 +822,7 @@ fn new_versions_on_both_sides_make_a_content_copy() {
         b.put(NewFile::new("/f", "local", "/b2", 2).etag("b2"))
             .await
             .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
         a.put(NewFile::new("/f", "local", "/a2", 2).etag("a2"))
             .await
             .unwrap();

@@ -1332,8 +1332,8 @@ async fn a_copy_that_arrives_takes_every_version_it_carries_out_of_the_file_here
 /// that side heard of the conflict, follows its parent into the conflict
 /// copy at a store that made the copy already: C meets A's and B's new
 /// versions of one file (A's made first: B's go to the copy), then B, still
-/// unaware, gives the file a third version. Every store ends with A's
-/// version in the file and B's two in the copy, and all agree; PostgreSQL
+/// unaware, gives the file two more. Every store ends with A's version in
+/// the file and B's three in the copy, and all agree; PostgreSQL
 /// applying C's change files does as C. Before, B's third version landed
 /// in the file, on top of A's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1365,6 +1365,9 @@ async fn a_version_made_after_a_content_conflict_follows_its_side_into_the_copy(
     to_c(&mut learned, 1).await;
     b.put(file("/f.txt", "from-b3")).await.unwrap();
     to_c(&mut learned, 1).await;
+    // (Its parent's number is past the file's versions here.)
+    b.put(file("/f.txt", "from-b4")).await.unwrap();
+    to_c(&mut learned, 1).await;
     assert_eq!(
         comparable(pg_state(&db.url).await),
         comparable(state(c).await),
@@ -1378,7 +1381,11 @@ async fn a_version_made_after_a_content_conflict_follows_its_side_into_the_copy(
             .map(|(_, v)| v)
             .collect();
         assert_eq!(copies.len(), 1, "{who}: {s:?}");
-        assert_eq!(copies[0].1.as_deref(), Some("from-b3"), "{who}: {s:?}");
+        assert_eq!(
+            (copies[0].1.as_deref(), copies[0].3),
+            (Some("from-b4"), 4),
+            "{who}: {s:?}"
+        );
     };
     settled(&state(c).await, "c");
     for _ in 0..2 {
@@ -1433,6 +1440,9 @@ async fn a_version_does_not_follow_into_a_copy_that_took_its_number() {
             }
         }
     }
+    let s0 = state(a).await;
+    assert_eq!(state(b).await, s0, "b differs from a");
+    assert_eq!(state(c).await, s0, "c differs from a");
     for s in &stores {
         let hashes: Vec<String> = s
             .debug_query("SELECT content_hash FROM version_history WHERE content_hash IS NOT NULL")
