@@ -330,6 +330,14 @@ pub trait ApplySide {
         &mut self,
         versions: &[Self::Version],
     ) -> Result<Vec<(Self::Id, Self::Id, Self::Id)>, Self::Error>;
+    /// Whether this side pulls from a PostgreSQL database (a hub): then
+    /// the hub, where one side arrives first, settles content conflicts,
+    /// and this side's import keeps its own file where both sides made new
+    /// versions ([`FilePlan::Copy`], never [`FilePlan::CopyHere`]: moving
+    /// versions it pulled would undo what the hub decided).
+    fn pulls_from_a_hub(&self) -> bool {
+        false
+    }
     /// A new file id (for a conflict copy made by arrival).
     fn new_id(&mut self) -> Self::Id;
     /// The id of the conflict copy of a diverged file ([`crate::Fork::copy_id`]),
@@ -431,6 +439,11 @@ pub async fn resolve<S: ApplySide>(
         for (id, at) in side.held_elsewhere(versions).await? {
             if !met.staying.contains(&id) {
                 met.superseded.insert(at);
+            }
+        }
+        if side.pulls_from_a_hub() {
+            for fork in met.forks.values_mut() {
+                fork.arriving_first = false;
             }
         }
         met

@@ -989,8 +989,11 @@ pub(crate) fn apply_rows(
 fn decide_arriving(e: &mut Engine, seq: Seq, c: &Changes) -> Result<(Changes, HashSet<String>)> {
     use futures_util::FutureExt;
     let mut rows = c.clone();
+    let pulls = e
+        .query_one("SELECT 1 FROM nexus_pull_state LIMIT 1", &[], |_| Ok(()))?
+        .is_some();
     let resolved = crate::resolve(
-        &mut Local(e),
+        &mut Local(e, pulls),
         &mut rows.files,
         &mut rows.versions,
         &mut rows.metadata,
@@ -1067,8 +1070,9 @@ fn file_here(e: &mut Engine, path_id: &str) -> Result<Option<FileRow>> {
     )
 }
 
-/// What [`crate::resolve`] reads in an embedded store.
-struct Local<'e>(&'e mut Engine);
+/// What [`crate::resolve`] reads in an embedded store, and whether it
+/// pulls from a PostgreSQL database ([`crate::ApplySide::pulls_from_a_hub`]).
+struct Local<'e>(&'e mut Engine, bool);
 
 impl crate::ApplySide for Local<'_> {
     type Id = String;
@@ -1168,6 +1172,10 @@ impl crate::ApplySide for Local<'_> {
             out.extend(holder.map(|g| (v.version_id.clone(), parent.clone(), g)));
         }
         Ok(out)
+    }
+
+    fn pulls_from_a_hub(&self) -> bool {
+        self.1
     }
 
     fn new_id(&mut self) -> String {
