@@ -236,17 +236,22 @@ pub fn to_copies<Id, V, M>(
             v.move_to(&to);
         }
     }
-    let extra: Vec<M> = metadata
-        .iter()
-        .filter_map(|m| {
-            moved.get(m.file()).map(|to| {
-                let mut m = m.clone();
-                m.move_to(to);
-                m
+    let extra = moved_rows(metadata, moved);
+    metadata.extend(extra);
+}
+
+/// Copies of the rows of the files that `moved` names, each made the row
+/// of the file it maps to.
+fn moved_rows<R: OfFile + Clone>(rows: &[R], moved: &HashMap<R::Id, R::Id>) -> Vec<R> {
+    rows.iter()
+        .filter_map(|r| {
+            moved.get(r.file()).map(|to| {
+                let mut r = r.clone();
+                r.move_to(to);
+                r
             })
         })
-        .collect();
-    metadata.extend(extra);
+        .collect()
 }
 
 /// A file's row here, as a side reads it for [`resolve`].
@@ -576,16 +581,7 @@ async fn follow<S: ApplySide>(
     // A file whose versions would take numbers that the other file holds
     // here (this side gave the copy versions of its own) does not follow:
     // its versions stay in their file, by the rule of that file.
-    let moving: Vec<S::Version> = versions
-        .iter()
-        .filter_map(|v| {
-            followed.get(v.file()).map(|to| {
-                let mut v = v.clone();
-                v.move_to(to);
-                v
-            })
-        })
-        .collect();
+    let moving = moved_rows(versions, &followed);
     let back: HashMap<S::Id, S::Id> = followed
         .iter()
         .map(|(f, g)| (g.clone(), f.clone()))

@@ -663,6 +663,26 @@ async fn learn(stores: &[Store], learned: &mut [[i64; 3]; 3], to: usize, from: u
     }
 }
 
+/// Every store imports every other's changes, twice over (what a third
+/// store learned in the first round reaches the others in the second).
+async fn learn_everything(stores: &[Store], learned: &mut [[i64; 3]; 3]) {
+    for _ in 0..2 {
+        for to in 0..3 {
+            for from in 0..3 {
+                learn(stores, learned, to, from).await;
+            }
+        }
+    }
+}
+
+async fn three_memory_stores() -> [Store; 3] {
+    [
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+    ]
+}
+
 /// Stores 0 and 1 trade change files: both export, then both import (the
 /// files cross, so each store merges the two sides' changes on its own);
 /// then the same one after the other (the second file carries the first
@@ -951,13 +971,7 @@ proptest! {
                     Exchange::Ship(s) => learn(&stores, &mut learned, (s + 1) % 3, s).await,
                 }
             }
-            for _ in 0..2 {
-                for to in 0..3 {
-                    for from in 0..3 {
-                        learn(&stores, &mut learned, to, from).await;
-                    }
-                }
-            }
+            learn_everything(&stores, &mut learned).await;
             let mut states = Vec::new();
             for s in &stores {
                 states.push(comparable(state(s).await));
@@ -1300,11 +1314,7 @@ async fn crossing_change_files_keep_the_side_made_first_in_a_file_both_changed()
 /// once it compared content copies).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_that_arrives_takes_every_version_it_carries_out_of_the_file_here() {
-    let stores = [
-        Store::memory().await.unwrap(),
-        Store::memory().await.unwrap(),
-        Store::memory().await.unwrap(),
-    ];
+    let stores = three_memory_stores().await;
     let (b, c) = (&stores[1], &stores[2]);
     let mut learned = [[0i64; 3]; 3];
     stores[0].put(file("/f.txt", "v1")).await.unwrap();
@@ -1338,11 +1348,7 @@ async fn a_copy_that_arrives_takes_every_version_it_carries_out_of_the_file_here
 /// in the file, on top of A's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_made_after_a_content_conflict_follows_its_side_into_the_copy() {
-    let stores = [
-        Store::memory().await.unwrap(),
-        Store::memory().await.unwrap(),
-        Store::memory().await.unwrap(),
-    ];
+    let stores = three_memory_stores().await;
     let (a, b, c) = (&stores[0], &stores[1], &stores[2]);
     let mut learned = [[0i64; 3]; 3];
     // PostgreSQL applies every change file C imports, in the same order.
@@ -1388,13 +1394,7 @@ async fn a_version_made_after_a_content_conflict_follows_its_side_into_the_copy(
         );
     };
     settled(&state(c).await, "c");
-    for _ in 0..2 {
-        for to in 0..3 {
-            for from in 0..3 {
-                learn(&stores, &mut learned, to, from).await;
-            }
-        }
-    }
+    learn_everything(&stores, &mut learned).await;
     let sa = state(a).await;
     settled(&sa, "a");
     assert_eq!(state(b).await, sa, "b differs from a");
@@ -1410,11 +1410,7 @@ async fn a_version_made_after_a_content_conflict_follows_its_side_into_the_copy(
 /// clash in the copy, and the import is not refused; nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_does_not_follow_into_a_copy_that_took_its_number() {
-    let stores = [
-        Store::memory().await.unwrap(),
-        Store::memory().await.unwrap(),
-        Store::memory().await.unwrap(),
-    ];
+    let stores = three_memory_stores().await;
     let (a, b, c) = (&stores[0], &stores[1], &stores[2]);
     let mut learned = [[0i64; 3]; 3];
     a.put(file("/f.txt", "v1")).await.unwrap();
@@ -1433,13 +1429,7 @@ async fn a_version_does_not_follow_into_a_copy_that_took_its_number() {
     c.put(file(&copy, "c-on-the-copy")).await.unwrap();
     b.put(file("/f.txt", "from-b3")).await.unwrap();
     learn(&stores, &mut learned, 2, 1).await;
-    for _ in 0..2 {
-        for to in 0..3 {
-            for from in 0..3 {
-                learn(&stores, &mut learned, to, from).await;
-            }
-        }
-    }
+    learn_everything(&stores, &mut learned).await;
     let s0 = state(a).await;
     assert_eq!(state(b).await, s0, "b differs from a");
     assert_eq!(state(c).await, s0, "c differs from a");
