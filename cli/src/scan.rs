@@ -96,6 +96,15 @@ pub fn own_files(db: &Path) -> Vec<PathBuf> {
     vec![with("-wal"), with("-shm"), db]
 }
 
+/// Whether `record` is what a scan of the folder `real_dir` (without
+/// symbolic links) wrote: a file of the local backend inside it.
+fn scanned_from(record: &FileRecord, real_dir: &Path) -> bool {
+    record.backend == LOCAL && Path::new(&record.physical_path).starts_with(real_dir)
+}
+
+/// The backend a scan records its files under.
+const LOCAL: &str = "local";
+
 pub async fn scan(
     store: &DynStore,
     dir: &Path,
@@ -240,7 +249,7 @@ pub async fn scan(
         } else {
             summary.added += 1;
         }
-        let mut file = NewFile::new(&f.virtual_path, "local", physical, f.size)
+        let mut file = NewFile::new(&f.virtual_path, LOCAL, physical, f.size)
             .etag(etag)
             .modified_at(f.modified)
             .created_at(f.created);
@@ -257,11 +266,14 @@ pub async fn scan(
     if !batch.is_empty() {
         store.put_batch(&batch).await?;
     }
-    // Records of files that are gone.
+    // Records of this folder's files that are gone: what a scan of it
+    // wrote (the local backend, a physical path inside it) and did not
+    // find now. Other records under the prefix (put by hand, of another
+    // backend, or scanned from another folder) are not its files.
     let gone: Vec<String> = existing
-        .keys()
-        .filter(|p| !seen.contains(p.as_str()))
-        .cloned()
+        .values()
+        .filter(|r| !seen.contains(r.path.as_str()) && scanned_from(r, &real_dir))
+        .map(|r| r.path.clone())
         .collect();
     for chunk in gone.chunks(BATCH) {
         summary.removed += store.delete_batch(chunk).await? as u64;

@@ -357,6 +357,52 @@ fn scan_records_a_folder_and_rescan_touches_only_changes() {
     assert!(env.json(&["get", "/sub/b.json"])["size"] == 2);
 }
 
+/// A re-scan removes the records of the folder's files that are gone,
+/// and only those: a record put by hand under the same prefix (another
+/// backend, or the local one naming a file elsewhere) and the records of
+/// another folder scanned into the same prefix stay.
+#[test]
+fn a_scan_removes_only_records_of_its_own_folders_files() {
+    let env = Env::new();
+    write(&env.dir.path().join("a/one.txt"), "1");
+    write(&env.dir.path().join("a/two.txt"), "2");
+    write(&env.dir.path().join("b/three.txt"), "3");
+    env.ok(&["scan", "a", "--prefix", "/"]);
+    env.ok(&["scan", "b", "--prefix", "/"]);
+    for (path, backend, physical) in [
+        ("/contract.pdf", "s3", "bucket/contract.pdf"),
+        ("/kept/notes.txt", "local", "/elsewhere/notes.txt"),
+    ] {
+        env.ok(&[
+            "put",
+            path,
+            "--backend",
+            backend,
+            "--physical",
+            physical,
+            "--size",
+            "1",
+        ]);
+    }
+    std::fs::remove_file(env.dir.path().join("a/two.txt")).unwrap();
+    let s = env.json(&["scan", "a", "--prefix", "/"]);
+    assert_eq!(
+        (s["removed"].as_u64(), s["unchanged"].as_u64()),
+        (Some(1), Some(1)),
+        "{s}"
+    );
+    let listed: Vec<String> = env.json(&["ls", "-r", "/"])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        listed,
+        ["/contract.pdf", "/kept/notes.txt", "/one.txt", "/three.txt"]
+    );
+}
+
 /// A scan of the folder that holds the store (`nexus scan .` beside
 /// `./nexus.db`) leaves the store's own files out: the database, its WAL
 /// and shared-memory files are not files of the folder, and change with
@@ -367,13 +413,14 @@ fn scan_leaves_the_stores_own_files_out() {
     write(&env.dir.path().join("notes/a.txt"), "a");
     write(&env.dir.path().join("nexus.db.txt"), "not the store");
     // A record of the store's file, as an older scan made it.
+    let physical = env.dir.path().canonicalize().unwrap().join("nexus.db");
     env.ok(&[
         "put",
         "/here/nexus.db",
         "--backend",
         "local",
         "--physical",
-        "p",
+        physical.to_str().unwrap(),
         "--size",
         "1",
     ]);
