@@ -202,6 +202,29 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command works on records that must be there already (it
+    /// reads them, or changes or removes one): run on an embedded store
+    /// that does not exist (a mistyped `--db`, another folder), it says so
+    /// instead of making an empty store there.
+    fn needs_a_store(&self) -> bool {
+        matches!(
+            self,
+            Command::Get { .. }
+                | Command::Ls(_)
+                | Command::Rm { .. }
+                | Command::Mv { .. }
+                | Command::Meta(_)
+                | Command::Find { .. }
+                | Command::Versions { .. }
+                | Command::Rollback { .. }
+                | Command::Stats(_)
+                | Command::ExportChanges { .. }
+                | Command::Verify { .. }
+        )
+    }
+}
+
 /// Arguments of `put`.
 #[derive(Debug, Args)]
 pub struct PutArgs {
@@ -574,6 +597,11 @@ async fn open(cli: &Cli, migrate: bool) -> Result<Opened, Failure> {
             ));
         }
     };
+    if cli.command.needs_a_store() && !Path::new(&path).exists() {
+        return Err(fail(format!(
+            "no store at {path}: the file does not exist (`nexus init`, `scan`, `put` or `pull` make one)"
+        )));
+    }
     Ok(Opened::Embedded(
         Store::builder()
             .path(path)

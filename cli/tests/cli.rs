@@ -610,6 +610,33 @@ fn rusqlite_check(db: &Path) -> String {
         .unwrap()
 }
 
+/// A command that works on records already there, run on a store file
+/// that does not exist (a mistyped `--db`), says so and makes nothing;
+/// commands that write make the store.
+#[test]
+fn reading_a_store_that_does_not_exist_says_so_and_makes_nothing() {
+    let env = Env::new();
+    for args in [
+        vec!["ls", "-r", "/"],
+        vec!["get", "/x"],
+        vec!["stats"],
+        vec!["find", "k"],
+        vec!["meta", "ls", "/x"],
+        vec!["export-changes"],
+    ] {
+        let mut all = vec!["--db", "typo/dir/store.db"];
+        all.extend(args.iter().copied());
+        let line = env.err(&all);
+        assert!(
+            line.contains("no store at typo/dir/store.db: the file does not exist"),
+            "{args:?}: {line}"
+        );
+    }
+    assert!(!env.dir.path().join("typo").exists(), "nothing was made");
+    env.ok(&["--db", "new.db", "init"]);
+    assert_eq!(env.json(&["--db", "new.db", "stats"])["files"], 0);
+}
+
 /// `nexus.toml` supplies the database and tenant; flags and environment win;
 /// a bad file is refused with a message naming it.
 #[test]
@@ -638,7 +665,7 @@ fn config_file_is_read_and_overridden() {
     assert!(!env.db().exists());
     // Flags and environment override the file.
     let line = env.err(&["--db", "flag.db", "get", "/x"]);
-    assert!(line.contains("no such file"), "{line}");
+    assert!(line.contains("no store at flag.db"), "{line}");
     assert_eq!(
         env.json(&["--tenant", "acme", "get", "/x"])["tenant"],
         "acme"

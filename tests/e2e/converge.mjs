@@ -124,6 +124,8 @@ async function converge(seed, { origin, context, pgUrl, work }) {
       window.store = await open({ name, fallback: "error" });
     }, `converge-${seed}`);
     const stores = [browser(page), native(join(work, `a-${seed}.db`)), native(join(work, `b-${seed}.db`))];
+    // (A native store is made before anything reads it, as a user would.)
+    for (const s of stores.slice(1)) await cli(s.name, "init");
     const written = [];
     const steps = 15 + rng.int(15);
     for (let i = 0; i < steps; i++) {
