@@ -38,7 +38,12 @@ pub struct Cli {
     json: bool,
     /// Seconds to wait for another process that holds the database, or for
     /// a pooled PostgreSQL connection (default: the config file, else 30).
-    #[arg(long, global = true, env = "NEXUS_BUSY_TIMEOUT")]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        global = true,
+        env = "NEXUS_BUSY_TIMEOUT"
+    )]
     busy_timeout: Option<f64>,
     #[command(subcommand)]
     command: Command,
@@ -146,7 +151,7 @@ pub enum Command {
         #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
         from_changes: Option<String>,
         /// Rows read per window per table (memory bound).
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 10_000)]
         window: usize,
         /// The bearer token for a sync server (`http(s)://` URLs).
         #[arg(long, env = "NEXUS_TOKEN", hide_env_values = true)]
@@ -156,7 +161,12 @@ pub enum Command {
         #[arg(long, requires = "with")]
         watch: bool,
         /// Seconds between syncs of --watch.
-        #[arg(long, default_value_t = 10.0, requires = "watch")]
+        #[arg(
+            long,
+            allow_negative_numbers = true,
+            default_value_t = 10.0,
+            requires = "watch"
+        )]
         interval: f64,
     },
     /// Bring in every change that PostgreSQL (or a sync server, for the
@@ -167,7 +177,7 @@ pub enum Command {
         #[arg(long, env = "NEXUS_DATABASE_URL", hide_env_values = true)]
         from: String,
         /// Rows per page of the database's change feed (memory bound).
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 10_000)]
         window: usize,
         /// The bearer token for a sync server (`http(s)://` URLs).
         #[arg(long, env = "NEXUS_TOKEN", hide_env_values = true)]
@@ -182,7 +192,7 @@ pub enum Command {
     /// change file, for `import-changes` or `sync --from-changes`.
     ExportChanges {
         /// Only changes after this change sequence number (0: everything).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
         since: i64,
         /// Write the file here (default: stdout).
         #[arg(short, long, value_name = "FILE")]
@@ -257,7 +267,7 @@ pub struct LsArgs {
     #[arg(short, long, visible_short_alias = 'R')]
     recursive: bool,
     /// At most this many entries (1 to 10000); prints a cursor when there are more.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     limit: Option<usize>,
     /// Continue a listing from the cursor a previous page printed.
     #[arg(long)]
@@ -328,13 +338,13 @@ pub enum MigrateAction {
     /// Apply pending migrations (up to --to, default all).
     Up {
         /// Stop at this version.
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         to: Option<u32>,
     },
     /// Revert migrations down to --to (0 removes every table and all data).
     Down {
         /// Revert down to this version (default: the one before the current).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         to: Option<u32>,
     },
 }

@@ -114,10 +114,12 @@ pub async fn scan(
 ) -> Result<Summary, Failure> {
     let started = Instant::now();
     if !dir.is_dir() {
-        return Err(fail(format!(
-            "cannot scan {}: not a directory",
-            dir.display()
-        )));
+        let why = if dir.exists() {
+            "not a directory"
+        } else {
+            "no such folder"
+        };
+        return Err(fail(format!("cannot scan {}: {why}", dir.display())));
     }
     // `dir` without symbolic links, to tell the store's own files.
     let real_dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());

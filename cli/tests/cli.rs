@@ -637,6 +637,37 @@ fn reading_a_store_that_does_not_exist_says_so_and_makes_nothing() {
     assert_eq!(env.json(&["--db", "new.db", "stats"])["files"], 0);
 }
 
+/// Mistakes name what is wrong: a file that is not a database, a folder
+/// that is not there, a negative count.
+#[test]
+fn common_mistakes_get_errors_that_name_them() {
+    let env = Env::new();
+    std::fs::write(
+        env.dir.path().join("notes.txt"),
+        "not a database, just notes",
+    )
+    .unwrap();
+    let line = env.err(&["--db", "notes.txt", "ls", "/"]);
+    assert!(line.contains("\"notes.txt\": is not a store"), "{line}");
+    assert_eq!(
+        std::fs::read_to_string(env.dir.path().join("notes.txt")).unwrap(),
+        "not a database, just notes"
+    );
+    let line = env.err(&["scan", "not-here"]);
+    assert!(
+        line.contains("cannot scan not-here: no such folder"),
+        "{line}"
+    );
+    env.ok(&["init"]);
+    let out = env.run(&["ls", "--limit", "-1", "/"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("invalid value '-1' for '--limit"),
+        "{stderr}"
+    );
+}
+
 /// `nexus.toml` supplies the database and tenant; flags and environment win;
 /// a bad file is refused with a message naming it.
 #[test]

@@ -217,6 +217,13 @@ impl Engine {
                     sleep(delay.min(busy_timeout - waited));
                     delay = (delay * 2).min(Duration::from_millis(100));
                 }
+                Err(LimboError::NotADB) => {
+                    return Err(Error::invalid(
+                        "database",
+                        path,
+                        "is not a store: the file is not an SQLite database",
+                    ));
+                }
                 Err(e) => return Err(engine_err("opening the database", e)),
             }
         }
