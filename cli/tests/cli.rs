@@ -637,8 +637,8 @@ fn reading_a_store_that_does_not_exist_says_so_and_makes_nothing() {
     assert_eq!(env.json(&["--db", "new.db", "stats"])["files"], 0);
 }
 
-/// Mistakes name what is wrong: a file that is not a database, a folder
-/// that is not there, a negative count.
+/// Mistakes name what is wrong: a file that is not a database, another
+/// program's database, a folder that is not there, a negative count.
 #[test]
 fn common_mistakes_get_errors_that_name_them() {
     let env = Env::new();
@@ -653,6 +653,43 @@ fn common_mistakes_get_errors_that_name_them() {
         std::fs::read_to_string(env.dir.path().join("notes.txt")).unwrap(),
         "not a database, just notes"
     );
+    // Another program's SQLite database: refused, by writing commands
+    // too, and left without the store's tables.
+    let theirs = env.dir.path().join("app.sqlite");
+    rusqlite::Connection::open(&theirs)
+        .unwrap()
+        .execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('hi');")
+        .unwrap();
+    for args in [
+        vec!["ls", "/"],
+        vec![
+            "put",
+            "/x",
+            "--backend",
+            "s3",
+            "--physical",
+            "p",
+            "--size",
+            "1",
+        ],
+    ] {
+        let mut all = vec!["--db", "app.sqlite"];
+        all.extend(args);
+        let line = env.err(&all);
+        assert!(
+            line.contains("is not a store: an SQLite database of other tables (notes)"),
+            "{line}"
+        );
+    }
+    let tables: Vec<String> = rusqlite::Connection::open(&theirs)
+        .unwrap()
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(tables, ["notes"]);
     let line = env.err(&["scan", "not-here"]);
     assert!(
         line.contains("cannot scan not-here: no such folder"),

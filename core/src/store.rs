@@ -286,6 +286,7 @@ impl StoreBuilder {
         let pool = Pool::connect(&db, io, &location, self.busy_timeout, readers)?;
         if self.migrate {
             let mut all = pool.exclusive().await;
+            refuse_foreign(&mut all.writer, &location)?;
             if !Migrator::new(Dialect::Sqlite)
                 .up(&mut *all.writer, None)
                 .await?
@@ -302,6 +303,33 @@ impl StoreBuilder {
             _db: db,
         })
     }
+}
+
+/// Refuses a database that holds tables but none of a store's
+/// (`_nexus_migrations`): another program's SQLite file, opened by mistake,
+/// is left as it is instead of being given the store's tables.
+fn refuse_foreign(e: &mut Engine, location: &str) -> Result<()> {
+    let tables = e.query(
+        "SELECT name FROM sqlite_schema WHERE type = 'table'",
+        &[],
+        |r| r.text(0),
+    )?;
+    let theirs: Vec<&str> = tables
+        .iter()
+        .map(String::as_str)
+        .filter(|t| !t.starts_with("sqlite_"))
+        .collect();
+    if theirs.is_empty() || theirs.contains(&"_nexus_migrations") {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "database",
+        location,
+        format!(
+            "is not a store: an SQLite database of other tables ({}), left as it is",
+            theirs.join(", ")
+        ),
+    ))
 }
 
 /// The number of cores, at least 2; 1 where there are no threads.
