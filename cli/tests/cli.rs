@@ -548,6 +548,7 @@ fn busy_database_fails_after_the_timeout_with_clear_error() {
     let line = env.err(&["--busy-timeout", "0.5", "get", "/x"]);
     let waited = started.elapsed();
     assert!(line.contains("busy"), "{line}");
+    assert!(line.trim_end().ends_with("gave up after 0.5 s"), "{line}");
     assert!(
         waited >= std::time::Duration::from_millis(500),
         "it waited: {waited:?}"

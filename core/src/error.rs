@@ -109,7 +109,8 @@ pub enum Error {
     /// The database stayed locked by another process for the whole busy timeout.
     /// Retrying later may succeed.
     #[error(
-        "database {location} is busy (held by another process, or in a browser by another tab or worker); gave up after {waited:?}"
+        "database {location} is busy (held by another process, or in a browser by another tab or worker); gave up after {:.1} s",
+        .waited.as_secs_f64()
     )]
     Busy {
         /// The database file.
