@@ -105,6 +105,7 @@ pub enum Command {
         /// The file's path.
         path: String,
         /// The version to restore.
+        #[arg(allow_negative_numbers = true)]
         version: u32,
     },
     /// Record every file of a folder; re-scanning updates only what changed
@@ -607,9 +608,14 @@ async fn open(cli: &Cli, migrate: bool) -> Result<Opened, Failure> {
             ));
         }
     };
-    if cli.command.needs_a_store() && !Path::new(&path).exists() {
+    // (An error other than "not found", such as no permission, is left to
+    // the open to report.)
+    if cli.command.needs_a_store()
+        && path != ":memory:"
+        && matches!(Path::new(&path).try_exists(), Ok(false))
+    {
         return Err(fail(format!(
-            "no store at {path}: the file does not exist (`nexus init`, `scan`, `put` or `pull` make one)"
+            "no store at {path}: the file does not exist (`nexus init` makes one)"
         )));
     }
     Ok(Opened::Embedded(
@@ -648,24 +654,24 @@ pub struct ServeArgs {
     #[arg(long)]
     tenant_claim: Option<String>,
     /// Largest request body in bytes (default 64 MiB).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     max_body_bytes: Option<usize>,
     /// Largest push in bytes when one transaction comes in parts (default
     /// 1 GiB; the server holds it whole while it applies it).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     max_push_bytes: Option<u64>,
     /// Seconds before a request is answered 408 (default 60).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     request_timeout: Option<f64>,
     /// Pushes applied at once per tenant (default 2).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     max_applies_per_tenant: Option<usize>,
     /// Pushes applied at once over all tenants (default 8; each is held in
     /// memory while it applies).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     max_applies: Option<usize>,
     /// Rows of a pull page at most (default 10,000).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     max_page_rows: Option<usize>,
     /// An origin whose pages may call the server (repeatable; `*`: any).
     #[arg(long = "cors-origin", value_name = "ORIGIN")]

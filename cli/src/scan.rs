@@ -97,9 +97,17 @@ pub fn own_files(db: &Path) -> Vec<PathBuf> {
 }
 
 /// Whether `record` is what a scan of the folder `real_dir` (without
-/// symbolic links) wrote: a file of the local backend inside it.
-fn scanned_from(record: &FileRecord, real_dir: &Path) -> bool {
-    record.backend == LOCAL && Path::new(&record.physical_path).starts_with(real_dir)
+/// symbolic links) into `base` wrote: a file of the local backend whose
+/// physical path is the folder's file at the record's place below `base`
+/// (so a record that a scan of a parent folder made, of a file that is
+/// still there, is not this scan's to remove).
+fn scanned_from(record: &FileRecord, base: &str, real_dir: &Path) -> bool {
+    record.backend == LOCAL
+        && record
+            .path
+            .strip_prefix(base)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|rel| real_dir.join(rel).to_string_lossy() == record.physical_path)
 }
 
 /// The backend a scan records its files under.
@@ -274,7 +282,7 @@ pub async fn scan(
     // backend, or scanned from another folder) are not its files.
     let gone: Vec<String> = existing
         .values()
-        .filter(|r| !seen.contains(r.path.as_str()) && scanned_from(r, &real_dir))
+        .filter(|r| !seen.contains(r.path.as_str()) && scanned_from(r, &base, &real_dir))
         .map(|r| r.path.clone())
         .collect();
     for chunk in gone.chunks(BATCH) {

@@ -109,8 +109,8 @@ pub enum Error {
     /// The database stayed locked by another process for the whole busy timeout.
     /// Retrying later may succeed.
     #[error(
-        "database {location} is busy (held by another process, or in a browser by another tab or worker); gave up after {:.1} s",
-        .waited.as_secs_f64()
+        "database {location} is busy (held by another process, or in a browser by another tab or worker){}",
+        gave_up_after(.waited)
     )]
     Busy {
         /// The database file.
@@ -350,3 +350,13 @@ impl std::fmt::Display for Message {
 }
 
 impl std::error::Error for Message {}
+
+/// "; gave up after 0.5 s", or nothing for a refusal that did not wait (a
+/// browser's, at once).
+fn gave_up_after(waited: &std::time::Duration) -> String {
+    if waited.is_zero() {
+        String::new()
+    } else {
+        format!("; gave up after {:.1} s", waited.as_secs_f64())
+    }
+}

@@ -284,13 +284,16 @@ impl StoreBuilder {
         let db = Engine::open_database(&io, &location, self.busy_timeout)?;
         let readers = self.readers.unwrap_or_else(default_readers);
         let pool = Pool::connect(&db, io, &location, self.busy_timeout, readers)?;
-        if self.migrate {
+        {
             let mut all = pool.exclusive().await;
+            // Also without migrating: `nexus migrate` would otherwise give
+            // the file the store's bookkeeping, then its tables.
             refuse_foreign(&mut all.writer, &location)?;
-            if !Migrator::new(Dialect::Sqlite)
-                .up(&mut *all.writer, None)
-                .await?
-                .is_empty()
+            if self.migrate
+                && !Migrator::new(Dialect::Sqlite)
+                    .up(&mut *all.writer, None)
+                    .await?
+                    .is_empty()
             {
                 all.reconnect()?;
             }
@@ -307,7 +310,8 @@ impl StoreBuilder {
 
 /// Refuses a database that holds tables but none of a store's
 /// (`_nexus_migrations`): another program's SQLite file, opened by mistake,
-/// is left as it is instead of being given the store's tables.
+/// is not given the store's tables (its own are left as they are; the
+/// engine has switched the file to WAL mode by then).
 fn refuse_foreign(e: &mut Engine, location: &str) -> Result<()> {
     let tables = e.query(
         "SELECT name FROM sqlite_schema WHERE type = 'table'",
@@ -326,7 +330,7 @@ fn refuse_foreign(e: &mut Engine, location: &str) -> Result<()> {
         "database",
         location,
         format!(
-            "is not a store: an SQLite database of other tables ({}), left as it is",
+            "is not a store: an SQLite database of other tables ({}); nothing was added to it",
             theirs.join(", ")
         ),
     ))
