@@ -125,12 +125,12 @@ pub enum Command {
     /// Counts for the tenant; with a PREFIX, the files and bytes below it
     /// and in each of its subdirectories (as `du -d1`).
     Stats(StatsArgs),
-    /// Replicate the whole store (all tenants) into PostgreSQL: a bulk load
-    /// the first time, then only what changed; safe to interrupt and re-run.
-    /// With --from-changes, apply a change file instead (no --db needed).
-    /// Push the store's changes into PostgreSQL (`push` is the same
-    /// command); with --with, push and then pull. Conflicts with other
-    /// sources are resolved (conflict copies) and reported, never fatal.
+    /// Push the store's changes (all tenants) into PostgreSQL or a sync
+    /// server (`push` is the same command): a bulk load the first time,
+    /// then only what changed; safe to interrupt and re-run. Conflicts
+    /// with other sources are resolved (conflict copies) and reported,
+    /// never fatal. With --with, push and then pull; with --from-changes,
+    /// apply a change file instead (no --db needed).
     #[command(visible_alias = "push")]
     Sync {
         /// The database to push into (default: $NEXUS_DATABASE_URL).
@@ -232,6 +232,11 @@ impl Command {
                 | Command::Stats(_)
                 | Command::ExportChanges { .. }
                 | Command::Verify { .. }
+                | Command::Sync {
+                    with: None,
+                    from_changes: None,
+                    ..
+                }
         )
     }
 }

@@ -643,6 +643,7 @@ fn reading_a_store_that_does_not_exist_says_so_and_makes_nothing() {
         vec!["find", "k"],
         vec!["meta", "ls", "/x"],
         vec!["export-changes"],
+        vec!["push", "--to", "postgresql://nobody@127.0.0.1:9/none"],
     ] {
         let mut all = vec!["--db", "typo/dir/store.db"];
         all.extend(args.iter().copied());

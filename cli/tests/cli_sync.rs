@@ -124,6 +124,7 @@ fn sync_and_verify_from_the_command_line() {
 fn passwords_never_printed() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("nexus.db");
+    assert!(nexus(&db, &["init"]).output().unwrap().status.success());
     let out = nexus(
         &db,
         &["sync", "--to", "postgresql://u:topsecret99@127.0.0.1:1/x"],
