@@ -713,6 +713,23 @@ fn common_mistakes_get_errors_that_name_them() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(tables, ["notes"]);
+    // Sizes whose sum passes 2^63 (SQLite's SUM would overflow).
+    for p in ["/huge/a", "/huge/b"] {
+        env.ok(&[
+            "put",
+            p,
+            "--backend",
+            "s3",
+            "--physical",
+            "p",
+            "--size",
+            "6000000000000000000",
+        ]);
+    }
+    assert_eq!(
+        env.json(&["stats"])["total_bytes"].as_u64(),
+        Some(12_000_000_000_000_000_000)
+    );
     let line = env.err(&["scan", "not-here"]);
     assert!(
         line.contains("cannot scan not-here: no such folder"),
