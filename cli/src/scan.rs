@@ -277,9 +277,9 @@ pub async fn scan(
         store.put_batch(&batch).await?;
     }
     // Records of this folder's files that are gone: what a scan of it
-    // wrote (the local backend, a physical path inside it) and did not
-    // find now. Other records under the prefix (put by hand, of another
-    // backend, or scanned from another folder) are not its files.
+    // wrote ([`scanned_from`]) and did not find now. Other records under
+    // the prefix (put by hand, of another backend, or scanned from another
+    // folder) are not its files.
     let gone: Vec<String> = existing
         .values()
         .filter(|r| !seen.contains(r.path.as_str()) && scanned_from(r, &base, &real_dir))

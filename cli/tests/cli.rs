@@ -392,12 +392,7 @@ fn a_scan_removes_only_records_of_its_own_folders_files() {
         (Some(1), Some(1)),
         "{s}"
     );
-    let listed: Vec<String> = env.json(&["ls", "-r", "/"])["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["path"].as_str().unwrap().to_string())
-        .collect();
+    let listed = common::paths(env.db());
     assert_eq!(
         listed,
         ["/contract.pdf", "/kept/notes.txt", "/one.txt", "/three.txt"]
@@ -448,12 +443,7 @@ fn scan_leaves_the_stores_own_files_out() {
         (Some(2), Some(1), Some(0)),
         "{s}"
     );
-    let listed: Vec<String> = env.json(&["ls", "-r", "/"])["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["path"].as_str().unwrap().to_string())
-        .collect();
+    let listed = common::paths(env.db());
     assert_eq!(listed, ["/here/nexus.db.txt", "/here/notes/a.txt"]);
     // The same store named through a path with `..` in it.
     let other = env.dir.path().join("notes/../nexus.db");

@@ -11,21 +11,21 @@ impl Store {
         let mut e = self.reader().await;
         let t = &*self.tenant;
         e.read(|e| {
-            // Summed in two halves of 32 bits: one SUM of sizes near 2^63
+            // The live files and their bytes in one pass; the bytes summed
+            // in two halves of 32 bits: one SUM of sizes near 2^63
             // overflows SQLite's integer (an error, not a wrong answer).
-            let (high, low) = e
+            let (files, high, low) = e
                 .query_one(
-                    "SELECT COALESCE(SUM(size_bytes >> 32), 0), COALESCE(SUM(size_bytes & 4294967295), 0) \
+                    "SELECT COUNT(*), COALESCE(SUM(size_bytes >> 32), 0), COALESCE(SUM(size_bytes & 4294967295), 0) \
                      FROM file_paths WHERE tenant_id = ?1 AND deleted_at IS NULL",
                     &[text(t)],
-                    |r| Ok((r.int(0)?, r.int(1)?)),
+                    |r| Ok((r.int(0)?, r.int(1)?, r.int(2)?)),
                 )?
-                .unwrap_or((0, 0));
+                .unwrap_or((0, 0, 0));
             let total_bytes = u64::try_from((i128::from(high) << 32) + i128::from(low)).unwrap_or(u64::MAX);
             let mut count = |sql: &'static str| -> Result<i64> {
                 Ok(e.query_one(sql, &[text(t)], |r| r.int(0))?.unwrap_or(0))
             };
-            let files = count("SELECT COUNT(*) FROM file_paths WHERE tenant_id = ?1 AND deleted_at IS NULL")?;
             let deleted_files = count("SELECT COUNT(*) FROM file_paths WHERE tenant_id = ?1 AND deleted_at IS NOT NULL")?;
             let metadata_entries = count(
                 "SELECT COUNT(*) FROM file_metadata m JOIN file_paths p ON p.path_id = m.path_id \
