@@ -175,6 +175,8 @@ impl Server {
                 application_name: "nexus-serve".to_string(),
                 statement_timeout: config.request_timeout,
                 wait_timeout: config.request_timeout,
+                // A push's statements take the ids of its rows as arrays.
+                custom_plans: true,
             },
         )?;
         let shared = Arc::new(Shared {
@@ -370,11 +372,11 @@ fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Re
 /// The source's watermark, for a caller that may write `tenant` (403 when
 /// another tenant's token pushed for the source first).
 async fn watermark(
-    client: &tokio_postgres::Client,
+    client: &nexus_postgres::PgClient,
     source: &str,
     tenant: &str,
 ) -> Result<i64, ApiError> {
-    Ok(nexus_sync::source_watermark(client, source, Some(tenant)).await?)
+    Ok(nexus_sync::source_watermark(&client.cached(), source, Some(tenant)).await?)
 }
 
 async fn state(
@@ -509,7 +511,8 @@ async fn push(
         }
     };
     let source = file.source_id.clone();
-    let report = nexus_sync::apply_push(&mut client, file, q.base, Some(&tenant)).await?;
+    let (connection, cache) = client.parts();
+    let report = nexus_sync::apply_push(connection, cache, file, q.base, Some(&tenant)).await?;
     drop(permit);
     if let Some(upload) = upload {
         // Applied: its parts go (and any upload's that never completed).

@@ -9,12 +9,12 @@ use uuid::Uuid;
 
 use crate::convert::{self, Batch};
 use crate::error::{Error, Result};
+use crate::replicate::Tx;
 use crate::replicate::{
     SyncMode, SyncOptions, SyncReport, batch_len, begin_source, make_live, record_watermark,
     source_watermark, upsert_batch, with_retries,
 };
-use nexus_postgres::{PgUrl, migrate};
-use tokio_postgres::Transaction;
+use nexus_postgres::{PgUrl, StatementCache, migrate};
 
 /// Applies `file` to the database at `target` (migrating its schema first),
 /// as an incremental sync run of the file's source would, but with the
@@ -35,9 +35,18 @@ pub async fn apply_change_file(
     with_retries(options, || async {
         let mut client = target.connect(crate::APPLICATION_NAME, None).await?;
         migrate(&mut client).await?;
+        let cache = StatementCache::default();
         // The conflict rule, knowing nothing of what the file's writer had
         // pulled: as an embedded store's import applies it.
-        let report = apply_once(&mut client, &range, batch.clone(), Seen::Unknown, None).await?;
+        let report = apply_once(
+            &mut client,
+            &cache,
+            &range,
+            batch.clone(),
+            Seen::Unknown,
+            None,
+        )
+        .await?;
         if let Some(p) = &options.progress {
             let rows = batch_len(&batch);
             p(rows, rows);
@@ -57,13 +66,14 @@ pub async fn apply_change_file(
 /// are converted in place, not copied (a push can be large).
 pub async fn apply_push(
     client: &mut tokio_postgres::Client,
+    cache: &StatementCache,
     file: ChangeFile,
     base: Option<i64>,
     tenant: Option<&str>,
 ) -> Result<SyncReport> {
     let (range, batch) = checked_batch(file)?;
     let seen = base.map_or(Seen::Unknown, Seen::Through);
-    apply_once(client, &range, batch, seen, tenant).await
+    apply_once(client, cache, &range, batch, seen, tenant).await
 }
 
 /// What an apply needs of a change file besides its rows.
@@ -94,19 +104,21 @@ fn checked_batch(file: ChangeFile) -> Result<(Range, Batch)> {
 
 async fn apply_once(
     client: &mut tokio_postgres::Client,
+    cache: &StatementCache,
     file: &Range,
     mut batch: Batch,
     seen: Seen,
     tenant: Option<&str>,
 ) -> Result<SyncReport> {
     let started = Instant::now();
-    let tx = begin_source(client, &file.source_id).await?;
+    let tx = begin_source(client, cache, &file.source_id).await?;
+    let db = Tx::new(&tx, cache);
     // Before reading any table: a bulk load holding the lock alone locks them.
-    crate::replicate::share_bulk_lock(&tx).await?;
+    crate::replicate::share_bulk_lock(&db).await?;
     if let Some(tenant) = tenant {
-        check_tenant(&tx, &batch, tenant).await?;
+        check_tenant(&db, &batch, tenant).await?;
     }
-    let at = source_watermark(&tx, &file.source_id, tenant).await?;
+    let at = source_watermark(&db, &file.source_id, tenant).await?;
     let mut report = SyncReport::new(&file.source_id, at, file.through);
     if file.through <= at {
         report.to_seq = at;
@@ -125,10 +137,10 @@ async fn apply_once(
     report.mode = SyncMode::Incremental;
     let mut live_ids: Vec<Uuid> = Vec::new();
     let mut held = crate::resolve::Held::new();
-    let copies = crate::resolve::resolve(&tx, &file.source_id, seen, &mut batch, &mut held).await?;
-    crate::resolve::none_held(&tx, &file.source_id, &held).await?;
+    let copies = crate::resolve::resolve(&db, &file.source_id, seen, &mut batch, &mut held).await?;
+    crate::resolve::none_held(&db, &file.source_id, &held).await?;
     upsert_batch(
-        &tx,
+        &db,
         &file.source_id,
         &batch,
         &mut report.tables,
@@ -137,11 +149,11 @@ async fn apply_once(
     .await?;
     report
         .conflicts
-        .extend(crate::resolve::finish(&tx, copies, &mut live_ids).await?);
+        .extend(crate::resolve::finish(&db, copies, &mut live_ids).await?);
     report
         .conflicts
-        .extend(make_live(&tx, &file.source_id, seen, &live_ids).await?);
-    record_watermark(&tx, &file.source_id, file.through, "change_file", tenant).await?;
+        .extend(make_live(&db, &file.source_id, seen, &live_ids).await?);
+    record_watermark(&db, &file.source_id, file.through, "change_file", tenant).await?;
     tx.commit()
         .await
         .map_err(Error::pg("committing the change file"))?;
@@ -154,7 +166,7 @@ async fn apply_once(
 /// their file's (in the push, else in the database), chunk removals by
 /// their key. A file id, a version id or a version's parent that the
 /// database holds for another tenant is refused too.
-async fn check_tenant(tx: &Transaction<'_>, b: &Batch, tenant: &str) -> Result<()> {
+async fn check_tenant(tx: &Tx<'_, '_>, b: &Batch, tenant: &str) -> Result<()> {
     let wrong = |found: &str| Error::WrongTenant {
         allowed: tenant.to_string(),
         found: found.to_string(),

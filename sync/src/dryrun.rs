@@ -46,7 +46,12 @@ impl Replicator {
         let source_id = snap.source_id().to_string();
         let head = snap.change_seq();
         let (watermark, empty) = if has_schema {
-            target_position(&client, &source_id, head).await?
+            target_position(
+                &nexus_postgres::Cached::new(&client, &Default::default()),
+                &source_id,
+                head,
+            )
+            .await?
         } else {
             (0, true)
         };

@@ -113,7 +113,11 @@ async fn pull_once(store: &Store, source: &PgUrl, options: &SyncOptions) -> Resu
     migrate(&mut client).await?;
     let hub = hub_id(&client).await?;
     let own = store.snapshot().await?.source_id().to_string();
-    let pushed_through = watermark(&client, &own).await?;
+    let pushed_through = watermark(
+        &nexus_postgres::Cached::new(&client, &Default::default()),
+        &own,
+    )
+    .await?;
     let mut report = PullReport {
         from: store.pull_position(&hub).await?,
         hub_id: hub,

@@ -28,16 +28,22 @@ use nexus_core::{
 };
 use nexus_postgres::codec::micros;
 use serde::{Deserialize, Deserializer, Serialize};
-use tokio_postgres::Transaction;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{GenericClient, Transaction};
 use uuid::Uuid;
 
 use crate::convert::{self, Batch};
 use crate::error::{Error, Result};
 use crate::pg_tables;
 use nexus_core::tables::TableRow;
-use nexus_postgres::{PgUrl, migrate};
+use nexus_postgres::{Cached, PgUrl, StatementCache, migrate};
+
+/// A run's transaction with its connection's prepared statements
+/// ([`StatementCache`]): a statement is parsed and planned once per
+/// connection (PostgreSQL keeps a generic plan after a few runs), and then
+/// costs one round trip instead of two.
+pub type Tx<'t, 'c> = Cached<'t, Transaction<'c>>;
 
 /// Called with (rows done, rows in total) as a run progresses.
 pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
@@ -218,8 +224,10 @@ impl Replicator {
         );
         let (source_id, head, base) = header.await.map_err(|_| reader_gone())??;
 
-        let tx = begin_source(&mut client, &source_id).await?;
-        let (watermark, empty) = target_position(&tx, &source_id, head).await?;
+        let cache = StatementCache::default();
+        let tx = begin_source(&mut client, &cache, &source_id).await?;
+        let db = Tx::new(&tx, &cache);
+        let (watermark, empty) = target_position(&db, &source_id, head).await?;
         let mut report = SyncReport::new(&source_id, watermark, head);
         if watermark == head {
             tx.commit().await.map_err(Error::pg("committing"))?;
@@ -256,33 +264,33 @@ impl Replicator {
             };
             let rows = batch_len(&batch);
             if report.mode == SyncMode::Full {
-                copy_batch(&tx, &source_id, &batch, &mut report.tables).await?;
+                copy_batch(&db, &source_id, &batch, &mut report.tables).await?;
             } else {
                 let mut batch = batch;
                 let copies = crate::resolve::resolve(
-                    &tx,
+                    &db,
                     &source_id,
                     Seen::Through(base),
                     &mut batch,
                     &mut held,
                 )
                 .await?;
-                upsert_batch(&tx, &source_id, &batch, &mut report.tables, &mut live_ids).await?;
+                upsert_batch(&db, &source_id, &batch, &mut report.tables, &mut live_ids).await?;
                 report
                     .conflicts
-                    .extend(crate::resolve::finish(&tx, copies, &mut live_ids).await?);
+                    .extend(crate::resolve::finish(&db, copies, &mut live_ids).await?);
             }
             done += rows;
             if let Some(p) = &self.options.progress {
                 p(done, total);
             }
         }
-        crate::resolve::none_held(&tx, &source_id, &held).await?;
+        crate::resolve::none_held(&db, &source_id, &held).await?;
         report
             .conflicts
-            .extend(make_live(&tx, &source_id, Seen::Through(base), &live_ids).await?);
+            .extend(make_live(&db, &source_id, Seen::Through(base), &live_ids).await?);
         rebuild_secondary(&tx, &dropped).await?;
-        record_watermark(&tx, &source_id, head, "sync", None).await?;
+        record_watermark(&db, &source_id, head, "sync", None).await?;
         tx.commit()
             .await
             .map_err(Error::pg("committing the sync"))?;
@@ -356,24 +364,26 @@ where
 /// two runs for the same source take turns.
 pub(crate) async fn begin_source<'c>(
     client: &'c mut tokio_postgres::Client,
+    cache: &StatementCache,
     source_id: &str,
 ) -> Result<Transaction<'c>> {
     let tx = client
         .transaction()
         .await
         .map_err(Error::pg("starting the sync transaction"))?;
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-        &[&source_id],
-    )
-    .await
-    .map_err(Error::pg("locking the source"))?;
+    Tx::new(&tx, cache)
+        .execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&source_id],
+        )
+        .await
+        .map_err(Error::pg("locking the source"))?;
     Ok(tx)
 }
 
 /// The target's watermark for `source_id` (0 if it has none).
-pub(crate) async fn watermark(
-    client: &impl tokio_postgres::GenericClient,
+pub(crate) async fn watermark<C: GenericClient + Sync>(
+    client: &Cached<'_, C>,
     source_id: &str,
 ) -> Result<i64> {
     source_watermark(client, source_id, None).await
@@ -384,8 +394,8 @@ pub(crate) async fn watermark(
 /// credentials, every source): refused with
 /// [`Error::SourceOfOtherTenant`] when another tenant's token pushed for
 /// the source first.
-pub async fn source_watermark(
-    client: &impl tokio_postgres::GenericClient,
+pub async fn source_watermark<C: GenericClient + Sync>(
+    client: &Cached<'_, C>,
     source_id: &str,
     tenant: Option<&str>,
 ) -> Result<i64> {
@@ -428,7 +438,7 @@ pub async fn source_watermark(
 /// [`crate::resolve::finish`]); the others become conflict copies. Returns
 /// the copies made.
 pub(crate) async fn make_live(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_, '_>,
     source_id: &str,
     seen: Seen,
     live_ids: &[Uuid],
@@ -544,7 +554,7 @@ pub(crate) async fn make_live(
 /// holds and that is not among the paths `chosen` before it (copies the run
 /// made that are not live yet); it joins them.
 pub(crate) async fn free_copy_path(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_, '_>,
     tenant: &str,
     info: &ConflictInfo,
     chosen: &mut HashSet<(String, String)>,
@@ -574,7 +584,7 @@ pub(crate) async fn free_copy_path(
 /// after the file's row that the copy moves (`info.at`), as an embedded
 /// import stamps it, and as the move itself is stamped.
 pub(crate) async fn mark_conflict(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_, '_>,
     path_id: Uuid,
     info: &ConflictInfo,
 ) -> Result<()> {
@@ -594,7 +604,7 @@ pub(crate) async fn mark_conflict(
 /// (`via` a sync run or a change file), and advances the target's own
 /// change sequence past it.
 pub(crate) async fn record_watermark(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_, '_>,
     source_id: &str,
     through: i64,
     via: &str,
@@ -616,8 +626,8 @@ pub(crate) async fn record_watermark(
 
 /// The target's watermark for `source_id` and whether the replicated tables
 /// are empty; refuses a target that is ahead of the store (`head`).
-pub(crate) async fn target_position(
-    client: &impl tokio_postgres::GenericClient,
+pub(crate) async fn target_position<C: GenericClient + Sync>(
+    client: &Cached<'_, C>,
     source_id: &str,
     head: i64,
 ) -> Result<(i64, bool)> {
@@ -655,7 +665,7 @@ pub(crate) async fn target_position(
 const BULK_LOCK: i64 = 0x6e65_7875_7362_6c6b;
 
 /// Shares the bulk-load lock: waits while a bulk load runs.
-pub(crate) async fn share_bulk_lock(client: &impl tokio_postgres::GenericClient) -> Result<()> {
+pub(crate) async fn share_bulk_lock<C: GenericClient + Sync>(client: &Cached<'_, C>) -> Result<()> {
     client
         .execute("SELECT pg_advisory_xact_lock_shared($1)", &[&BULK_LOCK])
         .await
@@ -665,7 +675,7 @@ pub(crate) async fn share_bulk_lock(client: &impl tokio_postgres::GenericClient)
 
 /// Whether the replicated tables are all empty. It reads them in the order
 /// of [`CHANGE_TABLES`], the order in which [`drop_secondary`] locks them.
-async fn is_empty(client: &impl tokio_postgres::GenericClient) -> Result<bool> {
+async fn is_empty<C: GenericClient + Sync>(client: &Cached<'_, C>) -> Result<bool> {
     let sql = format!(
         "SELECT {}",
         CHANGE_TABLES
@@ -900,7 +910,7 @@ pub async fn rebuild_secondary(tx: &Transaction<'_>, statements: &[String]) -> R
 
 /// Sends `rows` of one table by binary `COPY`.
 async fn copy_rows<'r, R: TableRow + 'r>(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_, '_>,
     source: &str,
     rows: impl Iterator<Item = &'r R>,
     stats: &mut [TableStats],
@@ -908,6 +918,7 @@ async fn copy_rows<'r, R: TableRow + 'r>(
     let started = Instant::now();
     let into = pg_tables::copy_into(R::TABLE);
     let sink = tx
+        .client()
         .copy_in(into.sql.as_str())
         .await
         .map_err(Error::pg("starting COPY"))?;
@@ -937,7 +948,7 @@ async fn copy_rows<'r, R: TableRow + 'r>(
 /// Upserts `rows` of one table ([`pg_tables::upsert`]); `failed` says what
 /// a refusal means.
 async fn upsert_rows<'r, R: TableRow + 'r>(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_, '_>,
     source: &str,
     rows: impl Iterator<Item = &'r R>,
     stats: &mut [TableStats],
@@ -977,7 +988,7 @@ fn account<R: TableRow>(stats: &mut [TableStats], rows: usize, bytes: u64, start
 }
 
 async fn copy_batch(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_, '_>,
     source: &str,
     b: &Batch,
     stats: &mut [TableStats],
@@ -990,7 +1001,7 @@ async fn copy_batch(
 }
 
 pub(crate) async fn upsert_batch(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_, '_>,
     source: &str,
     b: &Batch,
     stats: &mut [TableStats],
@@ -1091,7 +1102,7 @@ pub(crate) async fn upsert_batch(
 
 /// A key that is live again has no tombstone (as in the source).
 async fn clear_tombstones(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_, '_>,
     table: &str,
     key1: &[String],
     key2: &[String],

@@ -41,12 +41,12 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::replicate::Tx;
 use nexus_core::tables::{FILE_METADATA, FILE_PATHS};
 use nexus_core::{
     Clash, ConflictCopy, ConflictInfo, ConflictReason, HereFile, Seen, Timestamp, to_copies,
 };
 use nexus_postgres::codec::micros;
-use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use crate::convert::{Batch, PgFile, PgMetadata, PgTombstone, PgVersion};
@@ -92,7 +92,7 @@ pub(crate) type Held = HashMap<Uuid, Vec<PgVersion>>;
 /// What [`nexus_core::resolve`] reads in PostgreSQL, and the versions it
 /// holds back across the windows of a run.
 struct Target<'t, 'c> {
-    tx: &'t Transaction<'c>,
+    tx: &'t Tx<'t, 'c>,
     held: &'t mut Held,
 }
 
@@ -283,7 +283,7 @@ impl nexus_core::ApplySide for Target<'_, '_> {
 /// until the run commits, so that concurrent pushes decide on what the
 /// others committed.
 pub(crate) async fn resolve(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_, '_>,
     source: &str,
     seen: Seen,
     b: &mut Batch,
@@ -380,7 +380,7 @@ pub(crate) async fn resolve(
 /// row is stamped at or after its versions, so it is in the same run).
 /// One that did not is the error an embedded store's import gives for the
 /// same rows ([`nexus_core::Error::version_clash`]); nothing is applied.
-pub(crate) async fn none_held(tx: &Transaction<'_>, source: &str, held: &Held) -> Result<()> {
+pub(crate) async fn none_held(tx: &Tx<'_, '_>, source: &str, held: &Held) -> Result<()> {
     if held.is_empty() {
         return Ok(());
     }
@@ -418,7 +418,7 @@ pub(crate) async fn none_held(tx: &Transaction<'_>, source: &str, held: &Held) -
 }
 
 /// Which of the versions `ids` the target holds (in any file).
-async fn versions_here(tx: &Transaction<'_>, ids: &[Uuid]) -> Result<HashSet<Uuid>> {
+async fn versions_here(tx: &Tx<'_, '_>, ids: &[Uuid]) -> Result<HashSet<Uuid>> {
     Ok(tx
         .query(
             "SELECT version_id FROM version_history WHERE version_id = ANY($1)",
@@ -436,7 +436,7 @@ async fn versions_here(tx: &Transaction<'_>, ids: &[Uuid]) -> Result<HashSet<Uui
 /// the target's version id and when that was made (microseconds), by file
 /// and number.
 async fn clashes(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_, '_>,
     p: &[Uuid],
     n: &[i32],
     v: &[Uuid],
@@ -467,7 +467,7 @@ async fn clashes(
 /// copy of a live file is returned, for [`finish`] to mark as an embedded
 /// import marks it.
 async fn copy_here(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_, '_>,
     source: &str,
     (file, copy, from): (Uuid, Uuid, i64),
     chosen: &mut HashSet<(String, String)>,
@@ -542,7 +542,7 @@ const OWN_KEYS: &str =
 /// conflict copy beside it when another file holds the path); marks pushed
 /// rows that took the target's path as the target's own.
 pub(crate) async fn finish(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_, '_>,
     resolved: Resolved,
     live_ids: &mut Vec<Uuid>,
 ) -> Result<Vec<ConflictCopy>> {
