@@ -288,7 +288,7 @@ const BOUNDS_READS: usize = 4;
 /// meantime (a session of another database that went on quickly cannot be
 /// told apart from one of this database), so that a pull right after a
 /// write sees the write.
-async fn bounds(client: &impl GenericClient) -> Result<(i64, i64)> {
+async fn bounds(client: &Cached<'_, impl GenericClient + Sync>) -> Result<(i64, i64)> {
     let mut read = 0;
     loop {
         read += 1;
@@ -415,7 +415,7 @@ pub async fn read_tenant_page(
 ) -> Result<FeedPage> {
     let tables = snapshot_tables();
     let start = resume_at(&tables, within)?;
-    let (safe, next) = bounds(&*client).await?;
+    let (safe, next) = bounds(&Cached::new(&*client, cache)).await?;
     let tx = crate::ops::begin_snapshot(client, "starting a read of the change feed").await?;
     let db = Cached::new(&tx, cache);
     let page = match within {
@@ -845,7 +845,7 @@ pub async fn read_snapshot(
 ) -> Result<i64> {
     let tables = snapshot_tables();
     let start = resume_at(&tables, after)?;
-    let (safe, _) = bounds(&*client).await?;
+    let (safe, _) = bounds(&Cached::new(&*client, &Default::default())).await?;
     let tx = crate::ops::begin_snapshot(client, "starting a snapshot read").await?;
     let chunk = i32::try_from(max_rows.max(1)).unwrap_or(i32::MAX);
     for (i, t) in tables.iter().enumerate().skip(start) {
@@ -904,7 +904,7 @@ pub async fn read_snapshot_page(
 ) -> Result<SnapshotPage> {
     let tables = snapshot_tables();
     let start = resume_at(&tables, after)?;
-    let (through, _) = bounds(&*client).await?;
+    let (through, _) = bounds(&Cached::new(&*client, &Default::default())).await?;
     let tx = crate::ops::begin_snapshot(client, "starting a snapshot read").await?;
     let mut changes = Changes {
         after: 0,

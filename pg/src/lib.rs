@@ -306,7 +306,6 @@ impl PgStore {
             wait_timeout: options.wait_timeout,
             statement_timeout: options.statement_timeout,
             application_name: options.application_name.clone(),
-            custom_plans: false,
         };
         let pool = nexus_postgres::pool(&target, pool_options.clone())?;
         let handle = runtime.handle().clone();

@@ -22,13 +22,6 @@ pub struct PoolOptions {
     /// `application_name` of every connection, as `pg_stat_activity` shows
     /// it (default `nexus`), unless the URL names one.
     pub application_name: String,
-    /// Plan every run of a prepared statement for its parameters
-    /// (`plan_cache_mode = force_custom_plan`; default off). For statements
-    /// that take arrays of ids (`path_id = ANY($1)`): PostgreSQL's generic
-    /// plan for them is made for the sizes the tables had when it was made,
-    /// and on a database that started empty it scans whole tables until
-    /// the next `ANALYZE` (measured in BENCHMARKS.md, the sync server).
-    pub custom_plans: bool,
 }
 
 impl Default for PoolOptions {
@@ -38,7 +31,6 @@ impl Default for PoolOptions {
             wait_timeout: Duration::from_secs(30),
             statement_timeout: Duration::from_secs(60),
             application_name: "nexus".to_string(),
-            custom_plans: false,
         }
     }
 }
@@ -62,12 +54,6 @@ impl deadpool::managed::Manager for Manager {
                 Some(self.options.statement_timeout),
             )
             .await?;
-        if self.options.custom_plans {
-            client
-                .batch_execute("SET plan_cache_mode = force_custom_plan")
-                .await
-                .map_err(Error::pg("setting plan_cache_mode"))?;
-        }
         Ok(PgClient {
             client,
             statements: StatementCache::default(),

@@ -175,8 +175,6 @@ impl Server {
                 application_name: "nexus-serve".to_string(),
                 statement_timeout: config.request_timeout,
                 wait_timeout: config.request_timeout,
-                // A push's statements take the ids of its rows as arrays.
-                custom_plans: true,
             },
         )?;
         let shared = Arc::new(Shared {

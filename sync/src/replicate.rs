@@ -371,9 +371,14 @@ pub(crate) async fn begin_source<'c>(
         .transaction()
         .await
         .map_err(Error::pg("starting the sync transaction"))?;
+    // Every statement of the run is planned for its parameters, not by a
+    // generic plan: they take the ids of the run's rows as arrays
+    // (`= ANY($1)`), and a generic plan made while the tables were small (a
+    // new database, until its next ANALYZE) scans them whole.
     Tx::new(&tx, cache)
         .execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), \
+             pg_advisory_xact_lock(hashtextextended($1, 0))",
             &[&source_id],
         )
         .await
