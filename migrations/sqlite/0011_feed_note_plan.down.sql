@@ -1,0 +1,2 @@
+-- Back to version 10: nothing to undo in this dialect.
+SELECT 1;
