@@ -232,6 +232,9 @@ impl Command {
                 | Command::Stats(_)
                 | Command::ExportChanges { .. }
                 | Command::Verify { .. }
+                | Command::Migrate {
+                    action: MigrateAction::Status | MigrateAction::Down { .. }
+                }
                 | Command::Sync {
                     with: None,
                     from_changes: None,

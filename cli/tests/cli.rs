@@ -634,6 +634,8 @@ fn reading_a_store_that_does_not_exist_says_so_and_makes_nothing() {
         vec!["meta", "ls", "/x"],
         vec!["export-changes"],
         vec!["push", "--to", "postgresql://nobody@127.0.0.1:9/none"],
+        vec!["migrate", "status"],
+        vec!["migrate", "down"],
     ] {
         let mut all = vec!["--db", "typo/dir/store.db"];
         all.extend(args.iter().copied());
