@@ -162,11 +162,23 @@ pub async fn scan(
                 continue;
             }
         };
-        if !entry.file_type().is_file() {
+        let kind = entry.file_type();
+        if kind.is_dir() {
             continue;
         }
         let rel = entry.path().strip_prefix(dir).expect("below the root");
         if !own.is_empty() && own.contains(&real_dir.join(rel)) {
+            continue;
+        }
+        if !kind.is_file() {
+            // Said and counted, not left out silently.
+            let what = if kind.is_symlink() {
+                "a symbolic link (scan does not follow links)"
+            } else {
+                "not a regular file (a pipe, socket or device)"
+            };
+            warn(format_args!("skipping {}: {what}", entry.path().display()));
+            summary.skipped += 1;
             continue;
         }
         let Some(rel) = rel.to_str() else {

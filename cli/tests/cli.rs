@@ -481,6 +481,34 @@ fn scan_reports_and_skips_non_utf8_names() {
     );
 }
 
+/// Symbolic links and other entries that are not regular files are not
+/// followed or read: each is named on stderr and counted as skipped.
+#[cfg(unix)]
+#[test]
+fn scan_names_and_counts_links_and_pipes_it_skips() {
+    let env = Env::new();
+    let root = env.dir.path().join("mixed");
+    write(&root.join("real.txt"), "ok");
+    std::os::unix::fs::symlink(root.join("real.txt"), root.join("link.txt")).unwrap();
+    let fifo = root.join("pipe");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo");
+    let out = env.run(&["scan", "mixed", "--json"]);
+    assert!(out.status.success());
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (summary["added"].as_u64(), summary["skipped"].as_u64()),
+        (Some(1), Some(2)),
+        "{summary}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("link.txt: a symbolic link") && stderr.contains("pipe: not a regular file"),
+        "{stderr}"
+    );
+    assert_eq!(env.ok(&["ls", "-r", "/", "-1"]).trim(), "/mixed/real.txt");
+}
+
 #[test]
 fn migrate_status_down_up() {
     let env = Env::new();
