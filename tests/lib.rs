@@ -53,6 +53,7 @@ macro_rules! for_each_conformance_case {
             timestamps_created_kept_modified_advances,
             sql_lookalikes_and_unicode_stored_literally,
             every_write_advances_change_seq,
+            stats_sum_sizes_past_2_to_the_63,
             a_change_is_stamped_after_what_it_changes,
             many_tasks_at_once
         );

@@ -1029,13 +1029,19 @@ pub(crate) async fn stats(inner: &Inner, tenant: &str) -> Result<Stats> {
         }
     };
     let n = |v: i64| u64::try_from(v).unwrap_or(0);
-    let files =
-        count("SELECT COUNT(*) FROM file_paths WHERE tenant_id = $1 AND deleted_at IS NULL")
-            .await?;
-    let total = count(
-        "SELECT COALESCE(SUM(size_bytes), 0)::int8 FROM file_paths WHERE tenant_id = $1 AND deleted_at IS NULL",
-    )
-    .await?;
+    // The live files and their bytes in one statement; the bytes as text,
+    // since a sum of sizes may pass a signed 64-bit integer (SUM gives a
+    // numeric).
+    let row = c
+        .query_one(
+            "SELECT COUNT(*), COALESCE(SUM(size_bytes), 0)::text \
+             FROM file_paths WHERE tenant_id = $1 AND deleted_at IS NULL",
+            &[&tenant],
+        )
+        .await
+        .map_err(pg_err("counting"))?;
+    let files: i64 = row.get(0);
+    let total_bytes = row.get::<_, &str>(1).parse::<u64>().unwrap_or(u64::MAX);
     let deleted =
         count("SELECT COUNT(*) FROM file_paths WHERE tenant_id = $1 AND deleted_at IS NOT NULL")
             .await?;
@@ -1073,7 +1079,7 @@ pub(crate) async fn stats(inner: &Inner, tenant: &str) -> Result<Stats> {
     Ok(Stats {
         tenant: tenant.to_string(),
         files: n(files),
-        total_bytes: n(total),
+        total_bytes,
         deleted_files: n(deleted),
         metadata_entries: n(metadata),
         versions: n(versions),
