@@ -755,8 +755,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             let moved = store.rename(old, new).await?;
             out.value(&json!({"from": old, "to": new, "moved": moved}), || {
                 format!(
-                    "moved {old} -> {new} ({moved} file{})",
-                    if moved == 1 { "" } else { "s" }
+                    "moved {old} -> {new} ({})",
+                    output::count(moved as u64, "file")
                 )
             })?;
         }

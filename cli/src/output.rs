@@ -61,6 +61,36 @@ impl Format {
 /// A size in powers of 1024 with one decimal, rounded up as `ls -h` rounds
 /// (a size is never shown smaller than it is): `512 B`, `1.0 KiB`,
 /// `1.1 KiB` (1025 bytes), `3.5 MiB`, `2.0 GiB`.
+/// `n` and `noun`, the noun plural unless `n` is one: `1 file`, `0 files`
+/// (nouns that take an `s`).
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// The rows of a pull or an import, table by table:
+/// `3 rows (1 file, 1 version, 1 metadata, 0 chunks, 0 removals)`.
+pub fn rows_by_table(
+    rows: u64,
+    files: u64,
+    versions: u64,
+    metadata: u64,
+    chunks: u64,
+    removals: u64,
+) -> String {
+    format!(
+        "{} ({}, {}, {metadata} metadata, {}, {})",
+        count(rows, "row"),
+        count(files, "file"),
+        count(versions, "version"),
+        count(chunks, "chunk"),
+        count(removals, "removal")
+    )
+}
+
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     if bytes < 1024 {
@@ -238,7 +268,22 @@ pub fn stats_text(s: &Stats, format: Format) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::human_size;
+    use super::{count, human_size, rows_by_table};
+
+    #[test]
+    fn counts_say_one_thing_and_many_things() {
+        assert_eq!(count(1, "file"), "1 file");
+        assert_eq!(count(0, "file"), "0 files");
+        assert_eq!(count(2, "row"), "2 rows");
+        assert_eq!(
+            rows_by_table(3, 1, 1, 1, 0, 0),
+            "3 rows (1 file, 1 version, 1 metadata, 0 chunks, 0 removals)"
+        );
+        assert_eq!(
+            rows_by_table(1, 0, 0, 0, 0, 1),
+            "1 row (0 files, 0 versions, 0 metadata, 0 chunks, 1 removal)"
+        );
+    }
 
     #[test]
     fn human_sizes_round_up_with_one_decimal() {

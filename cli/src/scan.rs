@@ -11,7 +11,7 @@ use nexus_core::{DynStore, FileRecord, NewFile, Timestamp};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::output::warn;
+use crate::output::{count, warn};
 use crate::{Failure, fail};
 
 /// Files are written in transactions of this many.
@@ -34,15 +34,15 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "scanned {} files into {}: {} added, {} updated, {} unchanged, {} removed, {} skipped; hashed {} bytes in {:.2}s",
-            self.files,
+            "scanned {} into {}: {} added, {} updated, {} unchanged, {} removed, {} skipped; hashed {} in {:.2}s",
+            count(self.files, "file"),
             self.prefix,
             self.added,
             self.updated,
             self.unchanged,
             self.removed,
             self.skipped,
-            self.bytes_hashed,
+            count(self.bytes_hashed, "byte"),
             self.seconds
         )
     }

@@ -10,7 +10,7 @@ use nexus_core::{ChangeFile, Store};
 use nexus_sync::{PgUrl, Remote, Replicator, SyncMode, SyncOptions};
 use serde_json::json;
 
-use crate::output::{Out, human_size};
+use crate::output::{Out, count, human_size, rows_by_table};
 use crate::{Failure, fail};
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -181,15 +181,17 @@ fn pull_text(from: &Remote, r: &nexus_sync::PullReport) -> String {
         );
     }
     format!(
-        "pulled from {from}: position {} -> {}, {} rows ({} files, {} versions, {} metadata, {} chunks, {} removals){}{}, {:.2}s",
+        "pulled from {from}: position {} -> {}, {}{}{}, {:.2}s",
         r.from,
         r.to,
-        r.rows(),
-        r.files,
-        r.versions,
-        r.metadata,
-        r.chunks,
-        r.tombstones,
+        rows_by_table(
+            r.rows(),
+            r.files,
+            r.versions,
+            r.metadata,
+            r.chunks,
+            r.tombstones
+        ),
         if r.own > 0 {
             format!(
                 "; {} of this store's own rows recognised and skipped",
@@ -242,10 +244,10 @@ fn print_both(db: &Remote, both: &nexus_sync::SyncWithReport, out: &Out) -> Resu
         &json!({"push": pushed, "pull": pulled, "conflicts": pushed.conflicts}),
         || {
             let mut lines = vec![format!(
-                "pushed into {db}: changes {} -> {}, {} rows, {:.2}s",
+                "pushed into {db}: changes {} -> {}, {}, {:.2}s",
                 pushed.from_seq,
                 pushed.to_seq,
-                pushed.rows(),
+                count(pushed.rows(), "row"),
                 pushed.seconds
             )];
             lines.extend(conflict_lines(&pushed.conflicts));
@@ -331,9 +333,8 @@ fn conflict_lines(copies: &[nexus_core::ConflictCopy]) -> Vec<String> {
         return Vec::new();
     }
     let mut lines = vec![format!(
-        "{} conflict{} resolved (kept beside the path as conflict copies; `nexus find {}` lists them):",
-        copies.len(),
-        if copies.len() == 1 { "" } else { "s" },
+        "{} resolved (kept beside the path as conflict copies; `nexus find {}` lists them):",
+        count(copies.len() as u64, "conflict"),
         nexus_core::CONFLICT_KEY
     )];
     for c in copies {
@@ -431,8 +432,8 @@ pub async fn export_changes(
             summary["bytes"] = json!(bytes.len());
             out.value(&summary, || {
                 format!(
-                    "exported {} rows of source {} (changes {} -> {}) to {}",
-                    file.changes.len(),
+                    "exported {} of source {} (changes {} -> {}) to {}",
+                    count(file.changes.len() as u64, "row"),
                     file.source_id,
                     file.changes.after,
                     file.changes.through,
@@ -463,17 +464,19 @@ pub async fn import_changes(store: &Store, file: &str, out: &Out) -> Result<(), 
                 )
             } else {
                 std::iter::once(format!(
-                    "imported {}: source {}, changes {} -> {}, {} rows ({} files, {} versions, {} metadata, {} chunks, {} removals)",
+                    "imported {}: source {}, changes {} -> {}, {}",
                     shown(file),
                     report.source_id,
                     report.previous,
                     report.through,
-                    report.rows(),
-                    report.files,
-                    report.versions,
-                    report.metadata,
-                    report.chunks,
-                    report.tombstones
+                    rows_by_table(
+                        report.rows(),
+                        report.files,
+                        report.versions,
+                        report.metadata,
+                        report.chunks,
+                        report.tombstones
+                    )
                 ))
                 .chain(conflict_lines(&report.conflicts))
                 .collect::<Vec<_>>()
@@ -508,12 +511,12 @@ pub fn sync_from_changes(file: &str, to: &str, out: &Out) -> Result<(), Failure>
                 report.from_seq
             ),
             _ => std::iter::once(format!(
-                "applied {} into {target}: source {}, changes {} -> {}, {} rows, {:.2}s",
+                "applied {} into {target}: source {}, changes {} -> {}, {}, {:.2}s",
                 shown(file),
                 report.source_id,
                 report.from_seq,
                 report.to_seq,
-                report.rows(),
+                count(report.rows(), "row"),
                 report.seconds
             ))
             .chain(conflict_lines(&report.conflicts))

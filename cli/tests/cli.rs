@@ -507,6 +507,12 @@ fn scan_names_and_counts_links_and_pipes_it_skips() {
         "{stderr}"
     );
     assert_eq!(env.ok(&["ls", "-r", "/", "-1"]).trim(), "/mixed/real.txt");
+    // One file is one file.
+    let again = env.ok(&["scan", "mixed"]);
+    assert!(
+        again.starts_with("scanned 1 file into /mixed: 0 added, 0 updated, 1 unchanged"),
+        "{again}"
+    );
 }
 
 #[test]
