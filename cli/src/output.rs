@@ -58,9 +58,6 @@ impl Format {
     }
 }
 
-/// A size in powers of 1024 with one decimal, rounded up as `ls -h` rounds
-/// (a size is never shown smaller than it is): `512 B`, `1.0 KiB`,
-/// `1.1 KiB` (1025 bytes), `3.5 MiB`, `2.0 GiB`.
 /// `n` and `noun`, the noun plural unless `n` is one: `1 file`, `0 files`
 /// (nouns that take an `s`).
 pub fn count(n: u64, noun: &str) -> String {
@@ -91,6 +88,9 @@ pub fn rows_by_table(
     )
 }
 
+/// A size in powers of 1024 with one decimal, rounded up as `ls -h` rounds
+/// (a size is never shown smaller than it is): `512 B`, `1.0 KiB`,
+/// `1.1 KiB` (1025 bytes), `3.5 MiB`, `2.0 GiB`.
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     if bytes < 1024 {

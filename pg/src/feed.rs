@@ -898,13 +898,14 @@ pub struct SnapshotPage {
 /// snapshots comes again from the feed.
 pub async fn read_snapshot_page(
     client: &mut tokio_postgres::Client,
+    cache: &nexus_postgres::StatementCache,
     tenant: Option<&str>,
     after: Option<&SnapshotCursor>,
     max_rows: usize,
 ) -> Result<SnapshotPage> {
     let tables = snapshot_tables();
     let start = resume_at(&tables, after)?;
-    let (through, _) = bounds(&Cached::new(&*client, &Default::default())).await?;
+    let (through, _) = bounds(&Cached::new(&*client, cache)).await?;
     let tx = crate::ops::begin_snapshot(client, "starting a snapshot read").await?;
     let mut changes = Changes {
         after: 0,

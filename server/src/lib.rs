@@ -509,8 +509,7 @@ async fn push(
         }
     };
     let source = file.source_id.clone();
-    let (connection, cache) = client.parts();
-    let report = nexus_sync::apply_push(connection, cache, file, q.base, Some(&tenant)).await?;
+    let report = nexus_sync::apply_push(&mut client, file, q.base, Some(&tenant)).await?;
     drop(permit);
     if let Some(upload) = upload {
         // Applied: its parts go (and any upload's that never completed).
@@ -741,8 +740,9 @@ async fn snapshot(
     )?;
     let rows = shared.page_rows(q.max_rows);
     let mut pooled = nexus_postgres::get(&shared.pool).await?;
-    let (client, _) = pooled.parts();
-    let page = nexus_pg::read_snapshot_page(client, Some(&tenant), after.as_ref(), rows).await?;
+    let (client, cache) = pooled.parts();
+    let page =
+        nexus_pg::read_snapshot_page(client, cache, Some(&tenant), after.as_ref(), rows).await?;
     Ok(Json(Snapshotted {
         protocol: PROTOCOL_VERSION,
         hub_id: shared.hub_id.clone(),

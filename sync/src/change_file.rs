@@ -14,7 +14,7 @@ use crate::replicate::{
     SyncMode, SyncOptions, SyncReport, batch_len, begin_source, make_live, record_watermark,
     source_watermark, upsert_batch, with_retries,
 };
-use nexus_postgres::{PgUrl, StatementCache, migrate};
+use nexus_postgres::{PgClient, PgUrl, StatementCache, migrate};
 
 /// Applies `file` to the database at `target` (migrating its schema first),
 /// as an incremental sync run of the file's source would, but with the
@@ -57,22 +57,23 @@ pub async fn apply_change_file(
 }
 
 /// Applies a push that arrived as a change file (a sync server's): as
-/// [`apply_change_file`], on `client` (already migrated), once (a
-/// retryable failure is returned, nothing applied), with the conflict rule
+/// [`apply_change_file`], on `client` (a pooled connection, already
+/// migrated, with its prepared statements), once (a retryable failure is
+/// returned, nothing applied), with the conflict rule
 /// against what the source had pulled from this database (`base`; `None`:
 /// nothing says, as for a change file), and,
 /// with `tenant`, only if every row belongs to that tenant
 /// ([`Error::WrongTenant`] otherwise, nothing applied). The file's rows
 /// are converted in place, not copied (a push can be large).
 pub async fn apply_push(
-    client: &mut tokio_postgres::Client,
-    cache: &StatementCache,
+    client: &mut PgClient,
     file: ChangeFile,
     base: Option<i64>,
     tenant: Option<&str>,
 ) -> Result<SyncReport> {
     let (range, batch) = checked_batch(file)?;
     let seen = base.map_or(Seen::Unknown, Seen::Through);
+    let (client, cache) = client.parts();
     apply_once(client, cache, &range, batch, seen, tenant).await
 }
 

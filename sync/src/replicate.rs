@@ -40,9 +40,9 @@ use nexus_core::tables::TableRow;
 use nexus_postgres::{Cached, PgUrl, StatementCache, migrate};
 
 /// A run's transaction with its connection's prepared statements
-/// ([`StatementCache`]): a statement is parsed and planned once per
-/// connection (PostgreSQL keeps a generic plan after a few runs), and then
-/// costs one round trip instead of two.
+/// ([`StatementCache`]): a statement is parsed once per connection, and
+/// then costs one round trip instead of two. (It is still planned on every
+/// run: [`begin_source`].)
 pub type Tx<'t, 'c> = Cached<'t, Transaction<'c>>;
 
 /// Called with (rows done, rows in total) as a run progresses.
@@ -375,8 +375,9 @@ pub(crate) async fn begin_source<'c>(
     // generic plan: they take the ids of the run's rows as arrays
     // (`= ANY($1)`), and a generic plan made while the tables were small (a
     // new database, until its next ANALYZE) scans them whole. Until
-    // [`record_watermark`], which sets PostgreSQL's default back for the
-    // commit.
+    // [`record_watermark`], which sets PostgreSQL's default (`auto`, not a
+    // value the database or role may have set) back for the commit: the two
+    // go together, and `record_watermark` stays the run's last statement.
     Tx::new(&tx, cache)
         .execute(
             "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), \
