@@ -68,10 +68,9 @@ pub fn count(n: u64, noun: &str) -> String {
     }
 }
 
-/// The rows of a pull or an import, table by table:
+/// The rows of a pull or an import, in all and table by table:
 /// `3 rows (1 file, 1 version, 1 metadata, 0 chunks, 0 removals)`.
 pub fn rows_by_table(
-    rows: u64,
     files: u64,
     versions: u64,
     metadata: u64,
@@ -80,7 +79,7 @@ pub fn rows_by_table(
 ) -> String {
     format!(
         "{} ({}, {}, {metadata} metadata, {}, {})",
-        count(rows, "row"),
+        count(files + versions + metadata + chunks + removals, "row"),
         count(files, "file"),
         count(versions, "version"),
         count(chunks, "chunk"),
@@ -276,11 +275,11 @@ mod tests {
         assert_eq!(count(0, "file"), "0 files");
         assert_eq!(count(2, "row"), "2 rows");
         assert_eq!(
-            rows_by_table(3, 1, 1, 1, 0, 0),
+            rows_by_table(1, 1, 1, 0, 0),
             "3 rows (1 file, 1 version, 1 metadata, 0 chunks, 0 removals)"
         );
         assert_eq!(
-            rows_by_table(1, 0, 0, 0, 0, 1),
+            rows_by_table(0, 0, 0, 0, 1),
             "1 row (0 files, 0 versions, 0 metadata, 0 chunks, 1 removal)"
         );
     }

@@ -184,14 +184,7 @@ fn pull_text(from: &Remote, r: &nexus_sync::PullReport) -> String {
         "pulled from {from}: position {} -> {}, {}{}{}, {:.2}s",
         r.from,
         r.to,
-        rows_by_table(
-            r.rows(),
-            r.files,
-            r.versions,
-            r.metadata,
-            r.chunks,
-            r.tombstones
-        ),
+        rows_by_table(r.files, r.versions, r.metadata, r.chunks, r.tombstones),
         if r.own > 0 {
             format!(
                 "; {} of this store's own rows recognised and skipped",
@@ -470,7 +463,6 @@ pub async fn import_changes(store: &Store, file: &str, out: &Out) -> Result<(), 
                     report.previous,
                     report.through,
                     rows_by_table(
-                        report.rows(),
                         report.files,
                         report.versions,
                         report.metadata,
