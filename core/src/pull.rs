@@ -723,7 +723,12 @@ impl Store {
                 }))
             }
             Ok(None) => {
-                e.end_long_write(false)?;
+                // Nothing was written: committed, not rolled back. In turso
+                // 0.8.3 a rollback makes every statement the connection has
+                // prepared re-prepare on its next run (a quarter of a small
+                // client's time went to that, when every pull ended here
+                // with one).
+                e.end_long_write(true)?;
                 Ok(None)
             }
             Err(err) => {
