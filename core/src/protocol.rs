@@ -158,10 +158,11 @@ pub struct ErrorBody {
 
 /// Whether an error answer of this kind asks the client to push again:
 /// `gap` (another push of the same store ran at once: read [`STATE`]
-/// again) or `incomplete` (the staged parts of a push are gone). Every
-/// other 409, `conflict` above all, is final.
+/// again), `hub_changed` (the server is in front of another database than
+/// the push named: read [`STATE`] again) or `incomplete` (the staged parts
+/// of a push are gone). Every other 409, `conflict` above all, is final.
 pub fn asks_to_push_again(kind: &str) -> bool {
-    matches!(kind, "gap" | "incomplete")
+    matches!(kind, "gap" | "hub_changed" | "incomplete")
 }
 
 /// What is wrong with a successful answer's body ([`decode_answer`]).

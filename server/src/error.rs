@@ -55,6 +55,12 @@ impl ApiError {
         ApiError::new(StatusCode::CONFLICT, "incomplete", message)
     }
 
+    /// 409 `hub_changed`: the push named another database than the one
+    /// this server is in front of (ask its state again).
+    pub fn hub_changed(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, "hub_changed", message)
+    }
+
     /// 413.
     pub fn too_large(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)

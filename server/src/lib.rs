@@ -403,6 +403,12 @@ struct PushQuery {
     /// With `parts`: the push's upload, whose other parts are staged.
     upload: Option<String>,
     parts: Option<u32>,
+    /// The id of the database whose feed `base` counts in, as the client
+    /// last heard it ([`protocol::State::hub_id`]): a client that pushes
+    /// without asking [`protocol::STATE`] first names it, and a server now
+    /// in front of another database refuses the push (409 `hub_changed`,
+    /// nothing applied) instead of applying it by a base of another feed.
+    hub: Option<String>,
 }
 
 /// A place among the tenant's applies and among all applies: a bounded
@@ -492,6 +498,14 @@ async fn push(
     // then the body.
     let tenant = tenant(&shared, &headers)?;
     let q = query(q)?;
+    if let Some(hub) = &q.hub
+        && *hub != shared.hub_id
+    {
+        return Err(ApiError::hub_changed(format!(
+            "this server's database is {}, not {hub}: ask /v1/state again",
+            shared.hub_id
+        )));
+    }
     let permit = apply_permit(&shared, &tenant).await?;
     let mut file = change_file(request).await?;
     let mut client = nexus_postgres::get(&shared.pool).await?;

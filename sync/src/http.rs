@@ -1,6 +1,8 @@
 //! The client of a sync server (`nexus serve`): [`HttpHub`] speaks the
 //! protocol of [`crate::protocol`] over HTTP(S).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nexus_core::ChangeFile;
@@ -20,6 +22,18 @@ pub struct HttpHub {
     url: String,
     token: Option<String>,
     client: reqwest::Client,
+    /// Shared by its clones.
+    known: Arc<Mutex<Known>>,
+}
+
+/// What a client knows of its server without asking: the server's
+/// database and body limit ([`State`]), and each source's watermark as
+/// the client's own last push left it. A failed request forgets it all:
+/// the next push or pull asks [`STATE`] again.
+#[derive(Default)]
+struct Known {
+    hub: Option<(String, Option<u64>)>,
+    watermarks: HashMap<String, i64>,
 }
 
 impl std::fmt::Debug for HttpHub {
@@ -68,6 +82,7 @@ impl HttpHub {
             url: parsed.as_str().trim_end_matches('/').to_string(),
             token: token.filter(|t| !t.is_empty()),
             client,
+            known: Arc::default(),
         })
     }
 
@@ -82,20 +97,63 @@ impl HttpHub {
         Ok(())
     }
 
-    /// How far the server has applied `source`.
+    /// How far the server has applied `source` (asked).
     pub async fn state(&self, source: &str) -> Result<State> {
-        self.send(self.client.get(self.at(STATE)).query(&[("source", source)]))
-            .await
+        let state: State = self
+            .send(self.client.get(self.at(STATE)).query(&[("source", source)]))
+            .await?;
+        let mut known = self.known();
+        known.hub = Some((state.hub_id.clone(), state.max_body));
+        known.watermarks.insert(source.to_string(), state.watermark);
+        Ok(state)
+    }
+
+    /// The server's state of `source` as this client's last request left
+    /// it, without a request when it knows it ([`HttpHub::push`] keeps the
+    /// watermark of its source); else asked ([`HttpHub::state`]).
+    pub async fn known_state(&self, source: &str) -> Result<State> {
+        let known = {
+            let known = self.known();
+            known.hub.clone().zip(known.watermarks.get(source).copied())
+        };
+        match known {
+            Some(((hub_id, max_body), watermark)) => Ok(State {
+                protocol: PROTOCOL_VERSION,
+                hub_id,
+                watermark,
+                max_body,
+            }),
+            None => self.state(source).await,
+        }
+    }
+
+    /// The id of the server's database, as this client last heard it, or
+    /// asked ([`HttpHub::state`] of `source`).
+    pub async fn hub_id(&self, source: &str) -> Result<String> {
+        let known = self.known().hub.clone();
+        match known {
+            Some((hub_id, _)) => Ok(hub_id),
+            None => Ok(self.state(source).await?.hub_id),
+        }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known.lock().expect("not poisoned")
     }
 
     /// Pushes one change file; `base` is how far the source had pulled from
-    /// this server's database, `max_body` the server's limit on a body
+    /// this server's database, the database `hub_id` (the server refuses
+    /// the push, 409 `hub_changed`, when it is in front of another one
+    /// now); `max_body` the server's limit on a body
     /// ([`State::max_body`]): a larger file goes in parts
     /// ([`protocol::push_requests`]), applied whole by the last request.
+    /// The source's watermark that the answer gives is kept
+    /// ([`HttpHub::known_state`]).
     pub async fn push(
         &self,
         file: &ChangeFile,
         base: i64,
+        hub_id: &str,
         max_body: Option<u64>,
     ) -> Result<SyncReport> {
         let mut requests = protocol::push_requests(file, base, max_body);
@@ -103,7 +161,11 @@ impl HttpHub {
         for part in requests {
             let _: protocol::Staged = self.send(self.post(part)).await?;
         }
-        let answer: Pushed<SyncReport> = self.send(self.post(last)).await?;
+        let answer: Pushed<SyncReport> =
+            self.send(self.post(last).query(&[("hub", hub_id)])).await?;
+        self.known()
+            .watermarks
+            .insert(file.source_id.clone(), answer.report.to_seq);
         Ok(answer.report)
     }
 
@@ -150,6 +212,23 @@ impl HttpHub {
             .await
     }
 
+    /// Refuses an answer of another database than `hub_id`, the one whose
+    /// feed the client's positions count in (the server was put in front of
+    /// another since the client heard its id): 409 `hub_changed`, which asks
+    /// again.
+    pub(crate) fn check_hub(&self, hub_id: &str, answered: &str) -> Result<()> {
+        if hub_id == answered {
+            return Ok(());
+        }
+        *self.known() = Known::default();
+        Err(remote(
+            &self.url,
+            Some(409),
+            "hub_changed",
+            format!("the server's database is now {answered}, not {hub_id}: asking again"),
+        ))
+    }
+
     fn at(&self, path: &str) -> String {
         format!("{}{path}", self.url)
     }
@@ -159,6 +238,15 @@ impl HttpHub {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
+        let answer = self.answer(request).await;
+        if answer.is_err() {
+            // Whatever failed, the next push or pull asks again.
+            *self.known() = Known::default();
+        }
+        answer
+    }
+
+    async fn answer<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
         let response = request.send().await.map_err(|e| self.unreachable(&e))?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;

@@ -62,6 +62,8 @@ impl Feed for PgFeed<'_> {
 /// A sync server's feed of the token's tenant.
 struct ServerFeed<'a> {
     hub: &'a HttpHub,
+    /// The database whose feed the store's position counts in.
+    hub_id: &'a str,
     source: String,
 }
 
@@ -75,6 +77,7 @@ impl Feed for ServerFeed<'_> {
         max_rows: usize,
     ) -> Result<(FeedPage, i64)> {
         let p = self.hub.pull(&self.source, after, within, max_rows).await?;
+        self.hub.check_hub(self.hub_id, &p.hub_id)?;
         let watermark = p.watermark;
         Ok((p.into_page(), watermark))
     }
@@ -83,6 +86,8 @@ impl Feed for ServerFeed<'_> {
 /// A sync server's snapshot of the token's tenant.
 struct ServerSnapshot<'a> {
     hub: &'a HttpHub,
+    /// The database whose snapshot the store loads.
+    hub_id: &'a str,
 }
 
 impl SnapshotSource for ServerSnapshot<'_> {
@@ -94,6 +99,7 @@ impl SnapshotSource for ServerSnapshot<'_> {
         max_rows: usize,
     ) -> Result<(Changes, Option<SnapshotCursor>)> {
         let p = self.hub.snapshot(after, max_rows).await?;
+        self.hub.check_hub(self.hub_id, &p.hub_id)?;
         Ok((p.changes, p.next))
     }
 }
@@ -159,10 +165,13 @@ async fn pull_once(store: &Store, source: &PgUrl, options: &SyncOptions) -> Resu
 async fn pull_http_once(store: &Store, hub: &HttpHub, options: &SyncOptions) -> Result<PullReport> {
     let started = Instant::now();
     let source = store.snapshot().await?.source_id().to_string();
-    let state = hub.state(&source).await?;
+    // The database's id as this client heard it last (a round's push asked
+    // or kept it); every page says its own, and one of another database
+    // stops the pull before it is applied.
+    let hub_id = hub.hub_id(&source).await?;
     let mut report = PullReport {
-        from: store.pull_position(&state.hub_id).await?,
-        hub_id: state.hub_id,
+        from: store.pull_position(&hub_id).await?,
+        hub_id: hub_id.clone(),
         ..PullReport::default()
     };
     report.to = report.from;
@@ -170,13 +179,20 @@ async fn pull_http_once(store: &Store, hub: &HttpHub, options: &SyncOptions) -> 
     // rest of one that was cut), then the feed.
     store
         .load_snapshot(
-            &mut ServerSnapshot { hub },
+            &mut ServerSnapshot {
+                hub,
+                hub_id: &hub_id,
+            },
             &mut report,
             options.window_rows,
             progress(options),
         )
         .await?;
-    let mut feed = ServerFeed { hub, source };
+    let mut feed = ServerFeed {
+        hub,
+        hub_id: &hub_id,
+        source,
+    };
     store
         .apply_feed(
             &mut feed,

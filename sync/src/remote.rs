@@ -86,12 +86,12 @@ async fn push_http_once(
 ) -> Result<SyncReport> {
     let started = Instant::now();
     let source = store.snapshot().await?.source_id().to_string();
-    let state = hub.state(&source).await?;
+    let state = hub.known_state(&source).await?;
     let (header, start, mut windows) = spawn_reader(
         store.clone(),
         options.window_rows,
         true,
-        state.hub_id,
+        state.hub_id.clone(),
         as_changes,
     );
     let (source_id, head, base) = header.await.map_err(|_| reader_gone())??;
@@ -147,7 +147,7 @@ async fn push_http_once(
                 ..changes
             },
         };
-        let applied = hub.push(&file, base, state.max_body).await?;
+        let applied = hub.push(&file, base, &state.hub_id, state.max_body).await?;
         {
             let mut guard = committed.lock().expect("not poisoned");
             let report = guard.as_mut().expect("set before the first window");

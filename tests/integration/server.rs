@@ -815,6 +815,86 @@ async fn server_restart_then_retry() {
     again.stop().await;
 }
 
+/// A client keeps what it heard of the server (its database's id, its
+/// source's watermark as its last push left it) and pushes and pulls
+/// without asking `/v1/state` again. When another server, in front of
+/// another database, answers at the same address, a push that names the
+/// old database is refused (409 `hub_changed`, nothing applied) and a
+/// pull page of the other database is not applied: both ask again and
+/// carry on against the new database, from its own watermark and feed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_asks_again_when_the_server_serves_another_database() {
+    let (db1, db2) = (
+        pg::database("serve_hub_one").await,
+        pg::database("serve_hub_two").await,
+    );
+    let first = TestServer::start(&db1.url).await;
+    let addr: std::net::SocketAddr = first.url.trim_start_matches("http://").parse().unwrap();
+    let remote = first.remote("default");
+    let retrying = SyncOptions {
+        max_attempts: 3,
+        backoff: std::time::Duration::from_millis(10),
+        ..SyncOptions::default()
+    };
+    let s = Store::memory().await.unwrap();
+    for i in 0..5 {
+        s.put(file(&format!("/h/{i}"), "a")).await.unwrap();
+    }
+    let r = sync_with(&s, &remote, &retrying).await.unwrap();
+    let hub = |db: &str| {
+        let db = db.to_string();
+        async move {
+            pg::connect(&db)
+                .await
+                .query_one("SELECT store_id FROM nexus_state WHERE id = 1", &[])
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    assert_eq!(r.pull.hub_id, hub(&db1.url).await);
+    first.stop().await;
+    let second = TestServer::start_with(&db2.url, |c| c.listen = addr, hs256()).await;
+
+    // A push naming another database: refused before its body is read.
+    let (status, _, body) = call(
+        reqwest::Method::POST,
+        &format!("{}/v1/push?base=0&hub=not-this-one", second.url),
+        Some(&token("default", 60)),
+        &[],
+        Some(b"{}".to_vec()),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"], "hub_changed");
+    let db2_id = hub(&db2.url).await;
+    assert!(
+        body["message"].as_str().unwrap().contains(&db2_id),
+        "{body}"
+    );
+
+    // The same client: its pull meets a page of another database first.
+    let pulled = pull(&s, &remote, &retrying).await.unwrap();
+    assert_eq!(pulled.hub_id, db2_id);
+    assert_eq!(
+        pulled.attempts, 2,
+        "the page of the other database asked again"
+    );
+    // Its push names the database it heard of last: the new one now.
+    for i in 5..8 {
+        s.put(file(&format!("/h/{i}"), "a")).await.unwrap();
+    }
+    let pushed = push(&s, &remote, &retrying).await.unwrap();
+    assert_eq!(pushed.from_seq, 0, "from the new database's own watermark");
+    assert_eq!(live_files(&db2.url).await, 8);
+    assert_eq!(
+        live_files(&db1.url).await,
+        5,
+        "nothing more went to the old one"
+    );
+    second.stop().await;
+}
+
 /// The first pull of an empty store through the server reads the tenant's
 /// snapshot page by page (`/v1/snapshot`, each page its own short read):
 /// only the caller's tenant, every row once. A first pull cut after two
