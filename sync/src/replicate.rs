@@ -455,6 +455,24 @@ pub(crate) async fn make_live(
     if live_ids.is_empty() {
         return Ok(copies);
     }
+    // Most runs take no path that another file holds: their files become
+    // live at once, in a savepoint (left to the commit to release); a path
+    // taken (a unique violation) undoes that and goes the long way below.
+    let client = tx.client();
+    client
+        .batch_execute("SAVEPOINT nexus_make_live")
+        .await
+        .map_err(Error::pg("making moved files live"))?;
+    match tx.execute(MAKE_LIVE, &[&live_ids]).await {
+        Ok(_) => return Ok(copies),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            client
+                .batch_execute("ROLLBACK TO SAVEPOINT nexus_make_live")
+                .await
+                .map_err(Error::pg("making moved files live"))?;
+        }
+        Err(e) => return Err(Error::pg("making moved files live")(e)),
+    }
     // A path is lost to a live file of the target, or, among the run's
     // own files that want one path, by all but the first of `live_ids`.
     let taken = tx
@@ -541,12 +559,7 @@ pub(crate) async fn make_live(
         mark_conflict(tx, path_id, &info).await?;
         copies.push(info.into_copy(tenant, copy, path_id.to_string()));
     }
-    tx.execute(
-        "UPDATE file_paths SET deleted_at = NULL WHERE path_id = ANY($1)",
-        &[&live_ids],
-    )
-    .await
-    .map_err(|e| {
+    tx.execute(MAKE_LIVE, &[&live_ids]).await.map_err(|e| {
         if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
             // Another writer made a file live at one of these paths since
             // the look above: the run is retried, and then sees it.
@@ -557,6 +570,9 @@ pub(crate) async fn make_live(
     })?;
     Ok(copies)
 }
+
+/// Makes the files `$1` live ([`make_live`]).
+const MAKE_LIVE: &str = "UPDATE file_paths SET deleted_at = NULL WHERE path_id = ANY($1)";
 
 /// The first conflict-copy path of `info` that no live file of `tenant`
 /// holds and that is not among the paths `chosen` before it (copies the run
