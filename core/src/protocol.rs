@@ -76,6 +76,13 @@ pub struct State {
     /// not say): one request per push.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body: Option<u64>,
+    /// Whether the server refuses a push that names another database than
+    /// its own (`&hub=ID` on [`PUSH`]: 409 `hub_changed`) and one that
+    /// starts before its watermark (409 `gap`): then a client may push from
+    /// the watermark its last push left, without asking again. `false` (a
+    /// server that does not say): ask before every push, name no database.
+    #[serde(default)]
+    pub checks_hub: bool,
 }
 
 /// The answer of [`PUSH_PART`].

@@ -76,6 +76,10 @@ impl From<nexus_sync::Error> for ApiError {
                 ApiError::forbidden(e.to_string())
             }
             S::Conversion { .. } => ApiError::bad_request(e.to_string()),
+            S::PushBehind { applied, .. } => ApiError {
+                applied: Some(applied),
+                ..ApiError::new(StatusCode::CONFLICT, "gap", e.to_string())
+            },
             e if e.is_retryable() => ApiError::unavailable(format!("{e} (retry)")),
             e => {
                 tracing::error!(error = %e, "request failed");

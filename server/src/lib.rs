@@ -391,6 +391,7 @@ async fn state(
         hub_id: shared.hub_id.clone(),
         watermark: watermark(&client, &q.source, &tenant).await?,
         max_body: Some(shared.max_body as u64),
+        checks_hub: true,
     }))
 }
 

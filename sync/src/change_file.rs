@@ -127,6 +127,19 @@ async fn apply_once(
         report.seconds = started.elapsed().as_secs_f64();
         return Ok(report);
     }
+    // A sync client's push (it says what it pulled: `Seen::Through`)
+    // starts at the watermark it was told or its last push left; one that
+    // starts before it would apply again rows applied already (the client
+    // pushed by another way since, or its idea of the watermark is old):
+    // refused, and the client asks again. A change file may overlap what
+    // is applied, as an embedded import takes it.
+    if matches!(seen, Seen::Through(_)) && file.after < at {
+        return Err(Error::PushBehind {
+            source_id: file.source_id.clone(),
+            applied: at,
+            after: file.after,
+        });
+    }
     if file.after > at {
         return Err(Error::Store(nexus_core::Error::ChangeFileGap {
             source_id: file.source_id.clone(),

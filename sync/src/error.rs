@@ -42,6 +42,21 @@ pub enum Error {
         "another writer took one of the run's paths, or was loading the empty database, at the same moment; nothing was applied"
     )]
     Raced,
+    /// A sync client's push starts before the server's watermark of its
+    /// source (the client's idea of the watermark was behind): applying it
+    /// would apply again rows the server has. Nothing was applied; the
+    /// client asks the watermark again (409 `gap`).
+    #[error(
+        "the push of source {source_id} starts after change {after}, but the target has applied that source through change {applied}: push again from there; nothing was applied"
+    )]
+    PushBehind {
+        /// The source store.
+        source_id: String,
+        /// Where the target is for that source.
+        applied: i64,
+        /// Where the push starts (exclusive).
+        after: i64,
+    },
     /// The changes hold rows of a tenant other than the one the pusher may
     /// write. Nothing was applied.
     #[error(
@@ -91,7 +106,9 @@ impl Error {
             Error::Raced => true,
             // Unreachable, timed out, overloaded, restarting, or raced by
             // another push of the same source (`gap`: ask again), or the
-            // staged parts of a push are gone (`incomplete`: push again).
+            // server is in front of another database (`hub_changed`: ask
+            // again), or the staged parts of a push are gone (`incomplete`:
+            // push again).
             Error::Remote { status, kind, .. } => match status {
                 None => true,
                 Some(s) => {

@@ -27,13 +27,26 @@ pub struct HttpHub {
 }
 
 /// What a client knows of its server without asking: the server's
-/// database and body limit ([`State`]), and each source's watermark as
-/// the client's own last push left it. A failed request forgets it all:
-/// the next push or pull asks [`STATE`] again.
+/// database, body limit and whether it checks a push's database
+/// ([`State`]), and each source's watermark as the last answer about it
+/// (of [`STATE`] or of a push) left it, the highest heard (one too high is
+/// answered 409 `gap`; one too low, a push that starts before the
+/// server's watermark, too). A failed request forgets it all: the next
+/// push or pull asks [`STATE`] again.
 #[derive(Default)]
 struct Known {
-    hub: Option<(String, Option<u64>)>,
+    server: Option<(String, Option<u64>, bool)>,
     watermarks: HashMap<String, i64>,
+}
+
+impl Known {
+    fn heard(&mut self, source: &str, watermark: i64) {
+        let w = self
+            .watermarks
+            .entry(source.to_string())
+            .or_insert(watermark);
+        *w = (*w).max(watermark);
+    }
 }
 
 impl std::fmt::Debug for HttpHub {
@@ -103,25 +116,31 @@ impl HttpHub {
             .send(self.client.get(self.at(STATE)).query(&[("source", source)]))
             .await?;
         let mut known = self.known();
-        known.hub = Some((state.hub_id.clone(), state.max_body));
-        known.watermarks.insert(source.to_string(), state.watermark);
+        known.server = Some((state.hub_id.clone(), state.max_body, state.checks_hub));
+        known.heard(source, state.watermark);
         Ok(state)
     }
 
-    /// The server's state of `source` as this client's last request left
-    /// it, without a request when it knows it ([`HttpHub::push`] keeps the
+    /// The server's state of `source` as this client's last requests left
+    /// it, without a request when it knows it and the server checks what a
+    /// push names ([`State::checks_hub`]; [`HttpHub::push`] keeps the
     /// watermark of its source); else asked ([`HttpHub::state`]).
     pub async fn known_state(&self, source: &str) -> Result<State> {
         let known = {
             let known = self.known();
-            known.hub.clone().zip(known.watermarks.get(source).copied())
+            known
+                .server
+                .clone()
+                .filter(|(_, _, checks_hub)| *checks_hub)
+                .zip(known.watermarks.get(source).copied())
         };
         match known {
-            Some(((hub_id, max_body), watermark)) => Ok(State {
+            Some(((hub_id, max_body, checks_hub), watermark)) => Ok(State {
                 protocol: PROTOCOL_VERSION,
                 hub_id,
                 watermark,
                 max_body,
+                checks_hub,
             }),
             None => self.state(source).await,
         }
@@ -130,9 +149,9 @@ impl HttpHub {
     /// The id of the server's database, as this client last heard it, or
     /// asked ([`HttpHub::state`] of `source`).
     pub async fn hub_id(&self, source: &str) -> Result<String> {
-        let known = self.known().hub.clone();
+        let known = self.known().server.clone();
         match known {
-            Some((hub_id, _)) => Ok(hub_id),
+            Some((hub_id, _, _)) => Ok(hub_id),
             None => Ok(self.state(source).await?.hub_id),
         }
     }
@@ -142,9 +161,10 @@ impl HttpHub {
     }
 
     /// Pushes one change file; `base` is how far the source had pulled from
-    /// this server's database, the database `hub_id` (the server refuses
-    /// the push, 409 `hub_changed`, when it is in front of another one
-    /// now); `max_body` the server's limit on a body
+    /// this server's database, the database `hub_id` (named to a server
+    /// that checks it, [`State::checks_hub`]: it refuses the push, 409
+    /// `hub_changed`, when it is in front of another one now); `max_body`
+    /// the server's limit on a body
     /// ([`State::max_body`]): a larger file goes in parts
     /// ([`protocol::push_requests`]), applied whole by the last request.
     /// The source's watermark that the answer gives is kept
@@ -153,7 +173,7 @@ impl HttpHub {
         &self,
         file: &ChangeFile,
         base: i64,
-        hub_id: &str,
+        hub_id: Option<&str>,
         max_body: Option<u64>,
     ) -> Result<SyncReport> {
         let mut requests = protocol::push_requests(file, base, max_body);
@@ -161,11 +181,12 @@ impl HttpHub {
         for part in requests {
             let _: protocol::Staged = self.send(self.post(part)).await?;
         }
-        let answer: Pushed<SyncReport> =
-            self.send(self.post(last).query(&[("hub", hub_id)])).await?;
-        self.known()
-            .watermarks
-            .insert(file.source_id.clone(), answer.report.to_seq);
+        let mut last = self.post(last);
+        if let Some(hub_id) = hub_id {
+            last = last.query(&[("hub", hub_id)]);
+        }
+        let answer: Pushed<SyncReport> = self.send(last).await?;
+        self.known().heard(&file.source_id, answer.report.to_seq);
         Ok(answer.report)
     }
 

@@ -165,9 +165,9 @@ async fn pull_once(store: &Store, source: &PgUrl, options: &SyncOptions) -> Resu
 async fn pull_http_once(store: &Store, hub: &HttpHub, options: &SyncOptions) -> Result<PullReport> {
     let started = Instant::now();
     let source = store.snapshot().await?.source_id().to_string();
-    // The database's id as this client heard it last (a round's push asked
-    // or kept it); every page says its own, and one of another database
-    // stops the pull before it is applied.
+    // The database's id as this client heard it last (from `/v1/state`,
+    // asked by this round's push or an earlier one); every page says its
+    // own, and one of another database stops the pull before it is applied.
     let hub_id = hub.hub_id(&source).await?;
     let mut report = PullReport {
         from: store.pull_position(&hub_id).await?,

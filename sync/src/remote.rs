@@ -72,7 +72,8 @@ fn as_changes(c: Changes) -> Result<Changes> {
 }
 
 /// One push to a sync server: the local changes after the server's
-/// watermark, read from one snapshot, one window per request (each applied
+/// watermark (as the client's last push left it, else asked:
+/// [`HttpHub::known_state`]), read from one snapshot, one window per request (each applied
 /// exactly once by the server, so a push cut between windows resumes
 /// where the server stopped). `committed` carries what the windows the
 /// server applied hold across attempts: a window applied stays applied when
@@ -147,7 +148,14 @@ async fn push_http_once(
                 ..changes
             },
         };
-        let applied = hub.push(&file, base, &state.hub_id, state.max_body).await?;
+        let applied = hub
+            .push(
+                &file,
+                base,
+                state.checks_hub.then_some(state.hub_id.as_str()),
+                state.max_body,
+            )
+            .await?;
         {
             let mut guard = committed.lock().expect("not poisoned");
             let report = guard.as_mut().expect("set before the first window");

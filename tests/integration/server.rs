@@ -895,6 +895,41 @@ async fn a_client_asks_again_when_the_server_serves_another_database() {
     second.stop().await;
 }
 
+/// A client's idea of its watermark can fall behind the server's (its
+/// store pushed by another way since: here directly to the database). Its
+/// next push through the server starts before the server's watermark: it
+/// is refused (409 `gap`, nothing applied) instead of applying again what
+/// the server has, and the client asks again and pushes only what is new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_behind_the_servers_watermark_is_refused_then_sent_from_it() {
+    let db = pg::database("serve_behind").await;
+    let server = TestServer::start(&db.url).await;
+    let remote = server.remote("default");
+    let direct = Remote::parse(&db.url, None).unwrap();
+    let retrying = SyncOptions {
+        max_attempts: 3,
+        backoff: std::time::Duration::from_millis(10),
+        ..SyncOptions::default()
+    };
+    let s = Store::memory().await.unwrap();
+    for i in 0..3 {
+        s.put(file(&format!("/b/{i}"), "a")).await.unwrap();
+    }
+    let first = push(&s, &remote, &retrying).await.unwrap();
+    assert_eq!(first.attempts, 1);
+    for i in 3..5 {
+        s.put(file(&format!("/b/{i}"), "a")).await.unwrap();
+    }
+    let around = push(&s, &direct, &retrying).await.unwrap();
+    assert!(around.from_seq == first.to_seq && around.to_seq > first.to_seq);
+    s.put(file("/b/5", "a")).await.unwrap();
+    let r = push(&s, &remote, &retrying).await.unwrap();
+    assert_eq!(r.attempts, 2, "refused once, then pushed from the server's watermark");
+    assert_eq!(r.tables[0].rows, 1, "only the new file: {r:?}");
+    assert_eq!(live_files(&db.url).await, 6);
+    server.stop().await;
+}
+
 /// The first pull of an empty store through the server reads the tenant's
 /// snapshot page by page (`/v1/snapshot`, each page its own short read):
 /// only the caller's tenant, every row once. A first pull cut after two
