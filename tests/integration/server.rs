@@ -924,7 +924,10 @@ async fn a_push_behind_the_servers_watermark_is_refused_then_sent_from_it() {
     assert!(around.from_seq == first.to_seq && around.to_seq > first.to_seq);
     s.put(file("/b/5", "a")).await.unwrap();
     let r = push(&s, &remote, &retrying).await.unwrap();
-    assert_eq!(r.attempts, 2, "refused once, then pushed from the server's watermark");
+    assert_eq!(
+        r.attempts, 2,
+        "refused once, then pushed from the server's watermark"
+    );
     assert_eq!(r.tables[0].rows, 1, "only the new file: {r:?}");
     assert_eq!(live_files(&db.url).await, 6);
     server.stop().await;
