@@ -55,6 +55,15 @@ impl ApiError {
         ApiError::new(StatusCode::CONFLICT, "incomplete", message)
     }
 
+    /// 409 `gap`: the push does not start at the source's watermark,
+    /// `applied` (ask it again and push from there).
+    pub fn gap(message: impl Into<String>, applied: i64) -> ApiError {
+        ApiError {
+            applied: Some(applied),
+            ..ApiError::new(StatusCode::CONFLICT, "gap", message)
+        }
+    }
+
     /// 409 `hub_changed`: the push named another database than the one
     /// this server is in front of (ask its state again).
     pub fn hub_changed(message: impl Into<String>) -> ApiError {
@@ -76,10 +85,7 @@ impl From<nexus_sync::Error> for ApiError {
                 ApiError::forbidden(e.to_string())
             }
             S::Conversion { .. } => ApiError::bad_request(e.to_string()),
-            S::PushBehind { applied, .. } => ApiError {
-                applied: Some(applied),
-                ..ApiError::new(StatusCode::CONFLICT, "gap", e.to_string())
-            },
+            S::PushBehind { applied, .. } => ApiError::gap(e.to_string(), applied),
             e if e.is_retryable() => ApiError::unavailable(format!("{e} (retry)")),
             e => {
                 tracing::error!(error = %e, "request failed");
@@ -93,10 +99,7 @@ impl From<nexus_core::Error> for ApiError {
     fn from(e: nexus_core::Error) -> ApiError {
         use nexus_core::Error as C;
         match e {
-            C::ChangeFileGap { applied, .. } => ApiError {
-                applied: Some(applied),
-                ..ApiError::new(StatusCode::CONFLICT, "gap", e.to_string())
-            },
+            C::ChangeFileGap { applied, .. } => ApiError::gap(e.to_string(), applied),
             C::InvalidChangeFile { .. } | C::InvalidArgument { .. } | C::InvalidCursor { .. } => {
                 ApiError::bad_request(e.to_string())
             }

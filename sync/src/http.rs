@@ -35,7 +35,9 @@ pub struct HttpHub {
 /// push or pull asks [`STATE`] again.
 #[derive(Default)]
 struct Known {
-    server: Option<(String, Option<u64>, bool)>,
+    /// The last answer of [`STATE`] (its watermark is the source's it
+    /// named: each source's is in `watermarks`).
+    server: Option<State>,
     watermarks: HashMap<String, i64>,
 }
 
@@ -116,8 +118,8 @@ impl HttpHub {
             .send(self.client.get(self.at(STATE)).query(&[("source", source)]))
             .await?;
         let mut known = self.known();
-        known.server = Some((state.hub_id.clone(), state.max_body, state.checks_hub));
         known.heard(source, state.watermark);
+        known.server = Some(state.clone());
         Ok(state)
     }
 
@@ -131,17 +133,11 @@ impl HttpHub {
             known
                 .server
                 .clone()
-                .filter(|(_, _, checks_hub)| *checks_hub)
+                .filter(|s| s.checks_hub)
                 .zip(known.watermarks.get(source).copied())
         };
         match known {
-            Some(((hub_id, max_body, checks_hub), watermark)) => Ok(State {
-                protocol: PROTOCOL_VERSION,
-                hub_id,
-                watermark,
-                max_body,
-                checks_hub,
-            }),
+            Some((state, watermark)) => Ok(State { watermark, ..state }),
             None => self.state(source).await,
         }
     }
@@ -149,15 +145,20 @@ impl HttpHub {
     /// The id of the server's database, as this client last heard it, or
     /// asked ([`HttpHub::state`] of `source`).
     pub async fn hub_id(&self, source: &str) -> Result<String> {
-        let known = self.known().server.clone();
+        let known = self.known().server.as_ref().map(|s| s.hub_id.clone());
         match known {
-            Some((hub_id, _, _)) => Ok(hub_id),
+            Some(hub_id) => Ok(hub_id),
             None => Ok(self.state(source).await?.hub_id),
         }
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, Known> {
         self.known.lock().expect("not poisoned")
+    }
+
+    /// Forgets what it knew of the server: the next push or pull asks.
+    fn forget(&self) {
+        *self.known() = Known::default();
     }
 
     /// Pushes one change file; `base` is how far the source had pulled from
@@ -241,7 +242,7 @@ impl HttpHub {
         if hub_id == answered {
             return Ok(());
         }
-        *self.known() = Known::default();
+        self.forget();
         Err(remote(
             &self.url,
             Some(409),
@@ -262,7 +263,7 @@ impl HttpHub {
         let answer = self.answer(request).await;
         if answer.is_err() {
             // Whatever failed, the next push or pull asks again.
-            *self.known() = Known::default();
+            self.forget();
         }
         answer
     }

@@ -73,9 +73,9 @@ fn as_changes(c: Changes) -> Result<Changes> {
 
 /// One push to a sync server: the local changes after the server's
 /// watermark (as the client's last push left it, else asked:
-/// [`HttpHub::known_state`]), read from one snapshot, one window per request (each applied
-/// exactly once by the server, so a push cut between windows resumes
-/// where the server stopped). `committed` carries what the windows the
+/// [`HttpHub::known_state`]), read from one snapshot, one window per
+/// request (each applied exactly once by the server, so a push cut between
+/// windows resumes where the server stopped). `committed` carries what the windows the
 /// server applied hold across attempts: a window applied stays applied when
 /// a later one fails, and its rows and conflict copies belong in the run's
 /// report.

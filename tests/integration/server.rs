@@ -86,6 +86,16 @@ fn opts() -> SyncOptions {
     }
 }
 
+/// A few attempts, soon after one another: for the answers that ask the
+/// client to ask the server again (409 `gap`, `hub_changed`).
+fn retrying() -> SyncOptions {
+    SyncOptions {
+        max_attempts: 3,
+        backoff: std::time::Duration::from_millis(10),
+        ..SyncOptions::default()
+    }
+}
+
 /// Two stores sync through the server: what one pushes the other pulls,
 /// a path both wrote keeps one and a conflict copy, and the database,
 /// the stores and the server agree. Every answer names the protocol.
@@ -831,11 +841,7 @@ async fn a_client_asks_again_when_the_server_serves_another_database() {
     let first = TestServer::start(&db1.url).await;
     let addr: std::net::SocketAddr = first.url.trim_start_matches("http://").parse().unwrap();
     let remote = first.remote("default");
-    let retrying = SyncOptions {
-        max_attempts: 3,
-        backoff: std::time::Duration::from_millis(10),
-        ..SyncOptions::default()
-    };
+    let retrying = retrying();
     let s = Store::memory().await.unwrap();
     for i in 0..5 {
         s.put(file(&format!("/h/{i}"), "a")).await.unwrap();
@@ -906,11 +912,7 @@ async fn a_push_behind_the_servers_watermark_is_refused_then_sent_from_it() {
     let server = TestServer::start(&db.url).await;
     let remote = server.remote("default");
     let direct = Remote::parse(&db.url, None).unwrap();
-    let retrying = SyncOptions {
-        max_attempts: 3,
-        backoff: std::time::Duration::from_millis(10),
-        ..SyncOptions::default()
-    };
+    let retrying = retrying();
     let s = Store::memory().await.unwrap();
     for i in 0..3 {
         s.put(file(&format!("/b/{i}"), "a")).await.unwrap();
