@@ -418,6 +418,9 @@ pub async fn read_tenant_page(
     let (safe, next) = bounds(&Cached::new(&*client, cache)).await?;
     let tx = crate::ops::begin_snapshot(client, "starting a read of the change feed").await?;
     let db = Cached::new(&tx, cache);
+    db.execute(concat!("SELECT ", nexus_postgres::plan_once!()), &[])
+        .await
+        .map_err(pg_err("starting a read of the change feed"))?;
     let page = match within {
         // The rest of a transaction read in part: it had ended (it was
         // below the bound of the page that began it).

@@ -47,3 +47,21 @@ pub use pool::{
 };
 pub use retry::{Backoff, retry};
 pub use url::{PgUrl, redact};
+
+/// The select list that makes the rest of a transaction plan each prepared
+/// statement once per connection (a generic plan, `plan_cache_mode =
+/// force_generic_plan`) with sequential scans off (`enable_seqscan`), for
+/// transactions whose every statement looks rows up by key: a sync
+/// apply's and a change-feed page's. Planning each statement for its
+/// parameters was about a third of PostgreSQL's time under many small
+/// pushes and pulls; a generic plan made while a new database's tables
+/// were small (before its first `ANALYZE`) would otherwise scan them whole
+/// for as long as it is kept. A string literal, so that callers can
+/// `concat!` it into the statement they run first.
+#[macro_export]
+macro_rules! plan_once {
+    () => {
+        "set_config('plan_cache_mode', 'force_generic_plan', true), \
+         set_config('enable_seqscan', 'off', true)"
+    };
+}

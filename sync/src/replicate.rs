@@ -371,17 +371,16 @@ pub(crate) async fn begin_source<'c>(
         .transaction()
         .await
         .map_err(Error::pg("starting the sync transaction"))?;
-    // Every statement of the run is planned for its parameters, not by a
-    // generic plan: they take the ids of the run's rows as arrays
-    // (`= ANY($1)`), and a generic plan made while the tables were small (a
-    // new database, until its next ANALYZE) scans them whole. Until
-    // [`record_watermark`], which sets PostgreSQL's default (`auto`, not a
-    // value the database or role may have set) back for the commit: the two
-    // go together, and `record_watermark` stays the run's last statement.
+    // Every statement of the run is planned once per connection, by
+    // index ([`nexus_postgres::plan_once`]), in the statement that takes
+    // the lock: no extra round trip.
     Tx::new(&tx, cache)
         .execute(
-            "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), \
-             pg_advisory_xact_lock(hashtextextended($1, 0))",
+            concat!(
+                "SELECT ",
+                nexus_postgres::plan_once!(),
+                ", pg_advisory_xact_lock(hashtextextended($1, 0))"
+            ),
             &[&source_id],
         )
         .await
@@ -636,18 +635,11 @@ pub(crate) async fn record_watermark(
 ) -> Result<()> {
     // The first tenant to push for a source through a server keeps it
     // ([`source_watermark`] refuses the others).
-    //
-    // The last statement before the commit: it also gives the run's
-    // deferred foreign-key checks, which PostgreSQL makes at the commit,
-    // one for each row written, back their cached plans ([`begin_source`]
-    // had the run's own statements planned for their parameters; planned
-    // for each row, 20,000 checks took 350 ms instead of 150).
     tx.execute(
-        "WITH w AS (INSERT INTO nexus_sync_state (source_id, watermark, synced_at, via, tenant_id) \
+        "INSERT INTO nexus_sync_state (source_id, watermark, synced_at, via, tenant_id) \
          VALUES ($1, $2, now(), $3, $4) \
          ON CONFLICT (source_id) DO UPDATE SET watermark = EXCLUDED.watermark, synced_at = EXCLUDED.synced_at, \
-         via = EXCLUDED.via, tenant_id = COALESCE(nexus_sync_state.tenant_id, EXCLUDED.tenant_id) RETURNING 1) \
-         SELECT set_config('plan_cache_mode', 'auto', true) FROM w",
+         via = EXCLUDED.via, tenant_id = COALESCE(nexus_sync_state.tenant_id, EXCLUDED.tenant_id)",
         &[&source_id, &through, &via, &tenant],
     )
     .await
