@@ -418,23 +418,29 @@ pub async fn read_tenant_page(
     let (safe, next) = bounds(&Cached::new(&*client, cache)).await?;
     let tx = crate::ops::begin_snapshot(client, "starting a read of the change feed").await?;
     let db = Cached::new(&tx, cache);
-    db.execute(concat!("SELECT ", nexus_postgres::plan_once!()), &[])
-        .await
-        .map_err(pg_err("starting a read of the change feed"))?;
-    let page = match within {
-        // The rest of a transaction read in part: it had ended (it was
-        // below the bound of the page that began it).
-        Some(cursor) => {
-            let part = Part {
-                after,
-                stamp: after,
-                start,
-                cursor: Some(cursor),
-            };
-            read_part(&db, &tables, tenant, part, max_rows).await?
-        }
-        None => read_in(&db, &tables, tenant, after, safe, next, max_rows).await?,
+    // The plan settings go with the page's first statement (pipelined).
+    let settings = async {
+        db.execute(concat!("SELECT ", nexus_postgres::plan_once!()), &[])
+            .await
+            .map_err(pg_err("starting a read of the change feed"))
     };
+    let read = async {
+        match within {
+            // The rest of a transaction read in part: it had ended (it was
+            // below the bound of the page that began it).
+            Some(cursor) => {
+                let part = Part {
+                    after,
+                    stamp: after,
+                    start,
+                    cursor: Some(cursor),
+                };
+                read_part(&db, &tables, tenant, part, max_rows).await
+            }
+            None => read_in(&db, &tables, tenant, after, safe, next, max_rows).await,
+        }
+    };
+    let (_, page) = tokio::try_join!(settings, read)?;
     tx.commit()
         .await
         .map_err(pg_err("ending a read of the change feed"))?;
@@ -536,11 +542,15 @@ async fn read_in(
         db.query(&sql, &range).await.map_err(pg_err(what))
     };
     let one = tenant.is_some();
-    let files = q(select_sql::<FileRow>(one), "reading changed files").await?;
-    let metadata = q(select_sql::<MetadataRow>(one), "reading changed metadata").await?;
-    let versions = q(select_sql::<VersionRow>(one), "reading changed versions").await?;
-    let chunks = q(select_sql::<ChunkRow>(one), "reading changed chunks").await?;
-    let tombstones = q(select_sql::<TombstoneRow>(one), "reading removals").await?;
+    // Sent together (pipelined: one round trip, not five); PostgreSQL runs
+    // them in order, in the page's one snapshot.
+    let (files, metadata, versions, chunks, tombstones) = tokio::try_join!(
+        q(select_sql::<FileRow>(one), "reading changed files"),
+        q(select_sql::<MetadataRow>(one), "reading changed metadata"),
+        q(select_sql::<VersionRow>(one), "reading changed versions"),
+        q(select_sql::<ChunkRow>(one), "reading changed chunks"),
+        q(select_sql::<TombstoneRow>(one), "reading removals"),
+    )?;
     let files: Vec<FileRow> = read_rows(&files)?;
     let metadata: Vec<MetadataRow> = read_rows(&metadata)?;
     let versions: Vec<VersionRow> = read_rows(&versions)?;

@@ -112,14 +112,21 @@ async fn apply_once(
     tenant: Option<&str>,
 ) -> Result<SyncReport> {
     let started = Instant::now();
-    let tx = begin_source(client, cache, &file.source_id).await?;
+    // The bulk-load lock shared with the source's, before reading any
+    // table: a bulk load holding it alone locks them.
+    let tx = begin_source(client, cache, &file.source_id, true).await?;
     let db = Tx::new(&tx, cache);
-    // Before reading any table: a bulk load holding the lock alone locks them.
-    crate::replicate::share_bulk_lock(&db).await?;
-    if let Some(tenant) = tenant {
-        check_tenant(&db, &batch, tenant).await?;
-    }
-    let at = source_watermark(&db, &file.source_id, tenant).await?;
+    // The tenant's check and the watermark sent together (pipelined); a
+    // row of another tenant is the error that counts.
+    let checked = async {
+        match tenant {
+            Some(tenant) => check_tenant(&db, &batch, tenant).await,
+            None => Ok(()),
+        }
+    };
+    let (checked, at) = tokio::join!(checked, source_watermark(&db, &file.source_id, tenant));
+    checked?;
+    let at = at?;
     let mut report = SyncReport::new(&file.source_id, at, file.through);
     if file.through <= at {
         report.to_seq = at;

@@ -225,7 +225,7 @@ impl Replicator {
         let (source_id, head, base) = header.await.map_err(|_| reader_gone())??;
 
         let cache = StatementCache::default();
-        let tx = begin_source(&mut client, &cache, &source_id).await?;
+        let tx = begin_source(&mut client, &cache, &source_id, false).await?;
         let db = Tx::new(&tx, &cache);
         let (watermark, empty) = target_position(&db, &source_id, head).await?;
         let mut report = SyncReport::new(&source_id, watermark, head);
@@ -361,11 +361,14 @@ where
 }
 
 /// Starts the one transaction of a run and takes the source's lock in it:
-/// two runs for the same source take turns.
+/// two runs for the same source take turns. With `share_bulk`, the same
+/// statement then shares the bulk-load lock ([`share_bulk_lock`], for a
+/// run that reads no table before).
 pub(crate) async fn begin_source<'c>(
     client: &'c mut tokio_postgres::Client,
     cache: &StatementCache,
     source_id: &str,
+    share_bulk: bool,
 ) -> Result<Transaction<'c>> {
     let tx = client
         .transaction()
@@ -373,9 +376,20 @@ pub(crate) async fn begin_source<'c>(
         .map_err(Error::pg("starting the sync transaction"))?;
     // Every statement of the run is planned once per connection, by
     // index ([`nexus_postgres::plan_once`]), in the statement that takes
-    // the lock: no extra round trip.
-    Tx::new(&tx, cache)
-        .execute(
+    // the lock: no extra round trip. (A select list is evaluated in order.)
+    let db = Tx::new(&tx, cache);
+    let locked = if share_bulk {
+        db.execute(
+            concat!(
+                "SELECT ",
+                nexus_postgres::plan_once!(),
+                ", pg_advisory_xact_lock(hashtextextended($1, 0)), pg_advisory_xact_lock_shared($2)"
+            ),
+            &[&source_id, &BULK_LOCK],
+        )
+        .await
+    } else {
+        db.execute(
             concat!(
                 "SELECT ",
                 nexus_postgres::plan_once!(),
@@ -384,7 +398,8 @@ pub(crate) async fn begin_source<'c>(
             &[&source_id],
         )
         .await
-        .map_err(Error::pg("locking the source"))?;
+    };
+    locked.map_err(Error::pg("locking the source"))?;
     Ok(tx)
 }
 
@@ -458,11 +473,17 @@ pub(crate) async fn make_live(
     // live at once, in a savepoint (left to the commit to release); a path
     // taken (a unique violation) undoes that and goes the long way below.
     let client = tx.client();
-    client
-        .batch_execute("SAVEPOINT nexus_make_live")
-        .await
-        .map_err(Error::pg("making moved files live"))?;
-    match tx.execute(MAKE_LIVE, &[&live_ids]).await {
+    let savepoint = async {
+        client
+            .batch_execute("SAVEPOINT nexus_make_live")
+            .await
+            .map_err(Error::pg("making moved files live"))
+    };
+    // Sent together (pipelined).
+    let ids: [&(dyn ToSql + Sync); 1] = [&live_ids];
+    let (savepoint, made) = tokio::join!(savepoint, tx.execute(MAKE_LIVE, &ids));
+    savepoint?;
+    match made {
         Ok(_) => return Ok(copies),
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
             client
@@ -964,19 +985,19 @@ async fn copy_rows<'r, R: TableRow + 'r>(
             .map_err(Error::pg("sending COPY rows"))?;
     }
     writer.finish().await.map_err(Error::pg("finishing COPY"))?;
-    account::<R>(stats, count, bytes, started);
+    Tally::of::<R>(count, bytes, started).add(stats);
     Ok(())
 }
 
 /// Upserts `rows` of one table ([`pg_tables::upsert`]); `failed` says what
-/// a refusal means.
+/// a refusal means. Returns what to add to the run's figures (so that
+/// several upserts can be sent at once).
 async fn upsert_rows<'r, R: TableRow + 'r>(
     tx: &Tx<'_, '_>,
     source: &str,
     rows: impl Iterator<Item = &'r R>,
-    stats: &mut [TableStats],
     failed: impl FnOnce(tokio_postgres::Error) -> Error,
-) -> Result<()> {
+) -> Result<Tally> {
     let started = Instant::now();
     let mut columns: Vec<Vec<pg_tables::Value<'_>>> = vec![Vec::new(); R::TABLE.columns.len() + 1];
     let (mut count, mut bytes) = (0, 0);
@@ -989,7 +1010,7 @@ async fn upsert_rows<'r, R: TableRow + 'r>(
         }
     }
     if count == 0 {
-        return Ok(());
+        return Ok(Tally::of::<R>(0, 0, started));
     }
     let params: Vec<&(dyn ToSql + Sync)> = columns
         .iter()
@@ -999,15 +1020,38 @@ async fn upsert_rows<'r, R: TableRow + 'r>(
     tx.execute(pg_tables::upsert(R::TABLE), &params)
         .await
         .map_err(failed)?;
-    account::<R>(stats, count, bytes, started);
-    Ok(())
+    Ok(Tally::of::<R>(count, bytes, started))
 }
 
-fn account<R: TableRow>(stats: &mut [TableStats], rows: usize, bytes: u64, started: Instant) {
-    let i = R::TABLE.index();
-    stats[i].rows += rows as u64;
-    stats[i].bytes += bytes;
-    stats[i].seconds += started.elapsed().as_secs_f64();
+/// Rows and bytes written into one table, and since when: added to a
+/// run's figures ([`TableStats`]).
+struct Tally {
+    table: usize,
+    rows: usize,
+    bytes: u64,
+    started: Instant,
+}
+
+impl Tally {
+    fn of<R: TableRow>(rows: usize, bytes: u64, started: Instant) -> Tally {
+        Tally {
+            table: R::TABLE.index(),
+            rows,
+            bytes,
+            started,
+        }
+    }
+
+    /// Nothing written adds nothing.
+    fn add(self, stats: &mut [TableStats]) {
+        if self.rows == 0 {
+            return;
+        }
+        let s = &mut stats[self.table];
+        s.rows += self.rows as u64;
+        s.bytes += self.bytes;
+        s.seconds += self.started.elapsed().as_secs_f64();
+    }
 }
 
 async fn copy_batch(
@@ -1030,14 +1074,27 @@ pub(crate) async fn upsert_batch(
     stats: &mut [TableStats],
     live_ids: &mut Vec<Uuid>,
 ) -> Result<()> {
-    upsert_rows(
-        tx,
-        source,
-        b.files.iter().map(|f| &f.row),
-        stats,
-        Error::pg("upserting file_paths"),
-    )
-    .await?;
+    // Files and versions sent together (pipelined: one round trip);
+    // PostgreSQL runs them in order.
+    let (files, versions) = tokio::try_join!(
+        upsert_rows(
+            tx,
+            source,
+            b.files.iter().map(|f| &f.row),
+            Error::pg("upserting file_paths"),
+        ),
+        upsert_rows(tx, source, b.versions.iter().map(|v| &v.row), |e| {
+            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                // Another push made a version of one of these files at the
+                // same moment: retried, the rule then sees it.
+                Error::Raced
+            } else {
+                Error::pg("upserting version_history")(e)
+            }
+        }),
+    )?;
+    files.add(stats);
+    versions.add(stats);
     live_ids.extend(
         b.files
             .iter()
@@ -1045,27 +1102,16 @@ pub(crate) async fn upsert_batch(
             .map(|f| f.path_id),
     );
 
-    upsert_rows(tx, source, b.versions.iter().map(|v| &v.row), stats, |e| {
-        if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-            // Another push made a version of one of these files at the
-            // same moment: retried, the rule then sees it.
-            Error::Raced
-        } else {
-            Error::pg("upserting version_history")(e)
-        }
-    })
-    .await?;
-
     if !b.metadata.is_empty() {
         let m = &b.metadata;
         upsert_rows(
             tx,
             source,
             m.iter().map(|x| &x.row),
-            stats,
             Error::pg("upserting file_metadata"),
         )
-        .await?;
+        .await?
+        .add(stats);
         let key1: Vec<String> = m.iter().map(|x| x.row.path_id.clone()).collect();
         let key2: Vec<String> = m.iter().map(|x| x.row.key.clone()).collect();
         clear_tombstones(tx, "file_metadata", &key1, &key2).await?;
@@ -1077,10 +1123,10 @@ pub(crate) async fn upsert_batch(
             tx,
             source,
             c.iter().map(|x| &x.row),
-            stats,
             Error::pg("upserting content_chunks"),
         )
-        .await?;
+        .await?
+        .add(stats);
         let tenants: Vec<String> = c.iter().map(|x| x.row.tenant_id.clone()).collect();
         let hashes: Vec<String> = c.iter().map(|x| x.row.content_hash.clone()).collect();
         clear_tombstones(tx, "content_chunks", &tenants, &hashes).await?;
@@ -1115,10 +1161,10 @@ pub(crate) async fn upsert_batch(
             tx,
             source,
             x.iter().map(|t| &t.row),
-            stats,
             Error::pg("recording tombstones"),
         )
-        .await?;
+        .await?
+        .add(stats);
     }
     Ok(())
 }
