@@ -324,6 +324,34 @@ pub trait ApplySide {
         &mut self,
         versions: &[Self::Version],
     ) -> Result<Vec<(Self::Id, (Self::Id, i64))>, Self::Error>;
+    /// The reads every [`resolve`] starts with, which depend on nothing
+    /// read before: [`ApplySide::files_here`] of `ids`, then
+    /// [`ApplySide::clashes`] and [`ApplySide::held_elsewhere`] of
+    /// `versions`, in that order (none of a list that is empty). A side
+    /// whose reads cross a network sends them together.
+    async fn first_reads(
+        &mut self,
+        ids: &[Self::Id],
+        versions: &[Self::Version],
+    ) -> Result<FirstReads<Self::Id>, Self::Error> {
+        let here = match ids.is_empty() {
+            true => HashMap::new(),
+            false => self.files_here(ids).await?,
+        };
+        if versions.is_empty() {
+            return Ok(FirstReads {
+                here,
+                ..FirstReads::default()
+            });
+        }
+        let clashes = self.clashes(versions).await?;
+        let held_elsewhere = self.held_elsewhere(versions).await?;
+        Ok(FirstReads {
+            here,
+            clashes,
+            held_elsewhere,
+        })
+    }
     /// The arriving versions whose parent this side holds in another file
     /// than the one they arrive in, while that one holds a version here of
     /// the lowest number that the parent's file holds (the two lines forked
@@ -373,6 +401,27 @@ pub trait ApplySide {
     }
 }
 
+/// What [`ApplySide::first_reads`] found.
+#[derive(Debug)]
+pub struct FirstReads<Id> {
+    /// [`ApplySide::files_here`].
+    pub here: HashMap<Id, HereFile>,
+    /// [`ApplySide::clashes`].
+    pub clashes: Vec<Clash<Id>>,
+    /// [`ApplySide::held_elsewhere`].
+    pub held_elsewhere: Vec<(Id, (Id, i64))>,
+}
+
+impl<Id> Default for FirstReads<Id> {
+    fn default() -> Self {
+        FirstReads {
+            here: HashMap::new(),
+            clashes: Vec::new(),
+            held_elsewhere: Vec::new(),
+        }
+    }
+}
+
 /// What [`resolve`] decided, and the versions it found this side holds
 /// (among the arriving versions of diverged files and those carried
 /// elsewhere), which stay where they are when their file becomes a copy.
@@ -416,10 +465,11 @@ pub async fn resolve<S: ApplySide>(
         Seen::Through(_) => HashSet::new(),
     };
     let ids: Vec<S::Id> = files.iter().map(|f| f.file().clone()).collect();
-    let here = match ids.is_empty() {
-        true => HashMap::new(),
-        false => side.files_here(&ids).await?,
-    };
+    let FirstReads {
+        here,
+        clashes,
+        held_elsewhere,
+    } = side.first_reads(&ids, versions).await?;
     let mut carried: HashMap<S::Id, Option<(S::Id, i64)>> = versions
         .iter()
         .map(|v| (v.id().clone(), Some((v.file().clone(), v.number()))))
@@ -429,7 +479,6 @@ pub async fn resolve<S: ApplySide>(
     let mut met = if versions.is_empty() {
         VersionsMet::default()
     } else {
-        let clashes = side.clashes(versions).await?;
         let ids: Vec<S::Id> = clashes.iter().map(|c| c.version.clone()).collect();
         let known = match ids.is_empty() {
             true => HashSet::new(),
@@ -441,7 +490,7 @@ pub async fn resolve<S: ApplySide>(
         // has taken), whether or not its number clashes: the row here whose
         // current version it is is no row to settle with (it would keep
         // naming a version that leaves the file).
-        for (id, at) in side.held_elsewhere(versions).await? {
+        for (id, at) in held_elsewhere {
             if !met.staying.contains(&id) {
                 met.superseded.insert(at);
             }

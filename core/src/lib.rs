@@ -64,8 +64,8 @@ pub(crate) fn lock<X>(m: &std::sync::Mutex<X>) -> std::sync::MutexGuard<'_, X> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 pub use arrive::{
-    ApplySide, ArrivingFile, ArrivingVersion, Decided, HereFile, KeyChange, OfFile, Resolution,
-    decide, older_keys, resolve, to_copies,
+    ApplySide, ArrivingFile, ArrivingVersion, Decided, FirstReads, HereFile, KeyChange, OfFile,
+    Resolution, decide, older_keys, resolve, to_copies,
 };
 pub use change_file::{CHANGE_FILE_FORMAT, CHANGE_FILE_VERSIONS, ChangeFile, ImportReport};
 pub use changes::{

@@ -44,7 +44,8 @@ use std::collections::{HashMap, HashSet};
 use crate::replicate::Tx;
 use nexus_core::tables::{FILE_METADATA, FILE_PATHS};
 use nexus_core::{
-    Clash, ConflictCopy, ConflictInfo, ConflictReason, HereFile, Seen, Timestamp, to_copies,
+    Clash, ConflictCopy, ConflictInfo, ConflictReason, FirstReads, HereFile, Seen, Timestamp,
+    to_copies,
 };
 use nexus_postgres::codec::micros;
 use uuid::Uuid;
@@ -104,55 +105,12 @@ impl nexus_core::ApplySide for Target<'_, '_> {
     type Removal = PgTombstone;
     type Error = Error;
 
-    /// Locked until the run commits, so that concurrent pushes decide on
-    /// what the others committed.
     async fn files_here(&mut self, ids: &[Uuid]) -> Result<HashMap<Uuid, HereFile>> {
-        let rows = self
-            .tx
-            .query(
-                &format!(
-                    "SELECT path_id, change_seq, origin_id, deleted_at IS NULL, current_version, \
-                     virtual_path, {} FROM file_paths WHERE path_id = ANY($1) ORDER BY path_id FOR UPDATE",
-                    micros(
-                        "CASE WHEN deleted_at IS NULL OR deleted_at = '-infinity' THEN updated_at ELSE deleted_at END"
-                    )
-                ),
-                &[&ids],
-            )
-            .await
-            .map_err(Error::pg("reading the target's rows of pushed files"))?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let version: i32 = r.get(4);
-                let here = HereFile {
-                    change_seq: r.get(1),
-                    origin: r.get(2),
-                    live: r.get(3),
-                    version: version.into(),
-                    path: r.get(5),
-                    changed_at: r.get(6),
-                };
-                (r.get(0), here)
-            })
-            .collect())
+        files_here(self.tx, ids).await
     }
 
     async fn clashes(&mut self, versions: &[PgVersion]) -> Result<Vec<Clash<Uuid>>> {
-        let p: Vec<Uuid> = versions.iter().map(|v| v.path_id).collect();
-        let n: Vec<i32> = versions.iter().map(|v| v.version_number).collect();
-        let id: Vec<Uuid> = versions.iter().map(|v| v.version_id).collect();
-        let found = clashes(self.tx, &p, &n, &id).await?;
-        Ok(found
-            .into_iter()
-            .map(|(i, here, made)| Clash {
-                version: id[i],
-                file: p[i],
-                number: n[i].into(),
-                here,
-                made: (versions[i].row.created_at, made),
-            })
-            .collect())
+        version_clashes(self.tx, versions).await
     }
 
     async fn known(&mut self, ids: &[Uuid]) -> Result<HashSet<Uuid>> {
@@ -160,20 +118,37 @@ impl nexus_core::ApplySide for Target<'_, '_> {
     }
 
     async fn held_elsewhere(&mut self, versions: &[PgVersion]) -> Result<Vec<(Uuid, (Uuid, i64))>> {
-        let p: Vec<Uuid> = versions.iter().map(|v| v.path_id).collect();
-        let id: Vec<Uuid> = versions.iter().map(|v| v.version_id).collect();
-        Ok(self
-            .tx
-            .query(
-                "SELECT h.version_id, h.path_id, h.version_number FROM unnest($1::uuid[], $2::uuid[]) AS u(p, v) \
-                 JOIN version_history h ON h.version_id = u.v AND h.path_id <> u.p",
-                &[&p, &id],
-            )
-            .await
-            .map_err(Error::pg("finding pushed versions held in another file"))?
-            .iter()
-            .map(|r| (r.get(0), (r.get(1), i64::from(r.get::<_, i32>(2)))))
-            .collect())
+        held_elsewhere(self.tx, versions).await
+    }
+
+    /// Sent together (pipelined: one round trip, not three); PostgreSQL
+    /// runs them in order, the files' rows (and their locks) first.
+    async fn first_reads(
+        &mut self,
+        ids: &[Uuid],
+        versions: &[PgVersion],
+    ) -> Result<FirstReads<Uuid>> {
+        let tx = self.tx;
+        let here = async {
+            match ids.is_empty() {
+                true => Ok(HashMap::new()),
+                false => files_here(tx, ids).await,
+            }
+        };
+        let of_versions = async {
+            match versions.is_empty() {
+                true => Ok((Vec::new(), Vec::new())),
+                false => {
+                    tokio::try_join!(version_clashes(tx, versions), held_elsewhere(tx, versions))
+                }
+            }
+        };
+        let (here, (clashes, held_elsewhere)) = tokio::try_join!(here, of_versions)?;
+        Ok(FirstReads {
+            here,
+            clashes,
+            held_elsewhere,
+        })
     }
 
     async fn parents_elsewhere(
@@ -415,6 +390,78 @@ pub(crate) async fn none_held(tx: &Tx<'_, '_>, source: &str, held: &Held) -> Res
         source,
         &format!("the target's version {other} (tenant {tenant})"),
     )))
+}
+
+/// The target's rows of the files `ids`, locked until the run commits, so
+/// that concurrent pushes decide on what the others committed.
+async fn files_here(tx: &Tx<'_, '_>, ids: &[Uuid]) -> Result<HashMap<Uuid, HereFile>> {
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT path_id, change_seq, origin_id, deleted_at IS NULL, current_version, \
+                 virtual_path, {} FROM file_paths WHERE path_id = ANY($1) ORDER BY path_id FOR UPDATE",
+                micros(
+                    "CASE WHEN deleted_at IS NULL OR deleted_at = '-infinity' THEN updated_at ELSE deleted_at END"
+                )
+            ),
+            &[&ids],
+        )
+        .await
+        .map_err(Error::pg("reading the target's rows of pushed files"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let version: i32 = r.get(4);
+            let here = HereFile {
+                change_seq: r.get(1),
+                origin: r.get(2),
+                live: r.get(3),
+                version: version.into(),
+                path: r.get(5),
+                changed_at: r.get(6),
+            };
+            (r.get(0), here)
+        })
+        .collect())
+}
+
+/// [`nexus_core::ApplySide::clashes`]: [`clashes`] of pushed versions.
+async fn version_clashes(tx: &Tx<'_, '_>, versions: &[PgVersion]) -> Result<Vec<Clash<Uuid>>> {
+    let p: Vec<Uuid> = versions.iter().map(|v| v.path_id).collect();
+    let n: Vec<i32> = versions.iter().map(|v| v.version_number).collect();
+    let id: Vec<Uuid> = versions.iter().map(|v| v.version_id).collect();
+    let found = clashes(tx, &p, &n, &id).await?;
+    Ok(found
+        .into_iter()
+        .map(|(i, here, made)| Clash {
+            version: id[i],
+            file: p[i],
+            number: n[i].into(),
+            here,
+            made: (versions[i].row.created_at, made),
+        })
+        .collect())
+}
+
+/// The pushed versions the target holds in another file: each with the
+/// (file, number) that holds it.
+async fn held_elsewhere(
+    tx: &Tx<'_, '_>,
+    versions: &[PgVersion],
+) -> Result<Vec<(Uuid, (Uuid, i64))>> {
+    let p: Vec<Uuid> = versions.iter().map(|v| v.path_id).collect();
+    let id: Vec<Uuid> = versions.iter().map(|v| v.version_id).collect();
+    Ok(tx
+        .query(
+            "SELECT h.version_id, h.path_id, h.version_number FROM unnest($1::uuid[], $2::uuid[]) AS u(p, v) \
+             JOIN version_history h ON h.version_id = u.v AND h.path_id <> u.p",
+            &[&p, &id],
+        )
+        .await
+        .map_err(Error::pg("finding pushed versions held in another file"))?
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), i64::from(r.get::<_, i32>(2)))))
+        .collect())
 }
 
 /// Which of the versions `ids` the target holds (in any file).
