@@ -418,9 +418,10 @@ pub async fn read_tenant_page(
     let (safe, next) = bounds(&Cached::new(&*client, cache)).await?;
     let tx = crate::ops::begin_snapshot(client, "starting a read of the change feed").await?;
     let db = Cached::new(&tx, cache);
-    // The plan settings go with the page's first statement (pipelined).
+    // The plan settings go with the page's first statement (pipelined;
+    // checked first: see `read_in`).
     let settings = async {
-        db.execute(concat!("SELECT ", nexus_postgres::plan_once!()), &[])
+        db.execute(nexus_postgres::PLAN_ONCE, &[])
             .await
             .map_err(pg_err("starting a read of the change feed"))
     };
@@ -440,7 +441,9 @@ pub async fn read_tenant_page(
             None => read_in(&db, &tables, tenant, after, safe, next, max_rows).await,
         }
     };
-    let (_, page) = tokio::try_join!(settings, read)?;
+    let (settings, page) = tokio::join!(settings, read);
+    settings?;
+    let page = page?;
     tx.commit()
         .await
         .map_err(pg_err("ending a read of the change feed"))?;
@@ -542,15 +545,19 @@ async fn read_in(
         db.query(&sql, &range).await.map_err(pg_err(what))
     };
     let one = tenant.is_some();
-    // Sent together (pipelined: one round trip, not five); PostgreSQL runs
-    // them in order, in the page's one snapshot.
-    let (files, metadata, versions, chunks, tombstones) = tokio::try_join!(
+    // Sent together (pipelined: one round trip, not five), all in the
+    // page's one snapshot (their order does not matter); each checked in
+    // the order sent, so that the error is the first statement's, not the
+    // "transaction aborted" of those behind it.
+    let (files, metadata, versions, chunks, tombstones) = tokio::join!(
         q(select_sql::<FileRow>(one), "reading changed files"),
         q(select_sql::<MetadataRow>(one), "reading changed metadata"),
         q(select_sql::<VersionRow>(one), "reading changed versions"),
         q(select_sql::<ChunkRow>(one), "reading changed chunks"),
         q(select_sql::<TombstoneRow>(one), "reading removals"),
-    )?;
+    );
+    let (files, metadata, versions) = (files?, metadata?, versions?);
+    let (chunks, tombstones) = (chunks?, tombstones?);
     let files: Vec<FileRow> = read_rows(&files)?;
     let metadata: Vec<MetadataRow> = read_rows(&metadata)?;
     let versions: Vec<VersionRow> = read_rows(&versions)?;

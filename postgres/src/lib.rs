@@ -57,7 +57,8 @@ pub use url::{PgUrl, redact};
 /// pushes and pulls; a generic plan made while a new database's tables
 /// were small (before its first `ANALYZE`) would otherwise scan them whole
 /// for as long as it is kept. A string literal, so that callers can
-/// `concat!` it into the statement they run first.
+/// `concat!` it into the statement they run first. Not for a bulk load,
+/// whose rebuilt foreign keys and feed notes read whole tables.
 #[macro_export]
 macro_rules! plan_once {
     () => {
@@ -65,3 +66,6 @@ macro_rules! plan_once {
          set_config('enable_seqscan', 'off', true)"
     };
 }
+
+/// [`plan_once!`] as a statement of its own.
+pub const PLAN_ONCE: &str = concat!("SELECT ", plan_once!());

@@ -203,6 +203,16 @@ impl<'a, C: GenericClient + Sync> Cached<'a, C> {
         self.client
     }
 
+    /// The prepared statement of `sql` (prepared now if it is not yet):
+    /// a caller that sends several statements at once prepares them first,
+    /// so that each is sent when its future is first polled, in order.
+    pub async fn prepare(
+        &self,
+        sql: &str,
+    ) -> std::result::Result<Statement, tokio_postgres::Error> {
+        self.cache.get(self.client, sql).await
+    }
+
     /// Every row.
     pub async fn query(
         &self,

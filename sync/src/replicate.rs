@@ -36,7 +36,7 @@ use uuid::Uuid;
 use crate::convert::{self, Batch};
 use crate::error::{Error, Result};
 use crate::pg_tables;
-use nexus_core::tables::TableRow;
+use nexus_core::tables::{FILE_PATHS, TableRow, VERSION_HISTORY};
 use nexus_postgres::{Cached, PgUrl, StatementCache, migrate};
 
 /// A run's transaction with its connection's prepared statements
@@ -237,6 +237,9 @@ impl Replicator {
         report.mode = if watermark == 0 && empty {
             SyncMode::Full
         } else {
+            db.execute(nexus_postgres::PLAN_ONCE, &[])
+                .await
+                .map_err(Error::pg("starting the sync"))?;
             SyncMode::Incremental
         };
 
@@ -361,40 +364,36 @@ where
 }
 
 /// Starts the one transaction of a run and takes the source's lock in it:
-/// two runs for the same source take turns. With `share_bulk`, the same
-/// statement then shares the bulk-load lock ([`share_bulk_lock`], for a
-/// run that reads no table before).
+/// two runs for the same source take turns. For a push (`push`: a change
+/// file's apply, which reads no table before), the same statement then
+/// shares the bulk-load lock ([`share_bulk_lock`]) and has the rest of the
+/// transaction plan each statement once ([`nexus_postgres::plan_once!`]);
+/// a sync run decides both once it knows whether it bulk-loads
+/// ([`target_position`]).
 pub(crate) async fn begin_source<'c>(
     client: &'c mut tokio_postgres::Client,
     cache: &StatementCache,
     source_id: &str,
-    share_bulk: bool,
+    push: bool,
 ) -> Result<Transaction<'c>> {
     let tx = client
         .transaction()
         .await
         .map_err(Error::pg("starting the sync transaction"))?;
-    // Every statement of the run is planned once per connection, by
-    // index ([`nexus_postgres::plan_once`]), in the statement that takes
-    // the lock: no extra round trip. (A select list is evaluated in order.)
     let db = Tx::new(&tx, cache);
-    let locked = if share_bulk {
+    // (A select list is evaluated in order: the source's lock first.)
+    let locked = if push {
         db.execute(
             concat!(
-                "SELECT ",
-                nexus_postgres::plan_once!(),
-                ", pg_advisory_xact_lock(hashtextextended($1, 0)), pg_advisory_xact_lock_shared($2)"
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0)), pg_advisory_xact_lock_shared($2), ",
+                nexus_postgres::plan_once!()
             ),
             &[&source_id, &BULK_LOCK],
         )
         .await
     } else {
         db.execute(
-            concat!(
-                "SELECT ",
-                nexus_postgres::plan_once!(),
-                ", pg_advisory_xact_lock(hashtextextended($1, 0))"
-            ),
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
             &[&source_id],
         )
         .await
@@ -1024,7 +1023,8 @@ async fn upsert_rows<'r, R: TableRow + 'r>(
 }
 
 /// Rows and bytes written into one table, and since when: added to a
-/// run's figures ([`TableStats`]).
+/// run's figures ([`TableStats`]; two upserts sent together each count
+/// the time of both).
 struct Tally {
     table: usize,
     rows: usize,
@@ -1074,9 +1074,20 @@ pub(crate) async fn upsert_batch(
     stats: &mut [TableStats],
     live_ids: &mut Vec<Uuid>,
 ) -> Result<()> {
-    // Files and versions sent together (pipelined: one round trip);
-    // PostgreSQL runs them in order.
-    let (files, versions) = tokio::try_join!(
+    // Files and versions sent together (pipelined: one round trip), in
+    // that order (the versions' feed trigger finds their files' tenant):
+    // both statements prepared first, so that each future sends its
+    // statement when first polled, in order. Each is checked in the order
+    // sent (a failure makes the statements behind it fail as "transaction
+    // aborted").
+    if !b.files.is_empty() && !b.versions.is_empty() {
+        for table in [&FILE_PATHS, &VERSION_HISTORY] {
+            tx.prepare(pg_tables::upsert(table))
+                .await
+                .map_err(Error::pg("preparing an upsert"))?;
+        }
+    }
+    let (files, versions) = tokio::join!(
         upsert_rows(
             tx,
             source,
@@ -1092,9 +1103,9 @@ pub(crate) async fn upsert_batch(
                 Error::pg("upserting version_history")(e)
             }
         }),
-    )?;
-    files.add(stats);
-    versions.add(stats);
+    );
+    files?.add(stats);
+    versions?.add(stats);
     live_ids.extend(
         b.files
             .iter()

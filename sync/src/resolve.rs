@@ -121,29 +121,28 @@ impl nexus_core::ApplySide for Target<'_, '_> {
         held_elsewhere(self.tx, versions).await
     }
 
-    /// Sent together (pipelined: one round trip, not three); PostgreSQL
-    /// runs them in order, the files' rows (and their locks) first.
+    /// The files' rows (and their locks) first; then the two reads of
+    /// versions sent together (pipelined: one round trip, not two), after
+    /// the locks, each checked in the order sent (a failure makes the
+    /// statements behind it fail as "transaction aborted").
     async fn first_reads(
         &mut self,
         ids: &[Uuid],
         versions: &[PgVersion],
     ) -> Result<FirstReads<Uuid>> {
         let tx = self.tx;
-        let here = async {
-            match ids.is_empty() {
-                true => Ok(HashMap::new()),
-                false => files_here(tx, ids).await,
+        let here = match ids.is_empty() {
+            true => HashMap::new(),
+            false => files_here(tx, ids).await?,
+        };
+        let (clashes, held_elsewhere) = match versions.is_empty() {
+            true => (Vec::new(), Vec::new()),
+            false => {
+                let (c, h) =
+                    tokio::join!(version_clashes(tx, versions), held_elsewhere(tx, versions));
+                (c?, h?)
             }
         };
-        let of_versions = async {
-            match versions.is_empty() {
-                true => Ok((Vec::new(), Vec::new())),
-                false => {
-                    tokio::try_join!(version_clashes(tx, versions), held_elsewhere(tx, versions))
-                }
-            }
-        };
-        let (here, (clashes, held_elsewhere)) = tokio::try_join!(here, of_versions)?;
         Ok(FirstReads {
             here,
             clashes,
