@@ -1610,3 +1610,36 @@ async fn a_push_without_base_settles_as_a_change_file() {
         "with base=0 /x stays; without base it is deleted"
     );
 }
+
+/// A push on connections that have prepared nothing yet (a new server):
+/// its statements sent together still run in the order written, so the
+/// versions' feed trigger finds their new files and notes the
+/// transaction under the push's tenant, not under none (which every
+/// tenant's pull would read from then on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_push_notes_its_versions_under_its_tenant() {
+    let db = pg::database("serve_first_push_order").await;
+    let server = TestServer::start(&db.url).await;
+    let remote = server.remote("default");
+    let s = Store::memory().await.unwrap();
+    for i in 0..5 {
+        s.put(file(&format!("/f{i}.txt"), &format!("v{i}")))
+            .await
+            .unwrap();
+    }
+    let pushed = push(&s, &remote, &opts()).await.unwrap();
+    assert!(pushed.rows() >= 10, "{pushed:?}");
+    let client = pg::connect(&db.url).await;
+    let noted: Vec<(Option<String>, i64)> = client
+        .query(
+            "SELECT tenant_id, count(*) FROM nexus_feed_tenants GROUP BY tenant_id ORDER BY tenant_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(noted, vec![(Some("default".to_string()), 1)]);
+    server.stop().await;
+}
