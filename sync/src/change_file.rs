@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::convert::{self, Batch};
 use crate::error::{Error, Result};
+use crate::pg_tables::Landing;
 use crate::replicate::Tx;
 use crate::replicate::{
     SyncMode, SyncOptions, SyncReport, batch_len, begin_source, make_live, record_watermark,
@@ -160,12 +161,20 @@ async fn apply_once(
     let mut held = crate::resolve::Held::new();
     let copies = crate::resolve::resolve(&db, &file.source_id, seen, &mut batch, &mut held).await?;
     crate::resolve::none_held(&db, &file.source_id, &held).await?;
+    // One batch, the whole run: its files land live at once unless the
+    // rule moves a file here to a pushed path after them.
+    let how = if copies.moves_nothing() {
+        Landing::Live
+    } else {
+        Landing::Hidden
+    };
     upsert_batch(
         &db,
         &file.source_id,
         &batch,
         &mut report.tables,
         &mut live_ids,
+        how,
     )
     .await?;
     report

@@ -68,20 +68,33 @@ pub fn copy_into(t: &Table) -> &'static CopyInto {
     &COPIES[t.index()]
 }
 
-/// What a column's value becomes as a row lands. A file that is live lands
-/// hidden (`deleted_at = -infinity`): the run makes its live files visible
-/// at the end, once every deletion and move is in place, so that paths can
-/// change hands within a run without tripping the unique index on live
-/// paths.
-fn landing(t: &Table, c: &Column) -> String {
-    if t.name == FILE_PATHS.name && c.name == "deleted_at" {
+/// How the live files of an upsert land.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Landing {
+    /// Hidden (`deleted_at = -infinity`): the run makes its live files
+    /// visible at the end, once every deletion and move is in place, so
+    /// that paths can change hands within a run without tripping the
+    /// unique index on live paths.
+    Hidden,
+    /// Live at once: for a run with nothing to move, whose files either
+    /// all take their paths or trip the unique index (then it lands them
+    /// hidden instead).
+    Live,
+}
+
+/// What a column's value becomes as a row lands.
+fn landing(t: &Table, c: &Column, landing: Landing) -> String {
+    if landing == Landing::Hidden && t.name == FILE_PATHS.name && c.name == "deleted_at" {
         "COALESCE(deleted_at, '-infinity'::timestamptz)".to_string()
     } else {
         c.name.to_string()
     }
 }
 
-static UPSERTS: LazyLock<Vec<String>> = LazyLock::new(|| {
+static UPSERTS: LazyLock<Vec<String>> = LazyLock::new(|| upserts(Landing::Hidden));
+static LIVE_UPSERTS: LazyLock<Vec<String>> = LazyLock::new(|| upserts(Landing::Live));
+
+fn upserts(how: Landing) -> Vec<String> {
     TABLES
         .iter()
         .map(|t| {
@@ -96,7 +109,7 @@ static UPSERTS: LazyLock<Vec<String>> = LazyLock::new(|| {
             let select: Vec<String> = t
                 .columns
                 .iter()
-                .map(|c| landing(t, c))
+                .map(|c| landing(t, c, how))
                 .chain(["origin_seq".to_string(), format!("${}::text", n + 2)])
                 .collect();
             let set: Vec<String> = names(t)
@@ -117,14 +130,22 @@ static UPSERTS: LazyLock<Vec<String>> = LazyLock::new(|| {
             )
         })
         .collect()
-});
+}
 
 /// The upsert of rows of one of the five tables, one array per column
 /// (the values of [`values`], column by column), then the source's id: a
 /// row that is there is replaced, every column of it, and gets a new
 /// `change_seq`.
 pub(crate) fn upsert(t: &Table) -> &'static str {
-    &UPSERTS[t.index()]
+    upsert_landing(t, Landing::Hidden)
+}
+
+/// [`upsert`], its live files landing `how`.
+pub(crate) fn upsert_landing(t: &Table, how: Landing) -> &'static str {
+    match how {
+        Landing::Hidden => &UPSERTS[t.index()],
+        Landing::Live => &LIVE_UPSERTS[t.index()],
+    }
 }
 
 /// One value of a row, as PostgreSQL takes it.
@@ -227,7 +248,7 @@ fn value<'a>(c: &Column, cell: Cell<'a>) -> std::result::Result<Value<'a>, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nexus_core::tables::{FILE_METADATA, TOMBSTONES};
+    use nexus_core::tables::{FILE_METADATA, TOMBSTONES, VERSION_HISTORY};
 
     #[test]
     fn statements_come_from_the_descriptions() {
@@ -259,6 +280,21 @@ mod tests {
         assert!(
             upsert(&FILE_PATHS).contains("COALESCE(deleted_at, '-infinity'::timestamptz)"),
             "a live file lands hidden"
+        );
+        let live = upsert_landing(&FILE_PATHS, Landing::Live);
+        assert!(!live.contains("infinity"), "{live}");
+        assert_eq!(
+            live,
+            upsert(&FILE_PATHS).replace(
+                "COALESCE(deleted_at, '-infinity'::timestamptz)",
+                "deleted_at"
+            ),
+            "the same statement but for deleted_at"
+        );
+        assert_eq!(
+            upsert_landing(&VERSION_HISTORY, Landing::Live),
+            upsert(&VERSION_HISTORY),
+            "only files land hidden"
         );
     }
 

@@ -16,7 +16,9 @@
 //! (rows carry their latest state, so a version can arrive before its file),
 //! and files that are live move in two steps (first marked with a sentinel
 //! `deleted_at = -infinity`, then made live at the end), so that paths can
-//! change hands within a run without tripping the unique index on live paths.
+//! change hands within a run without tripping the unique index on live paths
+//! (a change file's apply, one batch, lands them live at once when nothing
+//! else moves and no path is taken: [`pg_tables::Landing`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -35,9 +37,10 @@ use uuid::Uuid;
 
 use crate::convert::{self, Batch};
 use crate::error::{Error, Result};
-use crate::pg_tables;
+use crate::pg_tables::{self, Landing};
 use nexus_core::tables::{FILE_PATHS, TableRow, VERSION_HISTORY};
 use nexus_postgres::{Cached, PgUrl, StatementCache, migrate};
+use tokio_postgres::error::SqlState;
 
 /// A run's transaction with its connection's prepared statements
 /// ([`StatementCache`]): a statement is parsed once per connection, and
@@ -278,7 +281,15 @@ impl Replicator {
                     &mut held,
                 )
                 .await?;
-                upsert_batch(&db, &source_id, &batch, &mut report.tables, &mut live_ids).await?;
+                upsert_batch(
+                    &db,
+                    &source_id,
+                    &batch,
+                    &mut report.tables,
+                    &mut live_ids,
+                    Landing::Hidden,
+                )
+                .await?;
                 report
                     .conflicts
                     .extend(crate::resolve::finish(&db, copies, &mut live_ids).await?);
@@ -997,6 +1008,17 @@ async fn upsert_rows<'r, R: TableRow + 'r>(
     rows: impl Iterator<Item = &'r R>,
     failed: impl FnOnce(tokio_postgres::Error) -> Error,
 ) -> Result<Tally> {
+    upsert_landing(tx, source, Landing::Hidden, rows, failed).await
+}
+
+/// [`upsert_rows`], live files landing `how`.
+async fn upsert_landing<'r, R: TableRow + 'r>(
+    tx: &Tx<'_, '_>,
+    source: &str,
+    how: Landing,
+    rows: impl Iterator<Item = &'r R>,
+    failed: impl FnOnce(tokio_postgres::Error) -> Error,
+) -> Result<Tally> {
     let started = Instant::now();
     let mut columns: Vec<Vec<pg_tables::Value<'_>>> = vec![Vec::new(); R::TABLE.columns.len() + 1];
     let (mut count, mut bytes) = (0, 0);
@@ -1016,7 +1038,7 @@ async fn upsert_rows<'r, R: TableRow + 'r>(
         .map(|c| c as &(dyn ToSql + Sync))
         .chain([&source as &(dyn ToSql + Sync)])
         .collect();
-    tx.execute(pg_tables::upsert(R::TABLE), &params)
+    tx.execute(pg_tables::upsert_landing(R::TABLE, how), &params)
         .await
         .map_err(failed)?;
     Ok(Tally::of::<R>(count, bytes, started))
@@ -1067,35 +1089,49 @@ async fn copy_batch(
     copy_rows(tx, source, b.tombstones.iter().map(|x| &x.row), stats).await
 }
 
-pub(crate) async fn upsert_batch(
+/// The files and versions of a batch, sent together (pipelined: one round
+/// trip), in that order (the versions' feed trigger finds their files'
+/// tenant): both statements prepared first, so that each future sends its
+/// statement when first polled, in order. Each is checked in the order
+/// sent (a failure makes the statements behind it fail as "transaction
+/// aborted"). Files landing live go in a savepoint (`nexus_files_live`,
+/// sent first, left to the commit to release).
+async fn files_and_versions(
     tx: &Tx<'_, '_>,
     source: &str,
     b: &Batch,
-    stats: &mut [TableStats],
-    live_ids: &mut Vec<Uuid>,
-) -> Result<()> {
-    // Files and versions sent together (pipelined: one round trip), in
-    // that order (the versions' feed trigger finds their files' tenant):
-    // both statements prepared first, so that each future sends its
-    // statement when first polled, in order. Each is checked in the order
-    // sent (a failure makes the statements behind it fail as "transaction
-    // aborted").
+    how: Landing,
+) -> Result<(Tally, Tally)> {
     if !b.files.is_empty() && !b.versions.is_empty() {
-        for table in [&FILE_PATHS, &VERSION_HISTORY] {
-            tx.prepare(pg_tables::upsert(table))
+        for sql in [
+            pg_tables::upsert_landing(&FILE_PATHS, how),
+            pg_tables::upsert(&VERSION_HISTORY),
+        ] {
+            tx.prepare(sql)
                 .await
                 .map_err(Error::pg("preparing an upsert"))?;
         }
     }
-    let (files, versions) = tokio::join!(
-        upsert_rows(
+    let savepoint = async {
+        if how == Landing::Live {
+            tx.client()
+                .batch_execute("SAVEPOINT nexus_files_live")
+                .await
+                .map_err(Error::pg("landing files live"))?;
+        }
+        Ok::<(), Error>(())
+    };
+    let (savepoint, files, versions) = tokio::join!(
+        savepoint,
+        upsert_landing(
             tx,
             source,
+            how,
             b.files.iter().map(|f| &f.row),
             Error::pg("upserting file_paths"),
         ),
         upsert_rows(tx, source, b.versions.iter().map(|v| &v.row), |e| {
-            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+            if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
                 // Another push made a version of one of these files at the
                 // same moment: retried, the rule then sees it.
                 Error::Raced
@@ -1104,14 +1140,56 @@ pub(crate) async fn upsert_batch(
             }
         }),
     );
-    files?.add(stats);
-    versions?.add(stats);
-    live_ids.extend(
-        b.files
-            .iter()
-            .filter(|f| f.deleted_at.is_none())
-            .map(|f| f.path_id),
-    );
+    savepoint?;
+    Ok((files?, versions?))
+}
+
+/// Upserts the rows of a batch. Its live files land `how`: hidden, made
+/// live by [`make_live`] at the end of the run (their ids go to
+/// `live_ids`), or live at once when asked and their paths allow it
+/// ([`pg_tables::Landing::Live`]; none go to `live_ids` then).
+pub(crate) async fn upsert_batch(
+    tx: &Tx<'_, '_>,
+    source: &str,
+    b: &Batch,
+    stats: &mut [TableStats],
+    live_ids: &mut Vec<Uuid>,
+    how: Landing,
+) -> Result<()> {
+    let live = how == Landing::Live && b.files.iter().any(|f| f.deleted_at.is_none());
+    let landed = if live {
+        // In a savepoint: a path that another live file holds, or that a
+        // file of the batch leaves only after another takes it, trips the
+        // unique index on live paths; then they land hidden after all.
+        match files_and_versions(tx, source, b, Landing::Live).await {
+            Ok(tallies) => Some(tallies),
+            Err(Error::Pg(e)) if e.sqlstate() == Some(SqlState::UNIQUE_VIOLATION.code()) => {
+                tx.client()
+                    .batch_execute("ROLLBACK TO SAVEPOINT nexus_files_live")
+                    .await
+                    .map_err(Error::pg("landing files hidden"))?;
+                None
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
+    let (files, versions) = match landed {
+        Some(tallies) => tallies,
+        None => {
+            let tallies = files_and_versions(tx, source, b, Landing::Hidden).await?;
+            live_ids.extend(
+                b.files
+                    .iter()
+                    .filter(|f| f.deleted_at.is_none())
+                    .map(|f| f.path_id),
+            );
+            tallies
+        }
+    };
+    files.add(stats);
+    versions.add(stats);
 
     if !b.metadata.is_empty() {
         let m = &b.metadata;

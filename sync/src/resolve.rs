@@ -85,6 +85,16 @@ pub(crate) struct Resolved {
     followed: Vec<Uuid>,
 }
 
+impl Resolved {
+    /// Whether [`finish`] moves no file the target keeps to a pushed path:
+    /// then the run's files may land live at once
+    /// ([`crate::pg_tables::Landing::Live`]), as no later step of the run
+    /// frees or takes a path.
+    pub(crate) fn moves_nothing(&self) -> bool {
+        self.moves.is_empty()
+    }
+}
+
 /// Versions of a push whose file diverged but whose file row is in a later
 /// window of the run (a file's row is stamped at or after its versions):
 /// held back until that row arrives and the copy is made.
