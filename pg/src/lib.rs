@@ -405,6 +405,7 @@ impl PgStore {
                     after,
                     within.as_ref(),
                     max_rows,
+                    None,
                 )
                 .await
             }

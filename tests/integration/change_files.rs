@@ -1001,3 +1001,55 @@ async fn versions_without_their_file_are_refused_alike_on_both_sides() {
     let watermarks = pg::count(&db.url, "SELECT count(*) FROM nexus_sync_state").await;
     assert_eq!(watermarks, 2, "only A's and B's syncs recorded");
 }
+
+/// A push (`nexus_sync::apply_push`, a sync server's) notes its commit's
+/// transaction id in the server's `Durable` once the commit is
+/// acknowledged, when that commit is durable on acknowledgement: an id
+/// given out after anything read before the push. With
+/// `synchronous_commit = off` its commit may be lost in a crash: not noted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_notes_its_commit_when_it_is_durable() {
+    let db = pg::database("change_files_durable_note").await;
+    let pool = nexus_postgres::pool(
+        &PgUrl::parse(&db.url).unwrap(),
+        nexus_postgres::PoolOptions::default(),
+    )
+    .unwrap();
+    let a = Store::memory().await.unwrap();
+    let next_id = async || -> i64 {
+        let row = connect(&db.url)
+            .await
+            .query_one(
+                "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::int8",
+                &[],
+            )
+            .await
+            .unwrap();
+        row.get(0)
+    };
+    let durable = nexus_postgres::Durable::default();
+    let mut client = nexus_postgres::get(&pool).await.unwrap();
+    nexus_postgres::migrate(&mut client).await.unwrap();
+    let mut at = 0;
+    for (setting, noted) in [("on", true), ("off", false)] {
+        client
+            .batch_execute(&format!("SET synchronous_commit = {setting}"))
+            .await
+            .unwrap();
+        a.put(NewFile::new(format!("/{setting}"), "local", "/p", 1))
+            .await
+            .unwrap();
+        let file = a.export_changes(at).await.unwrap();
+        at = file.changes.through;
+        let before = next_id().await;
+        let r = nexus_sync::apply_push(&mut client, file, None, None, &durable)
+            .await
+            .unwrap();
+        assert_eq!(r.mode, SyncMode::Incremental);
+        assert_eq!(
+            durable.covers(before),
+            noted,
+            "synchronous_commit = {setting}"
+        );
+    }
+}
