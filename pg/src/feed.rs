@@ -395,7 +395,7 @@ pub async fn read_page(
     within: Option<&SnapshotCursor>,
     max_rows: usize,
 ) -> Result<FeedPage> {
-    read_tenant_page(client, cache, None, after, within, max_rows, None).await
+    read_tenant_page(client, cache, None, after, within, max_rows).await
 }
 
 /// [`read_page`] for one tenant (`Some`), or all (`None`): only rows of
@@ -404,9 +404,7 @@ pub async fn read_page(
 /// transactions are neither read nor counted towards the page's size).
 /// Positions are those of the whole feed; a page may hold none and still
 /// move the position (past other tenants' transactions, or a transaction
-/// whose rows were all written again later). The page's bound is made
-/// durable before it is returned, unless a commit noted in `durable` has
-/// done it already.
+/// whose rows were all written again later).
 pub async fn read_tenant_page(
     client: &mut tokio_postgres::Client,
     cache: &nexus_postgres::StatementCache,
@@ -414,7 +412,6 @@ pub async fn read_tenant_page(
     after: i64,
     within: Option<&SnapshotCursor>,
     max_rows: usize,
-    durable: Option<&nexus_postgres::Durable>,
 ) -> Result<FeedPage> {
     let tables = snapshot_tables();
     let start = resume_at(&tables, within)?;
@@ -454,13 +451,8 @@ pub async fn read_tenant_page(
     // that never reached the disk can be handed out again after a crash,
     // and a commit made with synchronous_commit off can be lost. This
     // commit takes an id above every id of the page and flushes the WAL up
-    // to it, so neither can happen to anything the page covers. A durable
-    // commit acknowledged since, with an id given out after the bound was
-    // read (at or above `next`), has done the same: under many pushes, a
-    // sync server's own (`nexus_postgres::Durable`).
-    if !durable.is_some_and(|d| d.covers(next)) {
-        make_durable(client).await?;
-    }
+    // to it, so neither can happen to anything the page covers.
+    make_durable(client).await?;
     Ok(page)
 }
 

@@ -405,7 +405,6 @@ impl PgStore {
                     after,
                     within.as_ref(),
                     max_rows,
-                    None,
                 )
                 .await
             }

@@ -14,8 +14,6 @@
 //!   into the store's error (`Unavailable` when retryable) keeping itself
 //!   as the source ([`sqlstate_of`] finds the SQLSTATE again).
 //! - [`retry`]: bounded retries with exponential backoff.
-//! - [`Durable`]: the newest of this process's commits known to be on
-//!   disk, which a change-feed page's bound needs.
 //!
 //! ```no_run
 //! # async fn demo() -> nexus_postgres::Result<()> {
@@ -35,7 +33,6 @@
 #![warn(missing_docs)]
 
 pub mod codec;
-mod durable;
 mod error;
 mod migrate;
 mod pool;
@@ -43,7 +40,6 @@ mod retry;
 mod tls;
 mod url;
 
-pub use durable::Durable;
 pub use error::{Error, Result, describe, is_retryable_pg, is_retryable_sqlstate, sqlstate_of};
 pub use migrate::{PgDriver, migrate};
 pub use pool::{

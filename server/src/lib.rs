@@ -129,9 +129,6 @@ struct Shared {
     all_applies: Arc<Semaphore>,
     max_body: usize,
     max_push: u64,
-    /// The newest of the pushes' commits known to be durable: a pull whose
-    /// page it covers makes no commit of its own.
-    durable: nexus_postgres::Durable,
 }
 
 impl Shared {
@@ -190,7 +187,6 @@ impl Server {
             all_applies: Arc::new(Semaphore::new(config.max_applies.max(1))),
             max_body: config.max_body_bytes,
             max_push: config.max_push_bytes,
-            durable: nexus_postgres::Durable::default(),
         });
         let router = router(shared, &config)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -528,8 +524,7 @@ async fn push(
         }
     };
     let source = file.source_id.clone();
-    let report =
-        nexus_sync::apply_push(&mut client, file, q.base, Some(&tenant), &shared.durable).await?;
+    let report = nexus_sync::apply_push(&mut client, file, q.base, Some(&tenant)).await?;
     drop(permit);
     if let Some(upload) = upload {
         // Applied: its parts go (and any upload's that never completed).
@@ -724,16 +719,9 @@ async fn pull(
         None => 0,
     };
     let (client, cache) = pooled.parts();
-    let page = nexus_pg::read_tenant_page(
-        client,
-        cache,
-        Some(&tenant),
-        q.after,
-        within.as_ref(),
-        rows,
-        Some(&shared.durable),
-    )
-    .await?;
+    let page =
+        nexus_pg::read_tenant_page(client, cache, Some(&tenant), q.after, within.as_ref(), rows)
+            .await?;
     Ok(Json(Pulled {
         protocol: PROTOCOL_VERSION,
         hub_id: shared.hub_id.clone(),

@@ -15,7 +15,7 @@ use crate::replicate::{
     SyncMode, SyncOptions, SyncReport, batch_len, begin_source, make_live, record_watermark,
     source_watermark, upsert_batch, with_retries,
 };
-use nexus_postgres::{Durable, PgClient, PgUrl, StatementCache, migrate};
+use nexus_postgres::{PgClient, PgUrl, StatementCache, migrate};
 
 /// Applies `file` to the database at `target` (migrating its schema first),
 /// as an incremental sync run of the file's source would, but with the
@@ -46,7 +46,6 @@ pub async fn apply_change_file(
             batch.clone(),
             Seen::Unknown,
             None,
-            None,
         )
         .await?;
         if let Some(p) = &options.progress {
@@ -66,20 +65,17 @@ pub async fn apply_change_file(
 /// nothing says, as for a change file), and,
 /// with `tenant`, only if every row belongs to that tenant
 /// ([`Error::WrongTenant`] otherwise, nothing applied). The file's rows
-/// are converted in place, not copied (a push can be large). A commit
-/// durable when acknowledged is noted in `durable` (the server's pulls
-/// then need not make their pages' bounds durable themselves).
+/// are converted in place, not copied (a push can be large).
 pub async fn apply_push(
     client: &mut PgClient,
     file: ChangeFile,
     base: Option<i64>,
     tenant: Option<&str>,
-    durable: &Durable,
 ) -> Result<SyncReport> {
     let (range, batch) = checked_batch(file)?;
     let seen = base.map_or(Seen::Unknown, Seen::Through);
     let (client, cache) = client.parts();
-    apply_once(client, cache, &range, batch, seen, tenant, Some(durable)).await
+    apply_once(client, cache, &range, batch, seen, tenant).await
 }
 
 /// What an apply needs of a change file besides its rows.
@@ -115,7 +111,6 @@ async fn apply_once(
     mut batch: Batch,
     seen: Seen,
     tenant: Option<&str>,
-    durable: Option<&Durable>,
 ) -> Result<SyncReport> {
     let started = Instant::now();
     // The bulk-load lock shared with the source's, before reading any
@@ -188,13 +183,10 @@ async fn apply_once(
     report
         .conflicts
         .extend(make_live(&db, &file.source_id, seen, &live_ids).await?);
-    let xid = record_watermark(&db, &file.source_id, file.through, "change_file", tenant).await?;
+    record_watermark(&db, &file.source_id, file.through, "change_file", tenant).await?;
     tx.commit()
         .await
         .map_err(Error::pg("committing the change file"))?;
-    if let (Some(durable), Some(xid)) = (durable, xid) {
-        durable.note(xid);
-    }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -656,32 +656,26 @@ pub(crate) async fn mark_conflict(
 
 /// Records that the target has applied `source_id` through `through`
 /// (`via` a sync run or a change file), and advances the target's own
-/// change sequence past it. Returns the transaction's id if its commit
-/// will be durable when acknowledged ([`nexus_postgres::durable_xid!`]).
+/// change sequence past it.
 pub(crate) async fn record_watermark(
     tx: &Tx<'_, '_>,
     source_id: &str,
     through: i64,
     via: &str,
     tenant: Option<&str>,
-) -> Result<Option<i64>> {
+) -> Result<()> {
     // The first tenant to push for a source through a server keeps it
     // ([`source_watermark`] refuses the others).
-    let row = tx
-        .query_one(
-            concat!(
-                "INSERT INTO nexus_sync_state (source_id, watermark, synced_at, via, tenant_id) \
-                 VALUES ($1, $2, now(), $3, $4) \
-                 ON CONFLICT (source_id) DO UPDATE SET watermark = EXCLUDED.watermark, synced_at = EXCLUDED.synced_at, \
-                 via = EXCLUDED.via, tenant_id = COALESCE(nexus_sync_state.tenant_id, EXCLUDED.tenant_id) \
-                 RETURNING ",
-                nexus_postgres::durable_xid!()
-            ),
-            &[&source_id, &through, &via, &tenant],
-        )
-        .await
-        .map_err(Error::pg("writing the watermark"))?;
-    Ok(row.get(0))
+    tx.execute(
+        "INSERT INTO nexus_sync_state (source_id, watermark, synced_at, via, tenant_id) \
+         VALUES ($1, $2, now(), $3, $4) \
+         ON CONFLICT (source_id) DO UPDATE SET watermark = EXCLUDED.watermark, synced_at = EXCLUDED.synced_at, \
+         via = EXCLUDED.via, tenant_id = COALESCE(nexus_sync_state.tenant_id, EXCLUDED.tenant_id)",
+        &[&source_id, &through, &via, &tenant],
+    )
+    .await
+    .map_err(Error::pg("writing the watermark"))?;
+    Ok(())
 }
 
 /// The target's watermark for `source_id` and whether the replicated tables
