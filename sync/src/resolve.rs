@@ -640,10 +640,15 @@ pub(crate) async fn finish(
     if !resolved.renamed.is_empty() {
         // They held these paths here before the push: they keep them
         // against the push's other files that want one (a new file the
-        // pusher made at the path that the rename took here).
+        // pusher made at the path that the rename took here). Unless their
+        // batch landed live (`Landing::Live`): then they took their paths
+        // in it, and nothing is left to make live.
         let first: HashSet<Uuid> = resolved.renamed.iter().copied().collect();
+        let hidden = live_ids.len();
         live_ids.retain(|id| !first.contains(id));
-        live_ids.splice(0..0, resolved.renamed);
+        if live_ids.len() < hidden {
+            live_ids.splice(0..0, resolved.renamed);
+        }
     }
     if !resolved.followed.is_empty() {
         for sql in [
