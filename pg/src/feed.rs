@@ -444,16 +444,36 @@ pub async fn read_tenant_page(
     let (settings, page) = tokio::join!(settings, read);
     settings?;
     let page = page?;
+    // A page that moves the position took a transaction id of its own
+    // ([`DURABLE_HERE`]): this commit makes its bound durable.
     tx.commit()
         .await
         .map_err(pg_err("ending a read of the change feed"))?;
-    // Make the page's bound durable before handing it out: a transaction id
-    // that never reached the disk can be handed out again after a crash,
-    // and a commit made with synchronous_commit off can be lost. This
-    // commit takes an id above every id of the page and flushes the WAL up
-    // to it, so neither can happen to anything the page covers.
-    make_durable(client).await?;
     Ok(page)
+}
+
+/// Makes the bound of the page being read durable when its transaction
+/// commits, sent with the page's last reads: a transaction id that never
+/// reached the disk can be handed out again after a crash, and a commit
+/// made with `synchronous_commit` off can be lost. The id taken here,
+/// after the page's bound was read, is above every id of the page, and the
+/// page's commit, synchronous, flushes the WAL up to its commit record,
+/// which follows the commits of every transaction the page covers (they
+/// had ended when the bound was read); so neither can happen to anything
+/// the page covers. Taken at the end of the page, not the start: while it
+/// is held, other readers' pages stop below it.
+const DURABLE_HERE: &str =
+    "SELECT set_config('synchronous_commit', 'on', true), pg_current_xact_id()";
+
+/// [`DURABLE_HERE`] when the page moves the position (`moves`; one that
+/// does not hands out nothing new).
+async fn durable_here(db: &Cached<'_, impl GenericClient + Sync>, moves: bool) -> Result<()> {
+    if moves {
+        db.execute(DURABLE_HERE, &[])
+            .await
+            .map_err(pg_err("making the feed's position durable"))?;
+    }
+    Ok(())
 }
 
 async fn read_in(
@@ -549,15 +569,17 @@ async fn read_in(
     // page's one snapshot (their order does not matter); each checked in
     // the order sent, so that the error is the first statement's, not the
     // "transaction aborted" of those behind it.
-    let (files, metadata, versions, chunks, tombstones) = tokio::join!(
+    let (files, metadata, versions, chunks, tombstones, durable) = tokio::join!(
         q(select_sql::<FileRow>(one), "reading changed files"),
         q(select_sql::<MetadataRow>(one), "reading changed metadata"),
         q(select_sql::<VersionRow>(one), "reading changed versions"),
         q(select_sql::<ChunkRow>(one), "reading changed chunks"),
         q(select_sql::<TombstoneRow>(one), "reading removals"),
+        durable_here(db, through > after),
     );
     let (files, metadata, versions) = (files?, metadata?, versions?);
     let (chunks, tombstones) = (chunks?, tombstones?);
+    durable?;
     let files: Vec<FileRow> = read_rows(&files)?;
     let metadata: Vec<MetadataRow> = read_rows(&metadata)?;
     let versions: Vec<VersionRow> = read_rows(&versions)?;
@@ -740,7 +762,14 @@ async fn read_part(
     } else {
         None
     };
-    let referenced = referenced(db, &changes, tenant, part.stamp, part.stamp - 1).await?;
+    // A part always moves the point read to (into or past its
+    // transaction).
+    let (referenced, durable) = tokio::join!(
+        referenced(db, &changes, tenant, part.stamp, part.stamp - 1),
+        durable_here(db, true),
+    );
+    let referenced = referenced?;
+    durable?;
     Ok(FeedPage {
         changes,
         caught_up: false,
@@ -963,8 +992,10 @@ pub async fn read_snapshot_page(
     Ok(SnapshotPage { changes, next })
 }
 
-/// Makes a position read from a snapshot durable before it is handed out
-/// (see [`read_page`]).
+/// Makes the position of a snapshot read durable before it is handed out,
+/// by a transaction of its own after the snapshot's (the argument of
+/// [`DURABLE_HERE`]; a snapshot read is long, and an id it held all along
+/// would stop every feed reader's pages below it).
 async fn make_durable(client: &mut tokio_postgres::Client) -> Result<()> {
     let made = client
         .batch_execute(

@@ -720,9 +720,10 @@ fn synced_rows_keep_their_origin() {
 }
 
 /// A page's bound is made durable by a commit of the reader's own before
-/// the page is handed out (a new transaction id, flushed): when that fails,
-/// the page is not handed out, and the connection is left out of the
-/// failed transaction (a pooled connection goes on serving). Seen through
+/// the page is handed out (a new transaction id, flushed), as is a
+/// snapshot's: when that fails, neither is handed out, and the connection
+/// is left out of the failed transaction (a pooled connection goes on
+/// serving). Seen through
 /// a probe in the reader's search path that refuses to give the reader a
 /// transaction id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -747,13 +748,22 @@ async fn a_page_whose_bound_cannot_be_made_durable_is_not_handed_out() {
         .unwrap();
     let cache = nexus_postgres::StatementCache::default();
     for _ in 0..2 {
-        let e = nexus_pg::read_page(&mut reader, &cache, 0, None, 100)
-            .await
-            .unwrap_err();
-        assert!(
-            e.to_string().contains("making the feed's position durable"),
-            "{e}"
-        );
+        // A page (its own transaction takes the id) and a snapshot read (a
+        // transaction after it does).
+        let page = nexus_pg::read_page(&mut reader, &cache, 0, None, 100).await;
+        let mut chunks = 0;
+        let snapshot = nexus_pg::read_snapshot(&mut reader, 100, None, |_| {
+            chunks += 1;
+            Ok(())
+        })
+        .await;
+        assert!(chunks > 0, "the snapshot was read");
+        for e in [page.unwrap_err(), snapshot.unwrap_err()] {
+            assert!(
+                e.to_string().contains("making the feed's position durable"),
+                "{e}"
+            );
+        }
     }
     // Out of the failed transaction: a session setting takes.
     reader
