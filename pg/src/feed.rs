@@ -444,7 +444,7 @@ pub async fn read_tenant_page(
     let (settings, page) = tokio::join!(settings, read);
     settings?;
     let page = page?;
-    // A page that moves the position took a transaction id of its own
+    // A page that moves the position wrote a record of its own
     // ([`DURABLE_HERE`]): this commit makes its bound durable.
     tx.commit()
         .await
@@ -452,18 +452,30 @@ pub async fn read_tenant_page(
     Ok(page)
 }
 
-/// Makes the bound of the page being read durable when its transaction
-/// commits, sent with the page's last reads: a transaction id that never
-/// reached the disk can be handed out again after a crash, and a commit
-/// made with `synchronous_commit` off can be lost. The id taken here,
-/// after the page's bound was read, is above every id of the page, and the
-/// page's commit, synchronous, flushes the WAL up to its commit record,
-/// which follows the commits of every transaction the page covers (they
-/// had ended when the bound was read); so neither can happen to anything
-/// the page covers. Taken at the end of the page, not the start: while it
-/// is held, other readers' pages stop below it.
-const DURABLE_HERE: &str =
-    "SELECT set_config('synchronous_commit', 'on', true), pg_current_xact_id()";
+/// The statement that makes a transaction's commit make a feed position
+/// read before it durable: a transaction id that never reached the disk
+/// can be handed out again after a crash, and a commit made with
+/// `synchronous_commit` off can be lost (or not yet be on a synchronous
+/// standby). A transactional message (`pg_logical_emit_message`) takes an
+/// id, above every id of a page whose bound was read before it, and writes
+/// a WAL record, so that the commit, with `synchronous_commit` on, flushes
+/// the WAL up to its commit record (and waits for the synchronous
+/// standbys): that record follows the commits of every transaction the page
+/// covers (they had ended when its bound was read), so neither can happen
+/// to anything the page covers. (A transaction that only takes an id
+/// writes no WAL before its commit record, and PostgreSQL commits it
+/// asynchronously whatever `synchronous_commit` says.)
+macro_rules! durable_select {
+    () => {
+        "SELECT set_config('synchronous_commit', 'on', true), \
+         pg_logical_emit_message(true, 'nexus.feed', '')"
+    };
+}
+
+/// [`durable_select!`] in the page's own transaction, sent with its table
+/// reads (not with its first statement: while the page holds an id, other
+/// readers' pages stop below it).
+const DURABLE_HERE: &str = durable_select!();
 
 /// [`DURABLE_HERE`] when the page moves the position (`moves`; one that
 /// does not hands out nothing new).
@@ -565,17 +577,43 @@ async fn read_in(
         db.query(&sql, &range).await.map_err(pg_err(what))
     };
     let one = tenant.is_some();
-    // Sent together (pipelined: one round trip, not five), all in the
-    // page's one snapshot (their order does not matter); each checked in
-    // the order sent, so that the error is the first statement's, not the
-    // "transaction aborted" of those behind it.
+    let sql = [
+        select_sql::<FileRow>(one),
+        select_sql::<MetadataRow>(one),
+        select_sql::<VersionRow>(one),
+        select_sql::<ChunkRow>(one),
+        select_sql::<TombstoneRow>(one),
+    ];
+    // Sent together (pipelined: one round trip, not six), all in the
+    // page's one snapshot; prepared first, so that each is sent when first
+    // polled, in order, and checked in the order sent: the error is the
+    // first statement's, not the "transaction aborted" of those behind it.
+    let moves = through > after;
+    let reads = !(tenant.is_some() && transactions.is_empty());
+    for statement in sql.iter().filter(|_| reads).map(String::as_str) {
+        db.prepare(statement)
+            .await
+            .map_err(pg_err("preparing a read of the change feed"))?;
+    }
+    if moves {
+        db.prepare(DURABLE_HERE)
+            .await
+            .map_err(pg_err("preparing a read of the change feed"))?;
+    }
+    let [
+        files_sql,
+        metadata_sql,
+        versions_sql,
+        chunks_sql,
+        tombstones_sql,
+    ] = sql;
     let (files, metadata, versions, chunks, tombstones, durable) = tokio::join!(
-        q(select_sql::<FileRow>(one), "reading changed files"),
-        q(select_sql::<MetadataRow>(one), "reading changed metadata"),
-        q(select_sql::<VersionRow>(one), "reading changed versions"),
-        q(select_sql::<ChunkRow>(one), "reading changed chunks"),
-        q(select_sql::<TombstoneRow>(one), "reading removals"),
-        durable_here(db, through > after),
+        q(files_sql, "reading changed files"),
+        q(metadata_sql, "reading changed metadata"),
+        q(versions_sql, "reading changed versions"),
+        q(chunks_sql, "reading changed chunks"),
+        q(tombstones_sql, "reading removals"),
+        durable_here(db, moves),
     );
     let (files, metadata, versions) = (files?, metadata?, versions?);
     let (chunks, tombstones) = (chunks?, tombstones?);
@@ -762,14 +800,10 @@ async fn read_part(
     } else {
         None
     };
-    // A part always moves the point read to (into or past its
-    // transaction).
-    let (referenced, durable) = tokio::join!(
-        referenced(db, &changes, tenant, part.stamp, part.stamp - 1),
-        durable_here(db, true),
-    );
-    let referenced = referenced?;
-    durable?;
+    let referenced = referenced(db, &changes, tenant, part.stamp, part.stamp - 1).await?;
+    // The first part of a transaction moves the position to it; the next
+    // ones stay in it (the first made it durable).
+    durable_here(db, part.after < part.stamp).await?;
     Ok(FeedPage {
         changes,
         caught_up: false,
@@ -994,13 +1028,11 @@ pub async fn read_snapshot_page(
 
 /// Makes the position of a snapshot read durable before it is handed out,
 /// by a transaction of its own after the snapshot's (the argument of
-/// [`DURABLE_HERE`]; a snapshot read is long, and an id it held all along
-/// would stop every feed reader's pages below it).
+/// [`durable_select!`]; a snapshot read is long, and an id it held all
+/// along would stop every feed reader's pages below it).
 async fn make_durable(client: &mut tokio_postgres::Client) -> Result<()> {
     let made = client
-        .batch_execute(
-            "BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_current_xact_id(); COMMIT",
-        )
+        .batch_execute(concat!("BEGIN; ", durable_select!(), "; COMMIT"))
         .await;
     if made.is_err() {
         // A statement of the batch failed: the ones after it, the commit

@@ -719,13 +719,15 @@ fn synced_rows_keep_their_origin() {
     );
 }
 
-/// A page's bound is made durable by a commit of the reader's own before
-/// the page is handed out (a new transaction id, flushed), as is a
-/// snapshot's: when that fails, neither is handed out, and the connection
-/// is left out of the failed transaction (a pooled connection goes on
-/// serving). Seen through
-/// a probe in the reader's search path that refuses to give the reader a
-/// transaction id.
+/// A page's bound is made durable before the page is handed out by a
+/// commit of the reader's own that takes a new transaction id and writes
+/// a record (a transactional `pg_logical_emit_message`: a commit that
+/// wrote nothing else would not be flushed), as is a snapshot's position:
+/// when that fails, neither the page nor the position is handed out (the
+/// snapshot's rows may have reached its sink), and the connection is left
+/// out of the failed transaction (a pooled connection goes on serving).
+/// Seen through a probe in the reader's search path in place of
+/// `pg_logical_emit_message`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_whose_bound_cannot_be_made_durable_is_not_handed_out() {
     let db = nexus_tests::pg::database("feed_durable").await;
@@ -740,8 +742,8 @@ async fn a_page_whose_bound_cannot_be_made_durable_is_not_handed_out() {
     reader
         .batch_execute(
             "CREATE SCHEMA probe; \
-             CREATE FUNCTION probe.pg_current_xact_id() RETURNS xid8 LANGUAGE plpgsql AS \
-             $$ BEGIN RAISE EXCEPTION 'the reader took a transaction id'; END $$; \
+             CREATE FUNCTION probe.pg_logical_emit_message(boolean, text, text) RETURNS pg_lsn \
+             LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'the reader wrote a record'; END $$; \
              SET search_path = probe, pg_catalog, public",
         )
         .await
