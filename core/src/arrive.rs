@@ -574,6 +574,15 @@ pub async fn resolve<S: ApplySide>(
         source,
         seen,
     );
+    // A version this side holds already that arrives in a file whose line
+    // continues in another file here (`followed`) stays where this side
+    // has it: in that other file, or in the one both lines forked from.
+    // Its writer, not knowing of the copy, placed it in its own file; the
+    // row applied as it came would move it back there, under the versions
+    // that file holds here.
+    if !followed.is_empty() && !known.is_empty() {
+        versions.retain(|v| !(followed.contains_key(v.file()) && known.contains(v.id())));
+    }
     if !older.is_empty() {
         let lost = |c: Option<(&S::Id, &str, KeySide<'_>)>| {
             c.is_some_and(|(file, key, _)| older.contains(&(file.clone(), key.to_string())))

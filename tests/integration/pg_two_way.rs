@@ -2491,3 +2491,59 @@ fn three_stores_converge_when_a_conflict_was_met_both_ways_round() {
         );
     }
 }
+
+/// A version that a store keeps in a conflict copy stays there when it
+/// arrives again in its first file from a store that does not know of the
+/// copy (the shrunk case of `change_files_alone_converge` that found it):
+/// store 2's second version lost to store 0's and went to a copy; store 2,
+/// not knowing, wrote a third on top of it; store 1, which had both
+/// versions in the copy already, then learned store 2's rows again. The
+/// third version stayed in the copy, under the second, and every store can
+/// still write the file (before: it went back to the file, which then held
+/// a version 3 past its current version 2, and the next write failed on
+/// the unique version number).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_kept_in_a_copy_stays_there_when_it_arrives_again() {
+    let stores = vec![
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+    ];
+    let mut learned = [[0i64; 3]; 3];
+    let put = async |s: usize, i: usize| {
+        change_locally(&stores[s], s, i, &Op::Put(2, 0))
+            .await
+            .unwrap()
+    };
+    put(1, 0).await;
+    learn(&stores, &mut learned, 0, 1).await;
+    learn(&stores, &mut learned, 2, 0).await;
+    put(0, 3).await;
+    let second = put(2, 4).await;
+    learn(&stores, &mut learned, 1, 2).await;
+    learn(&stores, &mut learned, 0, 2).await;
+    let third = put(2, 7).await;
+    learn_everything(&stores, &mut learned).await;
+    for (i, s) in stores.iter().enumerate() {
+        let copy = s
+            .list("/q/")
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|f| f.path != "/q/c")
+            .expect("a conflict copy");
+        let lines = s
+            .debug_query(&format!(
+                "SELECT v.version_number, v.content_hash FROM version_history v \
+                 JOIN file_paths f ON f.path_id = v.path_id WHERE f.virtual_path = '{}' \
+                 ORDER BY v.version_number",
+                copy.path
+            ))
+            .await
+            .unwrap();
+        let n = |k: i64, etag: &str| vec![Some(k.to_string()), Some(etag.to_string())];
+        assert_eq!(lines, vec![n(2, &second), n(3, &third)], "store {i}");
+        s.put(file("/q/c", "again")).await.unwrap();
+        s.put(file(&copy.path, "again")).await.unwrap();
+    }
+}
