@@ -570,8 +570,10 @@ async fn read_in(
         None => [&after, &through],
         Some(t) => [&transactions, t],
     };
+    // A tenant's page of none of its transactions reads nothing.
+    let reads = !(tenant.is_some() && transactions.is_empty());
     let q = async |sql: String, what: &'static str| {
-        if tenant.is_some() && transactions.is_empty() {
+        if !reads {
             return Ok(Vec::new());
         }
         db.query(&sql, &range).await.map_err(pg_err(what))
@@ -589,14 +591,9 @@ async fn read_in(
     // polled, in order, and checked in the order sent: the error is the
     // first statement's, not the "transaction aborted" of those behind it.
     let moves = through > after;
-    let reads = !(tenant.is_some() && transactions.is_empty());
-    for statement in sql.iter().filter(|_| reads).map(String::as_str) {
+    let reads_sql = sql.iter().map(String::as_str).filter(|_| reads);
+    for statement in reads_sql.chain(moves.then_some(DURABLE_HERE)) {
         db.prepare(statement)
-            .await
-            .map_err(pg_err("preparing a read of the change feed"))?;
-    }
-    if moves {
-        db.prepare(DURABLE_HERE)
             .await
             .map_err(pg_err("preparing a read of the change feed"))?;
     }

@@ -493,15 +493,12 @@ pub(crate) async fn make_live(
     let ids: [&(dyn ToSql + Sync); 1] = [&live_ids];
     let (savepoint, made) = tokio::join!(savepoint, tx.execute(MAKE_LIVE, &ids));
     savepoint?;
-    match made {
-        Ok(_) => return Ok(copies),
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-            client
-                .batch_execute("ROLLBACK TO SAVEPOINT nexus_make_live")
-                .await
-                .map_err(Error::pg("making moved files live"))?;
-        }
-        Err(e) => return Err(Error::pg("making moved files live")(e)),
+    let made = made.map_err(Error::pg("making moved files live"));
+    if unless_path_taken(tx, "nexus_make_live", made, "making moved files live")
+        .await?
+        .is_some()
+    {
+        return Ok(copies);
     }
     // A path is lost to a live file of the target, or, among the run's
     // own files that want one path, by all but the first of `live_ids`.
@@ -599,6 +596,28 @@ pub(crate) async fn make_live(
         }
     })?;
     Ok(copies)
+}
+
+/// `made`, the outcome of statements sent after `SAVEPOINT {savepoint}`:
+/// `None` when one of them tripped a unique index (a path that another
+/// live file holds), after rolling back to the savepoint (`what` names the
+/// step if that fails); else the outcome.
+async fn unless_path_taken<T>(
+    tx: &Tx<'_, '_>,
+    savepoint: &str,
+    made: Result<T>,
+    what: &'static str,
+) -> Result<Option<T>> {
+    match made {
+        Err(Error::Pg(e)) if e.sqlstate() == Some(SqlState::UNIQUE_VIOLATION.code()) => {
+            tx.client()
+                .batch_execute(&format!("ROLLBACK TO SAVEPOINT {savepoint}"))
+                .await
+                .map_err(Error::pg(what))?;
+            Ok(None)
+        }
+        made => made.map(Some),
+    }
 }
 
 /// Makes the files `$1` live ([`make_live`]).
@@ -1161,17 +1180,8 @@ pub(crate) async fn upsert_batch(
         // In a savepoint: a path that another live file holds, or that a
         // file of the batch leaves only after another takes it, trips the
         // unique index on live paths; then they land hidden after all.
-        match files_and_versions(tx, source, b, Landing::Live).await {
-            Ok(tallies) => Some(tallies),
-            Err(Error::Pg(e)) if e.sqlstate() == Some(SqlState::UNIQUE_VIOLATION.code()) => {
-                tx.client()
-                    .batch_execute("ROLLBACK TO SAVEPOINT nexus_files_live")
-                    .await
-                    .map_err(Error::pg("landing files hidden"))?;
-                None
-            }
-            Err(e) => return Err(e),
-        }
+        let made = files_and_versions(tx, source, b, Landing::Live).await;
+        unless_path_taken(tx, "nexus_files_live", made, "landing files hidden").await?
     } else {
         None
     };
