@@ -223,21 +223,32 @@ impl PushRequest {
 }
 
 /// The requests that push `file` (`base`: how far its source had pulled
-/// from the server's database), to send in order: one [`PUSH`] when its
-/// body fits in `max_body` bytes (or the server set no limit); else the
-/// file's rows split into parts that each fit (as far as a single row
-/// allows), all but the last staged with [`PUSH_PART`] and the last sent
-/// with [`PUSH`], which applies them all at once. One local transaction
-/// larger than a request (a batch of very many files) is thus pushed and
-/// applied whole. The parts are named by a new upload id on every call,
-/// so that the parts of an attempt cut mid-way are never mixed with a
-/// later attempt's.
-pub fn push_requests(file: &ChangeFile, base: i64, max_body: Option<u64>) -> Vec<PushRequest> {
+/// from the server's database) to the server that answered `server`, to
+/// send in order: one [`PUSH`] when its body fits in the server's
+/// [`State::max_body`] (or it set no limit); else the file's rows split
+/// into parts that each fit (as far as a single row allows), all but the
+/// last staged with [`PUSH_PART`] and the last sent with [`PUSH`], which
+/// applies them all at once. One local transaction larger than a request
+/// (a batch of very many files) is thus pushed and applied whole. The
+/// parts are named by a new upload id on every call, so that the parts of
+/// an attempt cut mid-way are never mixed with a later attempt's. The
+/// [`PUSH`] names the server's database (`&hub=`) when it checks it
+/// ([`State::checks_hub`]).
+pub fn push_requests(file: &ChangeFile, base: i64, server: &State) -> Vec<PushRequest> {
     let whole = push_body(file);
-    let max = max_body.map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
+    let max = server
+        .max_body
+        .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
+    let hub = match server.checks_hub {
+        true => format!(
+            "&hub={}",
+            form_urlencoded::byte_serialize(server.hub_id.as_bytes()).collect::<String>()
+        ),
+        false => String::new(),
+    };
     if whole.len() <= max {
         return vec![PushRequest {
-            path: format!("{PUSH}?base={base}"),
+            path: format!("{PUSH}?base={base}{hub}"),
             body: whole,
         }];
     }
@@ -250,13 +261,81 @@ pub fn push_requests(file: &ChangeFile, base: i64, max_body: Option<u64>) -> Vec
         .enumerate()
         .map(|(k, body)| PushRequest {
             path: if k + 1 == n {
-                format!("{PUSH}?base={base}&upload={upload}&parts={n}")
+                format!("{PUSH}?base={base}&upload={upload}&parts={n}{hub}")
             } else {
                 format!("{PUSH_PART}?upload={upload}&part={k}")
             },
             body,
         })
         .collect()
+}
+
+/// What a client knows of its server without asking: the server's last
+/// answer of [`STATE`] (its database, body limit and whether it checks a
+/// push's database) and each source's watermark as the last answer about
+/// it (of [`STATE`] or of a push) left it, the highest heard (one too high
+/// is answered 409 `gap`; one too low, a push that starts before the
+/// server's watermark, too). The native client and the browser's keep one
+/// per server; a failed request forgets it all ([`Known::forget`]): the
+/// next push or pull asks [`STATE`] again.
+#[derive(Debug, Default)]
+pub struct Known {
+    server: Option<State>,
+    watermarks: std::collections::HashMap<String, i64>,
+}
+
+impl Known {
+    /// Keeps the server's answer of [`STATE`] about `source`.
+    pub fn stated(&mut self, source: &str, state: &State) {
+        self.heard(source, state.watermark);
+        self.server = Some(state.clone());
+    }
+
+    /// Keeps `watermark` of `source`, as an answer gave it (a push's
+    /// `to_seq`), unless a higher one was heard.
+    pub fn heard(&mut self, source: &str, watermark: i64) {
+        let w = self
+            .watermarks
+            .entry(source.to_string())
+            .or_insert(watermark);
+        *w = (*w).max(watermark);
+    }
+
+    /// The server's state of `source` as the last answers left it, when it
+    /// knows it and the server checks what a push names
+    /// ([`State::checks_hub`]: a push from a watermark gone stale is
+    /// refused, not applied twice); `None`: ask [`STATE`].
+    pub fn state(&self, source: &str) -> Option<State> {
+        let server = self.server.as_ref().filter(|s| s.checks_hub)?;
+        let watermark = *self.watermarks.get(source)?;
+        Some(State {
+            watermark,
+            ..server.clone()
+        })
+    }
+
+    /// The id of the server's database, as last heard.
+    pub fn hub_id(&self) -> Option<&str> {
+        self.server.as_ref().map(|s| s.hub_id.as_str())
+    }
+
+    /// Forgets all of it.
+    pub fn forget(&mut self) {
+        *self = Known::default();
+    }
+}
+
+/// Refuses an answer of another database than `hub_id`, the one whose
+/// feed the client's positions count in (the server was put in front of
+/// another since the client heard its id): the message of a 409
+/// `hub_changed`, which asks again ([`asks_to_push_again`]).
+pub fn check_hub(hub_id: &str, answered: &str) -> Result<(), String> {
+    match hub_id == answered {
+        true => Ok(()),
+        false => Err(format!(
+            "the server's database is now {answered}, not {hub_id}: asking again"
+        )),
+    }
 }
 
 /// The bodies of `file`'s rows in order, each at most `max` bytes unless
@@ -360,16 +439,57 @@ mod tests {
         }
     }
 
+    /// A server's answer of [`STATE`]: its body limit, and whether it
+    /// checks a push's database (`hub`, then its id).
+    fn server(max_body: Option<u64>, hub: Option<&str>) -> State {
+        State {
+            protocol: PROTOCOL_VERSION,
+            hub_id: hub.unwrap_or("h").into(),
+            watermark: 3,
+            max_body,
+            checks_hub: hub.is_some(),
+        }
+    }
+
     #[test]
     fn a_push_that_fits_is_one_request() {
         let f = file(3);
-        let r = push_requests(&f, 5, Some(1 << 20));
+        let r = push_requests(&f, 5, &server(Some(1 << 20), None));
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].path, "/v1/push?base=5");
         assert!(r[0].applies());
         assert_eq!(ChangeFile::decode(&r[0].body).unwrap(), f);
         // A server that sets no limit: one request whatever the size.
-        assert_eq!(push_requests(&file(500), 0, None).len(), 1);
+        assert_eq!(push_requests(&file(500), 0, &server(None, None)).len(), 1);
+        // One that checks the database a push names: named, encoded.
+        let r = push_requests(&f, 5, &server(None, Some("a b&c")));
+        assert_eq!(r[0].path, "/v1/push?base=5&hub=a+b%26c");
+    }
+
+    #[test]
+    fn a_client_knows_a_state_once_heard_and_forgets_it_all() {
+        let mut known = Known::default();
+        assert_eq!(known.state("s1"), None);
+        known.stated("s1", &server(Some(9), Some("h1")));
+        assert_eq!(known.state("s1"), Some(server(Some(9), Some("h1"))));
+        // Another source of the same server: its watermark was not heard.
+        assert_eq!(known.state("s2"), None);
+        assert_eq!(known.hub_id(), Some("h1"));
+        // A push's answer moves it on; a lower one does not move it back.
+        known.heard("s1", 12);
+        known.heard("s1", 4);
+        assert_eq!(known.state("s1").unwrap().watermark, 12);
+        known.forget();
+        assert_eq!((known.state("s1"), known.hub_id()), (None, None));
+        // A server that does not check a push's database: asked each time.
+        known.stated("s1", &server(Some(9), None));
+        assert_eq!(known.state("s1"), None);
+        assert!(check_hub("h1", "h1").is_ok());
+        assert!(
+            check_hub("h1", "h2")
+                .unwrap_err()
+                .contains("now h2, not h1")
+        );
     }
 
     #[test]
@@ -377,7 +497,7 @@ mod tests {
         let f = file(400);
         let whole = push_body(&f).len();
         let max = whole / 7;
-        let r = push_requests(&f, 2, Some(max as u64));
+        let r = push_requests(&f, 2, &server(Some(max as u64), Some("h2")));
         let upload = r[0]
             .path
             .split("upload=")
@@ -395,7 +515,10 @@ mod tests {
                 assert_eq!(q.path, format!("/v1/push/part?upload={upload}&part={k}"));
                 assert!(!q.applies());
             } else {
-                assert_eq!(q.path, format!("/v1/push?base=2&upload={upload}&parts={n}"));
+                assert_eq!(
+                    q.path,
+                    format!("/v1/push?base=2&upload={upload}&parts={n}&hub=h2")
+                );
                 assert!(q.applies());
             }
         }
@@ -422,7 +545,7 @@ mod tests {
 
     #[test]
     fn a_row_larger_than_a_body_is_sent_alone() {
-        let r = push_requests(&file(3), 0, Some(10));
+        let r = push_requests(&file(3), 0, &server(Some(10), None));
         assert_eq!(r.len(), 6, "one row per part");
     }
 

@@ -1,7 +1,6 @@
 //! The client of a sync server (`nexus serve`): [`HttpHub`] speaks the
 //! protocol of [`crate::protocol`] over HTTP(S).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,8 +10,8 @@ use serde::de::DeserializeOwned;
 use crate::SyncReport;
 use crate::error::{Error, Result};
 use crate::protocol::{
-    self, ErrorBody, HEALTH, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, Pulled, Pushed, SNAPSHOT,
-    STATE, Snapshotted, State,
+    self, ErrorBody, HEALTH, Known, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, Pulled, Pushed,
+    SNAPSHOT, STATE, Snapshotted, State,
 };
 
 /// A sync server, by its base URL (`http://host:port`), with the bearer
@@ -22,33 +21,9 @@ pub struct HttpHub {
     url: String,
     token: Option<String>,
     client: reqwest::Client,
-    /// Shared by its clones.
+    /// What it knows of the server without asking ([`Known`]), shared by
+    /// its clones.
     known: Arc<Mutex<Known>>,
-}
-
-/// What a client knows of its server without asking: the server's
-/// database, body limit and whether it checks a push's database
-/// ([`State`]), and each source's watermark as the last answer about it
-/// (of [`STATE`] or of a push) left it, the highest heard (one too high is
-/// answered 409 `gap`; one too low, a push that starts before the
-/// server's watermark, too). A failed request forgets it all: the next
-/// push or pull asks [`STATE`] again.
-#[derive(Default)]
-struct Known {
-    /// The last answer of [`STATE`] (its watermark is the source's it
-    /// named: each source's is in `watermarks`).
-    server: Option<State>,
-    watermarks: HashMap<String, i64>,
-}
-
-impl Known {
-    fn heard(&mut self, source: &str, watermark: i64) {
-        let w = self
-            .watermarks
-            .entry(source.to_string())
-            .or_insert(watermark);
-        *w = (*w).max(watermark);
-    }
 }
 
 impl std::fmt::Debug for HttpHub {
@@ -117,9 +92,7 @@ impl HttpHub {
         let state: State = self
             .send(self.client.get(self.at(STATE)).query(&[("source", source)]))
             .await?;
-        let mut known = self.known();
-        known.heard(source, state.watermark);
-        known.server = Some(state.clone());
+        self.known().stated(source, &state);
         Ok(state)
     }
 
@@ -128,16 +101,9 @@ impl HttpHub {
     /// push names ([`State::checks_hub`]; [`HttpHub::push`] keeps the
     /// watermark of its source); else asked ([`HttpHub::state`]).
     pub async fn known_state(&self, source: &str) -> Result<State> {
-        let known = {
-            let known = self.known();
-            known
-                .server
-                .clone()
-                .filter(|s| s.checks_hub)
-                .zip(known.watermarks.get(source).copied())
-        };
+        let known = self.known().state(source);
         match known {
-            Some((state, watermark)) => Ok(State { watermark, ..state }),
+            Some(state) => Ok(state),
             None => self.state(source).await,
         }
     }
@@ -145,7 +111,7 @@ impl HttpHub {
     /// The id of the server's database, as this client last heard it, or
     /// asked ([`HttpHub::state`] of `source`).
     pub async fn hub_id(&self, source: &str) -> Result<String> {
-        let known = self.known().server.as_ref().map(|s| s.hub_id.clone());
+        let known = self.known().hub_id().map(str::to_string);
         match known {
             Some(hub_id) => Ok(hub_id),
             None => Ok(self.state(source).await?.hub_id),
@@ -158,35 +124,24 @@ impl HttpHub {
 
     /// Forgets what it knew of the server: the next push or pull asks.
     fn forget(&self) {
-        *self.known() = Known::default();
+        self.known().forget();
     }
 
     /// Pushes one change file; `base` is how far the source had pulled from
-    /// this server's database, the database `hub_id` (named to a server
-    /// that checks it, [`State::checks_hub`]: it refuses the push, 409
-    /// `hub_changed`, when it is in front of another one now); `max_body`
-    /// the server's limit on a body
-    /// ([`State::max_body`]): a larger file goes in parts
+    /// the database of `server` (this server's answer of [`STATE`], as
+    /// [`HttpHub::known_state`] gives it): the push names that database to
+    /// a server that checks it ([`State::checks_hub`]: it refuses the push,
+    /// 409 `hub_changed`, when it is in front of another one now), and a
+    /// file larger than its body limit ([`State::max_body`]) goes in parts
     /// ([`protocol::push_requests`]), applied whole by the last request.
-    /// The source's watermark that the answer gives is kept
-    /// ([`HttpHub::known_state`]).
-    pub async fn push(
-        &self,
-        file: &ChangeFile,
-        base: i64,
-        hub_id: Option<&str>,
-        max_body: Option<u64>,
-    ) -> Result<SyncReport> {
-        let mut requests = protocol::push_requests(file, base, max_body);
+    /// The source's watermark that the answer gives is kept.
+    pub async fn push(&self, file: &ChangeFile, base: i64, server: &State) -> Result<SyncReport> {
+        let mut requests = protocol::push_requests(file, base, server);
         let last = requests.pop().expect("a push is at least one request");
         for part in requests {
             let _: protocol::Staged = self.send(self.post(part)).await?;
         }
-        let mut last = self.post(last);
-        if let Some(hub_id) = hub_id {
-            last = last.query(&[("hub", hub_id)]);
-        }
-        let answer: Pushed<SyncReport> = self.send(last).await?;
+        let answer: Pushed<SyncReport> = self.send(self.post(last)).await?;
         self.known().heard(&file.source_id, answer.report.to_seq);
         Ok(answer.report)
     }
@@ -234,21 +189,13 @@ impl HttpHub {
             .await
     }
 
-    /// Refuses an answer of another database than `hub_id`, the one whose
-    /// feed the client's positions count in (the server was put in front of
-    /// another since the client heard its id): 409 `hub_changed`, which asks
-    /// again.
+    /// Refuses an answer of another database than `hub_id`
+    /// ([`protocol::check_hub`]): 409 `hub_changed`, which asks again.
     pub(crate) fn check_hub(&self, hub_id: &str, answered: &str) -> Result<()> {
-        if hub_id == answered {
-            return Ok(());
-        }
-        self.forget();
-        Err(remote(
-            &self.url,
-            Some(409),
-            "hub_changed",
-            format!("the server's database is now {answered}, not {hub_id}: asking again"),
-        ))
+        protocol::check_hub(hub_id, answered).map_err(|message| {
+            self.forget();
+            remote(&self.url, Some(409), "hub_changed", message)
+        })
     }
 
     fn at(&self, path: &str) -> String {

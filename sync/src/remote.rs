@@ -148,14 +148,7 @@ async fn push_http_once(
                 ..changes
             },
         };
-        let applied = hub
-            .push(
-                &file,
-                base,
-                state.checks_hub.then_some(state.hub_id.as_str()),
-                state.max_body,
-            )
-            .await?;
+        let applied = hub.push(&file, base, &state).await?;
         {
             let mut guard = committed.lock().expect("not poisoned");
             let report = guard.as_mut().expect("set before the first window");

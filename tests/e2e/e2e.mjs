@@ -271,6 +271,11 @@ try {
   execFileSync(nexus, ["--db", nativeDb, "sync", "--with", syncUrl, "--token", token], { stdio: "inherit" });
   const nativeSees = JSON.parse(execFileSync(nexus, ["--db", nativeDb, "--json", "ls", "-r", "/"]).toString()).items;
   assert.ok(nativeSees.some((r) => r.path === "/picked/from-browser.txt"), "the native store pulled the browser's file");
+  // What the page's earlier sync heard spares it asking the server's
+  // state again: its background syncs ask no /v1/state.
+  const calls = [];
+  const countCalls = (r) => r.url().includes("/v1/") && calls.push(new URL(r.url()).pathname);
+  page.on("request", countCalls);
   const live = await page.evaluate(async ([url, token]) => {
     const { store } = window.nexusDemo;
     const seen = [];
@@ -281,7 +286,10 @@ try {
     await handle.stop();
     return { there: await store.exists("/from-native.txt"), syncs: seen.length, paths: (await store.list("/")).map((r) => r.path) };
   }, [syncUrl, token]);
+  page.off("request", countCalls);
   assert.ok(live.there, JSON.stringify(live));
+  assert.ok(calls.filter((c) => c === "/v1/pull").length >= live.syncs, calls.join(" "));
+  assert.ok(!calls.includes("/v1/state"), `no state asked again: ${calls.join(" ")}`);
   assert.deepEqual(live.paths, inPg().map((r) => r.path));
   // syncNow while a sync runs (here from onSync, which comes before the
   // sync ends) is kept: another sync follows at once, not an interval later.

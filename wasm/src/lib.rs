@@ -291,6 +291,9 @@ fn path_list(name: &str, value: JsValue) -> Result<Vec<String>, JsValue> {
 pub struct NexusStore {
     store: Store,
     persistence: &'static str,
+    /// What `sync` knows of each sync server without asking, shared by
+    /// the store's handles.
+    servers: sync::Servers,
 }
 
 #[wasm_bindgen(js_class = NexusStore)]
@@ -344,7 +347,12 @@ impl NexusStore {
                 }
             };
             let store = store.map_err(|e| js_error(&e))?;
-            Ok(NexusStore { store, persistence }.into())
+            Ok(NexusStore {
+                store,
+                persistence,
+                servers: sync::Servers::default(),
+            }
+            .into())
         })
     }
 
@@ -405,6 +413,7 @@ impl NexusStore {
         Ok(NexusStore {
             store: self.store.with_tenant(tenant).map_err(|e| js_error(&e))?,
             persistence: self.persistence,
+            servers: self.servers.clone(),
         })
     }
 
@@ -776,10 +785,10 @@ impl NexusStore {
         &self,
         #[wasm_bindgen(unchecked_param_type = "SyncOptions")] options: JsValue,
     ) -> Promise {
-        let store = self.store.clone();
+        let (store, servers) = (self.store.clone(), self.servers.clone());
         let options = from_js::<sync::SyncOptions>("sync options", options);
         future_to_promise(async move {
-            let result = sync::sync(&store, options?).await?;
+            let result = sync::sync(&store, &servers, options?).await?;
             to_js(&result)
         })
     }

@@ -4,10 +4,14 @@
 //! the first pull's snapshot step and the page loop of a pull are the
 //! core's (`Store::load_snapshot`, `Store::apply_feed`).
 
+use std::cell::{RefCell, RefMut};
+use std::collections::HashMap;
+use std::rc::Rc;
+
 use js_sys::{Object, Promise, Reflect, Uint8Array};
 use nexus_core::protocol::{
-    self, ErrorBody, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, Pulled, Pushed, SNAPSHOT, STATE,
-    SYNC_ROUNDS, Snapshotted, State,
+    self, ErrorBody, Known, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, Pulled, Pushed, SNAPSHOT,
+    STATE, SYNC_ROUNDS, Snapshotted, State,
 };
 use nexus_core::{
     Changes, ConflictCopy, ConflictReason, Feed, FeedPage, PullReport, SnapshotCursor,
@@ -66,9 +70,17 @@ impl From<ConflictCopy> for JsConflictCopy {
     }
 }
 
+/// What a store's syncs know of each sync server (by URL) without asking
+/// ([`Known`]): a sync pushes from the watermark its last push left and
+/// asks [`STATE`] only when it knows nothing (the first sync, or after a
+/// failed request), as the native client does.
+pub(crate) type Servers = Rc<RefCell<HashMap<String, Known>>>;
+
 /// The part of the server's push report the browser reads.
 #[derive(Deserialize)]
 struct PushReport {
+    /// The source's watermark now.
+    to_seq: i64,
     tables: Vec<TableRows>,
     conflicts: Vec<ConflictCopy>,
 }
@@ -128,13 +140,62 @@ fn kind_of(status: u16) -> &'static str {
     }
 }
 
-struct Server {
+struct Server<'a> {
     url: String,
     token: String,
+    servers: &'a Servers,
 }
 
-impl Server {
+impl Server<'_> {
+    /// What the store's syncs know of this server.
+    fn known(&self) -> RefMut<'_, Known> {
+        RefMut::map(self.servers.borrow_mut(), |all| {
+            all.entry(self.url.clone()).or_default()
+        })
+    }
+
+    /// The server's state of `source`: as the last requests left it
+    /// ([`Known::state`]), else asked.
+    async fn state(&self, source: &str) -> Result<State, SyncError> {
+        let known = self.known().state(source);
+        if let Some(state) = known {
+            return Ok(state);
+        }
+        let state: State = self
+            .call("GET", &format!("{STATE}?source={}", encode(source)), None)
+            .await?;
+        self.known().stated(source, &state);
+        Ok(state)
+    }
+
+    /// Refuses an answer of another database than `hub_id`
+    /// ([`protocol::check_hub`]): a 409 that asks again.
+    fn check_hub(&self, hub_id: &str, answered: &str) -> Result<(), SyncError> {
+        protocol::check_hub(hub_id, answered).map_err(|message| {
+            self.known().forget();
+            SyncError::Remote {
+                kind: "Conflict",
+                message,
+                again: true,
+            }
+        })
+    }
+
+    /// One request; whatever fails, the next sync asks [`STATE`] again.
     async fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, SyncError> {
+        let answer = self.answer(method, path_and_query, body).await;
+        if answer.is_err() {
+            self.known().forget();
+        }
+        answer
+    }
+
+    async fn answer<T: DeserializeOwned>(
         &self,
         method: &str,
         path_and_query: &str,
@@ -220,7 +281,9 @@ fn encode(s: &str) -> String {
 }
 
 struct ServerFeed<'a> {
-    server: &'a Server,
+    server: &'a Server<'a>,
+    /// The database whose feed the store's position counts in.
+    hub_id: &'a str,
     source: String,
 }
 
@@ -241,6 +304,7 @@ impl Feed for ServerFeed<'_> {
             path.push_str(&format!("&within={}", encode(&w.to_json())));
         }
         let p: Pulled = self.server.call("GET", &path, None).await?;
+        self.server.check_hub(self.hub_id, &p.hub_id)?;
         let watermark = p.watermark;
         Ok((p.into_page(), watermark))
     }
@@ -248,7 +312,9 @@ impl Feed for ServerFeed<'_> {
 
 /// The server's snapshot of the token's tenant, for a first pull.
 struct ServerSnapshot<'a> {
-    server: &'a Server,
+    server: &'a Server<'a>,
+    /// The database whose snapshot the store loads.
+    hub_id: &'a str,
 }
 
 impl SnapshotSource for ServerSnapshot<'_> {
@@ -264,14 +330,22 @@ impl SnapshotSource for ServerSnapshot<'_> {
             path.push_str(&format!("&after={}", encode(&a.to_json())));
         }
         let p: Snapshotted = self.server.call("GET", &path, None).await?;
+        self.server.check_hub(self.hub_id, &p.hub_id)?;
         Ok((p.changes, p.next))
     }
 }
 
 /// Pushes, then pulls; pushes and pulls again (up to three times) when a
-/// local write lands in between and the pull refuses to overwrite it
-/// ([`SYNC_ROUNDS`] rounds at most, as the native client).
-pub(crate) async fn sync(store: &Store, options: SyncOptions) -> Result<SyncResult, SyncError> {
+/// local write lands in between and the pull refuses to overwrite it, or
+/// the server asks for it (409 `gap`, `hub_changed`, `incomplete`)
+/// ([`SYNC_ROUNDS`] rounds at most, as the native client). What it knows
+/// of the server from earlier syncs (`servers`) spares it asking
+/// [`STATE`].
+pub(crate) async fn sync(
+    store: &Store,
+    servers: &Servers,
+    options: SyncOptions,
+) -> Result<SyncResult, SyncError> {
     let url = options.url.trim_end_matches('/').to_string();
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(remote(
@@ -285,6 +359,7 @@ pub(crate) async fn sync(store: &Store, options: SyncOptions) -> Result<SyncResu
     let server = Server {
         url,
         token: options.token,
+        servers,
     };
     let max_rows = options.max_rows.unwrap_or(2000).max(1);
     let mut out = SyncResult {
@@ -296,9 +371,7 @@ pub(crate) async fn sync(store: &Store, options: SyncOptions) -> Result<SyncResu
     'rounds: loop {
         round += 1;
         let source = store.snapshot().await?.source_id().to_string();
-        let state: State = server
-            .call("GET", &format!("{STATE}?source={}", encode(&source)), None)
-            .await?;
+        let state = server.state(&source).await?;
         // Push: the local changes after the server's watermark, in windows
         // of about `max_rows` rows per table, each a change file the server
         // applies on its own (so a push cut between windows resumes where
@@ -322,7 +395,7 @@ pub(crate) async fn sync(store: &Store, options: SyncOptions) -> Result<SyncResu
             // A window larger than the server takes in one body (one
             // transaction of very many rows) goes in parts, applied whole
             // by the last request.
-            let mut requests = protocol::push_requests(&file, base, state.max_body);
+            let mut requests = protocol::push_requests(&file, base, &state);
             drop(file);
             let applying = requests.pop().expect("a push is at least one request");
             let mut staged = Ok(());
@@ -353,6 +426,7 @@ pub(crate) async fn sync(store: &Store, options: SyncOptions) -> Result<SyncResu
                 }
                 Err(e) => return Err(e),
             };
+            server.known().heard(&source, pushed.report.to_seq);
             out.pushed += pushed.report.tables.iter().map(|t| t.rows).sum::<u64>();
             out.conflicts.extend(
                 pushed
@@ -369,7 +443,7 @@ pub(crate) async fn sync(store: &Store, options: SyncOptions) -> Result<SyncResu
         // Pull: the feed's pages after the store's position.
         let from = store.pull_position(&state.hub_id).await?;
         let mut report = PullReport {
-            hub_id: state.hub_id,
+            hub_id: state.hub_id.clone(),
             from,
             to: from,
             ..PullReport::default()
@@ -378,11 +452,15 @@ pub(crate) async fn sync(store: &Store, options: SyncOptions) -> Result<SyncResu
         // that was cut), then reads the feed.
         let mut feed = ServerFeed {
             server: &server,
+            hub_id: &state.hub_id,
             source,
         };
         let pulled = match store
             .load_snapshot(
-                &mut ServerSnapshot { server: &server },
+                &mut ServerSnapshot {
+                    server: &server,
+                    hub_id: &state.hub_id,
+                },
                 &mut report,
                 max_rows,
                 |_| {},
@@ -401,7 +479,10 @@ pub(crate) async fn sync(store: &Store, options: SyncOptions) -> Result<SyncResu
                 out.pulled += report.rows();
                 return Ok(out);
             }
-            Err(SyncError::Store(nexus_core::Error::Conflict { .. })) if round < SYNC_ROUNDS => {
+            Err(
+                SyncError::Store(nexus_core::Error::Conflict { .. })
+                | SyncError::Remote { again: true, .. },
+            ) if round < SYNC_ROUNDS => {
                 out.pulled += report.rows();
             }
             Err(e) => return Err(e),
