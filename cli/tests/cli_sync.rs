@@ -108,14 +108,14 @@ fn sync_and_verify_from_the_command_line() {
     assert!(!bad.status.success());
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(
-        stderr.contains("file_metadata: 1 rows in the store, 0 in PostgreSQL"),
+        stderr.contains("file_metadata: 1 row in the store, 0 in PostgreSQL"),
         "{stderr}"
     );
     // ... but not its verdict: copies that differ still fail, and say so.
     let closed = with_stdout_closed(&mut nexus(&db, &["verify", "--to", &target.url]), 0);
     assert_eq!(closed.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&closed.stderr).contains("file_metadata: 1 rows in the store"),
+        String::from_utf8_lossy(&closed.stderr).contains("file_metadata: 1 row in the store"),
         "{closed:?}"
     );
 }

@@ -58,8 +58,10 @@ impl VerifyReport {
             .map(|t| {
                 if t.source_rows != t.target_rows {
                     format!(
-                        "{}: {} rows in the store, {} in PostgreSQL",
-                        t.table, t.source_rows, t.target_rows
+                        "{}: {} in the store, {} in PostgreSQL",
+                        t.table,
+                        rows(t.source_rows),
+                        t.target_rows
                     )
                 } else {
                     format!(
@@ -69,6 +71,14 @@ impl VerifyReport {
                 }
             })
             .collect()
+    }
+}
+
+/// "1 row", "2 rows".
+fn rows(n: u64) -> String {
+    match n {
+        1 => "1 row".to_string(),
+        n => format!("{n} rows"),
     }
 }
 
