@@ -90,10 +90,18 @@ pub enum Command {
     /// Key/value metadata of a file; values are JSON.
     #[command(subcommand)]
     Meta(MetaCommand),
-    /// Find files by metadata: `KEY` or `KEY=JSON`.
+    /// Find files by metadata: `KEY` or `KEY=JSON` (or `--key KEY [--value
+    /// JSON]`, for a key that holds `=`).
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["query", "key"])))]
     Find {
-        /// `KEY`, or `KEY=JSON` to match a value.
-        query: String,
+        /// `KEY`, or `KEY=JSON` to match a value (split at the first `=`).
+        query: Option<String>,
+        /// The key, taken whole (it may hold `=`).
+        #[arg(long, conflicts_with = "query")]
+        key: Option<String>,
+        /// The value to match, as JSON (with `--key`).
+        #[arg(long, requires = "key")]
+        value: Option<String>,
     },
     /// A file's versions, newest first.
     Versions {
@@ -761,11 +769,15 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             })?;
         }
         Command::Meta(m) => meta(&store, m, &out).await?,
-        Command::Find { query } => {
-            let (key, value) = match query.split_once('=') {
-                Some((k, v)) => (k, Some(parse_json(k, v)?)),
-                None => (query.as_str(), None),
+        Command::Find { query, key, value } => {
+            let (key, value) = match (query, key) {
+                (Some(query), _) => match query.split_once('=') {
+                    Some((k, v)) => (k, Some(v)),
+                    None => (query.as_str(), None),
+                },
+                (None, key) => (key.as_deref().unwrap_or_default(), value.as_deref()),
             };
+            let value = value.map(|v| parse_json(key, v)).transpose()?;
             let found = store.find_by_metadata(key, value.as_ref()).await?;
             let items: Vec<Value> = found
                 .iter()

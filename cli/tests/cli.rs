@@ -232,6 +232,27 @@ fn meta_find_versions_rollback_mv_rm() {
             .len(),
         0
     );
+    // A key that holds `=` is named with --key.
+    env.ok(&["meta", "set", "/f", "a=b", "1"]);
+    let found = env.json(&["find", "--key", "a=b", "--value", "1"]);
+    assert_eq!(found["items"][0]["path"], "/f");
+    assert_eq!(env.json(&["find", "--key", "a=b"])["items"][0]["value"], 1);
+    // Positional, it splits at the first `=`.
+    let odd = env.err(&["find", "a=b"]);
+    assert!(
+        odd.contains(r#"the value for "a" is not valid JSON"#),
+        "{odd}"
+    );
+    // Both, or neither: clap's usage error.
+    for args in [&["find", "k", "--key", "k"][..], &["find"]] {
+        let out = env.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            stderr.contains("Usage: nexus find <QUERY|--key <KEY>>"),
+            "{stderr}"
+        );
+    }
     env.ok(&["meta", "rm", "/f", "status"]);
     assert!(
         env.err(&["meta", "get", "/f", "status"])
