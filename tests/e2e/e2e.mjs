@@ -419,7 +419,53 @@ try {
   } finally {
     await other.close();
   }
+
+  step("another database behind the same address: a store's next push names the old one and is refused (409 hub_changed); it asks again and pushes everything there");
+  // A store of its own (in a Worker, as the demo's), of one tenant: it
+  // syncs once with the server as it is, which it then knows.
+  const first2 = await page.evaluate(async ([url, token]) => {
+    const { open } = await import("/pkg/index.js");
+    window.moving = await open({ name: "moving" });
+    await window.moving.put({ path: "/before-the-move.txt", backend: "browser", physicalPath: "b", size: 1 });
+    return window.moving.sync({ url, token });
+  }, [syncUrl, token]);
+  assert.ok(first2.pushed >= 2, JSON.stringify(first2));
   syncServer.kill("SIGTERM");
+  await new Promise((ok) => (syncServer.exitCode !== null ? ok() : syncServer.on("exit", ok)));
+  const postgres2 = startPostgres(testPgBin);
+  try {
+    const pgUrl2 = await postgres2.url;
+    ({ child: syncServer } = await startNexusServe(nexus, pgUrl2, [
+      "--listen", new URL(syncUrl).host, "--tokens", tokens, "--cors-origin", origin,
+    ]));
+    const asked = [];
+    const countAsked = (r) => r.method() !== "OPTIONS" && r.url().includes("/v1/") && asked.push(new URL(r.url()).pathname);
+    page.on("request", countAsked);
+    const refusals = [];
+    const keepRefusal = async (r) => r.status() === 409 && refusals.push((await r.json()).error);
+    page.on("response", keepRefusal);
+    const moved = await page.evaluate(async ([url, token]) => {
+      await window.moving.put({ path: "/after-the-move.txt", backend: "browser", physicalPath: "a", size: 1 });
+      const result = await window.moving.sync({ url, token });
+      const paths = (await window.moving.list("/")).map((r) => r.path);
+      await window.moving.close();
+      return { result, paths };
+    }, [syncUrl, token]);
+    page.off("request", countAsked);
+    page.off("response", keepRefusal);
+    assert.deepEqual(asked.slice(0, 2), ["/v1/push", "/v1/state"], `refused, then asked: ${asked.join(" ")}`);
+    assert.deepEqual(refusals, ["hub_changed"]);
+    const there = JSON.parse(execFileSync(nexus, ["--db", pgUrl2, "--json", "ls", "-r", "/"]).toString()).items;
+    // The store's own changes, from the start, are there now (the rows it
+    // had pulled from the old database are not its to push).
+    const mine = ["/after-the-move.txt", "/before-the-move.txt"];
+    assert.deepEqual(there.map((r) => r.path), mine, JSON.stringify(moved.result));
+    assert.ok(mine.every((p) => moved.paths.includes(p)), moved.paths.join());
+  } finally {
+    syncServer.kill("SIGTERM");
+    await new Promise((ok) => (syncServer.exitCode !== null ? ok() : syncServer.on("exit", ok)));
+    await postgres2.stop();
+  }
 
   step("deleting the database: refused while open, done once closed");
   const busy = await page.evaluate(async () => {
