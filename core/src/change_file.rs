@@ -447,12 +447,7 @@ pub struct ImportReport {
     pub conflicts: Vec<ConflictCopy>,
 }
 
-impl ImportReport {
-    /// Rows applied, all tables together.
-    pub fn rows(&self) -> u64 {
-        self.files + self.versions + self.metadata + self.chunks + self.tombstones
-    }
-}
+rows_of_tables!(ImportReport);
 
 /// Where this store is for `source_id` (0 if never applied).
 fn applied_through(e: &mut Engine, source_id: &str) -> Result<i64> {

@@ -30,6 +30,19 @@
 
 #![warn(missing_docs)]
 
+/// `rows()` for reports that count applied rows per table (`files`,
+/// `versions`, `metadata`, `chunks`, `tombstones`): all tables together.
+macro_rules! rows_of_tables {
+    ($($report:ty),*) => {$(
+        impl $report {
+            /// Rows applied, all tables together.
+            pub fn rows(&self) -> u64 {
+                self.files + self.versions + self.metadata + self.chunks + self.tombstones
+            }
+        }
+    )*};
+}
+
 mod api;
 mod arrive;
 mod change_file;

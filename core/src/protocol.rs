@@ -41,14 +41,16 @@ pub const PUSH: &str = "/v1/push";
 /// The parts of an upload that never completes are dropped after a day.
 pub const PUSH_PART: &str = "/v1/push/part";
 
-/// `GET ?after=N&max_rows=M&source=ID[&within=CURSOR]`: [`Pulled`], the
-/// next page of the caller's tenant's changes after position `after` (with
-/// `within`, a [`crate::SnapshotCursor`] as JSON from the last answer's
-/// [`Pulled::within`]: after that row of transaction `after`). A
-/// transaction larger than a page comes in several answers.
+/// `GET ?after=N&max_rows=M&source=ID[&within=CURSOR][&hub=ID]`:
+/// [`Pulled`], the next page of the caller's tenant's changes after
+/// position `after` (with `within`, a [`crate::SnapshotCursor`] as JSON
+/// from the last answer's [`Pulled::within`]: after that row of transaction
+/// `after`). A transaction larger than a page comes in several answers.
+/// `hub`: the database whose feed `after` counts in; a server in front of
+/// another one refuses (409 `hub_changed`). [`pull_path`] builds it.
 pub const PULL: &str = "/v1/pull";
 
-/// `GET ?after=CURSOR&max_rows=M`: [`Snapshotted`], the next rows of a
+/// `GET ?after=CURSOR&max_rows=M[&hub=ID]`: [`Snapshotted`], the next rows of a
 /// snapshot of the caller's tenant, after `after` (a
 /// [`crate::SnapshotCursor`] as JSON; none: from the start), for a first
 /// pull into an empty store. Each answer reads a snapshot of its own, so no
@@ -270,6 +272,49 @@ pub fn push_requests(file: &ChangeFile, base: i64, server: &State) -> Vec<PushRe
         .collect()
 }
 
+/// The path and query of a [`PULL`] request of `source`'s store, from
+/// `after` (and `within`), at most about `max_rows` rows; `hub` names the
+/// database `after` counts in (to a server that checks it:
+/// [`State::checks_hub`]).
+pub fn pull_path(
+    source: &str,
+    after: i64,
+    within: Option<&crate::SnapshotCursor>,
+    max_rows: usize,
+    hub: Option<&str>,
+) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    q.append_pair("after", &after.to_string())
+        .append_pair("max_rows", &max_rows.to_string())
+        .append_pair("source", source);
+    if let Some(w) = within {
+        q.append_pair("within", &w.to_json());
+    }
+    if let Some(hub) = hub {
+        q.append_pair("hub", hub);
+    }
+    format!("{PULL}?{}", q.finish())
+}
+
+/// The path and query of a [`SNAPSHOT`] request: the rows after `after`
+/// (from the start without one), at most `max_rows`; `hub` as for
+/// [`pull_path`].
+pub fn snapshot_path(
+    after: Option<&crate::SnapshotCursor>,
+    max_rows: usize,
+    hub: Option<&str>,
+) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    q.append_pair("max_rows", &max_rows.to_string());
+    if let Some(a) = after {
+        q.append_pair("after", &a.to_json());
+    }
+    if let Some(hub) = hub {
+        q.append_pair("hub", hub);
+    }
+    format!("{SNAPSHOT}?{}", q.finish())
+}
+
 /// What a client knows of its server without asking: the server's last
 /// answer of [`STATE`] (its database, body limit and whether it checks a
 /// push's database) and each source's watermark as the last answer about
@@ -299,6 +344,17 @@ impl Known {
             .entry(source.to_string())
             .or_insert(watermark);
         *w = (*w).max(watermark);
+    }
+
+    /// Takes `watermark` of `source` as a pull's answer gave it: one below
+    /// what was heard (the database restored from a copy under the same
+    /// id, which lost pushes; or read before a push of another sync of the
+    /// same store committed) forgets it all, so that the next push asks
+    /// [`STATE`] and starts from the server's watermark.
+    pub fn pulled(&mut self, source: &str, watermark: i64) {
+        if self.watermarks.get(source).is_some_and(|&w| w > watermark) {
+            self.forget();
+        }
     }
 
     /// The server's state of `source` as the last answers left it, when it
@@ -467,6 +523,22 @@ mod tests {
     }
 
     #[test]
+    fn pulls_and_snapshots_name_what_they_read_from() {
+        let within = crate::SnapshotCursor {
+            table: "file_paths".into(),
+            key: vec!["a&b".into()],
+        };
+        assert_eq!(
+            pull_path("s 1", 7, None, 100, None),
+            "/v1/pull?after=7&max_rows=100&source=s+1"
+        );
+        let p = pull_path("s1", 7, Some(&within), 100, Some("h=1"));
+        assert!(p.ends_with("&source=s1&within=%7B%22table%22%3A%22file_paths%22%2C%22key%22%3A%5B%22a%26b%22%5D%7D&hub=h%3D1"), "{p}");
+        assert_eq!(snapshot_path(None, 5, None), "/v1/snapshot?max_rows=5");
+        assert!(snapshot_path(Some(&within), 5, Some("h")).ends_with("%5D%7D&hub=h"));
+    }
+
+    #[test]
     fn a_client_knows_a_state_once_heard_and_forgets_it_all() {
         let mut known = Known::default();
         assert_eq!(known.state("s1"), None);
@@ -479,6 +551,15 @@ mod tests {
         known.heard("s1", 12);
         known.heard("s1", 4);
         assert_eq!(known.state("s1").unwrap().watermark, 12);
+        // A pull that says as much, or more, changes nothing; one that says
+        // less (the server lost pushes) forgets it all.
+        known.pulled("s1", 12);
+        known.pulled("s2", 0);
+        assert_eq!(known.state("s1").unwrap().watermark, 12);
+        known.pulled("s1", 11);
+        assert_eq!(known.state("s1"), None);
+        known.stated("s1", &server(Some(9), Some("h1")));
+        known.heard("s1", 12);
         known.forget();
         assert_eq!((known.state("s1"), known.hub_id()), (None, None));
         // A server that does not check a push's database: asked each time.

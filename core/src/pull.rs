@@ -93,12 +93,7 @@ pub struct PullReport {
     pub attempts: u32,
 }
 
-impl PullReport {
-    /// Rows applied, all tables together.
-    pub fn rows(&self) -> u64 {
-        self.files + self.versions + self.metadata + self.chunks + self.tombstones
-    }
-}
+rows_of_tables!(PullReport);
 
 /// Where a pull reads pages of a database's change feed: the database
 /// itself, or a sync server in front of it.
@@ -291,12 +286,7 @@ pub struct PullApplied {
     pub own: u64,
 }
 
-impl PullApplied {
-    /// Rows applied, all tables together.
-    pub fn rows(&self) -> u64 {
-        self.files + self.versions + self.metadata + self.chunks + self.tombstones
-    }
-}
+rows_of_tables!(PullApplied);
 
 /// How far the store has applied the feed of `hub_id` (0: never pulled).
 pub(crate) fn position(e: &mut Engine, hub_id: &str) -> Result<i64> {

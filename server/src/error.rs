@@ -64,7 +64,7 @@ impl ApiError {
         }
     }
 
-    /// 409 `hub_changed`: the push named another database than the one
+    /// 409 `hub_changed`: the request named another database than the one
     /// this server is in front of (ask its state again).
     pub fn hub_changed(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, "hub_changed", message)

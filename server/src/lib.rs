@@ -482,6 +482,20 @@ fn check_upload(upload: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Refuses a request that names another database than this server's
+/// (`hub`: the one whose feed the client's `base` or position counts in, as
+/// it last heard it): 409 `hub_changed`, nothing done; the client asks
+/// [`protocol::STATE`] again.
+fn same_hub(shared: &Shared, hub: Option<&str>) -> Result<(), ApiError> {
+    match hub {
+        Some(hub) if hub != shared.hub_id => Err(ApiError::hub_changed(format!(
+            "this server's database is {}, not {hub}: ask /v1/state again",
+            shared.hub_id
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The most parts one push may have (a client's `parts` is checked
 /// against it before anything is sized by it).
 const MAX_PARTS: u32 = 1_000_000;
@@ -499,14 +513,7 @@ async fn push(
     // then the body.
     let tenant = tenant(&shared, &headers)?;
     let q = query(q)?;
-    if let Some(hub) = &q.hub
-        && *hub != shared.hub_id
-    {
-        return Err(ApiError::hub_changed(format!(
-            "this server's database is {}, not {hub}: ask /v1/state again",
-            shared.hub_id
-        )));
-    }
+    same_hub(&shared, q.hub.as_deref())?;
     let permit = apply_permit(&shared, &tenant).await?;
     let mut file = change_file(request).await?;
     let mut client = nexus_postgres::get(&shared.pool).await?;
@@ -673,6 +680,8 @@ struct PullQuery {
     max_rows: Option<usize>,
     source: Option<String>,
     within: Option<String>,
+    /// The database whose feed `after` counts in ([`same_hub`]).
+    hub: Option<String>,
 }
 
 /// A cursor of the query parameter `name` (JSON of a
@@ -699,6 +708,7 @@ async fn pull(
 ) -> Result<Json<Pulled>, ApiError> {
     let tenant = tenant(&shared, &headers)?;
     let q = query(q)?;
+    same_hub(&shared, q.hub.as_deref())?;
     if q.after < 0 {
         return Err(ApiError::bad_request(
             "`after` must be a position of the feed, 0 or more",
@@ -739,6 +749,8 @@ async fn pull(
 struct SnapshotQuery {
     after: Option<String>,
     max_rows: Option<usize>,
+    /// The database whose snapshot the client loads ([`same_hub`]).
+    hub: Option<String>,
 }
 
 async fn snapshot(
@@ -748,6 +760,7 @@ async fn snapshot(
 ) -> Result<Json<Snapshotted>, ApiError> {
     let tenant = tenant(&shared, &headers)?;
     let q = query(q)?;
+    same_hub(&shared, q.hub.as_deref())?;
     let after = cursor(
         "after",
         q.after.as_deref(),

@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use crate::SyncReport;
 use crate::error::{Error, Result};
 use crate::protocol::{
-    self, ErrorBody, HEALTH, Known, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, Pulled, Pushed,
-    SNAPSHOT, STATE, Snapshotted, State,
+    self, ErrorBody, HEALTH, Known, PROTOCOL_HEADER, PROTOCOL_VERSION, Pulled, Pushed, STATE,
+    Snapshotted, State,
 };
 
 /// A sync server, by its base URL (`http://host:port`), with the bearer
@@ -108,16 +108,6 @@ impl HttpHub {
         }
     }
 
-    /// The id of the server's database, as this client last heard it, or
-    /// asked ([`HttpHub::state`] of `source`).
-    pub async fn hub_id(&self, source: &str) -> Result<String> {
-        let known = self.known().hub_id().map(str::to_string);
-        match known {
-            Some(hub_id) => Ok(hub_id),
-            None => Ok(self.state(source).await?.hub_id),
-        }
-    }
-
     fn known(&self) -> std::sync::MutexGuard<'_, Known> {
         self.known.lock().expect("not poisoned")
     }
@@ -154,39 +144,37 @@ impl HttpHub {
     }
 
     /// The page of the caller's tenant's changes after `after`, with the
-    /// server's watermark of `source`.
+    /// server's watermark of `source`; `hub` names the database `after`
+    /// counts in (to a server that checks it; [`protocol::pull_path`]).
     pub async fn pull(
         &self,
         source: &str,
         after: i64,
         within: Option<&nexus_core::SnapshotCursor>,
         max_rows: usize,
+        hub: Option<&str>,
     ) -> Result<Pulled> {
-        let mut query = vec![
-            ("source", source.to_string()),
-            ("after", after.to_string()),
-            ("max_rows", max_rows.to_string()),
-        ];
-        if let Some(w) = within {
-            query.push(("within", w.to_json()));
-        }
-        self.send(self.client.get(self.at(PULL)).query(&query))
-            .await
+        let path = protocol::pull_path(source, after, within, max_rows, hub);
+        self.send(self.client.get(self.at(&path))).await
     }
 
     /// The next rows of a snapshot of the caller's tenant, after `after`
-    /// (from the start without one), at most `max_rows`.
+    /// (from the start without one), at most `max_rows`; `hub` as for
+    /// [`HttpHub::pull`].
     pub async fn snapshot(
         &self,
         after: Option<&nexus_core::SnapshotCursor>,
         max_rows: usize,
+        hub: Option<&str>,
     ) -> Result<Snapshotted> {
-        let mut query = vec![("max_rows", max_rows.to_string())];
-        if let Some(a) = after {
-            query.push(("after", a.to_json()));
-        }
-        self.send(self.client.get(self.at(SNAPSHOT)).query(&query))
-            .await
+        let path = protocol::snapshot_path(after, max_rows, hub);
+        self.send(self.client.get(self.at(&path))).await
+    }
+
+    /// Takes the server's watermark of `source` that a pull's answer gave
+    /// ([`Known::pulled`]).
+    pub(crate) fn pulled(&self, source: &str, watermark: i64) {
+        self.known().pulled(source, watermark);
     }
 
     /// Refuses an answer of another database than `hub_id`

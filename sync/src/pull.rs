@@ -64,6 +64,8 @@ struct ServerFeed<'a> {
     hub: &'a HttpHub,
     /// The database whose feed the store's position counts in.
     hub_id: &'a str,
+    /// `hub_id`, when the server checks what a request names.
+    named: Option<&'a str>,
     source: String,
 }
 
@@ -76,9 +78,13 @@ impl Feed for ServerFeed<'_> {
         within: Option<&SnapshotCursor>,
         max_rows: usize,
     ) -> Result<(FeedPage, i64)> {
-        let p = self.hub.pull(&self.source, after, within, max_rows).await?;
+        let p = self
+            .hub
+            .pull(&self.source, after, within, max_rows, self.named)
+            .await?;
         self.hub.check_hub(self.hub_id, &p.hub_id)?;
         let watermark = p.watermark;
+        self.hub.pulled(&self.source, watermark);
         Ok((p.into_page(), watermark))
     }
 }
@@ -88,6 +94,8 @@ struct ServerSnapshot<'a> {
     hub: &'a HttpHub,
     /// The database whose snapshot the store loads.
     hub_id: &'a str,
+    /// `hub_id`, when the server checks what a request names.
+    named: Option<&'a str>,
 }
 
 impl SnapshotSource for ServerSnapshot<'_> {
@@ -98,7 +106,7 @@ impl SnapshotSource for ServerSnapshot<'_> {
         after: Option<&SnapshotCursor>,
         max_rows: usize,
     ) -> Result<(Changes, Option<SnapshotCursor>)> {
-        let p = self.hub.snapshot(after, max_rows).await?;
+        let p = self.hub.snapshot(after, max_rows, self.named).await?;
         self.hub.check_hub(self.hub_id, &p.hub_id)?;
         Ok((p.changes, p.next))
     }
@@ -168,7 +176,11 @@ async fn pull_http_once(store: &Store, hub: &HttpHub, options: &SyncOptions) -> 
     // The database's id as this client heard it last (from `/v1/state`,
     // asked by this round's push or an earlier one); every page says its
     // own, and one of another database stops the pull before it is applied.
-    let hub_id = hub.hub_id(&source).await?;
+    let state = hub.known_state(&source).await?;
+    let hub_id = state.hub_id;
+    // Named in each request to a server that checks it: one in front of
+    // another database now refuses the request (409 `hub_changed`).
+    let named = state.checks_hub.then_some(hub_id.as_str());
     let mut report = PullReport {
         from: store.pull_position(&hub_id).await?,
         hub_id: hub_id.clone(),
@@ -182,6 +194,7 @@ async fn pull_http_once(store: &Store, hub: &HttpHub, options: &SyncOptions) -> 
             &mut ServerSnapshot {
                 hub,
                 hub_id: &hub_id,
+                named,
             },
             &mut report,
             options.window_rows,
@@ -191,6 +204,7 @@ async fn pull_http_once(store: &Store, hub: &HttpHub, options: &SyncOptions) -> 
     let mut feed = ServerFeed {
         hub,
         hub_id: &hub_id,
+        named,
         source,
     };
     store

@@ -374,6 +374,14 @@ where
     }
 }
 
+/// The expression that shares the bulk-load lock ([`BULK_LOCK`] the
+/// parameter `$n`): it waits while a bulk load runs.
+macro_rules! share_bulk_lock {
+    ($n:literal) => {
+        concat!("pg_advisory_xact_lock_shared($", $n, ")")
+    };
+}
+
 /// Starts the one transaction of a run and takes the source's lock in it:
 /// two runs for the same source take turns. For a push (`push`: a change
 /// file's apply, which reads no table before), the same statement then
@@ -396,7 +404,9 @@ pub(crate) async fn begin_source<'c>(
     let locked = if push {
         db.execute(
             concat!(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0)), pg_advisory_xact_lock_shared($2), ",
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0)), ",
+                share_bulk_lock!("2"),
+                ", ",
                 nexus_postgres::plan_once!()
             ),
             &[&source_id, &BULK_LOCK],
@@ -740,7 +750,7 @@ const BULK_LOCK: i64 = 0x6e65_7875_7362_6c6b;
 /// Shares the bulk-load lock: waits while a bulk load runs.
 pub(crate) async fn share_bulk_lock<C: GenericClient + Sync>(client: &Cached<'_, C>) -> Result<()> {
     client
-        .execute("SELECT pg_advisory_xact_lock_shared($1)", &[&BULK_LOCK])
+        .execute(concat!("SELECT ", share_bulk_lock!("1")), &[&BULK_LOCK])
         .await
         .map_err(Error::pg("sharing the bulk-load lock"))?;
     Ok(())

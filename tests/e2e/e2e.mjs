@@ -420,16 +420,21 @@ try {
     await other.close();
   }
 
-  step("another database behind the same address: a store's next push names the old one and is refused (409 hub_changed); it asks again and pushes everything there");
-  // A store of its own (in a Worker, as the demo's), of one tenant: it
-  // syncs once with the server as it is, which it then knows.
-  const first2 = await page.evaluate(async ([url, token]) => {
+  step("another database behind the same address: a store's next push names the old one and is refused (409 hub_changed), an idle store's next pull too; each asks again and pushes its own changes there");
+  // Two stores of their own (in Workers, as the demo's), of one tenant:
+  // each syncs twice with the server as it is (the second settles the rows
+  // the first pulled), and so knows it.
+  const before = await page.evaluate(async ([url, token]) => {
     const { open } = await import("/pkg/index.js");
-    window.moving = await open({ name: "moving" });
-    await window.moving.put({ path: "/before-the-move.txt", backend: "browser", physicalPath: "b", size: 1 });
-    return window.moving.sync({ url, token });
+    const out = [];
+    for (const name of ["moving", "idle"]) {
+      const store = (window[name] = await open({ name }));
+      await store.put({ path: `/${name}-before.txt`, backend: "browser", physicalPath: name, size: 1 });
+      out.push(await store.sync({ url, token }), await store.sync({ url, token }));
+    }
+    return out;
   }, [syncUrl, token]);
-  assert.ok(first2.pushed >= 2, JSON.stringify(first2));
+  assert.ok(before[0].pushed >= 2 && before[2].pushed >= 2, JSON.stringify(before));
   syncServer.kill("SIGTERM");
   await new Promise((ok) => (syncServer.exitCode !== null ? ok() : syncServer.on("exit", ok)));
   const postgres2 = startPostgres(testPgBin);
@@ -438,29 +443,40 @@ try {
     ({ child: syncServer } = await startNexusServe(nexus, pgUrl2, [
       "--listen", new URL(syncUrl).host, "--tokens", tokens, "--cors-origin", origin,
     ]));
+    // What each store asks, and the kinds of the 409s it is answered.
     const asked = [];
-    const countAsked = (r) => r.method() !== "OPTIONS" && r.url().includes("/v1/") && asked.push(new URL(r.url()).pathname);
-    page.on("request", countAsked);
     const refusals = [];
-    const keepRefusal = async (r) => r.status() === 409 && refusals.push((await r.json()).error);
+    const countAsked = (r) => r.method() !== "OPTIONS" && r.url().includes("/v1/") && asked.push(new URL(r.url()).pathname);
+    const keepRefusal = (r) => r.status() === 409 && refusals.push(r.json().then((b) => b.error, (e) => String(e)));
+    page.on("request", countAsked);
     page.on("response", keepRefusal);
-    const moved = await page.evaluate(async ([url, token]) => {
-      await window.moving.put({ path: "/after-the-move.txt", backend: "browser", physicalPath: "a", size: 1 });
-      const result = await window.moving.sync({ url, token });
-      const paths = (await window.moving.list("/")).map((r) => r.path);
-      await window.moving.close();
-      return { result, paths };
-    }, [syncUrl, token]);
+    const syncOnce = (name, write) =>
+      page.evaluate(async ([url, token, name, write]) => {
+        const store = window[name];
+        if (write) await store.put({ path: `/${name}-after.txt`, backend: "browser", physicalPath: name, size: 1 });
+        const result = await store.sync({ url, token });
+        const paths = (await store.list("/")).map((r) => r.path);
+        await store.close();
+        return { result, paths };
+      }, [syncUrl, token, name, write]);
+    const moved = await syncOnce("moving", true);
+    const movedAsked = asked.splice(0);
+    const movedRefusals = await Promise.all(refusals.splice(0));
+    const idle = await syncOnce("idle", false);
     page.off("request", countAsked);
     page.off("response", keepRefusal);
-    assert.deepEqual(asked.slice(0, 2), ["/v1/push", "/v1/state"], `refused, then asked: ${asked.join(" ")}`);
-    assert.deepEqual(refusals, ["hub_changed"]);
-    const there = JSON.parse(execFileSync(nexus, ["--db", pgUrl2, "--json", "ls", "-r", "/"]).toString()).items;
-    // The store's own changes, from the start, are there now (the rows it
-    // had pulled from the old database are not its to push).
-    const mine = ["/after-the-move.txt", "/before-the-move.txt"];
-    assert.deepEqual(there.map((r) => r.path), mine, JSON.stringify(moved.result));
-    assert.ok(mine.every((p) => moved.paths.includes(p)), moved.paths.join());
+    assert.deepEqual(movedAsked.slice(0, 2), ["/v1/push", "/v1/state"], `refused, then asked: ${movedAsked.join(" ")}`);
+    assert.deepEqual(movedRefusals, ["hub_changed"]);
+    // The idle store had nothing to push: its pull named the old database
+    // and was refused before anything was read.
+    assert.deepEqual(asked.slice(0, 3), ["/v1/pull", "/v1/state", "/v1/push"], `refused, then asked: ${asked.join(" ")}`);
+    assert.deepEqual(await Promise.all(refusals), ["hub_changed"]);
+    // Each store's own changes, from the start, are there now (the rows
+    // it had pulled from the old database are not its to push), and each
+    // store pulled the other's.
+    const there = JSON.parse(execFileSync(nexus, ["--db", pgUrl2, "--json", "ls", "-r", "/"]).toString()).items.map((r) => r.path);
+    assert.deepEqual(there, ["/idle-before.txt", "/moving-after.txt", "/moving-before.txt"], JSON.stringify([moved.result, idle.result]));
+    assert.ok(there.every((p) => idle.paths.includes(p)), idle.paths.join());
   } finally {
     syncServer.kill("SIGTERM");
     await new Promise((ok) => (syncServer.exitCode !== null ? ok() : syncServer.on("exit", ok)));

@@ -829,9 +829,10 @@ async fn server_restart_then_retry() {
 /// source's watermark as its last push left it) and pushes and pulls
 /// without asking `/v1/state` again. When another server, in front of
 /// another database, answers at the same address, a push that names the
-/// old database is refused (409 `hub_changed`, nothing applied) and a
-/// pull page of the other database is not applied: both ask again and
-/// carry on against the new database, from its own watermark and feed.
+/// old database is refused (409 `hub_changed`, nothing applied), and so is
+/// a pull that names it (a client also refuses a page of another database
+/// from a server that does not check): both ask again and carry on against
+/// the new database, from its own watermark and feed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_asks_again_when_the_server_serves_another_database() {
     let (db1, db2) = (
@@ -879,7 +880,25 @@ async fn a_client_asks_again_when_the_server_serves_another_database() {
         "{body}"
     );
 
-    // The same client: its pull meets a page of another database first.
+    // So is a pull, or a snapshot page, that names another database.
+    for path in [
+        "/v1/pull?after=0&max_rows=10&hub=not-this-one",
+        "/v1/snapshot?max_rows=10&hub=not-this-one",
+    ] {
+        let (status, _, body) = call(
+            reqwest::Method::GET,
+            &format!("{}{path}", second.url),
+            Some(&token("default", 60)),
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(status, 409, "{path}: {body}");
+        assert_eq!(body["error"], "hub_changed", "{path}");
+    }
+
+    // The same client: its pull names the database it heard of, and is
+    // refused.
     let pulled = pull(&s, &remote, &retrying).await.unwrap();
     assert_eq!(pulled.hub_id, db2_id);
     assert_eq!(
@@ -1036,7 +1055,7 @@ async fn first_pull_through_the_server_reads_a_paged_snapshot() {
         let mut bulk = c.begin_bulk_pull(&hub_id).await.unwrap().unwrap();
         let mut after = None;
         for _ in 0..2 {
-            let page = hub.snapshot(after.as_ref(), 25).await.unwrap();
+            let page = hub.snapshot(after.as_ref(), 25, None).await.unwrap();
             bulk.load(&page.changes).unwrap();
             after = page.next;
         }

@@ -10,8 +10,8 @@ use std::rc::Rc;
 
 use js_sys::{Object, Promise, Reflect, Uint8Array};
 use nexus_core::protocol::{
-    self, ErrorBody, Known, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, Pulled, Pushed, SNAPSHOT,
-    STATE, SYNC_ROUNDS, Snapshotted, State,
+    self, ErrorBody, Known, PROTOCOL_HEADER, PROTOCOL_VERSION, Pulled, Pushed, STATE, SYNC_ROUNDS,
+    Snapshotted, State,
 };
 use nexus_core::{
     Changes, ConflictCopy, ConflictReason, Feed, FeedPage, PullReport, SnapshotCursor,
@@ -97,7 +97,8 @@ pub(crate) enum SyncError {
         kind: &'static str,
         message: String,
         /// A 409 that asks for the push again (`gap`: another push of this
-        /// store ran at once; `incomplete`: the staged parts are gone).
+        /// store ran at once; `hub_changed`: the server is in front of
+        /// another database now; `incomplete`: the staged parts are gone).
         again: bool,
     },
 }
@@ -284,6 +285,8 @@ struct ServerFeed<'a> {
     server: &'a Server<'a>,
     /// The database whose feed the store's position counts in.
     hub_id: &'a str,
+    /// `hub_id`, when the server checks what a request names.
+    named: Option<&'a str>,
     source: String,
 }
 
@@ -296,16 +299,11 @@ impl Feed for ServerFeed<'_> {
         within: Option<&SnapshotCursor>,
         max_rows: usize,
     ) -> Result<(FeedPage, i64), SyncError> {
-        let mut path = format!(
-            "{PULL}?after={after}&max_rows={max_rows}&source={}",
-            encode(&self.source)
-        );
-        if let Some(w) = within {
-            path.push_str(&format!("&within={}", encode(&w.to_json())));
-        }
+        let path = protocol::pull_path(&self.source, after, within, max_rows, self.named);
         let p: Pulled = self.server.call("GET", &path, None).await?;
         self.server.check_hub(self.hub_id, &p.hub_id)?;
         let watermark = p.watermark;
+        self.server.known().pulled(&self.source, watermark);
         Ok((p.into_page(), watermark))
     }
 }
@@ -315,6 +313,8 @@ struct ServerSnapshot<'a> {
     server: &'a Server<'a>,
     /// The database whose snapshot the store loads.
     hub_id: &'a str,
+    /// `hub_id`, when the server checks what a request names.
+    named: Option<&'a str>,
 }
 
 impl SnapshotSource for ServerSnapshot<'_> {
@@ -325,10 +325,7 @@ impl SnapshotSource for ServerSnapshot<'_> {
         after: Option<&SnapshotCursor>,
         max_rows: usize,
     ) -> Result<(Changes, Option<SnapshotCursor>), SyncError> {
-        let mut path = format!("{SNAPSHOT}?max_rows={max_rows}");
-        if let Some(a) = after {
-            path.push_str(&format!("&after={}", encode(&a.to_json())));
-        }
+        let path = protocol::snapshot_path(after, max_rows, self.named);
         let p: Snapshotted = self.server.call("GET", &path, None).await?;
         self.server.check_hub(self.hub_id, &p.hub_id)?;
         Ok((p.changes, p.next))
@@ -342,6 +339,24 @@ impl SnapshotSource for ServerSnapshot<'_> {
 /// of the server from earlier syncs (`servers`) spares it asking
 /// [`STATE`].
 pub(crate) async fn sync(
+    store: &Store,
+    servers: &Servers,
+    options: SyncOptions,
+) -> Result<SyncResult, SyncError> {
+    let url = options.url.trim_end_matches('/').to_string();
+    let result = rounds(store, servers, options).await;
+    if result.is_err() {
+        // Whatever failed (a request, or the store: a watermark kept from
+        // an earlier sync that the store is not at), the next sync asks.
+        if let Some(known) = servers.borrow_mut().get_mut(&url) {
+            known.forget();
+        }
+    }
+    result
+}
+
+/// [`sync`]'s rounds.
+async fn rounds(
     store: &Store,
     servers: &Servers,
     options: SyncOptions,
@@ -450,9 +465,13 @@ pub(crate) async fn sync(
         };
         // An empty store loads the snapshot first (or the rest of one
         // that was cut), then reads the feed.
+        // The database is named in each request to a server that checks
+        // it: one in front of another database now refuses (409).
+        let named = state.checks_hub.then_some(state.hub_id.as_str());
         let mut feed = ServerFeed {
             server: &server,
             hub_id: &state.hub_id,
+            named,
             source,
         };
         let pulled = match store
@@ -460,6 +479,7 @@ pub(crate) async fn sync(
                 &mut ServerSnapshot {
                     server: &server,
                     hub_id: &state.hub_id,
+                    named,
                 },
                 &mut report,
                 max_rows,
