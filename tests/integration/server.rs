@@ -920,6 +920,60 @@ async fn a_client_asks_again_when_the_server_serves_another_database() {
     second.stop().await;
 }
 
+/// A database restored from a copy under the same id may have lost a
+/// store's latest pushes: the server's watermark of the store is then below
+/// the one its client kept, and the client, which pushes from what it kept,
+/// would not send them again. A pull's answer says the server's watermark:
+/// one below the kept one makes the client forget what it kept, and its
+/// next push asks again and sends what was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_pushes_again_what_a_restored_database_lost() {
+    let db = pg::database("serve_restored").await;
+    let server = TestServer::start(&db.url).await;
+    let remote = server.remote("default");
+    let retrying = retrying();
+    let s = Store::memory().await.unwrap();
+    s.put(file("/r/0", "a")).await.unwrap();
+    sync_with(&s, &remote, &retrying).await.unwrap();
+    let watermark = || async {
+        pg::connect(&db.url)
+            .await
+            .query_one("SELECT watermark FROM nexus_sync_state", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let first = watermark().await;
+    s.put(file("/r/1", "a")).await.unwrap();
+    sync_with(&s, &remote, &retrying).await.unwrap();
+    // Once more: the position its pull recorded is a change of the store
+    // too, pushed (empty) now; then the store and the server are at rest.
+    sync_with(&s, &remote, &retrying).await.unwrap();
+    assert_eq!(live_files(&db.url).await, 2);
+    // The copy the database is restored from was taken between the pushes.
+    pg::connect(&db.url)
+        .await
+        .execute(
+            "WITH lost AS (DELETE FROM file_paths WHERE virtual_path = '/r/1') \
+             UPDATE nexus_sync_state SET watermark = $1",
+            &[&first],
+        )
+        .await
+        .unwrap();
+    assert_eq!(live_files(&db.url).await, 1);
+    // The next sync pushes nothing (as far as the client knows, the server
+    // has it all); its pull hears the server's watermark.
+    let r = sync_with(&s, &remote, &retrying).await.unwrap();
+    assert_eq!((r.push.rows(), r.push.attempts), (0, 1), "{r:?}");
+    assert_eq!(live_files(&db.url).await, 1);
+    // The one after asks again, and sends the lost file.
+    let r = sync_with(&s, &remote, &retrying).await.unwrap();
+    assert_eq!(r.push.from_seq, first, "from the server's watermark");
+    assert!(r.push.rows() >= 2, "the lost file and its version: {r:?}");
+    assert_eq!(live_files(&db.url).await, 2);
+    server.stop().await;
+}
+
 /// A client's idea of its watermark can fall behind the server's (its
 /// store pushed by another way since: here directly to the database). Its
 /// next push through the server starts before the server's watermark: it
