@@ -92,6 +92,7 @@ async fn push_http_once(
         store.clone(),
         options.window_rows,
         true,
+        options.progress.is_some(),
         state.hub_id.clone(),
         as_changes,
     );

@@ -222,6 +222,7 @@ impl Replicator {
             self.store.clone(),
             self.options.window_rows,
             false,
+            self.options.progress.is_some(),
             hub,
             to_batch,
         );
@@ -774,7 +775,8 @@ async fn is_empty<C: GenericClient + Sync>(client: &Cached<'_, C>) -> Result<boo
         .get(0))
 }
 
-/// What the reader sends: the row total, then windows, then `Done`.
+/// What the reader sends: the row total (0 when not counted), then
+/// windows, then `Done`.
 pub(crate) enum Read<W> {
     Total(u64),
     Window(W),
@@ -827,11 +829,14 @@ pub(crate) async fn hub_id(client: &impl tokio_postgres::GenericClient) -> Resul
 /// sync server does), a window goes on until it holds the rows of the files
 /// its versions and metadata belong to ([`nexus_core::Snapshot::local_window`]);
 /// without, windows end at about `window_rows` rows, and the run, one
-/// transaction, holds back what waits for a later window.
+/// transaction, holds back what waits for a later window. The rows to
+/// send are counted first (a count per table) only for a progress
+/// callback (`count`); else the total it sends is 0.
 pub(crate) fn spawn_reader<W: Send + 'static>(
     store: Store,
     window_rows: usize,
     whole_files: bool,
+    count: bool,
     hub_id: String,
     convert: Convert<W>,
 ) -> (
@@ -871,7 +876,11 @@ pub(crate) fn spawn_reader<W: Send + 'static>(
                 return;
             };
             let send = |m: Result<Read<W>>| tx.send(m);
-            match snap.count_changes(after, head) {
+            let total = match count {
+                true => snap.count_changes(after, head),
+                false => Ok([0; 5]),
+            };
+            match total {
                 Ok(c) => {
                     if send(Ok(Read::Total(c.iter().sum()))).await.is_err() {
                         return;
