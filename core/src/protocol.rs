@@ -78,11 +78,13 @@ pub struct State {
     /// not say): one request per push.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body: Option<u64>,
-    /// Whether the server refuses a push that names another database than
-    /// its own (`&hub=ID` on [`PUSH`]: 409 `hub_changed`) and one that
-    /// starts before its watermark (409 `gap`): then a client may push from
-    /// the watermark its last push left, without asking again. `false` (a
-    /// server that does not say): ask before every push, name no database.
+    /// Whether the server refuses a push, pull or snapshot request that
+    /// names another database than its own (`&hub=ID`: 409 `hub_changed`)
+    /// and a push that starts before its watermark (409 `gap`): then a
+    /// client may push from the watermark its last push left, without
+    /// asking again, and names the database in each request. `false` (a
+    /// server that does not say): ask before every push and pull, name no
+    /// database.
     #[serde(default)]
     pub checks_hub: bool,
 }
@@ -370,11 +372,6 @@ impl Known {
         })
     }
 
-    /// The id of the server's database, as last heard.
-    pub fn hub_id(&self) -> Option<&str> {
-        self.server.as_ref().map(|s| s.hub_id.as_str())
-    }
-
     /// Forgets all of it.
     pub fn forget(&mut self) {
         *self = Known::default();
@@ -546,7 +543,6 @@ mod tests {
         assert_eq!(known.state("s1"), Some(server(Some(9), Some("h1"))));
         // Another source of the same server: its watermark was not heard.
         assert_eq!(known.state("s2"), None);
-        assert_eq!(known.hub_id(), Some("h1"));
         // A push's answer moves it on; a lower one does not move it back.
         known.heard("s1", 12);
         known.heard("s1", 4);
@@ -561,7 +557,7 @@ mod tests {
         known.stated("s1", &server(Some(9), Some("h1")));
         known.heard("s1", 12);
         known.forget();
-        assert_eq!((known.state("s1"), known.hub_id()), (None, None));
+        assert_eq!(known.state("s1"), None);
         // A server that does not check a push's database: asked each time.
         known.stated("s1", &server(Some(9), None));
         assert_eq!(known.state("s1"), None);
