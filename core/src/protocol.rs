@@ -274,6 +274,13 @@ pub fn push_requests(file: &ChangeFile, base: i64, server: &State) -> Vec<PushRe
         .collect()
 }
 
+/// The path and query of a [`STATE`] request about `source`'s store.
+pub fn state_path(source: &str) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    q.append_pair("source", source);
+    format!("{STATE}?{}", q.finish())
+}
+
 /// The path and query of a [`PULL`] request of `source`'s store, from
 /// `after` (and `within`), at most about `max_rows` rows; `hub` names the
 /// database `after` counts in (to a server that checks it:
@@ -532,6 +539,7 @@ mod tests {
         let p = pull_path("s1", 7, Some(&within), 100, Some("h=1"));
         assert!(p.ends_with("&source=s1&within=%7B%22table%22%3A%22file_paths%22%2C%22key%22%3A%5B%22a%26b%22%5D%7D&hub=h%3D1"), "{p}");
         assert_eq!(snapshot_path(None, 5, None), "/v1/snapshot?max_rows=5");
+        assert_eq!(state_path("s&1"), "/v1/state?source=s%261");
         assert!(snapshot_path(Some(&within), 5, Some("h")).ends_with("%5D%7D&hub=h"));
     }
 

@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use crate::SyncReport;
 use crate::error::{Error, Result};
 use crate::protocol::{
-    self, ErrorBody, HEALTH, Known, PROTOCOL_HEADER, PROTOCOL_VERSION, Pulled, Pushed, STATE,
-    Snapshotted, State,
+    self, ErrorBody, HEALTH, Known, PROTOCOL_HEADER, PROTOCOL_VERSION, Pulled, Pushed, Snapshotted,
+    State,
 };
 
 /// A sync server, by its base URL (`http://host:port`), with the bearer
@@ -90,7 +90,7 @@ impl HttpHub {
     /// How far the server has applied `source` (asked).
     pub async fn state(&self, source: &str) -> Result<State> {
         let state: State = self
-            .send(self.client.get(self.at(STATE)).query(&[("source", source)]))
+            .send(self.client.get(self.at(&protocol::state_path(source))))
             .await?;
         self.known().stated(source, &state);
         Ok(state)
@@ -118,7 +118,7 @@ impl HttpHub {
     }
 
     /// Pushes one change file; `base` is how far the source had pulled from
-    /// the database of `server` (this server's answer of [`STATE`], as
+    /// the database of `server` (this server's answer of [`protocol::STATE`], as
     /// [`HttpHub::known_state`] gives it): the push names that database to
     /// a server that checks it ([`State::checks_hub`]: it refuses the push,
     /// 409 `hub_changed`, when it is in front of another one now), and a

@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use js_sys::{Object, Promise, Reflect, Uint8Array};
 use nexus_core::protocol::{
-    self, ErrorBody, Known, PROTOCOL_HEADER, PROTOCOL_VERSION, Pulled, Pushed, STATE, SYNC_ROUNDS,
+    self, ErrorBody, Known, PROTOCOL_HEADER, PROTOCOL_VERSION, Pulled, Pushed, SYNC_ROUNDS,
     Snapshotted, State,
 };
 use nexus_core::{
@@ -72,7 +72,7 @@ impl From<ConflictCopy> for JsConflictCopy {
 
 /// What a store's syncs know of each sync server (by URL) without asking
 /// ([`Known`]): a sync pushes from the watermark its last push left and
-/// asks [`STATE`] only when it knows nothing (the first sync, or after a
+/// asks [`protocol::STATE`] only when it knows nothing (the first sync, or after a
 /// failed request), as the native client does.
 pub(crate) type Servers = Rc<RefCell<HashMap<String, Known>>>;
 
@@ -163,7 +163,7 @@ impl Server<'_> {
             return Ok(state);
         }
         let state: State = self
-            .call("GET", &format!("{STATE}?source={}", encode(source)), None)
+            .call("GET", &protocol::state_path(source), None)
             .await?;
         self.known().stated(source, &state);
         Ok(state)
@@ -182,7 +182,7 @@ impl Server<'_> {
         })
     }
 
-    /// One request; whatever fails, the next sync asks [`STATE`] again.
+    /// One request; whatever fails, the next sync asks [`protocol::STATE`] again.
     async fn call<T: DeserializeOwned>(
         &self,
         method: &str,
@@ -277,10 +277,6 @@ impl Server<'_> {
     }
 }
 
-fn encode(s: &str) -> String {
-    String::from(js_sys::encode_uri_component(s))
-}
-
 struct ServerFeed<'a> {
     server: &'a Server<'a>,
     /// The database whose feed the store's position counts in.
@@ -337,26 +333,8 @@ impl SnapshotSource for ServerSnapshot<'_> {
 /// the server asks for it (409 `gap`, `hub_changed`, `incomplete`)
 /// ([`SYNC_ROUNDS`] rounds at most, as the native client). What it knows
 /// of the server from earlier syncs (`servers`) spares it asking
-/// [`STATE`].
+/// [`protocol::STATE`].
 pub(crate) async fn sync(
-    store: &Store,
-    servers: &Servers,
-    options: SyncOptions,
-) -> Result<SyncResult, SyncError> {
-    let url = options.url.trim_end_matches('/').to_string();
-    let result = rounds(store, servers, options).await;
-    if result.is_err() {
-        // Whatever failed (a request, or the store: a watermark kept from
-        // an earlier sync that the store is not at), the next sync asks.
-        if let Some(known) = servers.borrow_mut().get_mut(&url) {
-            known.forget();
-        }
-    }
-    result
-}
-
-/// [`sync`]'s rounds.
-async fn rounds(
     store: &Store,
     servers: &Servers,
     options: SyncOptions,
@@ -377,6 +355,21 @@ async fn rounds(
         servers,
     };
     let max_rows = options.max_rows.unwrap_or(2000).max(1);
+    let result = rounds(store, &server, max_rows).await;
+    if result.is_err() {
+        // Whatever failed (a request, or the store: a watermark kept from
+        // an earlier sync that the store is not at), the next sync asks.
+        server.known().forget();
+    }
+    result
+}
+
+/// [`sync`]'s rounds, with `server`, pages of about `max_rows` rows.
+async fn rounds(
+    store: &Store,
+    server: &Server<'_>,
+    max_rows: usize,
+) -> Result<SyncResult, SyncError> {
     let mut out = SyncResult {
         pushed: 0,
         pulled: 0,
@@ -469,7 +462,7 @@ async fn rounds(
         // it: one in front of another database now refuses (409).
         let named = state.checks_hub.then_some(state.hub_id.as_str());
         let mut feed = ServerFeed {
-            server: &server,
+            server,
             hub_id: &state.hub_id,
             named,
             source,
@@ -477,7 +470,7 @@ async fn rounds(
         let pulled = match store
             .load_snapshot(
                 &mut ServerSnapshot {
-                    server: &server,
+                    server,
                     hub_id: &state.hub_id,
                     named,
                 },
