@@ -70,11 +70,23 @@ impl ApiError {
         ApiError::new(StatusCode::CONFLICT, "hub_changed", message)
     }
 
+    /// 408 `timeout`: the request ran past its time limit; nothing was
+    /// applied (retry).
+    pub fn timed_out(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", message)
+    }
+
     /// 413.
     pub fn too_large(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
     }
 }
+
+/// The SQLSTATE of a statement cancelled by its `statement_timeout`, which
+/// the server's connections have equal to the request timeout: the request
+/// ran out of time in the database rather than in the server (which of the
+/// two comes first is a race), and is answered as the timeout would be.
+const STATEMENT_TIMED_OUT: &str = "57014";
 
 impl From<nexus_sync::Error> for ApiError {
     fn from(e: nexus_sync::Error) -> ApiError {
@@ -86,6 +98,9 @@ impl From<nexus_sync::Error> for ApiError {
             }
             S::Conversion { .. } => ApiError::bad_request(e.to_string()),
             S::PushBehind { applied, .. } => ApiError::gap(e.to_string(), applied),
+            S::Pg(ref p) if p.sqlstate() == Some(STATEMENT_TIMED_OUT) => {
+                ApiError::timed_out(e.to_string())
+            }
             e if e.is_retryable() => ApiError::unavailable(format!("{e} (retry)")),
             e => {
                 tracing::error!(error = %e, "request failed");
@@ -106,6 +121,9 @@ impl From<nexus_core::Error> for ApiError {
             // Rows the conflict rule cannot settle (a version number taken
             // here, the file's row missing): nothing was applied.
             C::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            e if nexus_postgres::sqlstate_of(&e).as_deref() == Some(STATEMENT_TIMED_OUT) => {
+                ApiError::timed_out(e.to_string())
+            }
             e if e.is_retryable() => ApiError::unavailable(format!("{e} (retry)")),
             e => {
                 tracing::error!(error = %e, "request failed");
