@@ -6,7 +6,7 @@
 // NEXUS_BROWSER_KILLS times (default 3), on each storage: OPFS and IndexedDB.
 //
 // Needs scripts/build-npm.sh. Run: node tests/e2e/crash.mjs
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import assert from "node:assert/strict";
@@ -19,8 +19,19 @@ const { server, origin } = await serve(demoRoutes);
 
 const launch = () => launchProfile(profile);
 
-// Every Chromium process using this profile.
-function killBrowser() {
+// Whether process `pid` is gone (exited, or a zombie not yet reaped).
+function gone(pid) {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /s, "").startsWith("Z");
+  } catch {
+    return true;
+  }
+}
+
+// Kills every Chromium process using this profile, and waits until they are
+// all gone: a process killed in the middle of a system call (an fsync) ends
+// only once it returns, and the next browser must not start beside it.
+async function killBrowser() {
   const pids = readdirSync("/proc").filter((pid) => {
     try {
       return /^\d+$/.test(pid) && readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(`--user-data-dir=${profile}`);
@@ -33,7 +44,39 @@ function killBrowser() {
       process.kill(Number(pid), "SIGKILL");
     } catch {}
   }
+  for (let waited = 0; !pids.every(gone); waited += 20) {
+    if (waited > 10000) throw new Error(`Chromium processes ${pids.filter((p) => !gone(p))} outlived SIGKILL by 10 s`);
+    await new Promise((ok) => setTimeout(ok, 20));
+  }
   return pids.length;
+}
+
+// What a lost write leaves to look at: which rounds' writes are missing, what
+// the store holds, and IndexedDB's own log (LevelDB's LOG says whether it
+// recovered or discarded anything); the profile is kept for a post-mortem.
+function lossReport(storage, round, missing, acked, check) {
+  const byRound = {};
+  for (const path of missing) {
+    const r = path.split("/")[1];
+    byRound[r] = (byRound[r] ?? 0) + 1;
+  }
+  const lines = [
+    `crash: ${storage}: round ${round}: ${missing.length} of ${acked.size} acknowledged writes missing, by round ${JSON.stringify(byRound)}; ` +
+      `the store has ${check.files} files, change sequence ${check.changeSeq}`,
+  ];
+  const idb = join(profile, "Default", "IndexedDB");
+  if (storage === "indexeddb" && existsSync(idb)) {
+    for (const dir of readdirSync(idb).filter((d) => d.endsWith(".leveldb"))) {
+      // LOG.old: the log of the browser before (LevelDB rotates it at open).
+      for (const log of ["LOG.old", "LOG"].map((f) => join(idb, dir, f)).filter(existsSync)) {
+        lines.push(`${log}:`, ...readFileSync(log, "utf8").trim().split("\n").slice(-40));
+      }
+    }
+  }
+  const kept = `${profile}-failed`;
+  cpSync(profile, kept, { recursive: true });
+  lines.push(`the profile is kept at ${kept}`);
+  return lines.join("\n");
 }
 
 let failed = false;
@@ -54,8 +97,9 @@ try {
         const missing = paths.filter((p) => !found[p]);
         const stats = await store.stats();
         await store.close();
-        return { missing, files: stats.files };
+        return { missing, files: stats.files, changeSeq: stats.changeSeq };
       }, { paths: [...acked], options });
+      if (check.missing.length > 0) console.error(lossReport(storage, round, check.missing, acked, check));
       assert.deepEqual(check.missing, [], `${storage}: round ${round}: acknowledged writes lost`);
       assert.ok(check.files >= acked.size);
       console.log(`crash: ${storage}: round ${round}: all ${acked.size} acknowledged writes present (${check.files} files)`);
@@ -76,7 +120,7 @@ try {
       }, { round, options }).catch(() => {});
       const before = acked.size;
       await new Promise((ok) => setTimeout(ok, 300 + Math.random() * 1200));
-      const n = killBrowser();
+      const n = await killBrowser();
       console.log(`crash: ${storage}: round ${round}: killed ${n} Chromium processes after ${acked.size - before} acknowledged puts`);
       await context.close().catch(() => {});
     }
@@ -89,9 +133,17 @@ try {
       const found = await store.getBatch(paths);
       await store.put({ path: "/after/crashes", backend: "b", physicalPath: "p", size: 1 });
       const after = await store.get("/after/crashes");
-      return { missing: paths.filter((p) => !found[p]), after: after?.path, problems: await store.integrityCheck() };
+      const stats = await store.stats();
+      return {
+        missing: paths.filter((p) => !found[p]),
+        after: after?.path,
+        problems: await store.integrityCheck(),
+        files: stats.files,
+        changeSeq: stats.changeSeq,
+      };
     }, { paths: [...acked], options });
-    assert.deepEqual(final.missing, []);
+    if (final.missing.length > 0) console.error(lossReport(storage, "final", final.missing, acked, final));
+    assert.deepEqual(final.missing, [], `${storage}: after the last kill: acknowledged writes lost`);
     assert.equal(final.after, "/after/crashes");
     assert.deepEqual(final.problems, [], `${storage}: the file is sound`);
     await context.close();
