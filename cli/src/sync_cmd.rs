@@ -181,7 +181,7 @@ fn pull_text(from: &Remote, r: &nexus_sync::PullReport) -> String {
         );
     }
     format!(
-        "pulled from {from}: position {} -> {}, {}{}{}, {:.2}s",
+        "pulled from {from}: position {} -> {}, {}{}{}{}, {:.2}s",
         r.from,
         r.to,
         rows_by_table(r.files, r.versions, r.metadata, r.chunks, r.tombstones),
@@ -197,6 +197,10 @@ fn pull_text(from: &Remote, r: &nexus_sync::PullReport) -> String {
             "; resumed the first pull that was cut"
         } else {
             ""
+        },
+        match &r.discarded {
+            Some(hub) => format!("; discarded the unfinished first pull from database {hub}"),
+            None => String::new(),
         },
         r.seconds
     )

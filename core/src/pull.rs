@@ -87,6 +87,12 @@ pub struct PullReport {
     /// only what this pull loaded).
     #[serde(default)]
     pub resumed: bool,
+    /// The database whose cut first pull this one discarded: a load from
+    /// another database than this pull's, which could not be finished any
+    /// more (its server now serves this one, or the store was pointed
+    /// elsewhere). Nothing of the store's own was in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discarded: Option<String>,
     /// Seconds the pull took (the last attempt).
     pub seconds: f64,
     /// Attempts made (more than one after retryable failures).
@@ -591,6 +597,8 @@ pub struct BulkPull<'a> {
     /// Where the committed load got to.
     cursor: Option<SnapshotCursor>,
     resumed: bool,
+    /// The database whose cut load this one discarded to start.
+    discarded: Option<String>,
     /// Rows loaded by this run, per table, in [`crate::tables::TABLES`] order.
     counts: [u64; 5],
 }
@@ -652,22 +660,28 @@ impl Store {
     /// Starts a bulk pull from the database `hub_id`: a new one when this
     /// store has never pulled from it and holds no rows at all, or the
     /// rest of one that was cut ([`BulkPull::resume_after`] says where it
-    /// got to). `None` when neither: use [`Store::apply_pull`]. Fails with
-    /// [`Error::PullUnfinished`] while a first pull from another database
-    /// is unfinished.
+    /// got to). `None` when neither: use [`Store::apply_pull`].
+    ///
+    /// A cut first pull from another database is discarded first (see
+    /// [`discard_load`]): it began on an empty store, which refused every
+    /// other write since, so all it holds came from that database and can
+    /// be pulled again; but the store could only ever finish it from there,
+    /// and its server may now serve this database instead.
     pub async fn begin_bulk_pull(&self, hub_id: &str) -> Result<Option<BulkPull<'_>>> {
         let mut all = self.shared.pool.exclusive().await;
         let e = &mut all.writer;
         e.begin_long_write()?;
+        let mut discarded = None;
         // A load to resume, or a new one: its stamp, the dropped indexes,
         // and (resumed) its position and where it got to.
         type Start = (i64, Vec<String>, Option<(i64, SnapshotCursor)>);
         let started = (|| -> Result<Option<Start>> {
             if let Some(u) = unfinished(e)? {
-                if u.hub_id != hub_id {
-                    return Err(Error::PullUnfinished { hub_id: u.hub_id });
+                if u.hub_id == hub_id {
+                    return Ok(Some((u.seq, u.indexes, Some((u.position, u.cursor)))));
                 }
-                return Ok(Some((u.seq, u.indexes, Some((u.position, u.cursor)))));
+                discard_load(e, &u)?;
+                discarded = Some(u.hub_id);
             }
             if position(e, hub_id)? != 0 {
                 return Ok(None);
@@ -707,6 +721,7 @@ impl Store {
                     hub_id: hub_id.to_string(),
                     indexes,
                     resumed: resume.is_some(),
+                    discarded,
                     position: resume.as_ref().map(|(p, _)| *p),
                     cursor: resume.map(|(_, c)| c),
                     counts: [0; 5],
@@ -719,6 +734,10 @@ impl Store {
                 // client's time went to that, when every pull ended here
                 // with one).
                 e.end_long_write(true)?;
+                if discarded.is_some() {
+                    // The discard built the indexes again.
+                    all.reconnect()?;
+                }
                 Ok(None)
             }
             Err(err) => {
@@ -728,6 +747,43 @@ impl Store {
             }
         }
     }
+}
+
+/// Discards the cut first pull `u` (in the open long write, which it
+/// leaves open): empties the tables it loaded, each in a transaction of its
+/// own (a load can be large), then, in one last transaction, builds the
+/// indexes it dropped and forgets it. Cut anywhere, it is still the
+/// unfinished load, and discarding it again finishes the job. The store is
+/// then as before the load began: empty, with every index.
+fn discard_load(e: &mut Engine, u: &Unfinished) -> Result<()> {
+    for table in CHANGE_TABLES.iter().rev() {
+        e.execute_script(&format!("DELETE FROM {table}"))?;
+        e.end_long_write(true)?;
+        e.begin_long_write()?;
+    }
+    for sql in &u.indexes {
+        let built = e
+            .query_one(
+                "SELECT 1 FROM sqlite_schema WHERE type = 'index' AND sql = ?1",
+                &[text(sql)],
+                |_| Ok(()),
+            )?
+            .is_some();
+        if !built {
+            e.execute_script(sql)?;
+        }
+    }
+    e.clear_statements();
+    e.execute(
+        "DELETE FROM nexus_pulled WHERE change_seq = ?1",
+        &[int(u.seq)],
+    )?;
+    e.execute(
+        "DELETE FROM nexus_bulk_pull WHERE hub_id = ?1",
+        &[text(&u.hub_id)],
+    )?;
+    e.end_long_write(true)?;
+    e.begin_long_write()
 }
 
 /// Drops the secondary indexes of the loaded tables (in the open
@@ -870,6 +926,7 @@ impl BulkPull<'_> {
         report.pages += 1;
         report.bulk = true;
         report.resumed = self.resumed;
+        report.discarded = self.discarded.take();
         report.to = position;
         Ok(())
     }

@@ -2138,6 +2138,90 @@ async fn a_cut_first_pull_resumes_where_it_stopped() {
     assert!(!again.bulk, "{again:?}");
 }
 
+/// A first pull cut after some chunks can only be finished from the
+/// database it came from. A pull from another database (the store pointed
+/// elsewhere, or its server now in front of another database) discards it
+/// (nothing of the store's own is in it: it began on an empty store, which
+/// refused other writes since) and loads that database instead: the store
+/// ends with exactly its state and every index, and works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_first_pull_is_discarded_by_a_pull_from_another_database() {
+    let (db_a, db_b) = (
+        pg::database("two_way_discard_a").await,
+        pg::database("two_way_discard_b").await,
+    );
+    let a = Store::memory().await.unwrap();
+    for i in 0..200 {
+        let path = format!("/a/{i:03}");
+        a.put(file(&path, "a")).await.unwrap();
+        a.set_metadata(&path, "n", &json!(i)).await.unwrap();
+    }
+    push(&a, &db_a.url).await;
+    let other = Store::memory().await.unwrap();
+    for i in 0..30 {
+        other.put(file(&format!("/b/{i}"), "b")).await.unwrap();
+    }
+    push(&other, &db_b.url).await;
+    let hub_of = |url: String| async move {
+        pg::connect(&url)
+            .await
+            .query_one("SELECT store_id FROM nexus_state WHERE id = 1", &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+    };
+    let (hub_a, hub_b) = (
+        hub_of(db_a.url.clone()).await,
+        hub_of(db_b.url.clone()).await,
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.db");
+    let b = Store::open(&path).await.unwrap();
+    {
+        let mut bulk = b.begin_bulk_pull(&hub_a).await.unwrap().unwrap();
+        let mut client = pg::connect(&db_a.url).await;
+        let mut chunks = 0;
+        let cut = nexus_pg::read_snapshot(&mut client, 40, None, |c| {
+            chunks += 1;
+            if chunks == 3 {
+                return Err(nexus_core::Error::Unsupported {
+                    feature: "test",
+                    reason: "cut".into(),
+                });
+            }
+            bulk.load(&c)
+        })
+        .await;
+        assert!(cut.is_err());
+    }
+    assert_eq!(b.list("/a/").await.unwrap().len(), 80);
+    assert!(matches!(
+        b.put(file("/local", "x")).await.unwrap_err(),
+        nexus_core::Error::PullUnfinished { hub_id } if hub_id == hub_a
+    ));
+
+    let r = pull(&b, &remote(&db_b.url), &SyncOptions::default())
+        .await
+        .unwrap();
+    assert!(r.bulk && !r.resumed, "{r:?}");
+    assert_eq!(r.discarded.as_deref(), Some(hub_a.as_str()), "{r:?}");
+    assert_eq!(r.hub_id, hub_b);
+    assert!(b.list("/a/").await.unwrap().is_empty(), "nothing of A left");
+    assert_eq!(state(&b).await, pg_state(&db_b.url).await);
+    assert_verified(&b, &db_b.url).await;
+    let again = pull(&b, &remote(&db_b.url), &SyncOptions::default())
+        .await
+        .unwrap();
+    assert!(again.discarded.is_none() && !again.bulk, "{again:?}");
+    drop(b);
+    assert_indexes_like_a_fresh_store(&path).await;
+    let b = Store::open(&path).await.unwrap();
+    b.put(file("/local", "x")).await.unwrap();
+    push(&b, &db_b.url).await;
+    assert_eq!(state(&b).await, pg_state(&db_b.url).await);
+}
+
 /// A feed page of the database's change feed, read directly, that fails
 /// after `left` pages (a cut connection, at a chosen point).
 struct CutFeed {

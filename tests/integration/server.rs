@@ -920,6 +920,71 @@ async fn a_client_asks_again_when_the_server_serves_another_database() {
     second.stop().await;
 }
 
+/// A client's first pull (a snapshot load) is cut, and its server then
+/// comes back in front of another database: the load of the old one can
+/// never be finished. The next pull discards it and loads the new
+/// database, instead of failing with `PullUnfinished` for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_pull_cut_when_the_server_moved_is_discarded() {
+    let (db1, db2) = (
+        pg::database("serve_discard_one").await,
+        pg::database("serve_discard_two").await,
+    );
+    let first = TestServer::start(&db1.url).await;
+    let addr: std::net::SocketAddr = first.url.trim_start_matches("http://").parse().unwrap();
+    let remote = first.remote("default");
+    let retrying = retrying();
+    let a = Store::memory().await.unwrap();
+    for i in 0..60 {
+        a.put(file(&format!("/one/{i:02}"), "a")).await.unwrap();
+    }
+    let one = sync_with(&a, &remote, &retrying).await.unwrap().pull.hub_id;
+
+    // Two pages of the snapshot committed, then cut.
+    let c = Store::memory().await.unwrap();
+    {
+        let Remote::Server(hub) = &remote else {
+            panic!("a server remote")
+        };
+        let mut bulk = c.begin_bulk_pull(&one).await.unwrap().unwrap();
+        let mut after = None;
+        for _ in 0..2 {
+            let page = hub.snapshot(after.as_ref(), 20, None).await.unwrap();
+            bulk.load(&page.changes).unwrap();
+            after = page.next;
+        }
+        assert_eq!(bulk.rows(), 40);
+    }
+    first.stop().await;
+
+    let second = TestServer::start_with(&db2.url, |c| c.listen = addr, hs256()).await;
+    let b = Store::memory().await.unwrap();
+    for i in 0..7 {
+        b.put(file(&format!("/two/{i}"), "b")).await.unwrap();
+    }
+    let two = sync_with(&b, &second.remote("default"), &retrying)
+        .await
+        .unwrap()
+        .pull
+        .hub_id;
+    assert_ne!(one, two);
+
+    let r = pull(&c, &remote, &retrying).await.unwrap();
+    assert_eq!(r.hub_id, two);
+    assert!(r.bulk, "{r:?}");
+    assert_eq!(r.discarded.as_deref(), Some(one.as_str()), "{r:?}");
+    assert_eq!(paths(&c).await, paths(&b).await);
+    c.put(file("/three", "c")).await.unwrap();
+    push(&c, &remote, &retrying).await.unwrap();
+    assert_eq!(live_files(&db2.url).await, 8);
+    assert_eq!(
+        live_files(&db1.url).await,
+        60,
+        "nothing went to the old one"
+    );
+    second.stop().await;
+}
+
 /// A database restored from a copy under the same id may have lost a
 /// store's latest pushes: the server's watermark of the store is then below
 /// the one its client kept, and the client, which pushes from what it kept,
