@@ -6,7 +6,7 @@
 // NEXUS_BROWSER_KILLS times (default 3), on each storage: OPFS and IndexedDB.
 //
 // Needs scripts/build-npm.sh. Run: node tests/e2e/crash.mjs
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import assert from "node:assert/strict";
@@ -79,6 +79,68 @@ function lossReport(storage, round, missing, acked, check) {
   return lines.join("\n");
 }
 
+// A browser that finds an IndexedDB database damaged discards it and makes
+// a new, empty one (Chromium: on a LevelDB whose log fails its checksums),
+// saying so only to the open that follows. The store must not come up as a
+// new, empty store then: every open refuses it (kind Corrupt, naming what
+// to do) until deleteDatabase, after which it starts afresh.
+async function discardedByTheBrowser() {
+  const options = { name: "wiped", storage: "indexeddb", fallback: "error" };
+  let context = await launch();
+  let page = await context.newPage();
+  await page.goto(`${origin}/demo/blank.html`);
+  await page.evaluate(async (options) => {
+    const { open } = await import("/pkg/index.js");
+    const store = await open(options);
+    for (let i = 0; i < 20; i++) await store.put({ path: `/kept/${i}`, backend: "b", physicalPath: "p", size: i });
+    await store.close();
+  }, options);
+  await context.close();
+  // Every byte of LevelDB's logs and tables flipped, from the 100th on.
+  const idb = join(profile, "Default", "IndexedDB");
+  let damaged = 0;
+  for (const dir of readdirSync(idb).filter((d) => d.endsWith(".leveldb"))) {
+    for (const f of readdirSync(join(idb, dir)).filter((f) => /\.(log|ldb)$/.test(f))) {
+      const bytes = readFileSync(join(idb, dir, f));
+      for (let i = 100; i < bytes.length; i++) bytes[i] ^= 0xff;
+      writeFileSync(join(idb, dir, f), bytes);
+      damaged++;
+    }
+  }
+  assert.ok(damaged > 0, "LevelDB files to damage");
+  context = await launch();
+  page = await context.newPage();
+  await page.goto(`${origin}/demo/blank.html`);
+  const seen = await page.evaluate(async (options) => {
+    const { open, deleteDatabase } = await import("/pkg/index.js");
+    const refused = [];
+    for (let i = 0; i < 2; i++) {
+      try {
+        const store = await open(options);
+        const stats = await store.stats();
+        await store.close();
+        refused.push({ opened: stats.files });
+      } catch (e) {
+        refused.push({ kind: e.kind, message: e.message });
+      }
+    }
+    await deleteDatabase(options.name);
+    const store = await open(options);
+    await store.put({ path: "/new", backend: "b", physicalPath: "p", size: 1 });
+    const stats = await store.stats();
+    await store.close();
+    return { refused, files: stats.files };
+  }, options);
+  await context.close();
+  for (const r of seen.refused) {
+    assert.equal(r.kind, "Corrupt", JSON.stringify(seen.refused));
+    assert.match(r.message, /discarded/);
+    assert.match(r.message, /deleteDatabase\("wiped"\)/);
+  }
+  assert.equal(seen.files, 1, "after deleteDatabase: a new store");
+  console.log(`crash: indexeddb: a database the browser discarded is refused (${seen.refused[0].message}), until deleted`);
+}
+
 let failed = false;
 try {
   for (const storage of ["opfs", "indexeddb"]) {
@@ -149,6 +211,7 @@ try {
     await context.close();
     console.log(`crash: ${storage}: passed: ${kills} kills, ${acked.size} acknowledged writes, all present`);
   }
+  await discardedByTheBrowser();
 } catch (e) {
   failed = true;
   console.error(e);

@@ -14,7 +14,9 @@
 //! recovery, as after a crash of a native store).
 //!
 //! One database per store (`nexus-metastore:<name>`, object store
-//! `chunks`, keys `[file, chunk]` and `["len", file]`). While a context has
+//! `chunks`, keys `[file, chunk]` and `["len", file]`; `["lost"]` marks a
+//! database the browser discarded as corrupt and made anew, which every
+//! open refuses with [`Error::Corrupt`] until it is deleted). While a context has
 //! it open it holds the Web Lock `nexus-metastore-idb:<name>`, so another
 //! context's open fails with [`Error::Busy`], as with OPFS.
 
@@ -68,7 +70,15 @@ export async function idb_open(name) {
   if (!granted) throw named("BusyError", `database ${name} is open in another tab or worker`);
   try {
     const open = indexedDB.open(`nexus-metastore:${name}`, 1);
-    open.onupgradeneeded = () => open.result.createObjectStore(STORE);
+    open.onupgradeneeded = (event) => {
+      const store = open.result.createObjectStore(STORE);
+      // The browser found the database corrupt and made a new, empty one
+      // (Chromium: a damaged LevelDB): marked, so that every open refuses
+      // it until deleteDatabase, rather than serve it as a new store.
+      if (event.dataLoss && event.dataLoss !== "none") {
+        store.put(event.dataLossMessage || `the browser reported data loss (${event.dataLoss})`, ["lost"]);
+      }
+    };
     return await request(open);
   } catch (e) {
     held.get(name)?.();
@@ -348,6 +358,16 @@ impl IdbIO {
             let key: js_sys::Array = keys.get(i).unchecked_into();
             let value = values.get(i);
             let (first, second) = (key.get(0), key.get(1));
+            if first.as_string().as_deref() == Some("lost") {
+                return Err(Error::Corrupt {
+                    table: "IndexedDB",
+                    detail: format!(
+                        "the browser found database {name:?} damaged and discarded it ({}): what it \
+                         held is gone; deleteDatabase({name:?}) to start again",
+                        value.as_string().unwrap_or_default()
+                    ),
+                });
+            }
             if first.as_string().as_deref() == Some("len") {
                 let file = second.as_f64().unwrap_or(-1.0) as usize;
                 if let (Some(state), Some(len)) = (states.get_mut(file), value.as_f64()) {
