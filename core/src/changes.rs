@@ -243,6 +243,10 @@ pub const CHANGE_TABLES: [&str; 5] = {
     [t[0].name, t[1].name, t[2].name, t[3].name, t[4].name]
 };
 
+/// The most transactions, all pulls', that a push of nothing else waits
+/// for ([`Snapshot::only_pulled_after`]).
+pub const PUSH_PUT_OFF: i64 = 64;
+
 /// A consistent, read-only view of the whole store (all tenants), for
 /// replication: one read transaction on one of the store's reading
 /// connections, held until it is dropped. Writes and other reads go on
@@ -359,6 +363,31 @@ impl Snapshot<'_> {
             )?
             .into_iter()
             .collect())
+    }
+
+    /// Whether a push to a server whose watermark of this store is `after`
+    /// may be put off: every transaction since (up to this snapshot's
+    /// change sequence, at most [`PUSH_PUT_OFF`] of them) was a pull's, so
+    /// the push would send no row and only move the watermark. A client
+    /// that pulls while others write would otherwise follow every pull that
+    /// brought rows with such a push: a request and a transaction on the
+    /// server each round. The next push covers the range (reading those
+    /// pulled rows again, to leave them out), and one is sent anyway once
+    /// [`PUSH_PUT_OFF`] pulls wait, which bounds that reading.
+    pub fn only_pulled_after(&mut self, after: i64) -> Result<bool> {
+        let waiting = self.change_seq - after;
+        if waiting <= 0 || waiting > PUSH_PUT_OFF {
+            return Ok(false);
+        }
+        let pulled = self
+            .engine
+            .query_one(
+                "SELECT COUNT(*) FROM nexus_pulled WHERE change_seq > ?1 AND change_seq <= ?2",
+                &[int(after), int(self.change_seq)],
+                |r| r.int(0),
+            )?
+            .unwrap_or(0);
+        Ok(pulled == waiting)
     }
 
     /// [`Snapshot::changes`] without the rows that pulls from PostgreSQL

@@ -82,8 +82,8 @@ pub use arrive::{
 };
 pub use change_file::{CHANGE_FILE_FORMAT, CHANGE_FILE_VERSIONS, ChangeFile, ImportReport};
 pub use changes::{
-    CHANGE_TABLES, Changes, ChunkRow, FileRow, MetadataRow, Origin, Snapshot, TombstoneRow,
-    VersionRow,
+    CHANGE_TABLES, Changes, ChunkRow, FileRow, MetadataRow, Origin, PUSH_PUT_OFF, Snapshot,
+    TombstoneRow, VersionRow,
 };
 pub use conflict::{
     CONFLICT_KEY, Clash, ConflictCopy, ConflictInfo, ConflictReason, FilePlan, FileSide, Fork,

@@ -114,7 +114,9 @@ async fn push_http_once(
         report.seconds = started.elapsed().as_secs_f64();
         report.clone()
     };
-    if state.watermark == head {
+    // Nothing since the server's watermark, or only pulls: no row to send
+    // (`only_pulled_after`: the push waits for one that has).
+    if state.watermark == head || store.snapshot().await?.only_pulled_after(state.watermark)? {
         return Ok(finish(None));
     }
     finish(Some(SyncMode::Incremental));

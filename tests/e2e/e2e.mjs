@@ -283,11 +283,20 @@ try {
     for (let i = 0; i < 100 && !(await store.exists("/from-native.txt")); i++) {
       await new Promise((r) => setTimeout(r, 100));
     }
+    // Two more rounds after the pull that brought it.
+    const arrived = seen.length;
+    for (let i = 0; i < 100 && seen.length < arrived + 2; i++) await new Promise((r) => setTimeout(r, 50));
     await handle.stop();
     return { there: await store.exists("/from-native.txt"), syncs: seen.length, paths: (await store.list("/")).map((r) => r.path) };
   }, [syncUrl, token]);
   page.off("request", countCalls);
   assert.ok(live.there, JSON.stringify(live));
+  // Nothing of its own to send after the first round (whose push moves the
+  // watermark past the 600 one-row pages of its own rows that the sync
+  // above pulled back: more than PUSH_PUT_OFF): no push after the pull that
+  // brought rows, which would only move the server's watermark.
+  const afterFirst = calls.slice(calls.indexOf("/v1/pull"));
+  assert.ok(!afterFirst.includes("/v1/push") && live.syncs >= 3, `no push of nothing: ${calls.join(" ")}`);
   assert.ok(calls.filter((c) => c === "/v1/pull").length >= live.syncs, calls.join(" "));
   assert.ok(!calls.includes("/v1/state"), `no state asked again: ${calls.join(" ")}`);
   assert.deepEqual(live.paths, inPg().map((r) => r.path));

@@ -985,6 +985,77 @@ async fn a_first_pull_cut_when_the_server_moved_is_discarded() {
     second.stop().await;
 }
 
+/// A client that only pulls while another writes sends no push after each
+/// pull that brought rows (it would carry no row, only move the server's
+/// watermark): the server's watermark of it stays until it writes, or until
+/// `PUSH_PUT_OFF` pulls wait, and its next push with rows of its own covers
+/// the range and leaves the pulled rows out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_only_pulled_puts_off_its_push() {
+    let db = pg::database("serve_put_off").await;
+    let server = TestServer::start(&db.url).await;
+    let remote = server.remote("default");
+    let (writer, idle) = (
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+    );
+    let idle_id = idle.snapshot().await.unwrap().source_id().to_string();
+    let watermark = || async {
+        pg::connect(&db.url)
+            .await
+            .query_opt(
+                "SELECT watermark FROM nexus_sync_state WHERE source_id = $1",
+                &[&idle_id],
+            )
+            .await
+            .unwrap()
+            .map(|r| r.get::<_, i64>(0))
+    };
+    idle.put(file("/idle/0", "i")).await.unwrap();
+    sync_with(&idle, &remote, &opts()).await.unwrap();
+    let first = watermark().await.expect("pushed once");
+    for round in 0..5 {
+        writer.put(file(&format!("/w/{round}"), "w")).await.unwrap();
+        sync_with(&writer, &remote, &opts()).await.unwrap();
+        let r = sync_with(&idle, &remote, &opts()).await.unwrap();
+        assert_eq!(r.pull.files, 1, "round {round}: {r:?}");
+        assert_eq!(r.push.rows(), 0, "round {round}");
+    }
+    assert_eq!(
+        watermark().await,
+        Some(first),
+        "no push that only moves the watermark"
+    );
+    // A write of its own: pushed from the old watermark, over the pulls.
+    idle.put(file("/idle/1", "i")).await.unwrap();
+    let r = sync_with(&idle, &remote, &opts()).await.unwrap();
+    assert_eq!(r.push.from_seq, first);
+    assert_eq!(
+        r.push.tables[0].rows, 1,
+        "its own file, not the pulled ones: {r:?}"
+    );
+    sync_with(&writer, &remote, &opts()).await.unwrap();
+    assert_eq!(paths(&idle).await, paths(&writer).await);
+    let head = idle.stats().await.unwrap().change_seq;
+    assert!(
+        watermark().await.unwrap() >= head - 1,
+        "moved past the pulls"
+    );
+    // Past PUSH_PUT_OFF waiting pulls, the push that moves the watermark goes.
+    let before = watermark().await.unwrap();
+    for round in 0..=nexus_core::PUSH_PUT_OFF {
+        writer
+            .put(file(&format!("/more/{round}"), "w"))
+            .await
+            .unwrap();
+        push(&writer, &remote, &opts()).await.unwrap();
+        pull(&idle, &remote, &opts()).await.unwrap();
+    }
+    push(&idle, &remote, &opts()).await.unwrap();
+    assert!(watermark().await.unwrap() > before);
+    server.stop().await;
+}
+
 /// A database restored from a copy under the same id may have lost a
 /// store's latest pushes: the server's watermark of the store is then below
 /// the one its client kept, and the client, which pushes from what it kept,

@@ -387,7 +387,13 @@ async fn rounds(
         let base = store.pull_position(&state.hub_id).await?;
         let mut pushed_through = state.watermark;
         let mut read = state.watermark;
+        // Only pulls since the server's watermark: no row to send, and the
+        // push waits for one that has (`only_pulled_after`).
+        let put_off = store.snapshot().await?.only_pulled_after(read)?;
         loop {
+            if put_off {
+                break;
+            }
             let (mut file, head) = store.export_window(read, max_rows).await?;
             if file.changes.through <= read {
                 break;
