@@ -231,6 +231,8 @@ impl Store {
         mut progress: impl FnMut(u64),
     ) -> std::result::Result<(), S::Error> {
         let Some(mut bulk) = self.begin_bulk_pull(&report.hub_id).await? else {
+            // Durable what it may have written (a discarded load).
+            self.durable().await?;
             return Ok(());
         };
         let loaded = async {
@@ -677,10 +679,10 @@ impl Store {
         type Start = (i64, Vec<String>, Option<(i64, SnapshotCursor)>);
         let started = (|| -> Result<Option<Start>> {
             if let Some(u) = unfinished(e)? {
-                if u.hub_id == hub_id {
+                if u.hub_id == hub_id && u.position != DISCARDING {
                     return Ok(Some((u.seq, u.indexes, Some((u.position, u.cursor)))));
                 }
-                discard_load(e, &u)?;
+                discard_load(e, &u, &self.shared.pool.watchers)?;
                 discarded = Some(u.hub_id);
             }
             if position(e, hub_id)? != 0 {
@@ -749,13 +751,27 @@ impl Store {
     }
 }
 
+/// The position of a cut first pull whose discard has begun
+/// ([`discard_load`]): never a feed position, so that no pull resumes it.
+const DISCARDING: i64 = -1;
+
 /// Discards the cut first pull `u` (in the open long write, which it
-/// leaves open): empties the tables it loaded, each in a transaction of its
-/// own (a load can be large), then, in one last transaction, builds the
-/// indexes it dropped and forgets it. Cut anywhere, it is still the
-/// unfinished load, and discarding it again finishes the job. The store is
-/// then as before the load began: empty, with every index.
-fn discard_load(e: &mut Engine, u: &Unfinished) -> Result<()> {
+/// leaves open): marks it as being discarded ([`DISCARDING`]) and empties
+/// the tables it loaded, each in a transaction of its own (a load can be
+/// large), without the foreign keys' checks and actions (the load was
+/// inserted without them, and all of it goes); then, in one last
+/// transaction, builds the indexes it dropped, forgets it and takes a
+/// stamp of its own, whose event tells subscribers that everything may
+/// have changed. Cut anywhere, it is still the unfinished load, now marked:
+/// the next bulk pull, from any database (also the one it came from),
+/// discards it again. The store is then as before the load began: empty,
+/// with every index.
+fn discard_load(e: &mut Engine, u: &Unfinished, watchers: &crate::watch::Watchers) -> Result<()> {
+    e.skip_foreign_keys();
+    e.execute(
+        "UPDATE nexus_bulk_pull SET position = ?1 WHERE hub_id = ?2",
+        &[int(DISCARDING), text(&u.hub_id)],
+    )?;
     for table in CHANGE_TABLES.iter().rev() {
         e.execute_script(&format!("DELETE FROM {table}"))?;
         e.end_long_write(true)?;
@@ -782,6 +798,8 @@ fn discard_load(e: &mut Engine, u: &Unfinished) -> Result<()> {
         "DELETE FROM nexus_bulk_pull WHERE hub_id = ?1",
         &[text(&u.hub_id)],
     )?;
+    e.next_seq()?;
+    watchers.changed_everything();
     e.end_long_write(true)?;
     e.begin_long_write()
 }

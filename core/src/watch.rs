@@ -109,6 +109,9 @@ struct State {
     slots: Vec<Arc<Slot>>,
     /// Paths renames moved files from since the last event (tenant, path).
     moved_from: Vec<ChangedPath>,
+    /// Whether a write (not committed yet) removed rows without saying
+    /// which: the next event is marked truncated.
+    everything: bool,
     /// What was committed but is not durable yet, while events are held.
     held: Option<ChangeEvent>,
 }
@@ -191,6 +194,15 @@ impl Watchers {
         }
     }
 
+    /// Notes that a write (not committed yet) removes rows it does not
+    /// list (a discarded first pull): the next event is marked truncated,
+    /// so that a subscriber reads everything again.
+    pub(crate) fn changed_everything(&self) {
+        if self.open.load(Ordering::Acquire) > 0 {
+            lock(&self.state).everything = true;
+        }
+    }
+
     /// Ends every subscription: the store is gone (its pool dropped).
     pub(crate) fn close_all(&self) {
         let mut state = lock(&self.state);
@@ -248,6 +260,7 @@ impl Watchers {
         let Some((paths, truncated)) = found else {
             // Nothing committed: what renames noted was rolled back.
             state.moved_from.clear();
+            state.everything = false;
             return;
         };
         let mut event = ChangeEvent {
@@ -263,7 +276,7 @@ impl Watchers {
                 .into_iter()
                 .chain(state.moved_from.drain(..))
                 .collect(),
-            truncated,
+            truncated: truncated || std::mem::take(&mut state.everything),
         });
         state.seen = Some(now);
         if self.hold.load(Ordering::Acquire) {

@@ -88,6 +88,14 @@ async fn push_http_once(
     let started = Instant::now();
     let source = store.snapshot().await?.source_id().to_string();
     let state = hub.known_state(&source).await?;
+    // Only pulls since the server's watermark: no row to send, and the push
+    // waits for one that has (`only_pulled_after`); the watermark stays.
+    // Asked before the reader below takes a reading connection of its own.
+    if store.snapshot().await?.only_pulled_after(state.watermark)? {
+        let mut report = SyncReport::new(&source, state.watermark, state.watermark);
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
     let (header, start, mut windows) = spawn_reader(
         store.clone(),
         options.window_rows,
@@ -114,9 +122,7 @@ async fn push_http_once(
         report.seconds = started.elapsed().as_secs_f64();
         report.clone()
     };
-    // Nothing since the server's watermark, or only pulls: no row to send
-    // (`only_pulled_after`: the push waits for one that has).
-    if state.watermark == head || store.snapshot().await?.only_pulled_after(state.watermark)? {
+    if state.watermark == head {
         return Ok(finish(None));
     }
     finish(Some(SyncMode::Incremental));

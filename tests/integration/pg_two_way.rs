@@ -2201,6 +2201,7 @@ async fn a_cut_first_pull_is_discarded_by_a_pull_from_another_database() {
         nexus_core::Error::PullUnfinished { hub_id } if hub_id == hub_a
     ));
 
+    let sub = b.subscribe().await.unwrap();
     let r = pull(&b, &remote(&db_b.url), &SyncOptions::default())
         .await
         .unwrap();
@@ -2208,6 +2209,13 @@ async fn a_cut_first_pull_is_discarded_by_a_pull_from_another_database() {
     assert_eq!(r.discarded.as_deref(), Some(hub_a.as_str()), "{r:?}");
     assert_eq!(r.hub_id, hub_b);
     assert!(b.list("/a/").await.unwrap().is_empty(), "nothing of A left");
+    // A's paths went without a row saying so: subscribers are told that
+    // everything may have changed.
+    let e = tokio::time::timeout(std::time::Duration::from_secs(10), sub.next())
+        .await
+        .expect("an event after the pull")
+        .unwrap();
+    assert!(e.truncated, "{e:?}");
     assert_eq!(state(&b).await, pg_state(&db_b.url).await);
     assert_verified(&b, &db_b.url).await;
     let again = pull(&b, &remote(&db_b.url), &SyncOptions::default())
@@ -2220,6 +2228,49 @@ async fn a_cut_first_pull_is_discarded_by_a_pull_from_another_database() {
     b.put(file("/local", "x")).await.unwrap();
     push(&b, &db_b.url).await;
     assert_eq!(state(&b).await, pg_state(&db_b.url).await);
+    drop(b);
+
+    // A discard cut part-way (here: the process died after it marked the
+    // load and emptied the removals, chunks and metadata, as rusqlite
+    // leaves the file) holds A's files without their metadata: a pull from
+    // A itself must not resume it, but discard it and load A afresh.
+    let path = dir.path().join("c.db");
+    let c = Store::open(&path).await.unwrap();
+    {
+        let mut bulk = c.begin_bulk_pull(&hub_a).await.unwrap().unwrap();
+        let mut client = pg::connect(&db_a.url).await;
+        let mut chunks = 0;
+        let _ = nexus_pg::read_snapshot(&mut client, 40, None, |ch| {
+            chunks += 1;
+            if chunks == 12 {
+                return Err(nexus_core::Error::Unsupported {
+                    feature: "test",
+                    reason: "cut".into(),
+                });
+            }
+            bulk.load(&ch)
+        })
+        .await;
+    }
+    drop(c);
+    {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch(
+            "UPDATE nexus_bulk_pull SET position = -1; DELETE FROM tombstones; \
+             DELETE FROM content_chunks; DELETE FROM file_metadata;",
+        )
+        .unwrap();
+    }
+    let c = Store::open(&path).await.unwrap();
+    let r = pull(&c, &remote(&db_a.url), &SyncOptions::default())
+        .await
+        .unwrap();
+    assert!(r.bulk && !r.resumed, "{r:?}");
+    assert_eq!(r.discarded.as_deref(), Some(hub_a.as_str()), "{r:?}");
+    assert_eq!(state(&c).await, pg_state(&db_a.url).await);
+    assert_verified(&c, &db_a.url).await;
+    drop(c);
+    assert_indexes_like_a_fresh_store(&path).await;
 }
 
 /// A feed page of the database's change feed, read directly, that fails

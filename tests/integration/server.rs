@@ -995,10 +995,10 @@ async fn a_client_that_only_pulled_puts_off_its_push() {
     let db = pg::database("serve_put_off").await;
     let server = TestServer::start(&db.url).await;
     let remote = server.remote("default");
-    let (writer, idle) = (
-        Store::memory().await.unwrap(),
-        Store::memory().await.unwrap(),
-    );
+    // One reading connection: the push's check must not wait for the one
+    // its reader holds.
+    let idle = Store::builder().memory().readers(1).open().await.unwrap();
+    let writer = Store::memory().await.unwrap();
     let idle_id = idle.snapshot().await.unwrap().source_id().to_string();
     let watermark = || async {
         pg::connect(&db.url)
