@@ -171,9 +171,24 @@ pub struct ErrorBody {
 /// `gap` (another push of the same store ran at once: read [`STATE`]
 /// again), `hub_changed` (the server is in front of another database than
 /// the push named: read [`STATE`] again) or `incomplete` (the staged parts
-/// of a push are gone). Every other 409, `conflict` above all, is final.
+/// of a push are gone); also [`LIMIT_LOWERED`], the client's own name for a
+/// 413 that [`limit_lowered`] explains. Every other 409, `conflict` above
+/// all, is final.
 pub fn asks_to_push_again(kind: &str) -> bool {
-    matches!(kind, "gap" | "hub_changed" | "incomplete")
+    matches!(kind, "gap" | "hub_changed" | "incomplete" | LIMIT_LOWERED)
+}
+
+/// The kind a client gives a 413 that [`limit_lowered`] explains.
+pub const LIMIT_LOWERED: &str = "limit_lowered";
+
+/// Whether a 413 answer to a push request of `sent` bytes says that the
+/// server's body limit was lowered since the client heard `state`: the
+/// request fitted the limit heard ([`push_requests`] sizes them by it), so
+/// the client asks [`STATE`] again and pushes again, in parts by the new
+/// limit. A body above the limit heard (one row too large to split) stays
+/// final.
+pub fn limit_lowered(sent: usize, state: &State) -> bool {
+    state.max_body.is_some_and(|max| sent as u64 <= max)
 }
 
 /// What is wrong with a successful answer's body ([`decode_answer`]).
@@ -509,6 +524,19 @@ mod tests {
             max_body,
             checks_hub: hub.is_some(),
         }
+    }
+
+    #[test]
+    fn a_413_to_a_body_within_the_limit_heard_means_it_was_lowered() {
+        let heard = server(Some(1000), None);
+        assert!(limit_lowered(1000, &heard));
+        assert!(limit_lowered(10, &heard));
+        // One row larger than the limit heard: final.
+        assert!(!limit_lowered(1001, &heard));
+        // No limit heard: the 413 says nothing new.
+        assert!(!limit_lowered(10, &server(None, None)));
+        assert!(asks_to_push_again(LIMIT_LOWERED));
+        assert!(!asks_to_push_again("too_large"));
     }
 
     #[test]

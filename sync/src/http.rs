@@ -129,18 +129,41 @@ impl HttpHub {
         let mut requests = protocol::push_requests(file, base, server);
         let last = requests.pop().expect("a push is at least one request");
         for part in requests {
-            let _: protocol::Staged = self.send(self.post(part)).await?;
+            let _: protocol::Staged = self.post(part, server).await?;
         }
-        let answer: Pushed<SyncReport> = self.send(self.post(last)).await?;
+        let answer: Pushed<SyncReport> = self.post(last, server).await?;
         self.known().heard(&file.source_id, answer.report.to_seq);
         Ok(answer.report)
     }
 
-    fn post(&self, request: protocol::PushRequest) -> reqwest::RequestBuilder {
-        self.client
+    /// Sends one request of a push sized by `server`'s body limit: a 413
+    /// to a body within it says that the limit was lowered since
+    /// ([`protocol::limit_lowered`]), which a retry asks again.
+    async fn post<T: DeserializeOwned>(
+        &self,
+        request: protocol::PushRequest,
+        server: &State,
+    ) -> Result<T> {
+        let sent = request.body.len();
+        let post = self
+            .client
             .post(self.at(&request.path))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(request.body)
+            .body(request.body);
+        self.send(post).await.map_err(|e| match e {
+            Error::Remote {
+                url,
+                status: Some(413),
+                message,
+                ..
+            } if protocol::limit_lowered(sent, server) => remote(
+                &url,
+                Some(413),
+                protocol::LIMIT_LOWERED,
+                format!("{message} (its limit was lowered since this client heard it)"),
+            ),
+            e => e,
+        })
     }
 
     /// The page of the caller's tenant's changes after `after`, with the

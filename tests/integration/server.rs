@@ -1056,6 +1056,41 @@ async fn a_client_that_only_pulled_puts_off_its_push() {
     server.stop().await;
 }
 
+/// The server's body limit lowered while a client keeps the one it heard:
+/// a request sized by the old limit gets a 413, which the client now takes
+/// as a lowered limit (the body fitted the one it heard): it asks again
+/// and pushes in parts by the new limit, in the same sync. A row too large
+/// for any limit still fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lowered_body_limit_is_heard_again() {
+    let db = pg::database("serve_limit_lowered").await;
+    let first = TestServer::start(&db.url).await;
+    let addr: std::net::SocketAddr = first.url.trim_start_matches("http://").parse().unwrap();
+    let remote = first.remote("default");
+    let s = Store::memory().await.unwrap();
+    s.put(file("/first", "a")).await.unwrap();
+    push(&s, &remote, &opts()).await.unwrap();
+    first.stop().await;
+    let second = TestServer::start_with(
+        &db.url,
+        |c| {
+            c.listen = addr;
+            c.max_body_bytes = 16 * 1024;
+        },
+        hs256(),
+    )
+    .await;
+    // One transaction of about 60 KiB: one request by the old limit.
+    let batch: Vec<NewFile> = (0..200)
+        .map(|i| file(&format!("/batch/{i:03}"), "b"))
+        .collect();
+    s.put_batch(&batch).await.unwrap();
+    let r = push(&s, &remote, &retrying()).await.unwrap();
+    assert!(r.attempts >= 2, "{r:?}");
+    assert_eq!(live_files(&db.url).await, 201);
+    second.stop().await;
+}
+
 /// A database restored from a copy under the same id may have lost a
 /// store's latest pushes: the server's watermark of the store is then below
 /// the one its client kept, and the client, which pushes from what it kept,

@@ -98,8 +98,11 @@ pub(crate) enum SyncError {
         message: String,
         /// A 409 that asks for the push again (`gap`: another push of this
         /// store ran at once; `hub_changed`: the server is in front of
-        /// another database now; `incomplete`: the staged parts are gone).
+        /// another database now; `incomplete`: the staged parts are gone),
+        /// or a 413 to a body within the limit heard (it was lowered).
         again: bool,
+        /// The answer's HTTP status (0: none came).
+        status: u16,
     },
 }
 
@@ -123,6 +126,7 @@ fn remote(kind: &'static str, message: impl Into<String>) -> SyncError {
         kind,
         message: message.into(),
         again: false,
+        status: 0,
     }
 }
 
@@ -178,8 +182,36 @@ impl Server<'_> {
                 kind: "Conflict",
                 message,
                 again: true,
+                status: 409,
             }
         })
+    }
+
+    /// Sends one request of a push sized by `state`'s body limit: a 413 to
+    /// a body within it says that the limit was lowered since
+    /// ([`protocol::limit_lowered`]): the sync asks again and pushes again.
+    async fn push_call<T: DeserializeOwned>(
+        &self,
+        request: protocol::PushRequest,
+        state: &protocol::State,
+    ) -> Result<T, SyncError> {
+        let sent = request.body.len();
+        self.call("POST", &request.path, Some(request.body))
+            .await
+            .map_err(|e| match e {
+                SyncError::Remote {
+                    kind,
+                    message,
+                    status: 413,
+                    ..
+                } if protocol::limit_lowered(sent, state) => SyncError::Remote {
+                    kind,
+                    message: format!("{message} (its limit was lowered since this store heard it)"),
+                    again: true,
+                    status: 413,
+                },
+                e => e,
+            })
     }
 
     /// One request; whatever fails, the next sync asks [`protocol::STATE`] again.
@@ -260,6 +292,7 @@ impl Server<'_> {
                 kind: kind_of(status),
                 message,
                 again,
+                status,
             });
         }
         protocol::decode_answer(&bytes).map_err(|e| match e {
@@ -414,27 +447,21 @@ async fn rounds(
             let applying = requests.pop().expect("a push is at least one request");
             let mut staged = Ok(());
             for part in requests {
-                if let Err(e) = server
-                    .call::<protocol::Staged>("POST", &part.path, Some(part.body))
-                    .await
-                {
+                if let Err(e) = server.push_call::<protocol::Staged>(part, &state).await {
                     staged = Err(e);
                     break;
                 }
             }
             let answer = match staged {
-                Ok(()) => {
-                    server
-                        .call("POST", &applying.path, Some(applying.body))
-                        .await
-                }
+                Ok(()) => server.push_call(applying, &state).await,
                 Err(e) => Err(e),
             };
             let pushed: Pushed<PushReport> = match answer {
                 Ok(p) => p,
                 // Another sync of this store pushed at the same moment, or
-                // the server lost the parts staged for this push (409):
-                // read the server's watermark again and push again.
+                // the server lost the parts staged for this push (409), or
+                // lowered its body limit (413): read the server's state
+                // again and push again.
                 Err(SyncError::Remote { again: true, .. }) if round < SYNC_ROUNDS => {
                     continue 'rounds;
                 }
