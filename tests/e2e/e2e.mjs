@@ -429,6 +429,43 @@ try {
     await other.close();
   }
 
+  step("the server's body limit lowered: a push sized by the limit the store heard is refused (413), and the store asks again and pushes in parts, in the same sync");
+  await page.evaluate(async ([url, token]) => {
+    const { open } = await import("/pkg/index.js");
+    const store = (window.lowered = await open({ name: "lowered" }));
+    await store.put({ path: "/lowered/first.txt", backend: "browser", physicalPath: "l", size: 1 });
+    await store.sync({ url, token });
+  }, [syncUrl, token]);
+  const restart = async (args) => {
+    syncServer.kill("SIGTERM");
+    await new Promise((ok) => (syncServer.exitCode !== null ? ok() : syncServer.on("exit", ok)));
+    ({ child: syncServer } = await startNexusServe(nexus, pgUrl, [
+      "--listen", new URL(syncUrl).host, "--tokens", tokens, "--cors-origin", origin, ...args,
+    ]));
+  };
+  await restart(["--max-body-bytes", "4096"]);
+  const answered = [];
+  const keepAnswer = (r) => r.request().method() !== "OPTIONS" && r.url().includes("/v1/") && answered.push(`${new URL(r.url()).pathname} ${r.status()}`);
+  page.on("response", keepAnswer);
+  const lowered = await page.evaluate(async ([url, token]) => {
+    const store = window.lowered;
+    // One transaction of more than 4 KiB: sized by the limit heard.
+    await store.putBatch(
+      Array.from({ length: 100 }, (_, i) => ({ path: `/lowered/${i}.txt`, backend: "browser", physicalPath: `l${i}`, size: i })),
+    );
+    const result = await store.sync({ url, token });
+    await store.close();
+    return result;
+  }, [syncUrl, token]);
+  page.off("response", keepAnswer);
+  assert.ok(lowered.pushed >= 200, JSON.stringify(lowered));
+  assert.match(answered[0] ?? "", /^\/v1\/push(\/part)? 413$/, answered.join(", "));
+  assert.equal(answered[1], "/v1/state 200", answered.join(", "));
+  const parts = answered.filter((a) => a === "/v1/push/part 200").length;
+  assert.ok(parts > 5 && answered.includes("/v1/push 200"), `then in parts by the new limit: ${answered.join(", ")}`);
+  assert.ok(inPg().some((r) => r.path === "/lowered/99.txt"));
+  await restart(["--max-body-bytes", "32768"]);
+
   step("another database behind the same address: a store's next push names the old one and is refused (409 hub_changed), an idle store's next pull too; each asks again and pushes its own changes there");
   // Two stores of their own (in Workers, as the demo's), of one tenant:
   // each syncs twice with the server as it is (the second settles the rows
