@@ -181,14 +181,16 @@ pub fn asks_to_push_again(kind: &str) -> bool {
 /// The kind a client gives a 413 that [`limit_lowered`] explains.
 pub const LIMIT_LOWERED: &str = "limit_lowered";
 
-/// Whether a 413 answer to a push request of `sent` bytes says that the
-/// server's body limit was lowered since the client heard `state`: the
-/// request fitted the limit heard ([`push_requests`] sizes them by it), so
-/// the client asks [`STATE`] again and pushes again, in parts by the new
-/// limit. A body above the limit heard (one row too large to split) stays
-/// final.
-pub fn limit_lowered(sent: usize, state: &State) -> bool {
-    state.max_body.is_some_and(|max| sent as u64 <= max)
+/// Whether a 413 answer to a push request of `sent` bytes, which the
+/// client sized by the body limit it had heard (`heard`), comes from a
+/// limit lowered since: the state asked again after the 413 (`now`) gives
+/// a limit below `sent`. The client then pushes again, in parts by the new
+/// limit. Any other 413 stays final: a row too large for the limit heard,
+/// the parts of one push adding up to more than the server takes in one
+/// push (`--max-push-bytes`), a proxy's smaller limit.
+pub fn limit_lowered(sent: usize, heard: &State, now: &State) -> bool {
+    let below = |state: &State| state.max_body.is_some_and(|max| (sent as u64) > max);
+    !below(heard) && heard.max_body.is_some() && below(now)
 }
 
 /// What is wrong with a successful answer's body ([`decode_answer`]).
@@ -527,14 +529,18 @@ mod tests {
     }
 
     #[test]
-    fn a_413_to_a_body_within_the_limit_heard_means_it_was_lowered() {
-        let heard = server(Some(1000), None);
-        assert!(limit_lowered(1000, &heard));
-        assert!(limit_lowered(10, &heard));
+    fn a_413_to_a_body_within_the_limit_heard_is_a_lowered_limit_only_when_the_state_says_so() {
+        let (heard, lowered) = (server(Some(1000), None), server(Some(500), None));
+        assert!(limit_lowered(1000, &heard, &lowered));
+        assert!(limit_lowered(501, &heard, &lowered));
+        // Fits the new limit too: the 413 was another (the parts of one
+        // push above --max-push-bytes, a proxy): final.
+        assert!(!limit_lowered(500, &heard, &lowered));
+        assert!(!limit_lowered(900, &heard, &heard));
         // One row larger than the limit heard: final.
-        assert!(!limit_lowered(1001, &heard));
+        assert!(!limit_lowered(1001, &heard, &lowered));
         // No limit heard: the 413 says nothing new.
-        assert!(!limit_lowered(10, &server(None, None)));
+        assert!(!limit_lowered(900, &server(None, None), &lowered));
         assert!(asks_to_push_again(LIMIT_LOWERED));
         assert!(!asks_to_push_again("too_large"));
     }

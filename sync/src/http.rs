@@ -129,19 +129,22 @@ impl HttpHub {
         let mut requests = protocol::push_requests(file, base, server);
         let last = requests.pop().expect("a push is at least one request");
         for part in requests {
-            let _: protocol::Staged = self.post(part, server).await?;
+            let _: protocol::Staged = self.post(part, &file.source_id, server).await?;
         }
-        let answer: Pushed<SyncReport> = self.post(last, server).await?;
+        let answer: Pushed<SyncReport> = self.post(last, &file.source_id, server).await?;
         self.known().heard(&file.source_id, answer.report.to_seq);
         Ok(answer.report)
     }
 
-    /// Sends one request of a push sized by `server`'s body limit: a 413
-    /// to a body within it says that the limit was lowered since
-    /// ([`protocol::limit_lowered`]), which a retry asks again.
+    /// Sends one request of a push (of `source`) sized by `server`'s body
+    /// limit. A 413 to a body within that limit asks the state again: when
+    /// the limit is now below the body ([`protocol::limit_lowered`]), the
+    /// error asks for the push again (retried, by the new limit); any other
+    /// 413 stays final.
     async fn post<T: DeserializeOwned>(
         &self,
         request: protocol::PushRequest,
+        source: &str,
         server: &State,
     ) -> Result<T> {
         let sent = request.body.len();
@@ -150,20 +153,29 @@ impl HttpHub {
             .post(self.at(&request.path))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(request.body);
-        self.send(post).await.map_err(|e| match e {
-            Error::Remote {
+        match self.send(post).await {
+            Err(Error::Remote {
                 url,
                 status: Some(413),
+                kind,
                 message,
-                ..
-            } if protocol::limit_lowered(sent, server) => remote(
-                &url,
-                Some(413),
-                protocol::LIMIT_LOWERED,
-                format!("{message} (its limit was lowered since this client heard it)"),
-            ),
-            e => e,
-        })
+            }) => {
+                let lowered = match self.state(source).await {
+                    Ok(now) => protocol::limit_lowered(sent, server, &now),
+                    Err(_) => false,
+                };
+                Err(match lowered {
+                    true => remote(
+                        &url,
+                        Some(413),
+                        protocol::LIMIT_LOWERED,
+                        format!("{message} (its limit was lowered since this client heard it)"),
+                    ),
+                    false => remote(&url, Some(413), &kind, message),
+                })
+            }
+            other => other,
+        }
     }
 
     /// The page of the caller's tenant's changes after `after`, with the

@@ -1089,6 +1089,32 @@ async fn a_lowered_body_limit_is_heard_again() {
     assert!(r.attempts >= 2, "{r:?}");
     assert_eq!(live_files(&db.url).await, 201);
     second.stop().await;
+
+    // A 413 that no lowered body limit explains (the parts of one push add
+    // up to more than the server takes in one push) stays final: asked
+    // again, the body limit still fits the part.
+    let third = TestServer::start_with(
+        &db.url,
+        |c| {
+            c.listen = addr;
+            c.max_body_bytes = 16 * 1024;
+            c.max_push_bytes = 32 * 1024;
+        },
+        hs256(),
+    )
+    .await;
+    let batch: Vec<NewFile> = (0..300)
+        .map(|i| file(&format!("/big/{i:03}"), "b"))
+        .collect();
+    s.put_batch(&batch).await.unwrap();
+    match push(&s, &remote, &retrying()).await.unwrap_err() {
+        nexus_sync::Error::Remote { status, kind, .. } => {
+            assert_eq!((status, kind.as_str()), (Some(413), "too_large"));
+        }
+        e => panic!("{e}"),
+    }
+    assert_eq!(live_files(&db.url).await, 201, "nothing of it applied");
+    third.stop().await;
 }
 
 /// A database restored from a copy under the same id may have lost a

@@ -187,31 +187,42 @@ impl Server<'_> {
         })
     }
 
-    /// Sends one request of a push sized by `state`'s body limit: a 413 to
-    /// a body within it says that the limit was lowered since
-    /// ([`protocol::limit_lowered`]): the sync asks again and pushes again.
+    /// Sends one request of a push (of `source`) sized by `state`'s body
+    /// limit. A 413 to a body within that limit asks the state again: when
+    /// the limit is now below the body ([`protocol::limit_lowered`]), the
+    /// sync pushes again by the new limit; any other 413 stays final.
     async fn push_call<T: DeserializeOwned>(
         &self,
         request: protocol::PushRequest,
+        source: &str,
         state: &protocol::State,
     ) -> Result<T, SyncError> {
         let sent = request.body.len();
-        self.call("POST", &request.path, Some(request.body))
-            .await
-            .map_err(|e| match e {
-                SyncError::Remote {
+        match self.call("POST", &request.path, Some(request.body)).await {
+            Err(SyncError::Remote {
+                kind,
+                message,
+                status: 413,
+                ..
+            }) => {
+                let lowered = match self.state(source).await {
+                    Ok(now) => protocol::limit_lowered(sent, state, &now),
+                    Err(_) => false,
+                };
+                Err(SyncError::Remote {
                     kind,
-                    message,
+                    message: match lowered {
+                        true => {
+                            format!("{message} (its limit was lowered since this store heard it)")
+                        }
+                        false => message,
+                    },
+                    again: lowered,
                     status: 413,
-                    ..
-                } if protocol::limit_lowered(sent, state) => SyncError::Remote {
-                    kind,
-                    message: format!("{message} (its limit was lowered since this store heard it)"),
-                    again: true,
-                    status: 413,
-                },
-                e => e,
-            })
+                })
+            }
+            other => other,
+        }
     }
 
     /// One request; whatever fails, the next sync asks [`protocol::STATE`] again.
@@ -447,13 +458,16 @@ async fn rounds(
             let applying = requests.pop().expect("a push is at least one request");
             let mut staged = Ok(());
             for part in requests {
-                if let Err(e) = server.push_call::<protocol::Staged>(part, &state).await {
+                if let Err(e) = server
+                    .push_call::<protocol::Staged>(part, &source, &state)
+                    .await
+                {
                     staged = Err(e);
                     break;
                 }
             }
             let answer = match staged {
-                Ok(()) => server.push_call(applying, &state).await,
+                Ok(()) => server.push_call(applying, &source, &state).await,
                 Err(e) => Err(e),
             };
             let pushed: Pushed<PushReport> = match answer {
