@@ -66,6 +66,17 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// The id of the database at `url` (its `nexus_state.store_id`): the hub
+/// its feed and its sync server name.
+pub async fn store_id(url: &str) -> String {
+    connect(url)
+        .await
+        .query_one("SELECT store_id FROM nexus_state WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// Asserts that no write was lost: every etag in `written` is a version
 /// in the database at `url` (current at its path, in a conflict copy, or
 /// in a file's history).

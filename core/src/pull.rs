@@ -759,10 +759,10 @@ const DISCARDING: i64 = -1;
 /// leaves open): marks it as being discarded ([`DISCARDING`]) and empties
 /// the tables it loaded, each in a transaction of its own (a load can be
 /// large), without the foreign keys' checks and actions (the load was
-/// inserted without them, and all of it goes); then, in one last
-/// transaction, builds the indexes it dropped, forgets it and takes a
-/// stamp of its own, whose event tells subscribers that everything may
-/// have changed. Cut anywhere, it is still the unfinished load, now marked:
+/// inserted without them, and all of it goes); builds the indexes it
+/// dropped ([`build_indexes`]); then, in one last transaction, forgets it
+/// and takes a stamp of its own, whose event tells subscribers that
+/// everything may have changed. Cut anywhere, it is still the unfinished load, now marked:
 /// the next bulk pull, from any database (also the one it came from),
 /// discards it again. The store is then as before the load began: empty,
 /// with every index.
@@ -777,19 +777,7 @@ fn discard_load(e: &mut Engine, u: &Unfinished, watchers: &crate::watch::Watcher
         e.end_long_write(true)?;
         e.begin_long_write()?;
     }
-    for sql in &u.indexes {
-        let built = e
-            .query_one(
-                "SELECT 1 FROM sqlite_schema WHERE type = 'index' AND sql = ?1",
-                &[text(sql)],
-                |_| Ok(()),
-            )?
-            .is_some();
-        if !built {
-            e.execute_script(sql)?;
-        }
-    }
-    e.clear_statements();
+    build_indexes(e, &u.indexes)?;
     e.execute(
         "DELETE FROM nexus_pulled WHERE change_seq = ?1",
         &[int(u.seq)],
@@ -802,6 +790,31 @@ fn discard_load(e: &mut Engine, u: &Unfinished, watchers: &crate::watch::Watcher
     watchers.changed_everything();
     e.end_long_write(true)?;
     e.begin_long_write()
+}
+
+/// Builds the indexes of `sqls` (a load's dropped definitions) that the
+/// schema lacks, in the open long write, which it leaves open. Each in a
+/// transaction of its own: the engine holds a transaction's pages in
+/// memory until it commits, so one transaction for all of them held every
+/// index at once. One already there (a finish or a discard cut after
+/// building it) is not built again.
+fn build_indexes(e: &mut Engine, sqls: &[String]) -> Result<()> {
+    for sql in sqls {
+        let built = e
+            .query_one(
+                "SELECT 1 FROM sqlite_schema WHERE type = 'index' AND sql = ?1",
+                &[text(sql)],
+                |_| Ok(()),
+            )?
+            .is_some();
+        if !built {
+            e.execute_script(sql)?;
+            e.clear_statements();
+            e.end_long_write(true)?;
+            e.begin_long_write()?;
+        }
+    }
+    Ok(())
 }
 
 /// Drops the secondary indexes of the loaded tables (in the open
@@ -898,26 +911,7 @@ impl BulkPull<'_> {
         let mut all = self.all.take().expect("open until finished");
         let e = &mut all.writer;
         let done = (|| -> Result<()> {
-            // Each index in a transaction of its own: the engine holds a
-            // transaction's pages in memory until it commits, so one
-            // transaction for all of them held every index at once. One
-            // already there (a finish cut after building it) is not built
-            // again.
-            for sql in &self.indexes {
-                let built = e
-                    .query_one(
-                        "SELECT 1 FROM sqlite_schema WHERE type = 'index' AND sql = ?1",
-                        &[text(sql)],
-                        |_| Ok(()),
-                    )?
-                    .is_some();
-                if !built {
-                    e.execute_script(sql)?;
-                    e.clear_statements();
-                    e.end_long_write(true)?;
-                    e.begin_long_write()?;
-                }
-            }
+            build_indexes(e, &self.indexes)?;
             e.execute(
                 "DELETE FROM nexus_bulk_pull WHERE hub_id = ?1",
                 &[text(&self.hub_id)],

@@ -153,27 +153,24 @@ impl HttpHub {
             .post(self.at(&request.path))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(request.body);
-        match self.send(post).await {
-            Err(Error::Remote {
-                url,
-                status: Some(413),
-                kind,
-                message,
-            }) => {
-                let lowered = match self.state(source).await {
-                    Ok(now) => protocol::limit_lowered(sent, server, &now),
-                    Err(_) => false,
-                };
-                Err(match lowered {
-                    true => remote(
-                        &url,
-                        Some(413),
-                        protocol::LIMIT_LOWERED,
-                        format!("{message} (its limit was lowered since this client heard it)"),
-                    ),
-                    false => remote(&url, Some(413), &kind, message),
-                })
-            }
+        let answer = self.send(post).await;
+        let Err(Error::Remote {
+            status: Some(413), ..
+        }) = &answer
+        else {
+            return answer;
+        };
+        let lowered = match self.state(source).await {
+            Ok(now) => protocol::limit_lowered(sent, server, &now),
+            Err(_) => false,
+        };
+        match answer {
+            Err(Error::Remote { url, message, .. }) if lowered => Err(remote(
+                &url,
+                Some(413),
+                protocol::LIMIT_LOWERED,
+                format!("{message} (its limit was lowered since this client heard it)"),
+            )),
             other => other,
         }
     }

@@ -2059,36 +2059,14 @@ async fn a_cut_first_pull_resumes_where_it_stopped() {
         a.set_metadata(&path, "n", &json!(i)).await.unwrap();
     }
     push(&a, &db.url).await;
-    let client = pg::connect(&db.url).await;
-    let hub: String = client
-        .query_one("SELECT store_id FROM nexus_state WHERE id = 1", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let hub = pg::store_id(&db.url).await;
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("b.db");
     let b = Store::open(&path).await.unwrap();
     // The load of the first three chunks of 40 files commits; the fourth
     // fails.
-    {
-        let mut bulk = b.begin_bulk_pull(&hub).await.unwrap().unwrap();
-        let mut client = pg::connect(&db.url).await;
-        let mut chunks = 0;
-        let cut = nexus_pg::read_snapshot(&mut client, 40, None, |c| {
-            chunks += 1;
-            if chunks == 4 {
-                return Err(nexus_core::Error::Unsupported {
-                    feature: "test",
-                    reason: "cut".into(),
-                });
-            }
-            bulk.load(&c)
-        })
-        .await;
-        assert!(cut.is_err());
-        assert_eq!(bulk.rows(), 120);
-    }
+    assert_eq!(cut_first_pull(&b, &hub, &db.url, 3).await, 120);
     let loaded = b.list("/r/").await.unwrap();
     assert_eq!(loaded.len(), 120, "three chunks of files committed");
     let err = b.put(file("/local", "x")).await.unwrap_err();
@@ -2138,6 +2116,28 @@ async fn a_cut_first_pull_resumes_where_it_stopped() {
     assert!(!again.bulk, "{again:?}");
 }
 
+/// Begins `store`'s first pull from the database at `url` (whose id is
+/// `hub`) and cuts it after `chunks` chunks of 40 rows committed (the next
+/// fails, as a lost connection would); returns the rows loaded.
+async fn cut_first_pull(store: &Store, hub: &str, url: &str, chunks: usize) -> u64 {
+    let mut bulk = store.begin_bulk_pull(hub).await.unwrap().unwrap();
+    let mut client = pg::connect(url).await;
+    let mut loaded = 0;
+    let cut = nexus_pg::read_snapshot(&mut client, 40, None, |c| {
+        if loaded == chunks {
+            return Err(nexus_core::Error::Unsupported {
+                feature: "test",
+                reason: "cut".into(),
+            });
+        }
+        loaded += 1;
+        bulk.load(&c)
+    })
+    .await;
+    assert!(cut.is_err(), "cut after {chunks} chunks");
+    bulk.rows()
+}
+
 /// A first pull cut after some chunks can only be finished from the
 /// database it came from. A pull from another database (the store pointed
 /// elsewhere, or its server now in front of another database) discards it
@@ -2162,39 +2162,12 @@ async fn a_cut_first_pull_is_discarded_by_a_pull_from_another_database() {
         other.put(file(&format!("/b/{i}"), "b")).await.unwrap();
     }
     push(&other, &db_b.url).await;
-    let hub_of = |url: String| async move {
-        pg::connect(&url)
-            .await
-            .query_one("SELECT store_id FROM nexus_state WHERE id = 1", &[])
-            .await
-            .unwrap()
-            .get::<_, String>(0)
-    };
-    let (hub_a, hub_b) = (
-        hub_of(db_a.url.clone()).await,
-        hub_of(db_b.url.clone()).await,
-    );
+    let (hub_a, hub_b) = (pg::store_id(&db_a.url).await, pg::store_id(&db_b.url).await);
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("b.db");
     let b = Store::open(&path).await.unwrap();
-    {
-        let mut bulk = b.begin_bulk_pull(&hub_a).await.unwrap().unwrap();
-        let mut client = pg::connect(&db_a.url).await;
-        let mut chunks = 0;
-        let cut = nexus_pg::read_snapshot(&mut client, 40, None, |c| {
-            chunks += 1;
-            if chunks == 3 {
-                return Err(nexus_core::Error::Unsupported {
-                    feature: "test",
-                    reason: "cut".into(),
-                });
-            }
-            bulk.load(&c)
-        })
-        .await;
-        assert!(cut.is_err());
-    }
+    cut_first_pull(&b, &hub_a, &db_a.url, 2).await;
     assert_eq!(b.list("/a/").await.unwrap().len(), 80);
     assert!(matches!(
         b.put(file("/local", "x")).await.unwrap_err(),
@@ -2236,22 +2209,7 @@ async fn a_cut_first_pull_is_discarded_by_a_pull_from_another_database() {
     // A itself must not resume it, but discard it and load A afresh.
     let path = dir.path().join("c.db");
     let c = Store::open(&path).await.unwrap();
-    {
-        let mut bulk = c.begin_bulk_pull(&hub_a).await.unwrap().unwrap();
-        let mut client = pg::connect(&db_a.url).await;
-        let mut chunks = 0;
-        let _ = nexus_pg::read_snapshot(&mut client, 40, None, |ch| {
-            chunks += 1;
-            if chunks == 12 {
-                return Err(nexus_core::Error::Unsupported {
-                    feature: "test",
-                    reason: "cut".into(),
-                });
-            }
-            bulk.load(&ch)
-        })
-        .await;
-    }
+    cut_first_pull(&c, &hub_a, &db_a.url, 11).await;
     drop(c);
     {
         let db = rusqlite::Connection::open(&path).unwrap();

@@ -848,18 +848,7 @@ async fn a_client_asks_again_when_the_server_serves_another_database() {
         s.put(file(&format!("/h/{i}"), "a")).await.unwrap();
     }
     let r = sync_with(&s, &remote, &retrying).await.unwrap();
-    let hub = |db: &str| {
-        let db = db.to_string();
-        async move {
-            pg::connect(&db)
-                .await
-                .query_one("SELECT store_id FROM nexus_state WHERE id = 1", &[])
-                .await
-                .unwrap()
-                .get::<_, String>(0)
-        }
-    };
-    assert_eq!(r.pull.hub_id, hub(&db1.url).await);
+    assert_eq!(r.pull.hub_id, pg::store_id(&db1.url).await);
     first.stop().await;
     let second = TestServer::start_with(&db2.url, |c| c.listen = addr, hs256()).await;
 
@@ -874,7 +863,7 @@ async fn a_client_asks_again_when_the_server_serves_another_database() {
     .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"], "hub_changed");
-    let db2_id = hub(&db2.url).await;
+    let db2_id = pg::store_id(&db2.url).await;
     assert!(
         body["message"].as_str().unwrap().contains(&db2_id),
         "{body}"
