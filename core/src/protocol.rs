@@ -136,6 +136,10 @@ pub struct Pulled {
     /// `changes.through` and `within` = this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within: Option<crate::SnapshotCursor>,
+    /// How many of the caller's own transactions (of the `source` asked
+    /// about) the page passed over unread (`FeedPage::left_out`).
+    #[serde(default, skip_serializing_if = "crate::pull::is_zero")]
+    pub left_out: u64,
 }
 
 /// The answer of [`SNAPSHOT`].
@@ -470,6 +474,7 @@ impl Pulled {
             referenced_files: self.referenced_files,
             referenced_versions: self.referenced_versions,
             within: self.within,
+            left_out: self.left_out,
         }
     }
 }

@@ -52,6 +52,18 @@ pub struct FeedPage {
     /// come: ask again from `changes.through` with this cursor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within: Option<SnapshotCursor>,
+    /// How many of the reader's own transactions the page passed over
+    /// without reading them (a sync server's pull leaves out a source's
+    /// transactions every row of which that source wrote: rows a reader
+    /// leaves out anyway). Not 0: the page moves the position past changes
+    /// of the reader's, which records it as it would a page of their rows.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub left_out: u64,
+}
+
+/// Serde's test for a count left out when 0.
+pub(crate) fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What a pull did.
@@ -142,7 +154,11 @@ impl Store {
         };
         loop {
             let (page, pushed_through) = feed.page(report.to, within.as_ref(), max_rows).await?;
-            if page.changes.is_empty() && page.within.is_none() && within.is_none() {
+            if page.changes.is_empty()
+                && page.within.is_none()
+                && within.is_none()
+                && page.left_out == 0
+            {
                 // Nothing to apply: the position moves in this run only (the
                 // next pull reads the same empty range again), so an idle sync
                 // writes nothing here.

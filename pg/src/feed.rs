@@ -332,6 +332,28 @@ fn stamps_of_transactions() -> String {
     first_stamps("change_seq = ANY($1::int8[])", "$2")
 }
 
+/// The statement that tells, inside a writing transaction, its id and
+/// whether every row it wrote has the origin `$1` (each of its rows in the
+/// feed's tables, found by `change_seq`, the id of the transaction that
+/// last wrote the row): such a transaction holds nothing for that source's
+/// pulls, which leave out a page's rows of their own origin anyway
+/// (`nexus_core::Store::apply_pull`), so its pulls may skip it
+/// ([`read_tenant_page`]'s `leave_out`).
+pub fn own_transaction_sql() -> String {
+    let written_by_others: Vec<String> = nexus_core::CHANGE_TABLES
+        .iter()
+        .map(|t| {
+            format!(
+                "EXISTS (SELECT 1 FROM {t} WHERE change_seq = x.id AND origin_id IS DISTINCT FROM $1)"
+            )
+        })
+        .collect();
+    format!(
+        "SELECT x.id, NOT ({}) FROM (SELECT pg_current_xact_id()::text::int8 AS id) AS x",
+        written_by_others.join(" OR ")
+    )
+}
+
 /// The first `$3` transactions after `$1` through `$2` that wrote rows of
 /// the tenant `$4`: its files and chunks (by their indexes on `(tenant_id,
 /// change_seq)`), its versions, keys and removals, and rows whose tenant
@@ -395,7 +417,7 @@ pub async fn read_page(
     within: Option<&SnapshotCursor>,
     max_rows: usize,
 ) -> Result<FeedPage> {
-    read_tenant_page(client, cache, None, after, within, max_rows).await
+    read_tenant_page(client, cache, None, after, within, max_rows, &[]).await
 }
 
 /// [`read_page`] for one tenant (`Some`), or all (`None`): only rows of
@@ -404,7 +426,10 @@ pub async fn read_page(
 /// transactions are neither read nor counted towards the page's size).
 /// Positions are those of the whole feed; a page may hold none and still
 /// move the position (past other tenants' transactions, or a transaction
-/// whose rows were all written again later).
+/// whose rows were all written again later). The tenant's transactions in
+/// `leave_out` (the reader's own, every row of which it wrote:
+/// [`own_transaction_sql`]) are neither read nor counted; the page says
+/// how many it left out ([`FeedPage::left_out`]).
 pub async fn read_tenant_page(
     client: &mut tokio_postgres::Client,
     cache: &nexus_postgres::StatementCache,
@@ -412,6 +437,7 @@ pub async fn read_tenant_page(
     after: i64,
     within: Option<&SnapshotCursor>,
     max_rows: usize,
+    leave_out: &[i64],
 ) -> Result<FeedPage> {
     let tables = snapshot_tables();
     let start = resume_at(&tables, within)?;
@@ -438,7 +464,10 @@ pub async fn read_tenant_page(
                 };
                 read_part(&db, &tables, tenant, part, max_rows).await
             }
-            None => read_in(&db, &tables, tenant, after, safe, next, max_rows).await,
+            None => {
+                let bounds = Bounds { safe, next };
+                read_in(&db, &tables, tenant, after, bounds, max_rows, leave_out).await
+            }
         }
     };
     let (settings, page) = tokio::join!(settings, read);
@@ -488,14 +517,20 @@ async fn durable_here(db: &Cached<'_, impl GenericClient + Sync>, moves: bool) -
     Ok(())
 }
 
+/// The feed's safe position and the next transaction id ([`bounds`]).
+struct Bounds {
+    safe: i64,
+    next: i64,
+}
+
 async fn read_in(
     db: &Cached<'_, impl GenericClient + Sync>,
     tables: &[SnapshotTable],
     tenant: Option<&str>,
     after: i64,
-    safe: i64,
-    next: i64,
+    Bounds { safe, next }: Bounds,
     max_rows: usize,
+    leave_out: &[i64],
 ) -> Result<FeedPage> {
     if after >= next {
         return Err(nexus_core::Error::InvalidArgument {
@@ -523,13 +558,14 @@ async fn read_in(
     // All tenants: the first rows after the position. One tenant: the
     // transactions that wrote its rows, no others, then their first rows;
     // the page ends at the last of them when the list was cut.
+    let mut left_out: Vec<i64> = Vec::new();
     let (transactions, end, stamps) = match &tenant {
         None => {
             let rows = db.query(&stamps_in_range(), &[&after, &safe, &limit]).await;
             (Vec::new(), safe, rows)
         }
         Some(t) => {
-            let list: Vec<i64> = db
+            let mut list: Vec<i64> = db
                 .query(TENANT_TRANSACTIONS, &[&after, &safe, &limit, t])
                 .await
                 .map_err(pg_err("paging the change feed"))?
@@ -540,6 +576,14 @@ async fn read_in(
                 Some(&last) if list.len() as i64 == limit => last,
                 _ => safe,
             };
+            // Left out after the end is known: the page still ends where
+            // the whole list would have ended it.
+            left_out = list
+                .iter()
+                .copied()
+                .filter(|s| leave_out.contains(s))
+                .collect();
+            list.retain(|s| !leave_out.contains(s));
             let rows = if list.is_empty() {
                 Ok(Vec::new())
             } else {
@@ -562,7 +606,9 @@ async fn read_in(
                 start: 0,
                 cursor: None,
             };
-            return read_part(db, tables, tenant, part, max_rows).await;
+            let mut page = read_part(db, tables, tenant, part, max_rows).await?;
+            page.left_out = left_out.iter().filter(|&&s| s < stamp).count() as u64;
+            return Ok(page);
         }
     };
     let transactions: Vec<i64> = transactions.into_iter().filter(|&s| s <= through).collect();
@@ -634,6 +680,8 @@ async fn read_in(
         referenced_files: referenced.files,
         referenced_versions: referenced.versions,
         within: None,
+        // Those of them this page passes over.
+        left_out: left_out.iter().filter(|&&s| s <= through).count() as u64,
     })
 }
 
@@ -807,6 +855,7 @@ async fn read_part(
         referenced_files: referenced.files,
         referenced_versions: referenced.versions,
         within,
+        left_out: 0,
     })
 }
 

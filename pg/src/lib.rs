@@ -29,7 +29,8 @@ mod feed;
 mod ops;
 
 pub use feed::{
-    FeedPage, SnapshotPage, read_page, read_snapshot, read_snapshot_page, read_tenant_page,
+    FeedPage, SnapshotPage, own_transaction_sql, read_page, read_snapshot, read_snapshot_page,
+    read_tenant_page,
 };
 
 /// Where a store lives, as the user wrote it: a `postgresql://` or
@@ -405,6 +406,7 @@ impl PgStore {
                     after,
                     within.as_ref(),
                     max_rows,
+                    &[],
                 )
                 .await
             }

@@ -18,6 +18,7 @@
 
 pub mod auth;
 mod error;
+mod own;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -129,6 +130,8 @@ struct Shared {
     all_applies: Arc<Semaphore>,
     max_body: usize,
     max_push: u64,
+    /// Pushes' transactions that their sources' pulls may leave out.
+    own: own::OwnTransactions,
 }
 
 impl Shared {
@@ -187,6 +190,7 @@ impl Server {
             all_applies: Arc::new(Semaphore::new(config.max_applies.max(1))),
             max_body: config.max_body_bytes,
             max_push: config.max_push_bytes,
+            own: own::OwnTransactions::default(),
         });
         let router = router(shared, &config)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -531,8 +535,12 @@ async fn push(
         }
     };
     let source = file.source_id.clone();
-    let report = nexus_sync::apply_push(&mut client, file, q.base, Some(&tenant)).await?;
+    let applied = nexus_sync::apply_push(&mut client, file, q.base, Some(&tenant)).await?;
     drop(permit);
+    if let Some(id) = applied.own_transaction {
+        shared.own.note(&tenant, &source, id);
+    }
+    let report = applied.report;
     if let Some(upload) = upload {
         // Applied: its parts go (and any upload's that never completed).
         let cleaned = client
@@ -728,10 +736,28 @@ async fn pull(
         }
         None => 0,
     };
+    // The caller's own transactions, unread ([`own`]).
+    let leave_out = match &q.source {
+        Some(s) => shared.own.of(&tenant, s),
+        None => Vec::new(),
+    };
     let (client, cache) = pooled.parts();
-    let page =
-        nexus_pg::read_tenant_page(client, cache, Some(&tenant), q.after, within.as_ref(), rows)
-            .await?;
+    let page = nexus_pg::read_tenant_page(
+        client,
+        cache,
+        Some(&tenant),
+        q.after,
+        within.as_ref(),
+        rows,
+        &leave_out,
+    )
+    .await?;
+    if let Some(s) = &q.source {
+        let through = page.changes.through;
+        shared
+            .own
+            .passed(&tenant, s, through, page.within.is_some());
+    }
     Ok(Json(Pulled {
         protocol: PROTOCOL_VERSION,
         hub_id: shared.hub_id.clone(),
@@ -741,6 +767,7 @@ async fn pull(
         referenced_versions: page.referenced_versions,
         caught_up: page.caught_up,
         within: page.within,
+        left_out: page.left_out,
     }))
 }
 

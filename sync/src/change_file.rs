@@ -39,13 +39,16 @@ pub async fn apply_change_file(
         let cache = StatementCache::default();
         // The conflict rule, knowing nothing of what the file's writer had
         // pulled: as an embedded store's import applies it.
-        let report = apply_once(
+        let (report, _) = apply_once(
             &mut client,
             &cache,
             &range,
             batch.clone(),
-            Seen::Unknown,
-            None,
+            How {
+                seen: Seen::Unknown,
+                tenant: None,
+                own: false,
+            },
         )
         .await?;
         if let Some(p) = &options.progress {
@@ -71,11 +74,31 @@ pub async fn apply_push(
     file: ChangeFile,
     base: Option<i64>,
     tenant: Option<&str>,
-) -> Result<SyncReport> {
+) -> Result<PushApplied> {
     let (range, batch) = checked_batch(file)?;
     let seen = base.map_or(Seen::Unknown, Seen::Through);
     let (client, cache) = client.parts();
-    apply_once(client, cache, &range, batch, seen, tenant).await
+    let how = How {
+        seen,
+        tenant,
+        own: true,
+    };
+    let (report, own_transaction) = apply_once(client, cache, &range, batch, how).await?;
+    Ok(PushApplied {
+        report,
+        own_transaction,
+    })
+}
+
+/// What [`apply_push`] did.
+#[derive(Debug)]
+pub struct PushApplied {
+    /// What a sync run reports.
+    pub report: SyncReport,
+    /// The id of the push's transaction when it wrote rows, all of them
+    /// the source's own (`nexus_pg::own_transaction_sql`): the source's
+    /// pulls may leave it out (`nexus_pg::read_tenant_page`).
+    pub own_transaction: Option<i64>,
 }
 
 /// What an apply needs of a change file besides its rows.
@@ -104,14 +127,25 @@ fn checked_batch(file: ChangeFile) -> Result<(Range, Batch)> {
     }
 }
 
+/// How [`apply_once`] applies: the conflict rule's knowledge of what the
+/// source had pulled, the tenant every row must belong to, and whether to
+/// find out if the transaction wrote only the source's own rows.
+struct How<'a> {
+    seen: Seen,
+    tenant: Option<&'a str>,
+    own: bool,
+}
+
+/// Applies the file's rows in one transaction; with the report, the
+/// transaction's id when `how.own` and every row it wrote is the source's
+/// (`nexus_pg::own_transaction_sql`).
 async fn apply_once(
     client: &mut tokio_postgres::Client,
     cache: &StatementCache,
     file: &Range,
     mut batch: Batch,
-    seen: Seen,
-    tenant: Option<&str>,
-) -> Result<SyncReport> {
+    How { seen, tenant, own }: How<'_>,
+) -> Result<(SyncReport, Option<i64>)> {
     let started = Instant::now();
     // The bulk-load lock shared with the source's, before reading any
     // table: a bulk load holding it alone locks them.
@@ -133,7 +167,7 @@ async fn apply_once(
         report.to_seq = at;
         tx.commit().await.map_err(Error::pg("committing"))?;
         report.seconds = started.elapsed().as_secs_f64();
-        return Ok(report);
+        return Ok((report, None));
     }
     // A sync client's push (it says what it pulled: `Seen::Through`)
     // starts at the watermark it was told or its last push left; one that
@@ -183,12 +217,27 @@ async fn apply_once(
     report
         .conflicts
         .extend(make_live(&db, &file.source_id, seen, &live_ids).await?);
-    record_watermark(&db, &file.source_id, file.through, "change_file", tenant).await?;
+    // Sent together (pipelined): the watermark, and whether the rows
+    // written are all the source's own.
+    let watermark = record_watermark(&db, &file.source_id, file.through, "change_file", tenant);
+    let written = async {
+        if !own {
+            return Ok::<_, Error>(None);
+        }
+        let row = db
+            .query_one(&nexus_pg::own_transaction_sql(), &[&file.source_id])
+            .await
+            .map_err(Error::pg("reading what the push wrote"))?;
+        Ok(row.get::<_, bool>(1).then(|| row.get::<_, i64>(0)))
+    };
+    let (watermark, written) = tokio::join!(watermark, written);
+    watermark?;
+    let own_transaction = written?;
     tx.commit()
         .await
         .map_err(Error::pg("committing the change file"))?;
     report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    Ok((report, own_transaction))
 }
 
 /// Refuses the rows of `b` unless every row belongs to `tenant`: files

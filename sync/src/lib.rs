@@ -46,7 +46,7 @@ mod replicate;
 mod resolve;
 mod verify;
 
-pub use change_file::{apply_change_file, apply_push};
+pub use change_file::{PushApplied, apply_change_file, apply_push};
 pub use dryrun::{DryRunReport, MAX_LISTED_PROBLEMS};
 pub use error::{Error, Result};
 pub use http::HttpHub;

@@ -185,6 +185,118 @@ async fn push_and_pull_through_the_server() {
     server.stop().await;
 }
 
+/// The newest transaction that wrote files in the database at `db_url`.
+async fn newest_file_transaction(db_url: &str) -> i64 {
+    pg::connect(db_url)
+        .await
+        .query_one("SELECT max(change_seq) FROM file_paths", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A raw pull of tenant `default` from position 0, as `source` (none: as
+/// nobody), asked again until its page passes transaction `past`.
+async fn raw_pull_past(server: &TestServer, source: Option<&str>, past: i64) -> Value {
+    let source = source.map(|s| format!("&source={s}")).unwrap_or_default();
+    let url = format!("{}/v1/pull?after=0{source}", server.url);
+    for _ in 0..600 {
+        let (status, _, body) = call(
+            reqwest::Method::GET,
+            &url,
+            Some(&token("default", 60)),
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        if body["changes"]["through"].as_i64().unwrap() >= past {
+            return body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no page passed transaction {past} in a minute");
+}
+
+/// The virtual paths of a raw pull page's files.
+fn page_paths(page: &Value) -> Vec<&str> {
+    page["changes"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["virtual_path"].as_str().unwrap())
+        .collect()
+}
+
+/// A store pulls back every transaction it pushed. The server passes over
+/// those that wrote only the store's own rows without reading them (the
+/// store would leave their rows out anyway) and says how many it passed
+/// over, so that the store still records its position. Another store of
+/// the tenant reads them; a push the conflict rule changed is read by its
+/// own source too (the rule's rows are the database's); and a server that
+/// did not apply a push reads it, and its store leaves its rows out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_passes_over_the_callers_own_pushes_unread() {
+    let db = pg::database("serve_own_pushes").await;
+    let server = TestServer::start(&db.url).await;
+    let remote = server.remote("default");
+    let (a, b) = (
+        Store::memory().await.unwrap(),
+        Store::memory().await.unwrap(),
+    );
+    let a_id = a.snapshot().await.unwrap().source_id().to_string();
+    let b_id = b.snapshot().await.unwrap().source_id().to_string();
+    a.put(file("/a/1", "a1")).await.unwrap();
+    a.put(file("/shared", "from-a")).await.unwrap();
+    push(&a, &remote, &opts()).await.unwrap();
+    let pushed = newest_file_transaction(&db.url).await;
+
+    // Asked by nobody in particular, the page holds the push.
+    let anyone = raw_pull_past(&server, None, pushed).await;
+    assert_eq!(page_paths(&anyone), ["/a/1", "/shared"], "{anyone}");
+    assert!(anyone.get("left_out").is_none(), "{anyone}");
+    // The store's own pull: nothing comes back, and the position is
+    // recorded (the page was not an idle one).
+    let r = sync_settled(&a, &remote, &db.url).await;
+    assert_eq!((r.pull.own, r.pull.files, r.pull.pages), (0, 0, 1), "{r:?}");
+    let hub = pg::store_id(&db.url).await;
+    assert!(a.pull_position(&hub).await.unwrap() >= pushed);
+
+    // Once pulled past, a push is forgotten: asked from 0 again, the page
+    // reads the first push and passes over the second unread.
+    a.put(file("/a/2", "a2")).await.unwrap();
+    push(&a, &remote, &opts()).await.unwrap();
+    let pushed = newest_file_transaction(&db.url).await;
+    let own = raw_pull_past(&server, Some(&a_id), pushed).await;
+    assert_eq!(page_paths(&own), ["/a/1", "/shared"], "{own}");
+    assert_eq!(own["left_out"], 1, "{own}");
+
+    // Another store of the tenant reads it all. Its own file at the
+    // shared path becomes a conflict copy, a transaction with rows of the
+    // database's: its own pull reads that one.
+    b.put(file("/shared", "from-b")).await.unwrap();
+    let r = sync_settled(&b, &remote, &db.url).await;
+    assert_eq!(r.push.conflicts.len(), 1, "{r:?}");
+    let copy = r.push.conflicts[0].copy.clone();
+    assert_eq!(paths(&b).await, ["/a/1", "/a/2", "/shared", copy.as_str()]);
+    let settled = newest_file_transaction(&db.url).await;
+    let own = raw_pull_past(&server, Some(&b_id), settled).await;
+    assert!(own.get("left_out").is_none(), "{own}");
+    assert!(page_paths(&own).contains(&copy.as_str()), "{own}");
+
+    // A second server in front of the same database has not applied the
+    // next push: it reads it, and the store leaves its rows out itself.
+    let second = TestServer::start(&db.url).await;
+    a.put(file("/a/3", "a3")).await.unwrap();
+    push(&a, &remote, &opts()).await.unwrap();
+    let r = sync_settled(&a, &second.remote("default"), &db.url).await;
+    assert!(r.pull.own >= 1, "{r:?}");
+    sync_settled(&b, &remote, &db.url).await;
+    assert_eq!(paths(&a).await, paths(&b).await);
+    second.stop().await;
+    server.stop().await;
+}
+
 /// No token, a bad one, an expired one: 401, and the answer names why
 /// without echoing the token. A token for tenant A can neither push rows
 /// of tenant B (403 naming the tenant, nothing applied) nor pull them.
