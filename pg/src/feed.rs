@@ -18,6 +18,7 @@
 
 pub use nexus_core::FeedPage;
 use std::collections::HashSet;
+use std::sync::LazyLock;
 
 use nexus_core::tables::{Cells, Column, FILE_PATHS, Kind, TableRow, VERSION_HISTORY};
 use nexus_core::{
@@ -249,6 +250,16 @@ fn row_of_tenant(table: &str, n: usize) -> String {
     }
 }
 
+/// When the database server started, in microseconds: a transaction id
+/// names one transaction only while it runs (after a crash, ids that never
+/// reached the disk are handed out again; a standby promoted in a
+/// failover may not have had them).
+macro_rules! started {
+    () => {
+        "(extract(epoch FROM pg_postmaster_start_time()) * 1000000)::int8"
+    };
+}
+
 /// The feed's bounds in the current snapshot: the safe position (every
 /// transaction that could still write rows of this database at or below it
 /// has ended) and the next transaction id.
@@ -264,7 +275,8 @@ fn row_of_tenant(table: &str, n: usize) -> String {
 /// transaction that holds the position back had already ended by the time
 /// the sessions were read (read again, the position moves past it).
 /// ARCHITECTURE.md has the argument.
-const BOUNDS: &str = "WITH snap AS (SELECT pg_current_snapshot() AS s), \
+const BOUNDS: &str = concat!(
+    "WITH snap AS (SELECT pg_current_snapshot() AS s), \
      elsewhere AS ( \
        SELECT backend_xid AS xid FROM pg_stat_activity \
         WHERE backend_xid IS NOT NULL AND datname IS NOT NULL AND datname <> current_database() \
@@ -274,21 +286,30 @@ const BOUNDS: &str = "WITH snap AS (SELECT pg_current_snapshot() AS s), \
         WHERE x::text::int8 % 4294967296 NOT IN (SELECT xid::text::int8 FROM elsewhere)) \
      SELECT coalesce(holder.x, pg_snapshot_xmax(snap.s)::text::int8) - 1, \
             pg_snapshot_xmax(snap.s)::text::int8, \
-            coalesce(pg_xact_status(holder.x::text::xid8) <> 'in progress', false) \
-       FROM snap, holder";
+            coalesce(pg_xact_status(holder.x::text::xid8) <> 'in progress', false), ",
+    started!(),
+    " FROM snap, holder"
+);
 
 /// How many times [`bounds`] reads again while the transaction holding the
 /// position back has ended.
 const BOUNDS_READS: usize = 4;
 
-/// The feed's safe position and the next transaction id ([`BOUNDS`]), read
-/// outside the snapshot that then reads rows up to it: any snapshot taken
-/// later sees every transaction that had ended before this one. Read again
-/// while the transaction that held the position back has ended in the
-/// meantime (a session of another database that went on quickly cannot be
-/// told apart from one of this database), so that a pull right after a
-/// write sees the write.
-async fn bounds(client: &Cached<'_, impl GenericClient + Sync>) -> Result<(i64, i64)> {
+/// The feed's safe position, the next transaction id and when the
+/// database server started ([`BOUNDS`]).
+struct Bounds {
+    safe: i64,
+    next: i64,
+    started: i64,
+}
+
+/// [`Bounds`], read outside the snapshot that then reads rows up to it:
+/// any snapshot taken later sees every transaction that had ended before
+/// this one. Read again while the transaction that held the position back
+/// has ended in the meantime (a session of another database that went on
+/// quickly cannot be told apart from one of this database), so that a pull
+/// right after a write sees the write.
+async fn bounds(client: &Cached<'_, impl GenericClient + Sync>) -> Result<Bounds> {
     let mut read = 0;
     loop {
         read += 1;
@@ -298,7 +319,11 @@ async fn bounds(client: &Cached<'_, impl GenericClient + Sync>) -> Result<(i64, 
             .map_err(pg_err("reading the feed's safe position"))?;
         let ended: bool = row.get(2);
         if !ended || read == BOUNDS_READS {
-            return Ok((row.get(0), row.get(1)));
+            return Ok(Bounds {
+                safe: row.get(0),
+                next: row.get(1),
+                started: row.get(3),
+            });
         }
     }
 }
@@ -332,14 +357,29 @@ fn stamps_of_transactions() -> String {
     first_stamps("change_seq = ANY($1::int8[])", "$2")
 }
 
-/// The statement that tells, inside a writing transaction, its id and
-/// whether every row it wrote has the origin `$1` (each of its rows in the
-/// feed's tables, found by `change_seq`, the id of the transaction that
-/// last wrote the row): such a transaction holds nothing for that source's
-/// pulls, which leave out a page's rows of their own origin anyway
-/// (`nexus_core::Store::apply_pull`), so its pulls may skip it
+/// A transaction that wrote only one source's rows
+/// ([`OWN_TRANSACTION`]): that source's pulls may pass over it unread
 /// ([`read_tenant_page`]'s `leave_out`).
-pub fn own_transaction_sql() -> String {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnTransaction {
+    /// Its id (`change_seq` of its rows).
+    pub id: i64,
+    /// When the database server that ran it started ([`started!`]): the
+    /// id names it only while that server runs.
+    pub started: i64,
+}
+
+/// The statement that tells, inside a writing transaction, its id, when
+/// the database server started, and whether every row it wrote has the
+/// origin `$1` (each of its rows in the feed's tables, found by
+/// `change_seq`, the id of the transaction that last wrote the row; a
+/// transaction that wrote none counts): such a transaction holds nothing
+/// for that source's pulls, which leave out a page's rows of their own
+/// origin anyway (`nexus_core::Store::apply_pull`). A row of it written
+/// again later is read with the transaction that wrote it; one the
+/// conflict rule marks as the database's later without stamping it again
+/// (`nexus_sync`'s `OWN_VERSIONS`, `OWN_KEYS`) holds what the source sent.
+pub static OWN_TRANSACTION: LazyLock<String> = LazyLock::new(|| {
     let written_by_others: Vec<String> = nexus_core::CHANGE_TABLES
         .iter()
         .map(|t| {
@@ -349,9 +389,19 @@ pub fn own_transaction_sql() -> String {
         })
         .collect();
     format!(
-        "SELECT x.id, NOT ({}) FROM (SELECT pg_current_xact_id()::text::int8 AS id) AS x",
+        "SELECT x.id, {}, NOT ({}) FROM (SELECT pg_current_xact_id()::text::int8 AS id) AS x",
+        started!(),
         written_by_others.join(" OR ")
     )
+});
+
+/// The running transaction, read by [`OWN_TRANSACTION`], when it wrote
+/// only the source's rows.
+pub fn own_transaction(row: &Row) -> Option<OwnTransaction> {
+    row.get::<_, bool>(2).then(|| OwnTransaction {
+        id: row.get(0),
+        started: row.get(1),
+    })
 }
 
 /// The first `$3` transactions after `$1` through `$2` that wrote rows of
@@ -428,8 +478,11 @@ pub async fn read_page(
 /// move the position (past other tenants' transactions, or a transaction
 /// whose rows were all written again later). The tenant's transactions in
 /// `leave_out` (the reader's own, every row of which it wrote:
-/// [`own_transaction_sql`]) are neither read nor counted; the page says
-/// how many it left out ([`FeedPage::left_out`]).
+/// [`OWN_TRANSACTION`]) are not read, when this database server ran them
+/// (their `started`); they still count towards where the page ends (the
+/// list of a tenant's transactions is cut by rows, not transactions, so
+/// only their rows tell where the list is complete). The page says how
+/// many it passed over ([`FeedPage::left_out`]).
 pub async fn read_tenant_page(
     client: &mut tokio_postgres::Client,
     cache: &nexus_postgres::StatementCache,
@@ -437,11 +490,11 @@ pub async fn read_tenant_page(
     after: i64,
     within: Option<&SnapshotCursor>,
     max_rows: usize,
-    leave_out: &[i64],
+    leave_out: &[OwnTransaction],
 ) -> Result<FeedPage> {
     let tables = snapshot_tables();
     let start = resume_at(&tables, within)?;
-    let (safe, next) = bounds(&Cached::new(&*client, cache)).await?;
+    let bounds = bounds(&Cached::new(&*client, cache)).await?;
     let tx = crate::ops::begin_snapshot(client, "starting a read of the change feed").await?;
     let db = Cached::new(&tx, cache);
     // The plan settings go with the page's first statement (pipelined;
@@ -465,8 +518,14 @@ pub async fn read_tenant_page(
                 read_part(&db, &tables, tenant, part, max_rows).await
             }
             None => {
-                let bounds = Bounds { safe, next };
-                read_in(&db, &tables, tenant, after, bounds, max_rows, leave_out).await
+                // Ids name the transactions noted only while the same
+                // database server runs.
+                let leave_out: Vec<i64> = leave_out
+                    .iter()
+                    .filter(|t| t.started == bounds.started)
+                    .map(|t| t.id)
+                    .collect();
+                read_in(&db, &tables, tenant, after, &bounds, max_rows, &leave_out).await
             }
         }
     };
@@ -517,18 +576,12 @@ async fn durable_here(db: &Cached<'_, impl GenericClient + Sync>, moves: bool) -
     Ok(())
 }
 
-/// The feed's safe position and the next transaction id ([`bounds`]).
-struct Bounds {
-    safe: i64,
-    next: i64,
-}
-
 async fn read_in(
     db: &Cached<'_, impl GenericClient + Sync>,
     tables: &[SnapshotTable],
     tenant: Option<&str>,
     after: i64,
-    Bounds { safe, next }: Bounds,
+    &Bounds { safe, next, .. }: &Bounds,
     max_rows: usize,
     leave_out: &[i64],
 ) -> Result<FeedPage> {
@@ -558,14 +611,13 @@ async fn read_in(
     // All tenants: the first rows after the position. One tenant: the
     // transactions that wrote its rows, no others, then their first rows;
     // the page ends at the last of them when the list was cut.
-    let mut left_out: Vec<i64> = Vec::new();
     let (transactions, end, stamps) = match &tenant {
         None => {
             let rows = db.query(&stamps_in_range(), &[&after, &safe, &limit]).await;
             (Vec::new(), safe, rows)
         }
         Some(t) => {
-            let mut list: Vec<i64> = db
+            let list: Vec<i64> = db
                 .query(TENANT_TRANSACTIONS, &[&after, &safe, &limit, t])
                 .await
                 .map_err(pg_err("paging the change feed"))?
@@ -576,14 +628,6 @@ async fn read_in(
                 Some(&last) if list.len() as i64 == limit => last,
                 _ => safe,
             };
-            // Left out after the end is known: the page still ends where
-            // the whole list would have ended it.
-            left_out = list
-                .iter()
-                .copied()
-                .filter(|s| leave_out.contains(s))
-                .collect();
-            list.retain(|s| !leave_out.contains(s));
             let rows = if list.is_empty() {
                 Ok(Vec::new())
             } else {
@@ -599,6 +643,9 @@ async fn read_in(
         .collect();
     let through = match page_end(&stamps, limit, end) {
         PageEnd::Through(through) => through,
+        // A transaction of the reader's own larger than a page alone:
+        // passed over whole.
+        PageEnd::Part(stamp) if leave_out.contains(&stamp) => stamp,
         PageEnd::Part(stamp) => {
             let part = Part {
                 after,
@@ -606,12 +653,14 @@ async fn read_in(
                 start: 0,
                 cursor: None,
             };
-            let mut page = read_part(db, tables, tenant, part, max_rows).await?;
-            page.left_out = left_out.iter().filter(|&&s| s < stamp).count() as u64;
-            return Ok(page);
+            return read_part(db, tables, tenant, part, max_rows).await;
         }
     };
-    let transactions: Vec<i64> = transactions.into_iter().filter(|&s| s <= through).collect();
+    // The page's transactions, but those passed over unread.
+    let (left_out, transactions): (Vec<i64>, Vec<i64>) = transactions
+        .into_iter()
+        .filter(|&s| s <= through)
+        .partition(|s| leave_out.contains(s));
     let range: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = match &tenant {
         None => [&after, &through],
         Some(t) => [&transactions, t],
@@ -680,8 +729,7 @@ async fn read_in(
         referenced_files: referenced.files,
         referenced_versions: referenced.versions,
         within: None,
-        // Those of them this page passes over.
-        left_out: left_out.iter().filter(|&&s| s <= through).count() as u64,
+        left_out: left_out.len() as u64,
     })
 }
 
@@ -974,7 +1022,9 @@ pub async fn read_snapshot(
 ) -> Result<i64> {
     let tables = snapshot_tables();
     let start = resume_at(&tables, after)?;
-    let (safe, _) = bounds(&Cached::new(&*client, &Default::default())).await?;
+    let safe = bounds(&Cached::new(&*client, &Default::default()))
+        .await?
+        .safe;
     let tx = crate::ops::begin_snapshot(client, "starting a snapshot read").await?;
     let chunk = i32::try_from(max_rows.max(1)).unwrap_or(i32::MAX);
     for (i, t) in tables.iter().enumerate().skip(start) {
@@ -1034,7 +1084,7 @@ pub async fn read_snapshot_page(
 ) -> Result<SnapshotPage> {
     let tables = snapshot_tables();
     let start = resume_at(&tables, after)?;
-    let (through, _) = bounds(&Cached::new(&*client, cache)).await?;
+    let through = bounds(&Cached::new(&*client, cache)).await?.safe;
     let tx = crate::ops::begin_snapshot(client, "starting a snapshot read").await?;
     let mut changes = Changes {
         after: 0,

@@ -29,8 +29,8 @@ mod feed;
 mod ops;
 
 pub use feed::{
-    FeedPage, SnapshotPage, own_transaction_sql, read_page, read_snapshot, read_snapshot_page,
-    read_tenant_page,
+    FeedPage, OWN_TRANSACTION, OwnTransaction, SnapshotPage, own_transaction, read_page,
+    read_snapshot, read_snapshot_page, read_tenant_page,
 };
 
 /// Where a store lives, as the user wrote it: a `postgresql://` or

@@ -95,10 +95,10 @@ pub async fn apply_push(
 pub struct PushApplied {
     /// What a sync run reports.
     pub report: SyncReport,
-    /// The id of the push's transaction when it wrote rows, all of them
-    /// the source's own (`nexus_pg::own_transaction_sql`): the source's
-    /// pulls may leave it out (`nexus_pg::read_tenant_page`).
-    pub own_transaction: Option<i64>,
+    /// The push's transaction when every row it wrote is the source's own
+    /// (`nexus_pg::OWN_TRANSACTION`): the source's pulls may pass over it
+    /// unread (`nexus_pg::read_tenant_page`).
+    pub own_transaction: Option<nexus_pg::OwnTransaction>,
 }
 
 /// What an apply needs of a change file besides its rows.
@@ -137,15 +137,15 @@ struct How<'a> {
 }
 
 /// Applies the file's rows in one transaction; with the report, the
-/// transaction's id when `how.own` and every row it wrote is the source's
-/// (`nexus_pg::own_transaction_sql`).
+/// transaction when `how.own` and every row it wrote is the source's
+/// (`nexus_pg::OWN_TRANSACTION`).
 async fn apply_once(
     client: &mut tokio_postgres::Client,
     cache: &StatementCache,
     file: &Range,
     mut batch: Batch,
     How { seen, tenant, own }: How<'_>,
-) -> Result<(SyncReport, Option<i64>)> {
+) -> Result<(SyncReport, Option<nexus_pg::OwnTransaction>)> {
     let started = Instant::now();
     // The bulk-load lock shared with the source's, before reading any
     // table: a bulk load holding it alone locks them.
@@ -225,10 +225,10 @@ async fn apply_once(
             return Ok::<_, Error>(None);
         }
         let row = db
-            .query_one(&nexus_pg::own_transaction_sql(), &[&file.source_id])
+            .query_one(nexus_pg::OWN_TRANSACTION.as_str(), &[&file.source_id])
             .await
             .map_err(Error::pg("reading what the push wrote"))?;
-        Ok(row.get::<_, bool>(1).then(|| row.get::<_, i64>(0)))
+        Ok(nexus_pg::own_transaction(&row))
     };
     let (watermark, written) = tokio::join!(watermark, written);
     watermark?;
