@@ -18,6 +18,14 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// The header that carries the protocol version, both ways.
 pub const PROTOCOL_HEADER: &str = "nexus-protocol";
 
+/// The header that may carry a request's query string instead of its URL
+/// (when [`State::query_header`] says the server reads it): a browser's
+/// requests then keep one URL per endpoint, so that the CORS preflight of
+/// a page on another origin is asked once per endpoint (and kept for the
+/// server's `Access-Control-Max-Age`), not before every request whose
+/// position changed the URL.
+pub const QUERY_HEADER: &str = "nexus-query";
+
 /// `GET`: `{"status": "ok", "protocol": 1}` while the database answers,
 /// 503 otherwise. No token needed.
 pub const HEALTH: &str = "/v1/health";
@@ -87,6 +95,20 @@ pub struct State {
     /// database.
     #[serde(default)]
     pub checks_hub: bool,
+    /// Whether the server reads a request's query string from the
+    /// [`QUERY_HEADER`] too. `false` (a server that does not say): in the
+    /// URL only.
+    #[serde(default)]
+    pub query_header: bool,
+}
+
+/// `path_and_query` as a path and its query string, if any: what goes in
+/// the URL and what may go in the [`QUERY_HEADER`].
+pub fn split_query(path_and_query: &str) -> (&str, Option<&str>) {
+    match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query, None),
+    }
 }
 
 /// The answer of [`PUSH_PART`].
@@ -387,6 +409,12 @@ impl Known {
         }
     }
 
+    /// Whether the server, as last heard, reads a request's query string
+    /// from the [`QUERY_HEADER`] ([`State::query_header`]).
+    pub fn query_header(&self) -> bool {
+        self.server.as_ref().is_some_and(|s| s.query_header)
+    }
+
     /// The server's state of `source` as the last answers left it, when it
     /// knows it and the server checks what a push names
     /// ([`State::checks_hub`]: a push from a watermark gone stale is
@@ -530,6 +558,7 @@ mod tests {
             watermark: 3,
             max_body,
             checks_hub: hub.is_some(),
+            query_header: false,
         }
     }
 

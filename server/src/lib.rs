@@ -28,8 +28,9 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -38,9 +39,10 @@ use nexus_core::ChangeFile;
 use nexus_postgres::{PgUrl, Pool, PoolOptions};
 use nexus_sync::protocol::{
     self, HEALTH, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, PUSH, PUSH_PART, Pulled, Pushed,
-    SNAPSHOT, STATE, Snapshotted, Staged,
+    QUERY_HEADER, SNAPSHOT, STATE, Snapshotted, Staged,
 };
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -254,6 +256,7 @@ fn router(shared: AppState, config: &Config) -> Result<Router, ServeError> {
                     header::AUTHORIZATION,
                     header::CONTENT_TYPE,
                     HeaderName::from_static(PROTOCOL_HEADER),
+                    HeaderName::from_static(QUERY_HEADER),
                 ])
                 .expose_headers([HeaderName::from_static(PROTOCOL_HEADER)])
                 .max_age(Duration::from_secs(600)),
@@ -366,9 +369,39 @@ fn check_source(source: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(t)| t)
-        .map_err(|e| ApiError::bad_request(format!("the query string: {}", e.body_text())))
+/// A request's parameters: its URL's query string, or the same in the
+/// [`QUERY_HEADER`] (a browser's: its URL then stays the same from request
+/// to request, so that the CORS preflight is asked once per endpoint, not
+/// for every new position); not both. Read as the handler asks (after the
+/// token: a request without a valid one gets 401 whatever its parameters).
+struct Params<T>(Result<T, ApiError>);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Params(params(parts)))
+    }
+}
+
+fn params<T: DeserializeOwned>(parts: &Parts) -> Result<T, ApiError> {
+    let bad = |what: String| ApiError::bad_request(format!("the query string: {what}"));
+    let uri = match (parts.uri.query(), parts.headers.get(QUERY_HEADER)) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(format!(
+                "parameters come in the query string or in the {QUERY_HEADER} header, not both"
+            )));
+        }
+        (_, None) => parts.uri.clone(),
+        (None, Some(h)) => h
+            .to_str()
+            .ok()
+            .and_then(|q| format!("/?{q}").parse::<Uri>().ok())
+            .ok_or_else(|| bad(format!("the {QUERY_HEADER} header is not one")))?,
+    };
+    Query::try_from_uri(&uri)
+        .map(|Query(t)| t)
+        .map_err(|e| bad(e.body_text()))
 }
 
 /// The source's watermark, for a caller that may write `tenant` (403 when
@@ -384,10 +417,10 @@ async fn watermark(
 async fn state(
     State(shared): State<AppState>,
     headers: HeaderMap,
-    q: Result<Query<SourceQuery>, axum::extract::rejection::QueryRejection>,
+    q: Params<SourceQuery>,
 ) -> Result<Json<protocol::State>, ApiError> {
     let tenant = tenant(&shared, &headers)?;
-    let q = query(q)?;
+    let q = q.0?;
     check_source(&q.source)?;
     let client = nexus_postgres::get(&shared.pool).await?;
     Ok(Json(protocol::State {
@@ -396,6 +429,7 @@ async fn state(
         watermark: watermark(&client, &q.source, &tenant).await?,
         max_body: Some(shared.max_body as u64),
         checks_hub: true,
+        query_header: true,
     }))
 }
 
@@ -510,13 +544,13 @@ const STAGED_FOR: &str = "1 day";
 async fn push(
     State(shared): State<AppState>,
     headers: HeaderMap,
-    q: Result<Query<PushQuery>, axum::extract::rejection::QueryRejection>,
+    q: Params<PushQuery>,
     request: Request,
 ) -> Result<Json<Pushed<nexus_sync::SyncReport>>, ApiError> {
     // The token first, then a place among the tenant's applies, and only
     // then the body.
     let tenant = tenant(&shared, &headers)?;
-    let q = query(q)?;
+    let q = q.0?;
     same_hub(&shared, q.hub.as_deref())?;
     let permit = apply_permit(&shared, &tenant).await?;
     let mut file = change_file(request).await?;
@@ -617,11 +651,11 @@ struct PartQuery {
 async fn push_part(
     State(shared): State<AppState>,
     headers: HeaderMap,
-    q: Result<Query<PartQuery>, axum::extract::rejection::QueryRejection>,
+    q: Params<PartQuery>,
     request: Request,
 ) -> Result<Json<Staged>, ApiError> {
     let tenant = tenant(&shared, &headers)?;
-    let q = query(q)?;
+    let q = q.0?;
     check_upload(&q.upload)?;
     if q.part >= MAX_PARTS {
         return Err(ApiError::bad_request(
@@ -712,10 +746,10 @@ fn cursor(
 async fn pull(
     State(shared): State<AppState>,
     headers: HeaderMap,
-    q: Result<Query<PullQuery>, axum::extract::rejection::QueryRejection>,
+    q: Params<PullQuery>,
 ) -> Result<Json<Pulled>, ApiError> {
     let tenant = tenant(&shared, &headers)?;
-    let q = query(q)?;
+    let q = q.0?;
     same_hub(&shared, q.hub.as_deref())?;
     if q.after < 0 {
         return Err(ApiError::bad_request(
@@ -783,10 +817,10 @@ struct SnapshotQuery {
 async fn snapshot(
     State(shared): State<AppState>,
     headers: HeaderMap,
-    q: Result<Query<SnapshotQuery>, axum::extract::rejection::QueryRejection>,
+    q: Params<SnapshotQuery>,
 ) -> Result<Json<Snapshotted>, ApiError> {
     let tenant = tenant(&shared, &headers)?;
-    let q = query(q)?;
+    let q = q.0?;
     same_hub(&shared, q.hub.as_deref())?;
     let after = cursor(
         "after",

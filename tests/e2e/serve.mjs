@@ -111,7 +111,16 @@ export function startPostgres(testPg) {
 
 /** `nexus --db DB serve ARGS...`; resolves to `{ url, child }` once it listens. */
 export function startNexusServe(nexus, db, args) {
-  const child = spawn(nexus, ["--db", db, "serve", ...args], { stdio: ["ignore", "pipe", "inherit"] });
+  const child = spawn(nexus, ["--db", db, "serve", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  // Its log goes on to ours, and is kept (`child.log`, one line per item).
+  child.log = [];
+  let partial = "";
+  child.stderr.on("data", (d) => {
+    process.stderr.write(d);
+    const lines = (partial + d).split("\n");
+    partial = lines.pop();
+    child.log.push(...lines);
+  });
   return new Promise((ok, fail) => {
     let out = "";
     child.stdout.on("data", (d) => {

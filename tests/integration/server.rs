@@ -854,7 +854,7 @@ async fn cors_for_configured_origins() {
         .header("access-control-request-method", "POST")
         .header(
             "access-control-request-headers",
-            "authorization,content-type,nexus-protocol",
+            "authorization,content-type,nexus-protocol,nexus-query",
         )
         .send()
         .await
@@ -864,6 +864,11 @@ async fn cors_for_configured_origins() {
         pre.headers().get("access-control-allow-origin").unwrap(),
         "http://app.example"
     );
+    let allowed = pre.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(allowed.contains("nexus-query"), "{allowed}");
     let other = client
         .get(format!("{}/v1/health", server.url))
         .header("origin", "http://evil.example")
@@ -871,6 +876,89 @@ async fn cors_for_configured_origins() {
         .await
         .unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
+    server.stop().await;
+}
+
+/// A request's query string may come in the `nexus-query` header instead
+/// of its URL (a browser's, so that its URL, and so its CORS preflight,
+/// stays the same from request to request): the same answers, the same
+/// 400s; not both at once; the token still checked first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_in_the_query_header() {
+    let db = pg::database("serve_query_header").await;
+    let server = TestServer::start(&db.url).await;
+    let s = Store::memory().await.unwrap();
+    s.put(file("/q.txt", "q")).await.unwrap();
+    push(&s, &server.remote("default"), &opts()).await.unwrap();
+    let source = s.snapshot().await.unwrap().source_id().to_string();
+    let token = token("default", 60);
+    let get = |path: &'static str, query: String, in_header: bool| {
+        let url = match in_header {
+            true => format!("{}{path}", server.url),
+            false => format!("{}{path}?{query}", server.url),
+        };
+        let token = token.clone();
+        async move {
+            let headers = [("nexus-query", query.as_str())];
+            let headers: &[(&str, &str)] = if in_header { &headers } else { &[] };
+            call(reqwest::Method::GET, &url, Some(&token), headers, None).await
+        }
+    };
+    let state = format!("source={source}");
+    let (status, _, by_url) = get("/v1/state", state.clone(), false).await;
+    assert_eq!(status, 200, "{by_url}");
+    assert_eq!(by_url["query_header"], true, "the server says it reads it");
+    let (status, _, by_header) = get("/v1/state", state, true).await;
+    assert_eq!((status, &by_header), (200, &by_url));
+    // A pull: the same page either way.
+    let pulled = format!("after=0&max_rows=10&source={source}");
+    let (status, _, by_url) = get("/v1/pull", pulled.clone(), false).await;
+    assert_eq!(status, 200, "{by_url}");
+    let (status, _, by_header) = get("/v1/pull", pulled.clone(), true).await;
+    assert_eq!(status, 200, "{by_header}");
+    assert_eq!(by_header["changes"]["after"], 0);
+    assert_eq!(by_header["hub_id"], by_url["hub_id"]);
+    assert_eq!(by_header["watermark"], by_url["watermark"]);
+    // Bad parameters in the header: the same 400 as in the URL.
+    let (status, _, body) = get("/v1/pull", "after=-1".into(), true).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")));
+    assert!(
+        body["message"].as_str().unwrap().contains("`after`"),
+        "{body}"
+    );
+    let (status, _, body) = get("/v1/pull", "after=x".into(), true).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the query string:"),
+        "{body}"
+    );
+    // Both at once: refused, naming the header.
+    let (status, _, body) = call(
+        reqwest::Method::GET,
+        &format!("{}/v1/pull?after=0", server.url),
+        Some(&token),
+        &[("nexus-query", "after=0")],
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("nexus-query"),
+        "{body}"
+    );
+    // No token: 401 whatever the parameters.
+    let (status, _, _) = call(
+        reqwest::Method::GET,
+        &format!("{}/v1/pull", server.url),
+        None,
+        &[("nexus-query", "after=x")],
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
     server.stop().await;
 }
 

@@ -10,8 +10,8 @@ use std::rc::Rc;
 
 use js_sys::{Object, Promise, Reflect, Uint8Array};
 use nexus_core::protocol::{
-    self, ErrorBody, Known, PROTOCOL_HEADER, PROTOCOL_VERSION, Pulled, Pushed, SYNC_ROUNDS,
-    Snapshotted, State,
+    self, ErrorBody, Known, PROTOCOL_HEADER, PROTOCOL_VERSION, Pulled, Pushed, QUERY_HEADER,
+    SYNC_ROUNDS, Snapshotted, State,
 };
 use nexus_core::{
     Changes, ConflictCopy, ConflictReason, Feed, FeedPage, PullReport, SnapshotCursor,
@@ -269,8 +269,18 @@ impl Server<'_> {
             set(&headers, "content-type", &"application/json".into())?;
             set(&init, "body", &Uint8Array::from(body.as_slice()).into())?;
         }
+        // The query in its header when the server reads it there: the URL
+        // stays the same, and the CORS preflight is asked once per
+        // endpoint, not before every request whose position changed it.
+        let (path, query) = match self.known().query_header() {
+            true => protocol::split_query(path_and_query),
+            false => (path_and_query, None),
+        };
+        if let Some(query) = query {
+            set(&headers, QUERY_HEADER, &query.into())?;
+        }
         set(&init, "headers", &headers.into())?;
-        let url = format!("{}{path_and_query}", self.url);
+        let url = format!("{}{path}", self.url);
         let call = fetch.call2(&global, &url.into(), &init).map_err(js)?;
         let response = JsFuture::from(Promise::from(call)).await.map_err(|e| {
             remote(
