@@ -26,6 +26,12 @@ pub const PROTOCOL_HEADER: &str = "nexus-protocol";
 /// position changed the URL.
 pub const QUERY_HEADER: &str = "nexus-query";
 
+/// The query string of a request whose parameters are in the
+/// [`QUERY_HEADER`]: a server that does not read the header (an older one,
+/// at an address whose state said it did) refuses the request (an unknown
+/// parameter) rather than taking it without its parameters.
+pub const QUERY_IN_HEADER: &str = "query=header";
+
 /// `GET`: `{"status": "ok", "protocol": 1}` while the database answers,
 /// 503 otherwise. No token needed.
 pub const HEALTH: &str = "/v1/health";

@@ -373,7 +373,10 @@ pub struct OwnTransaction {
 /// the database server started, and whether every row it wrote has the
 /// origin `$1` (each of its rows in the feed's tables, found by
 /// `change_seq`, the id of the transaction that last wrote the row; a
-/// transaction that wrote none counts): such a transaction holds nothing
+/// transaction that wrote none counts), and its commit will be flushed (not
+/// `synchronous_commit = off`: an id whose commit a crash lost may be
+/// handed out again after the database server recovers in place, which
+/// does not change its start time): such a transaction holds nothing
 /// for that source's pulls, which leave out a page's rows of their own
 /// origin anyway (`nexus_core::Store::apply_pull`). A row of it written
 /// again later is read with the transaction that wrote it; one the
@@ -389,7 +392,8 @@ pub static OWN_TRANSACTION: LazyLock<String> = LazyLock::new(|| {
         })
         .collect();
     format!(
-        "SELECT x.id, {}, NOT ({}) FROM (SELECT pg_current_xact_id()::text::int8 AS id) AS x",
+        "SELECT x.id, {}, current_setting('synchronous_commit') <> 'off' AND NOT ({}) \
+         FROM (SELECT pg_current_xact_id()::text::int8 AS id) AS x",
         started!(),
         written_by_others.join(" OR ")
     )

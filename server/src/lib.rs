@@ -39,7 +39,7 @@ use nexus_core::ChangeFile;
 use nexus_postgres::{PgUrl, Pool, PoolOptions};
 use nexus_sync::protocol::{
     self, HEALTH, PROTOCOL_HEADER, PROTOCOL_VERSION, PULL, PUSH, PUSH_PART, Pulled, Pushed,
-    QUERY_HEADER, SNAPSHOT, STATE, Snapshotted, Staged,
+    QUERY_HEADER, QUERY_IN_HEADER, SNAPSHOT, STATE, Snapshotted, Staged,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -271,6 +271,12 @@ fn router(shared: AppState, config: &Config) -> Result<Router, ServeError> {
             HeaderName::from_static(PROTOCOL_HEADER),
             protocol,
         ))
+        // Answers depend on the token and on parameters that may come in a
+        // header: no cache keeps them.
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
         .layer(
             // One line per request: method, path (no query, no headers:
             // tokens stay out of the log), status, latency, and what a push
@@ -387,17 +393,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
 fn params<T: DeserializeOwned>(parts: &Parts) -> Result<T, ApiError> {
     let bad = |what: String| ApiError::bad_request(format!("the query string: {what}"));
     let uri = match (parts.uri.query(), parts.headers.get(QUERY_HEADER)) {
+        (None | Some(QUERY_IN_HEADER), Some(h)) => h
+            .to_str()
+            .ok()
+            .and_then(|q| format!("/?{q}").parse::<Uri>().ok())
+            .ok_or_else(|| bad(format!("the {QUERY_HEADER} header is not one")))?,
+        (Some(QUERY_IN_HEADER), None) => {
+            return Err(ApiError::bad_request(format!(
+                "`{QUERY_IN_HEADER}` says the parameters are in the {QUERY_HEADER} header, which is missing"
+            )));
+        }
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(format!(
                 "parameters come in the query string or in the {QUERY_HEADER} header, not both"
             )));
         }
         (_, None) => parts.uri.clone(),
-        (None, Some(h)) => h
-            .to_str()
-            .ok()
-            .and_then(|q| format!("/?{q}").parse::<Uri>().ok())
-            .ok_or_else(|| bad(format!("the {QUERY_HEADER} header is not one")))?,
     };
     Query::try_from_uri(&uri)
         .map(|Query(t)| t)

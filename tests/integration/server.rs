@@ -195,6 +195,19 @@ async fn newest_file_transaction(db_url: &str) -> i64 {
         .get(0)
 }
 
+/// Sets `synchronous_commit` of the database's new sessions (the test
+/// cluster runs with it off).
+async fn synchronous_commit(db: &pg::TestDb, setting: &str) {
+    pg::connect(&db.url)
+        .await
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{}\" SET synchronous_commit = {setting}",
+            db.name()
+        ))
+        .await
+        .unwrap();
+}
+
 /// A raw pull of tenant `default` from position 0, as `source` (none: as
 /// nobody), asked again until its page passes transaction `past`.
 async fn raw_pull_past(server: &TestServer, source: Option<&str>, past: i64) -> Value {
@@ -234,10 +247,12 @@ fn page_paths(page: &Value) -> Vec<&str> {
 /// over, so that the store still records its position. Another store of
 /// the tenant reads them; a push the conflict rule changed is read by its
 /// own source too (the rule's rows are the database's); and a server that
-/// did not apply a push reads it, and its store leaves its rows out.
+/// did not apply a push reads it, and its store leaves its rows out; so
+/// does one whose commits a crash may lose.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_passes_over_the_callers_own_pushes_unread() {
     let db = pg::database("serve_own_pushes").await;
+    synchronous_commit(&db, "on").await;
     let server = TestServer::start(&db.url).await;
     let remote = server.remote("default");
     let (a, b) = (
@@ -295,6 +310,18 @@ async fn a_pull_passes_over_the_callers_own_pushes_unread() {
     sync_settled(&b, &remote, &db.url).await;
     assert_eq!(paths(&a).await, paths(&b).await);
     second.stop().await;
+
+    // Commits that a crash may lose (`synchronous_commit = off`): their
+    // ids may be handed out again once the database server recovers, so
+    // they are read.
+    synchronous_commit(&db, "off").await;
+    let lax = TestServer::start(&db.url).await;
+    sync_settled(&a, &lax.remote("default"), &db.url).await;
+    a.put(file("/a/4", "a4")).await.unwrap();
+    push(&a, &lax.remote("default"), &opts()).await.unwrap();
+    let r = sync_settled(&a, &lax.remote("default"), &db.url).await;
+    assert_eq!(r.pull.own, 2, "the file and version of /a/4: {r:?}");
+    lax.stop().await;
     server.stop().await;
 }
 
@@ -306,6 +333,7 @@ async fn a_pull_passes_over_the_callers_own_pushes_unread() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_passing_over_an_own_push_ends_where_its_list_was_cut() {
     let db = pg::database("serve_own_cut").await;
+    synchronous_commit(&db, "on").await;
     let server = TestServer::start(&db.url).await;
     let remote = server.remote("default");
     let (a, b) = (
@@ -947,6 +975,25 @@ async fn parameters_in_the_query_header() {
     assert_eq!(status, 400, "{body}");
     assert!(
         body["message"].as_str().unwrap().contains("nexus-query"),
+        "{body}"
+    );
+    // The marker a browser puts in the URL (an older server refuses it as
+    // an unknown parameter), with the header and without.
+    let marked = format!("{}/v1/pull?query=header", server.url);
+    let (status, _, body) = call(
+        reqwest::Method::GET,
+        &marked,
+        Some(&token),
+        &[("nexus-query", pulled.as_str())],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["hub_id"], by_url["hub_id"]);
+    let (status, _, body) = call(reqwest::Method::GET, &marked, Some(&token), &[], None).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("missing"),
         "{body}"
     );
     // No token: 401 whatever the parameters.

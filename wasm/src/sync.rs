@@ -11,7 +11,7 @@ use std::rc::Rc;
 use js_sys::{Object, Promise, Reflect, Uint8Array};
 use nexus_core::protocol::{
     self, ErrorBody, Known, PROTOCOL_HEADER, PROTOCOL_VERSION, Pulled, Pushed, QUERY_HEADER,
-    SYNC_ROUNDS, Snapshotted, State,
+    QUERY_IN_HEADER, SYNC_ROUNDS, Snapshotted, State,
 };
 use nexus_core::{
     Changes, ConflictCopy, ConflictReason, Feed, FeedPage, PullReport, SnapshotCursor,
@@ -276,11 +276,14 @@ impl Server<'_> {
             true => protocol::split_query(path_and_query),
             false => (path_and_query, None),
         };
-        if let Some(query) = query {
-            set(&headers, QUERY_HEADER, &query.into())?;
-        }
+        let url = match query {
+            Some(query) => {
+                set(&headers, QUERY_HEADER, &query.into())?;
+                format!("{}{path}?{QUERY_IN_HEADER}", self.url)
+            }
+            None => format!("{}{path}", self.url),
+        };
         set(&init, "headers", &headers.into())?;
-        let url = format!("{}{path}", self.url);
         let call = fetch.call2(&global, &url.into(), &init).map_err(js)?;
         let response = JsFuture::from(Promise::from(call)).await.map_err(|e| {
             remote(
@@ -309,6 +312,11 @@ impl Server<'_> {
                 Ok(b) => (b.message, protocol::asks_to_push_again(&b.error)),
                 Err(_) => (format!("the sync server answered {status}"), false),
             };
+            // A 400 to parameters sent in their header may come from a
+            // server that does not read it (an older one at this address
+            // since the state was heard): the sync asks the state again
+            // and sends them as that says.
+            let again = again || (status == 400 && query.is_some());
             return Err(SyncError::Remote {
                 kind: kind_of(status),
                 message,
