@@ -665,6 +665,16 @@ async fn read_in(
         .into_iter()
         .filter(|&s| s <= through)
         .partition(|s| leave_out.contains(s));
+    let caught_up = through == safe;
+    // A page that passes over the reader's own pushes alone ends at the
+    // last of them, needing no record of its own to be durable: their
+    // commits were flushed ([`OWN_TRANSACTION`]), so no id up to it can be
+    // handed out again, and no transaction of the tenant's lies between it
+    // and `through` (caught up as far as the tenant goes).
+    let (through, moves) = match left_out.iter().max() {
+        Some(&last) if transactions.is_empty() => (last, false),
+        _ => (through, through > after),
+    };
     let range: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = match &tenant {
         None => [&after, &through],
         Some(t) => [&transactions, t],
@@ -689,7 +699,6 @@ async fn read_in(
     // page's one snapshot; prepared first, so that each is sent when first
     // polled, in order, and checked in the order sent: the error is the
     // first statement's, not the "transaction aborted" of those behind it.
-    let moves = through > after;
     let reads_sql = sql.iter().map(String::as_str).filter(|_| reads);
     for statement in reads_sql.chain(moves.then_some(DURABLE_HERE)) {
         db.prepare(statement)
@@ -729,7 +738,7 @@ async fn read_in(
     let referenced = referenced(db, &changes, tenant, through, through).await?;
     Ok(FeedPage {
         changes,
-        caught_up: through == safe,
+        caught_up,
         referenced_files: referenced.files,
         referenced_versions: referenced.versions,
         within: None,
