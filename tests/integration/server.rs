@@ -208,6 +208,20 @@ async fn synchronous_commit(db: &pg::TestDb, setting: &str) {
         .unwrap();
 }
 
+/// A database whose commits are flushed, a server in front of it, and two
+/// stores of tenant `default`.
+async fn two_stores_with_flushed_commits(
+    name: &str,
+) -> (pg::TestDb, TestServer, Remote, Store, Store) {
+    let db = pg::database(name).await;
+    synchronous_commit(&db, "on").await;
+    let server = TestServer::start(&db.url).await;
+    let remote = server.remote("default");
+    let a = Store::memory().await.unwrap();
+    let b = Store::memory().await.unwrap();
+    (db, server, remote, a, b)
+}
+
 /// A raw pull of tenant `default` from position 0, as `source` (none: as
 /// nobody), asked again until its page passes transaction `past`.
 async fn raw_pull_past(server: &TestServer, source: Option<&str>, past: i64) -> Value {
@@ -251,14 +265,7 @@ fn page_paths(page: &Value) -> Vec<&str> {
 /// does one whose commits a crash may lose.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_passes_over_the_callers_own_pushes_unread() {
-    let db = pg::database("serve_own_pushes").await;
-    synchronous_commit(&db, "on").await;
-    let server = TestServer::start(&db.url).await;
-    let remote = server.remote("default");
-    let (a, b) = (
-        Store::memory().await.unwrap(),
-        Store::memory().await.unwrap(),
-    );
+    let (db, server, remote, a, b) = two_stores_with_flushed_commits("serve_own_pushes").await;
     let a_id = a.snapshot().await.unwrap().source_id().to_string();
     let b_id = b.snapshot().await.unwrap().source_id().to_string();
     a.put(file("/a/1", "a1")).await.unwrap();
@@ -342,14 +349,7 @@ async fn a_pull_passes_over_the_callers_own_pushes_unread() {
 /// comes in the next one rather than being jumped over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_passing_over_an_own_push_ends_where_its_list_was_cut() {
-    let db = pg::database("serve_own_cut").await;
-    synchronous_commit(&db, "on").await;
-    let server = TestServer::start(&db.url).await;
-    let remote = server.remote("default");
-    let (a, b) = (
-        Store::memory().await.unwrap(),
-        Store::memory().await.unwrap(),
-    );
+    let (db, server, remote, a, b) = two_stores_with_flushed_commits("serve_own_cut").await;
     let batch: Vec<NewFile> = (0..4).map(|i| file(&format!("/a/{i}"), "a")).collect();
     a.put_batch(&batch).await.unwrap();
     push(&a, &remote, &opts()).await.unwrap();
