@@ -31,8 +31,9 @@ pub struct FeedPage {
     /// changes.through]`, each row in its latest state, in `change_seq`
     /// order per table. `changes.through` is the position to ask from next.
     pub changes: Changes,
-    /// Whether the page reaches the newest position that was safe to read
-    /// (`false`: more pages are ready now).
+    /// Whether the page reaches the newest position that was safe to read,
+    /// or (a page for one tenant) the last of the tenant's changes before
+    /// it (`false`: more pages are ready now).
     pub caught_up: bool,
     /// The current rows of files that the page's versions and metadata
     /// refer to but whose own row is not in the page (it was written again

@@ -373,10 +373,13 @@ pub struct OwnTransaction {
 /// the database server started, and whether every row it wrote has the
 /// origin `$1` (each of its rows in the feed's tables, found by
 /// `change_seq`, the id of the transaction that last wrote the row; a
-/// transaction that wrote none counts), and its commit will be flushed (not
-/// `synchronous_commit = off`: an id whose commit a crash lost may be
-/// handed out again after the database server recovers in place, which
-/// does not change its start time): such a transaction holds nothing
+/// transaction that wrote none counts), and its commit is as durable as
+/// [`DURABLE_HERE`] makes a page's (`synchronous_commit` `on` or
+/// `remote_apply`: flushed, and on the synchronous standbys if any; an id
+/// whose commit a crash lost may be handed out again after the database
+/// server recovers in place, which does not change its start time, and
+/// one a promoted standby never received, to its own transactions): such
+/// a transaction holds nothing
 /// for that source's pulls, which leave out a page's rows of their own
 /// origin anyway (`nexus_core::Store::apply_pull`). A row of it written
 /// again later is read with the transaction that wrote it; one the
@@ -392,7 +395,8 @@ pub static OWN_TRANSACTION: LazyLock<String> = LazyLock::new(|| {
         })
         .collect();
     format!(
-        "SELECT x.id, {}, current_setting('synchronous_commit') <> 'off' AND NOT ({}) \
+        "SELECT x.id, {}, current_setting('synchronous_commit') IN ('on', 'remote_apply') \
+         AND NOT ({}) \
          FROM (SELECT pg_current_xact_id()::text::int8 AS id) AS x",
         started!(),
         written_by_others.join(" OR ")
@@ -537,7 +541,9 @@ pub async fn read_tenant_page(
     settings?;
     let page = page?;
     // A page that moves the position wrote a record of its own
-    // ([`DURABLE_HERE`]): this commit makes its bound durable.
+    // ([`DURABLE_HERE`]), but one that ends at the last of the reader's
+    // own pushes it passed over (durable already): this commit makes its
+    // bound durable.
     tx.commit()
         .await
         .map_err(pg_err("ending a read of the change feed"))?;
@@ -569,8 +575,10 @@ macro_rules! durable_select {
 /// readers' pages stop below it).
 const DURABLE_HERE: &str = durable_select!();
 
-/// [`DURABLE_HERE`] when the page moves the position (`moves`; one that
-/// does not hands out nothing new).
+/// [`DURABLE_HERE`] when the page moves the position to a point not
+/// durable already (`moves`; a page that does not move it hands out
+/// nothing new, and one that ends at the reader's own push passed over
+/// ends where a flushed commit is).
 async fn durable_here(db: &Cached<'_, impl GenericClient + Sync>, moves: bool) -> Result<()> {
     if moves {
         db.execute(DURABLE_HERE, &[])

@@ -262,7 +262,7 @@ fn page_paths(page: &Value) -> Vec<&str> {
 /// the tenant reads them; a push the conflict rule changed is read by its
 /// own source too (the rule's rows are the database's); and a server that
 /// did not apply a push reads it, and its store leaves its rows out; so
-/// does one whose commits a crash may lose.
+/// does one whose commits are less durable than a page's record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_passes_over_the_callers_own_pushes_unread() {
     let (db, server, remote, a, b) = two_stores_with_flushed_commits("serve_own_pushes").await;
@@ -328,10 +328,11 @@ async fn a_pull_passes_over_the_callers_own_pushes_unread() {
     assert_eq!(paths(&a).await, paths(&b).await);
     second.stop().await;
 
-    // Commits that a crash may lose (`synchronous_commit = off`): their
-    // ids may be handed out again once the database server recovers, so
-    // they are read.
-    synchronous_commit(&db, "off").await;
+    // Commits less durable than a page's own record (`synchronous_commit
+    // = local`: not waited for on synchronous standbys; `off`: not even
+    // flushed): their ids may be handed out again after a failover or a
+    // crash, so they are read.
+    synchronous_commit(&db, "local").await;
     let lax = TestServer::start(&db.url).await;
     sync_settled(&a, &lax.remote("default"), &db.url).await;
     a.put(file("/a/4", "a4")).await.unwrap();
