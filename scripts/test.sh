@@ -127,7 +127,12 @@ fi
 step "end to end: the demo page, two profiles and a native store through nexus serve"
 NEXUS_BIN=target/debug/nexus node tests/e2e/e2e.mjs
 step "end to end: convergence with a browser store"
-NEXUS_BIN=target/debug/nexus NEXUS_LOG=warn node tests/e2e/converge.mjs
+# On a durable cluster: pushes are then committed as durably as the
+# server's pulls need to pass over a store's own pushes unread (the
+# default throwaway cluster runs with synchronous_commit off, and the
+# e2e test above reads them), so the browser's and the native stores'
+# pulls take that path here.
+NEXUS_TEST_PG_DURABLE=1 NEXUS_BIN=target/debug/nexus NEXUS_LOG=warn node tests/e2e/converge.mjs
 step "end to end: tabs of one origin"
 node tests/e2e/tabs.mjs
 step "end to end: Chromium killed mid-write"
