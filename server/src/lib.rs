@@ -280,7 +280,7 @@ fn router(shared: AppState, config: &Config) -> Result<Router, ServeError> {
         .layer(
             // One line per request: method, path (no query, no headers:
             // tokens stay out of the log), status, latency, and what a push
-            // did (recorded on the request's span by the handler).
+            // or pull did (recorded on the request's span by the handler).
             TraceLayer::new_for_http()
                 .make_span_with(|r: &Request| {
                     use tracing::field::Empty;
@@ -292,6 +292,7 @@ fn router(shared: AppState, config: &Config) -> Result<Router, ServeError> {
                         source = Empty,
                         rows = Empty,
                         conflicts = Empty,
+                        left_out = Empty,
                     )
                 })
                 .on_request(())
@@ -797,11 +798,19 @@ async fn pull(
         &leave_out,
     )
     .await?;
+    let span = tracing::Span::current();
     if let Some(s) = &q.source {
         let through = page.changes.through;
         shared
             .own
             .passed(&tenant, s, through, page.within.is_some());
+        span.record("source", tracing::field::display(s));
+    }
+    // Told on the request's one line.
+    span.record("tenant", tracing::field::display(&tenant))
+        .record("rows", page.changes.len() as u64);
+    if page.left_out > 0 {
+        span.record("left_out", page.left_out);
     }
     Ok(Json(Pulled {
         protocol: PROTOCOL_VERSION,
