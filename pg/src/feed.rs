@@ -367,10 +367,14 @@ pub struct OwnTransaction {
     /// When the database server that ran it started ([`started!`]): the
     /// id names it only while that server runs.
     pub started: i64,
+    /// How many rows it wrote: at least as many as still carry its id
+    /// (a row written again carries the id of the transaction that did).
+    pub rows: i64,
 }
 
 /// The statement that tells, inside a writing transaction, its id, when
-/// the database server started, and whether every row it wrote has the
+/// the database server started, how many rows it wrote, and whether every
+/// row it wrote has the
 /// origin `$1` (each of its rows in the feed's tables, found by
 /// `change_seq`, the id of the transaction that last wrote the row; a
 /// transaction that wrote none counts), and its commit is as durable as
@@ -386,20 +390,19 @@ pub struct OwnTransaction {
 /// conflict rule marks as the database's later without stamping it again
 /// (`nexus_sync`'s `OWN_VERSIONS`, `OWN_KEYS`) holds what the source sent.
 pub static OWN_TRANSACTION: LazyLock<String> = LazyLock::new(|| {
-    let written_by_others: Vec<String> = nexus_core::CHANGE_TABLES
+    let written: Vec<String> = nexus_core::CHANGE_TABLES
         .iter()
-        .map(|t| {
-            format!(
-                "EXISTS (SELECT 1 FROM {t} WHERE change_seq = x.id AND origin_id IS DISTINCT FROM $1)"
-            )
-        })
+        .map(|t| format!("SELECT origin_id FROM {t} WHERE change_seq = x.id"))
         .collect();
     format!(
         "SELECT x.id, {}, current_setting('synchronous_commit') IN ('on', 'remote_apply') \
-         AND NOT ({}) \
-         FROM (SELECT pg_current_xact_id()::text::int8 AS id) AS x",
+         AND w.others = 0, w.rows \
+         FROM (SELECT pg_current_xact_id()::text::int8 AS id) AS x, \
+         LATERAL (SELECT count(*) AS rows, \
+                         count(*) FILTER (WHERE origin_id IS DISTINCT FROM $1) AS others \
+                  FROM ({}) AS r) AS w",
         started!(),
-        written_by_others.join(" OR ")
+        written.join(" UNION ALL ")
     )
 });
 
@@ -409,6 +412,7 @@ pub fn own_transaction(row: &Row) -> Option<OwnTransaction> {
     row.get::<_, bool>(2).then(|| OwnTransaction {
         id: row.get(0),
         started: row.get(1),
+        rows: row.get(3),
     })
 }
 
@@ -489,8 +493,10 @@ pub async fn read_page(
 /// [`OWN_TRANSACTION`]) are not read, when this database server ran them
 /// (their `started`); they still count towards where the page ends (the
 /// list of a tenant's transactions is cut by rows, not transactions, so
-/// only their rows tell where the list is complete). The page says how
-/// many it passed over ([`FeedPage::left_out`]).
+/// only their rows tell where the list is complete: counted, unless the
+/// list holds only such transactions with fewer rows in all than would
+/// cut it). The page says how many it passed over
+/// ([`FeedPage::left_out`]).
 pub async fn read_tenant_page(
     client: &mut tokio_postgres::Client,
     cache: &nexus_postgres::StatementCache,
@@ -528,10 +534,10 @@ pub async fn read_tenant_page(
             None => {
                 // Ids name the transactions noted only while the same
                 // database server runs.
-                let leave_out: Vec<i64> = leave_out
+                let leave_out: Vec<OwnTransaction> = leave_out
                     .iter()
                     .filter(|t| t.started == bounds.started)
-                    .map(|t| t.id)
+                    .copied()
                     .collect();
                 read_in(&db, &tables, tenant, after, &bounds, max_rows, &leave_out).await
             }
@@ -595,8 +601,9 @@ async fn read_in(
     after: i64,
     &Bounds { safe, next, .. }: &Bounds,
     max_rows: usize,
-    leave_out: &[i64],
+    own: &[OwnTransaction],
 ) -> Result<FeedPage> {
+    let leave_out: Vec<i64> = own.iter().map(|t| t.id).collect();
     if after >= next {
         return Err(nexus_core::Error::InvalidArgument {
             name: "feed position",
@@ -640,10 +647,15 @@ async fn read_in(
                 Some(&last) if list.len() as i64 == limit => last,
                 _ => safe,
             };
-            let rows = if list.is_empty() {
-                Ok(Vec::new())
-            } else {
-                db.query(&stamps_of_transactions(), &[&list, &limit]).await
+            // The list's rows tell where it is complete (its parts are cut
+            // by rows): not needed when it holds only the reader's own
+            // pushes, with fewer rows in all than would cut a part.
+            let own_rows = list.iter().try_fold(0, |sum, s| {
+                own.iter().find(|t| t.id == *s).map(|t| sum + t.rows)
+            });
+            let rows = match own_rows {
+                Some(n) if n < limit => Ok(Vec::new()),
+                _ => db.query(&stamps_of_transactions(), &[&list, &limit]).await,
             };
             (list, end, rows)
         }

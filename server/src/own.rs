@@ -72,7 +72,11 @@ mod tests {
     use super::*;
 
     fn t(id: i64) -> OwnTransaction {
-        OwnTransaction { id, started: 1 }
+        OwnTransaction {
+            id,
+            started: 1,
+            rows: 1,
+        }
     }
 
     fn ids(v: Vec<OwnTransaction>) -> Vec<i64> {
