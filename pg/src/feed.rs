@@ -376,8 +376,8 @@ pub struct OwnTransaction {
 /// the database server started, how many rows it wrote, and whether every
 /// row it wrote has the
 /// origin `$1` (each of its rows in the feed's tables, found by
-/// `change_seq`, the id of the transaction that last wrote the row; a
-/// transaction that wrote none counts), and its commit is as durable as
+/// `change_seq`, the id of the transaction that last wrote the row; one
+/// that wrote none holds nothing to pass over), and its commit is as durable as
 /// [`DURABLE_HERE`] makes a page's (`synchronous_commit` `on` or
 /// `remote_apply`: flushed, and on the synchronous standbys if any; an id
 /// whose commit a crash lost may be handed out again after the database
@@ -396,7 +396,7 @@ pub static OWN_TRANSACTION: LazyLock<String> = LazyLock::new(|| {
         .collect();
     format!(
         "SELECT x.id, {}, current_setting('synchronous_commit') IN ('on', 'remote_apply') \
-         AND w.others = 0, w.rows \
+         AND w.others = 0 AND w.rows > 0, w.rows \
          FROM (SELECT pg_current_xact_id()::text::int8 AS id) AS x, \
          LATERAL (SELECT count(*) AS rows, \
                          count(*) FILTER (WHERE origin_id IS DISTINCT FROM $1) AS others \

@@ -225,7 +225,8 @@ try {
     "--listen", "127.0.0.1:0", "--tokens", tokens, "--cors-origin", origin,
     // Small bodies: the batch below, one transaction, goes in parts.
     "--max-body-bytes", "32768",
-  ]));
+    // A line per request: the preflights are counted below.
+  ], { NEXUS_LOG: "info" }));
   // The change files already brought this store's changes: nothing new to
   // push; a wrong token is refused with a typed error. Then a push in
   // windows of one row, each its own request: files put, then renamed

@@ -109,9 +109,15 @@ export function startPostgres(testPg) {
   return { url, stop };
 }
 
-/** `nexus --db DB serve ARGS...`; resolves to `{ url, child }` once it listens. */
-export function startNexusServe(nexus, db, args) {
-  const child = spawn(nexus, ["--db", db, "serve", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+/**
+ * `nexus --db DB serve ARGS...` (with `env` added to this process's);
+ * resolves to `{ url, child }` once it listens.
+ */
+export function startNexusServe(nexus, db, args, env = {}) {
+  const child = spawn(nexus, ["--db", db, "serve", ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...env },
+  });
   // Its log goes on to ours, and is kept (`child.log`, one line per item).
   child.log = [];
   let partial = "";
