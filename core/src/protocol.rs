@@ -108,12 +108,13 @@ pub struct State {
     pub query_header: bool,
 }
 
-/// `path_and_query` as a path and its query string, if any: what goes in
-/// the URL and what may go in the [`QUERY_HEADER`].
-pub fn split_query(path_and_query: &str) -> (&str, Option<&str>) {
+/// `path_and_query` with its query string moved to the [`QUERY_HEADER`]:
+/// the path and query to request ([`QUERY_IN_HEADER`] when it had one),
+/// and the header's value.
+pub fn query_in_header(path_and_query: &str) -> (String, Option<&str>) {
     match path_and_query.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (path_and_query, None),
+        Some((path, query)) => (format!("{path}?{QUERY_IN_HEADER}"), Some(query)),
+        None => (path_and_query.to_string(), None),
     }
 }
 
@@ -583,6 +584,17 @@ mod tests {
         assert!(!limit_lowered(900, &server(None, None), &lowered));
         assert!(asks_to_push_again(LIMIT_LOWERED));
         assert!(!asks_to_push_again("too_large"));
+    }
+
+    #[test]
+    fn a_query_in_its_header_leaves_the_marker_in_the_url() {
+        let (path, query) = query_in_header("/v1/pull?after=7&source=s");
+        assert_eq!(
+            (path.as_str(), query),
+            ("/v1/pull?query=header", Some("after=7&source=s"))
+        );
+        let (path, query) = query_in_header("/v1/health");
+        assert_eq!((path.as_str(), query), ("/v1/health", None));
     }
 
     #[test]

@@ -603,7 +603,7 @@ async fn read_in(
     max_rows: usize,
     own: &[OwnTransaction],
 ) -> Result<FeedPage> {
-    let leave_out: Vec<i64> = own.iter().map(|t| t.id).collect();
+    let is_own = |s: &i64| own.iter().any(|t| t.id == *s);
     if after >= next {
         return Err(nexus_core::Error::InvalidArgument {
             name: "feed position",
@@ -669,7 +669,7 @@ async fn read_in(
         PageEnd::Through(through) => through,
         // A transaction of the reader's own larger than a page alone:
         // passed over whole.
-        PageEnd::Part(stamp) if leave_out.contains(&stamp) => stamp,
+        PageEnd::Part(stamp) if is_own(&stamp) => stamp,
         PageEnd::Part(stamp) => {
             let part = Part {
                 after,
@@ -684,7 +684,7 @@ async fn read_in(
     let (left_out, transactions): (Vec<i64>, Vec<i64>) = transactions
         .into_iter()
         .filter(|&s| s <= through)
-        .partition(|s| leave_out.contains(s));
+        .partition(is_own);
     let caught_up = through == safe;
     // A page that passes over the reader's own pushes alone ends at the
     // last of them, needing no record of its own to be durable: their

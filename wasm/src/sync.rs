@@ -11,7 +11,7 @@ use std::rc::Rc;
 use js_sys::{Object, Promise, Reflect, Uint8Array};
 use nexus_core::protocol::{
     self, ErrorBody, Known, PROTOCOL_HEADER, PROTOCOL_VERSION, Pulled, Pushed, QUERY_HEADER,
-    QUERY_IN_HEADER, SYNC_ROUNDS, Snapshotted, State,
+    SYNC_ROUNDS, Snapshotted, State,
 };
 use nexus_core::{
     Changes, ConflictCopy, ConflictReason, Feed, FeedPage, PullReport, SnapshotCursor,
@@ -273,16 +273,13 @@ impl Server<'_> {
         // stays the same, and the CORS preflight is asked once per
         // endpoint, not before every request whose position changed it.
         let (path, query) = match self.known().query_header() {
-            true => protocol::split_query(path_and_query),
-            false => (path_and_query, None),
+            true => protocol::query_in_header(path_and_query),
+            false => (path_and_query.to_string(), None),
         };
-        let url = match query {
-            Some(query) => {
-                set(&headers, QUERY_HEADER, &query.into())?;
-                format!("{}{path}?{QUERY_IN_HEADER}", self.url)
-            }
-            None => format!("{}{path}", self.url),
-        };
+        if let Some(query) = query {
+            set(&headers, QUERY_HEADER, &query.into())?;
+        }
+        let url = format!("{}{path}", self.url);
         set(&init, "headers", &headers.into())?;
         let call = fetch.call2(&global, &url.into(), &init).map_err(js)?;
         let response = JsFuture::from(Promise::from(call)).await.map_err(|e| {
