@@ -19,15 +19,33 @@ pub struct TestServer {
     done: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// HS256 tokens signed with [`SECRET`].
+pub fn hs256() -> AuthSettings {
+    AuthSettings {
+        jwt_secret: Some(SECRET.to_string()),
+        ..AuthSettings::default()
+    }
+}
+
 impl TestServer {
     pub async fn start(db_url: &str) -> TestServer {
+        TestServer::start_with(db_url, |_| {}, hs256()).await
+    }
+
+    /// A server at `addr` (another one's, stopped: a restart at the same
+    /// address), tuned by `tune`, with [`hs256`] tokens.
+    pub async fn start_at(
+        db_url: &str,
+        addr: std::net::SocketAddr,
+        tune: impl FnOnce(&mut Config),
+    ) -> TestServer {
         TestServer::start_with(
             db_url,
-            |_| {},
-            AuthSettings {
-                jwt_secret: Some(SECRET.to_string()),
-                ..AuthSettings::default()
+            |c| {
+                c.listen = addr;
+                tune(c);
             },
+            hs256(),
         )
         .await
     }

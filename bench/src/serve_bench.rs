@@ -34,9 +34,8 @@
 use std::time::{Duration, Instant};
 
 use nexus_core::{NewFile, Store};
-use nexus_server::AuthSettings;
 use nexus_sync::{Remote, SyncOptions, pull, push};
-use nexus_tests::serve::{SECRET, TestServer, token};
+use nexus_tests::serve::{TestServer, hs256, token};
 
 use nexus_bench::{arg, bench_file, generate, peak_rss_kib, rss_kib};
 
@@ -148,10 +147,7 @@ fn server_child(url: &str) {
                 c.max_applies_per_tenant = arg("--applies", 8);
                 c.max_applies = arg("--all-applies", 8);
             },
-            AuthSettings {
-                jwt_secret: Some(SECRET.into()),
-                ..AuthSettings::default()
-            },
+            hs256(),
         )
         .await;
         println!("{}", server.url);

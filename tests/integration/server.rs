@@ -7,7 +7,7 @@ use nexus_core::{CONFLICT_KEY, ChangeFile, MetadataStore, NewFile, Store};
 use nexus_server::{Auth, AuthSettings};
 use nexus_sync::{Remote, SyncOptions, pull, push, sync_with};
 use nexus_tests::pg;
-use nexus_tests::serve::{SECRET, TestServer, token, token_with};
+use nexus_tests::serve::{SECRET, TestServer, hs256, token, token_with};
 use serde_json::{Value, json};
 
 fn file(path: &str, etag: &str) -> NewFile {
@@ -745,10 +745,7 @@ async fn bad_input_and_limits() {
             c.max_body_bytes = 64 * 1024;
             c.max_push_bytes = 80 * 1024;
         },
-        AuthSettings {
-            jwt_secret: Some(SECRET.to_string()),
-            ..AuthSettings::default()
-        },
+        hs256(),
     )
     .await;
     let t = token("default", 600);
@@ -887,10 +884,7 @@ async fn cors_for_configured_origins() {
     let server = TestServer::start_with(
         &db.url,
         |c| c.cors_origins = vec!["http://app.example".into()],
-        AuthSettings {
-            jwt_secret: Some(SECRET.to_string()),
-            ..AuthSettings::default()
-        },
+        hs256(),
     )
     .await;
     let client = reqwest::Client::new();
@@ -1032,15 +1026,7 @@ async fn parameters_in_the_query_header() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_clients_at_once() {
     let db = pg::database("serve_many").await;
-    let server = TestServer::start_with(
-        &db.url,
-        |c| c.max_applies_per_tenant = 1,
-        AuthSettings {
-            jwt_secret: Some(SECRET.to_string()),
-            ..AuthSettings::default()
-        },
-    )
-    .await;
+    let server = TestServer::start_with(&db.url, |c| c.max_applies_per_tenant = 1, hs256()).await;
     let mut stores = Vec::new();
     for i in 0..6 {
         let s = Store::memory().await.unwrap();
@@ -1107,15 +1093,7 @@ async fn server_restart_then_retry() {
     assert!(e.is_retryable(), "{e:?}");
     // Back on the same address.
     let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
-    let again = TestServer::start_with(
-        &db.url,
-        |c| c.listen = addr,
-        AuthSettings {
-            jwt_secret: Some(SECRET.to_string()),
-            ..AuthSettings::default()
-        },
-    )
-    .await;
+    let again = TestServer::start_at(&db.url, addr, |_| {}).await;
     let r = push(&s, &remote, &small).await.unwrap();
     assert_eq!(r.from_seq, first.to_seq, "resumed where the server stopped");
     assert_eq!(r.tables[0].rows, 30, "only the new files");
@@ -1157,7 +1135,7 @@ async fn a_client_asks_again_when_the_server_serves_another_database() {
     let r = sync_with(&s, &remote, &retrying).await.unwrap();
     assert_eq!(r.pull.hub_id, pg::store_id(&db1.url).await);
     first.stop().await;
-    let second = TestServer::start_with(&db2.url, |c| c.listen = addr, hs256()).await;
+    let second = TestServer::start_at(&db2.url, addr, |_| {}).await;
 
     // A push naming another database: refused before its body is read.
     let (status, _, body) = call(
@@ -1253,7 +1231,7 @@ async fn a_first_pull_cut_when_the_server_moved_is_discarded() {
     }
     first.stop().await;
 
-    let second = TestServer::start_with(&db2.url, |c| c.listen = addr, hs256()).await;
+    let second = TestServer::start_at(&db2.url, addr, |_| {}).await;
     let b = Store::memory().await.unwrap();
     for i in 0..7 {
         b.put(file(&format!("/two/{i}"), "b")).await.unwrap();
@@ -1367,15 +1345,7 @@ async fn a_lowered_body_limit_is_heard_again() {
     s.put(file("/first", "a")).await.unwrap();
     push(&s, &remote, &opts()).await.unwrap();
     first.stop().await;
-    let second = TestServer::start_with(
-        &db.url,
-        |c| {
-            c.listen = addr;
-            c.max_body_bytes = 16 * 1024;
-        },
-        hs256(),
-    )
-    .await;
+    let second = TestServer::start_at(&db.url, addr, |c| c.max_body_bytes = 16 * 1024).await;
     // One transaction of about 60 KiB: one request by the old limit.
     let batch: Vec<NewFile> = (0..200)
         .map(|i| file(&format!("/batch/{i:03}"), "b"))
@@ -1389,15 +1359,10 @@ async fn a_lowered_body_limit_is_heard_again() {
     // A 413 that no lowered body limit explains (the parts of one push add
     // up to more than the server takes in one push) stays final: asked
     // again, the body limit still fits the part.
-    let third = TestServer::start_with(
-        &db.url,
-        |c| {
-            c.listen = addr;
-            c.max_body_bytes = 16 * 1024;
-            c.max_push_bytes = 32 * 1024;
-        },
-        hs256(),
-    )
+    let third = TestServer::start_at(&db.url, addr, |c| {
+        c.max_body_bytes = 16 * 1024;
+        c.max_push_bytes = 32 * 1024;
+    })
     .await;
     let batch: Vec<NewFile> = (0..300)
         .map(|i| file(&format!("/big/{i:03}"), "b"))
@@ -1685,13 +1650,6 @@ async fn one_row_windows_through_the_server() {
 }
 
 /// Settings for a server taking HS256 tokens of [`SECRET`].
-fn hs256() -> AuthSettings {
-    AuthSettings {
-        jwt_secret: Some(SECRET.to_string()),
-        ..AuthSettings::default()
-    }
-}
-
 /// Holds the advisory lock that a push of `source` takes first, in a
 /// transaction of its own, until the returned client commits.
 async fn hold_source_lock(db_url: &str, source: &str) -> tokio_postgres::Client {
