@@ -422,10 +422,39 @@ impl Engine {
     /// the store's other writes go through the group commit
     /// (`crate::group_commit`).
     pub(crate) fn write<T>(&mut self, f: impl FnOnce(&mut Self, Seq) -> Result<T>) -> Result<T> {
+        self.write_transaction(|e| {
+            let seq = e.next_seq()?;
+            f(e, seq)
+        })
+    }
+
+    /// [`Engine::write`] for a write of the store's own bookkeeping that
+    /// changes no row of the change tables (a pull's position moved over
+    /// a page with no rows): no change sequence number is taken, so none is
+    /// spent on it. Refused, as every write, while a first pull is
+    /// unfinished.
+    pub(crate) fn write_unstamped<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
+        self.write_transaction(|e| {
+            let unfinished =
+                e.query_one("SELECT hub_id FROM nexus_bulk_pull LIMIT 1", &[], |r| {
+                    r.text(0)
+                })?;
+            match unfinished {
+                Some(hub_id) => Err(Error::PullUnfinished { hub_id }),
+                None => f(e),
+            }
+        })
+    }
+
+    /// Runs `f` in a write transaction: commits if it returns `Ok`, rolls
+    /// back otherwise.
+    fn write_transaction<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         self.execute(BEGIN_WRITE, &[])?;
         let result = (|| {
-            let seq = self.next_seq()?;
-            let value = f(self, seq)?;
+            let value = f(self)?;
             self.execute("COMMIT", &[])?;
             Ok(value)
         })();

@@ -481,16 +481,16 @@ impl Store {
             tombstones: 0,
             own: 0,
         };
-        let watchers = self.shared.pool.watchers.clone();
-        self.writer().await.write(|e, seq| {
+        // Whether the store is where the page starts: `Ok(false)` when it
+        // has applied the page already, an error when it is elsewhere.
+        let starts_here = |e: &mut Engine| -> Result<bool> {
             let (at, at_within) = stored_point(e, hub_id)?;
             if at > changes.through
                 || (at == changes.through
                     && changes.through > changes.after
                     && at_within.as_ref() == within)
             {
-                out.skipped = true;
-                return Ok(());
+                return Ok(false);
             }
             if at != stored || at_within.as_ref() != from.within || stored > changes.after {
                 return Err(Error::ChangeFileGap {
@@ -499,6 +499,29 @@ impl Store {
                     after: changes.after,
                     through: changes.through,
                 });
+            }
+            Ok(true)
+        };
+        if changes.is_empty() {
+            // Only the position moves (a page that passed over this
+            // store's own pushes, or the end of a transaction read in
+            // part): no stamp, nothing applied.
+            self.writer().await.write_unstamped(|e| {
+                if starts_here(e)? {
+                    record_position(e, hub_id, changes.through, within)?;
+                } else {
+                    out.skipped = true;
+                }
+                Ok(())
+            })?;
+            self.durable().await?;
+            return Ok(out);
+        }
+        let watchers = self.shared.pool.watchers.clone();
+        self.writer().await.write(|e, seq| {
+            if !starts_here(e)? {
+                out.skipped = true;
+                return Ok(());
             }
             let own = e
                 .query_one("SELECT store_id FROM nexus_state WHERE id = 1", &[], |r| {
@@ -511,7 +534,7 @@ impl Store {
                 source_id: hub_id.to_string(),
                 after: changes.after,
                 through: changes.through,
-                previous: at,
+                previous: stored,
                 skipped: false,
                 change_seq: Some(seq),
                 files: 0,
@@ -687,6 +710,17 @@ impl Store {
     /// be pulled again; but the store could only ever finish it from there,
     /// and its server may now serve this database instead.
     pub async fn begin_bulk_pull(&self, hub_id: &str) -> Result<Option<BulkPull<'_>>> {
+        // The common case, a store that has pulled from `hub_id` and has no
+        // load to finish or discard, told by a read: no connection of the
+        // store is taken from the others.
+        let settled = self.reader().await.read(|e| {
+            Ok(position(e, hub_id)? != 0
+                && e.query_one("SELECT 1 FROM nexus_bulk_pull LIMIT 1", &[], |_| Ok(()))?
+                    .is_none())
+        })?;
+        if settled {
+            return Ok(None);
+        }
         let mut all = self.shared.pool.exclusive().await;
         let e = &mut all.writer;
         e.begin_long_write()?;

@@ -289,10 +289,13 @@ async fn a_pull_passes_over_the_callers_own_pushes_unread() {
         .unwrap()
         .get(0);
     assert!(later > pushed);
+    let stamped = a.snapshot().await.unwrap().change_seq();
     let r = sync_settled(&a, &remote, &db.url).await;
     assert_eq!((r.pull.own, r.pull.files, r.pull.pages), (0, 0, 1), "{r:?}");
     let hub = pg::store_id(&db.url).await;
     assert_eq!(a.pull_position(&hub).await.unwrap(), pushed);
+    // Only the position moved: the store took no change sequence number.
+    assert_eq!(a.snapshot().await.unwrap().change_seq(), stamped);
 
     // Once pulled past, a push is forgotten: asked from 0 again, the page
     // reads the first push and passes over the second unread.
