@@ -9,7 +9,9 @@
 //! those rows out, so that what came from the database does not go back to
 //! it, while a local write after the pull restamps a row and is sent.
 //! Rows that this store wrote itself (their origin is this store) are
-//! recognised and not applied again.
+//! recognised and not applied again. A page with no rows to apply (one
+//! that passed over this store's own pushes) moves the position alone:
+//! no change sequence number is taken for it.
 
 use std::borrow::Cow;
 use std::sync::OnceLock;
@@ -57,7 +59,8 @@ pub struct FeedPage {
     /// without reading them (a sync server's pull leaves out a source's
     /// transactions every row of which that source wrote: rows a reader
     /// leaves out anyway). Not 0: the page moves the position past changes
-    /// of the reader's, which records it as it would a page of their rows.
+    /// of the reader's, which records the position (a write of the position
+    /// alone, [`Store::apply_pull_within`]), where an idle page's is not.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub left_out: u64,
 }
