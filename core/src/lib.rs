@@ -103,7 +103,7 @@ pub use pull::{
     BulkPull, Feed, FeedPage, FeedPoint, PullApplied, PullReport, SnapshotCursor, SnapshotSource,
 };
 pub use store::{DEFAULT_BUSY_TIMEOUT, DEFAULT_TENANT, Store, StoreBuilder};
-pub use validate::{MAX_NAME_BYTES, MAX_PATH_BYTES, validate_path};
+pub use validate::{MAX_NAME_BYTES, MAX_PATH_BYTES, validate_name, validate_path};
 pub use watch::{ChangeEvent, ChangedPath, MAX_EVENT_PATHS, Subscription};
 
 /// The checks and encodings every backend must apply the same way (used by

@@ -367,13 +367,12 @@ struct SourceQuery {
     source: String,
 }
 
+/// A `source` parameter: a store's id, by the rule a change file's
+/// `source_id` follows (so that every source that can push can also pull
+/// and ask its state).
 fn check_source(source: &str) -> Result<(), ApiError> {
-    if source.is_empty() || source.len() > 200 || source.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "`source` must be a store's id: 1 to 200 characters, no control characters",
-        ));
-    }
-    Ok(())
+    nexus_core::validate_name("source", source)
+        .map_err(|e| ApiError::bad_request(format!("`source` must be a store's id: {e}")))
 }
 
 /// A request's parameters: its URL's query string, or the same in the

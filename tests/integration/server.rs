@@ -779,6 +779,32 @@ async fn bad_input_and_limits() {
     )
     .await;
     assert_eq!(status, 400, "{body}");
+    // A source's id follows one rule wherever it is named: the longest a
+    // change file's `source_id` may be is a `source` of a state or a pull.
+    for (source, ok) in [("s".repeat(255), true), ("s".repeat(256), false)] {
+        for endpoint in ["state", "pull"] {
+            let url = format!("{}/v1/{endpoint}?source={source}", server.url);
+            let (status, _, body) = call(reqwest::Method::GET, &url, Some(&t), &[], None).await;
+            if ok {
+                assert_eq!(status, 200, "{endpoint}: {body}");
+            } else {
+                assert_eq!(status, 400, "{endpoint}: {body}");
+                let m = body["message"].as_str().unwrap();
+                assert!(m.contains("`source`") && m.contains("255 bytes"), "{body}");
+            }
+        }
+        let file = nexus_core::ChangeFile {
+            source_id: source.clone(),
+            changes: nexus_core::Changes {
+                through: 1,
+                ..nexus_core::Changes::default()
+            },
+        };
+        let (status, _, body) =
+            call(post.clone(), &push_url, Some(&t), &[], Some(file.encode())).await;
+        assert_eq!(status, if ok { 200 } else { 400 }, "push: {body}");
+    }
+
     let (status, _, body) = call(
         post.clone(),
         &format!("{push_url}?base=minus"),
