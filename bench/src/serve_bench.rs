@@ -7,7 +7,11 @@
 //!    through the server and directly (`postgresql://`), all clients in one
 //!    tenant: every client pulls every other client's changes. Then through
 //!    the server with one tenant per client (each pulls only its own
-//!    tenant's changes): the server's own cost, without the fan-out.
+//!    tenant's changes): the server's own cost, without the fan-out. Then
+//!    the same by light clients (`light_load`): the same requests, of
+//!    change files the clients' stores wrote and exported before the run,
+//!    answers read but not applied: what the server and PostgreSQL sustain
+//!    when the clients' stores do not share their cores.
 //! 2. `--files F` (default 1,000,000; 0 skips it): the first pull of F files
 //!    into an empty file store through the server, against the direct pull
 //!    (`nexus pull --from postgresql://`, a snapshot) of the same database.
@@ -200,6 +204,147 @@ struct Load {
     rounds: usize,
 }
 
+/// The files client `c` writes in its round `round` (1 to 10).
+fn round_files(c: usize, round: usize) -> Vec<NewFile> {
+    let n = 1 + (c * 7 + round * 3) % 10;
+    (0..n)
+        .map(|i| {
+            NewFile::new(format!("/c{c:03}/r{round:06}-{i}"), "s3", "k", 1)
+                .etag(format!("{c}-{round}-{i}"))
+        })
+        .collect()
+}
+
+/// A light client's requests (see [`light_load`]): one store's change
+/// files, one per round, prepared before the run.
+struct Prepared {
+    tenant: String,
+    source: String,
+    files: Vec<nexus_core::ChangeFile>,
+}
+
+/// Client `c`'s first `rounds` rounds as [`load`]'s client `c` writes
+/// them, each exported as the change file its push would send.
+async fn prepare(c: usize, tenant: String, rounds: usize) -> Prepared {
+    let store = Store::memory().await.unwrap().with_tenant(&tenant).unwrap();
+    let source = store.snapshot().await.unwrap().source_id().to_string();
+    let mut files = Vec::with_capacity(rounds);
+    let mut after = 0;
+    for round in 0..rounds {
+        store.put_batch(&round_files(c, round)).await.unwrap();
+        let file = store.export_changes(after).await.unwrap();
+        after = file.changes.through;
+        files.push(file);
+    }
+    Prepared {
+        tenant,
+        source,
+        files,
+    }
+}
+
+/// [`load`] through `server` with one tenant per client, by light clients:
+/// each sends the requests a store's sync sends (its state, then per
+/// round a push of the round's change file from the position it pulled,
+/// and pulls from that position until caught up: `protocol::push_requests`,
+/// `protocol::pull_path`) and reads the answers, but its change files were
+/// written and exported before the run, and it applies nothing. The
+/// server's and PostgreSQL's work of [`load`]'s rounds, with little of
+/// the clients' on the same cores. `None` when a client ran out of
+/// prepared rounds before the end.
+async fn light_load(server: &ServerProcess, clients: usize, seconds: u64) -> Option<Load> {
+    use nexus_core::protocol;
+    // Twice the rounds a client made in the full run here, with room.
+    let rounds = (seconds as usize * 60).max(50);
+    let mut prepared = Vec::new();
+    for c in 0..clients {
+        prepared.push(prepare(c, format!("t{c}"), rounds).await);
+    }
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for p in prepared {
+        let base_url = server.url.clone();
+        let bearer = format!("Bearer {}", token(&p.tenant, 3600));
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let call = |method: reqwest::Method, path: &str, body: Option<Vec<u8>>| {
+                let mut request = http
+                    .request(method, format!("{base_url}{path}"))
+                    .header("authorization", &bearer)
+                    .header(protocol::PROTOCOL_HEADER, protocol::PROTOCOL_VERSION);
+                if let Some(body) = body {
+                    request = request
+                        .header("content-type", "application/json")
+                        .body(body);
+                }
+                async move {
+                    let answer = request.send().await.unwrap();
+                    let status = answer.status();
+                    let bytes = answer.bytes().await.unwrap();
+                    assert!(status.is_success(), "{status}: {bytes:?}");
+                    bytes
+                }
+            };
+            let state: protocol::State = serde_json::from_slice(
+                &call(reqwest::Method::GET, &protocol::state_path(&p.source), None).await,
+            )
+            .unwrap();
+            let hub = state.checks_hub.then_some(state.hub_id.as_str());
+            let (mut pushes, mut pulls, mut files, mut position) = (Vec::new(), Vec::new(), 0, 0);
+            let mut ran_out = true;
+            for file in &p.files {
+                if Instant::now() >= until {
+                    ran_out = false;
+                    break;
+                }
+                let t = Instant::now();
+                for request in protocol::push_requests(file, position, &state) {
+                    let answer =
+                        call(reqwest::Method::POST, &request.path, Some(request.body)).await;
+                    serde_json::from_slice::<serde_json::Value>(&answer).unwrap();
+                }
+                pushes.push(t.elapsed().as_secs_f64() * 1000.0);
+                files += file.changes.files.len();
+                let t = Instant::now();
+                loop {
+                    let path = protocol::pull_path(&p.source, position, None, 2000, hub);
+                    let page: protocol::Pulled =
+                        serde_json::from_slice(&call(reqwest::Method::GET, &path, None).await)
+                            .unwrap();
+                    assert!(page.within.is_none(), "a page of one small push each");
+                    position = page.changes.through;
+                    if page.caught_up {
+                        break;
+                    }
+                }
+                pulls.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            (pushes, pulls, files, ran_out)
+        }));
+    }
+    let (mut pushes, mut pulls, mut files, mut ran_out) = (Vec::new(), Vec::new(), 0, false);
+    for t in tasks {
+        let (a, b, f, out) = t.await.unwrap();
+        pushes.extend(a);
+        pulls.extend(b);
+        files += f;
+        ran_out |= out;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    if ran_out {
+        return None;
+    }
+    pushes.sort_by(f64::total_cmp);
+    pulls.sort_by(f64::total_cmp);
+    Some(Load {
+        changes_per_s: files as f64 / elapsed,
+        push: (percentile(&pushes, 0.5), percentile(&pushes, 0.99)),
+        pull: (percentile(&pulls, 0.5), percentile(&pulls, 0.99)),
+        rounds: pushes.len(),
+    })
+}
+
 /// `clients` stores write, push and pull for `seconds`, client `c` in
 /// tenant `t{c % tenants}` through `remote(tenant)`.
 async fn load(
@@ -224,15 +369,9 @@ async fn load(
             let (mut pushes, mut pulls, mut files) = (Vec::new(), Vec::new(), 0usize);
             let mut round = 0usize;
             while Instant::now() < until {
-                let n = 1 + (c * 7 + round * 3) % 10;
-                let batch: Vec<NewFile> = (0..n)
-                    .map(|i| {
-                        NewFile::new(format!("/c{c:03}/r{round:06}-{i}"), "s3", "k", 1)
-                            .etag(format!("{c}-{round}-{i}"))
-                    })
-                    .collect();
+                let batch = round_files(c, round);
                 store.put_batch(&batch).await.unwrap();
-                files += n;
+                files += batch.len();
                 let t = Instant::now();
                 push(&store, &remote, &options).await.unwrap();
                 pushes.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -298,6 +437,26 @@ fn main() {
             if let Some(server) = server {
                 println!("  {}", server.stop().line());
             }
+        }
+        // The last run again, by light clients.
+        if clients > 0 {
+            let db = nexus_tests::pg::database(&format!("bench_serve_light_{clients}")).await;
+            let url = format!("{}?sslmode=disable", db.url);
+            let server = ServerProcess::start(&url);
+            match light_load(&server, clients, seconds).await {
+                Some(l) => println!(
+                    "{clients} light clients in {clients} tenant(s), server: {:>7.0} changes/s, {} rounds; push p50 {:.1} ms p99 {:.1} ms; pull p50 {:.1} ms p99 {:.1} ms (full stores: {:.2}x)",
+                    l.changes_per_s,
+                    l.rounds,
+                    l.push.0,
+                    l.push.1,
+                    l.pull.0,
+                    l.pull.1,
+                    l.changes_per_s / rows[2].1.changes_per_s
+                ),
+                None => println!("{clients} light clients: a client ran out of prepared rounds"),
+            }
+            println!("  {}", server.stop().line());
         }
         println!(
             "one tenant, server / direct: changes/s {:.2}x; peak memory of the clients' process {} MiB",
