@@ -18,7 +18,7 @@
 
 pub use nexus_core::FeedPage;
 use std::collections::HashSet;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 use nexus_core::tables::{Cells, Column, FILE_PATHS, Kind, TableRow, VERSION_HISTORY};
 use nexus_core::{
@@ -66,6 +66,27 @@ fn select_sql<T: TableRow>(tenant: bool) -> String {
             std::iter::once("change_seq").chain(t.snapshot_order.iter().copied())
         )
     )
+}
+
+/// [`select_sql`] of the five feed tables, in the order a page reads them
+/// (files, metadata, versions, chunks, removals), built once for each
+/// filter.
+fn feed_selects(tenant: bool) -> &'static [String; 5] {
+    fn build(tenant: bool) -> [String; 5] {
+        [
+            select_sql::<FileRow>(tenant),
+            select_sql::<MetadataRow>(tenant),
+            select_sql::<VersionRow>(tenant),
+            select_sql::<ChunkRow>(tenant),
+            select_sql::<TombstoneRow>(tenant),
+        ]
+    }
+    static RANGE: OnceLock<[String; 5]> = OnceLock::new();
+    static TENANT: OnceLock<[String; 5]> = OnceLock::new();
+    match tenant {
+        false => RANGE.get_or_init(|| build(false)),
+        true => TENANT.get_or_init(|| build(true)),
+    }
 }
 
 /// `table.column, ...`: in an ORDER BY, a bare name would mean the select
@@ -416,6 +437,23 @@ pub fn own_transaction(row: &Row) -> Option<OwnTransaction> {
     })
 }
 
+/// [`TENANT_TRANSACTIONS`]'s text, for it and
+/// [`TENANT_TRANSACTIONS_ALONE`].
+macro_rules! tenant_transactions_sql {
+    () => {
+        "SELECT change_seq FROM ( \
+         (SELECT change_seq FROM file_paths \
+           WHERE tenant_id = $4 AND change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
+         UNION (SELECT change_seq FROM content_chunks \
+           WHERE tenant_id = $4 AND change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
+         UNION (SELECT change_seq FROM nexus_feed_tenants \
+           WHERE tenant_id = $4 AND change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
+         UNION (SELECT DISTINCT change_seq FROM nexus_feed_tenants \
+           WHERE tenant_id IS NULL AND change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
+         ) AS t ORDER BY change_seq LIMIT $3"
+    };
+}
+
 /// The first `$3` transactions after `$1` through `$2` that wrote rows of
 /// the tenant `$4`: its files and chunks (by their indexes on `(tenant_id,
 /// change_seq)`), its versions, keys and removals, and rows whose tenant
@@ -426,16 +464,7 @@ pub fn own_transaction(row: &Row) -> Option<OwnTransaction> {
 /// chunks' parts count rows (so `$3` of them fill a page before their last
 /// transaction), the others distinct transactions (so the whole list is cut
 /// there too: [`read_in`] then ends the page at its last transaction).
-const TENANT_TRANSACTIONS: &str = "SELECT change_seq FROM ( \
-     (SELECT change_seq FROM file_paths \
-       WHERE tenant_id = $4 AND change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
-     UNION (SELECT change_seq FROM content_chunks \
-       WHERE tenant_id = $4 AND change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
-     UNION (SELECT change_seq FROM nexus_feed_tenants \
-       WHERE tenant_id = $4 AND change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
-     UNION (SELECT DISTINCT change_seq FROM nexus_feed_tenants \
-       WHERE tenant_id IS NULL AND change_seq > $1 AND change_seq <= $2 ORDER BY change_seq LIMIT $3) \
-     ) AS t ORDER BY change_seq LIMIT $3";
+const TENANT_TRANSACTIONS: &str = tenant_transactions_sql!();
 
 /// Where a page of the feed ends.
 #[derive(Debug, PartialEq)]
@@ -496,7 +525,9 @@ pub async fn read_page(
 /// only their rows tell where the list is complete: counted, unless the
 /// list holds only such transactions with fewer rows in all than would
 /// cut it). The page says how many it passed over
-/// ([`FeedPage::left_out`]).
+/// ([`FeedPage::left_out`]). A tenant's page of such transactions alone
+/// is read with its list only, in no transaction ([`own_pushes_page`]);
+/// every other page in one read-only repeatable-read transaction.
 pub async fn read_tenant_page(
     client: &mut tokio_postgres::Client,
     cache: &nexus_postgres::StatementCache,
@@ -509,6 +540,21 @@ pub async fn read_tenant_page(
     let tables = snapshot_tables();
     let start = resume_at(&tables, within)?;
     let bounds = bounds(&Cached::new(&*client, cache)).await?;
+    // Ids name the transactions noted only while the same database server
+    // runs.
+    let leave_out: Vec<OwnTransaction> = leave_out
+        .iter()
+        .filter(|t| t.started == bounds.started)
+        .copied()
+        .collect();
+    // The common page of a store that pushed and pulls: its own pushes
+    // alone, read without a transaction.
+    if let (None, Some(t)) = (within, tenant) {
+        let db = Cached::new(&*client, cache);
+        if let Some(page) = own_pushes_page(&db, t, after, &bounds, max_rows, &leave_out).await? {
+            return Ok(page);
+        }
+    }
     let tx = crate::ops::begin_snapshot(client, "starting a read of the change feed").await?;
     let db = Cached::new(&tx, cache);
     // The plan settings go with the page's first statement (pipelined;
@@ -531,16 +577,7 @@ pub async fn read_tenant_page(
                 };
                 read_part(&db, &tables, tenant, part, max_rows).await
             }
-            None => {
-                // Ids name the transactions noted only while the same
-                // database server runs.
-                let leave_out: Vec<OwnTransaction> = leave_out
-                    .iter()
-                    .filter(|t| t.started == bounds.started)
-                    .copied()
-                    .collect();
-                read_in(&db, &tables, tenant, after, &bounds, max_rows, &leave_out).await
-            }
+            None => read_in(&db, &tables, tenant, after, &bounds, max_rows, &leave_out).await,
         }
     };
     let (settings, page) = tokio::join!(settings, read);
@@ -594,6 +631,92 @@ async fn durable_here(db: &Cached<'_, impl GenericClient + Sync>, moves: bool) -
     Ok(())
 }
 
+/// The rows a page reads at most, plus one (the first row beyond tells
+/// where the page ends).
+fn page_limit(max_rows: usize) -> i64 {
+    i64::try_from(max_rows.max(1)).unwrap_or(i64::MAX - 1) + 1
+}
+
+/// [`TENANT_TRANSACTIONS`] as [`own_pushes_page`] sends it, outside a
+/// page's transaction and its plan settings (`nexus_postgres::PLAN_ONCE`
+/// lasts for a transaction): a statement of its own text, prepared apart,
+/// so that the plan PostgreSQL keeps for it (chosen by the session's
+/// settings) is never the one a page's transaction runs.
+const TENANT_TRANSACTIONS_ALONE: &str = concat!(tenant_transactions_sql!(), " -- alone");
+
+/// `sql` ([`TENANT_TRANSACTIONS`] or [`TENANT_TRANSACTIONS_ALONE`]): the
+/// first `limit` transactions after `after` through `safe` that wrote rows
+/// of `tenant`.
+async fn tenant_transactions(
+    db: &Cached<'_, impl GenericClient + Sync>,
+    sql: &str,
+    tenant: &str,
+    after: i64,
+    safe: i64,
+    limit: i64,
+) -> Result<Vec<i64>> {
+    Ok(db
+        .query(sql, &[&after, &safe, &limit, &tenant])
+        .await
+        .map_err(pg_err("paging the change feed"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// The page of a tenant's transaction list (`list`, read up to the safe
+/// position) that holds only the reader's own pushes (`own`), with fewer
+/// rows in all than would cut a part of the list (the list's rows tell
+/// where it is complete, and these need not be read): it passes over them
+/// all and ends at the last of them, caught up as far as the tenant goes,
+/// and needs no record of its own to be durable (their commits were
+/// flushed: [`OWN_TRANSACTION`]; no id up to the last can be handed out
+/// again). `None` for any other list, and for an empty one (an idle page
+/// moves the position to the safe one, which a record makes durable).
+fn own_pushes_only(
+    list: &[i64],
+    own: &[OwnTransaction],
+    after: i64,
+    limit: i64,
+) -> Option<FeedPage> {
+    let &last = list.last()?;
+    let rows = list.iter().try_fold(0, |sum, s| {
+        own.iter().find(|t| t.id == *s).map(|t| sum + t.rows)
+    })?;
+    (rows < limit).then(|| FeedPage {
+        changes: Changes {
+            after,
+            through: last,
+            ..Changes::default()
+        },
+        caught_up: true,
+        left_out: list.len() as u64,
+        ..FeedPage::default()
+    })
+}
+
+/// [`own_pushes_only`]'s page, read with the list alone: one statement,
+/// in no transaction of its own (no rows are read, so no snapshot need be
+/// shared; any snapshot taken after `bounds` were read sees every
+/// transaction up to the safe position). `None`: read the page as any
+/// other ([`read_in`]).
+async fn own_pushes_page(
+    db: &Cached<'_, impl GenericClient + Sync>,
+    tenant: &str,
+    after: i64,
+    &Bounds { safe, next, .. }: &Bounds,
+    max_rows: usize,
+    own: &[OwnTransaction],
+) -> Result<Option<FeedPage>> {
+    if own.is_empty() || safe <= after || after >= next {
+        return Ok(None);
+    }
+    let limit = page_limit(max_rows);
+    let list =
+        tenant_transactions(db, TENANT_TRANSACTIONS_ALONE, tenant, after, safe, limit).await?;
+    Ok(own_pushes_only(&list, own, after, limit))
+}
+
 async fn read_in(
     db: &Cached<'_, impl GenericClient + Sync>,
     tables: &[SnapshotTable],
@@ -626,7 +749,7 @@ async fn read_in(
             ..FeedPage::default()
         });
     }
-    let limit = i64::try_from(max_rows.max(1)).unwrap_or(i64::MAX - 1) + 1;
+    let limit = page_limit(max_rows);
     // All tenants: the first rows after the position. One tenant: the
     // transactions that wrote its rows, no others, then their first rows;
     // the page ends at the last of them when the list was cut.
@@ -636,27 +759,15 @@ async fn read_in(
             (Vec::new(), safe, rows)
         }
         Some(t) => {
-            let list: Vec<i64> = db
-                .query(TENANT_TRANSACTIONS, &[&after, &safe, &limit, t])
-                .await
-                .map_err(pg_err("paging the change feed"))?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
+            let list = tenant_transactions(db, TENANT_TRANSACTIONS, t, after, safe, limit).await?;
+            if let Some(page) = own_pushes_only(&list, own, after, limit) {
+                return Ok(page);
+            }
             let end = match list.last() {
                 Some(&last) if list.len() as i64 == limit => last,
                 _ => safe,
             };
-            // The list's rows tell where it is complete (its parts are cut
-            // by rows): not needed when it holds only the reader's own
-            // pushes, with fewer rows in all than would cut a part.
-            let own_rows = list.iter().try_fold(0, |sum, s| {
-                own.iter().find(|t| t.id == *s).map(|t| sum + t.rows)
-            });
-            let rows = match own_rows {
-                Some(n) if n < limit => Ok(Vec::new()),
-                _ => db.query(&stamps_of_transactions(), &[&list, &limit]).await,
-            };
+            let rows = db.query(&stamps_of_transactions(), &[&list, &limit]).await;
             (list, end, rows)
         }
     };
@@ -701,20 +812,13 @@ async fn read_in(
     };
     // A tenant's page of none of its transactions reads nothing.
     let reads = !(tenant.is_some() && transactions.is_empty());
-    let q = async |sql: String, what: &'static str| {
+    let q = async |sql: &str, what: &'static str| {
         if !reads {
             return Ok(Vec::new());
         }
-        db.query(&sql, &range).await.map_err(pg_err(what))
+        db.query(sql, &range).await.map_err(pg_err(what))
     };
-    let one = tenant.is_some();
-    let sql = [
-        select_sql::<FileRow>(one),
-        select_sql::<MetadataRow>(one),
-        select_sql::<VersionRow>(one),
-        select_sql::<ChunkRow>(one),
-        select_sql::<TombstoneRow>(one),
-    ];
+    let sql = feed_selects(tenant.is_some());
     // Sent together (pipelined: one round trip, not six), all in the
     // page's one snapshot; prepared first, so that each is sent when first
     // polled, in order, and checked in the order sent: the error is the
@@ -1174,7 +1278,29 @@ async fn make_durable(client: &mut tokio_postgres::Client) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{PageEnd, page_end};
+    use super::{OwnTransaction, PageEnd, own_pushes_only, page_end};
+
+    #[test]
+    fn a_list_of_own_pushes_alone_is_passed_over_whole() {
+        let own = |id, rows| OwnTransaction {
+            id,
+            started: 1,
+            rows,
+        };
+        let mine = [own(10, 2), own(12, 3)];
+        // Pages of 9 rows (limit 10): both pushes, 5 rows, passed over;
+        // the page ends at the last of them.
+        let page = own_pushes_only(&[10, 12], &mine, 7, 10).unwrap();
+        assert_eq!((page.changes.after, page.changes.through), (7, 12));
+        assert!(page.caught_up && page.changes.is_empty() && page.within.is_none());
+        assert_eq!(page.left_out, 2);
+        // Another writer's transaction in the list, no list at all, or as
+        // many rows as would cut it: read as any page.
+        assert!(own_pushes_only(&[10, 11, 12], &mine, 7, 10).is_none());
+        assert!(own_pushes_only(&[], &mine, 7, 10).is_none());
+        assert!(own_pushes_only(&[10, 12], &mine, 7, 5).is_none());
+        assert!(own_pushes_only(&[10, 12], &mine, 7, 6).is_some());
+    }
 
     #[test]
     fn a_page_ends_before_the_transaction_that_fills_it() {
