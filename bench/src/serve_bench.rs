@@ -204,7 +204,7 @@ struct Load {
     rounds: usize,
 }
 
-/// The files client `c` writes in its round `round` (1 to 10).
+/// The files (1 to 10) client `c` writes in its round `round`.
 fn round_files(c: usize, round: usize) -> Vec<NewFile> {
     let n = 1 + (c * 7 + round * 3) % 10;
     (0..n)
@@ -245,9 +245,10 @@ async fn prepare(c: usize, tenant: String, rounds: usize) -> Prepared {
 
 /// [`load`] through `server` with one tenant per client, by light clients:
 /// each sends the requests a store's sync sends (its state, then per
-/// round a push of the round's change file from the position it pulled,
-/// and pulls from that position until caught up: `protocol::push_requests`,
-/// `protocol::pull_path`) and reads the answers, but its change files were
+/// round a push of the round's change file from the position it recorded,
+/// and pulls from that position until caught up, by pages of a store's
+/// size: `protocol::push_requests`, `protocol::pull_path`) and reads the
+/// answers, but its change files were
 /// written and exported before the run, and it applies nothing. The
 /// server's and PostgreSQL's work of [`load`]'s rounds, with little of
 /// the clients' on the same cores. `None` when a client ran out of
@@ -291,6 +292,10 @@ async fn light_load(server: &ServerProcess, clients: usize, seconds: u64) -> Opt
             )
             .unwrap();
             let hub = state.checks_hub.then_some(state.hub_id.as_str());
+            // Pages of the size a store's sync asks for.
+            let window = SyncOptions::default().window_rows;
+            // The position as a store records it (the `base` of its pushes,
+            // where its pulls start): an idle page is not recorded.
             let (mut pushes, mut pulls, mut files, mut position) = (Vec::new(), Vec::new(), 0, 0);
             let mut ran_out = true;
             for file in &p.files {
@@ -307,13 +312,17 @@ async fn light_load(server: &ServerProcess, clients: usize, seconds: u64) -> Opt
                 pushes.push(t.elapsed().as_secs_f64() * 1000.0);
                 files += file.changes.files.len();
                 let t = Instant::now();
+                let mut at = position;
                 loop {
-                    let path = protocol::pull_path(&p.source, position, None, 2000, hub);
+                    let path = protocol::pull_path(&p.source, at, None, window, hub);
                     let page: protocol::Pulled =
                         serde_json::from_slice(&call(reqwest::Method::GET, &path, None).await)
                             .unwrap();
                     assert!(page.within.is_none(), "a page of one small push each");
-                    position = page.changes.through;
+                    at = page.changes.through;
+                    if !page.changes.is_empty() || page.left_out > 0 {
+                        position = at;
+                    }
                     if page.caught_up {
                         break;
                     }
