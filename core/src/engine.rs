@@ -193,6 +193,17 @@ fn is_lock_error(e: &LimboError) -> bool {
     ) || e.to_string().contains("locked by another process")
 }
 
+/// Refuses a write while a first pull is unfinished (`unfinished`: its
+/// database, [`Engine::unfinished_pull`]): the store holds only part of a
+/// database then, without its secondary indexes, and only that pull may
+/// write.
+fn refuse_while_pulling(unfinished: Option<String>) -> Result<()> {
+    match unfinished {
+        Some(hub_id) => Err(Error::PullUnfinished { hub_id }),
+        None => Ok(()),
+    }
+}
+
 impl Engine {
     /// Opens (or joins, within this process) the database at `path` on `io`,
     /// waiting up to `busy_timeout` while another process holds it.
@@ -438,14 +449,16 @@ impl Engine {
         f: impl FnOnce(&mut Self) -> Result<T>,
     ) -> Result<T> {
         self.write_transaction(|e| {
-            let unfinished =
-                e.query_one("SELECT hub_id FROM nexus_bulk_pull LIMIT 1", &[], |r| {
-                    r.text(0)
-                })?;
-            match unfinished {
-                Some(hub_id) => Err(Error::PullUnfinished { hub_id }),
-                None => f(e),
-            }
+            refuse_while_pulling(e.unfinished_pull()?)?;
+            f(e)
+        })
+    }
+
+    /// The database whose first pull is unfinished (`nexus_bulk_pull`), if
+    /// one is.
+    pub(crate) fn unfinished_pull(&mut self) -> Result<Option<String>> {
+        self.query_one("SELECT hub_id FROM nexus_bulk_pull LIMIT 1", &[], |r| {
+            r.text(0)
         })
     }
 
@@ -467,9 +480,8 @@ impl Engine {
     /// Takes the next change sequence number (in a write transaction).
     /// Two statements: in turso 0.8.3 `UPDATE ... RETURNING` on this row
     /// costs about 300 us, twenty times the plain `UPDATE` and `SELECT`.
-    /// Refuses while a first pull is unfinished (`nexus_bulk_pull`): the
-    /// store holds only part of a database then, without its secondary
-    /// indexes, and only that pull may write.
+    /// Refuses while a first pull is unfinished ([`refuse_while_pulling`];
+    /// read in the same statement as the number).
     pub(crate) fn next_seq(&mut self) -> Result<Seq> {
         self.execute(
             "UPDATE nexus_state SET change_seq = change_seq + 1 WHERE id = 1",
@@ -485,10 +497,8 @@ impl Engine {
                 table: "nexus_state",
                 detail: "the state row is missing".into(),
             })?;
-        match unfinished {
-            Some(hub_id) => Err(Error::PullUnfinished { hub_id }),
-            None => Ok(seq),
-        }
+        refuse_while_pulling(unfinished)?;
+        Ok(seq)
     }
 
     /// Whether a transaction is open on this connection.

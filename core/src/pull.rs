@@ -716,11 +716,10 @@ impl Store {
         // The common case, a store that has pulled from `hub_id` and has no
         // load to finish or discard, told by a read: no connection of the
         // store is taken from the others.
-        let settled = self.reader().await.read(|e| {
-            Ok(position(e, hub_id)? != 0
-                && e.query_one("SELECT 1 FROM nexus_bulk_pull LIMIT 1", &[], |_| Ok(()))?
-                    .is_none())
-        })?;
+        let settled = self
+            .reader()
+            .await
+            .read(|e| Ok(position(e, hub_id)? != 0 && e.unfinished_pull()?.is_none()))?;
         if settled {
             return Ok(None);
         }
