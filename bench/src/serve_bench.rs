@@ -204,6 +204,29 @@ struct Load {
     rounds: usize,
 }
 
+impl Load {
+    /// The load of a run that took `seconds`: every push's and pull's
+    /// latency in ms, and the files pushed.
+    fn of(mut pushes: Vec<f64>, mut pulls: Vec<f64>, files: usize, seconds: f64) -> Load {
+        pushes.sort_by(f64::total_cmp);
+        pulls.sort_by(f64::total_cmp);
+        Load {
+            changes_per_s: files as f64 / seconds,
+            push: (percentile(&pushes, 0.5), percentile(&pushes, 0.99)),
+            pull: (percentile(&pulls, 0.5), percentile(&pulls, 0.99)),
+            rounds: pushes.len(),
+        }
+    }
+
+    /// Changes/s, rounds, and push and pull latency, as a line tells them.
+    fn line(&self) -> String {
+        format!(
+            "{:>7.0} changes/s, {} rounds; push p50 {:.1} ms p99 {:.1} ms; pull p50 {:.1} ms p99 {:.1} ms",
+            self.changes_per_s, self.rounds, self.push.0, self.push.1, self.pull.0, self.pull.1
+        )
+    }
+}
+
 /// The files (1 to 10) client `c` writes in its round `round`.
 fn round_files(c: usize, round: usize) -> Vec<NewFile> {
     let n = 1 + (c * 7 + round * 3) % 10;
@@ -255,8 +278,9 @@ async fn prepare(c: usize, tenant: String, rounds: usize) -> Prepared {
 /// prepared rounds before the end.
 async fn light_load(server: &ServerProcess, clients: usize, seconds: u64) -> Option<Load> {
     use nexus_core::protocol;
-    // Twice the rounds a client made in the full run here, with room.
-    let rounds = (seconds as usize * 60).max(50);
+    // Enough for 2,000 rounds a second over all the clients (the light
+    // run makes about 1,000 here with 50 clients).
+    let rounds = (seconds as usize * (2_000 / clients.max(1)).max(40)).max(50);
     let mut prepared = Vec::new();
     for c in 0..clients {
         prepared.push(prepare(c, format!("t{c}"), rounds).await);
@@ -341,17 +365,7 @@ async fn light_load(server: &ServerProcess, clients: usize, seconds: u64) -> Opt
         ran_out |= out;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    if ran_out {
-        return None;
-    }
-    pushes.sort_by(f64::total_cmp);
-    pulls.sort_by(f64::total_cmp);
-    Some(Load {
-        changes_per_s: files as f64 / elapsed,
-        push: (percentile(&pushes, 0.5), percentile(&pushes, 0.99)),
-        pull: (percentile(&pulls, 0.5), percentile(&pulls, 0.99)),
-        rounds: pushes.len(),
-    })
+    (!ran_out).then(|| Load::of(pushes, pulls, files, elapsed))
 }
 
 /// `clients` stores write, push and pull for `seconds`, client `c` in
@@ -399,15 +413,7 @@ async fn load(
         pulls.extend(b);
         files += f;
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    pushes.sort_by(f64::total_cmp);
-    pulls.sort_by(f64::total_cmp);
-    Load {
-        changes_per_s: files as f64 / elapsed,
-        push: (percentile(&pushes, 0.5), percentile(&pushes, 0.99)),
-        pull: (percentile(&pulls, 0.5), percentile(&pulls, 0.99)),
-        rounds: pushes.len(),
-    }
+    Load::of(pushes, pulls, files, started.elapsed().as_secs_f64())
 }
 
 fn main() {
@@ -438,10 +444,7 @@ fn main() {
             };
             let remote = |tenant: &str| remote_of(server.as_ref(), &url, tenant);
             let l = load(remote, clients, tenants, seconds).await;
-            println!(
-                "{clients} clients in {tenants} tenant(s), {via:>6}: {:>7.0} changes/s, {} rounds; push p50 {:.1} ms p99 {:.1} ms; pull p50 {:.1} ms p99 {:.1} ms",
-                l.changes_per_s, l.rounds, l.push.0, l.push.1, l.pull.0, l.pull.1
-            );
+            println!("{clients} clients in {tenants} tenant(s), {via:>6}: {}", l.line());
             rows.push((via, l));
             if let Some(server) = server {
                 println!("  {}", server.stop().line());
@@ -454,13 +457,8 @@ fn main() {
             let server = ServerProcess::start(&url);
             match light_load(&server, clients, seconds).await {
                 Some(l) => println!(
-                    "{clients} light clients in {clients} tenant(s), server: {:>7.0} changes/s, {} rounds; push p50 {:.1} ms p99 {:.1} ms; pull p50 {:.1} ms p99 {:.1} ms (full stores: {:.2}x)",
-                    l.changes_per_s,
-                    l.rounds,
-                    l.push.0,
-                    l.push.1,
-                    l.pull.0,
-                    l.pull.1,
+                    "{clients} light clients in {clients} tenant(s), server: {} (full stores: {:.2}x)",
+                    l.line(),
                     l.changes_per_s / rows[2].1.changes_per_s
                 ),
                 None => println!("{clients} light clients: a client ran out of prepared rounds"),
